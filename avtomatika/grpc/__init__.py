@@ -1,1 +1,1 @@
-"""x"""
+"""The gRPC transport (grpc.aio): the worker stream."""

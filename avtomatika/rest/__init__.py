@@ -1,1 +1,29 @@
-"""x"""
+"""The REST transport (aiohttp): public, client and worker HTTP APIs."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from avtomatika.auth import Authenticator
+from avtomatika.engine import OrchestratorEngine
+from avtomatika.rest.middleware import client_auth_middleware, error_middleware
+from avtomatika.rest.routes import add_routes
+from avtomatika.rest.state import AUTH, ENGINE
+
+__all__ = ["build_app"]
+
+# Bodies larger than this are refused with 413 before they are read. File
+# uploads stream and are not subject to it.
+_MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+def build_app(engine: OrchestratorEngine, auth: Authenticator) -> web.Application:
+    """The aiohttp application for ``engine``; the engine's lifecycle is the
+    caller's (see :mod:`avtomatika.app`)."""
+    app = web.Application(
+        middlewares=[error_middleware, client_auth_middleware], client_max_size=_MAX_BODY_BYTES
+    )
+    app[ENGINE] = engine
+    app[AUTH] = auth
+    add_routes(app)
+    return app

@@ -1,0 +1,124 @@
+"""Settings: one frozen object, read from environment variables with the
+reference names and overridden by CLI flags. Invalid values stop start-up with
+a :class:`~avtomatika.errors.ConfigError` naming the setting."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from avtomatika.errors import ConfigError
+
+__all__ = ["Settings"]
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything configurable. Field names are the environment variable
+    names, lower-cased (``api_port`` <- ``API_PORT``)."""
+
+    api_host: str = "0.0.0.0"
+    api_port: int = 8080
+    grpc_host: str = "0.0.0.0"
+    grpc_port: int = 50051
+    blueprints_dir: Path | None = None
+    client_token: str | None = None
+    global_worker_token: str | None = None
+    log_level: str = "INFO"
+    job_max_retries: int = 3
+    executor_concurrency: int = 32
+    worker_heartbeat_interval_seconds: float = 10.0
+    worker_poll_timeout_seconds: float = 30.0
+    shutdown_grace_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        _check_port("API_PORT", self.api_port, allow_zero=True)
+        _check_port("GRPC_PORT", self.grpc_port, allow_zero=True)
+        if self.log_level.upper() not in _LOG_LEVELS:
+            raise ConfigError(f"LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}, got {self.log_level!r}")
+        if self.job_max_retries < 0:
+            raise ConfigError(f"JOB_MAX_RETRIES must be >= 0, got {self.job_max_retries}")
+        if self.executor_concurrency < 1:
+            raise ConfigError(f"EXECUTOR_CONCURRENCY must be >= 1, got {self.executor_concurrency}")
+        for name in (
+            "worker_heartbeat_interval_seconds",
+            "worker_poll_timeout_seconds",
+            "shutdown_grace_seconds",
+        ):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name.upper()} must be > 0, got {getattr(self, name)}")
+        if self.blueprints_dir is not None and not self.blueprints_dir.is_dir():
+            raise ConfigError(f"BLUEPRINTS_DIR {str(self.blueprints_dir)!r} is not a directory")
+        for name in ("client_token", "global_worker_token"):
+            if getattr(self, name) == "":
+                raise ConfigError(f"{name.upper()} is set but empty")
+
+    @property
+    def logging_level(self) -> int:
+        """The ``logging`` module's level number."""
+        level: int = logging.getLevelNamesMapping()[self.log_level.upper()]
+        return level
+
+    @classmethod
+    def load(
+        cls, environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None
+    ) -> Settings:
+        """Settings from ``environ`` (reference names), then ``overrides``
+        (CLI flags; ``None`` values are ignored)."""
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            raw = environ.get(field.name.upper())
+            if raw is not None:
+                values[field.name] = _parse(field.name.upper(), raw, _PARSERS[field.name])
+        for name, value in (overrides or {}).items():
+            if value is not None:
+                values[name] = value
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _optional_path(raw: str) -> Path | None:
+    return Path(raw) if raw else None
+
+
+def _optional_str(raw: str) -> str | None:
+    return raw
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "api_host": str,
+    "api_port": int,
+    "grpc_host": str,
+    "grpc_port": int,
+    "blueprints_dir": _optional_path,
+    "client_token": _optional_str,
+    "global_worker_token": _optional_str,
+    "log_level": str,
+    "job_max_retries": int,
+    "executor_concurrency": int,
+    "worker_heartbeat_interval_seconds": float,
+    "worker_poll_timeout_seconds": float,
+    "shutdown_grace_seconds": float,
+}
+
+
+def _parse(name: str, raw: str, parser: Callable[[str], Any]) -> Any:
+    try:
+        return parser(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name} has an invalid value {raw!r}") from None
+
+
+def _check_port(name: str, value: int, *, allow_zero: bool) -> None:
+    low = 0 if allow_zero else 1
+    if not low <= value <= 65535:
+        raise ConfigError(f"{name} must be between {low} and 65535, got {value}")

@@ -1,0 +1,128 @@
+"""One exception hierarchy for everything a user (client, worker, blueprint
+author, operator) can get wrong, each with a canonical code.
+
+The codes are gRPC's canonical status codes, spelled out here so the core never
+imports grpc; the transports map them: HTTP through :data:`HTTP_STATUS`, gRPC by
+name (``grpc.StatusCode[code.name]``).
+
+    AvtomatikaError
+    ├── InvalidArgument      bad input: a malformed body, a bad field
+    │   └── BlueprintError   a blueprint that cannot be registered or run
+    ├── ConfigError          a setting or config file that stops start-up
+    ├── Unauthenticated      missing or wrong token
+    ├── NotFound             unknown job, blueprint, worker, route
+    ├── Conflict             the request contradicts the current state
+    ├── RateLimited          too many requests or over quota
+    ├── NotImplementedYet    a declared route whose feature is not built
+    └── Unavailable          a backend is down; retry later
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = [
+    "HTTP_STATUS",
+    "AvtomatikaError",
+    "BlueprintError",
+    "Code",
+    "ConfigError",
+    "Conflict",
+    "InvalidArgument",
+    "NotFound",
+    "NotImplementedYet",
+    "RateLimited",
+    "Unauthenticated",
+    "Unavailable",
+]
+
+
+class Code(enum.Enum):
+    """Canonical error codes (the names match ``grpc.StatusCode``)."""
+
+    INVALID_ARGUMENT = "invalid_argument"
+    UNAUTHENTICATED = "unauthenticated"
+    NOT_FOUND = "not_found"
+    FAILED_PRECONDITION = "failed_precondition"
+    RESOURCE_EXHAUSTED = "resource_exhausted"
+    UNIMPLEMENTED = "unimplemented"
+    UNAVAILABLE = "unavailable"
+    INTERNAL = "internal"
+
+
+HTTP_STATUS: dict[Code, int] = {
+    Code.INVALID_ARGUMENT: 400,
+    Code.UNAUTHENTICATED: 401,
+    Code.NOT_FOUND: 404,
+    Code.FAILED_PRECONDITION: 409,
+    Code.RESOURCE_EXHAUSTED: 429,
+    Code.UNIMPLEMENTED: 501,
+    Code.UNAVAILABLE: 503,
+    Code.INTERNAL: 500,
+}
+
+
+class AvtomatikaError(Exception):
+    """Base of every error Avtomatika raises on purpose."""
+
+    code: Code = Code.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(AvtomatikaError):
+    """The request or input is malformed."""
+
+    code = Code.INVALID_ARGUMENT
+
+
+class BlueprintError(InvalidArgument):
+    """A blueprint is inconsistent (no start state, dangling transition, ...)."""
+
+
+class ConfigError(AvtomatikaError):
+    """A setting or configuration file is invalid; start-up stops."""
+
+    code = Code.INVALID_ARGUMENT
+
+
+class Unauthenticated(AvtomatikaError):
+    """Credentials are missing or wrong."""
+
+    code = Code.UNAUTHENTICATED
+
+
+class NotFound(AvtomatikaError):
+    """The thing asked for does not exist (or belongs to someone else)."""
+
+    code = Code.NOT_FOUND
+
+
+class Conflict(AvtomatikaError):
+    """The request is not valid in the current state (e.g. cancel a finished job)."""
+
+    code = Code.FAILED_PRECONDITION
+
+
+class RateLimited(AvtomatikaError):
+    """The caller is over its rate limit or quota."""
+
+    code = Code.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class NotImplementedYet(AvtomatikaError):
+    """A documented feature that this build does not provide yet."""
+
+    code = Code.UNIMPLEMENTED
+
+
+class Unavailable(AvtomatikaError):
+    """A backend (storage, S3) cannot be reached; the caller may retry."""
+
+    code = Code.UNAVAILABLE

@@ -1,0 +1,252 @@
+"""``WorkerService.Connect``: one bidirectional stream per worker connection.
+
+Per stream, four coroutines share a session:
+
+- the reader handles what the worker sends (credits, results, progress,
+  heartbeats); silence for three heartbeat intervals ends the stream;
+- the feeder waits for a credit, then for a task, and leases it;
+- the heart sends a heartbeat every interval;
+- the writer is the only one that writes to the stream (grpc.aio allows one
+  write at a time), draining the outbound queue.
+
+When the stream ends, for whatever reason, every task still leased to it goes
+back to the queue as a new attempt, so no task is lost to a disconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator
+
+import grpc
+
+from avtomatika.auth import Authenticator
+from avtomatika.clock import now_ms
+from avtomatika.engine import OrchestratorEngine
+from avtomatika.v1 import worker_service_pb2_grpc
+from avtomatika.v1.task_pb2 import Task
+from avtomatika.v1.worker_pb2 import WorkerInfo, WorkerStatus, WorkerTransport
+from avtomatika.v1.worker_service_pb2 import (
+    CancelTask,
+    ConnectRequest,
+    ConnectResponse,
+    Heartbeat,
+    Hello,
+    ResultAck,
+    TaskAssignment,
+    Welcome,
+)
+
+__all__ = ["WorkerStreamService"]
+
+log = logging.getLogger(__name__)
+
+WORKER_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+_MISSED_HEARTBEATS = 3
+
+
+class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
+    """Serves worker streams for an engine."""
+
+    def __init__(self, engine: OrchestratorEngine, auth: Authenticator) -> None:
+        self._engine = engine
+        self._auth = auth
+
+    async def Connect(
+        self,
+        request_iterator: AsyncIterator[ConnectRequest],
+        context: grpc.aio.ServicerContext[ConnectRequest, ConnectResponse],
+    ) -> None:
+        token = dict(context.invocation_metadata() or ()).get("x-worker-token")
+        if not self._auth.worker(token if isinstance(token, str) else None):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid x-worker-token")
+        interval = self._engine.config.worker_heartbeat_interval_seconds
+        try:
+            async with asyncio.timeout(interval * _MISSED_HEARTBEATS):
+                first = await context.read()
+        except TimeoutError:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "no Hello received")
+        if not isinstance(first, ConnectRequest) or first.WhichOneof("kind") != "hello":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be a Hello")
+        problem = _check_hello(first.hello)
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        session = _Session(self._engine, first.hello, context)
+        await session.serve()
+
+
+def _check_hello(hello: Hello) -> str:
+    worker_id = hello.registration.worker_id
+    if not WORKER_ID.match(worker_id):
+        return f"worker_id {worker_id!r} must match {WORKER_ID.pattern}"
+    if not hello.registration.skills:
+        return "a worker needs at least one skill"
+    if any(not skill for skill in hello.registration.skills):
+        return "skills must be non-empty strings"
+    return ""
+
+
+class _Session:
+    """One live stream; the worker registry's :class:`CancelSink` for it."""
+
+    def __init__(
+        self,
+        engine: OrchestratorEngine,
+        hello: Hello,
+        context: grpc.aio.ServicerContext[ConnectRequest, ConnectResponse],
+    ) -> None:
+        self._engine = engine
+        self._context = context
+        self.worker_id = hello.registration.worker_id
+        self._skills = list(dict.fromkeys(hello.registration.skills))
+        self._interval = engine.config.worker_heartbeat_interval_seconds
+        self._outbound: asyncio.Queue[ConnectResponse] = asyncio.Queue()
+        self._credits = hello.initial_credits
+        self._can_take = asyncio.Event()
+        self._draining = False
+        self._held: set[str] = set()
+        self._info = WorkerInfo(
+            registration=hello.registration,
+            status=WorkerStatus.WORKER_STATUS_IDLE,
+            transport=WorkerTransport.WORKER_TRANSPORT_GRPC,
+        )
+        self._update_gate()
+
+    # CancelSink
+    def push_cancel(self, task_id: str, job_id: str, reason: str) -> bool:
+        self._outbound.put_nowait(
+            ConnectResponse(cancel=CancelTask(task_id=task_id, job_id=job_id, reason=reason))
+        )
+        return True
+
+    async def serve(self) -> None:
+        registry = self._engine.workers
+        registry.connect(self._info, self)
+        self._outbound.put_nowait(
+            ConnectResponse(
+                welcome=Welcome(
+                    worker_id=self.worker_id, heartbeat_interval_ms=int(self._interval * 1000)
+                )
+            )
+        )
+        loops = [
+            asyncio.create_task(self._read(), name=f"worker-{self.worker_id}-read"),
+            asyncio.create_task(self._write(), name=f"worker-{self.worker_id}-write"),
+            asyncio.create_task(self._feed(), name=f"worker-{self.worker_id}-feed"),
+            asyncio.create_task(self._beat(), name=f"worker-{self.worker_id}-beat"),
+        ]
+        try:
+            # The stream lives while the reader and writer both do.
+            await asyncio.wait(loops[:2], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for loop in loops:
+                loop.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            registry.disconnect(self.worker_id, self)
+            await self._release_held()
+
+    async def _release_held(self) -> None:
+        for task_id in sorted(self._held):
+            requeued = await self._engine.requeue_task(
+                task_id, self.worker_id, "worker disconnected"
+            )
+            if requeued:
+                log.info("worker %s left; task %s goes back to the queue", self.worker_id, task_id)
+        self._held.clear()
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(self._interval * _MISSED_HEARTBEATS):
+                    message = await self._context.read()
+            except TimeoutError:
+                log.warning("worker %s silent for %d heartbeats; dropping it", self.worker_id, _MISSED_HEARTBEATS)
+                return
+            if message is grpc.aio.EOF or not isinstance(message, ConnectRequest):
+                return
+            self._engine.workers.touch(self.worker_id)
+            await self._handle(message)
+
+    async def _handle(self, message: ConnectRequest) -> None:
+        kind = message.WhichOneof("kind")
+        if kind == "credit":
+            self._credits += message.credit.credits
+            self._update_gate()
+        elif kind == "result":
+            result = message.result
+            result.worker_id = self.worker_id  # never trust the claimed id
+            verdict = await self._engine.submit_result(result)
+            self._held.discard(result.task_id)
+            self._outbound.put_nowait(
+                ConnectResponse(
+                    result_ack=ResultAck(
+                        task_id=result.task_id,
+                        accepted=verdict.accepted,
+                        reason=verdict.reason,
+                        transition=verdict.transition,
+                    )
+                )
+            )
+            self._update_gate()
+        elif kind == "progress":
+            p = message.progress
+            await self._engine.report_progress(self.worker_id, p.task_id, p.progress, p.message)
+        elif kind == "cancel_ack":
+            self._held.discard(message.cancel_ack.task_id)
+        elif kind == "drain":
+            self._draining = True
+            self._update_gate()
+        # heartbeat: reading it was the point.
+
+    async def _write(self) -> None:
+        while True:
+            message = await self._outbound.get()
+            await self._context.write(message)
+
+    async def _feed(self) -> None:
+        while True:
+            await self._can_take.wait()
+            task = await self._engine.next_task(self.worker_id, self._skills, timeout=None)
+            if task is None:
+                continue
+            # No await between the claim and here: the lease is recorded
+            # before anything can cancel this coroutine.
+            self._held.add(task.task_id)
+            self._credits -= 1
+            self._update_gate()
+            self._outbound.put_nowait(ConnectResponse(task=_assignment(task)))
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            self._outbound.put_nowait(ConnectResponse(heartbeat=Heartbeat(sent_at_ms=now_ms())))
+
+    def _update_gate(self) -> None:
+        if self._credits > 0 and not self._draining:
+            self._can_take.set()
+        else:
+            self._can_take.clear()
+        busy = bool(self._held)
+        self._info.status = (
+            WorkerStatus.WORKER_STATUS_DRAINING
+            if self._draining
+            else WorkerStatus.WORKER_STATUS_BUSY
+            if busy
+            else WorkerStatus.WORKER_STATUS_IDLE
+        )
+        del self._info.active_task_ids[:]
+        self._info.active_task_ids.extend(sorted(self._held))
+
+
+def _assignment(task: Task) -> TaskAssignment:
+    return TaskAssignment(
+        task_id=task.task_id,
+        job_id=task.job_id,
+        type=task.type,
+        params=task.params,
+        attempt=task.attempt,
+        result_deadline_ms=task.result_deadline_ms,
+        tracing_context=task.tracing_context,
+    )

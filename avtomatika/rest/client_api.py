@@ -1,0 +1,47 @@
+"""Client endpoints under ``/api`` (``X-Client-Token``, checked by middleware)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from avtomatika.rest.bodies import CreateJobBody, read_json_object
+from avtomatika.rest.render import job_json, worker_json
+from avtomatika.rest.state import ENGINE, client_of
+
+__all__ = ["cancel_job", "create_job", "get_job", "list_workers"]
+
+
+async def create_job(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    blueprint = engine.blueprint_for_route(
+        request.match_info["api_version"], request.match_info["endpoint"]
+    )
+    body = CreateJobBody.parse(await read_json_object(request, allow_empty=True))
+    job_id = await engine.create_job(
+        blueprint.name,
+        body.initial_data,
+        client=client_of(request),
+        webhook_url=body.webhook_url,
+        dispatch_timeout=body.dispatch_timeout,
+        result_timeout=body.result_timeout,
+    )
+    return web.json_response({"status": "accepted", "job_id": job_id}, status=202)
+
+
+async def get_job(request: web.Request) -> web.Response:
+    job = await request.app[ENGINE].get_job(
+        request.match_info["job_id"], client_id=client_of(request).id
+    )
+    return web.json_response(job_json(job))
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    pushed = await request.app[ENGINE].cancel_job(
+        request.match_info["job_id"], client_id=client_of(request).id
+    )
+    status = "cancellation_request_sent" if pushed else "cancellation_request_accepted"
+    return web.json_response({"status": status})
+
+
+async def list_workers(request: web.Request) -> web.Response:
+    return web.json_response([worker_json(w) for w in request.app[ENGINE].workers.list()])

@@ -1,0 +1,56 @@
+"""Errors as JSON, and client authentication for ``/api``.
+
+Every error leaves as ``{"error": "..."}`` with the status from
+:data:`avtomatika.errors.HTTP_STATUS`; aiohttp's own errors (unknown route,
+wrong method, oversized body) are rendered the same way, so a client never
+sees a text/plain page.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from avtomatika.errors import HTTP_STATUS, AvtomatikaError, RateLimited, Unauthenticated
+from avtomatika.rest.state import AUTH, CLIENT
+
+__all__ = ["client_auth_middleware", "error_middleware", "json_error"]
+
+log = logging.getLogger(__name__)
+
+
+def json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    """An error response in the documented shape."""
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except AvtomatikaError as exc:
+        headers = (
+            {"Retry-After": str(exc.retry_after_seconds)} if isinstance(exc, RateLimited) else None
+        )
+        return json_error(HTTP_STATUS[exc.code], exc.message, headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = exc.text if exc.text and exc.content_type == "application/json" else exc.reason
+        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+        return json_error(exc.status, message, headers)
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return json_error(500, "internal error")
+
+
+@web.middleware
+async def client_auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path.startswith("/api/"):
+        client = request.app[AUTH].client(request.headers.get("X-Client-Token"))
+        if client is None:
+            raise Unauthenticated("missing or invalid X-Client-Token")
+        request[CLIENT] = client
+    return await handler(request)

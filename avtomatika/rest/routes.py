@@ -1,0 +1,58 @@
+"""The REST route table: every documented path, in one place.
+
+``tests/test_routes.py`` holds this table equal to the ``google.api.http``
+annotations in ``proto/``. Routes whose feature belongs to a later issue are
+declared here and answer 501 JSON until it lands, so the contract is visible
+and stable from day one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from avtomatika.errors import NotImplementedYet
+from avtomatika.rest import client_api, public_api
+
+__all__ = ["ROUTES", "add_routes"]
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _not_built(feature: str) -> _Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        raise NotImplementedYet(f"{feature} is not available in this version")
+
+    return handler
+
+
+# Order matters: aiohttp tries routes in order, and the blueprint catch-all
+# POST /api/{api_version}/{endpoint} must come after every fixed /api path.
+ROUTES: tuple[tuple[str, str, _Handler], ...] = (
+    ("GET", "/_public/status", public_api.status),
+    ("GET", "/_public/metrics", _not_built("metrics")),
+    ("POST", "/_public/webhooks/approval/{job_id}", _not_built("human approval")),
+    ("POST", "/_public/debug/flush_db", _not_built("the flush endpoint")),
+    ("GET", "/_public/docs", _not_built("interactive docs")),
+    ("GET", "/api/v1/jobs/{job_id}", client_api.get_job),
+    ("POST", "/api/v1/jobs/{job_id}/cancel", client_api.cancel_job),
+    ("GET", "/api/v1/jobs/{job_id}/history", _not_built("job history")),
+    ("GET", "/api/v1/jobs/{job_id}/files/upload", _not_built("file storage")),
+    ("PUT", "/api/v1/jobs/{job_id}/files/content/{filename}", _not_built("file storage")),
+    ("GET", "/api/v1/jobs/{job_id}/files/download/{filename}", _not_built("file storage")),
+    ("GET", "/api/v1/blueprints/{blueprint_name}/graph", _not_built("blueprint graphs")),
+    ("GET", "/api/v1/workers", client_api.list_workers),
+    ("GET", "/api/v1/dashboard", _not_built("the dashboard")),
+    ("POST", "/api/{api_version}/{endpoint:.+}", client_api.create_job),
+    ("POST", "/_worker/workers/register", _not_built("the REST worker API")),
+    ("PATCH", "/_worker/workers/{worker_id}", _not_built("the REST worker API")),
+    ("GET", "/_worker/workers/{worker_id}/tasks/next", _not_built("the REST worker API")),
+    ("POST", "/_worker/tasks/result", _not_built("the REST worker API")),
+)
+
+
+def add_routes(app: web.Application) -> None:
+    """Register :data:`ROUTES` on ``app``."""
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, path, handler)

@@ -1,0 +1,21 @@
+"""Typed application state shared by the REST handlers."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from avtomatika.auth import Authenticator
+from avtomatika.context import ClientInfo
+from avtomatika.engine import OrchestratorEngine
+
+__all__ = ["AUTH", "CLIENT", "ENGINE", "client_of"]
+
+ENGINE = web.AppKey("engine", OrchestratorEngine)
+AUTH = web.AppKey("auth", Authenticator)
+CLIENT = web.RequestKey("client", ClientInfo)
+"""Where the client middleware stores the caller of an ``/api`` request."""
+
+
+def client_of(request: web.Request) -> ClientInfo:
+    """The authenticated client of a ``/api`` request."""
+    return request[CLIENT]

@@ -1,0 +1,105 @@
+"""The storage contract: a small set of atomic operations, not a key-value bag.
+
+Every state change goes through :meth:`Storage.commit`, which is guarded by the
+job's ``version`` and, for worker results, by the task's lease. A late result,
+a timeout and a cancel racing each other therefore cannot overwrite one
+another: whichever commits first wins and the others see ``CONFLICT`` or
+``LEASE_LOST``, re-read, and decide again.
+
+Records are protobuf messages; backends persist them as bytes so that what is
+read back is always a fresh copy (no aliasing between callers).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from avtomatika.v1.job_pb2 import Job
+from avtomatika.v1.task_pb2 import Task
+
+__all__ = ["CommitOutcome", "Lease", "Storage"]
+
+
+class CommitOutcome(enum.Enum):
+    """What became of a commit."""
+
+    OK = "ok"
+    CONFLICT = "conflict"
+    """The job changed since it was read (its version moved on)."""
+    LEASE_LOST = "lease_lost"
+    """The guarding task is no longer leased to that worker."""
+    NOT_FOUND = "not_found"
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A guard on a commit: ``task_id`` must be leased to ``worker_id``."""
+
+    task_id: str
+    worker_id: str
+
+
+class Storage(Protocol):
+    """Where jobs, tasks and queues live. Implementations: memory, redis."""
+
+    async def create_job(self, job: Job) -> None:
+        """Store a new job at version 1 and queue it for the executor."""
+
+    async def get_job(self, job_id: str) -> Job | None:
+        """A fresh copy of the job, or None."""
+
+    async def get_task(self, task_id: str) -> Task | None:
+        """A fresh copy of the task, or None."""
+
+    async def commit(
+        self,
+        job: Job,
+        *,
+        expected_version: int,
+        tasks: Sequence[Task] = (),
+        withdraw: Sequence[str] = (),
+        lease: Lease | None = None,
+        ready: bool = False,
+    ) -> CommitOutcome:
+        """Atomically write ``job`` (at ``expected_version + 1``) and ``tasks``.
+
+        Nothing is written unless the stored job is at ``expected_version``
+        and, when ``lease`` is given, that task is leased to that worker.
+        Tasks written in state QUEUED enter their skill's queue; tasks written
+        in any other state leave it. Tasks named in ``withdraw`` that are
+        still QUEUED or LEASED become CANCELLED in place (keeping the worker
+        that held them, so it can be told). ``ready`` queues the job for the
+        executor.
+        """
+
+    async def next_ready_job(self) -> str:
+        """Wait for and take the id of a job whose handler must run."""
+
+    async def claim_task(
+        self, worker_id: str, skills: Sequence[str], timeout: float | None
+    ) -> Task | None:
+        """Wait up to ``timeout`` seconds (None: forever) for a queued task of
+        one of ``skills`` and lease it to ``worker_id``.
+
+        Highest priority first, first queued first within a priority. A
+        caller cancelled while waiting loses no task.
+        """
+
+    async def set_progress(self, job_id: str, task_id: str, progress: float, message: str) -> bool:
+        """Record progress of a live task of a job without bumping its
+        version; False if the task is not live on that job."""
+
+    async def count_jobs(self) -> dict[int, int]:
+        """Number of jobs per status value."""
+
+    async def queue_depths(self) -> dict[str, int]:
+        """Number of queued tasks per skill."""
+
+    async def flush(self) -> None:
+        """Erase everything (development only)."""
+
+    async def close(self) -> None:
+        """Release connections."""

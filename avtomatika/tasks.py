@@ -1,0 +1,71 @@
+"""Building task records: a first attempt from a handler's decision, a retry
+from a failed attempt. Every attempt gets a fresh task id, so a late result
+from an earlier attempt can never be taken for the current one."""
+
+from __future__ import annotations
+
+import uuid
+
+from avtomatika.actions import DispatchTask
+from avtomatika.payload import to_payload
+from avtomatika.v1.job_pb2 import Job
+from avtomatika.v1.task_pb2 import Task, TaskState
+
+__all__ = ["first_attempt", "new_id", "next_attempt"]
+
+
+def new_id() -> str:
+    """A fresh random id (jobs, tasks)."""
+    return uuid.uuid4().hex
+
+
+def _deadline(now: int, seconds: float | None) -> int:
+    return 0 if not seconds else now + int(seconds * 1000)
+
+
+def first_attempt(job: Job, state: str, action: DispatchTask, now: int) -> Task:
+    """The task a handler's ``dispatch_task`` asks for."""
+    dispatch_seconds = action.dispatch_timeout_seconds
+    if dispatch_seconds is None and job.dispatch_timeout_ms:
+        dispatch_seconds = job.dispatch_timeout_ms / 1000
+    result_deadline = _deadline(now, action.result_timeout_seconds or action.timeout_seconds)
+    if job.result_timeout_ms:
+        job_deadline = job.created_at_ms + job.result_timeout_ms
+        result_deadline = min(result_deadline or job_deadline, job_deadline)
+    task = Task(
+        task_id=new_id(),
+        job_id=job.id,
+        type=action.task_type,
+        params=to_payload(action.params),
+        priority=action.priority,
+        attempt=1,
+        state=TaskState.TASK_STATE_QUEUED,
+        created_at_ms=now,
+        dispatch_deadline_ms=_deadline(now, dispatch_seconds),
+        result_deadline_ms=result_deadline,
+        transitions=action.transitions,
+        dispatch_strategy=action.dispatch_strategy,
+        tracing_context=action.tracing_context,
+        state_name=state,
+    )
+    if action.resource_requirements is not None:
+        task.resource_requirements.CopyFrom(to_payload(action.resource_requirements))
+    if action.max_cost is not None:
+        task.max_cost = action.max_cost
+    return task
+
+
+def next_attempt(previous: Task, now: int) -> Task:
+    """A retry of ``previous``: same work, new id, attempt + 1, back in the queue."""
+    task = Task()
+    task.CopyFrom(previous)
+    task.task_id = new_id()
+    task.attempt = previous.attempt + 1
+    task.state = TaskState.TASK_STATE_QUEUED
+    task.worker_id = ""
+    task.leased_at_ms = 0
+    task.sequence = 0
+    task.created_at_ms = now
+    if previous.dispatch_deadline_ms:
+        task.dispatch_deadline_ms = now + (previous.dispatch_deadline_ms - previous.created_at_ms)
+    return task
