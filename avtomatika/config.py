@@ -41,7 +41,9 @@ class Settings:
         _check_port("API_PORT", self.api_port, allow_zero=True)
         _check_port("GRPC_PORT", self.grpc_port, allow_zero=True)
         if self.log_level.upper() not in _LOG_LEVELS:
-            raise ConfigError(f"LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}, got {self.log_level!r}")
+            raise ConfigError(
+                f"LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}, got {self.log_level!r}"
+            )
         if self.job_max_retries < 0:
             raise ConfigError(f"JOB_MAX_RETRIES must be >= 0, got {self.job_max_retries}")
         if self.executor_concurrency < 1:

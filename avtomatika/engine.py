@@ -229,7 +229,9 @@ class OrchestratorEngine:
         for task_id in task_ids:
             task = await self.storage.get_task(task_id)
             if task is not None and task.worker_id:
-                pushed |= self.workers.push_cancel(task.worker_id, task.task_id, task.job_id, reason)
+                pushed |= self.workers.push_cancel(
+                    task.worker_id, task.task_id, task.job_id, reason
+                )
         return pushed
 
     # -- workers --
@@ -275,11 +277,7 @@ class OrchestratorEngine:
     ) -> bool:
         """Record a running task's progress on its job."""
         task = await self.storage.get_task(task_id)
-        if (
-            task is None
-            or task.state != TaskState.TASK_STATE_LEASED
-            or task.worker_id != worker_id
-        ):
+        if task is None or task.state != TaskState.TASK_STATE_LEASED or task.worker_id != worker_id:
             return False
         return await self.storage.set_progress(
             task.job_id, task_id, min(max(progress, 0.0), 1.0), message

@@ -98,7 +98,8 @@ class StepRunner:
         if spec.is_end:
             if action is not None:
                 raise BlueprintError(
-                    f"end state {spec.name!r} took an action ({action!r}); end states finish the job"
+                    f"end state {spec.name!r} took an action ({action!r}); "
+                    "end states finish the job"
                 )
             job.status = JobStatus.JOB_STATUS_FINISHED
             return [], False

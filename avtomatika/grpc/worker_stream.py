@@ -1,13 +1,14 @@
 """``WorkerService.Connect``: one bidirectional stream per worker connection.
 
-Per stream, four coroutines share a session:
+Per stream, three background coroutines share a session with the RPC's own
+generator:
 
 - the reader handles what the worker sends (credits, results, progress,
   heartbeats); silence for three heartbeat intervals ends the stream;
 - the feeder waits for a credit, then for a task, and leases it;
 - the heart sends a heartbeat every interval;
-- the writer is the only one that writes to the stream (grpc.aio allows one
-  write at a time), draining the outbound queue.
+- the RPC generator is the only writer (grpc.aio allows one write at a
+  time): it yields what the others put in the outbound queue.
 
 When the stream ends, for whatever reason, every task still leased to it goes
 back to the queue as a new attempt, so no task is lost to a disconnect.
@@ -33,8 +34,16 @@ from avtomatika.v1.worker_service_pb2 import (
     ConnectRequest,
     ConnectResponse,
     Heartbeat,
+    HeartbeatRequest,
+    HeartbeatResponse,
     Hello,
+    NextTaskRequest,
+    NextTaskResponse,
+    RegisterWorkerRequest,
+    RegisterWorkerResponse,
     ResultAck,
+    SubmitResultRequest,
+    SubmitResultResponse,
     TaskAssignment,
     Welcome,
 )
@@ -45,6 +54,7 @@ log = logging.getLogger(__name__)
 
 WORKER_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 _MISSED_HEARTBEATS = 3
+_USE_CONNECT = "not available yet over gRPC; workers use the Connect stream"
 
 
 class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
@@ -58,23 +68,59 @@ class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
         self,
         request_iterator: AsyncIterator[ConnectRequest],
         context: grpc.aio.ServicerContext[ConnectRequest, ConnectResponse],
-    ) -> None:
+    ) -> AsyncIterator[ConnectResponse]:
         token = dict(context.invocation_metadata() or ()).get("x-worker-token")
         if not self._auth.worker(token if isinstance(token, str) else None):
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid x-worker-token")
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED, "missing or invalid x-worker-token"
+            )
         interval = self._engine.config.worker_heartbeat_interval_seconds
         try:
             async with asyncio.timeout(interval * _MISSED_HEARTBEATS):
-                first = await context.read()
+                first = await anext(request_iterator, None)
         except TimeoutError:
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "no Hello received")
-        if not isinstance(first, ConnectRequest) or first.WhichOneof("kind") != "hello":
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be a Hello")
+        if first is None or first.WhichOneof("kind") != "hello":
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "the first message must be a Hello"
+            )
         problem = _check_hello(first.hello)
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
-        session = _Session(self._engine, first.hello, context)
-        await session.serve()
+        session = _Session(self._engine, first.hello, request_iterator)
+        async for message in session.serve():
+            yield message
+
+    # The unary RPCs mirror the legacy REST worker API, whose issue brings
+    # them; until then they answer UNIMPLEMENTED, as their routes answer 501.
+
+    async def RegisterWorker(
+        self,
+        request: RegisterWorkerRequest,
+        context: grpc.aio.ServicerContext[RegisterWorkerRequest, RegisterWorkerResponse],
+    ) -> RegisterWorkerResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, _USE_CONNECT)
+
+    async def Heartbeat(
+        self,
+        request: HeartbeatRequest,
+        context: grpc.aio.ServicerContext[HeartbeatRequest, HeartbeatResponse],
+    ) -> HeartbeatResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, _USE_CONNECT)
+
+    async def NextTask(
+        self,
+        request: NextTaskRequest,
+        context: grpc.aio.ServicerContext[NextTaskRequest, NextTaskResponse],
+    ) -> NextTaskResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, _USE_CONNECT)
+
+    async def SubmitResult(
+        self,
+        request: SubmitResultRequest,
+        context: grpc.aio.ServicerContext[SubmitResultRequest, SubmitResultResponse],
+    ) -> SubmitResultResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, _USE_CONNECT)
 
 
 def _check_hello(hello: Hello) -> str:
@@ -95,14 +141,14 @@ class _Session:
         self,
         engine: OrchestratorEngine,
         hello: Hello,
-        context: grpc.aio.ServicerContext[ConnectRequest, ConnectResponse],
+        requests: AsyncIterator[ConnectRequest],
     ) -> None:
         self._engine = engine
-        self._context = context
+        self._requests = requests
         self.worker_id = hello.registration.worker_id
         self._skills = list(dict.fromkeys(hello.registration.skills))
         self._interval = engine.config.worker_heartbeat_interval_seconds
-        self._outbound: asyncio.Queue[ConnectResponse] = asyncio.Queue()
+        self._outbound: asyncio.Queue[ConnectResponse | None] = asyncio.Queue()
         self._credits = hello.initial_credits
         self._can_take = asyncio.Event()
         self._draining = False
@@ -121,7 +167,8 @@ class _Session:
         )
         return True
 
-    async def serve(self) -> None:
+    async def serve(self) -> AsyncIterator[ConnectResponse]:
+        """Run the session; yields what must be written to the stream."""
         registry = self._engine.workers
         registry.connect(self._info, self)
         self._outbound.put_nowait(
@@ -131,15 +178,18 @@ class _Session:
                 )
             )
         )
+        reader = asyncio.create_task(self._read(), name=f"worker-{self.worker_id}-read")
         loops = [
-            asyncio.create_task(self._read(), name=f"worker-{self.worker_id}-read"),
-            asyncio.create_task(self._write(), name=f"worker-{self.worker_id}-write"),
+            reader,
             asyncio.create_task(self._feed(), name=f"worker-{self.worker_id}-feed"),
             asyncio.create_task(self._beat(), name=f"worker-{self.worker_id}-beat"),
         ]
+        # The reader's end (EOF, silence, error) ends the stream: it puts a
+        # None sentinel in the outbound queue.
+        reader.add_done_callback(lambda _: self._outbound.put_nowait(None))
         try:
-            # The stream lives while the reader and writer both do.
-            await asyncio.wait(loops[:2], return_when=asyncio.FIRST_COMPLETED)
+            while (message := await self._outbound.get()) is not None:
+                yield message
         finally:
             for loop in loops:
                 loop.cancel()
@@ -160,11 +210,15 @@ class _Session:
         while True:
             try:
                 async with asyncio.timeout(self._interval * _MISSED_HEARTBEATS):
-                    message = await self._context.read()
+                    message = await anext(self._requests, None)
             except TimeoutError:
-                log.warning("worker %s silent for %d heartbeats; dropping it", self.worker_id, _MISSED_HEARTBEATS)
+                log.warning(
+                    "worker %s silent for %d heartbeats; dropping it",
+                    self.worker_id,
+                    _MISSED_HEARTBEATS,
+                )
                 return
-            if message is grpc.aio.EOF or not isinstance(message, ConnectRequest):
+            if message is None:
                 return
             self._engine.workers.touch(self.worker_id)
             await self._handle(message)
@@ -199,11 +253,6 @@ class _Session:
             self._draining = True
             self._update_gate()
         # heartbeat: reading it was the point.
-
-    async def _write(self) -> None:
-        while True:
-            message = await self._outbound.get()
-            await self._context.write(message)
 
     async def _feed(self) -> None:
         while True:

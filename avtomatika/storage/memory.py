@@ -156,7 +156,9 @@ class MemoryStorage:
         if task.state == TaskState.TASK_STATE_QUEUED:
             if task.task_id not in self._queued:
                 task.sequence = next(self._sequence)
-                heapq.heappush(self._queues[task.type], (-task.priority, task.sequence, task.task_id))
+                heapq.heappush(
+                    self._queues[task.type], (-task.priority, task.sequence, task.task_id)
+                )
                 self._queued[task.task_id] = task.type
                 self._wake(task.type)
         else:

@@ -1,0 +1,77 @@
+"""The ``avtomatika`` command (also ``python -m avtomatika``).
+
+``avtomatika serve`` runs the orchestrator; settings come from environment
+variables with the reference names, and flags override them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from avtomatika.app import serve
+from avtomatika.config import Settings
+from avtomatika.errors import ConfigError
+
+__all__ = ["main"]
+
+log = logging.getLogger("avtomatika")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="avtomatika", description="An orchestrator for long-running jobs."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser(
+        "serve",
+        help="run the orchestrator (REST and gRPC)",
+        description="Run the orchestrator. Every flag overrides the environment variable "
+        "named after it (--api-port -> API_PORT).",
+    )
+    run.add_argument("--api-host", help="REST bind address (API_HOST, default 0.0.0.0)")
+    run.add_argument("--api-port", type=int, help="REST port (API_PORT, default 8080)")
+    run.add_argument("--grpc-host", help="gRPC bind address (GRPC_HOST, default 0.0.0.0)")
+    run.add_argument("--grpc-port", type=int, help="gRPC port (GRPC_PORT, default 50051)")
+    run.add_argument("--blueprints-dir", type=Path, help="load *.py blueprints (BLUEPRINTS_DIR)")
+    run.add_argument("--client-token", help="token of the default client (CLIENT_TOKEN)")
+    run.add_argument(
+        "--global-worker-token", help="token every worker may use (GLOBAL_WORKER_TOKEN)"
+    )
+    run.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (LOG_LEVEL, default INFO)")
+    run.add_argument(
+        "--job-max-retries", type=int, help="retries of transient failures (JOB_MAX_RETRIES)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit status."""
+    args = _parser().parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if k != "command"}
+    try:
+        settings = Settings.load(os.environ, overrides)
+    except ConfigError as exc:
+        print(f"avtomatika: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.logging_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if not settings.client_token:
+        log.warning("CLIENT_TOKEN is not set: every /api request will be refused with 401")
+    if not settings.global_worker_token:
+        log.warning("GLOBAL_WORKER_TOKEN is not set: no worker can connect")
+    try:
+        asyncio.run(serve(settings))
+    except ConfigError as exc:
+        print(f"avtomatika: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"avtomatika: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0

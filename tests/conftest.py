@@ -1,0 +1,88 @@
+"""Shared fixtures: a real orchestrator (aiohttp + grpc.aio on port 0, one
+event loop), an HTTP client for it, and gRPC channels to it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+
+from avtomatika import Orchestrator, Settings, StateMachineBlueprint
+from tests.support import CLIENT_TOKEN, WORKER_TOKEN
+
+StartOrchestrator = Callable[..., Awaitable[Orchestrator]]
+"""``await start_orchestrator(blueprints, **settings)``."""
+HttpClient = Callable[..., aiohttp.ClientSession]
+"""``http_client(orchestrator, token=CLIENT_TOKEN)``."""
+GrpcChannel = Callable[[Orchestrator], grpc.aio.Channel]
+"""``grpc_channel(orchestrator)``."""
+
+
+def make_settings(**overrides: Any) -> Settings:
+    base: dict[str, Any] = {
+        "api_host": "127.0.0.1",
+        "api_port": 0,
+        "grpc_host": "127.0.0.1",
+        "grpc_port": 0,
+        "client_token": CLIENT_TOKEN,
+        "global_worker_token": WORKER_TOKEN,
+        "shutdown_grace_seconds": 0.5,
+    }
+    base.update(overrides)
+    return Settings(**base)
+
+
+@pytest.fixture
+async def start_orchestrator() -> AsyncIterator[StartOrchestrator]:
+    """Factory: start an orchestrator with the given blueprints and settings."""
+    started: list[Orchestrator] = []
+
+    async def start(
+        blueprints: Iterable[StateMachineBlueprint] = (), **settings: Any
+    ) -> Orchestrator:
+        orchestrator = Orchestrator(make_settings(**settings), blueprints)
+        await orchestrator.start()
+        started.append(orchestrator)
+        return orchestrator
+
+    yield start
+    for orchestrator in reversed(started):
+        await orchestrator.stop()
+
+
+@pytest.fixture
+async def http_client() -> AsyncIterator[HttpClient]:
+    """Factory: an aiohttp session on an orchestrator's REST port."""
+    sessions: list[aiohttp.ClientSession] = []
+
+    def connect(
+        orchestrator: Orchestrator, token: str | None = CLIENT_TOKEN
+    ) -> aiohttp.ClientSession:
+        headers = {"X-Client-Token": token} if token is not None else {}
+        session = aiohttp.ClientSession(
+            f"http://127.0.0.1:{orchestrator.rest_port}", headers=headers
+        )
+        sessions.append(session)
+        return session
+
+    yield connect
+    for session in sessions:
+        await session.close()
+
+
+@pytest.fixture
+async def grpc_channel() -> AsyncIterator[GrpcChannel]:
+    """Factory: a gRPC channel to an orchestrator."""
+    channels: list[grpc.aio.Channel] = []
+
+    def connect(orchestrator: Orchestrator) -> grpc.aio.Channel:
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{orchestrator.grpc_port}")
+        channels.append(channel)
+        return channel
+
+    yield connect
+    for channel in channels:
+        await channel.close(grace=None)

@@ -1,0 +1,190 @@
+"""Test helpers: a raw gRPC worker that speaks the stream message by message,
+for tests that need exact control over what a worker sends and when, and
+REST helpers to create jobs and follow them."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import grpc
+
+from avtomatika.payload import from_payload, to_payload
+from avtomatika.v1 import worker_service_pb2_grpc
+from avtomatika.v1.task_pb2 import ErrorCode, TaskError, TaskResult, TaskResultStatus
+from avtomatika.v1.worker_pb2 import WorkerRegistration, WorkerResources
+from avtomatika.v1.worker_service_pb2 import (
+    ConnectRequest,
+    ConnectResponse,
+    Credit,
+    Hello,
+    TaskAssignment,
+)
+
+WORKER_TOKEN = "test-worker-token"
+CLIENT_TOKEN = "test-client-token"
+
+TERMINAL_STATUSES = frozenset({"finished", "failed", "cancelled", "error", "quarantined"})
+"""Job statuses (as rendered over REST) that a job never leaves."""
+
+_POLL_INTERVAL = 0.01
+
+
+async def create_job(
+    http: aiohttp.ClientSession, endpoint: str, initial_data: dict[str, Any] | None = None
+) -> str:
+    """``POST /api/v1/{endpoint}``; the new job's id (asserts the 202)."""
+    response = await http.post(f"/api/v1/{endpoint}", json={"initial_data": initial_data or {}})
+    body = await response.json()
+    assert response.status == 202, body
+    assert body["status"] == "accepted"
+    job_id = body["job_id"]
+    assert isinstance(job_id, str)
+    return job_id
+
+
+async def get_job(http: aiohttp.ClientSession, job_id: str) -> dict[str, Any]:
+    """``GET /api/v1/jobs/{job_id}`` as JSON (asserts the 200)."""
+    response = await http.get(f"/api/v1/jobs/{job_id}")
+    job = await response.json()
+    assert response.status == 200, job
+    assert isinstance(job, dict)
+    return job
+
+
+async def wait_for_status(http: aiohttp.ClientSession, job_id: str, status: str) -> dict[str, Any]:
+    """Poll the job until it reaches ``status`` and return its JSON.
+
+    Fails at once if the job ends in another terminal status; otherwise the
+    wait is bounded by the per-test timeout, never by a guess at how long
+    the engine needs.
+    """
+    while True:
+        job = await get_job(http, job_id)
+        if job["status"] == status:
+            return job
+        assert job["status"] not in TERMINAL_STATUSES, (
+            f"job {job_id} ended {job['status']!r} while waiting for {status!r}: {job}"
+        )
+        await asyncio.sleep(_POLL_INTERVAL)
+
+
+async def wait_for_terminal(http: aiohttp.ClientSession, job_id: str) -> dict[str, Any]:
+    """Poll the job until it reaches any terminal status and return its JSON."""
+    while True:
+        job = await get_job(http, job_id)
+        if job["status"] in TERMINAL_STATUSES:
+            return job
+        await asyncio.sleep(_POLL_INTERVAL)
+
+
+class RawWorker:
+    """One Connect stream driven explicitly by the test.
+
+    ``token=None`` sends no ``x-worker-token`` metadata at all.
+    """
+
+    def __init__(
+        self, channel: grpc.aio.Channel, worker_id: str, token: str | None = WORKER_TOKEN
+    ) -> None:
+        self.worker_id = worker_id
+        stub = worker_service_pb2_grpc.WorkerServiceStub(channel)
+        metadata = (("x-worker-token", token),) if token is not None else ()
+        # No request iterator: the test writes each message itself.
+        self.call = stub.Connect(None, metadata=metadata)
+
+    async def hello(self, skills: list[str], credits: int = 1) -> ConnectResponse:
+        await self.send(
+            ConnectRequest(
+                hello=Hello(
+                    registration=WorkerRegistration(
+                        worker_id=self.worker_id,
+                        skills=skills,
+                        resources=WorkerResources(max_concurrent_tasks=credits),
+                    ),
+                    initial_credits=credits,
+                )
+            )
+        )
+        return await self.expect("welcome")
+
+    async def send(self, message: ConnectRequest) -> None:
+        await self.call.write(message)
+
+    async def receive(self) -> ConnectResponse | None:
+        """The next message that is not a heartbeat; None when the stream ended."""
+        while True:
+            message = await self.call.read()
+            if not isinstance(message, ConnectResponse):
+                return None
+            if message.WhichOneof("kind") != "heartbeat":
+                return message
+
+    async def expect(self, kind: str) -> ConnectResponse:
+        """The next message that is not a heartbeat; it must be of ``kind``."""
+        message = await self.receive()
+        assert message is not None, "the stream ended"
+        assert message.WhichOneof("kind") == kind, message
+        return message
+
+    async def next_task(self) -> TaskAssignment:
+        return (await self.expect("task")).task
+
+    async def succeed(self, task: TaskAssignment, data: Any) -> ConnectResponse:
+        return await self.report(success(task, data))
+
+    async def fail(
+        self, task: TaskAssignment, code: ErrorCode.ValueType, message: str = "boom"
+    ) -> ConnectResponse:
+        return await self.report(failure(task, code, message))
+
+    async def report(self, result: TaskResult) -> ConnectResponse:
+        """Send a result and return the server's ResultAck message."""
+        await self.send(ConnectRequest(result=result))
+        return await self.expect("result_ack")
+
+    async def credit(self, n: int = 1) -> None:
+        await self.send(ConnectRequest(credit=Credit(credits=n)))
+
+    async def close(self) -> None:
+        await self.call.done_writing()
+
+    @staticmethod
+    def params(task: TaskAssignment) -> Any:
+        return from_payload(task.params)
+
+
+def success(task: TaskAssignment, data: Any = None) -> TaskResult:
+    """A success result for ``task`` carrying ``data``."""
+    result = TaskResult(
+        task_id=task.task_id,
+        job_id=task.job_id,
+        status=TaskResultStatus.TASK_RESULT_STATUS_SUCCESS,
+    )
+    if data is not None:
+        result.data.CopyFrom(to_payload(data))
+    return result
+
+
+def failure(task: TaskAssignment, code: ErrorCode.ValueType, message: str = "boom") -> TaskResult:
+    """A failure result for ``task`` with an error ``code``."""
+    return TaskResult(
+        task_id=task.task_id,
+        job_id=task.job_id,
+        status=TaskResultStatus.TASK_RESULT_STATUS_FAILURE,
+        error=TaskError(code=code, message=message),
+    )
+
+
+def custom(task: TaskAssignment, status: str, data: Any = None) -> TaskResult:
+    """A result with a custom status (which picks a transition by name)."""
+    result = TaskResult(
+        task_id=task.task_id,
+        job_id=task.job_id,
+        status=TaskResultStatus.TASK_RESULT_STATUS_CUSTOM,
+        custom_status=status,
+    )
+    if data is not None:
+        result.data.CopyFrom(to_payload(data))
+    return result
