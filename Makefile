@@ -45,7 +45,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy avtomatika tests examples
+	$(BIN)/mypy avtomatika tests examples benchmarks
 
 test: install
 	$(BIN)/pytest
