@@ -82,10 +82,11 @@ class Storage(Protocol):
         self, worker_id: str, skills: Sequence[str], timeout: float | None
     ) -> Task | None:
         """Wait up to ``timeout`` seconds (None: forever) for a queued task of
-        one of ``skills`` and lease it to ``worker_id``.
+        one of ``skills`` and lease it to ``worker_id``; None if none came.
 
         Highest priority first, first queued first within a priority. A
-        caller cancelled while waiting loses no task.
+        caller cancelled while waiting loses no task, and no task waits in
+        its queue while a claimer for its skill sleeps.
         """
 
     async def set_progress(self, job_id: str, task_id: str, progress: float, message: str) -> bool:

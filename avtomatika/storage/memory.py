@@ -89,29 +89,41 @@ class MemoryStorage:
     async def claim_task(
         self, worker_id: str, skills: Sequence[str], timeout: float | None
     ) -> Task | None:
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._claim(worker_id, skills)
+        except TimeoutError:
+            return None  # nothing arrived in time
+
+    async def _claim(self, worker_id: str, skills: Sequence[str]) -> Task:
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(timeout):
-            while True:
-                task = self._pop(skills, worker_id)
-                if task is not None:
-                    return task
-                waiter: asyncio.Future[None] = loop.create_future()
+        while True:
+            task = self._pop(skills, worker_id)
+            if task is not None:
+                # A wake-up names a skill, not a task: a claimer woken for one
+                # of its skills may have taken a better task of another. Pass
+                # the wake-up on for whatever is still queued, or a claimer
+                # waiting for that skill alone would sleep next to its task.
                 for skill in skills:
-                    self._waiters[skill][waiter] = None
-                try:
-                    await waiter
-                except BaseException:
-                    # Woken and then cancelled (or timed out) before taking
-                    # the task: hand the wake-up on, or the task would sit in
-                    # its queue until the next enqueue.
-                    if waiter.done() and not waiter.cancelled():
-                        for skill in skills:
-                            self._wake(skill)
-                    raise
-                finally:
+                    if self._has_queued(skill):
+                        self._wake(skill)
+                return task
+            waiter: asyncio.Future[None] = loop.create_future()
+            for skill in skills:
+                self._waiters[skill][waiter] = None
+            try:
+                await waiter
+            except BaseException:
+                # Woken and then cancelled (or timed out) before taking
+                # the task: hand the wake-up on, or the task would sit in
+                # its queue until the next enqueue.
+                if waiter.done() and not waiter.cancelled():
                     for skill in skills:
-                        self._waiters[skill].pop(waiter, None)
-        return None  # unreachable: the loop returns or the timeout raises
+                        self._wake(skill)
+                raise
+            finally:
+                for skill in skills:
+                    self._waiters[skill].pop(waiter, None)
 
     async def set_progress(self, job_id: str, task_id: str, progress: float, message: str) -> bool:
         data = self._jobs.get(job_id)
@@ -181,15 +193,21 @@ class MemoryStorage:
         task = Task.FromString(data)
         return task.state == TaskState.TASK_STATE_LEASED and task.worker_id == lease.worker_id
 
+    def _has_queued(self, skill: str) -> bool:
+        heap = self._queues.get(skill)
+        if not heap:
+            return False
+        while heap and heap[0][2] not in self._queued:
+            heapq.heappop(heap)  # withdrawn (cancelled) task
+        return bool(heap)
+
     def _pop(self, skills: Sequence[str], worker_id: str) -> Task | None:
         best: list[_Entry] | None = None
         for skill in skills:
-            heap = self._queues.get(skill)
-            if not heap:
+            if not self._has_queued(skill):
                 continue
-            while heap and heap[0][2] not in self._queued:
-                heapq.heappop(heap)  # withdrawn (cancelled) task
-            if heap and (best is None or heap[0] < best[0]):
+            heap = self._queues[skill]
+            if best is None or heap[0] < best[0]:
                 best = heap
         if best is None:
             return None

@@ -1,0 +1,291 @@
+"""MemoryStorage's atomic operations, driven directly: claim order, claims
+that survive cancellation, and commits guarded by version and lease."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from avtomatika.storage.base import CommitOutcome, Lease
+from avtomatika.storage.memory import MemoryStorage
+from avtomatika.tasks import new_id
+from avtomatika.v1.job_pb2 import Job, JobStatus
+from avtomatika.v1.task_pb2 import Task, TaskState
+
+
+def make_task(job: Job, skill: str, priority: float = 0.0) -> Task:
+    return Task(
+        task_id=new_id(),
+        job_id=job.id,
+        type=skill,
+        priority=priority,
+        attempt=1,
+        state=TaskState.TASK_STATE_QUEUED,
+    )
+
+
+async def stored_job(storage: MemoryStorage) -> Job:
+    job = Job(id=new_id(), blueprint_name="bp", status=JobStatus.JOB_STATUS_PENDING)
+    await storage.create_job(job)
+    fresh = await storage.get_job(job.id)
+    assert fresh is not None
+    return fresh
+
+
+async def enqueue(storage: MemoryStorage, *tasks: Task) -> Job:
+    """Write ``tasks`` (queued) with a job, as a handler's dispatch does."""
+    job = await stored_job(storage)
+    for task in tasks:
+        task.job_id = job.id
+    outcome = await storage.commit(job, expected_version=job.version, tasks=tasks)
+    assert outcome is CommitOutcome.OK
+    return job
+
+
+async def settle() -> None:
+    """Let every coroutine that is ready run up to its next wait."""
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+async def test_create_job_stores_version_one_and_queues_it_for_the_executor() -> None:
+    storage = MemoryStorage()
+    job = await stored_job(storage)
+    assert job.version == 1
+    assert await storage.next_ready_job() == job.id
+
+
+async def test_reads_are_copies() -> None:
+    storage = MemoryStorage()
+    job = await stored_job(storage)
+    job.status = JobStatus.JOB_STATUS_FINISHED
+    again = await storage.get_job(job.id)
+    assert again is not None
+    assert again.status == JobStatus.JOB_STATUS_PENDING
+
+
+async def test_claim_takes_highest_priority_first_then_fifo_across_skills() -> None:
+    storage = MemoryStorage()
+    job = Job()
+    low_x1 = make_task(job, "x")
+    high_y1 = make_task(job, "y", priority=5)
+    high_x = make_task(job, "x", priority=5)
+    low_y = make_task(job, "y")
+    low_x2 = make_task(job, "x")
+    top_y = make_task(job, "y", priority=9)
+    await enqueue(storage, low_x1, high_y1, high_x)
+    await enqueue(storage, low_y, low_x2, top_y)
+
+    claimed = [await storage.claim_task("w", ["x", "y"], None) for _ in range(6)]
+
+    expected = [top_y, high_y1, high_x, low_x1, low_y, low_x2]
+    assert [t.task_id if t else None for t in claimed] == [t.task_id for t in expected]
+    assert all(t is not None and t.state == TaskState.TASK_STATE_LEASED for t in claimed)
+    assert await storage.queue_depths() == {}
+
+
+async def test_claim_leases_the_task_to_the_claimer() -> None:
+    storage = MemoryStorage()
+    task = make_task(Job(), "x")
+    await enqueue(storage, task)
+    claimed = await storage.claim_task("w-1", ["x"], None)
+    stored = await storage.get_task(task.task_id)
+    assert claimed is not None
+    assert stored is not None
+    assert (stored.state, stored.worker_id) == (TaskState.TASK_STATE_LEASED, "w-1")
+    assert stored.leased_at_ms > 0
+
+
+async def test_claim_ignores_other_skills_and_times_out_with_none() -> None:
+    storage = MemoryStorage()
+    await enqueue(storage, make_task(Job(), "x"))
+    assert await storage.claim_task("w", ["z"], 0.01) is None
+    assert await storage.queue_depths() == {"x": 1}
+
+
+async def test_a_waiting_claimer_gets_a_task_queued_later() -> None:
+    storage = MemoryStorage()
+    claim = asyncio.create_task(storage.claim_task("w", ["x"], None))
+    await settle()
+    assert not claim.done()
+    task = make_task(Job(), "x")
+    await enqueue(storage, task)
+    claimed = await claim
+    assert claimed is not None
+    assert claimed.task_id == task.task_id
+
+
+async def test_a_claimer_cancelled_right_after_being_woken_hands_the_task_on() -> None:
+    storage = MemoryStorage()
+    first = asyncio.create_task(storage.claim_task("w-1", ["x"], None))
+    second = asyncio.create_task(storage.claim_task("w-2", ["x"], None))
+    await settle()
+    assert not first.done()
+    assert not second.done()
+
+    task = make_task(Job(), "x")
+    await enqueue(storage, task)  # wakes the first claimer...
+    first.cancel()  # ...which is cancelled before it can run
+
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    claimed = await asyncio.wait_for(second, 5)
+    assert claimed is not None
+    assert claimed.task_id == task.task_id
+    assert claimed.worker_id == "w-2"
+
+
+async def test_a_claimer_cancelled_while_waiting_takes_nothing() -> None:
+    storage = MemoryStorage()
+    gone = asyncio.create_task(storage.claim_task("w-1", ["x"], None))
+    await settle()
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+
+    task = make_task(Job(), "x")
+    await enqueue(storage, task)
+    claimed = await storage.claim_task("w-2", ["x"], None)
+    assert claimed is not None
+    assert claimed.task_id == task.task_id
+
+
+async def test_commit_bumps_the_version_and_requires_the_one_read() -> None:
+    storage = MemoryStorage()
+    job = await stored_job(storage)
+    first = Job()
+    first.CopyFrom(job)
+    first.current_state = "first"
+    assert await storage.commit(first, expected_version=1) is CommitOutcome.OK
+
+    stale = Job()
+    stale.CopyFrom(job)
+    stale.current_state = "second"
+    task = make_task(job, "x")
+    outcome = await storage.commit(stale, expected_version=1, tasks=[task], ready=True)
+
+    assert outcome is CommitOutcome.CONFLICT
+    stored = await storage.get_job(job.id)
+    assert stored is not None
+    assert (stored.version, stored.current_state) == (2, "first")
+    assert await storage.get_task(task.task_id) is None  # nothing half-written
+    assert await storage.queue_depths() == {}
+
+
+async def test_commit_of_an_unknown_job_is_not_found() -> None:
+    storage = MemoryStorage()
+    outcome = await storage.commit(Job(id="nope"), expected_version=1)
+    assert outcome is CommitOutcome.NOT_FOUND
+
+
+async def test_commit_with_a_lease_requires_the_task_to_be_leased_to_that_worker() -> None:
+    storage = MemoryStorage()
+    task = make_task(Job(), "x")
+    job = await enqueue(storage, task)
+    assert await storage.claim_task("w-1", ["x"], None) is not None
+    current = await storage.get_job(job.id)
+    assert current is not None
+
+    done = Task()
+    done.CopyFrom(task)
+    done.state = TaskState.TASK_STATE_DONE
+    impostor = await storage.commit(
+        current, expected_version=current.version, tasks=[done], lease=Lease(task.task_id, "w-2")
+    )
+    assert impostor is CommitOutcome.LEASE_LOST
+
+    holder = await storage.commit(
+        current, expected_version=current.version, tasks=[done], lease=Lease(task.task_id, "w-1")
+    )
+    assert holder is CommitOutcome.OK
+
+    # The task is done now: the same lease no longer guards anything.
+    again = await storage.get_job(job.id)
+    assert again is not None
+    late = await storage.commit(
+        again, expected_version=again.version, lease=Lease(task.task_id, "w-1")
+    )
+    assert late is CommitOutcome.LEASE_LOST
+
+
+async def test_withdrawn_queued_tasks_are_cancelled_and_never_claimed() -> None:
+    storage = MemoryStorage()
+    withdrawn = [make_task(Job(), "x", priority=9), make_task(Job(), "x")]
+    job = await enqueue(storage, *withdrawn)
+    current = await storage.get_job(job.id)
+    assert current is not None
+    outcome = await storage.commit(
+        current, expected_version=current.version, withdraw=[t.task_id for t in withdrawn]
+    )
+    assert outcome is CommitOutcome.OK
+    for task in withdrawn:
+        stored = await storage.get_task(task.task_id)
+        assert stored is not None
+        assert stored.state == TaskState.TASK_STATE_CANCELLED
+    assert await storage.queue_depths() == {}
+
+    fresh = make_task(Job(), "x")
+    await enqueue(storage, fresh)
+    claimed = await storage.claim_task("w", ["x"], None)
+    assert claimed is not None
+    assert claimed.task_id == fresh.task_id
+
+
+async def test_withdrawing_a_leased_task_keeps_its_worker_and_breaks_the_lease() -> None:
+    storage = MemoryStorage()
+    task = make_task(Job(), "x")
+    job = await enqueue(storage, task)
+    assert await storage.claim_task("w-1", ["x"], None) is not None
+    current = await storage.get_job(job.id)
+    assert current is not None
+    await storage.commit(current, expected_version=current.version, withdraw=[task.task_id])
+
+    stored = await storage.get_task(task.task_id)
+    assert stored is not None
+    assert (stored.state, stored.worker_id) == (TaskState.TASK_STATE_CANCELLED, "w-1")
+    after = await storage.get_job(job.id)
+    assert after is not None
+    outcome = await storage.commit(
+        after, expected_version=after.version, lease=Lease(task.task_id, "w-1")
+    )
+    assert outcome is CommitOutcome.LEASE_LOST
+
+
+async def test_progress_is_recorded_without_bumping_the_version() -> None:
+    storage = MemoryStorage()
+    job = await stored_job(storage)
+    job.active_task_ids.append("t-1")
+    assert await storage.commit(job, expected_version=1) is CommitOutcome.OK
+
+    assert await storage.set_progress(job.id, "t-1", 0.5, "halfway")
+    assert not await storage.set_progress(job.id, "t-other", 0.9, "not live")
+    stored = await storage.get_job(job.id)
+    assert stored is not None
+    assert (stored.version, stored.progress, stored.progress_message) == (2, 0.5, "halfway")
+
+
+async def test_a_wake_up_taken_for_another_skill_is_passed_on() -> None:
+    # Waiters: both on x and y, only x, only y. An x task then a better y
+    # task arrive: the first waiter is woken for x but takes the y task, and
+    # the one waiting for x alone must still be told about the x task.
+    storage = MemoryStorage()
+    both = asyncio.create_task(storage.claim_task("w-both", ["x", "y"], None))
+    only_x = asyncio.create_task(storage.claim_task("w-x", ["x"], None))
+    only_y = asyncio.create_task(storage.claim_task("w-y", ["y"], None))
+    await settle()
+
+    x_task = make_task(Job(), "x")
+    y_task = make_task(Job(), "y", priority=5)
+    await enqueue(storage, x_task, y_task)
+
+    taken_by_both = await asyncio.wait_for(both, 5)
+    assert taken_by_both is not None
+    assert taken_by_both.task_id == y_task.task_id
+    taken_by_x = await asyncio.wait_for(only_x, 5)
+    assert taken_by_x is not None
+    assert taken_by_x.task_id == x_task.task_id
+    assert not only_y.done()
+    only_y.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await only_y
