@@ -1,0 +1,68 @@
+"""What a worker declares about itself, and how it connects."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+__all__ = ["ConnectionSettings", "GpuInfo", "Resources"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class GpuInfo:
+    """The worker's GPU; task requirements match ``model`` by substring."""
+
+    model: str
+    vram_gb: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resources:
+    """Hardware and models the worker offers, matched against task requirements."""
+
+    cpu_cores: int = 0
+    ram_gb: float = 0.0
+    gpu: GpuInfo | None = None
+    installed_models: Mapping[str, str] = field(default_factory=dict)
+    """Model name -> version."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConnectionSettings:
+    """How the worker connects, reconnects and shuts its stream down.
+
+    Reconnection waits ``reconnect_initial_delay`` seconds, multiplied by
+    ``reconnect_multiplier`` after every failed attempt up to
+    ``reconnect_max_delay``, each delay shortened by a random fraction of up
+    to ``reconnect_jitter`` so that a fleet of workers does not reconnect in
+    lockstep. A stream that was welcomed resets the delay.
+    """
+
+    connect_timeout: float = 10.0
+    """Seconds to wait for the server's Welcome after opening a stream."""
+    reconnect_initial_delay: float = 0.5
+    reconnect_max_delay: float = 30.0
+    reconnect_multiplier: float = 2.0
+    reconnect_jitter: float = 0.5
+    close_timeout: float = 5.0
+    """Seconds the server gets to end the stream after the worker hangs up."""
+    result_flush_timeout: float = 10.0
+    """On stop, seconds to wait for the server to acknowledge the last results."""
+    credentials: grpc.ChannelCredentials | None = None
+    """TLS credentials; None connects in plaintext."""
+    channel_options: Sequence[tuple[str, Any]] = ()
+    """Extra gRPC channel options."""
+
+    def __post_init__(self) -> None:
+        for name in ("connect_timeout", "close_timeout", "result_flush_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if not 0 <= self.reconnect_initial_delay <= self.reconnect_max_delay:
+            raise ValueError("need 0 <= reconnect_initial_delay <= reconnect_max_delay")
+        if self.reconnect_multiplier < 1:
+            raise ValueError("reconnect_multiplier must be at least 1")
+        if not 0 <= self.reconnect_jitter <= 1:
+            raise ValueError("reconnect_jitter must be between 0 and 1")
