@@ -272,6 +272,15 @@ class OrchestratorEngine:
                 return True
         return False
 
+    async def holds(self, worker_id: str, task_id: str) -> bool:
+        """Whether ``task_id`` is leased to ``worker_id`` right now."""
+        task = await self.storage.get_task(task_id)
+        return (
+            task is not None
+            and task.state == TaskState.TASK_STATE_LEASED
+            and task.worker_id == worker_id
+        )
+
     async def report_progress(
         self, worker_id: str, task_id: str, progress: float, message: str
     ) -> bool:

@@ -232,7 +232,11 @@ class _Session:
             result = message.result
             result.worker_id = self.worker_id  # never trust the claimed id
             verdict = await self._engine.submit_result(result)
-            self._held.discard(result.task_id)
+            # A rejected result (e.g. naming the wrong job) leaves the lease
+            # in place: forget the task only once it is no longer ours, or a
+            # disconnect would not re-queue it and the job would wait forever.
+            if verdict.accepted or not await self._engine.holds(self.worker_id, result.task_id):
+                self._held.discard(result.task_id)
             self._outbound.put_nowait(
                 ConnectResponse(
                     result_ack=ResultAck(
@@ -248,7 +252,10 @@ class _Session:
             p = message.progress
             await self._engine.report_progress(self.worker_id, p.task_id, p.progress, p.message)
         elif kind == "cancel_ack":
-            self._held.discard(message.cancel_ack.task_id)
+            task_id = message.cancel_ack.task_id
+            if not await self._engine.holds(self.worker_id, task_id):
+                self._held.discard(task_id)
+                self._update_gate()
         elif kind == "drain":
             self._draining = True
             self._update_gate()

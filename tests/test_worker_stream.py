@@ -1,0 +1,285 @@
+"""``WorkerService.Connect``: authentication, the Hello handshake, credits as
+flow control, dispatch order, and what happens to a task whose worker goes
+away."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import pytest
+
+from avtomatika import ActionFactory, StateMachineBlueprint
+from avtomatika.v1.task_pb2 import TaskResult
+from avtomatika.v1.worker_pb2 import WorkerRegistration
+from avtomatika.v1.worker_service_pb2 import CancelAck, ConnectRequest, Credit, Hello
+from tests.blueprints import echo_blueprint
+from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
+from tests.support import (
+    CLIENT_TOKEN,
+    WORKER_TOKEN,
+    RawWorker,
+    create_job,
+    get_job,
+    wait_for_status,
+)
+
+
+def ranked_blueprint() -> StateMachineBlueprint:
+    """Dispatches a ``ranked`` task at the priority given in initial_data."""
+    bp = StateMachineBlueprint("ranked", api_endpoint="/jobs/ranked")
+
+    @bp.handler_for("start", is_start=True)
+    async def start(initial_data: dict[str, Any], priority: float, actions: ActionFactory) -> None:
+        actions.dispatch_task(
+            "ranked", params=initial_data, transitions={"success": "done"}, priority=priority
+        )
+
+    @bp.handler_for("done", is_end=True)
+    async def done() -> None:
+        return None
+
+    return bp
+
+
+# -- handshake --
+
+
+@pytest.mark.parametrize("token", ["wrong-token", None])
+async def test_a_bad_or_missing_token_is_unauthenticated(
+    start_orchestrator: StartOrchestrator, grpc_channel: GrpcChannel, token: str | None
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    worker = RawWorker(grpc_channel(orchestrator), "w-1", token=token)
+    assert await worker.call.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert orchestrator.engine.workers.list() == []
+
+
+async def test_the_first_message_must_be_a_hello(
+    start_orchestrator: StartOrchestrator, grpc_channel: GrpcChannel
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    worker = RawWorker(grpc_channel(orchestrator), "w-1")
+    await worker.send(ConnectRequest(credit=Credit(credits=1)))
+    assert await worker.call.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "Hello" in await worker.call.details()
+
+
+@pytest.mark.parametrize(
+    ("worker_id", "skills", "complaint"),
+    [
+        ("bad id!", ["echo"], "worker_id"),
+        ("", ["echo"], "worker_id"),
+        ("w-1", [], "skill"),
+        ("w-1", ["echo", ""], "skill"),
+    ],
+)
+async def test_a_bad_hello_is_an_invalid_argument(
+    start_orchestrator: StartOrchestrator,
+    grpc_channel: GrpcChannel,
+    worker_id: str,
+    skills: list[str],
+    complaint: str,
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    worker = RawWorker(grpc_channel(orchestrator), worker_id)
+    registration = WorkerRegistration(worker_id=worker_id, skills=skills)
+    await worker.send(ConnectRequest(hello=Hello(registration=registration, initial_credits=1)))
+    assert await worker.call.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert complaint in await worker.call.details()
+    assert orchestrator.engine.workers.list() == []
+
+
+async def test_the_welcome_names_the_worker_and_the_heartbeat_interval(
+    start_orchestrator: StartOrchestrator, grpc_channel: GrpcChannel
+) -> None:
+    orchestrator = await start_orchestrator(
+        [echo_blueprint()], worker_heartbeat_interval_seconds=2.5
+    )
+    worker = RawWorker(grpc_channel(orchestrator), "w-1")
+    welcome = (await worker.hello(["echo"])).welcome
+    assert (welcome.worker_id, welcome.heartbeat_interval_ms) == ("w-1", 2500)
+
+
+# -- flow control and order --
+
+
+async def test_a_worker_gets_no_more_tasks_than_its_credits(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    http = http_client(orchestrator)
+    storage = orchestrator.engine.storage
+    job_ids = [await create_job(http, "jobs/echo", {"n": n}) for n in range(3)]
+    for job_id in job_ids:
+        await wait_for_status(http, job_id, "waiting_for_worker")
+    worker = RawWorker(grpc_channel(orchestrator), "w-1")
+    await worker.hello(["echo"], credits=1)
+
+    received = [await worker.next_task()]
+    # A result is not a credit: the next message is its ack, not a task.
+    assert (await worker.succeed(received[0], None)).result_ack.accepted
+    assert await storage.queue_depths() == {"echo": 2}
+
+    for remaining in (1, 0):
+        await worker.credit()
+        received.append(await worker.next_task())
+        assert (await worker.succeed(received[-1], None)).result_ack.accepted
+        assert await storage.queue_depths() == ({"echo": remaining} if remaining else {})
+
+    assert [t.job_id for t in received] == job_ids
+    for job_id in job_ids:
+        await wait_for_status(http, job_id, "finished")
+
+
+async def test_tasks_go_out_by_priority_then_first_queued_first(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    orchestrator = await start_orchestrator([ranked_blueprint()])
+    http = http_client(orchestrator)
+    jobs = [("a", 0), ("b", 5), ("c", 0), ("d", 9), ("e", 5), ("f", 0)]
+    for name, priority in jobs:
+        job_id = await create_job(http, "jobs/ranked", {"name": name, "priority": priority})
+        # One at a time, so that the queue order is the creation order.
+        await wait_for_status(http, job_id, "waiting_for_worker")
+
+    worker = RawWorker(grpc_channel(orchestrator), "w-1")
+    await worker.hello(["ranked"], credits=len(jobs))
+    received = [RawWorker.params(await worker.next_task())["name"] for _ in jobs]
+
+    assert received == ["d", "b", "e", "a", "c", "f"]
+
+
+async def test_a_worker_only_gets_tasks_of_its_skills(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint(), ranked_blueprint()])
+    http = http_client(orchestrator)
+    echo_job = await create_job(http, "jobs/echo")
+    await wait_for_status(http, echo_job, "waiting_for_worker")
+    ranked_job = await create_job(http, "jobs/ranked", {"priority": 0})
+    await wait_for_status(http, ranked_job, "waiting_for_worker")
+
+    worker = RawWorker(grpc_channel(orchestrator), "w-1")
+    await worker.hello(["ranked"])
+
+    assert (await worker.next_task()).job_id == ranked_job
+    assert await orchestrator.engine.storage.queue_depths() == {"echo": 1}
+
+
+# -- workers that go away --
+
+
+async def test_a_task_held_by_a_worker_that_disconnects_goes_to_another_worker(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    http = http_client(orchestrator)
+    leaver = RawWorker(grpc_channel(orchestrator), "leaver")
+    await leaver.hello(["echo"])
+    job_id = await create_job(http, "jobs/echo", {"frame": 7})
+    first = await leaver.next_task()
+
+    await leaver.close()
+    assert await leaver.receive() is None  # the server ended the stream
+    assert await leaver.call.code() == grpc.StatusCode.OK
+    job = await get_job(http, job_id)
+    assert (job["status"], job["retry_count"]) == ("waiting_for_worker", 1)
+
+    taker = RawWorker(grpc_channel(orchestrator), "taker")
+    await taker.hello(["echo"])
+    second = await taker.next_task()
+    assert (second.job_id, second.attempt) == (job_id, 2)
+    assert second.task_id != first.task_id
+    assert RawWorker.params(second) == {"frame": 7}
+    assert (await taker.succeed(second, {"done_by": "taker"})).result_ack.accepted
+    job = await wait_for_status(http, job_id, "finished")
+    assert job["state_history"] == {"done_by": "taker"}
+
+
+@pytest.mark.parametrize("mistake", ["rejected result", "unprompted cancel ack"])
+async def test_a_worker_keeps_its_task_through_a_mistake_and_leaving_requeues_it(
+    start_orchestrator: StartOrchestrator,
+    http_client: HttpClient,
+    grpc_channel: GrpcChannel,
+    mistake: str,
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    http = http_client(orchestrator)
+    leaver = RawWorker(grpc_channel(orchestrator), "leaver")
+    await leaver.hello(["echo"])
+    job_id = await create_job(http, "jobs/echo")
+    task = await leaver.next_task()
+    if mistake == "rejected result":
+        bogus = await leaver.report(TaskResult(task_id=task.task_id, job_id="another-job"))
+        assert not bogus.result_ack.accepted
+    else:
+        await leaver.send(ConnectRequest(cancel_ack=CancelAck(task_id=task.task_id)))
+
+    # The lease still stands, so when the worker leaves the task is
+    # re-queued rather than lost.
+    await leaver.close()
+    assert await leaver.receive() is None
+    taker = RawWorker(grpc_channel(orchestrator), "taker")
+    await taker.hello(["echo"])
+    retry = await taker.next_task()
+    assert (retry.job_id, retry.attempt) == (job_id, 2)
+
+
+async def test_a_silent_worker_is_dropped_and_its_task_requeued(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    orchestrator = await start_orchestrator(
+        [echo_blueprint()], worker_heartbeat_interval_seconds=0.05
+    )
+    http = http_client(orchestrator)
+    silent = RawWorker(grpc_channel(orchestrator), "silent")
+    await silent.hello(["echo"])
+    job_id = await create_job(http, "jobs/echo")
+    await silent.next_task()
+
+    # It never answers the server's heartbeats: the server ends its stream.
+    assert await silent.receive() is None
+
+    assert await orchestrator.engine.storage.queue_depths() == {"echo": 1}
+    job = await get_job(http, job_id)
+    assert (job["status"], job["retry_count"]) == ("waiting_for_worker", 1)
+    assert orchestrator.engine.workers.list() == []
+
+
+# -- the workers list --
+
+
+async def test_the_workers_list_shows_grpc_workers_and_no_token(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    http = http_client(orchestrator)
+    worker = RawWorker(grpc_channel(orchestrator), "w-1")
+    await worker.hello(["echo"], credits=3)
+
+    response = await http.get("/api/v1/workers")
+    text = await response.text()
+    assert response.status == 200
+    assert WORKER_TOKEN not in text
+    assert CLIENT_TOKEN not in text
+    workers = await response.json()
+    assert [w["worker_id"] for w in workers] == ["w-1"]
+    assert workers[0]["transport"] == "grpc"
+    assert workers[0]["skills"] == ["echo"]
+    assert workers[0]["resources"]["max_concurrent_tasks"] == 3
+    assert not [key for key in _keys(workers) if "token" in key.lower()]
+
+    await worker.close()
+    assert await worker.receive() is None
+    response = await http.get("/api/v1/workers")
+    assert await response.json() == []
+
+
+def _keys(value: Any) -> list[str]:
+    """Every key of every object nested in ``value``."""
+    if isinstance(value, dict):
+        return [k for key, item in value.items() for k in (key, *_keys(item))]
+    if isinstance(value, list):
+        return [k for item in value for k in _keys(item)]
+    return []
