@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from tests.blueprints import echo_blueprint
-from tests.support import RawWorker
+from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
+from tests.support import RawWorker, wait_for_status
 
 
-async def wait_for_status(http, job_id: str, status: str) -> dict:  # type: ignore[no-untyped-def]
-    """Poll the job until it reaches ``status`` (bounded by the test timeout)."""
-    while True:
-        response = await http.get(f"/api/v1/jobs/{job_id}")
-        assert response.status == 200
-        job = await response.json()
-        if job["status"] == status:
-            return job
-        await asyncio.sleep(0.01)
-
-
-async def test_rest_job_finishes_through_grpc_worker(start_orchestrator, http_client, grpc_channel):  # type: ignore[no-untyped-def]
+async def test_rest_job_finishes_through_grpc_worker(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
     orchestrator = await start_orchestrator([echo_blueprint()])
     http = http_client(orchestrator)
     worker = RawWorker(grpc_channel(orchestrator), "w-1")
