@@ -5,6 +5,7 @@ REST helpers to create jobs and follow them."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -70,13 +71,20 @@ async def wait_for_status(http: aiohttp.ClientSession, job_id: str, status: str)
         await asyncio.sleep(_POLL_INTERVAL)
 
 
-async def wait_for_terminal(http: aiohttp.ClientSession, job_id: str) -> dict[str, Any]:
-    """Poll the job until it reaches any terminal status and return its JSON."""
+async def wait_for(
+    http: aiohttp.ClientSession, job_id: str, predicate: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """Poll the job until ``predicate`` holds for its JSON and return it."""
     while True:
         job = await get_job(http, job_id)
-        if job["status"] in TERMINAL_STATUSES:
+        if predicate(job):
             return job
         await asyncio.sleep(_POLL_INTERVAL)
+
+
+async def wait_for_terminal(http: aiohttp.ClientSession, job_id: str) -> dict[str, Any]:
+    """Poll the job until it reaches any terminal status and return its JSON."""
+    return await wait_for(http, job_id, lambda job: job["status"] in TERMINAL_STATUSES)
 
 
 class RawWorker:

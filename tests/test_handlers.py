@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from avtomatika import ActionFactory, StateMachineBlueprint
+from avtomatika import ActionFactory, ClientInfo, JobContext, StateMachineBlueprint
+from avtomatika.auth import DEFAULT_CLIENT_ID
 from tests.conftest import HttpClient, StartOrchestrator
 from tests.support import create_job, wait_for_status
 
@@ -272,3 +273,30 @@ async def test_a_dispatch_leading_to_a_state_without_handler_ends_the_job_in_err
 
     assert "'nowhere'" in job["error"]
     assert await orchestrator.engine.storage.queue_depths() == {}
+
+
+async def test_context_and_client_are_injected(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient
+) -> None:
+    bp = StateMachineBlueprint("contextual")
+
+    @bp.handler_for("start", is_start=True)
+    async def start(context: JobContext, client: ClientInfo) -> None:
+        context.state_history["seen"] = {
+            "job_id": context.job_id,
+            "state": context.current_state,
+            "initial_data": context.initial_data,
+            "client": client.id,
+        }
+        context.actions.transition_to("done")
+
+    bp.handler_for("done", is_end=True)(end)
+
+    job = await run_job(start_orchestrator, http_client, bp, "finished", {"k": "v"})
+
+    assert job["state_history"]["seen"] == {
+        "job_id": job["id"],
+        "state": "start",
+        "initial_data": {"k": "v"},
+        "client": DEFAULT_CLIENT_ID,
+    }

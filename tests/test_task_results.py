@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from avtomatika.v1.task_pb2 import ErrorCode, TaskResult
+from avtomatika.v1.task_pb2 import ErrorCode, TaskResult, TaskResultStatus
 from tests.blueprints import echo_blueprint
 from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
 from tests.support import (
@@ -213,3 +213,27 @@ async def test_a_retried_task_can_still_succeed(
     assert ack.result_ack.transition == "done"
     job = await wait_for_status(http, job_id, "finished")
     assert job["state_history"] == {"made_it": True}
+
+
+async def test_a_task_the_worker_gave_up_is_run_again(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    http = http_client(orchestrator)
+    worker = RawWorker(grpc_channel(orchestrator), "w-1")
+    await worker.hello(["echo"])
+    job_id = await create_job(http, "jobs/echo")
+    first = await worker.next_task()
+
+    # The job was not cancelled: the worker gave the task up (shutting down).
+    gave_up = TaskResult(
+        task_id=first.task_id,
+        job_id=job_id,
+        status=TaskResultStatus.TASK_RESULT_STATUS_CANCELLED,
+    )
+    ack = await worker.report(gave_up)
+
+    assert (ack.result_ack.accepted, ack.result_ack.transition) == (True, "retry")
+    await worker.credit()
+    second = await worker.next_task()
+    assert (second.job_id, second.attempt) == (job_id, 2)

@@ -12,7 +12,13 @@ import pytest
 from avtomatika import ActionFactory, StateMachineBlueprint
 from avtomatika.v1.task_pb2 import TaskResult
 from avtomatika.v1.worker_pb2 import WorkerRegistration
-from avtomatika.v1.worker_service_pb2 import CancelAck, ConnectRequest, Credit, Hello
+from avtomatika.v1.worker_service_pb2 import (
+    CancelAck,
+    ConnectRequest,
+    Credit,
+    Hello,
+    TaskProgress,
+)
 from tests.blueprints import echo_blueprint
 from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
 from tests.support import (
@@ -21,6 +27,7 @@ from tests.support import (
     RawWorker,
     create_job,
     get_job,
+    wait_for,
     wait_for_status,
 )
 
@@ -283,3 +290,23 @@ def _keys(value: Any) -> list[str]:
     if isinstance(value, list):
         return [k for item in value for k in _keys(item)]
     return []
+
+
+async def test_progress_from_the_lease_holder_shows_on_the_job(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    http = http_client(orchestrator)
+    worker = RawWorker(grpc_channel(orchestrator), "w-1")
+    await worker.hello(["echo"])
+    job_id = await create_job(http, "jobs/echo")
+    task = await worker.next_task()
+
+    progress = TaskProgress(task_id=task.task_id, job_id=job_id, progress=1.7, message="almost")
+    await worker.send(ConnectRequest(progress=progress))
+
+    job = await wait_for(http, job_id, lambda job: job["progress_message"] == "almost")
+    assert (job["status"], job["progress"]) == ("waiting_for_worker", 1.0)  # clamped
+    await worker.succeed(task, None)
+    job = await wait_for_status(http, job_id, "finished")
+    assert (job["progress"], job["progress_message"]) == (0.0, None)
