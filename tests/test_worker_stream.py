@@ -237,12 +237,15 @@ async def test_a_silent_worker_is_dropped_and_its_task_requeued(
     start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
 ) -> None:
     orchestrator = await start_orchestrator(
-        [echo_blueprint()], worker_heartbeat_interval_seconds=0.05
+        [echo_blueprint()], worker_heartbeat_interval_seconds=0.1
     )
     http = http_client(orchestrator)
+    # The task is queued first, so the worker gets it with its Welcome,
+    # before the server could give up on it.
+    job_id = await create_job(http, "jobs/echo")
+    await wait_for_status(http, job_id, "waiting_for_worker")
     silent = RawWorker(grpc_channel(orchestrator), "silent")
     await silent.hello(["echo"])
-    job_id = await create_job(http, "jobs/echo")
     await silent.next_task()
 
     # It never answers the server's heartbeats: the server ends its stream.
