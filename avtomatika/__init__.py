@@ -10,23 +10,25 @@ editable install and from a wheel.
 """
 
 from avtomatika.actions import ActionFactory
-from avtomatika.app import Orchestrator
+from avtomatika.app import OrchestratorEngine
 from avtomatika.blueprint import Blueprint, StateMachineBlueprint
-from avtomatika.config import Settings
+from avtomatika.config import Config, Settings
 from avtomatika.context import ClientInfo, JobContext
-from avtomatika.engine import OrchestratorEngine
+from avtomatika.data_stores import AsyncDictStore
 from avtomatika.errors import AvtomatikaError
-from avtomatika.storage.memory import MemoryStorage
+from avtomatika.storage import MemoryStorage, Storage
 
 __all__ = [
     "ActionFactory",
+    "AsyncDictStore",
     "AvtomatikaError",
     "Blueprint",
     "ClientInfo",
+    "Config",
     "JobContext",
     "MemoryStorage",
-    "Orchestrator",
     "OrchestratorEngine",
     "Settings",
     "StateMachineBlueprint",
+    "Storage",
 ]

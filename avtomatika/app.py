@@ -1,5 +1,13 @@
-"""The composition root: engine, REST and gRPC in one process and one event
-loop. This is the only module that imports every layer.
+"""The composition root: the engine, REST and gRPC in one process and one
+event loop. This is the only module that imports every layer.
+
+:class:`OrchestratorEngine` is the public, 1.0b13-compatible embedding API::
+
+    engine = OrchestratorEngine(MemoryStorage(), config)
+    engine.register_blueprint(bp)
+    await engine.start()          # serves REST and gRPC
+    job_id = await engine.create_background_job("video", {"url": ...})
+    await engine.stop()
 
 Shutdown order matters: first stop intake (gRPC streams end and give their
 leased tasks back; the HTTP server stops), then the engine, then storage.
@@ -11,57 +19,98 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from types import TracebackType
+from typing import Any
 
 import grpc
 from aiohttp import web
 
 from avtomatika.auth import Authenticator
 from avtomatika.blueprint import StateMachineBlueprint
-from avtomatika.config import Settings
-from avtomatika.engine import OrchestratorEngine
+from avtomatika.config import Config, Settings
+from avtomatika.context import ClientInfo
+from avtomatika.engine import BACKGROUND_CLIENT, Engine
 from avtomatika.errors import ConfigError
 from avtomatika.grpc.server import start_grpc_server
 from avtomatika.loader import load_blueprints
 from avtomatika.rest import build_app
 from avtomatika.storage.base import Storage
 
-__all__ = ["Orchestrator", "serve"]
+__all__ = ["OrchestratorEngine", "serve"]
 
 log = logging.getLogger(__name__)
 
 
-class Orchestrator:
-    """A running orchestrator: ``async with Orchestrator(settings) as o: ...``.
+class OrchestratorEngine:
+    """A whole orchestrator: ``async with OrchestratorEngine(storage, config): ...``.
 
     Ports set to 0 are chosen by the OS; :attr:`rest_port` and
-    :attr:`grpc_port` tell which.
+    :attr:`grpc_port` tell which once started. Blueprints from
+    ``BLUEPRINTS_DIR`` are loaded at :meth:`start`, after those registered by
+    hand.
     """
 
     def __init__(
         self,
-        settings: Settings,
-        blueprints: Iterable[StateMachineBlueprint] = (),
         storage: Storage | None = None,
+        config: Settings | Config | None = None,
+        *,
+        blueprints: Iterable[StateMachineBlueprint] = (),
     ) -> None:
-        self.settings = settings
-        self.engine = OrchestratorEngine(storage, settings)
-        self.auth = Authenticator(settings)
+        settings = config.to_settings() if isinstance(config, Config) else config
+        self.settings = settings if settings is not None else Settings()
+        self.engine = Engine(storage, self.settings)
+        self.auth = Authenticator(self.settings)
         for client in self.auth.clients:
             self.engine.add_client(client)
         for blueprint in blueprints:
             self.engine.register_blueprint(blueprint)
-        if settings.blueprints_dir is not None:
-            for blueprint in load_blueprints(settings.blueprints_dir):
-                self.engine.register_blueprint(blueprint)
         self.rest_port = 0
         self.grpc_port = 0
         self._runner: web.AppRunner | None = None
         self._grpc: grpc.aio.Server | None = None
+        self._loaded = False
+
+    @property
+    def blueprints(self) -> Mapping[str, StateMachineBlueprint]:
+        """Registered blueprints by name."""
+        return self.engine.blueprints
+
+    def register_blueprint(self, blueprint: StateMachineBlueprint) -> None:
+        """Add a blueprint (raises :class:`~avtomatika.errors.BlueprintError`
+        if it is invalid or its name or route is taken)."""
+        self.engine.register_blueprint(blueprint)
+
+    async def create_background_job(
+        self,
+        blueprint_name: str,
+        initial_data: Mapping[str, Any] | None = None,
+        source: str = "internal",
+        tracing_context: Mapping[str, str] | None = None,
+        data_metadata: Any = None,
+        dispatch_timeout: float | None = None,
+        result_timeout: float | None = None,
+    ) -> str:
+        """Create a job from inside the process (no client token involved);
+        handlers see ``client.plan == "system"`` and ``client.params["source"]``.
+        ``data_metadata`` is accepted for compatibility and not used."""
+        client = ClientInfo(id=BACKGROUND_CLIENT.id, plan="system", params={"source": source})
+        return await self.engine.create_job(
+            blueprint_name,
+            initial_data,
+            client=client,
+            dispatch_timeout=dispatch_timeout,
+            result_timeout=result_timeout,
+            tracing_context=tracing_context,
+        )
 
     async def start(self) -> None:
-        """Start the engine, then the gRPC and HTTP servers."""
+        """Load ``BLUEPRINTS_DIR``, start the engine, then gRPC and HTTP."""
+        if not self._loaded and self.settings.blueprints_dir is not None:
+            for blueprint in load_blueprints(self.settings.blueprints_dir):
+                self.engine.register_blueprint(blueprint)
+        self._loaded = True
         await self.engine.start()
         try:
             self._grpc, self.grpc_port = await start_grpc_server(
@@ -89,7 +138,11 @@ class Orchestrator:
             await runner.cleanup()
         await self.engine.stop()
 
-    async def __aenter__(self) -> Orchestrator:
+    def run(self) -> None:
+        """Blocking: serve until SIGTERM or SIGINT."""
+        asyncio.run(_serve_until_signalled(self))
+
+    async def __aenter__(self) -> OrchestratorEngine:
         await self.start()
         return self
 
@@ -109,21 +162,26 @@ def _bound_port(runner: web.AppRunner) -> int:
     raise ConfigError("the HTTP server did not bind a TCP port")
 
 
-async def serve(settings: Settings, blueprints: Iterable[StateMachineBlueprint] = ()) -> None:
-    """Run until SIGTERM or SIGINT, then shut down cleanly."""
+async def serve(settings: Settings) -> None:
+    """Run an orchestrator for ``settings`` until SIGTERM or SIGINT."""
+    await _serve_until_signalled(OrchestratorEngine(config=settings))
+
+
+async def _serve_until_signalled(orchestrator: OrchestratorEngine) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with Orchestrator(settings, blueprints) as orchestrator:
+        async with orchestrator:
+            settings = orchestrator.settings
             log.info(
                 "avtomatika serving: REST on %s:%d, gRPC on %s:%d, blueprints: %s",
                 settings.api_host,
                 orchestrator.rest_port,
                 settings.grpc_host,
                 orchestrator.grpc_port,
-                ", ".join(sorted(orchestrator.engine.blueprints)) or "none",
+                ", ".join(sorted(orchestrator.blueprints)) or "none",
             )
             await stop.wait()
             log.info("shutting down")

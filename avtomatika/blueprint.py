@@ -1,48 +1,109 @@
-"""Blueprints: state machines written in Python.
+"""Blueprints: state machines written in Python (the 1.0b13 blueprint API).
 
 A blueprint maps state names to async handlers. The start handler runs when a
 job is created; each handler decides what happens next through ``actions``;
 reaching an end state (and running its handler) finishes the job.
+
+A state may have conditional handlers, tried in the order they were declared,
+and a default handler used when no condition holds; they may be declared in
+any order::
+
+    @bp.handler_for("route").when("context.initial_data.type == 'urgent'")
+    async def urgent(actions): actions.transition_to("fast")
+
+    @bp.handler_for("route")
+    async def normal(actions): actions.transition_to("slow")
+
+An aggregator state (``@bp.aggregator_for``) runs once every branch of a
+``dispatch_parallel`` has ended, with ``aggregation_results`` injected.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from avtomatika.conditions import Condition
+from avtomatika.data_stores import as_data_store
 from avtomatika.errors import BlueprintError
 from avtomatika.injection import HandlerSignature
 
-__all__ = ["Blueprint", "Handler", "StateMachineBlueprint", "StateSpec"]
+__all__ = ["Blueprint", "Handler", "HandlerSpec", "StateMachineBlueprint", "StateSpec"]
 
 Handler = Callable[..., Awaitable[Any]]
 _H = TypeVar("_H", bound=Handler)
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-_VERSION = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 @dataclass(frozen=True, slots=True)
-class StateSpec:
-    """One state of a blueprint and its handler."""
+class HandlerSpec:
+    """One handler of a state, with its condition if it is conditional."""
 
-    name: str
     handler: Handler
     signature: HandlerSignature
-    is_start: bool
-    is_end: bool
+    condition: Condition | None = None
+
+
+@dataclass(slots=True)
+class StateSpec:
+    """A state: its handlers and its role in the machine."""
+
+    name: str
+    is_start: bool = False
+    is_end: bool = False
+    is_aggregator: bool = False
+    default: HandlerSpec | None = None
+    conditional: list[HandlerSpec] = field(default_factory=list)
+
+    @property
+    def handlers(self) -> list[HandlerSpec]:
+        """Every handler of the state, conditional ones first."""
+        return [*self.conditional, *([self.default] if self.default else [])]
+
+    def select(self, areas: Mapping[str, Any]) -> HandlerSpec | None:
+        """The first conditional handler whose condition holds, else the default."""
+        for spec in self.conditional:
+            assert spec.condition is not None
+            if spec.condition.matches(areas):
+                return spec
+        return self.default
+
+
+class _HandlerRegistration:
+    """What ``handler_for`` returns: a decorator, with ``.when()`` for the
+    conditional form."""
+
+    def __init__(self, blueprint: StateMachineBlueprint, state: str, is_start: bool, is_end: bool):
+        self._blueprint = blueprint
+        self._state = state
+        self._is_start = is_start
+        self._is_end = is_end
+
+    def __call__(self, handler: _H) -> _H:
+        self._blueprint._add(self._state, handler, self._is_start, self._is_end, None)
+        return handler
+
+    def when(self, condition: str) -> Callable[[_H], _H]:
+        """Run the decorated handler only when ``condition`` holds."""
+        parsed = Condition.parse(condition)
+
+        def register(handler: _H) -> _H:
+            self._blueprint._add(self._state, handler, self._is_start, self._is_end, parsed)
+            return handler
+
+        return register
 
 
 class StateMachineBlueprint:
-    """A named state machine; jobs of it are created over
-    ``POST /api/{api_version}/{api_endpoint}``.
+    """A named state machine.
 
-    >>> bp = StateMachineBlueprint("echo", api_endpoint="/jobs/echo", api_version="v1")
-    >>> @bp.handler_for("start", is_start=True)
-    ... async def start(actions):
-    ...     actions.transition_to("done")
+    Jobs of a blueprint with an ``api_endpoint`` are created over
+    ``POST /api/{api_version}/{api_endpoint}`` (``/api/{api_endpoint}`` when it
+    has no version); a blueprint without one is internal: started by
+    ``run_blueprint`` or ``create_background_job`` only.
     """
 
     def __init__(
@@ -50,51 +111,78 @@ class StateMachineBlueprint:
         name: str,
         api_endpoint: str | None = None,
         api_version: str | None = None,
-        data_stores: dict[str, Any] | None = None,
+        data_stores: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(name, str) or not _NAME.match(name):
             raise BlueprintError(f"blueprint name {name!r} must match {_NAME.pattern}")
         self.name = name
-        self.api_endpoint = _normalise_endpoint(name, api_endpoint)
-        self.api_version = api_version or "v1"
-        if not _VERSION.match(self.api_version):
-            raise BlueprintError(
-                f"blueprint {name!r}: api_version {self.api_version!r} must match "
-                f"{_VERSION.pattern}"
-            )
-        self.data_stores: dict[str, Any] = dict(data_stores or {})
+        self.api_endpoint = _normalise_path(name, "api_endpoint", api_endpoint)
+        self.api_version = _normalise_path(name, "api_version", api_version)
+        if self.api_version is not None and "/" in self.api_version:
+            raise BlueprintError(f"blueprint {name!r}: api_version must be one path segment")
+        self.data_stores: dict[str, Any] = {
+            key: as_data_store(value) for key, value in (data_stores or {}).items()
+        }
         self._states: dict[str, StateSpec] = {}
+
+    # -- definition --
 
     def handler_for(
         self, state: str, is_start: bool = False, is_end: bool = False
-    ) -> Callable[[_H], _H]:
-        """Register the decorated coroutine function as the handler of ``state``."""
+    ) -> _HandlerRegistration:
+        """Register the decorated coroutine function as a handler of ``state``
+        (use ``.when(condition)`` for a conditional handler)."""
+        if not isinstance(state, str) or not state:
+            raise BlueprintError(f"blueprint {self.name!r}: a state needs a name, got {state!r}")
+        return _HandlerRegistration(self, state, is_start, is_end)
+
+    def aggregator_for(self, state: str) -> Callable[[_H], _H]:
+        """Register the handler that runs in ``state`` once every branch of a
+        ``dispatch_parallel(..., aggregate_into=state)`` has ended."""
 
         def register(handler: _H) -> _H:
-            if not isinstance(state, str) or not state:
-                raise BlueprintError(f"blueprint {self.name!r}: a state needs a name")
-            if state in self._states:
-                raise BlueprintError(
-                    f"blueprint {self.name!r}: state {state!r} already has a handler"
-                )
-            if not callable(handler):
-                raise BlueprintError(
-                    f"blueprint {self.name!r}: handler for {state!r} is not callable"
-                )
-            self._states[state] = StateSpec(
-                name=state,
-                handler=handler,
-                signature=HandlerSignature.of(handler),
-                is_start=is_start,
-                is_end=is_end,
-            )
+            spec = self._add(state, handler, False, False, None)
+            spec.is_aggregator = True
             return handler
 
         return register
 
     def add_data_store(self, name: str, initial: Any) -> None:
-        """Share ``initial`` with every handler as ``data_stores[name]``."""
-        self.data_stores[name] = initial
+        """Share a store with every handler as ``data_stores.<name>``: a dict
+        becomes an async dict store (``await get/set``); any other object is
+        passed through as it is."""
+        if name in self.data_stores:
+            raise BlueprintError(f"blueprint {self.name!r} already has a data store {name!r}")
+        self.data_stores[name] = as_data_store(initial)
+
+    def _add(
+        self,
+        state: str,
+        handler: Handler,
+        is_start: bool,
+        is_end: bool,
+        condition: Condition | None,
+    ) -> StateSpec:
+        if not callable(handler):
+            raise BlueprintError(
+                f"blueprint {self.name!r}: the handler for {state!r} is not callable"
+            )
+        spec = self._states.setdefault(state, StateSpec(state))
+        handler_spec = HandlerSpec(handler, HandlerSignature.of(handler), condition)
+        if condition is None:
+            if spec.default is not None:
+                raise BlueprintError(
+                    f"blueprint {self.name!r}: state {state!r} already has a default handler "
+                    f"({spec.default.handler.__qualname__})"
+                )
+            spec.default = handler_spec
+        else:
+            spec.conditional.append(handler_spec)
+        spec.is_start = spec.is_start or is_start
+        spec.is_end = spec.is_end or is_end
+        return spec
+
+    # -- reading --
 
     @property
     def states(self) -> dict[str, StateSpec]:
@@ -116,11 +204,35 @@ class StateMachineBlueprint:
             )
         return starts[0]
 
+    @property
+    def end_states(self) -> list[str]:
+        """The end states, in declaration order."""
+        return [s.name for s in self._states.values() if s.is_end]
+
+    @property
+    def route(self) -> str | None:
+        """The path under ``/api/`` that creates jobs, or None if internal."""
+        if self.api_endpoint is None:
+            return None
+        if self.api_version is None:
+            return self.api_endpoint
+        return f"{self.api_version}/{self.api_endpoint}"
+
     def validate(self) -> None:
-        """Check the blueprint can run; raises :class:`BlueprintError` if not."""
+        """Check the blueprint can run; raises :class:`BlueprintError` naming
+        the blueprint, the state and the problem."""
+        from avtomatika.blueprint_graph import check_transitions
+
         _ = self.start_state
-        if not any(s.is_end for s in self._states.values()):
+        if not self.end_states:
             raise BlueprintError(f"blueprint {self.name!r} has no end state")
+        for spec in self._states.values():
+            if spec.is_aggregator and (spec.conditional or spec.is_end):
+                raise BlueprintError(
+                    f"blueprint {self.name!r}: aggregator state {spec.name!r} cannot also be "
+                    "an end state or have conditional handlers"
+                )
+        check_transitions(self)
 
     def __repr__(self) -> str:
         return f"<StateMachineBlueprint {self.name!r} {len(self._states)} states>"
@@ -129,9 +241,11 @@ class StateMachineBlueprint:
 Blueprint = StateMachineBlueprint
 
 
-def _normalise_endpoint(name: str, endpoint: str | None) -> str:
-    """``/jobs/video/`` -> ``jobs/video``; no endpoint -> ``jobs/<name>``."""
-    value = (endpoint if endpoint is not None else f"jobs/{name}").strip("/")
-    if not value or any(not _NAME.match(part) for part in value.split("/")):
-        raise BlueprintError(f"blueprint {name!r}: invalid api_endpoint {endpoint!r}")
-    return value
+def _normalise_path(name: str, what: str, value: str | None) -> str | None:
+    """``/jobs/video/`` -> ``jobs/video``; None stays None."""
+    if value is None:
+        return None
+    cleaned = value.strip("/") if isinstance(value, str) else ""
+    if not cleaned or any(not _NAME.match(part) for part in cleaned.split("/")):
+        raise BlueprintError(f"blueprint {name!r}: invalid {what} {value!r}")
+    return cleaned

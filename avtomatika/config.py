@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 from avtomatika.errors import ConfigError
 
-__all__ = ["Settings"]
+__all__ = ["Config", "Settings"]
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -32,6 +33,9 @@ class Settings:
     global_worker_token: str | None = None
     log_level: str = "INFO"
     job_max_retries: int = 3
+    max_transitions_per_job: int = 100
+    retry_backoff_base_seconds: float = 1.0
+    retry_backoff_max_seconds: float = 60.0
     executor_concurrency: int = 32
     worker_heartbeat_interval_seconds: float = 10.0
     worker_poll_timeout_seconds: float = 30.0
@@ -46,12 +50,18 @@ class Settings:
             )
         if self.job_max_retries < 0:
             raise ConfigError(f"JOB_MAX_RETRIES must be >= 0, got {self.job_max_retries}")
+        if self.max_transitions_per_job < 1:
+            raise ConfigError(
+                f"MAX_TRANSITIONS_PER_JOB must be >= 1, got {self.max_transitions_per_job}"
+            )
         if self.executor_concurrency < 1:
             raise ConfigError(f"EXECUTOR_CONCURRENCY must be >= 1, got {self.executor_concurrency}")
         for name in (
             "worker_heartbeat_interval_seconds",
             "worker_poll_timeout_seconds",
             "shutdown_grace_seconds",
+            "retry_backoff_base_seconds",
+            "retry_backoff_max_seconds",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name.upper()} must be > 0, got {getattr(self, name)}")
@@ -106,6 +116,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "global_worker_token": _optional_str,
     "log_level": str,
     "job_max_retries": int,
+    "max_transitions_per_job": int,
+    "retry_backoff_base_seconds": float,
+    "retry_backoff_max_seconds": float,
     "executor_concurrency": int,
     "worker_heartbeat_interval_seconds": float,
     "worker_poll_timeout_seconds": float,
@@ -124,3 +137,43 @@ def _check_port(name: str, value: int, *, allow_zero: bool) -> None:
     low = 0 if allow_zero else 1
     if not low <= value <= 65535:
         raise ConfigError(f"{name} must be between {low} and 65535, got {value}")
+
+
+class Config:
+    """The 1.0b13 embedding style: a mutable object with upper-case
+    attributes, read from the environment when created::
+
+        config = Config()
+        config.CLIENT_TOKEN = "..."
+        engine = OrchestratorEngine(MemoryStorage(), config)
+
+    Assigning an unknown name raises :class:`AttributeError` (a typo must not
+    be ignored); values are validated when the engine is built.
+    """
+
+    def __init__(self) -> None:
+        settings = Settings.load(os.environ)
+        object.__setattr__(
+            self, "_values", {f.name: getattr(settings, f.name) for f in fields(Settings)}
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        values: dict[str, Any] = object.__getattribute__(self, "_values")
+        key = name.lower()
+        if name.isupper() and key in values:
+            return values[key]
+        raise AttributeError(f"Config has no setting {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        values: dict[str, Any] = object.__getattribute__(self, "_values")
+        key = name.lower()
+        if not name.isupper() or key not in values:
+            raise AttributeError(
+                f"Config has no setting {name!r}; known: {', '.join(k.upper() for k in values)}"
+            )
+        values[key] = value
+
+    def to_settings(self) -> Settings:
+        """The validated :class:`Settings` these values make."""
+        values: dict[str, Any] = object.__getattribute__(self, "_values")
+        return Settings(**values)

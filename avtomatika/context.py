@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from avtomatika.actions import ActionFactory
 
-__all__ = ["ClientInfo", "JobContext"]
+__all__ = ["ClientInfo", "DataStores", "JobContext"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +18,34 @@ class ClientInfo:
     id: str
     plan: str = ""
     params: dict[str, Any] = field(default_factory=dict)
+
+
+class DataStores(Mapping[str, Any]):
+    """A blueprint's data stores, by attribute (``data_stores.cache``, as in
+    1.0b13) or by key (``data_stores["cache"]``)."""
+
+    __slots__ = ("_stores",)
+
+    def __init__(self, stores: Mapping[str, Any]) -> None:
+        self._stores = stores
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._stores[name]
+        except KeyError:
+            raise AttributeError(f"no data store named {name!r}") from None
+
+    def __getitem__(self, name: str) -> Any:
+        return self._stores[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._stores)
+
+    def __len__(self) -> int:
+        return len(self._stores)
+
+    def __repr__(self) -> str:
+        return f"DataStores({', '.join(self._stores)})"
 
 
 @dataclass(slots=True)
@@ -33,7 +62,8 @@ class JobContext:
     state_history: dict[str, Any]
     client: ClientInfo
     actions: ActionFactory
-    data_stores: dict[str, Any] = field(default_factory=dict)
+    data_stores: DataStores = field(default_factory=lambda: DataStores({}))
     tracing_context: dict[str, str] = field(default_factory=dict)
-    task_files: Any = None
     aggregation_results: dict[str, Any] | None = None
+    webhook_url: str | None = None
+    task_files: Any = None

@@ -1,18 +1,16 @@
-"""The orchestrator engine: blueprints, jobs, tasks and workers, with no
-transport. REST and gRPC call into it; it never imports them.
+"""The engine: blueprints, jobs, tasks and workers, with no transport. REST and
+gRPC call into it; it never imports them.
 
-    engine = OrchestratorEngine(MemoryStorage(), Settings())
-    engine.register_blueprint(bp)
-    await engine.start()
-    job_id = await engine.create_background_job("video", {"url": ...})
-    ...
-    await engine.stop()
+Every state change is read → decide (pure functions in :mod:`results` and
+:mod:`executor`) → commit, guarded by the job's version and, for worker
+results, by the task's lease. When a commit loses a race it is decided again
+from a fresh read, so a result, a timeout and a cancel arriving together on
+one job leave exactly one outcome.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -24,26 +22,33 @@ from avtomatika.config import Settings
 from avtomatika.context import ClientInfo
 from avtomatika.errors import BlueprintError, Conflict, InvalidArgument, NotFound
 from avtomatika.executor import StepRunner
-from avtomatika.payload import to_payload
-from avtomatika.results import Decision, decide, requeue
+from avtomatika.payload import from_payload, to_payload
+from avtomatika.results import Decision, Policy, decide, enter_state, expire, requeue
 from avtomatika.status import TERMINAL, job_status_name
-from avtomatika.storage.base import CommitOutcome, Lease, Storage
+from avtomatika.storage.base import CommitOutcome, Expiry, Lease, Storage
 from avtomatika.storage.memory import MemoryStorage
 from avtomatika.tasks import new_id
 from avtomatika.v1.job_pb2 import Job, JobStatus
 from avtomatika.v1.task_pb2 import Task, TaskResult, TaskState
 from avtomatika.workers import WorkerRegistry
 
-__all__ = ["BACKGROUND_CLIENT", "OrchestratorEngine", "ResultVerdict"]
+__all__ = ["BACKGROUND_CLIENT", "Engine", "ResultVerdict"]
 
 log = logging.getLogger(__name__)
 
-BACKGROUND_CLIENT = ClientInfo(id="__background__", plan="internal")
-"""The owner of jobs created in-process by :meth:`OrchestratorEngine.create_background_job`."""
+BACKGROUND_CLIENT = ClientInfo(id="__background__", plan="system")
+"""The owner of jobs created in-process by :meth:`Engine.create_job` callers
+such as ``create_background_job``."""
 
 # How often a write that lost an optimistic race is decided again before
 # giving up. Each retry re-reads, so this only bounds pathological contention.
 _COMMIT_ATTEMPTS = 50
+
+_LIVE_TASK = (
+    TaskState.TASK_STATE_QUEUED,
+    TaskState.TASK_STATE_LEASED,
+    TaskState.TASK_STATE_SCHEDULED,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +61,7 @@ class ResultVerdict:
     message: str = ""
 
 
-class OrchestratorEngine:
+class Engine:
     """Runs jobs of registered blueprints on a storage backend."""
 
     def __init__(self, storage: Storage | None = None, config: Settings | None = None) -> None:
@@ -64,9 +69,12 @@ class OrchestratorEngine:
         self.config = config if config is not None else Settings()
         self.workers = WorkerRegistry()
         self._blueprints: dict[str, StateMachineBlueprint] = {}
-        self._routes: dict[tuple[str, str], StateMachineBlueprint] = {}
+        self._routes: dict[str, StateMachineBlueprint] = {}
         self._clients: dict[str, ClientInfo] = {BACKGROUND_CLIENT.id: BACKGROUND_CLIENT}
-        self._steps = StepRunner(self.storage, self._blueprints.get, self.client)
+        self._policy = Policy.of(self.config)
+        self._steps = StepRunner(
+            self.storage, self._blueprints.get, self.client, self.config, self._commit
+        )
         self._loops: list[asyncio.Task[None]] = []
 
     # -- blueprints and clients --
@@ -77,25 +85,31 @@ class OrchestratorEngine:
         blueprint.validate()
         if blueprint.name in self._blueprints:
             raise BlueprintError(f"a blueprint named {blueprint.name!r} is already registered")
-        route = (blueprint.api_version, blueprint.api_endpoint)
-        if route in self._routes:
+        route = blueprint.route
+        if route is not None and "/" not in route:
             raise BlueprintError(
-                f"blueprint {blueprint.name!r}: route /api/{route[0]}/{route[1]} is already "
-                f"served by blueprint {self._routes[route].name!r}"
+                f"blueprint {blueprint.name!r}: its route /api/{route} needs an api_version "
+                "or an api_endpoint of at least two segments (e.g. jobs/{route})"
             )
+        if route is not None:
+            if route in self._routes:
+                raise BlueprintError(
+                    f"blueprint {blueprint.name!r}: route /api/{route} is already served by "
+                    f"blueprint {self._routes[route].name!r}"
+                )
+            self._routes[route] = blueprint
         self._blueprints[blueprint.name] = blueprint
-        self._routes[route] = blueprint
 
     @property
     def blueprints(self) -> Mapping[str, StateMachineBlueprint]:
         """Registered blueprints by name."""
         return self._blueprints
 
-    def blueprint_for_route(self, api_version: str, endpoint: str) -> StateMachineBlueprint:
-        """The blueprint served at ``/api/{api_version}/{endpoint}``."""
-        blueprint = self._routes.get((api_version, endpoint.strip("/")))
+    def blueprint_for_route(self, path: str) -> StateMachineBlueprint:
+        """The blueprint whose jobs are created at ``/api/{path}``."""
+        blueprint = self._routes.get(path.strip("/"))
         if blueprint is None:
-            raise NotFound(f"no blueprint is served at /api/{api_version}/{endpoint}")
+            raise NotFound(f"no blueprint is served at /api/{path.strip('/')}")
         return blueprint
 
     def add_client(self, client: ClientInfo) -> None:
@@ -109,34 +123,22 @@ class OrchestratorEngine:
     # -- lifecycle --
 
     async def start(self) -> None:
-        """Start the executor loops. Idempotent."""
+        """Start the executor loops and the deadline watcher. Idempotent."""
         if self._loops:
             return
         self._loops = [
             asyncio.create_task(self._execute_forever(), name=f"avtomatika-executor-{n}")
             for n in range(self.config.executor_concurrency)
         ]
+        self._loops.append(asyncio.create_task(self._watch_forever(), name="avtomatika-timers"))
 
     async def stop(self) -> None:
-        """Stop the executor loops and close storage. Idempotent."""
+        """Stop the loops and close storage. Idempotent."""
         loops, self._loops = self._loops, []
         for loop in loops:
             loop.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
         await self.storage.close()
-
-    def run(self) -> None:
-        """Blocking: start, then run until interrupted (Ctrl-C)."""
-
-        async def main() -> None:
-            await self.start()
-            try:
-                await asyncio.Event().wait()
-            finally:
-                await self.stop()
-
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(main())
 
     async def _execute_forever(self) -> None:
         while True:
@@ -148,6 +150,16 @@ class OrchestratorEngine:
                 # loudly rather than kill this executor loop.
                 log.exception("job %s: step failed", job_id)
 
+    async def _watch_forever(self) -> None:
+        while True:
+            expiry = await self.storage.next_expiry()
+            try:
+                await self._expire(expiry)
+            except Exception:
+                log.exception(
+                    "task %s: handling its %s deadline failed", expiry.task_id, expiry.kind
+                )
+
     # -- jobs --
 
     async def create_job(
@@ -155,11 +167,11 @@ class OrchestratorEngine:
         blueprint_name: str,
         initial_data: Mapping[str, Any] | None = None,
         *,
-        client: ClientInfo,
+        client: ClientInfo = BACKGROUND_CLIENT,
         webhook_url: str = "",
         dispatch_timeout: float | None = None,
         result_timeout: float | None = None,
-        parent_job_id: str = "",
+        tracing_context: Mapping[str, str] | None = None,
     ) -> str:
         """Create a job of a registered blueprint and queue its start handler."""
         blueprint = self._blueprints.get(blueprint_name)
@@ -168,12 +180,16 @@ class OrchestratorEngine:
         if initial_data is not None and not isinstance(initial_data, Mapping):
             raise InvalidArgument("initial_data must be a JSON object")
         now = now_ms()
+        try:
+            initial = to_payload(dict(initial_data or {}))
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgument(f"initial_data is not JSON-serialisable: {exc}") from None
         job = Job(
             id=new_id(),
             blueprint_name=blueprint.name,
             status=JobStatus.JOB_STATUS_PENDING,
             current_state=blueprint.start_state,
-            initial_data=to_payload(dict(initial_data or {})),
+            initial_data=initial,
             state_history=to_payload({}),
             created_at_ms=now,
             updated_at_ms=now,
@@ -181,18 +197,10 @@ class OrchestratorEngine:
             webhook_url=webhook_url,
             dispatch_timeout_ms=int((dispatch_timeout or 0) * 1000),
             result_timeout_ms=int((result_timeout or 0) * 1000),
-            parent_job_id=parent_job_id,
+            tracing_context=dict(tracing_context or {}),
         )
         await self.storage.create_job(job)
         return job.id
-
-    async def create_background_job(
-        self, blueprint_name: str, initial_data: Mapping[str, Any] | None = None, **options: Any
-    ) -> str:
-        """Create a job from inside the process (no client token involved)."""
-        return await self.create_job(
-            blueprint_name, initial_data, client=BACKGROUND_CLIENT, **options
-        )
 
     async def get_job(self, job_id: str, *, client_id: str | None = None) -> Job:
         """The job; :class:`NotFound` if unknown or owned by another client
@@ -203,8 +211,9 @@ class OrchestratorEngine:
         return job
 
     async def cancel_job(self, job_id: str, *, client_id: str | None = None) -> bool:
-        """Cancel a job (terminal at once). Returns True when the cancel was
-        pushed in real time to a worker running one of its tasks."""
+        """Cancel a job (terminal at once) and the child job it waits for.
+        Returns True when the cancel was pushed in real time to a worker
+        running one of its tasks."""
         for _ in range(_COMMIT_ATTEMPTS):
             job = await self.get_job(job_id, client_id=client_id)
             if job.status in TERMINAL:
@@ -215,14 +224,43 @@ class OrchestratorEngine:
             new.updated_at_ms = now_ms()
             withdrawn = list(job.active_task_ids)
             del new.active_task_ids[:]
-            outcome = await self.storage.commit(
-                new, expected_version=job.version, withdraw=withdrawn
-            )
+            outcome = await self._commit(new, expected_version=job.version, withdraw=withdrawn)
             if outcome is CommitOutcome.OK:
-                return await self._push_cancels(withdrawn, "job cancelled by client")
+                pushed = await self._push_cancels(withdrawn, "job cancelled by client")
+                if job.awaited_job_id:
+                    pushed |= await self._cancel_child(job.awaited_job_id)
+                return pushed
             if outcome is CommitOutcome.NOT_FOUND:
                 raise NotFound(f"job {job_id!r} not found")
         raise Conflict(f"job {job_id!r} changed too often to cancel; try again")
+
+    async def _cancel_child(self, child_id: str) -> bool:
+        try:
+            return await self.cancel_job(child_id)
+        except (Conflict, NotFound):
+            return False  # it ended (or vanished) on its own
+
+    async def submit_approval(self, job_id: str, decision: str) -> None:
+        """Deliver a human decision to a job waiting for one."""
+        for _ in range(_COMMIT_ATTEMPTS):
+            job = await self.get_job(job_id)
+            if job.status != JobStatus.JOB_STATUS_WAITING_FOR_HUMAN:
+                raise Conflict(
+                    f"job {job_id!r} is {job_status_name(job.status)}, "
+                    "not waiting for a human decision"
+                )
+            target = job.pending_transitions.get(decision)
+            if not target:
+                valid = ", ".join(repr(k) for k in sorted(job.pending_transitions))
+                raise InvalidArgument(f"decision {decision!r} is not one of {valid}")
+            new = Job()
+            new.CopyFrom(job)
+            new.updated_at_ms = now_ms()
+            enter_state(new, target)
+            outcome = await self._commit(new, expected_version=job.version, ready=True)
+            if outcome is CommitOutcome.OK:
+                return
+        raise Conflict(f"job {job_id!r} changed too often; try again")
 
     async def _push_cancels(self, task_ids: Iterable[str], reason: str) -> bool:
         pushed = False
@@ -233,6 +271,59 @@ class OrchestratorEngine:
                     task.worker_id, task.task_id, task.job_id, reason
                 )
         return pushed
+
+    # -- every commit goes through here --
+
+    async def _commit(self, job: Job, **options: Any) -> CommitOutcome:
+        outcome = await self.storage.commit(job, **options)
+        if outcome is CommitOutcome.OK and job.status in TERMINAL and job.parent_job_id:
+            await self._resume_parent(job)
+        return outcome
+
+    async def _resume_parent(self, child: Job) -> None:
+        """A child job ended: its parent takes the transition of its outcome."""
+        outcome = {
+            JobStatus.JOB_STATUS_FINISHED: "success",
+            JobStatus.JOB_STATUS_CANCELLED: "cancelled",
+        }.get(child.status, "failure")
+        for _ in range(_COMMIT_ATTEMPTS):
+            parent = await self.storage.get_job(child.parent_job_id)
+            if (
+                parent is None
+                or parent.status != JobStatus.JOB_STATUS_WAITING_FOR_SUB_JOB
+                or parent.awaited_job_id != child.id
+            ):
+                return  # cancelled meanwhile, or no longer waiting for this child
+            new = Job()
+            new.CopyFrom(parent)
+            new.updated_at_ms = now_ms()
+            history = from_payload(parent.state_history, {})
+            history[f"sub_job_{child.id}_result"] = {
+                "outcome": outcome,
+                "final_state": child.current_state,
+                "status": job_status_name(child.status),
+                "error_message": child.error or None,
+                "state_history": from_payload(child.state_history, {}),
+            }
+            new.state_history.CopyFrom(to_payload(history))
+            transitions = parent.pending_transitions
+            target = transitions.get(outcome) or (
+                transitions.get("failure") if outcome == "cancelled" else None
+            )
+            if target:
+                enter_state(new, target)
+            else:
+                new.status = JobStatus.JOB_STATUS_FAILED
+                new.error = (
+                    f"child job {child.id} of blueprint {child.blueprint_name!r} ended with "
+                    f"outcome {outcome!r}, and state {parent.current_state!r} has no "
+                    "transition for it"
+                )
+            outcome_commit = await self._commit(
+                new, expected_version=parent.version, ready=bool(target)
+            )
+            if outcome_commit is CommitOutcome.OK:
+                return
 
     # -- workers --
 
@@ -250,10 +341,8 @@ class OrchestratorEngine:
             if isinstance(found, ResultVerdict):
                 return found
             task, job = found
-            decision = decide(
-                job, task, result, max_retries=self.config.job_max_retries, now=now_ms()
-            )
-            if await self._commit_decision(job, task, decision):
+            decision = decide(job, task, result, policy=self._policy, now=now_ms())
+            if await self._commit_decision(job, decision, Lease(task.task_id, task.worker_id)):
                 return ResultVerdict(accepted=True, transition=decision.transition)
         return ResultVerdict(False, reason="conflict", message="the job kept changing; giving up")
 
@@ -265,10 +354,8 @@ class OrchestratorEngine:
             if isinstance(found, ResultVerdict):
                 return False
             task, job = found
-            decision = requeue(
-                job, task, reason, max_retries=self.config.job_max_retries, now=now_ms()
-            )
-            if await self._commit_decision(job, task, decision):
+            decision = requeue(job, task, reason, policy=self._policy, now=now_ms())
+            if await self._commit_decision(job, decision, Lease(task.task_id, task.worker_id)):
                 return True
         return False
 
@@ -292,6 +379,22 @@ class OrchestratorEngine:
             task.job_id, task_id, min(max(progress, 0.0), 1.0), message
         )
 
+    async def _expire(self, expiry: Expiry) -> None:
+        """A task deadline passed: time the task out unless it moved on."""
+        for _ in range(_COMMIT_ATTEMPTS):
+            task = await self.storage.get_task(expiry.task_id)
+            if task is None or task.state not in _LIVE_TASK:
+                return
+            if expiry.kind == "dispatch" and task.state == TaskState.TASK_STATE_LEASED:
+                return  # a worker took it in time
+            job = await self.storage.get_job(task.job_id)
+            if job is None or job.status in TERMINAL or task.task_id not in job.active_task_ids:
+                return
+            decision = expire(job, task, expiry.kind, now=now_ms())
+            if await self._commit_decision(job, decision, None):
+                await self._push_cancels(decision.withdraw, f"{expiry.kind} deadline passed")
+                return
+
     async def _leased(
         self, task_id: str, worker_id: str, job_id: str
     ) -> tuple[Task, Job] | ResultVerdict:
@@ -313,12 +416,13 @@ class OrchestratorEngine:
             return ResultVerdict(False, reason=reason, message="the job no longer waits for it")
         return task, job
 
-    async def _commit_decision(self, job: Job, task: Task, decision: Decision) -> bool:
-        outcome = await self.storage.commit(
+    async def _commit_decision(self, job: Job, decision: Decision, lease: Lease | None) -> bool:
+        outcome = await self._commit(
             decision.job,
             expected_version=job.version,
             tasks=decision.tasks,
-            lease=Lease(task.task_id, task.worker_id),
+            withdraw=decision.withdraw,
+            lease=lease,
             ready=decision.ready,
         )
         return outcome is CommitOutcome.OK

@@ -4,29 +4,57 @@ handler's decision atomically.
 A step is committed only if the job is still at the version it was read at;
 otherwise something else (a cancel) happened while the handler ran and the
 step is dropped, because the other change wins.
+
+Failures: a blueprint bug that no retry can fix (an impossible transition, a
+parameter nothing can inject, no action) fails the job with a message saying
+what is wrong; an exception from the handler's own code is retried with
+backoff up to ``JOB_MAX_RETRIES``, then the job is quarantined.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
-from avtomatika.actions import ActionFactory, DispatchTask, TransitionTo
+from avtomatika.actions import (
+    Action,
+    ActionFactory,
+    AwaitApproval,
+    DispatchParallel,
+    DispatchTask,
+    RunBlueprint,
+    TransitionTo,
+)
 from avtomatika.blueprint import StateMachineBlueprint, StateSpec
 from avtomatika.clock import now_ms
-from avtomatika.context import ClientInfo, JobContext
+from avtomatika.config import Settings
+from avtomatika.context import ClientInfo, DataStores, JobContext
 from avtomatika.errors import BlueprintError
 from avtomatika.injection import build_arguments
 from avtomatika.payload import from_payload, to_payload
+from avtomatika.results import Policy, enter_state
 from avtomatika.status import RUNNABLE
 from avtomatika.storage.base import CommitOutcome, Storage
-from avtomatika.tasks import first_attempt
+from avtomatika.tasks import first_attempt, new_id
 from avtomatika.v1.job_pb2 import Job, JobStatus
 from avtomatika.v1.task_pb2 import Task
 
 __all__ = ["StepRunner"]
 
 log = logging.getLogger(__name__)
+
+Commit = Callable[..., Awaitable[CommitOutcome]]
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What a step writes besides the job."""
+
+    tasks: list[Task] = field(default_factory=list)
+    new_jobs: list[Job] = field(default_factory=list)
+    ready: bool = False
+    ready_at_ms: int = 0
 
 
 class StepRunner:
@@ -37,45 +65,96 @@ class StepRunner:
         storage: Storage,
         blueprints: Callable[[str], StateMachineBlueprint | None],
         clients: Callable[[str], ClientInfo],
+        settings: Settings,
+        commit: Commit,
     ) -> None:
         self._storage = storage
         self._blueprints = blueprints
         self._clients = clients
+        self._settings = settings
+        self._commit = commit
 
     async def run(self, job_id: str) -> None:
         """Run the current state's handler of ``job_id`` and commit its decision."""
         job = await self._storage.get_job(job_id)
         if job is None or job.status not in RUNNABLE:
             return  # cancelled (or flushed) while queued
+        now = now_ms()
         new = Job()
         new.CopyFrom(job)
-        new.updated_at_ms = now_ms()
-        tasks: list[Task] = []
-        ready = False
+        new.updated_at_ms = now
+        plan = _Plan()
         try:
-            blueprint, spec = self._resolve(job)
-            context = JobContext(
-                job_id=job.id,
-                current_state=job.current_state,
-                initial_data=from_payload(job.initial_data, {}),
-                state_history=from_payload(job.state_history, {}),
-                client=self._clients(job.client_id),
-                actions=ActionFactory(),
-                data_stores=blueprint.data_stores,
-            )
-            await spec.handler(**build_arguments(spec.signature, context))
-            # Handlers may write into state_history; that is part of the step.
-            new.state_history.CopyFrom(to_payload(context.state_history))
-            tasks, ready = self._apply(new, blueprint, spec, context.actions)
+            plan = await self._step(job, new, now)
+        except BlueprintError as exc:
+            _end(new, JobStatus.JOB_STATUS_FAILED, exc.message)
         except Exception as exc:
-            new.status = JobStatus.JOB_STATUS_ERROR
-            new.error = _describe(job.current_state, exc)
-            log.warning("job %s: %s", job.id, new.error)
-        outcome = await self._storage.commit(
-            new, expected_version=job.version, tasks=tasks, ready=ready
+            plan = self._retry_handler(new, exc, now)
+        outcome = await self._commit(
+            new,
+            expected_version=job.version,
+            tasks=plan.tasks,
+            new_jobs=plan.new_jobs,
+            ready=plan.ready,
+            ready_at_ms=plan.ready_at_ms,
         )
         if outcome is not CommitOutcome.OK:
             log.debug("job %s: step in %r dropped (%s)", job.id, job.current_state, outcome.value)
+
+    async def _step(self, job: Job, new: Job, now: int) -> _Plan:
+        limit = self._settings.max_transitions_per_job
+        if job.transition_count > limit:
+            raise BlueprintError(
+                f"job made more than {limit} transitions (MAX_TRANSITIONS_PER_JOB); "
+                f"the blueprint {job.blueprint_name!r} probably cycles (last state "
+                f"{job.current_state!r})"
+            )
+        blueprint, spec = self._resolve(job)
+        initial_data = from_payload(job.initial_data, {})
+        context = JobContext(
+            job_id=job.id,
+            current_state=job.current_state,
+            initial_data=initial_data,
+            state_history=from_payload(job.state_history, {}),
+            client=self._clients(job.client_id),
+            actions=ActionFactory(),
+            data_stores=DataStores(blueprint.data_stores),
+            tracing_context=dict(job.tracing_context),
+            aggregation_results=(
+                {k: from_payload(v) for k, v in job.branch_results.items()}
+                if spec.is_aggregator
+                else None
+            ),
+            webhook_url=job.webhook_url or None,
+        )
+        areas = {"initial_data": context.initial_data, "state_history": context.state_history}
+        handler = spec.select(areas)
+        if handler is None:
+            raise BlueprintError(
+                f"no handler of state {spec.name!r} matches: its conditions are all false "
+                "and it has no default handler"
+            )
+        await handler.handler(**build_arguments(handler.signature, context))
+        # Handlers may write into state_history; that is part of the step.
+        new.state_history.CopyFrom(to_payload(context.state_history))
+        if spec.is_aggregator:
+            new.branch_results.clear()
+        return self._apply(new, blueprint, spec, context.actions.action, now)
+
+    def _retry_handler(self, job: Job, exc: Exception, now: int) -> _Plan:
+        message = f"handler for state {job.current_state!r} raised {type(exc).__name__}: {exc}"
+        job.retry_count += 1
+        if job.retry_count > self._settings.job_max_retries:
+            _end(
+                job,
+                JobStatus.JOB_STATUS_QUARANTINED,
+                f"{message}; gave up after {job.retry_count - 1} retries",
+            )
+            return _Plan()
+        log.info("job %s: %s; retry %d", job.id, message, job.retry_count)
+        job.error = message
+        delay = Policy.of(self._settings).delay_ms(job.retry_count)
+        return _Plan(ready=True, ready_at_ms=now + delay)
 
     def _resolve(self, job: Job) -> tuple[StateMachineBlueprint, StateSpec]:
         blueprint = self._blueprints(job.blueprint_name)
@@ -88,51 +167,115 @@ class StepRunner:
             )
         return blueprint, spec
 
-    @staticmethod
     def _apply(
-        job: Job, blueprint: StateMachineBlueprint, spec: StateSpec, actions: ActionFactory
-    ) -> tuple[list[Task], bool]:
-        """Turn the handler's decision into the job's next status; returns the
-        tasks to write and whether the job needs another step."""
-        action = actions.action
+        self,
+        job: Job,
+        blueprint: StateMachineBlueprint,
+        spec: StateSpec,
+        action: Action | None,
+        now: int,
+    ) -> _Plan:
+        """Turn the handler's decision into the job's next status."""
         if spec.is_end:
             if action is not None:
                 raise BlueprintError(
-                    f"end state {spec.name!r} took an action ({action!r}); "
+                    f"end state {spec.name!r} took an action ({type(action).__name__}); "
                     "end states finish the job"
                 )
-            job.status = JobStatus.JOB_STATUS_FINISHED
-            return [], False
+            _end(job, JobStatus.JOB_STATUS_FINISHED, "")
+            return _Plan()
         if action is None:
             raise BlueprintError(
-                f"the handler for state {spec.name!r} took no action "
-                "(call actions.transition_to or actions.dispatch_task)"
+                f"the handler of state {spec.name!r} took no action; a state that is not an "
+                "end state must call one of transition_to, dispatch_task, dispatch_parallel, "
+                "await_human_approval or run_blueprint"
             )
+        for name in _targets(action):
+            if blueprint.state(name) is None:
+                raise BlueprintError(
+                    f"blueprint {blueprint.name!r}: state {spec.name!r} leads to {name!r}, "
+                    "which has no handler"
+                )
         if isinstance(action, TransitionTo):
-            _check_target(blueprint, spec.name, action.state)
-            job.current_state = action.state
-            job.status = JobStatus.JOB_STATUS_RUNNING
-            return [], True
-        assert isinstance(action, DispatchTask)
-        for target in action.transitions.values():
-            _check_target(blueprint, spec.name, target)
-        task = first_attempt(job, spec.name, action, job.updated_at_ms)
-        job.status = JobStatus.JOB_STATUS_WAITING_FOR_WORKER
-        job.retry_count = 0
-        del job.active_task_ids[:]
-        job.active_task_ids.append(task.task_id)
-        return [task], False
+            enter_state(job, action.state)
+            return _Plan(ready=True)
+        if isinstance(action, DispatchTask):
+            task = first_attempt(job, spec.name, action, now)
+            _wait(job, JobStatus.JOB_STATUS_WAITING_FOR_WORKER)
+            job.active_task_ids.append(task.task_id)
+            return _Plan(tasks=[task])
+        if isinstance(action, DispatchParallel):
+            aggregator = blueprint.state(action.aggregate_into)
+            assert aggregator is not None
+            if not aggregator.is_aggregator:
+                raise BlueprintError(
+                    f"blueprint {blueprint.name!r}: state {spec.name!r} aggregates into "
+                    f"{action.aggregate_into!r}, which has no aggregator (@aggregator_for)"
+                )
+            tasks = [first_attempt(job, spec.name, branch, now) for branch in action.tasks]
+            if not tasks:
+                job.branch_results.clear()
+                enter_state(job, action.aggregate_into)
+                return _Plan(ready=True)
+            _wait(job, JobStatus.JOB_STATUS_WAITING_FOR_PARALLEL_TASKS)
+            job.aggregate_into = action.aggregate_into
+            job.branch_results.clear()
+            job.active_task_ids.extend(t.task_id for t in tasks)
+            return _Plan(tasks=tasks)
+        if isinstance(action, AwaitApproval):
+            _wait(job, JobStatus.JOB_STATUS_WAITING_FOR_HUMAN)
+            job.pending_transitions.update(action.transitions)
+            job.approval_integration = action.integration
+            job.approval_message = action.message
+            return _Plan()
+        return self._run_blueprint(job, action, now)
 
-
-def _check_target(blueprint: StateMachineBlueprint, state: str, target: str) -> None:
-    if blueprint.state(target) is None:
-        raise BlueprintError(
-            f"blueprint {blueprint.name!r}: state {state!r} leads to {target!r}, "
-            "which has no handler"
+    def _run_blueprint(self, job: Job, action: RunBlueprint, now: int) -> _Plan:
+        child_blueprint = self._blueprints(action.blueprint_name)
+        if child_blueprint is None:
+            raise BlueprintError(
+                f"run_blueprint() names blueprint {action.blueprint_name!r}, which is not "
+                "registered"
+            )
+        child = Job(
+            id=new_id(),
+            blueprint_name=child_blueprint.name,
+            status=JobStatus.JOB_STATUS_PENDING,
+            current_state=child_blueprint.start_state,
+            initial_data=to_payload(action.initial_data),
+            state_history=to_payload({}),
+            created_at_ms=now,
+            updated_at_ms=now,
+            client_id=job.client_id,
+            parent_job_id=job.id,
+            dispatch_timeout_ms=int((action.dispatch_timeout or 0) * 1000),
+            result_timeout_ms=int((action.result_timeout or 0) * 1000),
+            tracing_context=job.tracing_context,
         )
+        _wait(job, JobStatus.JOB_STATUS_WAITING_FOR_SUB_JOB)
+        job.pending_transitions.update(action.transitions)
+        job.awaited_job_id = child.id
+        job.child_job_ids.append(child.id)
+        return _Plan(new_jobs=[child])
 
 
-def _describe(state: str, exc: Exception) -> str:
-    if isinstance(exc, BlueprintError):
-        return exc.message
-    return f"handler for state {state!r} raised {type(exc).__name__}: {exc}"
+def _targets(action: Action) -> list[str]:
+    if isinstance(action, TransitionTo):
+        return [action.state]
+    if isinstance(action, DispatchParallel):
+        return [action.aggregate_into]
+    return list(action.transitions.values())
+
+
+def _wait(job: Job, status: JobStatus.ValueType) -> None:
+    job.status = status
+    job.retry_count = 0
+    job.error = ""
+    del job.active_task_ids[:]
+
+
+def _end(job: Job, status: JobStatus.ValueType, message: str) -> None:
+    """End the job in ``status`` (a terminal one)."""
+    job.status = status
+    job.error = message
+    del job.active_task_ids[:]

@@ -24,6 +24,7 @@ _CONTEXT_NAMES = (
     "task_files",
     "aggregation_results",
     "tracing_context",
+    "webhook_url",
 )
 
 

@@ -13,8 +13,9 @@ __all__ = ["JSON_ENCODING", "from_payload", "to_payload"]
 
 JSON_ENCODING = "json/plain"
 
-# Compact separators: payloads are stored and sent many times per job.
-_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+# Compact separators: payloads are stored and sent many times per job. NaN and
+# Infinity are refused: they are not JSON, and other languages cannot read them.
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def to_payload(value: Any) -> Payload:

@@ -1,4 +1,4 @@
-"""Building task records: a first attempt from a handler's decision, a retry
+"""Building task records: first attempts from a handler's decision, retries
 from a failed attempt. Every attempt gets a fresh task id, so a late result
 from an earlier attempt can never be taken for the current one."""
 
@@ -24,14 +24,16 @@ def _deadline(now: int, seconds: float | None) -> int:
 
 
 def first_attempt(job: Job, state: str, action: DispatchTask, now: int) -> Task:
-    """The task a handler's ``dispatch_task`` asks for."""
+    """The task a handler's ``dispatch_task`` (or one branch of its
+    ``dispatch_parallel``) asks for. Per-task timeouts override the job's; the
+    job's ``result_timeout`` is an absolute deadline from its creation."""
     dispatch_seconds = action.dispatch_timeout_seconds
     if dispatch_seconds is None and job.dispatch_timeout_ms:
         dispatch_seconds = job.dispatch_timeout_ms / 1000
-    result_deadline = _deadline(now, action.result_timeout_seconds or action.timeout_seconds)
-    if job.result_timeout_ms:
-        job_deadline = job.created_at_ms + job.result_timeout_ms
-        result_deadline = min(result_deadline or job_deadline, job_deadline)
+    result_seconds = action.result_timeout_seconds or action.timeout_seconds
+    result_deadline = _deadline(now, result_seconds)
+    if result_seconds is None and job.result_timeout_ms:
+        result_deadline = job.created_at_ms + job.result_timeout_ms
     task = Task(
         task_id=new_id(),
         job_id=job.id,
@@ -45,7 +47,7 @@ def first_attempt(job: Job, state: str, action: DispatchTask, now: int) -> Task:
         result_deadline_ms=result_deadline,
         transitions=action.transitions,
         dispatch_strategy=action.dispatch_strategy,
-        tracing_context=action.tracing_context,
+        tracing_context=job.tracing_context,
         state_name=state,
     )
     if action.resource_requirements is not None:
@@ -55,17 +57,25 @@ def first_attempt(job: Job, state: str, action: DispatchTask, now: int) -> Task:
     return task
 
 
-def next_attempt(previous: Task, now: int) -> Task:
-    """A retry of ``previous``: same work, new id, attempt + 1, back in the queue."""
+def next_attempt(previous: Task, now: int, delay_ms: int) -> Task:
+    """A retry of ``previous``: same work, new id, attempt + 1, queued after
+    ``delay_ms`` of backoff. Its deadlines keep the previous attempt's
+    lengths, counted from when it is queued."""
     task = Task()
     task.CopyFrom(previous)
     task.task_id = new_id()
     task.attempt = previous.attempt + 1
-    task.state = TaskState.TASK_STATE_QUEUED
     task.worker_id = ""
     task.leased_at_ms = 0
     task.sequence = 0
     task.created_at_ms = now
+    start = now + delay_ms
+    if delay_ms > 0:
+        task.state = TaskState.TASK_STATE_SCHEDULED
+        task.not_before_ms = start
+    else:
+        task.state = TaskState.TASK_STATE_QUEUED
+        task.not_before_ms = 0
     if previous.dispatch_deadline_ms:
-        task.dispatch_deadline_ms = now + (previous.dispatch_deadline_ms - previous.created_at_ms)
+        task.dispatch_deadline_ms = start + (previous.dispatch_deadline_ms - previous.created_at_ms)
     return task

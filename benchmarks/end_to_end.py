@@ -22,7 +22,7 @@ from pathlib import Path
 
 import aiohttp
 
-from avtomatika import Orchestrator, Settings
+from avtomatika import OrchestratorEngine, Settings
 from avtomatika.status import TERMINAL, job_status_name
 from avtomatika.v1.job_pb2 import JobStatus
 from tests.blueprints import echo_blueprint
@@ -81,7 +81,7 @@ async def main(jobs: int, clients: int, workers: int, via_rest: bool) -> None:
         global_worker_token=worker_token,
         log_level="WARNING",
     )
-    async with Orchestrator(settings, [echo_blueprint()]) as orchestrator:
+    async with OrchestratorEngine(config=settings, blueprints=[echo_blueprint()]) as orchestrator:
         env = {
             **os.environ,
             "BENCH_GRPC": f"127.0.0.1:{orchestrator.grpc_port}",
@@ -100,8 +100,7 @@ async def main(jobs: int, clients: int, workers: int, via_rest: bool) -> None:
                 f"http://127.0.0.1:{orchestrator.rest_port}", client_token, jobs, clients
             )
         else:
-            engine = orchestrator.engine
-            ids = [await engine.create_background_job("echo", {"n": n}) for n in range(jobs)]
+            ids = [await orchestrator.create_background_job("echo", {"n": n}) for n in range(jobs)]
         created = time.perf_counter()
         while True:
             counts = await storage.count_jobs()

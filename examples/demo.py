@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from avtomatika import Orchestrator, Settings
+from avtomatika import OrchestratorEngine, Settings
 
 HERE = Path(__file__).resolve().parent
 TERMINAL = {"finished", "failed", "cancelled", "error", "quarantined"}
@@ -44,7 +44,7 @@ async def main() -> int:
         client_token=client_token,
         global_worker_token=worker_token,
     )
-    async with Orchestrator(settings) as orchestrator:
+    async with OrchestratorEngine(config=settings) as orchestrator:
         print(
             f"orchestrator up: REST http://127.0.0.1:{orchestrator.rest_port}, "
             f"gRPC 127.0.0.1:{orchestrator.grpc_port}, embedded store"

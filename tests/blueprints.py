@@ -9,7 +9,7 @@ from avtomatika import ActionFactory, StateMachineBlueprint
 
 def echo_blueprint(name: str = "echo", **dispatch: Any) -> StateMachineBlueprint:
     """start -> dispatch an ``echo`` task -> done (end)."""
-    bp = StateMachineBlueprint(name, api_endpoint=f"/jobs/{name}")
+    bp = StateMachineBlueprint(name, api_endpoint=f"/jobs/{name}", api_version="v1")
     transitions = dispatch.pop("transitions", {"success": "done"})
 
     @bp.handler_for("start", is_start=True)

@@ -10,14 +10,14 @@ import aiohttp
 import grpc
 import pytest
 
-from avtomatika import Orchestrator, Settings, StateMachineBlueprint
+from avtomatika import OrchestratorEngine, Settings, StateMachineBlueprint
 from tests.support import CLIENT_TOKEN, WORKER_TOKEN
 
-StartOrchestrator = Callable[..., Awaitable[Orchestrator]]
+StartOrchestrator = Callable[..., Awaitable[OrchestratorEngine]]
 """``await start_orchestrator(blueprints, **settings)``."""
 HttpClient = Callable[..., aiohttp.ClientSession]
 """``http_client(orchestrator, token=CLIENT_TOKEN)``."""
-GrpcChannel = Callable[[Orchestrator], grpc.aio.Channel]
+GrpcChannel = Callable[[OrchestratorEngine], grpc.aio.Channel]
 """``grpc_channel(orchestrator)``."""
 
 
@@ -30,6 +30,9 @@ def make_settings(**overrides: Any) -> Settings:
         "client_token": CLIENT_TOKEN,
         "global_worker_token": WORKER_TOKEN,
         "shutdown_grace_seconds": 0.5,
+        # Retries back off for milliseconds, not seconds: tests stay fast.
+        "retry_backoff_base_seconds": 0.01,
+        "retry_backoff_max_seconds": 0.05,
     }
     base.update(overrides)
     return Settings(**base)
@@ -38,12 +41,12 @@ def make_settings(**overrides: Any) -> Settings:
 @pytest.fixture
 async def start_orchestrator() -> AsyncIterator[StartOrchestrator]:
     """Factory: start an orchestrator with the given blueprints and settings."""
-    started: list[Orchestrator] = []
+    started: list[OrchestratorEngine] = []
 
     async def start(
         blueprints: Iterable[StateMachineBlueprint] = (), **settings: Any
-    ) -> Orchestrator:
-        orchestrator = Orchestrator(make_settings(**settings), blueprints)
+    ) -> OrchestratorEngine:
+        orchestrator = OrchestratorEngine(config=make_settings(**settings), blueprints=blueprints)
         await orchestrator.start()
         started.append(orchestrator)
         return orchestrator
@@ -59,7 +62,7 @@ async def http_client() -> AsyncIterator[HttpClient]:
     sessions: list[aiohttp.ClientSession] = []
 
     def connect(
-        orchestrator: Orchestrator, token: str | None = CLIENT_TOKEN
+        orchestrator: OrchestratorEngine, token: str | None = CLIENT_TOKEN
     ) -> aiohttp.ClientSession:
         headers = {"X-Client-Token": token} if token is not None else {}
         session = aiohttp.ClientSession(
@@ -78,7 +81,7 @@ async def grpc_channel() -> AsyncIterator[GrpcChannel]:
     """Factory: a gRPC channel to an orchestrator."""
     channels: list[grpc.aio.Channel] = []
 
-    def connect(orchestrator: Orchestrator) -> grpc.aio.Channel:
+    def connect(orchestrator: OrchestratorEngine) -> grpc.aio.Channel:
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{orchestrator.grpc_port}")
         channels.append(channel)
         return channel

@@ -89,7 +89,7 @@ async def test_cancelling_a_job_while_its_handler_runs_drops_the_step(
     start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
 ) -> None:
     entered, release = asyncio.Event(), asyncio.Event()
-    bp = StateMachineBlueprint("slow", api_endpoint="/jobs/slow")
+    bp = StateMachineBlueprint("slow", api_endpoint="/jobs/slow", api_version="v1")
 
     @bp.handler_for("start", is_start=True)
     async def start(actions: ActionFactory) -> None:

@@ -30,10 +30,10 @@ async def run_job(
     return await wait_for_status(http, job_id, status)
 
 
-async def test_a_handler_that_raises_ends_the_job_in_error(
+async def test_a_handler_that_raises_is_retried_then_quarantined(
     start_orchestrator: StartOrchestrator, http_client: HttpClient
 ) -> None:
-    bp = StateMachineBlueprint("raises")
+    bp = StateMachineBlueprint("raises", api_endpoint="jobs/raises", api_version="v1")
 
     @bp.handler_for("start", is_start=True)
     async def start(actions: ActionFactory) -> None:
@@ -50,20 +50,21 @@ async def test_a_handler_that_raises_ends_the_job_in_error(
 
     bp.handler_for("done", is_end=True)(end)
 
-    job = await run_job(start_orchestrator, http_client, bp, "error")
+    job = await run_job(start_orchestrator, http_client, bp, "quarantined")
 
     assert "'explode'" in job["error"]
     assert "ValueError" in job["error"]
+    assert "gave up after 3 retries" in job["error"]
     assert "the model is on fire" in job["error"]
     assert job["current_state"] == "explode"
     # A failed step writes nothing: not even what it put in state_history.
     assert job["state_history"] == {}
 
 
-async def test_a_parameter_nothing_can_provide_ends_the_job_in_error(
+async def test_a_parameter_nothing_can_provide_fails_the_job(
     start_orchestrator: StartOrchestrator, http_client: HttpClient
 ) -> None:
-    bp = StateMachineBlueprint("needy")
+    bp = StateMachineBlueprint("needy", api_endpoint="jobs/needy", api_version="v1")
 
     @bp.handler_for("start", is_start=True)
     async def start(actions: ActionFactory, api_key: str) -> None:
@@ -71,7 +72,7 @@ async def test_a_parameter_nothing_can_provide_ends_the_job_in_error(
 
     bp.handler_for("done", is_end=True)(end)
 
-    job = await run_job(start_orchestrator, http_client, bp, "error", {"other": 1})
+    job = await run_job(start_orchestrator, http_client, bp, "failed", {"other": 1})
 
     assert "'api_key'" in job["error"]
     assert "'start'" in job["error"]
@@ -80,7 +81,7 @@ async def test_a_parameter_nothing_can_provide_ends_the_job_in_error(
 async def test_an_optional_parameter_nothing_provides_keeps_its_default(
     start_orchestrator: StartOrchestrator, http_client: HttpClient
 ) -> None:
-    bp = StateMachineBlueprint("optional")
+    bp = StateMachineBlueprint("optional", api_endpoint="jobs/optional", api_version="v1")
 
     @bp.handler_for("start", is_start=True)
     async def start(state_history: dict[str, Any], actions: ActionFactory, size: int = 7) -> None:
@@ -97,7 +98,7 @@ async def test_an_optional_parameter_nothing_provides_keeps_its_default(
 async def test_arguments_are_injected_by_name(
     start_orchestrator: StartOrchestrator, http_client: HttpClient
 ) -> None:
-    bp = StateMachineBlueprint("injected")
+    bp = StateMachineBlueprint("injected", api_endpoint="jobs/injected", api_version="v1")
 
     @bp.handler_for("start", is_start=True)
     async def start(
@@ -150,7 +151,7 @@ async def test_arguments_are_injected_by_name(
 async def test_state_history_written_by_handlers_persists_step_by_step(
     start_orchestrator: StartOrchestrator, http_client: HttpClient
 ) -> None:
-    bp = StateMachineBlueprint("history")
+    bp = StateMachineBlueprint("history", api_endpoint="jobs/history", api_version="v1")
 
     @bp.handler_for("start", is_start=True)
     async def start(state_history: dict[str, Any], actions: ActionFactory) -> None:
@@ -175,10 +176,10 @@ async def test_state_history_written_by_handlers_persists_step_by_step(
     assert job["state_history"] == {"steps": ["start", "middle", "done"]}
 
 
-async def test_a_handler_taking_two_actions_ends_the_job_in_error(
+async def test_a_handler_taking_two_actions_fails_the_job(
     start_orchestrator: StartOrchestrator, http_client: HttpClient
 ) -> None:
-    bp = StateMachineBlueprint("greedy")
+    bp = StateMachineBlueprint("greedy", api_endpoint="jobs/greedy", api_version="v1")
 
     @bp.handler_for("start", is_start=True)
     async def start(actions: ActionFactory) -> None:
@@ -190,17 +191,17 @@ async def test_a_handler_taking_two_actions_ends_the_job_in_error(
     orchestrator = await start_orchestrator([bp])
     http = http_client(orchestrator)
     job_id = await create_job(http, "jobs/greedy")
-    job = await wait_for_status(http, job_id, "error")
+    job = await wait_for_status(http, job_id, "failed")
 
     assert "one action" in job["error"]
     assert job["current_state"] == "start"
     assert await orchestrator.engine.storage.queue_depths() == {}
 
 
-async def test_a_handler_taking_no_action_ends_the_job_in_error(
+async def test_a_handler_taking_no_action_fails_the_job(
     start_orchestrator: StartOrchestrator, http_client: HttpClient
 ) -> None:
-    bp = StateMachineBlueprint("idle")
+    bp = StateMachineBlueprint("idle", api_endpoint="jobs/idle", api_version="v1")
 
     @bp.handler_for("start", is_start=True)
     async def start(actions: ActionFactory, act: bool = False) -> None:
@@ -209,16 +210,16 @@ async def test_a_handler_taking_no_action_ends_the_job_in_error(
 
     bp.handler_for("done", is_end=True)(end)
 
-    job = await run_job(start_orchestrator, http_client, bp, "error")
+    job = await run_job(start_orchestrator, http_client, bp, "failed")
 
     assert "'start'" in job["error"]
     assert "no action" in job["error"]
 
 
-async def test_an_end_state_taking_an_action_ends_the_job_in_error(
+async def test_an_end_state_taking_an_action_fails_the_job(
     start_orchestrator: StartOrchestrator, http_client: HttpClient
 ) -> None:
-    bp = StateMachineBlueprint("restless")
+    bp = StateMachineBlueprint("restless", api_endpoint="jobs/restless", api_version="v1")
 
     @bp.handler_for("start", is_start=True)
     async def start(actions: ActionFactory) -> None:
@@ -228,15 +229,15 @@ async def test_an_end_state_taking_an_action_ends_the_job_in_error(
     async def done(actions: ActionFactory) -> None:
         actions.transition_to("start")
 
-    job = await run_job(start_orchestrator, http_client, bp, "error")
+    job = await run_job(start_orchestrator, http_client, bp, "failed")
 
     assert "'done'" in job["error"]
 
 
-async def test_a_transition_to_a_state_without_handler_ends_the_job_in_error(
+async def test_a_transition_to_a_state_without_handler_fails_the_job(
     start_orchestrator: StartOrchestrator, http_client: HttpClient
 ) -> None:
-    bp = StateMachineBlueprint("lost")
+    bp = StateMachineBlueprint("lost", api_endpoint="jobs/lost", api_version="v1")
 
     @bp.handler_for("start", is_start=True)
     async def start(target: str, actions: ActionFactory) -> None:
@@ -249,16 +250,16 @@ async def test_a_transition_to_a_state_without_handler_ends_the_job_in_error(
 
     bp.handler_for("done", is_end=True)(end)
 
-    job = await run_job(start_orchestrator, http_client, bp, "error", {"target": "nowhere"})
+    job = await run_job(start_orchestrator, http_client, bp, "failed", {"target": "nowhere"})
 
     assert "'nowhere'" in job["error"]
     assert job["current_state"] == "start"
 
 
-async def test_a_dispatch_leading_to_a_state_without_handler_ends_the_job_in_error(
+async def test_a_dispatch_leading_to_a_state_without_handler_fails_the_job(
     start_orchestrator: StartOrchestrator, http_client: HttpClient
 ) -> None:
-    bp = StateMachineBlueprint("dangling")
+    bp = StateMachineBlueprint("dangling", api_endpoint="jobs/dangling", api_version="v1")
 
     @bp.handler_for("start", is_start=True)
     async def start(target: str, actions: ActionFactory) -> None:
@@ -269,7 +270,7 @@ async def test_a_dispatch_leading_to_a_state_without_handler_ends_the_job_in_err
     orchestrator = await start_orchestrator([bp])
     http = http_client(orchestrator)
     job_id = await create_job(http, "jobs/dangling", {"target": "nowhere"})
-    job = await wait_for_status(http, job_id, "error")
+    job = await wait_for_status(http, job_id, "failed")
 
     assert "'nowhere'" in job["error"]
     assert await orchestrator.engine.storage.queue_depths() == {}
@@ -278,7 +279,7 @@ async def test_a_dispatch_leading_to_a_state_without_handler_ends_the_job_in_err
 async def test_context_and_client_are_injected(
     start_orchestrator: StartOrchestrator, http_client: HttpClient
 ) -> None:
-    bp = StateMachineBlueprint("contextual")
+    bp = StateMachineBlueprint("contextual", api_endpoint="jobs/contextual", api_version="v1")
 
     @bp.handler_for("start", is_start=True)
     async def start(context: JobContext, client: ClientInfo) -> None:

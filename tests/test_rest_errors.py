@@ -8,7 +8,7 @@ from collections.abc import Callable
 import aiohttp
 import pytest
 
-from avtomatika import Orchestrator
+from avtomatika import OrchestratorEngine
 from tests.blueprints import echo_blueprint
 from tests.conftest import StartOrchestrator
 
@@ -26,16 +26,16 @@ async def error_of(response: aiohttp.ClientResponse, status: int) -> str:
 
 
 @pytest.fixture
-async def orchestrator(start_orchestrator: StartOrchestrator) -> Orchestrator:
+async def orchestrator(start_orchestrator: StartOrchestrator) -> OrchestratorEngine:
     return await start_orchestrator([echo_blueprint()])
 
 
-async def count_jobs(orchestrator: Orchestrator) -> int:
+async def count_jobs(orchestrator: OrchestratorEngine) -> int:
     return sum((await orchestrator.engine.storage.count_jobs()).values())
 
 
 async def test_malformed_json_is_400_and_creates_nothing(
-    orchestrator: Orchestrator, http_client: HttpFactory
+    orchestrator: OrchestratorEngine, http_client: HttpFactory
 ) -> None:
     http = http_client(orchestrator)
     message = await error_of(await http.post("/api/v1/jobs/echo", data=b"{not json"), 400)
@@ -57,7 +57,7 @@ async def test_malformed_json_is_400_and_creates_nothing(
     ],
 )
 async def test_invalid_fields_are_400_naming_the_field(
-    orchestrator: Orchestrator, http_client: HttpFactory, body: object, field: str
+    orchestrator: OrchestratorEngine, http_client: HttpFactory, body: object, field: str
 ) -> None:
     http = http_client(orchestrator)
     message = await error_of(await http.post("/api/v1/jobs/echo", json=body), 400)
@@ -66,7 +66,7 @@ async def test_invalid_fields_are_400_naming_the_field(
 
 
 async def test_legacy_body_without_initial_data_is_the_initial_data(
-    orchestrator: Orchestrator, http_client: HttpFactory
+    orchestrator: OrchestratorEngine, http_client: HttpFactory
 ) -> None:
     http = http_client(orchestrator)
     response = await http.post("/api/v1/jobs/echo", json={"text": "hi"})
@@ -77,7 +77,7 @@ async def test_legacy_body_without_initial_data_is_the_initial_data(
 
 
 async def test_unknown_blueprint_path_is_404_json(
-    orchestrator: Orchestrator, http_client: HttpFactory
+    orchestrator: OrchestratorEngine, http_client: HttpFactory
 ) -> None:
     http = http_client(orchestrator)
     message = await error_of(await http.post("/api/v1/jobs/nope", json={}), 404)
@@ -86,7 +86,7 @@ async def test_unknown_blueprint_path_is_404_json(
 
 
 async def test_unknown_job_is_404_json(
-    orchestrator: Orchestrator, http_client: HttpFactory
+    orchestrator: OrchestratorEngine, http_client: HttpFactory
 ) -> None:
     http = http_client(orchestrator)
     message = await error_of(await http.get("/api/v1/jobs/does-not-exist"), 404)
@@ -95,7 +95,7 @@ async def test_unknown_job_is_404_json(
 
 
 async def test_missing_or_wrong_client_token_is_401_json(
-    orchestrator: Orchestrator, http_client: HttpFactory
+    orchestrator: OrchestratorEngine, http_client: HttpFactory
 ) -> None:
     for token in (None, "wrong-token", ""):
         http = http_client(orchestrator, token=token)
@@ -105,7 +105,7 @@ async def test_missing_or_wrong_client_token_is_401_json(
 
 
 async def test_unknown_route_and_wrong_method_are_json(
-    orchestrator: Orchestrator, http_client: HttpFactory
+    orchestrator: OrchestratorEngine, http_client: HttpFactory
 ) -> None:
     http = http_client(orchestrator)
     await error_of(await http.get("/no/such/route"), 404)
@@ -115,7 +115,7 @@ async def test_unknown_route_and_wrong_method_are_json(
 
 
 async def test_routes_of_later_features_answer_501_json(
-    orchestrator: Orchestrator, http_client: HttpFactory
+    orchestrator: OrchestratorEngine, http_client: HttpFactory
 ) -> None:
     http = http_client(orchestrator)
     await error_of(await http.get("/api/v1/dashboard"), 501)
@@ -123,7 +123,7 @@ async def test_routes_of_later_features_answer_501_json(
 
 
 async def test_status_endpoint_needs_no_token(
-    orchestrator: Orchestrator, http_client: HttpFactory
+    orchestrator: OrchestratorEngine, http_client: HttpFactory
 ) -> None:
     response = await http_client(orchestrator, token=None).get("/_public/status")
     assert response.status == 200
@@ -131,7 +131,7 @@ async def test_status_endpoint_needs_no_token(
 
 
 async def test_job_json_has_the_documented_fields_and_no_secrets(
-    orchestrator: Orchestrator, http_client: HttpFactory
+    orchestrator: OrchestratorEngine, http_client: HttpFactory
 ) -> None:
     http = http_client(orchestrator)
     response = await http.post(

@@ -7,9 +7,9 @@ import re
 
 from google.api import annotations_pb2, http_pb2
 
-from avtomatika import OrchestratorEngine
 from avtomatika.auth import Authenticator
 from avtomatika.config import Settings
+from avtomatika.engine import Engine
 from avtomatika.rest import build_app
 from avtomatika.v1 import job_service_pb2, public_service_pb2, worker_service_pb2
 
@@ -38,7 +38,7 @@ def annotated_routes() -> set[tuple[str, str]]:
 
 
 def aiohttp_routes() -> set[tuple[str, str]]:
-    app = build_app(OrchestratorEngine(), Authenticator(Settings()))
+    app = build_app(Engine(), Authenticator(Settings()))
     routes = set()
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource else {}

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from avtomatika import Orchestrator
+from avtomatika import OrchestratorEngine
 from avtomatika.worker import ConnectionSettings, TaskContext, TaskFailure, Worker
 from tests.blueprints import echo_blueprint
 from tests.conftest import HttpClient, StartOrchestrator
@@ -19,7 +19,7 @@ WAIT = 5.0
 Params = dict[str, Any]
 
 
-def sdk_worker(orchestrator: Orchestrator, max_concurrency: int = 1) -> Worker:
+def sdk_worker(orchestrator: OrchestratorEngine, max_concurrency: int = 1) -> Worker:
     return Worker(
         worker_id="sdk-1",
         addresses=[f"127.0.0.1:{orchestrator.grpc_port}"],

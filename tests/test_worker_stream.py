@@ -34,7 +34,7 @@ from tests.support import (
 
 def ranked_blueprint() -> StateMachineBlueprint:
     """Dispatches a ``ranked`` task at the priority given in initial_data."""
-    bp = StateMachineBlueprint("ranked", api_endpoint="/jobs/ranked")
+    bp = StateMachineBlueprint("ranked", api_endpoint="/jobs/ranked", api_version="v1")
 
     @bp.handler_for("start", is_start=True)
     async def start(initial_data: dict[str, Any], priority: float, actions: ActionFactory) -> None:

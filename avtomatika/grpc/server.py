@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 
 from avtomatika.auth import Authenticator
-from avtomatika.engine import OrchestratorEngine
+from avtomatika.engine import Engine
 from avtomatika.grpc.worker_stream import WorkerStreamService
 from avtomatika.v1 import worker_service_pb2_grpc
 
@@ -13,7 +13,7 @@ __all__ = ["start_grpc_server"]
 
 
 async def start_grpc_server(
-    engine: OrchestratorEngine, auth: Authenticator, host: str, port: int
+    engine: Engine, auth: Authenticator, host: str, port: int
 ) -> tuple[grpc.aio.Server, int]:
     """Start serving on ``host:port`` (0 picks a free port); returns the
     server and the bound port."""

@@ -25,7 +25,7 @@ import grpc
 
 from avtomatika.auth import Authenticator
 from avtomatika.clock import now_ms
-from avtomatika.engine import OrchestratorEngine
+from avtomatika.engine import Engine
 from avtomatika.v1 import worker_service_pb2_grpc
 from avtomatika.v1.task_pb2 import Task
 from avtomatika.v1.worker_pb2 import WorkerInfo, WorkerStatus, WorkerTransport
@@ -60,7 +60,7 @@ _USE_CONNECT = "not available yet over gRPC; workers use the Connect stream"
 class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
     """Serves worker streams for an engine."""
 
-    def __init__(self, engine: OrchestratorEngine, auth: Authenticator) -> None:
+    def __init__(self, engine: Engine, auth: Authenticator) -> None:
         self._engine = engine
         self._auth = auth
 
@@ -139,7 +139,7 @@ class _Session:
 
     def __init__(
         self,
-        engine: OrchestratorEngine,
+        engine: Engine,
         hello: Hello,
         requests: AsyncIterator[ConnectRequest],
     ) -> None:

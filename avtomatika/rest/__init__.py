@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from avtomatika.auth import Authenticator
-from avtomatika.engine import OrchestratorEngine
+from avtomatika.engine import Engine
 from avtomatika.rest.middleware import client_auth_middleware, error_middleware
 from avtomatika.rest.routes import add_routes
 from avtomatika.rest.state import AUTH, ENGINE
@@ -17,7 +17,7 @@ __all__ = ["build_app"]
 _MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
-def build_app(engine: OrchestratorEngine, auth: Authenticator) -> web.Application:
+def build_app(engine: Engine, auth: Authenticator) -> web.Application:
     """The aiohttp application for ``engine``; the engine's lifecycle is the
     caller's (see :mod:`avtomatika.app`)."""
     app = web.Application(

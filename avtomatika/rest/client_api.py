@@ -14,7 +14,7 @@ __all__ = ["cancel_job", "create_job", "get_job", "list_workers"]
 async def create_job(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     blueprint = engine.blueprint_for_route(
-        request.match_info["api_version"], request.match_info["endpoint"]
+        f"{request.match_info['api_version']}/{request.match_info['endpoint']}"
     )
     body = CreateJobBody.parse(await read_json_object(request, allow_empty=True))
     job_id = await engine.create_job(

@@ -32,7 +32,7 @@ def _not_built(feature: str) -> _Handler:
 ROUTES: tuple[tuple[str, str, _Handler], ...] = (
     ("GET", "/_public/status", public_api.status),
     ("GET", "/_public/metrics", _not_built("metrics")),
-    ("POST", "/_public/webhooks/approval/{job_id}", _not_built("human approval")),
+    ("POST", "/_public/webhooks/approval/{job_id}", public_api.approval),
     ("POST", "/_public/debug/flush_db", _not_built("the flush endpoint")),
     ("GET", "/_public/docs", _not_built("interactive docs")),
     ("GET", "/api/v1/jobs/{job_id}", client_api.get_job),

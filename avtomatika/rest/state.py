@@ -6,11 +6,11 @@ from aiohttp import web
 
 from avtomatika.auth import Authenticator
 from avtomatika.context import ClientInfo
-from avtomatika.engine import OrchestratorEngine
+from avtomatika.engine import Engine
 
 __all__ = ["AUTH", "CLIENT", "ENGINE", "client_of"]
 
-ENGINE = web.AppKey("engine", OrchestratorEngine)
+ENGINE = web.AppKey("engine", Engine)
 AUTH = web.AppKey("auth", Authenticator)
 CLIENT = web.RequestKey("client", ClientInfo)
 """Where the client middleware stores the caller of an ``/api`` request."""

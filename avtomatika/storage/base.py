@@ -20,7 +20,7 @@ from typing import Protocol
 from avtomatika.v1.job_pb2 import Job
 from avtomatika.v1.task_pb2 import Task
 
-__all__ = ["CommitOutcome", "Lease", "Storage"]
+__all__ = ["CommitOutcome", "Expiry", "Lease", "Storage"]
 
 
 class CommitOutcome(enum.Enum):
@@ -42,6 +42,15 @@ class Lease:
     worker_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    """A task deadline that passed: ``kind`` is ``"dispatch"`` (no worker took
+    it in time) or ``"result"`` (no result in time)."""
+
+    task_id: str
+    kind: str
+
+
 class Storage(Protocol):
     """Where jobs, tasks and queues live. Implementations: memory, redis."""
 
@@ -61,22 +70,36 @@ class Storage(Protocol):
         expected_version: int,
         tasks: Sequence[Task] = (),
         withdraw: Sequence[str] = (),
+        new_jobs: Sequence[Job] = (),
         lease: Lease | None = None,
         ready: bool = False,
+        ready_at_ms: int = 0,
     ) -> CommitOutcome:
-        """Atomically write ``job`` (at ``expected_version + 1``) and ``tasks``.
+        """Atomically write ``job`` (at ``expected_version + 1``), ``tasks``
+        and ``new_jobs``.
 
         Nothing is written unless the stored job is at ``expected_version``
         and, when ``lease`` is given, that task is leased to that worker.
-        Tasks written in state QUEUED enter their skill's queue; tasks written
-        in any other state leave it. Tasks named in ``withdraw`` that are
-        still QUEUED or LEASED become CANCELLED in place (keeping the worker
-        that held them, so it can be told). ``ready`` queues the job for the
-        executor.
+
+        - Tasks written QUEUED enter their skill's queue; SCHEDULED ones enter
+          it at ``not_before_ms``; any other state takes a task out of it.
+          Live tasks' deadlines (``dispatch_deadline_ms`` while queued,
+          ``result_deadline_ms`` until done) are reported by
+          :meth:`next_expiry` when they pass.
+        - Tasks named in ``withdraw`` that are still live become CANCELLED in
+          place (keeping the worker that held them, so it can be told).
+        - ``new_jobs`` (child jobs) are created at version 1, ready to run.
+        - ``ready`` queues ``job`` for the executor, at ``ready_at_ms`` if
+          that is in the future (a retry's backoff).
         """
 
     async def next_ready_job(self) -> str:
         """Wait for and take the id of a job whose handler must run."""
+
+    async def next_expiry(self) -> Expiry:
+        """Wait for the next task deadline to pass (while waiting, also move
+        due SCHEDULED tasks into their queues and due jobs into the ready
+        queue)."""
 
     async def claim_task(
         self, worker_id: str, skills: Sequence[str], timeout: float | None

@@ -15,7 +15,8 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 from avtomatika.clock import now_ms
-from avtomatika.storage.base import CommitOutcome, Lease
+from avtomatika.storage.base import CommitOutcome, Expiry, Lease
+from avtomatika.storage.timers import Timers
 from avtomatika.v1.job_pb2 import Job
 from avtomatika.v1.task_pb2 import Task, TaskState
 
@@ -24,6 +25,10 @@ __all__ = ["MemoryStorage"]
 # A queue entry: (-priority, sequence, task_id); heapq pops the smallest, so
 # the highest priority comes first and, within a priority, the oldest.
 _Entry = tuple[float, int, str]
+
+# Timer names: "<kind>:<job or task id>".
+_READY, _RELEASE, _DISPATCH, _RESULT = "ready", "release", "dispatch", "result"
+_LIVE = (TaskState.TASK_STATE_QUEUED, TaskState.TASK_STATE_LEASED, TaskState.TASK_STATE_SCHEDULED)
 
 
 class MemoryStorage:
@@ -42,11 +47,10 @@ class MemoryStorage:
         self._sequence = itertools.count(1)
         # skill -> waiting claimers, in arrival order (dicts keep order).
         self._waiters: defaultdict[str, dict[asyncio.Future[None], None]] = defaultdict(dict)
+        self._timers = Timers()
 
     async def create_job(self, job: Job) -> None:
-        job.version = 1
-        self._store_job(job)
-        self._ready.put_nowait(job.id)
+        self._create(job)
 
     async def get_job(self, job_id: str) -> Job | None:
         data = self._jobs.get(job_id)
@@ -63,8 +67,10 @@ class MemoryStorage:
         expected_version: int,
         tasks: Sequence[Task] = (),
         withdraw: Sequence[str] = (),
+        new_jobs: Sequence[Job] = (),
         lease: Lease | None = None,
         ready: bool = False,
+        ready_at_ms: int = 0,
     ) -> CommitOutcome:
         current = self._versions.get(job.id)
         if current is None:
@@ -79,9 +85,26 @@ class MemoryStorage:
             self._store_task(task)
         for task_id in withdraw:
             self._withdraw(task_id)
+        for child in new_jobs:
+            self._create(child)
         if ready:
-            self._ready.put_nowait(job.id)
+            if ready_at_ms > now_ms():
+                self._timers.set(f"{_READY}:{job.id}", ready_at_ms)
+            else:
+                self._ready.put_nowait(job.id)
         return CommitOutcome.OK
+
+    async def next_expiry(self) -> Expiry:
+        while True:
+            while (key := self._timers.pop_due()) is not None:
+                kind, _, ref = key.partition(":")
+                if kind == _READY:
+                    self._ready.put_nowait(ref)
+                elif kind == _RELEASE:
+                    self._release(ref)
+                else:
+                    return Expiry(task_id=ref, kind=kind)
+            await self._timers.wait()
 
     async def next_ready_job(self) -> str:
         return await self._ready.get()
@@ -151,6 +174,7 @@ class MemoryStorage:
         self._tasks.clear()
         self._queues.clear()
         self._queued.clear()
+        self._timers.clear()
         while not self._ready.empty():
             self._ready.get_nowait()
 
@@ -159,30 +183,61 @@ class MemoryStorage:
 
     # -- internals: all synchronous, so each caller above stays atomic --
 
+    def _create(self, job: Job) -> None:
+        job.version = 1
+        self._store_job(job)
+        self._ready.put_nowait(job.id)
+
     def _store_job(self, job: Job) -> None:
         self._jobs[job.id] = job.SerializeToString()
         self._versions[job.id] = job.version
         self._statuses[job.id] = job.status
 
     def _store_task(self, task: Task) -> None:
+        task_id = task.task_id
         if task.state == TaskState.TASK_STATE_QUEUED:
-            if task.task_id not in self._queued:
+            if task_id not in self._queued:
                 task.sequence = next(self._sequence)
-                heapq.heappush(
-                    self._queues[task.type], (-task.priority, task.sequence, task.task_id)
-                )
-                self._queued[task.task_id] = task.type
+                heapq.heappush(self._queues[task.type], (-task.priority, task.sequence, task_id))
+                self._queued[task_id] = task.type
                 self._wake(task.type)
         else:
-            self._queued.pop(task.task_id, None)
-        self._tasks[task.task_id] = task.SerializeToString()
+            self._queued.pop(task_id, None)
+        self._tasks[task_id] = task.SerializeToString()
+        self._set_timers(task)
+
+    def _set_timers(self, task: Task) -> None:
+        """Arm or disarm the task's timers for its new state."""
+        task_id = task.task_id
+        if task.state == TaskState.TASK_STATE_SCHEDULED:
+            self._timers.set(f"{_RELEASE}:{task_id}", task.not_before_ms)
+        else:
+            self._timers.drop(f"{_RELEASE}:{task_id}")
+        if task.state == TaskState.TASK_STATE_QUEUED and task.dispatch_deadline_ms:
+            self._timers.set(f"{_DISPATCH}:{task_id}", task.dispatch_deadline_ms)
+        else:
+            self._timers.drop(f"{_DISPATCH}:{task_id}")
+        if task.state in _LIVE and task.result_deadline_ms:
+            self._timers.set(f"{_RESULT}:{task_id}", task.result_deadline_ms)
+        else:
+            self._timers.drop(f"{_RESULT}:{task_id}")
+
+    def _release(self, task_id: str) -> None:
+        """A scheduled retry's backoff is over: into its queue."""
+        data = self._tasks.get(task_id)
+        if data is None:
+            return
+        task = Task.FromString(data)
+        if task.state == TaskState.TASK_STATE_SCHEDULED:
+            task.state = TaskState.TASK_STATE_QUEUED
+            self._store_task(task)
 
     def _withdraw(self, task_id: str) -> None:
         data = self._tasks.get(task_id)
         if data is None:
             return
         task = Task.FromString(data)
-        if task.state in (TaskState.TASK_STATE_QUEUED, TaskState.TASK_STATE_LEASED):
+        if task.state in _LIVE:
             task.state = TaskState.TASK_STATE_CANCELLED
             self._store_task(task)
 
@@ -218,6 +273,7 @@ class MemoryStorage:
         task.worker_id = worker_id
         task.leased_at_ms = now_ms()
         self._tasks[task_id] = task.SerializeToString()
+        self._timers.drop(f"{_DISPATCH}:{task_id}")
         return task
 
     def _wake(self, skill: str) -> None:

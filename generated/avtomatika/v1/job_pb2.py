@@ -25,15 +25,27 @@ _sym_db = _symbol_database.Default()
 from avtomatika.v1 import payload_pb2 as avtomatika_dot_v1_dot_payload__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61vtomatika/v1/job.proto\x12\ravtomatika.v1\x1a\x1b\x61vtomatika/v1/payload.proto\"\xfd\x03\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0e\x62lueprint_name\x18\x02 \x01(\t\x12(\n\x06status\x18\x03 \x01(\x0e\x32\x18.avtomatika.v1.JobStatus\x12\x15\n\rcurrent_state\x18\x04 \x01(\t\x12,\n\x0cinitial_data\x18\x05 \x01(\x0b\x32\x16.avtomatika.v1.Payload\x12-\n\rstate_history\x18\x06 \x01(\x0b\x32\x16.avtomatika.v1.Payload\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x10\n\x08progress\x18\x08 \x01(\x01\x12\x18\n\x10progress_message\x18\t \x01(\t\x12\x15\n\rcreated_at_ms\x18\n \x01(\x03\x12\x15\n\rupdated_at_ms\x18\x0b \x01(\x03\x12\x13\n\x0bretry_count\x18\x0c \x01(\r\x12\x15\n\rparent_job_id\x18\r \x01(\t\x12\x15\n\rchild_job_ids\x18\x0e \x03(\t\x12\x0f\n\x07version\x18\x0f \x01(\x04\x12\x11\n\tclient_id\x18\x10 \x01(\t\x12\x13\n\x0bwebhook_url\x18\x11 \x01(\t\x12\x17\n\x0f\x61\x63tive_task_ids\x18\x12 \x03(\t\x12\x1b\n\x13\x64ispatch_timeout_ms\x18\x13 \x01(\x03\x12\x19\n\x11result_timeout_ms\x18\x14 \x01(\x03*\xe7\x02\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12JOB_STATUS_PENDING\x10\x01\x12\x16\n\x12JOB_STATUS_RUNNING\x10\x02\x12!\n\x1dJOB_STATUS_WAITING_FOR_WORKER\x10\x03\x12 \n\x1cJOB_STATUS_WAITING_FOR_HUMAN\x10\x04\x12)\n%JOB_STATUS_WAITING_FOR_PARALLEL_TASKS\x10\x05\x12\"\n\x1eJOB_STATUS_WAITING_FOR_SUB_JOB\x10\x06\x12\x17\n\x13JOB_STATUS_FINISHED\x10\x07\x12\x15\n\x11JOB_STATUS_FAILED\x10\x08\x12\x18\n\x14JOB_STATUS_CANCELLED\x10\t\x12\x14\n\x10JOB_STATUS_ERROR\x10\n\x12\x1a\n\x16JOB_STATUS_QUARANTINED\x10\x0b\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61vtomatika/v1/job.proto\x12\ravtomatika.v1\x1a\x1b\x61vtomatika/v1/payload.proto\"\x88\x08\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0e\x62lueprint_name\x18\x02 \x01(\t\x12(\n\x06status\x18\x03 \x01(\x0e\x32\x18.avtomatika.v1.JobStatus\x12\x15\n\rcurrent_state\x18\x04 \x01(\t\x12,\n\x0cinitial_data\x18\x05 \x01(\x0b\x32\x16.avtomatika.v1.Payload\x12-\n\rstate_history\x18\x06 \x01(\x0b\x32\x16.avtomatika.v1.Payload\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x10\n\x08progress\x18\x08 \x01(\x01\x12\x18\n\x10progress_message\x18\t \x01(\t\x12\x15\n\rcreated_at_ms\x18\n \x01(\x03\x12\x15\n\rupdated_at_ms\x18\x0b \x01(\x03\x12\x13\n\x0bretry_count\x18\x0c \x01(\r\x12\x15\n\rparent_job_id\x18\r \x01(\t\x12\x15\n\rchild_job_ids\x18\x0e \x03(\t\x12\x0f\n\x07version\x18\x0f \x01(\x04\x12\x11\n\tclient_id\x18\x10 \x01(\t\x12\x13\n\x0bwebhook_url\x18\x11 \x01(\t\x12\x17\n\x0f\x61\x63tive_task_ids\x18\x12 \x03(\t\x12\x1b\n\x13\x64ispatch_timeout_ms\x18\x13 \x01(\x03\x12\x19\n\x11result_timeout_ms\x18\x14 \x01(\x03\x12\x18\n\x10transition_count\x18\x15 \x01(\r\x12\x16\n\x0e\x61ggregate_into\x18\x16 \x01(\t\x12=\n\x0e\x62ranch_results\x18\x17 \x03(\x0b\x32%.avtomatika.v1.Job.BranchResultsEntry\x12G\n\x13pending_transitions\x18\x18 \x03(\x0b\x32*.avtomatika.v1.Job.PendingTransitionsEntry\x12\x16\n\x0e\x61waited_job_id\x18\x19 \x01(\t\x12\x1c\n\x14\x61pproval_integration\x18\x1a \x01(\t\x12\x18\n\x10\x61pproval_message\x18\x1b \x01(\t\x12?\n\x0ftracing_context\x18\x1c \x03(\x0b\x32&.avtomatika.v1.Job.TracingContextEntry\x1aL\n\x12\x42ranchResultsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.avtomatika.v1.Payload:\x02\x38\x01\x1a\x39\n\x17PendingTransitionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x35\n\x13TracingContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\xe7\x02\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12JOB_STATUS_PENDING\x10\x01\x12\x16\n\x12JOB_STATUS_RUNNING\x10\x02\x12!\n\x1dJOB_STATUS_WAITING_FOR_WORKER\x10\x03\x12 \n\x1cJOB_STATUS_WAITING_FOR_HUMAN\x10\x04\x12)\n%JOB_STATUS_WAITING_FOR_PARALLEL_TASKS\x10\x05\x12\"\n\x1eJOB_STATUS_WAITING_FOR_SUB_JOB\x10\x06\x12\x17\n\x13JOB_STATUS_FINISHED\x10\x07\x12\x15\n\x11JOB_STATUS_FAILED\x10\x08\x12\x18\n\x14JOB_STATUS_CANCELLED\x10\t\x12\x14\n\x10JOB_STATUS_ERROR\x10\n\x12\x1a\n\x16JOB_STATUS_QUARANTINED\x10\x0b\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'avtomatika.v1.job_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATUS']._serialized_start=584
-  _globals['_JOBSTATUS']._serialized_end=943
+  _globals['_JOB_BRANCHRESULTSENTRY']._loaded_options = None
+  _globals['_JOB_BRANCHRESULTSENTRY']._serialized_options = b'8\001'
+  _globals['_JOB_PENDINGTRANSITIONSENTRY']._loaded_options = None
+  _globals['_JOB_PENDINGTRANSITIONSENTRY']._serialized_options = b'8\001'
+  _globals['_JOB_TRACINGCONTEXTENTRY']._loaded_options = None
+  _globals['_JOB_TRACINGCONTEXTENTRY']._serialized_options = b'8\001'
+  _globals['_JOBSTATUS']._serialized_start=1107
+  _globals['_JOBSTATUS']._serialized_end=1466
   _globals['_JOB']._serialized_start=72
-  _globals['_JOB']._serialized_end=581
+  _globals['_JOB']._serialized_end=1104
+  _globals['_JOB_BRANCHRESULTSENTRY']._serialized_start=914
+  _globals['_JOB_BRANCHRESULTSENTRY']._serialized_end=990
+  _globals['_JOB_PENDINGTRANSITIONSENTRY']._serialized_start=992
+  _globals['_JOB_PENDINGTRANSITIONSENTRY']._serialized_end=1049
+  _globals['_JOB_TRACINGCONTEXTENTRY']._serialized_start=1051
+  _globals['_JOB_TRACINGCONTEXTENTRY']._serialized_end=1104
 # @@protoc_insertion_point(module_scope)

@@ -93,6 +93,67 @@ class Job(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class BranchResultsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> _payload_pb2.Payload: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _payload_pb2.Payload | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class PendingTransitionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class TracingContextEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     BLUEPRINT_NAME_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
@@ -113,6 +174,14 @@ class Job(_message.Message):
     ACTIVE_TASK_IDS_FIELD_NUMBER: _builtins.int
     DISPATCH_TIMEOUT_MS_FIELD_NUMBER: _builtins.int
     RESULT_TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    TRANSITION_COUNT_FIELD_NUMBER: _builtins.int
+    AGGREGATE_INTO_FIELD_NUMBER: _builtins.int
+    BRANCH_RESULTS_FIELD_NUMBER: _builtins.int
+    PENDING_TRANSITIONS_FIELD_NUMBER: _builtins.int
+    AWAITED_JOB_ID_FIELD_NUMBER: _builtins.int
+    APPROVAL_INTEGRATION_FIELD_NUMBER: _builtins.int
+    APPROVAL_MESSAGE_FIELD_NUMBER: _builtins.int
+    TRACING_CONTEXT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id, assigned at creation."""
     blueprint_name: _builtins.str
@@ -153,6 +222,22 @@ class Job(_message.Message):
     """Per-job deadline for task results, in milliseconds after creation; zero
     means none.
     """
+    transition_count: _builtins.int
+    """How many state changes the job has made; bounded by
+    MAX_TRANSITIONS_PER_JOB so a cycling blueprint cannot run forever.
+    """
+    aggregate_into: _builtins.str
+    """While waiting for parallel tasks: the state whose aggregator runs once
+    every branch has ended.
+    """
+    awaited_job_id: _builtins.str
+    """While waiting for a child job: its id."""
+    approval_integration: _builtins.str
+    """While waiting for a human: the integration and message the blueprint
+    asked for, as given to await_human_approval.
+    """
+    approval_message: _builtins.str
+    """The message of the approval request."""
     @_builtins.property
     def initial_data(self) -> _payload_pb2.Payload:
         """The client's initial data, a JSON object."""
@@ -172,6 +257,22 @@ class Job(_message.Message):
         """Tasks of this job that are live now (queued or leased); empty when the
         job is not waiting for a worker.
         """
+
+    @_builtins.property
+    def branch_results(self) -> _containers.MessageMap[_builtins.str, _payload_pb2.Payload]:
+        """Results of the branches of a parallel fan-out, by task id: each the
+        branch's full result as JSON ({"status", "data", "error", ...}).
+        """
+
+    @_builtins.property
+    def pending_transitions(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """While waiting for a human or a child job: decision or outcome -> the
+        state to go to.
+        """
+
+    @_builtins.property
+    def tracing_context(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """W3C trace context of the job, propagated to its tasks."""
 
     def __init__(
         self,
@@ -196,10 +297,18 @@ class Job(_message.Message):
         active_task_ids: _abc.Iterable[_builtins.str] | None = ...,
         dispatch_timeout_ms: _builtins.int = ...,
         result_timeout_ms: _builtins.int = ...,
+        transition_count: _builtins.int = ...,
+        aggregate_into: _builtins.str = ...,
+        branch_results: _abc.Mapping[_builtins.str, _payload_pb2.Payload] | None = ...,
+        pending_transitions: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        awaited_job_id: _builtins.str = ...,
+        approval_integration: _builtins.str = ...,
+        approval_message: _builtins.str = ...,
+        tracing_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["initial_data", b"initial_data", "state_history", b"state_history"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_task_ids", b"active_task_ids", "blueprint_name", b"blueprint_name", "child_job_ids", b"child_job_ids", "client_id", b"client_id", "created_at_ms", b"created_at_ms", "current_state", b"current_state", "dispatch_timeout_ms", b"dispatch_timeout_ms", "error", b"error", "id", b"id", "initial_data", b"initial_data", "parent_job_id", b"parent_job_id", "progress", b"progress", "progress_message", b"progress_message", "result_timeout_ms", b"result_timeout_ms", "retry_count", b"retry_count", "state_history", b"state_history", "status", b"status", "updated_at_ms", b"updated_at_ms", "version", b"version", "webhook_url", b"webhook_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_task_ids", b"active_task_ids", "aggregate_into", b"aggregate_into", "approval_integration", b"approval_integration", "approval_message", b"approval_message", "awaited_job_id", b"awaited_job_id", "blueprint_name", b"blueprint_name", "branch_results", b"branch_results", "child_job_ids", b"child_job_ids", "client_id", b"client_id", "created_at_ms", b"created_at_ms", "current_state", b"current_state", "dispatch_timeout_ms", b"dispatch_timeout_ms", "error", b"error", "id", b"id", "initial_data", b"initial_data", "parent_job_id", b"parent_job_id", "pending_transitions", b"pending_transitions", "progress", b"progress", "progress_message", b"progress_message", "result_timeout_ms", b"result_timeout_ms", "retry_count", b"retry_count", "state_history", b"state_history", "status", b"status", "tracing_context", b"tracing_context", "transition_count", b"transition_count", "updated_at_ms", b"updated_at_ms", "version", b"version", "webhook_url", b"webhook_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

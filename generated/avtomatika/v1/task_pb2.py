@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from avtomatika.v1 import payload_pb2 as avtomatika_dot_v1_dot_payload__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61vtomatika/v1/task.proto\x12\ravtomatika.v1\x1a\x1b\x61vtomatika/v1/payload.proto\"\xa7\x05\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12&\n\x06params\x18\x04 \x01(\x0b\x32\x16.avtomatika.v1.Payload\x12\x10\n\x08priority\x18\x05 \x01(\x01\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\r\x12\'\n\x05state\x18\x07 \x01(\x0e\x32\x18.avtomatika.v1.TaskState\x12\x11\n\tworker_id\x18\x08 \x01(\t\x12\x15\n\rcreated_at_ms\x18\t \x01(\x03\x12\x1c\n\x14\x64ispatch_deadline_ms\x18\n \x01(\x03\x12\x1a\n\x12result_deadline_ms\x18\x0b \x01(\x03\x12\x39\n\x0btransitions\x18\x0c \x03(\x0b\x32$.avtomatika.v1.Task.TransitionsEntry\x12\x19\n\x11\x64ispatch_strategy\x18\r \x01(\t\x12\x35\n\x15resource_requirements\x18\x0e \x01(\x0b\x32\x16.avtomatika.v1.Payload\x12\x15\n\x08max_cost\x18\x0f \x01(\x01H\x00\x88\x01\x01\x12@\n\x0ftracing_context\x18\x10 \x03(\x0b\x32\'.avtomatika.v1.Task.TracingContextEntry\x12\x10\n\x08sequence\x18\x11 \x01(\x04\x12\x12\n\nstate_name\x18\x12 \x01(\t\x12\x14\n\x0cleased_at_ms\x18\x13 \x01(\x03\x1a\x32\n\x10TransitionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x35\n\x13TracingContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\t_max_cost\"\x80\x01\n\tTaskError\x12&\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x18.avtomatika.v1.ErrorCode\x12\x11\n\tcode_name\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\'\n\x07\x64\x65tails\x18\x04 \x01(\x0b\x32\x16.avtomatika.v1.Payload\"\xd7\x01\n\nTaskResult\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12/\n\x06status\x18\x04 \x01(\x0e\x32\x1f.avtomatika.v1.TaskResultStatus\x12\x15\n\rcustom_status\x18\x05 \x01(\t\x12$\n\x04\x64\x61ta\x18\x06 \x01(\x0b\x32\x16.avtomatika.v1.Payload\x12\'\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x18.avtomatika.v1.TaskError*\x84\x01\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11TASK_STATE_QUEUED\x10\x01\x12\x15\n\x11TASK_STATE_LEASED\x10\x02\x12\x13\n\x0fTASK_STATE_DONE\x10\x03\x12\x18\n\x14TASK_STATE_CANCELLED\x10\x04*y\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45RROR_CODE_TRANSIENT\x10\x01\x12\x18\n\x14\x45RROR_CODE_PERMANENT\x10\x02\x12\x1c\n\x18\x45RROR_CODE_INVALID_INPUT\x10\x03*\xb7\x01\n\x10TaskResultStatus\x12\"\n\x1eTASK_RESULT_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1aTASK_RESULT_STATUS_SUCCESS\x10\x01\x12\x1e\n\x1aTASK_RESULT_STATUS_FAILURE\x10\x02\x12 \n\x1cTASK_RESULT_STATUS_CANCELLED\x10\x03\x12\x1d\n\x19TASK_RESULT_STATUS_CUSTOM\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61vtomatika/v1/task.proto\x12\ravtomatika.v1\x1a\x1b\x61vtomatika/v1/payload.proto\"\xbe\x05\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12&\n\x06params\x18\x04 \x01(\x0b\x32\x16.avtomatika.v1.Payload\x12\x10\n\x08priority\x18\x05 \x01(\x01\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\r\x12\'\n\x05state\x18\x07 \x01(\x0e\x32\x18.avtomatika.v1.TaskState\x12\x11\n\tworker_id\x18\x08 \x01(\t\x12\x15\n\rcreated_at_ms\x18\t \x01(\x03\x12\x1c\n\x14\x64ispatch_deadline_ms\x18\n \x01(\x03\x12\x1a\n\x12result_deadline_ms\x18\x0b \x01(\x03\x12\x39\n\x0btransitions\x18\x0c \x03(\x0b\x32$.avtomatika.v1.Task.TransitionsEntry\x12\x19\n\x11\x64ispatch_strategy\x18\r \x01(\t\x12\x35\n\x15resource_requirements\x18\x0e \x01(\x0b\x32\x16.avtomatika.v1.Payload\x12\x15\n\x08max_cost\x18\x0f \x01(\x01H\x00\x88\x01\x01\x12@\n\x0ftracing_context\x18\x10 \x03(\x0b\x32\'.avtomatika.v1.Task.TracingContextEntry\x12\x10\n\x08sequence\x18\x11 \x01(\x04\x12\x12\n\nstate_name\x18\x12 \x01(\t\x12\x14\n\x0cleased_at_ms\x18\x13 \x01(\x03\x12\x15\n\rnot_before_ms\x18\x14 \x01(\x03\x1a\x32\n\x10TransitionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x35\n\x13TracingContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\t_max_cost\"\x80\x01\n\tTaskError\x12&\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x18.avtomatika.v1.ErrorCode\x12\x11\n\tcode_name\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\'\n\x07\x64\x65tails\x18\x04 \x01(\x0b\x32\x16.avtomatika.v1.Payload\"\xd7\x01\n\nTaskResult\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12/\n\x06status\x18\x04 \x01(\x0e\x32\x1f.avtomatika.v1.TaskResultStatus\x12\x15\n\rcustom_status\x18\x05 \x01(\t\x12$\n\x04\x64\x61ta\x18\x06 \x01(\x0b\x32\x16.avtomatika.v1.Payload\x12\'\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x18.avtomatika.v1.TaskError*\x9e\x01\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11TASK_STATE_QUEUED\x10\x01\x12\x15\n\x11TASK_STATE_LEASED\x10\x02\x12\x13\n\x0fTASK_STATE_DONE\x10\x03\x12\x18\n\x14TASK_STATE_CANCELLED\x10\x04\x12\x18\n\x14TASK_STATE_SCHEDULED\x10\x05*y\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45RROR_CODE_TRANSIENT\x10\x01\x12\x18\n\x14\x45RROR_CODE_PERMANENT\x10\x02\x12\x1c\n\x18\x45RROR_CODE_INVALID_INPUT\x10\x03*\xb7\x01\n\x10TaskResultStatus\x12\"\n\x1eTASK_RESULT_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1aTASK_RESULT_STATUS_SUCCESS\x10\x01\x12\x1e\n\x1aTASK_RESULT_STATUS_FAILURE\x10\x02\x12 \n\x1cTASK_RESULT_STATUS_CANCELLED\x10\x03\x12\x1d\n\x19TASK_RESULT_STATUS_CUSTOM\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,20 +36,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASK_TRANSITIONSENTRY']._serialized_options = b'8\001'
   _globals['_TASK_TRACINGCONTEXTENTRY']._loaded_options = None
   _globals['_TASK_TRACINGCONTEXTENTRY']._serialized_options = b'8\001'
-  _globals['_TASKSTATE']._serialized_start=1104
-  _globals['_TASKSTATE']._serialized_end=1236
-  _globals['_ERRORCODE']._serialized_start=1238
-  _globals['_ERRORCODE']._serialized_end=1359
-  _globals['_TASKRESULTSTATUS']._serialized_start=1362
-  _globals['_TASKRESULTSTATUS']._serialized_end=1545
+  _globals['_TASKSTATE']._serialized_start=1127
+  _globals['_TASKSTATE']._serialized_end=1285
+  _globals['_ERRORCODE']._serialized_start=1287
+  _globals['_ERRORCODE']._serialized_end=1408
+  _globals['_TASKRESULTSTATUS']._serialized_start=1411
+  _globals['_TASKRESULTSTATUS']._serialized_end=1594
   _globals['_TASK']._serialized_start=73
-  _globals['_TASK']._serialized_end=752
-  _globals['_TASK_TRANSITIONSENTRY']._serialized_start=634
-  _globals['_TASK_TRANSITIONSENTRY']._serialized_end=684
-  _globals['_TASK_TRACINGCONTEXTENTRY']._serialized_start=686
-  _globals['_TASK_TRACINGCONTEXTENTRY']._serialized_end=739
-  _globals['_TASKERROR']._serialized_start=755
-  _globals['_TASKERROR']._serialized_end=883
-  _globals['_TASKRESULT']._serialized_start=886
-  _globals['_TASKRESULT']._serialized_end=1101
+  _globals['_TASK']._serialized_end=775
+  _globals['_TASK_TRANSITIONSENTRY']._serialized_start=657
+  _globals['_TASK_TRANSITIONSENTRY']._serialized_end=707
+  _globals['_TASK_TRACINGCONTEXTENTRY']._serialized_start=709
+  _globals['_TASK_TRACINGCONTEXTENTRY']._serialized_end=762
+  _globals['_TASKERROR']._serialized_start=778
+  _globals['_TASKERROR']._serialized_end=906
+  _globals['_TASKRESULT']._serialized_start=909
+  _globals['_TASKRESULT']._serialized_end=1124
 # @@protoc_insertion_point(module_scope)

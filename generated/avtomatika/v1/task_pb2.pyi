@@ -36,6 +36,8 @@ class _TaskStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TaskState.V
     """A result was accepted."""
     TASK_STATE_CANCELLED: _TaskState.ValueType  # 4
     """Withdrawn: its job was cancelled or moved on."""
+    TASK_STATE_SCHEDULED: _TaskState.ValueType  # 5
+    """A retry waiting out its backoff; queued at `not_before_ms`."""
 
 class TaskState(_TaskState, metaclass=_TaskStateEnumTypeWrapper):
     """TaskState is where one task attempt stands."""
@@ -50,6 +52,8 @@ TASK_STATE_DONE: TaskState.ValueType  # 3
 """A result was accepted."""
 TASK_STATE_CANCELLED: TaskState.ValueType  # 4
 """Withdrawn: its job was cancelled or moved on."""
+TASK_STATE_SCHEDULED: TaskState.ValueType  # 5
+"""A retry waiting out its backoff; queued at `not_before_ms`."""
 Global___TaskState: _TypeAlias = TaskState  # noqa: Y015
 
 class _ErrorCode:
@@ -182,6 +186,7 @@ class Task(_message.Message):
     SEQUENCE_FIELD_NUMBER: _builtins.int
     STATE_NAME_FIELD_NUMBER: _builtins.int
     LEASED_AT_MS_FIELD_NUMBER: _builtins.int
+    NOT_BEFORE_MS_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """Unique per attempt."""
     job_id: _builtins.str
@@ -212,6 +217,8 @@ class Task(_message.Message):
     """The blueprint state that dispatched the task."""
     leased_at_ms: _builtins.int
     """When the current lease was taken, epoch milliseconds."""
+    not_before_ms: _builtins.int
+    """For a SCHEDULED task: when it enters its queue, epoch milliseconds."""
     @_builtins.property
     def params(self) -> _payload_pb2.Payload:
         """Parameters for the worker, a JSON object."""
@@ -250,10 +257,11 @@ class Task(_message.Message):
         sequence: _builtins.int = ...,
         state_name: _builtins.str = ...,
         leased_at_ms: _builtins.int = ...,
+        not_before_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_cost", b"_max_cost", "max_cost", b"max_cost", "params", b"params", "resource_requirements", b"resource_requirements"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_cost", b"_max_cost", "attempt", b"attempt", "created_at_ms", b"created_at_ms", "dispatch_deadline_ms", b"dispatch_deadline_ms", "dispatch_strategy", b"dispatch_strategy", "job_id", b"job_id", "leased_at_ms", b"leased_at_ms", "max_cost", b"max_cost", "params", b"params", "priority", b"priority", "resource_requirements", b"resource_requirements", "result_deadline_ms", b"result_deadline_ms", "sequence", b"sequence", "state", b"state", "state_name", b"state_name", "task_id", b"task_id", "tracing_context", b"tracing_context", "transitions", b"transitions", "type", b"type", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_cost", b"_max_cost", "attempt", b"attempt", "created_at_ms", b"created_at_ms", "dispatch_deadline_ms", b"dispatch_deadline_ms", "dispatch_strategy", b"dispatch_strategy", "job_id", b"job_id", "leased_at_ms", b"leased_at_ms", "max_cost", b"max_cost", "not_before_ms", b"not_before_ms", "params", b"params", "priority", b"priority", "resource_requirements", b"resource_requirements", "result_deadline_ms", b"result_deadline_ms", "sequence", b"sequence", "state", b"state", "state_name", b"state_name", "task_id", b"task_id", "tracing_context", b"tracing_context", "transitions", b"transitions", "type", b"type", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_cost: _TypeAlias = _typing.Literal["max_cost"]  # noqa: Y015
     _WhichOneofArgType__max_cost: _TypeAlias = _typing.Literal["_max_cost", b"_max_cost"]  # noqa: Y015
