@@ -21,9 +21,18 @@ from avtomatika.clock import now_ms
 from avtomatika.config import Settings
 from avtomatika.context import ClientInfo
 from avtomatika.errors import BlueprintError, Conflict, InvalidArgument, NotFound
+from avtomatika.events import E, EventBus, JobEvent, derive_events, event
 from avtomatika.executor import StepRunner
 from avtomatika.payload import from_payload, to_payload
-from avtomatika.results import Decision, Policy, decide, enter_state, expire, requeue
+from avtomatika.results import (
+    Decision,
+    Policy,
+    decide,
+    enter_state,
+    expire,
+    requeue,
+    result_key,
+)
 from avtomatika.status import TERMINAL, job_status_name
 from avtomatika.storage.base import CommitOutcome, Expiry, Lease, Storage
 from avtomatika.storage.memory import MemoryStorage
@@ -68,6 +77,7 @@ class Engine:
         self.storage: Storage = storage if storage is not None else MemoryStorage()
         self.config = config if config is not None else Settings()
         self.workers = WorkerRegistry()
+        self.events = EventBus()
         self._blueprints: dict[str, StateMachineBlueprint] = {}
         self._routes: dict[str, StateMachineBlueprint] = {}
         self._clients: dict[str, ClientInfo] = {BACKGROUND_CLIENT.id: BACKGROUND_CLIENT}
@@ -198,8 +208,15 @@ class Engine:
             dispatch_timeout_ms=int((dispatch_timeout or 0) * 1000),
             result_timeout_ms=int((result_timeout or 0) * 1000),
             tracing_context=dict(tracing_context or {}),
+            state_entered_at_ms=now,
         )
         await self.storage.create_job(job)
+        self.events.publish(
+            [
+                event(E.HISTORY_EVENT_TYPE_JOB_CREATED, job, now, message=blueprint.name),
+                event(E.HISTORY_EVENT_TYPE_STATE_ENTERED, job, now, state=job.current_state),
+            ]
+        )
         return job.id
 
     async def get_job(self, job_id: str, *, client_id: str | None = None) -> Job:
@@ -224,7 +241,7 @@ class Engine:
             new.updated_at_ms = now_ms()
             withdrawn = list(job.active_task_ids)
             del new.active_task_ids[:]
-            outcome = await self._commit(new, expected_version=job.version, withdraw=withdrawn)
+            outcome = await self._commit(job, new, withdraw=withdrawn)
             if outcome is CommitOutcome.OK:
                 pushed = await self._push_cancels(withdrawn, "job cancelled by client")
                 if job.awaited_job_id:
@@ -257,7 +274,14 @@ class Engine:
             new.CopyFrom(job)
             new.updated_at_ms = now_ms()
             enter_state(new, target)
-            outcome = await self._commit(new, expected_version=job.version, ready=True)
+            received = event(
+                E.HISTORY_EVENT_TYPE_APPROVAL_RECEIVED,
+                new,
+                new.updated_at_ms,
+                state=job.current_state,
+                message=decision,
+            )
+            outcome = await self._commit(job, new, events=[received], ready=True)
             if outcome is CommitOutcome.OK:
                 return
         raise Conflict(f"job {job_id!r} changed too often; try again")
@@ -274,9 +298,17 @@ class Engine:
 
     # -- every commit goes through here --
 
-    async def _commit(self, job: Job, **options: Any) -> CommitOutcome:
-        outcome = await self.storage.commit(job, **options)
-        if outcome is CommitOutcome.OK and job.status in TERMINAL and job.parent_job_id:
+    async def _commit(
+        self, previous: Job, job: Job, *, events: Iterable[JobEvent] = (), **options: Any
+    ) -> CommitOutcome:
+        """Commit ``job`` (read as ``previous``), then publish what happened
+        and resume its parent if it just ended."""
+        outcome = await self.storage.commit(job, expected_version=previous.version, **options)
+        if outcome is not CommitOutcome.OK:
+            return outcome
+        derived = derive_events(previous, job, options.get("tasks", ()), job.updated_at_ms)
+        self.events.publish([*events, *derived])
+        if job.status in TERMINAL and previous.status not in TERMINAL and job.parent_job_id:
             await self._resume_parent(job)
         return outcome
 
@@ -319,9 +351,7 @@ class Engine:
                     f"outcome {outcome!r}, and state {parent.current_state!r} has no "
                     "transition for it"
                 )
-            outcome_commit = await self._commit(
-                new, expected_version=parent.version, ready=bool(target)
-            )
+            outcome_commit = await self._commit(parent, new, ready=bool(target))
             if outcome_commit is CommitOutcome.OK:
                 return
 
@@ -331,7 +361,20 @@ class Engine:
         self, worker_id: str, skills: Iterable[str], timeout: float | None
     ) -> Task | None:
         """Wait for a task for this worker and lease it to it."""
-        return await self.storage.claim_task(worker_id, list(skills), timeout)
+        task = await self.storage.claim_task(worker_id, list(skills), timeout)
+        if task is not None:
+            waited = task.leased_at_ms - (task.not_before_ms or task.created_at_ms)
+            picked = event(
+                E.HISTORY_EVENT_TYPE_TASK_PICKED_UP,
+                task.job_id,
+                task.leased_at_ms,
+                state=task.state_name,
+                task=task,
+                duration_ms=max(waited, 0),
+                message=task.type,
+            )
+            self.events.publish([picked])
+        return task
 
     async def submit_result(self, result: TaskResult) -> ResultVerdict:
         """Apply a worker's result, if that worker holds the task's lease and
@@ -341,8 +384,19 @@ class Engine:
             if isinstance(found, ResultVerdict):
                 return found
             task, job = found
-            decision = decide(job, task, result, policy=self._policy, now=now_ms())
-            if await self._commit_decision(job, decision, Lease(task.task_id, task.worker_id)):
+            now = now_ms()
+            decision = decide(job, task, result, policy=self._policy, now=now)
+            finished = event(
+                E.HISTORY_EVENT_TYPE_TASK_FINISHED,
+                decision.job,
+                now,
+                state=task.state_name,
+                task=task,
+                duration_ms=now - task.leased_at_ms if task.leased_at_ms else 0,
+                message=result_key(result),
+            )
+            lease = Lease(task.task_id, task.worker_id)
+            if await self._commit_decision(job, decision, lease, [finished]):
                 return ResultVerdict(accepted=True, transition=decision.transition)
         return ResultVerdict(False, reason="conflict", message="the job kept changing; giving up")
 
@@ -375,9 +429,15 @@ class Engine:
         task = await self.storage.get_task(task_id)
         if task is None or task.state != TaskState.TASK_STATE_LEASED or task.worker_id != worker_id:
             return False
-        return await self.storage.set_progress(
-            task.job_id, task_id, min(max(progress, 0.0), 1.0), message
+        progress = min(max(progress, 0.0), 1.0)
+        if not await self.storage.set_progress(task.job_id, task_id, progress, message):
+            return False
+        update = event(
+            E.HISTORY_EVENT_TYPE_PROGRESS, task.job_id, now_ms(), task=task, message=message
         )
+        update.event.details.CopyFrom(to_payload({"progress": progress, "message": message}))
+        self.events.publish([update])
+        return True
 
     async def _expire(self, expiry: Expiry) -> None:
         """A task deadline passed: time the task out unless it moved on."""
@@ -390,8 +450,17 @@ class Engine:
             job = await self.storage.get_job(task.job_id)
             if job is None or job.status in TERMINAL or task.task_id not in job.active_task_ids:
                 return
-            decision = expire(job, task, expiry.kind, now=now_ms())
-            if await self._commit_decision(job, decision, None):
+            now = now_ms()
+            decision = expire(job, task, expiry.kind, now=now)
+            timeout = event(
+                E.HISTORY_EVENT_TYPE_TIMEOUT,
+                decision.job,
+                now,
+                state=task.state_name,
+                task=task,
+                message=f"{expiry.kind} deadline passed",
+            )
+            if await self._commit_decision(job, decision, None, [timeout]):
                 await self._push_cancels(decision.withdraw, f"{expiry.kind} deadline passed")
                 return
 
@@ -416,10 +485,17 @@ class Engine:
             return ResultVerdict(False, reason=reason, message="the job no longer waits for it")
         return task, job
 
-    async def _commit_decision(self, job: Job, decision: Decision, lease: Lease | None) -> bool:
+    async def _commit_decision(
+        self,
+        job: Job,
+        decision: Decision,
+        lease: Lease | None,
+        events: Iterable[JobEvent] = (),
+    ) -> bool:
         outcome = await self._commit(
+            job,
             decision.job,
-            expected_version=job.version,
+            events=events,
             tasks=decision.tasks,
             withdraw=decision.withdraw,
             lease=lease,

@@ -31,6 +31,7 @@ from avtomatika.clock import now_ms
 from avtomatika.config import Settings
 from avtomatika.context import ClientInfo, DataStores, JobContext
 from avtomatika.errors import BlueprintError
+from avtomatika.events import E, JobEvent, event
 from avtomatika.injection import build_arguments
 from avtomatika.payload import from_payload, to_payload
 from avtomatika.results import Policy, enter_state
@@ -55,6 +56,7 @@ class _Plan:
     new_jobs: list[Job] = field(default_factory=list)
     ready: bool = False
     ready_at_ms: int = 0
+    events: list[JobEvent] = field(default_factory=list)
 
 
 class StepRunner:
@@ -91,8 +93,9 @@ class StepRunner:
         except Exception as exc:
             plan = self._retry_handler(new, exc, now)
         outcome = await self._commit(
+            job,
             new,
-            expected_version=job.version,
+            events=plan.events,
             tasks=plan.tasks,
             new_jobs=plan.new_jobs,
             ready=plan.ready,
@@ -154,7 +157,14 @@ class StepRunner:
         log.info("job %s: %s; retry %d", job.id, message, job.retry_count)
         job.error = message
         delay = Policy.of(self._settings).delay_ms(job.retry_count)
-        return _Plan(ready=True, ready_at_ms=now + delay)
+        retry = event(
+            E.HISTORY_EVENT_TYPE_TASK_RETRIED,
+            job,
+            now,
+            state=job.current_state,
+            message=f"{message}; handler retry {job.retry_count} in {delay} ms",
+        )
+        return _Plan(ready=True, ready_at_ms=now + delay, events=[retry])
 
     def _resolve(self, job: Job) -> tuple[StateMachineBlueprint, StateSpec]:
         blueprint = self._blueprints(job.blueprint_name)
@@ -248,6 +258,7 @@ class StepRunner:
             updated_at_ms=now,
             client_id=job.client_id,
             parent_job_id=job.id,
+            state_entered_at_ms=now,
             dispatch_timeout_ms=int((action.dispatch_timeout or 0) * 1000),
             result_timeout_ms=int((action.result_timeout or 0) * 1000),
             tracing_context=job.tracing_context,
@@ -256,7 +267,11 @@ class StepRunner:
         job.pending_transitions.update(action.transitions)
         job.awaited_job_id = child.id
         job.child_job_ids.append(child.id)
-        return _Plan(new_jobs=[child])
+        created = [
+            event(E.HISTORY_EVENT_TYPE_JOB_CREATED, child, now, message=child_blueprint.name),
+            event(E.HISTORY_EVENT_TYPE_STATE_ENTERED, child, now, state=child.current_state),
+        ]
+        return _Plan(new_jobs=[child], events=created)
 
 
 def _targets(action: Action) -> list[str]:

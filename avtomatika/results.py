@@ -82,10 +82,12 @@ def result_key(result: TaskResult) -> str:
 
 
 def enter_state(job: Job, state: str) -> None:
-    """Move ``job`` to ``state``, ready to run its handler."""
+    """Move ``job`` to ``state``, ready to run its handler (``updated_at_ms``
+    must already be the time of the change)."""
     job.current_state = state
     job.status = JobStatus.JOB_STATUS_RUNNING
     job.transition_count += 1
+    job.state_entered_at_ms = job.updated_at_ms
     job.retry_count = 0
     job.error = ""
     job.progress = 0.0

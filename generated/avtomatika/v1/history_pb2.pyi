@@ -52,6 +52,8 @@ class _HistoryEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Hist
     """A webhook could not be delivered."""
     HISTORY_EVENT_TYPE_JOB_ENDED: _HistoryEventType.ValueType  # 13
     """The job reached a terminal status."""
+    HISTORY_EVENT_TYPE_PROGRESS: _HistoryEventType.ValueType  # 14
+    """A worker reported progress (streamed to followers, not kept in history)."""
 
 class HistoryEventType(_HistoryEventType, metaclass=_HistoryEventTypeEnumTypeWrapper):
     """HistoryEventType names a lifecycle event of a job."""
@@ -84,6 +86,8 @@ HISTORY_EVENT_TYPE_WEBHOOK_FAILED: HistoryEventType.ValueType  # 12
 """A webhook could not be delivered."""
 HISTORY_EVENT_TYPE_JOB_ENDED: HistoryEventType.ValueType  # 13
 """The job reached a terminal status."""
+HISTORY_EVENT_TYPE_PROGRESS: HistoryEventType.ValueType  # 14
+"""A worker reported progress (streamed to followers, not kept in history)."""
 Global___HistoryEventType: _TypeAlias = HistoryEventType  # noqa: Y015
 
 @_typing.final

@@ -1,0 +1,129 @@
+"""Lifecycle events of jobs, published by the engine after each commit.
+
+History, metrics, webhooks and job followers (``?wait=``, Server-Sent Events)
+subscribe here instead of being called by the engine, so the engine knows
+none of them. Listeners are synchronous and must not block: they queue work
+for their own tasks. A listener that raises is logged and never breaks the
+engine or the other listeners.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from avtomatika.status import TERMINAL
+from avtomatika.tasks import new_id
+from avtomatika.v1.history_pb2 import HistoryEvent, HistoryEventType
+from avtomatika.v1.job_pb2 import Job, JobStatus
+from avtomatika.v1.task_pb2 import Task, TaskState
+
+__all__ = ["EventBus", "JobEvent", "Listener", "derive_events", "event"]
+
+log = logging.getLogger(__name__)
+
+E = HistoryEventType
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    """What happened (as kept in history) and the job right after it; ``job``
+    is None for events that do not change the job record (a task picked up,
+    progress), so publishing them costs no read."""
+
+    event: HistoryEvent
+    job: Job | None
+
+
+Listener = Callable[[JobEvent], None]
+
+
+class EventBus:
+    """Fan-out of job events to subscribers."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` for every event; returns the unsubscribe function."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def publish(self, events: Sequence[JobEvent]) -> None:
+        """Hand ``events`` to every listener, in order."""
+        for item in events:
+            for listener in list(self._listeners):
+                try:
+                    listener(item)
+                except Exception:
+                    log.exception("event listener %r failed", listener)
+
+
+def event(
+    kind: HistoryEventType.ValueType,
+    job: Job | str,
+    now: int,
+    *,
+    state: str = "",
+    task: Task | None = None,
+    worker_id: str = "",
+    duration_ms: int = 0,
+    message: str = "",
+) -> JobEvent:
+    """A :class:`JobEvent` of ``kind`` about ``job`` (the record, or its id
+    when the record did not change)."""
+    return JobEvent(
+        HistoryEvent(
+            event_id=new_id(),
+            job_id=job.id if isinstance(job, Job) else job,
+            timestamp_ms=now,
+            type=kind,
+            state=state,
+            task_id=task.task_id if task else "",
+            worker_id=worker_id or (task.worker_id if task else ""),
+            duration_ms=duration_ms,
+            message=message,
+        ),
+        job if isinstance(job, Job) else None,
+    )
+
+
+def derive_events(previous: Job, new: Job, tasks: Sequence[Task], now: int) -> list[JobEvent]:
+    """The events a committed change implies: states left and entered, tasks
+    queued (or re-queued), the job's end."""
+    events = []
+    if new.transition_count != previous.transition_count:
+        left = now - previous.state_entered_at_ms if previous.state_entered_at_ms else 0
+        events.append(
+            event(
+                E.HISTORY_EVENT_TYPE_STATE_LEFT,
+                new,
+                now,
+                state=previous.current_state,
+                duration_ms=left,
+            )
+        )
+        events.append(event(E.HISTORY_EVENT_TYPE_STATE_ENTERED, new, now, state=new.current_state))
+    for task in tasks:
+        if task.state in (TaskState.TASK_STATE_QUEUED, TaskState.TASK_STATE_SCHEDULED):
+            kind = (
+                E.HISTORY_EVENT_TYPE_TASK_DISPATCHED
+                if task.attempt == 1
+                else E.HISTORY_EVENT_TYPE_TASK_RETRIED
+            )
+            message = f"{task.type} attempt {task.attempt}"
+            events.append(event(kind, new, now, state=task.state_name, task=task, message=message))
+    if new.status in TERMINAL and previous.status not in TERMINAL:
+        if new.status == JobStatus.JOB_STATUS_CANCELLED:
+            events.append(
+                event(E.HISTORY_EVENT_TYPE_JOB_CANCELLED, new, now, state=new.current_state)
+            )
+        status = JobStatus.Name(new.status).removeprefix("JOB_STATUS_").lower()
+        message = f"{status}: {new.error}" if new.error else status
+        events.append(
+            event(
+                E.HISTORY_EVENT_TYPE_JOB_ENDED, new, now, state=new.current_state, message=message
+            )
+        )
+    return events
