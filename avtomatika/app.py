@@ -21,7 +21,7 @@ import logging
 import signal
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from aiohttp import web
@@ -37,9 +37,21 @@ from avtomatika.loader import load_blueprints
 from avtomatika.rest import build_app
 from avtomatika.storage.base import Storage
 
-__all__ = ["OrchestratorEngine", "serve"]
+__all__ = ["OrchestratorEngine", "Service", "serve"]
 
 log = logging.getLogger(__name__)
+
+
+class Service(Protocol):
+    """A feature with a lifecycle (history writer, webhook sender, ...).
+
+    Services start before the engine and stop after it, so nothing the engine
+    publishes while shutting down is lost.
+    """
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class OrchestratorEngine:
@@ -66,6 +78,9 @@ class OrchestratorEngine:
             self.engine.add_client(client)
         for blueprint in blueprints:
             self.engine.register_blueprint(blueprint)
+        # Features, each a Service; the REST handlers reach them by AppKey.
+        self.services: list[Service] = []
+        self.app_state: dict[web.AppKey[Any], Any] = {}
         self.rest_port = 0
         self.grpc_port = 0
         self._runner: web.AppRunner | None = None
@@ -111,14 +126,24 @@ class OrchestratorEngine:
             for blueprint in load_blueprints(self.settings.blueprints_dir):
                 self.engine.register_blueprint(blueprint)
         self._loaded = True
+        started: list[Service] = []
+        try:
+            for service in self.services:
+                await service.start()
+                started.append(service)
+        except BaseException:
+            for service in reversed(started):
+                await service.stop()
+            raise
         await self.engine.start()
         try:
             self._grpc, self.grpc_port = await start_grpc_server(
                 self.engine, self.auth, self.settings.grpc_host, self.settings.grpc_port
             )
-            self._runner = web.AppRunner(
-                build_app(self.engine, self.auth), handle_signals=False, access_log=None
-            )
+            app = build_app(self.engine, self.auth)
+            for key, value in self.app_state.items():
+                app[key] = value
+            self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.settings.api_host, self.settings.api_port)
             await site.start()
@@ -137,6 +162,8 @@ class OrchestratorEngine:
         if runner is not None:
             await runner.cleanup()
         await self.engine.stop()
+        for service in reversed(self.services):
+            await service.stop()
 
     def run(self) -> None:
         """Blocking: serve until SIGTERM or SIGINT."""

@@ -8,7 +8,7 @@ import dataclasses
 import logging
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,8 @@ class Settings:
     grpc_host: str = "0.0.0.0"
     grpc_port: int = 50051
     blueprints_dir: Path | None = None
-    client_token: str | None = None
-    global_worker_token: str | None = None
+    client_token: str | None = field(default=None, repr=False)
+    global_worker_token: str | None = field(default=None, repr=False)
     log_level: str = "INFO"
     job_max_retries: int = 3
     max_transitions_per_job: int = 100
@@ -40,6 +40,33 @@ class Settings:
     worker_heartbeat_interval_seconds: float = 10.0
     worker_poll_timeout_seconds: float = 30.0
     shutdown_grace_seconds: float = 5.0
+    # Clients: clients.toml, rate limits, quotas.
+    clients_config_path: Path | None = None
+    rate_limiting_enabled: bool = False
+    rate_limit_limit: int = 100
+    rate_limit_period: float = 60.0
+    # Following jobs: the longest GET /api/v1/jobs/{id}?wait= may hold.
+    job_wait_max_seconds: float = 60.0
+    # History: bounded in memory by default; SQLite or PostgreSQL when set.
+    history_database_uri: str | None = None
+    history_memory_events_per_job: int = 1000
+    history_queue_size: int = 10000
+    # Files: S3-compatible storage, off unless S3_ENDPOINT_URL is set.
+    s3_endpoint_url: str | None = None
+    s3_access_key: str | None = field(default=None, repr=False)
+    s3_secret_key: str | None = field(default=None, repr=False)
+    s3_region: str = "us-east-1"
+    s3_default_bucket: str = "avtomatika-payloads"
+    s3_auto_cleanup: bool = True
+    # Webhooks.
+    webhook_secret: str | None = field(default=None, repr=False)
+    webhook_allow_private: bool = False
+    webhook_max_attempts: int = 5
+    webhook_timeout_seconds: float = 10.0
+    webhook_backoff_base_seconds: float = 1.0
+    # Public endpoints.
+    approval_token_required: bool = False
+    debug_flush_enabled: bool = False
 
     def __post_init__(self) -> None:
         _check_port("API_PORT", self.api_port, allow_zero=True)
@@ -57,19 +84,42 @@ class Settings:
         if self.executor_concurrency < 1:
             raise ConfigError(f"EXECUTOR_CONCURRENCY must be >= 1, got {self.executor_concurrency}")
         for name in (
+            "rate_limit_limit",
+            "history_memory_events_per_job",
+            "history_queue_size",
+            "webhook_max_attempts",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name.upper()} must be >= 1, got {getattr(self, name)}")
+        for name in (
             "worker_heartbeat_interval_seconds",
             "worker_poll_timeout_seconds",
             "shutdown_grace_seconds",
             "retry_backoff_base_seconds",
             "retry_backoff_max_seconds",
+            "rate_limit_period",
+            "job_wait_max_seconds",
+            "webhook_timeout_seconds",
+            "webhook_backoff_base_seconds",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name.upper()} must be > 0, got {getattr(self, name)}")
         if self.blueprints_dir is not None and not self.blueprints_dir.is_dir():
             raise ConfigError(f"BLUEPRINTS_DIR {str(self.blueprints_dir)!r} is not a directory")
-        for name in ("client_token", "global_worker_token"):
+        for name in ("client_token", "global_worker_token", "webhook_secret"):
             if getattr(self, name) == "":
                 raise ConfigError(f"{name.upper()} is set but empty")
+        if self.clients_config_path is not None and not self.clients_config_path.is_file():
+            raise ConfigError(
+                f"CLIENTS_CONFIG_PATH {str(self.clients_config_path)!r} is not a file"
+            )
+        if self.history_database_uri and not self.history_database_uri.startswith(
+            ("sqlite:///", "postgresql://", "postgres://")
+        ):
+            raise ConfigError(
+                "HISTORY_DATABASE_URI must start with sqlite:///, postgresql:// or postgres://, "
+                f"got {self.history_database_uri!r}"
+            )
 
     @property
     def logging_level(self) -> int:
@@ -84,10 +134,10 @@ class Settings:
         """Settings from ``environ`` (reference names), then ``overrides``
         (CLI flags; ``None`` values are ignored)."""
         values: dict[str, Any] = {}
-        for field in fields(cls):
-            raw = environ.get(field.name.upper())
+        for setting in fields(cls):
+            raw = environ.get(setting.name.upper())
             if raw is not None:
-                values[field.name] = _parse(field.name.upper(), raw, _PARSERS[field.name])
+                values[setting.name] = _parse(setting.name.upper(), raw, _PARSERS[setting.name])
         for name, value in (overrides or {}).items():
             if value is not None:
                 values[name] = value
@@ -106,23 +156,27 @@ def _optional_str(raw: str) -> str | None:
     return raw
 
 
+def _bool(raw: str) -> bool:
+    value = raw.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(raw)
+
+
+# Parsers by the annotation of the Settings field (a string: annotations are
+# not evaluated, see `from __future__ import annotations`).
+_PARSERS_BY_TYPE: dict[str, Callable[[str], Any]] = {
+    "str": str,
+    "int": int,
+    "float": float,
+    "bool": _bool,
+    "str | None": _optional_str,
+    "Path | None": _optional_path,
+}
 _PARSERS: dict[str, Callable[[str], Any]] = {
-    "api_host": str,
-    "api_port": int,
-    "grpc_host": str,
-    "grpc_port": int,
-    "blueprints_dir": _optional_path,
-    "client_token": _optional_str,
-    "global_worker_token": _optional_str,
-    "log_level": str,
-    "job_max_retries": int,
-    "max_transitions_per_job": int,
-    "retry_backoff_base_seconds": float,
-    "retry_backoff_max_seconds": float,
-    "executor_concurrency": int,
-    "worker_heartbeat_interval_seconds": float,
-    "worker_poll_timeout_seconds": float,
-    "shutdown_grace_seconds": float,
+    f.name: _PARSERS_BY_TYPE[str(f.type)] for f in fields(Settings)
 }
 
 
