@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from avtomatika.errors import NotImplementedYet
-from avtomatika.rest import client_api, public_api
+from avtomatika.rest import client_api, graph_api, public_api
 
 __all__ = ["ROUTES", "add_routes"]
 
@@ -41,7 +41,7 @@ ROUTES: tuple[tuple[str, str, _Handler], ...] = (
     ("GET", "/api/v1/jobs/{job_id}/files/upload", _not_built("file storage")),
     ("PUT", "/api/v1/jobs/{job_id}/files/content/{filename}", _not_built("file storage")),
     ("GET", "/api/v1/jobs/{job_id}/files/download/{filename}", _not_built("file storage")),
-    ("GET", "/api/v1/blueprints/{blueprint_name}/graph", _not_built("blueprint graphs")),
+    ("GET", "/api/v1/blueprints/{blueprint_name}/graph", graph_api.blueprint_graph),
     ("GET", "/api/v1/workers", client_api.list_workers),
     ("GET", "/api/v1/dashboard", _not_built("the dashboard")),
     ("POST", "/api/{api_version}/{endpoint:.+}", client_api.create_job),
