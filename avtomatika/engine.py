@@ -33,6 +33,7 @@ from avtomatika.results import (
     requeue,
     result_key,
 )
+from avtomatika.signals import Signal
 from avtomatika.status import TERMINAL, job_status_name
 from avtomatika.storage.base import CommitOutcome, Expiry, Lease, Storage
 from avtomatika.storage.memory import MemoryStorage
@@ -78,6 +79,9 @@ class Engine:
         self.config = config if config is not None else Settings()
         self.workers = WorkerRegistry()
         self.events = EventBus()
+        self.ignored_results: Signal[ResultVerdict] = Signal("ignored results")
+        """Every worker result the engine refused (stale, late, cancelled, ...),
+        whatever the transport; metrics count them by reason."""
         self._blueprints: dict[str, StateMachineBlueprint] = {}
         self._routes: dict[str, StateMachineBlueprint] = {}
         self._clients: dict[str, ClientInfo] = {BACKGROUND_CLIENT.id: BACKGROUND_CLIENT}
@@ -379,6 +383,12 @@ class Engine:
     async def submit_result(self, result: TaskResult) -> ResultVerdict:
         """Apply a worker's result, if that worker holds the task's lease and
         the task is still what its job waits for."""
+        verdict = await self._apply_result(result)
+        if not verdict.accepted:
+            self.ignored_results.send(verdict)
+        return verdict
+
+    async def _apply_result(self, result: TaskResult) -> ResultVerdict:
         for _ in range(_COMMIT_ATTEMPTS):
             found = await self._leased(result.task_id, result.worker_id, result.job_id)
             if isinstance(found, ResultVerdict):
