@@ -21,7 +21,7 @@ import logging
 import signal
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 from aiohttp import web
@@ -30,12 +30,26 @@ from avtomatika.auth import Authenticator
 from avtomatika.blueprint import StateMachineBlueprint
 from avtomatika.config import Config, Settings
 from avtomatika.context import ClientInfo
+from avtomatika.dashboard import Dashboard
 from avtomatika.engine import BACKGROUND_CLIENT, Engine
 from avtomatika.errors import ConfigError
+from avtomatika.followers import JobFollowers
 from avtomatika.grpc.server import start_grpc_server
+from avtomatika.history import HistoryWriter
+from avtomatika.limits import ClientLimits
 from avtomatika.loader import load_blueprints
+from avtomatika.metrics import Metrics
 from avtomatika.rest import build_app
+from avtomatika.rest.dashboard_api import DASHBOARD
+from avtomatika.rest.files_api import FILES
+from avtomatika.rest.follow_api import FOLLOWERS
+from avtomatika.rest.history_api import HISTORY
+from avtomatika.rest.metrics_api import METRICS
+from avtomatika.rest.rate_limit import LIMITS
 from avtomatika.storage.base import Storage
+
+if TYPE_CHECKING:
+    from avtomatika.files import S3Files
 
 __all__ = ["OrchestratorEngine", "Service", "serve"]
 
@@ -72,7 +86,8 @@ class OrchestratorEngine:
     ) -> None:
         settings = config.to_settings() if isinstance(config, Config) else config
         self.settings = settings if settings is not None else Settings()
-        self.engine = Engine(storage, self.settings)
+        files = _s3_files(self.settings)
+        self.engine = Engine(storage, self.settings, task_files=files.for_job if files else None)
         self.auth = Authenticator(self.settings)
         for client in self.auth.clients:
             self.engine.add_client(client)
@@ -81,6 +96,30 @@ class OrchestratorEngine:
         # Features, each a Service; the REST handlers reach them by AppKey.
         self.services: list[Service] = []
         self.app_state: dict[web.AppKey[Any], Any] = {}
+        # First in, last out: it records what the other services publish while stopping.
+        self.history = HistoryWriter(self.engine.events, self.settings)
+        self.services.append(self.history)
+        self.app_state[HISTORY] = self.history
+        self.metrics = Metrics(self.engine)
+        self.metrics.track_history_drops(lambda: self.history.dropped)
+        self.services.append(self.metrics)
+        self.app_state[METRICS] = self.metrics
+        # Client API: job followers (?wait=, SSE), the dashboard, rate limits and quotas.
+        self.followers = JobFollowers(self.engine.events)
+        self.dashboard = Dashboard(self.engine)
+        self.services += [self.followers, self.dashboard]
+        self.app_state[FOLLOWERS] = self.followers
+        self.app_state[DASHBOARD] = self.dashboard
+        self.app_state[LIMITS] = ClientLimits(self.settings, self.auth.monthly_quotas)
+        # Job files (S3): before FileCleanup, which uses them until it stops.
+        if files is not None:
+            self.services.append(files)
+            self.app_state[FILES] = files
+            if self.settings.s3_auto_cleanup:
+                from avtomatika.files import FileCleanup  # loaded by _s3_files already
+
+                grace = self.settings.shutdown_grace_seconds
+                self.services.append(FileCleanup(files, self.engine.events, grace))
         self.rest_port = 0
         self.grpc_port = 0
         self._runner: web.AppRunner | None = None
@@ -123,8 +162,7 @@ class OrchestratorEngine:
     async def start(self) -> None:
         """Load ``BLUEPRINTS_DIR``, start the engine, then gRPC and HTTP."""
         if not self._loaded and self.settings.blueprints_dir is not None:
-            for blueprint in load_blueprints(self.settings.blueprints_dir):
-                self.engine.register_blueprint(blueprint)
+            load_blueprints(self.settings.blueprints_dir, self.engine.register_blueprint)
         self._loaded = True
         started: list[Service] = []
         try:
@@ -180,6 +218,16 @@ class OrchestratorEngine:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+def _s3_files(settings: Settings) -> S3Files | None:
+    """Job files in S3 when ``S3_ENDPOINT_URL`` is set. aioboto3 is imported
+    only then: it roughly doubles the import time of the package."""
+    if not settings.s3_endpoint_url:
+        return None
+    from avtomatika.files import S3Files
+
+    return S3Files(settings)
 
 
 def _bound_port(runner: web.AppRunner) -> int:

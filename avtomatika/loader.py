@@ -7,19 +7,31 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from avtomatika.blueprint import StateMachineBlueprint
-from avtomatika.errors import ConfigError
+from avtomatika.errors import AvtomatikaError, ConfigError
 
 __all__ = ["load_blueprints"]
 
 
-def load_blueprints(directory: Path) -> list[StateMachineBlueprint]:
-    """The blueprints defined in ``directory``'s Python files."""
+def load_blueprints(
+    directory: Path, register: Callable[[StateMachineBlueprint], None]
+) -> list[StateMachineBlueprint]:
+    """Import ``directory``'s Python files and ``register`` the blueprints they
+    define; a file that fails to import, or whose blueprint fails to register,
+    raises :class:`ConfigError` naming the file."""
     found: list[StateMachineBlueprint] = []
     for path in sorted(directory.glob("*.py")):
-        found.extend(_load_file(path))
+        for blueprint in _load_file(path):
+            if any(blueprint is seen for seen in found):
+                continue  # the same object under two names, or imported by a sibling
+            try:
+                register(blueprint)
+            except AvtomatikaError as exc:
+                raise ConfigError(f"blueprint file {path}: {exc.message}") from exc
+            found.append(blueprint)
     return found
 
 

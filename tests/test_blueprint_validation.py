@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from avtomatika import ActionFactory, OrchestratorEngine, StateMachineBlueprint
-from avtomatika.errors import BlueprintError
+from avtomatika.errors import BlueprintError, ConfigError
 from avtomatika.loader import load_blueprints
 from tests.blueprints import echo_blueprint
 from tests.conftest import HttpClient, StartOrchestrator
@@ -490,7 +490,10 @@ async def test_an_invalid_blueprint_in_blueprints_dir_stops_start_up(
     footer = '@bp.handler_for("done", is_end=True)\nasync def done():\n    pass\n'
     (tmp_path / "bad.py").write_text(header + textwrap.dedent(source) + footer)
 
-    with pytest.raises(BlueprintError) as caught:
+    with pytest.raises(ConfigError) as caught:
         await start_orchestrator(blueprints_dir=tmp_path)
 
-    assert caught.value.message.startswith(message)
+    # The error names the file first, then what is wrong with the blueprint.
+    prefix = f"blueprint file {tmp_path / 'bad.py'}: "
+    assert caught.value.message.startswith(prefix)
+    assert caught.value.message.removeprefix(prefix).startswith(message)
