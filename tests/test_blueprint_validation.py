@@ -378,10 +378,10 @@ async def test_a_blueprint_using_every_kind_of_action_is_accepted(
 async def test_the_example_and_shared_blueprints_are_accepted(
     orchestrator: OrchestratorEngine,
 ) -> None:
-    examples = load_blueprints(EXAMPLES)
+    load_blueprints(EXAMPLES, orchestrator.register_blueprint)
     shared = [echo_blueprint("shared"), echo_blueprint("other", transitions={"failure": "again"})]
 
-    for bp in [*examples, *shared]:
+    for bp in shared:
         orchestrator.register_blueprint(bp)
 
     assert {"echo", "shared", "other"} <= set(orchestrator.blueprints)
