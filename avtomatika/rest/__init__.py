@@ -6,6 +6,7 @@ from aiohttp import web
 
 from avtomatika.auth import Authenticator
 from avtomatika.engine import Engine
+from avtomatika.rest.metrics_api import count_rate_limited_middleware
 from avtomatika.rest.middleware import client_auth_middleware, error_middleware
 from avtomatika.rest.routes import add_routes
 from avtomatika.rest.state import AUTH, ENGINE
@@ -21,7 +22,9 @@ def build_app(engine: Engine, auth: Authenticator) -> web.Application:
     """The aiohttp application for ``engine``; the engine's lifecycle is the
     caller's (see :mod:`avtomatika.app`)."""
     app = web.Application(
-        middlewares=[error_middleware, client_auth_middleware], client_max_size=_MAX_BODY_BYTES
+        # The 429 counter is outermost: it sees errors already rendered.
+        middlewares=[count_rate_limited_middleware, error_middleware, client_auth_middleware],
+        client_max_size=_MAX_BODY_BYTES,
     )
     app[ENGINE] = engine
     app[AUTH] = auth

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from avtomatika.errors import NotImplementedYet
-from avtomatika.rest import client_api, graph_api, public_api
+from avtomatika.rest import client_api, graph_api, metrics_api, public_api
 
 __all__ = ["ROUTES", "add_routes"]
 
@@ -31,7 +31,7 @@ def _not_built(feature: str) -> _Handler:
 # POST /api/{api_version}/{endpoint} must come after every fixed /api path.
 ROUTES: tuple[tuple[str, str, _Handler], ...] = (
     ("GET", "/_public/status", public_api.status),
-    ("GET", "/_public/metrics", _not_built("metrics")),
+    ("GET", "/_public/metrics", metrics_api.metrics),
     ("POST", "/_public/webhooks/approval/{job_id}", public_api.approval),
     ("POST", "/_public/debug/flush_db", _not_built("the flush endpoint")),
     ("GET", "/_public/docs", _not_built("interactive docs")),
