@@ -50,6 +50,7 @@ class Settings:
     # History: bounded in memory by default; SQLite or PostgreSQL when set.
     history_database_uri: str | None = None
     history_memory_events_per_job: int = 1000
+    history_memory_max_events: int = 100_000
     history_queue_size: int = 10000
     # Files: S3-compatible storage, off unless S3_ENDPOINT_URL is set.
     s3_endpoint_url: str | None = None
@@ -86,6 +87,7 @@ class Settings:
         for name in (
             "rate_limit_limit",
             "history_memory_events_per_job",
+            "history_memory_max_events",
             "history_queue_size",
             "webhook_max_attempts",
         ):

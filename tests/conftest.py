@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from avtomatika import OrchestratorEngine, Settings, StateMachineBlueprint
+from tests.postgres import postgres_dsn as postgres_dsn
 from tests.support import CLIENT_TOKEN, WORKER_TOKEN
 
 StartOrchestrator = Callable[..., Awaitable[OrchestratorEngine]]

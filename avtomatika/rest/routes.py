@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from avtomatika.errors import NotImplementedYet
-from avtomatika.rest import client_api, graph_api, metrics_api, public_api
+from avtomatika.rest import client_api, graph_api, history_api, metrics_api, public_api
 
 __all__ = ["ROUTES", "add_routes"]
 
@@ -37,7 +37,7 @@ ROUTES: tuple[tuple[str, str, _Handler], ...] = (
     ("GET", "/_public/docs", _not_built("interactive docs")),
     ("GET", "/api/v1/jobs/{job_id}", client_api.get_job),
     ("POST", "/api/v1/jobs/{job_id}/cancel", client_api.cancel_job),
-    ("GET", "/api/v1/jobs/{job_id}/history", _not_built("job history")),
+    ("GET", "/api/v1/jobs/{job_id}/history", history_api.job_history),
     ("GET", "/api/v1/jobs/{job_id}/files/upload", _not_built("file storage")),
     ("PUT", "/api/v1/jobs/{job_id}/files/content/{filename}", _not_built("file storage")),
     ("GET", "/api/v1/jobs/{job_id}/files/download/{filename}", _not_built("file storage")),
