@@ -204,7 +204,9 @@ class Config:
         engine = OrchestratorEngine(MemoryStorage(), config)
 
     Assigning an unknown name raises :class:`AttributeError` (a typo must not
-    be ignored); values are validated when the engine is built.
+    be ignored); values are validated when the engine is built. A string is
+    read as the environment variable of that name would be, as 1.0b13 code
+    assigns them (``config.BLUEPRINTS_DIR = ""`` means none).
     """
 
     def __init__(self) -> None:
@@ -232,4 +234,9 @@ class Config:
     def to_settings(self) -> Settings:
         """The validated :class:`Settings` these values make."""
         values: dict[str, Any] = object.__getattribute__(self, "_values")
-        return Settings(**values)
+        return Settings(
+            **{
+                key: _parse(key.upper(), value, _PARSERS[key]) if isinstance(value, str) else value
+                for key, value in values.items()
+            }
+        )
