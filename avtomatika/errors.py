@@ -7,7 +7,7 @@ name (``grpc.StatusCode[code.name]``).
 
     AvtomatikaError
     ├── InvalidArgument      bad input: a malformed body, a bad field
-    │   └── BlueprintError   a blueprint that cannot be registered or run
+    │   └── BlueprintError   a blueprint that cannot be registered or run (a ValueError)
     ├── ConfigError          a setting or config file that stops start-up
     ├── Unauthenticated      missing or wrong token
     ├── NotFound             unknown job, blueprint, worker, route
@@ -78,8 +78,11 @@ class InvalidArgument(AvtomatikaError):
     code = Code.INVALID_ARGUMENT
 
 
-class BlueprintError(InvalidArgument):
-    """A blueprint is inconsistent (no start state, dangling transition, ...)."""
+class BlueprintError(InvalidArgument, ValueError):
+    """A blueprint is inconsistent (no start state, dangling transition, ...).
+
+    Also a :class:`ValueError`, which 1.0b13 documents for these mistakes, so
+    code written for it that catches ``ValueError`` keeps working."""
 
 
 class ConfigError(AvtomatikaError):
