@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -12,7 +11,10 @@ from aiohttp import web
 
 from avtomatika.errors import InvalidArgument
 
-__all__ = ["CreateJobBody", "read_json_object"]
+__all__ = ["MAX_TIMEOUT_SECONDS", "CreateJobBody", "read_json_object"]
+
+MAX_TIMEOUT_SECONDS = 366 * 24 * 3600
+"""The longest ``dispatch_timeout`` or ``result_timeout``: a year."""
 
 
 async def read_json_object(request: web.Request, *, allow_empty: bool = False) -> dict[str, Any]:
@@ -74,6 +76,10 @@ def _positive(name: str, value: Any) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidArgument(f"{name} must be a positive number of seconds")
-    if not math.isfinite(value) or value <= 0:
-        raise InvalidArgument(f"{name} must be a positive number of seconds")
+    # A comparison rather than math.isfinite: it is exact for huge JSON integers
+    # (which do not fit a float) and false for NaN.
+    if not 0 < value <= MAX_TIMEOUT_SECONDS:
+        raise InvalidArgument(
+            f"{name} must be a positive number of seconds, at most {MAX_TIMEOUT_SECONDS}"
+        )
     return float(value)

@@ -13,7 +13,14 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from avtomatika.errors import NotImplementedYet
-from avtomatika.rest import client_api, graph_api, history_api, metrics_api, public_api
+from avtomatika.rest import (
+    client_api,
+    docs_api,
+    graph_api,
+    history_api,
+    metrics_api,
+    public_api,
+)
 
 __all__ = ["ROUTES", "add_routes"]
 
@@ -34,7 +41,8 @@ ROUTES: tuple[tuple[str, str, _Handler], ...] = (
     ("GET", "/_public/metrics", metrics_api.metrics),
     ("POST", "/_public/webhooks/approval/{job_id}", public_api.approval),
     ("POST", "/_public/debug/flush_db", _not_built("the flush endpoint")),
-    ("GET", "/_public/docs", _not_built("interactive docs")),
+    ("GET", "/_public/docs", docs_api.docs),
+    ("GET", "/_public/openapi.json", docs_api.openapi),
     ("GET", "/api/v1/jobs/{job_id}", client_api.get_job),
     ("POST", "/api/v1/jobs/{job_id}/cancel", client_api.cancel_job),
     ("GET", "/api/v1/jobs/{job_id}/history", history_api.job_history),

@@ -61,6 +61,11 @@ class PublicServiceStub:
                 request_serializer=avtomatika_dot_v1_dot_public__service__pb2.GetDocsRequest.SerializeToString,
                 response_deserializer=avtomatika_dot_v1_dot_public__service__pb2.GetDocsResponse.FromString,
                 _registered_method=True)
+        self.GetOpenApi = channel.unary_unary(
+                '/avtomatika.v1.PublicService/GetOpenApi',
+                request_serializer=avtomatika_dot_v1_dot_public__service__pb2.GetOpenApiRequest.SerializeToString,
+                response_deserializer=avtomatika_dot_v1_dot_public__service__pb2.GetOpenApiResponse.FromString,
+                _registered_method=True)
 
 
 class PublicServiceServicer:
@@ -104,6 +109,15 @@ class PublicServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetOpenApi(self, request, context):
+        """GetOpenApi returns the OpenAPI 3.1 document of the REST API, generated
+        from the route table: every route, with one create path per registered
+        blueprint. The docs page is built on it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PublicServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -131,6 +145,11 @@ def add_PublicServiceServicer_to_server(servicer, server):
                     servicer.GetDocs,
                     request_deserializer=avtomatika_dot_v1_dot_public__service__pb2.GetDocsRequest.FromString,
                     response_serializer=avtomatika_dot_v1_dot_public__service__pb2.GetDocsResponse.SerializeToString,
+            ),
+            'GetOpenApi': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOpenApi,
+                    request_deserializer=avtomatika_dot_v1_dot_public__service__pb2.GetOpenApiRequest.FromString,
+                    response_serializer=avtomatika_dot_v1_dot_public__service__pb2.GetOpenApiResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -270,6 +289,33 @@ class PublicService:
             '/avtomatika.v1.PublicService/GetDocs',
             avtomatika_dot_v1_dot_public__service__pb2.GetDocsRequest.SerializeToString,
             avtomatika_dot_v1_dot_public__service__pb2.GetDocsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOpenApi(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/avtomatika.v1.PublicService/GetOpenApi',
+            avtomatika_dot_v1_dot_public__service__pb2.GetOpenApiRequest.SerializeToString,
+            avtomatika_dot_v1_dot_public__service__pb2.GetOpenApiResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,11 @@ class PublicServiceStub:
     """
     GetDocs: _grpc.UnaryUnaryMultiCallable[_public_service_pb2.GetDocsRequest, _public_service_pb2.GetDocsResponse]
     """GetDocs returns the interactive API documentation page."""
+    GetOpenApi: _grpc.UnaryUnaryMultiCallable[_public_service_pb2.GetOpenApiRequest, _public_service_pb2.GetOpenApiResponse]
+    """GetOpenApi returns the OpenAPI 3.1 document of the REST API, generated
+    from the route table: every route, with one create path per registered
+    blueprint. The docs page is built on it.
+    """
 
 @_typing.type_check_only
 class PublicServiceAsyncStub(PublicServiceStub):
@@ -67,6 +72,11 @@ class PublicServiceAsyncStub(PublicServiceStub):
     """
     GetDocs: _aio.UnaryUnaryMultiCallable[_public_service_pb2.GetDocsRequest, _public_service_pb2.GetDocsResponse]  # type: ignore[assignment]
     """GetDocs returns the interactive API documentation page."""
+    GetOpenApi: _aio.UnaryUnaryMultiCallable[_public_service_pb2.GetOpenApiRequest, _public_service_pb2.GetOpenApiResponse]  # type: ignore[assignment]
+    """GetOpenApi returns the OpenAPI 3.1 document of the REST API, generated
+    from the route table: every route, with one create path per registered
+    blueprint. The docs page is built on it.
+    """
 
 class PublicServiceServicer(metaclass=_abc_1.ABCMeta):
     """PublicService is the unauthenticated surface: health, metrics, docs, the
@@ -114,5 +124,16 @@ class PublicServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_public_service_pb2.GetDocsResponse, _abc.Awaitable[_public_service_pb2.GetDocsResponse]]:
         """GetDocs returns the interactive API documentation page."""
+
+    @_abc_1.abstractmethod
+    def GetOpenApi(
+        self,
+        request: _public_service_pb2.GetOpenApiRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_public_service_pb2.GetOpenApiResponse, _abc.Awaitable[_public_service_pb2.GetOpenApiResponse]]:
+        """GetOpenApi returns the OpenAPI 3.1 document of the REST API, generated
+        from the route table: every route, with one create path per registered
+        blueprint. The docs page is built on it.
+        """
 
 def add_PublicServiceServicer_to_server(servicer: PublicServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

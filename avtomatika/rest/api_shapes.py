@@ -1,0 +1,493 @@
+"""The documented JSON shapes of the REST API, as JSON Schema, and what each
+operation takes and answers, for the OpenAPI document (:mod:`openapi`).
+
+Paths are not listed here: they come from the route table and the proto's
+``google.api.http`` annotations. This module adds what neither carries: the
+JSON the REST facade really reads and renders (which for the legacy worker
+API differs from the proto messages), the status codes, and descriptions.
+Operations are keyed by their RPC name in ``proto/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from avtomatika.rest.bodies import MAX_TIMEOUT_SECONDS
+from avtomatika.status import job_status_name
+from avtomatika.v1.job_pb2 import JobStatus
+
+__all__ = ["CREATE_JOB", "OPERATIONS", "PATH_PARAMETERS", "SCHEMAS", "Operation", "Reply"]
+
+Schema = dict[str, Any]
+
+JSON = "application/json"
+
+CREATE_JOB = "CreateJob"
+"""The RPC behind ``POST /api/{api_version}/{endpoint}``, documented once per
+registered blueprint."""
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _status(value: str) -> Schema:
+    return {"type": "object", "required": ["status"], "properties": {"status": {"const": value}}}
+
+
+def _nullable(schema: Schema) -> Schema:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+_STRING: Schema = {"type": "string"}
+_ID: Schema = {"type": "string", "minLength": 1}
+_COUNTS: Schema = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}}
+_SECONDS: Schema = {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_SECONDS}
+_TIMESTAMP: Schema = {"type": "string", "format": "date-time"}
+_JOB_STATUSES = [job_status_name(v) for v in JobStatus.values() if v]
+
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": {
+        "type": "object",
+        "description": "Every error, whatever the status code.",
+        "required": ["error"],
+        "properties": {
+            "error": {"type": "string", "description": "What went wrong."},
+            "code": {"type": "string", "description": "A machine-readable code, when given."},
+        },
+    },
+    "CreateJobBody": {
+        "type": "object",
+        "description": (
+            "A body without an `initial_data` key is taken as the initial data itself "
+            "(the original's legacy form); an empty body is an empty object."
+        ),
+        "properties": {
+            "initial_data": {
+                "type": "object",
+                "description": "Initial data for the job (its handlers' `initial_data`).",
+            },
+            "webhook_url": {
+                "type": "string",
+                "format": "uri",
+                "description": "http(s) URL notified when the job finishes, fails, is "
+                "quarantined or cancelled.",
+            },
+            "dispatch_timeout": {
+                **_SECONDS,
+                "description": "Longest a task may wait in the queue for a worker, in seconds.",
+            },
+            "result_timeout": {
+                **_SECONDS,
+                "description": "Deadline for results, in seconds from the job's creation.",
+            },
+        },
+    },
+    "JobAccepted": {
+        "type": "object",
+        "required": ["status", "job_id"],
+        "properties": {"status": {"const": "accepted"}, "job_id": _ID},
+    },
+    "Job": {
+        "type": "object",
+        "description": "A job as its owner sees it (never a token or request headers).",
+        "required": ["id", "blueprint_name", "status", "current_state", "created_at"],
+        "properties": {
+            "id": _ID,
+            "blueprint_name": _STRING,
+            "status": {"type": "string", "enum": _JOB_STATUSES},
+            "current_state": _STRING,
+            "initial_data": {"type": "object"},
+            "state_history": {"type": "object", "description": "Merged results of its tasks."},
+            "error": _nullable(_STRING),
+            "progress": {"type": "number", "minimum": 0, "maximum": 1},
+            "progress_message": _nullable(_STRING),
+            "retry_count": {"type": "integer", "minimum": 0},
+            "parent_job_id": _nullable(_STRING),
+            "child_job_ids": {"type": "array", "items": _STRING},
+            "created_at": _TIMESTAMP,
+            "updated_at": _TIMESTAMP,
+            "approval_token": {
+                "type": "string",
+                "description": "Only while waiting for a human: the token the approval "
+                "webhook must present when APPROVAL_TOKEN_REQUIRED is set.",
+            },
+        },
+    },
+    "CancelResult": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {
+            "status": {
+                "enum": ["cancellation_request_sent", "cancellation_request_accepted"],
+                "description": "`sent`: pushed in real time to the worker running the task; "
+                "`accepted`: no task was running, or its worker learns it at its next "
+                "heartbeat. Either way the job is `cancelled` at once.",
+            }
+        },
+    },
+    "HistoryEvent": {
+        "type": "object",
+        "required": ["event_id", "job_id", "timestamp", "type"],
+        "properties": {
+            "event_id": _ID,
+            "job_id": _ID,
+            "timestamp": _TIMESTAMP,
+            "type": {"type": "string", "examples": ["job_created", "task_finished"]},
+            "state": _nullable(_STRING),
+            "task_id": _nullable(_STRING),
+            "worker_id": _nullable(_STRING),
+            "duration_ms": _nullable({"type": "integer"}),
+            "message": _nullable(_STRING),
+            "details": _nullable({"type": "object"}),
+        },
+    },
+    "UploadUrl": {
+        "type": "object",
+        "required": ["url", "expires_in", "method"],
+        "properties": {
+            "url": {"type": "string", "description": "A presigned S3 URL."},
+            "expires_in": {"type": "integer", "minimum": 1},
+            "method": {"const": "PUT"},
+        },
+    },
+    "Uploaded": {
+        "type": "object",
+        "required": ["status", "s3_uri"],
+        "properties": {"status": {"const": "uploaded"}, "s3_uri": _STRING},
+    },
+    "Worker": {
+        "type": "object",
+        "description": "A connected worker (never its token).",
+        "required": ["worker_id", "skills", "status", "transport"],
+        "properties": {
+            "worker_id": _ID,
+            "worker_type": _STRING,
+            "skills": {"type": "array", "items": _STRING},
+            "resources": {"type": "object"},
+            "cost_per_skill": {"type": "object", "additionalProperties": {"type": "number"}},
+            "labels": {"type": "object", "additionalProperties": _STRING},
+            "status": {"enum": ["idle", "busy", "draining", "offline", "unspecified"]},
+            "transport": {"enum": ["grpc", "rest", "unspecified"]},
+            "load": {"type": "integer", "minimum": 0},
+            "active_task_ids": {"type": "array", "items": _STRING},
+            "last_seen": _TIMESTAMP,
+        },
+    },
+    "Dashboard": {
+        "type": "object",
+        "properties": {
+            "jobs_by_status": _COUNTS,
+            "queue_depth_by_skill": _COUNTS,
+            "workers_by_status": _COUNTS,
+            "workers_by_transport": _COUNTS,
+            "jobs_finished_last_minute": {"type": "integer", "minimum": 0},
+            "jobs_failed_last_minute": {"type": "integer", "minimum": 0},
+        },
+    },
+    "ApprovalBody": {
+        "type": "object",
+        "required": ["decision"],
+        "properties": {
+            "decision": {
+                "type": "string",
+                "minLength": 1,
+                "description": "One of the transitions the waiting state offers.",
+            },
+            "token": {
+                "type": "string",
+                "description": "The wait's approval token (or the X-Approval-Token header); "
+                "required only with APPROVAL_TOKEN_REQUIRED.",
+            },
+        },
+    },
+    "ApprovalReceived": {
+        "type": "object",
+        "required": ["status", "job_id"],
+        "properties": {"status": {"const": "approval_received"}, "job_id": _ID},
+    },
+    "WorkerRegistration": {
+        "type": "object",
+        "description": "What the legacy worker SDK sends (avtomatika-worker 1.0b7).",
+        "required": ["worker_id"],
+        "properties": {
+            "worker_id": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"},
+            "worker_type": _STRING,
+            "supported_skills": {"type": "array", "items": _STRING},
+            "supported_tasks": {
+                "type": "array",
+                "items": _STRING,
+                "description": "What SDKs before 1.0b7 send instead of supported_skills.",
+            },
+            "resources": {"type": "object"},
+            "installed_software": {"type": "object"},
+            "installed_models": {"type": "array", "items": {"type": "object"}},
+            "capabilities": {"type": "object"},
+        },
+    },
+    "Registered": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {
+            "status": {"const": "registered"},
+            "version": _STRING,
+            "warning": _nullable(_STRING),
+        },
+    },
+    "WorkerHeartbeat": {
+        "type": "object",
+        "description": "An empty body is a TTL ping.",
+        "properties": {
+            "worker_id": _STRING,
+            "status": _STRING,
+            "load": {"type": "number"},
+            "current_tasks": _nullable({"type": "array", "items": _STRING}),
+            "supported_skills": _nullable({"type": "array", "items": _STRING}),
+        },
+    },
+    "HeartbeatReply": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {
+            "status": {"enum": ["ok", "ttl_refreshed"]},
+            "cancel_task_ids": {"type": "array", "items": _STRING},
+        },
+    },
+    "TaskAssignment": {
+        "type": "object",
+        "required": ["job_id", "task_id", "type"],
+        "properties": {
+            "job_id": _ID,
+            "task_id": _ID,
+            "type": {"type": "string", "description": "The skill."},
+            "params": {},
+            "tracing_context": {"type": "object"},
+        },
+    },
+    "WorkerResult": {
+        "type": "object",
+        "required": ["job_id", "task_id"],
+        "properties": {
+            "job_id": _ID,
+            "task_id": _ID,
+            "worker_id": _STRING,
+            "status": {
+                "type": "string",
+                "description": "success, failure, cancelled, or a custom transition name.",
+            },
+            "data": {},
+            "error": _nullable(
+                {
+                    "type": "object",
+                    "properties": {
+                        "code": {
+                            "type": "string",
+                            "examples": [
+                                "TRANSIENT_ERROR",
+                                "PERMANENT_ERROR",
+                                "INVALID_INPUT_ERROR",
+                            ],
+                        },
+                        "message": _STRING,
+                    },
+                }
+            ),
+        },
+    },
+    "ResultReply": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {
+            "status": {"enum": ["accepted", "ignored"]},
+            "transition": _STRING,
+            "reason": {
+                "type": "string",
+                "description": "Why it was ignored: stale, late, cancelled.",
+            },
+            "message": _STRING,
+        },
+    },
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One documented response."""
+
+    description: str
+    schema: Schema | None = None
+    media_type: str = JSON
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Response header name -> description."""
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """What an operation takes and answers, beyond its path.
+
+    Query parameters come from the RPC's request message (grpc-gateway
+    rules: scalar fields not bound by the path); ``query`` adds what the
+    message cannot say. Errors are ``{"error": ...}`` bodies; 401 (and 429
+    under ``/api``) are added for authenticated operations.
+    """
+
+    replies: Mapping[int, Reply]
+    errors: Mapping[int, str] = field(default_factory=dict)
+    body: Schema | None = None
+    body_media_type: str = JSON
+    body_required: bool = True
+    query: Mapping[str, Schema] = field(default_factory=dict)
+    required_query: frozenset[str] = frozenset()
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Optional request header name -> description."""
+    holds: bool = False
+    """The request is held open (long-poll, event stream)."""
+
+
+PATH_PARAMETERS: dict[str, str] = {
+    "job_id": "The job's id, as returned when it was created.",
+    "filename": "A file name under the job's folder (no `..`, no absolute path).",
+    "blueprint_name": "A registered blueprint's name.",
+    "worker_id": "The worker's id.",
+}
+
+_ERROR_404_JOB = "No such job, or it belongs to another client."
+_FILES_ERRORS = {
+    400: "Invalid file name or parameter.",
+    404: _ERROR_404_JOB,
+    501: "File storage is not configured (S3_ENDPOINT_URL).",
+}
+
+OPERATIONS: dict[str, Operation] = {
+    "GetStatus": Operation({200: Reply("The service is up.", _status("ok"))}),
+    "GetMetrics": Operation(
+        {
+            200: Reply(
+                "Prometheus text exposition (OpenMetrics when asked for in Accept).",
+                _STRING,
+                "text/plain",
+            )
+        }
+    ),
+    "SubmitApproval": Operation(
+        {200: Reply("The decision was applied.", ref("ApprovalReceived"))},
+        errors={
+            400: "Invalid body, or a decision the waiting state does not offer.",
+            401: "APPROVAL_TOKEN_REQUIRED is set and the token is missing or wrong.",
+            404: "No such job.",
+            409: "The job is not waiting for a human decision.",
+        },
+        body=ref("ApprovalBody"),
+        headers={"X-Approval-Token": "The wait's approval token (or the body's `token`)."},
+    ),
+    "FlushDb": Operation(
+        {200: Reply("Everything was erased.", _status("db_flushed"))},
+        errors={404: "Not enabled (DEBUG_FLUSH_ENABLED is false): the default."},
+    ),
+    "GetDocs": Operation({200: Reply("The interactive documentation page.", _STRING, "text/html")}),
+    "GetOpenApi": Operation({200: Reply("This document.", {"type": "object"})}),
+    CREATE_JOB: Operation(
+        {
+            202: Reply("The job was created and starts at once.", ref("JobAccepted")),
+        },
+        errors={400: "Invalid body; the message names the field."},
+        body=ref("CreateJobBody"),
+        body_required=False,
+    ),
+    "GetJob": Operation(
+        {200: Reply("The job.", ref("Job"))},
+        errors={400: "Invalid `wait`.", 404: _ERROR_404_JOB},
+        query={
+            "wait": {
+                "type": "number",
+                "minimum": 0,
+                "description": "Hold the request up to this many seconds until the job "
+                "changes (capped at JOB_WAIT_MAX_SECONDS; at once if it is terminal).",
+            }
+        },
+    ),
+    "StreamJobEvents": Operation(
+        {
+            200: Reply(
+                "Server-Sent Events: the job's status, state and progress, once now and "
+                "then at every change, until it ends.",
+                _STRING,
+                "text/event-stream",
+            )
+        },
+        errors={404: _ERROR_404_JOB},
+        holds=True,
+    ),
+    "CancelJob": Operation(
+        {200: Reply("The job is cancelled.", ref("CancelResult"))},
+        errors={404: _ERROR_404_JOB, 409: "The job has already ended."},
+    ),
+    "GetJobHistory": Operation(
+        {
+            200: Reply(
+                "Every lifecycle event of the job, oldest first.",
+                {"type": "array", "items": ref("HistoryEvent")},
+            )
+        },
+        errors={404: _ERROR_404_JOB},
+    ),
+    "GetUploadUrl": Operation(
+        {200: Reply("A presigned S3 PUT URL.", ref("UploadUrl"))},
+        errors=_FILES_ERRORS,
+        query={
+            "filename": {"type": "string", "minLength": 1, "description": "The file's name."},
+            "expires_in": {
+                "type": "integer",
+                "minimum": 1,
+                "default": 3600,
+                "description": "Validity of the URL in seconds.",
+            },
+        },
+        required_query=frozenset({"filename"}),
+    ),
+    "UploadFile": Operation(
+        {200: Reply("Stored.", ref("Uploaded"))},
+        errors=_FILES_ERRORS,
+        body={"type": "string", "format": "binary"},
+        body_media_type="application/octet-stream",
+    ),
+    "DownloadFile": Operation(
+        {302: Reply("Redirect to a fresh presigned S3 GET URL.", headers={"Location": "The URL."})},
+        errors={**_FILES_ERRORS, 404: "No such job or file."},
+    ),
+    "GetBlueprintGraph": Operation(
+        {200: Reply("The state machine as Graphviz DOT.", _STRING, "text/vnd.graphviz")},
+        errors={404: "No such blueprint."},
+    ),
+    "ListWorkers": Operation(
+        {200: Reply("The connected workers.", {"type": "array", "items": ref("Worker")})}
+    ),
+    "GetDashboard": Operation({200: Reply("Aggregate statistics.", ref("Dashboard"))}),
+    "RegisterWorker": Operation(
+        {200: Reply("Registered.", ref("Registered"))},
+        errors={400: "Invalid body or worker id."},
+        body=ref("WorkerRegistration"),
+    ),
+    "Heartbeat": Operation(
+        {200: Reply("Liveness refreshed; tasks to cancel, if any.", ref("HeartbeatReply"))},
+        errors={400: "Invalid body.", 404: "An empty ping from an unknown worker."},
+        body=ref("WorkerHeartbeat"),
+        body_required=False,
+    ),
+    "NextTask": Operation(
+        {
+            200: Reply("A task for the worker.", ref("TaskAssignment")),
+            204: Reply("No task arrived within WORKER_POLL_TIMEOUT_SECONDS."),
+        },
+        errors={404: "Unknown worker."},
+        holds=True,
+    ),
+    "SubmitResult": Operation(
+        {200: Reply("Accepted, or ignored with a reason.", ref("ResultReply"))},
+        errors={400: "Invalid body."},
+        body=ref("WorkerResult"),
+    ),
+}
