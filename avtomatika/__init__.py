@@ -17,6 +17,7 @@ from avtomatika.context import ClientInfo, JobContext
 from avtomatika.data_stores import AsyncDictStore
 from avtomatika.errors import AvtomatikaError
 from avtomatika.storage import MemoryStorage, Storage
+from avtomatika.task_files import TaskFiles
 
 __all__ = [
     "ActionFactory",
@@ -31,4 +32,5 @@ __all__ = [
     "Settings",
     "StateMachineBlueprint",
     "Storage",
+    "TaskFiles",
 ]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from avtomatika.actions import ActionFactory
+from avtomatika.task_files import TaskFiles
 
 __all__ = ["ClientInfo", "DataStores", "JobContext"]
 
@@ -66,4 +67,4 @@ class JobContext:
     tracing_context: dict[str, str] = field(default_factory=dict)
     aggregation_results: dict[str, Any] | None = None
     webhook_url: str | None = None
-    task_files: Any = None
+    task_files: TaskFiles | None = None

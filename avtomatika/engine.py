@@ -37,6 +37,7 @@ from avtomatika.signals import Signal
 from avtomatika.status import TERMINAL, job_status_name
 from avtomatika.storage.base import CommitOutcome, Expiry, Lease, Storage
 from avtomatika.storage.memory import MemoryStorage
+from avtomatika.task_files import TaskFilesFactory
 from avtomatika.tasks import new_id
 from avtomatika.v1.job_pb2 import Job, JobStatus
 from avtomatika.v1.task_pb2 import Task, TaskResult, TaskState
@@ -74,7 +75,15 @@ class ResultVerdict:
 class Engine:
     """Runs jobs of registered blueprints on a storage backend."""
 
-    def __init__(self, storage: Storage | None = None, config: Settings | None = None) -> None:
+    def __init__(
+        self,
+        storage: Storage | None = None,
+        config: Settings | None = None,
+        *,
+        task_files: TaskFilesFactory | None = None,
+    ) -> None:
+        """``task_files`` gives handlers the files of their job (see
+        :mod:`avtomatika.task_files`); without it they get ``None``."""
         self.storage: Storage = storage if storage is not None else MemoryStorage()
         self.config = config if config is not None else Settings()
         self.workers = WorkerRegistry()
@@ -87,7 +96,12 @@ class Engine:
         self._clients: dict[str, ClientInfo] = {BACKGROUND_CLIENT.id: BACKGROUND_CLIENT}
         self._policy = Policy.of(self.config)
         self._steps = StepRunner(
-            self.storage, self._blueprints.get, self.client, self.config, self._commit
+            self.storage,
+            self._blueprints.get,
+            self.client,
+            self.config,
+            self._commit,
+            task_files,
         )
         self._loops: list[asyncio.Task[None]] = []
 

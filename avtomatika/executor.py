@@ -37,6 +37,7 @@ from avtomatika.payload import from_payload, to_payload
 from avtomatika.results import Policy, enter_state
 from avtomatika.status import RUNNABLE
 from avtomatika.storage.base import CommitOutcome, Storage
+from avtomatika.task_files import TaskFilesFactory
 from avtomatika.tasks import first_attempt, new_id
 from avtomatika.v1.job_pb2 import Job, JobStatus
 from avtomatika.v1.task_pb2 import Task
@@ -69,12 +70,14 @@ class StepRunner:
         clients: Callable[[str], ClientInfo],
         settings: Settings,
         commit: Commit,
+        task_files: TaskFilesFactory | None = None,
     ) -> None:
         self._storage = storage
         self._blueprints = blueprints
         self._clients = clients
         self._settings = settings
         self._commit = commit
+        self._task_files = task_files
 
     async def run(self, job_id: str) -> None:
         """Run the current state's handler of ``job_id`` and commit its decision."""
@@ -129,6 +132,7 @@ class StepRunner:
                 else None
             ),
             webhook_url=job.webhook_url or None,
+            task_files=self._task_files(job.id) if self._task_files else None,
         )
         areas = {"initial_data": context.initial_data, "state_history": context.state_history}
         handler = spec.select(areas)

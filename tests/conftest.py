@@ -12,6 +12,7 @@ import pytest
 
 from avtomatika import OrchestratorEngine, Settings, StateMachineBlueprint
 from tests.postgres import postgres_dsn as postgres_dsn
+from tests.s3_emulator import s3_emulator as s3_emulator
 from tests.support import CLIENT_TOKEN, WORKER_TOKEN
 
 StartOrchestrator = Callable[..., Awaitable[OrchestratorEngine]]
