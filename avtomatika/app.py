@@ -47,6 +47,7 @@ from avtomatika.rest.history_api import HISTORY
 from avtomatika.rest.metrics_api import METRICS
 from avtomatika.rest.rate_limit import LIMITS
 from avtomatika.storage.base import Storage
+from avtomatika.webhooks import WebhookSender
 
 if TYPE_CHECKING:
     from avtomatika.files import S3Files
@@ -98,7 +99,8 @@ class OrchestratorEngine:
         self.app_state: dict[web.AppKey[Any], Any] = {}
         # First in, last out: it records what the other services publish while stopping.
         self.history = HistoryWriter(self.engine.events, self.settings)
-        self.services.append(self.history)
+        self.webhooks = WebhookSender(self.engine.events, self.settings)
+        self.services += [self.history, self.webhooks]
         self.app_state[HISTORY] = self.history
         self.metrics = Metrics(self.engine)
         self.metrics.track_history_drops(lambda: self.history.dropped)

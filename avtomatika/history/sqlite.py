@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Sequence
+from pathlib import Path
 
 import aiosqlite
 
@@ -41,6 +42,12 @@ class SqliteHistory:
     @classmethod
     async def open(cls, path: str) -> SqliteHistory:
         """Open (or create) the database at ``path`` and its table."""
+        if path != ":memory:" and not Path(path).parent.is_dir():
+            # Checked here rather than left to aiosqlite, whose worker thread
+            # outlives a failed connect and may then touch a closed loop.
+            raise Unavailable(
+                f"cannot open the history database {path!r}: {Path(path).parent} is not a directory"
+            )
         try:
             connection = await aiosqlite.connect(path)
         except sqlite3.Error as exc:

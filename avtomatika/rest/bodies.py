@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from avtomatika.errors import InvalidArgument
+from avtomatika.webhooks.addresses import literal_address, non_public_kind
 
 __all__ = ["MAX_TIMEOUT_SECONDS", "CreateJobBody", "read_json_object"]
 
@@ -43,7 +44,10 @@ class CreateJobBody:
     result_timeout: float | None
 
     @classmethod
-    def parse(cls, body: dict[str, Any]) -> CreateJobBody:
+    def parse(cls, body: dict[str, Any], *, allow_private_webhooks: bool = False) -> CreateJobBody:
+        """``allow_private_webhooks`` is ``WEBHOOK_ALLOW_PRIVATE``: without it, a
+        ``webhook_url`` whose host is a literal IP that is not public is refused
+        (host names are checked when the webhook is sent)."""
         if "initial_data" not in body:
             # The original's legacy form: the whole body is the initial data.
             return cls(body, "", None, None)
@@ -54,13 +58,13 @@ class CreateJobBody:
             raise InvalidArgument("initial_data must be a JSON object")
         return cls(
             initial_data=initial,
-            webhook_url=_webhook_url(body.get("webhook_url")),
+            webhook_url=_webhook_url(body.get("webhook_url"), allow_private_webhooks),
             dispatch_timeout=_positive("dispatch_timeout", body.get("dispatch_timeout")),
             result_timeout=_positive("result_timeout", body.get("result_timeout")),
         )
 
 
-def _webhook_url(value: Any) -> str:
+def _webhook_url(value: Any, allow_private: bool) -> str:
     if value is None or value == "":
         return ""
     if not isinstance(value, str):
@@ -68,6 +72,19 @@ def _webhook_url(value: Any) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidArgument("webhook_url must be an http or https URL")
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise InvalidArgument("webhook_url must not contain spaces or control characters")
+    try:
+        parts.port  # noqa: B018 -- parsing it is the check
+    except ValueError:
+        raise InvalidArgument("webhook_url has an invalid port") from None
+    address = literal_address(parts.hostname)
+    kind = non_public_kind(address) if address is not None and not allow_private else None
+    if kind is not None:
+        raise InvalidArgument(
+            f"webhook_url points to {address}, a {kind} address; webhooks go to public "
+            "addresses only (WEBHOOK_ALLOW_PRIVATE=true allows others)"
+        )
     return value
 
 

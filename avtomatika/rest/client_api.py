@@ -16,7 +16,10 @@ async def create_job(request: web.Request) -> web.Response:
     blueprint = engine.blueprint_for_route(
         f"{request.match_info['api_version']}/{request.match_info['endpoint']}"
     )
-    body = CreateJobBody.parse(await read_json_object(request, allow_empty=True))
+    body = CreateJobBody.parse(
+        await read_json_object(request, allow_empty=True),
+        allow_private_webhooks=engine.config.webhook_allow_private,
+    )
     job_id = await engine.create_job(
         blueprint.name,
         body.initial_data,
