@@ -96,6 +96,7 @@ class WebhookSender:
         self._bus = events
         self._settings = settings
         self._session: aiohttp.ClientSession | None = None
+        self._resolver: PublicOnlyResolver | None = None
         self._queue: asyncio.Queue[_Delivery] = asyncio.Queue()
         self._senders: list[asyncio.Task[None]] = []
         self._in_flight: set[_Delivery] = set()
@@ -120,9 +121,10 @@ class WebhookSender:
             return
         # The default resolver for WEBHOOK_ALLOW_PRIVATE; else one that refuses
         # names resolving to internal addresses.
-        resolver = None if self._settings.webhook_allow_private else PublicOnlyResolver()
+        if not self._settings.webhook_allow_private:
+            self._resolver = PublicOnlyResolver()
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(resolver=resolver, limit=_SENDERS),
+            connector=aiohttp.TCPConnector(resolver=self._resolver, limit=_SENDERS),
             timeout=aiohttp.ClientTimeout(total=self._settings.webhook_timeout_seconds),
             headers={"User-Agent": _USER_AGENT},
             trust_env=False,  # no proxy from the environment: it would see past the checks
@@ -141,7 +143,7 @@ class WebhookSender:
         if unsubscribe is not None:
             unsubscribe()
         self._stopping = True
-        abandoned = [delivery for handle, delivery in self._backing_off.values()]
+        abandoned = [delivery for _, delivery in self._backing_off.values()]
         for handle, _ in self._backing_off.values():
             handle.cancel()
         self._backing_off.clear()
@@ -163,6 +165,9 @@ class WebhookSender:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+        resolver, self._resolver = self._resolver, None
+        if resolver is not None:
+            await resolver.close()  # the connector only closes a resolver it made
 
     def _on_event(self, item: JobEvent) -> None:
         job = item.job
