@@ -187,7 +187,7 @@ def _operation(method: str, path: str, rpc: Rpc) -> dict[str, Any]:
         "operationId": rpc.name,
         "tags": [tag],
         "summary": _summary(rpc),
-        "description": rpc.doc,
+        "description": _prose(rpc),
     }
     if parameters:
         operation["parameters"] = parameters
@@ -209,7 +209,7 @@ def _create_operation(rpc: Rpc, blueprint: StateMachineBlueprint, taken: set[str
     operation["tags"] = ["blueprints"]
     operation["summary"] = f"Create a job of blueprint {blueprint.name!r}"
     operation["description"] = (
-        f"{rpc.doc}\n\nThis is `POST /api/{{api_version}}/{{endpoint}}` for blueprint "
+        f"{_prose(rpc)}\n\nThis is `POST /api/{{api_version}}/{{endpoint}}` for blueprint "
         f"`{blueprint.name}`."
     ).strip()
     base = "CreateJob_" + re.sub(r"[^A-Za-z0-9_]", "_", blueprint.name)
@@ -233,11 +233,19 @@ def _access(path: str) -> tuple[str, str | None]:
     return "public", None
 
 
+def _prose(rpc: Rpc) -> str:
+    """The proto comment as text: lines wrapped for the .proto file joined
+    into paragraphs, and "GetJob returns ..." read as "Returns ..."."""
+    paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", rpc.doc) if p.strip()]
+    text = "\n\n".join(paragraphs)
+    if text.startswith(rpc.name + " "):
+        text = text[len(rpc.name) + 1 :]
+        text = text[:1].upper() + text[1:]
+    return text
+
+
 def _summary(rpc: Rpc) -> str:
-    first = re.split(r"\.(?:\s|$)", rpc.doc)[0].replace("\n", " ").strip()
-    if first.startswith(rpc.name + " "):
-        first = first[len(rpc.name) + 1 :]
-    return first[:1].upper() + first[1:] if first else rpc.name
+    return re.split(r"\.(?:\s|$)", _prose(rpc))[0] or rpc.name
 
 
 def _path_parameters(path: str) -> list[dict[str, Any]]:
