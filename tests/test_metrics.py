@@ -3,16 +3,16 @@ own parser, counting what really happened to jobs, tasks and workers."""
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from avtomatika import ActionFactory, StateMachineBlueprint
-from avtomatika.clock import now_ms
 from avtomatika.engine import Engine
 from avtomatika.errors import RateLimited
-from avtomatika.events import E, event
 from avtomatika.metrics import Metrics
 from avtomatika.rest.metrics_api import METRICS, count_rate_limited_middleware, metrics
 from avtomatika.rest.middleware import error_middleware
@@ -93,26 +93,38 @@ async def test_jobs_tasks_and_workers_are_counted(
     assert not {v for _, labels in samples for _, v in labels} & ids, "an id leaked into a label"
 
 
-async def test_webhook_outcomes_are_counted_from_their_events(
+async def test_webhook_deliveries_are_counted_by_outcome(
     start_orchestrator: StartOrchestrator, http_client: HttpClient
 ) -> None:
-    orchestrator = await start_orchestrator([echo_blueprint()])
-    http = http_client(orchestrator)
-    job_id = await create_job(http, "jobs/echo")
-    now = now_ms()
-    orchestrator.engine.events.publish(
-        [
-            event(E.HISTORY_EVENT_TYPE_WEBHOOK_DELIVERED, job_id, now),
-            event(E.HISTORY_EVENT_TYPE_WEBHOOK_FAILED, job_id, now),
-            event(E.HISTORY_EVENT_TYPE_WEBHOOK_FAILED, job_id, now),
-        ]
-    )
+    async def accept(request: web.Request) -> web.Response:
+        return web.json_response({})
 
-    samples = await scrape(http)
+    async def refuse(request: web.Request) -> web.Response:
+        return web.json_response({}, status=400)  # not retried: fails at once
 
-    deliveries = "avtomatika_webhook_deliveries_total"
-    assert value(samples, deliveries, outcome="delivered") == 1
-    assert value(samples, deliveries, outcome="failed") == 2
+    receiver = web.Application()
+    receiver.router.add_post("/ok", accept)
+    receiver.router.add_post("/gone", refuse)
+    server = TestServer(receiver, host="127.0.0.1", port=0)
+    await server.start_server()
+    try:
+        # The receiver is on loopback, which webhooks refuse unless allowed.
+        orchestrator = await start_orchestrator([_instant_blueprint()], webhook_allow_private=True)
+        http = http_client(orchestrator)
+        for path in ("/ok", "/ok", "/gone"):
+            body = {"initial_data": {}, "webhook_url": str(server.make_url(path))}
+            assert (await http.post("/api/v1/jobs/instant", json=body)).status == 202
+
+        deliveries = "avtomatika_webhook_deliveries_total"
+        samples = await scrape(http)
+        while sum(v for (name, _), v in samples.items() if name == deliveries) < 3:
+            await asyncio.sleep(0.01)
+            samples = await scrape(http)
+    finally:
+        await server.close()
+
+    assert value(samples, deliveries, outcome="delivered") == 2
+    assert value(samples, deliveries, outcome="failed") == 1
 
 
 async def test_each_orchestrator_counts_in_its_own_registry(
@@ -165,6 +177,21 @@ def _transcode_blueprint(name: str) -> StateMachineBlueprint:
     @bp.handler_for("start", is_start=True)
     async def start(actions: ActionFactory) -> None:
         actions.dispatch_task("transcode", params={}, transitions={"success": "done"})
+
+    @bp.handler_for("done", is_end=True)
+    async def done() -> None:
+        return None
+
+    return bp
+
+
+def _instant_blueprint() -> StateMachineBlueprint:
+    """start -> done at once, no worker needed."""
+    bp = StateMachineBlueprint("instant", api_endpoint="/jobs/instant", api_version="v1")
+
+    @bp.handler_for("start", is_start=True)
+    async def start(actions: ActionFactory) -> None:
+        actions.transition_to("done")
 
     @bp.handler_for("done", is_end=True)
     async def done() -> None:
