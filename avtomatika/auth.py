@@ -1,15 +1,24 @@
 """Token checks for clients and workers, in constant time.
 
-Clients: the ``CLIENT_TOKEN`` default client (``clients.toml`` arrives with the
-client API issue). Workers: ``GLOBAL_WORKER_TOKEN``.
+Clients: those of ``clients.toml`` (``CLIENTS_CONFIG_PATH``, see
+:mod:`avtomatika.clients`) and the ``CLIENT_TOKEN`` default client, side by
+side. Workers: ``GLOBAL_WORKER_TOKEN``.
+
+Only SHA-256 digests of client tokens are kept. A presented token is hashed
+once and compared with every digest using :func:`hmac.compare_digest`, without
+stopping at a match, so neither which client matched nor how much of a token
+was right shows in the response time.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 
+from avtomatika.clients import ClientConfig, load_clients
 from avtomatika.config import Settings
 from avtomatika.context import ClientInfo
+from avtomatika.errors import ConfigError
 
 __all__ = ["DEFAULT_CLIENT_ID", "Authenticator"]
 
@@ -17,15 +26,33 @@ DEFAULT_CLIENT_ID = "default"
 """The id of the client that authenticates with ``CLIENT_TOKEN``."""
 
 
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
 class Authenticator:
-    """Maps presented tokens to identities."""
+    """Maps presented tokens to identities. Raises
+    :class:`~avtomatika.errors.ConfigError` for an invalid ``clients.toml``."""
 
     def __init__(self, settings: Settings) -> None:
-        self._clients: list[tuple[bytes, ClientInfo]] = []
+        configured: list[ClientConfig] = []
+        if settings.clients_config_path is not None:
+            configured = load_clients(settings.clients_config_path)
         if settings.client_token:
-            self._clients.append(
-                (settings.client_token.encode(), ClientInfo(id=DEFAULT_CLIENT_ID, plan="default"))
+            default = ClientConfig(
+                ClientInfo(id=DEFAULT_CLIENT_ID, plan="default"), settings.client_token
             )
+            for client in configured:
+                if hmac.compare_digest(_digest(client.token), _digest(default.token)):
+                    raise ConfigError(
+                        f"{settings.clients_config_path}: [{client.info.id}]: key 'token' is "
+                        "the same as CLIENT_TOKEN; every client needs its own token"
+                    )
+            configured.append(default)
+        self._clients = [(_digest(c.token), c.info) for c in configured]
+        self._quotas = {
+            c.info.id: c.monthly_attempts for c in configured if c.monthly_attempts is not None
+        }
         self._worker_token = (settings.global_worker_token or "").encode()
 
     @property
@@ -33,13 +60,17 @@ class Authenticator:
         """Every configured client."""
         return [client for _, client in self._clients]
 
+    @property
+    def monthly_quotas(self) -> dict[str, int]:
+        """``monthly_attempts`` by client id, for the clients that have one."""
+        return dict(self._quotas)
+
     def client(self, token: str | None) -> ClientInfo | None:
         """The client owning ``token``, or None."""
         if not token:
             return None
-        presented = token.encode()
+        presented = _digest(token)
         found = None
-        # Compare against every token so timing does not reveal which matched.
         for expected, client in self._clients:
             if hmac.compare_digest(presented, expected):
                 found = client

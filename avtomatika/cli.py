@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--blueprints-dir", type=Path, help="load *.py blueprints (BLUEPRINTS_DIR)")
     run.add_argument("--client-token", help="token of the default client (CLIENT_TOKEN)")
     run.add_argument(
+        "--clients-config-path", type=Path, help="clients.toml to load (CLIENTS_CONFIG_PATH)"
+    )
+    run.add_argument(
         "--global-worker-token", help="token every worker may use (GLOBAL_WORKER_TOKEN)"
     )
     run.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (LOG_LEVEL, default INFO)")
@@ -62,8 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.logging_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if not settings.client_token:
-        log.warning("CLIENT_TOKEN is not set: every /api request will be refused with 401")
+    if not settings.client_token and settings.clients_config_path is None:
+        log.warning(
+            "neither CLIENT_TOKEN nor CLIENTS_CONFIG_PATH is set: every /api request will be "
+            "refused with 401"
+        )
     if not settings.global_worker_token:
         log.warning("GLOBAL_WORKER_TOKEN is not set: no worker can connect")
     try:

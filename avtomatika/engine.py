@@ -11,6 +11,7 @@ one job leave exactly one outcome.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -20,7 +21,13 @@ from avtomatika.blueprint import StateMachineBlueprint
 from avtomatika.clock import now_ms
 from avtomatika.config import Settings
 from avtomatika.context import ClientInfo
-from avtomatika.errors import BlueprintError, Conflict, InvalidArgument, NotFound
+from avtomatika.errors import (
+    BlueprintError,
+    Conflict,
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+)
 from avtomatika.events import E, EventBus, JobEvent, derive_events, event
 from avtomatika.executor import StepRunner
 from avtomatika.payload import from_payload, to_payload
@@ -275,8 +282,10 @@ class Engine:
         except (Conflict, NotFound):
             return False  # it ended (or vanished) on its own
 
-    async def submit_approval(self, job_id: str, decision: str) -> None:
-        """Deliver a human decision to a job waiting for one."""
+    async def submit_approval(self, job_id: str, decision: str, token: str | None = None) -> None:
+        """Deliver a human decision to a job waiting for one. With
+        ``APPROVAL_TOKEN_REQUIRED``, ``token`` must be the wait's
+        ``approval_token`` (:class:`Unauthenticated` otherwise)."""
         for _ in range(_COMMIT_ATTEMPTS):
             job = await self.get_job(job_id)
             if job.status != JobStatus.JOB_STATUS_WAITING_FOR_HUMAN:
@@ -284,6 +293,10 @@ class Engine:
                     f"job {job_id!r} is {job_status_name(job.status)}, "
                     "not waiting for a human decision"
                 )
+            if self.config.approval_token_required and not (
+                token and hmac.compare_digest(token.encode(), job.approval_token.encode())
+            ):
+                raise Unauthenticated("missing or invalid approval token for this job")
             target = job.pending_transitions.get(decision)
             if not target:
                 valid = ", ".join(repr(k) for k in sorted(job.pending_transitions))

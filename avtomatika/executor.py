@@ -14,6 +14,7 @@ backoff up to ``JOB_MAX_RETRIES``, then the job is quarantined.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -241,6 +242,7 @@ class StepRunner:
             job.pending_transitions.update(action.transitions)
             job.approval_integration = action.integration
             job.approval_message = action.message
+            job.approval_token = secrets.token_urlsafe(24)
             return _Plan()
         return self._run_blueprint(job, action, now)
 

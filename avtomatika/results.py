@@ -96,6 +96,7 @@ def enter_state(job: Job, state: str) -> None:
     job.awaited_job_id = ""
     job.approval_integration = ""
     job.approval_message = ""
+    job.approval_token = ""
     job.pending_transitions.clear()
     del job.active_task_ids[:]
 

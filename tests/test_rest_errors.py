@@ -118,7 +118,6 @@ async def test_routes_of_later_features_answer_501_json(
     orchestrator: OrchestratorEngine, http_client: HttpFactory
 ) -> None:
     http = http_client(orchestrator)
-    await error_of(await http.get("/api/v1/dashboard"), 501)
     await error_of(await http.post("/_worker/tasks/result", json={}), 501)
 
 

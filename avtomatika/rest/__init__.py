@@ -6,8 +6,10 @@ from aiohttp import web
 
 from avtomatika.auth import Authenticator
 from avtomatika.engine import Engine
+from avtomatika.rest.follow_api import close_followers
 from avtomatika.rest.metrics_api import count_rate_limited_middleware
 from avtomatika.rest.middleware import client_auth_middleware, error_middleware
+from avtomatika.rest.rate_limit import rate_limit_middleware
 from avtomatika.rest.routes import add_routes
 from avtomatika.rest.state import AUTH, ENGINE
 
@@ -23,10 +25,16 @@ def build_app(engine: Engine, auth: Authenticator) -> web.Application:
     caller's (see :mod:`avtomatika.app`)."""
     app = web.Application(
         # The 429 counter is outermost: it sees errors already rendered.
-        middlewares=[count_rate_limited_middleware, error_middleware, client_auth_middleware],
+        middlewares=[
+            count_rate_limited_middleware,
+            error_middleware,
+            client_auth_middleware,
+            rate_limit_middleware,
+        ],
         client_max_size=_MAX_BODY_BYTES,
     )
     app[ENGINE] = engine
     app[AUTH] = auth
     add_routes(app)
+    app.on_shutdown.append(close_followers)
     return app

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from aiohttp import web
 
 from avtomatika.rest.bodies import CreateJobBody, read_json_object
+from avtomatika.rest.follow_api import get_job_waiting, wait_seconds
+from avtomatika.rest.rate_limit import LIMITS
 from avtomatika.rest.render import job_json, worker_json
 from avtomatika.rest.state import ENGINE, client_of
 
@@ -20,21 +24,29 @@ async def create_job(request: web.Request) -> web.Response:
         await read_json_object(request, allow_empty=True),
         allow_private_webhooks=engine.config.webhook_allow_private,
     )
-    job_id = await engine.create_job(
-        blueprint.name,
-        body.initial_data,
-        client=client_of(request),
-        webhook_url=body.webhook_url,
-        dispatch_timeout=body.dispatch_timeout,
-        result_timeout=body.result_timeout,
-    )
+    client = client_of(request)
+    limits = request.app.get(LIMITS)
+    with limits.job_creation(client.id) if limits else contextlib.nullcontext():
+        job_id = await engine.create_job(
+            blueprint.name,
+            body.initial_data,
+            client=client,
+            webhook_url=body.webhook_url,
+            dispatch_timeout=body.dispatch_timeout,
+            result_timeout=body.result_timeout,
+        )
     return web.json_response({"status": "accepted", "job_id": job_id}, status=202)
 
 
 async def get_job(request: web.Request) -> web.Response:
-    job = await request.app[ENGINE].get_job(
-        request.match_info["job_id"], client_id=client_of(request).id
-    )
+    """The job; with ``?wait=SECONDS``, once it changes (see :mod:`follow_api`)."""
+    wait = wait_seconds(request)
+    if wait is None:
+        job = await request.app[ENGINE].get_job(
+            request.match_info["job_id"], client_id=client_of(request).id
+        )
+    else:
+        job = await get_job_waiting(request, wait)
     return web.json_response(job_json(job))
 
 

@@ -49,7 +49,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 @web.middleware
 async def client_auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path.startswith("/api/"):
-        client = request.app[AUTH].client(request.headers.get("X-Client-Token"))
+        # X-Client-Token is documented; X-Avtomatika-Token is what the
+        # original's client code sent, accepted so those clients keep working.
+        token = request.headers.get("X-Client-Token") or request.headers.get("X-Avtomatika-Token")
+        client = request.app[AUTH].client(token)
         if client is None:
             raise Unauthenticated("missing or invalid X-Client-Token")
         request[CLIENT] = client

@@ -18,10 +18,19 @@ async def status(request: web.Request) -> web.Response:
 async def approval(request: web.Request) -> web.Response:
     """A human decision for a job in ``waiting_for_human``: 400 for a
     decision the blueprint does not offer, 409 if the job is not waiting for
-    one (a job waiting for a worker cannot be pushed along from here)."""
+    one (a job waiting for a worker cannot be pushed along from here).
+
+    With ``APPROVAL_TOKEN_REQUIRED=true`` the call must also carry the
+    approval token of the wait (shown to the job's owner in its JSON), in the
+    ``X-Approval-Token`` header or the body's ``token`` field; 401 otherwise.
+    """
     job_id = request.match_info["job_id"]
-    decision = (await read_json_object(request)).get("decision")
+    body = await read_json_object(request)
+    decision = body.get("decision")
     if not isinstance(decision, str) or not decision:
         raise InvalidArgument("decision must be a non-empty string")
-    await request.app[ENGINE].submit_approval(job_id, decision)
+    token = request.headers.get("X-Approval-Token", body.get("token"))
+    if token is not None and not isinstance(token, str):
+        raise InvalidArgument("token must be a string")
+    await request.app[ENGINE].submit_approval(job_id, decision, token)
     return web.json_response({"status": "approval_received", "job_id": job_id})

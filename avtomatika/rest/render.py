@@ -7,15 +7,16 @@ from typing import Any
 from avtomatika.clock import iso_from_ms
 from avtomatika.payload import from_payload
 from avtomatika.status import job_status_name
-from avtomatika.v1.job_pb2 import Job
+from avtomatika.v1.job_pb2 import Job, JobStatus
 from avtomatika.v1.worker_pb2 import WorkerInfo, WorkerStatus, WorkerTransport
 
 __all__ = ["job_json", "worker_json"]
 
 
 def job_json(job: Job) -> dict[str, Any]:
-    """A job as clients see it: never its owner's token or request headers."""
-    return {
+    """A job as its owner sees it: never a client token or request headers;
+    the approval token only while the job waits for that approval."""
+    rendered = {
         "id": job.id,
         "blueprint_name": job.blueprint_name,
         "status": job_status_name(job.status),
@@ -31,6 +32,9 @@ def job_json(job: Job) -> dict[str, Any]:
         "created_at": iso_from_ms(job.created_at_ms),
         "updated_at": iso_from_ms(job.updated_at_ms),
     }
+    if job.status == JobStatus.JOB_STATUS_WAITING_FOR_HUMAN:
+        rendered["approval_token"] = job.approval_token
+    return rendered
 
 
 def worker_json(info: WorkerInfo) -> dict[str, Any]:

@@ -183,6 +183,7 @@ class Job(_message.Message):
     APPROVAL_MESSAGE_FIELD_NUMBER: _builtins.int
     TRACING_CONTEXT_FIELD_NUMBER: _builtins.int
     STATE_ENTERED_AT_MS_FIELD_NUMBER: _builtins.int
+    APPROVAL_TOKEN_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id, assigned at creation."""
     blueprint_name: _builtins.str
@@ -241,6 +242,11 @@ class Job(_message.Message):
     """The message of the approval request."""
     state_entered_at_ms: _builtins.int
     """When the job entered its current state, epoch milliseconds."""
+    approval_token: _builtins.str
+    """While waiting for a human: a secret issued for this wait. Shown to the
+    owning client; with APPROVAL_TOKEN_REQUIRED the approval webhook must
+    present it. Cleared when the job leaves the state.
+    """
     @_builtins.property
     def initial_data(self) -> _payload_pb2.Payload:
         """The client's initial data, a JSON object."""
@@ -309,10 +315,11 @@ class Job(_message.Message):
         approval_message: _builtins.str = ...,
         tracing_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         state_entered_at_ms: _builtins.int = ...,
+        approval_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["initial_data", b"initial_data", "state_history", b"state_history"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_task_ids", b"active_task_ids", "aggregate_into", b"aggregate_into", "approval_integration", b"approval_integration", "approval_message", b"approval_message", "awaited_job_id", b"awaited_job_id", "blueprint_name", b"blueprint_name", "branch_results", b"branch_results", "child_job_ids", b"child_job_ids", "client_id", b"client_id", "created_at_ms", b"created_at_ms", "current_state", b"current_state", "dispatch_timeout_ms", b"dispatch_timeout_ms", "error", b"error", "id", b"id", "initial_data", b"initial_data", "parent_job_id", b"parent_job_id", "pending_transitions", b"pending_transitions", "progress", b"progress", "progress_message", b"progress_message", "result_timeout_ms", b"result_timeout_ms", "retry_count", b"retry_count", "state_entered_at_ms", b"state_entered_at_ms", "state_history", b"state_history", "status", b"status", "tracing_context", b"tracing_context", "transition_count", b"transition_count", "updated_at_ms", b"updated_at_ms", "version", b"version", "webhook_url", b"webhook_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_task_ids", b"active_task_ids", "aggregate_into", b"aggregate_into", "approval_integration", b"approval_integration", "approval_message", b"approval_message", "approval_token", b"approval_token", "awaited_job_id", b"awaited_job_id", "blueprint_name", b"blueprint_name", "branch_results", b"branch_results", "child_job_ids", b"child_job_ids", "client_id", b"client_id", "created_at_ms", b"created_at_ms", "current_state", b"current_state", "dispatch_timeout_ms", b"dispatch_timeout_ms", "error", b"error", "id", b"id", "initial_data", b"initial_data", "parent_job_id", b"parent_job_id", "pending_transitions", b"pending_transitions", "progress", b"progress", "progress_message", b"progress_message", "result_timeout_ms", b"result_timeout_ms", "retry_count", b"retry_count", "state_entered_at_ms", b"state_entered_at_ms", "state_history", b"state_history", "status", b"status", "tracing_context", b"tracing_context", "transition_count", b"transition_count", "updated_at_ms", b"updated_at_ms", "version", b"version", "webhook_url", b"webhook_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -30,7 +30,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61vtomatika/v1/job_service.proto\x12\ravtomatika.v1\x1a\x1b\x61vtomatika/v1/history.proto\x1a\x17\x61vtomatika/v1/job.proto\x1a\x1b\x61vtomatika/v1/payload.proto\x1a\x1a\x61vtomatika/v1/worker.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\"\xae\x01\n\x10\x43reateJobRequest\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12,\n\x0cinitial_data\x18\x03 \x01(\x0b\x32\x16.avtomatika.v1.Payload\x12\x13\n\x0bwebhook_url\x18\x04 \x01(\t\x12\x18\n\x10\x64ispatch_timeout\x18\x05 \x01(\x01\x12\x16\n\x0eresult_timeout\x18\x06 \x01(\x01\"3\n\x11\x43reateJobResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"1\n\x0eGetJobResponse\x12\x1f\n\x03job\x18\x01 \x01(\x0b\x32\x12.avtomatika.v1.Job\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"#\n\x11\x43\x61ncelJobResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\"&\n\x14GetJobHistoryRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"D\n\x15GetJobHistoryResponse\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.avtomatika.v1.HistoryEvent\"K\n\x13GetUploadUrlRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\r\"G\n\x14GetUploadUrlResponse\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x12\n\nexpires_in\x18\x02 \x01(\r\x12\x0e\n\x06method\x18\x03 \x01(\t\"\\\n\x11UploadFileRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12%\n\x07\x63ontent\x18\x03 \x01(\x0b\x32\x14.google.api.HttpBody\"4\n\x12UploadFileResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0e\n\x06s3_uri\x18\x02 \x01(\t\"7\n\x13\x44ownloadFileRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\"#\n\x14\x44ownloadFileResponse\x12\x0b\n\x03url\x18\x01 \x01(\t\"2\n\x18GetBlueprintGraphRequest\x12\x16\n\x0e\x62lueprint_name\x18\x01 \x01(\t\"?\n\x19GetBlueprintGraphResponse\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\"\x14\n\x12ListWorkersRequest\"A\n\x13ListWorkersResponse\x12*\n\x07workers\x18\x01 \x03(\x0b\x32\x19.avtomatika.v1.WorkerInfo\"\x15\n\x13GetDashboardRequest\"\x95\x05\n\x14GetDashboardResponse\x12M\n\x0ejobs_by_status\x18\x01 \x03(\x0b\x32\x35.avtomatika.v1.GetDashboardResponse.JobsByStatusEntry\x12X\n\x14queue_depth_by_skill\x18\x02 \x03(\x0b\x32:.avtomatika.v1.GetDashboardResponse.QueueDepthBySkillEntry\x12S\n\x11workers_by_status\x18\x03 \x03(\x0b\x32\x38.avtomatika.v1.GetDashboardResponse.WorkersByStatusEntry\x12Y\n\x14workers_by_transport\x18\x04 \x03(\x0b\x32;.avtomatika.v1.GetDashboardResponse.WorkersByTransportEntry\x12!\n\x19jobs_finished_last_minute\x18\x05 \x01(\x04\x12\x1f\n\x17jobs_failed_last_minute\x18\x06 \x01(\x04\x1a\x33\n\x11JobsByStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a\x38\n\x16QueueDepthBySkillEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a\x36\n\x14WorkersByStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a\x39\n\x17WorkersByTransportEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x32\x9c\n\n\nJobService\x12{\n\tCreateJob\x12\x1f.avtomatika.v1.CreateJobRequest\x1a .avtomatika.v1.CreateJobResponse\"+\x82\xd3\xe4\x93\x02%\" /api/{api_version}/{endpoint=**}:\x01*\x12\x64\n\x06GetJob\x12\x1c.avtomatika.v1.GetJobRequest\x1a\x1d.avtomatika.v1.GetJobResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/api/v1/jobs/{job_id}\x12t\n\tCancelJob\x12\x1f.avtomatika.v1.CancelJobRequest\x1a .avtomatika.v1.CancelJobResponse\"$\x82\xd3\xe4\x93\x02\x1e\"\x1c/api/v1/jobs/{job_id}/cancel\x12\x81\x01\n\rGetJobHistory\x12#.avtomatika.v1.GetJobHistoryRequest\x1a$.avtomatika.v1.GetJobHistoryResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/v1/jobs/{job_id}/history\x12\x83\x01\n\x0cGetUploadUrl\x12\".avtomatika.v1.GetUploadUrlRequest\x1a#.avtomatika.v1.GetUploadUrlResponse\"*\x82\xd3\xe4\x93\x02$\x12\"/api/v1/jobs/{job_id}/files/upload\x12\x92\x01\n\nUploadFile\x12 .avtomatika.v1.UploadFileRequest\x1a!.avtomatika.v1.UploadFileResponse\"?\x82\xd3\xe4\x93\x02\x39\x1a./api/v1/jobs/{job_id}/files/content/{filename}:\x07\x63ontent\x12\x90\x01\n\x0c\x44ownloadFile\x12\".avtomatika.v1.DownloadFileRequest\x1a#.avtomatika.v1.DownloadFileResponse\"7\x82\xd3\xe4\x93\x02\x31\x12//api/v1/jobs/{job_id}/files/download/{filename}\x12\x9f\x01\n\x11GetBlueprintGraph\x12\'.avtomatika.v1.GetBlueprintGraphRequest\x1a(.avtomatika.v1.GetBlueprintGraphResponse\"7\x82\xd3\xe4\x93\x02\x31\x12)/api/v1/blueprints/{blueprint_name}/graphb\x04\x62ody\x12m\n\x0bListWorkers\x12!.avtomatika.v1.ListWorkersRequest\x1a\".avtomatika.v1.ListWorkersResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/api/v1/workers\x12r\n\x0cGetDashboard\x12\".avtomatika.v1.GetDashboardRequest\x1a#.avtomatika.v1.GetDashboardResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/api/v1/dashboardb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61vtomatika/v1/job_service.proto\x12\ravtomatika.v1\x1a\x1b\x61vtomatika/v1/history.proto\x1a\x17\x61vtomatika/v1/job.proto\x1a\x1b\x61vtomatika/v1/payload.proto\x1a\x1a\x61vtomatika/v1/worker.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\"\xae\x01\n\x10\x43reateJobRequest\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12,\n\x0cinitial_data\x18\x03 \x01(\x0b\x32\x16.avtomatika.v1.Payload\x12\x13\n\x0bwebhook_url\x18\x04 \x01(\t\x12\x18\n\x10\x64ispatch_timeout\x18\x05 \x01(\x01\x12\x16\n\x0eresult_timeout\x18\x06 \x01(\x01\"3\n\x11\x43reateJobResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"-\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04wait\x18\x02 \x01(\x01\"1\n\x0eGetJobResponse\x12\x1f\n\x03job\x18\x01 \x01(\x0b\x32\x12.avtomatika.v1.Job\"(\n\x16StreamJobEventsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xbc\x01\n\x17StreamJobEventsResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.avtomatika.v1.JobStatus\x12\x15\n\rcurrent_state\x18\x03 \x01(\t\x12\x10\n\x08progress\x18\x04 \x01(\x01\x12\x18\n\x10progress_message\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x15\n\rupdated_at_ms\x18\x07 \x01(\x03\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"#\n\x11\x43\x61ncelJobResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\"&\n\x14GetJobHistoryRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"D\n\x15GetJobHistoryResponse\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.avtomatika.v1.HistoryEvent\"K\n\x13GetUploadUrlRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\r\"G\n\x14GetUploadUrlResponse\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x12\n\nexpires_in\x18\x02 \x01(\r\x12\x0e\n\x06method\x18\x03 \x01(\t\"\\\n\x11UploadFileRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12%\n\x07\x63ontent\x18\x03 \x01(\x0b\x32\x14.google.api.HttpBody\"4\n\x12UploadFileResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0e\n\x06s3_uri\x18\x02 \x01(\t\"7\n\x13\x44ownloadFileRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\"#\n\x14\x44ownloadFileResponse\x12\x0b\n\x03url\x18\x01 \x01(\t\"2\n\x18GetBlueprintGraphRequest\x12\x16\n\x0e\x62lueprint_name\x18\x01 \x01(\t\"?\n\x19GetBlueprintGraphResponse\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\"\x14\n\x12ListWorkersRequest\"A\n\x13ListWorkersResponse\x12*\n\x07workers\x18\x01 \x03(\x0b\x32\x19.avtomatika.v1.WorkerInfo\"\x15\n\x13GetDashboardRequest\"\x95\x05\n\x14GetDashboardResponse\x12M\n\x0ejobs_by_status\x18\x01 \x03(\x0b\x32\x35.avtomatika.v1.GetDashboardResponse.JobsByStatusEntry\x12X\n\x14queue_depth_by_skill\x18\x02 \x03(\x0b\x32:.avtomatika.v1.GetDashboardResponse.QueueDepthBySkillEntry\x12S\n\x11workers_by_status\x18\x03 \x03(\x0b\x32\x38.avtomatika.v1.GetDashboardResponse.WorkersByStatusEntry\x12Y\n\x14workers_by_transport\x18\x04 \x03(\x0b\x32;.avtomatika.v1.GetDashboardResponse.WorkersByTransportEntry\x12!\n\x19jobs_finished_last_minute\x18\x05 \x01(\x04\x12\x1f\n\x17jobs_failed_last_minute\x18\x06 \x01(\x04\x1a\x33\n\x11JobsByStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a\x38\n\x16QueueDepthBySkillEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a\x36\n\x14WorkersByStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a\x39\n\x17WorkersByTransportEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x32\xa7\x0b\n\nJobService\x12{\n\tCreateJob\x12\x1f.avtomatika.v1.CreateJobRequest\x1a .avtomatika.v1.CreateJobResponse\"+\x82\xd3\xe4\x93\x02%\" /api/{api_version}/{endpoint=**}:\x01*\x12\x64\n\x06GetJob\x12\x1c.avtomatika.v1.GetJobRequest\x1a\x1d.avtomatika.v1.GetJobResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/api/v1/jobs/{job_id}\x12\x88\x01\n\x0fStreamJobEvents\x12%.avtomatika.v1.StreamJobEventsRequest\x1a&.avtomatika.v1.StreamJobEventsResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/api/v1/jobs/{job_id}/events0\x01\x12t\n\tCancelJob\x12\x1f.avtomatika.v1.CancelJobRequest\x1a .avtomatika.v1.CancelJobResponse\"$\x82\xd3\xe4\x93\x02\x1e\"\x1c/api/v1/jobs/{job_id}/cancel\x12\x81\x01\n\rGetJobHistory\x12#.avtomatika.v1.GetJobHistoryRequest\x1a$.avtomatika.v1.GetJobHistoryResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/v1/jobs/{job_id}/history\x12\x83\x01\n\x0cGetUploadUrl\x12\".avtomatika.v1.GetUploadUrlRequest\x1a#.avtomatika.v1.GetUploadUrlResponse\"*\x82\xd3\xe4\x93\x02$\x12\"/api/v1/jobs/{job_id}/files/upload\x12\x92\x01\n\nUploadFile\x12 .avtomatika.v1.UploadFileRequest\x1a!.avtomatika.v1.UploadFileResponse\"?\x82\xd3\xe4\x93\x02\x39\x1a./api/v1/jobs/{job_id}/files/content/{filename}:\x07\x63ontent\x12\x90\x01\n\x0c\x44ownloadFile\x12\".avtomatika.v1.DownloadFileRequest\x1a#.avtomatika.v1.DownloadFileResponse\"7\x82\xd3\xe4\x93\x02\x31\x12//api/v1/jobs/{job_id}/files/download/{filename}\x12\x9f\x01\n\x11GetBlueprintGraph\x12\'.avtomatika.v1.GetBlueprintGraphRequest\x1a(.avtomatika.v1.GetBlueprintGraphResponse\"7\x82\xd3\xe4\x93\x02\x31\x12)/api/v1/blueprints/{blueprint_name}/graphb\x04\x62ody\x12m\n\x0bListWorkers\x12!.avtomatika.v1.ListWorkersRequest\x1a\".avtomatika.v1.ListWorkersResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/api/v1/workers\x12r\n\x0cGetDashboard\x12\".avtomatika.v1.GetDashboardRequest\x1a#.avtomatika.v1.GetDashboardResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/api/v1/dashboardb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,6 +49,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOBSERVICE'].methods_by_name['CreateJob']._serialized_options = b'\202\323\344\223\002%\" /api/{api_version}/{endpoint=**}:\001*'
   _globals['_JOBSERVICE'].methods_by_name['GetJob']._loaded_options = None
   _globals['_JOBSERVICE'].methods_by_name['GetJob']._serialized_options = b'\202\323\344\223\002\027\022\025/api/v1/jobs/{job_id}'
+  _globals['_JOBSERVICE'].methods_by_name['StreamJobEvents']._loaded_options = None
+  _globals['_JOBSERVICE'].methods_by_name['StreamJobEvents']._serialized_options = b'\202\323\344\223\002\036\022\034/api/v1/jobs/{job_id}/events'
   _globals['_JOBSERVICE'].methods_by_name['CancelJob']._loaded_options = None
   _globals['_JOBSERVICE'].methods_by_name['CancelJob']._serialized_options = b'\202\323\344\223\002\036\"\034/api/v1/jobs/{job_id}/cancel'
   _globals['_JOBSERVICE'].methods_by_name['GetJobHistory']._loaded_options = None
@@ -70,49 +72,53 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEJOBRESPONSE']._serialized_start=395
   _globals['_CREATEJOBRESPONSE']._serialized_end=446
   _globals['_GETJOBREQUEST']._serialized_start=448
-  _globals['_GETJOBREQUEST']._serialized_end=479
-  _globals['_GETJOBRESPONSE']._serialized_start=481
-  _globals['_GETJOBRESPONSE']._serialized_end=530
-  _globals['_CANCELJOBREQUEST']._serialized_start=532
-  _globals['_CANCELJOBREQUEST']._serialized_end=566
-  _globals['_CANCELJOBRESPONSE']._serialized_start=568
-  _globals['_CANCELJOBRESPONSE']._serialized_end=603
-  _globals['_GETJOBHISTORYREQUEST']._serialized_start=605
-  _globals['_GETJOBHISTORYREQUEST']._serialized_end=643
-  _globals['_GETJOBHISTORYRESPONSE']._serialized_start=645
-  _globals['_GETJOBHISTORYRESPONSE']._serialized_end=713
-  _globals['_GETUPLOADURLREQUEST']._serialized_start=715
-  _globals['_GETUPLOADURLREQUEST']._serialized_end=790
-  _globals['_GETUPLOADURLRESPONSE']._serialized_start=792
-  _globals['_GETUPLOADURLRESPONSE']._serialized_end=863
-  _globals['_UPLOADFILEREQUEST']._serialized_start=865
-  _globals['_UPLOADFILEREQUEST']._serialized_end=957
-  _globals['_UPLOADFILERESPONSE']._serialized_start=959
-  _globals['_UPLOADFILERESPONSE']._serialized_end=1011
-  _globals['_DOWNLOADFILEREQUEST']._serialized_start=1013
-  _globals['_DOWNLOADFILEREQUEST']._serialized_end=1068
-  _globals['_DOWNLOADFILERESPONSE']._serialized_start=1070
-  _globals['_DOWNLOADFILERESPONSE']._serialized_end=1105
-  _globals['_GETBLUEPRINTGRAPHREQUEST']._serialized_start=1107
-  _globals['_GETBLUEPRINTGRAPHREQUEST']._serialized_end=1157
-  _globals['_GETBLUEPRINTGRAPHRESPONSE']._serialized_start=1159
-  _globals['_GETBLUEPRINTGRAPHRESPONSE']._serialized_end=1222
-  _globals['_LISTWORKERSREQUEST']._serialized_start=1224
-  _globals['_LISTWORKERSREQUEST']._serialized_end=1244
-  _globals['_LISTWORKERSRESPONSE']._serialized_start=1246
-  _globals['_LISTWORKERSRESPONSE']._serialized_end=1311
-  _globals['_GETDASHBOARDREQUEST']._serialized_start=1313
-  _globals['_GETDASHBOARDREQUEST']._serialized_end=1334
-  _globals['_GETDASHBOARDRESPONSE']._serialized_start=1337
-  _globals['_GETDASHBOARDRESPONSE']._serialized_end=1998
-  _globals['_GETDASHBOARDRESPONSE_JOBSBYSTATUSENTRY']._serialized_start=1774
-  _globals['_GETDASHBOARDRESPONSE_JOBSBYSTATUSENTRY']._serialized_end=1825
-  _globals['_GETDASHBOARDRESPONSE_QUEUEDEPTHBYSKILLENTRY']._serialized_start=1827
-  _globals['_GETDASHBOARDRESPONSE_QUEUEDEPTHBYSKILLENTRY']._serialized_end=1883
-  _globals['_GETDASHBOARDRESPONSE_WORKERSBYSTATUSENTRY']._serialized_start=1885
-  _globals['_GETDASHBOARDRESPONSE_WORKERSBYSTATUSENTRY']._serialized_end=1939
-  _globals['_GETDASHBOARDRESPONSE_WORKERSBYTRANSPORTENTRY']._serialized_start=1941
-  _globals['_GETDASHBOARDRESPONSE_WORKERSBYTRANSPORTENTRY']._serialized_end=1998
-  _globals['_JOBSERVICE']._serialized_start=2001
-  _globals['_JOBSERVICE']._serialized_end=3309
+  _globals['_GETJOBREQUEST']._serialized_end=493
+  _globals['_GETJOBRESPONSE']._serialized_start=495
+  _globals['_GETJOBRESPONSE']._serialized_end=544
+  _globals['_STREAMJOBEVENTSREQUEST']._serialized_start=546
+  _globals['_STREAMJOBEVENTSREQUEST']._serialized_end=586
+  _globals['_STREAMJOBEVENTSRESPONSE']._serialized_start=589
+  _globals['_STREAMJOBEVENTSRESPONSE']._serialized_end=777
+  _globals['_CANCELJOBREQUEST']._serialized_start=779
+  _globals['_CANCELJOBREQUEST']._serialized_end=813
+  _globals['_CANCELJOBRESPONSE']._serialized_start=815
+  _globals['_CANCELJOBRESPONSE']._serialized_end=850
+  _globals['_GETJOBHISTORYREQUEST']._serialized_start=852
+  _globals['_GETJOBHISTORYREQUEST']._serialized_end=890
+  _globals['_GETJOBHISTORYRESPONSE']._serialized_start=892
+  _globals['_GETJOBHISTORYRESPONSE']._serialized_end=960
+  _globals['_GETUPLOADURLREQUEST']._serialized_start=962
+  _globals['_GETUPLOADURLREQUEST']._serialized_end=1037
+  _globals['_GETUPLOADURLRESPONSE']._serialized_start=1039
+  _globals['_GETUPLOADURLRESPONSE']._serialized_end=1110
+  _globals['_UPLOADFILEREQUEST']._serialized_start=1112
+  _globals['_UPLOADFILEREQUEST']._serialized_end=1204
+  _globals['_UPLOADFILERESPONSE']._serialized_start=1206
+  _globals['_UPLOADFILERESPONSE']._serialized_end=1258
+  _globals['_DOWNLOADFILEREQUEST']._serialized_start=1260
+  _globals['_DOWNLOADFILEREQUEST']._serialized_end=1315
+  _globals['_DOWNLOADFILERESPONSE']._serialized_start=1317
+  _globals['_DOWNLOADFILERESPONSE']._serialized_end=1352
+  _globals['_GETBLUEPRINTGRAPHREQUEST']._serialized_start=1354
+  _globals['_GETBLUEPRINTGRAPHREQUEST']._serialized_end=1404
+  _globals['_GETBLUEPRINTGRAPHRESPONSE']._serialized_start=1406
+  _globals['_GETBLUEPRINTGRAPHRESPONSE']._serialized_end=1469
+  _globals['_LISTWORKERSREQUEST']._serialized_start=1471
+  _globals['_LISTWORKERSREQUEST']._serialized_end=1491
+  _globals['_LISTWORKERSRESPONSE']._serialized_start=1493
+  _globals['_LISTWORKERSRESPONSE']._serialized_end=1558
+  _globals['_GETDASHBOARDREQUEST']._serialized_start=1560
+  _globals['_GETDASHBOARDREQUEST']._serialized_end=1581
+  _globals['_GETDASHBOARDRESPONSE']._serialized_start=1584
+  _globals['_GETDASHBOARDRESPONSE']._serialized_end=2245
+  _globals['_GETDASHBOARDRESPONSE_JOBSBYSTATUSENTRY']._serialized_start=2021
+  _globals['_GETDASHBOARDRESPONSE_JOBSBYSTATUSENTRY']._serialized_end=2072
+  _globals['_GETDASHBOARDRESPONSE_QUEUEDEPTHBYSKILLENTRY']._serialized_start=2074
+  _globals['_GETDASHBOARDRESPONSE_QUEUEDEPTHBYSKILLENTRY']._serialized_end=2130
+  _globals['_GETDASHBOARDRESPONSE_WORKERSBYSTATUSENTRY']._serialized_start=2132
+  _globals['_GETDASHBOARDRESPONSE_WORKERSBYSTATUSENTRY']._serialized_end=2186
+  _globals['_GETDASHBOARDRESPONSE_WORKERSBYTRANSPORTENTRY']._serialized_start=2188
+  _globals['_GETDASHBOARDRESPONSE_WORKERSBYTRANSPORTENTRY']._serialized_end=2245
+  _globals['_JOBSERVICE']._serialized_start=2248
+  _globals['_JOBSERVICE']._serialized_end=3695
 # @@protoc_insertion_point(module_scope)

@@ -100,16 +100,23 @@ class GetJobRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_ID_FIELD_NUMBER: _builtins.int
+    WAIT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The job."""
+    wait: _builtins.float
+    """Seconds to hold the request until the job changes (answering at once
+    if it is terminal); capped at JOB_WAIT_MAX_SECONDS. Zero or absent
+    answers at once.
+    """
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
+        wait: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "wait", b"wait"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -138,6 +145,74 @@ class GetJobResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetJobResponse: _TypeAlias = GetJobResponse  # noqa: Y015
+
+@_typing.final
+class StreamJobEventsRequest(_message.Message):
+    """StreamJobEventsRequest names a job to follow."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The job."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamJobEventsRequest: _TypeAlias = StreamJobEventsRequest  # noqa: Y015
+
+@_typing.final
+class StreamJobEventsResponse(_message.Message):
+    """StreamJobEventsResponse is the job after one change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CURRENT_STATE_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    PROGRESS_MESSAGE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_MS_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The job."""
+    status: _job_pb2.JobStatus.ValueType
+    """Lifecycle status."""
+    current_state: _builtins.str
+    """The blueprint state the job is in."""
+    progress: _builtins.float
+    """Progress of the running task, 0.0 to 1.0."""
+    progress_message: _builtins.str
+    """The worker's message accompanying `progress`."""
+    error: _builtins.str
+    """Why the job ended, for FAILED, ERROR or QUARANTINED."""
+    updated_at_ms: _builtins.int
+    """Time of the change, epoch milliseconds."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        status: _job_pb2.JobStatus.ValueType = ...,
+        current_state: _builtins.str = ...,
+        progress: _builtins.float = ...,
+        progress_message: _builtins.str = ...,
+        error: _builtins.str = ...,
+        updated_at_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_state", b"current_state", "error", b"error", "job_id", b"job_id", "progress", b"progress", "progress_message", b"progress_message", "status", b"status", "updated_at_ms", b"updated_at_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamJobEventsResponse: _TypeAlias = StreamJobEventsResponse  # noqa: Y015
 
 @_typing.final
 class CancelJobRequest(_message.Message):

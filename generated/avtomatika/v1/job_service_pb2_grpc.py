@@ -48,6 +48,11 @@ class JobServiceStub:
                 request_serializer=avtomatika_dot_v1_dot_job__service__pb2.GetJobRequest.SerializeToString,
                 response_deserializer=avtomatika_dot_v1_dot_job__service__pb2.GetJobResponse.FromString,
                 _registered_method=True)
+        self.StreamJobEvents = channel.unary_stream(
+                '/avtomatika.v1.JobService/StreamJobEvents',
+                request_serializer=avtomatika_dot_v1_dot_job__service__pb2.StreamJobEventsRequest.SerializeToString,
+                response_deserializer=avtomatika_dot_v1_dot_job__service__pb2.StreamJobEventsResponse.FromString,
+                _registered_method=True)
         self.CancelJob = channel.unary_unary(
                 '/avtomatika.v1.JobService/CancelJob',
                 request_serializer=avtomatika_dot_v1_dot_job__service__pb2.CancelJobRequest.SerializeToString,
@@ -107,6 +112,16 @@ class JobServiceServicer:
 
     def GetJob(self, request, context):
         """GetJob returns a job the caller owns.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamJobEvents(self, request, context):
+        """StreamJobEvents follows a job the caller owns: its current state first,
+        then one message per change of status, state or progress, ending after a
+        terminal status. Over REST it is a Server-Sent Events stream
+        (text/event-stream) whose `data:` lines are these messages as JSON.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -180,6 +195,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.GetJob,
                     request_deserializer=avtomatika_dot_v1_dot_job__service__pb2.GetJobRequest.FromString,
                     response_serializer=avtomatika_dot_v1_dot_job__service__pb2.GetJobResponse.SerializeToString,
+            ),
+            'StreamJobEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamJobEvents,
+                    request_deserializer=avtomatika_dot_v1_dot_job__service__pb2.StreamJobEventsRequest.FromString,
+                    response_serializer=avtomatika_dot_v1_dot_job__service__pb2.StreamJobEventsResponse.SerializeToString,
             ),
             'CancelJob': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelJob,
@@ -280,6 +300,33 @@ class JobService:
             '/avtomatika.v1.JobService/GetJob',
             avtomatika_dot_v1_dot_job__service__pb2.GetJobRequest.SerializeToString,
             avtomatika_dot_v1_dot_job__service__pb2.GetJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamJobEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/avtomatika.v1.JobService/StreamJobEvents',
+            avtomatika_dot_v1_dot_job__service__pb2.StreamJobEventsRequest.SerializeToString,
+            avtomatika_dot_v1_dot_job__service__pb2.StreamJobEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

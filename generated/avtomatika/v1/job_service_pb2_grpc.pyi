@@ -43,6 +43,12 @@ class JobServiceStub:
     """
     GetJob: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.GetJobRequest, _job_service_pb2.GetJobResponse]
     """GetJob returns a job the caller owns."""
+    StreamJobEvents: _grpc.UnaryStreamMultiCallable[_job_service_pb2.StreamJobEventsRequest, _job_service_pb2.StreamJobEventsResponse]
+    """StreamJobEvents follows a job the caller owns: its current state first,
+    then one message per change of status, state or progress, ending after a
+    terminal status. Over REST it is a Server-Sent Events stream
+    (text/event-stream) whose `data:` lines are these messages as JSON.
+    """
     CancelJob: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.CancelJobRequest, _job_service_pb2.CancelJobResponse]
     """CancelJob cancels a job and pushes the cancel to its worker."""
     GetJobHistory: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.GetJobHistoryRequest, _job_service_pb2.GetJobHistoryResponse]
@@ -75,6 +81,12 @@ class JobServiceAsyncStub(JobServiceStub):
     """
     GetJob: _aio.UnaryUnaryMultiCallable[_job_service_pb2.GetJobRequest, _job_service_pb2.GetJobResponse]  # type: ignore[assignment]
     """GetJob returns a job the caller owns."""
+    StreamJobEvents: _aio.UnaryStreamMultiCallable[_job_service_pb2.StreamJobEventsRequest, _job_service_pb2.StreamJobEventsResponse]  # type: ignore[assignment]
+    """StreamJobEvents follows a job the caller owns: its current state first,
+    then one message per change of status, state or progress, ending after a
+    terminal status. Over REST it is a Server-Sent Events stream
+    (text/event-stream) whose `data:` lines are these messages as JSON.
+    """
     CancelJob: _aio.UnaryUnaryMultiCallable[_job_service_pb2.CancelJobRequest, _job_service_pb2.CancelJobResponse]  # type: ignore[assignment]
     """CancelJob cancels a job and pushes the cancel to its worker."""
     GetJobHistory: _aio.UnaryUnaryMultiCallable[_job_service_pb2.GetJobHistoryRequest, _job_service_pb2.GetJobHistoryResponse]  # type: ignore[assignment]
@@ -116,6 +128,18 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.GetJobResponse, _abc.Awaitable[_job_service_pb2.GetJobResponse]]:
         """GetJob returns a job the caller owns."""
+
+    @_abc_1.abstractmethod
+    def StreamJobEvents(
+        self,
+        request: _job_service_pb2.StreamJobEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_job_service_pb2.StreamJobEventsResponse], _abc.AsyncIterator[_job_service_pb2.StreamJobEventsResponse]]:
+        """StreamJobEvents follows a job the caller owns: its current state first,
+        then one message per change of status, state or progress, ending after a
+        terminal status. Over REST it is a Server-Sent Events stream
+        (text/event-stream) whose `data:` lines are these messages as JSON.
+        """
 
     @_abc_1.abstractmethod
     def CancelJob(

@@ -1,0 +1,27 @@
+"""``POST /_public/debug/flush_db``: empty the job store, for development.
+
+Off unless ``DEBUG_FLUSH_ENABLED=true``: until then the route answers 404
+like any unknown path, so a production server does not even reveal it.
+Flushing removes every job, task and queue; followers of a job learn that it
+is gone.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from avtomatika.rest.follow_api import FOLLOWERS
+from avtomatika.rest.state import ENGINE
+
+__all__ = ["flush_db"]
+
+
+async def flush_db(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    if not engine.config.debug_flush_enabled:
+        raise web.HTTPNotFound()  # rendered exactly like an unknown route
+    await engine.storage.flush()
+    followers = request.app.get(FOLLOWERS)
+    if followers is not None:
+        followers.refresh_all()
+    return web.json_response({"status": "db_flushed"})
