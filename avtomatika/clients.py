@@ -10,15 +10,20 @@ their owner, never the token)::
     params = { languages = ["en"] } # optional: handlers see client.params
 
 The file is validated whole at start-up: a TOML syntax error, a missing or
-empty token, a value of the wrong type, a token used twice or a key not listed
-above raises :class:`~avtomatika.errors.ConfigError` naming the file, the key
-and the problem, and the orchestrator does not start. Unknown keys are refused
-rather than passed through as params, so a misspelt ``monthly_attempts`` can
-never silently lift a quota.
+empty token, a value of the wrong type or a token used twice raises
+:class:`~avtomatika.errors.ConfigError` naming the file, the key and the
+problem, and the orchestrator does not start.
+
+Other top-level keys (1.0b13's documentation shows ``languages = [...]``
+beside the token) are taken as params, so existing files keep working and
+handlers finally see those values; ``[name.params]`` wins on a clash. A key
+that looks like a misspelling of a known one (``monthy_attempts``) is refused
+instead, so a typo can never silently lift a quota.
 """
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -76,11 +81,13 @@ def _client(source: str, client_id: str, table: Any) -> ClientConfig:
         )
     if client_id in RESERVED_CLIENT_IDS:
         raise ConfigError(f"{where}: the client id {client_id!r} is reserved; choose another")
-    for key in table:
-        if key not in _KEYS:
+    extras = {key: value for key, value in table.items() if key not in _KEYS}
+    for key in extras:
+        close = difflib.get_close_matches(key, _KEYS, n=1, cutoff=0.8)
+        if close:
             raise ConfigError(
-                f"{where}: unknown key {key!r} (allowed: {', '.join(_KEYS)}); put custom "
-                f"values under [{client_id}.params]"
+                f"{where}: unknown key {key!r}; did you mean {close[0]!r}? (custom values "
+                f"go under [{client_id}.params])"
             )
     token = table.get("token")
     if token is None:
@@ -110,7 +117,8 @@ def _client(source: str, client_id: str, table: Any) -> ClientConfig:
     params = table.get("params", {})
     if not isinstance(params, dict):
         raise ConfigError(f"{where}: key 'params' must be a table, got {_type_name(params)}")
-    return ClientConfig(ClientInfo(id=client_id, plan=plan, params=params), token, quota)
+    merged = {**extras, **params}
+    return ClientConfig(ClientInfo(id=client_id, plan=plan, params=merged), token, quota)
 
 
 def _check_unique_tokens(source: str, clients: Iterable[ClientConfig]) -> None:

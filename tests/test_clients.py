@@ -64,7 +64,7 @@ def test_a_valid_file_defines_each_client_by_its_table_name(tmp_path: Path) -> N
         ('[acme]\ntoken = "a"\nmonthly_attempts = true\n', "'monthly_attempts'", "integer"),
         ('[acme]\ntoken = "a"\nmonthly_attempts = 0\n', "'monthly_attempts'", "at least 1"),
         ('[acme]\ntoken = "a"\nparams = [1]\n', "'params'", "must be a table"),
-        ('[acme]\ntoken = "a"\nmonthy_attempts = 5\n', "'monthy_attempts'", "unknown key"),
+        ('[acme]\ntoken = "a"\nmonthy_attempts = 5\n', "'monthy_attempts'", "did you mean"),
         ('[acme]\ntoken = "a"\n[globex]\ntoken = "a"\n', "'token'", "same as [acme]"),
         ('token = "a"\n', "'token'", "must be a table"),
         ('[default]\ntoken = "a"\n', "default", "reserved"),
@@ -80,6 +80,18 @@ def test_a_bad_file_names_the_file_the_key_and_the_problem(
     assert str(path) in message
     assert key in message
     assert problem in message
+
+
+def test_extra_top_level_keys_of_1_0b13_files_become_params(tmp_path: Path) -> None:
+    # 1.0b13's docs put custom values beside the token; they keep working, and
+    # an explicit [name.params] table wins on a clash.
+    path = clients_file(
+        tmp_path,
+        '[acme]\ntoken = "a"\nlanguages = ["en", "fr"]\ntier = 1\n[acme.params]\ntier = 2\n',
+    )
+    client = Authenticator(Settings(clients_config_path=path)).client("a")
+    assert client is not None
+    assert client.params == {"languages": ["en", "fr"], "tier": 2}
 
 
 def test_a_file_token_equal_to_client_token_is_refused(tmp_path: Path) -> None:
