@@ -198,3 +198,18 @@ def _instant_blueprint() -> StateMachineBlueprint:
         return None
 
     return bp
+
+
+async def test_rate_limited_requests_are_counted(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient
+) -> None:
+    orchestrator = await start_orchestrator(
+        rate_limiting_enabled=True, rate_limit_limit=2, rate_limit_period=3600
+    )
+    http = http_client(orchestrator)
+    statuses = [(await http.get("/api/v1/workers")).status for _ in range(5)]
+
+    assert statuses == [200, 200, 429, 429, 429]
+    samples = await scrape(http)
+    route = "/api/v1/workers"
+    assert value(samples, "avtomatika_rate_limited_requests_total", route=route) == 3
