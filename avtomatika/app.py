@@ -46,6 +46,7 @@ from avtomatika.rest.follow_api import FOLLOWERS
 from avtomatika.rest.history_api import HISTORY
 from avtomatika.rest.metrics_api import METRICS
 from avtomatika.rest.rate_limit import LIMITS
+from avtomatika.rest.render import job_json
 from avtomatika.storage.base import Storage
 from avtomatika.webhooks import WebhookSender
 
@@ -137,6 +138,11 @@ class OrchestratorEngine:
         """Add a blueprint (raises :class:`~avtomatika.errors.BlueprintError`
         if it is invalid or its name or route is taken)."""
         self.engine.register_blueprint(blueprint)
+
+    async def get_job(self, job_id: str) -> dict[str, Any]:
+        """A job as ``GET /api/v1/jobs/{job_id}`` renders it, whoever owns it
+        (in-process access, e.g. to follow a background job)."""
+        return job_json(await self.engine.get_job(job_id))
 
     async def create_background_job(
         self,

@@ -16,6 +16,8 @@ from avtomatika.errors import ConfigError
 
 __all__ = ["Config", "Settings"]
 
+log = logging.getLogger(__name__)
+
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -195,6 +197,37 @@ def _check_port(name: str, value: int, *, allow_zero: bool) -> None:
         raise ConfigError(f"{name} must be between {low} and 65535, got {value}")
 
 
+# 1.0b13 settings with another name here, and those this version does not use.
+_RENAMED_1_0B13 = {"EXECUTOR_MAX_CONCURRENT_JOBS": "executor_concurrency"}
+_UNUSED_1_0B13 = frozenset(
+    {
+        "INSTANCE_ID",
+        "REDIS_HOST",
+        "REDIS_PORT",
+        "REDIS_DB",
+        "REDIS_STREAM_BLOCK_MS",
+        "POSTGRES_DSN",
+        "ENABLE_CLIENT_API",
+        "TLS_ENABLED",
+        "TLS_CERT_PATH",
+        "TLS_KEY_PATH",
+        "TLS_CA_PATH",
+        "TLS_REQUIRE_CLIENT_CERT",
+        "LOG_FORMAT",
+        "WORKER_TIMEOUT_SECONDS",
+        "TASK_FILES_DIR",
+        "WORKER_HEALTH_CHECK_INTERVAL_SECONDS",
+        "WATCHER_INTERVAL_SECONDS",
+        "S3_MAX_CONCURRENCY",
+        "RATE_LIMIT_HEARTBEAT_LIMIT",
+        "RATE_LIMIT_POLL_LIMIT",
+        "WORKERS_CONFIG_PATH",
+        "SCHEDULES_CONFIG_PATH",
+        "TZ",
+    }
+)
+
+
 class Config:
     """The 1.0b13 embedding style: a mutable object with upper-case
     attributes, read from the environment when created::
@@ -206,7 +239,10 @@ class Config:
     Assigning an unknown name raises :class:`AttributeError` (a typo must not
     be ignored); values are validated when the engine is built. A string is
     read as the environment variable of that name would be, as 1.0b13 code
-    assigns them (``config.BLUEPRINTS_DIR = ""`` means none).
+    assigns them (``config.BLUEPRINTS_DIR = ""`` means none). 1.0b13 settings
+    this version does not use (``REDIS_HOST``, ``WATCHER_INTERVAL_SECONDS``,
+    ...) are accepted so existing code runs, and logged as having no effect;
+    ``EXECUTOR_MAX_CONCURRENT_JOBS`` sets ``EXECUTOR_CONCURRENCY``.
     """
 
     def __init__(self) -> None:
@@ -214,22 +250,30 @@ class Config:
         object.__setattr__(
             self, "_values", {f.name: getattr(settings, f.name) for f in fields(Settings)}
         )
+        object.__setattr__(self, "_ignored", {})
 
     def __getattr__(self, name: str) -> Any:
         values: dict[str, Any] = object.__getattribute__(self, "_values")
-        key = name.lower()
+        ignored: dict[str, Any] = object.__getattribute__(self, "_ignored")
+        key = _RENAMED_1_0B13.get(name, name.lower())
         if name.isupper() and key in values:
             return values[key]
+        if name in ignored:
+            return ignored[name]
         raise AttributeError(f"Config has no setting {name!r}")
 
     def __setattr__(self, name: str, value: Any) -> None:
         values: dict[str, Any] = object.__getattribute__(self, "_values")
-        key = name.lower()
-        if not name.isupper() or key not in values:
+        key = _RENAMED_1_0B13.get(name, name.lower())
+        if name.isupper() and key in values:
+            values[key] = value
+        elif name in _UNUSED_1_0B13:
+            log.warning("Config.%s has no effect in this version; ignored", name)
+            object.__getattribute__(self, "_ignored")[name] = value
+        else:
             raise AttributeError(
                 f"Config has no setting {name!r}; known: {', '.join(k.upper() for k in values)}"
             )
-        values[key] = value
 
     def to_settings(self) -> Settings:
         """The validated :class:`Settings` these values make."""

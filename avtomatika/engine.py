@@ -264,6 +264,7 @@ class Engine:
             new.CopyFrom(job)
             new.status = JobStatus.JOB_STATUS_CANCELLED
             new.updated_at_ms = now_ms()
+            new.error = ""  # an earlier retry's error is not why it ended
             withdrawn = list(job.active_task_ids)
             del new.active_task_ids[:]
             outcome = await self._commit(job, new, withdraw=withdrawn)

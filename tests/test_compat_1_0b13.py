@@ -33,7 +33,6 @@ from avtomatika import (
 )
 from avtomatika.errors import ConfigError
 from avtomatika.status import TERMINAL, job_status_name
-from avtomatika.v1.job_pb2 import Job
 from avtomatika.worker import TaskContext, TaskOutcome
 from tests.sdk import Params, serving
 from tests.support import (
@@ -383,11 +382,14 @@ async def embedded(blueprints_dir: Path) -> AsyncIterator[OrchestratorEngine]:
         await engine.stop()
 
 
-async def wait_in_process(engine: OrchestratorEngine, job_id: str) -> Job:
-    """Poll a job from inside the process until it ends."""
+TERMINAL_NAMES = {job_status_name(status) for status in TERMINAL}
+
+
+async def wait_in_process(engine: OrchestratorEngine, job_id: str) -> dict[str, Any]:
+    """Poll a job from inside the process (the public embedding API) until it ends."""
     while True:
-        job = await engine.engine.get_job(job_id)
-        if job.status in TERMINAL:
+        job = await engine.get_job(job_id)
+        if job["status"] in TERMINAL_NAMES:
             return job
         await asyncio.sleep(0.01)
 
@@ -418,14 +420,11 @@ async def test_the_1_0b13_embedding_api_runs_the_quick_start_and_the_directory(
         # A background job: no client, no token.
         job_id = await engine.create_background_job("main_flow", {"raw_text": "abc"})
         background = await wait_in_process(engine, job_id)
-        assert (job_status_name(background.status), background.current_state) == (
-            "finished",
-            "finished",
-        )
-        [child_id] = background.child_job_ids
-        child = await engine.engine.get_job(child_id)
-        assert child.parent_job_id == job_id
-        assert job_status_name(child.status) == "finished"
+        assert (background["status"], background["current_state"]) == ("finished", "finished")
+        [child_id] = background["child_job_ids"]
+        child = await engine.get_job(child_id)
+        assert child["parent_job_id"] == job_id
+        assert child["status"] == "finished"
 
 
 @pytest.mark.parametrize(
@@ -621,3 +620,20 @@ def test_config_values_may_be_strings_as_1_0b13_code_assigns_them() -> None:
     config.API_PORT = "eighty"
     with pytest.raises(ConfigError, match="API_PORT"):
         config.to_settings()
+
+
+def test_config_settings_of_1_0b13_this_version_does_not_use_are_accepted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = Config()
+    config.REDIS_HOST = "redis.internal"  # 1.0b13 embedding code sets these
+    config.WATCHER_INTERVAL_SECONDS = 20
+    config.EXECUTOR_MAX_CONCURRENT_JOBS = 7  # same meaning, another name here
+
+    settings = config.to_settings()
+
+    assert settings.executor_concurrency == 7
+    assert config.REDIS_HOST == "redis.internal"
+    assert "REDIS_HOST has no effect" in caplog.text
+    with pytest.raises(AttributeError, match="CLIENT_TOKN"):
+        config.CLIENT_TOKN = "a typo is never ignored"
