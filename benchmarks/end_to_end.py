@@ -1,144 +1,245 @@
-"""End-to-end throughput and latency with the embedded store.
+"""``make bench``: end-to-end throughput and latency with the embedded store.
 
-The orchestrator runs in this process; SDK workers run in a separate process
-(so the two cores are both used) and connect over gRPC; jobs are created over
-REST by a bounded pool of concurrent clients. A job's latency is
-``updated_at - created_at`` of its final record: from the moment it was
-accepted to the moment its end state committed.
+Everything runs on this machine, each part in its own process so both cores
+are used: the orchestrator (this process), the workers (the Python SDK over
+gRPC, or the public SDK 1.0b7 over the legacy REST API), and C clients that
+create jobs over REST and follow each with ``?wait=``. Reported:
 
-    python -m benchmarks.end_to_end [--jobs 5000] [--clients 64] [--workers 2]
+- jobs/s end to end, and create -> finished latency as the clients see it;
+- dispatch latency: task queued -> picked up by a worker (from the engine's
+  events, exact);
+- cancel delivery: ``POST .../cancel`` -> the cancel reaches the running
+  handler of a gRPC worker (wall clocks of two processes on one host).
+
+A table is printed, then one JSON line with every number.
+
+    python -m benchmarks.end_to_end [--jobs 5000] [--clients 32] [--workers 2]
+        [--transport grpc|rest|both] [--cancels 200]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import secrets
-import statistics
+import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
-from avtomatika import OrchestratorEngine, Settings
-from avtomatika.status import TERMINAL, job_status_name
-from avtomatika.v1.job_pb2 import JobStatus
+from avtomatika import OrchestratorEngine, Settings, StateMachineBlueprint
+from avtomatika.actions import ActionFactory
+from avtomatika.events import E, JobEvent
 from tests.blueprints import echo_blueprint
 
 ROOT = Path(__file__).resolve().parent.parent
-
-WORKER_SCRIPT = """
-import asyncio, os, sys
-from avtomatika.worker import Worker
-
-async def main():
-    workers = []
-    for n in range(int(os.environ["BENCH_WORKERS"])):
-        w = Worker(worker_id=f"bench-{n}", addresses=os.environ["BENCH_GRPC"],
-                   token=os.environ["BENCH_TOKEN"], max_concurrency=64)
-        @w.skill("echo")
-        async def echo(params, task):
-            return {"n": params["n"]}
-        workers.append(w)
-    await asyncio.gather(*(w.run() for w in workers))
-
-asyncio.run(main())
-"""
+LEGACY_VENV = ROOT / ".bench-venv"
+LEGACY_SDK = "avtomatika-worker==1.0b7"
 
 
-def percentile(values: list[float], q: float) -> float:
+def hold_blueprint() -> StateMachineBlueprint:
+    """A task that runs until cancelled, to time cancel delivery."""
+    bp = StateMachineBlueprint("hold", api_endpoint="jobs/hold", api_version="v1")
+
+    @bp.handler_for("start", is_start=True)
+    async def start(actions: ActionFactory) -> None:
+        actions.dispatch_task("hold", params={}, transitions={"success": "done"})
+
+    @bp.handler_for("done", is_end=True)
+    async def done() -> None:
+        return None
+
+    return bp
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def create_jobs(base: str, token: str, jobs: int, clients: int) -> list[str]:
-    ids: list[str] = []
-    counter = iter(range(jobs))
-    connector = aiohttp.TCPConnector(limit=clients)
-    async with aiohttp.ClientSession(
-        base, headers={"X-Client-Token": token}, connector=connector
-    ) as http:
-
-        async def client() -> None:
-            for n in counter:
-                async with http.post("/api/v1/jobs/echo", json={"initial_data": {"n": n}}) as r:
-                    ids.append((await r.json())["job_id"])
-
-        await asyncio.gather(*(client() for _ in range(clients)))
-    return ids
+def legacy_python() -> Path:
+    """The interpreter of a virtualenv with the public SDK 1.0b7 (made once)."""
+    python = LEGACY_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(LEGACY_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", LEGACY_SDK], check=True)
+    return python
 
 
-async def main(jobs: int, clients: int, workers: int, via_rest: bool) -> None:
-    client_token, worker_token = secrets.token_hex(8), secrets.token_hex(8)
-    settings = Settings(
-        api_host="127.0.0.1",
-        api_port=0,
-        grpc_host="127.0.0.1",
-        grpc_port=0,
-        client_token=client_token,
-        global_worker_token=worker_token,
-        log_level="WARNING",
-    )
-    async with OrchestratorEngine(config=settings, blueprints=[echo_blueprint()]) as orchestrator:
-        env = {
-            **os.environ,
-            "BENCH_GRPC": f"127.0.0.1:{orchestrator.grpc_port}",
-            "BENCH_TOKEN": worker_token,
-            "BENCH_WORKERS": str(workers),
-            "PYTHONPATH": str(ROOT),
-        }
-        process = await asyncio.create_subprocess_exec(sys.executable, "-c", WORKER_SCRIPT, env=env)
-        # Polling is fine here: this is the harness, not the system measured.
-        while len(orchestrator.engine.workers.list()) < workers:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
-        storage = orchestrator.engine.storage
-        started = time.perf_counter()
-        if via_rest:
-            ids = await create_jobs(
-                f"http://127.0.0.1:{orchestrator.rest_port}", client_token, jobs, clients
+class Run:
+    """One orchestrator with its workers, measured."""
+
+    def __init__(self, transport: str, workers: int) -> None:
+        self.transport = transport
+        self.worker_count = workers
+        self.client_token = secrets.token_hex(8)
+        self.worker_token = secrets.token_hex(8)
+        self.dispatch_ms: list[float] = []
+        self.picked: dict[str, float] = {}
+        self.processes: list[asyncio.subprocess.Process] = []
+        settings = Settings(
+            api_host="127.0.0.1",
+            api_port=0,
+            grpc_host="127.0.0.1",
+            grpc_port=0,
+            client_token=self.client_token,
+            global_worker_token=self.worker_token,
+            log_level="WARNING",
+            job_wait_max_seconds=30,
+        )
+        self.orchestrator = OrchestratorEngine(
+            config=settings, blueprints=[echo_blueprint(), hold_blueprint()]
+        )
+        self.orchestrator.engine.events.subscribe(self._observe)
+
+    def _observe(self, item: JobEvent) -> None:
+        if item.event.type == E.HISTORY_EVENT_TYPE_TASK_PICKED_UP:
+            self.dispatch_ms.append(float(item.event.duration_ms))
+            self.picked[item.event.job_id] = time.time()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.orchestrator.rest_port}"
+
+    async def start(self) -> None:
+        await self.orchestrator.start()
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        if self.transport == "grpc":
+            command = [
+                sys.executable, "-m", "benchmarks.grpc_workers",
+                f"127.0.0.1:{self.orchestrator.grpc_port}", self.worker_token,
+                str(self.worker_count), "64",
+            ]  # fmt: skip
+            self.processes.append(
+                await asyncio.create_subprocess_exec(
+                    *command, env=env, stdout=asyncio.subprocess.PIPE
+                )
             )
         else:
-            ids = [await orchestrator.create_background_job("echo", {"n": n}) for n in range(jobs)]
-        created = time.perf_counter()
-        while True:
-            counts = await storage.count_jobs()
-            if sum(n for status, n in counts.items() if status in TERMINAL) >= jobs:
-                break
-            await asyncio.sleep(0.01)
-        elapsed = time.perf_counter() - started
-        latencies = []
-        for job_id in ids:
-            job = await storage.get_job(job_id)
-            assert job is not None
-            latencies.append((job.updated_at_ms - job.created_at_ms) / 1000)
-        process.terminate()
-        await process.wait()
-    finished = counts.get(JobStatus.JOB_STATUS_FINISHED, 0)
-    by_status = {job_status_name(JobStatus.ValueType(k)): v for k, v in counts.items()}
-    print(f"jobs: {jobs} ({finished} finished; {by_status})")
-    how = f"over REST with {clients} clients" if via_rest else "in-process (no HTTP)"
-    print(f"creation: {jobs / (created - started):,.0f} jobs/s {how}")
-    print(f"end to end: {jobs / elapsed:,.0f} jobs/s ({elapsed:.2f} s)")
-    print(
-        "latency (accepted -> finished): "
-        f"p50 {percentile(latencies, 0.50) * 1000:.1f} ms, "
-        f"p90 {percentile(latencies, 0.90) * 1000:.1f} ms, "
-        f"p99 {percentile(latencies, 0.99) * 1000:.1f} ms, "
-        f"max {max(latencies) * 1000:.1f} ms, mean {statistics.fmean(latencies) * 1000:.1f} ms"
-    )
+            python = legacy_python()
+            for n in range(self.worker_count):
+                legacy_env = {
+                    **env,
+                    "ORCHESTRATOR_URL": self.url,
+                    "WORKER_TOKEN": self.worker_token,
+                    "WORKER_ID": f"bench-rest-{n}",
+                    "MAX_CONCURRENT_TASKS": "64",
+                    "IDLE_POLL_DELAY": "0",
+                }
+                script = str(ROOT / "benchmarks" / "rest_worker_1_0b7.py")
+                self.processes.append(
+                    await asyncio.create_subprocess_exec(
+                        str(python),
+                        script,
+                        env=legacy_env,
+                        stdout=asyncio.subprocess.DEVNULL,
+                        stderr=asyncio.subprocess.DEVNULL,
+                    )
+                )
+        while len(self.orchestrator.engine.workers.list()) < self.worker_count:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)  # the harness waiting for its workers, not the system
+
+    async def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            await process.wait()
+        await self.orchestrator.stop()
+
+    async def load(self, jobs: int, clients: int) -> dict[str, Any]:
+        """Run the client process; its JSON report."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "benchmarks.load", self.url, self.client_token,
+            "/api/v1/jobs/echo", str(jobs), str(clients),
+            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        output, _ = await process.communicate()
+        report: dict[str, Any] = json.loads(output.decode().strip().splitlines()[-1])
+        return report
+
+    async def cancels(self, count: int) -> list[float]:
+        """Cancel ``count`` running gRPC tasks one by one; delivery delays in ms."""
+        stdout = self.processes[0].stdout
+        assert stdout is not None
+        delays = []
+        headers = {"X-Client-Token": self.client_token}
+        async with aiohttp.ClientSession(self.url, headers=headers) as http:
+            for _ in range(count):
+                async with http.post("/api/v1/jobs/hold", json={"initial_data": {}}) as r:
+                    job_id = (await r.json())["job_id"]
+                while job_id not in self.picked:  # noqa: ASYNC110
+                    await asyncio.sleep(0.001)  # harness: wait until a worker runs it
+                sent = time.time()
+                async with http.post(f"/api/v1/jobs/{job_id}/cancel") as r:
+                    await r.read()
+                line = (await stdout.readline()).decode().split()
+                delays.append((float(line[2]) - sent) * 1000)
+        return delays
+
+
+async def measure(
+    transport: str, jobs: int, clients: int, workers: int, cancels: int
+) -> dict[str, Any]:
+    run = Run(transport, workers)
+    await run.start()
+    try:
+        report = await run.load(jobs, clients)
+        cancel_ms = await run.cancels(cancels) if transport == "grpc" and cancels else []
+    finally:
+        await run.stop()
+    latencies = report["latencies_ms"]
+    dispatch = run.dispatch_ms[:jobs]
+    return {
+        "transport": transport,
+        "jobs": jobs,
+        "clients": clients,
+        "workers": workers,
+        "statuses": report["statuses"],
+        "jobs_per_s": round(jobs / report["seconds"], 1),
+        "latency_p50_ms": round(percentile(latencies, 0.5), 2),
+        "latency_p99_ms": round(percentile(latencies, 0.99), 2),
+        "dispatch_p50_ms": round(percentile(dispatch, 0.5), 2),
+        "dispatch_p99_ms": round(percentile(dispatch, 0.99), 2),
+        "cancel_p50_ms": round(percentile(cancel_ms, 0.5), 2) if cancel_ms else None,
+        "cancel_p99_ms": round(percentile(cancel_ms, 0.99), 2) if cancel_ms else None,
+    }
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    columns = [
+        ("transport", "transport"), ("jobs/s", "jobs_per_s"),
+        ("p50 ms", "latency_p50_ms"), ("p99 ms", "latency_p99_ms"),
+        ("dispatch p50", "dispatch_p50_ms"), ("dispatch p99", "dispatch_p99_ms"),
+        ("cancel p50", "cancel_p50_ms"), ("cancel p99", "cancel_p99_ms"),
+    ]  # fmt: skip
+    print("  ".join(f"{title:>12}" for title, _ in columns))
+    for row in rows:
+        print("  ".join(f"{row[key] if row[key] is not None else '-':>12}" for _, key in columns))
+
+
+async def main(args: argparse.Namespace) -> None:
+    transports = ["grpc", "rest"] if args.transport == "both" else [args.transport]
+    rows = [
+        await measure(t, args.jobs, args.clients, args.workers, args.cancels) for t in transports
+    ]
+    print(f"{args.jobs} jobs, {args.clients} clients following with ?wait=, {args.workers} workers")
+    print_table(rows)
+    print(json.dumps({"benchmark": "end_to_end", "results": rows}))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=5000)
-    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument(
-        "--in-process",
-        action="store_true",
-        help="create jobs with engine.create_background_job instead of over REST",
-    )
-    args = parser.parse_args()
-    asyncio.run(main(args.jobs, args.clients, args.workers, not args.in_process))
+    parser.add_argument("--transport", choices=["grpc", "rest", "both"], default="grpc")
+    parser.add_argument("--cancels", type=int, default=200)
+    asyncio.run(main(parser.parse_args()))

@@ -1,10 +1,12 @@
 """Following a job without polling.
 
 * ``GET /api/v1/jobs/{job_id}?wait=SECONDS`` answers as soon as the job
-  changes (any event about it), at once if it is already terminal, and with
-  its current state when ``SECONDS`` (capped at ``JOB_WAIT_MAX_SECONDS``)
-  pass. A change between two such requests is not replayed: a client that
-  must see every change uses the stream below.
+  changes in a way its JSON shows (status, state, progress), at once if it is
+  already terminal, and with its current state when ``SECONDS`` (capped at
+  ``JOB_WAIT_MAX_SECONDS``) pass. Internal events that leave the JSON as it
+  was (a worker picking the task up) do not end the wait, so a follower costs
+  one request per visible change. A change between two such requests is not
+  replayed: a client that must see every change uses the stream below.
 * ``GET /api/v1/jobs/{job_id}/events`` is a Server-Sent Events stream
   (``text/event-stream``). It opens with the job's current state, then sends
   one event per change: ``event: status`` when the status or state changed,
@@ -20,6 +22,7 @@ Both answer 404 for a job of another client, like every job-scoped endpoint.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from typing import Any
@@ -55,16 +58,33 @@ def wait_seconds(request: web.Request) -> float | None:
 
 
 async def get_job_waiting(request: web.Request, wait: float) -> Job:
-    """The job once it changed, ended or ``wait`` seconds passed."""
+    """The job once it visibly changed, ended or ``wait`` seconds passed."""
     engine = request.app[ENGINE]
     job_id = request.match_info["job_id"]
     client_id = client_of(request).id
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
     with request.app[FOLLOWERS].follow(job_id) as follower:
         job = await engine.get_job(job_id, client_id=client_id)
-        waits = wait > 0 and job.status not in TERMINAL and not follower.closed
-        if waits and await follower.changed(wait):
-            job = await engine.get_job(job_id, client_id=client_id)
+        seen = _visible(job)
+        while job.status not in TERMINAL and not follower.closed:
+            remaining = deadline - loop.time()
+            if remaining <= 0 or not await follower.changed(remaining):
+                break
+            records, stale = follower.take()
+            newest = max(records, key=lambda record: record.version, default=None)
+            if stale or newest is None:
+                job = await engine.get_job(job_id, client_id=client_id)
+            elif newest.version > job.version:
+                job = newest  # the record the event carried: no read needed
+            if _visible(job) != seen:
+                break
     return job
+
+
+def _visible(job: Job) -> tuple[object, ...]:
+    """What of a job its JSON shows changing while it runs."""
+    return (job.status, job.current_state, job.progress, job.progress_message)
 
 
 async def job_events(request: web.Request) -> web.StreamResponse:
