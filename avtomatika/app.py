@@ -47,6 +47,8 @@ from avtomatika.rest.history_api import HISTORY
 from avtomatika.rest.metrics_api import METRICS
 from avtomatika.rest.rate_limit import LIMITS
 from avtomatika.rest.render import job_json
+from avtomatika.rest.worker_api import REST_WORKERS
+from avtomatika.rest_workers import RestWorkers
 from avtomatika.storage.base import Storage
 from avtomatika.webhooks import WebhookSender
 
@@ -114,6 +116,10 @@ class OrchestratorEngine:
         self.app_state[FOLLOWERS] = self.followers
         self.app_state[DASHBOARD] = self.dashboard
         self.app_state[LIMITS] = ClientLimits(self.settings, self.auth.monthly_quotas)
+        # Legacy REST workers: their books and the TTL reaper.
+        self.rest_workers = RestWorkers(self.engine)
+        self.services.append(self.rest_workers)
+        self.app_state[REST_WORKERS] = self.rest_workers
         # Job files (S3): before FileCleanup, which uses them until it stops.
         if files is not None:
             self.services.append(files)

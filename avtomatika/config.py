@@ -41,6 +41,7 @@ class Settings:
     executor_concurrency: int = 32
     worker_heartbeat_interval_seconds: float = 10.0
     worker_poll_timeout_seconds: float = 30.0
+    worker_health_check_interval_seconds: float = 60.0  # REST workers expire after twice this
     shutdown_grace_seconds: float = 5.0
     # Clients: clients.toml, rate limits, quotas.
     clients_config_path: Path | None = None
@@ -98,6 +99,7 @@ class Settings:
         for name in (
             "worker_heartbeat_interval_seconds",
             "worker_poll_timeout_seconds",
+            "worker_health_check_interval_seconds",
             "shutdown_grace_seconds",
             "retry_backoff_base_seconds",
             "retry_backoff_max_seconds",

@@ -114,11 +114,11 @@ async def test_unknown_route_and_wrong_method_are_json(
     assert "GET" in response.headers["Allow"]
 
 
-async def test_routes_of_later_features_answer_501_json(
+async def test_worker_routes_without_a_worker_token_answer_401_json(
     orchestrator: OrchestratorEngine, http_client: HttpFactory
 ) -> None:
-    http = http_client(orchestrator)
-    await error_of(await http.post("/_worker/tasks/result", json={}), 501)
+    http = http_client(orchestrator)  # a client token is not a worker token
+    await error_of(await http.post("/_worker/tasks/result", json={}), 401)
 
 
 async def test_status_endpoint_needs_no_token(

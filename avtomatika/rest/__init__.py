@@ -12,6 +12,7 @@ from avtomatika.rest.middleware import client_auth_middleware, error_middleware
 from avtomatika.rest.rate_limit import rate_limit_middleware
 from avtomatika.rest.routes import add_routes
 from avtomatika.rest.state import AUTH, ENGINE
+from avtomatika.rest.worker_api import add_protocol_header, release_rest_workers
 
 __all__ = ["build_app"]
 
@@ -37,4 +38,6 @@ def build_app(engine: Engine, auth: Authenticator) -> web.Application:
     app[AUTH] = auth
     add_routes(app)
     app.on_shutdown.append(close_followers)
+    app.on_shutdown.append(release_rest_workers)
+    app.on_response_prepare.append(add_protocol_header)
     return app

@@ -265,6 +265,7 @@ SCHEMAS: dict[str, Schema] = {
             "type": {"type": "string", "description": "The skill."},
             "params": {},
             "tracing_context": {"type": "object"},
+            "params_metadata": {"type": "null", "description": "Always null (no file metadata)."},
         },
     },
     "WorkerResult": {
@@ -482,7 +483,7 @@ OPERATIONS: dict[str, Operation] = {
             200: Reply("A task for the worker.", ref("TaskAssignment")),
             204: Reply("No task arrived within WORKER_POLL_TIMEOUT_SECONDS."),
         },
-        errors={404: "Unknown worker."},
+        errors={400: "A malformed worker id.", 404: "Unknown worker."},
         holds=True,
     ),
     "SubmitResult": Operation(

@@ -48,6 +48,7 @@ from avtomatika.rest.api_shapes import (
     ref,
 )
 from avtomatika.rest.state import ENGINE
+from avtomatika.rest.worker_ws import WEBSOCKET_PATHS
 
 __all__ = ["HOLDS", "Rpc", "annotated_rpcs", "openapi_document", "template"]
 
@@ -72,7 +73,10 @@ _TAGS = [
     {
         "name": "worker",
         "description": "The legacy REST worker API (new workers use the gRPC stream). "
-        "Requires X-Worker-Token.",
+        "Requires X-Worker-Token. Not listed here, as OpenAPI cannot describe it: the "
+        "WebSocket `GET /_worker/ws/{worker_id}` (or `/_worker/ws`), which carries "
+        '`{"command": "cancel_task", "task_id", "job_id"}` down and '
+        '`{"event": "progress_update", "task_id", "job_id", "progress", "message"}` up.',
     },
 ]
 _QUERY_TYPES: dict[int, Schema] = {
@@ -166,11 +170,14 @@ def openapi_document(app: web.Application) -> dict[str, Any]:
 
 
 def _served(app: web.Application) -> Iterator[tuple[str, str, str]]:
-    """(method, path template, handler name) of every route, in table order."""
+    """(method, path template, handler name) of every route but the
+    WebSockets, in table order."""
     for route in app.router.routes():
         if route.method in ("HEAD", "*") or route.resource is None:
             continue
-        yield route.method, template(route.resource.canonical), route.handler.__name__
+        path = template(route.resource.canonical)
+        if path not in WEBSOCKET_PATHS:
+            yield route.method, path, route.handler.__name__
 
 
 def _operation(method: str, path: str, rpc: Rpc) -> dict[str, Any]:

@@ -1,9 +1,8 @@
 """The REST route table: every documented path, in one place.
 
 ``tests/test_routes.py`` holds this table equal to the ``google.api.http``
-annotations in ``proto/``. Routes whose feature belongs to a later issue are
-declared here and answer 501 JSON until it lands, so the contract is visible
-and stable from day one.
+annotations in ``proto/`` (the worker WebSockets aside: they have no HTTP
+mapping).
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from avtomatika.errors import NotImplementedYet
 from avtomatika.rest import (
     client_api,
     dashboard_api,
@@ -24,18 +22,13 @@ from avtomatika.rest import (
     history_api,
     metrics_api,
     public_api,
+    worker_api,
+    worker_ws,
 )
 
 __all__ = ["ROUTES", "add_routes"]
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _not_built(feature: str) -> _Handler:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        raise NotImplementedYet(f"{feature} is not available in this version")
-
-    return handler
 
 
 # Order matters: aiohttp tries routes in order, and the blueprint catch-all
@@ -58,10 +51,13 @@ ROUTES: tuple[tuple[str, str, _Handler], ...] = (
     ("GET", "/api/v1/workers", client_api.list_workers),
     ("GET", "/api/v1/dashboard", dashboard_api.dashboard),
     ("POST", "/api/{api_version}/{endpoint:.+}", client_api.create_job),
-    ("POST", "/_worker/workers/register", _not_built("the REST worker API")),
-    ("PATCH", "/_worker/workers/{worker_id}", _not_built("the REST worker API")),
-    ("GET", "/_worker/workers/{worker_id}/tasks/next", _not_built("the REST worker API")),
-    ("POST", "/_worker/tasks/result", _not_built("the REST worker API")),
+    ("POST", "/_worker/workers/register", worker_api.register),
+    ("PATCH", "/_worker/workers/{worker_id}", worker_api.heartbeat),
+    ("GET", "/_worker/workers/{worker_id}/tasks/next", worker_api.next_task),
+    ("POST", "/_worker/tasks/result", worker_api.submit_result),
+    # WebSockets: not in the proto (see worker_ws.WEBSOCKET_PATHS).
+    ("GET", "/_worker/ws/{worker_id}", worker_ws.worker_socket),
+    ("GET", "/_worker/ws", worker_ws.anonymous_socket),
 )
 
 

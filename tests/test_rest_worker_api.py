@@ -1,0 +1,568 @@
+"""The legacy REST worker API (``/_worker``), endpoint by endpoint, as SDK
+``avtomatika-worker`` 1.0b7 speaks it: bodies, replies and status codes.
+The real SDK runs against it in ``test_rest_worker_sdk.py``."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import pytest
+
+from avtomatika import OrchestratorEngine
+from tests.blueprints import echo_blueprint
+from tests.conftest import HttpClient, StartOrchestrator
+from tests.support import WORKER_TOKEN, create_job, get_job, wait_for, wait_for_status
+
+HEADERS = {"X-Worker-Token": WORKER_TOKEN, "X-RXON-Version": "1.0b3"}
+
+
+def registration(worker_id: str = "w-1", skills: list[str] | None = None) -> dict[str, Any]:
+    """What SDK 1.0b7 sends to register."""
+    return {
+        "worker_id": worker_id,
+        "worker_type": "gpu-box",
+        "supported_skills": ["echo"] if skills is None else skills,
+        "resources": {
+            "max_concurrent_tasks": 2,
+            "cpu_cores": 4,
+            "gpu_info": {"model": "RTX 4090", "vram_gb": 24},
+        },
+        "installed_software": {"python": "3.11"},
+        "installed_models": [{"name": "llama", "version": "3"}],
+        "capabilities": {
+            "hostname": "vm",
+            "ip_address": "127.0.0.1",
+            "cost_per_skill": {"echo": 0.5},
+            "s3_config_hash": None,
+            "extra": {"websockets": True, "region": "eu"},
+        },
+    }
+
+
+def heartbeat(worker_id: str = "w-1", **fields: Any) -> dict[str, Any]:
+    body = {"worker_id": worker_id, "status": "idle", "load": 0.0, "current_tasks": [],
+            "supported_skills": ["echo"], "hot_cache": [], "skill_dependencies": None,
+            "hot_skills": None}  # fmt: skip
+    body.update(fields)
+    return body
+
+
+class Worker:
+    """A REST worker driven request by request."""
+
+    def __init__(self, orchestrator: OrchestratorEngine, worker_id: str = "w-1") -> None:
+        self.worker_id = worker_id
+        self.http = aiohttp.ClientSession(
+            f"http://127.0.0.1:{orchestrator.rest_port}", headers=HEADERS
+        )
+
+    async def register(self, skills: list[str] | None = None) -> dict[str, Any]:
+        response = await self.http.post(
+            "/_worker/workers/register", json=registration(self.worker_id, skills)
+        )
+        assert response.status == 200, await response.text()
+        body: dict[str, Any] = await response.json()
+        return body
+
+    async def beat(self, **fields: Any) -> dict[str, Any]:
+        response = await self.http.patch(
+            f"/_worker/workers/{self.worker_id}", json=heartbeat(self.worker_id, **fields)
+        )
+        assert response.status == 200, await response.text()
+        body: dict[str, Any] = await response.json()
+        return body
+
+    async def poll(self) -> dict[str, Any] | None:
+        response = await self.http.get(f"/_worker/workers/{self.worker_id}/tasks/next")
+        if response.status == 204:
+            return None
+        assert response.status == 200, await response.text()
+        task: dict[str, Any] = await response.json()
+        return task
+
+    async def next_task(self) -> dict[str, Any]:
+        while (task := await self.poll()) is None:
+            pass
+        return task
+
+    async def report(self, task: dict[str, Any], **fields: Any) -> dict[str, Any]:
+        body = {"job_id": task["job_id"], "task_id": task["task_id"],
+                "worker_id": self.worker_id, "status": "success", "data": None,
+                "error": None, "data_metadata": None}  # fmt: skip
+        body.update(fields)
+        response = await self.http.post("/_worker/tasks/result", json=body)
+        assert response.status == 200, await response.text()
+        reply: dict[str, Any] = await response.json()
+        return reply
+
+
+@pytest.fixture
+async def rest_worker() -> Any:
+    """Factory: ``rest_worker(orchestrator, worker_id)``; sessions closed after."""
+    made: list[Worker] = []
+
+    def make(orchestrator: OrchestratorEngine, worker_id: str = "w-1") -> Worker:
+        made.append(Worker(orchestrator, worker_id))
+        return made[-1]
+
+    yield make
+    for worker in made:
+        await worker.http.close()
+
+
+async def error(response: aiohttp.ClientResponse, status: int) -> str:
+    assert response.status == status, await response.text()
+    assert response.content_type == "application/json"
+    body = await response.json()
+    assert isinstance(body["error"], str)
+    return body["error"]
+
+
+# -- register --
+
+
+async def test_register_answers_the_protocol_version_and_lists_the_worker(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, rest_worker: Any
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    worker = rest_worker(orchestrator)
+    response = await worker.http.post("/_worker/workers/register", json=registration())
+
+    assert response.status == 200
+    assert response.headers["X-RXON-Version"] == "1.0b3"
+    assert await response.json() == {"status": "registered", "version": "1.0b3", "warning": None}
+    (listed,) = await (await http_client(orchestrator).get("/api/v1/workers")).json()
+    assert listed["worker_id"] == "w-1"
+    assert listed["transport"] == "rest"
+    assert listed["skills"] == ["echo"]
+    assert listed["resources"]["gpu_info"] == {"model": "RTX 4090", "vram_gb": 24}
+    assert listed["resources"]["installed_models"] == [{"name": "llama", "version": "3"}]
+    assert listed["cost_per_skill"] == {"echo": 0.5}
+    assert listed["labels"] == {"websockets": "true", "region": "eu"}
+
+
+async def test_register_warns_about_another_protocol_version_and_takes_old_skill_names(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, rest_worker: Any
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    worker = rest_worker(orchestrator)
+    body = registration()
+    body["supported_tasks"] = body.pop("supported_skills")  # SDKs before 1.0b7
+    response = await worker.http.post(
+        "/_worker/workers/register", json=body, headers={"X-RXON-Version": "1.0b9"}
+    )
+    reply = await response.json()
+
+    assert response.status == 200
+    assert "1.0b9" in reply["warning"]
+    job_id = await create_job(http_client(orchestrator), "jobs/echo")
+    assert (await worker.next_task())["job_id"] == job_id
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"worker_type": "x"}, 400),
+        ({"worker_id": "has space"}, 400),
+        ({"worker_id": "../x"}, 400),
+        ({"worker_id": 7}, 400),
+        ({"worker_id": "w", "supported_skills": "echo"}, 400),
+        ({"worker_id": "w", "resources": {"cpu_cores": "many"}}, 400),
+        ({"worker_id": "w", "capabilities": {"cost_per_skill": {"echo": "cheap"}}}, 400),
+        ([], 400),
+    ],
+)
+async def test_register_refuses_bad_bodies_with_400_json(
+    start_orchestrator: StartOrchestrator, rest_worker: Any, body: Any, status: int
+) -> None:
+    worker = rest_worker(await start_orchestrator())
+    response = await worker.http.post("/_worker/workers/register", json=body)
+    await error(response, status)
+    assert response.headers["X-RXON-Version"] == "1.0b3"
+
+
+@pytest.mark.parametrize("token", [None, "wrong"])
+async def test_every_endpoint_needs_the_worker_token(
+    start_orchestrator: StartOrchestrator, token: str | None
+) -> None:
+    orchestrator = await start_orchestrator()
+    headers = {"X-Worker-Token": token} if token else {}
+    base = f"http://127.0.0.1:{orchestrator.rest_port}"
+    async with aiohttp.ClientSession(base, headers=headers) as http:
+        await error(await http.post("/_worker/workers/register", json=registration()), 401)
+        await error(await http.patch("/_worker/workers/w-1", json=heartbeat()), 401)
+        await error(await http.patch("/_worker/workers/w-1"), 401)
+        await error(await http.get("/_worker/workers/w-1/tasks/next"), 401)
+        await error(await http.post("/_worker/tasks/result", json={}), 401)
+        await error(await http.get("/_worker/ws"), 401)
+        await error(await http.get("/_worker/ws/w-1"), 401)
+
+
+# -- heartbeat --
+
+
+async def test_an_empty_heartbeat_is_a_ttl_ping_and_404_for_an_unknown_worker(
+    start_orchestrator: StartOrchestrator, rest_worker: Any
+) -> None:
+    worker = rest_worker(await start_orchestrator())
+    assert "not registered" in await error(await worker.http.patch("/_worker/workers/w-1"), 404)
+    await worker.register()
+
+    response = await worker.http.patch("/_worker/workers/w-1")
+    assert response.status == 200
+    assert await response.json() == {"status": "ttl_refreshed"}
+    await error(await worker.http.patch("/_worker/workers/bad%20id"), 400)
+
+
+async def test_a_busy_heartbeat_with_no_skills_keeps_the_skills(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, rest_worker: Any
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    worker = rest_worker(orchestrator)
+    await worker.register()
+
+    assert await worker.beat(status="busy", supported_skills=[]) == {"status": "ok"}
+    assert await worker.beat(status="busy", supported_skills=None, current_tasks=None) == {
+        "status": "ok"
+    }
+
+    (listed,) = await (await http_client(orchestrator).get("/api/v1/workers")).json()
+    assert listed["skills"] == ["echo"]
+    assert listed["status"] == "busy"
+    job_id = await create_job(http_client(orchestrator), "jobs/echo")
+    assert (await worker.next_task())["job_id"] == job_id
+
+
+async def test_a_heartbeat_from_an_unknown_worker_restores_it(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, rest_worker: Any
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    worker = rest_worker(orchestrator, "w-restored")
+
+    assert await worker.beat() == {"status": "ok"}
+
+    (listed,) = await (await http_client(orchestrator).get("/api/v1/workers")).json()
+    assert (listed["worker_id"], listed["skills"]) == ("w-restored", ["echo"])
+    job_id = await create_job(http_client(orchestrator), "jobs/echo")
+    assert (await worker.next_task())["job_id"] == job_id
+
+
+async def test_a_heartbeat_names_the_tasks_of_cancelled_jobs(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, rest_worker: Any
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    http = http_client(orchestrator)
+    worker = rest_worker(orchestrator)
+    await worker.register()
+    job_id = await create_job(http, "jobs/echo")
+    task = await worker.next_task()
+    assert await worker.beat(status="busy", current_tasks=[task["task_id"]]) == {"status": "ok"}
+
+    cancelled = await (await http.post(f"/api/v1/jobs/{job_id}/cancel")).json()
+
+    # No socket: the cancel waits for the heartbeat.
+    assert cancelled == {"status": "cancellation_request_accepted"}
+    reply = await worker.beat(status="busy", current_tasks=[task["task_id"]])
+    assert reply == {"status": "ok", "cancel_task_ids": [task["task_id"]]}
+    assert await worker.report(task, status="cancelled") == {
+        "status": "ignored",
+        "reason": "cancelled",
+        "message": "the task was cancelled",
+    }
+    assert await worker.beat() == {"status": "ok"}
+
+
+async def test_a_heartbeat_crossing_the_result_does_not_cancel_the_task(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, rest_worker: Any
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    worker = rest_worker(orchestrator)
+    await worker.register()
+    await create_job(http_client(orchestrator), "jobs/echo")
+    task = await worker.next_task()
+
+    assert (await worker.report(task))["status"] == "accepted"
+    # Sent before the result's reply arrived: the task is still listed.
+    assert await worker.beat(current_tasks=[task["task_id"]]) == {"status": "ok"}
+
+
+async def test_a_heartbeat_body_must_be_well_formed(
+    start_orchestrator: StartOrchestrator, rest_worker: Any
+) -> None:
+    worker = rest_worker(await start_orchestrator())
+    path = "/_worker/workers/w-1"
+    await error(await worker.http.patch(path, json=heartbeat("w-2")), 400)
+    await error(await worker.http.patch(path, json=heartbeat(load="high")), 400)
+    await error(await worker.http.patch(path, json=heartbeat(current_tasks="t")), 400)
+    await error(await worker.http.patch(path, data=b"{not json"), 400)
+
+
+# -- next task --
+
+
+async def test_next_task_answers_the_task_or_204(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, rest_worker: Any
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()], worker_poll_timeout_seconds=0.05)
+    worker = rest_worker(orchestrator)
+    await error(await worker.http.get("/_worker/workers/w-1/tasks/next"), 404)
+    await error(await worker.http.get("/_worker/workers/a.b/tasks/next"), 400)
+    await worker.register()
+
+    assert await worker.poll() is None  # 204 after WORKER_POLL_TIMEOUT_SECONDS
+    job_id = await create_job(http_client(orchestrator), "jobs/echo", {"big": 12345678901234567})
+    task = await worker.poll()
+
+    assert task is not None
+    assert set(task) == {"job_id", "task_id", "type", "params", "tracing_context",
+                         "params_metadata"}  # fmt: skip
+    assert task["job_id"] == job_id
+    assert task["type"] == "echo"
+    assert task["params"] == {"big": 12345678901234567}
+    assert task["params_metadata"] is None
+
+
+async def test_a_long_poll_is_released_at_shutdown(
+    start_orchestrator: StartOrchestrator, rest_worker: Any
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()], worker_poll_timeout_seconds=3600)
+    worker = rest_worker(orchestrator)
+    await worker.register()
+    poll = asyncio.create_task(worker.poll())
+    while not orchestrator.rest_workers.polling("w-1"):  # noqa: ASYNC110 -- no event to await
+        await asyncio.sleep(0.01)
+
+    # Without the release, stopping would wait for the poll (the test's
+    # timeout would fail it).
+    await orchestrator.stop()
+
+    assert await poll is None
+
+
+# -- results --
+
+
+async def test_results_take_the_blueprint_transitions(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, rest_worker: Any
+) -> None:
+    transitions = {"success": "done", "needs_review": "review", "failure": "failed"}
+    orchestrator = await start_orchestrator([echo_blueprint(transitions=transitions)])
+    http = http_client(orchestrator)
+    worker = rest_worker(orchestrator)
+    await worker.register()
+
+    ok = await create_job(http, "jobs/echo")
+    reply = await worker.report(await worker.next_task(), data={"n": 12345678901234567})
+    assert reply == {"status": "accepted", "transition": "done"}
+    assert (await wait_for_status(http, ok, "finished"))["state_history"]["n"] == 12345678901234567
+
+    review = await create_job(http, "jobs/echo")
+    reply = await worker.report(await worker.next_task(), status="needs_review")
+    assert reply == {"status": "accepted", "transition": "review"}
+    assert (await wait_for_status(http, review, "finished"))["current_state"] == "review"
+
+    failed = await create_job(http, "jobs/echo")
+    error_body = {"code": "PERMANENT_ERROR", "message": "no", "details": {"why": 1}}
+    reply = await worker.report(await worker.next_task(), status="failure", error=error_body)
+    assert reply == {"status": "accepted", "transition": "failed"}
+    await wait_for_status(http, failed, "finished")
+
+
+@pytest.mark.parametrize(
+    ("code", "outcome"),
+    [
+        ("PERMANENT_ERROR", "quarantined"),
+        ("INVALID_INPUT_ERROR", "failed"),
+        ("TRANSIENT_ERROR", "quarantined"),  # after JOB_MAX_RETRIES retries
+        ("SOMETHING_ELSE", "quarantined"),  # unknown codes are transient
+    ],
+)
+async def test_error_codes_without_a_failure_transition(
+    start_orchestrator: StartOrchestrator,
+    http_client: HttpClient,
+    rest_worker: Any,
+    code: str,
+    outcome: str,
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()], job_max_retries=1)
+    http = http_client(orchestrator)
+    worker = rest_worker(orchestrator)
+    await worker.register()
+    job_id = await create_job(http, "jobs/echo")
+
+    attempts = 0
+    while (await get_job(http, job_id))["status"] not in ("quarantined", "failed"):
+        task = await worker.next_task()
+        attempts += 1
+        error_body = {"code": code, "message": f"attempt {attempts}", "details": None}
+        reply = await worker.report(task, status="failure", error=error_body)
+        assert reply["status"] == "accepted"
+
+    job = await get_job(http, job_id)
+    assert job["status"] == outcome
+    assert code in job["error"]
+    assert attempts == (2 if code in ("TRANSIENT_ERROR", "SOMETHING_ELSE") else 1)
+
+
+async def test_results_that_no_longer_count_are_ignored_with_a_reason(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, rest_worker: Any
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    worker = rest_worker(orchestrator)
+    other = rest_worker(orchestrator, "w-2")
+    await worker.register()
+    await create_job(http_client(orchestrator), "jobs/echo")
+    task = await worker.next_task()
+
+    stale = await other.report(task)  # w-2 does not hold the lease
+    assert (stale["status"], stale["reason"]) == ("ignored", "stale")
+    assert (await worker.report(task))["status"] == "accepted"
+    late = await worker.report(task)
+    assert (late["status"], late["reason"]) == ("ignored", "late")
+    unknown = await worker.report({"job_id": "j", "task_id": "nope"})
+    assert (unknown["status"], unknown["reason"]) == ("ignored", "stale")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"task_id": "t", "worker_id": "w-1"},
+        {"job_id": "j", "worker_id": "w-1"},
+        {"job_id": "j", "task_id": "t"},
+        {"job_id": "j", "task_id": "t", "worker_id": "w 1"},
+        {"job_id": "j", "task_id": "t", "worker_id": "w-1", "status": 3},
+        {"job_id": "j", "task_id": "t", "worker_id": "w-1", "error": [1]},
+        {"job_id": "j", "task_id": "t", "worker_id": "w-1", "error": {"code": 1}},
+    ],
+)
+async def test_a_malformed_result_is_a_400(
+    start_orchestrator: StartOrchestrator, rest_worker: Any, body: dict[str, Any]
+) -> None:
+    worker = rest_worker(await start_orchestrator())
+    await error(await worker.http.post("/_worker/tasks/result", json=body), 400)
+
+
+# -- liveness --
+
+
+async def test_a_silent_worker_expires_and_its_task_goes_to_another(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, rest_worker: Any
+) -> None:
+    orchestrator = await start_orchestrator(
+        [echo_blueprint()], worker_health_check_interval_seconds=0.05
+    )
+    http = http_client(orchestrator)
+    silent = rest_worker(orchestrator, "w-silent")
+    await silent.register()
+    job_id = await create_job(http, "jobs/echo")
+    first = await silent.next_task()
+
+    # w-silent sends nothing more; its TTL (0.1 s) passes and the task is
+    # queued again as a new attempt, for whoever asks.
+    rescuer = rest_worker(orchestrator, "w-rescuer")
+    await rescuer.register()
+    second = await rescuer.next_task()
+
+    assert second["job_id"] == job_id
+    assert second["task_id"] != first["task_id"]
+    assert (await silent.report(first))["status"] == "ignored"
+    assert (await rescuer.report(second))["status"] == "accepted"
+    await wait_for_status(http, job_id, "finished")
+    workers = await (await http.get("/api/v1/workers")).json()
+    assert "w-silent" not in {w["worker_id"] for w in workers}
+
+
+async def test_an_offline_heartbeat_without_tasks_unregisters(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, rest_worker: Any
+) -> None:
+    orchestrator = await start_orchestrator()
+    worker = rest_worker(orchestrator)
+    await worker.register()
+
+    assert await worker.beat(status="offline", supported_skills=[]) == {"status": "ok"}
+
+    assert await (await http_client(orchestrator).get("/api/v1/workers")).json() == []
+
+
+# -- WebSocket --
+
+
+async def test_the_socket_is_authenticated_before_the_upgrade(
+    start_orchestrator: StartOrchestrator, rest_worker: Any
+) -> None:
+    worker = rest_worker(await start_orchestrator())
+    for path in ("/_worker/ws", "/_worker/ws/w-1"):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await worker.http.ws_connect(path, headers={"X-Worker-Token": "wrong"})
+        assert refused.value.status == 401
+    with pytest.raises(aiohttp.WSServerHandshakeError) as bad:
+        await worker.http.ws_connect("/_worker/ws/not%20ok")
+    assert bad.value.status == 400
+    await error(await worker.http.get("/_worker/ws/w-1"), 400)  # no upgrade
+
+
+async def test_the_socket_carries_cancels_down_and_progress_up(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, rest_worker: Any
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    http = http_client(orchestrator)
+    worker = rest_worker(orchestrator)
+    await worker.register()
+    async with worker.http.ws_connect("/_worker/ws/w-1") as ws:
+        job_id = await create_job(http, "jobs/echo")
+        task = await worker.next_task()
+
+        await ws.send_json({"event": "progress_update", "task_id": task["task_id"],
+                            "job_id": job_id, "progress": 0.5, "message": "half way"})  # fmt: skip
+        job = await wait_for(http, job_id, lambda j: j["progress"] == 0.5)
+        assert job["progress_message"] == "half way"
+
+        cancelled = await (await http.post(f"/api/v1/jobs/{job_id}/cancel")).json()
+        assert cancelled == {"status": "cancellation_request_sent"}
+        assert await ws.receive_json() == {
+            "command": "cancel_task",
+            "task_id": task["task_id"],
+            "job_id": job_id,
+        }
+
+
+async def test_an_anonymous_socket_reports_progress_for_the_task_holder(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, rest_worker: Any
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    http = http_client(orchestrator)
+    worker = rest_worker(orchestrator)
+    await worker.register()
+    async with worker.http.ws_connect("/_worker/ws") as ws:
+        job_id = await create_job(http, "jobs/echo")
+        task = await worker.next_task()
+        await ws.send_str("not json")
+        await ws.send_json({"event": "progress_update", "task_id": task["task_id"],
+                            "job_id": job_id, "progress": 10**400})  # fmt: skip
+        await ws.send_json({"event": "progress_update", "task_id": task["task_id"],
+                            "job_id": job_id, "progress": 0.25, "message": None})  # fmt: skip
+
+        await wait_for(http, job_id, lambda j: j["progress"] == 0.25)
+        # Anonymous: the cancel cannot be pushed; the heartbeat carries it.
+        cancelled = await (await http.post(f"/api/v1/jobs/{job_id}/cancel")).json()
+        assert cancelled == {"status": "cancellation_request_accepted"}
+
+
+async def test_a_second_socket_replaces_the_first(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, rest_worker: Any
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    http = http_client(orchestrator)
+    worker = rest_worker(orchestrator)
+    await worker.register()
+    first = await worker.http.ws_connect("/_worker/ws/w-1")
+    async with worker.http.ws_connect("/_worker/ws/w-1") as second:
+        closed = await first.receive()
+        assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        job_id = await create_job(http, "jobs/echo")
+        task = await worker.next_task()
+        await http.post(f"/api/v1/jobs/{job_id}/cancel")
+        assert (await second.receive_json())["task_id"] == task["task_id"]
+    await first.close()

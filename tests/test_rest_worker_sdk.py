@@ -1,0 +1,237 @@
+"""The public worker SDK ``avtomatika-worker==1.0b7``, unmodified, against a
+live orchestrator over the legacy REST API: it is installed from PyPI into a
+throwaway virtualenv (once per session) and runs as a real process.
+
+Without access to the package index the tests are skipped, except under
+``CI=true``, where that is a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import venv
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from avtomatika import OrchestratorEngine
+from tests.blueprints import echo_blueprint
+from tests.conftest import HttpClient, StartOrchestrator
+from tests.support import WORKER_TOKEN, create_job, wait_for, wait_for_status
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+SDK = "avtomatika-worker==1.0b7"
+
+# The worker: one skill whose behaviour the job's params choose. Markers for
+# the test go to stderr as "@@ <event> <task_id>"; the SDK logs to stdout.
+WORKER_SCRIPT = textwrap.dedent(
+    """
+    import asyncio
+    import sys
+
+    from avtomatika_worker import Worker
+
+    worker = Worker(worker_type="sdk-test")
+
+
+    def mark(event, task_id):
+        print(f"@@ {event} {task_id}", file=sys.stderr, flush=True)
+
+
+    @worker.task("echo")
+    async def echo(params, task_id, job_id, send_progress, **_):
+        mark("started", task_id)
+        mode = params.get("mode", "ok")
+        if mode == "ok":
+            return {"status": "success", "data": {"echoed": params.get("value")}}
+        if mode == "fail":
+            return {"status": "failure",
+                    "error": {"code": params["code"], "message": "it broke", "details": None}}
+        if mode == "custom":
+            return {"status": "needs_review", "data": {"score": 3}}
+        # "run": report progress until cancelled.
+        try:
+            while True:
+                await send_progress(task_id, job_id, 0.5, "half way")
+                await asyncio.sleep(0.02)
+        except asyncio.CancelledError:
+            mark("cancelled", task_id)
+            raise
+
+
+    worker.run()
+    """
+)
+
+
+@pytest.fixture(scope="session")
+def sdk_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Python of a virtualenv with the SDK installed."""
+    where = tmp_path_factory.mktemp("sdk-venv")
+    venv.EnvBuilder(with_pip=True).create(where)
+    python = where / "bin" / "python"
+    installed = subprocess.run(
+        [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q", SDK],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    if installed.returncode != 0:
+        message = f"could not install {SDK} from the package index:\n{installed.stderr[-2000:]}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}\nCI=true requires it")
+        pytest.skip(message)
+    return python
+
+
+class SdkWorker:
+    """A running SDK worker process and what it marked on stderr."""
+
+    def __init__(self, process: asyncio.subprocess.Process, log: Path) -> None:
+        self.process = process
+        self.log = log
+        self.lines: list[str] = []
+        self._changed = asyncio.Condition()
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.process.stderr is not None
+        async for raw in self.process.stderr:
+            async with self._changed:
+                self.lines.append(raw.decode(errors="replace").rstrip())
+                self._changed.notify_all()
+
+    async def marked(self, event: str, task_id: str) -> None:
+        """Wait until the handler marks ``event`` for ``task_id``."""
+        expected = f"@@ {event} {task_id}"
+        async with self._changed:
+            await self._changed.wait_for(lambda: expected in self.lines)
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(10):
+                    await self.process.wait()
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        await self._reader
+
+
+StartWorker = Callable[..., Awaitable[SdkWorker]]
+
+
+@pytest.fixture
+async def sdk_worker(sdk_python: Path, tmp_path: Path) -> AsyncIterator[StartWorker]:
+    """Factory: ``await sdk_worker(orchestrator, worker_id, **env)``."""
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER_SCRIPT)
+    started: list[SdkWorker] = []
+
+    async def start(orchestrator: OrchestratorEngine, worker_id: str, **env: str) -> SdkWorker:
+        log = tmp_path / f"{worker_id}.log"
+        environment = {
+            "PATH": os.environ.get("PATH", ""),
+            "ORCHESTRATOR_URL": f"http://127.0.0.1:{orchestrator.rest_port}",
+            "WORKER_TOKEN": WORKER_TOKEN,
+            "WORKER_ID": worker_id,
+            "MAX_CONCURRENT_TASKS": "4",
+            "HEARTBEAT_INTERVAL": "0.2",
+            "WORKER_ENABLE_WEBSOCKETS": "true",
+            "WORKER_SHUTDOWN_TIMEOUT": "2",
+            "RESULT_RETRY_INITIAL_DELAY": "0.05",
+            "TASK_FILES_DIR": str(tmp_path / "files"),
+            "WORKER_SKILLS_DIR": str(tmp_path / "no-skills"),
+            **env,
+        }
+        with log.open("wb") as stdout:
+            process = await asyncio.create_subprocess_exec(
+                str(sdk_python),
+                str(script),
+                env=environment,
+                cwd=tmp_path,
+                stdout=stdout,
+                stderr=asyncio.subprocess.PIPE,
+            )
+        started.append(SdkWorker(process, log))
+        return started[-1]
+
+    yield start
+    for worker in started:
+        await worker.stop()
+
+
+async def wait_registered(http: Any, worker_id: str) -> None:
+    while True:
+        workers = await (await http.get("/api/v1/workers")).json()
+        if any(w["worker_id"] == worker_id for w in workers):
+            return
+        await asyncio.sleep(0.02)
+
+
+async def test_an_sdk_1_0b7_worker_runs_jobs_through_every_outcome(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, sdk_worker: StartWorker
+) -> None:
+    transitions = {"success": "done", "needs_review": "review"}
+    orchestrator = await start_orchestrator(
+        [echo_blueprint(transitions=transitions)], job_max_retries=1
+    )
+    http = http_client(orchestrator)
+    worker = await sdk_worker(orchestrator, "sdk-w1")
+    await wait_registered(http, "sdk-w1")
+
+    ok = await create_job(http, "jobs/echo", {"value": 12345678901234567})
+    custom = await create_job(http, "jobs/echo", {"mode": "custom"})
+    failures = {
+        code: await create_job(http, "jobs/echo", {"mode": "fail", "code": code})
+        for code in ("TRANSIENT_ERROR", "PERMANENT_ERROR", "INVALID_INPUT_ERROR")
+    }
+
+    try:
+        finished = await wait_for_status(http, ok, "finished")
+        assert finished["state_history"]["echoed"] == 12345678901234567
+        reviewed = await wait_for_status(http, custom, "finished")
+        assert (reviewed["current_state"], reviewed["state_history"]["score"]) == ("review", 3)
+        transient = await wait_for_status(http, failures["TRANSIENT_ERROR"], "quarantined")
+        assert "TRANSIENT_ERROR" in transient["error"]
+        assert "1 retries" in transient["error"]  # retried once, then quarantined
+        permanent = await wait_for_status(http, failures["PERMANENT_ERROR"], "quarantined")
+        assert "PERMANENT_ERROR" in permanent["error"]
+        invalid = await wait_for_status(http, failures["INVALID_INPUT_ERROR"], "failed")
+        assert "INVALID_INPUT_ERROR" in invalid["error"]
+    except BaseException:
+        print(worker.log.read_text()[-5000:], *worker.lines[-50:], sep="\n", file=sys.stderr)
+        raise
+
+
+async def test_progress_and_cancel_of_a_running_task_reach_the_sdk_worker(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, sdk_worker: StartWorker
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    http = http_client(orchestrator)
+    worker = await sdk_worker(orchestrator, "sdk-w2")
+    await wait_registered(http, "sdk-w2")
+    job_id = await create_job(http, "jobs/echo", {"mode": "run"})
+
+    # Progress goes up the SDK's (anonymous) WebSocket.
+    job = await wait_for(http, job_id, lambda j: j["progress"] == 0.5)
+    assert job["progress_message"] == "half way"
+    (task_id,) = orchestrator.rest_workers.held("sdk-w2")
+    await worker.marked("started", task_id)
+
+    cancelled = await (await http.post(f"/api/v1/jobs/{job_id}/cancel")).json()
+
+    # The socket names no worker, so the next heartbeat reply carries the cancel.
+    assert cancelled == {"status": "cancellation_request_accepted"}
+    await worker.marked("cancelled", task_id)
+    assert (await wait_for_status(http, job_id, "cancelled"))["status"] == "cancelled"
