@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from avtomatika.dispatch import STRATEGIES, Requirements
 from avtomatika.errors import BlueprintError
 
 __all__ = [
@@ -266,6 +267,15 @@ def _task(
         isinstance(max_cost, bool) or not isinstance(max_cost, int | float)
     ):
         raise BlueprintError(f"{call}: max_cost must be a number")
+    if dispatch_strategy not in STRATEGIES:
+        raise BlueprintError(
+            f"{call}: dispatch_strategy must be one of {', '.join(sorted(STRATEGIES))}, "
+            f"not {dispatch_strategy!r}"
+        )
+    try:
+        Requirements.parse(resource_requirements)
+    except ValueError as exc:
+        raise BlueprintError(f"{call}: {exc}") from exc
     return DispatchTask(
         task_type=_name(call, "a task type", task_type),
         params=dict(params or {}),

@@ -21,6 +21,7 @@ from avtomatika.blueprint import StateMachineBlueprint
 from avtomatika.clock import now_ms
 from avtomatika.config import Settings
 from avtomatika.context import ClientInfo
+from avtomatika.dispatch import Roster, WorkerProfile
 from avtomatika.errors import (
     BlueprintError,
     Conflict,
@@ -94,6 +95,9 @@ class Engine:
         self.storage: Storage = storage if storage is not None else MemoryStorage()
         self.config = config if config is not None else Settings()
         self.workers = WorkerRegistry()
+        self.roster = Roster(self.workers)
+        """Recent leases and results per worker: warmth and reputation for
+        the dispatcher."""
         self.events = EventBus()
         self.ignored_results: Signal[ResultVerdict] = Signal("ignored results")
         """Every worker result the engine refused (stale, late, cancelled, ...),
@@ -392,9 +396,18 @@ class Engine:
     async def next_task(
         self, worker_id: str, skills: Iterable[str], timeout: float | None
     ) -> Task | None:
-        """Wait for a task for this worker and lease it to it."""
-        task = await self.storage.claim_task(worker_id, list(skills), timeout)
+        """Wait for a task for this worker and lease it to it; the worker's
+        resources, prices and labels come from its registration in
+        :attr:`workers` (a worker not registered there can take only tasks
+        without requirements)."""
+        return await self.claim_task(self.roster.profile(worker_id, list(skills)), timeout)
+
+    async def claim_task(self, worker: WorkerProfile, timeout: float | None) -> Task | None:
+        """Wait for a task ``worker`` suits and lease it to it (see
+        :meth:`Storage.claim_task`)."""
+        task = await self.storage.claim_task(worker, timeout)
         if task is not None:
+            self.roster.leased(worker.worker_id, task)
             waited = task.leased_at_ms - (task.not_before_ms or task.created_at_ms)
             picked = event(
                 E.HISTORY_EVENT_TYPE_TASK_PICKED_UP,
@@ -412,7 +425,9 @@ class Engine:
         """Apply a worker's result, if that worker holds the task's lease and
         the task is still what its job waits for."""
         verdict = await self._apply_result(result)
-        if not verdict.accepted:
+        if verdict.accepted:
+            self.roster.finished(result)
+        else:
             self.ignored_results.send(verdict)
         return verdict
 

@@ -52,6 +52,11 @@ class WorkerRegistry:
         entry = self._workers.get(worker_id)
         return entry is not None and entry.sink is sink
 
+    def info(self, worker_id: str) -> WorkerInfo | None:
+        """The connected worker's live record (not a copy: do not modify it)."""
+        entry = self._workers.get(worker_id)
+        return None if entry is None else entry.info
+
     def touch(self, worker_id: str) -> None:
         """Note a sign of life."""
         entry = self._workers.get(worker_id)

@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from avtomatika.dispatch import WorkerProfile
 from avtomatika.storage.base import CommitOutcome, Lease
 from avtomatika.storage.memory import MemoryStorage
 from avtomatika.tasks import new_id
@@ -77,7 +78,7 @@ async def test_claim_takes_highest_priority_first_then_fifo_across_skills() -> N
     await enqueue(storage, low_x1, high_y1, high_x)
     await enqueue(storage, low_y, low_x2, top_y)
 
-    claimed = [await storage.claim_task("w", ["x", "y"], None) for _ in range(6)]
+    claimed = [await storage.claim_task(WorkerProfile("w", ("x", "y")), None) for _ in range(6)]
 
     expected = [top_y, high_y1, high_x, low_x1, low_y, low_x2]
     assert [t.task_id if t else None for t in claimed] == [t.task_id for t in expected]
@@ -89,7 +90,7 @@ async def test_claim_leases_the_task_to_the_claimer() -> None:
     storage = MemoryStorage()
     task = make_task(Job(), "x")
     await enqueue(storage, task)
-    claimed = await storage.claim_task("w-1", ["x"], None)
+    claimed = await storage.claim_task(WorkerProfile("w-1", ("x",)), None)
     stored = await storage.get_task(task.task_id)
     assert claimed is not None
     assert stored is not None
@@ -100,13 +101,13 @@ async def test_claim_leases_the_task_to_the_claimer() -> None:
 async def test_claim_ignores_other_skills_and_times_out_with_none() -> None:
     storage = MemoryStorage()
     await enqueue(storage, make_task(Job(), "x"))
-    assert await storage.claim_task("w", ["z"], 0.01) is None
+    assert await storage.claim_task(WorkerProfile("w", ("z",)), 0.01) is None
     assert await storage.queue_depths() == {"x": 1}
 
 
 async def test_a_waiting_claimer_gets_a_task_queued_later() -> None:
     storage = MemoryStorage()
-    claim = asyncio.create_task(storage.claim_task("w", ["x"], None))
+    claim = asyncio.create_task(storage.claim_task(WorkerProfile("w", ("x",)), None))
     await settle()
     assert not claim.done()
     task = make_task(Job(), "x")
@@ -118,8 +119,8 @@ async def test_a_waiting_claimer_gets_a_task_queued_later() -> None:
 
 async def test_a_claimer_cancelled_right_after_being_woken_hands_the_task_on() -> None:
     storage = MemoryStorage()
-    first = asyncio.create_task(storage.claim_task("w-1", ["x"], None))
-    second = asyncio.create_task(storage.claim_task("w-2", ["x"], None))
+    first = asyncio.create_task(storage.claim_task(WorkerProfile("w-1", ("x",)), None))
+    second = asyncio.create_task(storage.claim_task(WorkerProfile("w-2", ("x",)), None))
     await settle()
     assert not first.done()
     assert not second.done()
@@ -138,7 +139,7 @@ async def test_a_claimer_cancelled_right_after_being_woken_hands_the_task_on() -
 
 async def test_a_claimer_cancelled_while_waiting_takes_nothing() -> None:
     storage = MemoryStorage()
-    gone = asyncio.create_task(storage.claim_task("w-1", ["x"], None))
+    gone = asyncio.create_task(storage.claim_task(WorkerProfile("w-1", ("x",)), None))
     await settle()
     gone.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -146,7 +147,7 @@ async def test_a_claimer_cancelled_while_waiting_takes_nothing() -> None:
 
     task = make_task(Job(), "x")
     await enqueue(storage, task)
-    claimed = await storage.claim_task("w-2", ["x"], None)
+    claimed = await storage.claim_task(WorkerProfile("w-2", ("x",)), None)
     assert claimed is not None
     assert claimed.task_id == task.task_id
 
@@ -183,7 +184,7 @@ async def test_commit_with_a_lease_requires_the_task_to_be_leased_to_that_worker
     storage = MemoryStorage()
     task = make_task(Job(), "x")
     job = await enqueue(storage, task)
-    assert await storage.claim_task("w-1", ["x"], None) is not None
+    assert await storage.claim_task(WorkerProfile("w-1", ("x",)), None) is not None
     current = await storage.get_job(job.id)
     assert current is not None
 
@@ -227,7 +228,7 @@ async def test_withdrawn_queued_tasks_are_cancelled_and_never_claimed() -> None:
 
     fresh = make_task(Job(), "x")
     await enqueue(storage, fresh)
-    claimed = await storage.claim_task("w", ["x"], None)
+    claimed = await storage.claim_task(WorkerProfile("w", ("x",)), None)
     assert claimed is not None
     assert claimed.task_id == fresh.task_id
 
@@ -236,7 +237,7 @@ async def test_withdrawing_a_leased_task_keeps_its_worker_and_breaks_the_lease()
     storage = MemoryStorage()
     task = make_task(Job(), "x")
     job = await enqueue(storage, task)
-    assert await storage.claim_task("w-1", ["x"], None) is not None
+    assert await storage.claim_task(WorkerProfile("w-1", ("x",)), None) is not None
     current = await storage.get_job(job.id)
     assert current is not None
     await storage.commit(current, expected_version=current.version, withdraw=[task.task_id])
@@ -265,27 +266,30 @@ async def test_progress_is_recorded_without_bumping_the_version() -> None:
     assert (stored.version, stored.progress, stored.progress_message) == (2, 0.5, "halfway")
 
 
-async def test_a_wake_up_taken_for_another_skill_is_passed_on() -> None:
-    # Waiters: both on x and y, only x, only y. An x task then a better y
-    # task arrive: the first waiter is woken for x but takes the y task, and
-    # the one waiting for x alone must still be told about the x task.
+async def test_each_task_queued_goes_to_a_waiting_worker_it_suits() -> None:
+    # Waiters: both on x and y, only x, only y. An x task then a y task
+    # arrive: each is handed over as it is queued, the x task to the worker
+    # that has waited longest for x, the y task to the only one left for y;
+    # neither task stays queued while a worker for it waits.
     storage = MemoryStorage()
-    both = asyncio.create_task(storage.claim_task("w-both", ["x", "y"], None))
-    only_x = asyncio.create_task(storage.claim_task("w-x", ["x"], None))
-    only_y = asyncio.create_task(storage.claim_task("w-y", ["y"], None))
+    both = asyncio.create_task(storage.claim_task(WorkerProfile("w-both", ("x", "y")), None))
+    only_x = asyncio.create_task(storage.claim_task(WorkerProfile("w-x", ("x",)), None))
+    only_y = asyncio.create_task(storage.claim_task(WorkerProfile("w-y", ("y",)), None))
     await settle()
 
     x_task = make_task(Job(), "x")
     y_task = make_task(Job(), "y", priority=5)
     await enqueue(storage, x_task, y_task)
 
-    taken_by_both = await asyncio.wait_for(both, 5)
-    assert taken_by_both is not None
-    assert taken_by_both.task_id == y_task.task_id
-    taken_by_x = await asyncio.wait_for(only_x, 5)
-    assert taken_by_x is not None
-    assert taken_by_x.task_id == x_task.task_id
-    assert not only_y.done()
-    only_y.cancel()
+    taken = {
+        name: (await asyncio.wait_for(claim, 5)) for name, claim in (("both", both), ("y", only_y))
+    }
+    assert {name: t.task_id for name, t in taken.items() if t is not None} == {
+        "both": x_task.task_id,
+        "y": y_task.task_id,
+    }
+    assert await storage.queue_depths() == {}
+    assert not only_x.done()
+    only_x.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await only_y
+        await only_x

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from avtomatika.dispatch import WorkerProfile
 from avtomatika.v1.job_pb2 import Job
 from avtomatika.v1.task_pb2 import Task
 
@@ -101,15 +102,18 @@ class Storage(Protocol):
         due SCHEDULED tasks into their queues and due jobs into the ready
         queue)."""
 
-    async def claim_task(
-        self, worker_id: str, skills: Sequence[str], timeout: float | None
-    ) -> Task | None:
-        """Wait up to ``timeout`` seconds (None: forever) for a queued task of
-        one of ``skills`` and lease it to ``worker_id``; None if none came.
+    async def claim_task(self, worker: WorkerProfile, timeout: float | None) -> Task | None:
+        """Wait up to ``timeout`` seconds (None: forever) for a queued task
+        that ``worker`` may take and lease it to it; None if none came.
 
-        Highest priority first, first queued first within a priority. A
-        caller cancelled while waiting loses no task, and no task waits in
-        its queue while a claimer for its skill sleeps.
+        The worker may take a task of one of its ``skills`` whose
+        requirements it meets (:func:`avtomatika.dispatch.eligible`). Of
+        those already queued it gets the best: highest priority first, first
+        queued first within a priority. Otherwise it waits; a task queued
+        while several eligible workers wait goes to the one its
+        ``dispatch_strategy`` picks (:func:`avtomatika.dispatch.choose`), so
+        no task waits in its queue while a worker it suits waits too. A
+        caller cancelled while waiting loses no task.
         """
 
     async def set_progress(self, job_id: str, task_id: str, progress: float, message: str) -> bool:
@@ -121,6 +125,9 @@ class Storage(Protocol):
 
     async def queue_depths(self) -> dict[str, int]:
         """Number of queued tasks per skill."""
+
+    async def waiting_workers(self) -> dict[str, int]:
+        """Number of workers waiting in :meth:`claim_task`, per skill."""
 
     async def flush(self) -> None:
         """Erase everything (development only)."""

@@ -15,6 +15,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 from avtomatika.clock import now_ms
+from avtomatika.dispatch import Requirements, WorkerProfile, choose, eligible
 from avtomatika.storage.base import CommitOutcome, Expiry, Lease
 from avtomatika.storage.timers import Timers
 from avtomatika.v1.job_pb2 import Job
@@ -40,13 +41,18 @@ class MemoryStorage:
         self._statuses: dict[str, int] = {}
         self._tasks: dict[str, bytes] = {}
         self._ready: asyncio.Queue[str] = asyncio.Queue()
+        # Per skill, two heaps: tasks any worker with the skill may take
+        # (popped in O(log n)), and tasks with requirements (scanned for the
+        # first one a claiming worker meets).
         self._queues: defaultdict[str, list[_Entry]] = defaultdict(list)
+        self._constrained: defaultdict[str, list[_Entry]] = defaultdict(list)
+        self._requirements: dict[str, Requirements] = {}
         # task id -> skill, for every task in state QUEUED. Heap entries whose
         # task is not here any more are stale and skipped when popped.
         self._queued: dict[str, str] = {}
         self._sequence = itertools.count(1)
         # skill -> waiting claimers, in arrival order (dicts keep order).
-        self._waiters: defaultdict[str, dict[asyncio.Future[None], None]] = defaultdict(dict)
+        self._waiters: defaultdict[str, dict[_Waiter, None]] = defaultdict(dict)
         self._timers = Timers()
 
     async def create_job(self, job: Job) -> None:
@@ -109,44 +115,31 @@ class MemoryStorage:
     async def next_ready_job(self) -> str:
         return await self._ready.get()
 
-    async def claim_task(
-        self, worker_id: str, skills: Sequence[str], timeout: float | None
-    ) -> Task | None:
+    async def claim_task(self, worker: WorkerProfile, timeout: float | None) -> Task | None:
         try:
             async with asyncio.timeout(timeout):
-                return await self._claim(worker_id, skills)
+                return await self._claim(worker)
         except TimeoutError:
             return None  # nothing arrived in time
 
-    async def _claim(self, worker_id: str, skills: Sequence[str]) -> Task:
-        loop = asyncio.get_running_loop()
-        while True:
-            task = self._pop(skills, worker_id)
-            if task is not None:
-                # A wake-up names a skill, not a task: a claimer woken for one
-                # of its skills may have taken a better task of another. Pass
-                # the wake-up on for whatever is still queued, or a claimer
-                # waiting for that skill alone would sleep next to its task.
-                for skill in skills:
-                    if self._has_queued(skill):
-                        self._wake(skill)
-                return task
-            waiter: asyncio.Future[None] = loop.create_future()
-            for skill in skills:
-                self._waiters[skill][waiter] = None
-            try:
-                await waiter
-            except BaseException:
-                # Woken and then cancelled (or timed out) before taking
-                # the task: hand the wake-up on, or the task would sit in
-                # its queue until the next enqueue.
-                if waiter.done() and not waiter.cancelled():
-                    for skill in skills:
-                        self._wake(skill)
-                raise
-            finally:
-                for skill in skills:
-                    self._waiters[skill].pop(waiter, None)
+    async def _claim(self, worker: WorkerProfile) -> Task:
+        task = self._pop(worker)
+        if task is not None:
+            return task
+        # Nothing queued suits it: wait to be handed a task as one is queued.
+        waiter = _Waiter(worker, asyncio.get_running_loop().create_future())
+        for skill in worker.skills:
+            self._waiters[skill][waiter] = None
+        try:
+            return await waiter.future
+        except BaseException:
+            # Handed a task and then cancelled (or timed out) before taking
+            # it: the task goes back where it was in its queue.
+            if waiter.future.done() and not waiter.future.cancelled():
+                self._give_back(waiter.future.result())
+            raise
+        finally:
+            self._unwait(waiter)
 
     async def set_progress(self, job_id: str, task_id: str, progress: float, message: str) -> bool:
         data = self._jobs.get(job_id)
@@ -167,12 +160,21 @@ class MemoryStorage:
     async def queue_depths(self) -> dict[str, int]:
         return dict(Counter(self._queued.values()))
 
+    async def waiting_workers(self) -> dict[str, int]:
+        counts = {
+            skill: sum(not w.future.done() for w in waiters)
+            for skill, waiters in self._waiters.items()
+        }
+        return {skill: n for skill, n in counts.items() if n}
+
     async def flush(self) -> None:
         self._jobs.clear()
         self._versions.clear()
         self._statuses.clear()
         self._tasks.clear()
         self._queues.clear()
+        self._constrained.clear()
+        self._requirements.clear()
         self._queued.clear()
         self._timers.clear()
         while not self._ready.empty():
@@ -198,13 +200,72 @@ class MemoryStorage:
         if task.state == TaskState.TASK_STATE_QUEUED:
             if task_id not in self._queued:
                 task.sequence = next(self._sequence)
-                heapq.heappush(self._queues[task.type], (-task.priority, task.sequence, task_id))
-                self._queued[task_id] = task.type
-                self._wake(task.type)
+                self._enqueue(task)
+                return
         else:
             self._queued.pop(task_id, None)
+            self._requirements.pop(task_id, None)
         self._tasks[task_id] = task.SerializeToString()
         self._set_timers(task)
+
+    def _enqueue(self, task: Task) -> None:
+        """Hand a task entering its queue to the best waiting worker it
+        suits, or else queue it (keeping its sequence): so no task waits
+        while a worker it suits waits too."""
+        requirements = Requirements.of(task)
+        if not self._offer(task, requirements):
+            task_id = task.task_id
+            entry = (-task.priority, task.sequence, task_id)
+            if requirements is None:
+                heapq.heappush(self._queues[task.type], entry)
+            else:
+                heapq.heappush(self._constrained[task.type], entry)
+                self._requirements[task_id] = requirements
+            self._queued[task_id] = task.type
+            self._tasks[task_id] = task.SerializeToString()
+            self._set_timers(task)
+
+    def _offer(self, task: Task, requirements: Requirements | None) -> bool:
+        waiters = self._waiters.get(task.type)
+        if not waiters:
+            return False
+        skill = task.type
+        candidates = [
+            w for w in waiters if not w.future.done() and eligible(requirements, w.worker, skill)
+        ]
+        if not candidates:
+            return False
+        if len(candidates) == 1:
+            chosen = candidates[0]
+        else:
+            profiles = [w.worker for w in candidates]
+            chosen = candidates[choose(task.dispatch_strategy, skill, requirements, profiles)]
+        leased = Task()
+        leased.CopyFrom(task)
+        self._lease(leased, chosen.worker.worker_id, queued=False)
+        self._unwait(chosen)
+        chosen.future.set_result(leased)
+        return True
+
+    def _give_back(self, task: Task) -> None:
+        """Undo a hand-over the claimer never took, if nothing else has
+        happened to the task since."""
+        data = self._tasks.get(task.task_id)
+        if data is None:
+            return
+        current = Task.FromString(data)
+        if current.state != TaskState.TASK_STATE_LEASED or current.worker_id != task.worker_id:
+            return
+        current.state = TaskState.TASK_STATE_QUEUED
+        current.worker_id = ""
+        current.leased_at_ms = 0
+        self._enqueue(current)
+
+    def _unwait(self, waiter: _Waiter) -> None:
+        for skill in waiter.worker.skills:
+            waiters = self._waiters.get(skill)
+            if waiters is not None:
+                waiters.pop(waiter, None)
 
     def _set_timers(self, task: Task) -> None:
         """Arm or disarm the task's timers for its new state."""
@@ -248,36 +309,73 @@ class MemoryStorage:
         task = Task.FromString(data)
         return task.state == TaskState.TASK_STATE_LEASED and task.worker_id == lease.worker_id
 
-    def _has_queued(self, skill: str) -> bool:
-        heap = self._queues.get(skill)
-        if not heap:
-            return False
-        while heap and heap[0][2] not in self._queued:
-            heapq.heappop(heap)  # withdrawn (cancelled) task
-        return bool(heap)
-
-    def _pop(self, skills: Sequence[str], worker_id: str) -> Task | None:
-        best: list[_Entry] | None = None
-        for skill in skills:
-            if not self._has_queued(skill):
-                continue
-            heap = self._queues[skill]
-            if best is None or heap[0] < best[0]:
-                best = heap
+    def _pop(self, worker: WorkerProfile) -> Task | None:
+        """Lease the worker the best queued task it suits: highest priority,
+        then first queued, over all its skills."""
+        if worker.max_concurrent and worker.active >= worker.max_concurrent:
+            return None  # at its declared concurrency
+        best: _Entry | None = None
+        plain: list[_Entry] | None = None
+        for skill in worker.skills:
+            heap = self._queues.get(skill)
+            if heap:
+                while heap and heap[0][2] not in self._queued:
+                    heapq.heappop(heap)  # withdrawn (cancelled) task
+                if heap and (best is None or heap[0] < best):
+                    best, plain = heap[0], heap
+            constrained = self._constrained.get(skill)
+            if constrained:
+                entry = self._best_constrained(constrained, worker, skill)
+                if entry is not None and (best is None or entry < best):
+                    best, plain = entry, None
         if best is None:
             return None
-        _, _, task_id = heapq.heappop(best)
+        task_id = best[2]
+        if plain is not None:
+            heapq.heappop(plain)
+        # A constrained entry stays in its heap, stale, until the next scan.
         del self._queued[task_id]
+        if plain is None:
+            del self._requirements[task_id]
         task = Task.FromString(self._tasks[task_id])
+        self._lease(task, worker.worker_id)
+        return task
+
+    def _best_constrained(
+        self, heap: list[_Entry], worker: WorkerProfile, skill: str
+    ) -> _Entry | None:
+        """The first (by priority, then age) task of ``heap`` the worker
+        meets the requirements of. A linear scan: only tasks with
+        requirements pay for it, and it drops stale entries as it goes."""
+        if any(entry[2] not in self._queued for entry in heap):
+            heap[:] = [entry for entry in heap if entry[2] in self._queued]
+            heapq.heapify(heap)
+        best: _Entry | None = None
+        for entry in heap:
+            if (best is None or entry < best) and eligible(
+                self._requirements[entry[2]], worker, skill
+            ):
+                best = entry
+        return best
+
+    def _lease(self, task: Task, worker_id: str, *, queued: bool = True) -> None:
+        """Lease ``task`` to the worker; ``queued``: it was stored QUEUED,
+        with its timers armed, rather than handed over as it was written."""
         task.state = TaskState.TASK_STATE_LEASED
         task.worker_id = worker_id
         task.leased_at_ms = now_ms()
-        self._tasks[task_id] = task.SerializeToString()
-        self._timers.drop(f"{_DISPATCH}:{task_id}")
-        return task
+        self._tasks[task.task_id] = task.SerializeToString()
+        if queued:
+            self._timers.drop(f"{_DISPATCH}:{task.task_id}")
+        else:
+            self._set_timers(task)
 
-    def _wake(self, skill: str) -> None:
-        for waiter in self._waiters.get(skill, ()):
-            if not waiter.done():
-                waiter.set_result(None)
-                return
+
+class _Waiter:
+    """A worker waiting to be handed a task."""
+
+    __slots__ = ("future", "worker")
+
+    def __init__(self, worker: WorkerProfile, future: asyncio.Future[Task]) -> None:
+        self.worker = worker
+        self.future = future
