@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import aiohttp
 import pytest
 
 from avtomatika import ActionFactory, OrchestratorEngine, StateMachineBlueprint
@@ -20,7 +21,7 @@ from avtomatika.v1.worker_pb2 import (
 )
 from avtomatika.v1.worker_service_pb2 import ConnectRequest, Hello, TaskAssignment
 from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
-from tests.support import RawWorker, create_job, wait_for_status
+from tests.support import WORKER_TOKEN, RawWorker, create_job, wait_for_status
 
 SKILL = "render"
 
@@ -344,3 +345,56 @@ async def test_a_failing_worker_loses_best_value_selections(
     job_id = await create_job(http, "jobs/render", options)
 
     assert await leased_to(orchestrator, job_id) == "solid"
+
+
+# -- one line for both transports --
+
+
+async def test_rest_and_grpc_workers_claim_from_the_same_queue_by_the_same_rules(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    orchestrator = await start_orchestrator([render_blueprint()])
+    http = http_client(orchestrator)
+    grpc_worker = await connect(orchestrator, grpc_channel, "grpc-plain")
+    rest = aiohttp.ClientSession(
+        f"http://127.0.0.1:{orchestrator.rest_port}",
+        headers={"X-Worker-Token": WORKER_TOKEN, "X-RXON-Version": "1.0b3"},
+    )
+    async with rest:
+        registered = await rest.post(
+            "/_worker/workers/register",
+            json={
+                "worker_id": "rest-gpu",
+                "worker_type": "gpu-box",
+                "supported_skills": [SKILL],
+                "resources": {
+                    "max_concurrent_tasks": 1,
+                    "cpu_cores": 4,
+                    "gpu_info": {"model": "RTX 4090", "vram_gb": 24},
+                },
+                "installed_software": {},
+                "installed_models": [],
+                "capabilities": {
+                    "hostname": "vm",
+                    "ip_address": "127.0.0.1",
+                    "cost_per_skill": {SKILL: 0.5},
+                    "s3_config_hash": None,
+                    "extra": {"region": "eu"},
+                },
+            },
+        )
+        assert registered.status == 200, await registered.text()
+        poll = asyncio.create_task(rest.get("/_worker/workers/rest-gpu/tasks/next"))
+        await waiting(orchestrator, 2)  # the gRPC worker has waited longer
+        requirements = {"gpu_info": {"model": "4090"}, "extra_requirements": {"region": "eu"}}
+        gpu_job = await create_job(
+            http, "jobs/render", {"options": {"resource_requirements": requirements}}
+        )
+
+        response = await poll
+        assert response.status == 200
+        assert (await response.json())["job_id"] == gpu_job
+
+    plain_job = await create_job(http, "jobs/render")
+    assert await leased_to(orchestrator, plain_job) == "grpc-plain"
+    await run(grpc_worker)

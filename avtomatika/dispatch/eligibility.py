@@ -123,5 +123,6 @@ def _model(item: Any) -> tuple[str, str]:
 
 
 def _label(value: Any) -> str:
-    # Labels are strings; a requirement written as true or 2 matches "true" or "2".
-    return value if isinstance(value, str) else json.dumps(value)
+    # Labels are strings (REST workers' "extra" capabilities become labels the
+    # same way): a requirement written as true or 2 matches "true" or "2".
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
