@@ -128,9 +128,26 @@ class RestWorkers:
 
     # -- registration and liveness --
 
-    def register(self, registration: WorkerRegistration) -> None:
-        """Register (or re-register) a worker; what it holds is kept."""
+    async def register(self, registration: WorkerRegistration) -> None:
+        """Register a worker. SDK 1.0b7 registers once, when it starts, so a
+        worker registering again is a new process: the tasks handed to the
+        old one, which died with it, go back to the queue."""
         worker_id = check_worker_id(registration.worker_id)
+        worker = self._workers.get(worker_id)
+        lost: list[str] = []
+        if worker is not None:
+            lost = sorted(worker.held)
+            worker.held.clear()
+            worker.reported.clear()
+        self._add(registration)
+        for task_id in lost:
+            if await self._engine.requeue_task(task_id, worker_id, "the worker restarted"):
+                log.info(
+                    "REST worker %s restarted; task %s goes back to the queue", worker_id, task_id
+                )
+
+    def _add(self, registration: WorkerRegistration) -> _Worker:
+        worker_id = registration.worker_id
         worker = self._workers.get(worker_id)
         info = WorkerInfo(
             registration=registration,
@@ -144,6 +161,7 @@ class RestWorkers:
         self._sync(worker)
         self._engine.workers.connect(info, self._sockets.get(worker_id))
         self._touch(worker)
+        return worker
 
     def ping(self, worker_id: str) -> None:
         """An empty heartbeat: refresh the TTL (:class:`NotFound` if unknown)."""
@@ -161,8 +179,9 @@ class RestWorkers:
             if beat.status == "offline" and not beat.current_tasks:
                 return []  # a worker we forgot, leaving: nothing to restore
             log.info("REST worker %s is back (heartbeat); registering it again", worker_id)
-            self.register(WorkerRegistration(worker_id=worker_id, skills=beat.supported_skills))
-            worker = self._workers[worker_id]
+            worker = self._add(
+                WorkerRegistration(worker_id=worker_id, skills=beat.supported_skills)
+            )
         elif beat.supported_skills:
             # Only a non-empty list replaces the skills: SDK 1.0b7 sends an
             # empty one while it is busy, which is no change of skills.

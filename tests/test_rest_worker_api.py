@@ -566,3 +566,46 @@ async def test_a_second_socket_replaces_the_first(
         await http.post(f"/api/v1/jobs/{job_id}/cancel")
         assert (await second.receive_json())["task_id"] == task["task_id"]
     await first.close()
+
+
+async def test_a_rest_worker_is_dispatched_to_by_what_it_registered(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, rest_worker: Any
+) -> None:
+    requirements = {
+        "gpu_info": {"model": "rtx", "vram_gb": 16},
+        "installed_models": [{"name": "llama", "version": "3"}],
+        "extra_requirements": {"region": "eu", "websockets": True},
+    }
+    orchestrator = await start_orchestrator(
+        [echo_blueprint(resource_requirements=requirements)], worker_poll_timeout_seconds=0.05
+    )
+    plain = rest_worker(orchestrator, "w-plain")
+    response = await plain.http.post(
+        "/_worker/workers/register", json={"worker_id": "w-plain", "supported_skills": ["echo"]}
+    )
+    assert response.status == 200
+    gpu = rest_worker(orchestrator, "w-gpu")
+    await gpu.register()  # RTX 4090, 24 GB, llama 3, region eu, websockets
+    job_id = await create_job(http_client(orchestrator), "jobs/echo")
+
+    assert await plain.poll() is None
+    assert (await gpu.next_task())["job_id"] == job_id
+
+
+async def test_a_worker_registering_again_gives_back_what_it_was_handed(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, rest_worker: Any
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    worker = rest_worker(orchestrator)
+    await worker.register()
+    job_id = await create_job(http_client(orchestrator), "jobs/echo")
+    before = await worker.next_task()
+
+    # SDK 1.0b7 registers once per process: this is a restarted worker, and
+    # the task died with the old process.
+    await worker.register()
+
+    after = await worker.next_task()
+    assert (after["job_id"], after["task_id"] != before["task_id"]) == (job_id, True)
+    assert (await worker.report(before))["status"] == "ignored"
+    assert (await worker.report(after))["status"] == "accepted"

@@ -67,7 +67,7 @@ async def register(request: web.Request) -> web.Response:
     owner = authenticate(request)
     reg = registration(await read_json_object(request))
     speaks_for(owner, reg.worker_id)
-    request.app[REST_WORKERS].register(reg)
+    await request.app[REST_WORKERS].register(reg)
     sent = request.headers.get(_VERSION_HEADER)
     warning = None
     if sent is not None and sent != PROTOCOL_VERSION:
