@@ -514,6 +514,8 @@ class Engine:
                 message=f"{expiry.kind} deadline passed",
             )
             if await self._commit_decision(job, decision, None, [timeout]):
+                if expiry.kind == "result" and task.state == TaskState.TASK_STATE_LEASED:
+                    self.roster.timed_out(task.worker_id)
                 await self._push_cancels(decision.withdraw, f"{expiry.kind} deadline passed")
                 return
 

@@ -398,3 +398,18 @@ async def test_rest_and_grpc_workers_claim_from_the_same_queue_by_the_same_rules
     plain_job = await create_job(http, "jobs/render")
     assert await leased_to(orchestrator, plain_job) == "grpc-plain"
     await run(grpc_worker)
+
+
+async def test_a_task_held_past_its_result_deadline_costs_the_worker_reputation(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    orchestrator = await start_orchestrator([render_blueprint()])
+    http = http_client(orchestrator)
+    worker = await connect(orchestrator, grpc_channel, "silent")
+    job_id = await create_job(http, "jobs/render", {"options": {"result_timeout_seconds": 0.2}})
+    await worker.next_task()  # and never answers
+
+    await wait_for_status(http, job_id, "failed")
+
+    reputation = orchestrator.engine.roster.reputation
+    assert reputation.of("silent") < reputation.of("newcomer")

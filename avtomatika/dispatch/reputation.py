@@ -1,7 +1,8 @@
 """Reputation: a worker's recent success ratio, computed from its results.
 
 Workers never declare their reputation. Each accepted result counts as a
-success or a failure (a cancelled task counts as neither); the ratio is taken
+success or a failure (a cancelled task counts as neither), and so does a task
+a worker held past its result deadline (a failure); the ratio is taken
 over the worker's last ``window`` outcomes with Laplace smoothing,
 ``(successes + 1) / (outcomes + 2)``, so a newcomer starts at 0.5 and one bad
 result does not sink a worker with a long clean record.

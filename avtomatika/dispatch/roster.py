@@ -81,6 +81,11 @@ class Roster:
         failed = result.status == TaskResultStatus.TASK_RESULT_STATUS_FAILURE
         self.reputation.record(result.worker_id, not failed)
 
+    def timed_out(self, worker_id: str) -> None:
+        """Count a task the worker held past its result deadline as a failure."""
+        if worker_id:
+            self.reputation.record(worker_id, False)
+
     def _declare(self, worker_id: str, info: WorkerInfo) -> dict[str, Any]:
         registration = info.registration
         cached = self._declared.get(worker_id)
