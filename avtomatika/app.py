@@ -9,8 +9,8 @@ event loop. This is the only module that imports every layer.
     job_id = await engine.create_background_job("video", {"url": ...})
     await engine.stop()
 
-Shutdown order matters: first stop intake (gRPC streams end and give their
-leased tasks back; the HTTP server stops), then the engine, then storage.
+Shutdown order matters: first stop intake (gRPC streams are drained, then
+end and give their leased tasks back; the HTTP server stops), then the engine, then storage.
 """
 
 from __future__ import annotations
@@ -209,6 +209,11 @@ class OrchestratorEngine:
         grace = self.settings.shutdown_grace_seconds
         server, self._grpc = self._grpc, None
         if server is not None:
+            # Workers first hear Drain (stop taking tasks, finish what runs);
+            # from here on a stream that ends gives its leases back at once,
+            # since no reconnect grace can be honoured by a stopping process.
+            self.engine.workers.drain_all("the orchestrator is shutting down")
+            await self.engine.workers.close()
             await server.stop(grace)
         runner, self._runner = self._runner, None
         if runner is not None:

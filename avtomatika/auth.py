@@ -2,7 +2,10 @@
 
 Clients: those of ``clients.toml`` (``CLIENTS_CONFIG_PATH``, see
 :mod:`avtomatika.clients`) and the ``CLIENT_TOKEN`` default client, side by
-side. Workers: ``GLOBAL_WORKER_TOKEN``.
+side. Workers: the per-worker tokens of ``workers.toml``
+(``WORKERS_CONFIG_PATH``, see :mod:`avtomatika.worker_tokens`), each good for
+its own worker id only, and ``GLOBAL_WORKER_TOKEN`` for the workers not listed
+there.
 
 Only SHA-256 digests of client tokens are kept. A presented token is hashed
 once and compared with every digest using :func:`hmac.compare_digest`, without
@@ -19,6 +22,7 @@ from avtomatika.clients import ClientConfig, load_clients
 from avtomatika.config import Settings
 from avtomatika.context import ClientInfo
 from avtomatika.errors import ConfigError
+from avtomatika.worker_tokens import load_worker_tokens
 
 __all__ = ["DEFAULT_CLIENT_ID", "Authenticator"]
 
@@ -54,6 +58,18 @@ class Authenticator:
             c.info.id: c.monthly_attempts for c in configured if c.monthly_attempts is not None
         }
         self._worker_token = (settings.global_worker_token or "").encode()
+        per_worker: dict[str, str] = {}
+        if settings.workers_config_path is not None:
+            per_worker = load_worker_tokens(settings.workers_config_path)
+        for worker_id, token in per_worker.items():
+            if settings.global_worker_token and hmac.compare_digest(
+                _digest(token), _digest(settings.global_worker_token)
+            ):
+                raise ConfigError(
+                    f"{settings.workers_config_path}: [{worker_id}]: key 'token' is the same as "
+                    "GLOBAL_WORKER_TOKEN; every listed worker needs its own token"
+                )
+        self._workers = [(_digest(token), worker_id) for worker_id, token in per_worker.items()]
 
     @property
     def clients(self) -> list[ClientInfo]:
@@ -77,7 +93,32 @@ class Authenticator:
         return found
 
     def worker(self, token: str | None) -> bool:
-        """Whether ``token`` is a valid worker token."""
+        """Whether ``token`` is a valid worker token (global or per-worker)."""
+        return self._is_global_worker_token(token) or self.worker_id_for_token(token) is not None
+
+    def worker_id_for_token(self, token: str | None) -> str | None:
+        """The worker id whose ``workers.toml`` token ``token`` is, or None
+        (the global token and invalid tokens name no worker)."""
+        if not token or not self._workers:
+            return None
+        presented = _digest(token)
+        found = None
+        for expected, worker_id in self._workers:
+            if hmac.compare_digest(presented, expected):
+                found = worker_id
+        return found
+
+    def worker_may_claim(self, token: str | None, worker_id: str) -> bool:
+        """Whether ``token`` may act as ``worker_id``: its own per-worker
+        token, or the global token for a worker ``workers.toml`` does not
+        list."""
+        owner = self.worker_id_for_token(token)
+        if owner is not None:
+            return owner == worker_id
+        listed = any(listed_id == worker_id for _, listed_id in self._workers)
+        return not listed and self._is_global_worker_token(token)
+
+    def _is_global_worker_token(self, token: str | None) -> bool:
         if not token or not self._worker_token:
             return False
         return hmac.compare_digest(token.encode(), self._worker_token)

@@ -46,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--global-worker-token", help="token every worker may use (GLOBAL_WORKER_TOKEN)"
     )
+    run.add_argument(
+        "--workers-config-path", type=Path, help="per-worker tokens (WORKERS_CONFIG_PATH)"
+    )
+    run.add_argument("--tls-cert-path", type=Path, help="gRPC TLS certificate (TLS_CERT_PATH)")
+    run.add_argument("--tls-key-path", type=Path, help="gRPC TLS private key (TLS_KEY_PATH)")
     run.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (LOG_LEVEL, default INFO)")
     run.add_argument(
         "--job-max-retries", type=int, help="retries of transient failures (JOB_MAX_RETRIES)"
@@ -70,8 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "neither CLIENT_TOKEN nor CLIENTS_CONFIG_PATH is set: every /api request will be "
             "refused with 401"
         )
-    if not settings.global_worker_token:
-        log.warning("GLOBAL_WORKER_TOKEN is not set: no worker can connect")
+    if not settings.global_worker_token and settings.workers_config_path is None:
+        log.warning(
+            "neither GLOBAL_WORKER_TOKEN nor WORKERS_CONFIG_PATH is set: no worker can connect"
+        )
     try:
         asyncio.run(serve(settings))
     except ConfigError as exc:

@@ -42,6 +42,10 @@ class Settings:
     worker_heartbeat_interval_seconds: float = 10.0
     worker_poll_timeout_seconds: float = 30.0
     worker_health_check_interval_seconds: float = 60.0  # REST workers expire after twice this
+    worker_reconnect_grace_seconds: float = 15.0
+    workers_config_path: Path | None = None
+    tls_cert_path: Path | None = None
+    tls_key_path: Path | None = None
     shutdown_grace_seconds: float = 5.0
     # Clients: clients.toml, rate limits, quotas.
     clients_config_path: Path | None = None
@@ -119,6 +123,17 @@ class Settings:
             raise ConfigError(
                 f"CLIENTS_CONFIG_PATH {str(self.clients_config_path)!r} is not a file"
             )
+        if self.worker_reconnect_grace_seconds < 0:
+            raise ConfigError(
+                "WORKER_RECONNECT_GRACE_SECONDS must be >= 0, "
+                f"got {self.worker_reconnect_grace_seconds}"
+            )
+        for name in ("workers_config_path", "tls_cert_path", "tls_key_path"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ConfigError(f"{name.upper()} {str(path)!r} is not a file")
+        if (self.tls_cert_path is None) != (self.tls_key_path is None):
+            raise ConfigError("TLS_CERT_PATH and TLS_KEY_PATH must be set together")
         if self.history_database_uri and not self.history_database_uri.startswith(
             ("sqlite:///", "postgresql://", "postgres://")
         ):
@@ -211,8 +226,6 @@ _UNUSED_1_0B13 = frozenset(
         "POSTGRES_DSN",
         "ENABLE_CLIENT_API",
         "TLS_ENABLED",
-        "TLS_CERT_PATH",
-        "TLS_KEY_PATH",
         "TLS_CA_PATH",
         "TLS_REQUIRE_CLIENT_CERT",
         "LOG_FORMAT",
@@ -223,7 +236,6 @@ _UNUSED_1_0B13 = frozenset(
         "S3_MAX_CONCURRENCY",
         "RATE_LIMIT_HEARTBEAT_LIMIT",
         "RATE_LIMIT_POLL_LIMIT",
-        "WORKERS_CONFIG_PATH",
         "SCHEDULES_CONFIG_PATH",
         "TZ",
     }

@@ -94,7 +94,7 @@ class Engine:
         :mod:`avtomatika.task_files`); without it they get ``None``."""
         self.storage: Storage = storage if storage is not None else MemoryStorage()
         self.config = config if config is not None else Settings()
-        self.workers = WorkerRegistry()
+        self.workers = WorkerRegistry(self.requeue_task, self.config.worker_reconnect_grace_seconds)
         self.roster = Roster(self.workers)
         """Recent leases and results per worker: warmth and reputation for
         the dispatcher."""
@@ -465,6 +465,11 @@ class Engine:
             if await self._commit_decision(job, decision, Lease(task.task_id, task.worker_id)):
                 return True
         return False
+
+    def drain_worker(self, worker_id: str, reason: str = "drained by the operator") -> bool:
+        """Tell a connected worker to take no more tasks (its running tasks
+        finish); False when it is not connected here or cannot be told."""
+        return self.workers.drain(worker_id, reason)
 
     async def holds(self, worker_id: str, task_id: str) -> bool:
         """Whether ``task_id`` is leased to ``worker_id`` right now."""

@@ -11,6 +11,8 @@ Where the numbers come from:
   instead of queueing work for a task of its own);
 - ignored worker results: the engine's ``ignored_results`` signal, so every
   transport is counted and the engine imports nothing of Prometheus;
+- cancel acknowledgement delays: the worker registry's ``cancel_acked``
+  signal (seconds from push to ack, measured by the transport);
 - rate-limited requests: :meth:`Metrics.count_rate_limited`, called by an
   HTTP middleware for every 429;
 - queue depth and connected workers: read from storage and the worker
@@ -45,6 +47,9 @@ PREFIX = "avtomatika_"
 _JOB_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 # A task waits for a worker from milliseconds (idle workers) to minutes.
 _DISPATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+
+# A worker acknowledges a cancel within milliseconds, or when its handler yields.
+_CANCEL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 _WEBHOOK_OUTCOMES = {
     E.HISTORY_EVENT_TYPE_WEBHOOK_DELIVERED: "delivered",
@@ -101,6 +106,12 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.cancel_ack = Histogram(
+            f"{PREFIX}cancel_ack_seconds",
+            "Time from pushing a cancel to a worker to its acknowledgement.",
+            buckets=_CANCEL_BUCKETS,
+            registry=r,
+        )
         self._live = _LiveGauges()
         r.register(self._live)
         self._history_drops: _HistoryDrops | None = None
@@ -112,6 +123,7 @@ class Metrics:
             self._unsubscribe = [
                 self._engine.events.subscribe(self._on_event),
                 self._engine.ignored_results.subscribe(self._on_ignored),
+                self._engine.workers.cancel_acked.subscribe(self.cancel_ack.observe),
             ]
 
     async def stop(self) -> None:

@@ -3,17 +3,40 @@
 Transports register a worker with a :class:`CancelSink` (its gRPC stream or
 WebSocket) so the engine can push a cancel to it in real time; the registry is
 also what ``GET /api/v1/workers`` lists.
+
+Leases outlive connections. The registry keeps, per worker id, the set of
+task ids leased to it (:meth:`WorkerRegistry.connect` returns it, the
+transport adds and removes ids). A second connection for the same id gets the
+same set and replaces the first. When the live connection ends, the worker
+has ``grace`` seconds to come back and keep its leases (results of tasks it
+ran meanwhile are accepted); after that every task still leased to it is
+re-queued as a transient failure. The grace timer is an asyncio timer,
+cancelled when the worker returns. At shutdown (:meth:`WorkerRegistry.close`)
+nothing waits: leases are re-queued at once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from avtomatika.clock import now_ms
+from avtomatika.signals import Signal
 from avtomatika.v1.worker_pb2 import WorkerInfo
 
-__all__ = ["CancelSink", "WorkerRegistry"]
+__all__ = ["WORKER_ID", "CancelSink", "DrainSink", "Joined", "Requeue", "WorkerRegistry"]
+
+log = logging.getLogger(__name__)
+
+WORKER_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+"""What a worker id may look like (in Hello, in ``workers.toml``)."""
+
+Requeue = Callable[[str, str, str], Awaitable[bool]]
+"""``requeue(task_id, worker_id, reason)``: the engine's ``requeue_task``."""
 
 
 class CancelSink(Protocol):
@@ -23,34 +46,116 @@ class CancelSink(Protocol):
         """Queue a cancel for the worker; False if the connection is gone."""
 
 
+@runtime_checkable
+class DrainSink(Protocol):
+    """A connection that can also tell its worker to take no more tasks."""
+
+    def push_drain(self, reason: str) -> bool:
+        """Queue a drain for the worker; False if the connection is gone."""
+
+
+class Joined(NamedTuple):
+    """What :meth:`WorkerRegistry.connect` hands a new connection."""
+
+    leases: set[str]
+    """Task ids leased to the worker, shared by all its connections."""
+    replaced: CancelSink | None
+    """The live connection this one replaces, which the transport closes."""
+
+
 @dataclass(slots=True)
 class _Entry:
     info: WorkerInfo
     sink: CancelSink | None
+    leases: set[str] = field(default_factory=set)
+    grace: asyncio.TimerHandle | None = None
 
 
 class WorkerRegistry:
-    """Connected workers by id. A second connection for the same id replaces
-    the first."""
+    """Connected workers by id, and the leases they hold across reconnects."""
 
-    def __init__(self) -> None:
+    def __init__(self, requeue: Requeue | None = None, grace_seconds: float = 0.0) -> None:
         self._workers: dict[str, _Entry] = {}
+        self._requeue = requeue
+        self._grace_seconds = grace_seconds
+        self._releases: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self.cancel_acked: Signal[float] = Signal("cancel acks")
+        """Seconds from pushing a cancel to the worker's ack, per ack."""
 
-    def connect(self, info: WorkerInfo, sink: CancelSink | None) -> None:
-        """Record ``info`` as connected through ``sink``."""
+    def connect(self, info: WorkerInfo, sink: CancelSink | None) -> Joined:
+        """Record ``info`` as connected through ``sink``. A worker back within
+        its grace period keeps its leases; a live connection for the same id
+        is replaced (returned, for the transport to close)."""
         info.last_seen_ms = now_ms()
-        self._workers[info.registration.worker_id] = _Entry(info, sink)
+        worker_id = info.registration.worker_id
+        previous = self._workers.get(worker_id)
+        leases: set[str] = set()
+        replaced = None
+        if previous is not None:
+            leases = previous.leases
+            if previous.grace is not None:
+                previous.grace.cancel()
+                log.info("worker %s is back within its grace period", worker_id)
+            elif previous.sink is not sink:
+                replaced = previous.sink
+        self._workers[worker_id] = _Entry(info, sink, leases)
+        return Joined(leases, replaced)
 
-    def disconnect(self, worker_id: str, sink: CancelSink | None) -> None:
-        """Forget the worker, unless a newer connection has replaced ``sink``."""
+    def disconnect(self, worker_id: str, sink: CancelSink | None) -> list[str]:
+        """The connection ``sink`` ended. Unless a newer connection replaced
+        it, the worker's leases wait out the grace period; returns those to
+        re-queue now instead (no grace, or shutting down)."""
         entry = self._workers.get(worker_id)
-        if entry is not None and entry.sink is sink:
+        if entry is None or entry.sink is not sink or entry.grace is not None:
+            return []
+        if not entry.leases or self._grace_seconds <= 0 or self._closing:
             del self._workers[worker_id]
+            return sorted(entry.leases)
+        entry.sink = None
+        loop = asyncio.get_running_loop()
+        entry.grace = loop.call_later(self._grace_seconds, self._expire, worker_id, entry)
+        log.info(
+            "worker %s disconnected holding %d task(s); waiting %.1f s for it to return",
+            worker_id,
+            len(entry.leases),
+            self._grace_seconds,
+        )
+        return []
+
+    def _expire(self, worker_id: str, entry: _Entry) -> None:
+        if self._workers.get(worker_id) is entry:
+            del self._workers[worker_id]
+        entry.grace = None
+        task = asyncio.create_task(self._release(worker_id, sorted(entry.leases)))
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+
+    async def _release(self, worker_id: str, task_ids: list[str]) -> None:
+        if self._requeue is None:
+            return
+        for task_id in task_ids:
+            try:
+                if await self._requeue(task_id, worker_id, "worker disconnected"):
+                    log.info("worker %s did not return; task %s re-queued", worker_id, task_id)
+            except Exception:
+                log.exception("worker %s: re-queueing task %s failed", worker_id, task_id)
+
+    async def close(self) -> None:
+        """Shutting down: end every grace period now (re-queueing its leases)
+        and wait for the re-queues. Later disconnects re-queue at once."""
+        self._closing = True
+        for worker_id, entry in list(self._workers.items()):
+            if entry.grace is not None:
+                entry.grace.cancel()
+                self._expire(worker_id, entry)
+        while self._releases:
+            await asyncio.gather(*self._releases, return_exceptions=True)
 
     def is_current(self, worker_id: str, sink: CancelSink | None) -> bool:
         """Whether ``sink`` is the worker's live connection."""
         entry = self._workers.get(worker_id)
-        return entry is not None and entry.sink is sink
+        return entry is not None and entry.sink is sink and entry.grace is None
 
     def info(self, worker_id: str) -> WorkerInfo | None:
         """The connected worker's live record (not a copy: do not modify it)."""
@@ -70,10 +175,25 @@ class WorkerRegistry:
             return False
         return entry.sink.push_cancel(task_id, job_id, reason)
 
+    def drain(self, worker_id: str, reason: str) -> bool:
+        """Tell a connected worker to take no more tasks; False when it is
+        not connected or its transport cannot carry a drain."""
+        entry = self._workers.get(worker_id)
+        if entry is None or not isinstance(entry.sink, DrainSink):
+            return False
+        return entry.sink.push_drain(reason)
+
+    def drain_all(self, reason: str) -> int:
+        """Drain every connected worker that can be told; how many were."""
+        return sum(self.drain(worker_id, reason) for worker_id in list(self._workers))
+
     def list(self) -> list[WorkerInfo]:
-        """Snapshots of every connected worker."""
+        """Snapshots of every connected worker (not those in their grace
+        period)."""
         result = []
         for entry in self._workers.values():
+            if entry.grace is not None:
+                continue
             info = WorkerInfo()
             info.CopyFrom(entry.info)
             result.append(info)

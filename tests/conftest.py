@@ -35,6 +35,9 @@ def make_settings(**overrides: Any) -> Settings:
         # Retries back off for milliseconds, not seconds: tests stay fast.
         "retry_backoff_base_seconds": 0.01,
         "retry_backoff_max_seconds": 0.05,
+        # A worker that leaves gives its tasks back at once; the tests of the
+        # reconnect grace period set it.
+        "worker_reconnect_grace_seconds": 0,
     }
     base.update(overrides)
     return Settings(**base)

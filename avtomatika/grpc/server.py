@@ -1,28 +1,48 @@
-"""Builds the grpc.aio server for an engine."""
+"""Builds the grpc.aio server for an engine.
+
+With ``TLS_CERT_PATH`` and ``TLS_KEY_PATH`` set the port serves TLS only
+(server authentication; workers keep authenticating with their token).
+"""
 
 from __future__ import annotations
 
 import grpc
 
 from avtomatika.auth import Authenticator
+from avtomatika.config import Settings
 from avtomatika.engine import Engine
 from avtomatika.grpc.worker_stream import WorkerStreamService
 from avtomatika.v1 import worker_service_pb2_grpc
 
-__all__ = ["start_grpc_server"]
+__all__ = ["server_credentials", "start_grpc_server"]
 
 
 async def start_grpc_server(
     engine: Engine, auth: Authenticator, host: str, port: int
 ) -> tuple[grpc.aio.Server, int]:
     """Start serving on ``host:port`` (0 picks a free port); returns the
-    server and the bound port."""
+    server and the bound port. TLS when the engine's settings name a
+    certificate and key."""
     server = grpc.aio.server()
     worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
         WorkerStreamService(engine, auth), server
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{host}:{port}"
+    credentials = server_credentials(engine.config)
+    if credentials is None:
+        bound = server.add_insecure_port(address)
+    else:
+        bound = server.add_secure_port(address, credentials)
     if bound == 0:
-        raise OSError(f"cannot bind the gRPC port {host}:{port}")
+        raise OSError(f"cannot bind the gRPC port {address}")
     await server.start()
     return server, bound
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS credentials from ``TLS_CERT_PATH``/``TLS_KEY_PATH`` (PEM), or None."""
+    if settings.tls_cert_path is None or settings.tls_key_path is None:
+        return None
+    key = settings.tls_key_path.read_bytes()
+    chain = settings.tls_cert_path.read_bytes()
+    return grpc.ssl_server_credentials([(key, chain)])

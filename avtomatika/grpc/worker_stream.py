@@ -10,15 +10,24 @@ generator:
 - the RPC generator is the only writer (grpc.aio allows one write at a
   time): it yields what the others put in the outbound queue.
 
-When the stream ends, for whatever reason, every task still leased to it goes
-back to the queue as a new attempt, so no task is lost to a disconnect.
+Leases belong to the worker id, not to the stream (see
+:mod:`avtomatika.workers`). When a stream ends, for whatever reason (EOF,
+silence, a network error), the worker has ``WORKER_RECONNECT_GRACE_SECONDS``
+to open a new one and keep its leases; after that every task still leased to
+it goes back to the queue as a new attempt, so no task is lost to a
+disconnect. A second stream for the same id replaces the first: the old one
+gets a Drain and is closed, and the new one takes over its leases.
+
+The time from pushing a cancel to the worker's CancelAck is measured here and
+sent on the registry's ``cancel_acked`` signal (metrics observe it as
+``avtomatika_cancel_ack_seconds``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
+import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -33,6 +42,7 @@ from avtomatika.v1.worker_service_pb2 import (
     CancelTask,
     ConnectRequest,
     ConnectResponse,
+    Drain,
     Heartbeat,
     HeartbeatRequest,
     HeartbeatResponse,
@@ -47,12 +57,12 @@ from avtomatika.v1.worker_service_pb2 import (
     TaskAssignment,
     Welcome,
 )
+from avtomatika.workers import WORKER_ID
 
 __all__ = ["WorkerStreamService"]
 
 log = logging.getLogger(__name__)
 
-WORKER_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 _MISSED_HEARTBEATS = 3
 _USE_CONNECT = "not available yet over gRPC; workers use the Connect stream"
 
@@ -69,8 +79,9 @@ class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
         request_iterator: AsyncIterator[ConnectRequest],
         context: grpc.aio.ServicerContext[ConnectRequest, ConnectResponse],
     ) -> AsyncIterator[ConnectResponse]:
-        token = dict(context.invocation_metadata() or ()).get("x-worker-token")
-        if not self._auth.worker(token if isinstance(token, str) else None):
+        raw = dict(context.invocation_metadata() or ()).get("x-worker-token")
+        token = raw if isinstance(raw, str) else None
+        if not self._auth.worker(token):
             await context.abort(
                 grpc.StatusCode.UNAUTHENTICATED, "missing or invalid x-worker-token"
             )
@@ -87,6 +98,12 @@ class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
         problem = _check_hello(first.hello)
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        worker_id = first.hello.registration.worker_id
+        if not self._auth.worker_may_claim(token, worker_id):
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"this x-worker-token may not register as worker {worker_id!r}",
+            )
         session = _Session(self._engine, first.hello, request_iterator)
         async for message in session.serve():
             yield message
@@ -135,7 +152,8 @@ def _check_hello(hello: Hello) -> str:
 
 
 class _Session:
-    """One live stream; the worker registry's :class:`CancelSink` for it."""
+    """One live stream; the worker registry's :class:`CancelSink` and
+    :class:`DrainSink` for it."""
 
     def __init__(
         self,
@@ -152,7 +170,10 @@ class _Session:
         self._credits = hello.initial_credits
         self._can_take = asyncio.Event()
         self._draining = False
+        # Replaced by the worker's shared lease set once registered.
         self._held: set[str] = set()
+        self._cancels_sent: dict[str, float] = {}
+        self._feeder: asyncio.Task[None] | None = None
         self._info = WorkerInfo(
             registration=hello.registration,
             status=WorkerStatus.WORKER_STATUS_IDLE,
@@ -162,15 +183,33 @@ class _Session:
 
     # CancelSink
     def push_cancel(self, task_id: str, job_id: str, reason: str) -> bool:
+        # A local duration, so the monotonic clock (not shared state).
+        self._cancels_sent.setdefault(task_id, time.monotonic())
         self._outbound.put_nowait(
             ConnectResponse(cancel=CancelTask(task_id=task_id, job_id=job_id, reason=reason))
         )
         return True
 
+    # DrainSink
+    def push_drain(self, reason: str) -> bool:
+        self._drain()
+        self._outbound.put_nowait(ConnectResponse(drain=Drain(reason=reason)))
+        return True
+
+    def close_replaced(self) -> None:
+        """A newer stream for this worker id took over: drain and end this one."""
+        self.push_drain("replaced by a newer stream for this worker id")
+        self._outbound.put_nowait(None)
+
     async def serve(self) -> AsyncIterator[ConnectResponse]:
         """Run the session; yields what must be written to the stream."""
         registry = self._engine.workers
-        registry.connect(self._info, self)
+        joined = registry.connect(self._info, self)
+        self._held = joined.leases
+        self._update_gate()
+        if isinstance(joined.replaced, _Session):
+            log.info("worker %s opened a second stream; closing the first", self.worker_id)
+            joined.replaced.close_replaced()
         self._outbound.put_nowait(
             ConnectResponse(
                 welcome=Welcome(
@@ -179,9 +218,10 @@ class _Session:
             )
         )
         reader = asyncio.create_task(self._read(), name=f"worker-{self.worker_id}-read")
+        self._feeder = asyncio.create_task(self._feed(), name=f"worker-{self.worker_id}-feed")
         loops = [
             reader,
-            asyncio.create_task(self._feed(), name=f"worker-{self.worker_id}-feed"),
+            self._feeder,
             asyncio.create_task(self._beat(), name=f"worker-{self.worker_id}-beat"),
         ]
         # The reader's end (EOF, silence, error) ends the stream: it puts a
@@ -194,17 +234,12 @@ class _Session:
             for loop in loops:
                 loop.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
-            registry.disconnect(self.worker_id, self)
-            await self._release_held()
-
-    async def _release_held(self) -> None:
-        for task_id in sorted(self._held):
-            requeued = await self._engine.requeue_task(
-                task_id, self.worker_id, "worker disconnected"
-            )
-            if requeued:
-                log.info("worker %s left; task %s goes back to the queue", self.worker_id, task_id)
-        self._held.clear()
+            # Without a grace period (or at shutdown) the leases go back now;
+            # otherwise the registry re-queues them if the worker stays away.
+            for task_id in registry.disconnect(self.worker_id, self):
+                reason = "worker disconnected"
+                if await self._engine.requeue_task(task_id, self.worker_id, reason):
+                    log.info("worker %s left; task %s re-queued", self.worker_id, task_id)
 
     async def _read(self) -> None:
         while True:
@@ -231,6 +266,7 @@ class _Session:
         elif kind == "result":
             result = message.result
             result.worker_id = self.worker_id  # never trust the claimed id
+            self._cancels_sent.pop(result.task_id, None)
             verdict = await self._engine.submit_result(result)
             # A rejected result (e.g. naming the wrong job) leaves the lease
             # in place: forget the task only once it is no longer ours, or a
@@ -253,12 +289,14 @@ class _Session:
             await self._engine.report_progress(self.worker_id, p.task_id, p.progress, p.message)
         elif kind == "cancel_ack":
             task_id = message.cancel_ack.task_id
+            sent = self._cancels_sent.pop(task_id, None)
+            if sent is not None:
+                self._engine.workers.cancel_acked.send(time.monotonic() - sent)
             if not await self._engine.holds(self.worker_id, task_id):
                 self._held.discard(task_id)
                 self._update_gate()
         elif kind == "drain":
-            self._draining = True
-            self._update_gate()
+            self._drain()
         # heartbeat: reading it was the point.
 
     async def _feed(self) -> None:
@@ -267,6 +305,13 @@ class _Session:
             task = await self._engine.next_task(self.worker_id, self._skills, timeout=None)
             if task is None:
                 continue
+            if not self._engine.workers.is_current(self.worker_id, self):
+                # Replaced while claiming: this stream is closing and the
+                # worker would never see the task, so it goes straight back.
+                await self._engine.requeue_task(
+                    task.task_id, self.worker_id, "the worker's stream was replaced"
+                )
+                return
             # No await between the claim and here: the lease is recorded
             # before anything can cancel this coroutine.
             self._held.add(task.task_id)
@@ -278,6 +323,14 @@ class _Session:
         while True:
             await asyncio.sleep(self._interval)
             self._outbound.put_nowait(ConnectResponse(heartbeat=Heartbeat(sent_at_ms=now_ms())))
+
+    def _drain(self) -> None:
+        """Take no more tasks on this stream, for good. The feeder may be
+        waiting for a task already: cancel it (a claim is cancel-safe)."""
+        self._draining = True
+        self._update_gate()
+        if self._feeder is not None:
+            self._feeder.cancel()
 
     def _update_gate(self) -> None:
         if self._credits > 0 and not self._draining:

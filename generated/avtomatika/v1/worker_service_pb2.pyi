@@ -56,11 +56,15 @@ class ConnectRequest(_message.Message):
 
     @_builtins.property
     def cancel_ack(self) -> Global___CancelAck:
-        """The worker stopped a task the server cancelled."""
+        """The worker stopped a task the server cancelled; send it as soon as the
+        cancel is seen (the server measures the delay).
+        """
 
     @_builtins.property
     def drain(self) -> Global___Drain:
-        """The worker will take no more tasks (it is shutting down)."""
+        """The worker will take no more tasks (it is shutting down); the server
+        sends none from now on, running tasks still report their results.
+        """
 
     def __init__(
         self,
@@ -113,7 +117,10 @@ class ConnectResponse(_message.Message):
 
     @_builtins.property
     def drain(self) -> Global___Drain:
-        """Take no more tasks (the server is shutting down or rebalancing)."""
+        """Take no more tasks: the server is shutting down, an operator drained
+        the worker, or a newer stream for the same worker id replaced this one
+        (the server then closes this stream).
+        """
 
     @_builtins.property
     def result_ack(self) -> Global___ResultAck:
@@ -148,10 +155,14 @@ class Hello(_message.Message):
     REGISTRATION_FIELD_NUMBER: _builtins.int
     INITIAL_CREDITS_FIELD_NUMBER: _builtins.int
     initial_credits: _builtins.int
-    """Credits granted up front, usually max_concurrent_tasks."""
+    """Credits granted up front: max_concurrent_tasks minus the tasks still
+    running from an earlier stream.
+    """
     @_builtins.property
     def registration(self) -> _worker_pb2.WorkerRegistration:
-        """Who the worker is and what it can do."""
+        """Who the worker is and what it can do: id, skills, resources (CPU, RAM,
+        GPU, installed models), cost per skill, max concurrency and labels.
+        """
 
     def __init__(
         self,
@@ -197,7 +208,10 @@ Global___Welcome: _TypeAlias = Welcome  # noqa: Y015
 
 @_typing.final
 class Credit(_message.Message):
-    """Credit grants the server permission to send more tasks."""
+    """Credit grants the server permission to send more tasks. Each task the
+    server sends uses one; a result is not a credit, so a worker gives one
+    back when it is ready for another task.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -219,7 +233,9 @@ Global___Credit: _TypeAlias = Credit  # noqa: Y015
 
 @_typing.final
 class Heartbeat(_message.Message):
-    """Heartbeat is a liveness signal in either direction."""
+    """Heartbeat is a liveness signal in either direction, sent every
+    Welcome.heartbeat_interval_ms; any message counts as a sign of life.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -345,7 +361,9 @@ Global___TaskProgress: _TypeAlias = TaskProgress  # noqa: Y015
 
 @_typing.final
 class CancelTask(_message.Message):
-    """CancelTask tells a worker to stop a task."""
+    """CancelTask tells a worker to stop a task; the worker answers with a
+    CancelAck, then (optionally) a CANCELLED result.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 

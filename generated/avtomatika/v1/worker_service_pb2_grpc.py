@@ -34,7 +34,12 @@ class WorkerServiceStub:
     (their google.api.http annotations are the REST routes) for existing
     workers.
 
-    Credentials travel as metadata: `x-worker-token`.
+    Credentials travel as metadata: `x-worker-token`, either the worker's own
+    token from workers.toml (good for that worker id only) or the global
+    worker token (for workers workers.toml does not list). A missing or wrong
+    token, or a per-worker token used with another worker id, ends the call
+    with UNAUTHENTICATED. With TLS_CERT_PATH/TLS_KEY_PATH set the port speaks
+    TLS only.
     """
 
     def __init__(self, channel):
@@ -79,13 +84,26 @@ class WorkerServiceServicer:
     (their google.api.http annotations are the REST routes) for existing
     workers.
 
-    Credentials travel as metadata: `x-worker-token`.
+    Credentials travel as metadata: `x-worker-token`, either the worker's own
+    token from workers.toml (good for that worker id only) or the global
+    worker token (for workers workers.toml does not list). A missing or wrong
+    token, or a per-worker token used with another worker id, ends the call
+    with UNAUTHENTICATED. With TLS_CERT_PATH/TLS_KEY_PATH set the port speaks
+    TLS only.
     """
 
     def Connect(self, request_iterator, context):
         """Connect opens the worker's stream. The first request must be a Hello;
         the server answers with a Welcome, then pushes tasks only while the
         worker has credits.
+
+        Leases belong to the worker id, not to the stream: a second stream with
+        the same id replaces the first (which gets a Drain and is closed) and
+        takes over its tasks; a worker whose stream ends (hang-up, network
+        error, or silence for three heartbeat intervals) and that reconnects
+        within the server's reconnect grace period keeps its tasks and may still
+        report them. After the grace period its tasks are re-queued as a new
+        attempt (a transient failure).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -165,7 +183,12 @@ class WorkerService:
     (their google.api.http annotations are the REST routes) for existing
     workers.
 
-    Credentials travel as metadata: `x-worker-token`.
+    Credentials travel as metadata: `x-worker-token`, either the worker's own
+    token from workers.toml (good for that worker id only) or the global
+    worker token (for workers workers.toml does not list). A missing or wrong
+    token, or a per-worker token used with another worker id, ends the call
+    with UNAUTHENTICATED. With TLS_CERT_PATH/TLS_KEY_PATH set the port speaks
+    TLS only.
     """
 
     @staticmethod

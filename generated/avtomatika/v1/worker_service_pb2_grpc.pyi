@@ -35,7 +35,12 @@ class WorkerServiceStub:
     (their google.api.http annotations are the REST routes) for existing
     workers.
 
-    Credentials travel as metadata: `x-worker-token`.
+    Credentials travel as metadata: `x-worker-token`, either the worker's own
+    token from workers.toml (good for that worker id only) or the global
+    worker token (for workers workers.toml does not list). A missing or wrong
+    token, or a per-worker token used with another worker id, ends the call
+    with UNAUTHENTICATED. With TLS_CERT_PATH/TLS_KEY_PATH set the port speaks
+    TLS only.
     """
 
     @_typing.overload
@@ -46,6 +51,14 @@ class WorkerServiceStub:
     """Connect opens the worker's stream. The first request must be a Hello;
     the server answers with a Welcome, then pushes tasks only while the
     worker has credits.
+
+    Leases belong to the worker id, not to the stream: a second stream with
+    the same id replaces the first (which gets a Drain and is closed) and
+    takes over its tasks; a worker whose stream ends (hang-up, network
+    error, or silence for three heartbeat intervals) and that reconnects
+    within the server's reconnect grace period keeps its tasks and may still
+    report them. After the grace period its tasks are re-queued as a new
+    attempt (a transient failure).
     """
     RegisterWorker: _grpc.UnaryUnaryMultiCallable[_worker_service_pb2.RegisterWorkerRequest, _worker_service_pb2.RegisterWorkerResponse]
     """RegisterWorker registers (or re-registers) a REST worker."""
@@ -68,7 +81,12 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     (their google.api.http annotations are the REST routes) for existing
     workers.
 
-    Credentials travel as metadata: `x-worker-token`.
+    Credentials travel as metadata: `x-worker-token`, either the worker's own
+    token from workers.toml (good for that worker id only) or the global
+    worker token (for workers workers.toml does not list). A missing or wrong
+    token, or a per-worker token used with another worker id, ends the call
+    with UNAUTHENTICATED. With TLS_CERT_PATH/TLS_KEY_PATH set the port speaks
+    TLS only.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -76,6 +94,14 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     """Connect opens the worker's stream. The first request must be a Hello;
     the server answers with a Welcome, then pushes tasks only while the
     worker has credits.
+
+    Leases belong to the worker id, not to the stream: a second stream with
+    the same id replaces the first (which gets a Drain and is closed) and
+    takes over its tasks; a worker whose stream ends (hang-up, network
+    error, or silence for three heartbeat intervals) and that reconnects
+    within the server's reconnect grace period keeps its tasks and may still
+    report them. After the grace period its tasks are re-queued as a new
+    attempt (a transient failure).
     """
     RegisterWorker: _aio.UnaryUnaryMultiCallable[_worker_service_pb2.RegisterWorkerRequest, _worker_service_pb2.RegisterWorkerResponse]  # type: ignore[assignment]
     """RegisterWorker registers (or re-registers) a REST worker."""
@@ -97,7 +123,12 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     (their google.api.http annotations are the REST routes) for existing
     workers.
 
-    Credentials travel as metadata: `x-worker-token`.
+    Credentials travel as metadata: `x-worker-token`, either the worker's own
+    token from workers.toml (good for that worker id only) or the global
+    worker token (for workers workers.toml does not list). A missing or wrong
+    token, or a per-worker token used with another worker id, ends the call
+    with UNAUTHENTICATED. With TLS_CERT_PATH/TLS_KEY_PATH set the port speaks
+    TLS only.
     """
 
     @_abc_1.abstractmethod
@@ -109,6 +140,14 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         """Connect opens the worker's stream. The first request must be a Hello;
         the server answers with a Welcome, then pushes tasks only while the
         worker has credits.
+
+        Leases belong to the worker id, not to the stream: a second stream with
+        the same id replaces the first (which gets a Drain and is closed) and
+        takes over its tasks; a worker whose stream ends (hang-up, network
+        error, or silence for three heartbeat intervals) and that reconnects
+        within the server's reconnect grace period keeps its tasks and may still
+        report them. After the grace period its tasks are re-queued as a new
+        attempt (a transient failure).
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,82 @@
+"""``workers.toml``: per-worker tokens (``WORKERS_CONFIG_PATH``).
+
+One table per worker; the table name is the worker id it must register
+under::
+
+    [gpu-box-1]
+    token = "s3cret-gpu-box-1"      # required: the X-Worker-Token value
+
+A worker listed here must present its own token, and that token is good for
+that worker id only; ``GLOBAL_WORKER_TOKEN`` (if set) still admits workers
+that are not listed. The file is validated whole at start-up: a TOML syntax
+error, a bad worker id, a missing, empty or non-string token, an unknown key
+or a token used twice raises :class:`~avtomatika.errors.ConfigError` naming
+the file, the key and the problem.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from avtomatika.errors import ConfigError
+from avtomatika.workers import WORKER_ID
+
+__all__ = ["load_worker_tokens", "parse_worker_tokens"]
+
+
+def load_worker_tokens(path: Path) -> dict[str, str]:
+    """Tokens by worker id from the TOML file at ``path``."""
+    try:
+        with path.open("rb") as file:
+            document = tomllib.load(file)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    return parse_worker_tokens(document, str(path))
+
+
+def parse_worker_tokens(document: Mapping[str, Any], source: str) -> dict[str, str]:
+    """Validate a parsed ``workers.toml`` (``source`` names it in errors)."""
+    tokens: dict[str, str] = {}
+    owners: dict[str, str] = {}
+    for worker_id, table in document.items():
+        token = _token(source, worker_id, table)
+        other = owners.setdefault(token, worker_id)
+        if other != worker_id:
+            raise ConfigError(
+                f"{source}: [{worker_id}]: key 'token' is the same as [{other}]'s; "
+                "every worker needs its own token"
+            )
+        tokens[worker_id] = token
+    return tokens
+
+
+def _token(source: str, worker_id: str, table: Any) -> str:
+    where = f"{source}: [{worker_id}]"
+    if not isinstance(table, dict):
+        raise ConfigError(
+            f"{source}: {worker_id!r} must be a table ([{worker_id}] with a token), "
+            f"got {type(table).__name__}"
+        )
+    if not WORKER_ID.match(worker_id):
+        raise ConfigError(f"{where}: the worker id must match {WORKER_ID.pattern}")
+    unknown = sorted(set(table) - {"token"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (only 'token' is allowed)")
+    token = table.get("token")
+    if token is None:
+        raise ConfigError(f"{where}: key 'token' is missing")
+    if not isinstance(token, str):
+        raise ConfigError(f"{where}: key 'token' must be a string, got {type(token).__name__}")
+    if not token:
+        raise ConfigError(f"{where}: key 'token' is empty")
+    if token != token.strip() or not token.isprintable():
+        raise ConfigError(
+            f"{where}: key 'token' has surrounding spaces or control characters, so no "
+            "header could carry it"
+        )
+    return token
