@@ -5,6 +5,7 @@ The real SDK runs against it in ``test_rest_worker_sdk.py``."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -566,6 +567,39 @@ async def test_a_second_socket_replaces_the_first(
         await http.post(f"/api/v1/jobs/{job_id}/cancel")
         assert (await second.receive_json())["task_id"] == task["task_id"]
     await first.close()
+
+
+# -- per-worker tokens (workers.toml) --
+
+
+async def test_a_per_worker_token_speaks_for_its_worker_only(
+    start_orchestrator: StartOrchestrator,
+    http_client: HttpClient,
+    rest_worker: Any,
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "workers.toml"
+    config.write_text('[w-own]\ntoken = "own-token"\n')
+    orchestrator = await start_orchestrator([echo_blueprint()], workers_config_path=config)
+    http = http_client(orchestrator)
+    own = rest_worker(orchestrator, "w-own")
+    own.http.headers["X-Worker-Token"] = "own-token"
+    shared = rest_worker(orchestrator, "w-own")  # the global token
+
+    await error(
+        await shared.http.post("/_worker/workers/register", json=registration("w-own")), 401
+    )
+    await error(await own.http.post("/_worker/workers/register", json=registration("w-2")), 401)
+    await error(await own.http.get("/_worker/workers/w-2/tasks/next"), 401)
+    await own.register()
+
+    # The SDK's anonymous socket is identified by the token: cancels are pushed.
+    async with own.http.ws_connect("/_worker/ws") as ws:
+        job_id = await create_job(http, "jobs/echo")
+        task = await own.next_task()
+        cancelled = await (await http.post(f"/api/v1/jobs/{job_id}/cancel")).json()
+        assert cancelled == {"status": "cancellation_request_sent"}
+        assert (await ws.receive_json())["task_id"] == task["task_id"]
 
 
 async def test_a_rest_worker_is_dispatched_to_by_what_it_registered(

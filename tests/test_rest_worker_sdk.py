@@ -235,3 +235,28 @@ async def test_progress_and_cancel_of_a_running_task_reach_the_sdk_worker(
     assert cancelled == {"status": "cancellation_request_accepted"}
     await worker.marked("cancelled", task_id)
     assert (await wait_for_status(http, job_id, "cancelled"))["status"] == "cancelled"
+
+
+async def test_with_a_per_worker_token_the_cancel_is_pushed_down_the_sdk_socket(
+    start_orchestrator: StartOrchestrator,
+    http_client: HttpClient,
+    sdk_worker: StartWorker,
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "workers.toml"
+    config.write_text('[sdk-w3]\ntoken = "sdk-w3-token"\n')
+    orchestrator = await start_orchestrator([echo_blueprint()], workers_config_path=config)
+    http = http_client(orchestrator)
+    # Heartbeats an hour apart: only the socket can deliver the cancel in time.
+    worker = await sdk_worker(
+        orchestrator, "sdk-w3", WORKER_TOKEN="sdk-w3-token", HEARTBEAT_INTERVAL="3600"
+    )
+    await wait_registered(http, "sdk-w3")
+    job_id = await create_job(http, "jobs/echo", {"mode": "run"})
+    await wait_for(http, job_id, lambda j: j["progress"] == 0.5)  # the socket is up
+    (task_id,) = orchestrator.rest_workers.held("sdk-w3")
+
+    cancelled = await (await http.post(f"/api/v1/jobs/{job_id}/cancel")).json()
+
+    assert cancelled == {"status": "cancellation_request_sent"}
+    await worker.marked("cancelled", task_id)

@@ -36,37 +36,36 @@ PROTOCOL_VERSION = "1.0b3"
 _VERSION_HEADER = "X-RXON-Version"
 
 
-def authenticate(request: web.Request, worker_id: str | None = None) -> str | None:
-    """Check ``X-Worker-Token``. Returns the worker a per-worker token
-    belongs to (None for the shared ``GLOBAL_WORKER_TOKEN``); such a token
-    speaks for its own worker only."""
-    identity = request.app[AUTH].worker(request.headers.get("X-Worker-Token"))
-    if not identity:
+def authenticate(request: web.Request) -> str | None:
+    """Check ``X-Worker-Token``: ``GLOBAL_WORKER_TOKEN`` or a per-worker token
+    of ``workers.toml``. Returns the worker a per-worker token belongs to,
+    None for the global token."""
+    auth = request.app[AUTH]
+    token = request.headers.get("X-Worker-Token")
+    if not auth.worker(token):
         raise Unauthenticated("missing or invalid X-Worker-Token")
-    owner = identity if isinstance(identity, str) else None
-    if worker_id is not None:
-        speaks_for(owner, worker_id)
-    return owner
+    return auth.worker_id_for_token(token)
 
 
 def path_worker(request: web.Request) -> str:
     """The authenticated ``{worker_id}`` of the path."""
-    owner = authenticate(request)
+    authenticate(request)
     worker_id = check_worker_id(request.match_info["worker_id"])
-    speaks_for(owner, worker_id)
+    speaks_for(request, worker_id)
     return worker_id
 
 
-def speaks_for(owner: str | None, worker_id: str) -> None:
-    """Refuse a per-worker token used for another worker."""
-    if owner is not None and worker_id != owner:
-        raise Unauthenticated(f"this token belongs to worker {owner!r}, not {worker_id!r}")
+def speaks_for(request: web.Request, worker_id: str) -> None:
+    """Refuse a token that may not act as ``worker_id``: another worker's
+    own token, or the global token for a worker ``workers.toml`` lists."""
+    if not request.app[AUTH].worker_may_claim(request.headers.get("X-Worker-Token"), worker_id):
+        raise Unauthenticated(f"this X-Worker-Token may not act as worker {worker_id!r}")
 
 
 async def register(request: web.Request) -> web.Response:
-    owner = authenticate(request)
+    authenticate(request)
     reg = registration(await read_json_object(request))
-    speaks_for(owner, reg.worker_id)
+    speaks_for(request, reg.worker_id)
     await request.app[REST_WORKERS].register(reg)
     sent = request.headers.get(_VERSION_HEADER)
     warning = None
@@ -108,9 +107,9 @@ async def next_task(request: web.Request) -> web.Response:
 
 
 async def submit_result(request: web.Request) -> web.Response:
-    owner = authenticate(request)
+    authenticate(request)
     result = task_result(await read_json_object(request))
-    speaks_for(owner, result.worker_id)
+    speaks_for(request, result.worker_id)
     verdict = await request.app[REST_WORKERS].submit_result(result)
     if verdict.accepted:
         return web.json_response({"status": "accepted", "transition": verdict.transition})
