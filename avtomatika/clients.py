@@ -24,7 +24,6 @@ instead, so a typo can never silently lift a quota.
 from __future__ import annotations
 
 import difflib
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 
 from avtomatika.context import ClientInfo
 from avtomatika.errors import ConfigError
+from avtomatika.token_files import check_token, read_toml, type_name
 
 __all__ = ["RESERVED_CLIENT_IDS", "ClientConfig", "load_clients", "parse_clients"]
 
@@ -55,14 +55,7 @@ class ClientConfig:
 
 def load_clients(path: Path) -> list[ClientConfig]:
     """The clients defined in the TOML file at ``path``."""
-    try:
-        with path.open("rb") as file:
-            document = tomllib.load(file)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}") from None
-    return parse_clients(document, str(path))
+    return parse_clients(read_toml(path), str(path))
 
 
 def parse_clients(document: Mapping[str, Any], source: str) -> list[ClientConfig]:
@@ -77,7 +70,7 @@ def _client(source: str, client_id: str, table: Any) -> ClientConfig:
     if not isinstance(table, dict):
         raise ConfigError(
             f"{source}: {client_id!r} must be a table ([{client_id}] with a token), "
-            f"got {_type_name(table)}"
+            f"got {type_name(table)}"
         )
     if client_id in RESERVED_CLIENT_IDS:
         raise ConfigError(f"{where}: the client id {client_id!r} is reserved; choose another")
@@ -89,25 +82,14 @@ def _client(source: str, client_id: str, table: Any) -> ClientConfig:
                 f"{where}: unknown key {key!r}; did you mean {close[0]!r}? (custom values "
                 f"go under [{client_id}.params])"
             )
-    token = table.get("token")
-    if token is None:
-        raise ConfigError(f"{where}: key 'token' is missing")
-    if not isinstance(token, str):
-        raise ConfigError(f"{where}: key 'token' must be a string, got {_type_name(token)}")
-    if not token:
-        raise ConfigError(f"{where}: key 'token' is empty")
-    if token != token.strip() or not token.isprintable():
-        raise ConfigError(
-            f"{where}: key 'token' has surrounding spaces or control characters, so no "
-            "HTTP header could carry it"
-        )
+    token = check_token(where, table)
     plan = table.get("plan", "")
     if not isinstance(plan, str):
-        raise ConfigError(f"{where}: key 'plan' must be a string, got {_type_name(plan)}")
+        raise ConfigError(f"{where}: key 'plan' must be a string, got {type_name(plan)}")
     quota = table.get("monthly_attempts")
     if quota is not None and (isinstance(quota, bool) or not isinstance(quota, int)):
         raise ConfigError(
-            f"{where}: key 'monthly_attempts' must be an integer, got {_type_name(quota)}"
+            f"{where}: key 'monthly_attempts' must be an integer, got {type_name(quota)}"
         )
     if quota is not None and quota < 1:
         raise ConfigError(
@@ -116,7 +98,7 @@ def _client(source: str, client_id: str, table: Any) -> ClientConfig:
         )
     params = table.get("params", {})
     if not isinstance(params, dict):
-        raise ConfigError(f"{where}: key 'params' must be a table, got {_type_name(params)}")
+        raise ConfigError(f"{where}: key 'params' must be a table, got {type_name(params)}")
     merged = {**extras, **params}
     return ClientConfig(ClientInfo(id=client_id, plan=plan, params=merged), token, quota)
 
@@ -130,9 +112,3 @@ def _check_unique_tokens(source: str, clients: Iterable[ClientConfig]) -> None:
                 f"{source}: [{client.info.id}]: key 'token' is the same as [{other}]'s; "
                 "every client needs its own token"
             )
-
-
-def _type_name(value: Any) -> str:
-    names = {str: "a string", bool: "a boolean", int: "an integer", float: "a number"}
-    names |= {list: "an array", dict: "a table"}
-    return names.get(type(value), type(value).__name__)

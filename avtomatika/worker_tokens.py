@@ -16,12 +16,12 @@ the file, the key and the problem.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from avtomatika.errors import ConfigError
+from avtomatika.token_files import check_token, read_toml, type_name
 from avtomatika.workers import WORKER_ID
 
 __all__ = ["load_worker_tokens", "parse_worker_tokens"]
@@ -29,14 +29,7 @@ __all__ = ["load_worker_tokens", "parse_worker_tokens"]
 
 def load_worker_tokens(path: Path) -> dict[str, str]:
     """Tokens by worker id from the TOML file at ``path``."""
-    try:
-        with path.open("rb") as file:
-            document = tomllib.load(file)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}") from None
-    return parse_worker_tokens(document, str(path))
+    return parse_worker_tokens(read_toml(path), str(path))
 
 
 def parse_worker_tokens(document: Mapping[str, Any], source: str) -> dict[str, str]:
@@ -60,23 +53,11 @@ def _token(source: str, worker_id: str, table: Any) -> str:
     if not isinstance(table, dict):
         raise ConfigError(
             f"{source}: {worker_id!r} must be a table ([{worker_id}] with a token), "
-            f"got {type(table).__name__}"
+            f"got {type_name(table)}"
         )
     if not WORKER_ID.match(worker_id):
         raise ConfigError(f"{where}: the worker id must match {WORKER_ID.pattern}")
     unknown = sorted(set(table) - {"token"})
     if unknown:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r} (only 'token' is allowed)")
-    token = table.get("token")
-    if token is None:
-        raise ConfigError(f"{where}: key 'token' is missing")
-    if not isinstance(token, str):
-        raise ConfigError(f"{where}: key 'token' must be a string, got {type(token).__name__}")
-    if not token:
-        raise ConfigError(f"{where}: key 'token' is empty")
-    if token != token.strip() or not token.isprintable():
-        raise ConfigError(
-            f"{where}: key 'token' has surrounding spaces or control characters, so no "
-            "header could carry it"
-        )
-    return token
+    return check_token(where, table)
