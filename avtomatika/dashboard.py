@@ -32,6 +32,7 @@ from avtomatika.clock import now_ms
 from avtomatika.engine import Engine
 from avtomatika.events import E, JobEvent
 from avtomatika.status import job_status_name
+from avtomatika.v1 import job_pb2
 from avtomatika.v1.job_pb2 import JobStatus
 from avtomatika.v1.worker_pb2 import WorkerStatus, WorkerTransport
 
@@ -40,9 +41,9 @@ __all__ = ["Dashboard"]
 _WINDOW_SECONDS = 60
 _FAILED = frozenset(
     {
-        JobStatus.JOB_STATUS_FAILED,
-        JobStatus.JOB_STATUS_ERROR,
-        JobStatus.JOB_STATUS_QUARANTINED,
+        job_pb2.JOB_STATUS_FAILED,
+        job_pb2.JOB_STATUS_ERROR,
+        job_pb2.JOB_STATUS_QUARANTINED,
     }
 )
 
@@ -80,7 +81,7 @@ class Dashboard:
         """The dashboard's JSON object (see the module docstring)."""
         jobs = dict.fromkeys(_JOB_STATUSES, 0)
         for number, count in (await self._engine.storage.count_jobs()).items():
-            if number != JobStatus.JOB_STATUS_UNSPECIFIED:
+            if number != job_pb2.JOB_STATUS_UNSPECIFIED:
                 jobs[job_status_name(JobStatus.ValueType(number))] = count
         queues = await self._engine.storage.queue_depths()
         by_status = dict.fromkeys(_WORKER_STATUSES, 0)
@@ -103,7 +104,7 @@ class Dashboard:
     def _on_event(self, item: JobEvent) -> None:
         if item.event.type != E.HISTORY_EVENT_TYPE_JOB_ENDED or item.job is None:
             return
-        if item.job.status == JobStatus.JOB_STATUS_FINISHED:
+        if item.job.status == job_pb2.JOB_STATUS_FINISHED:
             column = 1
         elif item.job.status in _FAILED:
             column = 2

@@ -47,8 +47,9 @@ from avtomatika.storage.base import CommitOutcome, Expiry, Lease, Storage
 from avtomatika.storage.memory import MemoryStorage
 from avtomatika.task_files import TaskFilesFactory
 from avtomatika.tasks import new_id
-from avtomatika.v1.job_pb2 import Job, JobStatus
-from avtomatika.v1.task_pb2 import Task, TaskResult, TaskState
+from avtomatika.v1 import job_pb2, task_pb2
+from avtomatika.v1.job_pb2 import Job
+from avtomatika.v1.task_pb2 import Task, TaskResult
 from avtomatika.workers import WorkerRegistry
 
 __all__ = ["BACKGROUND_CLIENT", "Engine", "ResultVerdict"]
@@ -64,9 +65,9 @@ such as ``create_background_job``."""
 _COMMIT_ATTEMPTS = 50
 
 _LIVE_TASK = (
-    TaskState.TASK_STATE_QUEUED,
-    TaskState.TASK_STATE_LEASED,
-    TaskState.TASK_STATE_SCHEDULED,
+    task_pb2.TASK_STATE_QUEUED,
+    task_pb2.TASK_STATE_LEASED,
+    task_pb2.TASK_STATE_SCHEDULED,
 )
 
 
@@ -226,7 +227,7 @@ class Engine:
         job = Job(
             id=new_id(),
             blueprint_name=blueprint.name,
-            status=JobStatus.JOB_STATUS_PENDING,
+            status=job_pb2.JOB_STATUS_PENDING,
             current_state=blueprint.start_state,
             initial_data=initial,
             state_history=to_payload({}),
@@ -266,7 +267,7 @@ class Engine:
                 raise Conflict(f"job {job_id!r} is already {job_status_name(job.status)}")
             new = Job()
             new.CopyFrom(job)
-            new.status = JobStatus.JOB_STATUS_CANCELLED
+            new.status = job_pb2.JOB_STATUS_CANCELLED
             new.updated_at_ms = now_ms()
             new.error = ""  # an earlier retry's error is not why it ended
             withdrawn = list(job.active_task_ids)
@@ -293,7 +294,7 @@ class Engine:
         ``approval_token`` (:class:`Unauthenticated` otherwise)."""
         for _ in range(_COMMIT_ATTEMPTS):
             job = await self.get_job(job_id)
-            if job.status != JobStatus.JOB_STATUS_WAITING_FOR_HUMAN:
+            if job.status != job_pb2.JOB_STATUS_WAITING_FOR_HUMAN:
                 raise Conflict(
                     f"job {job_id!r} is {job_status_name(job.status)}, "
                     "not waiting for a human decision"
@@ -351,14 +352,14 @@ class Engine:
     async def _resume_parent(self, child: Job) -> None:
         """A child job ended: its parent takes the transition of its outcome."""
         outcome = {
-            JobStatus.JOB_STATUS_FINISHED: "success",
-            JobStatus.JOB_STATUS_CANCELLED: "cancelled",
+            job_pb2.JOB_STATUS_FINISHED: "success",
+            job_pb2.JOB_STATUS_CANCELLED: "cancelled",
         }.get(child.status, "failure")
         for _ in range(_COMMIT_ATTEMPTS):
             parent = await self.storage.get_job(child.parent_job_id)
             if (
                 parent is None
-                or parent.status != JobStatus.JOB_STATUS_WAITING_FOR_SUB_JOB
+                or parent.status != job_pb2.JOB_STATUS_WAITING_FOR_SUB_JOB
                 or parent.awaited_job_id != child.id
             ):
                 return  # cancelled meanwhile, or no longer waiting for this child
@@ -381,7 +382,7 @@ class Engine:
             if target:
                 enter_state(new, target)
             else:
-                new.status = JobStatus.JOB_STATUS_FAILED
+                new.status = job_pb2.JOB_STATUS_FAILED
                 new.error = (
                     f"child job {child.id} of blueprint {child.blueprint_name!r} ended with "
                     f"outcome {outcome!r}, and state {parent.current_state!r} has no "
@@ -476,7 +477,7 @@ class Engine:
         task = await self.storage.get_task(task_id)
         return (
             task is not None
-            and task.state == TaskState.TASK_STATE_LEASED
+            and task.state == task_pb2.TASK_STATE_LEASED
             and task.worker_id == worker_id
         )
 
@@ -485,7 +486,7 @@ class Engine:
     ) -> bool:
         """Record a running task's progress on its job."""
         task = await self.storage.get_task(task_id)
-        if task is None or task.state != TaskState.TASK_STATE_LEASED or task.worker_id != worker_id:
+        if task is None or task.state != task_pb2.TASK_STATE_LEASED or task.worker_id != worker_id:
             return False
         progress = min(max(progress, 0.0), 1.0)
         if not await self.storage.set_progress(task.job_id, task_id, progress, message):
@@ -503,7 +504,7 @@ class Engine:
             task = await self.storage.get_task(expiry.task_id)
             if task is None or task.state not in _LIVE_TASK:
                 return
-            if expiry.kind == "dispatch" and task.state == TaskState.TASK_STATE_LEASED:
+            if expiry.kind == "dispatch" and task.state == task_pb2.TASK_STATE_LEASED:
                 return  # a worker took it in time
             job = await self.storage.get_job(task.job_id)
             if job is None or job.status in TERMINAL or task.task_id not in job.active_task_ids:
@@ -519,7 +520,7 @@ class Engine:
                 message=f"{expiry.kind} deadline passed",
             )
             if await self._commit_decision(job, decision, None, [timeout]):
-                if expiry.kind == "result" and task.state == TaskState.TASK_STATE_LEASED:
+                if expiry.kind == "result" and task.state == task_pb2.TASK_STATE_LEASED:
                     self.roster.timed_out(task.worker_id)
                 await self._push_cancels(decision.withdraw, f"{expiry.kind} deadline passed")
                 return
@@ -531,17 +532,17 @@ class Engine:
         task = await self.storage.get_task(task_id)
         if task is None or (job_id and task.job_id != job_id):
             return ResultVerdict(False, reason="stale", message=f"unknown task {task_id!r}")
-        if task.state == TaskState.TASK_STATE_CANCELLED:
+        if task.state == task_pb2.TASK_STATE_CANCELLED:
             return ResultVerdict(False, reason="cancelled", message="the task was cancelled")
-        if task.state == TaskState.TASK_STATE_DONE:
+        if task.state == task_pb2.TASK_STATE_DONE:
             return ResultVerdict(False, reason="late", message="the task already has a result")
-        if task.state != TaskState.TASK_STATE_LEASED or task.worker_id != worker_id:
+        if task.state != task_pb2.TASK_STATE_LEASED or task.worker_id != worker_id:
             return ResultVerdict(
                 False, reason="stale", message=f"task {task_id!r} is not leased to {worker_id!r}"
             )
         job = await self.storage.get_job(task.job_id)
         if job is None or job.status in TERMINAL or task_id not in job.active_task_ids:
-            reason = "cancelled" if job and job.status == JobStatus.JOB_STATUS_CANCELLED else "late"
+            reason = "cancelled" if job and job.status == job_pb2.JOB_STATUS_CANCELLED else "late"
             return ResultVerdict(False, reason=reason, message="the job no longer waits for it")
         return task, job
 

@@ -15,15 +15,19 @@ from dataclasses import dataclass
 
 from avtomatika.status import TERMINAL
 from avtomatika.tasks import new_id
+from avtomatika.v1 import history_pb2, job_pb2, task_pb2
 from avtomatika.v1.history_pb2 import HistoryEvent, HistoryEventType
 from avtomatika.v1.job_pb2 import Job, JobStatus
-from avtomatika.v1.task_pb2 import Task, TaskState
+from avtomatika.v1.task_pb2 import Task
 
 __all__ = ["EventBus", "JobEvent", "Listener", "derive_events", "event"]
 
 log = logging.getLogger(__name__)
 
-E = HistoryEventType
+# The event types as the generated module's constants: reading them there is
+# a plain module attribute, while `HistoryEventType.X` goes through the enum
+# wrapper's __getattr__, which profiles showed as the core's top hotspot.
+E = history_pb2
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +110,7 @@ def derive_events(previous: Job, new: Job, tasks: Sequence[Task], now: int) -> l
         )
         events.append(event(E.HISTORY_EVENT_TYPE_STATE_ENTERED, new, now, state=new.current_state))
     for task in tasks:
-        if task.state in (TaskState.TASK_STATE_QUEUED, TaskState.TASK_STATE_SCHEDULED):
+        if task.state in (task_pb2.TASK_STATE_QUEUED, task_pb2.TASK_STATE_SCHEDULED):
             kind = (
                 E.HISTORY_EVENT_TYPE_TASK_DISPATCHED
                 if task.attempt == 1
@@ -115,7 +119,7 @@ def derive_events(previous: Job, new: Job, tasks: Sequence[Task], now: int) -> l
             message = f"{task.type} attempt {task.attempt}"
             events.append(event(kind, new, now, state=task.state_name, task=task, message=message))
     if new.status in TERMINAL and previous.status not in TERMINAL:
-        if new.status == JobStatus.JOB_STATUS_CANCELLED:
+        if new.status == job_pb2.JOB_STATUS_CANCELLED:
             events.append(
                 event(E.HISTORY_EVENT_TYPE_JOB_CANCELLED, new, now, state=new.current_state)
             )

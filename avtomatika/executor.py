@@ -40,6 +40,7 @@ from avtomatika.status import RUNNABLE
 from avtomatika.storage.base import CommitOutcome, Storage
 from avtomatika.task_files import TaskFilesFactory
 from avtomatika.tasks import first_attempt, new_id
+from avtomatika.v1 import job_pb2
 from avtomatika.v1.job_pb2 import Job, JobStatus
 from avtomatika.v1.task_pb2 import Task
 
@@ -93,7 +94,7 @@ class StepRunner:
         try:
             plan = await self._step(job, new, now)
         except BlueprintError as exc:
-            _end(new, JobStatus.JOB_STATUS_FAILED, exc.message)
+            _end(new, job_pb2.JOB_STATUS_FAILED, exc.message)
         except Exception as exc:
             plan = self._retry_handler(new, exc, now)
         outcome = await self._commit(
@@ -155,7 +156,7 @@ class StepRunner:
         if job.retry_count > self._settings.job_max_retries:
             _end(
                 job,
-                JobStatus.JOB_STATUS_QUARANTINED,
+                job_pb2.JOB_STATUS_QUARANTINED,
                 f"{message}; gave up after {job.retry_count - 1} retries",
             )
             return _Plan()
@@ -197,7 +198,7 @@ class StepRunner:
                     f"end state {spec.name!r} took an action ({type(action).__name__}); "
                     "end states finish the job"
                 )
-            _end(job, JobStatus.JOB_STATUS_FINISHED, "")
+            _end(job, job_pb2.JOB_STATUS_FINISHED, "")
             return _Plan()
         if action is None:
             raise BlueprintError(
@@ -216,7 +217,7 @@ class StepRunner:
             return _Plan(ready=True)
         if isinstance(action, DispatchTask):
             task = first_attempt(job, spec.name, action, now)
-            _wait(job, JobStatus.JOB_STATUS_WAITING_FOR_WORKER)
+            _wait(job, job_pb2.JOB_STATUS_WAITING_FOR_WORKER)
             job.active_task_ids.append(task.task_id)
             return _Plan(tasks=[task])
         if isinstance(action, DispatchParallel):
@@ -232,13 +233,13 @@ class StepRunner:
                 job.branch_results.clear()
                 enter_state(job, action.aggregate_into)
                 return _Plan(ready=True)
-            _wait(job, JobStatus.JOB_STATUS_WAITING_FOR_PARALLEL_TASKS)
+            _wait(job, job_pb2.JOB_STATUS_WAITING_FOR_PARALLEL_TASKS)
             job.aggregate_into = action.aggregate_into
             job.branch_results.clear()
             job.active_task_ids.extend(t.task_id for t in tasks)
             return _Plan(tasks=tasks)
         if isinstance(action, AwaitApproval):
-            _wait(job, JobStatus.JOB_STATUS_WAITING_FOR_HUMAN)
+            _wait(job, job_pb2.JOB_STATUS_WAITING_FOR_HUMAN)
             job.pending_transitions.update(action.transitions)
             job.approval_integration = action.integration
             job.approval_message = action.message
@@ -256,7 +257,7 @@ class StepRunner:
         child = Job(
             id=new_id(),
             blueprint_name=child_blueprint.name,
-            status=JobStatus.JOB_STATUS_PENDING,
+            status=job_pb2.JOB_STATUS_PENDING,
             current_state=child_blueprint.start_state,
             initial_data=to_payload(action.initial_data),
             state_history=to_payload({}),
@@ -269,7 +270,7 @@ class StepRunner:
             result_timeout_ms=int((action.result_timeout or 0) * 1000),
             tracing_context=job.tracing_context,
         )
-        _wait(job, JobStatus.JOB_STATUS_WAITING_FOR_SUB_JOB)
+        _wait(job, job_pb2.JOB_STATUS_WAITING_FOR_SUB_JOB)
         job.pending_transitions.update(action.transitions)
         job.awaited_job_id = child.id
         job.child_job_ids.append(child.id)

@@ -26,12 +26,11 @@ from typing import Protocol
 
 from avtomatika.engine import Engine, ResultVerdict
 from avtomatika.errors import InvalidArgument, NotFound
-from avtomatika.v1.task_pb2 import Task, TaskResult, TaskState
+from avtomatika.v1 import task_pb2, worker_pb2
+from avtomatika.v1.task_pb2 import Task, TaskResult
 from avtomatika.v1.worker_pb2 import (
     WorkerInfo,
     WorkerRegistration,
-    WorkerStatus,
-    WorkerTransport,
 )
 from avtomatika.v1.worker_service_pb2 import HeartbeatRequest
 
@@ -43,11 +42,11 @@ REST_WORKER_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 """What a worker id may look like."""
 
 _STATUSES = {
-    "idle": WorkerStatus.WORKER_STATUS_IDLE,
-    "busy": WorkerStatus.WORKER_STATUS_BUSY,
-    "draining": WorkerStatus.WORKER_STATUS_DRAINING,
+    "idle": worker_pb2.WORKER_STATUS_IDLE,
+    "busy": worker_pb2.WORKER_STATUS_BUSY,
+    "draining": worker_pb2.WORKER_STATUS_DRAINING,
     # SDK 1.0b7 sends "offline" once on shutdown, then finishes what it runs.
-    "offline": WorkerStatus.WORKER_STATUS_DRAINING,
+    "offline": worker_pb2.WORKER_STATUS_DRAINING,
 }
 
 
@@ -151,8 +150,8 @@ class RestWorkers:
         worker = self._workers.get(worker_id)
         info = WorkerInfo(
             registration=registration,
-            status=WorkerStatus.WORKER_STATUS_IDLE,
-            transport=WorkerTransport.WORKER_TRANSPORT_REST,
+            status=worker_pb2.WORKER_STATUS_IDLE,
+            transport=worker_pb2.WORKER_TRANSPORT_REST,
         )
         if worker is None:
             worker = self._workers[worker_id] = _Worker(info, self._now())
@@ -174,7 +173,7 @@ class RestWorkers:
         re-registers by itself."""
         worker_id = check_worker_id(beat.worker_id)
         worker = self._workers.get(worker_id)
-        status = _STATUSES.get(beat.status, WorkerStatus.WORKER_STATUS_IDLE)
+        status = _STATUSES.get(beat.status, worker_pb2.WORKER_STATUS_IDLE)
         if worker is None:
             if beat.status == "offline" and not beat.current_tasks:
                 return []  # a worker we forgot, leaving: nothing to restore
@@ -193,7 +192,7 @@ class RestWorkers:
         worker.reported &= running
         cancel = [task_id for task_id in running if await self._must_stop(worker, task_id)]
         self._sync(worker)
-        if status == WorkerStatus.WORKER_STATUS_DRAINING and not running and not worker.held:
+        if status == worker_pb2.WORKER_STATUS_DRAINING and not running and not worker.held:
             self._forget(worker_id, worker)  # it left cleanly
         return sorted(cancel)
 
@@ -202,7 +201,7 @@ class RestWorkers:
         or moved on (timed out, re-queued) while the worker ran it."""
         task = await self._engine.storage.get_task(task_id)
         me = worker.info.registration.worker_id
-        if task is not None and task.state == TaskState.TASK_STATE_LEASED and task.worker_id == me:
+        if task is not None and task.state == task_pb2.TASK_STATE_LEASED and task.worker_id == me:
             worker.held.add(task_id)  # e.g. handed out before a restart of our books
             return False
         if task_id in worker.reported:
@@ -226,7 +225,7 @@ class RestWorkers:
         """Long-poll: a task for the worker, or None after
         ``WORKER_POLL_TIMEOUT_SECONDS`` or at shutdown."""
         worker = self._get(worker_id)
-        if self._closing.is_set() or worker.info.status == WorkerStatus.WORKER_STATUS_DRAINING:
+        if self._closing.is_set() or worker.info.status == worker_pb2.WORKER_STATUS_DRAINING:
             return None
         worker.polls += 1
         self._touch(worker)

@@ -22,21 +22,22 @@ from typing import Any
 from avtomatika.config import Settings
 from avtomatika.payload import from_payload, to_payload
 from avtomatika.tasks import next_attempt
+from avtomatika.v1 import job_pb2, task_pb2
 from avtomatika.v1.job_pb2 import Job, JobStatus
-from avtomatika.v1.task_pb2 import ErrorCode, Task, TaskResult, TaskResultStatus, TaskState
+from avtomatika.v1.task_pb2 import Task, TaskResult
 
 __all__ = ["Decision", "Policy", "decide", "enter_state", "expire", "requeue", "result_key"]
 
 _KEYS = {
-    TaskResultStatus.TASK_RESULT_STATUS_UNSPECIFIED: "success",
-    TaskResultStatus.TASK_RESULT_STATUS_SUCCESS: "success",
-    TaskResultStatus.TASK_RESULT_STATUS_FAILURE: "failure",
-    TaskResultStatus.TASK_RESULT_STATUS_CANCELLED: "cancelled",
+    task_pb2.TASK_RESULT_STATUS_UNSPECIFIED: "success",
+    task_pb2.TASK_RESULT_STATUS_SUCCESS: "success",
+    task_pb2.TASK_RESULT_STATUS_FAILURE: "failure",
+    task_pb2.TASK_RESULT_STATUS_CANCELLED: "cancelled",
 }
 _ERROR_NAMES = {
-    ErrorCode.ERROR_CODE_TRANSIENT: "TRANSIENT_ERROR",
-    ErrorCode.ERROR_CODE_PERMANENT: "PERMANENT_ERROR",
-    ErrorCode.ERROR_CODE_INVALID_INPUT: "INVALID_INPUT_ERROR",
+    task_pb2.ERROR_CODE_TRANSIENT: "TRANSIENT_ERROR",
+    task_pb2.ERROR_CODE_PERMANENT: "PERMANENT_ERROR",
+    task_pb2.ERROR_CODE_INVALID_INPUT: "INVALID_INPUT_ERROR",
 }
 
 
@@ -76,7 +77,7 @@ class Decision:
 
 def result_key(result: TaskResult) -> str:
     """The transition name a result selects (``success``, ``failure``, custom...)."""
-    if result.status == TaskResultStatus.TASK_RESULT_STATUS_CUSTOM:
+    if result.status == task_pb2.TASK_RESULT_STATUS_CUSTOM:
         return result.custom_status
     return _KEYS[result.status]
 
@@ -85,7 +86,7 @@ def enter_state(job: Job, state: str) -> None:
     """Move ``job`` to ``state``, ready to run its handler (``updated_at_ms``
     must already be the time of the change)."""
     job.current_state = state
-    job.status = JobStatus.JOB_STATUS_RUNNING
+    job.status = job_pb2.JOB_STATUS_RUNNING
     job.transition_count += 1
     job.state_entered_at_ms = job.updated_at_ms
     job.retry_count = 0
@@ -104,7 +105,7 @@ def enter_state(job: Job, state: str) -> None:
 def decide(job: Job, task: Task, result: TaskResult, *, policy: Policy, now: int) -> Decision:
     """Apply ``result`` of ``task`` to a copy of ``job``."""
     new, done = _copies(job, task, now)
-    if job.status == JobStatus.JOB_STATUS_WAITING_FOR_PARALLEL_TASKS:
+    if job.status == job_pb2.JOB_STATUS_WAITING_FOR_PARALLEL_TASKS:
         return _branch_ended(new, done, result, policy=policy, now=now)
     new.progress = 0.0
     new.progress_message = ""
@@ -114,13 +115,13 @@ def decide(job: Job, task: Task, result: TaskResult, *, policy: Policy, now: int
     if target:
         enter_state(new, target)
         return Decision(new, [done], ready=True, transition=target)
-    if result.status == TaskResultStatus.TASK_RESULT_STATUS_FAILURE:
+    if result.status == task_pb2.TASK_RESULT_STATUS_FAILURE:
         return _on_failure(new, done, result, policy=policy, now=now)
-    if result.status == TaskResultStatus.TASK_RESULT_STATUS_CANCELLED:
+    if result.status == task_pb2.TASK_RESULT_STATUS_CANCELLED:
         # The job was not cancelled (that is checked before deciding), so the
         # worker gave the task up, e.g. while shutting down: run it again.
         return _retry_or_quarantine(new, done, "the worker gave the task up", policy, now)
-    _finish(new, JobStatus.JOB_STATUS_FAILED)
+    _finish(new, job_pb2.JOB_STATUS_FAILED)
     new.error = (
         f"worker returned status {key!r}, which has no transition in state {task.state_name!r}"
     )
@@ -144,7 +145,7 @@ def expire(job: Job, task: Task, kind: str, *, now: int) -> Decision:
         )
     else:
         message = f"task {task.type!r} produced no result before its result timeout"
-    if job.status == JobStatus.JOB_STATUS_WAITING_FOR_PARALLEL_TASKS:
+    if job.status == job_pb2.JOB_STATUS_WAITING_FOR_PARALLEL_TASKS:
         record = {"task_id": task.task_id, "job_id": task.job_id, "status": "timeout",
                   "data": None, "error": {"code": "TIMEOUT", "message": message}}  # fmt: skip
         decision = _record_branch(new, task, record, transition="")
@@ -154,7 +155,7 @@ def expire(job: Job, task: Task, kind: str, *, now: int) -> Decision:
     if target:
         enter_state(new, target)
         return Decision(new, [], ready=True, transition=target, withdraw=[task.task_id])
-    _finish(new, JobStatus.JOB_STATUS_FAILED)
+    _finish(new, job_pb2.JOB_STATUS_FAILED)
     new.error = message
     return Decision(new, [], ready=False, transition="", withdraw=[task.task_id])
 
@@ -165,7 +166,7 @@ def _copies(job: Job, task: Task, now: int) -> tuple[Job, Task]:
     new.updated_at_ms = now
     done = Task()
     done.CopyFrom(task)
-    done.state = TaskState.TASK_STATE_DONE
+    done.state = task_pb2.TASK_STATE_DONE
     return new, done
 
 
@@ -180,9 +181,9 @@ def _on_failure(job: Job, done: Task, result: TaskResult, *, policy: Policy, now
     message = f"task {done.type!r} failed ({label})"
     if error.message:
         message += f": {error.message}"
-    if error.code in (ErrorCode.ERROR_CODE_INVALID_INPUT, ErrorCode.ERROR_CODE_PERMANENT):
-        invalid = error.code == ErrorCode.ERROR_CODE_INVALID_INPUT
-        _finish(job, JobStatus.JOB_STATUS_FAILED if invalid else JobStatus.JOB_STATUS_QUARANTINED)
+    if error.code in (task_pb2.ERROR_CODE_INVALID_INPUT, task_pb2.ERROR_CODE_PERMANENT):
+        invalid = error.code == task_pb2.ERROR_CODE_INVALID_INPUT
+        _finish(job, job_pb2.JOB_STATUS_FAILED if invalid else job_pb2.JOB_STATUS_QUARANTINED)
         job.error = message
         return Decision(job, [done], ready=False, transition="")
     return _retry_or_quarantine(job, done, message, policy, now)
@@ -191,10 +192,10 @@ def _on_failure(job: Job, done: Task, result: TaskResult, *, policy: Policy, now
 def _retry_or_quarantine(job: Job, done: Task, message: str, policy: Policy, now: int) -> Decision:
     retry = done.attempt  # the retry number this would be
     if retry > policy.max_retries:
-        if job.status == JobStatus.JOB_STATUS_WAITING_FOR_PARALLEL_TASKS:
+        if job.status == job_pb2.JOB_STATUS_WAITING_FOR_PARALLEL_TASKS:
             record = _result_record(done, "failure", None, message)
             return _record_branch(job, done, record, transition="", done=done)
-        _finish(job, JobStatus.JOB_STATUS_QUARANTINED)
+        _finish(job, job_pb2.JOB_STATUS_QUARANTINED)
         job.error = f"{message}; gave up after {retry - 1} retries"
         return Decision(job, [done], ready=False, transition="")
     again = next_attempt(done, now, policy.delay_ms(retry))
@@ -209,15 +210,15 @@ def _retry_or_quarantine(job: Job, done: Task, message: str, policy: Policy, now
 def _branch_ended(
     job: Job, done: Task, result: TaskResult, *, policy: Policy, now: int
 ) -> Decision:
-    if result.status == TaskResultStatus.TASK_RESULT_STATUS_FAILURE and result.error.code not in (
-        ErrorCode.ERROR_CODE_INVALID_INPUT,
-        ErrorCode.ERROR_CODE_PERMANENT,
+    if result.status == task_pb2.TASK_RESULT_STATUS_FAILURE and result.error.code not in (
+        task_pb2.ERROR_CODE_INVALID_INPUT,
+        task_pb2.ERROR_CODE_PERMANENT,
     ):
         return _retry_or_quarantine(job, done, f"branch {done.type!r} failed", policy, now)
-    if result.status == TaskResultStatus.TASK_RESULT_STATUS_CANCELLED:
+    if result.status == task_pb2.TASK_RESULT_STATUS_CANCELLED:
         return _retry_or_quarantine(job, done, "the worker gave the branch up", policy, now)
     error = None
-    if result.status == TaskResultStatus.TASK_RESULT_STATUS_FAILURE:
+    if result.status == task_pb2.TASK_RESULT_STATUS_FAILURE:
         err = result.error
         error = {
             "code": err.code_name or _ERROR_NAMES.get(err.code, "TRANSIENT_ERROR"),

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
+from avtomatika.v1 import job_pb2
 from avtomatika.v1.job_pb2 import JobStatus
 
 __all__ = ["RUNNABLE", "TERMINAL", "job_status_name"]
 
 TERMINAL: frozenset[JobStatus.ValueType] = frozenset(
     {
-        JobStatus.JOB_STATUS_FINISHED,
-        JobStatus.JOB_STATUS_FAILED,
-        JobStatus.JOB_STATUS_CANCELLED,
-        JobStatus.JOB_STATUS_ERROR,
-        JobStatus.JOB_STATUS_QUARANTINED,
+        job_pb2.JOB_STATUS_FINISHED,
+        job_pb2.JOB_STATUS_FAILED,
+        job_pb2.JOB_STATUS_CANCELLED,
+        job_pb2.JOB_STATUS_ERROR,
+        job_pb2.JOB_STATUS_QUARANTINED,
     }
 )
 """Statuses a job never leaves."""
 
 RUNNABLE: frozenset[JobStatus.ValueType] = frozenset(
-    {JobStatus.JOB_STATUS_PENDING, JobStatus.JOB_STATUS_RUNNING}
+    {job_pb2.JOB_STATUS_PENDING, job_pb2.JOB_STATUS_RUNNING}
 )
 """Statuses in which the executor runs the handler of the current state."""
 

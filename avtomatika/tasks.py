@@ -8,8 +8,9 @@ import uuid
 
 from avtomatika.actions import DispatchTask
 from avtomatika.payload import to_payload
+from avtomatika.v1 import task_pb2
 from avtomatika.v1.job_pb2 import Job
-from avtomatika.v1.task_pb2 import Task, TaskState
+from avtomatika.v1.task_pb2 import Task
 
 __all__ = ["first_attempt", "new_id", "next_attempt"]
 
@@ -41,7 +42,7 @@ def first_attempt(job: Job, state: str, action: DispatchTask, now: int) -> Task:
         params=to_payload(action.params),
         priority=action.priority,
         attempt=1,
-        state=TaskState.TASK_STATE_QUEUED,
+        state=task_pb2.TASK_STATE_QUEUED,
         created_at_ms=now,
         dispatch_deadline_ms=_deadline(now, dispatch_seconds),
         result_deadline_ms=result_deadline,
@@ -71,10 +72,10 @@ def next_attempt(previous: Task, now: int, delay_ms: int) -> Task:
     task.created_at_ms = now
     start = now + delay_ms
     if delay_ms > 0:
-        task.state = TaskState.TASK_STATE_SCHEDULED
+        task.state = task_pb2.TASK_STATE_SCHEDULED
         task.not_before_ms = start
     else:
-        task.state = TaskState.TASK_STATE_QUEUED
+        task.state = task_pb2.TASK_STATE_QUEUED
         task.not_before_ms = 0
     if previous.dispatch_deadline_ms:
         task.dispatch_deadline_ms = start + (previous.dispatch_deadline_ms - previous.created_at_ms)

@@ -18,7 +18,8 @@ from typing import Any
 from avtomatika.dispatch.eligibility import Requirements
 from avtomatika.dispatch.profile import WorkerProfile
 from avtomatika.dispatch.reputation import Reputation
-from avtomatika.v1.task_pb2 import Task, TaskResult, TaskResultStatus
+from avtomatika.v1 import task_pb2
+from avtomatika.v1.task_pb2 import Task, TaskResult
 from avtomatika.v1.worker_pb2 import WorkerInfo, WorkerRegistration
 from avtomatika.workers import WorkerRegistry
 
@@ -76,9 +77,9 @@ class Roster:
 
     def finished(self, result: TaskResult) -> None:
         """Count an accepted result towards its worker's reputation."""
-        if result.status == TaskResultStatus.TASK_RESULT_STATUS_CANCELLED:
+        if result.status == task_pb2.TASK_RESULT_STATUS_CANCELLED:
             return
-        failed = result.status == TaskResultStatus.TASK_RESULT_STATUS_FAILURE
+        failed = result.status == task_pb2.TASK_RESULT_STATUS_FAILURE
         self.reputation.record(result.worker_id, not failed)
 
     def timed_out(self, worker_id: str) -> None:

@@ -35,9 +35,9 @@ import grpc
 from avtomatika.auth import Authenticator
 from avtomatika.clock import now_ms
 from avtomatika.engine import Engine
-from avtomatika.v1 import worker_service_pb2_grpc
+from avtomatika.v1 import worker_pb2, worker_service_pb2_grpc
 from avtomatika.v1.task_pb2 import Task
-from avtomatika.v1.worker_pb2 import WorkerInfo, WorkerStatus, WorkerTransport
+from avtomatika.v1.worker_pb2 import WorkerInfo
 from avtomatika.v1.worker_service_pb2 import (
     CancelTask,
     ConnectRequest,
@@ -176,8 +176,8 @@ class _Session:
         self._feeder: asyncio.Task[None] | None = None
         self._info = WorkerInfo(
             registration=hello.registration,
-            status=WorkerStatus.WORKER_STATUS_IDLE,
-            transport=WorkerTransport.WORKER_TRANSPORT_GRPC,
+            status=worker_pb2.WORKER_STATUS_IDLE,
+            transport=worker_pb2.WORKER_TRANSPORT_GRPC,
         )
         self._update_gate()
 
@@ -339,11 +339,11 @@ class _Session:
             self._can_take.clear()
         busy = bool(self._held)
         self._info.status = (
-            WorkerStatus.WORKER_STATUS_DRAINING
+            worker_pb2.WORKER_STATUS_DRAINING
             if self._draining
-            else WorkerStatus.WORKER_STATUS_BUSY
+            else worker_pb2.WORKER_STATUS_BUSY
             if busy
-            else WorkerStatus.WORKER_STATUS_IDLE
+            else worker_pb2.WORKER_STATUS_IDLE
         )
         del self._info.active_task_ids[:]
         self._info.active_task_ids.extend(sorted(self._held))

@@ -7,7 +7,8 @@ from typing import Any
 from avtomatika.clock import iso_from_ms
 from avtomatika.payload import from_payload
 from avtomatika.status import job_status_name
-from avtomatika.v1.job_pb2 import Job, JobStatus
+from avtomatika.v1 import job_pb2
+from avtomatika.v1.job_pb2 import Job
 from avtomatika.v1.worker_pb2 import WorkerInfo, WorkerStatus, WorkerTransport
 
 __all__ = ["job_json", "worker_json"]
@@ -32,7 +33,7 @@ def job_json(job: Job) -> dict[str, Any]:
         "created_at": iso_from_ms(job.created_at_ms),
         "updated_at": iso_from_ms(job.updated_at_ms),
     }
-    if job.status == JobStatus.JOB_STATUS_WAITING_FOR_HUMAN:
+    if job.status == job_pb2.JOB_STATUS_WAITING_FOR_HUMAN:
         rendered["approval_token"] = job.approval_token
     return rendered
 

@@ -11,21 +11,22 @@ from typing import Any
 from avtomatika.errors import InvalidArgument
 from avtomatika.payload import from_payload, to_payload
 from avtomatika.rest_workers import check_worker_id
-from avtomatika.v1.task_pb2 import ErrorCode, Task, TaskError, TaskResult, TaskResultStatus
+from avtomatika.v1 import task_pb2
+from avtomatika.v1.task_pb2 import Task, TaskError, TaskResult
 from avtomatika.v1.worker_pb2 import GpuInfo, InstalledModel, WorkerRegistration
 from avtomatika.v1.worker_service_pb2 import HeartbeatRequest
 
 __all__ = ["heartbeat_request", "registration", "task_json", "task_result"]
 
 _RESULT_STATUSES = {
-    "success": TaskResultStatus.TASK_RESULT_STATUS_SUCCESS,
-    "failure": TaskResultStatus.TASK_RESULT_STATUS_FAILURE,
-    "cancelled": TaskResultStatus.TASK_RESULT_STATUS_CANCELLED,
+    "success": task_pb2.TASK_RESULT_STATUS_SUCCESS,
+    "failure": task_pb2.TASK_RESULT_STATUS_FAILURE,
+    "cancelled": task_pb2.TASK_RESULT_STATUS_CANCELLED,
 }
 _ERROR_CODES = {
-    "TRANSIENT_ERROR": ErrorCode.ERROR_CODE_TRANSIENT,
-    "PERMANENT_ERROR": ErrorCode.ERROR_CODE_PERMANENT,
-    "INVALID_INPUT_ERROR": ErrorCode.ERROR_CODE_INVALID_INPUT,
+    "TRANSIENT_ERROR": task_pb2.ERROR_CODE_TRANSIENT,
+    "PERMANENT_ERROR": task_pb2.ERROR_CODE_PERMANENT,
+    "INVALID_INPUT_ERROR": task_pb2.ERROR_CODE_INVALID_INPUT,
 }
 
 
@@ -102,7 +103,7 @@ def task_result(body: dict[str, Any]) -> TaskResult:
     if status in _RESULT_STATUSES:
         result.status = _RESULT_STATUSES[status]
     else:
-        result.status = TaskResultStatus.TASK_RESULT_STATUS_CUSTOM
+        result.status = task_pb2.TASK_RESULT_STATUS_CUSTOM
         result.custom_status = status
     data = body.get("data")
     if data is not None:
@@ -118,7 +119,7 @@ def task_result(body: dict[str, Any]) -> TaskResult:
             raise InvalidArgument("error.code must be a string")
         result.error.CopyFrom(
             TaskError(
-                code=_ERROR_CODES.get(code or "", ErrorCode.ERROR_CODE_UNSPECIFIED),
+                code=_ERROR_CODES.get(code or "", task_pb2.ERROR_CODE_UNSPECIFIED),
                 # Unknown codes are kept by name and handled as transient.
                 code_name="" if code in _ERROR_CODES else (code or ""),
                 message=_string(error, "message", "error."),

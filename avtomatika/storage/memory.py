@@ -18,8 +18,9 @@ from avtomatika.clock import now_ms
 from avtomatika.dispatch import Requirements, WorkerProfile, choose, eligible
 from avtomatika.storage.base import CommitOutcome, Expiry, Lease
 from avtomatika.storage.timers import Timers
+from avtomatika.v1 import task_pb2
 from avtomatika.v1.job_pb2 import Job
-from avtomatika.v1.task_pb2 import Task, TaskState
+from avtomatika.v1.task_pb2 import Task
 
 __all__ = ["MemoryStorage"]
 
@@ -29,7 +30,7 @@ _Entry = tuple[float, int, str]
 
 # Timer names: "<kind>:<job or task id>".
 _READY, _RELEASE, _DISPATCH, _RESULT = "ready", "release", "dispatch", "result"
-_LIVE = (TaskState.TASK_STATE_QUEUED, TaskState.TASK_STATE_LEASED, TaskState.TASK_STATE_SCHEDULED)
+_LIVE = (task_pb2.TASK_STATE_QUEUED, task_pb2.TASK_STATE_LEASED, task_pb2.TASK_STATE_SCHEDULED)
 
 
 class MemoryStorage:
@@ -197,7 +198,7 @@ class MemoryStorage:
 
     def _store_task(self, task: Task) -> None:
         task_id = task.task_id
-        if task.state == TaskState.TASK_STATE_QUEUED:
+        if task.state == task_pb2.TASK_STATE_QUEUED:
             if task_id not in self._queued:
                 task.sequence = next(self._sequence)
                 self._enqueue(task)
@@ -254,9 +255,9 @@ class MemoryStorage:
         if data is None:
             return
         current = Task.FromString(data)
-        if current.state != TaskState.TASK_STATE_LEASED or current.worker_id != task.worker_id:
+        if current.state != task_pb2.TASK_STATE_LEASED or current.worker_id != task.worker_id:
             return
-        current.state = TaskState.TASK_STATE_QUEUED
+        current.state = task_pb2.TASK_STATE_QUEUED
         current.worker_id = ""
         current.leased_at_ms = 0
         self._enqueue(current)
@@ -270,11 +271,11 @@ class MemoryStorage:
     def _set_timers(self, task: Task) -> None:
         """Arm or disarm the task's timers for its new state."""
         task_id = task.task_id
-        if task.state == TaskState.TASK_STATE_SCHEDULED:
+        if task.state == task_pb2.TASK_STATE_SCHEDULED:
             self._timers.set(f"{_RELEASE}:{task_id}", task.not_before_ms)
         else:
             self._timers.drop(f"{_RELEASE}:{task_id}")
-        if task.state == TaskState.TASK_STATE_QUEUED and task.dispatch_deadline_ms:
+        if task.state == task_pb2.TASK_STATE_QUEUED and task.dispatch_deadline_ms:
             self._timers.set(f"{_DISPATCH}:{task_id}", task.dispatch_deadline_ms)
         else:
             self._timers.drop(f"{_DISPATCH}:{task_id}")
@@ -289,8 +290,8 @@ class MemoryStorage:
         if data is None:
             return
         task = Task.FromString(data)
-        if task.state == TaskState.TASK_STATE_SCHEDULED:
-            task.state = TaskState.TASK_STATE_QUEUED
+        if task.state == task_pb2.TASK_STATE_SCHEDULED:
+            task.state = task_pb2.TASK_STATE_QUEUED
             self._store_task(task)
 
     def _withdraw(self, task_id: str) -> None:
@@ -299,7 +300,7 @@ class MemoryStorage:
             return
         task = Task.FromString(data)
         if task.state in _LIVE:
-            task.state = TaskState.TASK_STATE_CANCELLED
+            task.state = task_pb2.TASK_STATE_CANCELLED
             self._store_task(task)
 
     def _holds(self, lease: Lease) -> bool:
@@ -307,7 +308,7 @@ class MemoryStorage:
         if data is None:
             return False
         task = Task.FromString(data)
-        return task.state == TaskState.TASK_STATE_LEASED and task.worker_id == lease.worker_id
+        return task.state == task_pb2.TASK_STATE_LEASED and task.worker_id == lease.worker_id
 
     def _pop(self, worker: WorkerProfile) -> Task | None:
         """Lease the worker the best queued task it suits: highest priority,
@@ -361,7 +362,7 @@ class MemoryStorage:
     def _lease(self, task: Task, worker_id: str, *, queued: bool = True) -> None:
         """Lease ``task`` to the worker; ``queued``: it was stored QUEUED,
         with its timers armed, rather than handed over as it was written."""
-        task.state = TaskState.TASK_STATE_LEASED
+        task.state = task_pb2.TASK_STATE_LEASED
         task.worker_id = worker_id
         task.leased_at_ms = now_ms()
         self._tasks[task.task_id] = task.SerializeToString()

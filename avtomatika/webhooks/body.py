@@ -6,17 +6,18 @@ import json
 
 from avtomatika.payload import from_payload
 from avtomatika.status import job_status_name
-from avtomatika.v1.job_pb2 import Job, JobStatus
+from avtomatika.v1 import job_pb2
+from avtomatika.v1.job_pb2 import Job
 
 __all__ = ["event_name", "webhook_body"]
 
 _EVENTS = {
-    JobStatus.JOB_STATUS_FINISHED: "job_finished",
-    JobStatus.JOB_STATUS_FAILED: "job_failed",
+    job_pb2.JOB_STATUS_FINISHED: "job_finished",
+    job_pb2.JOB_STATUS_FAILED: "job_failed",
     # An unexpected error (a handler that raised) is a failure to the client.
-    JobStatus.JOB_STATUS_ERROR: "job_failed",
-    JobStatus.JOB_STATUS_QUARANTINED: "job_quarantined",
-    JobStatus.JOB_STATUS_CANCELLED: "job_cancelled",
+    job_pb2.JOB_STATUS_ERROR: "job_failed",
+    job_pb2.JOB_STATUS_QUARANTINED: "job_quarantined",
+    job_pb2.JOB_STATUS_CANCELLED: "job_cancelled",
 }
 
 

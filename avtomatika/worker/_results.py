@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from avtomatika.payload import from_payload, to_payload
+from avtomatika.v1 import task_pb2
 from avtomatika.v1.task_pb2 import ErrorCode, TaskError, TaskResult, TaskResultStatus
 from avtomatika.v1.worker_service_pb2 import TaskAssignment
 from avtomatika.worker.errors import TaskFailure
@@ -25,9 +26,9 @@ __all__ = [
 ]
 
 _ERROR_CODES: Mapping[str, ErrorCode.ValueType] = {
-    TaskFailure.TRANSIENT: ErrorCode.ERROR_CODE_TRANSIENT,
-    TaskFailure.PERMANENT: ErrorCode.ERROR_CODE_PERMANENT,
-    TaskFailure.INVALID_INPUT: ErrorCode.ERROR_CODE_INVALID_INPUT,
+    TaskFailure.TRANSIENT: task_pb2.ERROR_CODE_TRANSIENT,
+    TaskFailure.PERMANENT: task_pb2.ERROR_CODE_PERMANENT,
+    TaskFailure.INVALID_INPUT: task_pb2.ERROR_CODE_INVALID_INPUT,
 }
 
 
@@ -64,10 +65,10 @@ def failure_result(
     assignment: TaskAssignment, worker_id: str, failure: TaskFailure, data: object = None
 ) -> TaskResult:
     """A FAILURE result carrying ``failure``'s code, message and details."""
-    result = _base(assignment, worker_id, TaskResultStatus.TASK_RESULT_STATUS_FAILURE)
+    result = _base(assignment, worker_id, task_pb2.TASK_RESULT_STATUS_FAILURE)
     result.error.CopyFrom(
         TaskError(
-            code=_ERROR_CODES.get(failure.code, ErrorCode.ERROR_CODE_UNSPECIFIED),
+            code=_ERROR_CODES.get(failure.code, task_pb2.ERROR_CODE_UNSPECIFIED),
             code_name=failure.code,
             message=failure.message,
         )
@@ -94,7 +95,7 @@ def exception_result(assignment: TaskAssignment, worker_id: str, exc: Exception)
 
 def cancelled_result(assignment: TaskAssignment, worker_id: str, reason: str) -> TaskResult:
     """A CANCELLED result; ``reason`` says who stopped the task and why."""
-    result = _base(assignment, worker_id, TaskResultStatus.TASK_RESULT_STATUS_CANCELLED)
+    result = _base(assignment, worker_id, task_pb2.TASK_RESULT_STATUS_CANCELLED)
     # No error code: a cancelled task did not fail. The message says why.
     result.error.CopyFrom(TaskError(message=reason))
     return result
@@ -108,9 +109,9 @@ def _outcome_result(assignment: TaskAssignment, worker_id: str, outcome: TaskOut
         )
         return failure_result(assignment, worker_id, failure, data)
     if outcome.status == "success":
-        result = _base(assignment, worker_id, TaskResultStatus.TASK_RESULT_STATUS_SUCCESS)
+        result = _base(assignment, worker_id, task_pb2.TASK_RESULT_STATUS_SUCCESS)
     else:
-        result = _base(assignment, worker_id, TaskResultStatus.TASK_RESULT_STATUS_CUSTOM)
+        result = _base(assignment, worker_id, task_pb2.TASK_RESULT_STATUS_CUSTOM)
         result.custom_status = outcome.status
     try:
         result.data.CopyFrom(to_payload(data))
