@@ -70,7 +70,9 @@ class Dashboard:
 
     async def start(self) -> None:
         if self._unsubscribe is None:
-            self._unsubscribe = self._engine.events.subscribe(self._on_event)
+            self._unsubscribe = self._engine.events.subscribe(
+                self._on_event, [E.HISTORY_EVENT_TYPE_JOB_ENDED]
+            )
 
     async def stop(self) -> None:
         unsubscribe, self._unsubscribe = self._unsubscribe, None

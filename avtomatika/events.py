@@ -10,7 +10,7 @@ engine or the other listeners.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from avtomatika.status import TERMINAL
@@ -44,20 +44,36 @@ Listener = Callable[[JobEvent], None]
 
 
 class EventBus:
-    """Fan-out of job events to subscribers."""
+    """Fan-out of job events to subscribers.
+
+    A listener interested in a few event types names them, so it is not
+    called for the others: a job publishes about ten events, and most
+    listeners want one or two of them.
+    """
 
     def __init__(self) -> None:
-        self._listeners: list[Listener] = []
+        self._all: list[Listener] = []
+        self._by_type: dict[int, list[Listener]] = {}
 
-    def subscribe(self, listener: Listener) -> Callable[[], None]:
-        """Call ``listener`` for every event; returns the unsubscribe function."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener)
+    def subscribe(
+        self, listener: Listener, types: Iterable[HistoryEventType.ValueType] | None = None
+    ) -> Callable[[], None]:
+        """Call ``listener`` for every event (or only those of ``types``);
+        returns the unsubscribe function."""
+        lists = [self._all] if types is None else [self._by_type.setdefault(t, []) for t in types]
+        for listeners in lists:
+            listeners.append(listener)
+
+        def unsubscribe() -> None:
+            for listeners in lists:
+                listeners.remove(listener)
+
+        return unsubscribe
 
     def publish(self, events: Sequence[JobEvent]) -> None:
-        """Hand ``events`` to every listener, in order."""
+        """Hand ``events`` to every interested listener, in order."""
         for item in events:
-            for listener in list(self._listeners):
+            for listener in [*self._all, *self._by_type.get(item.event.type, ())]:
                 try:
                     listener(item)
                 except Exception:

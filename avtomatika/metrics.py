@@ -55,6 +55,12 @@ _WEBHOOK_OUTCOMES = {
     E.HISTORY_EVENT_TYPE_WEBHOOK_DELIVERED: "delivered",
     E.HISTORY_EVENT_TYPE_WEBHOOK_FAILED: "failed",
 }
+_OBSERVED_EVENTS = (
+    E.HISTORY_EVENT_TYPE_JOB_CREATED,
+    E.HISTORY_EVENT_TYPE_JOB_ENDED,
+    E.HISTORY_EVENT_TYPE_TASK_PICKED_UP,
+    *_WEBHOOK_OUTCOMES,
+)
 
 
 class Metrics:
@@ -121,7 +127,7 @@ class Metrics:
         """Subscribe to the engine's events and signals."""
         if not self._unsubscribe:
             self._unsubscribe = [
-                self._engine.events.subscribe(self._on_event),
+                self._engine.events.subscribe(self._on_event, _OBSERVED_EVENTS),
                 self._engine.ignored_results.subscribe(self._on_ignored),
                 self._engine.workers.cancel_acked.subscribe(self.cancel_ack.observe),
             ]
@@ -156,6 +162,7 @@ class Metrics:
         return encode(self.registry), content_type
 
     def _on_event(self, item: JobEvent) -> None:
+        # Only the types in _OBSERVED_EVENTS arrive here.
         event, job = item.event, item.job
         if event.type == E.HISTORY_EVENT_TYPE_JOB_CREATED and job is not None:
             self.jobs_created.labels(blueprint=job.blueprint_name).inc()

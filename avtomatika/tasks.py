@@ -4,7 +4,7 @@ from an earlier attempt can never be taken for the current one."""
 
 from __future__ import annotations
 
-import uuid
+import os
 
 from avtomatika.actions import DispatchTask
 from avtomatika.payload import to_payload
@@ -16,8 +16,9 @@ __all__ = ["first_attempt", "new_id", "next_attempt"]
 
 
 def new_id() -> str:
-    """A fresh random id (jobs, tasks)."""
-    return uuid.uuid4().hex
+    """A fresh random id (jobs, tasks, events): 128 random bits as 32 hex
+    digits, like a uuid4's hex without its cost (several per job)."""
+    return os.urandom(16).hex()
 
 
 def _deadline(now: int, seconds: float | None) -> int:

@@ -38,7 +38,7 @@ class FileCleanup:
         """Follow the event bus and start deleting. Idempotent."""
         if self._task is not None:
             return
-        self._unsubscribe = self._events.subscribe(self._on_event)
+        self._unsubscribe = self._events.subscribe(self._on_event, [E.HISTORY_EVENT_TYPE_JOB_ENDED])
         self._task = asyncio.create_task(self._run(), name="avtomatika-file-cleanup")
 
     async def stop(self) -> None:

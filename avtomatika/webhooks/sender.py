@@ -134,7 +134,7 @@ class WebhookSender:
             asyncio.create_task(self._send_loop(self._session), name=f"webhook-sender-{i}")
             for i in range(_SENDERS)
         ]
-        self._unsubscribe = self._bus.subscribe(self._on_event)
+        self._unsubscribe = self._bus.subscribe(self._on_event, [E.HISTORY_EVENT_TYPE_JOB_ENDED])
 
     async def stop(self) -> None:
         """Stop intake; give queued deliveries one attempt within the grace
