@@ -4,8 +4,6 @@ errors, and a clean shutdown on SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 import signal
 import sys
 from pathlib import Path
@@ -13,24 +11,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.support import CLIENT_TOKEN, WORKER_TOKEN
+from tests.serve import serve_env, served
+from tests.support import CLIENT_TOKEN
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "blueprints"
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        API_HOST="127.0.0.1",
-        API_PORT="0",
-        GRPC_HOST="127.0.0.1",
-        GRPC_PORT="0",
-        CLIENT_TOKEN=CLIENT_TOKEN,
-        GLOBAL_WORKER_TOKEN=WORKER_TOKEN,
-        LOG_LEVEL="INFO",
-    )
-    env.update(extra)
-    return env
 
 
 async def _run(*args: str, env: dict[str, str]) -> tuple[int, str]:
@@ -53,7 +37,7 @@ async def _run(*args: str, env: dict[str, str]) -> tuple[int, str]:
     ],
 )
 async def test_invalid_setting_stops_start_up_naming_it(variable: str, value: str) -> None:
-    code, output = await _run("serve", env=_env(**{variable: value}))
+    code, output = await _run("serve", env=serve_env(**{variable: value}))
     assert code == 2
     assert variable in output
     assert "Traceback" not in output
@@ -61,7 +45,7 @@ async def test_invalid_setting_stops_start_up_naming_it(variable: str, value: st
 
 async def test_broken_blueprint_file_stops_start_up_naming_the_file(tmp_path: Path) -> None:
     (tmp_path / "broken.py").write_text("raise RuntimeError('no good')\n")
-    code, output = await _run("serve", "--blueprints-dir", str(tmp_path), env=_env())
+    code, output = await _run("serve", "--blueprints-dir", str(tmp_path), env=serve_env())
     assert code == 2
     assert "broken.py" in output
     assert "no good" in output
@@ -69,31 +53,17 @@ async def test_broken_blueprint_file_stops_start_up_naming_the_file(tmp_path: Pa
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 async def test_serves_then_shuts_down_cleanly_on_signal(sig: signal.Signals) -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "avtomatika", "serve", "--blueprints-dir", str(EXAMPLES),
-        env=_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    assert process.stdout is not None
-    lines: list[str] = []
-    while True:
-        line = (await process.stdout.readline()).decode()
-        assert line, "process exited before serving: " + "".join(lines)
-        lines.append(line)
-        match = re.search(r"REST on [\d.]+:(\d+), gRPC on [\d.]+:(\d+)", line)
-        if match:
-            rest_port = int(match.group(1))
-            break
-    async with aiohttp.ClientSession(headers={"X-Client-Token": CLIENT_TOKEN}) as http:
-        response = await http.get(f"http://127.0.0.1:{rest_port}/_public/status")
-        assert await response.json() == {"status": "ok"}
-        response = await http.post(
-            f"http://127.0.0.1:{rest_port}/api/v1/jobs/echo", json={"initial_data": {}}
-        )
-        assert response.status == 202
-    process.send_signal(sig)
-    rest, _ = await process.communicate()
-    output = "".join(lines) + rest.decode()
-    assert process.returncode == 0, output
-    assert "Traceback" not in output
-    assert "Task was destroyed" not in output
-    assert "shutting down" in output
+    async with served("--blueprints-dir", str(EXAMPLES), env=serve_env()) as server:
+        rest_port = server.rest_port
+        async with aiohttp.ClientSession(headers={"X-Client-Token": CLIENT_TOKEN}) as http:
+            response = await http.get(f"http://127.0.0.1:{rest_port}/_public/status")
+            assert await response.json() == {"status": "ok"}
+            response = await http.post(
+                f"http://127.0.0.1:{rest_port}/api/v1/jobs/echo", json={"initial_data": {}}
+            )
+            assert response.status == 202
+        output = await server.stop(sig)
+        assert server.process.returncode == 0, output
+        assert "Traceback" not in output
+        assert "Task was destroyed" not in output
+        assert "shutting down" in output

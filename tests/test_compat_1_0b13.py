@@ -12,9 +12,6 @@ itself is broken (a stray parenthesis in the README's fan-out, the cookbook's
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -35,9 +32,9 @@ from avtomatika.errors import ConfigError
 from avtomatika.status import TERMINAL, job_status_name
 from avtomatika.worker import TaskContext, TaskOutcome
 from tests.sdk import Params, serving
+from tests.serve import serve_env, served
 from tests.support import (
     CLIENT_TOKEN,
-    WORKER_TOKEN,
     RawWorker,
     custom,
     wait_for_status,
@@ -506,45 +503,19 @@ async def test_the_readme_fan_out_and_the_cookbook_counter_run_unchanged(
 
 
 @asynccontextmanager
-async def served(blueprints_dir: Path) -> AsyncIterator[tuple[int, int]]:
+async def serving_dir(blueprints_dir: Path) -> AsyncIterator[tuple[int, int]]:
     """``avtomatika serve`` with ``BLUEPRINTS_DIR``; its REST and gRPC ports."""
-    env = dict(os.environ)
-    env.update(
-        API_HOST="127.0.0.1",
-        API_PORT="0",
-        GRPC_HOST="127.0.0.1",
-        GRPC_PORT="0",
-        CLIENT_TOKEN=CLIENT_TOKEN,
-        GLOBAL_WORKER_TOKEN=WORKER_TOKEN,
-        BLUEPRINTS_DIR=str(blueprints_dir),
-        LOG_LEVEL="INFO",
-    )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "avtomatika", "serve",
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    assert process.stdout is not None
-    lines: list[str] = []
-    try:
-        while True:
-            line = (await process.stdout.readline()).decode()
-            assert line, "the process exited before serving: " + "".join(lines)
-            lines.append(line)
-            match = re.search(r"REST on [\d.]+:(\d+), gRPC on [\d.]+:(\d+)", line)
-            if match:
-                break
-        yield int(match.group(1)), int(match.group(2))
-    finally:
-        if process.returncode is None:
-            process.terminate()
-        output, _ = await process.communicate()
-    assert process.returncode == 0, "".join(lines) + output.decode()
+    env = serve_env(BLUEPRINTS_DIR=str(blueprints_dir))
+    async with served(env=env) as server:
+        yield server.rest_port, server.grpc_port
+        output = await server.stop()
+    assert server.process.returncode == 0, output
 
 
 @pytest.mark.slow
 async def test_the_cookbook_order_flow_runs_under_avtomatika_serve(blueprints_dir: Path) -> None:
     async with (
-        served(blueprints_dir) as (rest_port, grpc_port),
+        serving_dir(blueprints_dir) as (rest_port, grpc_port),
         aiohttp.ClientSession(
             f"http://127.0.0.1:{rest_port}", headers={"X-Client-Token": CLIENT_TOKEN}
         ) as http,

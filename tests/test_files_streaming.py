@@ -8,10 +8,8 @@ This is a memory bound, not a timing assertion.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
-import os
 import re
 import sys
 from collections.abc import AsyncIterator
@@ -21,7 +19,8 @@ import aiohttp
 import pytest
 
 from tests.s3_emulator import S3Emulator, unique_bucket
-from tests.support import CLIENT_TOKEN, WORKER_TOKEN, create_job
+from tests.serve import serve_env, served
+from tests.support import CLIENT_TOKEN, create_job
 
 pytestmark = pytest.mark.slow
 
@@ -62,40 +61,16 @@ def _reset_peak(pid: int) -> bool:
 @contextlib.asynccontextmanager
 async def _orchestrator(s3: S3Emulator, bucket: str) -> AsyncIterator[tuple[int, int]]:
     """``(pid, rest_port)`` of ``python -m avtomatika serve`` using ``bucket``."""
-    env = dict(os.environ)
-    env.update(
-        API_HOST="127.0.0.1",
-        API_PORT="0",
-        GRPC_HOST="127.0.0.1",
-        GRPC_PORT="0",
-        CLIENT_TOKEN=CLIENT_TOKEN,
-        GLOBAL_WORKER_TOKEN=WORKER_TOKEN,
-        LOG_LEVEL="INFO",
+    env = serve_env(
         S3_ENDPOINT_URL=s3.endpoint_url,
         S3_ACCESS_KEY=s3.access_key,
         S3_SECRET_KEY=s3.secret_key,
         S3_REGION=s3.region,
         S3_DEFAULT_BUCKET=bucket,
     )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "avtomatika", "serve", "--blueprints-dir", str(EXAMPLES),
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    assert process.stdout is not None
-    lines: list[str] = []
-    try:
-        while not (match := re.search(r"REST on [\d.]+:(\d+)", "".join(lines[-1:]))):
-            line = (await process.stdout.readline()).decode()
-            assert line, "the orchestrator exited before serving:\n" + "".join(lines)
-            lines.append(line)
-        # Keep draining its log so it never blocks on a full pipe.
-        drain = asyncio.create_task(process.stdout.read())
-        yield process.pid, int(match.group(1))
-    finally:
-        if process.returncode is None:
-            process.terminate()
-        await process.wait()
-    output = "".join(lines) + (await drain).decode()
+    async with served("--blueprints-dir", str(EXAMPLES), env=env) as server:
+        yield server.process.pid, server.rest_port
+        output = await server.stop()
     assert "Traceback" not in output, output
 
 
