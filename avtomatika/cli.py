@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--tls-cert-path", type=Path, help="gRPC TLS certificate (TLS_CERT_PATH)")
     run.add_argument("--tls-key-path", type=Path, help="gRPC TLS private key (TLS_KEY_PATH)")
     run.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (LOG_LEVEL, default INFO)")
+    run.add_argument("--redis-url", help="share state with other instances in Redis (REDIS_URL)")
+    run.add_argument("--redis-prefix", help="prefix of every Redis key (REDIS_PREFIX)")
+    run.add_argument("--instance-id", help="this instance's name in logs and Redis (INSTANCE_ID)")
     run.add_argument(
         "--job-max-retries", type=int, help="retries of transient failures (JOB_MAX_RETRIES)"
     )

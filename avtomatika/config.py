@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -75,6 +76,15 @@ class Settings:
     # Public endpoints.
     approval_token_required: bool = False
     debug_flush_enabled: bool = False
+    # Several instances: shared state in Redis when REDIS_URL is set.
+    redis_url: str | None = field(default=None, repr=False)
+    redis_prefix: str = "avtomatika"
+    instance_id: str | None = None
+    # Ended jobs, their tasks and history are forgotten this long after they end.
+    job_retention_seconds: float = 7 * 24 * 3600.0
+    # A step claimed by an instance that stops renewing its lease (it died
+    # mid-handler) is run again by another instance after this long.
+    step_lease_seconds: float = 30.0
 
     def __post_init__(self) -> None:
         _check_port("API_PORT", self.api_port, allow_zero=True)
@@ -111,6 +121,8 @@ class Settings:
             "job_wait_max_seconds",
             "webhook_timeout_seconds",
             "webhook_backoff_base_seconds",
+            "job_retention_seconds",
+            "step_lease_seconds",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name.upper()} must be > 0, got {getattr(self, name)}")
@@ -134,6 +146,17 @@ class Settings:
                 raise ConfigError(f"{name.upper()} {str(path)!r} is not a file")
         if (self.tls_cert_path is None) != (self.tls_key_path is None):
             raise ConfigError("TLS_CERT_PATH and TLS_KEY_PATH must be set together")
+        if self.redis_url is not None and not self.redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ConfigError(
+                f"REDIS_URL must start with redis://, rediss:// or unix://, got {self.redis_url!r}"
+            )
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.redis_prefix):
+            raise ConfigError(
+                f"REDIS_PREFIX may hold only letters, digits, '_', '.' and '-', "
+                f"got {self.redis_prefix!r}"
+            )
         if self.history_database_uri and not self.history_database_uri.startswith(
             ("sqlite:///", "postgresql://", "postgres://")
         ):
@@ -218,7 +241,6 @@ def _check_port(name: str, value: int, *, allow_zero: bool) -> None:
 _RENAMED_1_0B13 = {"EXECUTOR_MAX_CONCURRENT_JOBS": "executor_concurrency"}
 _UNUSED_1_0B13 = frozenset(
     {
-        "INSTANCE_ID",
         "REDIS_HOST",
         "REDIS_PORT",
         "REDIS_DB",

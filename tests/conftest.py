@@ -12,6 +12,8 @@ import pytest
 
 from avtomatika import OrchestratorEngine, Settings, StateMachineBlueprint
 from tests.postgres import postgres_dsn as postgres_dsn
+from tests.redis_server import redis_server as redis_server
+from tests.redis_server import redis_url as redis_url
 from tests.s3_emulator import s3_emulator as s3_emulator
 from tests.support import CLIENT_TOKEN, WORKER_TOKEN
 

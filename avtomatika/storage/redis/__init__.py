@@ -1,0 +1,6 @@
+"""The Redis backend: shared state for several orchestrator instances."""
+
+from avtomatika.storage.redis.connection import DOWN, Redis, connect, outage_backoff, unavailable
+from avtomatika.storage.redis.keys import Keys
+
+__all__ = ["DOWN", "Keys", "Redis", "connect", "outage_backoff", "unavailable"]

@@ -1,0 +1,74 @@
+"""Connecting to Redis, and what its failures mean to callers.
+
+Redis being unreachable is not a bug: start-up fails with a message naming the
+URL, and at run time the failure becomes
+:class:`~avtomatika.errors.Unavailable` (503 over HTTP, UNAVAILABLE over gRPC)
+while background loops back off and retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from avtomatika.errors import ConfigError, Unavailable
+
+__all__ = ["DOWN", "Redis", "connect", "outage_backoff", "unavailable"]
+
+log = logging.getLogger(__name__)
+
+Redis = aioredis.Redis
+
+DOWN: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
+"""What a call to an unreachable (or restarting) Redis raises."""
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
+
+
+async def connect(url: str) -> Redis:
+    """A client for ``url``, checked with a PING; :class:`ConfigError` naming
+    the URL when Redis does not answer."""
+    client: Redis = aioredis.Redis.from_url(
+        url,
+        socket_connect_timeout=5,
+        socket_keepalive=True,
+        health_check_interval=30,
+        max_connections=256,
+    )
+    try:
+        await client.ping()
+    except DOWN as exc:
+        await client.aclose()
+        raise ConfigError(f"cannot reach Redis at REDIS_URL {redacted(url)}: {exc}") from None
+    return client
+
+
+@asynccontextmanager
+async def unavailable(what: str) -> AsyncIterator[None]:
+    """Turn Redis connection failures inside the block into
+    :class:`Unavailable` saying ``what`` could not be done."""
+    try:
+        yield
+    except DOWN as exc:
+        raise Unavailable(f"{what}: the shared store (Redis) is unreachable ({exc})") from exc
+
+
+async def outage_backoff(attempt: int, what: str, exc: BaseException) -> None:
+    """Sleep before retrying a background loop's Redis call: 0.1 s doubling
+    to 5 s. Logged once per outage, when it starts."""
+    if attempt == 0:
+        log.warning("%s: Redis is unreachable (%s); retrying until it is back", what, exc)
+    await asyncio.sleep(min(0.1 * 2**attempt, 5.0))

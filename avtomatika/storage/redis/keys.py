@@ -1,0 +1,101 @@
+"""Every Redis key and channel Avtomatika uses, in one place.
+
+All names start with the configured prefix inside a hash tag,
+``{avtomatika}:...``, so every key lives in one Redis Cluster slot: the Lua
+scripts touch a job, its tasks, the queues and the timers in one call, which
+Cluster allows only within a slot. A cluster therefore gives this deployment
+high availability (replicas, failover), not sharding; one Redis primary
+handles far more than the orchestrator's Python processes can send it.
+
+Values are protobuf bytes; times are epoch milliseconds.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Keys"]
+
+
+class Keys:
+    """Key and channel names under one prefix."""
+
+    def __init__(self, prefix: str = "avtomatika") -> None:
+        self.root = f"{{{prefix}}}"
+        r = self.root
+        # -- jobs and tasks (storage) --
+        self.sequence = f"{r}:seq"
+        """Counter: queue order of tasks (FIFO within a priority)."""
+        self.ready = f"{r}:ready"
+        """List: ids of jobs whose current handler must run."""
+        self.running = f"{r}:running"
+        """Sorted set: job id -> lease deadline of the instance running its step."""
+        self.timers = f"{r}:timers"
+        """Sorted set: ``kind:ref`` -> due time (ready, release, dispatch, result)."""
+        self.statuses = f"{r}:statuses"
+        """Hash: job status number -> jobs in it."""
+        self.skills = f"{r}:skills"
+        """Set: every skill that ever had a queue (for queue depths)."""
+        self.ended = f"{r}:ended"
+        """Sorted set: id of an ended job -> when it ended (retention)."""
+        self.waiting = f"{r}:waiting"
+        """Hash: ``instance|skill`` -> workers of that instance waiting for that skill."""
+        self.instances = f"{r}:instances"
+        """Sorted set: instance id -> until when it is alive (its heartbeat)."""
+        # -- webhooks, limits, workers (shared services) --
+        self.outbox = f"{r}:outbox"
+        """Sorted set: webhook delivery id -> when to try it next."""
+        self.workers = f"{r}:workers"
+        """Hash: worker id -> WorkerInfo bytes, for workers of every instance."""
+        # -- pub/sub channels --
+        self.wake_channel = f"{r}:wake"
+        """Messages: a skill whose queue got a task (waiting workers try to claim)."""
+        self.events_channel = f"{r}:events"
+        """Messages: job events, for followers on other instances."""
+        self.cancel_channel = f"{r}:cancel"
+        """Messages: cancels for workers connected to another instance."""
+
+    def job(self, job_id: str) -> str:
+        """Hash: ``d`` Job bytes, ``v`` version, ``s`` status."""
+        return f"{self.root}:job:{job_id}"
+
+    def job_tasks(self, job_id: str) -> str:
+        """Set: every task id of the job (deleted with it)."""
+        return f"{self.root}:jobtasks:{job_id}"
+
+    def task(self, task_id: str) -> str:
+        """Hash: ``d`` Task bytes, ``st`` state, ``w`` worker, ``j`` job,
+        ``k`` skill, ``qm`` queue member, ``dd``/``rd`` dispatch/result
+        deadlines, ``c`` 1 when the task has requirements."""
+        return f"{self.root}:task:{task_id}"
+
+    def queue(self, skill: str) -> str:
+        """Sorted set of tasks any worker with the skill may take: score
+        minus priority, member ``<20-digit sequence>:<task id>``."""
+        return f"{self.root}:q:{skill}"
+
+    def constrained(self, skill: str) -> str:
+        """Sorted set like :meth:`queue`, of tasks with requirements."""
+        return f"{self.root}:qc:{skill}"
+
+    def history(self, job_id: str) -> str:
+        """List: the job's HistoryEvent bytes, in order."""
+        return f"{self.root}:history:{job_id}"
+
+    def delivery(self, delivery_id: str) -> str:
+        """String: a pending webhook delivery."""
+        return f"{self.root}:delivery:{delivery_id}"
+
+    def rate(self, client_id: str) -> str:
+        """Sorted set: a client's recent request times (sliding window)."""
+        return f"{self.root}:rate:{client_id}"
+
+    def quota(self, client_id: str, month: str) -> str:
+        """Counter: jobs a client created in ``month`` (``YYYY-MM``)."""
+        return f"{self.root}:quota:{client_id}:{month}"
+
+    def worker_leases(self, worker_id: str) -> str:
+        """Set: task ids leased to a worker."""
+        return f"{self.root}:leases:{worker_id}"
+
+    def worker_alive(self, worker_id: str) -> str:
+        """String with a TTL: the instance holding the worker's connection."""
+        return f"{self.root}:alive:{worker_id}"
