@@ -2,5 +2,6 @@
 
 from avtomatika.storage.redis.connection import DOWN, Redis, connect, outage_backoff, unavailable
 from avtomatika.storage.redis.keys import Keys
+from avtomatika.storage.redis.pubsub import Subscriber
 
-__all__ = ["DOWN", "Keys", "Redis", "connect", "outage_backoff", "unavailable"]
+__all__ = ["DOWN", "Keys", "Redis", "Subscriber", "connect", "outage_backoff", "unavailable"]
