@@ -30,20 +30,27 @@ def states(events: Sequence[HistoryEvent]) -> list[str]:
     return [e.state for e in events]
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
+@pytest.fixture(params=["memory", "sqlite", "postgres", "redis"])
 def database_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
-    """``HISTORY_DATABASE_URI`` for each backend (None: memory)."""
+    """``HISTORY_DATABASE_URI`` for each backend (None: memory; for Redis,
+    its ``REDIS_URL``)."""
     if request.param == "memory":
         return None
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'history.db'}"
-    dsn: str = request.getfixturevalue("postgres_dsn")
+    dsn: str = request.getfixturevalue(
+        "postgres_dsn" if request.param == "postgres" else "redis_url"
+    )
     return dsn
 
 
 @pytest.fixture
 async def sink(database_uri: str | None) -> AsyncIterator[HistorySink]:
-    opened = await open_sink(make_settings(history_database_uri=database_uri))
+    if database_uri is not None and database_uri.startswith("redis://"):
+        settings = make_settings(redis_url=database_uri)
+    else:
+        settings = make_settings(history_database_uri=database_uri)
+    opened = await open_sink(settings)
     yield opened
     await opened.close()
 
@@ -61,10 +68,10 @@ async def test_a_job_lists_its_events_in_order_and_nothing_else(sink: HistorySin
     assert await sink.list_for_job("unknown") == []
 
 
-@pytest.mark.parametrize("database_uri", ["sqlite", "postgres"], indirect=True)
+@pytest.mark.parametrize("database_uri", ["sqlite", "postgres", "redis"], indirect=True)
 async def test_a_batch_written_again_adds_nothing(sink: HistorySink) -> None:
-    # Only the databases can fail after committing (a lost acknowledgement),
-    # so only they can be handed a batch twice; the memory backend never is.
+    # Only the stores can fail after committing (a lost acknowledgement), so
+    # only they can be handed a batch twice; the memory backend never is.
     batch = events_of("job-retried", 3)
     await sink.append(batch)
     await sink.append(batch)  # the writer retrying after a lost commit acknowledgement

@@ -5,7 +5,9 @@ them in batches, from its own task, to a :class:`HistorySink`:
 
 - :class:`MemoryHistory` (default): bounded, lost on restart;
 - SQLite (``HISTORY_DATABASE_URI=sqlite:///path``, through aiosqlite);
-- PostgreSQL (``HISTORY_DATABASE_URI=postgresql://...``, through asyncpg).
+- PostgreSQL (``HISTORY_DATABASE_URI=postgresql://...``, through asyncpg);
+- Redis, when ``REDIS_URL`` is set and ``HISTORY_DATABASE_URI`` is not:
+  shared by every instance, bounded per job, expiring with the job.
 
 The engine never waits for history: a full queue drops events and counts
 them (:attr:`HistoryWriter.dropped`) instead of slowing jobs down.

@@ -36,9 +36,14 @@ class HistorySink(Protocol):
 
 
 async def open_sink(settings: Settings) -> HistorySink:
-    """The backend ``HISTORY_DATABASE_URI`` names (memory when unset), with
-    its tables created if missing."""
+    """The backend ``HISTORY_DATABASE_URI`` names, with its tables created if
+    missing; unset, Redis when ``REDIS_URL`` is set (shared by every
+    instance), else memory."""
     uri = settings.history_database_uri
+    if not uri and settings.redis_url:
+        from avtomatika.history.redis_history import RedisHistory
+
+        return await RedisHistory.open(settings)
     if not uri:
         return MemoryHistory(
             settings.history_memory_events_per_job, settings.history_memory_max_events

@@ -1,0 +1,152 @@
+"""History in Redis (``REDIS_URL`` set and ``HISTORY_DATABASE_URI`` not), so
+every orchestrator instance on one Redis reads and writes the same histories.
+
+Each job's events are a sorted set, :meth:`Keys.history`:
+
+- member: the HistoryEvent bytes. A batch written twice (the writer retries
+  when the connection dropped and it cannot know whether the script ran)
+  adds nothing the second time, because ``ZADD NX`` finds the same bytes;
+- score: ``timestamp_ms + n / 1024``, where ``n`` counts the job's events
+  already kept for that millisecond. So events are listed by time, as the
+  database backends list them (instances' writers lag each other, so write
+  order is not time order), and events of one millisecond (one commit's
+  several events) keep the order they were written in. Scores stay exact
+  doubles until the year 2248.
+
+Bounds: each job keeps its last ``HISTORY_MEMORY_EVENTS_PER_JOB`` events.
+The storage's retention sweep deletes the set with its job; as a second
+guard, the set of an ended job (a ``job_ended`` or webhook event written)
+expires ``JOB_RETENTION_SECONDS`` after its last write, and so does a set
+that a write creates without the job's ``job_created`` event (events written
+after the job was forgotten, or whose start was dropped by a full queue).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import cast
+
+from redis.commands.core import AsyncScript
+
+from avtomatika.config import Settings
+from avtomatika.errors import Unavailable
+from avtomatika.events import E
+from avtomatika.storage.redis import Keys, Redis, connect, unavailable
+from avtomatika.v1.history_pb2 import HistoryEvent
+
+__all__ = ["RedisHistory"]
+
+# Events after which the job changes no more: its history may expire.
+_ENDED = frozenset(
+    {
+        E.HISTORY_EVENT_TYPE_JOB_ENDED,
+        E.HISTORY_EVENT_TYPE_WEBHOOK_DELIVERED,
+        E.HISTORY_EVENT_TYPE_WEBHOOK_FAILED,
+    }
+)
+# Marks per job in the script's arguments.
+_MARK_ENDED = "e"
+_MARK_STARTED = "s"
+_MARK_NONE = "-"
+
+# KEYS: the history set of each job in the batch.
+# ARGV: cap (events kept per job), ttl_ms (expiry of an ended job's set),
+#   then for each key in KEYS order: mark (e: ended, s: has job_created,
+#   -: neither), n, and n pairs of (timestamp_ms, event bytes), oldest first.
+# Returns: how many events were added (duplicates are not).
+_APPEND = """
+local cap = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local at = 3
+local added = 0
+for k = 1, #KEYS do
+  local key = KEYS[k]
+  local mark = ARGV[at]
+  local n = tonumber(ARGV[at + 1])
+  at = at + 2
+  local existed = redis.call('EXISTS', key) == 1
+  for _ = 1, n do
+    local ts = tonumber(ARGV[at])
+    local bytes = ARGV[at + 1]
+    at = at + 2
+    if not redis.call('ZSCORE', key, bytes) then
+      local same_ms = redis.call('ZCOUNT', key, ts, '(' .. (ts + 1))
+      local score = ts + math.min(same_ms, 1023) / 1024
+      -- %.17g: Lua's own number-to-string would round the score.
+      redis.call('ZADD', key, string.format('%.17g', score), bytes)
+      added = added + 1
+    end
+  end
+  if redis.call('ZCARD', key) > cap then
+    redis.call('ZREMRANGEBYRANK', key, 0, -(cap + 1))
+  end
+  if mark == 'e' or (mark == '-' and not existed) then
+    redis.call('PEXPIRE', key, ttl)
+  end
+end
+return added
+"""
+
+
+class RedisHistory:
+    """A :class:`~avtomatika.history.HistorySink` on a Redis client it owns."""
+
+    def __init__(self, client: Redis, keys: Keys, events_per_job: int, ttl_ms: int) -> None:
+        self._client: Redis | None = client
+        self._keys = keys
+        self._cap = events_per_job
+        self._ttl_ms = max(1, ttl_ms)
+        self._append: AsyncScript = client.register_script(_APPEND)
+
+    @classmethod
+    async def open(cls, settings: Settings) -> RedisHistory:
+        """Connect to ``REDIS_URL``
+        (:class:`~avtomatika.errors.ConfigError` if it does not answer)."""
+        assert settings.redis_url is not None
+        client = await connect(settings.redis_url)
+        return cls(
+            client,
+            Keys(settings.redis_prefix),
+            settings.history_memory_events_per_job,
+            int(settings.job_retention_seconds * 1000),
+        )
+
+    async def append(self, events: Sequence[HistoryEvent]) -> None:
+        if not events:
+            return
+        by_job: dict[str, list[HistoryEvent]] = {}
+        for item in events:
+            by_job.setdefault(item.job_id, []).append(item)
+        keys: list[str] = []
+        args: list[bytes | str | int] = [self._cap, self._ttl_ms]
+        for job_id, kept in by_job.items():
+            keys.append(self._keys.history(job_id))
+            args += [_mark(kept), len(kept)]
+            for item in kept:
+                args += [item.timestamp_ms, item.SerializeToString()]
+        async with unavailable("writing job history"):
+            await self._append(keys, args, client=self._open())
+
+    async def list_for_job(self, job_id: str) -> list[HistoryEvent]:
+        async with unavailable("reading job history"):
+            kept = await self._open().zrange(self._keys.history(job_id), 0, -1)
+        # The client is made without decode_responses: members come as bytes.
+        return [HistoryEvent.FromString(cast(bytes, raw)) for raw in kept]
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    def _open(self) -> Redis:
+        if self._client is None:
+            raise Unavailable("the job history store is closed")
+        return self._client
+
+
+def _mark(events: Sequence[HistoryEvent]) -> str:
+    if any(item.type in _ENDED for item in events):
+        return _MARK_ENDED
+    if any(item.type == E.HISTORY_EVENT_TYPE_JOB_CREATED for item in events):
+        return _MARK_STARTED
+    return _MARK_NONE
