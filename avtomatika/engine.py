@@ -186,9 +186,13 @@ class Engine:
             try:
                 await self._steps.run(job_id)
             except Exception:
-                # A storage failure mid-step: the job stays where it was; log
-                # loudly rather than kill this executor loop.
+                # A storage failure mid-step: the job stays where it was (a
+                # shared store runs the step again later); log loudly rather
+                # than kill this executor loop.
                 log.exception("job %s: step failed", job_id)
+                await self.storage.step_done(job_id, completed=False)
+            else:
+                await self.storage.step_done(job_id)
 
     async def _watch_forever(self) -> None:
         while True:

@@ -97,6 +97,14 @@ class Storage(Protocol):
     async def next_ready_job(self) -> str:
         """Wait for and take the id of a job whose handler must run."""
 
+    async def step_done(self, job_id: str, *, completed: bool = True) -> None:
+        """The step of ``job_id`` taken from :meth:`next_ready_job` is over.
+        ``completed=False``: it failed half-way (the store was unreachable);
+        a shared store runs it again once this instance's claim on it lapses."""
+
+    async def leased_to(self, worker_id: str) -> list[str]:
+        """Ids of the tasks leased to ``worker_id`` right now."""
+
     async def next_expiry(self) -> Expiry:
         """Wait for the next task deadline to pass (while waiting, also move
         due SCHEDULED tasks into their queues and due jobs into the ready

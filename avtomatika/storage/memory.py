@@ -116,6 +116,17 @@ class MemoryStorage:
     async def next_ready_job(self) -> str:
         return await self._ready.get()
 
+    async def step_done(self, job_id: str, *, completed: bool = True) -> None:
+        return None  # nothing survives this process, so there is no claim to release
+
+    async def leased_to(self, worker_id: str) -> list[str]:
+        leased = []
+        for data in self._tasks.values():
+            task = Task.FromString(data)
+            if task.state == task_pb2.TASK_STATE_LEASED and task.worker_id == worker_id:
+                leased.append(task.task_id)
+        return sorted(leased)
+
     async def claim_task(self, worker: WorkerProfile, timeout: float | None) -> Task | None:
         try:
             async with asyncio.timeout(timeout):

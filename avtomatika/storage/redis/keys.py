@@ -14,6 +14,18 @@ from __future__ import annotations
 
 __all__ = ["Keys"]
 
+# Per-record keys: ``<root>:<kind>:<id>``. The Lua scripts build the same
+# names from this table (:meth:`Keys.lua_prelude`), so no name is spelled twice.
+_PER_RECORD = {
+    "job": "job",
+    "job_tasks": "jobtasks",
+    "task": "task",
+    "queue": "q",
+    "constrained": "qc",
+    "history": "history",
+    "worker_leases": "leases",
+}
+
 
 class Keys:
     """Key and channel names under one prefix."""
@@ -55,30 +67,30 @@ class Keys:
 
     def job(self, job_id: str) -> str:
         """Hash: ``d`` Job bytes, ``v`` version, ``s`` status."""
-        return f"{self.root}:job:{job_id}"
+        return f"{self.root}:{_PER_RECORD['job']}:{job_id}"
 
     def job_tasks(self, job_id: str) -> str:
         """Set: every task id of the job (deleted with it)."""
-        return f"{self.root}:jobtasks:{job_id}"
+        return f"{self.root}:{_PER_RECORD['job_tasks']}:{job_id}"
 
     def task(self, task_id: str) -> str:
         """Hash: ``d`` Task bytes, ``st`` state, ``w`` worker, ``j`` job,
         ``k`` skill, ``qm`` queue member, ``dd``/``rd`` dispatch/result
         deadlines, ``c`` 1 when the task has requirements."""
-        return f"{self.root}:task:{task_id}"
+        return f"{self.root}:{_PER_RECORD['task']}:{task_id}"
 
     def queue(self, skill: str) -> str:
         """Sorted set of tasks any worker with the skill may take: score
         minus priority, member ``<20-digit sequence>:<task id>``."""
-        return f"{self.root}:q:{skill}"
+        return f"{self.root}:{_PER_RECORD['queue']}:{skill}"
 
     def constrained(self, skill: str) -> str:
         """Sorted set like :meth:`queue`, of tasks with requirements."""
-        return f"{self.root}:qc:{skill}"
+        return f"{self.root}:{_PER_RECORD['constrained']}:{skill}"
 
     def history(self, job_id: str) -> str:
         """List: the job's HistoryEvent bytes, in order."""
-        return f"{self.root}:history:{job_id}"
+        return f"{self.root}:{_PER_RECORD['history']}:{job_id}"
 
     def delivery(self, delivery_id: str) -> str:
         """String: a pending webhook delivery."""
@@ -94,8 +106,33 @@ class Keys:
 
     def worker_leases(self, worker_id: str) -> str:
         """Set: task ids leased to a worker."""
-        return f"{self.root}:leases:{worker_id}"
+        return f"{self.root}:{_PER_RECORD['worker_leases']}:{worker_id}"
 
     def worker_alive(self, worker_id: str) -> str:
         """String with a TTL: the instance holding the worker's connection."""
         return f"{self.root}:alive:{worker_id}"
+
+    def lua_prelude(self) -> str:
+        """Lua defining ``K.<kind>(id)`` for every per-record key and
+        ``K.<name>`` for the fixed ones, all derived from ``KEYS[1]`` (the
+        root): scripts declare the root as their one key, and every key they
+        touch shares its hash slot."""
+        lines = ["local K = {}", "local root = KEYS[1]"]
+        for name, kind in _PER_RECORD.items():
+            lines.append(f"K.{name} = function(id) return root .. ':{kind}:' .. id end")
+        for name in _FIXED:
+            suffix = getattr(self, name).removeprefix(self.root)
+            lines.append(f"K.{name} = root .. '{suffix}'")
+        return "\n".join(lines) + "\n"
+
+
+_FIXED = (
+    "sequence",
+    "ready",
+    "running",
+    "timers",
+    "statuses",
+    "skills",
+    "ended",
+    "wake_channel",
+)

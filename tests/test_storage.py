@@ -1,15 +1,20 @@
-"""MemoryStorage's atomic operations, driven directly: claim order, claims
-that survive cancellation, and commits guarded by version and lease."""
+"""The storage contract, driven directly on every backend (the embedded store
+and Redis, on a real redis-server): claim order, claims that survive
+cancellation, commits guarded by version and lease, deadlines, retention."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 
 from avtomatika.dispatch import WorkerProfile
 from avtomatika.storage.base import CommitOutcome, Lease
+from avtomatika.config import Settings
+from avtomatika.storage.base import Storage
 from avtomatika.storage.memory import MemoryStorage
+from avtomatika.storage.redis.storage import RedisStorage
 from avtomatika.tasks import new_id
 from avtomatika.v1.job_pb2 import Job, JobStatus
 from avtomatika.v1.task_pb2 import Task, TaskState
@@ -26,7 +31,7 @@ def make_task(job: Job, skill: str, priority: float = 0.0) -> Task:
     )
 
 
-async def stored_job(storage: MemoryStorage) -> Job:
+async def stored_job(storage: Storage) -> Job:
     job = Job(id=new_id(), blueprint_name="bp", status=JobStatus.JOB_STATUS_PENDING)
     await storage.create_job(job)
     fresh = await storage.get_job(job.id)
@@ -34,7 +39,7 @@ async def stored_job(storage: MemoryStorage) -> Job:
     return fresh
 
 
-async def enqueue(storage: MemoryStorage, *tasks: Task) -> Job:
+async def enqueue(storage: Storage, *tasks: Task) -> Job:
     """Write ``tasks`` (queued) with a job, as a handler's dispatch does."""
     job = await stored_job(storage)
     for task in tasks:
@@ -44,21 +49,31 @@ async def enqueue(storage: MemoryStorage, *tasks: Task) -> Job:
     return job
 
 
+@pytest.fixture(params=["memory", "redis"])
+async def storage(request: pytest.FixtureRequest) -> AsyncIterator[Storage]:
+    if request.param == "memory":
+        yield MemoryStorage()
+        return
+    url = request.getfixturevalue("redis_url")
+    redis_storage = RedisStorage(Settings(redis_url=url))
+    await redis_storage.open()
+    yield redis_storage
+    await redis_storage.close()
+
+
 async def settle() -> None:
     """Let every coroutine that is ready run up to its next wait."""
     for _ in range(3):
         await asyncio.sleep(0)
 
 
-async def test_create_job_stores_version_one_and_queues_it_for_the_executor() -> None:
-    storage = MemoryStorage()
+async def test_create_job_stores_version_one_and_queues_it_for_the_executor(storage: Storage) -> None:
     job = await stored_job(storage)
     assert job.version == 1
     assert await storage.next_ready_job() == job.id
 
 
-async def test_reads_are_copies() -> None:
-    storage = MemoryStorage()
+async def test_reads_are_copies(storage: Storage) -> None:
     job = await stored_job(storage)
     job.status = JobStatus.JOB_STATUS_FINISHED
     again = await storage.get_job(job.id)
@@ -66,8 +81,7 @@ async def test_reads_are_copies() -> None:
     assert again.status == JobStatus.JOB_STATUS_PENDING
 
 
-async def test_claim_takes_highest_priority_first_then_fifo_across_skills() -> None:
-    storage = MemoryStorage()
+async def test_claim_takes_highest_priority_first_then_fifo_across_skills(storage: Storage) -> None:
     job = Job()
     low_x1 = make_task(job, "x")
     high_y1 = make_task(job, "y", priority=5)
@@ -86,8 +100,7 @@ async def test_claim_takes_highest_priority_first_then_fifo_across_skills() -> N
     assert await storage.queue_depths() == {}
 
 
-async def test_claim_leases_the_task_to_the_claimer() -> None:
-    storage = MemoryStorage()
+async def test_claim_leases_the_task_to_the_claimer(storage: Storage) -> None:
     task = make_task(Job(), "x")
     await enqueue(storage, task)
     claimed = await storage.claim_task(WorkerProfile("w-1", ("x",)), None)
@@ -98,15 +111,13 @@ async def test_claim_leases_the_task_to_the_claimer() -> None:
     assert stored.leased_at_ms > 0
 
 
-async def test_claim_ignores_other_skills_and_times_out_with_none() -> None:
-    storage = MemoryStorage()
+async def test_claim_ignores_other_skills_and_times_out_with_none(storage: Storage) -> None:
     await enqueue(storage, make_task(Job(), "x"))
     assert await storage.claim_task(WorkerProfile("w", ("z",)), 0.01) is None
     assert await storage.queue_depths() == {"x": 1}
 
 
-async def test_a_waiting_claimer_gets_a_task_queued_later() -> None:
-    storage = MemoryStorage()
+async def test_a_waiting_claimer_gets_a_task_queued_later(storage: Storage) -> None:
     claim = asyncio.create_task(storage.claim_task(WorkerProfile("w", ("x",)), None))
     await settle()
     assert not claim.done()
@@ -117,8 +128,7 @@ async def test_a_waiting_claimer_gets_a_task_queued_later() -> None:
     assert claimed.task_id == task.task_id
 
 
-async def test_a_claimer_cancelled_right_after_being_woken_hands_the_task_on() -> None:
-    storage = MemoryStorage()
+async def test_a_claimer_cancelled_right_after_being_woken_hands_the_task_on(storage: Storage) -> None:
     first = asyncio.create_task(storage.claim_task(WorkerProfile("w-1", ("x",)), None))
     second = asyncio.create_task(storage.claim_task(WorkerProfile("w-2", ("x",)), None))
     await settle()
@@ -137,8 +147,7 @@ async def test_a_claimer_cancelled_right_after_being_woken_hands_the_task_on() -
     assert claimed.worker_id == "w-2"
 
 
-async def test_a_claimer_cancelled_while_waiting_takes_nothing() -> None:
-    storage = MemoryStorage()
+async def test_a_claimer_cancelled_while_waiting_takes_nothing(storage: Storage) -> None:
     gone = asyncio.create_task(storage.claim_task(WorkerProfile("w-1", ("x",)), None))
     await settle()
     gone.cancel()
@@ -152,8 +161,7 @@ async def test_a_claimer_cancelled_while_waiting_takes_nothing() -> None:
     assert claimed.task_id == task.task_id
 
 
-async def test_commit_bumps_the_version_and_requires_the_one_read() -> None:
-    storage = MemoryStorage()
+async def test_commit_bumps_the_version_and_requires_the_one_read(storage: Storage) -> None:
     job = await stored_job(storage)
     first = Job()
     first.CopyFrom(job)
@@ -174,14 +182,12 @@ async def test_commit_bumps_the_version_and_requires_the_one_read() -> None:
     assert await storage.queue_depths() == {}
 
 
-async def test_commit_of_an_unknown_job_is_not_found() -> None:
-    storage = MemoryStorage()
+async def test_commit_of_an_unknown_job_is_not_found(storage: Storage) -> None:
     outcome = await storage.commit(Job(id="nope"), expected_version=1)
     assert outcome is CommitOutcome.NOT_FOUND
 
 
-async def test_commit_with_a_lease_requires_the_task_to_be_leased_to_that_worker() -> None:
-    storage = MemoryStorage()
+async def test_commit_with_a_lease_requires_the_task_to_be_leased_to_that_worker(storage: Storage) -> None:
     task = make_task(Job(), "x")
     job = await enqueue(storage, task)
     assert await storage.claim_task(WorkerProfile("w-1", ("x",)), None) is not None
@@ -210,8 +216,7 @@ async def test_commit_with_a_lease_requires_the_task_to_be_leased_to_that_worker
     assert late is CommitOutcome.LEASE_LOST
 
 
-async def test_withdrawn_queued_tasks_are_cancelled_and_never_claimed() -> None:
-    storage = MemoryStorage()
+async def test_withdrawn_queued_tasks_are_cancelled_and_never_claimed(storage: Storage) -> None:
     withdrawn = [make_task(Job(), "x", priority=9), make_task(Job(), "x")]
     job = await enqueue(storage, *withdrawn)
     current = await storage.get_job(job.id)
@@ -233,8 +238,7 @@ async def test_withdrawn_queued_tasks_are_cancelled_and_never_claimed() -> None:
     assert claimed.task_id == fresh.task_id
 
 
-async def test_withdrawing_a_leased_task_keeps_its_worker_and_breaks_the_lease() -> None:
-    storage = MemoryStorage()
+async def test_withdrawing_a_leased_task_keeps_its_worker_and_breaks_the_lease(storage: Storage) -> None:
     task = make_task(Job(), "x")
     job = await enqueue(storage, task)
     assert await storage.claim_task(WorkerProfile("w-1", ("x",)), None) is not None
@@ -253,8 +257,7 @@ async def test_withdrawing_a_leased_task_keeps_its_worker_and_breaks_the_lease()
     assert outcome is CommitOutcome.LEASE_LOST
 
 
-async def test_progress_is_recorded_without_bumping_the_version() -> None:
-    storage = MemoryStorage()
+async def test_progress_is_recorded_without_bumping_the_version(storage: Storage) -> None:
     job = await stored_job(storage)
     job.active_task_ids.append("t-1")
     assert await storage.commit(job, expected_version=1) is CommitOutcome.OK

@@ -1,0 +1,379 @@
+"""The Lua scripts behind :class:`~avtomatika.storage.redis.RedisStorage`.
+
+Each script is one atomic step of the storage contract; Redis runs a script
+to completion before any other command, which is what makes a commit's
+version check and its writes one indivisible act across every instance.
+
+Every script declares one key, the root (``KEYS[1]``, e.g. ``{avtomatika}``),
+and derives the keys it touches from it with the names of
+:meth:`Keys.lua_prelude`: they all share the root's hash tag, hence one
+Cluster slot.
+
+A task is a hash: ``d`` its Task bytes as last written by the engine, plus
+fields the scripts change without re-encoding protobuf (Lua has no protobuf):
+``st`` state, ``w`` worker, ``la`` leased-at ms, ``sq`` queue sequence, which
+override the same fields of ``d`` when read (see ``RedisStorage._task``);
+and what the scripts need to queue and time it: ``j`` job, ``k`` skill, ``p``
+priority, ``c`` "1" when it has requirements, ``nb``/``dd``/``rd`` its
+not-before, dispatch and result deadlines, ``qm`` its queue member while
+queued. A job is a hash: ``d`` Job bytes, ``v`` version, ``s`` status.
+"""
+
+from __future__ import annotations
+
+from avtomatika.status import TERMINAL
+from avtomatika.storage.redis.keys import Keys
+from avtomatika.v1 import task_pb2
+
+__all__ = ["CLAIM", "COMMIT", "CREATE", "DUE", "GIVE_BACK", "SET_PROGRESS", "SWEEP", "TAKE_READY"]
+
+# Shared by the scripts below: task bookkeeping, as MemoryStorage does it.
+_LIBRARY = """
+local QUEUED, LEASED, SCHEDULED, CANCELLED = {queued}, {leased}, {scheduled}, {cancelled}
+local TERMINAL = {{{terminal}}}
+local woken = {{}}
+
+local function is_live(st)
+  return st == QUEUED or st == LEASED or st == SCHEDULED
+end
+
+-- Wake waiting workers of `skill` ("t:<skill>") or idle executors ("j"),
+-- once per script run.
+local function wake(what)
+  if not woken[what] then
+    woken[what] = true
+    redis.call('PUBLISH', K.wake_channel, what)
+  end
+end
+
+-- Arm or disarm the task's timers for state `st` (deadlines in epoch ms).
+local function set_timers(id, st, nb, dd, rd)
+  if st == SCHEDULED then
+    redis.call('ZADD', K.timers, nb, 'release:' .. id)
+  else
+    redis.call('ZREM', K.timers, 'release:' .. id)
+  end
+  if st == QUEUED and dd > 0 then
+    redis.call('ZADD', K.timers, dd, 'dispatch:' .. id)
+  else
+    redis.call('ZREM', K.timers, 'dispatch:' .. id)
+  end
+  if is_live(st) and rd > 0 then
+    redis.call('ZADD', K.timers, rd, 'result:' .. id)
+  else
+    redis.call('ZREM', K.timers, 'result:' .. id)
+  end
+end
+
+local function deadlines(t)
+  local f = redis.call('HMGET', t, 'nb', 'dd', 'rd')
+  return tonumber(f[1]) or 0, tonumber(f[2]) or 0, tonumber(f[3]) or 0
+end
+
+-- Change the task's state and worker, keeping each worker's lease set.
+local function set_state(id, st, worker)
+  local t = K.task(id)
+  local f = redis.call('HMGET', t, 'st', 'w')
+  local old_st, old_w = tonumber(f[1]), f[2]
+  if old_st == LEASED and old_w and (st ~= LEASED or worker ~= old_w) then
+    redis.call('SREM', K.worker_leases(old_w), id)
+  end
+  if st == LEASED then
+    redis.call('SADD', K.worker_leases(worker), id)
+  end
+  redis.call('HSET', t, 'st', st, 'w', worker)
+end
+
+-- Into its skill's queue: score minus priority, member the zero-padded
+-- sequence and id, so the lowest (score, member) is the highest priority,
+-- first queued. `seq` is kept when a task goes back where it was.
+local function enqueue(id, seq)
+  local t = K.task(id)
+  local f = redis.call('HMGET', t, 'k', 'p', 'c')
+  if not seq then
+    seq = redis.call('INCR', K.sequence)
+  end
+  local member = string.format('%020d', seq) .. ':' .. id
+  local queue = f[3] == '1' and K.constrained(f[1]) or K.queue(f[1])
+  redis.call('ZADD', queue, -tonumber(f[2]), member)
+  redis.call('HSET', t, 'qm', member, 'sq', seq)
+  redis.call('SADD', K.skills, f[1])
+  wake('t:' .. f[1])
+end
+
+-- Out of its queue, if it is in one.
+local function dequeue(id)
+  local t = K.task(id)
+  local f = redis.call('HMGET', t, 'qm', 'k', 'c')
+  if f[1] then
+    local queue = f[3] == '1' and K.constrained(f[2]) or K.queue(f[2])
+    redis.call('ZREM', queue, f[1])
+    redis.call('HDEL', t, 'qm')
+  end
+end
+
+-- Queue a task that is not in its queue (state QUEUED, timers armed).
+local function requeue(id, seq)
+  local t = K.task(id)
+  set_state(id, QUEUED, '')
+  redis.call('HDEL', t, 'la')
+  enqueue(id, seq)
+  local nb, dd, rd = deadlines(t)
+  set_timers(id, QUEUED, nb, dd, rd)
+end
+
+-- Lease a queued task to `worker` (its queue entry already removed).
+local function lease(id, worker, now)
+  local t = K.task(id)
+  redis.call('HDEL', t, 'qm')
+  set_state(id, LEASED, worker)
+  redis.call('HSET', t, 'la', now)
+  local nb, dd, rd = deadlines(t)
+  set_timers(id, LEASED, nb, dd, rd)
+end
+
+local function create_job(id, data, status)
+  redis.call('HSET', K.job(id), 'd', data, 'v', 1, 's', status)
+  redis.call('HINCRBY', K.statuses, status, 1)
+  redis.call('RPUSH', K.ready, id)
+  wake('j')
+end
+"""
+
+
+def _library() -> str:
+    return _LIBRARY.format(
+        queued=task_pb2.TASK_STATE_QUEUED,
+        leased=task_pb2.TASK_STATE_LEASED,
+        scheduled=task_pb2.TASK_STATE_SCHEDULED,
+        cancelled=task_pb2.TASK_STATE_CANCELLED,
+        terminal=", ".join(f"[{status}] = true" for status in sorted(TERMINAL)),
+    )
+
+
+CREATE = """
+-- Create a job at version 1 and queue it for the executor.
+-- KEYS: root. ARGV: job id, Job bytes, status. Returns 1.
+create_job(ARGV[1], ARGV[2], ARGV[3])
+return 1
+"""
+
+COMMIT = """
+-- The storage contract's commit (see Storage.commit).
+-- KEYS: root.
+-- ARGV: job id, Job bytes (at the new version), new status, expected version,
+--   lease task id ('' for none), lease worker, ready (0/1), ready-at ms, now,
+--   then a count and that many tasks of 11 fields each (id, Task bytes,
+--   state, worker, skill, priority, constrained 0/1, not-before, dispatch
+--   deadline, result deadline, job id),
+--   then a count and that many task ids to withdraw,
+--   then a count and that many new jobs of 3 fields (id, Job bytes, status).
+-- Returns 'ok', 'not_found', 'conflict' or 'lease_lost'; nothing is written
+-- unless 'ok'.
+local id = ARGV[1]
+local job = K.job(id)
+local f = redis.call('HMGET', job, 'v', 's')
+if not f[1] then return 'not_found' end
+if f[1] ~= ARGV[4] then return 'conflict' end
+if ARGV[5] ~= '' then
+  local l = redis.call('HMGET', K.task(ARGV[5]), 'st', 'w')
+  if tonumber(l[1]) ~= LEASED or l[2] ~= ARGV[6] then return 'lease_lost' end
+end
+local old_status, status, now = f[2], ARGV[3], tonumber(ARGV[9])
+redis.call('HSET', job, 'd', ARGV[2], 'v', tonumber(ARGV[4]) + 1, 's', status)
+if old_status ~= status then
+  redis.call('HINCRBY', K.statuses, old_status, -1)
+  redis.call('HINCRBY', K.statuses, status, 1)
+  if TERMINAL[tonumber(status)] then
+    redis.call('ZADD', K.ended, 'NX', now, id)
+  end
+end
+-- Whatever step of this job an instance was running is over.
+redis.call('ZREM', K.running, id)
+
+local i = 10
+local n = tonumber(ARGV[i])
+for _ = 1, n do
+  local tid, st = ARGV[i + 1], tonumber(ARGV[i + 3])
+  local t = K.task(tid)
+  local queued = redis.call('HEXISTS', t, 'qm') == 1
+  redis.call('HSET', t, 'd', ARGV[i + 2], 'k', ARGV[i + 5], 'p', ARGV[i + 6],
+    'c', ARGV[i + 7], 'nb', ARGV[i + 8], 'dd', ARGV[i + 9], 'rd', ARGV[i + 10], 'j', ARGV[i + 11])
+  redis.call('SADD', K.job_tasks(ARGV[i + 11]), tid)
+  if st == QUEUED then
+    set_state(tid, QUEUED, '')
+    if not queued then enqueue(tid, nil) end
+  else
+    dequeue(tid)
+    set_state(tid, st, ARGV[i + 4])
+  end
+  set_timers(tid, st, tonumber(ARGV[i + 8]), tonumber(ARGV[i + 9]), tonumber(ARGV[i + 10]))
+  i = i + 11
+end
+
+i = i + 1
+n = tonumber(ARGV[i])
+for _ = 1, n do
+  i = i + 1
+  local tid = ARGV[i]
+  local t = K.task(tid)
+  local s = redis.call('HMGET', t, 'st', 'w')
+  if is_live(tonumber(s[1])) then
+    dequeue(tid)
+    set_state(tid, CANCELLED, s[2] or '')
+    set_timers(tid, CANCELLED, 0, 0, 0)
+  end
+end
+
+i = i + 1
+n = tonumber(ARGV[i])
+for _ = 1, n do
+  create_job(ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+  i = i + 3
+end
+
+if ARGV[7] == '1' then
+  local at = tonumber(ARGV[8])
+  if at > now then
+    redis.call('ZADD', K.timers, at, 'ready:' .. id)
+  else
+    redis.call('RPUSH', K.ready, id)
+    wake('j')
+  end
+end
+return 'ok'
+"""
+
+CLAIM = """
+-- Lease `worker` the best queued task of its skills: the lowest
+-- (score, member) over the heads of its plain queues and, when given, one
+-- candidate task with requirements (which the caller checked it meets).
+-- KEYS: root. ARGV: worker id, now, candidate task id ('' for none), skills...
+-- Returns {task id, Task bytes, sequence} or false when nothing suits.
+local best_score, best_member, best_queue
+local function consider(queue, member, score)
+  if best_member == nil or score < best_score
+      or (score == best_score and member < best_member) then
+    best_score, best_member, best_queue = score, member, queue
+  end
+end
+for i = 4, #ARGV do
+  local q = K.queue(ARGV[i])
+  local head = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
+  if head[1] then consider(q, head[1], tonumber(head[2])) end
+end
+if ARGV[3] ~= '' then
+  local f = redis.call('HMGET', K.task(ARGV[3]), 'qm', 'k')
+  if f[1] then
+    local q = K.constrained(f[2])
+    local score = redis.call('ZSCORE', q, f[1])
+    if score then consider(q, f[1], tonumber(score)) end
+  end
+end
+if best_member == nil then return false end
+redis.call('ZREM', best_queue, best_member)
+local id = string.sub(best_member, 22)
+lease(id, ARGV[1], ARGV[2])
+local t = redis.call('HMGET', K.task(id), 'd', 'sq')
+return {id, t[1], t[2]}
+"""
+
+GIVE_BACK = """
+-- Undo a lease its claimer never took: back into its queue where it was,
+-- unless something else happened to the task since.
+-- KEYS: root. ARGV: task id, worker id. Returns 1 if given back, else 0.
+local id = ARGV[1]
+local f = redis.call('HMGET', K.task(id), 'st', 'w', 'sq')
+if tonumber(f[1]) ~= LEASED or f[2] ~= ARGV[2] then return 0 end
+requeue(id, tonumber(f[3]))
+return 1
+"""
+
+TAKE_READY = """
+-- Take up to `count` jobs whose handler must run, each claimed for this
+-- instance until `lease_until` (renewed while the step runs; a lapsed claim
+-- is re-queued by DUE, so a step of a dead instance runs elsewhere).
+-- KEYS: root. ARGV: count, lease-until ms. Returns the job ids.
+local ids = redis.call('LPOP', K.ready, ARGV[1])
+if not ids then return {} end
+for _, id in ipairs(ids) do
+  redis.call('ZADD', K.running, ARGV[2], id)
+end
+return ids
+"""
+
+DUE = """
+-- Fire due timers: jobs whose backoff is over go to the ready list, due
+-- SCHEDULED tasks into their queues, steps whose claim lapsed back to the
+-- ready list. Dispatch and result deadlines of still-live tasks are
+-- returned, and re-armed `reclaim` ms later in case the instance handling
+-- them dies (handling one changes the task, which disarms its timers).
+-- KEYS: root. ARGV: now, max timers, reclaim ms.
+-- Returns the fired deadline timers, 'dispatch:<task id>' or 'result:<task id>'.
+local now, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+local fired = {}
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', K.timers, '-inf', now, 'LIMIT', 0, limit)) do
+  local sep = string.find(member, ':', 1, true)
+  local kind, ref = string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
+  local keep = false
+  if kind == 'ready' then
+    redis.call('RPUSH', K.ready, ref)
+    wake('j')
+  elseif kind == 'release' then
+    if tonumber(redis.call('HGET', K.task(ref), 'st')) == SCHEDULED then
+      requeue(ref, nil)
+    end
+  else
+    local st = tonumber(redis.call('HGET', K.task(ref), 'st'))
+    if (kind == 'dispatch' and st == QUEUED) or (kind == 'result' and is_live(st)) then
+      keep = true
+      table.insert(fired, member)
+      redis.call('ZADD', K.timers, now + tonumber(ARGV[3]), member)
+    end
+  end
+  if not keep then redis.call('ZREM', K.timers, member) end
+end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.running, '-inf', now, 'LIMIT', 0, limit)) do
+  redis.call('ZREM', K.running, id)
+  redis.call('RPUSH', K.ready, id)
+  wake('j')
+end
+return fired
+"""
+
+SET_PROGRESS = """
+-- Replace a job's record without bumping its version (progress), if its
+-- version is still the one read.
+-- KEYS: root. ARGV: job id, version read, Job bytes. Returns 1, or 0 if it changed.
+local job = K.job(ARGV[1])
+if redis.call('HGET', job, 'v') ~= ARGV[2] then return 0 end
+redis.call('HSET', job, 'd', ARGV[3])
+return 1
+"""
+
+SWEEP = """
+-- Forget jobs that ended before `cutoff`: the job, its tasks (and any
+-- trace of them in queues, timers and lease sets) and its history.
+-- KEYS: root. ARGV: cutoff ms, max jobs. Returns how many were forgotten.
+local ids = redis.call('ZRANGEBYSCORE', K.ended, '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(ids) do
+  local status = redis.call('HGET', K.job(id), 's')
+  if status then redis.call('HINCRBY', K.statuses, status, -1) end
+  for _, tid in ipairs(redis.call('SMEMBERS', K.job_tasks(id))) do
+    dequeue(tid)
+    set_state(tid, CANCELLED, '')
+    set_timers(tid, CANCELLED, 0, 0, 0)
+    redis.call('DEL', K.task(tid))
+  end
+  redis.call('DEL', K.job(id), K.job_tasks(id), K.history(id))
+  redis.call('ZREM', K.ended, id)
+  redis.call('ZREM', K.running, id)
+  redis.call('ZREM', K.timers, 'ready:' .. id)
+end
+return #ids
+"""
+
+
+def source(keys: Keys, body: str) -> str:
+    """A script ready to register: key names, the library, then ``body``."""
+    return keys.lua_prelude() + _library() + body

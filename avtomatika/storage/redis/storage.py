@@ -1,0 +1,543 @@
+"""Storage in Redis, shared by every orchestrator instance pointed at it.
+
+Every change is one Lua script (:mod:`.scripts`), so the version and lease
+guards of :meth:`commit` hold across instances exactly as they do in one
+process. What an instance keeps locally is only how to wait well:
+
+- **Ready jobs**: instances take job ids from one list, each claimed with a
+  lease (``STEP_LEASE_SECONDS``) that the instance renews while its step
+  runs. A step of an instance that died is run again elsewhere once its
+  lease lapses; the job's version guard lets only one commit of a step win.
+- **Claims**: a worker takes the best queued task of its skills in one
+  script; a worker with nothing to take waits for a wake-up on the pub/sub
+  channel (published by the script that queued a task) and re-checks at
+  least every ``_RECHECK`` seconds, since pub/sub messages can be lost.
+  Workers waiting on one instance are woken in arrival order; across
+  instances, the first to claim wins.
+- **Timers** (deadlines, backoffs, scheduled retries) are a sorted set that
+  every instance polls; a fired deadline is re-armed a while later until
+  handling it changes the task, so it fires on exactly one instance while
+  that instance lives, and on another if it dies.
+
+Redis being unreachable surfaces as :class:`~avtomatika.errors.Unavailable`
+from the calls a request makes; the waiting calls (claims, ready jobs,
+timers) back off and retry instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from redis.commands.core import AsyncScript
+
+from avtomatika.clock import now_ms
+from avtomatika.config import Settings
+from avtomatika.dispatch import Requirements, WorkerProfile, eligible
+from avtomatika.storage.base import CommitOutcome, Expiry, Lease
+from avtomatika.storage.redis import scripts
+from avtomatika.storage.redis.connection import DOWN, Redis, connect, outage_backoff, unavailable
+from avtomatika.storage.redis.keys import Keys
+from avtomatika.storage.redis.pubsub import Subscriber
+from avtomatika.v1 import task_pb2
+from avtomatika.v1.job_pb2 import Job
+from avtomatika.v1.task_pb2 import Task
+
+__all__ = ["RedisStorage"]
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+# A waiting claim or an idle executor re-checks Redis at least this often,
+# in case a wake-up message was lost (pub/sub is fire-and-forget).
+_RECHECK = 1.0
+# The timer loop sleeps at most this long: timers set by other instances are
+# seen within it.
+_TIMER_TICK = 0.1
+# Timers fired per script call; ended jobs forgotten per sweep.
+_BATCH = 100
+# A fired deadline is re-armed this much later in case its handler dies.
+_RECLAIM_MS = 30_000
+# Ready jobs taken per script call.
+_TAKE = 4
+# Constrained tasks examined per claim (the oldest, by priority).
+_CONSTRAINED_SCAN = 200
+_SWEEP_EVERY = 5.0
+
+
+class RedisStorage:
+    """The storage contract on Redis (redis-py asyncio)."""
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.redis_url:
+            raise ValueError("RedisStorage needs REDIS_URL")
+        self._url = settings.redis_url
+        self.keys = Keys(settings.redis_prefix)
+        self.instance_id = settings.instance_id or f"{socket.gethostname()}-{os.getpid()}"
+        self._retention_ms = int(settings.job_retention_seconds * 1000)
+        self._lease_ms = int(settings.step_lease_seconds * 1000)
+        self._client: Redis | None = None
+        self._scripts: dict[str, AsyncScript] = {}
+        self._subscriber: Subscriber | None = None
+        self._opening: asyncio.Lock | None = None
+        # Local waiting: claimers by skill (in arrival order), idle executors.
+        self._waiters: dict[str, dict[_Waiter, None]] = {}
+        self._ready_wake = asyncio.Event()
+        self._timer_wake = asyncio.Event()
+        self._ready: deque[str] = deque()
+        self._running: set[str] = set()
+        self._fetching: asyncio.Lock | None = None
+        self._expired: deque[Expiry] = deque()
+        self._last_sweep = 0.0
+        self._renewer: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # -- connection --
+
+    # redis-py types replies as ``bytes | str`` (it cannot know whether the
+    # client decodes); this one never does, so replies are bytes. The client
+    # is typed Any here rather than every reply cast at its call.
+    @property
+    def client(self) -> Any:
+        """The Redis client (after :meth:`open`)."""
+        if self._client is None:
+            raise RuntimeError("RedisStorage is not open")
+        return self._client
+
+    async def open(self) -> None:
+        """Connect (raising :class:`~avtomatika.errors.ConfigError` naming
+        the URL if Redis does not answer), register the scripts and start
+        listening for wake-ups. Idempotent."""
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._client is not None:
+                return
+            client = await connect(self._url)
+            for name in scripts.__all__:
+                body = getattr(scripts, name)
+                self._scripts[name] = client.register_script(scripts.source(self.keys, body))
+            subscriber = Subscriber(client)
+            subscriber.on(self.keys.wake_channel, self._on_wake)
+            subscriber.on_reconnect(self._wake_everyone)
+            await subscriber.start()
+            self._client, self._subscriber = client, subscriber
+            self._renewer = asyncio.create_task(self._renew_forever(), name="avtomatika-leases")
+
+    async def _redis(self) -> Any:
+        if self._client is None:
+            await self.open()
+        return self.client
+
+    async def _run(self, name: str, *args: Any) -> Any:
+        client = await self._redis()
+        return await self._scripts[name](keys=[self.keys.root], args=list(args), client=client)
+
+    # -- jobs --
+
+    async def create_job(self, job: Job) -> None:
+        job.version = 1
+        async with unavailable("cannot create the job"):
+            await self._run("CREATE", job.id, job.SerializeToString(), job.status)
+
+    async def get_job(self, job_id: str) -> Job | None:
+        async with unavailable("cannot read the job"):
+            data = await (await self._redis()).hget(self.keys.job(job_id), "d")
+        return None if data is None else Job.FromString(data)
+
+    async def get_task(self, task_id: str) -> Task | None:
+        async with unavailable("cannot read the task"):
+            fields = await (await self._redis()).hmget(
+                self.keys.task(task_id), ["d", "st", "w", "la", "sq"]
+            )
+        return _task(*fields)
+
+    async def commit(
+        self,
+        job: Job,
+        *,
+        expected_version: int,
+        tasks: Sequence[Task] = (),
+        withdraw: Sequence[str] = (),
+        new_jobs: Sequence[Job] = (),
+        lease: Lease | None = None,
+        ready: bool = False,
+        ready_at_ms: int = 0,
+    ) -> CommitOutcome:
+        previous_version = job.version
+        job.version = expected_version + 1
+        data = job.SerializeToString()
+        job.version = previous_version  # until the commit succeeds
+        now = now_ms()
+        args: list[Any] = [
+            job.id,
+            data,
+            job.status,
+            expected_version,
+            lease.task_id if lease else "",
+            lease.worker_id if lease else "",
+            int(ready),
+            ready_at_ms,
+            now,
+            len(tasks),
+        ]
+        for task in tasks:
+            args += [
+                task.task_id,
+                task.SerializeToString(),
+                task.state,
+                task.worker_id,
+                task.type,
+                repr(task.priority),
+                int(Requirements.of(task) is not None),
+                task.not_before_ms,
+                task.dispatch_deadline_ms,
+                task.result_deadline_ms,
+                task.job_id,
+            ]
+        args.append(len(withdraw))
+        args += withdraw
+        args.append(len(new_jobs))
+        for child in new_jobs:
+            child.version = 1
+            args += [child.id, child.SerializeToString(), child.status]
+        async with unavailable("cannot save the change"):
+            outcome = await self._run("COMMIT", *args)
+        result = CommitOutcome(outcome.decode() if isinstance(outcome, bytes) else outcome)
+        if result is CommitOutcome.OK:
+            job.version = expected_version + 1
+            if ready or new_jobs:
+                self._ready_wake.set()
+            if ready_at_ms or any(t.dispatch_deadline_ms or t.result_deadline_ms for t in tasks):
+                self._timer_wake.set()
+            for task in tasks:
+                if task.state == task_pb2.TASK_STATE_QUEUED:
+                    self._wake(task.type)
+        return result
+
+    async def set_progress(self, job_id: str, task_id: str, progress: float, message: str) -> bool:
+        async with unavailable("cannot record progress"):
+            client = await self._redis()
+            for _ in range(20):
+                data, version = await client.hmget(self.keys.job(job_id), ["d", "v"])
+                if data is None:
+                    return False
+                job = Job.FromString(data)
+                if task_id not in job.active_task_ids:
+                    return False
+                job.progress = progress
+                job.progress_message = message
+                job.updated_at_ms = now_ms()
+                if await self._run("SET_PROGRESS", job_id, version, job.SerializeToString()):
+                    return True
+        return False  # the job kept changing; progress is advisory
+
+    async def count_jobs(self) -> dict[int, int]:
+        async with unavailable("cannot count jobs"):
+            counts = await (await self._redis()).hgetall(self.keys.statuses)
+        return {int(status): int(n) for status, n in counts.items() if int(n) > 0}
+
+    async def queue_depths(self) -> dict[str, int]:
+        async with unavailable("cannot read queue depths"):
+            client = await self._redis()
+            skills = sorted(s.decode() for s in await client.smembers(self.keys.skills))
+            async with client.pipeline(transaction=False) as pipe:
+                for skill in skills:
+                    pipe.zcard(self.keys.queue(skill))
+                    pipe.zcard(self.keys.constrained(skill))
+                sizes = await pipe.execute()
+        depths = {skill: sizes[2 * i] + sizes[2 * i + 1] for i, skill in enumerate(skills)}
+        return {skill: n for skill, n in depths.items() if n}
+
+    async def waiting_workers(self) -> dict[str, int]:
+        """Workers waiting in :meth:`claim_task` on this instance, per skill."""
+        counts = {
+            skill: sum(not w.done for w in waiters) for skill, waiters in self._waiters.items()
+        }
+        return {skill: n for skill, n in counts.items() if n}
+
+    async def leased_to(self, worker_id: str) -> list[str]:
+        """Ids of the tasks leased to ``worker_id``."""
+        async with unavailable("cannot read the worker's leases"):
+            ids = await (await self._redis()).smembers(self.keys.worker_leases(worker_id))
+        return sorted(i.decode() for i in ids)
+
+    # -- the executor's ready jobs --
+
+    async def next_ready_job(self) -> str:
+        if self._fetching is None:
+            self._fetching = asyncio.Lock()
+        while not self._ready:
+            async with self._fetching:
+                if self._ready:
+                    break
+                self._ready_wake.clear()
+                ids = await self._retrying("taking ready jobs", self._take_ready)
+                if ids:
+                    self._ready.extend(ids)
+                    break
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_RECHECK):
+                        await self._ready_wake.wait()
+        return self._ready.popleft()
+
+    async def _take_ready(self) -> list[str]:
+        ids = await self._run("TAKE_READY", _TAKE, now_ms() + self._lease_ms)
+        taken = [i.decode() for i in ids]
+        self._running.update(taken)
+        return taken
+
+    async def step_done(self, job_id: str, *, completed: bool = True) -> None:
+        self._running.discard(job_id)
+        if not completed:
+            return  # its claim lapses and the step runs again
+        # If Redis is down the claim lapses; the step re-runs and finds
+        # nothing to do.
+        with contextlib.suppress(*DOWN):
+            await (await self._redis()).zrem(self.keys.running, job_id)
+
+    async def _renew_forever(self) -> None:
+        """Keep this instance's claims on the steps it runs alive."""
+        while True:
+            await asyncio.sleep(self._lease_ms / 3000)
+            running = list(self._running)
+            if not running:
+                continue
+            until = now_ms() + self._lease_ms
+            try:
+                await self.client.zadd(self.keys.running, dict.fromkeys(running, until), xx=True)
+            except DOWN as exc:
+                log.warning("cannot renew step claims: %s", exc)
+
+    # -- deadlines --
+
+    async def next_expiry(self) -> Expiry:
+        while not self._expired:
+            fired = await self._retrying("firing timers", self._fire_due)
+            if fired:
+                break
+            self._timer_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_TIMER_TICK):
+                    await self._timer_wake.wait()
+        return self._expired.popleft()
+
+    async def _fire_due(self) -> bool:
+        now = now_ms()
+        fired = await self._run("DUE", now, _BATCH, _RECLAIM_MS)
+        for member in fired:
+            kind, _, task_id = member.decode().partition(":")
+            self._expired.append(Expiry(task_id=task_id, kind=kind))
+        loop_now = asyncio.get_running_loop().time()
+        if loop_now - self._last_sweep >= _SWEEP_EVERY:
+            self._last_sweep = loop_now
+            while await self._run("SWEEP", now - self._retention_ms, _BATCH) == _BATCH:
+                pass
+        return bool(fired)
+
+    # -- claims --
+
+    async def claim_task(self, worker: WorkerProfile, timeout: float | None) -> Task | None:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        waiter: _Waiter | None = None
+        try:
+            while True:
+                if waiter is not None:
+                    waiter.event.clear()
+                task = await self._claim_once(worker)
+                if task is not None:
+                    return task
+                if waiter is None:
+                    # Registered, then checked again: a task queued between
+                    # the first check and now has woken this waiter.
+                    waiter = self._add_waiter(worker)
+                    continue
+                wait = _RECHECK if deadline is None else min(_RECHECK, deadline - loop.time())
+                if wait <= 0:
+                    return None
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await waiter.event.wait()
+        finally:
+            if waiter is not None:
+                self._remove_waiter(waiter)
+
+    async def _claim_once(self, worker: WorkerProfile) -> Task | None:
+        """One claim, safe against cancellation: a task leased by a script
+        whose caller was cancelled meanwhile goes back to its queue."""
+        if worker.max_concurrent and worker.active >= worker.max_concurrent:
+            return None
+        attempt = asyncio.ensure_future(self._retrying("claiming a task", self._claim, worker))
+        try:
+            return await asyncio.shield(attempt)
+        except asyncio.CancelledError:
+            attempt.add_done_callback(self._give_back_later)
+            raise
+
+    async def _claim(self, worker: WorkerProfile) -> Task | None:
+        candidate = await self._constrained_candidate(worker)
+        now = now_ms()
+        found = await self._run("CLAIM", worker.worker_id, now, candidate, *worker.skills)
+        if not found:
+            return None
+        _, data, sequence = found
+        task = Task.FromString(data)
+        task.state = task_pb2.TASK_STATE_LEASED
+        task.worker_id = worker.worker_id
+        task.leased_at_ms = now
+        task.sequence = int(sequence)
+        return task
+
+    async def _constrained_candidate(self, worker: WorkerProfile) -> str:
+        """The best queued task with requirements that ``worker`` meets
+        ("" if none): read here, since Lua cannot check requirements; the
+        claim script takes it only if it is still queued and still best."""
+        client = self.client
+        best: tuple[float, bytes, str] | None = None
+        for skill in worker.skills:
+            entries = await client.zrange(
+                self.keys.constrained(skill), 0, _CONSTRAINED_SCAN - 1, withscores=True
+            )
+            if not entries:
+                continue
+            async with client.pipeline(transaction=False) as pipe:
+                for member, _ in entries:
+                    pipe.hget(self.keys.task(member.decode()[21:]), "d")
+                datas = await pipe.execute()
+            for (member, score), data in zip(entries, datas, strict=True):
+                if data is None or (best is not None and (score, member) >= best[:2]):
+                    continue
+                if eligible(Requirements.of(Task.FromString(data)), worker, skill):
+                    best = (score, member, member.decode()[21:])
+        return best[2] if best else ""
+
+    def _give_back_later(self, attempt: asyncio.Future[Task | None]) -> None:
+        if attempt.cancelled() or attempt.exception() is not None:
+            return
+        task = attempt.result()
+        if task is not None:
+            self._spawn(self._run("GIVE_BACK", task.task_id, task.worker_id))
+
+    def _add_waiter(self, worker: WorkerProfile) -> _Waiter:
+        waiter = _Waiter(worker)
+        for skill in worker.skills:
+            self._waiters.setdefault(skill, {})[waiter] = None
+        return waiter
+
+    def _remove_waiter(self, waiter: _Waiter) -> None:
+        waiter.done = True
+        for skill in waiter.worker.skills:
+            waiters = self._waiters.get(skill)
+            if waiters is not None:
+                waiters.pop(waiter, None)
+                if not waiters:
+                    del self._waiters[skill]
+
+    def _wake(self, skill: str) -> None:
+        for waiter in self._waiters.get(skill, ()):
+            waiter.event.set()
+
+    def _on_wake(self, message: bytes) -> None:
+        what = message.decode()
+        if what == "j":
+            self._ready_wake.set()
+        elif what.startswith("t:"):
+            self._wake(what[2:])
+
+    def _wake_everyone(self) -> None:
+        """After a pub/sub outage: every waiter re-checks now."""
+        self._ready_wake.set()
+        self._timer_wake.set()
+        for skill in list(self._waiters):
+            self._wake(skill)
+
+    # -- housekeeping --
+
+    async def _retrying(self, what: str, call: Callable[..., Awaitable[_T]], *args: Any) -> _T:
+        """``call`` until Redis answers: waiting calls ride out an outage."""
+        attempt = 0
+        while True:
+            try:
+                result = await call(*args)
+            except DOWN as exc:
+                await outage_backoff(attempt, what, exc)
+                attempt += 1
+                continue
+            if attempt:
+                log.info("%s: Redis is back", what)
+            return result
+
+    def _spawn(self, coroutine: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def flush(self) -> None:
+        client = await self._redis()
+        async for key in client.scan_iter(match=f"{self.keys.root}:*", count=1000):
+            await client.unlink(key)
+        self._ready.clear()
+        self._running.clear()
+        self._expired.clear()
+
+    async def close(self) -> None:
+        """Hand back the ready jobs taken but not started, and disconnect."""
+        client, self._client = self._client, None
+        if client is None:
+            return
+        if self._renewer is not None:
+            self._renewer.cancel()
+        if self._subscriber is not None:
+            await self._subscriber.stop()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        untaken, self._ready = list(self._ready), deque()
+        if untaken:
+            with contextlib.suppress(*DOWN):
+                async with client.pipeline(transaction=True) as pipe:
+                    pipe.zrem(self.keys.running, *untaken)
+                    pipe.lpush(self.keys.ready, *reversed(untaken))
+                    await pipe.execute()
+        await client.aclose()
+
+
+class _Waiter:
+    """A claim waiting for a task of one of its worker's skills."""
+
+    __slots__ = ("done", "event", "worker")
+
+    def __init__(self, worker: WorkerProfile) -> None:
+        self.worker = worker
+        self.event = asyncio.Event()
+        self.done = False
+
+
+def _task(
+    data: bytes | None,
+    state: bytes | None,
+    worker: bytes | None,
+    leased: bytes | None,
+    sequence: bytes | None,
+) -> Task | None:
+    """A task from its hash: the bytes, overridden by the fields the scripts
+    keep outside them."""
+    if data is None:
+        return None
+    task = Task.FromString(data)
+    if state is not None:
+        task.state = int(state)  # type: ignore[assignment]
+    if worker is not None:
+        task.worker_id = worker.decode()
+    if leased is not None:
+        task.leased_at_ms = int(leased)
+    if sequence is not None:
+        task.sequence = int(sequence)
+    return task
