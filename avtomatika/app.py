@@ -115,7 +115,9 @@ class OrchestratorEngine:
         self.services += [self.followers, self.dashboard]
         self.app_state[FOLLOWERS] = self.followers
         self.app_state[DASHBOARD] = self.dashboard
-        self.app_state[LIMITS] = ClientLimits(self.settings, self.auth.monthly_quotas)
+        self.limits = ClientLimits(self.settings, self.auth.monthly_quotas)
+        self.services.append(self.limits)
+        self.app_state[LIMITS] = self.limits
         # Legacy REST workers: their books and the TTL reaper.
         self.rest_workers = RestWorkers(self.engine)
         self.services.append(self.rest_workers)

@@ -14,23 +14,36 @@ Both refuse with :class:`~avtomatika.errors.RateLimited`, whose
 ``retry_after_seconds`` becomes the ``Retry-After`` header.
 
 The counters live in this process's memory, which is exact with the embedded
-store. Behind a load balancer each instance counts its own share.
+store; with ``REDIS_URL`` they live in Redis (:mod:`avtomatika.redis_limits`),
+so every instance behind a load balancer counts against the same limits.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
-from avtomatika.clock import now_ms
+from avtomatika.clock import next_month_ms, now_ms, utc_month
 from avtomatika.config import Settings
-from avtomatika.errors import RateLimited
+from avtomatika.errors import RateLimited, Unavailable
 
-__all__ = ["ClientLimits", "MonthlyQuota", "RateLimiter", "seconds_until_next_month"]
+if TYPE_CHECKING:
+    from avtomatika.redis_limits import RedisLimits
+
+__all__ = [
+    "ClientLimits",
+    "MonthlyQuota",
+    "RateLimiter",
+    "quota_used_up",
+    "seconds_until_next_month",
+]
+
+log = logging.getLogger(__name__)
 
 
 class RateLimiter:
@@ -63,10 +76,7 @@ class RateLimiter:
 def seconds_until_next_month(ms: int) -> int:
     """Whole seconds (rounded up, at least 1) from epoch ``ms`` to the start
     of the next calendar month, UTC."""
-    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
-    start = datetime(year, month, 1, tzinfo=UTC)
-    return max(1, math.ceil((start - moment).total_seconds()))
+    return max(1, math.ceil((next_month_ms(ms) - ms) / 1000))
 
 
 class MonthlyQuota:
@@ -93,11 +103,7 @@ class MonthlyQuota:
         month = self._month(now)
         used = self.used(client_id)
         if used >= quota:
-            raise RateLimited(
-                f"monthly quota of {quota} jobs used up; it renews at the start of next "
-                "month (UTC)",
-                seconds_until_next_month(now),
-            )
+            raise quota_used_up(quota, now)
         self._used[client_id] = (month, used + 1)
 
         def give_back() -> None:
@@ -109,38 +115,92 @@ class MonthlyQuota:
 
     @staticmethod
     def _month(ms: int) -> str:
-        return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m")
+        return utc_month(ms)
+
+
+def quota_used_up(quota: int, now: int) -> RateLimited:
+    """The refusal of a job over a monthly ``quota`` at epoch ``now``."""
+    return RateLimited(
+        f"monthly quota of {quota} jobs used up; it renews at the start of next month (UTC)",
+        seconds_until_next_month(now),
+    )
 
 
 class ClientLimits:
-    """The rate limit and the quotas of every client, from the settings."""
+    """The rate limit and the quotas of every client, from the settings.
+
+    A service: with ``REDIS_URL`` set, :meth:`start` connects to Redis, where
+    the counters are then kept; otherwise they stay in this process.
+    """
 
     def __init__(self, settings: Settings, quotas: Mapping[str, int]) -> None:
+        self._settings = settings
+        self._quotas = dict(quotas)
         self.rate = (
             RateLimiter(settings.rate_limit_limit, settings.rate_limit_period)
             if settings.rate_limiting_enabled
             else None
         )
         self.quota = MonthlyQuota(quotas)
+        self._shared: RedisLimits | None = None
 
-    def check_rate(self, client_id: str) -> None:
+    async def start(self) -> None:
+        needed = self.rate is not None or bool(self._quotas)
+        if self._settings.redis_url and needed and self._shared is None:
+            # Imported here: a process without Redis never loads the client.
+            from avtomatika.redis_limits import RedisLimits
+
+            self._shared = await RedisLimits.open(self._settings)
+
+    async def stop(self) -> None:
+        shared, self._shared = self._shared, None
+        if shared is not None:
+            await shared.close()
+
+    async def check_rate(self, client_id: str) -> None:
         """Count a request of ``client_id``; :class:`RateLimited` if over."""
         if self.rate is None:
             return
-        wait = self.rate.acquire(client_id)
+        if self._shared is not None:
+            wait = await self._shared.acquire(client_id)
+        else:
+            wait = self.rate.acquire(client_id)
         if wait > 0:
             raise RateLimited("rate limit exceeded; slow down", max(1, math.ceil(wait)))
 
-    @contextmanager
-    def job_creation(self, client_id: str) -> Iterator[None]:
+    @asynccontextmanager
+    async def job_creation(self, client_id: str) -> AsyncIterator[None]:
         """Around creating a job: consumes one of the client's monthly
         attempts, given back if creation fails."""
-        give_back = self.quota.take(client_id)
+        give_back = await self._take_attempt(client_id)
         try:
             yield
         except BaseException:
-            give_back()
+            await give_back()
             raise
+
+    async def _take_attempt(self, client_id: str) -> Callable[[], Awaitable[None]]:
+        quota = self._quotas.get(client_id)
+        shared = self._shared
+        if shared is None or quota is None:
+            give_back_here = self.quota.take(client_id)
+
+            async def give_back_to_memory() -> None:
+                give_back_here()
+
+            return give_back_to_memory
+        now = now_ms()
+        if not await shared.take(client_id, quota, now):
+            raise quota_used_up(quota, now)
+
+        async def give_back_to_redis() -> None:
+            try:
+                await shared.give_back(client_id, now)
+            except Unavailable as exc:
+                # The creation's own error matters more than this one.
+                log.warning("monthly quota of %s: a failed job stays counted: %s", client_id, exc)
+
+        return give_back_to_redis
 
 
 def _nothing() -> None:

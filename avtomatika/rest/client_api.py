@@ -26,7 +26,7 @@ async def create_job(request: web.Request) -> web.Response:
     )
     client = client_of(request)
     limits = request.app.get(LIMITS)
-    with limits.job_creation(client.id) if limits else contextlib.nullcontext():
+    async with limits.job_creation(client.id) if limits else contextlib.nullcontext():
         job_id = await engine.create_job(
             blueprint.name,
             body.initial_data,

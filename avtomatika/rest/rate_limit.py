@@ -25,5 +25,5 @@ async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.S
     client = request.get(CLIENT)
     limits = request.app.get(LIMITS)
     if client is not None and limits is not None:
-        limits.check_rate(client.id)
+        await limits.check_rate(client.id)
     return await handler(request)
