@@ -91,6 +91,10 @@ class OrchestratorEngine:
         settings = config.to_settings() if isinstance(config, Config) else config
         self.settings = settings if settings is not None else Settings()
         files = _s3_files(self.settings)
+        if storage is None and self.settings.redis_url:
+            from avtomatika.storage.redis import RedisStorage
+
+            storage = RedisStorage(self.settings)
         self.engine = Engine(storage, self.settings, task_files=files.for_job if files else None)
         self.auth = Authenticator(self.settings)
         for client in self.auth.clients:
@@ -180,6 +184,7 @@ class OrchestratorEngine:
         if not self._loaded and self.settings.blueprints_dir is not None:
             load_blueprints(self.settings.blueprints_dir, self.engine.register_blueprint)
         self._loaded = True
+        await self.engine.storage.open()  # a store that cannot be reached stops start-up here
         started: list[Service] = []
         try:
             for service in self.services:

@@ -3,6 +3,7 @@ event loop), an HTTP client for it, and gRPC channels to it."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
@@ -46,13 +47,22 @@ def make_settings(**overrides: Any) -> Settings:
 
 
 @pytest.fixture
-async def start_orchestrator() -> AsyncIterator[StartOrchestrator]:
-    """Factory: start an orchestrator with the given blueprints and settings."""
+async def start_orchestrator(request: pytest.FixtureRequest) -> AsyncIterator[StartOrchestrator]:
+    """Factory: start an orchestrator with the given blueprints and settings.
+
+    ``AVTOMATIKA_TEST_STORE=redis`` runs every such orchestrator on the
+    session's Redis server instead of the embedded store (the whole suite on
+    the Redis backend)."""
     started: list[OrchestratorEngine] = []
+    on_redis = os.environ.get("AVTOMATIKA_TEST_STORE") == "redis"
 
     async def start(
         blueprints: Iterable[StateMachineBlueprint] = (), **settings: Any
     ) -> OrchestratorEngine:
+        if on_redis and "redis_url" not in settings:
+            if not started:
+                request.getfixturevalue("redis_url")  # empties it for this test
+            settings["redis_url"] = request.getfixturevalue("redis_server").url
         orchestrator = OrchestratorEngine(config=make_settings(**settings), blueprints=blueprints)
         await orchestrator.start()
         started.append(orchestrator)

@@ -55,6 +55,10 @@ class Expiry:
 class Storage(Protocol):
     """Where jobs, tasks and queues live. Implementations: memory, redis."""
 
+    async def open(self) -> None:
+        """Connect; raises :class:`~avtomatika.errors.ConfigError` when the
+        backend cannot be reached. Idempotent."""
+
     async def create_job(self, job: Job) -> None:
         """Store a new job at version 1 and queue it for the executor."""
 

@@ -56,6 +56,9 @@ class MemoryStorage:
         self._waiters: defaultdict[str, dict[_Waiter, None]] = defaultdict(dict)
         self._timers = Timers()
 
+    async def open(self) -> None:
+        return None
+
     async def create_job(self, job: Job) -> None:
         self._create(job)
 

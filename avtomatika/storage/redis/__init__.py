@@ -3,5 +3,6 @@
 from avtomatika.storage.redis.connection import DOWN, Redis, connect, outage_backoff, unavailable
 from avtomatika.storage.redis.keys import Keys
 from avtomatika.storage.redis.pubsub import Subscriber
+from avtomatika.storage.redis.storage import RedisStorage
 
-__all__ = ["DOWN", "Keys", "Redis", "Subscriber", "connect", "outage_backoff", "unavailable"]
+__all__ = ["DOWN", "Keys", "Redis", "RedisStorage", "Subscriber", "connect", "outage_backoff", "unavailable"]

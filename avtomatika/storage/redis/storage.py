@@ -83,6 +83,7 @@ class RedisStorage:
         self.instance_id = settings.instance_id or f"{socket.gethostname()}-{os.getpid()}"
         self._retention_ms = int(settings.job_retention_seconds * 1000)
         self._lease_ms = int(settings.step_lease_seconds * 1000)
+        self._sweep_every = min(_SWEEP_EVERY, settings.job_retention_seconds / 4)
         self._client: Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
         self._subscriber: Subscriber | None = None
@@ -336,7 +337,7 @@ class RedisStorage:
             kind, _, task_id = member.decode().partition(":")
             self._expired.append(Expiry(task_id=task_id, kind=kind))
         loop_now = asyncio.get_running_loop().time()
-        if loop_now - self._last_sweep >= _SWEEP_EVERY:
+        if loop_now - self._last_sweep >= self._sweep_every:
             self._last_sweep = loop_now
             while await self._run("SWEEP", now - self._retention_ms, _BATCH) == _BATCH:
                 pass

@@ -1,0 +1,259 @@
+"""What only a shared store has to get right, on a real redis-server: two
+instances (two RedisStorage objects, as two processes would have) sharing one
+Redis; steps of a dead instance run elsewhere; timers fire once; retention;
+outages."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from avtomatika.clock import now_ms
+from avtomatika.config import Settings
+from avtomatika.dispatch import WorkerProfile
+from avtomatika.errors import ConfigError, Unavailable
+from avtomatika.storage.base import CommitOutcome, Expiry
+from avtomatika.storage.redis.keys import Keys
+from avtomatika.storage.redis.storage import RedisStorage
+from avtomatika.tasks import new_id
+from avtomatika.v1 import job_pb2, task_pb2
+from avtomatika.v1.job_pb2 import Job
+from avtomatika.v1.task_pb2 import Task
+from tests.redis_server import RedisServer, free_port
+
+OpenStorage = Callable[..., Coroutine[Any, Any, RedisStorage]]
+
+
+@pytest.fixture
+async def open_storage(redis_url: str) -> AsyncIterator[OpenStorage]:
+    """Factory: a RedisStorage on the test's Redis (one per "instance")."""
+    opened: list[RedisStorage] = []
+
+    async def open_one(url: str = redis_url, **settings: Any) -> RedisStorage:
+        storage = RedisStorage(Settings(redis_url=url, **settings))
+        await storage.open()
+        opened.append(storage)
+        return storage
+
+    yield open_one
+    for storage in opened:
+        await storage.close()
+
+
+async def new_job(storage: RedisStorage) -> Job:
+    job = Job(id=new_id(), blueprint_name="bp", status=job_pb2.JOB_STATUS_PENDING)
+    await storage.create_job(job)
+    assert await storage.next_ready_job() == job.id
+    await storage.step_done(job.id)
+    stored = await storage.get_job(job.id)
+    assert stored is not None
+    return stored
+
+
+def queued(job: Job, skill: str = "x", **fields: Any) -> Task:
+    return Task(
+        task_id=new_id(),
+        job_id=job.id,
+        type=skill,
+        attempt=1,
+        state=task_pb2.TASK_STATE_QUEUED,
+        **fields,
+    )
+
+
+async def expiries(storage: RedisStorage, seconds: float) -> list[Expiry]:
+    """Every deadline ``storage`` fires within ``seconds``."""
+    fired: list[Expiry] = []
+
+    async def collect() -> None:
+        while True:
+            fired.append(await storage.next_expiry())
+
+    collector = asyncio.create_task(collect())
+    await asyncio.sleep(seconds)
+    collector.cancel()
+    return fired
+
+
+async def test_the_lua_scripts_and_python_name_every_key_alike(open_storage: OpenStorage) -> None:
+    storage = await open_storage()
+    keys = storage.keys
+    script = storage.client.register_script(
+        keys.lua_prelude()
+        + "return {K.job('j'), K.task('t'), K.queue('s'), K.constrained('s'), K.history('j'),"
+        + " K.job_tasks('j'), K.worker_leases('w'), K.ready, K.timers, K.wake_channel}"
+    )
+    names = await script(keys=[keys.root], client=storage.client)
+    assert [n.decode() for n in names] == [
+        keys.job("j"),
+        keys.task("t"),
+        keys.queue("s"),
+        keys.constrained("s"),
+        keys.history("j"),
+        keys.job_tasks("j"),
+        keys.worker_leases("w"),
+        keys.ready,
+        keys.timers,
+        keys.wake_channel,
+    ]
+    assert all(name.startswith("{avtomatika}:") for name in [keys.job("j"), keys.ready])
+
+
+async def test_a_task_queued_on_one_instance_wakes_a_worker_waiting_on_another(
+    open_storage: OpenStorage,
+) -> None:
+    a, b = await open_storage(), await open_storage()
+    claim = asyncio.create_task(b.claim_task(WorkerProfile("w-b", ("x",)), 10))
+    await asyncio.sleep(0.05)
+    job = await new_job(a)
+    task = queued(job)
+    assert await a.commit(job, expected_version=job.version, tasks=[task]) is CommitOutcome.OK
+
+    claimed = await claim
+    assert claimed is not None
+    assert (claimed.task_id, claimed.worker_id) == (task.task_id, "w-b")
+    assert await a.leased_to("w-b") == [task.task_id]
+    stored = await a.get_task(task.task_id)
+    assert stored is not None
+    assert stored.state == task_pb2.TASK_STATE_LEASED
+
+
+async def test_the_step_of_an_instance_that_died_runs_on_another(
+    open_storage: OpenStorage,
+) -> None:
+    a = await open_storage(step_lease_seconds=0.3)
+    b = await open_storage(step_lease_seconds=0.3)
+    job = Job(id=new_id(), blueprint_name="bp", status=job_pb2.JOB_STATUS_PENDING)
+    await a.create_job(job)
+    assert await a.next_ready_job() == job.id
+    await a.close()  # dies mid-step: its claim on the step is never released
+
+    timers = asyncio.create_task(expiries(b, 2.0))
+    again = await asyncio.wait_for(b.next_ready_job(), 5)
+    timers.cancel()
+    assert again == job.id
+
+
+async def test_a_running_step_keeps_its_claim_while_it_runs(open_storage: OpenStorage) -> None:
+    a = await open_storage(step_lease_seconds=0.3)
+    b = await open_storage(step_lease_seconds=0.3)
+    job = Job(id=new_id(), blueprint_name="bp", status=job_pb2.JOB_STATUS_PENDING)
+    await a.create_job(job)
+    assert await a.next_ready_job() == job.id
+    # A slow handler: three leases long. A renews its claim meanwhile, so B,
+    # firing timers all along, never gets the job.
+    timers = asyncio.create_task(expiries(b, 1.0))
+    taken = asyncio.create_task(b.next_ready_job())
+    await timers
+    assert not taken.done()
+    taken.cancel()
+    await a.step_done(job.id)
+
+
+async def test_a_deadline_fires_on_exactly_one_of_two_instances(
+    open_storage: OpenStorage,
+) -> None:
+    a, b = await open_storage(), await open_storage()
+    job = await new_job(a)
+    task = queued(job, dispatch_deadline_ms=_in_ms(100))
+    assert await a.commit(job, expected_version=job.version, tasks=[task]) is CommitOutcome.OK
+
+    fired_a, fired_b = await asyncio.gather(expiries(a, 0.6), expiries(b, 0.6))
+    assert fired_a + fired_b == [Expiry(task_id=task.task_id, kind="dispatch")]
+
+
+async def test_a_scheduled_retry_enters_its_queue_when_due(open_storage: OpenStorage) -> None:
+    storage = await open_storage()
+    job = await new_job(storage)
+    task = queued(job, not_before_ms=_in_ms(150))
+    task.state = task_pb2.TASK_STATE_SCHEDULED
+    await storage.commit(job, expected_version=job.version, tasks=[task])
+    worker = WorkerProfile("w", ("x",))
+    assert await storage.claim_task(worker, 0.01) is None
+
+    timers = asyncio.create_task(expiries(storage, 2.0))
+    claimed = await storage.claim_task(worker, 5)
+    timers.cancel()
+    assert claimed is not None
+    assert claimed.task_id == task.task_id
+
+
+async def test_ended_jobs_are_forgotten_after_the_retention_time(
+    open_storage: OpenStorage, redis_server: RedisServer
+) -> None:
+    storage = await open_storage(job_retention_seconds=0.2)
+    job = await new_job(storage)
+    task = queued(job)
+    await storage.commit(job, expected_version=job.version, tasks=[task])
+    claimed = await storage.claim_task(WorkerProfile("w", ("x",)), 1)
+    assert claimed is not None
+    current = await storage.get_job(job.id)
+    assert current is not None
+    current.status = job_pb2.JOB_STATUS_FINISHED
+    claimed.state = task_pb2.TASK_STATE_DONE
+    await storage.commit(current, expected_version=current.version, tasks=[claimed])
+    await storage.client.zadd(storage.keys.history(job.id), {b"event": 1})
+    assert await storage.count_jobs() == {job_pb2.JOB_STATUS_FINISHED: 1}
+
+    await expiries(storage, 0.5)
+
+    assert await storage.get_job(job.id) is None
+    assert await storage.get_task(task.task_id) is None
+    assert await storage.count_jobs() == {}
+    # What is left are counters and indexes of fixed size, nothing per job.
+    left = sorted(k.decode() for k in await storage.client.keys("*"))
+    keys = Keys()
+    assert set(left) <= {keys.sequence, keys.statuses, keys.skills}, left
+
+
+async def test_requests_get_unavailable_while_redis_is_down_and_waits_resume_after() -> None:
+    server = RedisServer(persistent=True)
+    server.start()
+    storage = RedisStorage(Settings(redis_url=server.url))
+    try:
+        await storage.open()
+        job = await new_job(storage)
+        worker = WorkerProfile("w", ("x",))
+        claim = asyncio.create_task(storage.claim_task(worker, 30))
+        await asyncio.sleep(0.05)
+        server.stop()
+
+        with pytest.raises(Unavailable, match="Redis"):
+            await storage.get_job(job.id)
+        with pytest.raises(Unavailable):
+            await storage.commit(job, expected_version=job.version, tasks=[queued(job)])
+        assert not claim.done()  # the waiting claim rides the outage out
+
+        server.start()
+        task = queued(job)
+        assert await storage.commit(job, expected_version=job.version, tasks=[task]) is (
+            CommitOutcome.OK
+        )
+        claimed = await asyncio.wait_for(claim, 10)
+        assert claimed is not None
+        assert claimed.task_id == task.task_id
+    finally:
+        await storage.close()
+        server.close()
+
+
+async def test_start_up_fails_naming_the_url_when_redis_is_unreachable() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    storage = RedisStorage(Settings(redis_url=url))
+    with pytest.raises(ConfigError, match=f"cannot reach Redis at REDIS_URL {url}"):
+        await storage.open()
+
+
+def test_keys_of_another_prefix_do_not_collide() -> None:
+    assert Keys("a").job("1") != Keys("b").job("1")
+    with pytest.raises(Exception, match="REDIS_PREFIX"):
+        Settings(redis_url="redis://x", redis_prefix="bad prefix")
+    with pytest.raises(Exception, match="REDIS_URL"):
+        Settings(redis_url="http://x")
+
+
+def _in_ms(delay: int) -> int:
+    return now_ms() + delay
