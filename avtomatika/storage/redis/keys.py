@@ -54,7 +54,8 @@ class Keys:
         """Sorted set: instance id -> until when it is alive (its heartbeat)."""
         # -- webhooks, limits, workers (shared services) --
         self.outbox = f"{r}:outbox"
-        """Sorted set: webhook delivery id -> when to try it next."""
+        """Sorted set: webhook delivery id -> when it is next due, epoch ms (a
+        claimed one: when its claim lapses)."""
         self.workers = f"{r}:workers"
         """Hash: worker id -> WorkerInfo bytes, for workers of every instance."""
         # -- pub/sub channels --
@@ -89,19 +90,24 @@ class Keys:
         return f"{self.root}:{_PER_RECORD['constrained']}:{skill}"
 
     def history(self, job_id: str) -> str:
-        """List: the job's HistoryEvent bytes, in order."""
+        """Sorted set: the job's HistoryEvent bytes, scored by
+        ``timestamp_ms + n/1024`` (``n``: events kept for that millisecond)."""
         return f"{self.root}:{_PER_RECORD['history']}:{job_id}"
 
     def delivery(self, delivery_id: str) -> str:
-        """String: a pending webhook delivery."""
+        """Hash: a pending webhook delivery, ``j`` the Job bytes as it ended,
+        ``a`` the attempts made."""
         return f"{self.root}:delivery:{delivery_id}"
 
     def rate(self, client_id: str) -> str:
-        """Sorted set: a client's recent request times (sliding window)."""
+        """Sorted set: a client's accepted request ids -> their times in µs on
+        the Redis server's clock (sliding window; expires a period after the
+        last one)."""
         return f"{self.root}:rate:{client_id}"
 
     def quota(self, client_id: str, month: str) -> str:
-        """Counter: jobs a client created in ``month`` (``YYYY-MM``)."""
+        """Counter: jobs a client created in ``month`` (``YYYY-MM``, UTC);
+        expires a day into the next month."""
         return f"{self.root}:quota:{client_id}:{month}"
 
     def worker_leases(self, worker_id: str) -> str:
