@@ -119,6 +119,16 @@ class OrchestratorEngine:
         self.services += [self.followers, self.dashboard]
         self.app_state[FOLLOWERS] = self.followers
         self.app_state[DASHBOARD] = self.dashboard
+        # Several instances on one Redis: where workers are, cancels to them
+        # and job events for followers cross instances (imported only then).
+        if self.settings.redis_url:
+            from avtomatika.cluster import Cluster
+            from avtomatika.storage.redis import RedisStorage
+
+            storage = self.engine.storage
+            if isinstance(storage, RedisStorage):
+                cluster = Cluster(self.settings, storage.instance_id, self.engine, self.followers)
+                self.services.append(cluster)
         self.limits = ClientLimits(self.settings, self.auth.monthly_quotas)
         self.services.append(self.limits)
         self.app_state[LIMITS] = self.limits

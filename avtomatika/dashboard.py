@@ -88,7 +88,7 @@ class Dashboard:
         queues = await self._engine.storage.queue_depths()
         by_status = dict.fromkeys(_WORKER_STATUSES, 0)
         by_transport = dict.fromkeys(_TRANSPORTS, 0)
-        for info in self._engine.workers.list():
+        for info in await self._engine.workers.list_all():
             state = WorkerStatus.Name(info.status).removeprefix("WORKER_STATUS_").lower()
             way = WorkerTransport.Name(info.transport).removeprefix("WORKER_TRANSPORT_").lower()
             by_status[state] = by_status.get(state, 0) + 1

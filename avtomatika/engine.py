@@ -332,7 +332,7 @@ class Engine:
         for task_id in task_ids:
             task = await self.storage.get_task(task_id)
             if task is not None and task.worker_id:
-                pushed |= self.workers.push_cancel(
+                pushed |= await self.workers.push_cancel(
                     task.worker_id, task.task_id, task.job_id, reason
                 )
         return pushed

@@ -130,6 +130,15 @@ class JobFollowers:
             if not followers and self._by_job.get(job_id) is followers:
                 del self._by_job[job_id]
 
+    def follows(self, job_id: str) -> bool:
+        """Whether anyone here follows ``job_id``."""
+        return job_id in self._by_job
+
+    def notify(self, job_id: str, job: Job | None) -> None:
+        """Wake the followers of ``job_id``: an event about it happened here
+        or, relayed, on another instance (``job`` is its record after)."""
+        for follower in self._by_job.get(job_id, ()):
+            follower.notify(job)
+
     def _on_event(self, item: JobEvent) -> None:
-        for follower in self._by_job.get(item.event.job_id, ()):
-            follower.notify(item.job)
+        self.notify(item.event.job_id, item.job)

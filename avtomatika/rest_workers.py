@@ -13,6 +13,12 @@ the socket identifies the worker (a :class:`Socket` registered in the engine's
 worker registry), and always in the reply to its next heartbeat, which names
 the tasks it reports running that it must stop (``cancel_task_ids``). SDK
 1.0b7 opens its socket anonymously, so for it the heartbeat is the path.
+
+Behind a load balancer a worker's requests reach any instance. What one
+instance does not know it asks the registry's presence: a worker registered
+elsewhere is adopted from its shared record, the tasks leased to it through
+other instances are found in the shared store, and a worker silent here but
+seen by another instance is only forgotten here, its tasks left alone.
 """
 
 from __future__ import annotations
@@ -133,13 +139,15 @@ class RestWorkers:
         old one, which died with it, go back to the queue."""
         worker_id = check_worker_id(registration.worker_id)
         worker = self._workers.get(worker_id)
-        lost: list[str] = []
+        lost: set[str] = set()
         if worker is not None:
-            lost = sorted(worker.held)
+            lost = set(worker.held)
             worker.held.clear()
             worker.reported.clear()
+        # Handed out through other instances, if any (none for one process).
+        lost.update(await self._engine.workers.presence.leases(worker_id))
         self._add(registration)
-        for task_id in lost:
+        for task_id in sorted(lost):
             if await self._engine.requeue_task(task_id, worker_id, "the worker restarted"):
                 log.info(
                     "REST worker %s restarted; task %s goes back to the queue", worker_id, task_id
@@ -162,9 +170,9 @@ class RestWorkers:
         self._touch(worker)
         return worker
 
-    def ping(self, worker_id: str) -> None:
+    async def ping(self, worker_id: str) -> None:
         """An empty heartbeat: refresh the TTL (:class:`NotFound` if unknown)."""
-        self._touch(self._get(worker_id))
+        self._touch(await self._known(worker_id))
 
     async def heartbeat(self, beat: HeartbeatRequest) -> list[str]:
         """Apply a heartbeat; the tasks the worker must stop. A worker this
@@ -172,7 +180,7 @@ class RestWorkers:
         is registered again from the heartbeat, since SDK 1.0b7 never
         re-registers by itself."""
         worker_id = check_worker_id(beat.worker_id)
-        worker = self._workers.get(worker_id)
+        worker = self._workers.get(worker_id) or await self._adopt(worker_id)
         status = _STATUSES.get(beat.status, worker_pb2.WORKER_STATUS_IDLE)
         if worker is None:
             if beat.status == "offline" and not beat.current_tasks:
@@ -224,7 +232,7 @@ class RestWorkers:
     async def next_task(self, worker_id: str) -> Task | None:
         """Long-poll: a task for the worker, or None after
         ``WORKER_POLL_TIMEOUT_SECONDS`` or at shutdown."""
-        worker = self._get(worker_id)
+        worker = await self._known(worker_id)
         if self._closing.is_set() or worker.info.status == worker_pb2.WORKER_STATUS_DRAINING:
             return None
         worker.polls += 1
@@ -268,7 +276,7 @@ class RestWorkers:
 
     async def submit_result(self, result: TaskResult) -> ResultVerdict:
         """Hand a result to the engine, which decides what it means."""
-        worker = self._workers.get(result.worker_id)
+        worker = self._workers.get(result.worker_id) or await self._adopt(result.worker_id)
         if worker is not None:
             # Before the engine call: a heartbeat racing this result must not
             # be told to cancel the task it is reporting.
@@ -289,7 +297,9 @@ class RestWorkers:
         (``worker_id`` None) it counts for the REST worker holding the task."""
         if worker_id is None:
             task = await self._engine.storage.get_task(task_id)
-            if task is None or task.worker_id not in self._workers:
+            if task is None or (
+                task.worker_id not in self._workers and await self._adopt(task.worker_id) is None
+            ):
                 return False
             worker_id = task.worker_id
         worker = self._workers.get(worker_id)
@@ -345,22 +355,48 @@ class RestWorkers:
             and worker.polls == 0
             and worker_id not in self._sockets
         ]
+        presence = self._engine.workers.presence
+        reaped = []
         for worker_id, worker in expired:
+            try:
+                if not await presence.may_release(worker_id):
+                    log.info("REST worker %s talks to another instance now", worker_id)
+                    self._forget(worker_id, worker)
+                    continue
+                lost = sorted({*worker.held, *await presence.leases(worker_id)})
+            except Exception:
+                log.exception("REST worker %s: checking its TTL failed; next round", worker_id)
+                continue
             log.warning(
                 "REST worker %s sent nothing for %.0f s; removing it", worker_id, self.ttl_seconds
             )
-            self._forget(worker_id, worker)
-            for task_id in sorted(worker.held):
+            for task_id in lost:
                 if await self._engine.requeue_task(task_id, worker_id, "worker heartbeat expired"):
                     log.info("task %s of REST worker %s goes back to the queue", task_id, worker_id)
-        return [worker_id for worker_id, _ in expired]
+            self._forget(worker_id, worker)
+            reaped.append(worker_id)
+        return reaped
 
     # -- helpers --
 
-    def _get(self, worker_id: str) -> _Worker:
-        worker = self._workers.get(check_worker_id(worker_id))
+    async def _known(self, worker_id: str) -> _Worker:
+        """The worker, registered here or through another instance
+        (:class:`NotFound` if neither)."""
+        worker = self._workers.get(check_worker_id(worker_id)) or await self._adopt(worker_id)
         if worker is None:
             raise NotFound(f"worker {worker_id!r} is not registered")
+        return worker
+
+    async def _adopt(self, worker_id: str) -> _Worker | None:
+        """A REST worker registered through another instance, from its
+        shared record; None if no instance knows it (or with one process)."""
+        info = await self._engine.workers.presence.lookup(worker_id)
+        if info is None or info.transport != worker_pb2.WORKER_TRANSPORT_REST:
+            return None
+        if worker_id in self._workers:  # adopted by a concurrent request
+            return self._workers[worker_id]
+        worker = self._add(info.registration)
+        worker.info.status = info.status
         return worker
 
     def _forget(self, worker_id: str, worker: _Worker) -> None:

@@ -13,6 +13,12 @@ ran meanwhile are accepted); after that every task still leased to it is
 re-queued as a transient failure. The grace timer is an asyncio timer,
 cancelled when the worker returns. At shutdown (:meth:`WorkerRegistry.close`)
 nothing waits: leases are re-queued at once.
+
+With several instances the registry tells a :class:`~avtomatika.presence.Presence`
+about each change and asks it before acting alone: a cancel for a worker
+connected elsewhere is forwarded, a worker that came back through another
+instance keeps its leases, and tasks leased to the worker through another
+instance are re-queued with the ones this process knows.
 """
 
 from __future__ import annotations
@@ -20,11 +26,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, runtime_checkable
 
 from avtomatika.clock import now_ms
+from avtomatika.presence import Presence, Solo
 from avtomatika.signals import Signal
 from avtomatika.v1.worker_pb2 import WorkerInfo
 
@@ -74,8 +81,15 @@ class _Entry:
 class WorkerRegistry:
     """Connected workers by id, and the leases they hold across reconnects."""
 
-    def __init__(self, requeue: Requeue | None = None, grace_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        requeue: Requeue | None = None,
+        grace_seconds: float = 0.0,
+        presence: Presence | None = None,
+    ) -> None:
         self._workers: dict[str, _Entry] = {}
+        self.presence: Presence = presence if presence is not None else Solo()
+        """The other instances (none by default); set before workers connect."""
         self._requeue = requeue
         self._grace_seconds = grace_seconds
         self._releases: set[asyncio.Task[None]] = set()
@@ -100,6 +114,10 @@ class WorkerRegistry:
             elif previous.sink is not sink:
                 replaced = previous.sink
         self._workers[worker_id] = _Entry(info, sink, leases)
+        if sink is None:
+            self.presence.seen(info)
+        else:
+            self.presence.held(info)
         return Joined(leases, replaced)
 
     def disconnect(self, worker_id: str, sink: CancelSink | None) -> list[str]:
@@ -111,8 +129,14 @@ class WorkerRegistry:
             return []
         if not entry.leases or self._grace_seconds <= 0 or self._closing:
             del self._workers[worker_id]
+            self.presence.gone(worker_id)
+            # The caller re-queues the leases this process knows; tasks the
+            # worker took through another instance are found in the shared
+            # store (the presence answers none for one process).
+            self._spawn(self._release(worker_id, []))
             return sorted(entry.leases)
         entry.sink = None
+        self.presence.away(worker_id, self._grace_seconds)
         loop = asyncio.get_running_loop()
         entry.grace = loop.call_later(self._grace_seconds, self._expire, worker_id, entry)
         log.info(
@@ -127,13 +151,27 @@ class WorkerRegistry:
         if self._workers.get(worker_id) is entry:
             del self._workers[worker_id]
         entry.grace = None
-        task = asyncio.create_task(self._release(worker_id, sorted(entry.leases)))
+        self._spawn(self._release(worker_id, sorted(entry.leases)))
+
+    def _spawn(self, release: Coroutine[object, object, None]) -> None:
+        task = asyncio.create_task(release)
         self._releases.add(task)
         task.add_done_callback(self._releases.discard)
 
-    async def _release(self, worker_id: str, task_ids: list[str]) -> None:
+    async def _release(self, worker_id: str, known: list[str]) -> None:
+        """Re-queue the worker's leases, ``known`` and those in the shared
+        store, unless another instance holds the worker now (it came back
+        there within its grace period)."""
         if self._requeue is None:
             return
+        try:
+            if not await self.presence.may_release(worker_id):
+                log.info("worker %s is back through another instance; leases kept", worker_id)
+                return
+            task_ids = sorted({*known, *await self.presence.leases(worker_id)})
+        except Exception:
+            log.exception("worker %s: finding its leases failed", worker_id)
+            task_ids = known
         for task_id in task_ids:
             try:
                 if await self._requeue(task_id, worker_id, "worker disconnected"):
@@ -168,8 +206,15 @@ class WorkerRegistry:
         if entry is not None:
             entry.info.last_seen_ms = now_ms()
 
-    def push_cancel(self, worker_id: str, task_id: str, job_id: str, reason: str) -> bool:
-        """Push a cancel to the worker; True when it went out in real time."""
+    async def push_cancel(self, worker_id: str, task_id: str, job_id: str, reason: str) -> bool:
+        """Push a cancel to the worker, here or through the instance holding
+        its connection; True when it went out in real time."""
+        if self.push_here(worker_id, task_id, job_id, reason):
+            return True
+        return await self.presence.forward_cancel(worker_id, task_id, job_id, reason)
+
+    def push_here(self, worker_id: str, task_id: str, job_id: str, reason: str) -> bool:
+        """Push a cancel to the worker if its live connection is here."""
         entry = self._workers.get(worker_id)
         if entry is None or entry.sink is None:
             return False
@@ -187,8 +232,12 @@ class WorkerRegistry:
         """Drain every connected worker that can be told; how many were."""
         return sum(self.drain(worker_id, reason) for worker_id in list(self._workers))
 
+    async def list_all(self) -> list[WorkerInfo]:
+        """Snapshots of the workers of every instance (this one's first)."""
+        return await self.presence.workers(self.list())
+
     def list(self) -> list[WorkerInfo]:
-        """Snapshots of every connected worker (not those in their grace
+        """Snapshots of every worker connected here (not those in their grace
         period)."""
         result = []
         for entry in self._workers.values():

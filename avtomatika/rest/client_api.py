@@ -59,4 +59,5 @@ async def cancel_job(request: web.Request) -> web.Response:
 
 
 async def list_workers(request: web.Request) -> web.Response:
-    return web.json_response([worker_json(w) for w in request.app[ENGINE].workers.list()])
+    workers = await request.app[ENGINE].workers.list_all()
+    return web.json_response([worker_json(w) for w in workers])

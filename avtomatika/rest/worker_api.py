@@ -84,7 +84,7 @@ async def heartbeat(request: web.Request) -> web.Response:
     body = await read_json_object(request, allow_empty=True)
     workers = request.app[REST_WORKERS]
     if not body:
-        workers.ping(worker_id)
+        await workers.ping(worker_id)
         return web.json_response({"status": "ttl_refreshed"})
     cancel = await workers.heartbeat(heartbeat_request(worker_id, body))
     reply: dict[str, object] = {"status": "ok"}
