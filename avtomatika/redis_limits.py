@@ -75,11 +75,11 @@ class RedisLimits:
     """The counters behind :class:`~avtomatika.limits.ClientLimits` when
     ``REDIS_URL`` is set, on a Redis client it owns."""
 
-    def __init__(self, client: Redis, keys: Keys, limit: int, period_seconds: float) -> None:
+    def __init__(self, client: Redis, settings: Settings) -> None:
         self._client = client
-        self._keys = keys
-        self._limit = limit
-        self._period_us = max(1, int(period_seconds * 1_000_000))
+        self._keys = Keys(settings.redis_prefix)
+        self._limit = settings.rate_limit_limit
+        self._period_us = max(1, int(settings.rate_limit_period * 1_000_000))
         self._acquire: AsyncScript = client.register_script(_ACQUIRE)
         self._take: AsyncScript = client.register_script(_TAKE)
         self._give_back: AsyncScript = client.register_script(_GIVE_BACK)
@@ -88,14 +88,7 @@ class RedisLimits:
     async def open(cls, settings: Settings) -> RedisLimits:
         """Connect to ``REDIS_URL``
         (:class:`~avtomatika.errors.ConfigError` if it does not answer)."""
-        assert settings.redis_url is not None
-        client = await connect(settings.redis_url)
-        return cls(
-            client,
-            Keys(settings.redis_prefix),
-            settings.rate_limit_limit,
-            settings.rate_limit_period,
-        )
+        return cls(await connect(settings.redis_url or ""), settings)
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -19,15 +19,9 @@ from tests.conftest import HttpClient, StartOrchestrator, make_settings
 from tests.redis_server import RedisServer
 from tests.support import create_job
 from tests.test_limits import ACME, ms, refused
+from tests.test_redis_history import raw as raw
 
 PERIOD_SECONDS = 60.0  # long: nothing in these tests waits for the window to slide
-
-
-@pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

@@ -350,6 +350,7 @@ async def test_a_delivery_pending_at_shutdown_is_recorded_as_failed(
     receiver.statuses = [500] * 10
     orchestrator = await start_orchestrator(
         [instant_blueprint()],
+        redis_url=None,  # the embedded store's outbox; Redis keeps them (test_redis_webhooks)
         history_database_uri=uri,
         webhook_allow_private=True,
         webhook_backoff_base_seconds=60,  # the retry would come long after the stop

@@ -91,25 +91,18 @@ return added
 class RedisHistory:
     """A :class:`~avtomatika.history.HistorySink` on a Redis client it owns."""
 
-    def __init__(self, client: Redis, keys: Keys, events_per_job: int, ttl_ms: int) -> None:
+    def __init__(self, client: Redis, settings: Settings) -> None:
         self._client: Redis | None = client
-        self._keys = keys
-        self._cap = events_per_job
-        self._ttl_ms = max(1, ttl_ms)
+        self._keys = Keys(settings.redis_prefix)
+        self._cap = settings.history_memory_events_per_job
+        self._ttl_ms = max(1, int(settings.job_retention_seconds * 1000))
         self._append: AsyncScript = client.register_script(_APPEND)
 
     @classmethod
     async def open(cls, settings: Settings) -> RedisHistory:
         """Connect to ``REDIS_URL``
         (:class:`~avtomatika.errors.ConfigError` if it does not answer)."""
-        assert settings.redis_url is not None
-        client = await connect(settings.redis_url)
-        return cls(
-            client,
-            Keys(settings.redis_prefix),
-            settings.history_memory_events_per_job,
-            int(settings.job_retention_seconds * 1000),
-        )
+        return cls(await connect(settings.redis_url or ""), settings)
 
     async def append(self, events: Sequence[HistoryEvent]) -> None:
         if not events:

@@ -1,28 +1,26 @@
 """The webhook sender: a service that POSTs to ``webhook_url`` when a job ends.
 
-Flow: the engine publishes ``job_ended`` -> the listener queues a delivery
-(never blocking; at most ``_CAPACITY`` deliveries outstanding, beyond which a
-delivery is refused and recorded as failed) -> one of ``_SENDERS`` tasks makes
-an attempt -> on a retryable outcome the delivery waits out its backoff on a
-timer, off the senders, so a dead endpoint never holds a sender.
-
-An attempt's outcome:
-
-- 2xx: delivered;
-- 408, 429, 5xx, a connection error or a timeout: retried after
-  ``WEBHOOK_BACKOFF_BASE_SECONDS * 2**(attempt - 1)`` (capped, with jitter),
-  up to ``WEBHOOK_MAX_ATTEMPTS`` attempts in all;
-- any other status (redirects are not followed: a redirect could point
-  anywhere), an invalid URL, or an address that is not public: given up at
-  once.
+Flow: the engine publishes ``job_ended`` -> the listener puts a delivery in
+the outbox (never blocking; at most ``_CAPACITY`` deliveries held by this
+process, beyond which a delivery is refused and recorded as failed) -> one of
+``CONCURRENCY`` sender tasks takes it when due and makes an attempt -> on a
+retryable outcome (see :mod:`avtomatika.webhooks.delivery`) it goes back to
+the outbox to wait out ``WEBHOOK_BACKOFF_BASE_SECONDS * 2**(attempt - 1)``
+(capped, with jitter), off the senders, so a dead endpoint never holds one;
+``WEBHOOK_MAX_ATTEMPTS`` attempts in all.
 
 Each final outcome is published as ``webhook_delivered`` or ``webhook_failed``
 (with the attempts made and the last HTTP status in ``details``), so it
 appears in the job's history.
 
-Deliveries live in memory: those still pending when the orchestrator stops
-are recorded as failed, not resumed after a restart (a durable outbox belongs
-with the Redis store).
+Where deliveries wait (:mod:`avtomatika.webhooks.outbox`):
+
+- the embedded store: in memory; those still pending when the orchestrator
+  stops get one attempt within ``SHUTDOWN_GRACE_SECONDS``, then are recorded
+  as failed, not resumed after a restart;
+- ``REDIS_URL``: in Redis (:mod:`avtomatika.webhooks.redis_outbox`), where
+  every instance's senders take them, so a webhook is sent once cluster-wide
+  and survives a restart of the orchestrator.
 """
 
 from __future__ import annotations
@@ -30,77 +28,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from urllib.parse import urlsplit
-
-import aiohttp
 
 from avtomatika.clock import now_ms
 from avtomatika.config import Settings
 from avtomatika.events import E, EventBus, JobEvent, event
 from avtomatika.payload import to_payload
-from avtomatika.tasks import new_id
-from avtomatika.v1.job_pb2 import Job
-from avtomatika.webhooks.addresses import literal_address, non_public_kind
-from avtomatika.webhooks.body import event_name, webhook_body
-from avtomatika.webhooks.resolver import ForbiddenAddress, PublicOnlyResolver
-from avtomatika.webhooks.signing import (
-    DELIVERY_HEADER,
-    EVENT_HEADER,
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
-    sign,
-)
+from avtomatika.webhooks.delivery import CONCURRENCY, Delivery, Outcome, Poster
+from avtomatika.webhooks.outbox import MemoryOutbox, Outbox
 
 __all__ = ["WebhookSender"]
 
 log = logging.getLogger(__name__)
 
-_SENDERS = 4
 _CAPACITY = 10_000
-_MAX_BACKOFF_SECONDS = 600.0
-_RETRY_STATUSES = frozenset({408, 429})
-_USER_AGENT = "avtomatika-webhooks"
-
-
-@dataclass(slots=True, eq=False)  # eq=False: hashed by identity, kept in a set
-class _Delivery:
-    job: Job
-    delivery_id: str
-    attempts: int = 0
-
-    @property
-    def event(self) -> str:
-        return event_name(self.job)
-
-
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    delivered: bool
-    retry: bool
-    detail: str
-    status_code: int | None = None
 
 
 class WebhookSender:
     """A service: subscribes to ``events`` at start, delivers until stopped.
 
     :attr:`delivered`, :attr:`failed`, :attr:`dropped` and :attr:`queued` are
-    for the metrics endpoint.
+    for the metrics endpoint; they count what this process did.
     """
 
     def __init__(self, events: EventBus, settings: Settings) -> None:
         self._bus = events
         self._settings = settings
-        self._session: aiohttp.ClientSession | None = None
-        self._resolver: PublicOnlyResolver | None = None
-        self._queue: asyncio.Queue[_Delivery] = asyncio.Queue()
+        self._poster = Poster(settings)
+        self._outbox: Outbox | None = None
         self._senders: list[asyncio.Task[None]] = []
-        self._in_flight: set[_Delivery] = set()
-        self._backing_off: dict[str, tuple[asyncio.TimerHandle, _Delivery]] = {}
+        self._in_flight: set[Delivery] = set()
         self._unsubscribe: Callable[[], None] | None = None
         self._stopping = False
         self.delivered = 0
@@ -109,169 +66,108 @@ class WebhookSender:
         """Deliveries given up (including :attr:`dropped`)."""
         self.dropped = 0
         """Deliveries refused without an attempt: too many outstanding."""
-        self._outstanding = 0
+        self._refused = 0
 
     @property
     def queued(self) -> int:
-        """Deliveries accepted and not yet delivered or given up."""
-        return self._outstanding
+        """Deliveries this process holds, not yet delivered or given up."""
+        held = self._outbox.backlog if self._outbox is not None else 0
+        return held + self._refused
 
     async def start(self) -> None:
-        if self._session is not None:
+        if self._outbox is not None:
             return
-        # The default resolver for WEBHOOK_ALLOW_PRIVATE; else one that refuses
-        # names resolving to internal addresses.
-        if not self._settings.webhook_allow_private:
-            self._resolver = PublicOnlyResolver()
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(resolver=self._resolver, limit=_SENDERS),
-            timeout=aiohttp.ClientTimeout(total=self._settings.webhook_timeout_seconds),
-            headers={"User-Agent": _USER_AGENT},
-            trust_env=False,  # no proxy from the environment: it would see past the checks
-        )
+        outbox = self._new_outbox()
+        await outbox.open()
+        self._outbox = outbox
+        self._poster.open()
         self._stopping = False
         self._senders = [
-            asyncio.create_task(self._send_loop(self._session), name=f"webhook-sender-{i}")
-            for i in range(_SENDERS)
+            asyncio.create_task(self._send_loop(outbox), name=f"webhook-sender-{i}")
+            for i in range(CONCURRENCY)
         ]
         self._unsubscribe = self._bus.subscribe(self._on_event, [E.HISTORY_EVENT_TYPE_JOB_ENDED])
 
     async def stop(self) -> None:
-        """Stop intake; give queued deliveries one attempt within the grace
-        period; record what is left as failed. Idempotent."""
+        """Stop intake; let what is under way settle within the grace period;
+        record what the outbox cannot keep as failed. Idempotent."""
         unsubscribe, self._unsubscribe = self._unsubscribe, None
         if unsubscribe is not None:
             unsubscribe()
         self._stopping = True
-        abandoned = [delivery for _, delivery in self._backing_off.values()]
-        for handle, _ in self._backing_off.values():
-            handle.cancel()
-        self._backing_off.clear()
+        outbox, self._outbox = self._outbox, None
         senders, self._senders = self._senders, []
-        if senders:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._queue.join(), self._settings.shutdown_grace_seconds)
-            # Taken before cancelling: a cancelled sender forgets its delivery.
-            abandoned.extend(self._in_flight)
-            for task in senders:
-                task.cancel()
-            await asyncio.gather(*senders, return_exceptions=True)
-        while not self._queue.empty():
-            abandoned.append(self._queue.get_nowait())
-            self._queue.task_done()
-        for delivery in abandoned:
-            stopped = _Outcome(False, False, "the orchestrator stopped before it was delivered")
+        if outbox is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(outbox.drain(), self._settings.shutdown_grace_seconds)
+        # Taken before cancelling: a cancelled sender forgets its delivery.
+        interrupted = list(self._in_flight)
+        for task in senders:
+            task.cancel()
+        await asyncio.gather(*senders, return_exceptions=True)
+        self._in_flight.clear()
+        stopped = Outcome(False, False, "the orchestrator stopped before it was delivered")
+        for delivery in await outbox.close(interrupted):
             self._finish(delivery, stopped)
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
-        resolver, self._resolver = self._resolver, None
-        if resolver is not None:
-            await resolver.close()  # the connector only closes a resolver it made
+        await self._poster.close()
+
+    def _new_outbox(self) -> Outbox:
+        if not self._settings.redis_url:
+            return MemoryOutbox()
+        # Imported here: a process without Redis never loads the client.
+        from avtomatika.webhooks.redis_outbox import RedisOutbox
+
+        return RedisOutbox(self._settings)
 
     def _on_event(self, item: JobEvent) -> None:
         job = item.job
         if item.event.type != E.HISTORY_EVENT_TYPE_JOB_ENDED or job is None:
             return
-        if not job.webhook_url:
+        if not job.webhook_url or self._outbox is None:
             return
-        delivery = _Delivery(job, new_id())
-        if self._outstanding >= _CAPACITY:
+        # The ending event's id: one per job end, whichever instance sends it.
+        delivery = Delivery(job, item.event.event_id)
+        if self._outbox.backlog >= _CAPACITY:
             self.dropped += 1
-            self._outstanding += 1
-            full = _Outcome(False, False, f"too many webhooks outstanding ({_CAPACITY})")
+            self._refused += 1
+            full = Outcome(False, False, f"too many webhooks outstanding ({_CAPACITY})")
             # Not from inside the publish that called us: record it next.
-            asyncio.get_running_loop().call_soon(self._finish, delivery, full)
+            asyncio.get_running_loop().call_soon(self._refuse, delivery, full)
             return
-        self._outstanding += 1
-        self._queue.put_nowait(delivery)
+        self._outbox.put(delivery)
 
-    async def _send_loop(self, session: aiohttp.ClientSession) -> None:
+    def _refuse(self, delivery: Delivery, outcome: Outcome) -> None:
+        self._refused -= 1
+        self._finish(delivery, outcome)
+
+    async def _send_loop(self, outbox: Outbox) -> None:
         while True:
-            delivery = await self._queue.get()
+            delivery = await outbox.take()
             self._in_flight.add(delivery)
             try:
-                await self._attempt(session, delivery)
+                await self._attempt(outbox, delivery)
             except Exception:
-                log.exception("webhook %s: unexpected failure", delivery.delivery_id)
-                self._finish(delivery, _Outcome(False, False, "internal error"))
+                log.exception("webhook %s: could not be settled", delivery.delivery_id)
             finally:
                 self._in_flight.discard(delivery)
-                self._queue.task_done()
 
-    async def _attempt(self, session: aiohttp.ClientSession, delivery: _Delivery) -> None:
-        delivery.attempts += 1
-        outcome = await self._post(session, delivery)
-        last = delivery.attempts >= self._settings.webhook_max_attempts
-        if outcome.delivered or not outcome.retry or last:
-            self._finish(delivery, outcome)
-        elif self._stopping:
-            self._finish(delivery, _stopped(outcome))
-        else:
-            delay = self._backoff(delivery.attempts)
-            handle = asyncio.get_running_loop().call_later(delay, self._retry, delivery)
-            self._backing_off[delivery.delivery_id] = (handle, delivery)
-
-    def _retry(self, delivery: _Delivery) -> None:
-        self._backing_off.pop(delivery.delivery_id, None)
-        self._queue.put_nowait(delivery)
-
-    def _backoff(self, attempts: int) -> float:
-        base = self._settings.webhook_backoff_base_seconds
-        delay = min(base * 2.0 ** (attempts - 1), _MAX_BACKOFF_SECONDS)
-        # Jitter: receivers coming back up are not hit by every sender at once.
-        return delay * random.uniform(0.5, 1.0)
-
-    async def _post(self, session: aiohttp.ClientSession, delivery: _Delivery) -> _Outcome:
-        url = delivery.job.webhook_url
-        refused = self._refused_literal(url)
-        if refused is not None:
-            return _Outcome(False, False, refused)
-        body = webhook_body(delivery.job)
-        timestamp = str(int(time.time()))
-        headers = {
-            "Content-Type": "application/json",
-            EVENT_HEADER: delivery.event,
-            DELIVERY_HEADER: delivery.delivery_id,
-            TIMESTAMP_HEADER: timestamp,
-        }
-        if self._settings.webhook_secret:
-            headers[SIGNATURE_HEADER] = sign(self._settings.webhook_secret, timestamp, body)
+    async def _attempt(self, outbox: Outbox, delivery: Delivery) -> None:
         try:
-            async with session.post(
-                url, data=body, headers=headers, allow_redirects=False
-            ) as response:
-                status = response.status
-        except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, ForbiddenAddress):
-                return _Outcome(False, False, str(exc.os_error))
-            return _Outcome(False, True, f"cannot connect: {exc.os_error or exc}")
-        except aiohttp.InvalidURL as exc:
-            return _Outcome(False, False, f"invalid URL: {exc}")
-        except TimeoutError:
-            return _Outcome(False, True, "timed out")
-        except aiohttp.ClientError as exc:
-            return _Outcome(False, True, f"{type(exc).__name__}: {exc}")
-        detail = f"HTTP {status}"
-        if 200 <= status < 300:
-            return _Outcome(True, False, detail, status)
-        if 300 <= status < 400:
-            detail += " (redirects are not followed)"
-        return _Outcome(False, status in _RETRY_STATUSES or status >= 500, detail, status)
+            outcome = await self._poster.post(delivery)
+        except Exception:
+            log.exception("webhook %s: unexpected failure", delivery.delivery_id)
+            outcome = Outcome(False, False, "internal error")
+        final = self._poster.final(delivery, outcome)
+        if not final and self._stopping and not outbox.durable:
+            outcome, final = outcome.stopped(), True
+        if final:
+            await outbox.done(delivery)
+            self._finish(delivery, outcome)
+        else:
+            await outbox.retry(delivery, self._poster.backoff(delivery.attempts))
 
-    def _refused_literal(self, url: str) -> str | None:
-        """aiohttp connects to a literal IP without asking the resolver, so
-        literal IPs are checked here (job creation refused them already, but
-        the setting may have changed since)."""
-        if self._settings.webhook_allow_private:
-            return None
-        host = urlsplit(url).hostname or ""
-        address = literal_address(host)
-        kind = non_public_kind(address) if address is not None else None
-        return str(ForbiddenAddress(host, host, kind)) if kind is not None else None
-
-    def _finish(self, delivery: _Delivery, outcome: _Outcome) -> None:
-        self._outstanding -= 1
+    def _finish(self, delivery: Delivery, outcome: Outcome) -> None:
         attempts = delivery.attempts
         if outcome.delivered:
             self.delivered += 1
@@ -296,8 +192,3 @@ class WebhookSender:
             )
         )
         self._bus.publish([record])
-
-
-def _stopped(outcome: _Outcome) -> _Outcome:
-    detail = f"{outcome.detail}; not retried: the orchestrator is stopping"
-    return _Outcome(False, False, detail, outcome.status_code)
