@@ -20,7 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from avtomatika.errors import ConfigError, Unavailable
 
-__all__ = ["DOWN", "Redis", "connect", "outage_backoff", "unavailable"]
+__all__ = ["DOWN", "Redis", "check_cancelled", "connect", "outage_backoff", "unavailable"]
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,18 @@ Redis = aioredis.Redis
 
 DOWN: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
 """What a call to an unreachable (or restarting) Redis raises."""
+
+
+def check_cancelled() -> None:
+    """Raise :class:`asyncio.CancelledError` if this task was asked to stop.
+
+    redis-py (8.1, seen with scripts) sometimes swallows a CancelledError
+    that arrives mid-command and returns normally: the task stays
+    "cancelling" but runs on, so a loop around Redis calls would never stop
+    (and shutdown would hang). Loops call this after their Redis calls."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def redacted(url: str) -> str:

@@ -15,7 +15,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from avtomatika.storage.redis.connection import DOWN, Redis, outage_backoff
+from avtomatika.storage.redis.connection import DOWN, Redis, check_cancelled, outage_backoff
 
 __all__ = ["Handler", "Subscriber"]
 
@@ -73,6 +73,7 @@ class Subscriber:
                 self._ready.set()
                 while True:
                     message = await pubsub.get_message(timeout=None)
+                    check_cancelled()
                     if message is None:
                         continue
                     channel = message["channel"]

@@ -42,7 +42,14 @@ from avtomatika.config import Settings
 from avtomatika.dispatch import Requirements, WorkerProfile, eligible
 from avtomatika.storage.base import CommitOutcome, Expiry, Lease
 from avtomatika.storage.redis import scripts
-from avtomatika.storage.redis.connection import DOWN, Redis, connect, outage_backoff, unavailable
+from avtomatika.storage.redis.connection import (
+    DOWN,
+    Redis,
+    check_cancelled,
+    connect,
+    outage_backoff,
+    unavailable,
+)
 from avtomatika.storage.redis.keys import Keys
 from avtomatika.storage.redis.pubsub import Subscriber
 from avtomatika.v1 import task_pb2
@@ -139,7 +146,9 @@ class RedisStorage:
 
     async def _run(self, name: str, *args: Any) -> Any:
         client = await self._redis()
-        return await self._scripts[name](keys=[self.keys.root], args=list(args), client=client)
+        result = await self._scripts[name](keys=[self.keys.root], args=list(args), client=client)
+        check_cancelled()
+        return result
 
     # -- jobs --
 
@@ -314,6 +323,7 @@ class RedisStorage:
             until = now_ms() + self._lease_ms
             try:
                 await self.client.zadd(self.keys.running, dict.fromkeys(running, until), xx=True)
+                check_cancelled()
             except DOWN as exc:
                 log.warning("cannot renew step claims: %s", exc)
 
@@ -407,6 +417,7 @@ class RedisStorage:
             entries = await client.zrange(
                 self.keys.constrained(skill), 0, _CONSTRAINED_SCAN - 1, withscores=True
             )
+            check_cancelled()
             if not entries:
                 continue
             async with client.pipeline(transaction=False) as pipe:
