@@ -93,8 +93,10 @@ class Engine:
     ) -> None:
         """``task_files`` gives handlers the files of their job (see
         :mod:`avtomatika.task_files`); without it they get ``None``."""
-        self.storage: Storage = storage if storage is not None else MemoryStorage()
         self.config = config if config is not None else Settings()
+        self.storage: Storage = (
+            storage if storage is not None else MemoryStorage(self.config.job_retention_seconds)
+        )
         self.workers = WorkerRegistry(self.requeue_task, self.config.worker_reconnect_grace_seconds)
         self.roster = Roster(self.workers)
         """Recent leases and results per worker: warmth and reputation for

@@ -9,10 +9,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from avtomatika.dispatch import WorkerProfile
-from avtomatika.storage.base import CommitOutcome, Lease
 from avtomatika.config import Settings
-from avtomatika.storage.base import Storage
+from avtomatika.dispatch import WorkerProfile
+from avtomatika.storage.base import CommitOutcome, Lease, Storage
 from avtomatika.storage.memory import MemoryStorage
 from avtomatika.storage.redis.storage import RedisStorage
 from avtomatika.tasks import new_id
@@ -67,7 +66,9 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-async def test_create_job_stores_version_one_and_queues_it_for_the_executor(storage: Storage) -> None:
+async def test_create_job_stores_version_one_and_queues_it_for_the_executor(
+    storage: Storage,
+) -> None:
     job = await stored_job(storage)
     assert job.version == 1
     assert await storage.next_ready_job() == job.id
@@ -128,7 +129,9 @@ async def test_a_waiting_claimer_gets_a_task_queued_later(storage: Storage) -> N
     assert claimed.task_id == task.task_id
 
 
-async def test_a_claimer_cancelled_right_after_being_woken_hands_the_task_on(storage: Storage) -> None:
+async def test_a_claimer_cancelled_right_after_being_woken_hands_the_task_on(
+    storage: Storage,
+) -> None:
     first = asyncio.create_task(storage.claim_task(WorkerProfile("w-1", ("x",)), None))
     second = asyncio.create_task(storage.claim_task(WorkerProfile("w-2", ("x",)), None))
     await settle()
@@ -187,7 +190,9 @@ async def test_commit_of_an_unknown_job_is_not_found(storage: Storage) -> None:
     assert outcome is CommitOutcome.NOT_FOUND
 
 
-async def test_commit_with_a_lease_requires_the_task_to_be_leased_to_that_worker(storage: Storage) -> None:
+async def test_commit_with_a_lease_requires_the_task_to_be_leased_to_that_worker(
+    storage: Storage,
+) -> None:
     task = make_task(Job(), "x")
     job = await enqueue(storage, task)
     assert await storage.claim_task(WorkerProfile("w-1", ("x",)), None) is not None
@@ -238,7 +243,9 @@ async def test_withdrawn_queued_tasks_are_cancelled_and_never_claimed(storage: S
     assert claimed.task_id == fresh.task_id
 
 
-async def test_withdrawing_a_leased_task_keeps_its_worker_and_breaks_the_lease(storage: Storage) -> None:
+async def test_withdrawing_a_leased_task_keeps_its_worker_and_breaks_the_lease(
+    storage: Storage,
+) -> None:
     task = make_task(Job(), "x")
     job = await enqueue(storage, task)
     assert await storage.claim_task(WorkerProfile("w-1", ("x",)), None) is not None
@@ -296,3 +303,27 @@ async def test_each_task_queued_goes_to_a_waiting_worker_it_suits() -> None:
     only_x.cancel()
     with pytest.raises(asyncio.CancelledError):
         await only_x
+
+
+async def test_the_embedded_store_forgets_ended_jobs_after_the_retention_time() -> None:
+    storage = MemoryStorage(retention_seconds=0.05)
+    task = make_task(Job(), "x")
+    job = await enqueue(storage, task)
+    claimed = await storage.claim_task(WorkerProfile("w", ("x",)), None)
+    assert claimed is not None
+    current = await storage.get_job(job.id)
+    assert current is not None
+    current.status = JobStatus.JOB_STATUS_FINISHED
+    claimed.state = TaskState.TASK_STATE_DONE
+    await storage.commit(current, expected_version=current.version, tasks=[claimed])
+    assert await storage.get_job(job.id) is not None
+
+    timers = asyncio.create_task(storage.next_expiry())
+    for _ in range(100):
+        if await storage.get_job(job.id) is None:
+            break
+        await asyncio.sleep(0.02)
+    timers.cancel()
+    assert await storage.get_job(job.id) is None
+    assert await storage.get_task(task.task_id) is None
+    assert await storage.count_jobs() == {}

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from avtomatika.clock import now_ms
 from avtomatika.dispatch import Requirements, WorkerProfile, choose, eligible
+from avtomatika.status import TERMINAL
 from avtomatika.storage.base import CommitOutcome, Expiry, Lease
 from avtomatika.storage.timers import Timers
 from avtomatika.v1 import task_pb2
@@ -30,14 +31,21 @@ _Entry = tuple[float, int, str]
 
 # Timer names: "<kind>:<job or task id>".
 _READY, _RELEASE, _DISPATCH, _RESULT = "ready", "release", "dispatch", "result"
+_FORGET = "forget"
+_DEFAULT_RETENTION = 7 * 24 * 3600.0
 _LIVE = (task_pb2.TASK_STATE_QUEUED, task_pb2.TASK_STATE_LEASED, task_pb2.TASK_STATE_SCHEDULED)
 
 
 class MemoryStorage:
     """In-process storage; correct under any number of concurrent coroutines."""
 
-    def __init__(self) -> None:
+    def __init__(self, retention_seconds: float = _DEFAULT_RETENTION) -> None:
+        """Ended jobs and their tasks are forgotten ``retention_seconds``
+        after they end (``JOB_RETENTION_SECONDS``), so memory stays bounded
+        by the jobs of that period."""
+        self._retention_ms = int(retention_seconds * 1000)
         self._jobs: dict[str, bytes] = {}
+        self._job_tasks: defaultdict[str, set[str]] = defaultdict(set)
         self._versions: dict[str, int] = {}
         self._statuses: dict[str, int] = {}
         self._tasks: dict[str, bytes] = {}
@@ -90,8 +98,11 @@ class MemoryStorage:
         if lease is not None and not self._holds(lease):
             return CommitOutcome.LEASE_LOST
         job.version = expected_version + 1
+        if job.status in TERMINAL and self._statuses.get(job.id) not in TERMINAL:
+            self._timers.set(f"{_FORGET}:{job.id}", now_ms() + self._retention_ms)
         self._store_job(job)
         for task in tasks:
+            self._job_tasks[task.job_id].add(task.task_id)
             self._store_task(task)
         for task_id in withdraw:
             self._withdraw(task_id)
@@ -112,6 +123,8 @@ class MemoryStorage:
                     self._ready.put_nowait(ref)
                 elif kind == _RELEASE:
                     self._release(ref)
+                elif kind == _FORGET:
+                    self._forget(ref)
                 else:
                     return Expiry(task_id=ref, kind=kind)
             await self._timers.wait()
@@ -186,6 +199,7 @@ class MemoryStorage:
         self._jobs.clear()
         self._versions.clear()
         self._statuses.clear()
+        self._job_tasks.clear()
         self._tasks.clear()
         self._queues.clear()
         self._constrained.clear()
@@ -199,6 +213,16 @@ class MemoryStorage:
         return None
 
     # -- internals: all synchronous, so each caller above stays atomic --
+
+    def _forget(self, job_id: str) -> None:
+        """Retention: drop an ended job and its tasks (all ended too)."""
+        for task_id in self._job_tasks.pop(job_id, ()):
+            self._tasks.pop(task_id, None)
+            for kind in (_RELEASE, _DISPATCH, _RESULT):
+                self._timers.drop(f"{kind}:{task_id}")
+        self._jobs.pop(job_id, None)
+        self._versions.pop(job_id, None)
+        self._statuses.pop(job_id, None)
 
     def _create(self, job: Job) -> None:
         job.version = 1
