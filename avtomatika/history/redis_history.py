@@ -31,7 +31,7 @@ from redis.commands.core import AsyncScript
 from avtomatika.config import Settings
 from avtomatika.errors import Unavailable
 from avtomatika.events import E
-from avtomatika.storage.redis import Keys, Redis, connect, unavailable
+from avtomatika.storage.redis import Keys, Redis, check_cancelled, connect, unavailable
 from avtomatika.v1.history_pb2 import HistoryEvent
 
 __all__ = ["RedisHistory"]
@@ -117,8 +117,11 @@ class RedisHistory:
             args += [_mark(kept), len(kept)]
             for item in kept:
                 args += [item.timestamp_ms, item.SerializeToString()]
-        async with unavailable("writing job history"):
-            await self._append(keys, args, client=self._open())
+        try:
+            async with unavailable("writing job history"):
+                await self._append(keys, args, client=self._open())
+        finally:
+            check_cancelled()  # the writer's loop must stop when told to
 
     async def list_for_job(self, job_id: str) -> list[HistoryEvent]:
         async with unavailable("reading job history"):

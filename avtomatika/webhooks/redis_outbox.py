@@ -40,7 +40,7 @@ from redis.commands.core import AsyncScript
 
 from avtomatika.clock import now_ms
 from avtomatika.config import Settings
-from avtomatika.storage.redis import DOWN, Keys, Redis, connect, outage_backoff
+from avtomatika.storage.redis import DOWN, Keys, Redis, check_cancelled, connect, outage_backoff
 from avtomatika.v1.job_pb2 import Job
 from avtomatika.webhooks.delivery import Delivery
 
@@ -136,15 +136,18 @@ class RedisOutbox:
         async with self._taking:
             failures = 0
             while True:
+                check_cancelled()
                 if self._closing:
                     await asyncio.Event().wait()  # until the sender is cancelled
                 self._wake.clear()  # before claiming: a put from now on wakes us
                 try:
                     found = await self._claim_one()
                 except DOWN as exc:
+                    check_cancelled()
                     await outage_backoff(failures, "webhook outbox", exc)
                     failures += 1
                     continue
+                check_cancelled()
                 failures = 0
                 if isinstance(found, Delivery):
                     self._busy += 1
@@ -175,6 +178,7 @@ class RedisOutbox:
                         await pipe.execute()
                     return
                 except DOWN as exc:
+                    check_cancelled()
                     # Until it is forgotten, the lease's end would send it again.
                     await outage_backoff(failures, "webhook outbox", exc)
                     failures += 1
@@ -237,11 +241,13 @@ class RedisOutbox:
                     await self._add(client, delivery)
                     break
                 except DOWN as exc:
+                    check_cancelled()
                     await outage_backoff(failures, "webhook outbox", exc)
                     failures += 1
             self._writing = None
             self._intake.task_done()
             self._wake.set()
+            check_cancelled()
 
     async def _add(self, client: Redis, delivery: Delivery) -> None:
         key = self._keys.delivery(delivery.delivery_id)
