@@ -22,6 +22,7 @@ from tests.blueprints import echo_blueprint
 from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator, make_settings
 from tests.redis_server import RedisServer, free_port
 from tests.support import RawWorker, create_job, wait_for_status
+from tests.test_webhooks import instant_blueprint
 
 RETENTION_SECONDS = 3600.0
 
@@ -172,3 +173,20 @@ async def test_the_history_endpoint_reads_from_redis(
     assert listed[0]["type"] == "job_created"
     assert listed[-1]["type"] == "job_ended"
     assert await raw.zcard(Keys().history(job_id)) == len(listed)
+
+
+async def test_a_job_run_on_one_instance_has_its_history_read_on_another(
+    redis_url: str, start_orchestrator: StartOrchestrator, http_client: HttpClient
+) -> None:
+    a, b = [await start_orchestrator([instant_blueprint()], redis_url=redis_url) for _ in range(2)]
+    job_id = await create_job(http_client(a), "jobs/instant")
+    await wait_for_status(http_client(b), job_id, "finished")
+    for instance in (a, b):  # whichever ran its steps has written their events
+        await instance.history.flush()
+
+    on_a = await (await http_client(a).get(f"/api/v1/jobs/{job_id}/history")).json()
+    on_b = await (await http_client(b).get(f"/api/v1/jobs/{job_id}/history")).json()
+
+    assert on_a == on_b
+    types = [e["type"] for e in on_b]
+    assert (types[0], types[-1]) == ("job_created", "job_ended")
