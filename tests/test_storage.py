@@ -276,12 +276,11 @@ async def test_progress_is_recorded_without_bumping_the_version(storage: Storage
     assert (stored.version, stored.progress, stored.progress_message) == (2, 0.5, "halfway")
 
 
-async def test_each_task_queued_goes_to_a_waiting_worker_it_suits() -> None:
+async def test_each_task_queued_goes_to_a_waiting_worker_it_suits(storage: Storage) -> None:
     # Waiters: both on x and y, only x, only y. An x task then a y task
     # arrive: each is handed over as it is queued, the x task to the worker
     # that has waited longest for x, the y task to the only one left for y;
     # neither task stays queued while a worker for it waits.
-    storage = MemoryStorage()
     both = asyncio.create_task(storage.claim_task(WorkerProfile("w-both", ("x", "y")), None))
     only_x = asyncio.create_task(storage.claim_task(WorkerProfile("w-x", ("x",)), None))
     only_y = asyncio.create_task(storage.claim_task(WorkerProfile("w-y", ("y",)), None))

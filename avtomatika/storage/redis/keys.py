@@ -110,6 +110,12 @@ class Keys:
         expires a day into the next month."""
         return f"{self.root}:quota:{client_id}:{month}"
 
+    def schedule_slot(self, schedule: str, due_ms: int) -> str:
+        """String with a TTL: the scheduler that fired ``schedule``'s firing
+        due at epoch ``due_ms`` (set only if absent; expires once no
+        instance would still fire that slot, about two minutes)."""
+        return f"{self.root}:slot:{schedule}:{due_ms}"
+
     def worker_leases(self, worker_id: str) -> str:
         """Set: task ids leased to a worker."""
         return f"{self.root}:{_PER_RECORD['worker_leases']}:{worker_id}"

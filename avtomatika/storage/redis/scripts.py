@@ -25,7 +25,17 @@ from avtomatika.status import TERMINAL
 from avtomatika.storage.redis.keys import Keys
 from avtomatika.v1 import task_pb2
 
-__all__ = ["CLAIM", "COMMIT", "CREATE", "DUE", "GIVE_BACK", "SET_PROGRESS", "SWEEP", "TAKE_READY"]
+__all__ = [
+    "CLAIM",
+    "COMMIT",
+    "CREATE",
+    "DUE",
+    "GIVE_BACK",
+    "SET_PROGRESS",
+    "SWEEP",
+    "TAKE",
+    "TAKE_READY",
+]
 
 # Shared by the scripts below: task bookkeeping, as MemoryStorage does it.
 _LIBRARY = """
@@ -276,6 +286,18 @@ local id = string.sub(best_member, 22)
 lease(id, ARGV[1], ARGV[2])
 local t = redis.call('HMGET', K.task(id), 'd', 'sq')
 return {id, t[1], t[2]}
+"""
+
+TAKE = """
+-- Lease one given task to `worker`, if it is still queued.
+-- KEYS: root. ARGV: task id, worker id, now.
+-- Returns {task id, Task bytes, sequence} or false.
+local f = redis.call('HMGET', K.task(ARGV[1]), 'qm', 'k', 'c')
+if not f[1] then return false end
+redis.call('ZREM', f[3] == '1' and K.constrained(f[2]) or K.queue(f[2]), f[1])
+lease(ARGV[1], ARGV[2], ARGV[3])
+local t = redis.call('HMGET', K.task(ARGV[1]), 'd', 'sq')
+return {ARGV[1], t[1], t[2]}
 """
 
 GIVE_BACK = """

@@ -12,8 +12,8 @@ process. What an instance keeps locally is only how to wait well:
   script; a worker with nothing to take waits for a wake-up on the pub/sub
   channel (published by the script that queued a task) and re-checks at
   least every ``_RECHECK`` seconds, since pub/sub messages can be lost.
-  Workers waiting on one instance are woken in arrival order; across
-  instances, the first to claim wins.
+  Among workers waiting on one instance the task's dispatch strategy picks,
+  as in the embedded store; across instances, the first to claim wins.
 - **Timers** (deadlines, backoffs, scheduled retries) are a sorted set that
   every instance polls; a fired deadline is re-armed a while later until
   handling it changes the task, so it fires on exactly one instance while
@@ -39,7 +39,7 @@ from redis.commands.core import AsyncScript
 
 from avtomatika.clock import now_ms
 from avtomatika.config import Settings
-from avtomatika.dispatch import Requirements, WorkerProfile, eligible
+from avtomatika.dispatch import Requirements, WorkerProfile, choose, eligible
 from avtomatika.storage.base import CommitOutcome, Expiry, Lease
 from avtomatika.storage.redis import scripts
 from avtomatika.storage.redis.connection import (
@@ -97,6 +97,8 @@ class RedisStorage:
         self._opening: asyncio.Lock | None = None
         # Local waiting: claimers by skill (in arrival order), idle executors.
         self._waiters: dict[str, dict[_Waiter, None]] = {}
+        # Skills with a hand-out pass running -> whether it must go round again.
+        self._handing: dict[str, bool] = {}
         self._ready_wake = asyncio.Event()
         self._timer_wake = asyncio.Event()
         self._ready: deque[str] = deque()
@@ -362,6 +364,9 @@ class RedisStorage:
         try:
             while True:
                 if waiter is not None:
+                    handed, waiter.handed = waiter.handed, None
+                    if handed is not None:
+                        return handed
                     waiter.event.clear()
                 task = await self._claim_once(worker)
                 if task is not None:
@@ -380,6 +385,10 @@ class RedisStorage:
         finally:
             if waiter is not None:
                 self._remove_waiter(waiter)
+                if waiter.handed is not None:
+                    # Handed a task while leaving (cancelled, timed out, or
+                    # it claimed one itself): the task goes back.
+                    self._spawn(self._run("GIVE_BACK", waiter.handed.task_id, worker.worker_id))
 
     async def _claim_once(self, worker: WorkerProfile) -> Task | None:
         """One claim, safe against cancellation: a task leased by a script
@@ -397,15 +406,11 @@ class RedisStorage:
         candidate = await self._constrained_candidate(worker)
         now = now_ms()
         found = await self._run("CLAIM", worker.worker_id, now, candidate, *worker.skills)
-        if not found:
-            return None
-        _, data, sequence = found
-        task = Task.FromString(data)
-        task.state = task_pb2.TASK_STATE_LEASED
-        task.worker_id = worker.worker_id
-        task.leased_at_ms = now
-        task.sequence = int(sequence)
-        return task
+        return _leased(found, worker.worker_id, now)
+
+    async def _take(self, task_id: str, worker_id: str) -> Task | None:
+        now = now_ms()
+        return _leased(await self._run("TAKE", task_id, worker_id, now), worker_id, now)
 
     async def _constrained_candidate(self, worker: WorkerProfile) -> str:
         """The best queued task with requirements that ``worker`` meets
@@ -454,8 +459,63 @@ class RedisStorage:
                     del self._waiters[skill]
 
     def _wake(self, skill: str) -> None:
-        for waiter in self._waiters.get(skill, ()):
-            waiter.event.set()
+        """A task of ``skill`` was queued: one waiter claims it itself; among
+        several, the task's dispatch strategy picks who gets it."""
+        waiters = [w for w in self._waiters.get(skill, ()) if w.handed is None]
+        if len(waiters) <= 1:
+            for waiter in waiters:
+                waiter.event.set()
+        elif skill in self._handing:
+            self._handing[skill] = True  # the running pass goes round again
+        else:
+            self._handing[skill] = False
+            self._spawn(self._hand_out(skill))
+
+    async def _hand_out(self, skill: str) -> None:
+        """Hand queued tasks of ``skill`` to this instance's waiting workers
+        as :meth:`MemoryStorage._offer` does: the head task's strategy picks
+        among the eligible waiters (longest waiting first on ties)."""
+        try:
+            while True:
+                self._handing[skill] = False
+                waiters = [w for w in self._waiters.get(skill, ()) if w.handed is None]
+                head = await self._head(skill) if len(waiters) > 1 else None
+                if head is None:
+                    for waiter in waiters:  # each checks for itself
+                        waiter.event.set()
+                    if not self._handing[skill]:
+                        return
+                    continue
+                requirements = Requirements.of(head)
+                fit = [w for w in waiters if eligible(requirements, w.worker, skill)]
+                if not fit:
+                    for waiter in waiters:  # the head suits none: others may suit them
+                        waiter.event.set()
+                    return
+                profiles = [w.worker for w in fit]
+                chosen = fit[choose(head.dispatch_strategy, skill, requirements, profiles)]
+                task = await self._retrying(
+                    "handing out a task", self._take, head.task_id, chosen.worker.worker_id
+                )
+                if task is None:
+                    continue  # another claimer took it first: look at the new head
+                if chosen.done:
+                    await self._run("GIVE_BACK", task.task_id, task.worker_id)
+                else:
+                    chosen.handed = task
+                    chosen.event.set()
+        finally:
+            self._handing.pop(skill, None)
+
+    async def _head(self, skill: str) -> Task | None:
+        """The next task of ``skill``'s plain queue, if any."""
+        client = self.client
+        head = await client.zrange(self.keys.queue(skill), 0, 0)
+        if not head:
+            return None
+        data = await client.hget(self.keys.task(head[0].decode()[21:]), "d")
+        check_cancelled()
+        return None if data is None else Task.FromString(data)
 
     def _on_wake(self, message: bytes) -> None:
         what = message.decode()
@@ -524,12 +584,28 @@ class RedisStorage:
 class _Waiter:
     """A claim waiting for a task of one of its worker's skills."""
 
-    __slots__ = ("done", "event", "worker")
+    __slots__ = ("done", "event", "handed", "worker")
 
     def __init__(self, worker: WorkerProfile) -> None:
         self.worker = worker
         self.event = asyncio.Event()
         self.done = False
+        self.handed: Task | None = None
+        """A task leased to it by a hand-out pass, not yet taken."""
+
+
+def _leased(found: Any, worker_id: str, now: int) -> Task | None:
+    """The task a CLAIM or TAKE script leased (None if it leased none), as
+    stored: leased to ``worker_id`` at ``now``."""
+    if not found:
+        return None
+    _, data, sequence = found
+    task = Task.FromString(data)
+    task.state = task_pb2.TASK_STATE_LEASED
+    task.worker_id = worker_id
+    task.leased_at_ms = now
+    task.sequence = int(sequence)
+    return task
 
 
 def _task(
