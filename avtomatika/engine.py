@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import itertools
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from avtomatika.errors import (
     InvalidArgument,
     NotFound,
     Unauthenticated,
+    Unavailable,
 )
 from avtomatika.events import E, EventBus, JobEvent, derive_events, event
 from avtomatika.executor import StepRunner
@@ -185,16 +187,25 @@ class Engine:
     async def _execute_forever(self) -> None:
         while True:
             job_id = await self.storage.next_ready_job()
-            try:
-                await self._steps.run(job_id)
-            except Exception:
-                # A storage failure mid-step: the job stays where it was (a
-                # shared store runs the step again later); log loudly rather
-                # than kill this executor loop.
-                log.exception("job %s: step failed", job_id)
-                await self.storage.step_done(job_id, completed=False)
-            else:
-                await self.storage.step_done(job_id)
+            for attempt in itertools.count():
+                try:
+                    await self._steps.run(job_id)
+                except Unavailable as exc:
+                    # The shared store is down: run the step again once it
+                    # is back (this instance keeps its claim on the step).
+                    if attempt == 0:
+                        log.warning("job %s: step waits for the store: %s", job_id, exc)
+                    await asyncio.sleep(min(0.1 * 2**attempt, 5.0))
+                    continue
+                except Exception:
+                    # A bug below the handler: the job stays where it was (a
+                    # shared store runs the step again once this instance's
+                    # claim lapses); log loudly rather than kill this loop.
+                    log.exception("job %s: step failed", job_id)
+                    await self.storage.step_done(job_id, completed=False)
+                else:
+                    await self.storage.step_done(job_id)
+                break
 
     async def _watch_forever(self) -> None:
         while True:
