@@ -24,6 +24,7 @@ after the job was forgotten, or whose start was dropped by a full queue).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import groupby
 from typing import cast
 
 from redis.commands.core import AsyncScript
@@ -52,7 +53,8 @@ _MARK_NONE = "-"
 # KEYS: the history set of each job in the batch.
 # ARGV: cap (events kept per job), ttl_ms (expiry of an ended job's set),
 #   then for each key in KEYS order: mark (e: ended, s: has job_created,
-#   -: neither), n, and n pairs of (timestamp_ms, event bytes), oldest first.
+#   -: neither), the number of runs, and each run of consecutive events of
+#   one millisecond: timestamp_ms, n, and n event bytes, oldest first.
 # Returns: how many events were added (duplicates are not).
 _APPEND = """
 local cap = tonumber(ARGV[1])
@@ -62,25 +64,27 @@ local added = 0
 for k = 1, #KEYS do
   local key = KEYS[k]
   local mark = ARGV[at]
-  local n = tonumber(ARGV[at + 1])
+  local runs = tonumber(ARGV[at + 1])
   at = at + 2
-  local existed = redis.call('EXISTS', key) == 1
-  for _ = 1, n do
+  local fresh = mark == '-' and redis.call('EXISTS', key) == 0
+  for _ = 1, runs do
     local ts = tonumber(ARGV[at])
-    local bytes = ARGV[at + 1]
+    local n = tonumber(ARGV[at + 1])
     at = at + 2
-    if not redis.call('ZSCORE', key, bytes) then
-      local same_ms = redis.call('ZCOUNT', key, ts, '(' .. (ts + 1))
-      local score = ts + math.min(same_ms, 1023) / 1024
-      -- %.17g: Lua's own number-to-string would round the score.
-      redis.call('ZADD', key, string.format('%.17g', score), bytes)
-      added = added + 1
+    -- Events already kept for this millisecond go first.
+    local before = redis.call('ZCOUNT', key, ts, '(' .. (ts + 1))
+    for i = 0, n - 1 do
+      local score = ts + math.min(before + i, 1023) / 1024
+      -- %.17g: Lua's own number-to-string would round the score. NX: an
+      -- event written before (a retried batch) keeps its place.
+      added = added + redis.call('ZADD', key, 'NX', string.format('%.17g', score), ARGV[at + i])
     end
+    at = at + n
   end
   if redis.call('ZCARD', key) > cap then
     redis.call('ZREMRANGEBYRANK', key, 0, -(cap + 1))
   end
-  if mark == 'e' or (mark == '-' and not existed) then
+  if mark == 'e' or fresh then
     redis.call('PEXPIRE', key, ttl)
   end
 end
@@ -114,9 +118,10 @@ class RedisHistory:
         args: list[bytes | str | int] = [self._cap, self._ttl_ms]
         for job_id, kept in by_job.items():
             keys.append(self._keys.history(job_id))
-            args += [_mark(kept), len(kept)]
-            for item in kept:
-                args += [item.timestamp_ms, item.SerializeToString()]
+            runs = [list(run) for _, run in groupby(kept, key=lambda e: e.timestamp_ms)]
+            args += [_mark(kept), len(runs)]
+            for run in runs:
+                args += [run[0].timestamp_ms, len(run), *(e.SerializeToString() for e in run)]
         try:
             async with unavailable("writing job history"):
                 await self._append(keys, args, client=self._open())
