@@ -49,6 +49,7 @@ from avtomatika.rest.rate_limit import LIMITS
 from avtomatika.rest.render import job_json
 from avtomatika.rest.worker_api import REST_WORKERS
 from avtomatika.rest_workers import RestWorkers
+from avtomatika.scheduler import Scheduler
 from avtomatika.storage.base import Storage
 from avtomatika.webhooks import WebhookSender
 
@@ -150,6 +151,13 @@ class OrchestratorEngine:
         self._runner: web.AppRunner | None = None
         self._grpc: grpc.aio.Server | None = None
         self._loaded = False
+        # Scheduled jobs: an intake, like the servers (started after the
+        # engine, stopped before it, so it never creates a job into a closed store).
+        self.scheduler: Scheduler | None = None
+        if self.settings.schedules_config_path is not None:
+            self.scheduler = Scheduler(
+                self.engine, self.settings, self.settings.schedules_config_path
+            )
 
     @property
     def blueprints(self) -> Mapping[str, StateMachineBlueprint]:
@@ -206,6 +214,8 @@ class OrchestratorEngine:
             raise
         await self.engine.start()
         try:
+            if self.scheduler is not None:
+                await self.scheduler.start()  # checks that its blueprints are registered
             self._grpc, self.grpc_port = await start_grpc_server(
                 self.engine, self.auth, self.settings.grpc_host, self.settings.grpc_port
             )
@@ -224,6 +234,8 @@ class OrchestratorEngine:
     async def stop(self) -> None:
         """Stop intake, then the engine. Idempotent."""
         grace = self.settings.shutdown_grace_seconds
+        if self.scheduler is not None:
+            await self.scheduler.stop()
         server, self._grpc = self._grpc, None
         if server is not None:
             # Workers first hear Drain (stop taking tasks, finish what runs);

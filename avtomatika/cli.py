@@ -49,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--workers-config-path", type=Path, help="per-worker tokens (WORKERS_CONFIG_PATH)"
     )
+    run.add_argument(
+        "--schedules-config-path",
+        type=Path,
+        help="background jobs on a timetable, schedules.toml (SCHEDULES_CONFIG_PATH)",
+    )
     run.add_argument("--tls-cert-path", type=Path, help="gRPC TLS certificate (TLS_CERT_PATH)")
     run.add_argument("--tls-key-path", type=Path, help="gRPC TLS private key (TLS_KEY_PATH)")
     run.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (LOG_LEVEL, default INFO)")

@@ -85,6 +85,9 @@ class Settings:
     # A step claimed by an instance that stops renewing its lease (it died
     # mid-handler) is run again by another instance after this long.
     step_lease_seconds: float = 30.0
+    # Scheduled background jobs (schedules.toml); their times are in TZ.
+    schedules_config_path: Path | None = None
+    tz: str = "UTC"
 
     def __post_init__(self) -> None:
         _check_port("API_PORT", self.api_port, allow_zero=True)
@@ -140,7 +143,12 @@ class Settings:
                 "WORKER_RECONNECT_GRACE_SECONDS must be >= 0, "
                 f"got {self.worker_reconnect_grace_seconds}"
             )
-        for name in ("workers_config_path", "tls_cert_path", "tls_key_path"):
+        for name in (
+            "workers_config_path",
+            "tls_cert_path",
+            "tls_key_path",
+            "schedules_config_path",
+        ):
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise ConfigError(f"{name.upper()} {str(path)!r} is not a file")
@@ -258,8 +266,6 @@ _UNUSED_1_0B13 = frozenset(
         "S3_MAX_CONCURRENCY",
         "RATE_LIMIT_HEARTBEAT_LIMIT",
         "RATE_LIMIT_POLL_LIMIT",
-        "SCHEDULES_CONFIG_PATH",
-        "TZ",
     }
 )
 
