@@ -54,32 +54,33 @@ _JOB = "j"
 _ATTEMPTS = "a"
 
 # KEYS[1]: the outbox (sorted set: delivery id -> due, epoch ms).
-# ARGV[1]: now (epoch ms), ARGV[2]: the lease (ms).
-# Returns {1, id} for a due delivery, now claimed (due again at now + lease);
-# else {0, when the next one is due (epoch ms), or -1 when there is none}.
+# ARGV[1]: now (epoch ms), ARGV[2]: the lease (ms), ARGV[3]: the prefix of
+#   delivery keys (Keys.delivery of ''), in the outbox's hash slot.
+# Returns {id, attempts including this one, Job bytes} for a due delivery,
+# now claimed (due again at now + lease) with its attempt counted; else
+# {when the next one is due (epoch ms)}, or {-1} when there is none.
 _CLAIM = """
 local now = tonumber(ARGV[1])
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1)
-if #due > 0 then
-  redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), due[1])
-  return {1, due[1]}
+while true do
+  local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1)
+  if #due == 0 then
+    break
+  end
+  local id = due[1]
+  local key = ARGV[3] .. id
+  if redis.call('EXISTS', key) == 1 then
+    redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), id)
+    local attempts = redis.call('HINCRBY', key, 'a', 1)
+    return {id, attempts, redis.call('HGET', key, 'j')}
+  end
+  -- An id without its delivery has nothing left to send.
+  redis.call('ZREM', KEYS[1], id)
 end
 local next = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if #next == 0 then
-  return {0, -1}
+  return {-1}
 end
-return {0, math.floor(tonumber(next[2]))}
-"""
-
-# KEYS[1]: a delivery (hash: j Job bytes, a attempts).
-# Returns {attempts including this one, Job bytes}, or false when the
-# delivery is gone (another instance settled it).
-_OPEN = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return false
-end
-local attempts = redis.call('HINCRBY', KEYS[1], 'a', 1)
-return {attempts, redis.call('HGET', KEYS[1], 'j')}
+return {math.floor(tonumber(next[2]))}
 """
 
 
@@ -104,7 +105,6 @@ class RedisOutbox:
         self._poll = poll_seconds
         self._client: Redis | None = None
         self._claim: AsyncScript | None = None
-        self._open: AsyncScript | None = None
         # Deliveries of jobs that ended here, not yet in Redis.
         self._intake: asyncio.Queue[Delivery] = asyncio.Queue()
         self._writing: Delivery | None = None
@@ -125,7 +125,6 @@ class RedisOutbox:
         client = await connect(self._settings.redis_url)
         self._client = client
         self._claim = client.register_script(_CLAIM)
-        self._open = client.register_script(_OPEN)
         self._writer = asyncio.create_task(self._write_loop(client), name="webhook-outbox")
 
     def put(self, delivery: Delivery) -> None:
@@ -216,21 +215,15 @@ class RedisOutbox:
     async def _claim_one(self) -> Delivery | float:
         """A claimed delivery, or the seconds to sleep before looking again."""
         assert self._claim is not None
-        assert self._open is not None
-        while True:
-            now = now_ms()
-            found, value = await self._claim([self._keys.outbox], [now, self._lease_ms])
-            if not found:
-                next_due = int(value)
-                wait = self._poll if next_due < 0 else (next_due - now) / 1000
-                return min(max(wait, 0.001), self._poll)
-            delivery_id = value.decode() if isinstance(value, bytes) else str(value)
-            opened = await self._open([self._keys.delivery(delivery_id)])
-            if opened:
-                attempts, job = opened
-                return Delivery(Job.FromString(job), delivery_id, int(attempts))
-            # Settled by another instance after our lease on it lapsed.
-            await self._redis().zrem(self._keys.outbox, delivery_id)
+        now = now_ms()
+        args: list[str | int] = [now, self._lease_ms, self._keys.delivery("")]
+        found = await self._claim([self._keys.outbox], args)
+        if len(found) == 3:
+            delivery_id, attempts, job = found
+            return Delivery(Job.FromString(job), delivery_id.decode(), int(attempts))
+        next_due = int(found[0])
+        wait = self._poll if next_due < 0 else (next_due - now) / 1000
+        return min(max(wait, 0.001), self._poll)
 
     async def _write_loop(self, client: Redis) -> None:
         while True:
