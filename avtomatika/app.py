@@ -244,6 +244,9 @@ class OrchestratorEngine:
             self.engine.workers.drain_all("the orchestrator is shutting down")
             await self.engine.workers.close()
             await server.stop(grace)
+            # Again: the streams that just ended re-queue through the
+            # registry, which must finish while storage is still open.
+            await self.engine.workers.close()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()

@@ -169,8 +169,10 @@ class WorkerRegistry:
                 log.info("worker %s is back through another instance; leases kept", worker_id)
                 return
             task_ids = sorted({*known, *await self.presence.leases(worker_id)})
-        except Exception:
-            log.exception("worker %s: finding its leases failed", worker_id)
+        except Exception as exc:
+            # Redis unreachable (or closed at shutdown): what this process
+            # knows still goes back; a survivor's sweep finds the rest.
+            log.warning("worker %s: finding its leases failed: %s", worker_id, exc)
             task_ids = known
         for task_id in task_ids:
             try:

@@ -181,6 +181,9 @@ class RedisPresence:
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
+        # Loops also stop on this flag: redis-py may swallow a cancel that
+        # lands mid-command, and a loop that missed it must still end.
+        self._running = False
         self.reaped: list[str] = []
         """Ids of the dead workers this instance buried (for logs and tests)."""
         registry.presence = self
@@ -190,6 +193,7 @@ class RedisPresence:
 
     async def start(self) -> None:
         if not self._loops:
+            self._running = True
             self._loops = [
                 asyncio.create_task(self._flush_forever(), name="avtomatika-presence"),
                 asyncio.create_task(self._sweep_forever(), name="avtomatika-presence-sweep"),
@@ -201,10 +205,12 @@ class RedisPresence:
         loops, self._loops = self._loops, []
         if not loops:
             return
+        self._running = False
         try:
             await self._flush(self._take_dirty())
         except Exception as exc:
             log.debug("worker presence: last flush failed (%s); the keys lapse by themselves", exc)
+        self._wake.set()
         for loop in loops:
             loop.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
@@ -316,9 +322,12 @@ class RedisPresence:
         attempt = 0
         due = 0.0
         loop = asyncio.get_running_loop()
-        while True:
+        while self._running:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a
+            # cancel that arrives as the event is set, and stop() would hang.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, due - loop.time()))
+                async with asyncio.timeout(max(0.0, due - loop.time())):
+                    await self._wake.wait()
             if loop.time() >= due:
                 due = loop.time() + self.period
                 self._mark_stale()
@@ -376,7 +385,7 @@ class RedisPresence:
 
     async def _sweep_forever(self) -> None:
         attempt = 0
-        while True:
+        while self._running:
             await asyncio.sleep(self.period)
             try:
                 await self.sweep()

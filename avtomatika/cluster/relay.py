@@ -123,6 +123,9 @@ class JobRelay:
         self._last: dict[str, Job | None] = {}
         self._pending = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
+        # The sender also stops on this flag: redis-py may swallow a cancel
+        # that lands mid-publish.
+        self._running = False
         self._unsubscribe: Callable[[], None] | None = None
         # Every instance gets its own messages back: recognised by their
         # first bytes, before anything is decoded.
@@ -133,6 +136,7 @@ class JobRelay:
 
     async def start(self) -> None:
         if self._sender is None:
+            self._running = True
             self._unsubscribe = self._events.subscribe(self._on_event)
             self._sender = asyncio.create_task(self._send_forever(), name="avtomatika-relay")
 
@@ -142,7 +146,9 @@ class JobRelay:
         if unsubscribe is not None:
             unsubscribe()
         sender, self._sender = self._sender, None
+        self._running = False
         if sender is not None:
+            self._pending.set()
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sender
@@ -158,7 +164,7 @@ class JobRelay:
         self._pending.set()
 
     async def _send_forever(self) -> None:
-        while True:
+        while self._running:
             await self._pending.wait()
             try:
                 await self._send()

@@ -1,0 +1,446 @@
+"""Two orchestrators on one real ``redis-server``, in this process: workers
+connected to one are listed, cancelled, rescued and followed through the
+other, over real gRPC streams, HTTP and WebSockets.
+
+(``tests/test_cluster.py`` runs whole ``avtomatika serve`` processes under
+load; this file pins down each cross-instance path on its own.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from avtomatika import OrchestratorEngine
+from avtomatika.cluster import Cluster
+from avtomatika.v1.worker_service_pb2 import ConnectRequest, TaskProgress
+from tests.blueprints import echo_blueprint
+from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
+from tests.support import RawWorker, create_job, get_job, wait_for_status
+from tests.test_follow import EventStream, followers_reach
+from tests.test_rest_worker_api import Worker, rest_worker
+
+__all__ = ["rest_worker"]  # the fixture, used here too
+
+# Short heartbeats: a worker is declared dead 3 x 0.5 s (+ grace) after it
+# was last refreshed, so the tests of dead workers take seconds, not half a
+# minute. (The raw test workers send no heartbeats: each is done with its
+# stream well within 1.5 s.)
+FAST = {"worker_heartbeat_interval_seconds": 0.5}
+
+Pair = tuple[OrchestratorEngine, OrchestratorEngine]
+
+
+@pytest.fixture
+async def pair(
+    start_orchestrator: StartOrchestrator, redis_url: str
+) -> Callable[..., Awaitable[Pair]]:
+    """Factory: instances A and B of one cluster (same blueprints, settings)."""
+
+    async def start(**settings: Any) -> Pair:
+        options = {**FAST, **settings, "redis_url": redis_url}
+        a = await start_orchestrator([echo_blueprint()], instance_id="A", **options)
+        b = await start_orchestrator([echo_blueprint()], instance_id="B", **options)
+        return a, b
+
+    return start
+
+
+async def listed(http: aiohttp.ClientSession) -> dict[str, dict[str, Any]]:
+    """``GET /api/v1/workers`` by worker id."""
+    response = await http.get("/api/v1/workers")
+    assert response.status == 200, await response.text()
+    return {worker["worker_id"]: worker for worker in await response.json()}
+
+
+async def until(condition: Callable[[], Awaitable[bool]]) -> None:
+    """Until ``condition()`` holds (bounded by the test timeout): the state
+    polled is in Redis or another instance, which has no event to await."""
+    while not await condition():  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+
+
+async def until_listed(http: aiohttp.ClientSession, worker_id: str, present: bool = True) -> None:
+    async def check() -> bool:
+        return (worker_id in await listed(http)) is present
+
+    await until(check)
+
+
+def cluster_of(orchestrator: OrchestratorEngine) -> Cluster:
+    (cluster,) = (s for s in orchestrator.services if isinstance(s, Cluster))
+    return cluster
+
+
+# -- listing --
+
+
+async def test_either_instance_lists_the_workers_of_both(
+    pair: Callable[..., Awaitable[Pair]],
+    http_client: HttpClient,
+    grpc_channel: GrpcChannel,
+    rest_worker: Any,
+) -> None:
+    a, b = await pair()
+    streamed = RawWorker(grpc_channel(a), "on-a")
+    await streamed.hello(["echo"])
+    polling = rest_worker(b, "rest-on-b")
+    await polling.register()
+
+    for http in (http_client(a), http_client(b)):
+        await until_listed(http, "on-a")
+        await until_listed(http, "rest-on-b")
+    workers = await listed(http_client(b))
+    assert workers["on-a"]["transport"] == "grpc"
+    assert workers["rest-on-b"]["transport"] == "rest"
+    dashboard = await (await http_client(a).get("/api/v1/dashboard")).json()
+    assert dashboard["workers_by_transport"] == {"grpc": 1, "rest": 1}
+
+    # A worker that leaves (no grace: it held nothing) is gone from both.
+    await streamed.close()
+    for http in (http_client(a), http_client(b)):
+        await until_listed(http, "on-a", present=False)
+
+
+# -- cancels --
+
+
+async def test_a_cancel_on_one_instance_reaches_a_grpc_worker_on_the_other(
+    pair: Callable[..., Awaitable[Pair]], http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    a, b = await pair()
+    http_a = http_client(a)
+    worker = RawWorker(grpc_channel(b), "on-b")
+    await worker.hello(["echo"])
+    job_id = await create_job(http_a, "jobs/echo")
+    task = await worker.next_task()
+    await until_listed(http_a, "on-b")
+
+    reply = await http_a.post(f"/api/v1/jobs/{job_id}/cancel")
+
+    assert await reply.json() == {"status": "cancellation_request_sent"}
+    cancel = (await worker.expect("cancel")).cancel
+    assert (cancel.task_id, cancel.job_id) == (task.task_id, job_id)
+    assert cancel.reason == "job cancelled by client"
+    assert (await get_job(http_client(b), job_id))["status"] == "cancelled"
+
+
+async def test_a_cancel_on_one_instance_reaches_a_rest_workers_socket_on_the_other(
+    pair: Callable[..., Awaitable[Pair]], http_client: HttpClient, rest_worker: Any
+) -> None:
+    a, b = await pair()
+    http_a = http_client(a)
+    worker = rest_worker(b, "socket-on-b")
+    await worker.register()
+    async with worker.http.ws_connect("/_worker/ws/socket-on-b") as ws:
+        job_id = await create_job(http_a, "jobs/echo")
+        task = await worker.next_task()
+        # The socket's instance announced it: A forwards the cancel there.
+        await until(lambda: holder_is(a, "socket-on-b", b"B"))
+
+        reply = await http_a.post(f"/api/v1/jobs/{job_id}/cancel")
+
+        assert await reply.json() == {"status": "cancellation_request_sent"}
+        assert await ws.receive_json() == {
+            "command": "cancel_task",
+            "task_id": task["task_id"],
+            "job_id": job_id,
+        }
+
+
+async def holder_is(orchestrator: OrchestratorEngine, worker_id: str, value: bytes) -> bool:
+    """Whether the worker's alive key holds ``value`` (an instance id)."""
+    cluster = cluster_of(orchestrator)
+    client = cluster._client
+    keys = orchestrator.engine.storage.keys  # type: ignore[attr-defined]
+    return bool(await client.get(keys.worker_alive(worker_id)) == value)
+
+
+async def test_a_cancel_for_a_worker_connected_nowhere_is_only_accepted(
+    pair: Callable[..., Awaitable[Pair]],
+    http_client: HttpClient,
+    grpc_channel: GrpcChannel,
+    rest_worker: Any,
+) -> None:
+    # A REST worker without a socket: known to the cluster, connected nowhere.
+    a, b = await pair(worker_reconnect_grace_seconds=60)
+    http_a = http_client(a)
+    polling = rest_worker(b, "no-socket")
+    await polling.register()
+    job_id = await create_job(http_a, "jobs/echo")
+    task = await polling.next_task()
+    await until_listed(http_a, "no-socket")
+    reply = await http_a.post(f"/api/v1/jobs/{job_id}/cancel")
+    assert await reply.json() == {"status": "cancellation_request_accepted"}
+    # The heartbeat, on either instance, still tells it.
+    beat = await rest_worker(a, "no-socket").beat(status="busy", current_tasks=[task["task_id"]])
+    assert beat == {"status": "ok", "cancel_task_ids": [task["task_id"]]}
+
+    # A gRPC worker in its grace period on B is not connected either.
+    worker = RawWorker(grpc_channel(b), "in-grace")
+    await worker.hello(["echo"])
+    job_id = await create_job(http_a, "jobs/echo")
+    await worker.next_task()
+    await worker.close()
+    await until(lambda: holder_is(a, "in-grace", b"g:B"))
+    reply = await http_a.post(f"/api/v1/jobs/{job_id}/cancel")
+    assert await reply.json() == {"status": "cancellation_request_accepted"}
+
+
+# -- followers --
+
+
+async def test_a_wait_on_one_instance_returns_when_the_other_finishes_the_job(
+    pair: Callable[..., Awaitable[Pair]], http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    a, b = await pair(job_wait_max_seconds=60)
+    http_a, http_b = http_client(a), http_client(b)
+    worker = RawWorker(grpc_channel(a), "on-a")
+    await worker.hello(["echo"])
+    job_id = await create_job(http_a, "jobs/echo", {"x": 1})
+    task = await worker.next_task()
+
+    waiting = asyncio.ensure_future(http_b.get(f"/api/v1/jobs/{job_id}?wait=60"))
+    await followers_reach(b, 1)
+    assert (await worker.succeed(task, {"done": True})).result_ack.accepted
+
+    response = await waiting
+    assert response.status == 200
+    assert (await response.json())["status"] in ("running", "finished")
+
+
+async def test_the_event_stream_on_one_instance_follows_a_job_run_by_the_other(
+    pair: Callable[..., Awaitable[Pair]], http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    a, b = await pair()
+    http_a, http_b = http_client(a), http_client(b)
+    job_id = await create_job(http_a, "jobs/echo")
+    await wait_for_status(http_a, job_id, "waiting_for_worker")
+    stream = EventStream(await http_b.get(f"/api/v1/jobs/{job_id}/events"))
+    first = await stream.next()
+    assert first is not None
+    assert first[1]["status"] == "waiting_for_worker"
+
+    worker = RawWorker(grpc_channel(a), "on-a")
+    await worker.hello(["echo"])
+    task = await worker.next_task()
+    progress = TaskProgress(task_id=task.task_id, job_id=job_id, progress=0.5, message="half")
+    await worker.send(ConnectRequest(progress=progress))
+    event = await stream.next()
+    assert event is not None
+    assert (event[1]["progress"], event[1]["progress_message"]) == (0.5, "half")
+    await worker.succeed(task, {"ok": 1})
+    while event is not None and event[1]["status"] != "finished":
+        event = await stream.next()
+    assert event is not None, "the stream ended before the job did"
+
+
+# -- dead workers and reconnects --
+
+
+async def test_a_worker_back_on_the_other_instance_within_its_grace_keeps_its_task(
+    pair: Callable[..., Awaitable[Pair]], http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    a, b = await pair(worker_reconnect_grace_seconds=0.3)
+    http_a = http_client(a)
+    first = RawWorker(grpc_channel(a), "mover")
+    await first.hello(["echo"])
+    job_id = await create_job(http_a, "jobs/echo")
+    task = await first.next_task()
+    await first.close()
+    second = RawWorker(grpc_channel(b), "mover")
+    await second.hello(["echo"])
+    await until(lambda: holder_is(a, "mover", b"B"))
+
+    # A's grace period ends; the worker is B's now, so A re-queues nothing.
+    await until(lambda: no_entry(a, "mover"))
+    await a.engine.workers.close()  # waits for A's release to have decided
+    assert await a.engine.holds("mover", task.task_id)
+
+    ack = await second.succeed(task, {"moved": True})
+    assert ack.result_ack.accepted
+    await wait_for_status(http_a, job_id, "finished")
+
+
+async def no_entry(orchestrator: OrchestratorEngine, worker_id: str) -> bool:
+    return orchestrator.engine.workers.info(worker_id) is None
+
+
+async def test_a_worker_that_moved_and_left_gets_its_earlier_tasks_requeued(
+    pair: Callable[..., Awaitable[Pair]], http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    # Leased through A, the worker leaves B (which never handed it that
+    # task): B finds the lease in shared storage and re-queues it.
+    a, b = await pair(worker_reconnect_grace_seconds=0.3)
+    http_a = http_client(a)
+    first = RawWorker(grpc_channel(a), "mover")
+    await first.hello(["echo"])
+    job_id = await create_job(http_a, "jobs/echo")
+    task = await first.next_task()
+    await first.close()
+    second = RawWorker(grpc_channel(b), "mover")
+    await second.hello(["echo"], credits=0)
+    await until(lambda: holder_is(a, "mover", b"B"))
+    await second.close()
+
+    rescuer = RawWorker(grpc_channel(a), "rescuer")
+    await rescuer.hello(["echo"])
+    again = await rescuer.next_task()
+    assert (again.job_id, again.attempt) == (job_id, 2)
+    assert again.task_id != task.task_id
+
+
+async def test_the_workers_of_a_vanished_instance_have_their_tasks_requeued_by_another(
+    pair: Callable[..., Awaitable[Pair]], http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    a, b = await pair(worker_reconnect_grace_seconds=0.2)
+    http_b = http_client(b)
+    doomed = RawWorker(grpc_channel(a), "doomed")
+    await doomed.hello(["echo"])
+    job_id = await create_job(http_b, "jobs/echo")
+    task = await doomed.next_task()
+    await until_listed(http_b, "doomed")
+
+    # A dies without a word: its presence stops refreshing, nothing is
+    # cleaned up, its registry never re-queues anything.
+    await vanish(a)
+    presence = cluster_of(b).presence
+    assert presence is not None
+
+    async def buried() -> bool:
+        return "doomed" in presence.reaped
+
+    await until(buried)
+    rescuer = RawWorker(grpc_channel(b), "rescuer")
+    await rescuer.hello(["echo"])
+    again = await rescuer.next_task()
+    assert (again.job_id, again.attempt) == (job_id, 2)
+    assert again.task_id != task.task_id
+    await until_listed(http_b, "doomed", present=False)
+
+
+async def vanish(orchestrator: OrchestratorEngine) -> None:
+    """Stop ``orchestrator``'s cluster loops as a killed process would: no
+    last flush, no cleanup; its registry forgets its workers without
+    telling anyone."""
+    presence = cluster_of(orchestrator).presence
+    assert presence is not None
+    loops, presence._loops = presence._loops, []
+    presence._running = False
+    for loop in loops:
+        loop.cancel()
+    await asyncio.gather(*loops, return_exceptions=True)
+    registry = orchestrator.engine.workers
+    registry._requeue = None
+    registry.presence = _Deaf()
+
+
+class _Deaf:
+    """The presence of a dead instance: it says and does nothing."""
+
+    def held(self, info: Any) -> None: ...
+    def seen(self, info: Any) -> None: ...
+    def away(self, worker_id: str, grace_seconds: float) -> None: ...
+    def gone(self, worker_id: str) -> None: ...
+
+    async def leases(self, worker_id: str) -> list[str]:
+        return []
+
+    async def may_release(self, worker_id: str) -> bool:
+        return False
+
+    async def forward_cancel(self, worker_id: str, task_id: str, job_id: str, reason: str) -> bool:
+        return False
+
+    async def workers(self, local: list[Any]) -> list[Any]:
+        return local
+
+    async def lookup(self, worker_id: str) -> Any:
+        return None
+
+
+# -- REST workers --
+
+
+async def test_a_rest_worker_registered_on_one_instance_works_through_the_other(
+    pair: Callable[..., Awaitable[Pair]], http_client: HttpClient, rest_worker: Any
+) -> None:
+    a, b = await pair()
+    await rest_worker(a, "roamer").register()
+    on_b: Worker = rest_worker(b, "roamer")
+    await until_listed(http_client(b), "roamer")
+
+    job_id = await create_job(http_client(a), "jobs/echo")
+    task = await on_b.next_task()
+    assert task["job_id"] == job_id
+    assert await on_b.beat(status="busy", current_tasks=[task["task_id"]]) == {"status": "ok"}
+    ping = await on_b.http.patch("/_worker/workers/roamer")
+    assert await ping.json() == {"status": "ttl_refreshed"}
+    assert (await on_b.report(task, data={"via": "B"}))["status"] == "accepted"
+    await wait_for_status(http_client(a), job_id, "finished")
+
+    # An id no instance knows is still unknown.
+    unknown = await on_b.http.get("/_worker/workers/nobody/tasks/next")
+    assert unknown.status == 404
+
+
+async def test_a_rest_worker_alive_through_the_other_instance_is_not_reaped(
+    pair: Callable[..., Awaitable[Pair]], http_client: HttpClient, rest_worker: Any
+) -> None:
+    # REST TTL 2 x 0.2 s. The worker registers and takes its task on A,
+    # then only talks to B: A forgets it but leaves its task alone; once it
+    # is silent everywhere its task goes back to the queue, once.
+    a, b = await pair(worker_health_check_interval_seconds=0.2)
+    on_a: Worker = rest_worker(a, "roamer")
+    await on_a.register()
+    job_id = await create_job(http_client(a), "jobs/echo")
+    task = await on_a.next_task()
+    on_b: Worker = rest_worker(b, "roamer")
+
+    async def forgotten_by_a_while_beating_b() -> bool:
+        await on_b.beat(status="busy", current_tasks=[task["task_id"]])
+        return "roamer" not in a.rest_workers._workers
+
+    await until(forgotten_by_a_while_beating_b)
+    assert await a.engine.holds("roamer", task["task_id"])
+    assert (await on_b.report(task))["status"] == "accepted"
+    await wait_for_status(http_client(a), job_id, "finished")
+
+    # Now silent: the second job's task is re-queued once.
+    second = await create_job(http_client(a), "jobs/echo")
+    lost = await on_b.next_task()
+    rescuer: Worker = rest_worker(a, "rescuer")
+    await rescuer.register()
+    again = await rescuer.next_task()
+    assert (again["job_id"], again["task_id"] != lost["task_id"]) == (second, True)
+    requeued = await b.engine.storage.get_task(again["task_id"])
+    assert requeued is not None
+    assert requeued.attempt == 2
+
+
+# -- what goes over the wire --
+
+
+async def test_a_malformed_cancel_or_event_message_is_ignored(
+    pair: Callable[..., Awaitable[Pair]], http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    a, b = await pair()
+    cluster = cluster_of(a)
+    client = cluster._client
+    keys = a.engine.storage.keys  # type: ignore[attr-defined]
+    for junk in (b"", b"w\n\xff\xff", b"\x00\x05B", b"\x00\x01C\x01\x00\x02jj\x00\x00\x00\x09x"):
+        await client.publish(keys.cancel_channel, junk)
+        await client.publish(keys.events_channel, junk)
+    # Both instances still relay and forward.
+    worker = RawWorker(grpc_channel(b), "after-junk")
+    await worker.hello(["echo"])
+    job_id = await create_job(http_client(a), "jobs/echo")
+    await worker.next_task()
+    await until_listed(http_client(a), "after-junk")
+    reply = await http_client(a).post(f"/api/v1/jobs/{job_id}/cancel")
+    assert await reply.json() == {"status": "cancellation_request_sent"}
+    assert (await worker.expect("cancel")).cancel.job_id == job_id
