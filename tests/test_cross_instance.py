@@ -9,17 +9,23 @@ load; this file pins down each cross-instance path on its own.)
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import grpc
 import pytest
 
 from avtomatika import OrchestratorEngine
 from avtomatika.cluster import Cluster
+from avtomatika.cluster.relay import decode, encode
+from avtomatika.v1.job_pb2 import Job
 from avtomatika.v1.worker_service_pb2 import ConnectRequest, TaskProgress
 from tests.blueprints import echo_blueprint
 from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
+from tests.serve import serve_env, served
 from tests.support import RawWorker, create_job, get_job, wait_for_status
 from tests.test_follow import EventStream, followers_reach
 from tests.test_rest_worker_api import Worker, rest_worker
@@ -444,3 +450,91 @@ async def test_a_malformed_cancel_or_event_message_is_ignored(
     reply = await http_client(a).post(f"/api/v1/jobs/{job_id}/cancel")
     assert await reply.json() == {"status": "cancellation_request_sent"}
     assert (await worker.expect("cancel")).cancel.job_id == job_id
+
+
+# -- a real process killed --
+
+ECHO_BLUEPRINT = """
+from avtomatika import StateMachineBlueprint
+
+echo = StateMachineBlueprint("echo", api_endpoint="/jobs/echo", api_version="v1")
+
+@echo.handler_for("start", is_start=True)
+async def start(initial_data, actions):
+    actions.dispatch_task("echo", params=initial_data, transitions={"success": "done"})
+
+@echo.handler_for("done", is_end=True)
+async def done():
+    return None
+"""
+
+
+async def test_a_worker_of_an_instance_killed_with_sigkill_has_its_task_requeued(
+    start_orchestrator: StartOrchestrator,
+    http_client: HttpClient,
+    grpc_channel: GrpcChannel,
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "echo.py").write_text(ECHO_BLUEPRINT)
+    env = serve_env(
+        REDIS_URL=redis_url,
+        INSTANCE_ID="A",
+        BLUEPRINTS_DIR=str(tmp_path),
+        WORKER_HEARTBEAT_INTERVAL_SECONDS="0.5",
+        WORKER_RECONNECT_GRACE_SECONDS="0.2",
+    )
+    b = await start_orchestrator(
+        [echo_blueprint()],
+        redis_url=redis_url,
+        instance_id="B",
+        worker_heartbeat_interval_seconds=0.5,
+        worker_reconnect_grace_seconds=0.2,
+    )
+    http_b = http_client(b)
+    async with served(env=env) as a:
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{a.grpc_port}")
+        try:
+            doomed = RawWorker(channel, "doomed")
+            await doomed.hello(["echo"])
+            job_id = await create_job(http_b, "jobs/echo", {"n": 1})
+            task = await doomed.next_task()
+            await until_listed(http_b, "doomed")
+            await a.stop(signal.SIGKILL)
+        finally:
+            await channel.close(grace=None)
+
+    presence = cluster_of(b).presence
+    assert presence is not None
+
+    async def buried() -> bool:
+        return "doomed" in presence.reaped
+
+    await until(buried)
+    rescuer = RawWorker(grpc_channel(b), "rescuer")
+    await rescuer.hello(["echo"])
+    again = await rescuer.next_task()
+    assert (again.job_id, again.attempt) == (job_id, 2)
+    assert again.task_id != task.task_id
+    assert (await rescuer.succeed(again, {"rescued": True})).result_ack.accepted
+    await wait_for_status(http_b, job_id, "finished")
+    await until_listed(http_b, "doomed", present=False)
+
+
+def test_relay_messages_round_trip_and_bad_ones_are_refused() -> None:
+    job = Job(id="j1", version=3, current_state="done")
+    data = encode("instance-A", [("j1", job), ("j2", None), ("j1", None)])
+    assert decode(data) == ("instance-A", [("j1", job), ("j2", None), ("j1", None)])
+    # Records of jobs nobody follows are skipped, not decoded.
+    assert decode(data, lambda job_id: job_id == "j2") == ("instance-A", [("j2", None)])
+    assert decode(encode("A", [])) == ("A", [])
+    for bad in (
+        b"",
+        b"\x00",
+        b"\x00\x01A\x07\x00\x01j",  # unknown kind
+        b"\x00\x01A\x01\x00\x01j\x00\x00\x00\x09abc",  # truncated record
+        b"\x00\x01A\x01\x00\x01j\x00\x00\x00\x02\xff\xff",  # not a Job
+        b"\x00\x02\xff\xfe",  # origin not UTF-8
+    ):
+        with pytest.raises(ValueError, match=r"^malformed"):
+            decode(bad)

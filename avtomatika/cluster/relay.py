@@ -84,16 +84,18 @@ def decode(
                     entries.append((job_id, None))
                 continue
             if kind != _RECORD:
-                raise ValueError(f"unknown entry kind {kind}")
+                raise ValueError(f"malformed relay message: unknown entry kind {kind}")
             (size,) = _U32.unpack_from(view, at)
             record = view[at + 4 : at + 4 + size]
             if len(record) != size:
-                raise ValueError("truncated record")
+                raise ValueError("malformed relay message: truncated record")
             at += 4 + size
             if wanted(job_id):
                 entries.append((job_id, Job.FromString(bytes(record))))
     except (struct.error, UnicodeDecodeError) as exc:
         raise ValueError(f"malformed relay message: {exc}") from None
+    except ValueError:
+        raise
     except Exception as exc:  # protobuf's DecodeError
         raise ValueError(f"malformed job record: {exc}") from None
     return origin, entries
