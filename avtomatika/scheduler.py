@@ -186,7 +186,7 @@ class Scheduler:
     async def _fire(self, schedule: Schedule, claims: SlotClaims, due: int, ttl_ms: int) -> None:
         """Claim the slot and create its job; while the store is unreachable,
         retry until the slot is too late."""
-        claimed = False
+        claimed = waited = False
         while True:
             try:
                 if not claimed:
@@ -214,6 +214,7 @@ class Scheduler:
                     result_timeout=schedule.result_timeout,
                 )
             except Unavailable as exc:
+                _raise_if_cancelled()
                 if now_ms() - due > _LATE_LIMIT_MS:
                     log.error(
                         "schedule %s: the firing due at %s is lost: the store stayed "
@@ -223,9 +224,26 @@ class Scheduler:
                         exc,
                     )
                     return
+                if not waited:
+                    log.warning(
+                        "schedule %s: the store is unreachable (%s); retrying the firing due at %s",
+                        schedule.name,
+                        exc,
+                        iso_from_ms(due),
+                    )
+                waited = True
                 await asyncio.sleep(_RETRY_PAUSE)
                 continue
             log.info(
                 "schedule %s: job %s created (due at %s)", schedule.name, job_id, iso_from_ms(due)
             )
             return
+
+
+def _raise_if_cancelled() -> None:
+    """redis-py sometimes swallows a cancellation that arrives mid-command
+    (see :func:`avtomatika.storage.redis.check_cancelled`); a retry loop
+    that went on would never let :meth:`Scheduler.stop` finish."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

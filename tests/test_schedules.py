@@ -21,6 +21,7 @@ from avtomatika.schedules import Calendar, Interval, load_schedules, time_zone
 from avtomatika.storage.redis import Keys
 from avtomatika.worker import TaskContext
 from tests.conftest import StartOrchestrator
+from tests.redis_server import RedisServer
 from tests.sdk import serving
 from tests.serve import serve_env
 
@@ -369,6 +370,27 @@ async def test_a_restart_fires_the_firing_it_missed_once(
         await client.aclose()
     # One job per firing (two only if the next firing came due meanwhile).
     assert jobs == slots
+
+
+async def test_firings_resume_after_a_redis_outage(
+    tmp_path: Path, start_orchestrator: StartOrchestrator
+) -> None:
+    server = RedisServer(persistent=True)
+    server.start()
+    try:
+        runs: list[dict[str, Any]] = []
+        path = write(tmp_path, '[tick]\nblueprint = "tick"\ninterval_seconds = 0.1\n')
+        orchestrator = await start_orchestrator(
+            [finishing("tick", runs)], redis_url=server.url, schedules_config_path=path
+        )
+        await until(lambda: len(runs) >= 2)
+        server.stop()
+        server.start()
+        seen = len(runs)
+        await until(lambda: len(runs) >= seen + 3)
+        await orchestrator.stop()
+    finally:
+        server.close()
 
 
 # -- the command --
