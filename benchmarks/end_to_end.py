@@ -11,7 +11,16 @@ create jobs over REST and follow each with ``?wait=``. Reported:
 - cancel delivery: ``POST .../cancel`` -> the cancel reaches the running
   handler of a gRPC worker (wall clocks of two processes on one host).
 
-A table is printed, then one JSON line with every number.
+A table is printed, then one JSON line with every number, including the CPU
+seconds each process spent during the load (``cpu_s``: orchestrator,
+workers, clients), which shows which one bounds throughput.
+
+Profiling the orchestrator during the load: ``BENCH_PROFILE=out.prof`` writes
+a cProfile file (``python -m pstats out.prof``); ``BENCH_PROFILER=pyinstrument``
+or ``yappi`` uses that sampler instead, if it is importable (it is not a
+dependency: e.g. ``pip install --target /tmp/prof pyinstrument`` and
+``PYTHONPATH=/tmp/prof``). Profilers slow the process down; the throughput of
+a profiled run is not a measurement.
 
     python -m benchmarks.end_to_end [--jobs 5000] [--clients 32] [--workers 2]
         [--transport grpc|rest|both] [--cancels 200]
@@ -21,13 +30,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import cProfile
+import importlib
 import json
 import os
 import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +86,56 @@ def legacy_python() -> Path:
     return python
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process, from /proc (0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # utime and stime are fields 14 and 15 of stat(5): indexes 11 and 12 after the ")".
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def profiled(label: str) -> Iterator[None]:
+    """Profile this process in the block when BENCH_PROFILE / BENCH_PROFILER say so."""
+    out = os.environ.get("BENCH_PROFILE")
+    tool = os.environ.get("BENCH_PROFILER", "cprofile" if out else "")
+    if not tool:
+        yield
+        return
+    target = f"{out or 'bench'}.{label}"
+    if tool == "cprofile":
+        profile = cProfile.Profile()
+        profile.enable()
+        try:
+            yield
+        finally:
+            profile.disable()
+            profile.dump_stats(target)
+    elif tool == "pyinstrument":
+        profiler = importlib.import_module("pyinstrument").Profiler(interval=0.0005)
+        profiler.start()
+        try:
+            yield
+        finally:
+            profiler.stop()
+            Path(f"{target}.txt").write_text(profiler.output_text(show_all=False))
+    elif tool == "yappi":
+        yappi = importlib.import_module("yappi")
+        yappi.set_clock_type("cpu")
+        yappi.start()
+        try:
+            yield
+        finally:
+            yappi.stop()
+            yappi.get_func_stats().save(target, type="pstat")
+            yappi.clear_stats()
+    else:
+        raise SystemExit(f"BENCH_PROFILER must be cprofile, pyinstrument or yappi, not {tool!r}")
+    print(f"profile of the {label} load written to {target}*", file=sys.stderr)
+
+
 class Run:
     """One orchestrator with its workers, measured."""
 
@@ -83,7 +145,6 @@ class Run:
         self.client_token = secrets.token_hex(8)
         self.worker_token = secrets.token_hex(8)
         self.dispatch_ms: list[float] = []
-        self.picked: dict[str, float] = {}
         self.processes: list[asyncio.subprocess.Process] = []
         settings = Settings(
             api_host="127.0.0.1",
@@ -103,7 +164,6 @@ class Run:
     def _observe(self, item: JobEvent) -> None:
         if item.event.type == E.HISTORY_EVENT_TYPE_TASK_PICKED_UP:
             self.dispatch_ms.append(float(item.event.duration_ms))
-            self.picked[item.event.job_id] = time.time()
 
     @property
     def url(self) -> str:
@@ -161,12 +221,23 @@ class Run:
             "/api/v1/jobs/echo", str(jobs), str(clients),
             env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
-        output, _ = await process.communicate()
+        workers_before = sum(process_cpu_seconds(p.pid) for p in self.processes)
+        orchestrator_before = time.process_time()
+        with profiled(self.transport):
+            output, _ = await process.communicate()
         report: dict[str, Any] = json.loads(output.decode().strip().splitlines()[-1])
+        report["cpu_s"] = {
+            "orchestrator": round(time.process_time() - orchestrator_before, 2),
+            "workers": round(
+                sum(process_cpu_seconds(p.pid) for p in self.processes) - workers_before, 2
+            ),
+            "clients": round(report.pop("cpu_seconds", 0.0), 2),
+        }
         return report
 
     async def cancels(self, count: int) -> list[float]:
-        """Cancel ``count`` running gRPC tasks one by one; delivery delays in ms."""
+        """Cancel ``count`` running gRPC tasks one by one (each once its
+        handler runs); delivery delays in ms."""
         stdout = self.processes[0].stdout
         assert stdout is not None
         delays = []
@@ -175,12 +246,13 @@ class Run:
             for _ in range(count):
                 async with http.post("/api/v1/jobs/hold", json={"initial_data": {}}) as r:
                     job_id = (await r.json())["job_id"]
-                while job_id not in self.picked:  # noqa: ASYNC110
-                    await asyncio.sleep(0.001)  # harness: wait until a worker runs it
+                started = (await stdout.readline()).decode().split()
+                assert started[0] == "started", started
                 sent = time.time()
                 async with http.post(f"/api/v1/jobs/{job_id}/cancel") as r:
                     await r.read()
                 line = (await stdout.readline()).decode().split()
+                assert line[0] == "cancelled", line
                 delays.append((float(line[2]) - sent) * 1000)
         return delays
 
@@ -210,6 +282,8 @@ async def measure(
         "dispatch_p99_ms": round(percentile(dispatch, 0.99), 2),
         "cancel_p50_ms": round(percentile(cancel_ms, 0.5), 2) if cancel_ms else None,
         "cancel_p99_ms": round(percentile(cancel_ms, 0.99), 2) if cancel_ms else None,
+        "seconds": round(report["seconds"], 2),
+        "cpu_s": report["cpu_s"],
     }
 
 

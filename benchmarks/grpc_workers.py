@@ -1,8 +1,10 @@
 """gRPC workers for the benchmark (the Python SDK), in their own process.
 
-Skills: ``echo`` answers at once; ``hold`` runs until cancelled and prints
-``cancelled <task_id> <epoch seconds>`` when the cancel reaches the handler,
-so the benchmark can measure cancel delivery.
+Skills: ``echo`` answers at once; ``hold`` prints ``started <task_id>`` when
+its handler runs, then runs until cancelled and prints ``cancelled <task_id>
+<epoch seconds>`` when the cancel reaches the handler, so the benchmark can
+measure cancel delivery to a running handler (a task cancelled before its
+handler starts never sees the CancelledError).
 
     python -m benchmarks.grpc_workers ADDRESS TOKEN COUNT CONCURRENCY
 """
@@ -28,6 +30,7 @@ def build(n: int, address: str, token: str, concurrency: int) -> Worker:
 
     @worker.skill("hold")
     async def hold(params: dict[str, Any], task: TaskContext) -> dict[str, Any]:
+        print(f"started {task.task_id}", flush=True)
         try:
             await asyncio.Event().wait()
         except asyncio.CancelledError:

@@ -1,7 +1,8 @@
 """Client load for the benchmark: C concurrent clients create jobs over REST
 and follow each one with ``GET /api/v1/jobs/{id}?wait=`` (no tight polling)
 until it ends. Runs as its own process; prints one JSON line:
-``{"created": N, "seconds": s, "latencies_ms": [...], "statuses": {...}}``.
+``{"created": N, "seconds": s, "cpu_seconds": s, "latencies_ms": [...],
+"statuses": {...}}``.
 
     python -m benchmarks.load URL TOKEN ENDPOINT JOBS CLIENTS
 """
@@ -44,11 +45,19 @@ async def run(url: str, token: str, endpoint: str, jobs: int, clients: int) -> N
                 statuses[status] += 1
 
         began = time.perf_counter()
+        cpu_began = time.process_time()
         await asyncio.gather(*(client() for _ in range(clients)))
         seconds = time.perf_counter() - began
+        cpu_seconds = time.process_time() - cpu_began
     print(
         json.dumps(
-            {"created": jobs, "seconds": seconds, "latencies_ms": latencies, "statuses": statuses}
+            {
+                "created": jobs,
+                "seconds": seconds,
+                "cpu_seconds": cpu_seconds,
+                "latencies_ms": latencies,
+                "statuses": statuses,
+            }
         ),
         flush=True,
     )

@@ -35,6 +35,7 @@ from avtomatika.v1.worker_service_pb2 import (
     NextTaskResponse,
     RegisterWorkerRequest,
     RegisterWorkerResponse,
+    ResponseBatch,
     ResultAck,
     SubmitResultRequest,
     SubmitResultResponse,
@@ -76,6 +77,8 @@ class Stream:
         self.token = token
         self.received: asyncio.Queue[ConnectRequest] = asyncio.Queue()
         self.heartbeats = 0
+        self.batches = 0
+        """RequestBatch messages received (their contents go to ``received``)."""
         self.hung_up = asyncio.Event()
         # None ends the RPC with OK, a StatusCode aborts it with that code.
         self.outbox: asyncio.Queue[_ServerItem] = asyncio.Queue()
@@ -114,6 +117,13 @@ class Stream:
         assert message.WhichOneof("kind") == kind, message
         return message
 
+    async def next_kind(self) -> str | None:
+        """The kind of the worker's next message, heartbeats aside."""
+        async with asyncio.timeout(WAIT):
+            while (message := await self.received.get()).WhichOneof("kind") == "heartbeat":
+                pass
+        return message.WhichOneof("kind")
+
     async def result(self) -> TaskResult:
         return (await self.next("result")).result
 
@@ -134,10 +144,12 @@ class ScriptedServer(worker_service_pb2_grpc.WorkerServiceServicer):
         heartbeat_interval_ms: int = 60_000,
         send_heartbeats: bool = False,
         auto_ack: bool = True,
+        accepts_batches: bool = False,
     ) -> None:
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.send_heartbeats = send_heartbeats
         self.auto_ack = auto_ack
+        self.accepts_batches = accepts_batches
         self.refuse: grpc.StatusCode | None = None
         self.refused = 0
         self.refusal = asyncio.Condition()
@@ -189,6 +201,7 @@ class ScriptedServer(worker_service_pb2_grpc.WorkerServiceServicer):
                 welcome=Welcome(
                     worker_id=first.hello.registration.worker_id,
                     heartbeat_interval_ms=self.heartbeat_interval_ms,
+                    accepts_batches=self.accepts_batches,
                 )
             )
             while (item := await stream.outbox.get()) is not None:
@@ -201,13 +214,22 @@ class ScriptedServer(worker_service_pb2_grpc.WorkerServiceServicer):
             await asyncio.gather(*helpers, return_exceptions=True)
 
     async def _pump(self, requests: AsyncIterator[ConnectRequest], stream: Stream) -> None:
-        async for message in requests:
-            if message.WhichOneof("kind") == "heartbeat":
-                stream.heartbeats += 1
-            stream.received.put_nowait(message)
-            if message.WhichOneof("kind") == "result" and self.auto_ack:
-                ack = ResultAck(task_id=message.result.task_id, accepted=True, transition="next")
-                stream.send(ConnectResponse(result_ack=ack))
+        async for received in requests:
+            # A batch stands for its messages: the tests see those.
+            if received.WhichOneof("kind") == "batch":
+                stream.batches += 1
+                messages = list(received.batch.messages)
+            else:
+                messages = [received]
+            for message in messages:
+                if message.WhichOneof("kind") == "heartbeat":
+                    stream.heartbeats += 1
+                stream.received.put_nowait(message)
+                if message.WhichOneof("kind") == "result" and self.auto_ack:
+                    ack = ResultAck(
+                        task_id=message.result.task_id, accepted=True, transition="next"
+                    )
+                    stream.send(ConnectResponse(result_ack=ack))
         # The worker hung up: end the RPC, as the real server does.
         stream.hung_up.set()
         stream.end()
@@ -380,6 +402,8 @@ async def test_hello_declares_the_worker_and_grants_max_concurrency_credits(
     assert [(m.name, m.version) for m in registration.resources.installed_models] == [("sd", "1.5")]
     assert dict(registration.cost_per_skill) == {"resize": 0.25}
     assert dict(registration.labels) == {"zone": "eu"}
+    # This SDK reads the server's ResponseBatch.
+    assert stream.hello.accepts_batches
 
 
 async def test_a_bad_token_makes_run_raise_worker_rejected(server: ScriptedServer) -> None:
@@ -616,6 +640,77 @@ async def test_a_task_sent_without_credit_is_refused_not_run(server: ScriptedSer
     assert "no free slot" in refused.error.message
     assert accepted.status == TaskResultStatus.TASK_RESULT_STATUS_SUCCESS
     assert gates.peak == 1
+
+
+# --- batches -------------------------------------------------------------------------------
+
+
+async def test_to_a_server_that_does_not_read_batches_every_message_goes_alone(
+    server: ScriptedServer,
+) -> None:
+    worker, gates = gated_worker(server.address, max_concurrency=3)
+    async with running(worker):
+        stream = await server.next_stream()
+        for n in range(3):
+            stream.assign(f"t-{n}", "hold")
+            await gates.next_started()
+        # Three results and three credits queued at once.
+        for n in range(3):
+            gates.release(f"t-{n}")
+        kinds = [await stream.next_kind() for _ in range(6)]
+
+    assert kinds == ["result", "credit"] * 3
+    assert stream.batches == 0
+
+
+async def test_to_a_server_that_reads_batches_results_and_credits_queued_together_go_as_one(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(accepts_batches=True)
+    worker, gates = gated_worker(server.address, max_concurrency=3)
+    async with running(worker):
+        stream = await server.next_stream()
+        for n in range(3):
+            stream.assign(f"t-{n}", "hold")
+            await gates.next_started()
+        # The handlers end in one turn of the loop, so their results and
+        # credits are all queued before the writer wakes.
+        for n in range(3):
+            gates.release(f"t-{n}")
+        kinds = [await stream.next_kind() for _ in range(6)]
+
+    # In the order they were queued: each result, then the credit it frees.
+    assert kinds == ["result", "credit"] * 3
+    assert stream.batches == 1
+
+
+async def test_a_batch_from_the_server_is_handled_message_by_message(
+    server: ScriptedServer,
+) -> None:
+    worker = make_worker(server.address, max_concurrency=2)
+    async with running(worker):
+        stream = await server.next_stream()
+        tasks = [
+            ConnectResponse(
+                task=TaskAssignment(
+                    task_id=f"t-{n}", job_id=f"job-t-{n}", type="echo", params=to_payload({"n": n})
+                )
+            )
+            for n in range(2)
+        ]
+        # Nested batches and Welcomes have no place in a batch: skipped.
+        nested = ConnectResponse(batch=ResponseBatch(messages=[tasks[1]]))
+        welcome = ConnectResponse(welcome=Welcome(worker_id="w-1"))
+        stream.send(
+            ConnectResponse(batch=ResponseBatch(messages=[tasks[0], nested, welcome, tasks[1]]))
+        )
+        results = [await stream.result()]
+        await stream.next("credit")
+        results.append(await stream.result())
+
+    assert sorted(r.task_id for r in results) == ["t-0", "t-1"]
+    assert all(r.status == TaskResultStatus.TASK_RESULT_STATUS_SUCCESS for r in results)
+    assert sorted(from_payload(r.data)["echo"]["n"] for r in results) == [0, 1]
 
 
 # --- cancellation -------------------------------------------------------------------------

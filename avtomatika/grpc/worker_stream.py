@@ -4,11 +4,20 @@ Per stream, three background coroutines share a session with the RPC's own
 generator:
 
 - the reader handles what the worker sends (credits, results, progress,
-  heartbeats); silence for three heartbeat intervals ends the stream;
+  heartbeats);
+- the watchdog ends the stream after three heartbeat intervals of silence;
 - the feeder waits for a credit, then for a task, and leases it;
 - the heart sends a heartbeat every interval;
 - the RPC generator is the only writer (grpc.aio allows one write at a
   time): it yields what the others put in the outbound queue.
+
+Batches: every stream message costs a read or a write that completes on
+another thread and resumes a coroutine here, so under load the number of
+messages, more than their size, limits a stream. A worker whose Hello sets
+``accepts_batches`` gets what is queued at once (e.g. the acks of several
+results, or tasks) in one ``ResponseBatch``; the Welcome tells workers that
+this server reads ``RequestBatch`` (a result with the credit it frees). A
+batch means exactly its messages, in order.
 
 Leases belong to the worker id, not to the stream (see
 :mod:`avtomatika.workers`). When a stream ends, for whatever reason (EOF,
@@ -51,6 +60,7 @@ from avtomatika.v1.worker_service_pb2 import (
     NextTaskResponse,
     RegisterWorkerRequest,
     RegisterWorkerResponse,
+    ResponseBatch,
     ResultAck,
     SubmitResultRequest,
     SubmitResultResponse,
@@ -64,6 +74,10 @@ __all__ = ["WorkerStreamService"]
 log = logging.getLogger(__name__)
 
 _MISSED_HEARTBEATS = 3
+# A batch stays well under gRPC's default 4 MiB message limit; a message
+# bigger than this goes on its own.
+_BATCH_BYTES = 1 << 20
+_BATCH_MESSAGES = 256
 _USE_CONNECT = "not available yet over gRPC; workers use the Connect stream"
 
 
@@ -167,6 +181,10 @@ class _Session:
         self._skills = list(dict.fromkeys(hello.registration.skills))
         self._interval = engine.config.worker_heartbeat_interval_seconds
         self._outbound: asyncio.Queue[ConnectResponse | None] = asyncio.Queue()
+        self._batches = hello.accepts_batches
+        self._carried: ConnectResponse | None = None
+        self._closing_out = False
+        self._heard = 0.0
         self._credits = hello.initial_credits
         self._can_take = asyncio.Event()
         self._draining = False
@@ -206,6 +224,7 @@ class _Session:
         registry = self._engine.workers
         joined = registry.connect(self._info, self)
         self._held = joined.leases
+        self._update_leases()
         self._update_gate()
         if isinstance(joined.replaced, _Session):
             log.info("worker %s opened a second stream; closing the first", self.worker_id)
@@ -213,23 +232,40 @@ class _Session:
         self._outbound.put_nowait(
             ConnectResponse(
                 welcome=Welcome(
-                    worker_id=self.worker_id, heartbeat_interval_ms=int(self._interval * 1000)
+                    worker_id=self.worker_id,
+                    heartbeat_interval_ms=int(self._interval * 1000),
+                    accepts_batches=True,
                 )
             )
         )
+        self._heard = asyncio.get_running_loop().time()
         reader = asyncio.create_task(self._read(), name=f"worker-{self.worker_id}-read")
+        watchdog = asyncio.create_task(self._watch(), name=f"worker-{self.worker_id}-watch")
         self._feeder = asyncio.create_task(self._feed(), name=f"worker-{self.worker_id}-feed")
         loops = [
             reader,
+            watchdog,
             self._feeder,
             asyncio.create_task(self._beat(), name=f"worker-{self.worker_id}-beat"),
         ]
-        # The reader's end (EOF, silence, error) ends the stream: it puts a
-        # None sentinel in the outbound queue.
-        reader.add_done_callback(lambda _: self._outbound.put_nowait(None))
+        # The reader's end (EOF, error) or the watchdog's (silence) ends the
+        # stream: it puts a None sentinel in the outbound queue.
+        for ender in (reader, watchdog):
+            ender.add_done_callback(lambda _: self._outbound.put_nowait(None))
         try:
+            # The Welcome goes on its own: a worker learns from it whether
+            # this server batches.
             while (message := await self._outbound.get()) is not None:
                 yield message
+                if self._batches:
+                    break
+            else:
+                return
+            while batch := await self._next_batch():
+                if len(batch) == 1:
+                    yield batch[0]
+                else:
+                    yield ConnectResponse(batch=ResponseBatch(messages=batch))
         finally:
             for loop in loops:
                 loop.cancel()
@@ -241,26 +277,61 @@ class _Session:
                 if await self._engine.requeue_task(task_id, self.worker_id, reason):
                     log.info("worker %s left; task %s re-queued", self.worker_id, task_id)
 
-    async def _read(self) -> None:
-        while True:
-            try:
-                async with asyncio.timeout(self._interval * _MISSED_HEARTBEATS):
-                    message = await anext(self._requests, None)
-            except TimeoutError:
-                log.warning(
-                    "worker %s silent for %d heartbeats; dropping it",
-                    self.worker_id,
-                    _MISSED_HEARTBEATS,
-                )
-                return
+    async def _next_batch(self) -> list[ConnectResponse]:
+        """The messages queued now (waiting for one), as many as fit in a
+        batch; empty once the stream must end."""
+        if self._closing_out:
+            return []
+        first = self._carried if self._carried is not None else await self._outbound.get()
+        self._carried = None
+        if first is None:
+            return []
+        batch = [first]
+        size = first.ByteSize()
+        while len(batch) < _BATCH_MESSAGES and not self._outbound.empty():
+            message = self._outbound.get_nowait()
             if message is None:
-                return
+                # Write what was queued before the end, then end.
+                self._closing_out = True
+                break
+            size += message.ByteSize()
+            if size > _BATCH_BYTES:
+                self._carried = message
+                break
+            batch.append(message)
+        return batch
+
+    async def _read(self) -> None:
+        loop = asyncio.get_running_loop()
+        while (message := await anext(self._requests, None)) is not None:
+            self._heard = loop.time()
             self._engine.workers.touch(self.worker_id)
             await self._handle(message)
 
+    async def _watch(self) -> None:
+        """Return once the worker has been silent for three heartbeat
+        intervals. One sleep per interval, rather than a timer per message."""
+        loop = asyncio.get_running_loop()
+        silence = self._interval * _MISSED_HEARTBEATS
+        # A deadline that every message moves: nothing to wait on but time.
+        while (remaining := self._heard + silence - loop.time()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(remaining)
+        log.warning(
+            "worker %s silent for %d heartbeats; dropping it", self.worker_id, _MISSED_HEARTBEATS
+        )
+
     async def _handle(self, message: ConnectRequest) -> None:
         kind = message.WhichOneof("kind")
-        if kind == "credit":
+        if kind == "batch":
+            for inner in message.batch.messages:
+                inner_kind = inner.WhichOneof("kind")
+                if inner_kind in ("batch", "hello"):
+                    log.warning(
+                        "worker %s sent a batch holding a %s; skipped", self.worker_id, inner_kind
+                    )
+                    continue
+                await self._handle(inner)
+        elif kind == "credit":
             self._credits += message.credit.credits
             self._update_gate()
         elif kind == "result":
@@ -272,7 +343,7 @@ class _Session:
             # in place: forget the task only once it is no longer ours, or a
             # disconnect would not re-queue it and the job would wait forever.
             if verdict.accepted or not await self._engine.holds(self.worker_id, result.task_id):
-                self._held.discard(result.task_id)
+                self._release(result.task_id)
             self._outbound.put_nowait(
                 ConnectResponse(
                     result_ack=ResultAck(
@@ -293,7 +364,7 @@ class _Session:
             if sent is not None:
                 self._engine.workers.cancel_acked.send(time.monotonic() - sent)
             if not await self._engine.holds(self.worker_id, task_id):
-                self._held.discard(task_id)
+                self._release(task_id)
                 self._update_gate()
         elif kind == "drain":
             self._drain()
@@ -315,6 +386,7 @@ class _Session:
             # No await between the claim and here: the lease is recorded
             # before anything can cancel this coroutine.
             self._held.add(task.task_id)
+            self._info.active_task_ids.append(task.task_id)
             self._credits -= 1
             self._update_gate()
             self._outbound.put_nowait(ConnectResponse(task=_assignment(task)))
@@ -345,8 +417,24 @@ class _Session:
             if busy
             else worker_pb2.WORKER_STATUS_IDLE
         )
+        if len(self._info.active_task_ids) != len(self._held):
+            # The lease set is shared with an earlier stream of the worker,
+            # which may have settled a task: list the leases afresh.
+            self._update_leases()
+
+    def _update_leases(self) -> None:
+        """List the leases in the worker's record (the dispatcher counts them)."""
         del self._info.active_task_ids[:]
         self._info.active_task_ids.extend(sorted(self._held))
+
+    def _release(self, task_id: str) -> None:
+        """The task is no longer this worker's."""
+        if task_id in self._held:
+            self._held.discard(task_id)
+            try:
+                self._info.active_task_ids.remove(task_id)
+            except ValueError:
+                self._update_leases()
 
 
 def _assignment(task: Task) -> TaskAssignment:

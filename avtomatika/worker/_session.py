@@ -13,6 +13,13 @@ Four coroutines share it:
 - the heart sends a heartbeat every interval;
 - the watchdog ends the session when the Welcome, or later any message, is
   overdue.
+
+Every stream message costs a write here and a read on the server, each
+resuming a coroutine when it completes; under load their number, not their
+size, limits the stream. So when several messages are queued (say a result
+and the credit it frees) and the server's Welcome says it reads batches, the
+writer sends them as one ``RequestBatch``; the Hello says this worker reads
+the server's ``ResponseBatch``. A batch means exactly its messages, in order.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from avtomatika.v1.worker_service_pb2 import (
     Drain,
     Heartbeat,
     Hello,
+    RequestBatch,
     ResultAck,
     TaskAssignment,
     Welcome,
@@ -44,6 +52,10 @@ __all__ = ["Session", "SessionEnd", "SessionListener"]
 log = logging.getLogger("avtomatika.worker")
 
 _MISSED_HEARTBEATS = 3
+# A batch stays well under gRPC's default 4 MiB message limit; a message
+# bigger than this goes on its own.
+_BATCH_BYTES = 1 << 20
+_BATCH_MESSAGES = 256
 
 _StreamCall = grpc.aio.StreamStreamCall[ConnectRequest, ConnectResponse]
 
@@ -98,6 +110,9 @@ class Session:
         self._code: grpc.StatusCode | None = None
         self._heartbeat_interval = 0.0
         self._deadline: asyncio.Timeout | None = None
+        self._server_batches = False
+        self._carried: ConnectRequest | None = None
+        self._hanging_up = False
 
     def send(self, message: ConnectRequest) -> None:
         """Queue a message; dropped once the session is ending."""
@@ -164,10 +179,15 @@ class Session:
 
     async def _write(self, call: _StreamCall, hello: Hello) -> None:
         try:
-            await call.write(ConnectRequest(hello=hello))
+            opening = ConnectRequest(hello=hello)
+            opening.hello.accepts_batches = True
+            await call.write(opening)
             await self._welcomed.wait()
-            while (message := await self._outbox.get()) is not None:
-                await call.write(message)
+            while batch := await self._next_batch():
+                if len(batch) == 1:
+                    await call.write(batch[0])
+                else:
+                    await call.write(ConnectRequest(batch=RequestBatch(messages=batch)))
             await call.done_writing()
         except grpc.aio.AioRpcError as exc:
             self._end(_describe(exc), exc)
@@ -181,6 +201,32 @@ class Session:
                 await self._ended.wait()
         except TimeoutError:
             self._end("the server did not end the stream after the worker hung up")
+
+    async def _next_batch(self) -> list[ConnectRequest]:
+        """The messages queued now (waiting for one): all that fit in a batch
+        if the server reads batches, else one; empty at the hang-up marker."""
+        if self._hanging_up:
+            return []
+        first = self._carried if self._carried is not None else await self._outbox.get()
+        self._carried = None
+        if first is None:
+            return []
+        batch = [first]
+        if not self._server_batches:
+            return batch
+        size = first.ByteSize()
+        while len(batch) < _BATCH_MESSAGES and not self._outbox.empty():
+            message = self._outbox.get_nowait()
+            if message is None:
+                # Write what was queued before the marker, then hang up.
+                self._hanging_up = True
+                break
+            size += message.ByteSize()
+            if size > _BATCH_BYTES:
+                self._carried = message
+                break
+            batch.append(message)
+        return batch
 
     async def _read(self, call: _StreamCall) -> None:
         try:
@@ -200,6 +246,7 @@ class Session:
                 return
             interval_ms = response.welcome.heartbeat_interval_ms
             self._heartbeat_interval = interval_ms / 1000
+            self._server_batches = response.welcome.accepts_batches
             self._welcomed.set()
             self._listener.on_welcome(self, response.welcome)
         elif kind == "task":
@@ -211,6 +258,13 @@ class Session:
         elif kind == "drain":
             self.drained = True
             self._listener.on_drain(self, response.drain)
+        elif kind == "batch":
+            for inner in response.batch.messages:
+                inner_kind = inner.WhichOneof("kind")
+                if inner_kind in ("batch", "welcome"):
+                    log.warning("%s sent a batch holding a %s; skipped", self.address, inner_kind)
+                    continue
+                self._dispatch(inner)
         # heartbeat: receiving it was the point; a repeated Welcome or a kind
         # from a newer server is ignored.
 

@@ -34,6 +34,7 @@ class ConnectRequest(_message.Message):
     PROGRESS_FIELD_NUMBER: _builtins.int
     CANCEL_ACK_FIELD_NUMBER: _builtins.int
     DRAIN_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___Hello:
         """First message: who the worker is."""
@@ -66,6 +67,13 @@ class ConnectRequest(_message.Message):
         sends none from now on, running tasks still report their results.
         """
 
+    @_builtins.property
+    def batch(self) -> Global___RequestBatch:
+        """Several messages in one, handled exactly as if they had been sent one
+        after another in this order. Only to a server whose Welcome set
+        accepts_batches (older servers would drop it unread).
+        """
+
     def __init__(
         self,
         *,
@@ -76,16 +84,45 @@ class ConnectRequest(_message.Message):
         progress: Global___TaskProgress | None = ...,
         cancel_ack: Global___CancelAck | None = ...,
         drain: Global___Drain | None = ...,
+        batch: Global___RequestBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel_ack", b"cancel_ack", "credit", b"credit", "drain", b"drain", "heartbeat", b"heartbeat", "hello", b"hello", "kind", b"kind", "progress", b"progress", "result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "cancel_ack", b"cancel_ack", "credit", b"credit", "drain", b"drain", "heartbeat", b"heartbeat", "hello", b"hello", "kind", b"kind", "progress", b"progress", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_ack", b"cancel_ack", "credit", b"credit", "drain", b"drain", "heartbeat", b"heartbeat", "hello", b"hello", "kind", b"kind", "progress", b"progress", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "cancel_ack", b"cancel_ack", "credit", b"credit", "drain", b"drain", "heartbeat", b"heartbeat", "hello", b"hello", "kind", b"kind", "progress", b"progress", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["hello", "credit", "result", "heartbeat", "progress", "cancel_ack", "drain"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["hello", "credit", "result", "heartbeat", "progress", "cancel_ack", "drain", "batch"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___ConnectRequest: _TypeAlias = ConnectRequest  # noqa: Y015
+
+@_typing.final
+class RequestBatch(_message.Message):
+    """RequestBatch carries several worker messages in one stream message: every
+    message on a stream costs a read on the server, so a busy worker sends a
+    result and the credit it frees (or several results) together. It never
+    holds a Hello or another batch.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConnectRequest]:
+        """The messages, in the order they apply."""
+
+    def __init__(
+        self,
+        *,
+        messages: _abc.Iterable[Global___ConnectRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestBatch: _TypeAlias = RequestBatch  # noqa: Y015
 
 @_typing.final
 class ConnectResponse(_message.Message):
@@ -99,6 +136,7 @@ class ConnectResponse(_message.Message):
     HEARTBEAT_FIELD_NUMBER: _builtins.int
     DRAIN_FIELD_NUMBER: _builtins.int
     RESULT_ACK_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def welcome(self) -> Global___Welcome:
         """Answer to Hello."""
@@ -126,6 +164,13 @@ class ConnectResponse(_message.Message):
     def result_ack(self) -> Global___ResultAck:
         """What became of a result the worker sent."""
 
+    @_builtins.property
+    def batch(self) -> Global___ResponseBatch:
+        """Several messages in one, to be handled exactly as if they had been
+        sent one after another in this order. Only to a worker whose Hello set
+        accepts_batches; never the Welcome.
+        """
+
     def __init__(
         self,
         *,
@@ -135,16 +180,44 @@ class ConnectResponse(_message.Message):
         heartbeat: Global___Heartbeat | None = ...,
         drain: Global___Drain | None = ...,
         result_ack: Global___ResultAck | None = ...,
+        batch: Global___ResponseBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "drain", b"drain", "heartbeat", b"heartbeat", "kind", b"kind", "result_ack", b"result_ack", "task", b"task", "welcome", b"welcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "cancel", b"cancel", "drain", b"drain", "heartbeat", b"heartbeat", "kind", b"kind", "result_ack", b"result_ack", "task", b"task", "welcome", b"welcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "drain", b"drain", "heartbeat", b"heartbeat", "kind", b"kind", "result_ack", b"result_ack", "task", b"task", "welcome", b"welcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "cancel", b"cancel", "drain", b"drain", "heartbeat", b"heartbeat", "kind", b"kind", "result_ack", b"result_ack", "task", b"task", "welcome", b"welcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["welcome", "task", "cancel", "heartbeat", "drain", "result_ack"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["welcome", "task", "cancel", "heartbeat", "drain", "result_ack", "batch"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___ConnectResponse: _TypeAlias = ConnectResponse  # noqa: Y015
+
+@_typing.final
+class ResponseBatch(_message.Message):
+    """ResponseBatch carries several server messages in one stream message (e.g.
+    the acks of a batch of results, or tasks queued together). It never holds
+    a Welcome or another batch.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConnectResponse]:
+        """The messages, in the order they apply."""
+
+    def __init__(
+        self,
+        *,
+        messages: _abc.Iterable[Global___ConnectResponse] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResponseBatch: _TypeAlias = ResponseBatch  # noqa: Y015
 
 @_typing.final
 class Hello(_message.Message):
@@ -154,9 +227,14 @@ class Hello(_message.Message):
 
     REGISTRATION_FIELD_NUMBER: _builtins.int
     INITIAL_CREDITS_FIELD_NUMBER: _builtins.int
+    ACCEPTS_BATCHES_FIELD_NUMBER: _builtins.int
     initial_credits: _builtins.int
     """Credits granted up front: max_concurrent_tasks minus the tasks still
     running from an earlier stream.
+    """
+    accepts_batches: _builtins.bool
+    """The worker understands ConnectResponse.batch. Workers that leave it
+    unset get every message on its own.
     """
     @_builtins.property
     def registration(self) -> _worker_pb2.WorkerRegistration:
@@ -169,10 +247,11 @@ class Hello(_message.Message):
         *,
         registration: _worker_pb2.WorkerRegistration | None = ...,
         initial_credits: _builtins.int = ...,
+        accepts_batches: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["registration", b"registration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["initial_credits", b"initial_credits", "registration", b"registration"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepts_batches", b"accepts_batches", "initial_credits", b"initial_credits", "registration", b"registration"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -186,21 +265,27 @@ class Welcome(_message.Message):
 
     WORKER_ID_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _builtins.int
+    ACCEPTS_BATCHES_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """The id the server registered the worker under."""
     heartbeat_interval_ms: _builtins.int
     """How often each side should send a Heartbeat, in milliseconds; silence
     for three intervals means the peer is gone.
     """
+    accepts_batches: _builtins.bool
+    """The server understands ConnectRequest.batch (servers before it leave
+    this unset, and the worker then sends every message on its own).
+    """
     def __init__(
         self,
         *,
         worker_id: _builtins.str = ...,
         heartbeat_interval_ms: _builtins.int = ...,
+        accepts_batches: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_ms", b"heartbeat_interval_ms", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepts_batches", b"accepts_batches", "heartbeat_interval_ms", b"heartbeat_interval_ms", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

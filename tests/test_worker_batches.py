@@ -1,0 +1,180 @@
+"""Batches on the worker stream: ``RequestBatch`` from workers (the Welcome
+says the server reads them) and ``ResponseBatch`` to workers whose Hello
+accepts them. A batch means exactly its messages, in order; workers that do
+not ask for batches never get one."""
+
+from __future__ import annotations
+
+from avtomatika.v1.worker_pb2 import WorkerRegistration, WorkerResources
+from avtomatika.v1.worker_service_pb2 import (
+    ConnectRequest,
+    ConnectResponse,
+    Credit,
+    Heartbeat,
+    Hello,
+    RequestBatch,
+    TaskAssignment,
+)
+from tests.blueprints import echo_blueprint
+from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
+from tests.support import RawWorker, create_job, success, wait_for_status
+
+
+async def hello(worker: RawWorker, credits: int, *, accepts_batches: bool) -> ConnectResponse:
+    registration = WorkerRegistration(
+        worker_id=worker.worker_id,
+        skills=["echo"],
+        resources=WorkerResources(max_concurrent_tasks=credits),
+    )
+    await worker.send(
+        ConnectRequest(
+            hello=Hello(
+                registration=registration,
+                initial_credits=credits,
+                accepts_batches=accepts_batches,
+            )
+        )
+    )
+    return await worker.expect("welcome")
+
+
+async def receive_flat(worker: RawWorker, count: int) -> tuple[list[ConnectResponse], int]:
+    """The server's next ``count`` messages with batches opened, and how
+    many batches carried them."""
+    messages: list[ConnectResponse] = []
+    batches = 0
+    while len(messages) < count:
+        message = await worker.receive()
+        assert message is not None, "the stream ended"
+        if message.WhichOneof("kind") == "batch":
+            batches += 1
+            messages.extend(
+                m for m in message.batch.messages if m.WhichOneof("kind") != "heartbeat"
+            )
+        else:
+            messages.append(message)
+    return messages, batches
+
+
+def batch(*messages: ConnectRequest) -> ConnectRequest:
+    return ConnectRequest(batch=RequestBatch(messages=messages))
+
+
+async def test_the_welcome_says_the_server_reads_batches(
+    start_orchestrator: StartOrchestrator, grpc_channel: GrpcChannel
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    worker = RawWorker(grpc_channel(orchestrator), "w-1")
+    welcome = await hello(worker, 1, accepts_batches=False)
+    assert welcome.welcome.accepts_batches
+
+
+async def test_results_and_credits_in_one_batch_are_handled_in_order(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    http = http_client(orchestrator)
+    job_ids = [await create_job(http, "jobs/echo", {"n": n}) for n in range(4)]
+    for job_id in job_ids:
+        await wait_for_status(http, job_id, "waiting_for_worker")
+    worker = RawWorker(grpc_channel(orchestrator), "w-1")
+    await hello(worker, 2, accepts_batches=True)
+    first, _ = await receive_flat(worker, 2)
+    tasks = [m.task for m in first]
+
+    # Two results, a heartbeat and the two credits they free, as one message.
+    await worker.send(
+        batch(
+            ConnectRequest(result=success(tasks[0], {"n": 0})),
+            ConnectRequest(result=success(tasks[1], {"n": 1})),
+            ConnectRequest(heartbeat=Heartbeat(sent_at_ms=1)),
+            ConnectRequest(credit=Credit(credits=2)),
+        )
+    )
+    after, _ = await receive_flat(worker, 4)
+    acks = [m.result_ack for m in after if m.WhichOneof("kind") == "result_ack"]
+    tasks += [m.task for m in after if m.WhichOneof("kind") == "task"]
+
+    assert [(a.task_id, a.accepted) for a in acks] == [
+        (tasks[0].task_id, True),
+        (tasks[1].task_id, True),
+    ]
+    # The credits brought the two remaining tasks.
+    assert sorted(t.job_id for t in tasks) == sorted(job_ids)
+    for task in tasks[2:]:
+        await worker.send(ConnectRequest(result=success(task, None)))
+    await receive_flat(worker, 2)
+    for job_id in job_ids:
+        await wait_for_status(http, job_id, "finished")
+
+
+async def test_a_worker_that_does_not_accept_batches_gets_every_message_alone(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    http = http_client(orchestrator)
+    job_ids = [await create_job(http, "jobs/echo", {"n": n}) for n in range(3)]
+    for job_id in job_ids:
+        await wait_for_status(http, job_id, "waiting_for_worker")
+    worker = RawWorker(grpc_channel(orchestrator), "w-1")
+    await hello(worker, 3, accepts_batches=False)
+    tasks = [await worker.next_task() for _ in range(3)]
+
+    # Its results may come batched; the three acks still come one by one.
+    await worker.send(batch(*(ConnectRequest(result=success(t, None)) for t in tasks)))
+    acks = [(await worker.expect("result_ack")).result_ack for _ in tasks]
+
+    assert [a.task_id for a in acks] == [t.task_id for t in tasks]
+    for job_id in job_ids:
+        await wait_for_status(http, job_id, "finished")
+
+
+async def test_a_worker_that_accepts_batches_gets_what_was_queued_together(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    http = http_client(orchestrator)
+    job_ids = [await create_job(http, "jobs/echo", {"n": n}) for n in range(5)]
+    for job_id in job_ids:
+        await wait_for_status(http, job_id, "waiting_for_worker")
+    worker = RawWorker(grpc_channel(orchestrator), "w-1")
+    await hello(worker, 5, accepts_batches=True)
+    messages, _ = await receive_flat(worker, 5)
+    tasks: list[TaskAssignment] = [m.task for m in messages]
+    assert sorted(t.job_id for t in tasks) == sorted(job_ids)
+
+    await worker.send(batch(*(ConnectRequest(result=success(t, None)) for t in tasks)))
+    acks, batches = await receive_flat(worker, 5)
+
+    # Acks in the order of the results, fewer stream messages than acks.
+    assert [a.result_ack.task_id for a in acks] == [t.task_id for t in tasks]
+    assert batches >= 1
+    for job_id in job_ids:
+        await wait_for_status(http, job_id, "finished")
+
+
+async def test_a_hello_or_a_batch_inside_a_batch_is_skipped_and_the_stream_goes_on(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    http = http_client(orchestrator)
+    job_id = await create_job(http, "jobs/echo", {"n": 1})
+    worker = RawWorker(grpc_channel(orchestrator), "w-1")
+    await hello(worker, 1, accepts_batches=False)
+    task = await worker.next_task()
+    result = ConnectRequest(result=success(task, None))
+    intruders = (
+        ConnectRequest(hello=Hello(registration=WorkerRegistration(worker_id="w-2"))),
+        batch(result),  # nested: skipped, so the result counts once
+    )
+
+    await worker.send(batch(*intruders, result))
+    ack = (await worker.expect("result_ack")).result_ack
+
+    assert ack.accepted
+    await wait_for_status(http, job_id, "finished")
+    assert [w.registration.worker_id for w in orchestrator.engine.workers.list()] == ["w-1"]
+    # Nothing else came back: the next message is the answer to this credit's task.
+    await worker.credit()
+    follow_up = await create_job(http, "jobs/echo", {"n": 2})
+    assert (await worker.next_task()).job_id == follow_up
