@@ -35,7 +35,15 @@ from avtomatika.presence import Presence, Solo
 from avtomatika.signals import Signal
 from avtomatika.v1.worker_pb2 import WorkerInfo
 
-__all__ = ["WORKER_ID", "CancelSink", "DrainSink", "Joined", "Requeue", "WorkerRegistry"]
+__all__ = [
+    "WORKER_ID",
+    "CancelSink",
+    "DrainSink",
+    "Joined",
+    "ReplaceableSink",
+    "Requeue",
+    "WorkerRegistry",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +59,14 @@ class CancelSink(Protocol):
 
     def push_cancel(self, task_id: str, job_id: str, reason: str) -> bool:
         """Queue a cancel for the worker; False if the connection is gone."""
+
+
+@runtime_checkable
+class ReplaceableSink(Protocol):
+    """A connection that can be closed because a newer one replaced it."""
+
+    def close_replaced(self) -> None:
+        """Tell the worker (if the transport can) and end the connection."""
 
 
 @runtime_checkable
@@ -191,6 +207,14 @@ class WorkerRegistry:
                 self._expire(worker_id, entry)
         while self._releases:
             await asyncio.gather(*self._releases, return_exceptions=True)
+
+    def supersede(self, worker_id: str) -> None:
+        """The worker connected to another instance since: close its
+        connection here, as a second connection here would (its leases
+        then wait out the grace period, and stay with the worker)."""
+        entry = self._workers.get(worker_id)
+        if entry is not None and isinstance(entry.sink, ReplaceableSink):
+            entry.sink.close_replaced()
 
     def is_current(self, worker_id: str, sink: CancelSink | None) -> bool:
         """Whether ``sink`` is the worker's live connection."""

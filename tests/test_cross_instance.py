@@ -272,6 +272,31 @@ async def test_a_worker_back_on_the_other_instance_within_its_grace_keeps_its_ta
     await wait_for_status(http_a, job_id, "finished")
 
 
+async def test_a_second_stream_on_the_other_instance_replaces_the_first(
+    pair: Callable[..., Awaitable[Pair]], http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    # Heartbeats of 1 s: A's refresh (each second) comes well before it
+    # would drop the silent raw worker (after 3 s).
+    a, b = await pair(worker_reconnect_grace_seconds=60, worker_heartbeat_interval_seconds=1)
+    first = RawWorker(grpc_channel(a), "twice")
+    await first.hello(["echo"])
+    job_id = await create_job(http_client(a), "jobs/echo")
+    task = await first.next_task()
+    await until(lambda: holder_is(b, "twice", b"A"))
+    second = RawWorker(grpc_channel(b), "twice")
+    await second.hello(["echo"], credits=0)
+
+    # A's next refresh finds B holding the worker: A's stream is drained
+    # and ended, as a second stream on A itself would end it.
+    drain = (await first.expect("drain")).drain
+    assert "replaced" in drain.reason
+    assert await first.receive() is None
+    await until(lambda: holder_is(a, "twice", b"B"))
+    # The task stays the worker's, and its result counts through B.
+    assert (await second.succeed(task, {"twice": True})).result_ack.accepted
+    await wait_for_status(http_client(a), job_id, "finished")
+
+
 async def no_entry(orchestrator: OrchestratorEngine, worker_id: str) -> bool:
     return orchestrator.engine.workers.info(worker_id) is None
 

@@ -17,7 +17,10 @@ intervals plus the reconnect grace (an instance killed with ``kill -9``
 stops refreshing it, and its workers get the grace to reconnect elsewhere);
 for a REST worker its TTL (``2 x WORKER_HEALTH_CHECK_INTERVAL_SECONDS``).
 Each instance refreshes the keys of the workers it holds or saw since the
-last refresh, a third of the shortest TTL apart, in one pipeline.
+last refresh, once a heartbeat interval (at most a third of the REST TTL),
+in one pipeline. A refresh that finds the worker held by another instance
+since closes the connection here: the worker opened a newer one there, and
+as with a second stream on one instance, the newest connection wins.
 
 A worker whose ``alive`` key lapsed while its hash entry remains is dead:
 every instance sweeps for such entries, and the one whose script removes the
@@ -58,19 +61,26 @@ LeasedTo = Callable[[str], Awaitable[list[str]]]
 
 # KEYS[1] alive key, KEYS[2] workers hash.
 # ARGV[1] mode: "held", "seen", "away" or "gone"; ARGV[2] this instance's id;
-# ARGV[3] TTL in ms; ARGV[4] worker id; ARGV[5] WorkerInfo bytes.
-# held: the key names this instance for the TTL, the hash gets the record.
+# ARGV[3] TTL in ms; ARGV[4] worker id; ARGV[5] WorkerInfo bytes; ARGV[6] "1"
+# for a refresh of a connection already announced.
+# held: the key names this instance for the TTL, the hash gets the record; a
+#   refresh finding another instance there writes nothing and returns -1 (the
+#   worker connected there since: the connection here is superseded).
 # seen: the same as "s:<instance>", unless another instance holds the worker's
 #   connection: then only its TTL is extended (never shortened).
 # away: "g:<instance>" for the grace (ARGV[3]) if this instance was the holder.
 # gone: both deleted if they are this instance's.
-# Returns 1 when it wrote something.
+# Returns 1 when it wrote something, else 0 (or -1, above).
 _ANNOUNCE = """
 local alive, me, ttl = KEYS[1], ARGV[2], tonumber(ARGV[3])
 local mode = ARGV[1]
 local v = redis.call('GET', alive)
 local mine = (v == me or v == 'g:' .. me or v == 's:' .. me)
 if mode == 'held' then
+  if ARGV[6] == '1' and v and not mine
+     and string.sub(v, 1, 2) ~= 's:' and string.sub(v, 1, 2) ~= 'g:' then
+    return -1
+  end
   redis.call('SET', alive, me, 'PX', ttl)
   redis.call('HSET', KEYS[2], ARGV[4], ARGV[5])
   return 1
@@ -124,8 +134,7 @@ end
 return redis.call('HDEL', KEYS[2], ARGV[1])
 """
 
-# How often to refresh, as a share of the shortest TTL: a refresh may be
-# late by a whole period and the key must still be alive.
+# Refreshes per REST TTL.
 _REFRESHES_PER_TTL = 3
 _MIN_PERIOD = 0.05
 _MAX_PERIOD = 5.0
@@ -141,6 +150,8 @@ class _Local:
     written_seen_ms: int = 0
     """``info.last_seen_ms`` when last written (seen workers are refreshed
     only after a new sign of life)."""
+    announced: bool = False
+    """Written once: later writes of a held worker are refreshes."""
 
 
 class RedisPresence:
@@ -171,7 +182,10 @@ class RedisPresence:
         heartbeat = settings.worker_heartbeat_interval_seconds
         self._grpc_ttl_ms = int((3 * heartbeat + settings.worker_reconnect_grace_seconds) * 1000)
         self._rest_ttl_ms = int(2 * settings.worker_health_check_interval_seconds * 1000)
-        shortest = min(self._grpc_ttl_ms, self._rest_ttl_ms) / 1000 / _REFRESHES_PER_TTL
+        # Once a heartbeat interval (a worker's TTL is at least three), and
+        # a third of the REST TTL: a refresh may be a whole period late and
+        # the key must still be alive.
+        shortest = min(heartbeat, self._rest_ttl_ms / 1000 / _REFRESHES_PER_TTL)
         self.period = min(max(shortest, _MIN_PERIOD), _MAX_PERIOD)
         """Seconds between refreshes, and between sweeps for dead workers."""
         self._announce = client.register_script(_ANNOUNCE)
@@ -363,14 +377,24 @@ class RedisPresence:
                 info = local.info
                 ttl = local.grace_ms if info is None else self._ttl_ms(info)
                 record = b"" if info is None else info.SerializeToString()
+                refresh = "1" if local.announced else "0"
                 await self._announce(
                     [self._keys.worker_alive(worker_id), self._keys.workers],
-                    [local.mode, self.instance_id, ttl, worker_id, record],
+                    [local.mode, self.instance_id, ttl, worker_id, record, refresh],
                     client=pipe,
                 )
                 written.append((worker_id, local))
-            await pipe.execute()
-        for worker_id, local in written:
+            outcomes = await pipe.execute()
+        for (worker_id, local), outcome in zip(written, outcomes, strict=True):
+            local.announced = True
+            if outcome == -1 and self._local.get(worker_id) is local:
+                # A newer connection of the worker is on another instance,
+                # as when a second stream replaces the first here.
+                log.info(
+                    "worker %s connected to another instance; closing its connection here",
+                    worker_id,
+                )
+                self._registry.supersede(worker_id)
             if local.info is not None:
                 local.written_seen_ms = local.info.last_seen_ms
             if local.mode == "gone" and self._local.get(worker_id) is local:

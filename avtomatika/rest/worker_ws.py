@@ -70,6 +70,10 @@ class _Socket:
             self._open = False
             self._outbound.put_nowait(None)
 
+    def close_replaced(self) -> None:
+        """The worker opened a socket on another instance since."""
+        self.close()
+
     async def write(self, ws: web.WebSocketResponse) -> None:
         while (message := await self._outbound.get()) is not None:
             await ws.send_json(message)
