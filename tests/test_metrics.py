@@ -61,7 +61,8 @@ async def test_jobs_tasks_and_workers_are_counted(
     await worker.expect("cancel")
     assert not (await worker.succeed(task, {})).result_ack.accepted
     # No worker has the skill of this one: its task stays queued.
-    await create_job(http, "jobs/stuck")
+    stuck = await create_job(http, "jobs/stuck")
+    await wait_for_status(http, stuck, "waiting_for_worker")
 
     samples = await scrape(http)
 

@@ -60,10 +60,14 @@ async def storage(request: pytest.FixtureRequest) -> AsyncIterator[Storage]:
     await redis_storage.close()
 
 
-async def settle() -> None:
-    """Let every coroutine that is ready run up to its next wait."""
-    for _ in range(3):
-        await asyncio.sleep(0)
+async def until_waiting(storage: Storage, expected: dict[str, int]) -> None:
+    """Until ``storage`` counts ``expected`` waiting workers per skill (a
+    shared store registers a waiter only after a round trip)."""
+    for _ in range(1000):
+        if await storage.waiting_workers() == expected:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"waiting workers: {await storage.waiting_workers()} != {expected}")
 
 
 async def test_create_job_stores_version_one_and_queues_it_for_the_executor(
@@ -120,7 +124,7 @@ async def test_claim_ignores_other_skills_and_times_out_with_none(storage: Stora
 
 async def test_a_waiting_claimer_gets_a_task_queued_later(storage: Storage) -> None:
     claim = asyncio.create_task(storage.claim_task(WorkerProfile("w", ("x",)), None))
-    await settle()
+    await until_waiting(storage, {"x": 1})
     assert not claim.done()
     task = make_task(Job(), "x")
     await enqueue(storage, task)
@@ -133,8 +137,9 @@ async def test_a_claimer_cancelled_right_after_being_woken_hands_the_task_on(
     storage: Storage,
 ) -> None:
     first = asyncio.create_task(storage.claim_task(WorkerProfile("w-1", ("x",)), None))
+    await until_waiting(storage, {"x": 1})
     second = asyncio.create_task(storage.claim_task(WorkerProfile("w-2", ("x",)), None))
-    await settle()
+    await until_waiting(storage, {"x": 2})
     assert not first.done()
     assert not second.done()
 
@@ -152,7 +157,7 @@ async def test_a_claimer_cancelled_right_after_being_woken_hands_the_task_on(
 
 async def test_a_claimer_cancelled_while_waiting_takes_nothing(storage: Storage) -> None:
     gone = asyncio.create_task(storage.claim_task(WorkerProfile("w-1", ("x",)), None))
-    await settle()
+    await until_waiting(storage, {"x": 1})
     gone.cancel()
     with pytest.raises(asyncio.CancelledError):
         await gone
@@ -282,9 +287,11 @@ async def test_each_task_queued_goes_to_a_waiting_worker_it_suits(storage: Stora
     # that has waited longest for x, the y task to the only one left for y;
     # neither task stays queued while a worker for it waits.
     both = asyncio.create_task(storage.claim_task(WorkerProfile("w-both", ("x", "y")), None))
+    await until_waiting(storage, {"x": 1, "y": 1})
     only_x = asyncio.create_task(storage.claim_task(WorkerProfile("w-x", ("x",)), None))
+    await until_waiting(storage, {"x": 2, "y": 1})
     only_y = asyncio.create_task(storage.claim_task(WorkerProfile("w-y", ("y",)), None))
-    await settle()
+    await until_waiting(storage, {"x": 2, "y": 2})
 
     x_task = make_task(Job(), "x")
     y_task = make_task(Job(), "y", priority=5)

@@ -53,13 +53,17 @@ def redacted(url: str) -> str:
 async def connect(url: str) -> Redis:
     """A client for ``url``, checked with a PING; :class:`ConfigError` naming
     the URL when Redis does not answer."""
-    client: Redis = aioredis.Redis.from_url(
+    # A blocking pool: beyond its connections, callers queue for one (for
+    # up to 10 s) instead of failing at once with "Too many connections".
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=256,
+        timeout=10,
         socket_connect_timeout=5,
         socket_keepalive=True,
         health_check_interval=30,
-        max_connections=256,
     )
+    client: Redis = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
     try:
         await client.ping()
     except DOWN as exc:
