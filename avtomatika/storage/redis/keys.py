@@ -48,10 +48,6 @@ class Keys:
         """Set: every skill that ever had a queue (for queue depths)."""
         self.ended = f"{r}:ended"
         """Sorted set: id of an ended job -> when it ended (retention)."""
-        self.waiting = f"{r}:waiting"
-        """Hash: ``instance|skill`` -> workers of that instance waiting for that skill."""
-        self.instances = f"{r}:instances"
-        """Sorted set: instance id -> until when it is alive (its heartbeat)."""
         # -- webhooks, limits, workers (shared services) --
         self.outbox = f"{r}:outbox"
         """Sorted set: webhook delivery id -> when it is next due, epoch ms (a
