@@ -44,6 +44,7 @@ import grpc
 from avtomatika.auth import Authenticator
 from avtomatika.clock import now_ms
 from avtomatika.engine import Engine
+from avtomatika.errors import Unavailable
 from avtomatika.v1 import worker_pb2, worker_service_pb2_grpc
 from avtomatika.v1.task_pb2 import Task
 from avtomatika.v1.worker_pb2 import WorkerInfo
@@ -119,8 +120,13 @@ class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
                 f"this x-worker-token may not register as worker {worker_id!r}",
             )
         session = _Session(self._engine, first.hello, request_iterator)
-        async for message in session.serve():
-            yield message
+        try:
+            async for message in session.serve():
+                yield message
+        except Unavailable as exc:
+            # The shared store is down: the worker reconnects (with backoff)
+            # and sends again the results it got no ack for.
+            await context.abort(grpc.StatusCode.UNAVAILABLE, exc.message)
 
     # The unary RPCs mirror the legacy REST worker API, whose issue brings
     # them; until then they answer UNIMPLEMENTED, as their routes answer 501.
