@@ -214,6 +214,8 @@ class RestWorkers:
             return False
         if task_id in worker.reported:
             return False  # it finished the task; the heartbeat crossed its result
+        if task is not None and task.state == task_pb2.TASK_STATE_DONE and task.worker_id == me:
+            return False  # the same, its result sent through another instance
         worker.held.discard(task_id)
         return True
 

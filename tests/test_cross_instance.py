@@ -414,6 +414,11 @@ async def test_a_rest_worker_registered_on_one_instance_works_through_the_other(
     assert (await on_b.report(task, data={"via": "B"}))["status"] == "accepted"
     await wait_for_status(http_client(a), job_id, "finished")
 
+    # A heartbeat through A crossing that result (sent through B) does not
+    # tell the worker to stop the task it finished.
+    crossing = await rest_worker(a, "roamer").beat(current_tasks=[task["task_id"]])
+    assert crossing == {"status": "ok"}
+
     # An id no instance knows is still unknown.
     unknown = await on_b.http.get("/_worker/workers/nobody/tasks/next")
     assert unknown.status == 404
