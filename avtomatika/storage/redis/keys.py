@@ -117,7 +117,9 @@ class Keys:
         return f"{self.root}:{_PER_RECORD['worker_leases']}:{worker_id}"
 
     def worker_alive(self, worker_id: str) -> str:
-        """String with a TTL: the instance holding the worker's connection."""
+        """String with a TTL, the worker's liveness: ``<instance>`` holding its
+        connection, ``s:<instance>`` that last saw a REST worker, or
+        ``g:<instance>`` it left, in its reconnect grace."""
         return f"{self.root}:alive:{worker_id}"
 
     def lua_prelude(self) -> str:
