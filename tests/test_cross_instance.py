@@ -22,9 +22,10 @@ from avtomatika import OrchestratorEngine
 from avtomatika.cluster import Cluster
 from avtomatika.cluster.relay import decode, encode
 from avtomatika.v1.job_pb2 import Job
-from avtomatika.v1.worker_service_pb2 import ConnectRequest, TaskProgress
+from avtomatika.v1.worker_service_pb2 import ConnectRequest, Heartbeat, TaskProgress
 from tests.blueprints import echo_blueprint
 from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
+from tests.redis_server import RedisServer
 from tests.serve import serve_env, served
 from tests.support import RawWorker, create_job, get_job, wait_for_status
 from tests.test_follow import EventStream, followers_reach
@@ -568,3 +569,52 @@ def test_relay_messages_round_trip_and_bad_ones_are_refused() -> None:
     ):
         with pytest.raises(ValueError, match=r"^malformed"):
             decode(bad)
+
+
+async def test_presence_and_cancels_resume_after_redis_restarts_empty(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    server = RedisServer()  # not persistent: a restart loses every key
+    server.start()
+    try:
+        # Heartbeats of 2 s: the raw worker's stream outlives the restart
+        # (the test blocks the loop while redis-server stops and starts).
+        options = {"worker_heartbeat_interval_seconds": 2, "redis_url": server.url}
+        a = await start_orchestrator([echo_blueprint()], instance_id="A", **options)
+        b = await start_orchestrator([echo_blueprint()], instance_id="B", **options)
+        http_b = http_client(b)
+        worker = RawWorker(grpc_channel(a), "survivor")
+        await worker.hello(["echo"])
+        await until_listed(http_b, "survivor")
+
+        server.stop()
+        down = await http_b.get("/api/v1/workers")
+        assert down.status == 503
+        assert "Redis" in (await down.json())["error"]
+        server.start()
+
+        # A writes the worker's presence again (the raw worker's heartbeats
+        # keep its stream open meanwhile), and cancels reach it again.
+        async def relisted() -> bool:
+            await worker.send(ConnectRequest(heartbeat=Heartbeat()))
+            return "survivor" in await listed(http_b)
+
+        await until(relisted)
+        job_id = await create_job_when_redis_answers(http_b)
+        task = await worker.next_task()
+        reply = await http_b.post(f"/api/v1/jobs/{job_id}/cancel")
+        assert await reply.json() == {"status": "cancellation_request_sent"}
+        assert (await worker.expect("cancel")).cancel.task_id == task.task_id
+    finally:
+        server.close()
+
+
+async def create_job_when_redis_answers(http: aiohttp.ClientSession) -> str:
+    """Create an echo job, retrying while the store answers 503 (a pooled
+    connection from before the restart may fail once)."""
+    while True:
+        response = await http.post("/api/v1/jobs/echo", json={"initial_data": {}})
+        if response.status != 503:
+            body = await response.json()
+            assert response.status == 202, body
+            return str(body["job_id"])

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from avtomatika.events import EventBus, JobEvent
-from avtomatika.storage.redis import DOWN, Keys, Subscriber
+from avtomatika.storage.redis import DOWN, Keys, Subscriber, outage_backoff
 from avtomatika.v1.job_pb2 import Job
 
 __all__ = ["FollowerSink", "JobRelay", "decode", "encode"]
@@ -166,15 +166,17 @@ class JobRelay:
         self._pending.set()
 
     async def _send_forever(self) -> None:
+        attempt = 0
         while self._running:
             await self._pending.wait()
             try:
                 await self._send()
+                attempt = 0
             except DOWN as exc:
                 # Lost like any pub/sub message in an outage: followers
-                # elsewhere see the change at their next read.
-                log.warning("job events not relayed: Redis is unreachable (%s)", exc)
-                await asyncio.sleep(0.5)
+                # elsewhere re-read their jobs when their subscription is back.
+                await outage_backoff(attempt, "job event relay", exc)
+                attempt += 1
 
     async def _send(self) -> None:
         batch, self._batch = self._batch, []
