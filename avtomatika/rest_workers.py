@@ -344,7 +344,11 @@ class RestWorkers:
     async def _reap_forever(self) -> None:
         while True:
             await asyncio.sleep(self._check_every)
-            await self.reap()
+            try:
+                await self.reap()
+            except Exception as exc:
+                # A shared store that is down: the reaper must outlive it.
+                log.warning("REST worker reaper: %s; trying again next round", exc)
 
     async def reap(self) -> list[str]:
         """Remove the workers whose TTL passed and re-queue what they held;
@@ -366,8 +370,8 @@ class RestWorkers:
                     self._forget(worker_id, worker)
                     continue
                 lost = sorted({*worker.held, *await presence.leases(worker_id)})
-            except Exception:
-                log.exception("REST worker %s: checking its TTL failed; next round", worker_id)
+            except Exception as exc:  # Redis unreachable: the next round retries
+                log.warning("REST worker %s: checking its TTL failed (%s)", worker_id, exc)
                 continue
             log.warning(
                 "REST worker %s sent nothing for %.0f s; removing it", worker_id, self.ttl_seconds

@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -137,6 +138,7 @@ return redis.call('HDEL', KEYS[2], ARGV[1])
 # Refreshes per REST TTL.
 _REFRESHES_PER_TTL = 3
 _MIN_PERIOD = 0.05
+_REAPED_KEPT = 100
 _MAX_PERIOD = 5.0
 
 
@@ -198,8 +200,8 @@ class RedisPresence:
         # Loops also stop on this flag: redis-py may swallow a cancel that
         # lands mid-command, and a loop that missed it must still end.
         self._running = False
-        self.reaped: list[str] = []
-        """Ids of the dead workers this instance buried (for logs and tests)."""
+        self.reaped: deque[str] = deque(maxlen=_REAPED_KEPT)
+        """Ids of the latest dead workers this instance buried (for tests)."""
         registry.presence = self
         subscriber.on(keys.cancel_channel, self._on_cancel)
 
@@ -436,7 +438,7 @@ class RedisPresence:
             if await self._bury(keys, [worker_id]):
                 buried.append(worker_id)
                 await self._requeue_all(worker_id)
-        self.reaped += buried
+        self.reaped.extend(buried)
         return buried
 
     def _registry_ids(self) -> set[str]:
