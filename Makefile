@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PROTO_FILES := $(sort $(wildcard proto/avtomatika/v1/*.proto))
 
-.PHONY: install proto proto-check proto-lint lint typecheck test demo run bench all clean
+.PHONY: install proto proto-check proto-lint lint typecheck test demo run bench bench-redis all clean
 
 # The marker file is rebuilt when the dependency list changes.
 $(VENV)/.installed: pyproject.toml
@@ -58,6 +58,12 @@ run: install
 
 bench: install
 	$(PY) -m benchmarks.end_to_end
+	$(MAKE) bench-redis
+
+# The store in Redis (a redis-server started on a free port): one instance
+# against two, with Redis commands per job and each process's CPU.
+bench-redis: install
+	$(PY) -m benchmarks.cluster
 
 all: lint typecheck proto-check proto-lint test
 

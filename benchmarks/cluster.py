@@ -1,0 +1,217 @@
+"""``make bench-redis``: end-to-end throughput with the store in Redis, one
+instance against several.
+
+For each instance count it starts a fresh ``redis-server`` on a free port,
+that many ``avtomatika serve`` processes on it (``REDIS_URL``, the example
+``echo`` blueprint), the Python SDK workers over gRPC (one process per
+instance, the workers split between them) and one client process per
+instance creating jobs over REST and following each with ``?wait=``
+(:mod:`benchmarks.load`). Reported per run:
+
+- jobs/s end to end, and create -> finished latency (p50, p99) as the
+  clients see it;
+- Redis commands per job, from the ``INFO commandstats`` delta over the load,
+  with the commands that dominate;
+- CPU seconds spent during the load by Redis (``INFO cpu``), the
+  orchestrators, the workers and the clients: whichever is near
+  ``seconds x cores`` bounds the throughput.
+
+A table is printed, then one JSON line with every number.
+
+    python -m benchmarks.cluster [--jobs 5000] [--clients 32] [--workers 2]
+        [--instances 1,2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import aiohttp
+import redis
+
+from benchmarks.end_to_end import ROOT, percentile, process_cpu_seconds
+from tests.redis_server import RedisServer
+from tests.serve import Served, serve_env, served
+from tests.support import CLIENT_TOKEN, WORKER_TOKEN
+
+EXAMPLES = ROOT / "examples" / "blueprints"
+WORKER_CONCURRENCY = 64
+
+
+def note(message: str) -> None:
+    """Progress, on stderr (stdout carries the results)."""
+    print(f"[bench-redis] {message}", file=sys.stderr, flush=True)
+
+
+def redis_counters(server: RedisServer) -> tuple[dict[str, int], float]:
+    """Calls per command so far, and the server's CPU seconds so far."""
+    client = redis.Redis(port=server.port)
+    try:
+        stats = client.info("commandstats")
+        cpu = client.info("cpu")
+    finally:
+        client.close()
+    calls = {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
+    return calls, float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+
+
+@asynccontextmanager
+async def started(
+    command: list[str], *, stdout: int | None = asyncio.subprocess.DEVNULL
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    process = await asyncio.create_subprocess_exec(
+        *command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=stdout
+    )
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        await process.wait()
+
+
+async def wait_for_workers(instance: Served, count: int) -> None:
+    """Until ``GET /api/v1/workers`` (every instance's workers) lists ``count``."""
+    url = f"http://127.0.0.1:{instance.rest_port}/api/v1/workers"
+    async with aiohttp.ClientSession(headers={"X-Client-Token": CLIENT_TOKEN}) as http:
+        while True:
+            async with http.get(url) as response:
+                if response.status == 200 and len(await response.json()) >= count:
+                    return
+            await asyncio.sleep(0.1)  # the harness waiting for its workers, not the system
+
+
+async def measure(instances: int, jobs: int, clients: int, workers: int) -> dict[str, Any]:
+    server = RedisServer()
+    server.start()
+    async with AsyncExitStack() as stack:
+        stack.callback(server.close)
+        env = serve_env(REDIS_URL=server.url, JOB_WAIT_MAX_SECONDS="30")
+        orchestrators = await asyncio.gather(
+            *(
+                stack.enter_async_context(
+                    served("--blueprints-dir", str(EXAMPLES), env={**env, "INSTANCE_ID": f"i{n}"})
+                )
+                for n in range(instances)
+            )
+        )
+        worker_processes = []
+        for n, orchestrator in enumerate(orchestrators):
+            share = max(1, workers // instances + (n < workers % instances))
+            command = [
+                sys.executable, "-m", "benchmarks.grpc_workers",
+                f"127.0.0.1:{orchestrator.grpc_port}", WORKER_TOKEN,
+                str(share), str(WORKER_CONCURRENCY),
+            ]  # fmt: skip
+            worker_processes.append(await stack.enter_async_context(started(command)))
+        note(f"{instances} instance(s) serving on {server.url}; waiting for the workers")
+        await wait_for_workers(orchestrators[0], max(workers, instances))
+        note(f"running {jobs} jobs")
+
+        calls_before, redis_cpu_before = redis_counters(server)
+        orchestrators_before = sum(process_cpu_seconds(o.process.pid) for o in orchestrators)
+        workers_before = sum(process_cpu_seconds(p.pid) for p in worker_processes)
+        loads = []
+        for n, orchestrator in enumerate(orchestrators):
+            share = jobs // instances + (n < jobs % instances)
+            command = [
+                sys.executable, "-m", "benchmarks.load",
+                f"http://127.0.0.1:{orchestrator.rest_port}", CLIENT_TOKEN,
+                "/api/v1/jobs/echo", str(share), str(max(1, clients // instances)),
+            ]  # fmt: skip
+            load = started(command, stdout=asyncio.subprocess.PIPE)
+            loads.append(await stack.enter_async_context(load))
+        began = time.perf_counter()
+        outputs = await asyncio.gather(*(load.communicate() for load in loads))
+        wall = time.perf_counter() - began
+        calls_after, redis_cpu_after = redis_counters(server)
+        orchestrators_cpu = (
+            sum(process_cpu_seconds(o.process.pid) for o in orchestrators) - orchestrators_before
+        )
+        workers_cpu = sum(process_cpu_seconds(p.pid) for p in worker_processes) - workers_before
+        keys_left = redis.Redis(port=server.port).dbsize()
+
+    reports = [json.loads(out.decode().strip().splitlines()[-1]) for out, _ in outputs]
+    seconds = max(report["seconds"] for report in reports)
+    latencies = [ms for report in reports for ms in report["latencies_ms"]]
+    statuses: dict[str, int] = {}
+    for report in reports:
+        for status, count in report["statuses"].items():
+            statuses[status] = statuses.get(status, 0) + count
+    delta = {
+        name: calls - calls_before.get(name, 0)
+        for name, calls in calls_after.items()
+        if calls > calls_before.get(name, 0) and name != "info"
+    }
+    by_command = sorted(delta.items(), key=lambda item: -item[1])
+    return {
+        "instances": instances,
+        "jobs": jobs,
+        "clients": clients,
+        "workers": max(workers, instances),
+        "statuses": statuses,
+        "jobs_per_s": round(jobs / seconds, 1),
+        "latency_p50_ms": round(percentile(latencies, 0.5), 2),
+        "latency_p99_ms": round(percentile(latencies, 0.99), 2),
+        "redis_commands_per_job": round(sum(delta.values()) / jobs, 1),
+        "redis_commands_per_job_by_command": {
+            name: round(calls / jobs, 2) for name, calls in by_command
+        },
+        "seconds": round(seconds, 2),
+        "wall_seconds": round(wall, 2),
+        "cpu_s": {
+            "redis": round(redis_cpu_after - redis_cpu_before, 2),
+            "orchestrators": round(orchestrators_cpu, 2),
+            "workers": round(workers_cpu, 2),
+            "clients": round(sum(report.get("cpu_seconds", 0.0) for report in reports), 2),
+        },
+        "redis_keys_after": keys_left,
+    }
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    columns = [
+        ("instances", "instances"), ("jobs/s", "jobs_per_s"),
+        ("p50 ms", "latency_p50_ms"), ("p99 ms", "latency_p99_ms"),
+        ("redis cmd/job", "redis_commands_per_job"),
+    ]  # fmt: skip
+    cpu = ["redis", "orchestrators", "workers", "clients"]
+    print("  ".join(f"{title:>13}" for title, _ in columns), *(f"{f'cpu {c}':>17}" for c in cpu))
+    for row in rows:
+        print(
+            "  ".join(f"{row[key]:>13}" for _, key in columns),
+            *(f"{row['cpu_s'][c]:>17}" for c in cpu),
+        )
+    for row in rows:
+        top = ", ".join(
+            f"{name} {n}" for name, n in list(row["redis_commands_per_job_by_command"].items())[:8]
+        )
+        print(f"{row['instances']} instance(s), Redis commands per job: {top}")
+
+
+async def main(args: argparse.Namespace) -> None:
+    counts = [int(n) for n in args.instances.split(",")]
+    rows = [await measure(n, args.jobs, args.clients, args.workers) for n in counts]
+    print(
+        f"{args.jobs} jobs, {args.clients} clients following with ?wait=, "
+        f"{args.workers} gRPC workers, store in Redis"
+    )
+    print_table(rows)
+    print(json.dumps({"benchmark": "cluster", "cores": os.cpu_count(), "results": rows}))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=5000)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--instances", default="1,2", help="instance counts to compare")
+    asyncio.run(main(parser.parse_args()))
