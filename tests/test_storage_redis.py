@@ -6,6 +6,7 @@ outages."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
@@ -257,3 +258,113 @@ def test_keys_of_another_prefix_do_not_collide() -> None:
 
 def _in_ms(delay: int) -> int:
     return now_ms() + delay
+
+
+class ReplyDropper:
+    """A TCP proxy in front of Redis that, when armed, swallows the reply to
+    the next script call and drops the connection: the script ran, the
+    client never heard (a network cut at the worst moment)."""
+
+    def __init__(self, redis_port: int) -> None:
+        self._redis_port = redis_port
+        self.armed = False
+        self.dropped = 0
+        self.port = 0
+
+    async def start(self) -> None:
+        server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = server
+        self.port = server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        self._server.close()
+
+    async def _serve(
+        self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter
+    ) -> None:
+        redis_in, redis_out = await asyncio.open_connection("127.0.0.1", self._redis_port)
+        last_was_script = False
+
+        async def upstream() -> None:
+            nonlocal last_was_script
+            while data := await client_in.read(65536):
+                last_was_script = b"EVALSHA" in data.upper()
+                redis_out.write(data)
+                await redis_out.drain()
+
+        async def downstream() -> None:
+            try:
+                while data := await redis_in.read(65536):
+                    if self.armed and last_was_script:
+                        self.armed = False
+                        self.dropped += 1
+                        return
+                    client_out.write(data)
+                    await client_out.drain()
+            finally:
+                client_out.close()
+                redis_out.close()
+
+        with contextlib.suppress(OSError):
+            await asyncio.gather(upstream(), downstream())
+
+
+async def test_a_finished_step_does_not_release_the_claim_another_instance_took_since(
+    open_storage: OpenStorage,
+) -> None:
+    a = await open_storage(step_lease_seconds=0.3)
+    b = await open_storage(step_lease_seconds=0.3)
+    job = Job(id=new_id(), blueprint_name="bp", status=job_pb2.JOB_STATUS_PENDING)
+    await a.create_job(job)
+    assert await a.next_ready_job() == job.id
+    stored = await a.get_job(job.id)
+    assert stored is not None
+    stored.status = job_pb2.JOB_STATUS_RUNNING
+    # A's step ends with a transition: the job is ready again, and B takes
+    # the next step before A's executor says its step is done.
+    assert await a.commit(stored, expected_version=1, ready=True) is CommitOutcome.OK
+    assert await b.next_ready_job() == job.id
+    await a.step_done(job.id)
+    assert await a.client.zscore(a.keys.running, job.id) is not None  # still B's
+
+    await b.close()  # B dies mid-step: its claim lapses and the step comes back
+    timers = asyncio.create_task(expiries(a, 3.0))
+    assert await asyncio.wait_for(a.next_ready_job(), 5) == job.id
+    timers.cancel()
+
+
+async def test_a_claim_or_commit_whose_reply_was_lost_is_recognised_when_retried(
+    redis_server: RedisServer, open_storage: OpenStorage
+) -> None:
+    redis_server.flush()
+    proxy = ReplyDropper(redis_server.port)
+    await proxy.start()
+    storage = await open_storage(f"redis://127.0.0.1:{proxy.port}/0")
+    try:
+        job = await new_job(storage)
+        first, second = queued(job), queued(job)
+        assert await storage.commit(job, expected_version=job.version, tasks=[first, second]) is (
+            CommitOutcome.OK
+        )
+        # The claim's reply is lost and the claim retried: the worker gets the
+        # task the first try leased, and no second one is leased behind its back.
+        proxy.armed = True
+        claimed = await storage.claim_task(WorkerProfile("w", ("x",)), 5)
+        assert proxy.dropped == 1
+        assert claimed is not None
+        assert claimed.task_id == first.task_id
+        assert await storage.leased_to("w") == [first.task_id]
+
+        # A commit whose reply is lost was applied: its retry says OK, not
+        # CONFLICT (the engine would otherwise skip what follows an end).
+        current = await storage.get_job(job.id)
+        assert current is not None
+        current.status = job_pb2.JOB_STATUS_FINISHED
+        proxy.armed = True
+        assert await storage.commit(current, expected_version=current.version) is (CommitOutcome.OK)
+        assert proxy.dropped == 2
+        stored = await storage.get_job(job.id)
+        assert stored is not None
+        assert (stored.status, stored.version) == (job_pb2.JOB_STATUS_FINISHED, 3)
+    finally:
+        await proxy.stop()

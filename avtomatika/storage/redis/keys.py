@@ -40,6 +40,8 @@ class Keys:
         """List: ids of jobs whose current handler must run."""
         self.running = f"{r}:running"
         """Sorted set: job id -> lease deadline of the instance running its step."""
+        self.claims = f"{r}:claims"
+        """Hash: job id -> token of the take whose claim is in :attr:`running`."""
         self.timers = f"{r}:timers"
         """Sorted set: ``kind:ref`` -> due time (ready, release, dispatch, result)."""
         self.statuses = f"{r}:statuses"
@@ -140,6 +142,7 @@ _FIXED = (
     "sequence",
     "ready",
     "running",
+    "claims",
     "timers",
     "statuses",
     "skills",

@@ -31,7 +31,9 @@ __all__ = [
     "CREATE",
     "DUE",
     "GIVE_BACK",
+    "RENEW",
     "SET_PROGRESS",
+    "STEP_DONE",
     "SWEEP",
     "TAKE",
     "TAKE_READY",
@@ -126,18 +128,18 @@ end
 local function requeue(id, seq)
   local t = K.task(id)
   set_state(id, QUEUED, '')
-  redis.call('HDEL', t, 'la')
+  redis.call('HDEL', t, 'la', 'cn')
   enqueue(id, seq)
   local nb, dd, rd = deadlines(t)
   set_timers(id, QUEUED, nb, dd, rd)
 end
 
 -- Lease a queued task to `worker` (its queue entry already removed).
-local function lease(id, worker, now)
+local function lease(id, worker, now, nonce)
   local t = K.task(id)
   redis.call('HDEL', t, 'qm')
   set_state(id, LEASED, worker)
-  redis.call('HSET', t, 'la', now)
+  redis.call('HSET', t, 'la', now, 'cn', nonce)
   local nb, dd, rd = deadlines(t)
   set_timers(id, LEASED, nb, dd, rd)
 end
@@ -173,6 +175,7 @@ COMMIT = """
 -- KEYS: root.
 -- ARGV: job id, Job bytes (at the new version), new status, expected version,
 --   lease task id ('' for none), lease worker, ready (0/1), ready-at ms, now,
+--   commit nonce (a retry of a commit that was applied returns 'ok'),
 --   then a count and that many tasks of 11 fields each (id, Task bytes,
 --   state, worker, skill, priority, constrained 0/1, not-before, dispatch
 --   deadline, result deadline, job id),
@@ -182,15 +185,18 @@ COMMIT = """
 -- unless 'ok'.
 local id = ARGV[1]
 local job = K.job(id)
-local f = redis.call('HMGET', job, 'v', 's')
+local f = redis.call('HMGET', job, 'v', 's', 'cn')
 if not f[1] then return 'not_found' end
-if f[1] ~= ARGV[4] then return 'conflict' end
+if f[1] ~= ARGV[4] then
+  if tonumber(f[1]) == tonumber(ARGV[4]) + 1 and f[3] == ARGV[10] then return 'ok' end
+  return 'conflict'
+end
 if ARGV[5] ~= '' then
   local l = redis.call('HMGET', K.task(ARGV[5]), 'st', 'w')
   if tonumber(l[1]) ~= LEASED or l[2] ~= ARGV[6] then return 'lease_lost' end
 end
 local old_status, status, now = f[2], ARGV[3], tonumber(ARGV[9])
-redis.call('HSET', job, 'd', ARGV[2], 'v', tonumber(ARGV[4]) + 1, 's', status)
+redis.call('HSET', job, 'd', ARGV[2], 'v', tonumber(ARGV[4]) + 1, 's', status, 'cn', ARGV[10])
 if old_status ~= status then
   redis.call('HINCRBY', K.statuses, old_status, -1)
   redis.call('HINCRBY', K.statuses, status, 1)
@@ -200,8 +206,9 @@ if old_status ~= status then
 end
 -- Whatever step of this job an instance was running is over.
 redis.call('ZREM', K.running, id)
+redis.call('HDEL', K.claims, id)
 
-local i = 10
+local i = 11
 local n = tonumber(ARGV[i])
 for _ = 1, n do
   local tid, st = ARGV[i + 1], tonumber(ARGV[i + 3])
@@ -258,8 +265,14 @@ CLAIM = """
 -- Lease `worker` the best queued task of its skills: the lowest
 -- (score, member) over the heads of its plain queues and, when given, one
 -- candidate task with requirements (which the caller checked it meets).
--- KEYS: root. ARGV: worker id, now, candidate task id ('' for none), skills...
+-- KEYS: root. ARGV: worker id, now, candidate task id ('' for none), claim
+--   nonce, skills... A retry (same nonce) of a claim that leased a task
+--   returns that task again.
 -- Returns {task id, Task bytes, sequence} or false when nothing suits.
+for _, tid in ipairs(redis.call('SMEMBERS', K.worker_leases(ARGV[1]))) do
+  local c = redis.call('HMGET', K.task(tid), 'cn', 'd', 'sq')
+  if c[1] == ARGV[4] then return {tid, c[2], c[3]} end
+end
 local best_score, best_member, best_queue
 local function consider(queue, member, score)
   if best_member == nil or score < best_score
@@ -267,7 +280,7 @@ local function consider(queue, member, score)
     best_score, best_member, best_queue = score, member, queue
   end
 end
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   local q = K.queue(ARGV[i])
   local head = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
   if head[1] then consider(q, head[1], tonumber(head[2])) end
@@ -283,19 +296,26 @@ end
 if best_member == nil then return false end
 redis.call('ZREM', best_queue, best_member)
 local id = string.sub(best_member, 22)
-lease(id, ARGV[1], ARGV[2])
+lease(id, ARGV[1], ARGV[2], ARGV[4])
 local t = redis.call('HMGET', K.task(id), 'd', 'sq')
 return {id, t[1], t[2]}
 """
 
 TAKE = """
 -- Lease one given task to `worker`, if it is still queued.
--- KEYS: root. ARGV: task id, worker id, now.
+-- KEYS: root. ARGV: task id, worker id, now, nonce (a retry that finds
+-- the task leased under it returns it again).
 -- Returns {task id, Task bytes, sequence} or false.
-local f = redis.call('HMGET', K.task(ARGV[1]), 'qm', 'k', 'c')
-if not f[1] then return false end
+local f = redis.call('HMGET', K.task(ARGV[1]), 'qm', 'k', 'c', 'st', 'w', 'cn')
+if not f[1] then
+  if tonumber(f[4]) == LEASED and f[5] == ARGV[2] and f[6] == ARGV[4] then
+    local t = redis.call('HMGET', K.task(ARGV[1]), 'd', 'sq')
+    return {ARGV[1], t[1], t[2]}
+  end
+  return false
+end
 redis.call('ZREM', f[3] == '1' and K.constrained(f[2]) or K.queue(f[2]), f[1])
-lease(ARGV[1], ARGV[2], ARGV[3])
+lease(ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 local t = redis.call('HMGET', K.task(ARGV[1]), 'd', 'sq')
 return {ARGV[1], t[1], t[2]}
 """
@@ -315,13 +335,37 @@ TAKE_READY = """
 -- Take up to `count` jobs whose handler must run, each claimed for this
 -- instance until `lease_until` (renewed while the step runs; a lapsed claim
 -- is re-queued by DUE, so a step of a dead instance runs elsewhere).
--- KEYS: root. ARGV: count, lease-until ms. Returns the job ids.
+-- KEYS: root. ARGV: count, lease-until ms, then one claim token per job
+-- that may be taken. Returns the job ids.
 local ids = redis.call('LPOP', K.ready, ARGV[1])
 if not ids then return {} end
-for _, id in ipairs(ids) do
+for n, id in ipairs(ids) do
   redis.call('ZADD', K.running, ARGV[2], id)
+  redis.call('HSET', K.claims, id, ARGV[2 + n])
 end
 return ids
+"""
+
+STEP_DONE = """
+-- Release the claim on a step, if it is still the one taken with `token`
+-- (the job may have been taken again, by this or another instance, since
+-- the step committed).
+-- KEYS: root. ARGV: job id, token. Returns 1 if released.
+if redis.call('HGET', K.claims, ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('ZREM', K.running, ARGV[1])
+redis.call('HDEL', K.claims, ARGV[1])
+return 1
+"""
+
+RENEW = """
+-- Extend this instance's claims that are still its own.
+-- KEYS: root. ARGV: lease-until ms, then pairs of job id, token.
+for i = 2, #ARGV, 2 do
+  if redis.call('HGET', K.claims, ARGV[i]) == ARGV[i + 1] then
+    redis.call('ZADD', K.running, 'XX', ARGV[1], ARGV[i])
+  end
+end
+return 1
 """
 
 DUE = """
@@ -357,6 +401,7 @@ for _, member in ipairs(redis.call('ZRANGEBYSCORE', K.timers, '-inf', now, 'LIMI
 end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.running, '-inf', now, 'LIMIT', 0, limit)) do
   redis.call('ZREM', K.running, id)
+  redis.call('HDEL', K.claims, id)
   redis.call('RPUSH', K.ready, id)
   wake('j')
 end
@@ -390,6 +435,7 @@ for _, id in ipairs(ids) do
   redis.call('DEL', K.job(id), K.job_tasks(id), K.history(id))
   redis.call('ZREM', K.ended, id)
   redis.call('ZREM', K.running, id)
+  redis.call('HDEL', K.claims, id)
   redis.call('ZREM', K.timers, 'ready:' .. id)
 end
 return #ids

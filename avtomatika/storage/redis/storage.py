@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
+import secrets
 import socket
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -40,6 +42,7 @@ from redis.commands.core import AsyncScript
 from avtomatika.clock import now_ms
 from avtomatika.config import Settings
 from avtomatika.dispatch import Requirements, WorkerProfile, choose, eligible
+from avtomatika.errors import Unavailable
 from avtomatika.storage.base import CommitOutcome, Expiry, Lease
 from avtomatika.storage.redis import scripts
 from avtomatika.storage.redis.connection import (
@@ -97,17 +100,26 @@ class RedisStorage:
         self._opening: asyncio.Lock | None = None
         # Local waiting: claimers by skill (in arrival order), idle executors.
         self._waiters: dict[str, dict[_Waiter, None]] = {}
-        # Skills with a hand-out pass running -> whether it must go round again.
-        self._handing: dict[str, bool] = {}
+        # Skills whose queued tasks wait for a hand-out pass, in order, and
+        # the one coroutine running the passes.
+        self._to_hand: dict[str, None] = {}
+        self._handing: asyncio.Future[None] | None = None
         self._ready_wake = asyncio.Event()
         self._timer_wake = asyncio.Event()
-        self._ready: deque[str] = deque()
-        self._running: set[str] = set()
+        # Ready jobs taken, not yet started: (job id, claim token).
+        self._ready: deque[tuple[str, str]] = deque()
+        # Claim token -> job id, for every step taken and not done.
+        self._running: dict[str, str] = {}
+        # The executor task running a step -> (job id, its claim token).
+        self._stepping: dict[asyncio.Task[Any] | None, tuple[str, str]] = {}
+        self._tokens = itertools.count(1)
+        self._token_prefix = f"{self.instance_id}:{secrets.token_hex(4)}"
         self._fetching: asyncio.Lock | None = None
         self._expired: deque[Expiry] = deque()
         self._last_sweep = 0.0
         self._renewer: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background: set[asyncio.Future[Any]] = set()
+        self._closing = False
 
     # -- connection --
 
@@ -143,6 +155,8 @@ class RedisStorage:
 
     async def _redis(self) -> Any:
         if self._client is None:
+            if self._closing:
+                raise Unavailable("the shared store (Redis) is closed")
             await self.open()
         return self.client
 
@@ -198,6 +212,7 @@ class RedisStorage:
             int(ready),
             ready_at_ms,
             now,
+            secrets.token_hex(8),  # the commit's nonce: a retry of it is recognised
             len(tasks),
         ]
         for task in tasks:
@@ -221,7 +236,15 @@ class RedisStorage:
             child.version = 1
             args += [child.id, child.SerializeToString(), child.status]
         async with unavailable("cannot save the change"):
-            outcome = await self._run("COMMIT", *args)
+            for attempt in range(3):
+                try:
+                    outcome = await self._run("COMMIT", *args)
+                    break
+                except DOWN:
+                    # Applied or not? A retry under the same nonce says.
+                    if attempt == 2:
+                        raise
+                    await asyncio.sleep(0.05 * 2**attempt)
         result = CommitOutcome(outcome.decode() if isinstance(outcome, bytes) else outcome)
         if result is CommitOutcome.OK:
             job.version = expected_version + 1
@@ -298,33 +321,43 @@ class RedisStorage:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(_RECHECK):
                         await self._ready_wake.wait()
-        return self._ready.popleft()
+        job_id, token = self._ready.popleft()
+        self._stepping[asyncio.current_task()] = (job_id, token)
+        return job_id
 
-    async def _take_ready(self) -> list[str]:
-        ids = await self._run("TAKE_READY", _TAKE, now_ms() + self._lease_ms)
-        taken = [i.decode() for i in ids]
-        self._running.update(taken)
+    async def _take_ready(self) -> list[tuple[str, str]]:
+        tokens = [f"{self._token_prefix}:{next(self._tokens)}" for _ in range(_TAKE)]
+        ids = await self._run("TAKE_READY", _TAKE, now_ms() + self._lease_ms, *tokens)
+        taken = [(i.decode(), token) for i, token in zip(ids, tokens, strict=False)]
+        self._running.update((token, job_id) for job_id, token in taken)
         return taken
 
     async def step_done(self, job_id: str, *, completed: bool = True) -> None:
-        self._running.discard(job_id)
+        key: asyncio.Task[Any] | None = asyncio.current_task()
+        if self._stepping.get(key, ("",))[0] != job_id:
+            # Not taken by this task: the oldest step of that job taken here.
+            key = next((k for k, (j, _) in self._stepping.items() if j == job_id), key)
+        held = self._stepping.pop(key, None)
+        if held is None or held[0] != job_id:
+            return  # no step of that job taken here: no claim to release
+        token = held[1]
+        self._running.pop(token, None)
         if not completed:
             return  # its claim lapses and the step runs again
         # If Redis is down the claim lapses; the step re-runs and finds
         # nothing to do.
         with contextlib.suppress(*DOWN):
-            await (await self._redis()).zrem(self.keys.running, job_id)
+            await self._run("STEP_DONE", job_id, token)
 
     async def _renew_forever(self) -> None:
         """Keep this instance's claims on the steps it runs alive."""
         while True:
             await asyncio.sleep(self._lease_ms / 3000)
-            running = list(self._running)
-            if not running:
+            pairs = [x for token, job_id in list(self._running.items()) for x in (job_id, token)]
+            if not pairs:
                 continue
-            until = now_ms() + self._lease_ms
             try:
-                await self.client.zadd(self.keys.running, dict.fromkeys(running, until), xx=True)
+                await self._run("RENEW", now_ms() + self._lease_ms, *pairs)
                 check_cancelled()
             except DOWN as exc:
                 log.warning("cannot renew step claims: %s", exc)
@@ -388,29 +421,35 @@ class RedisStorage:
                 if waiter.handed is not None:
                     # Handed a task while leaving (cancelled, timed out, or
                     # it claimed one itself): the task goes back.
-                    self._spawn(self._run("GIVE_BACK", waiter.handed.task_id, worker.worker_id))
+                    self._spawn(self._give_back(waiter.handed.task_id, worker.worker_id))
 
     async def _claim_once(self, worker: WorkerProfile) -> Task | None:
         """One claim, safe against cancellation: a task leased by a script
         whose caller was cancelled meanwhile goes back to its queue."""
         if worker.max_concurrent and worker.active >= worker.max_concurrent:
             return None
-        attempt = asyncio.ensure_future(self._retrying("claiming a task", self._claim, worker))
+        nonce = secrets.token_hex(8)  # a retry after a lost reply finds its own lease
+        attempt = asyncio.ensure_future(
+            self._retrying("claiming a task", self._claim, worker, nonce)
+        )
+        # Tracked, so that close() waits for an attempt whose claimer left.
+        self._background.add(attempt)
+        attempt.add_done_callback(self._background.discard)
         try:
             return await asyncio.shield(attempt)
         except asyncio.CancelledError:
             attempt.add_done_callback(self._give_back_later)
             raise
 
-    async def _claim(self, worker: WorkerProfile) -> Task | None:
+    async def _claim(self, worker: WorkerProfile, nonce: str) -> Task | None:
         candidate = await self._constrained_candidate(worker)
         now = now_ms()
-        found = await self._run("CLAIM", worker.worker_id, now, candidate, *worker.skills)
+        found = await self._run("CLAIM", worker.worker_id, now, candidate, nonce, *worker.skills)
         return _leased(found, worker.worker_id, now)
 
-    async def _take(self, task_id: str, worker_id: str) -> Task | None:
+    async def _take(self, task_id: str, worker_id: str, nonce: str) -> Task | None:
         now = now_ms()
-        return _leased(await self._run("TAKE", task_id, worker_id, now), worker_id, now)
+        return _leased(await self._run("TAKE", task_id, worker_id, now, nonce), worker_id, now)
 
     async def _constrained_candidate(self, worker: WorkerProfile) -> str:
         """The best queued task with requirements that ``worker`` meets
@@ -441,7 +480,12 @@ class RedisStorage:
             return
         task = attempt.result()
         if task is not None:
-            self._spawn(self._run("GIVE_BACK", task.task_id, task.worker_id))
+            self._spawn(self._give_back(task.task_id, task.worker_id))
+
+    async def _give_back(self, task_id: str, worker_id: str) -> None:
+        """Undo a lease nobody took; retried through an outage, or the task
+        would stay leased to a worker that never heard of it."""
+        await self._retrying("giving a task back", self._run, "GIVE_BACK", task_id, worker_id)
 
     def _add_waiter(self, worker: WorkerProfile) -> _Waiter:
         waiter = _Waiter(worker)
@@ -465,47 +509,55 @@ class RedisStorage:
         if len(waiters) <= 1:
             for waiter in waiters:
                 waiter.event.set()
-        elif skill in self._handing:
-            self._handing[skill] = True  # the running pass goes round again
-        else:
-            self._handing[skill] = False
-            self._spawn(self._hand_out(skill))
+            return
+        self._to_hand[skill] = None
+        if self._handing is None or self._handing.done():
+            self._handing = asyncio.ensure_future(self._hand_out_all())
+            self._background.add(self._handing)
+            self._handing.add_done_callback(self._background.discard)
+
+    async def _hand_out_all(self) -> None:
+        """Hand-out passes one skill at a time, in the order tasks came, so
+        that a waiter with several skills is offered tasks as the embedded
+        store offers them."""
+        while self._to_hand:
+            skill = next(iter(self._to_hand))
+            del self._to_hand[skill]
+            await self._hand_out(skill)
 
     async def _hand_out(self, skill: str) -> None:
         """Hand queued tasks of ``skill`` to this instance's waiting workers
         as :meth:`MemoryStorage._offer` does: the head task's strategy picks
         among the eligible waiters (longest waiting first on ties)."""
-        try:
-            while True:
-                self._handing[skill] = False
-                waiters = [w for w in self._waiters.get(skill, ()) if w.handed is None]
-                head = await self._head(skill) if len(waiters) > 1 else None
-                if head is None:
-                    for waiter in waiters:  # each checks for itself
-                        waiter.event.set()
-                    if not self._handing[skill]:
-                        return
-                    continue
-                requirements = Requirements.of(head)
-                fit = [w for w in waiters if eligible(requirements, w.worker, skill)]
-                if not fit:
-                    for waiter in waiters:  # the head suits none: others may suit them
-                        waiter.event.set()
-                    return
-                profiles = [w.worker for w in fit]
-                chosen = fit[choose(head.dispatch_strategy, skill, requirements, profiles)]
-                task = await self._retrying(
-                    "handing out a task", self._take, head.task_id, chosen.worker.worker_id
-                )
-                if task is None:
-                    continue  # another claimer took it first: look at the new head
-                if chosen.done:
-                    await self._run("GIVE_BACK", task.task_id, task.worker_id)
-                else:
-                    chosen.handed = task
-                    chosen.event.set()
-        finally:
-            self._handing.pop(skill, None)
+        while True:
+            waiters = [w for w in self._waiters.get(skill, ()) if w.handed is None]
+            head = await self._head(skill) if len(waiters) > 1 else None
+            if head is None:
+                for waiter in waiters:  # each checks for itself
+                    waiter.event.set()
+                return
+            requirements = Requirements.of(head)
+            fit = [w for w in waiters if eligible(requirements, w.worker, skill)]
+            if not fit:
+                for waiter in waiters:  # the head suits none: others may suit them
+                    waiter.event.set()
+                return
+            profiles = [w.worker for w in fit]
+            chosen = fit[choose(head.dispatch_strategy, skill, requirements, profiles)]
+            task = await self._retrying(
+                "handing out a task",
+                self._take,
+                head.task_id,
+                chosen.worker.worker_id,
+                secrets.token_hex(8),
+            )
+            if task is None:
+                continue  # another claimer took it first: look at the new head
+            if chosen.done or chosen.handed is not None:
+                await self._give_back(task.task_id, task.worker_id)  # it left meanwhile
+            else:
+                chosen.handed = task
+                chosen.event.set()
 
     async def _head(self, skill: str) -> Task | None:
         """The next task of ``skill``'s plain queue, if any."""
@@ -540,6 +592,10 @@ class RedisStorage:
             try:
                 result = await call(*args)
             except DOWN as exc:
+                if self._closing:
+                    raise Unavailable(
+                        f"{what}: Redis is unreachable and this store is closing"
+                    ) from exc
                 await outage_backoff(attempt, what, exc)
                 attempt += 1
                 continue
@@ -558,24 +614,29 @@ class RedisStorage:
             await client.unlink(key)
         self._ready.clear()
         self._running.clear()
+        self._stepping.clear()
         self._expired.clear()
 
     async def close(self) -> None:
-        """Hand back the ready jobs taken but not started, and disconnect."""
-        client, self._client = self._client, None
-        if client is None:
+        """Finish give-backs, hand back the ready jobs taken but not
+        started, and disconnect. Idempotent."""
+        client = self._client
+        if client is None or self._closing:
             return
+        self._closing = True  # from here on nothing retries or reconnects
         if self._renewer is not None:
             self._renewer.cancel()
         if self._subscriber is not None:
             await self._subscriber.stop()
-        if self._background:
+        while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
-        untaken, self._ready = list(self._ready), deque()
+        self._client = None
+        untaken, self._ready = [job_id for job_id, _ in self._ready], deque()
         if untaken:
             with contextlib.suppress(*DOWN):
                 async with client.pipeline(transaction=True) as pipe:
                     pipe.zrem(self.keys.running, *untaken)
+                    pipe.hdel(self.keys.claims, *untaken)
                     pipe.lpush(self.keys.ready, *reversed(untaken))
                     await pipe.execute()
         await client.aclose()
