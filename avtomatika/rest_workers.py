@@ -240,7 +240,7 @@ class RestWorkers:
         worker.polls += 1
         self._touch(worker)
         try:
-            task = await self._claim(worker_id, list(worker.info.registration.skills))
+            task = await self._claim(worker, list(worker.info.registration.skills))
         finally:
             worker.polls -= 1
             self._touch(worker)
@@ -249,13 +249,23 @@ class RestWorkers:
             self._sync(worker)
         return task
 
-    async def _claim(self, worker_id: str, skills: list[str]) -> Task | None:
+    async def _claim(self, worker: _Worker, skills: list[str]) -> Task | None:
+        worker_id = worker.info.registration.worker_id
         claim = asyncio.ensure_future(
             self._engine.next_task(worker_id, skills, timeout=self._poll_timeout)
         )
         closing = asyncio.ensure_future(self._closing.wait())
         try:
-            await asyncio.wait({claim, closing}, return_when=asyncio.FIRST_COMPLETED)
+            # A waiting poll is a sign of life: other instances see it too
+            # (the shared TTL may be shorter than WORKER_POLL_TIMEOUT_SECONDS).
+            while not (
+                await asyncio.wait(
+                    {claim, closing},
+                    timeout=self.ttl_seconds / 3,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            )[0]:
+                self._touch(worker)
         finally:
             closing.cancel()
             claim.cancel()  # no-op once it has a result: that task is still returned

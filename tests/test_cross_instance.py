@@ -459,6 +459,24 @@ async def test_a_rest_worker_alive_through_the_other_instance_is_not_reaped(
     assert requeued.attempt == 2
 
 
+async def test_a_rest_workers_long_poll_keeps_it_alive_for_every_instance(
+    pair: Callable[..., Awaitable[Pair]], http_client: HttpClient, rest_worker: Any
+) -> None:
+    # The shared TTL (0.4 s) is shorter than a long poll (1.5 s): the poll
+    # itself must keep refreshing it, or B would bury a worker that waits.
+    a, b = await pair(worker_health_check_interval_seconds=0.2, worker_poll_timeout_seconds=1.5)
+    worker: Worker = rest_worker(a, "patient")
+    await worker.register()
+    await create_job(http_client(a), "jobs/echo")
+    task = await worker.next_task()
+
+    assert await worker.poll() is None  # waited the whole poll: no task
+    assert await a.engine.holds("patient", task["task_id"])
+    presence = cluster_of(b).presence
+    assert presence is not None
+    assert "patient" not in presence.reaped
+
+
 # -- what goes over the wire --
 
 
