@@ -134,6 +134,10 @@ class JobFollowers:
         """Whether anyone here follows ``job_id``."""
         return job_id in self._by_job
 
+    def following(self) -> bool:
+        """Whether anyone here follows any job."""
+        return bool(self._by_job)
+
     def notify(self, job_id: str, job: Job | None) -> None:
         """Wake the followers of ``job_id``: an event about it happened here
         or, relayed, on another instance (``job`` is its record after)."""

@@ -45,6 +45,8 @@ class FollowerSink(Protocol):
 
     def follows(self, job_id: str) -> bool: ...
 
+    def following(self) -> bool: ...
+
     def notify(self, job_id: str, job: Job | None) -> None: ...
 
     def refresh_all(self) -> None: ...
@@ -186,8 +188,8 @@ class JobRelay:
             await self._client.publish(self._channel, encode(self.instance_id, batch))
 
     def _on_message(self, data: bytes) -> None:
-        if data.startswith(self._own):
-            return  # our own, delivered locally already
+        if data.startswith(self._own) or not self._followers.following():
+            return  # our own (delivered locally already), or nobody to wake
         try:
             _, entries = decode(data, self._followers.follows)
         except ValueError as exc:
