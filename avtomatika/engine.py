@@ -484,6 +484,15 @@ class Engine:
                 return True
         return False
 
+    async def requeue_unheld(self, worker_id: str, held: set[str]) -> list[str]:
+        """A worker reconnected saying it holds only ``held``: every other
+        task leased to it lost its assignment with an earlier connection
+        (say, an instance died between leasing and sending it) and goes
+        back to the queue now, not at its result deadline. Returns those."""
+        lost = [t for t in await self.storage.leased_to(worker_id) if t not in held]
+        reason = "its assignment was lost with the worker's earlier connection"
+        return [t for t in lost if await self.requeue_task(t, worker_id, reason)]
+
     def drain_worker(self, worker_id: str, reason: str = "drained by the operator") -> bool:
         """Tell a connected worker to take no more tasks (its running tasks
         finish); False when it is not connected here or cannot be told."""

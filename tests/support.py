@@ -102,7 +102,11 @@ class RawWorker:
         # No request iterator: the test writes each message itself.
         self.call = stub.Connect(None, metadata=metadata)
 
-    async def hello(self, skills: list[str], credits: int = 1) -> ConnectResponse:
+    async def hello(
+        self, skills: list[str], credits: int = 1, held: list[str] | None = None
+    ) -> ConnectResponse:
+        """Register; ``held``: the tasks of earlier streams it still holds
+        (None: it does not report them, as older workers)."""
         await self.send(
             ConnectRequest(
                 hello=Hello(
@@ -112,6 +116,8 @@ class RawWorker:
                         resources=WorkerResources(max_concurrent_tasks=credits),
                     ),
                     initial_credits=credits,
+                    held_task_ids=held or [],
+                    reports_held_tasks=held is not None,
                 )
             )
         )

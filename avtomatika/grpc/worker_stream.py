@@ -188,6 +188,11 @@ class _Session:
         self._interval = engine.config.worker_heartbeat_interval_seconds
         self._outbound: asyncio.Queue[ConnectResponse | None] = asyncio.Queue()
         self._batches = hello.accepts_batches
+        # What the worker says it still holds from earlier streams (None:
+        # it does not say, and keeps every lease).
+        self._reported: set[str] | None = (
+            set(hello.held_task_ids) if hello.reports_held_tasks else None
+        )
         self._carried: ConnectResponse | None = None
         self._closing_out = False
         self._heard = 0.0
@@ -230,11 +235,15 @@ class _Session:
         registry = self._engine.workers
         joined = registry.connect(self._info, self)
         self._held = joined.leases
-        self._update_leases()
-        self._update_gate()
         if isinstance(joined.replaced, _Session):
             log.info("worker %s opened a second stream; closing the first", self.worker_id)
             joined.replaced.close_replaced()
+        if self._reported is not None:
+            # Before the feeder starts: nothing is leased on this stream yet.
+            lost = await self._engine.requeue_unheld(self.worker_id, self._reported)
+            self._held.difference_update(lost)
+        self._update_leases()
+        self._update_gate()
         self._outbound.put_nowait(
             ConnectResponse(
                 welcome=Welcome(

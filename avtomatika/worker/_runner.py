@@ -132,6 +132,12 @@ class TaskRunner:
         """Until the server has acknowledged every result."""
         await self._acked.wait()
 
+    def held(self) -> list[str]:
+        """Tasks this worker still holds: running, or done with a result
+        the server has not acknowledged (the Hello of a new stream lists
+        them, so the server re-queues any other task leased to it)."""
+        return sorted({*self._running, *self._unacked})
+
     @property
     def unacked(self) -> int:
         """How many results await the server's acknowledgement."""

@@ -226,7 +226,12 @@ class Worker:
             self._session = session
             try:
                 end = await session.run(
-                    Hello(registration=self._registration(), initial_credits=credits)
+                    Hello(
+                        registration=self._registration(),
+                        initial_credits=credits,
+                        held_task_ids=runner.held(),
+                        reports_held_tasks=True,
+                    )
                 )
             finally:
                 self._session = None

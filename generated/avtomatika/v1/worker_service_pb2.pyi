@@ -228,6 +228,8 @@ class Hello(_message.Message):
     REGISTRATION_FIELD_NUMBER: _builtins.int
     INITIAL_CREDITS_FIELD_NUMBER: _builtins.int
     ACCEPTS_BATCHES_FIELD_NUMBER: _builtins.int
+    HELD_TASK_IDS_FIELD_NUMBER: _builtins.int
+    REPORTS_HELD_TASKS_FIELD_NUMBER: _builtins.int
     initial_credits: _builtins.int
     """Credits granted up front: max_concurrent_tasks minus the tasks still
     running from an earlier stream.
@@ -236,10 +238,23 @@ class Hello(_message.Message):
     """The worker understands ConnectResponse.batch. Workers that leave it
     unset get every message on its own.
     """
+    reports_held_tasks: _builtins.bool
+    """held_task_ids is complete: every other task leased to this worker id
+    was lost in transit with an earlier stream (e.g. its orchestrator
+    instance died after leasing it), and the server re-queues it at once.
+    Workers that leave it unset keep all their leases on reconnecting.
+    """
     @_builtins.property
     def registration(self) -> _worker_pb2.WorkerRegistration:
         """Who the worker is and what it can do: id, skills, resources (CPU, RAM,
         GPU, installed models), cost per skill, max concurrency and labels.
+        """
+
+    @_builtins.property
+    def held_task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Tasks of earlier streams this worker still holds: running, or finished
+        with a result it has not seen acknowledged (and sends again after this
+        Hello). Read only when reports_held_tasks is set.
         """
 
     def __init__(
@@ -248,10 +263,12 @@ class Hello(_message.Message):
         registration: _worker_pb2.WorkerRegistration | None = ...,
         initial_credits: _builtins.int = ...,
         accepts_batches: _builtins.bool = ...,
+        held_task_ids: _abc.Iterable[_builtins.str] | None = ...,
+        reports_held_tasks: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["registration", b"registration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepts_batches", b"accepts_batches", "initial_credits", b"initial_credits", "registration", b"registration"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepts_batches", b"accepts_batches", "held_task_ids", b"held_task_ids", "initial_credits", b"initial_credits", "registration", b"registration", "reports_held_tasks", b"reports_held_tasks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
