@@ -204,8 +204,11 @@ class Run:
                         stderr=asyncio.subprocess.DEVNULL,
                     )
                 )
-        while len(self.orchestrator.engine.workers.list()) < self.worker_count:  # noqa: ASYNC110
+        while len(self.orchestrator.engine.workers.list()) < self.worker_count:
             await asyncio.sleep(0.05)  # the harness waiting for its workers, not the system
+            for process in self.processes:
+                if process.returncode is not None:
+                    raise SystemExit(f"a worker process exited with code {process.returncode}")
 
     async def stop(self) -> None:
         for process in self.processes:
@@ -283,6 +286,7 @@ async def measure(
         "cancel_p50_ms": round(percentile(cancel_ms, 0.5), 2) if cancel_ms else None,
         "cancel_p99_ms": round(percentile(cancel_ms, 0.99), 2) if cancel_ms else None,
         "seconds": round(report["seconds"], 2),
+        "follows_per_job": round(report["follow_requests"] / jobs, 2),
         "cpu_s": report["cpu_s"],
     }
 

@@ -1,8 +1,8 @@
 """Client load for the benchmark: C concurrent clients create jobs over REST
 and follow each one with ``GET /api/v1/jobs/{id}?wait=`` (no tight polling)
 until it ends. Runs as its own process; prints one JSON line:
-``{"created": N, "seconds": s, "cpu_seconds": s, "latencies_ms": [...],
-"statuses": {...}}``.
+``{"created": N, "seconds": s, "cpu_seconds": s, "follow_requests": N,
+"latencies_ms": [...], "statuses": {...}}``.
 
     python -m benchmarks.load URL TOKEN ENDPOINT JOBS CLIENTS
 """
@@ -23,6 +23,7 @@ TERMINAL = {"finished", "failed", "cancelled", "error", "quarantined"}
 async def run(url: str, token: str, endpoint: str, jobs: int, clients: int) -> None:
     latencies: list[float] = []
     statuses: Counter[str] = Counter()
+    follows = 0
     numbers = iter(range(jobs))
     connector = aiohttp.TCPConnector(limit=clients * 2)
     timeout = aiohttp.ClientTimeout(total=None)
@@ -37,6 +38,8 @@ async def run(url: str, token: str, endpoint: str, jobs: int, clients: int) -> N
                 async with http.post(endpoint, json={"initial_data": {"n": n}}) as response:
                     job_id = (await response.json())["job_id"]
                 while True:
+                    nonlocal follows
+                    follows += 1
                     async with http.get(f"/api/v1/jobs/{job_id}?wait=30") as response:
                         status = (await response.json())["status"]
                     if status in TERMINAL:
@@ -55,6 +58,7 @@ async def run(url: str, token: str, endpoint: str, jobs: int, clients: int) -> N
                 "created": jobs,
                 "seconds": seconds,
                 "cpu_seconds": cpu_seconds,
+                "follow_requests": follows,
                 "latencies_ms": latencies,
                 "statuses": statuses,
             }

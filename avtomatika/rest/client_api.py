@@ -9,7 +9,7 @@ from aiohttp import web
 from avtomatika.rest.bodies import CreateJobBody, read_json_object
 from avtomatika.rest.follow_api import get_job_waiting, wait_seconds
 from avtomatika.rest.rate_limit import LIMITS
-from avtomatika.rest.render import job_json, worker_json
+from avtomatika.rest.render import job_body, worker_json
 from avtomatika.rest.state import ENGINE, client_of
 
 __all__ = ["cancel_job", "create_job", "get_job", "list_workers"]
@@ -47,7 +47,7 @@ async def get_job(request: web.Request) -> web.Response:
         )
     else:
         job = await get_job_waiting(request, wait)
-    return web.json_response(job_json(job))
+    return web.Response(body=job_body(job), content_type="application/json", charset="utf-8")
 
 
 async def cancel_job(request: web.Request) -> web.Response:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from avtomatika.clock import iso_from_ms
-from avtomatika.payload import from_payload
+from avtomatika.payload import JSON_ENCODING, from_payload
 from avtomatika.status import job_status_name
 from avtomatika.v1 import job_pb2
 from avtomatika.v1.job_pb2 import Job
+from avtomatika.v1.payload_pb2 import Payload
 from avtomatika.v1.worker_pb2 import WorkerInfo, WorkerStatus, WorkerTransport
 
-__all__ = ["job_json", "worker_json"]
+__all__ = ["job_body", "job_json", "worker_json"]
+
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def job_json(job: Job) -> dict[str, Any]:
@@ -36,6 +40,49 @@ def job_json(job: Job) -> dict[str, Any]:
     if job.status == job_pb2.JOB_STATUS_WAITING_FOR_HUMAN:
         rendered["approval_token"] = job.approval_token
     return rendered
+
+
+def job_body(job: Job) -> bytes:
+    """:func:`job_json` as a JSON response body, written around the JSON that
+    ``initial_data`` and ``state_history`` already hold instead of decoding
+    and re-encoding them (a follower's answer is the hot read path)."""
+
+    def text(value: str) -> bytes:
+        return _encode(value).encode()
+
+    def optional(value: str) -> bytes:
+        return _encode(value).encode() if value else b"null"
+
+    parts = [
+        b'{"id":', text(job.id),
+        b',"blueprint_name":', text(job.blueprint_name),
+        b',"status":', text(job_status_name(job.status)),
+        b',"current_state":', text(job.current_state),
+        b',"initial_data":', _raw_json(job.initial_data),
+        b',"state_history":', _raw_json(job.state_history),
+        b',"error":', optional(job.error),
+        b',"progress":', _encode(job.progress).encode(),
+        b',"progress_message":', optional(job.progress_message),
+        b',"retry_count":', str(job.retry_count).encode(),
+        b',"parent_job_id":', optional(job.parent_job_id),
+        b',"child_job_ids":', _encode(list(job.child_job_ids)).encode(),
+        b',"created_at":', text(iso_from_ms(job.created_at_ms)),
+        b',"updated_at":', text(iso_from_ms(job.updated_at_ms)),
+    ]  # fmt: skip
+    if job.status == job_pb2.JOB_STATUS_WAITING_FOR_HUMAN:
+        parts += [b',"approval_token":', text(job.approval_token)]
+    parts.append(b"}")
+    return b"".join(parts)
+
+
+def _raw_json(payload: Payload) -> bytes:
+    """A JSON payload's bytes as they are (``{}`` when empty): they were
+    written by :func:`avtomatika.payload.to_payload`, so they are JSON."""
+    if not payload.data:
+        return b"{}"
+    if payload.encoding not in ("", JSON_ENCODING):
+        raise ValueError(f"unsupported payload encoding {payload.encoding!r}")
+    return payload.data
 
 
 def worker_json(info: WorkerInfo) -> dict[str, Any]:

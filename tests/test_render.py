@@ -1,0 +1,61 @@
+"""``job_body`` (the bytes a job read answers with) says exactly what
+``job_json`` says, for every shape of job, and refuses what ``job_json``
+refuses."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from avtomatika.payload import to_payload
+from avtomatika.rest.render import job_body, job_json
+from avtomatika.v1 import job_pb2
+from avtomatika.v1.job_pb2 import Job
+from avtomatika.v1.payload_pb2 import Payload
+
+
+def full_job() -> Job:
+    job = Job(
+        id="j-1",
+        blueprint_name='échos "quoted"',
+        status=job_pb2.JOB_STATUS_FAILED,
+        current_state="done",
+        error="boom\nline two",
+        progress=0.25,
+        progress_message="a quarter ✓",
+        retry_count=2,
+        parent_job_id="p-1",
+        child_job_ids=["c-1", "c-2"],
+        created_at_ms=1_795_741_508_000,
+        updated_at_ms=1_795_741_508_123,
+    )
+    job.initial_data.CopyFrom(to_payload({"n": 12345678901234567, "text": "héllo", "none": None}))
+    job.state_history.CopyFrom(to_payload({"start": {"ok": True}, "list": [1, 2.5, "x"]}))
+    return job
+
+
+@pytest.mark.parametrize(
+    "job",
+    [
+        full_job(),
+        Job(id="bare", blueprint_name="echo", status=job_pb2.JOB_STATUS_PENDING),
+        Job(
+            id="asking",
+            blueprint_name="approve",
+            status=job_pb2.JOB_STATUS_WAITING_FOR_HUMAN,
+            approval_token="tok",
+        ),
+    ],
+    ids=["everything set", "nothing set", "waiting for a human"],
+)
+def test_job_body_is_job_json(job: Job) -> None:
+    assert json.loads(job_body(job)) == job_json(job)
+
+
+def test_job_body_refuses_a_payload_that_is_not_json() -> None:
+    job = Job(id="j-1", initial_data=Payload(encoding="msgpack", data=b"\x81"))
+    with pytest.raises(ValueError, match="msgpack"):
+        job_json(job)
+    with pytest.raises(ValueError, match="msgpack"):
+        job_body(job)
