@@ -30,6 +30,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from avtomatika.clock import now_ms
 from avtomatika.engine import Engine, ResultVerdict
 from avtomatika.errors import InvalidArgument, NotFound
 from avtomatika.v1 import task_pb2, worker_pb2
@@ -199,10 +200,32 @@ class RestWorkers:
         running = set(beat.current_tasks)
         worker.reported &= running
         cancel = [task_id for task_id in running if await self._must_stop(worker, task_id)]
+        await self._requeue_unlisted(worker, running)
         self._sync(worker)
         if status == worker_pb2.WORKER_STATUS_DRAINING and not running and not worker.held:
             self._forget(worker_id, worker)  # it left cleanly
         return sorted(cancel)
+
+    async def _requeue_unlisted(self, worker: _Worker, running: set[str]) -> None:
+        """Re-queue tasks leased to the worker that its heartbeats have not
+        listed for two heartbeat intervals since the lease: it never got
+        them (the instance that leased one died before answering the poll).
+        The SDK heartbeats right after each pick-up, so a task it did get is
+        listed long before that."""
+        me = worker.info.registration.worker_id
+        horizon_ms = 2000 * self._engine.config.worker_heartbeat_interval_seconds
+        now = now_ms()
+        for task_id in await self._engine.storage.leased_to(me):
+            if task_id in running:
+                continue
+            task = await self._engine.storage.get_task(task_id)
+            if task is None or task.state != task_pb2.TASK_STATE_LEASED:
+                continue
+            if task.worker_id == me and now - task.leased_at_ms > horizon_ms:
+                reason = "the worker's heartbeats never listed it"
+                if await self._engine.requeue_task(task_id, me, reason):
+                    log.info("REST worker %s never got task %s; re-queued", me, task_id)
+                    worker.held.discard(task_id)
 
     async def _must_stop(self, worker: _Worker, task_id: str) -> bool:
         """Whether the worker should stop ``task_id``: its job was cancelled

@@ -289,6 +289,30 @@ async def test_a_heartbeat_crossing_the_result_does_not_cancel_the_task(
     assert await worker.beat(current_tasks=[task["task_id"]]) == {"status": "ok"}
 
 
+async def test_a_task_the_worker_never_lists_in_its_heartbeats_is_requeued(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, rest_worker: Any
+) -> None:
+    # Its poll's answer was lost (the instance that leased it died before
+    # replying): the worker's heartbeats, two intervals on, still do not
+    # list the task, so it goes back to the queue as a new attempt.
+    orchestrator = await start_orchestrator(
+        [echo_blueprint()], worker_heartbeat_interval_seconds=0.05
+    )
+    http = http_client(orchestrator)
+    worker = rest_worker(orchestrator)
+    await worker.register()
+    job_id = await create_job(http, "jobs/echo", {"n": 1})
+    lost = await worker.next_task()
+    await asyncio.sleep(0.2)
+    assert await worker.beat(status="idle", current_tasks=[]) == {"status": "ok"}
+
+    again = await worker.next_task()
+    assert (again["job_id"], again["task_id"] != lost["task_id"]) == (job_id, True)
+    assert (await worker.report(again))["status"] == "accepted"
+    assert (await worker.report(lost))["status"] == "ignored"
+    await wait_for_status(http, job_id, "finished")
+
+
 async def test_a_heartbeat_body_must_be_well_formed(
     start_orchestrator: StartOrchestrator, rest_worker: Any
 ) -> None:
