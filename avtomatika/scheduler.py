@@ -50,6 +50,7 @@ _LATE_LIMIT_MS = int(LATE_LIMIT_SECONDS * 1000)
 # Claims outlive the last moment any instance could still try the slot by
 # this much, so clocks this far apart still agree on who fired it.
 _CLOCK_SKEW_MS = 30_000
+# Long waits are slept in pieces, so a wall clock that is set is noticed.
 _MAX_SLEEP = 30.0
 _RETRY_PAUSE = 1.0
 
@@ -100,7 +101,6 @@ class Scheduler:
         self._settings = settings
         self._source = str(path)
         self.schedules = load_schedules(path, time_zone(settings.tz))
-        self._claims: SlotClaims | None = None
         self._loops: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -114,20 +114,20 @@ class Scheduler:
                     f"{self._source}: [{schedule.name}]: key 'blueprint' names "
                     f"{schedule.blueprint!r}, which is not registered (registered: {known})"
                 )
-        self._claims = self._slot_claims()
+        claims = self._slot_claims()
         for schedule in self.schedules:
             if not schedule.enabled:
                 log.info("schedule %s is disabled (enabled = false)", schedule.name)
                 continue
             self._loops.append(
                 asyncio.create_task(
-                    self._run(schedule, self._claims), name=f"avtomatika-schedule-{schedule.name}"
+                    self._run(schedule, claims), name=f"avtomatika-schedule-{schedule.name}"
                 )
             )
         log.info("scheduler: %d schedule(s) from %s", len(self._loops), self._source)
 
     async def stop(self) -> None:
-        """Stop the timers (a job being created is finished first). Idempotent."""
+        """Stop the timers (a firing under way is abandoned). Idempotent."""
         loops, self._loops = self._loops, []
         for loop in loops:
             loop.cancel()
@@ -153,7 +153,6 @@ class Scheduler:
             due = rule.next_after(cursor)
             now = now_ms()
             if now < due:
-                # In pieces, so a wall clock that is set forward or back is noticed.
                 await asyncio.sleep(min((due - now) / 1000, _MAX_SLEEP))
                 continue
             latest = max(due, rule.latest_at_or_before(now))
