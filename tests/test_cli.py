@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.redis_server import free_port
 from tests.serve import serve_env, served
 from tests.support import CLIENT_TOKEN
 
@@ -49,6 +50,14 @@ async def test_broken_blueprint_file_stops_start_up_naming_the_file(tmp_path: Pa
     assert code == 2
     assert "broken.py" in output
     assert "no good" in output
+
+
+async def test_an_unreachable_redis_stops_start_up_naming_the_url() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    code, output = await _run("serve", "--redis-url", url, env=serve_env())
+    assert code == 2
+    assert f"cannot reach Redis at REDIS_URL {url}" in output
+    assert "Traceback" not in output
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
