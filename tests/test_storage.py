@@ -60,6 +60,13 @@ async def storage(request: pytest.FixtureRequest) -> AsyncIterator[Storage]:
     await redis_storage.close()
 
 
+async def commit_under(storage: Storage, job_id: str, lease: Lease) -> CommitOutcome:
+    """Commit the job unchanged, guarded by ``lease``."""
+    job = await storage.get_job(job_id)
+    assert job is not None
+    return await storage.commit(job, expected_version=job.version, lease=lease)
+
+
 async def until_waiting(storage: Storage, expected: dict[str, int]) -> None:
     """Until ``storage`` counts ``expected`` waiting workers per skill (a
     shared store registers a waiter only after a round trip)."""
@@ -218,12 +225,9 @@ async def test_commit_with_a_lease_requires_the_task_to_be_leased_to_that_worker
     assert holder is CommitOutcome.OK
 
     # The task is done now: the same lease no longer guards anything.
-    again = await storage.get_job(job.id)
-    assert again is not None
-    late = await storage.commit(
-        again, expected_version=again.version, lease=Lease(task.task_id, "w-1")
+    assert await commit_under(storage, job.id, Lease(task.task_id, "w-1")) is (
+        CommitOutcome.LEASE_LOST
     )
-    assert late is CommitOutcome.LEASE_LOST
 
 
 async def test_withdrawn_queued_tasks_are_cancelled_and_never_claimed(storage: Storage) -> None:
@@ -261,12 +265,9 @@ async def test_withdrawing_a_leased_task_keeps_its_worker_and_breaks_the_lease(
     stored = await storage.get_task(task.task_id)
     assert stored is not None
     assert (stored.state, stored.worker_id) == (TaskState.TASK_STATE_CANCELLED, "w-1")
-    after = await storage.get_job(job.id)
-    assert after is not None
-    outcome = await storage.commit(
-        after, expected_version=after.version, lease=Lease(task.task_id, "w-1")
+    assert await commit_under(storage, job.id, Lease(task.task_id, "w-1")) is (
+        CommitOutcome.LEASE_LOST
     )
-    assert outcome is CommitOutcome.LEASE_LOST
 
 
 async def test_progress_is_recorded_without_bumping_the_version(storage: Storage) -> None:

@@ -65,6 +65,16 @@ def queued(job: Job, skill: str = "x", **fields: Any) -> Task:
     )
 
 
+async def a_step_taken_on_a(open_storage: OpenStorage) -> tuple[RedisStorage, RedisStorage, Job]:
+    """Instances A and B with short step claims, and a job whose step A took."""
+    a = await open_storage(step_lease_seconds=0.3)
+    b = await open_storage(step_lease_seconds=0.3)
+    job = Job(id=new_id(), blueprint_name="bp", status=job_pb2.JOB_STATUS_PENDING)
+    await a.create_job(job)
+    assert await a.next_ready_job() == job.id
+    return a, b, job
+
+
 async def expiries(storage: RedisStorage, seconds: float) -> list[Expiry]:
     """Every deadline ``storage`` fires within ``seconds``."""
     fired: list[Expiry] = []
@@ -125,11 +135,7 @@ async def test_a_task_queued_on_one_instance_wakes_a_worker_waiting_on_another(
 async def test_the_step_of_an_instance_that_died_runs_on_another(
     open_storage: OpenStorage,
 ) -> None:
-    a = await open_storage(step_lease_seconds=0.3)
-    b = await open_storage(step_lease_seconds=0.3)
-    job = Job(id=new_id(), blueprint_name="bp", status=job_pb2.JOB_STATUS_PENDING)
-    await a.create_job(job)
-    assert await a.next_ready_job() == job.id
+    a, b, job = await a_step_taken_on_a(open_storage)
     await a.close()  # dies mid-step: its claim on the step is never released
 
     timers = asyncio.create_task(expiries(b, 2.0))
@@ -139,11 +145,7 @@ async def test_the_step_of_an_instance_that_died_runs_on_another(
 
 
 async def test_a_running_step_keeps_its_claim_while_it_runs(open_storage: OpenStorage) -> None:
-    a = await open_storage(step_lease_seconds=0.3)
-    b = await open_storage(step_lease_seconds=0.3)
-    job = Job(id=new_id(), blueprint_name="bp", status=job_pb2.JOB_STATUS_PENDING)
-    await a.create_job(job)
-    assert await a.next_ready_job() == job.id
+    a, b, job = await a_step_taken_on_a(open_storage)
     # A slow handler: three leases long. A renews its claim meanwhile, so B,
     # firing timers all along, never gets the job.
     timers = asyncio.create_task(expiries(b, 1.0))
@@ -312,11 +314,7 @@ class ReplyDropper:
 async def test_a_finished_step_does_not_release_the_claim_another_instance_took_since(
     open_storage: OpenStorage,
 ) -> None:
-    a = await open_storage(step_lease_seconds=0.3)
-    b = await open_storage(step_lease_seconds=0.3)
-    job = Job(id=new_id(), blueprint_name="bp", status=job_pb2.JOB_STATUS_PENDING)
-    await a.create_job(job)
-    assert await a.next_ready_job() == job.id
+    a, b, job = await a_step_taken_on_a(open_storage)
     stored = await a.get_job(job.id)
     assert stored is not None
     stored.status = job_pb2.JOB_STATUS_RUNNING

@@ -5,24 +5,39 @@ instead of waiting, leased to a worker that never heard of it, forever."""
 
 from __future__ import annotations
 
+import aiohttp
+import grpc
+
+from avtomatika.v1.worker_service_pb2 import TaskAssignment
 from tests.blueprints import echo_blueprint
 from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
 from tests.support import RawWorker, create_job, wait_for_status
 
 
-async def test_a_lease_the_returning_worker_does_not_hold_is_requeued_at_once(
+async def leased_then_disconnected(
     start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
-) -> None:
+) -> tuple[aiohttp.ClientSession, grpc.aio.Channel, str, TaskAssignment]:
+    """A job whose task was leased to worker w-1 on a stream that then
+    ended; w-1 has a minute to come back."""
     orchestrator = await start_orchestrator([echo_blueprint()], worker_reconnect_grace_seconds=60)
     http = http_client(orchestrator)
     job_id = await create_job(http, "jobs/echo", {"n": 1})
-    first = RawWorker(grpc_channel(orchestrator), "w-1")
+    channel = grpc_channel(orchestrator)
+    first = RawWorker(channel, "w-1")
     await first.hello(["echo"])
-    lost = await first.next_task()
-    await first.close()  # the assignment "never arrived"
+    task = await first.next_task()
+    await first.close()
+    return http, channel, job_id, task
 
-    again = RawWorker(grpc_channel(orchestrator), "w-1")
-    await again.hello(["echo"], held=[])
+
+async def test_a_lease_the_returning_worker_does_not_hold_is_requeued_at_once(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    http, channel, job_id, lost = await leased_then_disconnected(
+        start_orchestrator, http_client, grpc_channel
+    )
+    again = RawWorker(channel, "w-1")
+    await again.hello(["echo"], held=[])  # the assignment never arrived
     retried = await again.next_task()
     assert (retried.job_id, retried.attempt) == (job_id, 2)
     assert retried.task_id != lost.task_id
@@ -33,32 +48,22 @@ async def test_a_lease_the_returning_worker_does_not_hold_is_requeued_at_once(
 async def test_a_task_the_returning_worker_holds_keeps_its_lease(
     start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
 ) -> None:
-    orchestrator = await start_orchestrator([echo_blueprint()], worker_reconnect_grace_seconds=60)
-    http = http_client(orchestrator)
-    job_id = await create_job(http, "jobs/echo", {"n": 2})
-    first = RawWorker(grpc_channel(orchestrator), "w-1")
-    await first.hello(["echo"])
-    task = await first.next_task()
-    await first.close()
-
-    again = RawWorker(grpc_channel(orchestrator), "w-1")
+    http, channel, job_id, task = await leased_then_disconnected(
+        start_orchestrator, http_client, grpc_channel
+    )
+    again = RawWorker(channel, "w-1")
     await again.hello(["echo"], credits=0, held=[task.task_id])
-    assert (await again.succeed(task, {"n": 2})).result_ack.accepted
+    assert (await again.succeed(task, {"n": 1})).result_ack.accepted
     await wait_for_status(http, job_id, "finished")
 
 
 async def test_a_worker_that_does_not_report_held_tasks_keeps_every_lease(
     start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
 ) -> None:
-    orchestrator = await start_orchestrator([echo_blueprint()], worker_reconnect_grace_seconds=60)
-    http = http_client(orchestrator)
-    job_id = await create_job(http, "jobs/echo", {"n": 3})
-    first = RawWorker(grpc_channel(orchestrator), "w-1")
-    await first.hello(["echo"])
-    task = await first.next_task()
-    await first.close()
-
-    again = RawWorker(grpc_channel(orchestrator), "w-1")
+    http, channel, job_id, task = await leased_then_disconnected(
+        start_orchestrator, http_client, grpc_channel
+    )
+    again = RawWorker(channel, "w-1")
     await again.hello(["echo"], credits=0)  # an older worker: no report
-    assert (await again.succeed(task, {"n": 3})).result_ack.accepted
+    assert (await again.succeed(task, {"n": 1})).result_ack.accepted
     await wait_for_status(http, job_id, "finished")
