@@ -346,6 +346,9 @@ class _Session:
                     )
                     continue
                 await self._handle(inner)
+                # Let other work (steps, claims) run between the results of
+                # a big batch rather than after all of them.
+                await asyncio.sleep(0)
         elif kind == "credit":
             self._credits += message.credit.credits
             self._update_gate()
