@@ -38,6 +38,7 @@ import aiohttp
 import redis
 
 from benchmarks.end_to_end import ROOT, percentile, process_cpu_seconds
+from benchmarks.grpc_workers import build
 from tests.redis_server import RedisServer
 from tests.serve import Served, serve_env, served
 from tests.support import CLIENT_TOKEN, WORKER_TOKEN
@@ -107,9 +108,8 @@ async def measure(instances: int, jobs: int, clients: int, workers: int) -> dict
         for n, orchestrator in enumerate(orchestrators):
             share = max(1, workers // instances + (n < workers % instances))
             command = [
-                sys.executable, "-m", "benchmarks.grpc_workers",
-                f"127.0.0.1:{orchestrator.grpc_port}", WORKER_TOKEN,
-                str(share), str(WORKER_CONCURRENCY),
+                sys.executable, "-m", "benchmarks.cluster", "--serve-workers",
+                f"127.0.0.1:{orchestrator.grpc_port}", str(n * 100), str(share),
             ]  # fmt: skip
             worker_processes.append(await stack.enter_async_context(started(command)))
         note(f"{instances} instance(s) serving on {server.url}; waiting for the workers")
@@ -197,7 +197,19 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         print(f"{row['instances']} instance(s), Redis commands per job: {top}")
 
 
+async def serve_workers(address: str, first: int, count: int) -> None:
+    """The workers of one instance: those of :mod:`benchmarks.grpc_workers`,
+    numbered from ``first`` so that no two instances' workers share an id
+    (a second stream for a worker id replaces the first, wherever it is)."""
+    workers = [build(first + n, address, WORKER_TOKEN, WORKER_CONCURRENCY) for n in range(count)]
+    await asyncio.gather(*(worker.run() for worker in workers))
+
+
 async def main(args: argparse.Namespace) -> None:
+    if args.serve_workers:
+        address, first, count = args.serve_workers
+        await serve_workers(address, int(first), int(count))
+        return
     counts = [int(n) for n in args.instances.split(",")]
     rows = [await measure(n, args.jobs, args.clients, args.workers) for n in counts]
     print(
@@ -214,4 +226,7 @@ if __name__ == "__main__":
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--instances", default="1,2", help="instance counts to compare")
+    parser.add_argument(
+        "--serve-workers", nargs=3, metavar=("ADDRESS", "FIRST", "COUNT"), help=argparse.SUPPRESS
+    )
     asyncio.run(main(parser.parse_args()))
