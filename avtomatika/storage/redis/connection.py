@@ -15,6 +15,8 @@ from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -55,10 +57,16 @@ async def connect(url: str) -> Redis:
     the URL when Redis does not answer."""
     # A blocking pool: beyond its connections, callers queue for one (for
     # up to 10 s) instead of failing at once with "Too many connections".
+    # One retry on a fresh connection: after a Redis restart every pooled
+    # connection is dead and would otherwise fail one request each. A retry
+    # may repeat a command whose reply was lost; every script is safe to
+    # repeat (commits and claims carry a nonce, creation and the rest are
+    # idempotent or recovered by their leases).
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         max_connections=256,
         timeout=10,
+        retry=Retry(NoBackoff(), 1),
         socket_connect_timeout=5,
         socket_keepalive=True,
         health_check_interval=30,

@@ -145,6 +145,8 @@ local function lease(id, worker, now, nonce)
 end
 
 local function create_job(id, data, status)
+  -- A repeat (a retry after a lost reply) must not count or queue it twice.
+  if redis.call('EXISTS', K.job(id)) == 1 then return end
   redis.call('HSET', K.job(id), 'd', data, 'v', 1, 's', status)
   redis.call('HINCRBY', K.statuses, status, 1)
   redis.call('RPUSH', K.ready, id)
