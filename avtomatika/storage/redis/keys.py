@@ -24,6 +24,7 @@ _PER_RECORD = {
     "constrained": "qc",
     "history": "history",
     "worker_leases": "leases",
+    "claim_nonce": "nonce",
 }
 
 
@@ -117,6 +118,11 @@ class Keys:
     def worker_leases(self, worker_id: str) -> str:
         """Set: task ids leased to a worker."""
         return f"{self.root}:{_PER_RECORD['worker_leases']}:{worker_id}"
+
+    def claim_nonce(self, nonce: str) -> str:
+        """String with a one-minute TTL: the task a claim with this nonce
+        leased, so a retry after a lost reply gets that task again."""
+        return f"{self.root}:{_PER_RECORD['claim_nonce']}:{nonce}"
 
     def worker_alive(self, worker_id: str) -> str:
         """String with a TTL, the worker's liveness: ``<instance>`` holding its

@@ -31,6 +31,7 @@ __all__ = [
     "CREATE",
     "DUE",
     "GIVE_BACK",
+    "HEAD",
     "RENEW",
     "SET_PROGRESS",
     "STEP_DONE",
@@ -140,6 +141,8 @@ local function lease(id, worker, now, nonce)
   redis.call('HDEL', t, 'qm')
   set_state(id, LEASED, worker)
   redis.call('HSET', t, 'la', now, 'cn', nonce)
+  -- Where a retry of this claim finds what it leased (its reply was lost).
+  redis.call('SET', K.claim_nonce(nonce), id, 'PX', 60000)
   local nb, dd, rd = deadlines(t)
   set_timers(id, LEASED, nb, dd, rd)
 end
@@ -267,13 +270,24 @@ CLAIM = """
 -- Lease `worker` the best queued task of its skills: the lowest
 -- (score, member) over the heads of its plain queues and, when given, one
 -- candidate task with requirements (which the caller checked it meets).
--- KEYS: root. ARGV: worker id, now, candidate task id ('' for none), claim
---   nonce, skills... A retry (same nonce) of a claim that leased a task
---   returns that task again.
--- Returns {task id, Task bytes, sequence} or false when nothing suits.
-for _, tid in ipairs(redis.call('SMEMBERS', K.worker_leases(ARGV[1]))) do
-  local c = redis.call('HMGET', K.task(tid), 'cn', 'd', 'sq')
-  if c[1] == ARGV[4] then return {tid, c[2], c[3]} end
+-- KEYS: root. ARGV: worker id, now, candidate task id ('' when the caller
+--   has not looked at tasks with requirements, '-' when none suits),
+--   claim nonce, skills... A retry (same nonce) of a claim that leased a
+--   task returns that task again.
+-- Returns {task id, Task bytes, sequence}, false when nothing suits, or
+-- 'scan' when tasks with requirements are queued for these skills and the
+-- caller must pick a candidate among them first (Lua cannot check them).
+local again = redis.call('GET', K.claim_nonce(ARGV[4]))
+if again then
+  local c = redis.call('HMGET', K.task(again), 'cn', 'd', 'sq', 'st', 'w')
+  if c[1] == ARGV[4] and tonumber(c[4]) == LEASED and c[5] == ARGV[1] then
+    return {again, c[2], c[3]}
+  end
+end
+if ARGV[3] == '' then
+  for i = 5, #ARGV do
+    if redis.call('ZCARD', K.constrained(ARGV[i])) > 0 then return 'scan' end
+  end
 end
 local best_score, best_member, best_queue
 local function consider(queue, member, score)
@@ -287,7 +301,7 @@ for i = 5, #ARGV do
   local head = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
   if head[1] then consider(q, head[1], tonumber(head[2])) end
 end
-if ARGV[3] ~= '' then
+if ARGV[3] ~= '' and ARGV[3] ~= '-' then
   local f = redis.call('HMGET', K.task(ARGV[3]), 'qm', 'k')
   if f[1] then
     local q = K.constrained(f[2])
@@ -320,6 +334,15 @@ redis.call('ZREM', f[3] == '1' and K.constrained(f[2]) or K.queue(f[2]), f[1])
 lease(ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 local t = redis.call('HMGET', K.task(ARGV[1]), 'd', 'sq')
 return {ARGV[1], t[1], t[2]}
+"""
+
+HEAD = """
+-- The next task of a skill's plain queue (for a hand-out to choose among
+-- waiting workers by its strategy).
+-- KEYS: root. ARGV: skill. Returns its Task bytes, or false if none.
+local head = redis.call('ZRANGE', K.queue(ARGV[1]), 0, 0)
+if not head[1] then return false end
+return redis.call('HGET', K.task(string.sub(head[1], 22)), 'd')
 """
 
 GIVE_BACK = """

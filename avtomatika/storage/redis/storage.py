@@ -442,9 +442,16 @@ class RedisStorage:
             raise
 
     async def _claim(self, worker: WorkerProfile, nonce: str) -> Task | None:
-        candidate = await self._constrained_candidate(worker)
         now = now_ms()
-        found = await self._run("CLAIM", worker.worker_id, now, candidate, nonce, *worker.skills)
+        found = await self._run("CLAIM", worker.worker_id, now, "", nonce, *worker.skills)
+        if found == b"scan":
+            # Tasks with requirements are queued: pick the best this worker
+            # meets, and claim again (a second round trip only then).
+            candidate = await self._constrained_candidate(worker) or "-"
+            now = now_ms()
+            found = await self._run(
+                "CLAIM", worker.worker_id, now, candidate, nonce, *worker.skills
+            )
         return _leased(found, worker.worker_id, now)
 
     async def _take(self, task_id: str, worker_id: str, nonce: str) -> Task | None:
@@ -561,13 +568,8 @@ class RedisStorage:
 
     async def _head(self, skill: str) -> Task | None:
         """The next task of ``skill``'s plain queue, if any."""
-        client = self.client
-        head = await client.zrange(self.keys.queue(skill), 0, 0)
-        if not head:
-            return None
-        data = await client.hget(self.keys.task(head[0].decode()[21:]), "d")
-        check_cancelled()
-        return None if data is None else Task.FromString(data)
+        data = await self._run("HEAD", skill)
+        return Task.FromString(data) if data else None
 
     def _on_wake(self, message: bytes) -> None:
         what = message.decode()
