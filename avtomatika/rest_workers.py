@@ -375,7 +375,9 @@ class RestWorkers:
     # -- expiry --
 
     async def _reap_forever(self) -> None:
-        while True:
+        # Ends on close() too: a cancel that lands inside a Redis call may
+        # come out as an error, which the loop below would outlive.
+        while not self._closing.is_set():
             await asyncio.sleep(self._check_every)
             try:
                 await self.reap()
@@ -404,6 +406,8 @@ class RestWorkers:
                     continue
                 lost = sorted({*worker.held, *await presence.leases(worker_id)})
             except Exception as exc:  # Redis unreachable: the next round retries
+                if self._closing.is_set():
+                    raise
                 log.warning("REST worker %s: checking its TTL failed (%s)", worker_id, exc)
                 continue
             log.warning(
