@@ -34,6 +34,7 @@ class Subscriber:
         self._reconnected: list[Callable[[], None]] = []
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._stopping = False
 
     def on(self, channel: str, handler: Handler) -> None:
         """Call ``handler`` for every message on ``channel``. Register before
@@ -53,6 +54,7 @@ class Subscriber:
             await self._ready.wait()
 
     async def stop(self) -> None:
+        self._stopping = True  # in case redis-py swallows the cancel below
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -61,7 +63,7 @@ class Subscriber:
 
     async def _listen(self) -> None:
         attempt = 0
-        while True:
+        while not self._stopping:
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(*self._handlers)
@@ -71,7 +73,7 @@ class Subscriber:
                         self._call(callback)
                 attempt = 0
                 self._ready.set()
-                while True:
+                while not self._stopping:
                     message = await pubsub.get_message(timeout=None)
                     check_cancelled()
                     if message is None:

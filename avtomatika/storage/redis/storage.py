@@ -90,7 +90,10 @@ class RedisStorage:
             raise ValueError("RedisStorage needs REDIS_URL")
         self._url = settings.redis_url
         self.keys = Keys(settings.redis_prefix)
-        self.instance_id = settings.instance_id or f"{socket.gethostname()}-{os.getpid()}"
+        # The default is unique even for two orchestrators in one process.
+        self.instance_id = (
+            settings.instance_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+        )
         self._retention_ms = int(settings.job_retention_seconds * 1000)
         self._lease_ms = int(settings.step_lease_seconds * 1000)
         self._sweep_every = min(_SWEEP_EVERY, settings.job_retention_seconds / 4)
@@ -393,21 +396,24 @@ class RedisStorage:
     async def claim_task(self, worker: WorkerProfile, timeout: float | None) -> Task | None:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        waiter: _Waiter | None = None
+        # Registered before the first look: a wake-up that arrives while a
+        # claim is in flight makes it look again at once, and none is lost
+        # between a claim that found nothing and the wait.
+        waiter = self._add_waiter(worker)
         try:
             while True:
-                if waiter is not None:
-                    handed, waiter.handed = waiter.handed, None
-                    if handed is not None:
-                        return handed
-                    waiter.event.clear()
-                task = await self._claim_once(worker)
+                handed, waiter.handed = waiter.handed, None
+                if handed is not None:
+                    return handed
+                waiter.event.clear()
+                waiter.claiming = True
+                try:
+                    task = await self._claim_once(worker)
+                finally:
+                    waiter.claiming = False
                 if task is not None:
                     return task
-                if waiter is None:
-                    # Registered, then checked again: a task queued between
-                    # the first check and now has woken this waiter.
-                    waiter = self._add_waiter(worker)
+                if waiter.event.is_set():
                     continue
                 wait = _RECHECK if deadline is None else min(_RECHECK, deadline - loop.time())
                 if wait <= 0:
@@ -416,12 +422,11 @@ class RedisStorage:
                     async with asyncio.timeout(wait):
                         await waiter.event.wait()
         finally:
-            if waiter is not None:
-                self._remove_waiter(waiter)
-                if waiter.handed is not None:
-                    # Handed a task while leaving (cancelled, timed out, or
-                    # it claimed one itself): the task goes back.
-                    self._spawn(self._give_back(waiter.handed.task_id, worker.worker_id))
+            self._remove_waiter(waiter)
+            if waiter.handed is not None:
+                # Handed a task while leaving (cancelled, timed out, or it
+                # claimed one itself): the task goes back.
+                self._spawn(self._give_back(waiter.handed.task_id, worker.worker_id))
 
     async def _claim_once(self, worker: WorkerProfile) -> Task | None:
         """One claim, safe against cancellation: a task leased by a script
@@ -512,9 +517,14 @@ class RedisStorage:
     def _wake(self, skill: str) -> None:
         """A task of ``skill`` was queued: one waiter claims it itself; among
         several, the task's dispatch strategy picks who gets it."""
-        waiters = [w for w in self._waiters.get(skill, ()) if w.handed is None]
-        if len(waiters) <= 1:
-            for waiter in waiters:
+        idle = []
+        for waiter in self._waiters.get(skill, ()):
+            if waiter.claiming:
+                waiter.event.set()  # it looks again once its claim in flight is back
+            elif waiter.handed is None:
+                idle.append(waiter)
+        if len(idle) <= 1:
+            for waiter in idle:
                 waiter.event.set()
             return
         self._to_hand[skill] = None
@@ -537,7 +547,9 @@ class RedisStorage:
         as :meth:`MemoryStorage._offer` does: the head task's strategy picks
         among the eligible waiters (longest waiting first on ties)."""
         while True:
-            waiters = [w for w in self._waiters.get(skill, ()) if w.handed is None]
+            waiters = [
+                w for w in self._waiters.get(skill, ()) if w.handed is None and not w.claiming
+            ]
             head = await self._head(skill) if len(waiters) > 1 else None
             if head is None:
                 for waiter in waiters:  # each checks for itself
@@ -647,7 +659,7 @@ class RedisStorage:
 class _Waiter:
     """A claim waiting for a task of one of its worker's skills."""
 
-    __slots__ = ("done", "event", "handed", "worker")
+    __slots__ = ("claiming", "done", "event", "handed", "worker")
 
     def __init__(self, worker: WorkerProfile) -> None:
         self.worker = worker
@@ -655,6 +667,8 @@ class _Waiter:
         self.done = False
         self.handed: Task | None = None
         """A task leased to it by a hand-out pass, not yet taken."""
+        self.claiming = False
+        """Its own claim is in flight (hand-outs pass it by)."""
 
 
 def _leased(found: Any, worker_id: str, now: int) -> Task | None:
