@@ -22,7 +22,7 @@ from avtomatika import OrchestratorEngine
 from avtomatika.cluster import Cluster
 from avtomatika.cluster.relay import decode, encode
 from avtomatika.v1.job_pb2 import Job
-from avtomatika.v1.worker_service_pb2 import ConnectRequest, Heartbeat, TaskProgress
+from avtomatika.v1.worker_service_pb2 import ConnectRequest, Heartbeat, TaskAssignment, TaskProgress
 from tests.blueprints import echo_blueprint
 from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
 from tests.redis_server import RedisServer
@@ -298,6 +298,26 @@ async def test_a_second_stream_on_the_other_instance_replaces_the_first(
     await wait_for_status(http_client(a), job_id, "finished")
 
 
+async def rescued_on(
+    b: OrchestratorEngine, grpc_channel: GrpcChannel, job_id: str, task: TaskAssignment
+) -> tuple[RawWorker, TaskAssignment]:
+    """Once B's sweep buried worker "doomed", a new worker on B gets its
+    task again as attempt 2."""
+    presence = cluster_of(b).presence
+    assert presence is not None
+
+    async def buried() -> bool:
+        return "doomed" in presence.reaped
+
+    await until(buried)
+    rescuer = RawWorker(grpc_channel(b), "rescuer")
+    await rescuer.hello(["echo"])
+    again = await rescuer.next_task()
+    assert (again.job_id, again.attempt) == (job_id, 2)
+    assert again.task_id != task.task_id
+    return rescuer, again
+
+
 async def no_entry(orchestrator: OrchestratorEngine, worker_id: str) -> bool:
     return orchestrator.engine.workers.info(worker_id) is None
 
@@ -340,18 +360,7 @@ async def test_the_workers_of_a_vanished_instance_have_their_tasks_requeued_by_a
     # A dies without a word: its presence stops refreshing, nothing is
     # cleaned up, its registry never re-queues anything.
     await vanish(a)
-    presence = cluster_of(b).presence
-    assert presence is not None
-
-    async def buried() -> bool:
-        return "doomed" in presence.reaped
-
-    await until(buried)
-    rescuer = RawWorker(grpc_channel(b), "rescuer")
-    await rescuer.hello(["echo"])
-    again = await rescuer.next_task()
-    assert (again.job_id, again.attempt) == (job_id, 2)
-    assert again.task_id != task.task_id
+    await rescued_on(b, grpc_channel, job_id, task)
     await until_listed(http_b, "doomed", present=False)
 
 
@@ -553,18 +562,7 @@ async def test_a_worker_of_an_instance_killed_with_sigkill_has_its_task_requeued
         finally:
             await channel.close(grace=None)
 
-    presence = cluster_of(b).presence
-    assert presence is not None
-
-    async def buried() -> bool:
-        return "doomed" in presence.reaped
-
-    await until(buried)
-    rescuer = RawWorker(grpc_channel(b), "rescuer")
-    await rescuer.hello(["echo"])
-    again = await rescuer.next_task()
-    assert (again.job_id, again.attempt) == (job_id, 2)
-    assert again.task_id != task.task_id
+    rescuer, again = await rescued_on(b, grpc_channel, job_id, task)
     assert (await rescuer.succeed(again, {"rescued": True})).result_ack.accepted
     await wait_for_status(http_b, job_id, "finished")
     await until_listed(http_b, "doomed", present=False)

@@ -60,6 +60,16 @@ async def storage(request: pytest.FixtureRequest) -> AsyncIterator[Storage]:
     await redis_storage.close()
 
 
+async def leased_to_w1(storage: Storage) -> tuple[Task, Job]:
+    """A task queued with its job and claimed by worker w-1; the job as now."""
+    task = make_task(Job(), "x")
+    job = await enqueue(storage, task)
+    assert await storage.claim_task(WorkerProfile("w-1", ("x",)), None) is not None
+    current = await storage.get_job(job.id)
+    assert current is not None
+    return task, current
+
+
 async def commit_under(storage: Storage, job_id: str, lease: Lease) -> CommitOutcome:
     """Commit the job unchanged, guarded by ``lease``."""
     job = await storage.get_job(job_id)
@@ -205,11 +215,8 @@ async def test_commit_of_an_unknown_job_is_not_found(storage: Storage) -> None:
 async def test_commit_with_a_lease_requires_the_task_to_be_leased_to_that_worker(
     storage: Storage,
 ) -> None:
-    task = make_task(Job(), "x")
-    job = await enqueue(storage, task)
-    assert await storage.claim_task(WorkerProfile("w-1", ("x",)), None) is not None
-    current = await storage.get_job(job.id)
-    assert current is not None
+    task, current = await leased_to_w1(storage)
+    job = current
 
     done = Task()
     done.CopyFrom(task)
@@ -255,11 +262,8 @@ async def test_withdrawn_queued_tasks_are_cancelled_and_never_claimed(storage: S
 async def test_withdrawing_a_leased_task_keeps_its_worker_and_breaks_the_lease(
     storage: Storage,
 ) -> None:
-    task = make_task(Job(), "x")
-    job = await enqueue(storage, task)
-    assert await storage.claim_task(WorkerProfile("w-1", ("x",)), None) is not None
-    current = await storage.get_job(job.id)
-    assert current is not None
+    task, current = await leased_to_w1(storage)
+    job = current
     await storage.commit(current, expected_version=current.version, withdraw=[task.task_id])
 
     stored = await storage.get_task(task.task_id)
