@@ -251,6 +251,13 @@ class RedisStorage:
         result = CommitOutcome(outcome.decode() if isinstance(outcome, bytes) else outcome)
         if result is CommitOutcome.OK:
             job.version = expected_version + 1
+            # The script released the claim on this job's step: if this is
+            # the step committing, its step_done needs no round trip.
+            stepping = asyncio.current_task()
+            held = self._stepping.get(stepping)
+            if held is not None and held[0] == job.id and held[1]:
+                self._running.pop(held[1], None)
+                self._stepping[stepping] = (job.id, "")
             if ready or new_jobs:
                 self._ready_wake.set()
             if ready_at_ms or any(t.dispatch_deadline_ms or t.result_deadline_ms for t in tasks):
@@ -344,6 +351,8 @@ class RedisStorage:
         if held is None or held[0] != job_id:
             return  # no step of that job taken here: no claim to release
         token = held[1]
+        if not token:
+            return  # its commit released the claim already
         self._running.pop(token, None)
         if not completed:
             return  # its claim lapses and the step runs again
