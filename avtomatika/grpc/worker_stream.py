@@ -42,6 +42,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from avtomatika.auth import Authenticator
+from avtomatika.batches import Batcher
 from avtomatika.clock import now_ms
 from avtomatika.engine import Engine
 from avtomatika.errors import Unavailable
@@ -75,10 +76,6 @@ __all__ = ["WorkerStreamService"]
 log = logging.getLogger(__name__)
 
 _MISSED_HEARTBEATS = 3
-# A batch stays well under gRPC's default 4 MiB message limit; a message
-# bigger than this goes on its own.
-_BATCH_BYTES = 1 << 20
-_BATCH_MESSAGES = 256
 # How long handling a worker's batch may run before it yields to the loop:
 # short enough for dispatch latency, long enough that results still pile up
 # into batches (yielding after every message halved the batching gain).
@@ -197,8 +194,7 @@ class _Session:
         self._reported: set[str] | None = (
             set(hello.held_task_ids) if hello.reports_held_tasks else None
         )
-        self._carried: ConnectResponse | None = None
-        self._closing_out = False
+        self._batcher = Batcher(self._outbound)
         self._heard = 0.0
         self._credits = hello.initial_credits
         self._can_take = asyncio.Event()
@@ -280,7 +276,7 @@ class _Session:
                     break
             else:
                 return
-            while batch := await self._next_batch():
+            while batch := await self._batcher.next():
                 if len(batch) == 1:
                     yield batch[0]
                 else:
@@ -295,30 +291,6 @@ class _Session:
                 reason = "worker disconnected"
                 if await self._engine.requeue_task(task_id, self.worker_id, reason):
                     log.info("worker %s left; task %s re-queued", self.worker_id, task_id)
-
-    async def _next_batch(self) -> list[ConnectResponse]:
-        """The messages queued now (waiting for one), as many as fit in a
-        batch; empty once the stream must end."""
-        if self._closing_out:
-            return []
-        first = self._carried if self._carried is not None else await self._outbound.get()
-        self._carried = None
-        if first is None:
-            return []
-        batch = [first]
-        size = first.ByteSize()
-        while len(batch) < _BATCH_MESSAGES and not self._outbound.empty():
-            message = self._outbound.get_nowait()
-            if message is None:
-                # Write what was queued before the end, then end.
-                self._closing_out = True
-                break
-            size += message.ByteSize()
-            if size > _BATCH_BYTES:
-                self._carried = message
-                break
-            batch.append(message)
-        return batch
 
     async def _read(self) -> None:
         loop = asyncio.get_running_loop()

@@ -32,6 +32,7 @@ from typing import Protocol
 
 import grpc
 
+from avtomatika.batches import Batcher
 from avtomatika.v1 import worker_service_pb2_grpc
 from avtomatika.v1.worker_service_pb2 import (
     CancelTask,
@@ -52,10 +53,6 @@ __all__ = ["Session", "SessionEnd", "SessionListener"]
 log = logging.getLogger("avtomatika.worker")
 
 _MISSED_HEARTBEATS = 3
-# A batch stays well under gRPC's default 4 MiB message limit; a message
-# bigger than this goes on its own.
-_BATCH_BYTES = 1 << 20
-_BATCH_MESSAGES = 256
 
 _StreamCall = grpc.aio.StreamStreamCall[ConnectRequest, ConnectResponse]
 
@@ -111,8 +108,7 @@ class Session:
         self._heartbeat_interval = 0.0
         self._deadline: asyncio.Timeout | None = None
         self._server_batches = False
-        self._carried: ConnectRequest | None = None
-        self._hanging_up = False
+        self._batcher = Batcher(self._outbox)
 
     def send(self, message: ConnectRequest) -> None:
         """Queue a message; dropped once the session is ending."""
@@ -183,7 +179,7 @@ class Session:
             opening.hello.accepts_batches = True
             await call.write(opening)
             await self._welcomed.wait()
-            while batch := await self._next_batch():
+            while batch := await self._batcher.next(batching=self._server_batches):
                 if len(batch) == 1:
                     await call.write(batch[0])
                 else:
@@ -201,32 +197,6 @@ class Session:
                 await self._ended.wait()
         except TimeoutError:
             self._end("the server did not end the stream after the worker hung up")
-
-    async def _next_batch(self) -> list[ConnectRequest]:
-        """The messages queued now (waiting for one): all that fit in a batch
-        if the server reads batches, else one; empty at the hang-up marker."""
-        if self._hanging_up:
-            return []
-        first = self._carried if self._carried is not None else await self._outbox.get()
-        self._carried = None
-        if first is None:
-            return []
-        batch = [first]
-        if not self._server_batches:
-            return batch
-        size = first.ByteSize()
-        while len(batch) < _BATCH_MESSAGES and not self._outbox.empty():
-            message = self._outbox.get_nowait()
-            if message is None:
-                # Write what was queued before the marker, then hang up.
-                self._hanging_up = True
-                break
-            size += message.ByteSize()
-            if size > _BATCH_BYTES:
-                self._carried = message
-                break
-            batch.append(message)
-        return batch
 
     async def _read(self, call: _StreamCall) -> None:
         try:
