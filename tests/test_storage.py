@@ -131,6 +131,14 @@ async def test_claim_leases_the_task_to_the_claimer(storage: Storage) -> None:
     assert stored is not None
     assert (stored.state, stored.worker_id) == (TaskState.TASK_STATE_LEASED, "w-1")
     assert stored.leased_at_ms > 0
+    assert await storage.leased_to("w-1") == [task.task_id]
+
+    # Done, the task is no longer the worker's.
+    job = await storage.get_job(task.job_id)
+    assert job is not None
+    stored.state = TaskState.TASK_STATE_DONE
+    await storage.commit(job, expected_version=job.version, tasks=[stored])
+    assert await storage.leased_to("w-1") == []
 
 
 async def test_claim_ignores_other_skills_and_times_out_with_none(storage: Storage) -> None:

@@ -49,6 +49,9 @@ class MemoryStorage:
         self._versions: dict[str, int] = {}
         self._statuses: dict[str, int] = {}
         self._tasks: dict[str, bytes] = {}
+        # Leased tasks: task id -> worker, worker -> task ids.
+        self._holders: dict[str, str] = {}
+        self._leases: dict[str, set[str]] = {}
         self._ready: asyncio.Queue[str] = asyncio.Queue()
         # Per skill, two heaps: tasks any worker with the skill may take
         # (popped in O(log n)), and tasks with requirements (scanned for the
@@ -136,12 +139,7 @@ class MemoryStorage:
         return None  # nothing survives this process, so there is no claim to release
 
     async def leased_to(self, worker_id: str) -> list[str]:
-        leased = []
-        for data in self._tasks.values():
-            task = Task.FromString(data)
-            if task.state == task_pb2.TASK_STATE_LEASED and task.worker_id == worker_id:
-                leased.append(task.task_id)
-        return sorted(leased)
+        return sorted(self._leases.get(worker_id, ()))
 
     async def claim_task(self, worker: WorkerProfile, timeout: float | None) -> Task | None:
         try:
@@ -200,6 +198,8 @@ class MemoryStorage:
         self._versions.clear()
         self._statuses.clear()
         self._job_tasks.clear()
+        self._holders.clear()
+        self._leases.clear()
         self._tasks.clear()
         self._queues.clear()
         self._constrained.clear()
@@ -213,6 +213,20 @@ class MemoryStorage:
         return None
 
     # -- internals: all synchronous, so each caller above stays atomic --
+
+    def _put(self, task: Task) -> None:
+        """Store ``task``, keeping each worker's set of leased task ids."""
+        task_id = task.task_id
+        holder = self._holders.pop(task_id, None)
+        if holder is not None:
+            held = self._leases[holder]
+            held.discard(task_id)
+            if not held:
+                del self._leases[holder]
+        if task.state == task_pb2.TASK_STATE_LEASED:
+            self._holders[task_id] = task.worker_id
+            self._leases.setdefault(task.worker_id, set()).add(task_id)
+        self._tasks[task_id] = task.SerializeToString()
 
     def _forget(self, job_id: str) -> None:
         """Retention: drop an ended job and its tasks (all ended too)."""
@@ -244,7 +258,7 @@ class MemoryStorage:
         else:
             self._queued.pop(task_id, None)
             self._requirements.pop(task_id, None)
-        self._tasks[task_id] = task.SerializeToString()
+        self._put(task)
         self._set_timers(task)
 
     def _enqueue(self, task: Task) -> None:
@@ -261,7 +275,7 @@ class MemoryStorage:
                 heapq.heappush(self._constrained[task.type], entry)
                 self._requirements[task_id] = requirements
             self._queued[task_id] = task.type
-            self._tasks[task_id] = task.SerializeToString()
+            self._put(task)
             self._set_timers(task)
 
     def _offer(self, task: Task, requirements: Requirements | None) -> bool:
@@ -403,7 +417,7 @@ class MemoryStorage:
         task.state = task_pb2.TASK_STATE_LEASED
         task.worker_id = worker_id
         task.leased_at_ms = now_ms()
-        self._tasks[task.task_id] = task.SerializeToString()
+        self._put(task)
         if queued:
             self._timers.drop(f"{_DISPATCH}:{task.task_id}")
         else:
