@@ -249,9 +249,17 @@ async def test_the_event_stream_on_one_instance_follows_a_job_run_by_the_other(
 # -- dead workers and reconnects --
 
 
-async def test_a_worker_back_on_the_other_instance_within_its_grace_keeps_its_task(
-    pair: Callable[..., Awaitable[Pair]], http_client: HttpClient, grpc_channel: GrpcChannel
-) -> None:
+async def moved_to_b(
+    pair: Callable[..., Awaitable[Pair]],
+    http_client: HttpClient,
+    grpc_channel: GrpcChannel,
+    credits: int = 1,
+) -> tuple[
+    OrchestratorEngine, OrchestratorEngine, aiohttp.ClientSession, str, TaskAssignment, RawWorker
+]:
+    """Worker "mover" leased a task through A, then its stream broke and it
+    came back on B within a 0.3 s grace: (a, b, A's client, job id, task,
+    the worker's stream on B)."""
     a, b = await pair(worker_reconnect_grace_seconds=0.3)
     http_a = http_client(a)
     first = RawWorker(grpc_channel(a), "mover")
@@ -260,8 +268,15 @@ async def test_a_worker_back_on_the_other_instance_within_its_grace_keeps_its_ta
     task = await first.next_task()
     await first.close()
     second = RawWorker(grpc_channel(b), "mover")
-    await second.hello(["echo"])
+    await second.hello(["echo"], credits=credits)
     await until(lambda: holder_is(a, "mover", b"B"))
+    return a, b, http_a, job_id, task, second
+
+
+async def test_a_worker_back_on_the_other_instance_within_its_grace_keeps_its_task(
+    pair: Callable[..., Awaitable[Pair]], http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    a, _, http_a, job_id, task, second = await moved_to_b(pair, http_client, grpc_channel)
 
     # A's grace period ends; the worker is B's now, so A re-queues nothing.
     await until(lambda: no_entry(a, "mover"))
@@ -327,16 +342,7 @@ async def test_a_worker_that_moved_and_left_gets_its_earlier_tasks_requeued(
 ) -> None:
     # Leased through A, the worker leaves B (which never handed it that
     # task): B finds the lease in shared storage and re-queues it.
-    a, b = await pair(worker_reconnect_grace_seconds=0.3)
-    http_a = http_client(a)
-    first = RawWorker(grpc_channel(a), "mover")
-    await first.hello(["echo"])
-    job_id = await create_job(http_a, "jobs/echo")
-    task = await first.next_task()
-    await first.close()
-    second = RawWorker(grpc_channel(b), "mover")
-    await second.hello(["echo"], credits=0)
-    await until(lambda: holder_is(a, "mover", b"B"))
+    a, _, _, job_id, task, second = await moved_to_b(pair, http_client, grpc_channel, credits=0)
     await second.close()
 
     rescuer = RawWorker(grpc_channel(a), "rescuer")
