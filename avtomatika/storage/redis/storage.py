@@ -111,8 +111,6 @@ class RedisStorage:
         self._timer_wake = asyncio.Event()
         # Ready jobs taken, not yet started: (job id, claim token).
         self._ready: deque[tuple[str, str]] = deque()
-        # Claim token -> job id, for every step taken and not done.
-        self._running: dict[str, str] = {}
         # The executor task running a step -> (job id, its claim token).
         self._stepping: dict[asyncio.Task[Any] | None, tuple[str, str]] = {}
         self._tokens = itertools.count(1)
@@ -256,7 +254,6 @@ class RedisStorage:
             stepping = asyncio.current_task()
             held = self._stepping.get(stepping)
             if held is not None and held[0] == job.id and held[1]:
-                self._running.pop(held[1], None)
                 self._stepping[stepping] = (job.id, "")
             if ready or new_jobs:
                 self._ready_wake.set()
@@ -338,9 +335,7 @@ class RedisStorage:
     async def _take_ready(self) -> list[tuple[str, str]]:
         tokens = [f"{self._token_prefix}:{next(self._tokens)}" for _ in range(_TAKE)]
         ids = await self._run("TAKE_READY", _TAKE, now_ms() + self._lease_ms, *tokens)
-        taken = [(i.decode(), token) for i, token in zip(ids, tokens, strict=False)]
-        self._running.update((token, job_id) for job_id, token in taken)
-        return taken
+        return [(i.decode(), token) for i, token in zip(ids, tokens, strict=False)]
 
     async def step_done(self, job_id: str, *, completed: bool = True) -> None:
         key: asyncio.Task[Any] | None = asyncio.current_task()
@@ -353,7 +348,6 @@ class RedisStorage:
         token = held[1]
         if not token:
             return  # its commit released the claim already
-        self._running.pop(token, None)
         if not completed:
             return  # its claim lapses and the step runs again
         # If Redis is down the claim lapses; the step re-runs and finds
@@ -365,7 +359,10 @@ class RedisStorage:
         """Keep this instance's claims on the steps it runs alive."""
         while True:
             await asyncio.sleep(self._lease_ms / 3000)
-            pairs = [x for token, job_id in list(self._running.items()) for x in (job_id, token)]
+            # Steps taken and not done: waiting here, or running (those whose
+            # commit already released their claim have no token).
+            held = [*self._ready, *(h for h in self._stepping.values() if h[1])]
+            pairs = [x for job_id, token in held for x in (job_id, token)]
             if not pairs:
                 continue
             try:
@@ -636,7 +633,6 @@ class RedisStorage:
         async for key in client.scan_iter(match=f"{self.keys.root}:*", count=1000):
             await client.unlink(key)
         self._ready.clear()
-        self._running.clear()
         self._stepping.clear()
         self._expired.clear()
 
