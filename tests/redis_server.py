@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -43,7 +44,7 @@ class RedisServer:
     """One ``redis-server`` process; :meth:`stop` and :meth:`start` again keep
     its port, so clients reconnect to the same address after an outage."""
 
-    def __init__(self, *, persistent: bool = False) -> None:
+    def __init__(self, *, persistent: bool = False, password: str = "") -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             if os.environ.get("CI") == "true":
@@ -54,10 +55,12 @@ class RedisServer:
         self._dir = tempfile.mkdtemp(prefix="avtomatika-redis-")
         self._process: subprocess.Popen[bytes] | None = None
         self._persistent = persistent
+        self._password = password
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self._password}@" if self._password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         """Start the server and wait until it answers PING."""
@@ -77,10 +80,13 @@ class RedisServer:
             self._dir,
             "--logfile",
             str(Path(self._dir) / "redis.log"),
+            *(["--requirepass", self._password] if self._password else []),
         ]
         self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        client = redis.Redis(
+            port=self.port, password=self._password or None, socket_connect_timeout=0.2
+        )
         try:
             while True:
                 try:
@@ -102,6 +108,15 @@ class RedisServer:
         if process is not None:
             process.terminate()
             process.wait(10)
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connected, but it answers nothing."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
 
     def flush(self) -> None:
         client = redis.Redis(port=self.port)

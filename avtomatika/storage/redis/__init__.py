@@ -5,21 +5,26 @@ from avtomatika.storage.redis.connection import (
     Redis,
     check_cancelled,
     connect,
+    connect_pipelined,
     outage_backoff,
     unavailable,
 )
 from avtomatika.storage.redis.keys import Keys
+from avtomatika.storage.redis.pipelined import Pipelined, Script
 from avtomatika.storage.redis.pubsub import Subscriber
 from avtomatika.storage.redis.storage import RedisStorage
 
 __all__ = [
     "DOWN",
     "Keys",
+    "Pipelined",
     "Redis",
     "RedisStorage",
+    "Script",
     "Subscriber",
     "check_cancelled",
     "connect",
+    "connect_pipelined",
     "outage_backoff",
     "unavailable",
 ]

@@ -21,8 +21,17 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from avtomatika.errors import ConfigError, Unavailable
+from avtomatika.storage.redis.pipelined import Pipelined
 
-__all__ = ["DOWN", "Redis", "check_cancelled", "connect", "outage_backoff", "unavailable"]
+__all__ = [
+    "DOWN",
+    "Redis",
+    "check_cancelled",
+    "connect",
+    "connect_pipelined",
+    "outage_backoff",
+    "unavailable",
+]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +85,18 @@ async def connect(url: str) -> Redis:
         await client.ping()
     except DOWN as exc:
         await client.aclose()
+        raise ConfigError(f"cannot reach Redis at REDIS_URL {redacted(url)}: {exc}") from None
+    return client
+
+
+async def connect_pipelined(url: str) -> Pipelined:
+    """A :class:`Pipelined` client for ``url``, checked with a PING;
+    :class:`ConfigError` naming the URL when Redis does not answer."""
+    client = Pipelined(url)
+    try:
+        await client.execute("PING")
+    except DOWN as exc:
+        await client.close()
         raise ConfigError(f"cannot reach Redis at REDIS_URL {redacted(url)}: {exc}") from None
     return client
 

@@ -37,8 +37,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from redis.commands.core import AsyncScript
-
 from avtomatika.clock import now_ms
 from avtomatika.config import Settings
 from avtomatika.dispatch import Requirements, WorkerProfile, choose, eligible
@@ -54,6 +52,7 @@ from avtomatika.storage.redis.connection import (
     unavailable,
 )
 from avtomatika.storage.redis.keys import Keys
+from avtomatika.storage.redis.pipelined import Pipelined, Script
 from avtomatika.storage.redis.pubsub import Subscriber
 from avtomatika.v1 import task_pb2
 from avtomatika.v1.job_pb2 import Job
@@ -98,7 +97,13 @@ class RedisStorage:
         self._lease_ms = int(settings.step_lease_seconds * 1000)
         self._sweep_every = min(_SWEEP_EVERY, settings.job_retention_seconds / 4)
         self._client: Redis | None = None
-        self._scripts: dict[str, AsyncScript] = {}
+        # The commands of every job's path go through one pipelined
+        # connection; the pool above serves the rare and multi-reply ones.
+        self._pipelined: Pipelined | None = None
+        self._scripts = {
+            name: Script(scripts.source(self.keys, getattr(scripts, name)))
+            for name in scripts.__all__
+        }
         self._subscriber: Subscriber | None = None
         self._opening: asyncio.Lock | None = None
         # Local waiting: claimers by skill (in arrival order), idle executors.
@@ -144,10 +149,8 @@ class RedisStorage:
             if self._client is not None:
                 return
             client = await connect(self._url)
-            for name in scripts.__all__:
-                body = getattr(scripts, name)
-                self._scripts[name] = client.register_script(scripts.source(self.keys, body))
-            subscriber = Subscriber(client)
+            self._pipelined = Pipelined(self._url)
+            subscriber = Subscriber(self._url)
             subscriber.on(self.keys.wake_channel, self._on_wake)
             subscriber.on_reconnect(self._wake_everyone)
             await subscriber.start()
@@ -161,11 +164,14 @@ class RedisStorage:
             await self.open()
         return self.client
 
+    async def _fast(self) -> Pipelined:
+        await self._redis()
+        assert self._pipelined is not None
+        return self._pipelined
+
     async def _run(self, name: str, *args: Any) -> Any:
-        client = await self._redis()
-        result = await self._scripts[name](keys=[self.keys.root], args=list(args), client=client)
-        check_cancelled()
-        return result
+        pipelined = self._pipelined or await self._fast()
+        return await pipelined.run(self._scripts[name], [self.keys.root], list(args))
 
     # -- jobs --
 
@@ -176,13 +182,13 @@ class RedisStorage:
 
     async def get_job(self, job_id: str) -> Job | None:
         async with unavailable("cannot read the job"):
-            data = await (await self._redis()).hget(self.keys.job(job_id), "d")
+            data = await (await self._fast()).execute("HGET", self.keys.job(job_id), "d")
         return None if data is None else Job.FromString(data)
 
     async def get_task(self, task_id: str) -> Task | None:
         async with unavailable("cannot read the task"):
-            fields = await (await self._redis()).hmget(
-                self.keys.task(task_id), ["d", "st", "w", "la", "sq"]
+            fields = await (await self._fast()).execute(
+                "HMGET", self.keys.task(task_id), "d", "st", "w", "la", "sq"
             )
         return _task(*fields)
 
@@ -266,9 +272,9 @@ class RedisStorage:
 
     async def set_progress(self, job_id: str, task_id: str, progress: float, message: str) -> bool:
         async with unavailable("cannot record progress"):
-            client = await self._redis()
+            pipelined = await self._fast()
             for _ in range(20):
-                data, version = await client.hmget(self.keys.job(job_id), ["d", "v"])
+                data, version = await pipelined.execute("HMGET", self.keys.job(job_id), "d", "v")
                 if data is None:
                     return False
                 job = Job.FromString(data)
@@ -659,6 +665,9 @@ class RedisStorage:
                     pipe.lpush(self.keys.ready, *reversed(untaken))
                     await pipe.execute()
         await client.aclose()
+        if self._pipelined is not None:
+            await self._pipelined.close()
+            self._pipelined = None
 
 
 class _Waiter:

@@ -1,0 +1,155 @@
+"""The pipelined Redis connection the store's hot paths share
+(:mod:`avtomatika.storage.redis.pipelined`), against a real ``redis-server``:
+replies reach their own callers, a cancelled caller leaves the connection in
+step, and failures (a restart, a hung server, an error reply, a lost script
+cache, a wrong password) surface as redis-py's errors that the store already
+handles."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from avtomatika.errors import ConfigError
+from avtomatika.storage.redis import Pipelined, Script, connect_pipelined
+from tests.redis_server import RedisServer, free_port
+
+_INCR_BY = Script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[Pipelined]:
+    pipelined = Pipelined(redis_url)
+    yield pipelined
+    await pipelined.close()
+
+
+async def test_concurrent_commands_each_get_their_own_reply(client: Pipelined) -> None:
+    # 2,000 commands issued at once travel in a few writes; every caller
+    # must still get the reply to its own command.
+    await asyncio.gather(*(client.execute("SET", f"k{n}", n * 7) for n in range(2000)))
+    replies = await asyncio.gather(*(client.execute("GET", f"k{n}") for n in range(2000)))
+    assert replies == [str(n * 7).encode() for n in range(2000)]
+    assert await client.execute("MGET", "k1", "missing", "k2") == [b"7", None, b"14"]
+    assert await client.execute("HSET", "h", "f", b"\x00\xff") == 1
+    assert await client.execute("HGETALL", "h") == [b"f", b"\x00\xff"]
+
+
+async def test_an_error_reply_raises_for_its_caller_only(client: Pipelined) -> None:
+    await client.execute("SET", "text", "x")
+    outcomes = await asyncio.gather(
+        client.execute("INCR", "text"),
+        client.execute("INCR", "counter"),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[0], ResponseError)
+    assert outcomes[1] == 1
+    assert await client.execute("GET", "counter") == b"1"  # still in step
+
+
+async def test_a_cancelled_caller_leaves_the_connection_in_step(client: Pipelined) -> None:
+    # Callers cancelled with their commands in flight: their replies still
+    # arrive and must be dropped, not handed to the next callers.
+    await client.execute("SET", "a", "A")
+    await client.execute("SET", "b", "B")
+    doomed = [asyncio.ensure_future(client.execute("GET", "a")) for _ in range(50)]
+    survivors = [asyncio.ensure_future(client.execute("GET", "b")) for _ in range(50)]
+    await asyncio.sleep(0)  # all queued, none answered
+    for future in doomed:
+        future.cancel()
+    assert await asyncio.gather(*survivors) == [b"B"] * 50
+    assert all(future.cancelled() for future in doomed)
+    assert await client.execute("GET", "a") == b"A"
+
+
+async def test_scripts_run_by_sha_and_are_reloaded_after_a_script_flush(
+    client: Pipelined, redis_url: str
+) -> None:
+    assert await client.run(_INCR_BY, ["n"], [5]) == 5
+    sync = redis.Redis.from_url(redis_url)
+    try:
+        assert sync.script_exists(_INCR_BY.sha) == [True]
+        sync.script_flush()  # as after a Redis restart
+    finally:
+        sync.close()
+    assert await client.run(_INCR_BY, ["n"], [2]) == 7  # NOSCRIPT, then sent whole
+    assert await client.run(_INCR_BY, ["n"], [1]) == 8
+
+
+async def test_a_redis_restart_fails_the_commands_in_flight_then_reconnects() -> None:
+    server = RedisServer()
+    server.start()
+    client = Pipelined(server.url)
+    try:
+        await client.execute("SET", "k", "v")
+        server.stop()
+        # The first call finds the connection dead, retries once on a fresh
+        # one, and that fails too: Redis is down.
+        with pytest.raises(RedisConnectionError):
+            await client.execute("GET", "k")
+        server.start()
+        # Back: the next call reconnects (nothing kept on disk, so k is gone).
+        assert await client.execute("GET", "k") is None
+        assert await client.execute("SET", "k", "again") == b"OK"
+        assert await client.execute("GET", "k") == b"again"
+    finally:
+        await client.close()
+        server.close()
+
+
+async def test_a_server_that_stops_answering_times_out() -> None:
+    server = RedisServer()
+    server.start()
+    client = Pipelined(server.url, timeout=0.5)
+    try:
+        await client.execute("PING")
+        server.pause()
+        try:
+            with pytest.raises(RedisTimeoutError):
+                await client.execute("PING")
+        finally:
+            server.resume()
+        assert await client.execute("PING") == b"PONG"  # a fresh connection
+    finally:
+        await client.close()
+        server.close()
+
+
+async def test_password_and_database_from_the_url() -> None:
+    server = RedisServer(password="s3cret")
+    server.start()
+    url = f"redis://:s3cret@127.0.0.1:{server.port}/3"
+    client = Pipelined(url)
+    wrong = Pipelined(f"redis://:wrong@127.0.0.1:{server.port}/0")
+    try:
+        await client.execute("SET", "where", "db3")
+        sync = redis.Redis(port=server.port, password="s3cret", db=3)
+        try:
+            assert sync.get("where") == b"db3"
+        finally:
+            sync.close()
+        with pytest.raises(RedisConnectionError, match="refused"):
+            await wrong.execute("PING")
+    finally:
+        await client.close()
+        await wrong.close()
+        server.close()
+
+
+async def test_start_up_fails_with_the_url_when_redis_does_not_answer() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    with pytest.raises(ConfigError, match=url):
+        await connect_pipelined(url)
+
+
+async def test_a_closed_client_refuses_commands(redis_url: str) -> None:
+    client = await connect_pipelined(redis_url)
+    await client.close()
+    with pytest.raises(RedisConnectionError, match="closed"):
+        await client.execute("PING")
