@@ -17,7 +17,7 @@ from avtomatika.cluster.relay import JobRelay
 from avtomatika.config import Settings
 from avtomatika.engine import Engine
 from avtomatika.followers import JobFollowers
-from avtomatika.storage.redis import Keys, Subscriber, connect
+from avtomatika.storage.redis import Keys, Pipelined, Subscriber, connect
 
 __all__ = ["Cluster", "JobRelay", "RedisPresence"]
 
@@ -37,6 +37,7 @@ class Cluster:
         self._engine = engine
         self._followers = followers
         self._client: Any = None
+        self._pipelined: Pipelined | None = None
         self._subscriber: Subscriber | None = None
         self.presence: RedisPresence | None = None
         self.relay: JobRelay | None = None
@@ -47,7 +48,7 @@ class Cluster:
         assert self._settings.redis_url is not None
         client = await connect(self._settings.redis_url)
         keys = Keys(self._settings.redis_prefix)
-        subscriber = Subscriber(client)
+        subscriber = Subscriber(self._settings.redis_url)
         engine = self._engine
         self.presence = RedisPresence(
             client,
@@ -59,8 +60,10 @@ class Cluster:
             requeue=engine.requeue_task,
             subscriber=subscriber,
         )
+        # The relay publishes at every commit: on the pipelined connection.
+        self._pipelined = Pipelined(self._settings.redis_url)
         self.relay = JobRelay(
-            client, keys, self.instance_id, engine.events, self._followers, subscriber
+            self._pipelined, keys, self.instance_id, engine.events, self._followers, subscriber
         )
         self._client, self._subscriber = client, subscriber
         await self.presence.start()
@@ -77,4 +80,6 @@ class Cluster:
             await self.presence.stop()
         if self._subscriber is not None:
             await self._subscriber.stop()
+        if self._pipelined is not None:
+            await self._pipelined.close()
         await client.aclose()

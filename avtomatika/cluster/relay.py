@@ -26,10 +26,10 @@ import contextlib
 import logging
 import struct
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from avtomatika.events import EventBus, JobEvent
-from avtomatika.storage.redis import DOWN, Keys, Subscriber, outage_backoff
+from avtomatika.storage.redis import DOWN, Keys, Pipelined, Subscriber, outage_backoff
 from avtomatika.v1.job_pb2 import Job
 
 __all__ = ["FollowerSink", "JobRelay", "decode", "encode"]
@@ -109,7 +109,7 @@ class JobRelay:
 
     def __init__(
         self,
-        client: Any,
+        client: Pipelined,
         keys: Keys,
         instance_id: str,
         events: EventBus,
@@ -185,7 +185,7 @@ class JobRelay:
         self._last.clear()
         self._pending.clear()
         if batch:
-            await self._client.publish(self._channel, encode(self.instance_id, batch))
+            await self._client.execute("PUBLISH", self._channel, encode(self.instance_id, batch))
 
     def _on_message(self, data: bytes) -> None:
         if data.startswith(self._own) or not self._followers.following():

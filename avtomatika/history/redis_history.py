@@ -25,14 +25,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import groupby
-from typing import cast
-
-from redis.commands.core import AsyncScript
 
 from avtomatika.config import Settings
 from avtomatika.errors import Unavailable
 from avtomatika.events import E
-from avtomatika.storage.redis import Keys, Redis, check_cancelled, connect, unavailable
+from avtomatika.storage.redis import Keys, Pipelined, Script, connect_pipelined, unavailable
 from avtomatika.v1.history_pb2 import HistoryEvent
 
 __all__ = ["RedisHistory"]
@@ -56,7 +53,7 @@ _MARK_NONE = "-"
 #   -: neither), the number of runs, and each run of consecutive events of
 #   one millisecond: timestamp_ms, n, and n event bytes, oldest first.
 # Returns: how many events were added (duplicates are not).
-_APPEND = """
+_APPEND = Script("""
 local cap = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local at = 3
@@ -89,24 +86,23 @@ for k = 1, #KEYS do
   end
 end
 return added
-"""
+""")
 
 
 class RedisHistory:
     """A :class:`~avtomatika.history.HistorySink` on a Redis client it owns."""
 
-    def __init__(self, client: Redis, settings: Settings) -> None:
-        self._client: Redis | None = client
+    def __init__(self, client: Pipelined, settings: Settings) -> None:
+        self._client: Pipelined | None = client
         self._keys = Keys(settings.redis_prefix)
         self._cap = settings.history_memory_events_per_job
         self._ttl_ms = max(1, int(settings.job_retention_seconds * 1000))
-        self._append: AsyncScript = client.register_script(_APPEND)
 
     @classmethod
     async def open(cls, settings: Settings) -> RedisHistory:
         """Connect to ``REDIS_URL``
         (:class:`~avtomatika.errors.ConfigError` if it does not answer)."""
-        return cls(await connect(settings.redis_url or ""), settings)
+        return cls(await connect_pipelined(settings.redis_url or ""), settings)
 
     async def append(self, events: Sequence[HistoryEvent]) -> None:
         if not events:
@@ -122,24 +118,20 @@ class RedisHistory:
             args += [_mark(kept), len(runs)]
             for run in runs:
                 args += [run[0].timestamp_ms, len(run), *(e.SerializeToString() for e in run)]
-        try:
-            async with unavailable("writing job history"):
-                await self._append(keys, args, client=self._open())
-        finally:
-            check_cancelled()  # the writer's loop must stop when told to
+        async with unavailable("writing job history"):
+            await self._open().run(_APPEND, keys, args)
 
     async def list_for_job(self, job_id: str) -> list[HistoryEvent]:
         async with unavailable("reading job history"):
-            kept = await self._open().zrange(self._keys.history(job_id), 0, -1)
-        # The client is made without decode_responses: members come as bytes.
-        return [HistoryEvent.FromString(cast(bytes, raw)) for raw in kept]
+            kept = await self._open().execute("ZRANGE", self._keys.history(job_id), 0, -1)
+        return [HistoryEvent.FromString(raw) for raw in kept]
 
     async def close(self) -> None:
         client, self._client = self._client, None
         if client is not None:
-            await client.aclose()
+            await client.close()
 
-    def _open(self) -> Redis:
+    def _open(self) -> Pipelined:
         if self._client is None:
             raise Unavailable("the job history store is closed")
         return self._client
