@@ -14,8 +14,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import Any
 
-from avtomatika.storage.redis.connection import DOWN, Redis, check_cancelled, outage_backoff
+from redis.asyncio.connection import parse_url
+
+from avtomatika.storage.redis.connection import DOWN, outage_backoff
+from avtomatika.storage.redis.pipelined import RespConnection, open_connection, pack
 
 __all__ = ["Handler", "Subscriber"]
 
@@ -26,20 +30,22 @@ Handler = Callable[[bytes], None]
 
 
 class Subscriber:
-    """Listens on a fixed set of channels, each with its handlers."""
+    """Listens on a fixed set of channels, each with its handlers, over a
+    connection of its own (hiredis parses the messages, in C)."""
 
-    def __init__(self, client: Redis) -> None:
-        self._client = client
-        self._handlers: dict[str, list[Handler]] = {}
+    def __init__(self, url: str) -> None:
+        self._options = dict(parse_url(url))
+        self._handlers: dict[bytes, list[Handler]] = {}
         self._reconnected: list[Callable[[], None]] = []
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
-        self._stopping = False
+        self._subscribed = asyncio.Event()
+        self._confirmations = 0
 
     def on(self, channel: str, handler: Handler) -> None:
         """Call ``handler`` for every message on ``channel``. Register before
         :meth:`start`."""
-        self._handlers.setdefault(channel, []).append(handler)
+        self._handlers.setdefault(channel.encode(), []).append(handler)
 
     def on_reconnect(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` after the connection came back from an outage
@@ -54,7 +60,6 @@ class Subscriber:
             await self._ready.wait()
 
     async def stop(self) -> None:
-        self._stopping = True  # in case redis-py swallows the cancel below
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -63,32 +68,48 @@ class Subscriber:
 
     async def _listen(self) -> None:
         attempt = 0
-        while not self._stopping:
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        while True:
+            connection: RespConnection | None = None
             try:
-                await pubsub.subscribe(*self._handlers)
+                connection = await open_connection(self._options)
+                self._subscribed.clear()
+                self._confirmations = 0
+                connection.on_push = self._on_push
+                connection.write(pack(("SUBSCRIBE", *self._handlers)))
+                # Subscribed once every channel is confirmed, unless the
+                # connection drops first.
+                subscribed: asyncio.Future[Any] = asyncio.ensure_future(self._subscribed.wait())
+                either = [subscribed, connection.closed]
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                subscribed.cancel()
+                if connection.closed.done():
+                    raise connection.closed.result()
                 if attempt:
                     log.info("Redis pub/sub is back")
                     for callback in self._reconnected:
                         self._call(callback)
                 attempt = 0
                 self._ready.set()
-                while not self._stopping:
-                    message = await pubsub.get_message(timeout=None)
-                    check_cancelled()
-                    if message is None:
-                        continue
-                    channel = message["channel"]
-                    name = channel.decode() if isinstance(channel, bytes) else str(channel)
-                    for handler in self._handlers.get(name, ()):
-                        self._call(handler, message["data"])
+                raise await connection.closed
             except DOWN as exc:
                 await outage_backoff(attempt, "pub/sub", exc)
                 attempt += 1
                 self._ready.set()  # start-up must not hang on an outage
             finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                if connection is not None:
+                    connection.fail(ConnectionError("the subscriber stopped"))
+
+    def _on_push(self, reply: Any) -> None:
+        if not isinstance(reply, list) or len(reply) != 3:
+            return
+        kind, channel, data = reply
+        if kind == b"message":
+            for handler in self._handlers.get(channel, ()):
+                self._call(handler, data)
+        elif kind == b"subscribe":
+            self._confirmations += 1
+            if self._confirmations == len(self._handlers):
+                self._subscribed.set()
 
     @staticmethod
     def _call(callback: Callable[..., None], *args: object) -> None:
