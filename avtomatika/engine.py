@@ -555,7 +555,15 @@ class Engine:
         self, task_id: str, worker_id: str, job_id: str
     ) -> tuple[Task, Job] | ResultVerdict:
         """The task and its job if ``worker_id`` may report on it, else why not."""
-        task = await self.storage.get_task(task_id)
+        job: Job | None = None
+        if job_id:
+            # The worker named the job: both reads in one round trip to a
+            # shared store (the job read is wasted only on a stale report).
+            task, job = await asyncio.gather(
+                self.storage.get_task(task_id), self.storage.get_job(job_id)
+            )
+        else:
+            task = await self.storage.get_task(task_id)
         if task is None or (job_id and task.job_id != job_id):
             return ResultVerdict(False, reason="stale", message=f"unknown task {task_id!r}")
         if task.state == task_pb2.TASK_STATE_CANCELLED:
@@ -566,7 +574,8 @@ class Engine:
             return ResultVerdict(
                 False, reason="stale", message=f"task {task_id!r} is not leased to {worker_id!r}"
             )
-        job = await self.storage.get_job(task.job_id)
+        if job is None:
+            job = await self.storage.get_job(task.job_id)
         if job is None or job.status in TERMINAL or task_id not in job.active_task_ids:
             reason = "cancelled" if job and job.status == job_pb2.JOB_STATUS_CANCELLED else "late"
             return ResultVerdict(False, reason=reason, message="the job no longer waits for it")

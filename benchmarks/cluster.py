@@ -9,7 +9,8 @@ instance creating jobs over REST and following each with ``?wait=``
 (:mod:`benchmarks.load`). Reported per run:
 
 - jobs/s end to end, and create -> finished latency (p50, p99) as the
-  clients see it;
+  clients see it, with the ``?wait=`` requests each job took (one per
+  visible change that happened while its client waited);
 - Redis commands per job, from the ``INFO commandstats`` delta over the load,
   with the commands that dominate;
 - CPU seconds spent during the load by Redis (``INFO cpu``), the
@@ -161,6 +162,7 @@ async def measure(instances: int, jobs: int, clients: int, workers: int) -> dict
         "jobs_per_s": round(jobs / seconds, 1),
         "latency_p50_ms": round(percentile(latencies, 0.5), 2),
         "latency_p99_ms": round(percentile(latencies, 0.99), 2),
+        "follows_per_job": round(sum(report["follow_requests"] for report in reports) / jobs, 2),
         "redis_commands_per_job": round(sum(delta.values()) / jobs, 1),
         "redis_commands_per_job_by_command": {
             name: round(calls / jobs, 2) for name, calls in by_command
@@ -181,6 +183,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     columns = [
         ("instances", "instances"), ("jobs/s", "jobs_per_s"),
         ("p50 ms", "latency_p50_ms"), ("p99 ms", "latency_p99_ms"),
+        ("follows/job", "follows_per_job"),
         ("redis cmd/job", "redis_commands_per_job"),
     ]  # fmt: skip
     cpu = ["redis", "orchestrators", "workers", "clients"]

@@ -361,14 +361,18 @@ TAKE_READY = """
 -- instance until `lease_until` (renewed while the step runs; a lapsed claim
 -- is re-queued by DUE, so a step of a dead instance runs elsewhere).
 -- KEYS: root. ARGV: count, lease-until ms, then one claim token per job
--- that may be taken. Returns the job ids.
+-- that may be taken. Returns job id, job record ('' if gone) for each job
+-- taken: the step starts without another round trip to read its job.
 local ids = redis.call('LPOP', K.ready, ARGV[1])
 if not ids then return {} end
+local taken = {}
 for n, id in ipairs(ids) do
   redis.call('ZADD', K.running, ARGV[2], id)
   redis.call('HSET', K.claims, id, ARGV[2 + n])
+  taken[#taken + 1] = id
+  taken[#taken + 1] = redis.call('HGET', K.job(id), 'd') or ''
 end
-return ids
+return taken
 """
 
 STEP_DONE = """

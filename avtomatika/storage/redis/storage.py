@@ -116,6 +116,10 @@ class RedisStorage:
         self._timer_wake = asyncio.Event()
         # Ready jobs taken, not yet started: (job id, claim token).
         self._ready: deque[tuple[str, str]] = deque()
+        # The record of each ready job taken, read with it; then that of the
+        # job each executor task has started, until the step reads it.
+        self._taken_records: dict[str, bytes] = {}
+        self._first_reads: dict[asyncio.Task[Any] | None, tuple[str, bytes]] = {}
         # The executor task running a step -> (job id, its claim token).
         self._stepping: dict[asyncio.Task[Any] | None, tuple[str, str]] = {}
         self._tokens = itertools.count(1)
@@ -181,6 +185,13 @@ class RedisStorage:
             await self._run("CREATE", job.id, job.SerializeToString(), job.status)
 
     async def get_job(self, job_id: str) -> Job | None:
+        if self._first_reads:
+            # A step reading the job it just took: the record came with it.
+            # It may be a few milliseconds old; the step's commit is guarded
+            # by the version it read, as with any read.
+            first = self._first_reads.pop(asyncio.current_task(), None)
+            if first is not None and first[0] == job_id:
+                return Job.FromString(first[1])
         async with unavailable("cannot read the job"):
             data = await (await self._fast()).execute("HGET", self.keys.job(job_id), "d")
         return None if data is None else Job.FromString(data)
@@ -335,13 +346,19 @@ class RedisStorage:
                     async with asyncio.timeout(_RECHECK):
                         await self._ready_wake.wait()
         job_id, token = self._ready.popleft()
-        self._stepping[asyncio.current_task()] = (job_id, token)
+        stepping = asyncio.current_task()
+        self._stepping[stepping] = (job_id, token)
+        record = self._taken_records.pop(job_id, b"")
+        if record:
+            self._first_reads[stepping] = (job_id, record)
         return job_id
 
     async def _take_ready(self) -> list[tuple[str, str]]:
         tokens = [f"{self._token_prefix}:{next(self._tokens)}" for _ in range(_TAKE)]
-        ids = await self._run("TAKE_READY", _TAKE, now_ms() + self._lease_ms, *tokens)
-        return [(i.decode(), token) for i, token in zip(ids, tokens, strict=False)]
+        taken = await self._run("TAKE_READY", _TAKE, now_ms() + self._lease_ms, *tokens)
+        ids = [raw.decode() for raw in taken[::2]]
+        self._taken_records.update(zip(ids, taken[1::2], strict=True))
+        return list(zip(ids, tokens, strict=False))
 
     async def step_done(self, job_id: str, *, completed: bool = True) -> None:
         key: asyncio.Task[Any] | None = asyncio.current_task()
@@ -349,6 +366,7 @@ class RedisStorage:
             # Not taken by this task: the oldest step of that job taken here.
             key = next((k for k, (j, _) in self._stepping.items() if j == job_id), key)
         held = self._stepping.pop(key, None)
+        self._first_reads.pop(key, None)
         if held is None or held[0] != job_id:
             return  # no step of that job taken here: no claim to release
         token = held[1]
@@ -639,6 +657,8 @@ class RedisStorage:
         async for key in client.scan_iter(match=f"{self.keys.root}:*", count=1000):
             await client.unlink(key)
         self._ready.clear()
+        self._taken_records.clear()
+        self._first_reads.clear()
         self._stepping.clear()
         self._expired.clear()
 
