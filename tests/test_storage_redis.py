@@ -368,3 +368,26 @@ async def test_a_claim_or_commit_whose_reply_was_lost_is_recognised_when_retried
         assert (stored.status, stored.version) == (job_pb2.JOB_STATUS_FINISHED, 3)
     finally:
         await proxy.stop()
+
+
+async def test_a_step_reads_the_job_record_taken_with_it_and_a_stale_one_cannot_commit(
+    open_storage: OpenStorage,
+) -> None:
+    a, b, job = await a_step_taken_on_a(open_storage)
+    # Before A's step reads its job, another instance changes it (say, a
+    # cancel): the record that came with the claim is older than Redis.
+    changed = await b.get_job(job.id)
+    assert changed is not None
+    changed.status = job_pb2.JOB_STATUS_CANCELLED
+    assert await b.commit(changed, expected_version=1) is CommitOutcome.OK
+    seen = await a.get_job(job.id)  # the step's first read: the record taken
+    assert seen is not None
+    assert seen.version == 1
+    assert seen.status == job_pb2.JOB_STATUS_PENDING
+    seen.status = job_pb2.JOB_STATUS_RUNNING
+    assert await a.commit(seen, expected_version=1) is CommitOutcome.CONFLICT
+    await a.step_done(job.id)
+    fresh = await a.get_job(job.id)  # any later read asks Redis
+    assert fresh is not None
+    assert fresh.status == job_pb2.JOB_STATUS_CANCELLED
+    assert fresh.version == 2
