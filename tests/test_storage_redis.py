@@ -75,6 +75,17 @@ async def a_step_taken_on_a(open_storage: OpenStorage) -> tuple[RedisStorage, Re
     return a, b, job
 
 
+async def commit_status(
+    storage: RedisStorage, job_id: str, status: job_pb2.JobStatus.ValueType, **options: Any
+) -> CommitOutcome:
+    """Read the job on ``storage``, set its status and commit it at the
+    version read."""
+    stored = await storage.get_job(job_id)
+    assert stored is not None
+    stored.status = status
+    return await storage.commit(stored, expected_version=stored.version, **options)
+
+
 async def expiries(storage: RedisStorage, seconds: float) -> list[Expiry]:
     """Every deadline ``storage`` fires within ``seconds``."""
     fired: list[Expiry] = []
@@ -317,12 +328,10 @@ async def test_a_finished_step_does_not_release_the_claim_another_instance_took_
     open_storage: OpenStorage,
 ) -> None:
     a, b, job = await a_step_taken_on_a(open_storage)
-    stored = await a.get_job(job.id)
-    assert stored is not None
-    stored.status = job_pb2.JOB_STATUS_RUNNING
     # A's step ends with a transition: the job is ready again, and B takes
     # the next step before A's executor says its step is done.
-    assert await a.commit(stored, expected_version=1, ready=True) is CommitOutcome.OK
+    running = job_pb2.JOB_STATUS_RUNNING
+    assert await commit_status(a, job.id, running, ready=True) is CommitOutcome.OK
     assert await b.next_ready_job() == job.id
     await a.step_done(job.id)
     assert await a.client.zscore(a.keys.running, job.id) is not None  # still B's
@@ -376,10 +385,7 @@ async def test_a_step_reads_the_job_record_taken_with_it_and_a_stale_one_cannot_
     a, b, job = await a_step_taken_on_a(open_storage)
     # Before A's step reads its job, another instance changes it (say, a
     # cancel): the record that came with the claim is older than Redis.
-    changed = await b.get_job(job.id)
-    assert changed is not None
-    changed.status = job_pb2.JOB_STATUS_CANCELLED
-    assert await b.commit(changed, expected_version=1) is CommitOutcome.OK
+    assert await commit_status(b, job.id, job_pb2.JOB_STATUS_CANCELLED) is CommitOutcome.OK
     seen = await a.get_job(job.id)  # the step's first read: the record taken
     assert seen is not None
     assert seen.version == 1
