@@ -16,11 +16,9 @@ the last request of a window or the last job of a quota.
 
 from __future__ import annotations
 
-from redis.commands.core import AsyncScript
-
 from avtomatika.clock import next_month_ms, utc_month
 from avtomatika.config import Settings
-from avtomatika.storage.redis import Keys, Redis, connect, unavailable
+from avtomatika.storage.redis import Keys, Pipelined, Script, connect_pipelined, unavailable
 from avtomatika.tasks import new_id
 
 __all__ = ["RedisLimits"]
@@ -31,7 +29,7 @@ _DAY_MS = 86_400_000
 # ARGV[1]: the limit, ARGV[2]: the period in µs, ARGV[3]: this request's id.
 # Returns 0 when the request is counted; else the µs until one would be
 # (the request is then not recorded).
-_ACQUIRE = """
+_ACQUIRE = Script("""
 local limit = tonumber(ARGV[1])
 local period = tonumber(ARGV[2])
 local clock = redis.call('TIME')
@@ -45,12 +43,12 @@ if redis.call('ZCARD', KEYS[1]) < limit then
 end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return tonumber(oldest[2]) - horizon
-"""
+""")
 
 # KEYS[1]: the client's counter for the month.
 # ARGV[1]: the quota, ARGV[2]: when the counter may go (epoch ms).
 # Returns 1 when a job is taken from the quota, 0 when it is used up.
-_TAKE = """
+_TAKE = Script("""
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
 if used >= tonumber(ARGV[1]) then
   return 0
@@ -58,47 +56,45 @@ end
 redis.call('INCR', KEYS[1])
 redis.call('PEXPIREAT', KEYS[1], ARGV[2])
 return 1
-"""
+""")
 
 # KEYS[1]: the client's counter for the month.
 # Returns the count after giving one job back (never below 0).
-_GIVE_BACK = """
+_GIVE_BACK = Script("""
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
 if used > 0 then
   return redis.call('DECR', KEYS[1])
 end
 return 0
-"""
+""")
 
 
 class RedisLimits:
     """The counters behind :class:`~avtomatika.limits.ClientLimits` when
-    ``REDIS_URL`` is set, on a Redis client it owns."""
+    ``REDIS_URL`` is set, on a Redis connection it owns (pipelined: a
+    quota is checked at every job created)."""
 
-    def __init__(self, client: Redis, settings: Settings) -> None:
+    def __init__(self, client: Pipelined, settings: Settings) -> None:
         self._client = client
         self._keys = Keys(settings.redis_prefix)
         self._limit = settings.rate_limit_limit
         self._period_us = max(1, int(settings.rate_limit_period * 1_000_000))
-        self._acquire: AsyncScript = client.register_script(_ACQUIRE)
-        self._take: AsyncScript = client.register_script(_TAKE)
-        self._give_back: AsyncScript = client.register_script(_GIVE_BACK)
 
     @classmethod
     async def open(cls, settings: Settings) -> RedisLimits:
         """Connect to ``REDIS_URL``
         (:class:`~avtomatika.errors.ConfigError` if it does not answer)."""
-        return cls(await connect(settings.redis_url or ""), settings)
+        return cls(await connect_pipelined(settings.redis_url or ""), settings)
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._client.close()
 
     async def acquire(self, client_id: str) -> float:
         """Count a request of ``client_id``: 0.0 if allowed, else the seconds
         until one would be."""
         async with unavailable("checking the rate limit"):
-            wait_us = await self._acquire(
-                [self._keys.rate(client_id)], [self._limit, self._period_us, new_id()]
+            wait_us = await self._client.run(
+                _ACQUIRE, [self._keys.rate(client_id)], [self._limit, self._period_us, new_id()]
             )
         return int(wait_us) / 1_000_000
 
@@ -107,13 +103,14 @@ class RedisLimits:
         (epoch ms); False when it is used up."""
         expires = next_month_ms(now) + _DAY_MS
         async with unavailable("checking the monthly quota"):
-            taken = await self._take([self._quota_key(client_id, now)], [quota, expires])
+            key = self._quota_key(client_id, now)
+            taken = await self._client.run(_TAKE, [key], [quota, expires])
         return bool(taken)
 
     async def give_back(self, client_id: str, now: int) -> None:
         """Return a job taken with :meth:`take` at ``now``."""
         async with unavailable("returning a job to the monthly quota"):
-            await self._give_back([self._quota_key(client_id, now)])
+            await self._client.run(_GIVE_BACK, [self._quota_key(client_id, now)], [])
 
     def _quota_key(self, client_id: str, now: int) -> str:
         return self._keys.quota(client_id, utc_month(now))

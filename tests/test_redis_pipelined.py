@@ -53,6 +53,15 @@ async def test_an_error_reply_raises_for_its_caller_only(client: Pipelined) -> N
     assert await client.execute("GET", "counter") == b"1"  # still in step
 
 
+async def test_commands_sent_together_answer_together(client: Pipelined) -> None:
+    await client.execute("SET", "text", "x")
+    assert await client.execute_many(("GET", "text"), ("EXISTS", "none")) == [b"x", 0]
+    # An error reply raises; the commands beside it ran all the same.
+    with pytest.raises(ResponseError):
+        await client.execute_many(("SET", "ran", "1"), ("INCR", "text"))
+    assert await client.execute("GET", "ran") == b"1"
+
+
 async def test_a_cancelled_caller_leaves_the_connection_in_step(client: Pipelined) -> None:
     # Callers cancelled with their commands in flight: their replies still
     # arrive and must be dropped, not handed to the next callers.

@@ -103,6 +103,17 @@ async def test_reads_are_copies(storage: Storage) -> None:
     assert again.status == JobStatus.JOB_STATUS_PENDING
 
 
+async def test_a_task_and_its_job_read_together_are_as_read_apart(storage: Storage) -> None:
+    task, job = await leased_to_w1(storage)
+    both = await storage.get_task_and_job(task.task_id, job.id)
+    assert both == (await storage.get_task(task.task_id), await storage.get_job(job.id))
+    assert both[0] is not None
+    assert both[0].state == TaskState.TASK_STATE_LEASED
+    assert both[0].worker_id == "w-1"
+    assert await storage.get_task_and_job("no-such-task", job.id) == (None, job)
+    assert await storage.get_task_and_job(task.task_id, "no-such-job") == (both[0], None)
+
+
 async def test_claim_takes_highest_priority_first_then_fifo_across_skills(storage: Storage) -> None:
     job = Job()
     low_x1 = make_task(job, "x")

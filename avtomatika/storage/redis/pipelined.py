@@ -83,6 +83,16 @@ class Pipelined:
                 raise
             return await self._once(args)  # a fresh connection, once
 
+    async def execute_many(self, *commands: tuple[Any, ...]) -> list[Any]:
+        """Send ``commands`` together; their replies, in order. An error
+        reply to any raises (the others ran)."""
+        try:
+            return await self._many(commands)
+        except _DOWN:
+            if self._closed:
+                raise
+            return await self._many(commands)
+
     async def run(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         """Run ``script`` with ``keys`` and ``args``."""
         try:
@@ -110,6 +120,18 @@ class Pipelined:
         if isinstance(reply, ResponseError):
             raise reply
         return reply
+
+    async def _many(self, commands: tuple[tuple[Any, ...], ...]) -> list[Any]:
+        protocol = self._protocol
+        if protocol is None or protocol.lost:
+            protocol = await self._connected()
+        futures = [protocol.send(pack(args)) for args in commands]
+        # Every future awaited, so that no failure goes unretrieved.
+        replies = await asyncio.gather(*futures, return_exceptions=True)
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply
+        return replies
 
     async def _connected(self) -> RespConnection:
         """The live connection, made once for every caller waiting on it."""

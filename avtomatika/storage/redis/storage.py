@@ -198,10 +198,19 @@ class RedisStorage:
 
     async def get_task(self, task_id: str) -> Task | None:
         async with unavailable("cannot read the task"):
-            fields = await (await self._fast()).execute(
-                "HMGET", self.keys.task(task_id), "d", "st", "w", "la", "sq"
-            )
+            fields = await (await self._fast()).execute(*self._task_read(task_id))
         return _task(*fields)
+
+    async def get_task_and_job(self, task_id: str, job_id: str) -> tuple[Task | None, Job | None]:
+        async with unavailable("cannot read the task and its job"):
+            fields, data = await (await self._fast()).execute_many(
+                self._task_read(task_id), ("HGET", self.keys.job(job_id), "d")
+            )
+        return _task(*fields), None if data is None else Job.FromString(data)
+
+    def _task_read(self, task_id: str) -> tuple[str, ...]:
+        """The command reading a task: its bytes and the fields kept beside."""
+        return ("HMGET", self.keys.task(task_id), "d", "st", "w", "la", "sq")
 
     async def commit(
         self,
