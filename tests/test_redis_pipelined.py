@@ -151,6 +151,23 @@ async def test_password_and_database_from_the_url() -> None:
         server.close()
 
 
+async def test_clients_of_one_url_share_one_connection_until_the_last_closes(
+    redis_url: str,
+) -> None:
+    store, history = Pipelined(redis_url), Pipelined(redis_url)
+    assert await store.execute("CLIENT", "ID") == await history.execute("CLIENT", "ID")
+    await store.close()
+    with pytest.raises(RedisConnectionError, match="closed"):
+        await store.execute("PING")
+    assert await history.execute("PING") == b"PONG"  # its share is still open
+    await history.close()
+    again = Pipelined(redis_url)  # a new connection once the last closed
+    try:
+        assert await again.execute("PING") == b"PONG"
+    finally:
+        await again.close()
+
+
 async def test_start_up_fails_with_the_url_when_redis_does_not_answer() -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     with pytest.raises(ConfigError, match=url):

@@ -32,6 +32,7 @@ import asyncio
 import hashlib
 import socket
 import ssl
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
@@ -62,36 +63,33 @@ class Script:
 
 
 class Pipelined:
-    """A Redis client for one-reply commands over one pipelined connection
-    (see the module's docstring). Connects on first use."""
+    """A Redis client for one-reply commands over a pipelined connection
+    (see the module's docstring). Connects on first use.
+
+    The clients of one event loop for one URL share one connection, so the
+    commands of the store, the history and the relay issued in one loop turn
+    travel in one write; closing a client gives up its share, and the
+    connection closes with the last."""
 
     def __init__(self, url: str, *, timeout: float = 10.0, connect_timeout: float = 5.0) -> None:
-        self._options: dict[str, Any] = dict(parse_url(url))
-        self._timeout = timeout
-        self._connect_timeout = connect_timeout
-        self._protocol: RespConnection | None = None
-        self._connecting: asyncio.Task[RespConnection] | None = None
+        self._link = _Link.share(url, timeout, connect_timeout)
         self._closed = False
 
     async def execute(self, *args: Any) -> Any:
         """Send one command; its reply (bytes, int, list or None). An error
         reply raises :class:`~redis.exceptions.ResponseError`."""
         try:
-            return await self._once(args)
+            return await self._open().once(args)
         except _DOWN:
-            if self._closed:
-                raise
-            return await self._once(args)  # a fresh connection, once
+            return await self._open().once(args)  # a fresh connection, once
 
     async def execute_many(self, *commands: tuple[Any, ...]) -> list[Any]:
         """Send ``commands`` together; their replies, in order. An error
         reply to any raises (the others ran)."""
         try:
-            return await self._many(commands)
+            return await self._open().many(commands)
         except _DOWN:
-            if self._closed:
-                raise
-            return await self._many(commands)
+            return await self._open().many(commands)
 
     async def run(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         """Run ``script`` with ``keys`` and ``args``."""
@@ -104,15 +102,58 @@ class Pipelined:
             return await self.execute("EVAL", script.body, len(keys), *keys, *args)
 
     async def close(self) -> None:
-        """Disconnect, failing what is still in flight. Idempotent."""
-        self._closed = True
+        """Give up this client's share of the connection. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._link.release()
+
+    def _open(self) -> _Link:
+        if self._closed:
+            raise RedisConnectionError("the Redis client was closed")
+        return self._link
+
+
+_LinkKey = tuple[str, float, float]
+_links: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[_LinkKey, _Link]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class _Link:
+    """The connection the clients of one loop and URL share: (re)made on
+    demand, once for every caller waiting on it."""
+
+    def __init__(self, key: _LinkKey) -> None:
+        self._key = key
+        self._options: dict[str, Any] = dict(parse_url(key[0]))
+        self._protocol: RespConnection | None = None
+        self._connecting: asyncio.Task[RespConnection] | None = None
+        self._users = 0
+
+    @classmethod
+    def share(cls, url: str, timeout: float, connect_timeout: float) -> _Link:
+        shared = _links.setdefault(asyncio.get_running_loop(), {})
+        key = (url, timeout, connect_timeout)
+        link = shared.get(key)
+        if link is None:
+            link = shared[key] = cls(key)
+        link._users += 1
+        return link
+
+    def release(self) -> None:
+        self._users -= 1
+        if self._users > 0:
+            return
+        shared = _links.get(asyncio.get_running_loop(), {})
+        if shared.get(self._key) is self:
+            del shared[self._key]
         if self._connecting is not None:
             self._connecting.cancel()
         if self._protocol is not None:
             self._protocol.fail(RedisConnectionError("the Redis client was closed"))
             self._protocol = None
 
-    async def _once(self, args: tuple[Any, ...]) -> Any:
+    async def once(self, args: tuple[Any, ...]) -> Any:
         protocol = self._protocol
         if protocol is None or protocol.lost:
             protocol = await self._connected()
@@ -121,7 +162,7 @@ class Pipelined:
             raise reply
         return reply
 
-    async def _many(self, commands: tuple[tuple[Any, ...], ...]) -> list[Any]:
+    async def many(self, commands: tuple[tuple[Any, ...], ...]) -> list[Any]:
         protocol = self._protocol
         if protocol is None or protocol.lost:
             protocol = await self._connected()
@@ -134,11 +175,13 @@ class Pipelined:
         return replies
 
     async def _connected(self) -> RespConnection:
-        """The live connection, made once for every caller waiting on it."""
-        if self._closed:
+        if self._users <= 0:
             raise RedisConnectionError("the Redis client was closed")
         if self._connecting is None:
-            self._connecting = asyncio.ensure_future(self._connect())
+            _, timeout, connect_timeout = self._key
+            self._connecting = asyncio.ensure_future(
+                open_connection(self._options, timeout=timeout, connect_timeout=connect_timeout)
+            )
         connecting = self._connecting
         try:
             # Shielded: one caller cancelled must not cancel the others' connect.
@@ -148,11 +191,6 @@ class Pipelined:
                 self._connecting = None
         self._protocol = protocol
         return protocol
-
-    async def _connect(self) -> RespConnection:
-        return await open_connection(
-            self._options, timeout=self._timeout, connect_timeout=self._connect_timeout
-        )
 
 
 async def open_connection(
