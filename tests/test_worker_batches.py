@@ -178,3 +178,42 @@ async def test_a_hello_or_a_batch_inside_a_batch_is_skipped_and_the_stream_goes_
     await worker.credit()
     follow_up = await create_job(http, "jobs/echo", {"n": 2})
     assert (await worker.next_task()).job_id == follow_up
+
+
+async def test_results_between_credits_are_acked_in_order_and_a_repeat_is_late(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    http = http_client(orchestrator)
+    job_ids = [await create_job(http, "jobs/echo", {"n": n}) for n in range(3)]
+    for job_id in job_ids:
+        await wait_for_status(http, job_id, "waiting_for_worker")
+    worker = RawWorker(grpc_channel(orchestrator), "w-1")
+    await hello(worker, 3, accepts_batches=True)
+    messages, _ = await receive_flat(worker, 3)
+    tasks = [m.task for m in messages]
+
+    # As the SDK sends them: each result followed by the credit it frees;
+    # the first result comes twice (a retry after a reconnect, say).
+    await worker.send(
+        batch(
+            ConnectRequest(result=success(tasks[0], {"n": 0})),
+            ConnectRequest(credit=Credit(credits=1)),
+            ConnectRequest(result=success(tasks[1], {"n": 1})),
+            ConnectRequest(credit=Credit(credits=1)),
+            ConnectRequest(result=success(tasks[0], {"n": 0})),
+            ConnectRequest(result=success(tasks[2], {"n": 2})),
+            ConnectRequest(credit=Credit(credits=1)),
+        )
+    )
+    acks, _ = await receive_flat(worker, 4)
+
+    assert [(a.result_ack.task_id, a.result_ack.accepted) for a in acks] == [
+        (tasks[0].task_id, True),
+        (tasks[1].task_id, True),
+        (tasks[0].task_id, False),
+        (tasks[2].task_id, True),
+    ]
+    assert acks[2].result_ack.reason == "late"
+    for job_id in job_ids:
+        await wait_for_status(http, job_id, "finished")

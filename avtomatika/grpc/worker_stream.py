@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 
@@ -47,7 +47,7 @@ from avtomatika.clock import now_ms
 from avtomatika.engine import Engine
 from avtomatika.errors import Unavailable
 from avtomatika.v1 import worker_pb2, worker_service_pb2_grpc
-from avtomatika.v1.task_pb2 import Task
+from avtomatika.v1.task_pb2 import Task, TaskResult
 from avtomatika.v1.worker_pb2 import WorkerInfo
 from avtomatika.v1.worker_service_pb2 import (
     CancelTask,
@@ -80,6 +80,8 @@ _MISSED_HEARTBEATS = 3
 # short enough for dispatch latency, long enough that results still pile up
 # into batches (yielding after every message halved the batching gain).
 _BATCH_SLICE_SECONDS = 0.001
+# Results of one batch settled concurrently, at most.
+_RESULTS_AT_ONCE = 32
 _USE_CONNECT = "not available yet over gRPC; workers use the Connect stream"
 
 
@@ -314,45 +316,11 @@ class _Session:
     async def _handle(self, message: ConnectRequest) -> None:
         kind = message.WhichOneof("kind")
         if kind == "batch":
-            loop = asyncio.get_running_loop()
-            slice_ends = loop.time() + _BATCH_SLICE_SECONDS
-            for inner in message.batch.messages:
-                inner_kind = inner.WhichOneof("kind")
-                if inner_kind in ("batch", "hello"):
-                    log.warning(
-                        "worker %s sent a batch holding a %s; skipped", self.worker_id, inner_kind
-                    )
-                    continue
-                await self._handle(inner)
-                if loop.time() >= slice_ends:
-                    # A big batch must not hold the loop: let steps and
-                    # claims run (dispatch latency), then go on.
-                    await asyncio.sleep(0)
-                    slice_ends = loop.time() + _BATCH_SLICE_SECONDS
+            await self._handle_batch(message.batch.messages)
         elif kind == "credit":
-            self._credits += message.credit.credits
-            self._update_gate()
+            self._handle_credit(message.credit.credits)
         elif kind == "result":
-            result = message.result
-            result.worker_id = self.worker_id  # never trust the claimed id
-            self._cancels_sent.pop(result.task_id, None)
-            verdict = await self._engine.submit_result(result)
-            # A rejected result (e.g. naming the wrong job) leaves the lease
-            # in place: forget the task only once it is no longer ours, or a
-            # disconnect would not re-queue it and the job would wait forever.
-            if verdict.accepted or not await self._engine.holds(self.worker_id, result.task_id):
-                self._release(result.task_id)
-            self._outbound.put_nowait(
-                ConnectResponse(
-                    result_ack=ResultAck(
-                        task_id=result.task_id,
-                        accepted=verdict.accepted,
-                        reason=verdict.reason,
-                        transition=verdict.transition,
-                    )
-                )
-            )
-            self._update_gate()
+            await self._settle_all([message.result])
         elif kind == "progress":
             p = message.progress
             await self._engine.report_progress(self.worker_id, p.task_id, p.progress, p.message)
@@ -367,6 +335,75 @@ class _Session:
         elif kind == "drain":
             self._drain()
         # heartbeat: reading it was the point.
+
+    async def _handle_batch(self, messages: Sequence[ConnectRequest]) -> None:
+        """The messages of a batch in order, except that results are settled
+        together (up to ``_RESULTS_AT_ONCE``; on a shared store their reads
+        and commits then share round trips) and credits, mere counts, apply
+        at once. Acks go out in the order of the results."""
+        loop = asyncio.get_running_loop()
+        slice_ends = loop.time() + _BATCH_SLICE_SECONDS
+        results: list[TaskResult] = []
+        for inner in messages:
+            kind = inner.WhichOneof("kind")
+            if kind == "credit":
+                self._handle_credit(inner.credit.credits)
+                continue
+            if kind == "result":
+                if any(r.task_id == inner.result.task_id for r in results):
+                    # A second result for one task: settled after the first,
+                    # as sent (the first wins, the second is late).
+                    await self._settle_all(results)
+                    results = []
+                results.append(inner.result)
+                if len(results) < _RESULTS_AT_ONCE:
+                    continue
+            await self._settle_all(results)
+            results = []
+            if kind in ("batch", "hello"):
+                log.warning("worker %s sent a batch holding a %s; skipped", self.worker_id, kind)
+            elif kind != "result":
+                await self._handle(inner)
+            if loop.time() >= slice_ends:
+                # A big batch must not hold the loop: let steps and claims
+                # run (dispatch latency), then go on.
+                await asyncio.sleep(0)
+                slice_ends = loop.time() + _BATCH_SLICE_SECONDS
+        await self._settle_all(results)
+
+    async def _settle_all(self, results: list[TaskResult]) -> None:
+        if len(results) > 1:
+            acks = await asyncio.gather(*(self._settle(r) for r in results))
+        elif results:
+            acks = [await self._settle(results[0])]
+        else:
+            return
+        for ack in acks:
+            self._outbound.put_nowait(ack)
+        self._update_gate()
+
+    def _handle_credit(self, credits: int) -> None:
+        self._credits += credits
+        self._update_gate()
+
+    async def _settle(self, result: TaskResult) -> ConnectResponse:
+        """Apply one result; the ack to send."""
+        result.worker_id = self.worker_id  # never trust the claimed id
+        self._cancels_sent.pop(result.task_id, None)
+        verdict = await self._engine.submit_result(result)
+        # A rejected result (e.g. naming the wrong job) leaves the lease in
+        # place: forget the task only once it is no longer ours, or a
+        # disconnect would not re-queue it and the job would wait forever.
+        if verdict.accepted or not await self._engine.holds(self.worker_id, result.task_id):
+            self._release(result.task_id)
+        return ConnectResponse(
+            result_ack=ResultAck(
+                task_id=result.task_id,
+                accepted=verdict.accepted,
+                reason=verdict.reason,
+                transition=verdict.transition,
+            )
+        )
 
     async def _feed(self) -> None:
         while True:
