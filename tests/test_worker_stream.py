@@ -11,7 +11,7 @@ import pytest
 
 from avtomatika import ActionFactory, StateMachineBlueprint
 from avtomatika.v1.task_pb2 import TaskResult
-from avtomatika.v1.worker_pb2 import WorkerRegistration
+from avtomatika.v1.worker_pb2 import WorkerRegistration, WorkerResources
 from avtomatika.v1.worker_service_pb2 import (
     CancelAck,
     ConnectRequest,
@@ -137,6 +137,31 @@ async def test_a_worker_gets_no_more_tasks_than_its_credits(
     assert [t.job_id for t in received] == job_ids
     for job_id in job_ids:
         await wait_for_status(http, job_id, "finished")
+
+
+async def test_a_credit_sent_before_the_result_it_frees_still_brings_the_next_task(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    http = http_client(orchestrator)
+    first = await create_job(http, "jobs/echo", {"n": 1})
+    await wait_for_status(http, first, "waiting_for_worker")
+    worker = RawWorker(grpc_channel(orchestrator), "w-1")
+    registration = WorkerRegistration(
+        worker_id="w-1", skills=["echo"], resources=WorkerResources(max_concurrent_tasks=1)
+    )
+    await worker.send(ConnectRequest(hello=Hello(registration=registration, initial_credits=1)))
+    await worker.expect("welcome")
+    task = await worker.next_task()
+
+    # The credit first: the server looks for a task while the worker still
+    # holds one, at its declared limit. Then the result frees it.
+    await worker.credit()
+    assert (await worker.succeed(task, None)).result_ack.accepted
+    second = await create_job(http, "jobs/echo", {"n": 2})
+
+    assert (await worker.next_task()).job_id == second
+    await wait_for_status(http, first, "finished")
 
 
 async def test_tasks_go_out_by_priority_then_first_queued_first(

@@ -80,6 +80,8 @@ _MISSED_HEARTBEATS = 3
 # short enough for dispatch latency, long enough that results still pile up
 # into batches (yielding after every message halved the batching gain).
 _BATCH_SLICE_SECONDS = 0.001
+# How long one claim of the feeder waits before it starts afresh.
+_CLAIM_REFRESH_SECONDS = 2.0
 # Results of one batch settled concurrently, at most.
 _RESULTS_AT_ONCE = 32
 _USE_CONNECT = "not available yet over gRPC; workers use the Connect stream"
@@ -339,15 +341,17 @@ class _Session:
     async def _handle_batch(self, messages: Sequence[ConnectRequest]) -> None:
         """The messages of a batch in order, except that results are settled
         together (up to ``_RESULTS_AT_ONCE``; on a shared store their reads
-        and commits then share round trips) and credits, mere counts, apply
-        at once. Acks go out in the order of the results."""
+        and commits then share round trips), the credits among them applied
+        once they are (a credit frees the slot of the result before it).
+        Acks go out in the order of the results."""
         loop = asyncio.get_running_loop()
         slice_ends = loop.time() + _BATCH_SLICE_SECONDS
         results: list[TaskResult] = []
+        credits = 0
         for inner in messages:
             kind = inner.WhichOneof("kind")
             if kind == "credit":
-                self._handle_credit(inner.credit.credits)
+                credits += inner.credit.credits
                 continue
             if kind == "result":
                 if any(r.task_id == inner.result.task_id for r in results):
@@ -360,6 +364,9 @@ class _Session:
                     continue
             await self._settle_all(results)
             results = []
+            if credits:
+                self._handle_credit(credits)
+                credits = 0
             if kind in ("batch", "hello"):
                 log.warning("worker %s sent a batch holding a %s; skipped", self.worker_id, kind)
             elif kind != "result":
@@ -370,6 +377,8 @@ class _Session:
                 await asyncio.sleep(0)
                 slice_ends = loop.time() + _BATCH_SLICE_SECONDS
         await self._settle_all(results)
+        if credits:
+            self._handle_credit(credits)
 
     async def _settle_all(self, results: list[TaskResult]) -> None:
         if len(results) > 1:
@@ -408,7 +417,12 @@ class _Session:
     async def _feed(self) -> None:
         while True:
             await self._can_take.wait()
-            task = await self._engine.next_task(self.worker_id, self._skills, timeout=None)
+            # A claim judges the worker as it was when the claim began (its
+            # tasks in hand against its declared limit): re-claimed every
+            # few seconds, so a result that arrived after its credit counts.
+            task = await self._engine.next_task(
+                self.worker_id, self._skills, timeout=_CLAIM_REFRESH_SECONDS
+            )
             if task is None:
                 continue
             if not self._engine.workers.is_current(self.worker_id, self):
