@@ -397,3 +397,46 @@ async def test_a_step_reads_the_job_record_taken_with_it_and_a_stale_one_cannot_
     assert fresh is not None
     assert fresh.status == job_pb2.JOB_STATUS_CANCELLED
     assert fresh.version == 2
+
+
+async def test_a_job_made_ready_while_an_executor_idles_here_is_claimed_here_at_once(
+    open_storage: OpenStorage,
+) -> None:
+    a = await open_storage(step_lease_seconds=0.3)
+    b = await open_storage(step_lease_seconds=0.3)
+    idle = asyncio.create_task(a.next_ready_job())
+    await asyncio.sleep(0)  # A's executor is waiting for a job
+    job = Job(id=new_id(), blueprint_name="bp", status=job_pb2.JOB_STATUS_PENDING)
+    await a.create_job(job)
+    assert await idle == job.id
+    # Claimed by A within the creation: never on the shared list.
+    assert await a.client.llen(a.keys.ready) == 0
+    assert await a.client.hget(a.keys.claims, job.id) is not None
+
+    # Its step commits a transition while the executor waits again: the
+    # next step is A's at once too.
+    again = asyncio.create_task(a.next_ready_job())
+    await asyncio.sleep(0)
+    assert await commit_status(a, job.id, job_pb2.JOB_STATUS_RUNNING, ready=True) is (
+        CommitOutcome.OK
+    )
+    await a.step_done(job.id)
+    assert await again == job.id
+    assert await a.client.llen(a.keys.ready) == 0
+
+    # A stops mid-step: the claim lapses and B runs the step.
+    await a.close()
+    timers = asyncio.create_task(expiries(b, 3.0))
+    assert await asyncio.wait_for(b.next_ready_job(), 5) == job.id
+    timers.cancel()
+
+
+async def test_with_no_executor_idle_a_ready_job_is_left_to_any_instance(
+    open_storage: OpenStorage,
+) -> None:
+    a = await open_storage()
+    b = await open_storage()
+    job = Job(id=new_id(), blueprint_name="bp", status=job_pb2.JOB_STATUS_PENDING)
+    await a.create_job(job)  # nobody waits in A's next_ready_job
+    assert await a.client.llen(a.keys.ready) == 1
+    assert await b.next_ready_job() == job.id

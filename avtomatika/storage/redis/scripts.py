@@ -147,13 +147,25 @@ local function lease(id, worker, now, nonce)
   set_timers(id, LEASED, nb, dd, rd)
 end
 
-local function create_job(id, data, status)
+-- The job's handler must run: claimed at once by the calling instance,
+-- which has an executor idle (`token` and its `lease_until`), or queued
+-- for any instance (`token` '').
+local function ready_job(id, token, lease_until)
+  if token ~= '' then
+    redis.call('ZADD', K.running, lease_until, id)
+    redis.call('HSET', K.claims, id, token)
+  else
+    redis.call('RPUSH', K.ready, id)
+    wake('j')
+  end
+end
+
+local function create_job(id, data, status, token, lease_until)
   -- A repeat (a retry after a lost reply) must not count or queue it twice.
   if redis.call('EXISTS', K.job(id)) == 1 then return end
   redis.call('HSET', K.job(id), 'd', data, 'v', 1, 's', status)
   redis.call('HINCRBY', K.statuses, status, 1)
-  redis.call('RPUSH', K.ready, id)
-  wake('j')
+  ready_job(id, token, lease_until)
 end
 """
 
@@ -170,8 +182,9 @@ def _library() -> str:
 
 CREATE = """
 -- Create a job at version 1 and queue it for the executor.
--- KEYS: root. ARGV: job id, Job bytes, status. Returns 1.
-create_job(ARGV[1], ARGV[2], ARGV[3])
+-- KEYS: root. ARGV: job id, Job bytes, status, claim token ('': queue it
+-- for any instance) and its lease-until ms. Returns 1.
+create_job(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 return 1
 """
 
@@ -181,6 +194,8 @@ COMMIT = """
 -- ARGV: job id, Job bytes (at the new version), new status, expected version,
 --   lease task id ('' for none), lease worker, ready (0/1), ready-at ms, now,
 --   commit nonce (a retry of a commit that was applied returns 'ok'),
+--   claim token for the job's next step when ready now ('': queue it for
+--   any instance) and its lease-until ms,
 --   then a count and that many tasks of 11 fields each (id, Task bytes,
 --   state, worker, skill, priority, constrained 0/1, not-before, dispatch
 --   deadline, result deadline, job id),
@@ -213,7 +228,7 @@ end
 redis.call('ZREM', K.running, id)
 redis.call('HDEL', K.claims, id)
 
-local i = 11
+local i = 13
 local n = tonumber(ARGV[i])
 for _ = 1, n do
   local tid, st = ARGV[i + 1], tonumber(ARGV[i + 3])
@@ -250,7 +265,7 @@ end
 i = i + 1
 n = tonumber(ARGV[i])
 for _ = 1, n do
-  create_job(ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+  create_job(ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], '', 0)
   i = i + 3
 end
 
@@ -259,8 +274,7 @@ if ARGV[7] == '1' then
   if at > now then
     redis.call('ZADD', K.timers, at, 'ready:' .. id)
   else
-    redis.call('RPUSH', K.ready, id)
-    wake('j')
+    ready_job(id, ARGV[11], ARGV[12])
   end
 end
 return 'ok'

@@ -34,7 +34,7 @@ import os
 import secrets
 import socket
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from avtomatika.clock import now_ms
@@ -125,6 +125,10 @@ class RedisStorage:
         self._tokens = itertools.count(1)
         self._token_prefix = f"{self.instance_id}:{secrets.token_hex(4)}"
         self._fetching: asyncio.Lock | None = None
+        # Executors waiting in next_ready_job, and commits in flight that
+        # will hand one of them the job they make ready.
+        self._idle_executors = 0
+        self._keeping = 0
         self._expired: deque[Expiry] = deque()
         self._last_sweep = 0.0
         self._renewer: asyncio.Task[None] | None = None
@@ -181,8 +185,11 @@ class RedisStorage:
 
     async def create_job(self, job: Job) -> None:
         job.version = 1
-        async with unavailable("cannot create the job"):
-            await self._run("CREATE", job.id, job.SerializeToString(), job.status)
+        data = job.SerializeToString()
+        with self._keeping_step() as keep:
+            async with unavailable("cannot create the job"):
+                await self._run("CREATE", job.id, data, job.status, keep, self._claim_until())
+            self._kept(job.id, keep, data)
 
     async def get_job(self, job_id: str) -> Job | None:
         if self._first_reads:
@@ -240,6 +247,8 @@ class RedisStorage:
             ready_at_ms,
             now,
             secrets.token_hex(8),  # the commit's nonce: a retry of it is recognised
+            "",  # the claim token on the next step, if this instance keeps it
+            self._claim_until(),
             len(tasks),
         ]
         for task in tasks:
@@ -262,17 +271,22 @@ class RedisStorage:
         for child in new_jobs:
             child.version = 1
             args += [child.id, child.SerializeToString(), child.status]
-        async with unavailable("cannot save the change"):
-            for attempt in range(3):
-                try:
-                    outcome = await self._run("COMMIT", *args)
-                    break
-                except DOWN:
-                    # Applied or not? A retry under the same nonce says.
-                    if attempt == 2:
-                        raise
-                    await asyncio.sleep(0.05 * 2**attempt)
-        result = CommitOutcome(outcome.decode() if isinstance(outcome, bytes) else outcome)
+        keeps = ready and ready_at_ms <= now
+        with self._keeping_step(keeps) as keep:
+            args[10] = keep
+            async with unavailable("cannot save the change"):
+                for attempt in range(3):
+                    try:
+                        outcome = await self._run("COMMIT", *args)
+                        break
+                    except DOWN:
+                        # Applied or not? A retry under the same nonce says.
+                        if attempt == 2:
+                            raise
+                        await asyncio.sleep(0.05 * 2**attempt)
+            result = CommitOutcome(outcome.decode() if isinstance(outcome, bytes) else outcome)
+            if result is CommitOutcome.OK:
+                self._kept(job.id, keep, data)
         if result is CommitOutcome.OK:
             job.version = expected_version + 1
             # The script released the claim on this job's step: if this is
@@ -339,9 +353,53 @@ class RedisStorage:
 
     # -- the executor's ready jobs --
 
+    def _claim_until(self) -> int:
+        return now_ms() + self._lease_ms
+
+    def _new_token(self) -> str:
+        return f"{self._token_prefix}:{next(self._tokens)}"
+
+    @contextlib.contextmanager
+    def _keeping_step(self, wanted: bool = True) -> Iterator[str]:
+        """A claim token when a job this instance makes ready should run
+        here, else "" (queued for any instance): kept only while an executor
+        here waits idle for it, so no instance hoards steps it cannot run."""
+        if not wanted or self._idle_executors <= len(self._ready) + self._keeping:
+            yield ""
+            return
+        self._keeping += 1
+        try:
+            yield self._new_token()
+        finally:
+            self._keeping -= 1
+
+    def _kept(self, job_id: str, token: str, record: bytes) -> None:
+        """The job's next step was claimed for this instance with ``token``
+        (its record ``record``): an idle executor takes it without a round
+        trip."""
+        if token:
+            self._ready.append((job_id, token))
+            self._taken_records[job_id] = record
+            self._ready_wake.set()
+
     async def next_ready_job(self) -> str:
         if self._fetching is None:
             self._fetching = asyncio.Lock()
+        self._idle_executors += 1
+        try:
+            await self._until_ready()
+        finally:
+            self._idle_executors -= 1
+        job_id, token = self._ready.popleft()
+        stepping = asyncio.current_task()
+        self._stepping[stepping] = (job_id, token)
+        record = self._taken_records.pop(job_id, b"")
+        if record:
+            self._first_reads[stepping] = (job_id, record)
+        return job_id
+
+    async def _until_ready(self) -> None:
+        assert self._fetching is not None
         while not self._ready:
             async with self._fetching:
                 if self._ready:
@@ -354,17 +412,10 @@ class RedisStorage:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(_RECHECK):
                         await self._ready_wake.wait()
-        job_id, token = self._ready.popleft()
-        stepping = asyncio.current_task()
-        self._stepping[stepping] = (job_id, token)
-        record = self._taken_records.pop(job_id, b"")
-        if record:
-            self._first_reads[stepping] = (job_id, record)
-        return job_id
 
     async def _take_ready(self) -> list[tuple[str, str]]:
-        tokens = [f"{self._token_prefix}:{next(self._tokens)}" for _ in range(_TAKE)]
-        taken = await self._run("TAKE_READY", _TAKE, now_ms() + self._lease_ms, *tokens)
+        tokens = [self._new_token() for _ in range(_TAKE)]
+        taken = await self._run("TAKE_READY", _TAKE, self._claim_until(), *tokens)
         ids = [raw.decode() for raw in taken[::2]]
         self._taken_records.update(zip(ids, taken[1::2], strict=True))
         return list(zip(ids, tokens, strict=False))
