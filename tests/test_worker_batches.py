@@ -5,6 +5,8 @@ not ask for batches never get one."""
 
 from __future__ import annotations
 
+import aiohttp
+
 from avtomatika.v1.worker_pb2 import WorkerRegistration, WorkerResources
 from avtomatika.v1.worker_service_pb2 import (
     ConnectRequest,
@@ -60,6 +62,28 @@ def batch(*messages: ConnectRequest) -> ConnectRequest:
     return ConnectRequest(batch=RequestBatch(messages=messages))
 
 
+async def holding_tasks(
+    start_orchestrator: StartOrchestrator,
+    http_client: HttpClient,
+    grpc_channel: GrpcChannel,
+    *,
+    jobs: int,
+    credits: int,
+) -> tuple[aiohttp.ClientSession, RawWorker, list[str], list[TaskAssignment]]:
+    """An orchestrator with ``jobs`` echo jobs waiting for a worker: a client
+    session to it, and worker w-1 (taking batches) holding the tasks of the
+    first ``credits`` of them."""
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    http = http_client(orchestrator)
+    job_ids = [await create_job(http, "jobs/echo", {"n": n}) for n in range(jobs)]
+    for job_id in job_ids:
+        await wait_for_status(http, job_id, "waiting_for_worker")
+    worker = RawWorker(grpc_channel(orchestrator), "w-1")
+    await hello(worker, credits, accepts_batches=True)
+    messages, _ = await receive_flat(worker, credits)
+    return http, worker, job_ids, [m.task for m in messages]
+
+
 async def test_the_welcome_says_the_server_reads_batches(
     start_orchestrator: StartOrchestrator, grpc_channel: GrpcChannel
 ) -> None:
@@ -72,15 +96,9 @@ async def test_the_welcome_says_the_server_reads_batches(
 async def test_results_and_credits_in_one_batch_are_handled_in_order(
     start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
 ) -> None:
-    orchestrator = await start_orchestrator([echo_blueprint()])
-    http = http_client(orchestrator)
-    job_ids = [await create_job(http, "jobs/echo", {"n": n}) for n in range(4)]
-    for job_id in job_ids:
-        await wait_for_status(http, job_id, "waiting_for_worker")
-    worker = RawWorker(grpc_channel(orchestrator), "w-1")
-    await hello(worker, 2, accepts_batches=True)
-    first, _ = await receive_flat(worker, 2)
-    tasks = [m.task for m in first]
+    http, worker, job_ids, tasks = await holding_tasks(
+        start_orchestrator, http_client, grpc_channel, jobs=4, credits=2
+    )
 
     # Two results, a heartbeat and the two credits they free, as one message.
     await worker.send(
@@ -132,15 +150,9 @@ async def test_a_worker_that_does_not_accept_batches_gets_every_message_alone(
 async def test_a_worker_that_accepts_batches_gets_what_was_queued_together(
     start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
 ) -> None:
-    orchestrator = await start_orchestrator([echo_blueprint()])
-    http = http_client(orchestrator)
-    job_ids = [await create_job(http, "jobs/echo", {"n": n}) for n in range(5)]
-    for job_id in job_ids:
-        await wait_for_status(http, job_id, "waiting_for_worker")
-    worker = RawWorker(grpc_channel(orchestrator), "w-1")
-    await hello(worker, 5, accepts_batches=True)
-    messages, _ = await receive_flat(worker, 5)
-    tasks: list[TaskAssignment] = [m.task for m in messages]
+    http, worker, job_ids, tasks = await holding_tasks(
+        start_orchestrator, http_client, grpc_channel, jobs=5, credits=5
+    )
     assert sorted(t.job_id for t in tasks) == sorted(job_ids)
 
     await worker.send(batch(*(ConnectRequest(result=success(t, None)) for t in tasks)))
@@ -183,29 +195,19 @@ async def test_a_hello_or_a_batch_inside_a_batch_is_skipped_and_the_stream_goes_
 async def test_results_between_credits_are_acked_in_order_and_a_repeat_is_late(
     start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
 ) -> None:
-    orchestrator = await start_orchestrator([echo_blueprint()])
-    http = http_client(orchestrator)
-    job_ids = [await create_job(http, "jobs/echo", {"n": n}) for n in range(3)]
-    for job_id in job_ids:
-        await wait_for_status(http, job_id, "waiting_for_worker")
-    worker = RawWorker(grpc_channel(orchestrator), "w-1")
-    await hello(worker, 3, accepts_batches=True)
-    messages, _ = await receive_flat(worker, 3)
-    tasks = [m.task for m in messages]
-
+    http, worker, job_ids, tasks = await holding_tasks(
+        start_orchestrator, http_client, grpc_channel, jobs=3, credits=3
+    )
     # As the SDK sends them: each result followed by the credit it frees;
     # the first result comes twice (a retry after a reconnect, say).
-    await worker.send(
-        batch(
-            ConnectRequest(result=success(tasks[0], {"n": 0})),
-            ConnectRequest(credit=Credit(credits=1)),
-            ConnectRequest(result=success(tasks[1], {"n": 1})),
-            ConnectRequest(credit=Credit(credits=1)),
-            ConnectRequest(result=success(tasks[0], {"n": 0})),
-            ConnectRequest(result=success(tasks[2], {"n": 2})),
-            ConnectRequest(credit=Credit(credits=1)),
-        )
-    )
+    reported = [tasks[0], tasks[1], tasks[0], tasks[2]]
+    messages = []
+    for n, task in enumerate(reported):
+        messages.append(ConnectRequest(result=success(task, {"n": n})))
+        if n != 2:  # the repeat frees no slot
+            messages.append(ConnectRequest(credit=Credit(credits=1)))
+    await worker.send(batch(*messages))
+
     acks, _ = await receive_flat(worker, 4)
 
     assert [(a.result_ack.task_id, a.result_ack.accepted) for a in acks] == [
