@@ -440,3 +440,40 @@ async def test_with_no_executor_idle_a_ready_job_is_left_to_any_instance(
     await a.create_job(job)  # nobody waits in A's next_ready_job
     assert await a.client.llen(a.keys.ready) == 1
     assert await b.next_ready_job() == job.id
+
+
+async def test_a_step_claimed_by_a_creation_whose_caller_left_goes_to_any_instance(
+    open_storage: OpenStorage,
+) -> None:
+    a = await open_storage()
+    idle = asyncio.create_task(a.next_ready_job())
+    await asyncio.sleep(0)  # A's executor waits: a creation there claims the step
+    job = Job(id=new_id(), blueprint_name="bp", status=job_pb2.JOB_STATUS_PENDING)
+    creating = asyncio.create_task(a.create_job(job))
+    await asyncio.sleep(0)  # the script is on its way...
+    creating.cancel()  # ...and its caller goes before the reply
+    with contextlib.suppress(asyncio.CancelledError):
+        await creating
+    # The claim the script made is handed back at once (not after the 30 s
+    # lease), and the executor takes the job from the shared list.
+    assert await asyncio.wait_for(idle, 5) == job.id
+
+
+async def test_a_job_taken_in_a_batch_and_started_later_is_read_afresh(
+    open_storage: OpenStorage,
+) -> None:
+    a = await open_storage()
+    b = await open_storage()
+    first, second = (
+        Job(id=new_id(), blueprint_name="bp", status=job_pb2.JOB_STATUS_PENDING) for _ in "12"
+    )
+    await b.create_job(first)
+    await b.create_job(second)
+    assert await a.next_ready_job() == first.id  # A took both in one script
+    # The second waits at A for an executor; meanwhile B cancels it.
+    assert await commit_status(b, second.id, job_pb2.JOB_STATUS_CANCELLED) is CommitOutcome.OK
+    await asyncio.sleep(0.1)
+    assert await a.next_ready_job() == second.id
+    seen = await a.get_job(second.id)  # not the record taken with the claim
+    assert seen is not None
+    assert seen.status == job_pb2.JOB_STATUS_CANCELLED

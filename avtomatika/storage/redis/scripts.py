@@ -38,6 +38,7 @@ __all__ = [
     "SWEEP",
     "TAKE",
     "TAKE_READY",
+    "UNKEEP",
 ]
 
 # Shared by the scripts below: task bookkeeping, as MemoryStorage does it.
@@ -397,6 +398,19 @@ STEP_DONE = """
 if redis.call('HGET', K.claims, ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('ZREM', K.running, ARGV[1])
 redis.call('HDEL', K.claims, ARGV[1])
+return 1
+"""
+
+UNKEEP = """
+-- Hand a step claimed for this instance by CREATE or COMMIT back to every
+-- instance, if that claim (`token`) still stands: its caller never heard
+-- the script's reply (cancelled, or the connection dropped).
+-- KEYS: root. ARGV: job id, token. Returns 1 if handed back.
+if redis.call('HGET', K.claims, ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('ZREM', K.running, ARGV[1])
+redis.call('HDEL', K.claims, ARGV[1])
+redis.call('RPUSH', K.ready, ARGV[1])
+wake('j')
 return 1
 """
 

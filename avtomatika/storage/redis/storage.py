@@ -79,6 +79,9 @@ _TAKE = 4
 # Constrained tasks examined per claim (the oldest, by priority).
 _CONSTRAINED_SCAN = 200
 _SWEEP_EVERY = 5.0
+# A job record read with a step's claim is used for the step if it starts
+# within this many seconds; older, the step reads the job afresh.
+_RECORD_FRESH = 0.02
 
 
 class RedisStorage:
@@ -118,7 +121,7 @@ class RedisStorage:
         self._ready: deque[tuple[str, str]] = deque()
         # The record of each ready job taken, read with it; then that of the
         # job each executor task has started, until the step reads it.
-        self._taken_records: dict[str, bytes] = {}
+        self._taken_records: dict[str, tuple[bytes, float]] = {}
         self._first_reads: dict[asyncio.Task[Any] | None, tuple[str, bytes]] = {}
         # The executor task running a step -> (job id, its claim token).
         self._stepping: dict[asyncio.Task[Any] | None, tuple[str, str]] = {}
@@ -157,7 +160,18 @@ class RedisStorage:
             if self._client is not None:
                 return
             client = await connect(self._url)
-            self._pipelined = Pipelined(self._url)
+            pipelined = Pipelined(self._url)
+            # Loaded now, so that a script runs by its SHA even for a caller
+            # that is gone before the reply (one that found it missing
+            # would not be there to send it whole).
+            loads = (("SCRIPT", "LOAD", script.body) for script in self._scripts.values())
+            try:
+                await pipelined.execute_many(*loads)
+            except BaseException:
+                await pipelined.close()
+                await client.aclose()
+                raise
+            self._pipelined = pipelined
             subscriber = Subscriber(self._url)
             subscriber.on(self.keys.wake_channel, self._on_wake)
             subscriber.on_reconnect(self._wake_everyone)
@@ -186,7 +200,7 @@ class RedisStorage:
     async def create_job(self, job: Job) -> None:
         job.version = 1
         data = job.SerializeToString()
-        with self._keeping_step() as keep:
+        with self._keeping_step(job.id) as keep:
             async with unavailable("cannot create the job"):
                 await self._run("CREATE", job.id, data, job.status, keep, self._claim_until())
             self._kept(job.id, keep, data)
@@ -272,7 +286,7 @@ class RedisStorage:
             child.version = 1
             args += [child.id, child.SerializeToString(), child.status]
         keeps = ready and ready_at_ms <= now
-        with self._keeping_step(keeps) as keep:
+        with self._keeping_step(job.id, keeps) as keep:
             args[10] = keep
             async with unavailable("cannot save the change"):
                 for attempt in range(3):
@@ -360,16 +374,23 @@ class RedisStorage:
         return f"{self._token_prefix}:{next(self._tokens)}"
 
     @contextlib.contextmanager
-    def _keeping_step(self, wanted: bool = True) -> Iterator[str]:
+    def _keeping_step(self, job_id: str, wanted: bool = True) -> Iterator[str]:
         """A claim token when a job this instance makes ready should run
         here, else "" (queued for any instance): kept only while an executor
         here waits idle for it, so no instance hoards steps it cannot run."""
         if not wanted or self._idle_executors <= len(self._ready) + self._keeping:
             yield ""
             return
+        token = self._new_token()
         self._keeping += 1
         try:
-            yield self._new_token()
+            yield token
+        except BaseException:
+            # Cancelled, or Redis went away, with the script sent: it may
+            # have claimed the step for us unheard. Hand it to any instance
+            # now rather than when the claim lapses.
+            self._spawn(self._retrying("handing a step back", self._run, "UNKEEP", job_id, token))
+            raise
         finally:
             self._keeping -= 1
 
@@ -379,7 +400,7 @@ class RedisStorage:
         trip."""
         if token:
             self._ready.append((job_id, token))
-            self._taken_records[job_id] = record
+            self._taken_records[job_id] = (record, asyncio.get_running_loop().time())
             self._ready_wake.set()
 
     async def next_ready_job(self) -> str:
@@ -393,8 +414,11 @@ class RedisStorage:
         job_id, token = self._ready.popleft()
         stepping = asyncio.current_task()
         self._stepping[stepping] = (job_id, token)
-        record = self._taken_records.pop(job_id, b"")
-        if record:
+        record, taken_at = self._taken_records.pop(job_id, (b"", 0.0))
+        if record and asyncio.get_running_loop().time() - taken_at <= _RECORD_FRESH:
+            # Read with the claim just now. One that waited here longer (a
+            # batch taken for busy executors) is read again: the job may
+            # have been cancelled meanwhile, and a handler must not run on it.
             self._first_reads[stepping] = (job_id, record)
         return job_id
 
@@ -417,7 +441,8 @@ class RedisStorage:
         tokens = [self._new_token() for _ in range(_TAKE)]
         taken = await self._run("TAKE_READY", _TAKE, self._claim_until(), *tokens)
         ids = [raw.decode() for raw in taken[::2]]
-        self._taken_records.update(zip(ids, taken[1::2], strict=True))
+        now = asyncio.get_running_loop().time()
+        self._taken_records.update((i, (r, now)) for i, r in zip(ids, taken[1::2], strict=True))
         return list(zip(ids, tokens, strict=False))
 
     async def step_done(self, job_id: str, *, completed: bool = True) -> None:
