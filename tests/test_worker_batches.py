@@ -5,8 +5,11 @@ not ask for batches never get one."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
 
+from avtomatika import ActionFactory, StateMachineBlueprint
 from avtomatika.v1.worker_pb2 import WorkerRegistration, WorkerResources
 from avtomatika.v1.worker_service_pb2 import (
     ConnectRequest,
@@ -219,3 +222,43 @@ async def test_results_between_credits_are_acked_in_order_and_a_repeat_is_late(
     assert acks[2].result_ack.reason == "late"
     for job_id in job_ids:
         await wait_for_status(http, job_id, "finished")
+
+
+async def test_the_results_of_one_fan_out_in_one_batch_are_all_accepted(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    # Six branches of one job, reported together: they all change the same
+    # job, so they are settled in turn rather than racing for its version.
+    bp = StateMachineBlueprint("fan", api_endpoint="jobs/fan", api_version="v1")
+
+    @bp.handler_for("start", is_start=True)
+    async def start(actions: ActionFactory) -> None:
+        branches = [{"type": "echo", "params": {"n": n}} for n in range(6)]
+        actions.dispatch_parallel(tasks=branches, aggregate_into="join")
+
+    @bp.aggregator_for("join")
+    async def join(aggregation_results: dict[str, Any], state_history: dict[str, Any],
+                   actions: ActionFactory) -> None:  # fmt: skip
+        state_history["ns"] = sorted(r["data"]["n"] for r in aggregation_results.values())
+        actions.transition_to("done")
+
+    @bp.handler_for("done", is_end=True)
+    async def done() -> None:
+        return None
+
+    orchestrator = await start_orchestrator([bp])
+    http = http_client(orchestrator)
+    job_id = await create_job(http, "jobs/fan", {})
+    worker = RawWorker(grpc_channel(orchestrator), "w-1")
+    await hello(worker, 6, accepts_batches=True)
+    tasks = [m.task for m in (await receive_flat(worker, 6))[0]]
+
+    results = [ConnectRequest(result=success(task, {"n": n})) for n, task in enumerate(tasks)]
+    await worker.send(batch(*results))
+    acks, _ = await receive_flat(worker, 6)
+
+    assert [(a.result_ack.task_id, a.result_ack.accepted) for a in acks] == [
+        (t.task_id, True) for t in tasks
+    ]
+    job = await wait_for_status(http, job_id, "finished")
+    assert job["state_history"]["ns"] == list(range(6))

@@ -354,12 +354,7 @@ class _Session:
                 credits += inner.credit.credits
                 continue
             if kind == "result":
-                if any(r.task_id == inner.result.task_id for r in results):
-                    # A second result for one task: settled after the first,
-                    # as sent (the first wins, the second is late).
-                    await self._settle_all(results)
-                    results = []
-                results.append(inner.result)
+                results.append(inner.result)  # a repeat settles after the first
                 if len(results) < _RESULTS_AT_ONCE:
                     continue
             await self._settle_all(results)
@@ -381,13 +376,26 @@ class _Session:
             self._handle_credit(credits)
 
     async def _settle_all(self, results: list[TaskResult]) -> None:
-        if len(results) > 1:
-            acks = await asyncio.gather(*(self._settle(r) for r in results))
-        elif results:
-            acks = [await self._settle(results[0])]
-        else:
+        """Settle ``results`` and queue their acks in order: those of
+        different jobs concurrently, those of one job one after another
+        (together they would only race for the job's next version)."""
+        if not results:
             return
+        acks: list[ConnectResponse | None] = [None] * len(results)
+
+        async def settle_in_turn(indices: list[int]) -> None:
+            for i in indices:
+                acks[i] = await self._settle(results[i])
+
+        by_job: dict[str, list[int]] = {}
+        for i, result in enumerate(results):
+            by_job.setdefault(result.job_id, []).append(i)
+        if len(by_job) == 1:
+            await settle_in_turn(list(range(len(results))))
+        else:
+            await asyncio.gather(*(settle_in_turn(indices) for indices in by_job.values()))
         for ack in acks:
+            assert ack is not None
             self._outbound.put_nowait(ack)
         self._update_gate()
 
