@@ -19,7 +19,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -44,7 +44,14 @@ class RedisServer:
     """One ``redis-server`` process; :meth:`stop` and :meth:`start` again keep
     its port, so clients reconnect to the same address after an outage."""
 
-    def __init__(self, *, persistent: bool = False, password: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        persistent: bool = False,
+        password: str = "",
+        tls: bool = False,
+        options: Sequence[str] = (),
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             if os.environ.get("CI") == "true":
@@ -56,18 +63,55 @@ class RedisServer:
         self._process: subprocess.Popen[bytes] | None = None
         self._persistent = persistent
         self._password = password
+        self._tls = tls
+        self._options = list(options)  # more redis-server arguments
+        if tls:
+            self._make_certificate()
 
     @property
     def url(self) -> str:
         auth = f":{self._password}@" if self._password else ""
+        if self._tls:
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={self.certificate}"
         return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    @property
+    def certificate(self) -> str:
+        """The server's self-signed certificate (PEM), with ``tls``."""
+        return str(Path(self._dir) / "cert.pem")
+
+    def _make_certificate(self) -> None:
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            message = "no openssl binary on PATH; install it to run the Redis TLS tests"
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"{message}; CI=true requires it")
+            pytest.skip(message)
+        subprocess.run(
+            [
+                openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                "-keyout", str(Path(self._dir) / "key.pem"), "-out", self.certificate,
+                "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+            ],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
 
     def start(self) -> None:
         """Start the server and wait until it answers PING."""
+        if self._tls:
+            listen = [
+                "--port", "0", "--tls-port", str(self.port),
+                "--tls-cert-file", self.certificate,
+                "--tls-key-file", str(Path(self._dir) / "key.pem"),
+                "--tls-ca-cert-file", self.certificate,
+                "--tls-auth-clients", "no",
+            ]  # fmt: skip
+        else:
+            listen = ["--port", str(self.port)]
         args = [
             self._binary,
-            "--port",
-            str(self.port),
+            *listen,
             "--bind",
             "127.0.0.1",
             "--save",
@@ -81,11 +125,16 @@ class RedisServer:
             "--logfile",
             str(Path(self._dir) / "redis.log"),
             *(["--requirepass", self._password] if self._password else []),
+            *self._options,
         ]
         self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         client = redis.Redis(
-            port=self.port, password=self._password or None, socket_connect_timeout=0.2
+            port=self.port,
+            password=self._password or None,
+            socket_connect_timeout=0.2,
+            ssl=self._tls,
+            ssl_ca_certs=self.certificate if self._tls else None,
         )
         try:
             while True:

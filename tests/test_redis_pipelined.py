@@ -17,7 +17,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from avtomatika.errors import ConfigError
-from avtomatika.storage.redis import Pipelined, Script, connect_pipelined
+from avtomatika.storage.redis import Pipelined, Script, Subscriber, connect_pipelined
 from tests.redis_server import RedisServer, free_port
 
 _INCR_BY = Script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
@@ -166,6 +166,48 @@ async def test_clients_of_one_url_share_one_connection_until_the_last_closes(
         assert await again.execute("PING") == b"PONG"
     finally:
         await again.close()
+
+
+async def test_tls_as_the_rediss_url_asks_for_the_commands_and_the_subscriber() -> None:
+    server = RedisServer(tls=True)
+    server.start()
+    base = f"rediss://127.0.0.1:{server.port}/0"
+    verified = Pipelined(server.url)  # the server's certificate as the CA
+    unverified = Pipelined(f"{base}?ssl_cert_reqs=none")
+    untrusted = Pipelined(base)  # a self-signed certificate, not trusted
+    subscriber = Subscriber(server.url)
+    received: asyncio.Queue[bytes] = asyncio.Queue()
+    subscriber.on("news", received.put_nowait)
+    try:
+        assert await verified.execute("PING") == b"PONG"
+        assert await unverified.execute("PING") == b"PONG"
+        with pytest.raises(RedisConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+            await untrusted.execute("PING")
+        await subscriber.start()
+        assert await verified.execute("PUBLISH", "news", b"over TLS") == 1
+        assert await asyncio.wait_for(received.get(), 5) == b"over TLS"
+    finally:
+        await subscriber.stop()
+        for client in (verified, unverified, untrusted):
+            await client.close()
+        server.close()
+
+
+async def test_a_refused_subscription_is_retried_and_does_not_hold_up_start_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A user whose ACL forbids SUBSCRIBE: Redis answers with an error.
+    acl = ["--user", "mute", "on", ">pw", "~*", "+@all", "-subscribe", "allchannels"]
+    server = RedisServer(options=acl)
+    server.start()
+    subscriber = Subscriber(f"redis://mute:pw@127.0.0.1:{server.port}/0")
+    subscriber.on("news", lambda data: None)
+    try:
+        await asyncio.wait_for(subscriber.start(), 5)
+        assert "Redis refused the subscription" in caplog.text
+    finally:
+        await subscriber.stop()
+        server.close()
 
 
 async def test_start_up_fails_with_the_url_when_redis_does_not_answer() -> None:

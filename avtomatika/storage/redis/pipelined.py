@@ -186,11 +186,24 @@ class _Link:
         try:
             # Shielded: one caller cancelled must not cancel the others' connect.
             protocol = await asyncio.shield(connecting)
+        except asyncio.CancelledError:
+            if connecting.cancelled() and not _being_cancelled():
+                # The last client closed while this one waited for the connect.
+                raise RedisConnectionError("the Redis client was closed") from None
+            raise
         finally:
             if self._connecting is connecting and connecting.done():
                 self._connecting = None
+        if self._users <= 0:  # closed meanwhile: the connection is nobody's
+            protocol.fail(RedisConnectionError("the Redis client was closed"))
+            raise RedisConnectionError("the Redis client was closed")
         self._protocol = protocol
         return protocol
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def open_connection(
@@ -210,13 +223,22 @@ async def open_connection(
             if "path" in options:
                 _, connection = await loop.create_unix_connection(factory, options["path"])
             else:
-                tls = ssl.create_default_context() if _uses_tls(options) else None
+                tls = _tls_context(options) if _uses_tls(options) else None
                 _, connection = await loop.create_connection(
                     factory, options.get("host", "localhost"), int(options.get("port", 6379)),
                     ssl=tls,
                 )  # fmt: skip
     except (OSError, TimeoutError) as exc:
         raise RedisConnectionError(f"cannot connect to Redis: {exc}") from exc
+    try:
+        await _handshake(connection, options)
+    except BaseException:
+        connection.fail(RedisConnectionError("the connection to Redis was abandoned"))
+        raise
+    return connection
+
+
+async def _handshake(connection: RespConnection, options: dict[str, Any]) -> None:
     handshake = []
     if options.get("password"):
         # AUTH with a user name only where there is one (Redis 6 ACLs); the
@@ -228,14 +250,33 @@ async def open_connection(
         handshake.append(connection.send(pack(("SELECT", options["db"]))))
     for reply in await asyncio.gather(*handshake):
         if isinstance(reply, ResponseError):
-            connection.fail(RedisConnectionError(f"Redis refused the connection: {reply}"))
             raise RedisConnectionError(f"Redis refused the connection: {reply}")
-    return connection
 
 
 def _uses_tls(options: dict[str, Any]) -> bool:
     connection_class = options.get("connection_class")
     return connection_class is not None and connection_class.__name__ == "SSLConnection"
+
+
+def _tls_context(options: dict[str, Any]) -> ssl.SSLContext:
+    """TLS as a ``rediss://`` URL's query asks, as redis-py reads it:
+    ``ssl_cert_reqs`` (none, optional, required), ``ssl_ca_certs``,
+    ``ssl_certfile`` and ``ssl_keyfile``, ``ssl_check_hostname``."""
+    context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
+    if options.get("ssl_certfile"):
+        context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"))
+    check_hostname = options.get("ssl_check_hostname")
+    if check_hostname is not None:
+        context.check_hostname = str(check_hostname).lower() in ("1", "true", "yes")
+    raw = options.get("ssl_cert_reqs", "required")
+    modes = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+    mode = raw if isinstance(raw, ssl.VerifyMode) else modes.get(str(raw).lower())
+    if mode is None:
+        raise RedisConnectionError(f"ssl_cert_reqs must be none, optional or required: {raw!r}")
+    if mode == ssl.CERT_NONE:
+        context.check_hostname = False
+    context.verify_mode = mode
+    return context
 
 
 class RespConnection(asyncio.Protocol):

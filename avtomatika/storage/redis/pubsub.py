@@ -17,6 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio.connection import parse_url
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from avtomatika.storage.redis.connection import DOWN, outage_backoff
 from avtomatika.storage.redis.pipelined import RespConnection, open_connection, pack
@@ -24,6 +27,9 @@ from avtomatika.storage.redis.pipelined import RespConnection, open_connection, 
 __all__ = ["Handler", "Subscriber"]
 
 log = logging.getLogger(__name__)
+
+# How long Redis may take to confirm a subscription.
+_CONFIRM_SECONDS = 10.0
 
 Handler = Callable[[bytes], None]
 """Called with each message's data; must not block (queue work instead)."""
@@ -72,18 +78,7 @@ class Subscriber:
             connection: RespConnection | None = None
             try:
                 connection = await open_connection(self._options)
-                self._subscribed.clear()
-                self._confirmations = 0
-                connection.on_push = self._on_push
-                connection.write(pack(("SUBSCRIBE", *self._handlers)))
-                # Subscribed once every channel is confirmed, unless the
-                # connection drops first.
-                subscribed: asyncio.Future[Any] = asyncio.ensure_future(self._subscribed.wait())
-                either = [subscribed, connection.closed]
-                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-                subscribed.cancel()
-                if connection.closed.done():
-                    raise connection.closed.result()
+                await self._subscribe(connection)
                 if attempt:
                     log.info("Redis pub/sub is back")
                     for callback in self._reconnected:
@@ -98,6 +93,34 @@ class Subscriber:
             finally:
                 if connection is not None:
                     connection.fail(ConnectionError("the subscriber stopped"))
+
+    async def _subscribe(self, connection: RespConnection) -> None:
+        """Subscribe on ``connection``; returns once every channel is
+        confirmed, raises if the connection drops or Redis does not confirm
+        in time (a refusal, e.g. an ACL, drops the connection)."""
+        self._subscribed.clear()
+        self._confirmations = 0
+
+        def on_push(reply: Any) -> None:
+            if isinstance(reply, ResponseError):
+                connection.fail(RedisConnectionError(f"Redis refused the subscription: {reply}"))
+            else:
+                self._on_push(reply)
+
+        connection.on_push = on_push
+        connection.write(pack(("SUBSCRIBE", *self._handlers)))
+        subscribed: asyncio.Future[Any] = asyncio.ensure_future(self._subscribed.wait())
+        try:
+            either = [subscribed, connection.closed]
+            await asyncio.wait(
+                either, timeout=_CONFIRM_SECONDS, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            subscribed.cancel()
+        if connection.closed.done():
+            raise connection.closed.result()
+        if not self._subscribed.is_set():
+            raise RedisTimeoutError(f"Redis did not confirm SUBSCRIBE in {_CONFIRM_SECONDS:g} s")
 
     def _on_push(self, reply: Any) -> None:
         if not isinstance(reply, list) or len(reply) != 3:
