@@ -23,3 +23,32 @@ def echo_blueprint(name: str = "echo", **dispatch: Any) -> StateMachineBlueprint
     for target in set(transitions.values()) - {"done"}:
         bp.handler_for(target, is_end=True)(done)
     return bp
+
+
+def fan_out_blueprint(
+    branches: int, task_type: str = "work", aggregated: dict[str, int] | None = None
+) -> StateMachineBlueprint:
+    """``fan`` (``jobs/fan``): start -> ``branches`` parallel ``task_type``
+    tasks with params ``{"n": n}`` -> an aggregator that keeps the sorted
+    ``n`` of the results in ``state_history["ns"]`` (counting its runs per
+    job in ``aggregated``) -> done (end)."""
+    bp = StateMachineBlueprint("fan", api_endpoint="jobs/fan", api_version="v1")
+
+    @bp.handler_for("start", is_start=True)
+    async def start(actions: ActionFactory) -> None:
+        tasks = [{"type": task_type, "params": {"n": n}} for n in range(branches)]
+        actions.dispatch_parallel(tasks=tasks, aggregate_into="join")
+
+    @bp.aggregator_for("join")
+    async def join(job_id: str, aggregation_results: dict[str, Any],
+                   state_history: dict[str, Any], actions: ActionFactory) -> None:  # fmt: skip
+        if aggregated is not None:
+            aggregated[job_id] = aggregated.get(job_id, 0) + 1
+        state_history["ns"] = sorted(r["data"]["n"] for r in aggregation_results.values())
+        actions.transition_to("done")
+
+    @bp.handler_for("done", is_end=True)
+    async def done() -> None:
+        return None
+
+    return bp

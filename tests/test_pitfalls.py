@@ -18,6 +18,7 @@ import aiohttp
 
 from avtomatika import ActionFactory, JobContext, OrchestratorEngine, StateMachineBlueprint
 from avtomatika.v1.task_pb2 import ErrorCode, TaskResult, TaskResultStatus
+from tests.blueprints import fan_out_blueprint
 from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
 from tests.support import RawWorker, create_job, get_job, success, wait_for_status
 
@@ -114,23 +115,7 @@ async def test_no_other_worker_can_complete_a_branch(
 async def test_a_fan_out_completes_whatever_order_its_branches_end_in(
     start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
 ) -> None:
-    bp = StateMachineBlueprint("fan", api_endpoint="jobs/fan", api_version="v1")
-
-    @bp.handler_for("start", is_start=True)
-    async def start(actions: ActionFactory) -> None:
-        actions.dispatch_parallel(
-            tasks=[{"type": "work", "params": {"n": n}} for n in range(5)], aggregate_into="join"
-        )
-
-    @bp.aggregator_for("join")
-    async def join(aggregation_results: dict[str, Any], state_history: dict[str, Any],
-                   actions: ActionFactory) -> None:  # fmt: skip
-        state_history["ns"] = sorted(r["data"]["n"] for r in aggregation_results.values())
-        actions.transition_to("done")
-
-    @bp.handler_for("done", is_end=True)
-    async def done() -> None:
-        return None
+    bp = fan_out_blueprint(5)
 
     orchestrator = await start_orchestrator([bp])
     http = http_client(orchestrator)

@@ -18,6 +18,7 @@ from avtomatika.status import TERMINAL
 from avtomatika.storage import CommitOutcome, MemoryStorage
 from avtomatika.v1.job_pb2 import Job, JobStatus
 from avtomatika.v1.worker_service_pb2 import ConnectRequest, ResultAck, TaskAssignment
+from tests.blueprints import fan_out_blueprint
 from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator, make_settings
 from tests.support import RawWorker, create_job, success, wait_for_status, wait_for_terminal
 
@@ -180,26 +181,8 @@ BRANCHES = 4
 async def test_branch_results_arriving_together_run_the_aggregator_once(
     start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
 ) -> None:
-    aggregated: defaultdict[str, int] = defaultdict(int)
-    bp = StateMachineBlueprint("fan", api_endpoint="jobs/fan", api_version="v1")
-
-    @bp.handler_for("start", is_start=True)
-    async def start(actions: ActionFactory) -> None:
-        actions.dispatch_parallel(
-            tasks=[{"type": "work", "params": {"n": n}} for n in range(BRANCHES)],
-            aggregate_into="join",
-        )
-
-    @bp.aggregator_for("join")
-    async def join(job_id: str, aggregation_results: dict[str, Any],
-                   state_history: dict[str, Any], actions: ActionFactory) -> None:  # fmt: skip
-        aggregated[job_id] += 1
-        state_history["ns"] = sorted(r["data"]["n"] for r in aggregation_results.values())
-        actions.transition_to("done")
-
-    @bp.handler_for("done", is_end=True)
-    async def done() -> None:
-        return None
+    aggregated: dict[str, int] = {}
+    bp = fan_out_blueprint(BRANCHES, aggregated=aggregated)
 
     orchestrator = await start_orchestrator([bp])
     http = http_client(orchestrator)

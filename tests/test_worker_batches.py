@@ -5,11 +5,8 @@ not ask for batches never get one."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import aiohttp
 
-from avtomatika import ActionFactory, StateMachineBlueprint
 from avtomatika.v1.worker_pb2 import WorkerRegistration, WorkerResources
 from avtomatika.v1.worker_service_pb2 import (
     ConnectRequest,
@@ -20,7 +17,7 @@ from avtomatika.v1.worker_service_pb2 import (
     RequestBatch,
     TaskAssignment,
 )
-from tests.blueprints import echo_blueprint
+from tests.blueprints import echo_blueprint, fan_out_blueprint
 from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
 from tests.support import RawWorker, create_job, success, wait_for_status
 
@@ -229,22 +226,7 @@ async def test_the_results_of_one_fan_out_in_one_batch_are_all_accepted(
 ) -> None:
     # Six branches of one job, reported together: they all change the same
     # job, so they are settled in turn rather than racing for its version.
-    bp = StateMachineBlueprint("fan", api_endpoint="jobs/fan", api_version="v1")
-
-    @bp.handler_for("start", is_start=True)
-    async def start(actions: ActionFactory) -> None:
-        branches = [{"type": "echo", "params": {"n": n}} for n in range(6)]
-        actions.dispatch_parallel(tasks=branches, aggregate_into="join")
-
-    @bp.aggregator_for("join")
-    async def join(aggregation_results: dict[str, Any], state_history: dict[str, Any],
-                   actions: ActionFactory) -> None:  # fmt: skip
-        state_history["ns"] = sorted(r["data"]["n"] for r in aggregation_results.values())
-        actions.transition_to("done")
-
-    @bp.handler_for("done", is_end=True)
-    async def done() -> None:
-        return None
+    bp = fan_out_blueprint(6, task_type="echo")
 
     orchestrator = await start_orchestrator([bp])
     http = http_client(orchestrator)
