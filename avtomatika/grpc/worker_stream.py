@@ -35,6 +35,7 @@ sent on the registry's ``cancel_acked`` signal (metrics observe it as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -205,6 +206,7 @@ class _Session:
         self._draining = False
         # Replaced by the worker's shared lease set once registered.
         self._held: set[str] = set()
+        self._slot_freed = asyncio.Event()
         self._cancels_sent: dict[str, float] = {}
         self._feeder: asyncio.Task[None] | None = None
         self._info = WorkerInfo(
@@ -425,9 +427,18 @@ class _Session:
     async def _feed(self) -> None:
         while True:
             await self._can_take.wait()
-            # A claim judges the worker as it was when the claim began (its
-            # tasks in hand against its declared limit): re-claimed every
-            # few seconds, so a result that arrived after its credit counts.
+            limit = self._info.registration.resources.max_concurrent_tasks
+            if limit and len(self._held) >= limit:
+                # A credit came before the result that frees a slot: no task
+                # may go out until a slot is free (looked at again every few
+                # seconds: an earlier stream of the worker shares the set).
+                self._slot_freed.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_CLAIM_REFRESH_SECONDS):
+                        await self._slot_freed.wait()
+                continue
+            # A claim judges the worker as it was when it began; one that
+            # found nothing starts afresh every few seconds.
             task = await self._engine.next_task(
                 self.worker_id, self._skills, timeout=_CLAIM_REFRESH_SECONDS
             )
@@ -488,6 +499,7 @@ class _Session:
         """The task is no longer this worker's."""
         if task_id in self._held:
             self._held.discard(task_id)
+            self._slot_freed.set()
             try:
                 self._info.active_task_ids.remove(task_id)
             except ValueError:
