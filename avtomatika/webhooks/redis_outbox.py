@@ -40,7 +40,15 @@ from redis.commands.core import AsyncScript
 
 from avtomatika.clock import now_ms
 from avtomatika.config import Settings
-from avtomatika.storage.redis import DOWN, Keys, Redis, check_cancelled, connect, outage_backoff
+from avtomatika.storage.redis import (
+    DOWN,
+    Keys,
+    Redis,
+    check_cancelled,
+    connect,
+    outage_backoff,
+    until_up,
+)
 from avtomatika.v1.job_pb2 import Job
 from avtomatika.webhooks.delivery import Delivery
 
@@ -168,21 +176,16 @@ class RedisOutbox:
 
     async def done(self, delivery: Delivery) -> None:
         try:
-            failures = 0
-            while True:
-                try:
-                    async with self._redis().pipeline(transaction=True) as pipe:
-                        pipe.zrem(self._keys.outbox, delivery.delivery_id)
-                        pipe.delete(self._keys.delivery(delivery.delivery_id))
-                        await pipe.execute()
-                    return
-                except DOWN as exc:
-                    check_cancelled()
-                    # Until it is forgotten, the lease's end would send it again.
-                    await outage_backoff(failures, "webhook outbox", exc)
-                    failures += 1
+            # Until it is forgotten, the lease's end would send it again.
+            await until_up("webhook outbox", self._forget, delivery)
         finally:
             self._settle()
+
+    async def _forget(self, delivery: Delivery) -> None:
+        async with self._redis().pipeline(transaction=True) as pipe:
+            pipe.zrem(self._keys.outbox, delivery.delivery_id)
+            pipe.delete(self._keys.delivery(delivery.delivery_id))
+            await pipe.execute()
 
     async def drain(self) -> None:
         self._closing = True
@@ -228,15 +231,7 @@ class RedisOutbox:
     async def _write_loop(self, client: Redis) -> None:
         while True:
             delivery = self._writing = await self._intake.get()
-            failures = 0
-            while True:
-                try:
-                    await self._add(client, delivery)
-                    break
-                except DOWN as exc:
-                    check_cancelled()
-                    await outage_backoff(failures, "webhook outbox", exc)
-                    failures += 1
+            await until_up("webhook outbox", self._add, client, delivery)
             self._writing = None
             self._intake.task_done()
             self._wake.set()

@@ -8,6 +8,7 @@ from avtomatika.storage.redis.connection import (
     connect_pipelined,
     outage_backoff,
     unavailable,
+    until_up,
 )
 from avtomatika.storage.redis.keys import Keys
 from avtomatika.storage.redis.pipelined import Pipelined, Script
@@ -27,4 +28,5 @@ __all__ = [
     "connect_pipelined",
     "outage_backoff",
     "unavailable",
+    "until_up",
 ]

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
@@ -31,11 +32,14 @@ __all__ = [
     "connect_pipelined",
     "outage_backoff",
     "unavailable",
+    "until_up",
 ]
 
 log = logging.getLogger(__name__)
 
 Redis = aioredis.Redis
+
+_T = TypeVar("_T")
 
 DOWN: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
 """What a call to an unreachable (or restarting) Redis raises."""
@@ -117,3 +121,28 @@ async def outage_backoff(attempt: int, what: str, exc: BaseException) -> None:
     if attempt == 0:
         log.warning("%s: Redis is unreachable (%s); retrying until it is back", what, exc)
     await asyncio.sleep(min(0.1 * 2**attempt, 5.0))
+
+
+async def until_up(
+    what: str,
+    call: Callable[..., Awaitable[_T]],
+    *args: Any,
+    giving_up: Callable[[], bool] = lambda: False,
+) -> _T:
+    """``call(*args)`` until Redis answers, backing off while it is down
+    (:func:`outage_backoff`): for work that must not be lost to an outage.
+    :class:`Unavailable` instead once ``giving_up()`` (its owner closing)."""
+    attempt = 0
+    while True:
+        try:
+            result = await call(*args)
+        except DOWN as exc:
+            check_cancelled()
+            if giving_up():
+                raise Unavailable(f"{what}: Redis is unreachable and this is closing") from exc
+            await outage_backoff(attempt, what, exc)
+            attempt += 1
+            continue
+        if attempt:
+            log.info("%s: Redis is back", what)
+        return result

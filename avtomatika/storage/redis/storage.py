@@ -48,8 +48,8 @@ from avtomatika.storage.redis.connection import (
     Redis,
     check_cancelled,
     connect,
-    outage_backoff,
     unavailable,
+    until_up,
 )
 from avtomatika.storage.redis.keys import Keys
 from avtomatika.storage.redis.pipelined import Pipelined, Script
@@ -716,21 +716,7 @@ class RedisStorage:
 
     async def _retrying(self, what: str, call: Callable[..., Awaitable[_T]], *args: Any) -> _T:
         """``call`` until Redis answers: waiting calls ride out an outage."""
-        attempt = 0
-        while True:
-            try:
-                result = await call(*args)
-            except DOWN as exc:
-                if self._closing:
-                    raise Unavailable(
-                        f"{what}: Redis is unreachable and this store is closing"
-                    ) from exc
-                await outage_backoff(attempt, what, exc)
-                attempt += 1
-                continue
-            if attempt:
-                log.info("%s: Redis is back", what)
-            return result
+        return await until_up(what, call, *args, giving_up=lambda: self._closing)
 
     def _spawn(self, coroutine: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coroutine)
