@@ -21,7 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from avtomatika.storage.redis.connection import DOWN, outage_backoff
+from avtomatika.storage.redis.outages import DOWN, outage_backoff
 from avtomatika.storage.redis.pipelined import RespConnection, open_connection, pack
 
 __all__ = ["Handler", "Subscriber"]

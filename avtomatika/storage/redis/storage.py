@@ -43,15 +43,9 @@ from avtomatika.dispatch import Requirements, WorkerProfile, choose, eligible
 from avtomatika.errors import Unavailable
 from avtomatika.storage.base import CommitOutcome, Expiry, Lease
 from avtomatika.storage.redis import scripts
-from avtomatika.storage.redis.connection import (
-    DOWN,
-    Redis,
-    check_cancelled,
-    connect,
-    unavailable,
-    until_up,
-)
+from avtomatika.storage.redis.connection import Redis, connect
 from avtomatika.storage.redis.keys import Keys
+from avtomatika.storage.redis.outages import DOWN, check_cancelled, unavailable, until_up
 from avtomatika.storage.redis.pipelined import Pipelined, Script
 from avtomatika.storage.redis.pubsub import Subscriber
 from avtomatika.v1 import task_pb2
