@@ -190,43 +190,55 @@ async def ended(http: aiohttp.ClientSession, job_id: str) -> dict[str, Any]:
     return await ended_or(http, job_id, "")
 
 
-async def ended_or(http: aiohttp.ClientSession, job_id: str, status: str) -> dict[str, Any]:
-    """The job once its status is ``status`` or terminal, followed with ``?wait=``."""
-    job: Any = None
+async def polled(
+    http: aiohttp.ClientSession, path: str, settled: Callable[[Any], bool], pause: float = 0.0
+) -> tuple[bool, Any]:
+    """GET ``path`` until ``settled`` holds for its body, within
+    ``HANG_SECONDS``: (True, that body), or (False, the last body seen)."""
+    body: Any = None
     try:
         async with asyncio.timeout(HANG_SECONDS):
             while True:
-                async with http.get(f"/api/v1/jobs/{job_id}?wait=5") as response:
-                    job = await response.json()
-                    assert response.status == 200, job
-                if job["status"] == status or job["status"] in TERMINAL_STATUSES:
-                    assert isinstance(job, dict)
-                    return job
+                async with http.get(path) as response:
+                    body = await response.json()
+                    assert response.status == 200, body
+                if settled(body):
+                    return True, body
+                await asyncio.sleep(pause)
     except TimeoutError:
-        async with http.get(f"/api/v1/jobs/{job_id}/history") as response:
-            history = [
-                (e["timestamp"][11:], e["type"], e["worker_id"], e["task_id"], e["message"])
-                for e in await response.json()
-            ]
-        pytest.fail(f"job {job_id} never ended; last seen as {job}; its history: {history}")
+        return False, body
+
+
+async def ended_or(http: aiohttp.ClientSession, job_id: str, status: str) -> dict[str, Any]:
+    """The job once its status is ``status`` or terminal, followed with ``?wait=``."""
+    done, job = await polled(
+        http,
+        f"/api/v1/jobs/{job_id}?wait=5",
+        lambda job: job["status"] == status or job["status"] in TERMINAL_STATUSES,
+    )
+    if done:
+        assert isinstance(job, dict)
+        return job
+    async with http.get(f"/api/v1/jobs/{job_id}/history") as response:
+        history = [
+            (e["timestamp"][11:], e["type"], e["worker_id"], e["task_id"], e["message"])
+            for e in await response.json()
+        ]
+    pytest.fail(f"job {job_id} never ended; last seen as {job}; its history: {history}")
 
 
 async def job_ended_events(http: aiohttp.ClientSession, job_id: str) -> int:
     """How many ``job_ended`` events the job's history holds, once it holds one
     (history is written asynchronously)."""
-    events: Any = None
-    try:
-        async with asyncio.timeout(HANG_SECONDS):
-            while True:
-                async with http.get(f"/api/v1/jobs/{job_id}/history") as response:
-                    events = await response.json()
-                    assert response.status == 200, events
-                count = sum(1 for event in events if event["type"] == "job_ended")
-                if count:
-                    return count
-                await asyncio.sleep(0.05)
-    except TimeoutError:
+    done, events = await polled(
+        http,
+        f"/api/v1/jobs/{job_id}/history",
+        lambda events: any(event["type"] == "job_ended" for event in events),
+        pause=0.05,
+    )
+    if not done:
         pytest.fail(f"job {job_id} has no job_ended event; its history: {events}")
+    return sum(1 for event in events if event["type"] == "job_ended")
 
 
 async def bounded(count: int, make: Callable[[int], Any]) -> list[Any]:

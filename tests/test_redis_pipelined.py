@@ -183,6 +183,12 @@ async def test_tls_as_the_rediss_url_asks_for_the_commands_and_the_subscriber() 
         assert await unverified.execute("PING") == b"PONG"
         with pytest.raises(RedisConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
             await untrusted.execute("PING")
+        mistyped = Pipelined(f"{base}?ssl_cert_reqs=sometimes")
+        try:
+            with pytest.raises(RedisConnectionError, match="ssl_cert_reqs must be none"):
+                await mistyped.execute("PING")
+        finally:
+            await mistyped.close()
         await subscriber.start()
         assert await verified.execute("PUBLISH", "news", b"over TLS") == 1
         assert await asyncio.wait_for(received.get(), 5) == b"over TLS"

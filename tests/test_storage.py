@@ -77,6 +77,18 @@ async def commit_under(storage: Storage, job_id: str, lease: Lease) -> CommitOut
     return await storage.commit(job, expected_version=job.version, lease=lease)
 
 
+async def finish_claimed(storage: Storage, job_id: str) -> None:
+    """Worker w claims the queued ``x`` task of ``job_id``; then the job ends
+    finished, with that task done."""
+    claimed = await storage.claim_task(WorkerProfile("w", ("x",)), 1)
+    assert claimed is not None
+    current = await storage.get_job(job_id)
+    assert current is not None
+    current.status = JobStatus.JOB_STATUS_FINISHED
+    claimed.state = TaskState.TASK_STATE_DONE
+    await storage.commit(current, expected_version=current.version, tasks=[claimed])
+
+
 async def until_waiting(storage: Storage, expected: dict[str, int]) -> None:
     """Until ``storage`` counts ``expected`` waiting workers per skill (a
     shared store registers a waiter only after a round trip)."""
@@ -339,13 +351,7 @@ async def test_the_embedded_store_forgets_ended_jobs_after_the_retention_time() 
     storage = MemoryStorage(retention_seconds=0.05)
     task = make_task(Job(), "x")
     job = await enqueue(storage, task)
-    claimed = await storage.claim_task(WorkerProfile("w", ("x",)), None)
-    assert claimed is not None
-    current = await storage.get_job(job.id)
-    assert current is not None
-    current.status = JobStatus.JOB_STATUS_FINISHED
-    claimed.state = TaskState.TASK_STATE_DONE
-    await storage.commit(current, expected_version=current.version, tasks=[claimed])
+    await finish_claimed(storage, job.id)
     assert await storage.get_job(job.id) is not None
 
     timers = asyncio.create_task(storage.next_expiry())

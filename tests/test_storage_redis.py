@@ -24,6 +24,7 @@ from avtomatika.v1 import job_pb2, task_pb2
 from avtomatika.v1.job_pb2 import Job
 from avtomatika.v1.task_pb2 import Task
 from tests.redis_server import RedisServer, free_port
+from tests.test_storage import finish_claimed
 
 OpenStorage = Callable[..., Coroutine[Any, Any, RedisStorage]]
 
@@ -202,13 +203,7 @@ async def test_ended_jobs_are_forgotten_after_the_retention_time(
     job = await new_job(storage)
     task = queued(job)
     await storage.commit(job, expected_version=job.version, tasks=[task])
-    claimed = await storage.claim_task(WorkerProfile("w", ("x",)), 1)
-    assert claimed is not None
-    current = await storage.get_job(job.id)
-    assert current is not None
-    current.status = job_pb2.JOB_STATUS_FINISHED
-    claimed.state = task_pb2.TASK_STATE_DONE
-    await storage.commit(current, expected_version=current.version, tasks=[claimed])
+    await finish_claimed(storage, job.id)
     await storage.client.zadd(storage.keys.history(job.id), {b"event": 1})
     assert await storage.count_jobs() == {job_pb2.JOB_STATUS_FINISHED: 1}
 

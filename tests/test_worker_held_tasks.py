@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import aiohttp
 import grpc
+import pytest
 
 from avtomatika.v1.worker_service_pb2 import TaskAssignment
 from tests.blueprints import echo_blueprint
@@ -45,25 +46,19 @@ async def test_a_lease_the_returning_worker_does_not_hold_is_requeued_at_once(
     await wait_for_status(http, job_id, "finished")
 
 
+@pytest.mark.parametrize(
+    "reports", [True, False], ids=["it reports holding it", "an older worker: no report"]
+)
 async def test_a_task_the_returning_worker_holds_keeps_its_lease(
-    start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
+    start_orchestrator: StartOrchestrator,
+    http_client: HttpClient,
+    grpc_channel: GrpcChannel,
+    reports: bool,
 ) -> None:
     http, channel, job_id, task = await leased_then_disconnected(
         start_orchestrator, http_client, grpc_channel
     )
     again = RawWorker(channel, "w-1")
-    await again.hello(["echo"], credits=0, held=[task.task_id])
-    assert (await again.succeed(task, {"n": 1})).result_ack.accepted
-    await wait_for_status(http, job_id, "finished")
-
-
-async def test_a_worker_that_does_not_report_held_tasks_keeps_every_lease(
-    start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
-) -> None:
-    http, channel, job_id, task = await leased_then_disconnected(
-        start_orchestrator, http_client, grpc_channel
-    )
-    again = RawWorker(channel, "w-1")
-    await again.hello(["echo"], credits=0)  # an older worker: no report
+    await again.hello(["echo"], credits=0, held=[task.task_id] if reports else None)
     assert (await again.succeed(task, {"n": 1})).result_ack.accepted
     await wait_for_status(http, job_id, "finished")

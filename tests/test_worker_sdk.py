@@ -645,28 +645,11 @@ async def test_a_task_sent_without_credit_is_refused_not_run(server: ScriptedSer
 # --- batches -------------------------------------------------------------------------------
 
 
-async def test_to_a_server_that_does_not_read_batches_every_message_goes_alone(
-    server: ScriptedServer,
+@pytest.mark.parametrize(("accepts_batches", "batches"), [(False, 0), (True, 1)])
+async def test_results_and_credits_queued_together_go_as_one_batch_if_the_server_reads_batches(
+    start_server: StartServer, accepts_batches: bool, batches: int
 ) -> None:
-    worker, gates = gated_worker(server.address, max_concurrency=3)
-    async with running(worker):
-        stream = await server.next_stream()
-        for n in range(3):
-            stream.assign(f"t-{n}", "hold")
-            await gates.next_started()
-        # Three results and three credits queued at once.
-        for n in range(3):
-            gates.release(f"t-{n}")
-        kinds = [await stream.next_kind() for _ in range(6)]
-
-    assert kinds == ["result", "credit"] * 3
-    assert stream.batches == 0
-
-
-async def test_to_a_server_that_reads_batches_results_and_credits_queued_together_go_as_one(
-    start_server: StartServer,
-) -> None:
-    server = await start_server(accepts_batches=True)
+    server = await start_server(accepts_batches=accepts_batches)
     worker, gates = gated_worker(server.address, max_concurrency=3)
     async with running(worker):
         stream = await server.next_stream()
@@ -679,9 +662,10 @@ async def test_to_a_server_that_reads_batches_results_and_credits_queued_togethe
             gates.release(f"t-{n}")
         kinds = [await stream.next_kind() for _ in range(6)]
 
-    # In the order they were queued: each result, then the credit it frees.
+    # In the order they were queued: each result, then the credit it frees;
+    # to a server that does not read batches, every message alone.
     assert kinds == ["result", "credit"] * 3
-    assert stream.batches == 1
+    assert stream.batches == batches
 
 
 async def test_a_batch_from_the_server_is_handled_message_by_message(
