@@ -61,8 +61,11 @@ class Follower:
     async def changed(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for a change; whether one came."""
         if not self._wake.is_set():
+            # asyncio.timeout, not wait_for: on 3.11 wait_for runs the wait
+            # in a task of its own, and every follow waits here.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
         return self._wake.is_set()
 
     def take(self) -> tuple[list[Job], bool]:

@@ -166,11 +166,27 @@ class _Link:
         protocol = self._protocol
         if protocol is None or protocol.lost:
             protocol = await self._connected()
+        if not commands:
+            return []
         futures = [protocol.send(pack(args)) for args in commands]
-        # Every future awaited, so that no failure goes unretrieved.
-        replies = await asyncio.gather(*futures, return_exceptions=True)
+        # Replies resolve in order, and a lost connection fails them all at
+        # once: when the last is done, so is every other (one wake-up, where
+        # gather would take one per command).
+        try:
+            await futures[-1]
+        except asyncio.CancelledError:
+            for future in futures:
+                future.cancel()
+            raise
+        except Exception:
+            pass  # raised below, with the others retrieved
+        errors = [future.exception() for future in futures]
+        for error in errors:
+            if error is not None:
+                raise error
+        replies = [future.result() for future in futures]
         for reply in replies:
-            if isinstance(reply, BaseException):
+            if isinstance(reply, ResponseError):
                 raise reply
         return replies
 
