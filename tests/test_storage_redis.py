@@ -374,6 +374,32 @@ async def test_a_claim_or_commit_whose_reply_was_lost_is_recognised_when_retried
         await proxy.stop()
 
 
+async def test_a_claim_cancelled_with_its_script_in_flight_gives_the_task_back(
+    redis_server: RedisServer, open_storage: OpenStorage
+) -> None:
+    storage = await open_storage()
+    job = await new_job(storage)
+    task = queued(job)
+    assert await storage.commit(job, expected_version=job.version, tasks=[task]) is (
+        CommitOutcome.OK
+    )
+    redis_server.pause()  # the claim goes out, and Redis runs it only later
+    try:
+        claim = asyncio.create_task(storage.claim_task(WorkerProfile("w-1", ("x",)), 5))
+        await asyncio.sleep(0.1)
+        claim.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await claim
+    finally:
+        redis_server.resume()
+    # The script leased the task to w-1, which will never hear of it: the
+    # task goes back to its queue and the next claimer gets it.
+    claimed = await storage.claim_task(WorkerProfile("w-2", ("x",)), 5)
+    assert claimed is not None
+    assert (claimed.task_id, claimed.worker_id) == (task.task_id, "w-2")
+    assert await storage.leased_to("w-1") == []
+
+
 async def test_a_step_reads_the_job_record_taken_with_it_and_a_stale_one_cannot_commit(
     open_storage: OpenStorage,
 ) -> None:

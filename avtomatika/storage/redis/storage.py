@@ -185,6 +185,10 @@ class RedisStorage:
         assert self._pipelined is not None
         return self._pipelined
 
+    async def _get(self, key: str) -> bytes | None:
+        value: bytes | None = await (await self._fast()).execute("GET", key)
+        return value
+
     async def _run(self, name: str, *args: Any) -> Any:
         pipelined = self._pipelined or await self._fast()
         return await pipelined.run(self._scripts[name], [self.keys.root], list(args))
@@ -543,16 +547,14 @@ class RedisStorage:
         if worker.max_concurrent and worker.active >= worker.max_concurrent:
             return None
         nonce = secrets.token_hex(8)  # a retry after a lost reply finds its own lease
-        attempt = asyncio.ensure_future(
-            self._retrying("claiming a task", self._claim, worker, nonce)
-        )
-        # Tracked, so that close() waits for an attempt whose claimer left.
-        self._background.add(attempt)
-        attempt.add_done_callback(self._background.discard)
         try:
-            return await asyncio.shield(attempt)
+            # In the caller's task, not shielded in one of its own: claims
+            # are the hot path, and a task per claim costs more than it.
+            return await self._retrying("claiming a task", self._claim, worker, nonce)
         except asyncio.CancelledError:
-            attempt.add_done_callback(self._give_back_later)
+            # The script may have run (or may yet run) with nobody left to
+            # hear its reply. The nonce names what it leased, if anything.
+            self._spawn(self._give_back_claimed(nonce, worker.worker_id))
             raise
 
     async def _claim(self, worker: WorkerProfile, nonce: str) -> Task | None:
@@ -596,12 +598,15 @@ class RedisStorage:
                     best = (score, member, member.decode()[21:])
         return best[2] if best else ""
 
-    def _give_back_later(self, attempt: asyncio.Future[Task | None]) -> None:
-        if attempt.cancelled() or attempt.exception() is not None:
-            return
-        task = attempt.result()
-        if task is not None:
-            self._spawn(self._give_back(task.task_id, task.worker_id))
+    async def _give_back_claimed(self, nonce: str, worker_id: str) -> None:
+        """Give back what the claim with ``nonce`` leased, if anything. The
+        read goes after the claim on the one connection, so Redis answers it
+        once the claim has run (or, if the connection dropped, never will)."""
+        task_id = await self._retrying(
+            "looking for an abandoned claim", self._get, self.keys.claim_nonce(nonce)
+        )
+        if task_id:
+            await self._give_back(task_id.decode(), worker_id)
 
     async def _give_back(self, task_id: str, worker_id: str) -> None:
         """Undo a lease nobody took; retried through an outage, or the task
