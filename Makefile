@@ -53,7 +53,8 @@ typecheck: install
 REDIS_SUITE = tests/test_end_to_end.py tests/test_examples_*.py tests/test_races.py \
 	tests/test_timeouts.py tests/test_cancel.py tests/test_dispatcher.py tests/test_pitfalls.py \
 	tests/test_task_results.py tests/test_result_guards.py tests/test_concurrency.py \
-	tests/test_follow.py tests/test_worker_held_tasks.py tests/test_create_job_timeouts.py
+	tests/test_follow.py tests/test_worker_held_tasks.py tests/test_create_job_timeouts.py \
+	tests/test_steps_at_once.py
 
 test: install
 	$(BIN)/pytest

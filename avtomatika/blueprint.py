@@ -20,6 +20,8 @@ An aggregator state (``@bp.aggregator_for``) runs once every branch of a
 
 from __future__ import annotations
 
+import dis
+import inspect
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +40,22 @@ _H = TypeVar("_H", bound=Handler)
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
+# The instructions with which a coroutine gives up control: await, async
+# with, async for.
+_SUSPENDING = frozenset(
+    {"GET_AWAITABLE", "BEFORE_ASYNC_WITH", "GET_AITER", "GET_ANEXT", "SEND", "YIELD_VALUE"}
+)
+
+
+def never_suspends(handler: Callable[..., Any]) -> bool:
+    """Whether ``handler`` is an ``async def`` without await, ``async with``
+    or ``async for``: once called, it runs to its end in one go."""
+    code = getattr(handler, "__code__", None)
+    if code is None or not inspect.iscoroutinefunction(handler):
+        return False
+    return not any(i.opname in _SUSPENDING for i in dis.get_instructions(code))
+
+
 @dataclass(frozen=True, slots=True)
 class HandlerSpec:
     """One handler of a state, with its condition if it is conditional."""
@@ -45,6 +63,8 @@ class HandlerSpec:
     handler: Handler
     signature: HandlerSignature
     condition: Condition | None = None
+    never_suspends: bool = False
+    """See :func:`never_suspends`."""
 
 
 @dataclass(slots=True)
@@ -62,6 +82,12 @@ class StateSpec:
     def handlers(self) -> list[HandlerSpec]:
         """Every handler of the state, conditional ones first."""
         return [*self.conditional, *([self.default] if self.default else [])]
+
+    @property
+    def never_suspends(self) -> bool:
+        """Whether every handler of the state runs to its end in one go."""
+        handlers = self.handlers
+        return bool(handlers) and all(h.never_suspends for h in handlers)
 
     def select(self, areas: Mapping[str, Any]) -> HandlerSpec | None:
         """The first conditional handler whose condition holds, else the default."""
@@ -168,7 +194,9 @@ class StateMachineBlueprint:
                 f"blueprint {self.name!r}: the handler for {state!r} is not callable"
             )
         spec = self._states.setdefault(state, StateSpec(state))
-        handler_spec = HandlerSpec(handler, HandlerSignature.of(handler), condition)
+        handler_spec = HandlerSpec(
+            handler, HandlerSignature.of(handler), condition, never_suspends(handler)
+        )
         if condition is None:
             if spec.default is not None:
                 raise BlueprintError(

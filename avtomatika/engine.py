@@ -14,7 +14,7 @@ import asyncio
 import hmac
 import itertools
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -353,14 +353,22 @@ class Engine:
     # -- every commit goes through here --
 
     async def _commit(
-        self, previous: Job, job: Job, *, events: Iterable[JobEvent] = (), **options: Any
+        self,
+        previous: Job,
+        job: Job,
+        *,
+        events: Iterable[JobEvent] = (),
+        derived: Sequence[JobEvent] | None = None,
+        **options: Any,
     ) -> CommitOutcome:
         """Commit ``job`` (read as ``previous``), then publish what happened
+        (``events``, then what the change implies, unless ``derived`` says)
         and resume its parent if it just ended."""
         outcome = await self.storage.commit(job, expected_version=previous.version, **options)
         if outcome is not CommitOutcome.OK:
             return outcome
-        derived = derive_events(previous, job, options.get("tasks", ()), job.updated_at_ms)
+        if derived is None:
+            derived = derive_events(previous, job, options.get("tasks", ()), job.updated_at_ms)
         self.events.publish([*events, *derived])
         if job.status in TERMINAL and previous.status not in TERMINAL and job.parent_job_id:
             await self._resume_parent(job)
@@ -586,6 +594,8 @@ class Engine:
         lease: Lease | None,
         events: Iterable[JobEvent] = (),
     ) -> bool:
+        if decision.ready and self._steps.runs_at_once(decision.job):
+            return await self._commit_with_step(job, decision, lease, events)
         outcome = await self._commit(
             job,
             decision.job,
@@ -594,5 +604,37 @@ class Engine:
             withdraw=decision.withdraw,
             lease=lease,
             ready=decision.ready,
+        )
+        return outcome is CommitOutcome.OK
+
+    async def _commit_with_step(
+        self, job: Job, decision: Decision, lease: Lease | None, events: Iterable[JobEvent]
+    ) -> bool:
+        """Commit ``decision`` together with the step it makes ready, run
+        here and now (a step whose handler cannot suspend, such as most end
+        states'): one commit instead of two, and no wait in the ready queue.
+        The events are those the two commits would have published, in their
+        order. If the commit loses to another change, the step is dropped
+        with it, as a step run by the executor would be."""
+        entered = Job()
+        entered.CopyFrom(decision.job)
+        now = entered.updated_at_ms
+        plan = await self._steps.plan(entered, decision.job, now)
+        derived = [
+            *derive_events(job, entered, decision.tasks, now),
+            *plan.events,
+            *derive_events(entered, decision.job, plan.tasks, now),
+        ]
+        outcome = await self._commit(
+            job,
+            decision.job,
+            events=events,
+            derived=derived,
+            tasks=[*decision.tasks, *plan.tasks],
+            withdraw=decision.withdraw,
+            new_jobs=plan.new_jobs,
+            lease=lease,
+            ready=plan.ready,
+            ready_at_ms=plan.ready_at_ms,
         )
         return outcome is CommitOutcome.OK

@@ -44,7 +44,7 @@ from avtomatika.v1 import job_pb2
 from avtomatika.v1.job_pb2 import Job, JobStatus
 from avtomatika.v1.task_pb2 import Task
 
-__all__ = ["StepRunner"]
+__all__ = ["Plan", "StepRunner"]
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ Commit = Callable[..., Awaitable[CommitOutcome]]
 
 
 @dataclass(slots=True)
-class _Plan:
+class Plan:
     """What a step writes besides the job."""
 
     tasks: list[Task] = field(default_factory=list)
@@ -90,13 +90,7 @@ class StepRunner:
         new = Job()
         new.CopyFrom(job)
         new.updated_at_ms = now
-        plan = _Plan()
-        try:
-            plan = await self._step(job, new, now)
-        except BlueprintError as exc:
-            _end(new, job_pb2.JOB_STATUS_FAILED, exc.message)
-        except Exception as exc:
-            plan = self._retry_handler(new, exc, now)
+        plan = await self.plan(job, new, now)
         outcome = await self._commit(
             job,
             new,
@@ -109,7 +103,28 @@ class StepRunner:
         if outcome is not CommitOutcome.OK:
             log.debug("job %s: step in %r dropped (%s)", job.id, job.current_state, outcome.value)
 
-    async def _step(self, job: Job, new: Job, now: int) -> _Plan:
+    def runs_at_once(self, job: Job) -> bool:
+        """Whether the step that ``job`` is ready for may run in the commit
+        that makes it ready: no handler of its state can suspend (see
+        :func:`~avtomatika.blueprint.never_suspends`), so running it there
+        holds up nothing."""
+        blueprint = self._blueprints(job.blueprint_name)
+        spec = blueprint.state(job.current_state) if blueprint is not None else None
+        return spec is not None and spec.never_suspends and job.status in RUNNABLE
+
+    async def plan(self, job: Job, new: Job, now: int) -> Plan:
+        """Run the handler of ``job``'s state, deciding on ``new`` (its copy,
+        changed in place); what else the step writes. A blueprint bug fails
+        the job; an exception from the handler schedules a retry."""
+        try:
+            return await self._step(job, new, now)
+        except BlueprintError as exc:
+            _end(new, job_pb2.JOB_STATUS_FAILED, exc.message)
+        except Exception as exc:
+            return self._retry_handler(new, exc, now)
+        return Plan()
+
+    async def _step(self, job: Job, new: Job, now: int) -> Plan:
         limit = self._settings.max_transitions_per_job
         if job.transition_count > limit:
             raise BlueprintError(
@@ -150,7 +165,7 @@ class StepRunner:
             new.branch_results.clear()
         return self._apply(new, blueprint, spec, context.actions.action, now)
 
-    def _retry_handler(self, job: Job, exc: Exception, now: int) -> _Plan:
+    def _retry_handler(self, job: Job, exc: Exception, now: int) -> Plan:
         message = f"handler for state {job.current_state!r} raised {type(exc).__name__}: {exc}"
         job.retry_count += 1
         if job.retry_count > self._settings.job_max_retries:
@@ -159,7 +174,7 @@ class StepRunner:
                 job_pb2.JOB_STATUS_QUARANTINED,
                 f"{message}; gave up after {job.retry_count - 1} retries",
             )
-            return _Plan()
+            return Plan()
         log.info("job %s: %s; retry %d", job.id, message, job.retry_count)
         job.error = message
         delay = Policy.of(self._settings).delay_ms(job.retry_count)
@@ -170,7 +185,7 @@ class StepRunner:
             state=job.current_state,
             message=f"{message}; handler retry {job.retry_count} in {delay} ms",
         )
-        return _Plan(ready=True, ready_at_ms=now + delay, events=[retry])
+        return Plan(ready=True, ready_at_ms=now + delay, events=[retry])
 
     def _resolve(self, job: Job) -> tuple[StateMachineBlueprint, StateSpec]:
         blueprint = self._blueprints(job.blueprint_name)
@@ -190,7 +205,7 @@ class StepRunner:
         spec: StateSpec,
         action: Action | None,
         now: int,
-    ) -> _Plan:
+    ) -> Plan:
         """Turn the handler's decision into the job's next status."""
         if spec.is_end:
             if action is not None:
@@ -199,7 +214,7 @@ class StepRunner:
                     "end states finish the job"
                 )
             _end(job, job_pb2.JOB_STATUS_FINISHED, "")
-            return _Plan()
+            return Plan()
         if action is None:
             raise BlueprintError(
                 f"the handler of state {spec.name!r} took no action; a state that is not an "
@@ -214,12 +229,12 @@ class StepRunner:
                 )
         if isinstance(action, TransitionTo):
             enter_state(job, action.state)
-            return _Plan(ready=True)
+            return Plan(ready=True)
         if isinstance(action, DispatchTask):
             task = first_attempt(job, spec.name, action, now)
             _wait(job, job_pb2.JOB_STATUS_WAITING_FOR_WORKER)
             job.active_task_ids.append(task.task_id)
-            return _Plan(tasks=[task])
+            return Plan(tasks=[task])
         if isinstance(action, DispatchParallel):
             aggregator = blueprint.state(action.aggregate_into)
             assert aggregator is not None
@@ -232,22 +247,22 @@ class StepRunner:
             if not tasks:
                 job.branch_results.clear()
                 enter_state(job, action.aggregate_into)
-                return _Plan(ready=True)
+                return Plan(ready=True)
             _wait(job, job_pb2.JOB_STATUS_WAITING_FOR_PARALLEL_TASKS)
             job.aggregate_into = action.aggregate_into
             job.branch_results.clear()
             job.active_task_ids.extend(t.task_id for t in tasks)
-            return _Plan(tasks=tasks)
+            return Plan(tasks=tasks)
         if isinstance(action, AwaitApproval):
             _wait(job, job_pb2.JOB_STATUS_WAITING_FOR_HUMAN)
             job.pending_transitions.update(action.transitions)
             job.approval_integration = action.integration
             job.approval_message = action.message
             job.approval_token = secrets.token_urlsafe(24)
-            return _Plan()
+            return Plan()
         return self._run_blueprint(job, action, now)
 
-    def _run_blueprint(self, job: Job, action: RunBlueprint, now: int) -> _Plan:
+    def _run_blueprint(self, job: Job, action: RunBlueprint, now: int) -> Plan:
         child_blueprint = self._blueprints(action.blueprint_name)
         if child_blueprint is None:
             raise BlueprintError(
@@ -278,7 +293,7 @@ class StepRunner:
             event(E.HISTORY_EVENT_TYPE_JOB_CREATED, child, now, message=child_blueprint.name),
             event(E.HISTORY_EVENT_TYPE_STATE_ENTERED, child, now, state=child.current_state),
         ]
-        return _Plan(new_jobs=[child], events=created)
+        return Plan(new_jobs=[child], events=created)
 
 
 def _targets(action: Action) -> list[str]:
