@@ -257,14 +257,33 @@ class Engine:
             tracing_context=dict(tracing_context or {}),
             state_entered_at_ms=now,
         )
-        await self.storage.create_job(job)
-        self.events.publish(
-            [
-                event(E.HISTORY_EVENT_TYPE_JOB_CREATED, job, now, message=blueprint.name),
-                event(E.HISTORY_EVENT_TYPE_STATE_ENTERED, job, now, state=job.current_state),
-            ]
-        )
+        if self._steps.runs_at_once(job):
+            await self._create_with_step(job)
+        else:
+            await self.storage.create_job(job)
+            self.events.publish(_created(job))
         return job.id
+
+    async def _create_with_step(self, job: Job) -> None:
+        """Store a new job with its start step already run (a start handler
+        that cannot suspend, see :meth:`StepRunner.runs_at_once`): one commit
+        instead of two, and no wait in the ready queue. The events are those
+        of the creation and of the step, in their order."""
+        new = Job()
+        new.CopyFrom(job)
+        plan = await self._steps.plan(job, new, job.created_at_ms)
+        outcome = await self._commit(
+            job,  # at version 0: the commit creates it
+            new,
+            # They carry the record as stored: the job never was stored pending.
+            events=[*_created(new, job.current_state), *plan.events],
+            tasks=plan.tasks,
+            new_jobs=plan.new_jobs,
+            ready=plan.ready,
+            ready_at_ms=plan.ready_at_ms,
+        )
+        if outcome is not CommitOutcome.OK:
+            raise Conflict(f"job {job.id!r} already exists")  # a fresh id: never expected
 
     async def get_job(self, job_id: str, *, client_id: str | None = None) -> Job:
         """The job; :class:`NotFound` if unknown or owned by another client
@@ -638,3 +657,12 @@ class Engine:
             ready_at_ms=plan.ready_at_ms,
         )
         return outcome is CommitOutcome.OK
+
+
+def _created(job: Job, state: str = "") -> list[JobEvent]:
+    """The events of a job's creation (in its start ``state``)."""
+    now = job.created_at_ms
+    return [
+        event(E.HISTORY_EVENT_TYPE_JOB_CREATED, job, now, message=job.blueprint_name),
+        event(E.HISTORY_EVENT_TYPE_STATE_ENTERED, job, now, state=state or job.current_state),
+    ]

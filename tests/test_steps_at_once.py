@@ -1,10 +1,11 @@
 """A step whose handler cannot suspend (an ``async def`` without ``await``,
-as most end states' are) runs in the commit of the result that makes it
-ready: one commit, no trip through the ready queue. Seen from outside, the
-job goes from waiting for its worker straight to where that step leaves it,
-and the history still tells every state it passed through. A handler that
-awaits runs on its own, as every step did before; one that raises is retried
-like any step."""
+as many start and end states' are) runs in the commit that makes it ready:
+the job's creation, or the result that leads to its state. One commit, no
+trip through the ready queue. Seen from outside, a new job is stored already
+past its start, a result takes the job straight to where the next step leaves
+it, and the history still tells every state it passed through. A handler
+that awaits runs on its own, as every step did before; one that raises is
+retried like any step."""
 
 from __future__ import annotations
 
@@ -187,3 +188,91 @@ async def test_a_step_run_with_the_result_that_moves_on_leaves_every_state_in_th
         ("state_entered", "done"),
         ("job_ended", "done"),
     ]
+
+
+async def test_a_start_that_cannot_suspend_runs_as_the_job_is_created(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient
+) -> None:
+    bp = dispatching("starts_at_once")
+
+    @bp.handler_for("next", is_end=True)
+    async def done() -> None:
+        pass
+
+    # The one executor is kept busy by a step that waits: a start it had to
+    # run would leave the job pending.
+    blocker = StateMachineBlueprint("blocker", api_endpoint="jobs/blocker", api_version="v1")
+    release = asyncio.Event()
+
+    @blocker.handler_for("start", is_start=True)
+    async def hold(actions: ActionFactory) -> None:
+        await release.wait()
+        actions.transition_to("done")
+
+    blocker.handler_for("done", is_end=True)(done)
+
+    orchestrator = await start_orchestrator([bp, blocker], executor_concurrency=1)
+    http = http_client(orchestrator)
+    held = await create_job(http, "jobs/blocker")
+    job_id = await create_job(http, "jobs/starts_at_once")
+    response = await http.get(f"/api/v1/jobs/{job_id}")
+    assert (await response.json())["status"] == "waiting_for_worker"
+    events = await history_until(http, job_id, lambda events: len(events) >= 3)
+    assert [(e["type"], e["state"]) for e in events] == [
+        ("job_created", None),
+        ("state_entered", "start"),
+        ("task_dispatched", "start"),
+    ]
+    release.set()
+    await wait_for_status(http, held, "finished")
+
+
+async def test_a_start_run_at_creation_that_raises_is_retried_like_any_step(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient
+) -> None:
+    bp = StateMachineBlueprint("start_raises", api_endpoint="jobs/start_raises", api_version="v1")
+    calls: list[int] = []
+
+    @bp.handler_for("start", is_start=True)
+    async def start(actions: ActionFactory) -> None:
+        calls.append(len(calls))
+        if len(calls) == 1:
+            raise RuntimeError("not yet")
+        actions.transition_to("done")
+
+    @bp.handler_for("done", is_end=True)
+    async def done() -> None:
+        pass
+
+    orchestrator = await start_orchestrator([bp])
+    http = http_client(orchestrator)
+    job_id = await create_job(http, "jobs/start_raises")  # created all the same
+    job = await wait_for_status(http, job_id, "finished")
+    assert calls == [0, 1]
+    assert job["retry_count"] == 0  # entering "done" starts its count afresh
+    events = await history_until(http, job_id, ended)
+    assert [e["type"] for e in events][:3] == ["job_created", "state_entered", "task_retried"]
+
+
+async def test_a_start_that_awaits_runs_after_the_job_is_created(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient
+) -> None:
+    bp = StateMachineBlueprint("start_awaits", api_endpoint="jobs/start_awaits", api_version="v1")
+    release = asyncio.Event()
+
+    @bp.handler_for("start", is_start=True)
+    async def start(actions: ActionFactory) -> None:
+        await release.wait()
+        actions.transition_to("done")
+
+    @bp.handler_for("done", is_end=True)
+    async def done() -> None:
+        pass
+
+    orchestrator = await start_orchestrator([bp])
+    http = http_client(orchestrator)
+    job_id = await create_job(http, "jobs/start_awaits")
+    response = await http.get(f"/api/v1/jobs/{job_id}")
+    assert (await response.json())["status"] == "pending"
+    release.set()
+    await wait_for_status(http, job_id, "finished")

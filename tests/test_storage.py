@@ -217,6 +217,39 @@ async def test_a_claimer_cancelled_while_waiting_takes_nothing(storage: Storage)
     assert claimed.task_id == task.task_id
 
 
+async def test_a_commit_at_version_zero_creates_the_job_with_what_its_first_step_wrote(
+    storage: Storage,
+) -> None:
+    job = Job(id=new_id(), blueprint_name="bp", status=JobStatus.JOB_STATUS_WAITING_FOR_WORKER)
+    task = make_task(job, "x")
+    assert await storage.commit(job, expected_version=0, tasks=[task]) is CommitOutcome.OK
+    assert job.version == 1
+    stored = await storage.get_job(job.id)
+    assert stored is not None
+    assert (stored.version, stored.status) == (1, JobStatus.JOB_STATUS_WAITING_FOR_WORKER)
+    assert (await storage.count_jobs()).get(JobStatus.JOB_STATUS_WAITING_FOR_WORKER) == 1
+    claimed = await storage.claim_task(WorkerProfile("w-1", ("x",)), 5)
+    assert claimed is not None
+    assert claimed.task_id == task.task_id
+
+    # The id is taken: a second creation writes nothing.
+    again = Job(id=job.id, blueprint_name="bp", status=JobStatus.JOB_STATUS_FAILED)
+    assert await storage.commit(again, expected_version=0) is CommitOutcome.CONFLICT
+    stored = await storage.get_job(job.id)
+    assert stored is not None
+    assert (stored.version, stored.status) == (1, JobStatus.JOB_STATUS_WAITING_FOR_WORKER)
+    # A job that does not exist cannot be changed at any other version.
+    gone = Job(id=new_id(), blueprint_name="bp", status=JobStatus.JOB_STATUS_RUNNING)
+    assert await storage.commit(gone, expected_version=1) is CommitOutcome.NOT_FOUND
+
+
+async def test_a_job_created_ready_by_a_commit_is_run(storage: Storage) -> None:
+    job = Job(id=new_id(), blueprint_name="bp", status=JobStatus.JOB_STATUS_RUNNING)
+    assert await storage.commit(job, expected_version=0, ready=True) is CommitOutcome.OK
+    assert await asyncio.wait_for(storage.next_ready_job(), 5) == job.id
+    await storage.step_done(job.id)
+
+
 async def test_commit_bumps_the_version_and_requires_the_one_read(storage: Storage) -> None:
     job = await stored_job(storage)
     first = Job()

@@ -370,6 +370,15 @@ async def test_a_claim_or_commit_whose_reply_was_lost_is_recognised_when_retried
         stored = await storage.get_job(job.id)
         assert stored is not None
         assert (stored.status, stored.version) == (job_pb2.JOB_STATUS_FINISHED, 3)
+
+        # So is a commit that created a job: its retry finds it, made by itself.
+        fresh = Job(id=new_id(), blueprint_name="bp", status=job_pb2.JOB_STATUS_RUNNING)
+        proxy.armed = True
+        assert await storage.commit(fresh, expected_version=0) is CommitOutcome.OK
+        assert proxy.dropped == 3
+        created = await storage.get_job(fresh.id)
+        assert created is not None
+        assert created.version == 1
     finally:
         await proxy.stop()
 

@@ -89,6 +89,8 @@ class Storage(Protocol):
 
         Nothing is written unless the stored job is at ``expected_version``
         and, when ``lease`` is given, that task is leased to that worker.
+        ``expected_version`` 0 creates the job (a job whose first step ran
+        before it was stored): CONFLICT if it exists.
 
         - Tasks written QUEUED enter their skill's queue; SCHEDULED ones enter
           it at ``not_before_ms``; any other state takes a task out of it.

@@ -97,9 +97,9 @@ class MemoryStorage:
         ready_at_ms: int = 0,
     ) -> CommitOutcome:
         current = self._versions.get(job.id)
-        if current is None:
+        if current is None and expected_version:
             return CommitOutcome.NOT_FOUND
-        if current != expected_version:
+        if (current or 0) != expected_version:
             return CommitOutcome.CONFLICT
         if lease is not None and not self._holds(lease):
             return CommitOutcome.LEASE_LOST

@@ -202,13 +202,14 @@ COMMIT = """
 --   deadline, result deadline, job id),
 --   then a count and that many task ids to withdraw,
 --   then a count and that many new jobs of 3 fields (id, Job bytes, status).
+-- Expected version 0 creates the job.
 -- Returns 'ok', 'not_found', 'conflict' or 'lease_lost'; nothing is written
 -- unless 'ok'.
 local id = ARGV[1]
 local job = K.job(id)
 local f = redis.call('HMGET', job, 'v', 's', 'cn')
-if not f[1] then return 'not_found' end
-if f[1] ~= ARGV[4] then
+if not f[1] and ARGV[4] ~= '0' then return 'not_found' end
+if f[1] and f[1] ~= ARGV[4] then
   if tonumber(f[1]) == tonumber(ARGV[4]) + 1 and f[3] == ARGV[10] then return 'ok' end
   return 'conflict'
 end
@@ -219,7 +220,7 @@ end
 local old_status, status, now = f[2], ARGV[3], tonumber(ARGV[9])
 redis.call('HSET', job, 'd', ARGV[2], 'v', tonumber(ARGV[4]) + 1, 's', status, 'cn', ARGV[10])
 if old_status ~= status then
-  redis.call('HINCRBY', K.statuses, old_status, -1)
+  if old_status then redis.call('HINCRBY', K.statuses, old_status, -1) end
   redis.call('HINCRBY', K.statuses, status, 1)
   if TERMINAL[tonumber(status)] then
     redis.call('ZADD', K.ended, 'NX', now, id)
