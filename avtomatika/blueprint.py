@@ -23,6 +23,7 @@ from __future__ import annotations
 import dis
 import inspect
 import re
+import types
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -49,11 +50,18 @@ _SUSPENDING = frozenset(
 
 def never_suspends(handler: Callable[..., Any]) -> bool:
     """Whether ``handler`` is an ``async def`` without await, ``async with``
-    or ``async for``: once called, it runs to its end in one go."""
-    code = getattr(handler, "__code__", None)
-    if code is None or not inspect.iscoroutinefunction(handler):
+    or ``async for``: once called, it runs to its end in one go. Anything
+    else (a mock, a wrapper, a compiled function) may suspend."""
+    function = handler.__func__ if inspect.ismethod(handler) else handler
+    if not isinstance(function, types.FunctionType):
         return False
-    return not any(i.opname in _SUSPENDING for i in dis.get_instructions(code))
+    code = function.__code__
+    if not code.co_flags & inspect.CO_COROUTINE:
+        return False  # a plain function returning an awaitable, however marked
+    try:
+        return not any(i.opname in _SUSPENDING for i in dis.get_instructions(code))
+    except Exception:  # bytecode this reading does not know
+        return False
 
 
 @dataclass(frozen=True, slots=True)

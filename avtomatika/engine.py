@@ -634,16 +634,20 @@ class Engine:
         states'): one commit instead of two, and no wait in the ready queue.
         The events are those the two commits would have published, in their
         order. If the commit loses to another change, the step is dropped
-        with it, as a step run by the executor would be."""
+        with it, as a step run by the executor would be; a caller that then
+        decides again on the new version runs the step again (a handler runs
+        at least once per version it decides on)."""
         entered = Job()
         entered.CopyFrom(decision.job)
         now = entered.updated_at_ms
         plan = await self._steps.plan(entered, decision.job, now)
+        # Every event carries the record as committed: ``entered`` never
+        # was stored (the caller's events already carry decision.job).
         derived = [
-            *derive_events(job, entered, decision.tasks, now),
-            *plan.events,
-            *derive_events(entered, decision.job, plan.tasks, now),
+            JobEvent(item.event, decision.job)
+            for item in derive_events(job, entered, decision.tasks, now)
         ]
+        derived += [*plan.events, *derive_events(entered, decision.job, plan.tasks, now)]
         outcome = await self._commit(
             job,
             decision.job,

@@ -10,7 +10,9 @@ retried like any step."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
+from unittest.mock import AsyncMock
 
 from avtomatika import ActionFactory, StateMachineBlueprint
 from avtomatika.blueprint import never_suspends
@@ -58,9 +60,22 @@ def test_only_an_async_def_without_await_never_suspends() -> None:
     def not_a_coroutine() -> None:
         pass
 
+    class Holder:
+        async def end(self) -> None:
+            pass
+
+        async def awaiting(self) -> None:
+            await asyncio.sleep(0)
+
     assert never_suspends(end)
+    assert never_suspends(Holder().end)
     for handler in (awaiting, with_block, looping, comprehension, not_a_coroutine):
         assert not never_suspends(handler), handler.__name__
+    assert not never_suspends(Holder().awaiting)
+    # What is not plainly an async def may suspend: it runs on its own.
+    assert not never_suspends(AsyncMock())
+    assert not never_suspends(functools.partial(end, {}))
+    assert not never_suspends(functools.wraps(end)(lambda **kw: end(**kw)))
 
 
 async def test_an_end_state_that_cannot_suspend_finishes_the_job_with_the_result(

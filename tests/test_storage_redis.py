@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
@@ -407,6 +408,28 @@ async def test_a_claim_cancelled_with_its_script_in_flight_gives_the_task_back(
     assert claimed is not None
     assert (claimed.task_id, claimed.worker_id) == (task.task_id, "w-2")
     assert await storage.leased_to("w-1") == []
+
+
+async def test_a_creation_retried_after_the_job_moved_on_is_still_recognised(
+    open_storage: OpenStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = await open_storage()
+    job = Job(id=new_id(), blueprint_name="bp", status=job_pb2.JOB_STATUS_RUNNING)
+    # A creation whose reply was lost, retried (same nonce) only after the
+    # job has moved on: the retry is the creation, applied once, not a 409.
+    monkeypatch.setattr(secrets, "token_hex", lambda n: "creation-nonce")
+    assert await storage.commit(job, expected_version=0) is CommitOutcome.OK
+    monkeypatch.undo()
+    assert await commit_status(storage, job.id, job_pb2.JOB_STATUS_FINISHED) is CommitOutcome.OK
+    monkeypatch.setattr(secrets, "token_hex", lambda n: "creation-nonce")
+    retried = Job(id=job.id, blueprint_name="bp", status=job_pb2.JOB_STATUS_RUNNING)
+    assert await storage.commit(retried, expected_version=0) is CommitOutcome.OK
+    stored = await storage.get_job(job.id)
+    assert stored is not None
+    assert (stored.version, stored.status) == (2, job_pb2.JOB_STATUS_FINISHED)
+    # Another creation of that id is refused.
+    monkeypatch.undo()
+    assert await storage.commit(retried, expected_version=0) is CommitOutcome.CONFLICT
 
 
 async def test_a_step_reads_the_job_record_taken_with_it_and_a_stale_one_cannot_commit(

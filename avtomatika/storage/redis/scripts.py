@@ -202,17 +202,20 @@ COMMIT = """
 --   deadline, result deadline, job id),
 --   then a count and that many task ids to withdraw,
 --   then a count and that many new jobs of 3 fields (id, Job bytes, status).
--- Expected version 0 creates the job.
+-- Expected version 0 creates the job; its nonce stays with it (field mk),
+-- so a retry is recognised whatever happened to the job since.
 -- Returns 'ok', 'not_found', 'conflict' or 'lease_lost'; nothing is written
 -- unless 'ok'.
 local id = ARGV[1]
 local job = K.job(id)
-local f = redis.call('HMGET', job, 'v', 's', 'cn')
+local f = redis.call('HMGET', job, 'v', 's', 'cn', 'mk')
 if not f[1] and ARGV[4] ~= '0' then return 'not_found' end
 if f[1] and f[1] ~= ARGV[4] then
   if tonumber(f[1]) == tonumber(ARGV[4]) + 1 and f[3] == ARGV[10] then return 'ok' end
+  if ARGV[4] == '0' and f[4] == ARGV[10] then return 'ok' end
   return 'conflict'
 end
+if not f[1] then redis.call('HSET', job, 'mk', ARGV[10]) end
 if ARGV[5] ~= '' then
   local l = redis.call('HMGET', K.task(ARGV[5]), 'st', 'w')
   if tonumber(l[1]) ~= LEASED or l[2] ~= ARGV[6] then return 'lease_lost' end

@@ -130,6 +130,9 @@ class RedisStorage:
         self._last_sweep = 0.0
         self._renewer: asyncio.Task[None] | None = None
         self._background: set[asyncio.Future[Any]] = set()
+        self._claiming = 0  # claims in flight
+        self._no_claims = asyncio.Event()
+        self._no_claims.set()
         self._closing = False
 
     # -- connection --
@@ -547,6 +550,8 @@ class RedisStorage:
         if worker.max_concurrent and worker.active >= worker.max_concurrent:
             return None
         nonce = secrets.token_hex(8)  # a retry after a lost reply finds its own lease
+        self._claiming += 1
+        self._no_claims.clear()
         try:
             # In the caller's task, not shielded in one of its own: claims
             # are the hot path, and a task per claim costs more than it.
@@ -556,6 +561,10 @@ class RedisStorage:
             # hear its reply. The nonce names what it leased, if anything.
             self._spawn(self._give_back_claimed(nonce, worker.worker_id))
             raise
+        finally:
+            self._claiming -= 1
+            if not self._claiming:
+                self._no_claims.set()  # close() waits for claims in flight
 
     async def _claim(self, worker: WorkerProfile, nonce: str) -> Task | None:
         now = now_ms()
@@ -578,19 +587,21 @@ class RedisStorage:
         """The best queued task with requirements that ``worker`` meets
         ("" if none): read here, since Lua cannot check requirements; the
         claim script takes it only if it is still queued and still best."""
-        client = self.client
+        # On the pipelined connection, not redis-py: this runs in the
+        # claimer's task, and redis-py may swallow its cancellation.
+        client = await self._fast()
         best: tuple[float, bytes, str] | None = None
         for skill in worker.skills:
-            entries = await client.zrange(
-                self.keys.constrained(skill), 0, _CONSTRAINED_SCAN - 1, withscores=True
+            flat = await client.execute(
+                "ZRANGE", self.keys.constrained(skill), 0, _CONSTRAINED_SCAN - 1, "WITHSCORES"
             )
-            check_cancelled()
-            if not entries:
+            if not flat:
                 continue
-            async with client.pipeline(transaction=False) as pipe:
-                for member, _ in entries:
-                    pipe.hget(self.keys.task(member.decode()[21:]), "d")
-                datas = await pipe.execute()
+            pairs = zip(flat[::2], flat[1::2], strict=True)
+            entries = [(member, float(score)) for member, score in pairs]
+            datas = await client.execute_many(
+                *(("HGET", self.keys.task(member.decode()[21:]), "d") for member, _ in entries)
+            )
             for (member, score), data in zip(entries, datas, strict=True):
                 if data is None or (best is not None and (score, member) >= best[:2]):
                     continue
@@ -602,11 +613,16 @@ class RedisStorage:
         """Give back what the claim with ``nonce`` leased, if anything. The
         read goes after the claim on the one connection, so Redis answers it
         once the claim has run (or, if the connection dropped, never will)."""
-        task_id = await self._retrying(
-            "looking for an abandoned claim", self._get, self.keys.claim_nonce(nonce)
-        )
-        if task_id:
-            await self._give_back(task_id.decode(), worker_id)
+        try:
+            task_id = await self._retrying(
+                "looking for an abandoned claim", self._get, self.keys.claim_nonce(nonce)
+            )
+            if task_id:
+                await self._give_back(task_id.decode(), worker_id)
+        except Unavailable as exc:
+            # Closed meanwhile: the lease goes back when the worker says what
+            # it holds on its next stream, or at the task's deadline.
+            log.warning("a task a cancelled claim may have leased stays leased: %s", exc)
 
     async def _give_back(self, task_id: str, worker_id: str) -> None:
         """Undo a lease nobody took; retried through an outage, or the task
@@ -743,6 +759,7 @@ class RedisStorage:
             self._renewer.cancel()
         if self._subscriber is not None:
             await self._subscriber.stop()
+        await self._no_claims.wait()  # a claim in flight may lease a task: let it
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         self._client = None
