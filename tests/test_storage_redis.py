@@ -410,6 +410,31 @@ async def test_a_claim_cancelled_with_its_script_in_flight_gives_the_task_back(
     assert await storage.leased_to("w-1") == []
 
 
+async def test_closing_waits_for_a_claim_in_flight(
+    redis_server: RedisServer, open_storage: OpenStorage
+) -> None:
+    storage = await open_storage()
+    job = await new_job(storage)
+    task = queued(job)
+    assert await storage.commit(job, expected_version=job.version, tasks=[task]) is (
+        CommitOutcome.OK
+    )
+    redis_server.pause()  # the claim goes out; Redis runs it only later
+    try:
+        claim = asyncio.create_task(storage.claim_task(WorkerProfile("w-1", ("x",)), 5))
+        await asyncio.sleep(0.1)
+        closing = asyncio.create_task(storage.close())
+        await asyncio.sleep(0.1)
+    finally:
+        redis_server.resume()
+    # The claim's script leased the task: its caller hears of it, rather than
+    # an error while the task stays leased to a worker never told.
+    claimed = await claim
+    assert claimed is not None
+    assert claimed.task_id == task.task_id
+    await closing
+
+
 async def test_a_creation_retried_after_the_job_moved_on_is_still_recognised(
     open_storage: OpenStorage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
