@@ -4,6 +4,7 @@ engine, never loses events silently, and flushes on stop."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -172,6 +173,38 @@ async def test_the_writer_retries_through_an_outage_and_keeps_the_order() -> Non
         assert len(await writer.list_for_job("job")) == 7
         assert sink.outage == 0
         assert writer.dropped == 0
+    finally:
+        await writer.stop()
+
+
+class CountingSink(MemoryHistory):
+    """Memory history that records the size of every write."""
+
+    def __init__(self) -> None:
+        super().__init__(1000, 100_000)
+        self.writes: list[int] = []
+
+    async def append(self, events: Sequence[HistoryEvent]) -> None:
+        self.writes.append(len(events))
+        await super().append(events)
+
+
+async def test_under_load_the_writer_gathers_events_into_fewer_writes() -> None:
+    bus, sink = EventBus(), CountingSink()
+    writer = HistoryWriter(bus, make_settings(), sink=sink)
+    await writer.start()
+    try:
+        publish(bus, events_of("job", 20))  # a burst: one big write
+        while not sink.writes:
+            await asyncio.sleep(0)
+        # Events trickling in right after it (one per loop turn) wait for
+        # each other instead of going one write each.
+        for n in range(5):
+            publish(bus, events_of("job", 1, start_ms=5_000 + n))
+            await asyncio.sleep(0)
+        await writer.flush()
+        assert sink.writes == [20, 5]
+        assert len(await writer.list_for_job("job")) == 25
     finally:
         await writer.stop()
 
