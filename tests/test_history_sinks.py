@@ -183,9 +183,11 @@ class CountingSink(MemoryHistory):
     def __init__(self) -> None:
         super().__init__(1000, 100_000)
         self.writes: list[int] = []
+        self.wrote = asyncio.Event()
 
     async def append(self, events: Sequence[HistoryEvent]) -> None:
         self.writes.append(len(events))
+        self.wrote.set()
         await super().append(events)
 
 
@@ -195,8 +197,7 @@ async def test_under_load_the_writer_gathers_events_into_fewer_writes() -> None:
     await writer.start()
     try:
         publish(bus, events_of("job", 20))  # a burst: one big write
-        while not sink.writes:
-            await asyncio.sleep(0)
+        await sink.wrote.wait()
         # Events trickling in right after it (one per loop turn) wait for
         # each other instead of going one write each.
         for n in range(5):
