@@ -20,7 +20,7 @@ from avtomatika.v1.history_pb2 import HistoryEvent, HistoryEventType
 from avtomatika.v1.job_pb2 import Job, JobStatus
 from avtomatika.v1.task_pb2 import Task
 
-__all__ = ["EventBus", "JobEvent", "Listener", "derive_events", "event"]
+__all__ = ["RECORD_UNCHANGED", "EventBus", "JobEvent", "Listener", "derive_events", "event"]
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,16 @@ log = logging.getLogger(__name__)
 # a plain module attribute, while `HistoryEventType.X` goes through the enum
 # wrapper's __getattr__, which profiles showed as the core's top hotspot.
 E = history_pb2
+
+RECORD_UNCHANGED: frozenset[HistoryEventType.ValueType] = frozenset(
+    {
+        E.HISTORY_EVENT_TYPE_TASK_PICKED_UP,
+        E.HISTORY_EVENT_TYPE_WEBHOOK_DELIVERED,
+        E.HISTORY_EVENT_TYPE_WEBHOOK_FAILED,
+    }
+)
+"""Events after which the job's record is as it was: a follower has nothing
+new to see (progress, which also carries no record, does change it)."""
 
 
 @dataclass(frozen=True, slots=True)

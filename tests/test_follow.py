@@ -196,3 +196,17 @@ async def test_a_follower_is_woken_only_by_its_own_job() -> None:
         assert follower.take() == ([], True)
     assert len(followers) == 0
     await followers.stop()
+
+
+async def test_a_follower_is_not_woken_by_what_leaves_the_job_as_it_was() -> None:
+    bus = EventBus()
+    followers = JobFollowers(bus)
+    await followers.start()
+    with followers.follow("a") as follower:
+        # A worker taking the task: the record is as it was, nothing to re-read.
+        bus.publish([event(HistoryEventType.HISTORY_EVENT_TYPE_TASK_PICKED_UP, "a", 1)])
+        bus.publish([event(HistoryEventType.HISTORY_EVENT_TYPE_WEBHOOK_DELIVERED, "a", 2)])
+        assert not await follower.changed(0)
+        bus.publish([event(HistoryEventType.HISTORY_EVENT_TYPE_PROGRESS, "a", 3)])
+        assert await follower.changed(0)
+    await followers.stop()
