@@ -33,6 +33,19 @@ def dispatching(name: str) -> StateMachineBlueprint:
     return bp
 
 
+async def nothing() -> None:
+    """An end state's handler with nothing to do."""
+
+
+def starting(name: str, start: Any) -> StateMachineBlueprint:
+    """A blueprint whose start handler is ``start``, which may move on to
+    the end state ``done``."""
+    bp = StateMachineBlueprint(name, api_endpoint=f"jobs/{name}", api_version="v1")
+    bp.handler_for("start", is_start=True)(start)
+    bp.handler_for("done", is_end=True)(nothing)
+    return bp
+
+
 async def x_worker(grpc_channel: GrpcChannel, orchestrator: Any) -> RawWorker:
     worker = RawWorker(grpc_channel(orchestrator), "w-1")
     await worker.hello(["x"])
@@ -245,20 +258,15 @@ async def test_a_start_that_cannot_suspend_runs_as_the_job_is_created(
 async def test_a_start_run_at_creation_that_raises_is_retried_like_any_step(
     start_orchestrator: StartOrchestrator, http_client: HttpClient
 ) -> None:
-    bp = StateMachineBlueprint("start_raises", api_endpoint="jobs/start_raises", api_version="v1")
     calls: list[int] = []
 
-    @bp.handler_for("start", is_start=True)
     async def start(actions: ActionFactory) -> None:
         calls.append(len(calls))
         if len(calls) == 1:
             raise RuntimeError("not yet")
         actions.transition_to("done")
 
-    @bp.handler_for("done", is_end=True)
-    async def done() -> None:
-        pass
-
+    bp = starting("start_raises", start)
     orchestrator = await start_orchestrator([bp])
     http = http_client(orchestrator)
     job_id = await create_job(http, "jobs/start_raises")  # created all the same
@@ -272,18 +280,13 @@ async def test_a_start_run_at_creation_that_raises_is_retried_like_any_step(
 async def test_a_start_that_awaits_runs_after_the_job_is_created(
     start_orchestrator: StartOrchestrator, http_client: HttpClient
 ) -> None:
-    bp = StateMachineBlueprint("start_awaits", api_endpoint="jobs/start_awaits", api_version="v1")
     release = asyncio.Event()
 
-    @bp.handler_for("start", is_start=True)
     async def start(actions: ActionFactory) -> None:
         await release.wait()
         actions.transition_to("done")
 
-    @bp.handler_for("done", is_end=True)
-    async def done() -> None:
-        pass
-
+    bp = starting("start_awaits", start)
     orchestrator = await start_orchestrator([bp])
     http = http_client(orchestrator)
     job_id = await create_job(http, "jobs/start_awaits")

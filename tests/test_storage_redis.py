@@ -384,24 +384,39 @@ async def test_a_claim_or_commit_whose_reply_was_lost_is_recognised_when_retried
         await proxy.stop()
 
 
-async def test_a_claim_cancelled_with_its_script_in_flight_gives_the_task_back(
-    redis_server: RedisServer, open_storage: OpenStorage
-) -> None:
-    storage = await open_storage()
+async def queued_task(storage: RedisStorage) -> Task:
+    """A job with one queued task of skill ``x``; the task."""
     job = await new_job(storage)
     task = queued(job)
     assert await storage.commit(job, expected_version=job.version, tasks=[task]) is (
         CommitOutcome.OK
     )
-    redis_server.pause()  # the claim goes out, and Redis runs it only later
+    return task
+
+
+@contextlib.asynccontextmanager
+async def claim_sent_while_paused(
+    redis_server: RedisServer, storage: RedisStorage, worker_id: str
+) -> AsyncIterator[asyncio.Task[Task | None]]:
+    """A claim sent to a paused Redis, which runs it once the block ends."""
+    redis_server.pause()
     try:
-        claim = asyncio.create_task(storage.claim_task(WorkerProfile("w-1", ("x",)), 5))
-        await asyncio.sleep(0.1)
+        claim = asyncio.create_task(storage.claim_task(WorkerProfile(worker_id, ("x",)), 5))
+        await asyncio.sleep(0.1)  # the claim is on the wire
+        yield claim
+    finally:
+        redis_server.resume()
+
+
+async def test_a_claim_cancelled_with_its_script_in_flight_gives_the_task_back(
+    redis_server: RedisServer, open_storage: OpenStorage
+) -> None:
+    storage = await open_storage()
+    task = await queued_task(storage)
+    async with claim_sent_while_paused(redis_server, storage, "w-1") as claim:
         claim.cancel()
         with pytest.raises(asyncio.CancelledError):
             await claim
-    finally:
-        redis_server.resume()
     # The script leased the task to w-1, which will never hear of it: the
     # task goes back to its queue and the next claimer gets it.
     claimed = await storage.claim_task(WorkerProfile("w-2", ("x",)), 5)
@@ -414,19 +429,10 @@ async def test_closing_waits_for_a_claim_in_flight(
     redis_server: RedisServer, open_storage: OpenStorage
 ) -> None:
     storage = await open_storage()
-    job = await new_job(storage)
-    task = queued(job)
-    assert await storage.commit(job, expected_version=job.version, tasks=[task]) is (
-        CommitOutcome.OK
-    )
-    redis_server.pause()  # the claim goes out; Redis runs it only later
-    try:
-        claim = asyncio.create_task(storage.claim_task(WorkerProfile("w-1", ("x",)), 5))
-        await asyncio.sleep(0.1)
+    task = await queued_task(storage)
+    async with claim_sent_while_paused(redis_server, storage, "w-1") as claim:
         closing = asyncio.create_task(storage.close())
         await asyncio.sleep(0.1)
-    finally:
-        redis_server.resume()
     # The claim's script leased the task: its caller hears of it, rather than
     # an error while the task stays leased to a worker never told.
     claimed = await claim
