@@ -4,17 +4,23 @@ away."""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import gc
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any, cast
 
 import grpc
 import pytest
 
 from avtomatika import ActionFactory, StateMachineBlueprint
+from avtomatika.grpc.worker_stream import WorkerStreamService
+from avtomatika.v1 import task_pb2
 from avtomatika.v1.task_pb2 import TaskResult
 from avtomatika.v1.worker_pb2 import WorkerRegistration, WorkerResources
 from avtomatika.v1.worker_service_pb2 import (
     CancelAck,
     ConnectRequest,
+    ConnectResponse,
     Credit,
     Hello,
     TaskProgress,
@@ -338,3 +344,53 @@ async def test_progress_from_the_lease_holder_shows_on_the_job(
     await worker.succeed(task, None)
     job = await wait_for_status(http, job_id, "finished")
     assert (job["progress"], job["progress_message"]) == (0.0, None)
+
+
+class ServicerContext:
+    """What ``Connect`` reads of its grpc.aio context: the metadata."""
+
+    def __init__(self, token: str) -> None:
+        self._metadata = (("x-worker-token", token),)
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._metadata
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise AssertionError(f"the stream was aborted: {code} {details}")
+
+
+async def test_a_stream_grpc_closes_mid_write_lets_go_of_its_worker_at_once(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    http = http_client(orchestrator)
+    silent = asyncio.Event()
+
+    async def requests() -> AsyncIterator[ConnectRequest]:
+        registration = WorkerRegistration(
+            worker_id="w-1", skills=["echo"], resources=WorkerResources(max_concurrent_tasks=1)
+        )
+        yield ConnectRequest(hello=Hello(registration=registration, initial_credits=1))
+        await silent.wait()  # the worker says nothing more
+
+    service = WorkerStreamService(orchestrator.engine, orchestrator.auth)
+    stream = cast(
+        AsyncGenerator[ConnectResponse, None],
+        service.Connect(requests(), cast(Any, ServicerContext(WORKER_TOKEN))),
+    )
+    assert (await anext(stream)).WhichOneof("kind") == "welcome"
+    await create_job(http, "jobs/echo")
+    assigned = await anext(stream)
+    assert assigned.WhichOneof("kind") == "task"
+    # grpc gives the stream up while it writes the task (the worker died):
+    # the worker is gone and its task back in the queue by the time the
+    # stream is closed, not whenever the garbage collector gets to it.
+    gc.disable()
+    try:
+        await stream.aclose()
+        assert orchestrator.engine.workers.info("w-1") is None
+        task = await orchestrator.engine.storage.get_task(assigned.task.task_id)
+        assert task is not None
+        assert task.state != task_pb2.TASK_STATE_LEASED
+    finally:
+        gc.enable()

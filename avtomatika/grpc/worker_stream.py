@@ -38,7 +38,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 
 import grpc
 
@@ -126,13 +126,20 @@ class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
                 f"this x-worker-token may not register as worker {worker_id!r}",
             )
         session = _Session(self._engine, first.hello, request_iterator)
+        messages = session.serve()
         try:
-            async for message in session.serve():
+            async for message in messages:
                 yield message
         except Unavailable as exc:
             # The shared store is down: the worker reconnects (with backoff)
             # and sends again the results it got no ack for.
             await context.abort(grpc.StatusCode.UNAVAILABLE, exc.message)
+        finally:
+            # grpc may close this generator while it waits at a yield (the
+            # peer went away mid-write). `async for` leaves the session's
+            # generator open then, and its cleanup (the worker gone, its
+            # tasks re-queued) would wait for the garbage collector.
+            await messages.aclose()
 
     # The unary RPCs mirror the legacy REST worker API, whose issue brings
     # them; until then they answer UNIMPLEMENTED, as their routes answer 501.
@@ -236,7 +243,7 @@ class _Session:
         self.push_drain("replaced by a newer stream for this worker id")
         self._outbound.put_nowait(None)
 
-    async def serve(self) -> AsyncIterator[ConnectResponse]:
+    async def serve(self) -> AsyncGenerator[ConnectResponse, None]:
         """Run the session; yields what must be written to the stream."""
         registry = self._engine.workers
         joined = registry.connect(self._info, self)
