@@ -25,10 +25,12 @@ since an unknown edge may be the one that reaches them.
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import inspect
 import textwrap
 import types
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -197,8 +199,27 @@ class _Reading:
     opaque: bool = False
 
 
+# Each handler is read once, when its blueprint is registered: a source
+# does not change while the process runs, and the graph endpoint then parses
+# nothing per request. (It also keeps the server's thread out of the AST
+# parser while another thread compiles: CPython 3.11's parser counts its
+# recursion depth in state that threads share, and fails with SystemError.)
+_readings: weakref.WeakKeyDictionary[Any, _Reading | None] = weakref.WeakKeyDictionary()
+
+
 def _read_handler(handler: Any) -> _Reading | None:
     """The handler's literal targets, or None if its source cannot be read."""
+    try:
+        return _readings[handler]
+    except (KeyError, TypeError):  # not read yet, or no weak reference possible
+        pass
+    reading = _read_source(handler)
+    with contextlib.suppress(TypeError):
+        _readings[handler] = reading
+    return reading
+
+
+def _read_source(handler: Any) -> _Reading | None:
     node = _function_node(handler)
     if node is None:
         return None

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import pytest
 
-from avtomatika import ActionFactory, JobContext, StateMachineBlueprint
+from avtomatika import ActionFactory, JobContext, StateMachineBlueprint, blueprint_graph
 from avtomatika.blueprint_graph import to_dot
 from tests.conftest import HttpClient, StartOrchestrator
 
@@ -182,6 +183,20 @@ async def test_the_graph_draws_every_state_marks_start_and_end_and_labels_edges(
     assert dot.edge_labels("approve", "failed") == {"rejected"}
     # A branch's own transitions are not the parent's: no such node or edge.
     assert "ignored-by-parallel" not in dot.nodes
+
+
+async def test_the_graph_endpoint_parses_no_source_per_request(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    orchestrator = await start_orchestrator([review_blueprint()])
+    expected = await get_graph(http_client(orchestrator), "review")
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a handler's source was read while serving")
+
+    # The handlers were read when the blueprint was registered.
+    monkeypatch.setattr(blueprint_graph, "_function_node", refuse)
+    assert await get_graph(http_client(orchestrator), "review") == expected
 
 
 async def test_the_graph_of_an_unknown_blueprint_is_404_json(
