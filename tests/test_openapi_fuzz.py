@@ -19,6 +19,13 @@ import hypothesis
 import pytest
 import requests
 import schemathesis
+
+# Imported here, on the main thread, rather than lazily by `from_url` in the
+# fuzzing thread: these modules run `ast.parse` as they load, and CPython
+# 3.11 keeps the AST converter's recursion count in state that threads share
+# ("SystemError: AST constructor recursion depth mismatch" when two threads
+# convert at once).
+import schemathesis.specs.openapi.schemas
 from hypothesis import strategies as st
 from schemathesis.checks import CheckFunction
 from schemathesis.core.result import Err
