@@ -6,6 +6,10 @@ Every state change is read → decide (pure functions in :mod:`results` and
 results, by the task's lease. When a commit loses a race it is decided again
 from a fresh read, so a result, a timeout and a cancel arriving together on
 one job leave exactly one outcome.
+
+A step whose handler cannot suspend runs inside the change that makes it
+ready (a job's creation, a result, a deadline) and is committed with it; any
+other step waits in the ready queue for an executor loop.
 """
 
 from __future__ import annotations
