@@ -239,6 +239,14 @@ class WorkerRegistry:
             return True
         return await self.presence.forward_cancel(worker_id, task_id, job_id, reason)
 
+    def leases_here(self) -> dict[str, list[str]]:
+        """The tasks leased to each worker connected to this process."""
+        return {
+            worker_id: sorted(entry.leases)
+            for worker_id, entry in self._workers.items()
+            if entry.sink is not None and entry.leases
+        }
+
     def push_here(self, worker_id: str, task_id: str, job_id: str, reason: str) -> bool:
         """Push a cancel to the worker if its live connection is here."""
         entry = self._workers.get(worker_id)

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
+import redis.asyncio
 
 from avtomatika import OrchestratorEngine
 from avtomatika.cluster import Cluster
@@ -134,6 +135,32 @@ async def test_a_cancel_on_one_instance_reaches_a_grpc_worker_on_the_other(
     assert (cancel.task_id, cancel.job_id) == (task.task_id, job_id)
     assert cancel.reason == "job cancelled by client"
     assert (await get_job(http_client(b), job_id))["status"] == "cancelled"
+
+
+async def test_a_cancel_sent_while_the_workers_instance_was_off_pub_sub_still_reaches_it(
+    pair: Callable[..., Awaitable[Pair]],
+    http_client: HttpClient,
+    grpc_channel: GrpcChannel,
+    redis_url: str,
+) -> None:
+    a, b = await pair()
+    http_a = http_client(a)
+    worker = RawWorker(grpc_channel(b), "on-b")
+    await worker.hello(["echo"])
+    job_id = await create_job(http_a, "jobs/echo")
+    task = await worker.next_task()
+    await until_listed(http_a, "on-b")
+    # Redis drops every subscription; B takes 0.1 s or more to subscribe
+    # again, and A's cancel is published meanwhile, to nobody.
+    async with redis.asyncio.Redis.from_url(redis_url) as client:
+        assert await client.client_kill_filter(_type="pubsub") >= 2
+    reply = await http_a.post(f"/api/v1/jobs/{job_id}/cancel")
+    # Nobody heard it (unless B was quicker than this test): only accepted.
+    status = (await reply.json())["status"]
+    assert status in ("cancellation_request_accepted", "cancellation_request_sent")
+    # Back on pub/sub, B looks for what it missed.
+    cancel = (await worker.expect("cancel")).cancel
+    assert (cancel.task_id, cancel.job_id) == (task.task_id, job_id)
 
 
 async def test_a_cancel_on_one_instance_reaches_a_rest_workers_socket_on_the_other(

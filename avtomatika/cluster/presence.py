@@ -31,6 +31,11 @@ grace period or a REST TTL itself: it wins only if no other instance holds
 the worker since. ``engine.requeue_task`` is lease-guarded, so should two
 instances both re-queue a task, the second does nothing.
 
+Cancels forwarded to this instance arrive over pub/sub, which loses what is
+published while the subscription is down: once it is back, the tasks leased
+to the workers connected here are read from the store, and those cancelled
+meanwhile are pushed to their workers.
+
 Writes leave this process in one background flusher that writes each
 worker's *current* local state, never a log of changes: however the
 writes interleave with changes, the last one written is the latest.
@@ -47,8 +52,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from avtomatika.config import Settings
-from avtomatika.storage.redis import DOWN, Keys, Subscriber, outage_backoff, unavailable
-from avtomatika.v1 import worker_pb2
+from avtomatika.storage.redis import (
+    DOWN,
+    Keys,
+    Subscriber,
+    check_cancelled,
+    outage_backoff,
+    unavailable,
+)
+from avtomatika.v1 import task_pb2, worker_pb2
 from avtomatika.v1.worker_pb2 import WorkerInfo
 from avtomatika.v1.worker_service_pb2 import CancelTask
 from avtomatika.workers import Requeue, WorkerRegistry
@@ -204,6 +216,8 @@ class RedisPresence:
         """Ids of the latest dead workers this instance buried (for tests)."""
         registry.presence = self
         subscriber.on(keys.cancel_channel, self._on_cancel)
+        subscriber.on_reconnect(self._after_outage)
+        self._catching_up: asyncio.Task[None] | None = None
 
     # -- lifecycle --
 
@@ -227,6 +241,8 @@ class RedisPresence:
         except Exception as exc:
             log.debug("worker presence: last flush failed (%s); the keys lapse by themselves", exc)
         self._wake.set()
+        if self._catching_up is not None:
+            loops.append(self._catching_up)
         for loop in loops:
             loop.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
@@ -326,6 +342,38 @@ class RedisPresence:
         # Whoever holds the worker's connection pushes (the sender went by
         # the alive key, which may lag a reconnect by one refresh).
         self._registry.push_here(worker_id.decode(), cancel.task_id, cancel.job_id, cancel.reason)
+
+    def _after_outage(self) -> None:
+        """Pub/sub is back: the cancels forwarded while it was down are lost.
+        Catch up from the store instead."""
+        if self._catching_up is None or self._catching_up.done():
+            self._catching_up = asyncio.create_task(
+                self._push_missed_cancels(), name="avtomatika-presence-catch-up"
+            )
+
+    async def _push_missed_cancels(self) -> None:
+        """Tell the workers connected here of every task of theirs that was
+        cancelled (a worker told twice ignores the second)."""
+        held = [
+            (worker_id, task_id)
+            for worker_id, task_ids in self._registry.leases_here().items()
+            for task_id in task_ids
+        ]
+        if not held:
+            return
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for _, task_id in held:
+                    pipe.hmget(self._keys.task(task_id), "st", "j")
+                fields = await pipe.execute()
+            check_cancelled()
+        except DOWN as exc:
+            log.warning("cancels sent during the pub/sub outage not looked for: %s", exc)
+            return
+        for (worker_id, task_id), (state, job_id) in zip(held, fields, strict=True):
+            if state is not None and int(state) == task_pb2.TASK_STATE_CANCELLED:
+                reason = "the job was cancelled while this instance's pub/sub was down"
+                self._registry.push_here(worker_id, task_id, (job_id or b"").decode(), reason)
 
     # -- writing --
 
