@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -117,16 +118,35 @@ async def test_either_instance_lists_the_workers_of_both(
 # -- cancels --
 
 
-async def test_a_cancel_on_one_instance_reaches_a_grpc_worker_on_the_other(
+@dataclass
+class RunningOnB:
+    """A job created on A whose task a raw gRPC worker on B runs."""
+
+    b: OrchestratorEngine
+    http_a: aiohttp.ClientSession
+    worker: RawWorker
+    job_id: str
+    task: TaskAssignment
+
+
+async def running_on_b(
     pair: Callable[..., Awaitable[Pair]], http_client: HttpClient, grpc_channel: GrpcChannel
-) -> None:
+) -> RunningOnB:
     a, b = await pair()
     http_a = http_client(a)
     worker = RawWorker(grpc_channel(b), "on-b")
     await worker.hello(["echo"])
     job_id = await create_job(http_a, "jobs/echo")
     task = await worker.next_task()
-    await until_listed(http_a, "on-b")
+    await until_listed(http_a, "on-b")  # A knows where the worker is
+    return RunningOnB(b, http_a, worker, job_id, task)
+
+
+async def test_a_cancel_on_one_instance_reaches_a_grpc_worker_on_the_other(
+    pair: Callable[..., Awaitable[Pair]], http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    run = await running_on_b(pair, http_client, grpc_channel)
+    b, http_a, worker, job_id, task = run.b, run.http_a, run.worker, run.job_id, run.task
 
     reply = await http_a.post(f"/api/v1/jobs/{job_id}/cancel")
 
@@ -143,13 +163,8 @@ async def test_a_cancel_sent_while_the_workers_instance_was_off_pub_sub_still_re
     grpc_channel: GrpcChannel,
     redis_url: str,
 ) -> None:
-    a, b = await pair()
-    http_a = http_client(a)
-    worker = RawWorker(grpc_channel(b), "on-b")
-    await worker.hello(["echo"])
-    job_id = await create_job(http_a, "jobs/echo")
-    task = await worker.next_task()
-    await until_listed(http_a, "on-b")
+    run = await running_on_b(pair, http_client, grpc_channel)
+    http_a, worker, job_id, task = run.http_a, run.worker, run.job_id, run.task
     # Redis drops every subscription; B takes 0.1 s or more to subscribe
     # again, and A's cancel is published meanwhile, to nobody.
     async with redis.asyncio.Redis.from_url(redis_url) as client:
