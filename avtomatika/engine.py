@@ -35,7 +35,7 @@ from avtomatika.errors import (
     Unauthenticated,
     Unavailable,
 )
-from avtomatika.events import E, EventBus, JobEvent, derive_events, event
+from avtomatika.events import E, EventBus, JobEvent, creation_events, derive_events, event
 from avtomatika.executor import StepRunner
 from avtomatika.payload import from_payload, to_payload
 from avtomatika.results import (
@@ -265,7 +265,7 @@ class Engine:
             await self._create_with_step(job)
         else:
             await self.storage.create_job(job)
-            self.events.publish(_created(job))
+            self.events.publish(creation_events(job))
         return job.id
 
     async def _create_with_step(self, job: Job) -> None:
@@ -280,7 +280,7 @@ class Engine:
             job,  # at version 0: the commit creates it
             new,
             # They carry the record as stored: the job never was stored pending.
-            events=[*_created(new, job.current_state), *plan.events],
+            events=[*creation_events(new, job.current_state), *plan.events],
             tasks=plan.tasks,
             new_jobs=plan.new_jobs,
             ready=plan.ready,
@@ -665,12 +665,3 @@ class Engine:
             ready_at_ms=plan.ready_at_ms,
         )
         return outcome is CommitOutcome.OK
-
-
-def _created(job: Job, state: str = "") -> list[JobEvent]:
-    """The events of a job's creation (in its start ``state``)."""
-    now = job.created_at_ms
-    return [
-        event(E.HISTORY_EVENT_TYPE_JOB_CREATED, job, now, message=job.blueprint_name),
-        event(E.HISTORY_EVENT_TYPE_STATE_ENTERED, job, now, state=state or job.current_state),
-    ]

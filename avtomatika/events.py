@@ -20,7 +20,7 @@ from avtomatika.v1.history_pb2 import HistoryEvent, HistoryEventType
 from avtomatika.v1.job_pb2 import Job, JobStatus
 from avtomatika.v1.task_pb2 import Task
 
-__all__ = ["RECORD_UNCHANGED", "EventBus", "JobEvent", "Listener", "derive_events", "event"]
+__all__ = ["EventBus", "JobEvent", "Listener", "creation_events", "derive_events", "event"]
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +29,15 @@ log = logging.getLogger(__name__)
 # wrapper's __getattr__, which profiles showed as the core's top hotspot.
 E = history_pb2
 
-RECORD_UNCHANGED: frozenset[HistoryEventType.ValueType] = frozenset(
+# Events after which the job's record is as it was (progress, which also
+# carries no record, does change it).
+_RECORD_UNCHANGED: frozenset[HistoryEventType.ValueType] = frozenset(
     {
         E.HISTORY_EVENT_TYPE_TASK_PICKED_UP,
         E.HISTORY_EVENT_TYPE_WEBHOOK_DELIVERED,
         E.HISTORY_EVENT_TYPE_WEBHOOK_FAILED,
     }
 )
-"""Events after which the job's record is as it was: a follower has nothing
-new to see (progress, which also carries no record, does change it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +48,12 @@ class JobEvent:
 
     event: HistoryEvent
     job: Job | None
+
+    @property
+    def record_unchanged(self) -> bool:
+        """Whether the job's record is as it was before: a follower has
+        nothing new to see."""
+        return self.job is None and self.event.type in _RECORD_UNCHANGED
 
 
 Listener = Callable[[JobEvent], None]
@@ -117,6 +123,16 @@ def event(
         ),
         job if isinstance(job, Job) else None,
     )
+
+
+def creation_events(job: Job, state: str = "") -> list[JobEvent]:
+    """The events of a job's creation, in its start ``state`` (by default
+    its current one), at its creation time."""
+    now = job.created_at_ms
+    return [
+        event(E.HISTORY_EVENT_TYPE_JOB_CREATED, job, now, message=job.blueprint_name),
+        event(E.HISTORY_EVENT_TYPE_STATE_ENTERED, job, now, state=state or job.current_state),
+    ]
 
 
 def derive_events(previous: Job, new: Job, tasks: Sequence[Task], now: int) -> list[JobEvent]:

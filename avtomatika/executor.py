@@ -32,7 +32,7 @@ from avtomatika.clock import now_ms
 from avtomatika.config import Settings
 from avtomatika.context import ClientInfo, DataStores, JobContext
 from avtomatika.errors import BlueprintError
-from avtomatika.events import E, JobEvent, event
+from avtomatika.events import E, JobEvent, creation_events, event
 from avtomatika.injection import build_arguments
 from avtomatika.payload import from_payload, to_payload
 from avtomatika.results import Policy, enter_state
@@ -289,11 +289,7 @@ class StepRunner:
         job.pending_transitions.update(action.transitions)
         job.awaited_job_id = child.id
         job.child_job_ids.append(child.id)
-        created = [
-            event(E.HISTORY_EVENT_TYPE_JOB_CREATED, child, now, message=child_blueprint.name),
-            event(E.HISTORY_EVENT_TYPE_STATE_ENTERED, child, now, state=child.current_state),
-        ]
-        return Plan(new_jobs=[child], events=created)
+        return Plan(new_jobs=[child], events=creation_events(child))
 
 
 def _targets(action: Action) -> list[str]:

@@ -19,7 +19,7 @@ import contextlib
 from collections import deque
 from collections.abc import Callable, Iterator
 
-from avtomatika.events import RECORD_UNCHANGED, EventBus, JobEvent
+from avtomatika.events import EventBus, JobEvent
 from avtomatika.v1.job_pb2 import Job
 
 __all__ = ["Follower", "JobFollowers"]
@@ -148,6 +148,6 @@ class JobFollowers:
             follower.notify(job)
 
     def _on_event(self, item: JobEvent) -> None:
-        if item.job is None and item.event.type in RECORD_UNCHANGED:
+        if item.record_unchanged:
             return  # a worker took a task: nothing to re-read for
         self.notify(item.event.job_id, item.job)

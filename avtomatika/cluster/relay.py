@@ -28,7 +28,7 @@ import struct
 from collections.abc import Callable
 from typing import Protocol
 
-from avtomatika.events import RECORD_UNCHANGED, EventBus, JobEvent
+from avtomatika.events import EventBus, JobEvent
 from avtomatika.storage.redis import DOWN, Keys, Pipelined, Subscriber, outage_backoff
 from avtomatika.v1.job_pb2 import Job
 
@@ -160,7 +160,7 @@ class JobRelay:
             await self._send()
 
     def _on_event(self, item: JobEvent) -> None:
-        if item.job is None and item.event.type in RECORD_UNCHANGED:
+        if item.record_unchanged:
             return  # nothing for followers elsewhere to see
         job_id = item.event.job_id
         if job_id in self._last and self._last[job_id] is item.job:
