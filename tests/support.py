@@ -87,6 +87,32 @@ async def wait_for_terminal(http: aiohttp.ClientSession, job_id: str) -> dict[st
     return await wait_for(http, job_id, lambda job: job["status"] in TERMINAL_STATUSES)
 
 
+def hello_request(
+    worker_id: str,
+    skills: list[str],
+    credits: int = 1,
+    *,
+    held: list[str] | None = None,
+    accepts_batches: bool = False,
+) -> ConnectRequest:
+    """A worker's Hello: ``credits`` tasks at once, declared as its limit;
+    ``held``, the tasks of earlier streams it still holds (None: it does not
+    report them, as older workers)."""
+    return ConnectRequest(
+        hello=Hello(
+            registration=WorkerRegistration(
+                worker_id=worker_id,
+                skills=skills,
+                resources=WorkerResources(max_concurrent_tasks=credits),
+            ),
+            initial_credits=credits,
+            held_task_ids=held or [],
+            reports_held_tasks=held is not None,
+            accepts_batches=accepts_batches,
+        )
+    )
+
+
 class RawWorker:
     """One Connect stream driven explicitly by the test.
 
@@ -103,22 +129,17 @@ class RawWorker:
         self.call = stub.Connect(None, metadata=metadata)
 
     async def hello(
-        self, skills: list[str], credits: int = 1, held: list[str] | None = None
+        self,
+        skills: list[str],
+        credits: int = 1,
+        held: list[str] | None = None,
+        *,
+        accepts_batches: bool = False,
     ) -> ConnectResponse:
-        """Register; ``held``: the tasks of earlier streams it still holds
-        (None: it does not report them, as older workers)."""
+        """Register (see :func:`hello_request`); the Welcome."""
         await self.send(
-            ConnectRequest(
-                hello=Hello(
-                    registration=WorkerRegistration(
-                        worker_id=self.worker_id,
-                        skills=skills,
-                        resources=WorkerResources(max_concurrent_tasks=credits),
-                    ),
-                    initial_credits=credits,
-                    held_task_ids=held or [],
-                    reports_held_tasks=held is not None,
-                )
+            hello_request(
+                self.worker_id, skills, credits, held=held, accepts_batches=accepts_batches
             )
         )
         return await self.expect("welcome")

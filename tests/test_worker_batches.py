@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from avtomatika.v1.worker_pb2 import WorkerRegistration, WorkerResources
+from avtomatika.v1.worker_pb2 import WorkerRegistration
 from avtomatika.v1.worker_service_pb2 import (
     ConnectRequest,
     ConnectResponse,
@@ -20,24 +20,6 @@ from avtomatika.v1.worker_service_pb2 import (
 from tests.blueprints import echo_blueprint, fan_out_blueprint
 from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
 from tests.support import RawWorker, create_job, success, wait_for_status
-
-
-async def hello(worker: RawWorker, credits: int, *, accepts_batches: bool) -> ConnectResponse:
-    registration = WorkerRegistration(
-        worker_id=worker.worker_id,
-        skills=["echo"],
-        resources=WorkerResources(max_concurrent_tasks=credits),
-    )
-    await worker.send(
-        ConnectRequest(
-            hello=Hello(
-                registration=registration,
-                initial_credits=credits,
-                accepts_batches=accepts_batches,
-            )
-        )
-    )
-    return await worker.expect("welcome")
 
 
 async def receive_flat(worker: RawWorker, count: int) -> tuple[list[ConnectResponse], int]:
@@ -79,7 +61,7 @@ async def holding_tasks(
     for job_id in job_ids:
         await wait_for_status(http, job_id, "waiting_for_worker")
     worker = RawWorker(grpc_channel(orchestrator), "w-1")
-    await hello(worker, credits, accepts_batches=True)
+    await worker.hello(["echo"], credits, accepts_batches=True)
     messages, _ = await receive_flat(worker, credits)
     return http, worker, job_ids, [m.task for m in messages]
 
@@ -89,7 +71,7 @@ async def test_the_welcome_says_the_server_reads_batches(
 ) -> None:
     orchestrator = await start_orchestrator([echo_blueprint()])
     worker = RawWorker(grpc_channel(orchestrator), "w-1")
-    welcome = await hello(worker, 1, accepts_batches=False)
+    welcome = await worker.hello(["echo"], 1, accepts_batches=False)
     assert welcome.welcome.accepts_batches
 
 
@@ -135,7 +117,7 @@ async def test_a_worker_that_does_not_accept_batches_gets_every_message_alone(
     for job_id in job_ids:
         await wait_for_status(http, job_id, "waiting_for_worker")
     worker = RawWorker(grpc_channel(orchestrator), "w-1")
-    await hello(worker, 3, accepts_batches=False)
+    await worker.hello(["echo"], 3, accepts_batches=False)
     tasks = [await worker.next_task() for _ in range(3)]
 
     # Its results may come batched; the three acks still come one by one.
@@ -172,7 +154,7 @@ async def test_a_hello_or_a_batch_inside_a_batch_is_skipped_and_the_stream_goes_
     http = http_client(orchestrator)
     job_id = await create_job(http, "jobs/echo", {"n": 1})
     worker = RawWorker(grpc_channel(orchestrator), "w-1")
-    await hello(worker, 1, accepts_batches=False)
+    await worker.hello(["echo"], 1, accepts_batches=False)
     task = await worker.next_task()
     result = ConnectRequest(result=success(task, None))
     intruders = (
@@ -232,7 +214,7 @@ async def test_the_results_of_one_fan_out_in_one_batch_are_all_accepted(
     http = http_client(orchestrator)
     job_id = await create_job(http, "jobs/fan", {})
     worker = RawWorker(grpc_channel(orchestrator), "w-1")
-    await hello(worker, 6, accepts_batches=True)
+    await worker.hello(["echo"], 6, accepts_batches=True)
     tasks = [m.task for m in (await receive_flat(worker, 6))[0]]
 
     results = [ConnectRequest(result=success(task, {"n": n})) for n, task in enumerate(tasks)]

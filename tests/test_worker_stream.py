@@ -16,7 +16,7 @@ from avtomatika import ActionFactory, StateMachineBlueprint
 from avtomatika.grpc.worker_stream import WorkerStreamService
 from avtomatika.v1 import task_pb2
 from avtomatika.v1.task_pb2 import TaskResult
-from avtomatika.v1.worker_pb2 import WorkerRegistration, WorkerResources
+from avtomatika.v1.worker_pb2 import WorkerRegistration
 from avtomatika.v1.worker_service_pb2 import (
     CancelAck,
     ConnectRequest,
@@ -33,6 +33,7 @@ from tests.support import (
     RawWorker,
     create_job,
     get_job,
+    hello_request,
     wait_for,
     wait_for_status,
 )
@@ -153,11 +154,7 @@ async def test_a_credit_sent_before_the_result_it_frees_still_brings_the_next_ta
     first = await create_job(http, "jobs/echo", {"n": 1})
     await wait_for_status(http, first, "waiting_for_worker")
     worker = RawWorker(grpc_channel(orchestrator), "w-1")
-    registration = WorkerRegistration(
-        worker_id="w-1", skills=["echo"], resources=WorkerResources(max_concurrent_tasks=1)
-    )
-    await worker.send(ConnectRequest(hello=Hello(registration=registration, initial_credits=1)))
-    await worker.expect("welcome")
+    await worker.hello(["echo"])
     task = await worker.next_task()
 
     # The credit first: the server looks for a task while the worker still
@@ -367,10 +364,7 @@ async def test_a_stream_grpc_closes_mid_write_lets_go_of_its_worker_at_once(
     silent = asyncio.Event()
 
     async def requests() -> AsyncIterator[ConnectRequest]:
-        registration = WorkerRegistration(
-            worker_id="w-1", skills=["echo"], resources=WorkerResources(max_concurrent_tasks=1)
-        )
-        yield ConnectRequest(hello=Hello(registration=registration, initial_credits=1))
+        yield hello_request("w-1", ["echo"])
         await silent.wait()  # the worker says nothing more
 
     service = WorkerStreamService(orchestrator.engine, orchestrator.auth)
