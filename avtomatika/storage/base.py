@@ -145,7 +145,8 @@ class Storage(Protocol):
         """Number of queued tasks per skill."""
 
     async def waiting_workers(self) -> dict[str, int]:
-        """Number of workers waiting in :meth:`claim_task`, per skill."""
+        """Number of workers waiting in :meth:`claim_task` for a task to
+        come, per skill."""
 
     async def flush(self) -> None:
         """Erase everything (development only)."""

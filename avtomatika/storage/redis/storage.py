@@ -354,9 +354,13 @@ class RedisStorage:
         return {skill: n for skill, n in depths.items() if n}
 
     async def waiting_workers(self) -> dict[str, int]:
-        """Workers waiting in :meth:`claim_task` on this instance, per skill."""
+        """Workers waiting in :meth:`claim_task` on this instance, per skill:
+        those parked until a task comes. One whose own claim is in flight is
+        not counted yet: a task queued meanwhile goes to whichever claim
+        lands first, not to the pick of the task's dispatch strategy."""
         counts = {
-            skill: sum(not w.done for w in waiters) for skill, waiters in self._waiters.items()
+            skill: sum(not (w.done or w.claiming or w.handed is not None) for w in waiters)
+            for skill, waiters in self._waiters.items()
         }
         return {skill: n for skill, n in counts.items() if n}
 
