@@ -23,7 +23,6 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
-import grpc
 from aiohttp import web
 
 from avtomatika.auth import Authenticator
@@ -34,7 +33,7 @@ from avtomatika.dashboard import Dashboard
 from avtomatika.engine import BACKGROUND_CLIENT, Engine
 from avtomatika.errors import ConfigError
 from avtomatika.followers import JobFollowers
-from avtomatika.grpc.server import start_grpc_server
+from avtomatika.grpc.server import GrpcServer, start_grpc_server
 from avtomatika.history import HistoryWriter
 from avtomatika.limits import ClientLimits
 from avtomatika.loader import load_blueprints
@@ -149,7 +148,7 @@ class OrchestratorEngine:
         self.rest_port = 0
         self.grpc_port = 0
         self._runner: web.AppRunner | None = None
-        self._grpc: grpc.aio.Server | None = None
+        self._grpc: GrpcServer | None = None
         self._loaded = False
         # Scheduled jobs: an intake, like the servers (started after the
         # engine, stopped before it, so it never creates a job into a closed store).

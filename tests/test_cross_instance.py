@@ -24,6 +24,7 @@ from avtomatika import OrchestratorEngine
 from avtomatika.cluster import Cluster
 from avtomatika.cluster.relay import decode, encode
 from avtomatika.v1.job_pb2 import Job
+from avtomatika.v1.task_pb2 import TaskState
 from avtomatika.v1.worker_service_pb2 import ConnectRequest, Heartbeat, TaskAssignment, TaskProgress
 from tests.blueprints import echo_blueprint
 from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
@@ -122,6 +123,7 @@ async def test_either_instance_lists_the_workers_of_both(
 class RunningOnB:
     """A job created on A whose task a raw gRPC worker on B runs."""
 
+    a: OrchestratorEngine
     b: OrchestratorEngine
     http_a: aiohttp.ClientSession
     worker: RawWorker
@@ -139,7 +141,7 @@ async def running_on_b(
     job_id = await create_job(http_a, "jobs/echo")
     task = await worker.next_task()
     await until_listed(http_a, "on-b")  # A knows where the worker is
-    return RunningOnB(b, http_a, worker, job_id, task)
+    return RunningOnB(a, b, http_a, worker, job_id, task)
 
 
 async def test_a_cancel_on_one_instance_reaches_a_grpc_worker_on_the_other(
@@ -155,6 +157,28 @@ async def test_a_cancel_on_one_instance_reaches_a_grpc_worker_on_the_other(
     assert (cancel.task_id, cancel.job_id) == (task.task_id, job_id)
     assert cancel.reason == "job cancelled by client"
     assert (await get_job(http_client(b), job_id))["status"] == "cancelled"
+
+
+async def test_an_instance_that_stops_re_queues_its_workers_tasks_before_it_closes_the_store(
+    pair: Callable[..., Awaitable[Pair]], http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    # The worker hears Drain but keeps its stream open: the server cancels
+    # the stream once the grace period is over, and the stream's clean-up,
+    # which grpc runs after its stop returns, must still reach Redis.
+    run = await running_on_b(pair, http_client, grpc_channel)
+
+    await run.b.stop()
+
+    job = await run.a.engine.storage.get_job(run.job_id)
+    assert job is not None
+    [task_id] = job.active_task_ids
+    queued = await run.a.engine.storage.get_task(task_id)
+    assert queued is not None
+    assert queued.state == TaskState.TASK_STATE_QUEUED
+    rescuer = RawWorker(grpc_channel(run.a), "rescuer")
+    await rescuer.hello(["echo"])
+    again = await rescuer.next_task()
+    assert (again.job_id, again.attempt) == (run.job_id, 2)
 
 
 async def test_a_cancel_sent_while_the_workers_instance_was_off_pub_sub_still_reaches_it(

@@ -6,6 +6,9 @@ With ``TLS_CERT_PATH`` and ``TLS_KEY_PATH`` set the port serves TLS only
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import grpc
 
 from avtomatika.auth import Authenticator
@@ -14,19 +17,43 @@ from avtomatika.engine import Engine
 from avtomatika.grpc.worker_stream import WorkerStreamService
 from avtomatika.v1 import worker_service_pb2_grpc
 
-__all__ = ["server_credentials", "start_grpc_server"]
+__all__ = ["GrpcServer", "server_credentials", "start_grpc_server"]
+
+log = logging.getLogger(__name__)
+
+# How long stopping waits, past the grace period, for the streams' clean-up.
+_CLEANUP_SECONDS = 5.0
+
+
+class GrpcServer:
+    """The running grpc.aio server and the worker streams it serves."""
+
+    def __init__(self, server: grpc.aio.Server, streams: WorkerStreamService) -> None:
+        self._server = server
+        self._streams = streams
+
+    async def stop(self, grace: float | None) -> None:
+        """Stop serving (streams get ``grace`` seconds to end), then wait
+        until every stream has cleaned up after itself: grpc returns from
+        ``stop`` before the generators it cancelled have run their
+        ``finally``."""
+        await self._server.stop(grace)
+        try:
+            async with asyncio.timeout(_CLEANUP_SECONDS):
+                await self._streams.streams_closed()
+        except TimeoutError:
+            log.warning("worker streams still cleaning up %.0f s after the stop", _CLEANUP_SECONDS)
 
 
 async def start_grpc_server(
     engine: Engine, auth: Authenticator, host: str, port: int
-) -> tuple[grpc.aio.Server, int]:
+) -> tuple[GrpcServer, int]:
     """Start serving on ``host:port`` (0 picks a free port); returns the
     server and the bound port. TLS when the engine's settings name a
     certificate and key."""
     server = grpc.aio.server()
-    worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
-        WorkerStreamService(engine, auth), server
-    )
+    streams = WorkerStreamService(engine, auth)
+    worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(streams, server)
     address = f"{host}:{port}"
     credentials = server_credentials(engine.config)
     if credentials is None:
@@ -36,7 +63,7 @@ async def start_grpc_server(
     if bound == 0:
         raise OSError(f"cannot bind the gRPC port {address}")
     await server.start()
-    return server, bound
+    return GrpcServer(server, streams), bound
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:

@@ -94,12 +94,52 @@ class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
     def __init__(self, engine: Engine, auth: Authenticator) -> None:
         self._engine = engine
         self._auth = auth
+        self._open = 0
+        self._none_open = asyncio.Event()
+        self._none_open.set()
+
+    async def streams_closed(self) -> None:
+        """Until every stream has ended and cleaned up after itself. grpc's
+        ``Server.stop`` returns before that: it closes a cancelled stream's
+        generator in a task of its own, whose clean-up (the worker's leases
+        re-queued) needs the store that stopping closes next."""
+        await self._none_open.wait()
 
     async def Connect(
         self,
         request_iterator: AsyncIterator[ConnectRequest],
         context: grpc.aio.ServicerContext[ConnectRequest, ConnectResponse],
     ) -> AsyncIterator[ConnectResponse]:
+        session = await self._greet(request_iterator, context)
+        messages = session.serve()
+        self._open += 1
+        self._none_open.clear()
+        try:
+            async for message in messages:
+                yield message
+        except Unavailable as exc:
+            # The shared store is down: the worker reconnects (with backoff)
+            # and sends again the results it got no ack for.
+            await context.abort(grpc.StatusCode.UNAVAILABLE, exc.message)
+        finally:
+            # grpc may close this generator while it waits at a yield (the
+            # peer went away mid-write). `async for` leaves the session's
+            # generator open then, and its cleanup (the worker gone, its
+            # tasks re-queued) would wait for the garbage collector.
+            try:
+                await messages.aclose()
+            finally:
+                self._open -= 1
+                if not self._open:
+                    self._none_open.set()
+
+    async def _greet(
+        self,
+        request_iterator: AsyncIterator[ConnectRequest],
+        context: grpc.aio.ServicerContext[ConnectRequest, ConnectResponse],
+    ) -> _Session:
+        """The session of a stream whose token and Hello are good; else the
+        stream is aborted (raises)."""
         raw = dict(context.invocation_metadata() or ()).get("x-worker-token")
         token = raw if isinstance(raw, str) else None
         if not self._auth.worker(token):
@@ -125,21 +165,7 @@ class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
                 grpc.StatusCode.UNAUTHENTICATED,
                 f"this x-worker-token may not register as worker {worker_id!r}",
             )
-        session = _Session(self._engine, first.hello, request_iterator)
-        messages = session.serve()
-        try:
-            async for message in messages:
-                yield message
-        except Unavailable as exc:
-            # The shared store is down: the worker reconnects (with backoff)
-            # and sends again the results it got no ack for.
-            await context.abort(grpc.StatusCode.UNAVAILABLE, exc.message)
-        finally:
-            # grpc may close this generator while it waits at a yield (the
-            # peer went away mid-write). `async for` leaves the session's
-            # generator open then, and its cleanup (the worker gone, its
-            # tasks re-queued) would wait for the garbage collector.
-            await messages.aclose()
+        return _Session(self._engine, first.hello, request_iterator)
 
     # The unary RPCs mirror the legacy REST worker API, whose issue brings
     # them; until then they answer UNIMPLEMENTED, as their routes answer 501.
