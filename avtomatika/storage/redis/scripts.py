@@ -148,6 +148,20 @@ local function lease(id, worker, now, nonce)
   set_timers(id, LEASED, nb, dd, rd)
 end
 
+-- What the claim with `nonce` leased to `worker`, if it still holds it:
+-- {{task id, Task bytes, sequence}}, else nil. A retry after a lost reply
+-- gets the same task again.
+local function leased_by(nonce, worker)
+  if nonce == '' then return nil end
+  local id = redis.call('GET', K.claim_nonce(nonce))
+  if not id then return nil end
+  local c = redis.call('HMGET', K.task(id), 'cn', 'd', 'sq', 'st', 'w')
+  if c[1] == nonce and tonumber(c[4]) == LEASED and c[5] == worker then
+    return {{id, c[2], c[3]}}
+  end
+  return nil
+end
+
 -- The job's handler must run: claimed at once by the calling instance,
 -- which has an executor idle (`token` and its `lease_until`), or queued
 -- for any instance (`token` '').
@@ -197,6 +211,8 @@ COMMIT = """
 --   commit nonce (a retry of a commit that was applied returns 'ok'),
 --   claim token for the job's next step when ready now ('': queue it for
 --   any instance) and its lease-until ms,
+--   a hand-off: the id of a new task to lease at once ('' for none), the
+--   worker (one waiting on the calling instance) and a claim nonce,
 --   then a count and that many tasks of 11 fields each (id, Task bytes,
 --   state, worker, skill, priority, constrained 0/1, not-before, dispatch
 --   deadline, result deadline, job id),
@@ -204,15 +220,21 @@ COMMIT = """
 --   then a count and that many new jobs of 3 fields (id, Job bytes, status).
 -- Expected version 0 creates the job; its nonce stays with it (field mk),
 -- so a retry is recognised whatever happened to the job since.
--- Returns 'ok', 'not_found', 'conflict' or 'lease_lost'; nothing is written
--- unless 'ok'.
+-- The hand-off happens only if the task's skill has nothing else queued
+-- (no task is passed over) and the task has no requirements; otherwise the
+-- task is queued as any other.
+-- Returns 'ok', 'not_found', 'conflict' or 'lease_lost', or for 'ok' with
+-- the hand-off done {task id, Task bytes, sequence}; nothing is written
+-- unless it is 'ok' or the hand-off.
 local id = ARGV[1]
 local job = K.job(id)
 local f = redis.call('HMGET', job, 'v', 's', 'cn', 'mk')
 if not f[1] and ARGV[4] ~= '0' then return 'not_found' end
 if f[1] and f[1] ~= ARGV[4] then
-  if tonumber(f[1]) == tonumber(ARGV[4]) + 1 and f[3] == ARGV[10] then return 'ok' end
-  if ARGV[4] == '0' and f[4] == ARGV[10] then return 'ok' end
+  if (tonumber(f[1]) == tonumber(ARGV[4]) + 1 and f[3] == ARGV[10])
+      or (ARGV[4] == '0' and f[4] == ARGV[10]) then
+    return leased_by(ARGV[15], ARGV[14]) or 'ok'
+  end
   return 'conflict'
 end
 if not f[1] then redis.call('HSET', job, 'mk', ARGV[10]) end
@@ -233,23 +255,32 @@ end
 redis.call('ZREM', K.running, id)
 redis.call('HDEL', K.claims, id)
 
-local i = 13
+local handed
+local i = 16
 local n = tonumber(ARGV[i])
 for _ = 1, n do
-  local tid, st = ARGV[i + 1], tonumber(ARGV[i + 3])
+  local tid, st, skill = ARGV[i + 1], tonumber(ARGV[i + 3]), ARGV[i + 5]
   local t = K.task(tid)
   local queued = redis.call('HEXISTS', t, 'qm') == 1
-  redis.call('HSET', t, 'd', ARGV[i + 2], 'k', ARGV[i + 5], 'p', ARGV[i + 6],
+  redis.call('HSET', t, 'd', ARGV[i + 2], 'k', skill, 'p', ARGV[i + 6],
     'c', ARGV[i + 7], 'nb', ARGV[i + 8], 'dd', ARGV[i + 9], 'rd', ARGV[i + 10], 'j', ARGV[i + 11])
   redis.call('SADD', K.job_tasks(ARGV[i + 11]), tid)
-  if st == QUEUED then
+  if st == QUEUED and tid == ARGV[13] and not queued and ARGV[i + 7] == '0'
+      and redis.call('ZCARD', K.queue(skill)) == 0
+      and redis.call('ZCARD', K.constrained(skill)) == 0 then
+    -- Straight to the waiting worker: no queue entry, no wake-up, no claim.
+    redis.call('HSET', t, 'sq', redis.call('INCR', K.sequence))
+    lease(tid, ARGV[14], now, ARGV[15])
+    handed = {tid, ARGV[i + 2], redis.call('HGET', t, 'sq')}
+  elseif st == QUEUED then
     set_state(tid, QUEUED, '')
     if not queued then enqueue(tid, nil) end
+    set_timers(tid, st, tonumber(ARGV[i + 8]), tonumber(ARGV[i + 9]), tonumber(ARGV[i + 10]))
   else
     dequeue(tid)
     set_state(tid, st, ARGV[i + 4])
+    set_timers(tid, st, tonumber(ARGV[i + 8]), tonumber(ARGV[i + 9]), tonumber(ARGV[i + 10]))
   end
-  set_timers(tid, st, tonumber(ARGV[i + 8]), tonumber(ARGV[i + 9]), tonumber(ARGV[i + 10]))
   i = i + 11
 end
 
@@ -282,7 +313,7 @@ if ARGV[7] == '1' then
     ready_job(id, ARGV[11], ARGV[12])
   end
 end
-return 'ok'
+return handed or 'ok'
 """
 
 CLAIM = """
@@ -296,13 +327,8 @@ CLAIM = """
 -- Returns {task id, Task bytes, sequence}, false when nothing suits, or
 -- 'scan' when tasks with requirements are queued for these skills and the
 -- caller must pick a candidate among them first (Lua cannot check them).
-local again = redis.call('GET', K.claim_nonce(ARGV[4]))
-if again then
-  local c = redis.call('HMGET', K.task(again), 'cn', 'd', 'sq', 'st', 'w')
-  if c[1] == ARGV[4] and tonumber(c[4]) == LEASED and c[5] == ARGV[1] then
-    return {again, c[2], c[3]}
-  end
-end
+local again = leased_by(ARGV[4], ARGV[1])
+if again then return again end
 if ARGV[3] == '' then
   for i = 5, #ARGV do
     if redis.call('ZCARD', K.constrained(ARGV[i])) > 0 then return 'scan' end

@@ -35,7 +35,7 @@ import secrets
 import socket
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from avtomatika.clock import now_ms
 from avtomatika.config import Settings
@@ -264,9 +264,16 @@ class RedisStorage:
             secrets.token_hex(8),  # the commit's nonce: a retry of it is recognised
             "",  # the claim token on the next step, if this instance keeps it
             self._claim_until(),
+            "",  # the hand-off: a new task's id, a waiting worker, a claim nonce
+            "",
+            "",
             len(tasks),
         ]
+        plain: list[Task] = []
         for task in tasks:
+            constrained = Requirements.of(task) is not None
+            if not constrained and task.state == task_pb2.TASK_STATE_QUEUED:
+                plain.append(task)
             args += [
                 task.task_id,
                 task.SerializeToString(),
@@ -274,7 +281,7 @@ class RedisStorage:
                 task.worker_id,
                 task.type,
                 repr(task.priority),
-                int(Requirements.of(task) is not None),
+                int(constrained),
                 task.not_before_ms,
                 task.dispatch_deadline_ms,
                 task.result_deadline_ms,
@@ -287,7 +294,10 @@ class RedisStorage:
             child.version = 1
             args += [child.id, child.SerializeToString(), child.status]
         keeps = ready and ready_at_ms <= now
-        with self._keeping_step(job.id, keeps) as keep:
+        offer = self._offer(plain)
+        if offer is not None:
+            args[12:15] = [offer.task_id, offer.waiter.worker.worker_id, secrets.token_hex(8)]
+        with self._keeping_step(job.id, keeps) as keep, self._offering(offer, args[14]):
             args[10] = keep
             async with unavailable("cannot save the change"):
                 for attempt in range(3):
@@ -299,7 +309,14 @@ class RedisStorage:
                         if attempt == 2:
                             raise
                         await asyncio.sleep(0.05 * 2**attempt)
-            result = CommitOutcome(outcome.decode() if isinstance(outcome, bytes) else outcome)
+            handed = None
+            if isinstance(outcome, list):
+                handed = _leased(outcome, args[13], now)
+                result = CommitOutcome.OK
+            else:
+                result = CommitOutcome(outcome.decode() if isinstance(outcome, bytes) else outcome)
+            if offer is not None:
+                self._hand(offer.waiter, handed)
             if result is CommitOutcome.OK:
                 self._kept(job.id, keep, data)
         if result is CommitOutcome.OK:
@@ -314,8 +331,9 @@ class RedisStorage:
                 self._ready_wake.set()
             if ready_at_ms or any(t.dispatch_deadline_ms or t.result_deadline_ms for t in tasks):
                 self._timer_wake.set()
+            handed_id = handed.task_id if handed is not None else ""
             for task in tasks:
-                if task.state == task_pb2.TASK_STATE_QUEUED:
+                if task.state == task_pb2.TASK_STATE_QUEUED and task.task_id != handed_id:
                     self._wake(task.type)
         return result
 
@@ -358,10 +376,7 @@ class RedisStorage:
         those parked until a task comes. One whose own claim is in flight is
         not counted yet: a task queued meanwhile goes to whichever claim
         lands first, not to the pick of the task's dispatch strategy."""
-        counts = {
-            skill: sum(not (w.done or w.claiming or w.handed is not None) for w in waiters)
-            for skill, waiters in self._waiters.items()
-        }
+        counts = {skill: sum(w.parked for w in waiters) for skill, waiters in self._waiters.items()}
         return {skill: n for skill, n in counts.items() if n}
 
     async def leased_to(self, worker_id: str) -> list[str]:
@@ -526,15 +541,16 @@ class RedisStorage:
                 if handed is not None:
                     return handed
                 waiter.event.clear()
-                waiter.claiming = True
-                try:
-                    task = await self._claim_once(worker)
-                finally:
-                    waiter.claiming = False
-                if task is not None:
-                    return task
-                if waiter.event.is_set():
-                    continue
+                if not waiter.offered:  # else the commit's reply wakes it
+                    waiter.claiming = True
+                    try:
+                        task = await self._claim_once(worker)
+                    finally:
+                        waiter.claiming = False
+                    if task is not None:
+                        return task
+                    if waiter.event.is_set():
+                        continue
                 wait = _RECHECK if deadline is None else min(_RECHECK, deadline - loop.time())
                 if wait <= 0:
                     return None
@@ -613,6 +629,54 @@ class RedisStorage:
                     best = (score, member, member.decode()[21:])
         return best[2] if best else ""
 
+    def _offer(self, tasks: Sequence[Task]) -> _Offer | None:
+        """A worker waiting here that the commit of ``tasks`` (queued, no
+        requirements) may lease one of them to at once, saving the claim,
+        as the embedded store hands a task to a waiting worker. The task's
+        strategy picks among several (longest waiting first on ties)."""
+        for task in tasks:
+            waiters = [
+                w
+                for w in self._waiters.get(task.type, ())
+                if w.parked and eligible(None, w.worker, task.type)
+            ]
+            if waiters:
+                profiles = [w.worker for w in waiters]
+                chosen = waiters[choose(task.dispatch_strategy, task.type, None, profiles)]
+                return _Offer(task.task_id, chosen)
+        return None
+
+    @contextlib.contextmanager
+    def _offering(self, offer: _Offer | None, nonce: str) -> Iterator[None]:
+        """While the commit carrying ``offer`` is in flight, its waiter
+        claims nothing else. A commit that fails unheard may have leased the
+        task all the same: the nonce finds it, and it goes back."""
+        if offer is None:
+            yield
+            return
+        waiter = offer.waiter
+        waiter.offered = True
+        try:
+            yield
+        except BaseException:
+            if waiter.offered:  # the reply never came
+                waiter.offered = False
+                waiter.event.set()
+                self._spawn(self._give_back_claimed(nonce, waiter.worker.worker_id))
+            raise
+
+    def _hand(self, waiter: _Waiter, task: Task | None) -> None:
+        """The reply to a commit that offered ``waiter`` a task: ``task`` if
+        it was leased to it (None: it was queued, and the wake-up follows)."""
+        waiter.offered = False
+        if task is None:
+            return
+        if waiter.done or waiter.handed is not None:
+            self._spawn(self._give_back(task.task_id, task.worker_id))  # it left meanwhile
+        else:
+            waiter.handed = task
+            waiter.event.set()
+
     async def _give_back_claimed(self, nonce: str, worker_id: str) -> None:
         """Give back what the claim with ``nonce`` leased, if anything. The
         read goes after the claim on the one connection, so Redis answers it
@@ -655,7 +719,7 @@ class RedisStorage:
         for waiter in self._waiters.get(skill, ()):
             if waiter.claiming:
                 waiter.event.set()  # it looks again once its claim in flight is back
-            elif waiter.handed is None:
+            elif waiter.parked:
                 idle.append(waiter)
         if len(idle) <= 1:
             for waiter in idle:
@@ -681,9 +745,7 @@ class RedisStorage:
         as :meth:`MemoryStorage._offer` does: the head task's strategy picks
         among the eligible waiters (longest waiting first on ties)."""
         while True:
-            waiters = [
-                w for w in self._waiters.get(skill, ()) if w.handed is None and not w.claiming
-            ]
+            waiters = [w for w in self._waiters.get(skill, ()) if w.parked]
             head = await self._head(skill) if len(waiters) > 1 else None
             if head is None:
                 for waiter in waiters:  # each checks for itself
@@ -784,16 +846,31 @@ class RedisStorage:
 class _Waiter:
     """A claim waiting for a task of one of its worker's skills."""
 
-    __slots__ = ("claiming", "done", "event", "handed", "worker")
+    __slots__ = ("claiming", "done", "event", "handed", "offered", "worker")
 
     def __init__(self, worker: WorkerProfile) -> None:
         self.worker = worker
         self.event = asyncio.Event()
         self.done = False
         self.handed: Task | None = None
-        """A task leased to it by a hand-out pass, not yet taken."""
+        """A task leased to it by a hand-out pass or a commit, not yet taken."""
         self.claiming = False
         """Its own claim is in flight (hand-outs pass it by)."""
+        self.offered = False
+        """A commit in flight may lease it a new task: it claims nothing
+        meanwhile, and hand-outs pass it by."""
+
+    @property
+    def parked(self) -> bool:
+        """Waiting for a wake-up, with nothing in flight for it."""
+        return not (self.done or self.claiming or self.offered or self.handed is not None)
+
+
+class _Offer(NamedTuple):
+    """A commit's new task that a worker waiting here may get at once."""
+
+    task_id: str
+    waiter: _Waiter
 
 
 def _leased(found: Any, worker_id: str, now: int) -> Task | None:

@@ -1,0 +1,199 @@
+"""A task committed while a worker waits on the same instance is leased to
+it by the commit itself (no queue entry, no wake-up, no claim), on a real
+redis-server; and whatever goes wrong around that commit, the task ends up
+with exactly one worker or back in its queue."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import redis
+
+from avtomatika.dispatch import WorkerProfile
+from avtomatika.storage.base import CommitOutcome
+from avtomatika.storage.redis.storage import RedisStorage
+from avtomatika.v1 import task_pb2
+from avtomatika.v1.task_pb2 import Task
+from tests.redis_server import RedisServer
+from tests.test_storage_redis import (
+    OpenStorage,
+    ReplyDropper,
+    new_job,
+    open_storage,
+    queued,
+)
+
+__all__ = ["open_storage"]  # the fixture, used here too
+
+
+async def parked(
+    storage: RedisStorage, worker_id: str, **profile: Any
+) -> asyncio.Task[Task | None]:
+    """A claim of ``worker_id`` (skill ``x``) once it waits for a task."""
+    before = (await storage.waiting_workers()).get("x", 0)
+    worker = WorkerProfile(worker_id, ("x",), **profile)
+    claim = asyncio.create_task(storage.claim_task(worker, 10))
+    while (await storage.waiting_workers()).get("x", 0) <= before:  # noqa: ASYNC110 (no event for it)
+        await asyncio.sleep(0.005)
+    return claim
+
+
+def publishes(redis_server: RedisServer) -> int:
+    """How many PUBLISH commands the server has run (wake-ups included)."""
+    client = redis.Redis(port=redis_server.port)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return int(stats.get("cmdstat_publish", {}).get("calls", 0))
+
+
+async def test_a_task_committed_while_a_worker_waits_here_is_leased_to_it_at_once(
+    redis_server: RedisServer, open_storage: OpenStorage
+) -> None:
+    storage = await open_storage()
+    job = await new_job(storage)
+    task = queued(job)
+    claim = await parked(storage, "w-1")
+    woken = publishes(redis_server)
+
+    outcome = await storage.commit(job, expected_version=job.version, tasks=[task])
+
+    assert outcome is CommitOutcome.OK
+    claimed = await claim
+    assert claimed is not None
+    assert (claimed.task_id, claimed.worker_id) == (task.task_id, "w-1")
+    assert claimed.state == task_pb2.TASK_STATE_LEASED
+    assert claimed.leased_at_ms > 0
+    stored = await storage.get_task(task.task_id)
+    assert stored is not None
+    assert (stored.state, stored.worker_id) == (task_pb2.TASK_STATE_LEASED, "w-1")
+    assert await storage.leased_to("w-1") == [task.task_id]
+    assert await storage.queue_depths() == {}
+    assert publishes(redis_server) == woken  # nobody was woken to claim it
+
+
+async def test_a_task_with_requirements_is_queued_not_handed_off(
+    open_storage: OpenStorage,
+) -> None:
+    storage = await open_storage()
+    dear = await parked(storage, "dear", cost_per_skill={"x": 2.0})
+    job = await new_job(storage)
+    task = queued(job, max_cost=1.0)
+
+    outcome = await storage.commit(job, expected_version=job.version, tasks=[task])
+
+    assert outcome is CommitOutcome.OK
+    assert await storage.queue_depths() == {"x": 1}
+    cheap = await storage.claim_task(WorkerProfile("cheap", ("x",)), 5)
+    assert cheap is not None
+    assert cheap.task_id == task.task_id
+    assert not dear.done()
+    dear.cancel()
+
+
+async def test_a_worker_that_leaves_while_its_task_is_committed_gets_none_and_it_is_queued(
+    redis_server: RedisServer, open_storage: OpenStorage
+) -> None:
+    storage = await open_storage()
+    leaving = await parked(storage, "w-1")
+    job = await new_job(storage)
+    task = queued(job)
+    redis_server.pause()
+    try:
+        commit = asyncio.create_task(
+            storage.commit(job, expected_version=job.version, tasks=[task])
+        )
+        await asyncio.sleep(0.1)  # the commit, which leases the task to w-1, is on the wire
+        leaving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leaving
+    finally:
+        redis_server.resume()
+    assert await commit is CommitOutcome.OK
+
+    claimed = await storage.claim_task(WorkerProfile("w-2", ("x",)), 5)
+    assert claimed is not None
+    assert (claimed.task_id, claimed.worker_id) == (task.task_id, "w-2")
+    assert await storage.leased_to("w-1") == []
+
+
+async def test_a_commit_cancelled_with_its_hand_off_in_flight_gives_the_task_back(
+    redis_server: RedisServer, open_storage: OpenStorage
+) -> None:
+    storage = await open_storage()
+    claim = await parked(storage, "w-1")
+    job = await new_job(storage)
+    task = queued(job)
+    redis_server.pause()
+    try:
+        commit = asyncio.create_task(
+            storage.commit(job, expected_version=job.version, tasks=[task])
+        )
+        await asyncio.sleep(0.1)
+        commit.cancel()  # the script will run; its caller will not hear
+        with pytest.raises(asyncio.CancelledError):
+            await commit
+    finally:
+        redis_server.resume()
+
+    # The lease the script made goes back to the queue, and the worker, still
+    # waiting, claims the task the ordinary way: it has it exactly once.
+    claimed = await claim
+    assert claimed is not None
+    assert (claimed.task_id, claimed.worker_id) == (task.task_id, "w-1")
+    assert await storage.leased_to("w-1") == [task.task_id]
+    assert await storage.queue_depths() == {}
+
+
+async def test_a_commit_with_a_hand_off_whose_reply_was_lost_hands_the_task_when_retried(
+    redis_server: RedisServer, open_storage: OpenStorage
+) -> None:
+    redis_server.flush()
+    proxy = ReplyDropper(redis_server.port)
+    await proxy.start()
+    try:
+        storage = await open_storage(f"redis://127.0.0.1:{proxy.port}/0")
+        job = await new_job(storage)
+        task = queued(job)
+        claim = await parked(storage, "w-1")
+        proxy.armed = True
+
+        outcome = await storage.commit(job, expected_version=job.version, tasks=[task])
+
+        assert outcome is CommitOutcome.OK
+        assert proxy.dropped == 1
+        claimed = await claim
+        assert claimed is not None
+        assert (claimed.task_id, claimed.worker_id) == (task.task_id, "w-1")
+        assert await storage.leased_to("w-1") == [task.task_id]
+    finally:
+        await proxy.stop()
+
+
+async def test_a_task_goes_to_a_worker_waiting_here_only_once_of_two_commits(
+    open_storage: OpenStorage,
+) -> None:
+    # Two commits race for one waiting worker: one hands it its task, the
+    # other's task is queued for the next claimer.
+    storage = await open_storage()
+    claim = await parked(storage, "w-1")
+    jobs = [await new_job(storage) for _ in "12"]
+    first, second = (queued(job) for job in jobs)
+
+    outcomes = await asyncio.gather(
+        *(
+            storage.commit(job, expected_version=job.version, tasks=[task])
+            for job, task in zip(jobs, (first, second), strict=True)
+        )
+    )
+
+    assert outcomes == [CommitOutcome.OK, CommitOutcome.OK]
+    claimed = await claim
+    assert claimed is not None
+    other = await storage.claim_task(WorkerProfile("w-2", ("x",)), 5)
+    assert other is not None
+    assert {claimed.task_id, other.task_id} == {first.task_id, second.task_id}
+    assert await storage.leased_to("w-1") == [claimed.task_id]
