@@ -40,14 +40,14 @@ async def parked(
     return claim
 
 
-def publishes(redis_server: RedisServer) -> int:
-    """How many PUBLISH commands the server has run (wake-ups included)."""
+def calls(redis_server: RedisServer, command: str) -> int:
+    """How many times the server has run ``command`` (e.g. ``publish``)."""
     client = redis.Redis(port=redis_server.port)
     try:
         stats = client.info("commandstats")
     finally:
         client.close()
-    return int(stats.get("cmdstat_publish", {}).get("calls", 0))
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
 
 
 async def test_a_task_committed_while_a_worker_waits_here_is_leased_to_it_at_once(
@@ -57,7 +57,7 @@ async def test_a_task_committed_while_a_worker_waits_here_is_leased_to_it_at_onc
     job = await new_job(storage)
     task = queued(job)
     claim = await parked(storage, "w-1")
-    woken = publishes(redis_server)
+    woken = calls(redis_server, "publish")
 
     outcome = await storage.commit(job, expected_version=job.version, tasks=[task])
 
@@ -72,7 +72,7 @@ async def test_a_task_committed_while_a_worker_waits_here_is_leased_to_it_at_onc
     assert (stored.state, stored.worker_id) == (task_pb2.TASK_STATE_LEASED, "w-1")
     assert await storage.leased_to("w-1") == [task.task_id]
     assert await storage.queue_depths() == {}
-    assert publishes(redis_server) == woken  # nobody was woken to claim it
+    assert calls(redis_server, "publish") == woken  # nobody was woken to claim it
 
 
 async def test_a_task_with_requirements_is_queued_not_handed_off(
@@ -197,3 +197,49 @@ async def test_a_task_goes_to_a_worker_waiting_here_only_once_of_two_commits(
     assert other is not None
     assert {claimed.task_id, other.task_id} == {first.task_id, second.task_id}
     assert await storage.leased_to("w-1") == [claimed.task_id]
+
+
+async def test_a_worker_handed_its_task_waits_for_the_next_without_looking_first(
+    redis_server: RedisServer, open_storage: OpenStorage
+) -> None:
+    storage = await open_storage()
+    job = await new_job(storage)
+    task = queued(job)
+    claim = await parked(storage, "w-1")
+    assert await storage.commit(job, expected_version=job.version, tasks=[task]) is (
+        CommitOutcome.OK
+    )
+    assert await claim is not None
+    before = calls(redis_server, "evalsha")
+
+    # Nothing was queued for it since it last looked: its next claim waits
+    # at once, with no claim script run.
+    again = await parked(storage, "w-1")
+
+    assert calls(redis_server, "evalsha") == before
+    again.cancel()
+
+
+async def test_a_task_queued_elsewhere_reaches_a_worker_that_waits_without_looking(
+    open_storage: OpenStorage,
+) -> None:
+    a = await open_storage()
+    b = await open_storage()
+    job = await new_job(a)
+    first = queued(job)
+    claim = await parked(a, "w-1")
+    assert await a.commit(job, expected_version=job.version, tasks=[first]) is CommitOutcome.OK
+    assert await claim is not None
+    other = await new_job(b)
+    second = queued(other)
+    claim = await parked(a, "w-1")  # waits at once: nothing was queued since it looked
+
+    # Queued on B, where nobody waits: the wake-up reaches A's waiting worker,
+    # which looks then, sooner than its periodic look (1 s) would.
+    assert await b.commit(other, expected_version=other.version, tasks=[second]) is (
+        CommitOutcome.OK
+    )
+
+    claimed = await asyncio.wait_for(claim, 0.9)
+    assert claimed is not None
+    assert claimed.task_id == second.task_id

@@ -105,6 +105,11 @@ class RedisStorage:
         self._opening: asyncio.Lock | None = None
         # Local waiting: claimers by skill (in arrival order), idle executors.
         self._waiters: dict[str, dict[_Waiter, None]] = {}
+        self._wakes: dict[str, int] = {}
+        """Wake-ups per skill, ever (local and from other instances)."""
+        self._quiet: dict[str, tuple[tuple[str, ...], int]] = {}
+        """Per worker handed its last task while it waited: its skills and
+        their wake-up count when it last found its queues empty."""
         # Skills whose queued tasks wait for a hand-out pass, in order, and
         # the one coroutine running the passes.
         self._to_hand: dict[str, None] = {}
@@ -535,14 +540,23 @@ class RedisStorage:
         # claim is in flight makes it look again at once, and none is lost
         # between a claim that found nothing and the wait.
         waiter = self._add_waiter(worker)
+        # Handed its last task while it waited, and no task of its skills
+        # queued since: its queues hold nothing for it, and the first look
+        # is saved (a wake-up still makes it look).
+        quiet = self._quiet.pop(worker.worker_id, None)
+        if quiet is not None and quiet == (worker.skills, self._wake_count(worker)):
+            waiter.quiet = quiet[1]
         try:
             while True:
                 handed, waiter.handed = waiter.handed, None
                 if handed is not None:
+                    if waiter.quiet is not None:
+                        self._quiet[worker.worker_id] = (worker.skills, waiter.quiet)
                     return handed
                 waiter.event.clear()
-                if not waiter.offered:  # else the commit's reply wakes it
+                if waiter.quiet is None and not waiter.offered:  # else it waits for a wake-up
                     waiter.claiming = True
+                    looked = self._wake_count(worker)
                     try:
                         task = await self._claim_once(worker)
                     finally:
@@ -551,12 +565,16 @@ class RedisStorage:
                         return task
                     if waiter.event.is_set():
                         continue
+                    if not worker.max_concurrent or worker.active < worker.max_concurrent:
+                        waiter.quiet = looked  # it found nothing as of then
                 wait = _RECHECK if deadline is None else min(_RECHECK, deadline - loop.time())
                 if wait <= 0:
                     return None
-                with contextlib.suppress(TimeoutError):
+                try:
                     async with asyncio.timeout(wait):
                         await waiter.event.wait()
+                except TimeoutError:
+                    waiter.quiet = None  # the periodic look, in case a wake-up was lost
         finally:
             self._remove_waiter(waiter)
             if waiter.handed is not None:
@@ -712,11 +730,17 @@ class RedisStorage:
                 if not waiters:
                     del self._waiters[skill]
 
+    def _wake_count(self, worker: WorkerProfile) -> int:
+        """How many wake-ups this instance has had for ``worker``'s skills."""
+        return sum(self._wakes.get(skill, 0) for skill in worker.skills)
+
     def _wake(self, skill: str) -> None:
         """A task of ``skill`` was queued: one waiter claims it itself; among
         several, the task's dispatch strategy picks who gets it."""
+        self._wakes[skill] = self._wakes.get(skill, 0) + 1
         idle = []
         for waiter in self._waiters.get(skill, ()):
+            waiter.quiet = None  # it must look
             if waiter.claiming:
                 waiter.event.set()  # it looks again once its claim in flight is back
             elif waiter.parked:
@@ -787,7 +811,9 @@ class RedisStorage:
             self._wake(what[2:])
 
     def _wake_everyone(self) -> None:
-        """After a pub/sub outage: every waiter re-checks now."""
+        """After a pub/sub outage: every waiter re-checks now, and every
+        worker's next claim looks (wake-ups may have been lost)."""
+        self._quiet.clear()
         self._ready_wake.set()
         self._timer_wake.set()
         for skill in list(self._waiters):
@@ -846,7 +872,7 @@ class RedisStorage:
 class _Waiter:
     """A claim waiting for a task of one of its worker's skills."""
 
-    __slots__ = ("claiming", "done", "event", "handed", "offered", "worker")
+    __slots__ = ("claiming", "done", "event", "handed", "offered", "quiet", "worker")
 
     def __init__(self, worker: WorkerProfile) -> None:
         self.worker = worker
@@ -859,6 +885,9 @@ class _Waiter:
         self.offered = False
         """A commit in flight may lease it a new task: it claims nothing
         meanwhile, and hand-outs pass it by."""
+        self.quiet: int | None = None
+        """The skills' wake-up count when its queues last held nothing for
+        it (None once a wake-up came: it must look)."""
 
     @property
     def parked(self) -> bool:
