@@ -14,12 +14,13 @@ import redis
 from avtomatika.dispatch import WorkerProfile
 from avtomatika.storage.base import CommitOutcome
 from avtomatika.storage.redis.storage import RedisStorage
-from avtomatika.v1 import task_pb2
+from avtomatika.v1 import job_pb2, task_pb2
 from avtomatika.v1.task_pb2 import Task
 from tests.redis_server import RedisServer
 from tests.test_storage_redis import (
     OpenStorage,
     ReplyDropper,
+    commit_status,
     new_job,
     open_storage,
     queued,
@@ -29,13 +30,13 @@ __all__ = ["open_storage"]  # the fixture, used here too
 
 
 async def parked(
-    storage: RedisStorage, worker_id: str, **profile: Any
+    storage: RedisStorage, worker_id: str, skills: tuple[str, ...] = ("x",), **profile: Any
 ) -> asyncio.Task[Task | None]:
-    """A claim of ``worker_id`` (skill ``x``) once it waits for a task."""
-    before = (await storage.waiting_workers()).get("x", 0)
-    worker = WorkerProfile(worker_id, ("x",), **profile)
+    """A claim of ``worker_id`` once it waits for a task."""
+    before = (await storage.waiting_workers()).get(skills[0], 0)
+    worker = WorkerProfile(worker_id, skills, **profile)
     claim = asyncio.create_task(storage.claim_task(worker, 10))
-    while (await storage.waiting_workers()).get("x", 0) <= before:  # noqa: ASYNC110 (no event for it)
+    while (await storage.waiting_workers()).get(skills[0], 0) <= before:  # noqa: ASYNC110
         await asyncio.sleep(0.005)
     return claim
 
@@ -173,6 +174,67 @@ async def test_a_commit_with_a_hand_off_whose_reply_was_lost_hands_the_task_when
         await proxy.stop()
 
 
+async def test_a_hand_off_whose_reply_was_lost_reaches_the_worker_after_the_job_moved_on(
+    redis_server: RedisServer, open_storage: OpenStorage
+) -> None:
+    # The commit ran and leased the task; before its retry another instance
+    # changed the job. The retry is still recognised by its hand-off, and the
+    # worker gets its task (rather than a conflict, and a task leased to a
+    # worker that never hears of it).
+    redis_server.flush()
+    proxy = ReplyDropper(redis_server.port)
+    await proxy.start()
+    try:
+        a = await open_storage(f"redis://127.0.0.1:{proxy.port}/0")
+        b = await open_storage()
+        job = await new_job(a)
+        task = queued(job)
+        claim = await parked(a, "w-1")
+        proxy.meanwhile = lambda: commit_status(b, job.id, job_pb2.JOB_STATUS_RUNNING)
+        proxy.armed = True
+
+        outcome = await a.commit(job, expected_version=job.version, tasks=[task])
+
+        assert proxy.dropped == 1
+        assert outcome is CommitOutcome.OK
+        claimed = await claim
+        assert claimed is not None
+        assert (claimed.task_id, claimed.worker_id) == (task.task_id, "w-1")
+    finally:
+        await proxy.stop()
+
+
+async def test_a_worker_offered_a_task_that_did_not_come_looks_at_once(
+    redis_server: RedisServer, open_storage: OpenStorage
+) -> None:
+    # While w-1 is offered a task (the commit in flight), a task queued on B
+    # wakes A; the commit then fails (a stale version): w-1 looks at once
+    # rather than at its periodic look.
+    redis_server.flush()
+    proxy = ReplyDropper(redis_server.port)
+    await proxy.start()
+    try:
+        a = await open_storage(f"redis://127.0.0.1:{proxy.port}/0")
+        b = await open_storage()
+        job = await new_job(a)
+        claim = await parked(a, "w-1")
+        elsewhere = await new_job(b)
+        other = queued(elsewhere)
+        proxy.meanwhile = lambda: b.commit(
+            elsewhere, expected_version=elsewhere.version, tasks=[other]
+        )
+        proxy.armed = True
+
+        outcome = await a.commit(job, expected_version=job.version - 1, tasks=[queued(job)])
+
+        assert outcome is CommitOutcome.CONFLICT
+        claimed = await asyncio.wait_for(claim, 0.5)
+        assert claimed is not None
+        assert claimed.task_id == other.task_id
+    finally:
+        await proxy.stop()
+
+
 async def test_a_task_goes_to_a_worker_waiting_here_only_once_of_two_commits(
     open_storage: OpenStorage,
 ) -> None:
@@ -243,3 +305,47 @@ async def test_a_task_queued_elsewhere_reaches_a_worker_that_waits_without_looki
     claimed = await asyncio.wait_for(claim, 0.9)
     assert claimed is not None
     assert claimed.task_id == second.task_id
+
+
+async def test_a_worker_handed_task_after_task_still_looks_at_least_once_a_period(
+    open_storage: OpenStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # w-1 (skills a and b) looks while another worker takes the task with
+    # requirements it had picked: its look finds nothing, though a second
+    # such task is still queued, and no wake-up will come for it. Tasks of
+    # a, handed to w-1 one after another, must not keep it from looking
+    # again within the re-check period.
+    a = await open_storage()
+    b = await open_storage()
+    for _ in "12":
+        job = await new_job(b)
+        constrained = queued(job, "b", max_cost=5.0)
+        assert await b.commit(job, expected_version=job.version, tasks=[constrained]) is (
+            CommitOutcome.OK
+        )
+    pick = a._constrained_candidate
+
+    async def pick_then_lose_it(worker: WorkerProfile) -> str:
+        monkeypatch.setattr(a, "_constrained_candidate", pick)  # once
+        candidate = await pick(worker)
+        assert await b.claim_task(WorkerProfile("other", ("b",)), 1) is not None
+        return candidate
+
+    monkeypatch.setattr(a, "_constrained_candidate", pick_then_lose_it)
+    claim = await parked(a, "w-1", ("a", "b"))
+    kinds = []
+    for _ in range(10):  # about 3 s of hand-offs, 0.3 s apart
+        await asyncio.sleep(0.3)
+        job = await new_job(b)
+        plain = queued(job, "a")
+        assert await a.commit(job, expected_version=job.version, tasks=[plain]) is (
+            CommitOutcome.OK
+        )
+        task = await claim
+        assert task is not None
+        kinds.append(task.type)
+        if task.type == "b":
+            break
+        claim = await parked(a, "w-1", ("a", "b"))
+
+    assert kinds[-1] == "b", kinds

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -274,13 +274,16 @@ def _in_ms(delay: int) -> int:
 class ReplyDropper:
     """A TCP proxy in front of Redis that, when armed, swallows the reply to
     the next script call and drops the connection: the script ran, the
-    client never heard (a network cut at the worst moment)."""
+    client never heard (a network cut at the worst moment). ``meanwhile``,
+    if set, runs after a reply is swallowed and before the cut: what other
+    clients do before the retry."""
 
     def __init__(self, redis_port: int) -> None:
         self._redis_port = redis_port
         self.armed = False
         self.dropped = 0
         self.port = 0
+        self.meanwhile: Callable[[], Awaitable[object]] | None = None
 
     async def start(self) -> None:
         server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -309,6 +312,8 @@ class ReplyDropper:
                     if self.armed and last_was_script:
                         self.armed = False
                         self.dropped += 1
+                        if self.meanwhile is not None:
+                            await self.meanwhile()
                         return
                     client_out.write(data)
                     await client_out.drain()

@@ -228,12 +228,17 @@ COMMIT = """
 -- unless it is 'ok' or the hand-off.
 local id = ARGV[1]
 local job = K.job(id)
+if ARGV[15] ~= '' and redis.call('EXISTS', K.claim_nonce(ARGV[15])) == 1 then
+  -- A retry of this commit, applied with its hand-off (whatever the job
+  -- has become since): the worker gets its task.
+  return leased_by(ARGV[15], ARGV[14]) or 'ok'
+end
 local f = redis.call('HMGET', job, 'v', 's', 'cn', 'mk')
 if not f[1] and ARGV[4] ~= '0' then return 'not_found' end
 if f[1] and f[1] ~= ARGV[4] then
   if (tonumber(f[1]) == tonumber(ARGV[4]) + 1 and f[3] == ARGV[10])
       or (ARGV[4] == '0' and f[4] == ARGV[10]) then
-    return leased_by(ARGV[15], ARGV[14]) or 'ok'
+    return 'ok'
   end
   return 'conflict'
 end
@@ -393,10 +398,12 @@ return redis.call('HGET', K.task(string.sub(head[1], 22)), 'd')
 GIVE_BACK = """
 -- Undo a lease its claimer never took: back into its queue where it was,
 -- unless something else happened to the task since.
--- KEYS: root. ARGV: task id, worker id. Returns 1 if given back, else 0.
+-- KEYS: root. ARGV: task id, worker id, and the nonce of the claim that
+-- leased it ('': any lease to that worker). Returns 1 if given back, else 0.
 local id = ARGV[1]
-local f = redis.call('HMGET', K.task(id), 'st', 'w', 'sq')
+local f = redis.call('HMGET', K.task(id), 'st', 'w', 'sq', 'cn')
 if tonumber(f[1]) ~= LEASED or f[2] ~= ARGV[2] then return 0 end
+if ARGV[3] ~= '' and f[4] ~= ARGV[3] then return 0 end
 requeue(id, tonumber(f[3]))
 return 1
 """

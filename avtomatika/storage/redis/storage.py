@@ -107,9 +107,9 @@ class RedisStorage:
         self._waiters: dict[str, dict[_Waiter, None]] = {}
         self._wakes: dict[str, int] = {}
         """Wake-ups per skill, ever (local and from other instances)."""
-        self._quiet: dict[str, tuple[tuple[str, ...], int]] = {}
-        """Per worker handed its last task while it waited: its skills and
-        their wake-up count when it last found its queues empty."""
+        self._quiet: dict[str, _Look] = {}
+        """Per worker handed its last task while it waited: when it last
+        found its queues empty."""
         # Skills whose queued tasks wait for a hand-out pass, in order, and
         # the one coroutine running the passes.
         self._to_hand: dict[str, None] = {}
@@ -301,8 +301,8 @@ class RedisStorage:
         keeps = ready and ready_at_ms <= now
         offer = self._offer(plain)
         if offer is not None:
-            args[12:15] = [offer.task_id, offer.waiter.worker.worker_id, secrets.token_hex(8)]
-        with self._keeping_step(job.id, keeps) as keep, self._offering(offer, args[14]):
+            args[12:15] = [offer.task_id, offer.waiter.worker.worker_id, offer.nonce]
+        with self._keeping_step(job.id, keeps) as keep, self._offering(offer):
             args[10] = keep
             async with unavailable("cannot save the change"):
                 for attempt in range(3):
@@ -321,7 +321,7 @@ class RedisStorage:
             else:
                 result = CommitOutcome(outcome.decode() if isinstance(outcome, bytes) else outcome)
             if offer is not None:
-                self._hand(offer.waiter, handed)
+                self._hand(offer, handed, unheard=attempt > 0)
             if result is CommitOutcome.OK:
                 self._kept(job.id, keep, data)
         if result is CommitOutcome.OK:
@@ -540,23 +540,29 @@ class RedisStorage:
         # claim is in flight makes it look again at once, and none is lost
         # between a claim that found nothing and the wait.
         waiter = self._add_waiter(worker)
-        # Handed its last task while it waited, and no task of its skills
-        # queued since: its queues hold nothing for it, and the first look
-        # is saved (a wake-up still makes it look).
+        # Handed its last task while it waited, it looked less than a
+        # re-check period ago, and no task of its skills was queued since:
+        # its queues hold nothing for it, and the first look is saved (a
+        # wake-up, or the period's end, still makes it look).
         quiet = self._quiet.pop(worker.worker_id, None)
-        if quiet is not None and quiet == (worker.skills, self._wake_count(worker)):
-            waiter.quiet = quiet[1]
+        if (
+            quiet is not None
+            and quiet.skills == worker.skills
+            and quiet.wakes == self._wake_count(worker)
+            and loop.time() - quiet.at < _RECHECK
+        ):
+            waiter.quiet = quiet
         try:
             while True:
                 handed, waiter.handed = waiter.handed, None
                 if handed is not None:
                     if waiter.quiet is not None:
-                        self._quiet[worker.worker_id] = (worker.skills, waiter.quiet)
+                        self._quiet[worker.worker_id] = waiter.quiet
                     return handed
                 waiter.event.clear()
                 if waiter.quiet is None and not waiter.offered:  # else it waits for a wake-up
                     waiter.claiming = True
-                    looked = self._wake_count(worker)
+                    looked = _Look(worker.skills, self._wake_count(worker), loop.time())
                     try:
                         task = await self._claim_once(worker)
                     finally:
@@ -567,14 +573,19 @@ class RedisStorage:
                         continue
                     if not worker.max_concurrent or worker.active < worker.max_concurrent:
                         waiter.quiet = looked  # it found nothing as of then
-                wait = _RECHECK if deadline is None else min(_RECHECK, deadline - loop.time())
-                if wait <= 0:
+                if deadline is not None and loop.time() >= deadline:
                     return None
+                # The periodic look, in case a wake-up was lost: a re-check
+                # period after the last look.
+                since = waiter.quiet.at if waiter.quiet is not None else loop.time()
+                wait = since + _RECHECK - loop.time()
+                if deadline is not None:
+                    wait = min(wait, deadline - loop.time())
                 try:
-                    async with asyncio.timeout(wait):
+                    async with asyncio.timeout(max(wait, 0.0)):
                         await waiter.event.wait()
                 except TimeoutError:
-                    waiter.quiet = None  # the periodic look, in case a wake-up was lost
+                    waiter.quiet = None
         finally:
             self._remove_waiter(waiter)
             if waiter.handed is not None:
@@ -661,14 +672,14 @@ class RedisStorage:
             if waiters:
                 profiles = [w.worker for w in waiters]
                 chosen = waiters[choose(task.dispatch_strategy, task.type, None, profiles)]
-                return _Offer(task.task_id, chosen)
+                return _Offer(task.task_id, chosen, secrets.token_hex(8))
         return None
 
     @contextlib.contextmanager
-    def _offering(self, offer: _Offer | None, nonce: str) -> Iterator[None]:
+    def _offering(self, offer: _Offer | None) -> Iterator[None]:
         """While the commit carrying ``offer`` is in flight, its waiter
         claims nothing else. A commit that fails unheard may have leased the
-        task all the same: the nonce finds it, and it goes back."""
+        task all the same: that lease (its nonce) goes back."""
         if offer is None:
             yield
             return
@@ -680,14 +691,21 @@ class RedisStorage:
             if waiter.offered:  # the reply never came
                 waiter.offered = False
                 waiter.event.set()
-                self._spawn(self._give_back_claimed(nonce, waiter.worker.worker_id))
+                self._spawn(self._give_back(offer.task_id, waiter.worker.worker_id, offer.nonce))
             raise
 
-    def _hand(self, waiter: _Waiter, task: Task | None) -> None:
-        """The reply to a commit that offered ``waiter`` a task: ``task`` if
-        it was leased to it (None: it was queued, and the wake-up follows)."""
+    def _hand(self, offer: _Offer, task: Task | None, unheard: bool) -> None:
+        """The reply to a commit that offered its waiter a task: ``task`` if
+        it was leased to it. ``unheard``: an earlier attempt's reply was
+        lost, so a reply without the task (the job moved on meanwhile) may
+        hide a lease it made."""
+        waiter = offer.waiter
         waiter.offered = False
         if task is None:
+            if unheard:
+                worker_id = waiter.worker.worker_id
+                self._spawn(self._give_back(offer.task_id, worker_id, offer.nonce))
+            waiter.event.set()  # wake-ups passed it by while it was offered
             return
         if waiter.done or waiter.handed is not None:
             self._spawn(self._give_back(task.task_id, task.worker_id))  # it left meanwhile
@@ -704,16 +722,19 @@ class RedisStorage:
                 "looking for an abandoned claim", self._get, self.keys.claim_nonce(nonce)
             )
             if task_id:
-                await self._give_back(task_id.decode(), worker_id)
+                await self._give_back(task_id.decode(), worker_id, nonce)
         except Unavailable as exc:
             # Closed meanwhile: the lease goes back when the worker says what
             # it holds on its next stream, or at the task's deadline.
             log.warning("a task a cancelled claim may have leased stays leased: %s", exc)
 
-    async def _give_back(self, task_id: str, worker_id: str) -> None:
-        """Undo a lease nobody took; retried through an outage, or the task
-        would stay leased to a worker that never heard of it."""
-        await self._retrying("giving a task back", self._run, "GIVE_BACK", task_id, worker_id)
+    async def _give_back(self, task_id: str, worker_id: str, nonce: str = "") -> None:
+        """Undo a lease nobody took (only the one made under ``nonce``, if
+        given); retried through an outage, or the task would stay leased to
+        a worker that never heard of it."""
+        await self._retrying(
+            "giving a task back", self._run, "GIVE_BACK", task_id, worker_id, nonce
+        )
 
     def _add_waiter(self, worker: WorkerProfile) -> _Waiter:
         waiter = _Waiter(worker)
@@ -885,9 +906,9 @@ class _Waiter:
         self.offered = False
         """A commit in flight may lease it a new task: it claims nothing
         meanwhile, and hand-outs pass it by."""
-        self.quiet: int | None = None
-        """The skills' wake-up count when its queues last held nothing for
-        it (None once a wake-up came: it must look)."""
+        self.quiet: _Look | None = None
+        """When its queues last held nothing for it (None once a wake-up
+        came: it must look)."""
 
     @property
     def parked(self) -> bool:
@@ -895,11 +916,23 @@ class _Waiter:
         return not (self.done or self.claiming or self.offered or self.handed is not None)
 
 
+class _Look(NamedTuple):
+    """A claim that found nothing for a worker."""
+
+    skills: tuple[str, ...]
+    wakes: int
+    """The wake-up count of those skills when the claim was sent."""
+    at: float
+    """The loop's time then."""
+
+
 class _Offer(NamedTuple):
     """A commit's new task that a worker waiting here may get at once."""
 
     task_id: str
     waiter: _Waiter
+    nonce: str
+    """The claim nonce the lease is made under, if it is made."""
 
 
 def _leased(found: Any, worker_id: str, now: int) -> Task | None:
