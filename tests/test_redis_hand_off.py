@@ -6,6 +6,8 @@ with exactly one worker or back in its queue."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from avtomatika.dispatch import WorkerProfile
 from avtomatika.storage.base import CommitOutcome
 from avtomatika.storage.redis.storage import RedisStorage
 from avtomatika.v1 import job_pb2, task_pb2
+from avtomatika.v1.job_pb2 import Job
 from avtomatika.v1.task_pb2 import Task
 from tests.redis_server import RedisServer
 from tests.test_storage_redis import (
@@ -41,6 +44,15 @@ async def parked(
     return claim
 
 
+async def a_task_and_its_worker(
+    storage: RedisStorage,
+) -> tuple[Job, Task, asyncio.Task[Task | None]]:
+    """A job with a new queued task (skill ``x``) not yet committed, and the
+    claim of w-1, which waits for it."""
+    job = await new_job(storage)
+    return job, queued(job), await parked(storage, "w-1")
+
+
 def calls(redis_server: RedisServer, command: str) -> int:
     """How many times the server has run ``command`` (e.g. ``publish``)."""
     client = redis.Redis(port=redis_server.port)
@@ -55,9 +67,7 @@ async def test_a_task_committed_while_a_worker_waits_here_is_leased_to_it_at_onc
     redis_server: RedisServer, open_storage: OpenStorage
 ) -> None:
     storage = await open_storage()
-    job = await new_job(storage)
-    task = queued(job)
-    claim = await parked(storage, "w-1")
+    job, task, claim = await a_task_and_its_worker(storage)
     woken = calls(redis_server, "publish")
 
     outcome = await storage.commit(job, expected_version=job.version, tasks=[task])
@@ -95,11 +105,12 @@ async def test_a_task_with_requirements_is_queued_not_handed_off(
     dear.cancel()
 
 
-async def test_a_worker_that_leaves_while_its_task_is_committed_gets_none_and_it_is_queued(
-    redis_server: RedisServer, open_storage: OpenStorage
-) -> None:
-    storage = await open_storage()
-    leaving = await parked(storage, "w-1")
+@contextlib.asynccontextmanager
+async def commit_sent_while_paused(
+    redis_server: RedisServer, storage: RedisStorage
+) -> AsyncIterator[tuple[asyncio.Task[CommitOutcome], Task]]:
+    """A commit of a new queued task (skill ``x``), sent to a paused Redis,
+    which runs it once the block ends; the commit and the task."""
     job = await new_job(storage)
     task = queued(job)
     redis_server.pause()
@@ -107,12 +118,26 @@ async def test_a_worker_that_leaves_while_its_task_is_committed_gets_none_and_it
         commit = asyncio.create_task(
             storage.commit(job, expected_version=job.version, tasks=[task])
         )
-        await asyncio.sleep(0.1)  # the commit, which leases the task to w-1, is on the wire
-        leaving.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await leaving
+        await asyncio.sleep(0.1)  # the commit is on the wire
+        yield commit, task
     finally:
         redis_server.resume()
+
+
+async def cancelled(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait until it has ended so."""
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_a_worker_that_leaves_while_its_task_is_committed_gets_none_and_it_is_queued(
+    redis_server: RedisServer, open_storage: OpenStorage
+) -> None:
+    storage = await open_storage()
+    leaving = await parked(storage, "w-1")
+    async with commit_sent_while_paused(redis_server, storage) as (commit, task):
+        await cancelled(leaving)  # the commit leases the task to w-1, which is gone
     assert await commit is CommitOutcome.OK
 
     claimed = await storage.claim_task(WorkerProfile("w-2", ("x",)), 5)
@@ -126,19 +151,8 @@ async def test_a_commit_cancelled_with_its_hand_off_in_flight_gives_the_task_bac
 ) -> None:
     storage = await open_storage()
     claim = await parked(storage, "w-1")
-    job = await new_job(storage)
-    task = queued(job)
-    redis_server.pause()
-    try:
-        commit = asyncio.create_task(
-            storage.commit(job, expected_version=job.version, tasks=[task])
-        )
-        await asyncio.sleep(0.1)
-        commit.cancel()  # the script will run; its caller will not hear
-        with pytest.raises(asyncio.CancelledError):
-            await commit
-    finally:
-        redis_server.resume()
+    async with commit_sent_while_paused(redis_server, storage) as (commit, task):
+        await cancelled(commit)  # the script will run; its caller will not hear
 
     # The lease the script made goes back to the queue, and the worker, still
     # waiting, claims the task the ordinary way: it has it exactly once.
@@ -149,90 +163,66 @@ async def test_a_commit_cancelled_with_its_hand_off_in_flight_gives_the_task_bac
     assert await storage.queue_depths() == {}
 
 
-async def test_a_commit_with_a_hand_off_whose_reply_was_lost_hands_the_task_when_retried(
+@pytest.fixture
+async def dropper(
     redis_server: RedisServer, open_storage: OpenStorage
-) -> None:
+) -> AsyncIterator[tuple[ReplyDropper, RedisStorage]]:
+    """A storage whose connections pass a :class:`ReplyDropper`."""
     redis_server.flush()
     proxy = ReplyDropper(redis_server.port)
     await proxy.start()
     try:
-        storage = await open_storage(f"redis://127.0.0.1:{proxy.port}/0")
-        job = await new_job(storage)
-        task = queued(job)
-        claim = await parked(storage, "w-1")
-        proxy.armed = True
-
-        outcome = await storage.commit(job, expected_version=job.version, tasks=[task])
-
-        assert outcome is CommitOutcome.OK
-        assert proxy.dropped == 1
-        claimed = await claim
-        assert claimed is not None
-        assert (claimed.task_id, claimed.worker_id) == (task.task_id, "w-1")
-        assert await storage.leased_to("w-1") == [task.task_id]
+        yield proxy, await open_storage(f"redis://127.0.0.1:{proxy.port}/0")
     finally:
         await proxy.stop()
 
 
-async def test_a_hand_off_whose_reply_was_lost_reaches_the_worker_after_the_job_moved_on(
-    redis_server: RedisServer, open_storage: OpenStorage
+@pytest.mark.parametrize("moved_on", [False, True], ids=["job-unchanged", "job-changed-since"])
+async def test_a_hand_off_whose_reply_was_lost_reaches_the_worker_when_retried(
+    dropper: tuple[ReplyDropper, RedisStorage], open_storage: OpenStorage, moved_on: bool
 ) -> None:
-    # The commit ran and leased the task; before its retry another instance
-    # changed the job. The retry is still recognised by its hand-off, and the
-    # worker gets its task (rather than a conflict, and a task leased to a
-    # worker that never hears of it).
-    redis_server.flush()
-    proxy = ReplyDropper(redis_server.port)
-    await proxy.start()
-    try:
-        a = await open_storage(f"redis://127.0.0.1:{proxy.port}/0")
-        b = await open_storage()
-        job = await new_job(a)
-        task = queued(job)
-        claim = await parked(a, "w-1")
-        proxy.meanwhile = lambda: commit_status(b, job.id, job_pb2.JOB_STATUS_RUNNING)
-        proxy.armed = True
+    # The commit ran and leased the task, but its reply was lost. The retry
+    # is recognised by its hand-off, even if another instance changed the
+    # job before it: the worker gets its task (not a conflict, with the task
+    # leased to a worker that never hears of it).
+    proxy, storage = dropper
+    job, task, claim = await a_task_and_its_worker(storage)
+    if moved_on:
+        other = await open_storage()
+        proxy.meanwhile = lambda: commit_status(other, job.id, job_pb2.JOB_STATUS_RUNNING)
+    proxy.armed = True
 
-        outcome = await a.commit(job, expected_version=job.version, tasks=[task])
+    outcome = await storage.commit(job, expected_version=job.version, tasks=[task])
 
-        assert proxy.dropped == 1
-        assert outcome is CommitOutcome.OK
-        claimed = await claim
-        assert claimed is not None
-        assert (claimed.task_id, claimed.worker_id) == (task.task_id, "w-1")
-    finally:
-        await proxy.stop()
+    assert proxy.dropped == 1
+    assert outcome is CommitOutcome.OK
+    claimed = await claim
+    assert claimed is not None
+    assert (claimed.task_id, claimed.worker_id) == (task.task_id, "w-1")
+    assert await storage.leased_to("w-1") == [task.task_id]
 
 
 async def test_a_worker_offered_a_task_that_did_not_come_looks_at_once(
-    redis_server: RedisServer, open_storage: OpenStorage
+    dropper: tuple[ReplyDropper, RedisStorage], open_storage: OpenStorage
 ) -> None:
     # While w-1 is offered a task (the commit in flight), a task queued on B
     # wakes A; the commit then fails (a stale version): w-1 looks at once
     # rather than at its periodic look.
-    redis_server.flush()
-    proxy = ReplyDropper(redis_server.port)
-    await proxy.start()
-    try:
-        a = await open_storage(f"redis://127.0.0.1:{proxy.port}/0")
-        b = await open_storage()
-        job = await new_job(a)
-        claim = await parked(a, "w-1")
-        elsewhere = await new_job(b)
-        other = queued(elsewhere)
-        proxy.meanwhile = lambda: b.commit(
-            elsewhere, expected_version=elsewhere.version, tasks=[other]
-        )
-        proxy.armed = True
+    proxy, a = dropper
+    b = await open_storage()
+    job = await new_job(a)
+    claim = await parked(a, "w-1")
+    elsewhere = await new_job(b)
+    other = queued(elsewhere)
+    proxy.meanwhile = lambda: b.commit(elsewhere, expected_version=elsewhere.version, tasks=[other])
+    proxy.armed = True
 
-        outcome = await a.commit(job, expected_version=job.version - 1, tasks=[queued(job)])
+    outcome = await a.commit(job, expected_version=job.version - 1, tasks=[queued(job)])
 
-        assert outcome is CommitOutcome.CONFLICT
-        claimed = await asyncio.wait_for(claim, 0.5)
-        assert claimed is not None
-        assert claimed.task_id == other.task_id
-    finally:
-        await proxy.stop()
+    assert outcome is CommitOutcome.CONFLICT
+    claimed = await asyncio.wait_for(claim, 0.5)
+    assert claimed is not None
+    assert claimed.task_id == other.task_id
 
 
 async def test_a_task_goes_to_a_worker_waiting_here_only_once_of_two_commits(
@@ -265,9 +255,7 @@ async def test_a_worker_handed_its_task_waits_for_the_next_without_looking_first
     redis_server: RedisServer, open_storage: OpenStorage
 ) -> None:
     storage = await open_storage()
-    job = await new_job(storage)
-    task = queued(job)
-    claim = await parked(storage, "w-1")
+    job, task, claim = await a_task_and_its_worker(storage)
     assert await storage.commit(job, expected_version=job.version, tasks=[task]) is (
         CommitOutcome.OK
     )
