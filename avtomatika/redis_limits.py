@@ -92,7 +92,7 @@ class RedisLimits:
     async def acquire(self, client_id: str) -> float:
         """Count a request of ``client_id``: 0.0 if allowed, else the seconds
         until one would be."""
-        async with unavailable("checking the rate limit"):
+        with unavailable("checking the rate limit"):
             wait_us = await self._client.run(
                 _ACQUIRE, [self._keys.rate(client_id)], [self._limit, self._period_us, new_id()]
             )
@@ -102,14 +102,14 @@ class RedisLimits:
         """Take one job of ``client_id``'s ``quota`` for the month of ``now``
         (epoch ms); False when it is used up."""
         expires = next_month_ms(now) + _DAY_MS
-        async with unavailable("checking the monthly quota"):
+        with unavailable("checking the monthly quota"):
             key = self._quota_key(client_id, now)
             taken = await self._client.run(_TAKE, [key], [quota, expires])
         return bool(taken)
 
     async def give_back(self, client_id: str, now: int) -> None:
         """Return a job taken with :meth:`take` at ``now``."""
-        async with unavailable("returning a job to the monthly quota"):
+        with unavailable("returning a job to the monthly quota"):
             await self._client.run(_GIVE_BACK, [self._quota_key(client_id, now)], [])
 
     def _quota_key(self, client_id: str, now: int) -> str:

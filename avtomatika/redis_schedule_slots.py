@@ -32,7 +32,7 @@ class RedisSlots:
 
     async def claim(self, schedule: str, due_ms: int, ttl_ms: int) -> bool:
         """Take the slot unless another scheduler holds it."""
-        async with unavailable(f"schedule {schedule}: claim the firing due at {due_ms}"):
+        with unavailable(f"schedule {schedule}: claim the firing due at {due_ms}"):
             previous = await self._client.set(
                 self._keys.schedule_slot(schedule, due_ms),
                 self._claimant,

@@ -275,7 +275,7 @@ class RedisPresence:
         local = self._local.get(worker_id)
         if local is not None and local.mode == "held":
             return False  # it came back here meanwhile
-        async with unavailable(f"checking where worker {worker_id} is"):
+        with unavailable(f"checking where worker {worker_id} is"):
             released = await self._release(
                 [self._keys.worker_alive(worker_id), self._keys.workers],
                 [self.instance_id, worker_id],
@@ -302,7 +302,7 @@ class RedisPresence:
         return bool(receivers)
 
     async def workers(self, local: list[WorkerInfo]) -> list[WorkerInfo]:
-        async with unavailable("listing the workers"):
+        with unavailable("listing the workers"):
             records: dict[bytes, bytes] = await self._client.hgetall(self._keys.workers)
             ids = [key.decode() for key in records]
             here = {info.registration.worker_id for info in local}
@@ -319,13 +319,11 @@ class RedisPresence:
         return result
 
     async def lookup(self, worker_id: str) -> WorkerInfo | None:
-        async with (
-            unavailable(f"looking up worker {worker_id}"),
-            self._client.pipeline(transaction=False) as pipe,
-        ):
-            pipe.get(self._keys.worker_alive(worker_id))
-            pipe.hget(self._keys.workers, worker_id)
-            holder, record = await pipe.execute()
+        with unavailable(f"looking up worker {worker_id}"):
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.get(self._keys.worker_alive(worker_id))
+                pipe.hget(self._keys.workers, worker_id)
+                holder, record = await pipe.execute()
         if holder is None or holder.startswith(b"g:") or record is None:
             return None
         return WorkerInfo.FromString(record)

@@ -118,11 +118,11 @@ class RedisHistory:
             args += [_mark(kept), len(runs)]
             for run in runs:
                 args += [run[0].timestamp_ms, len(run), *(e.SerializeToString() for e in run)]
-        async with unavailable("writing job history"):
+        with unavailable("writing job history"):
             await self._open().run(_APPEND, keys, args)
 
     async def list_for_job(self, job_id: str) -> list[HistoryEvent]:
-        async with unavailable("reading job history"):
+        with unavailable("reading job history"):
             kept = await self._open().execute("ZRANGE", self._keys.history(job_id), 0, -1)
         return [HistoryEvent.FromString(raw) for raw in kept]
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -40,14 +39,26 @@ def check_cancelled() -> None:
         raise asyncio.CancelledError
 
 
-@asynccontextmanager
-async def unavailable(what: str) -> AsyncIterator[None]:
-    """Turn Redis connection failures inside the block into
-    :class:`Unavailable` saying ``what`` could not be done."""
-    try:
-        yield
-    except DOWN as exc:
-        raise Unavailable(f"{what}: the shared store (Redis) is unreachable ({exc})") from exc
+class unavailable:
+    """``with unavailable(what):`` turns Redis connection failures inside
+    the block into :class:`Unavailable` saying ``what`` could not be done.
+    A class, not a generator: it is around every Redis call of a request,
+    and a generator-based context manager costs several times as much."""
+
+    __slots__ = ("_what",)
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, trace: object
+    ) -> None:
+        if isinstance(exc, DOWN):
+            message = f"{self._what}: the shared store (Redis) is unreachable ({exc})"
+            raise Unavailable(message) from exc
 
 
 async def outage_backoff(attempt: int, what: str, exc: BaseException) -> None:

@@ -207,7 +207,7 @@ class RedisStorage:
         job.version = 1
         data = job.SerializeToString()
         with self._keeping_step(job.id) as keep:
-            async with unavailable("cannot create the job"):
+            with unavailable("cannot create the job"):
                 await self._run("CREATE", job.id, data, job.status, keep, self._claim_until())
             self._kept(job.id, keep, data)
 
@@ -219,17 +219,17 @@ class RedisStorage:
             first = self._first_reads.pop(asyncio.current_task(), None)
             if first is not None and first[0] == job_id:
                 return Job.FromString(first[1])
-        async with unavailable("cannot read the job"):
+        with unavailable("cannot read the job"):
             data = await (await self._fast()).execute("HGET", self.keys.job(job_id), "d")
         return None if data is None else Job.FromString(data)
 
     async def get_task(self, task_id: str) -> Task | None:
-        async with unavailable("cannot read the task"):
+        with unavailable("cannot read the task"):
             fields = await (await self._fast()).execute(*self._task_read(task_id))
         return _task(*fields)
 
     async def get_task_and_job(self, task_id: str, job_id: str) -> tuple[Task | None, Job | None]:
-        async with unavailable("cannot read the task and its job"):
+        with unavailable("cannot read the task and its job"):
             fields, data = await (await self._fast()).execute_many(
                 self._task_read(task_id), ("HGET", self.keys.job(job_id), "d")
             )
@@ -304,7 +304,7 @@ class RedisStorage:
             args[12:15] = [offer.task_id, offer.waiter.worker.worker_id, offer.nonce]
         with self._keeping_step(job.id, keeps) as keep, self._offering(offer):
             args[10] = keep
-            async with unavailable("cannot save the change"):
+            with unavailable("cannot save the change"):
                 for attempt in range(3):
                     try:
                         outcome = await self._run("COMMIT", *args)
@@ -343,7 +343,7 @@ class RedisStorage:
         return result
 
     async def set_progress(self, job_id: str, task_id: str, progress: float, message: str) -> bool:
-        async with unavailable("cannot record progress"):
+        with unavailable("cannot record progress"):
             pipelined = await self._fast()
             for _ in range(20):
                 data, version = await pipelined.execute("HMGET", self.keys.job(job_id), "d", "v")
@@ -360,12 +360,12 @@ class RedisStorage:
         return False  # the job kept changing; progress is advisory
 
     async def count_jobs(self) -> dict[int, int]:
-        async with unavailable("cannot count jobs"):
+        with unavailable("cannot count jobs"):
             counts = await (await self._redis()).hgetall(self.keys.statuses)
         return {int(status): int(n) for status, n in counts.items() if int(n) > 0}
 
     async def queue_depths(self) -> dict[str, int]:
-        async with unavailable("cannot read queue depths"):
+        with unavailable("cannot read queue depths"):
             client = await self._redis()
             skills = sorted(s.decode() for s in await client.smembers(self.keys.skills))
             async with client.pipeline(transaction=False) as pipe:
@@ -386,7 +386,7 @@ class RedisStorage:
 
     async def leased_to(self, worker_id: str) -> list[str]:
         """Ids of the tasks leased to ``worker_id``."""
-        async with unavailable("cannot read the worker's leases"):
+        with unavailable("cannot read the worker's leases"):
             ids = await (await self._redis()).smembers(self.keys.worker_leases(worker_id))
         return sorted(i.decode() for i in ids)
 
