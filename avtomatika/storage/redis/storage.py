@@ -14,6 +14,10 @@ process. What an instance keeps locally is only how to wait well:
   least every ``_RECHECK`` seconds, since pub/sub messages can be lost.
   Among workers waiting on one instance the task's dispatch strategy picks,
   as in the embedded store; across instances, the first to claim wins.
+- **Hand-off**: a commit that queues a task while a worker for it waits on
+  the same instance leases it to that worker in the commit script itself
+  (no queue entry, wake-up or claim), and that worker's next claim waits
+  without looking first if nothing was queued for it since its last look.
 - **Timers** (deadlines, backoffs, scheduled retries) are a sorted set that
   every instance polls; a fired deadline is re-armed a while later until
   handling it changes the task, so it fires on exactly one instance while
