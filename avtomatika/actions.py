@@ -273,7 +273,8 @@ def _task(
             f"not {dispatch_strategy!r}"
         )
     try:
-        Requirements.parse(resource_requirements)
+        if resource_requirements:
+            Requirements.parse(resource_requirements)
     except ValueError as exc:
         raise BlueprintError(f"{call}: {exc}") from exc
     return DispatchTask(

@@ -332,10 +332,11 @@ class RedisStorage:
             job.version = expected_version + 1
             # The script released the claim on this job's step: if this is
             # the step committing, its step_done needs no round trip.
-            stepping = asyncio.current_task()
-            held = self._stepping.get(stepping)
-            if held is not None and held[0] == job.id and held[1]:
-                self._stepping[stepping] = (job.id, "")
+            if self._stepping:  # only a step an executor took holds a claim
+                stepping = asyncio.current_task()
+                held = self._stepping.get(stepping)
+                if held is not None and held[0] == job.id and held[1]:
+                    self._stepping[stepping] = (job.id, "")
             if ready or new_jobs:
                 self._ready_wake.set()
             if ready_at_ms or any(t.dispatch_deadline_ms or t.result_deadline_ms for t in tasks):
