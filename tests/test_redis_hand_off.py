@@ -131,11 +131,17 @@ async def cancelled(task: asyncio.Task[Any]) -> None:
         await task
 
 
-async def test_a_worker_that_leaves_while_its_task_is_committed_gets_none_and_it_is_queued(
-    redis_server: RedisServer, open_storage: OpenStorage
-) -> None:
+@pytest.fixture
+async def w1_waits(open_storage: OpenStorage) -> tuple[RedisStorage, asyncio.Task[Task | None]]:
+    """A storage, and the claim of w-1 (skill ``x``) waiting on it."""
     storage = await open_storage()
-    leaving = await parked(storage, "w-1")
+    return storage, await parked(storage, "w-1")
+
+
+async def test_a_worker_that_leaves_while_its_task_is_committed_gets_none_and_it_is_queued(
+    redis_server: RedisServer, w1_waits: tuple[RedisStorage, asyncio.Task[Task | None]]
+) -> None:
+    storage, leaving = w1_waits
     async with commit_sent_while_paused(redis_server, storage) as (commit, task):
         await cancelled(leaving)  # the commit leases the task to w-1, which is gone
     assert await commit is CommitOutcome.OK
@@ -147,10 +153,9 @@ async def test_a_worker_that_leaves_while_its_task_is_committed_gets_none_and_it
 
 
 async def test_a_commit_cancelled_with_its_hand_off_in_flight_gives_the_task_back(
-    redis_server: RedisServer, open_storage: OpenStorage
+    redis_server: RedisServer, w1_waits: tuple[RedisStorage, asyncio.Task[Task | None]]
 ) -> None:
-    storage = await open_storage()
-    claim = await parked(storage, "w-1")
+    storage, claim = w1_waits
     async with commit_sent_while_paused(redis_server, storage) as (commit, task):
         await cancelled(commit)  # the script will run; its caller will not hear
 
