@@ -207,6 +207,31 @@ async def test_a_hand_off_whose_reply_was_lost_reaches_the_worker_when_retried(
     assert await storage.leased_to("w-1") == [task.task_id]
 
 
+async def test_a_retried_commit_does_not_run_here_a_step_another_instance_ended_meanwhile(
+    dropper: tuple[ReplyDropper, RedisStorage], open_storage: OpenStorage
+) -> None:
+    # The commit makes the job ready and claims its step for an executor
+    # idle here; its reply is lost, and before the retry another instance
+    # cancels the job (which ends that claim). The retry is recognised by
+    # its hand-off, but the step must not run here on the record it carried.
+    proxy, storage = dropper
+    job, task, claim = await a_task_and_its_worker(storage)
+    executor = asyncio.create_task(storage.next_ready_job())
+    await asyncio.sleep(0)  # the executor waits: the commit claims the step for it
+    other = await open_storage()
+    proxy.meanwhile = lambda: commit_status(other, job.id, job_pb2.JOB_STATUS_CANCELLED)
+    proxy.armed = True
+
+    outcome = await storage.commit(job, expected_version=job.version, tasks=[task], ready=True)
+
+    assert proxy.dropped == 1
+    assert outcome is CommitOutcome.OK
+    assert await claim is not None
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(executor), 0.3)
+    await cancelled(executor)
+
+
 async def test_a_worker_offered_a_task_that_did_not_come_looks_at_once(
     dropper: tuple[ReplyDropper, RedisStorage], open_storage: OpenStorage
 ) -> None:

@@ -225,20 +225,25 @@ COMMIT = """
 -- task is queued as any other.
 -- Returns 'ok', 'not_found', 'conflict' or 'lease_lost', or for 'ok' with
 -- the hand-off done {task id, Task bytes, sequence}; nothing is written
--- unless it is 'ok' or the hand-off.
+-- unless it is 'ok' or the hand-off. A retry of a commit that was applied
+-- (its reply lost) writes nothing and returns 'again', or the hand-off it
+-- made with a fourth element 'again': the job may have moved on since.
 local id = ARGV[1]
 local job = K.job(id)
 if ARGV[15] ~= '' and redis.call('EXISTS', K.claim_nonce(ARGV[15])) == 1 then
-  -- A retry of this commit, applied with its hand-off (whatever the job
-  -- has become since): the worker gets its task.
-  return leased_by(ARGV[15], ARGV[14]) or 'ok'
+  -- Applied with its hand-off, whatever the job has become since: the
+  -- worker gets its task, if it still holds it.
+  local handed = leased_by(ARGV[15], ARGV[14])
+  if not handed then return 'again' end
+  handed[4] = 'again'
+  return handed
 end
 local f = redis.call('HMGET', job, 'v', 's', 'cn', 'mk')
 if not f[1] and ARGV[4] ~= '0' then return 'not_found' end
 if f[1] and f[1] ~= ARGV[4] then
   if (tonumber(f[1]) == tonumber(ARGV[4]) + 1 and f[3] == ARGV[10])
       or (ARGV[4] == '0' and f[4] == ARGV[10]) then
-    return 'ok'
+    return 'again'
   end
   return 'conflict'
 end

@@ -318,15 +318,17 @@ class RedisStorage:
                         if attempt == 2:
                             raise
                         await asyncio.sleep(0.05 * 2**attempt)
-            handed = None
-            if isinstance(outcome, list):
-                handed = _leased(outcome, args[13], now)
-                result = CommitOutcome.OK
-            else:
-                result = CommitOutcome(outcome.decode() if isinstance(outcome, bytes) else outcome)
+            handed, result, again = _committed(outcome, args[13], now)
             if offer is not None:
-                self._hand(offer, handed, unheard=attempt > 0)
-            if result is CommitOutcome.OK:
+                self._hand(offer, handed, unheard=again)
+            if result is CommitOutcome.OK and again and keep:
+                # An attempt that ran unheard: the job may have moved on
+                # since (a retry with a hand-off is recognised whatever it
+                # became), and its step with it. The step goes to any
+                # instance, if it is still claimed for us, rather than run
+                # here on this record.
+                self._unkeep(job.id, keep)
+            elif result is CommitOutcome.OK:
                 self._kept(job.id, keep, data)
         if result is CommitOutcome.OK:
             job.version = expected_version + 1
@@ -419,10 +421,15 @@ class RedisStorage:
             # Cancelled, or Redis went away, with the script sent: it may
             # have claimed the step for us unheard. Hand it to any instance
             # now rather than when the claim lapses.
-            self._spawn(self._retrying("handing a step back", self._run, "UNKEEP", job_id, token))
+            self._unkeep(job_id, token)
             raise
         finally:
             self._keeping -= 1
+
+    def _unkeep(self, job_id: str, token: str) -> None:
+        """Hand the job's step, if it is still claimed here with ``token``,
+        to any instance (the UNKEEP script)."""
+        self._spawn(self._retrying("handing a step back", self._run, "UNKEEP", job_id, token))
 
     def _kept(self, job_id: str, token: str, record: bytes) -> None:
         """The job's next step was claimed for this instance with ``token``
@@ -712,8 +719,8 @@ class RedisStorage:
                 self._spawn(self._give_back(offer.task_id, worker_id, offer.nonce))
             waiter.event.set()  # wake-ups passed it by while it was offered
             return
-        if waiter.done or waiter.handed is not None:
-            self._spawn(self._give_back(task.task_id, task.worker_id))  # it left meanwhile
+        if waiter.done or waiter.handed is not None:  # it left meanwhile
+            self._spawn(self._give_back(task.task_id, task.worker_id, offer.nonce))
         else:
             waiter.handed = task
             waiter.event.set()
@@ -940,12 +947,24 @@ class _Offer(NamedTuple):
     """The claim nonce the lease is made under, if it is made."""
 
 
+def _committed(outcome: Any, worker_id: str, now: int) -> tuple[Task | None, CommitOutcome, bool]:
+    """A COMMIT script's reply: the task it handed off (leased to
+    ``worker_id`` at ``now``), the outcome, and whether it was the retry of
+    an attempt applied unheard."""
+    if isinstance(outcome, list):
+        return _leased(outcome, worker_id, now), CommitOutcome.OK, len(outcome) > 3
+    text = outcome.decode() if isinstance(outcome, bytes) else outcome
+    if text == "again":
+        return None, CommitOutcome.OK, True
+    return None, CommitOutcome(text), False
+
+
 def _leased(found: Any, worker_id: str, now: int) -> Task | None:
     """The task a CLAIM or TAKE script leased (None if it leased none), as
     stored: leased to ``worker_id`` at ``now``."""
     if not found:
         return None
-    _, data, sequence = found
+    _, data, sequence, *_ = found
     task = Task.FromString(data)
     task.state = task_pb2.TASK_STATE_LEASED
     task.worker_id = worker_id
