@@ -21,15 +21,16 @@ from avtomatika.v1.job_pb2 import Job
 from avtomatika.v1.task_pb2 import Task
 from tests.redis_server import RedisServer
 from tests.test_storage_redis import (
+    Dropping,
     OpenStorage,
-    ReplyDropper,
     commit_status,
+    dropping,
     new_job,
     open_storage,
     queued,
 )
 
-__all__ = ["open_storage"]  # the fixture, used here too
+__all__ = ["dropping", "open_storage"]  # the fixtures, used here too
 
 
 async def parked(
@@ -168,61 +169,45 @@ async def test_a_commit_cancelled_with_its_hand_off_in_flight_gives_the_task_bac
     assert await storage.queue_depths() == {}
 
 
-@pytest.fixture
-async def dropper(
-    redis_server: RedisServer, open_storage: OpenStorage
-) -> AsyncIterator[tuple[ReplyDropper, RedisStorage]]:
-    """A storage whose connections pass a :class:`ReplyDropper`."""
-    redis_server.flush()
-    proxy = ReplyDropper(redis_server.port)
-    await proxy.start()
-    try:
-        yield proxy, await open_storage(f"redis://127.0.0.1:{proxy.port}/0")
-    finally:
-        await proxy.stop()
-
-
 @pytest.mark.parametrize("moved_on", [False, True], ids=["job-unchanged", "job-changed-since"])
 async def test_a_hand_off_whose_reply_was_lost_reaches_the_worker_when_retried(
-    dropper: tuple[ReplyDropper, RedisStorage], open_storage: OpenStorage, moved_on: bool
+    dropping: Dropping, moved_on: bool
 ) -> None:
     # The commit ran and leased the task, but its reply was lost. The retry
-    # is recognised by its hand-off, even if another instance changed the
-    # job before it: the worker gets its task (not a conflict, with the task
-    # leased to a worker that never hears of it).
-    proxy, storage = dropper
-    job, task, claim = await a_task_and_its_worker(storage)
+    # is recognised, even if B changed the job before it: the worker gets
+    # its task (not a conflict, with the task leased to a worker that never
+    # hears of it).
+    a, proxy = dropping.a, dropping.proxy
+    job, task, claim = await a_task_and_its_worker(a)
     if moved_on:
-        other = await open_storage()
-        proxy.meanwhile = lambda: commit_status(other, job.id, job_pb2.JOB_STATUS_RUNNING)
+        proxy.meanwhile = lambda: commit_status(dropping.b, job.id, job_pb2.JOB_STATUS_RUNNING)
     proxy.armed = True
 
-    outcome = await storage.commit(job, expected_version=job.version, tasks=[task])
+    outcome = await a.commit(job, expected_version=job.version, tasks=[task])
 
     assert proxy.dropped == 1
     assert outcome is CommitOutcome.OK
     claimed = await claim
     assert claimed is not None
     assert (claimed.task_id, claimed.worker_id) == (task.task_id, "w-1")
-    assert await storage.leased_to("w-1") == [task.task_id]
+    assert await a.leased_to("w-1") == [task.task_id]
 
 
 async def test_a_retried_commit_does_not_run_here_a_step_another_instance_ended_meanwhile(
-    dropper: tuple[ReplyDropper, RedisStorage], open_storage: OpenStorage
+    dropping: Dropping,
 ) -> None:
     # The commit makes the job ready and claims its step for an executor
-    # idle here; its reply is lost, and before the retry another instance
-    # cancels the job (which ends that claim). The retry is recognised by
-    # its hand-off, but the step must not run here on the record it carried.
-    proxy, storage = dropper
-    job, task, claim = await a_task_and_its_worker(storage)
-    executor = asyncio.create_task(storage.next_ready_job())
+    # idle on A; its reply is lost, and before the retry B cancels the job
+    # (which ends that claim). The retry is recognised, but the step must
+    # not run on A on the record the commit carried.
+    a, proxy = dropping.a, dropping.proxy
+    job, task, claim = await a_task_and_its_worker(a)
+    executor = asyncio.create_task(a.next_ready_job())
     await asyncio.sleep(0)  # the executor waits: the commit claims the step for it
-    other = await open_storage()
-    proxy.meanwhile = lambda: commit_status(other, job.id, job_pb2.JOB_STATUS_CANCELLED)
+    proxy.meanwhile = lambda: commit_status(dropping.b, job.id, job_pb2.JOB_STATUS_CANCELLED)
     proxy.armed = True
 
-    outcome = await storage.commit(job, expected_version=job.version, tasks=[task], ready=True)
+    outcome = await a.commit(job, expected_version=job.version, tasks=[task], ready=True)
 
     assert proxy.dropped == 1
     assert outcome is CommitOutcome.OK
@@ -233,19 +218,20 @@ async def test_a_retried_commit_does_not_run_here_a_step_another_instance_ended_
 
 
 async def test_a_worker_offered_a_task_that_did_not_come_looks_at_once(
-    dropper: tuple[ReplyDropper, RedisStorage], open_storage: OpenStorage
+    dropping: Dropping,
 ) -> None:
     # While w-1 is offered a task (the commit in flight), a task queued on B
     # wakes A; the commit then fails (a stale version): w-1 looks at once
     # rather than at its periodic look.
-    proxy, a = dropper
-    b = await open_storage()
+    a, b = dropping.a, dropping.b
     job = await new_job(a)
     claim = await parked(a, "w-1")
     elsewhere = await new_job(b)
     other = queued(elsewhere)
-    proxy.meanwhile = lambda: b.commit(elsewhere, expected_version=elsewhere.version, tasks=[other])
-    proxy.armed = True
+    dropping.proxy.meanwhile = lambda: b.commit(
+        elsewhere, expected_version=elsewhere.version, tasks=[other]
+    )
+    dropping.proxy.armed = True
 
     outcome = await a.commit(job, expected_version=job.version - 1, tasks=[queued(job)])
 

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -325,6 +326,28 @@ class ReplyDropper:
             await asyncio.gather(upstream(), downstream())
 
 
+@dataclass
+class Dropping:
+    """Instance ``a``, whose connections pass ``proxy``, and instance ``b``."""
+
+    proxy: ReplyDropper
+    a: RedisStorage
+    b: RedisStorage
+
+
+@pytest.fixture
+async def dropping(redis_server: RedisServer, open_storage: OpenStorage) -> AsyncIterator[Dropping]:
+    """Two instances, the first behind a :class:`ReplyDropper`."""
+    redis_server.flush()
+    proxy = ReplyDropper(redis_server.port)
+    await proxy.start()
+    try:
+        a = await open_storage(f"redis://127.0.0.1:{proxy.port}/0")
+        yield Dropping(proxy, a, await open_storage())
+    finally:
+        await proxy.stop()
+
+
 async def test_a_finished_step_does_not_release_the_claim_another_instance_took_since(
     open_storage: OpenStorage,
 ) -> None:
@@ -387,6 +410,28 @@ async def test_a_claim_or_commit_whose_reply_was_lost_is_recognised_when_retried
         assert created.version == 1
     finally:
         await proxy.stop()
+
+
+async def test_a_commit_whose_reply_was_lost_is_recognised_after_the_job_moved_on(
+    dropping: Dropping,
+) -> None:
+    # Applied, reply lost, and B commits the job before A's retry: the retry
+    # still says the commit was applied (not a conflict, which would make
+    # the engine decide again on a version it made itself).
+    job = await new_job(dropping.a)
+    read = job.version
+    job.status = job_pb2.JOB_STATUS_RUNNING
+    dropping.proxy.meanwhile = lambda: commit_status(
+        dropping.b, job.id, job_pb2.JOB_STATUS_CANCELLED
+    )
+    dropping.proxy.armed = True
+
+    assert await dropping.a.commit(job, expected_version=read) is CommitOutcome.OK
+
+    assert dropping.proxy.dropped == 1
+    stored = await dropping.b.get_job(job.id)
+    assert stored is not None
+    assert (stored.status, stored.version) == (job_pb2.JOB_STATUS_CANCELLED, read + 2)
 
 
 async def queued_task(storage: RedisStorage) -> Task:

@@ -25,6 +25,7 @@ _PER_RECORD = {
     "history": "history",
     "worker_leases": "leases",
     "claim_nonce": "nonce",
+    "commit_nonce": "applied",
 }
 
 
@@ -123,6 +124,11 @@ class Keys:
         """String with a one-minute TTL: the task a claim with this nonce
         leased, so a retry after a lost reply gets that task again."""
         return f"{self.root}:{_PER_RECORD['claim_nonce']}:{nonce}"
+
+    def commit_nonce(self, nonce: str) -> str:
+        """String with a one-minute TTL: a commit with this nonce was
+        applied, so its retry after a lost reply writes nothing again."""
+        return f"{self.root}:{_PER_RECORD['commit_nonce']}:{nonce}"
 
     def worker_alive(self, worker_id: str) -> str:
         """String with a TTL, the worker's liveness: ``<instance>`` holding its

@@ -208,7 +208,7 @@ COMMIT = """
 -- KEYS: root.
 -- ARGV: job id, Job bytes (at the new version), new status, expected version,
 --   lease task id ('' for none), lease worker, ready (0/1), ready-at ms, now,
---   commit nonce (a retry of a commit that was applied returns 'ok'),
+--   commit nonce (a retry of a commit that was applied returns 'again'),
 --   claim token for the job's next step when ready now ('': queue it for
 --   any instance) and its lease-until ms,
 --   a hand-off: the id of a new task to lease at once ('' for none), the
@@ -218,42 +218,36 @@ COMMIT = """
 --   deadline, result deadline, job id),
 --   then a count and that many task ids to withdraw,
 --   then a count and that many new jobs of 3 fields (id, Job bytes, status).
--- Expected version 0 creates the job; its nonce stays with it (field mk),
--- so a retry is recognised whatever happened to the job since.
+-- Expected version 0 creates the job.
 -- The hand-off happens only if the task's skill has nothing else queued
 -- (no task is passed over) and the task has no requirements; otherwise the
 -- task is queued as any other.
 -- Returns 'ok', 'not_found', 'conflict' or 'lease_lost', or for 'ok' with
 -- the hand-off done {task id, Task bytes, sequence}; nothing is written
 -- unless it is 'ok' or the hand-off. A retry of a commit that was applied
--- (its reply lost) writes nothing and returns 'again', or the hand-off it
--- made with a fourth element 'again': the job may have moved on since.
+-- (its reply lost; the nonce is kept a minute) writes nothing and returns
+-- 'again', or the hand-off it made with a fourth element 'again': the job
+-- may have moved on since.
 local id = ARGV[1]
 local job = K.job(id)
-if ARGV[15] ~= '' and redis.call('EXISTS', K.claim_nonce(ARGV[15])) == 1 then
-  -- Applied with its hand-off, whatever the job has become since: the
-  -- worker gets its task, if it still holds it.
+if redis.call('EXISTS', K.commit_nonce(ARGV[10])) == 1 then
+  -- Applied, whatever the job has become since: the worker gets the task
+  -- handed off to it, if it still holds it.
   local handed = leased_by(ARGV[15], ARGV[14])
   if not handed then return 'again' end
   handed[4] = 'again'
   return handed
 end
-local f = redis.call('HMGET', job, 'v', 's', 'cn', 'mk')
+local f = redis.call('HMGET', job, 'v', 's')
 if not f[1] and ARGV[4] ~= '0' then return 'not_found' end
-if f[1] and f[1] ~= ARGV[4] then
-  if (tonumber(f[1]) == tonumber(ARGV[4]) + 1 and f[3] == ARGV[10])
-      or (ARGV[4] == '0' and f[4] == ARGV[10]) then
-    return 'again'
-  end
-  return 'conflict'
-end
-if not f[1] then redis.call('HSET', job, 'mk', ARGV[10]) end
+if f[1] and f[1] ~= ARGV[4] then return 'conflict' end
 if ARGV[5] ~= '' then
   local l = redis.call('HMGET', K.task(ARGV[5]), 'st', 'w')
   if tonumber(l[1]) ~= LEASED or l[2] ~= ARGV[6] then return 'lease_lost' end
 end
+redis.call('SET', K.commit_nonce(ARGV[10]), 1, 'PX', 60000)
 local old_status, status, now = f[2], ARGV[3], tonumber(ARGV[9])
-redis.call('HSET', job, 'd', ARGV[2], 'v', tonumber(ARGV[4]) + 1, 's', status, 'cn', ARGV[10])
+redis.call('HSET', job, 'd', ARGV[2], 'v', tonumber(ARGV[4]) + 1, 's', status)
 if old_status ~= status then
   if old_status then redis.call('HINCRBY', K.statuses, old_status, -1) end
   redis.call('HINCRBY', K.statuses, status, 1)
