@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import grpc
+import pytest
 
 from avtomatika.payload import from_payload, to_payload
 from avtomatika.v1 import worker_service_pb2_grpc
@@ -30,6 +31,13 @@ TERMINAL_STATUSES = frozenset({"finished", "failed", "cancelled", "error", "quar
 """Job statuses (as rendered over REST) that a job never leaves."""
 
 _POLL_INTERVAL = 0.01
+
+
+async def cancelled(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait until it has ended so."""
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
 
 
 async def create_job(

@@ -20,6 +20,7 @@ from avtomatika.v1 import job_pb2, task_pb2
 from avtomatika.v1.job_pb2 import Job
 from avtomatika.v1.task_pb2 import Task
 from tests.redis_server import RedisServer
+from tests.support import cancelled
 from tests.test_storage_redis import (
     Dropping,
     OpenStorage,
@@ -123,13 +124,6 @@ async def commit_sent_while_paused(
         yield commit, task
     finally:
         redis_server.resume()
-
-
-async def cancelled(task: asyncio.Task[Any]) -> None:
-    """Cancel ``task`` and wait until it has ended so."""
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
 
 
 @pytest.fixture
@@ -239,6 +233,35 @@ async def test_a_worker_offered_a_task_that_did_not_come_looks_at_once(
     claimed = await asyncio.wait_for(claim, 0.5)
     assert claimed is not None
     assert claimed.task_id == other.task_id
+
+
+async def test_a_hand_out_whose_reply_was_lost_leases_the_task_to_the_worker_it_picked(
+    dropping: Dropping,
+) -> None:
+    # Two workers wait on A, a task is queued on B: A's hand-out pass reads
+    # the queue's head, then takes it for the worker it picks. The take's
+    # reply is lost; its retry finds the lease it made, and that worker gets
+    # the task (not a task leased to a worker that never hears of it).
+    a = dropping.a
+    first = await parked(a, "w-1")
+    second = await parked(a, "w-2")
+    job = await new_job(dropping.b)
+    task = queued(job)
+    dropping.proxy.skip = 1  # the head's read goes through; the take's reply is lost
+    dropping.proxy.armed = True
+
+    assert await dropping.b.commit(job, expected_version=job.version, tasks=[task]) is (
+        CommitOutcome.OK
+    )
+
+    done, pending = await asyncio.wait([first, second], return_when=asyncio.FIRST_COMPLETED)
+    assert dropping.proxy.dropped == 1
+    claimed = done.pop().result()
+    assert claimed is not None
+    assert claimed.task_id == task.task_id
+    assert await a.leased_to(claimed.worker_id) == [task.task_id]
+    for claim in pending:
+        await cancelled(claim)
 
 
 async def test_a_task_goes_to_a_worker_waiting_here_only_once_of_two_commits(

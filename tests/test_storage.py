@@ -17,6 +17,7 @@ from avtomatika.storage.redis.storage import RedisStorage
 from avtomatika.tasks import new_id
 from avtomatika.v1.job_pb2 import Job, JobStatus
 from avtomatika.v1.task_pb2 import Task, TaskState
+from tests.support import cancelled
 
 
 def make_task(job: Job, skill: str, priority: float = 0.0) -> Task:
@@ -206,9 +207,7 @@ async def test_a_claimer_cancelled_right_after_being_woken_hands_the_task_on(
 async def test_a_claimer_cancelled_while_waiting_takes_nothing(storage: Storage) -> None:
     gone = asyncio.create_task(storage.claim_task(WorkerProfile("w-1", ("x",)), None))
     await until_waiting(storage, {"x": 1})
-    gone.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await gone
+    await cancelled(gone)
 
     task = make_task(Job(), "x")
     await enqueue(storage, task)
@@ -375,9 +374,7 @@ async def test_each_task_queued_goes_to_a_waiting_worker_it_suits(storage: Stora
     }
     assert await storage.queue_depths() == {}
     assert not only_x.done()
-    only_x.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await only_x
+    await cancelled(only_x)
 
 
 async def test_the_embedded_store_forgets_ended_jobs_after_the_retention_time() -> None:

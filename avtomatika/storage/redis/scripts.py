@@ -371,14 +371,10 @@ TAKE = """
 -- KEYS: root. ARGV: task id, worker id, now, nonce (a retry that finds
 -- the task leased under it returns it again).
 -- Returns {task id, Task bytes, sequence} or false.
-local f = redis.call('HMGET', K.task(ARGV[1]), 'qm', 'k', 'c', 'st', 'w', 'cn')
-if not f[1] then
-  if tonumber(f[4]) == LEASED and f[5] == ARGV[2] and f[6] == ARGV[4] then
-    local t = redis.call('HMGET', K.task(ARGV[1]), 'd', 'sq')
-    return {ARGV[1], t[1], t[2]}
-  end
-  return false
-end
+local again = leased_by(ARGV[4], ARGV[2])
+if again then return again end
+local f = redis.call('HMGET', K.task(ARGV[1]), 'qm', 'k', 'c')
+if not f[1] then return false end
 redis.call('ZREM', f[3] == '1' and K.constrained(f[2]) or K.queue(f[2]), f[1])
 lease(ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 local t = redis.call('HMGET', K.task(ARGV[1]), 'd', 'sq')

@@ -304,8 +304,9 @@ class RedisStorage:
             args += [child.id, child.SerializeToString(), child.status]
         keeps = ready and ready_at_ms <= now
         offer = self._offer(plain)
+        handed_to = offer.waiter.worker.worker_id if offer is not None else ""
         if offer is not None:
-            args[12:15] = [offer.task_id, offer.waiter.worker.worker_id, offer.nonce]
+            args[12:15] = [offer.task_id, handed_to, offer.nonce]
         with self._keeping_step(job.id, keeps) as keep, self._offering(offer):
             args[10] = keep
             with unavailable("cannot save the change"):
@@ -318,12 +319,12 @@ class RedisStorage:
                         if attempt == 2:
                             raise
                         await asyncio.sleep(0.05 * 2**attempt)
-            handed, result, again = _committed(outcome, args[13], now)
+            handed, result, again = _committed(outcome, handed_to, now)
             if offer is not None:
                 self._hand(offer, handed, unheard=again)
             if result is CommitOutcome.OK and again and keep:
                 # An attempt that ran unheard: the job may have moved on
-                # since (a retry with a hand-off is recognised whatever it
+                # since (a retry is recognised by its nonce whatever the job
                 # became), and its step with it. The step goes to any
                 # instance, if it is still claimed for us, rather than run
                 # here on this record.
