@@ -5,7 +5,11 @@ not ask for batches never get one."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import aiohttp
+import pytest
 
 from avtomatika.v1.worker_pb2 import WorkerRegistration
 from avtomatika.v1.worker_service_pb2 import (
@@ -226,3 +230,62 @@ async def test_the_results_of_one_fan_out_in_one_batch_are_all_accepted(
     ]
     job = await wait_for_status(http, job_id, "finished")
     assert job["state_history"]["ns"] == list(range(6))
+
+
+async def test_results_that_arrive_while_one_is_settled_are_settled_together(
+    start_orchestrator: StartOrchestrator,
+    http_client: HttpClient,
+    grpc_channel: GrpcChannel,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A worker that sends each result in a message of its own: the stream
+    # reads on while the first is settled, and the rest settle as one batch
+    # (concurrently, their store calls sharing round trips), not one by one.
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    http = http_client(orchestrator)
+    job_ids = [await create_job(http, "jobs/echo", {"n": n}) for n in range(4)]
+    worker = RawWorker(grpc_channel(orchestrator), "w-1")
+    await worker.hello(["echo"], 4, accepts_batches=True)
+    tasks = [m.task for m in (await receive_flat(worker, 4))[0]]
+
+    engine, storage = orchestrator.engine, orchestrator.engine.storage
+    reads, touch = storage.get_task_and_job, engine.workers.touch
+    first_read, release, all_read = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    received, in_flight, most_in_flight = 0, 0, 0
+
+    async def first_read_waits(*args: Any) -> Any:
+        nonlocal in_flight, most_in_flight
+        in_flight += 1
+        most_in_flight = max(most_in_flight, in_flight)
+        try:
+            if not first_read.is_set():
+                first_read.set()
+                await release.wait()
+            await asyncio.sleep(0)  # a read that suspends, as over a network
+            return await reads(*args)
+        finally:
+            in_flight -= 1
+
+    def counted_touch(worker_id: str) -> None:
+        nonlocal received
+        received += 1
+        if received == len(tasks):
+            all_read.set()
+        touch(worker_id)
+
+    monkeypatch.setattr(storage, "get_task_and_job", first_read_waits)
+    monkeypatch.setattr(engine.workers, "touch", counted_touch)
+    await worker.send(ConnectRequest(result=success(tasks[0], {"n": 0})))
+    await first_read.wait()
+    for n, task in enumerate(tasks[1:], start=1):
+        await worker.send(ConnectRequest(result=success(task, {"n": n})))
+    await all_read.wait()  # the server read them while the first waits
+    release.set()
+    acks, _ = await receive_flat(worker, 4)
+
+    assert [(a.result_ack.task_id, a.result_ack.accepted) for a in acks] == [
+        (t.task_id, True) for t in tasks
+    ]
+    assert most_in_flight == len(tasks) - 1
+    for job_id in job_ids:
+        await wait_for_status(http, job_id, "finished")

@@ -1,10 +1,11 @@
 """``WorkerService.Connect``: one bidirectional stream per worker connection.
 
-Per stream, three background coroutines share a session with the RPC's own
+Per stream, background coroutines share a session with the RPC's own
 generator:
 
 - the reader handles what the worker sends (credits, results, progress,
-  heartbeats);
+  heartbeats), in order; its receiver reads ahead meanwhile, and what
+  arrived during one handling is handled next as one batch;
 - the watchdog ends the stream after three heartbeat intervals of silence;
 - the feeder waits for a credit, then for a task, and leases it;
 - the heart sends a heartbeat every interval;
@@ -85,6 +86,8 @@ _BATCH_SLICE_SECONDS = 0.001
 _CLAIM_REFRESH_SECONDS = 2.0
 # Results of one batch settled concurrently, at most.
 _RESULTS_AT_ONCE = 32
+# Messages read ahead of their handling, at most.
+_READ_AHEAD = 256
 _USE_CONNECT = "not available yet over gRPC; workers use the Connect stream"
 
 
@@ -332,11 +335,39 @@ class _Session:
                     log.info("worker %s left; task %s re-queued", self.worker_id, task_id)
 
     async def _read(self) -> None:
+        """Handle what the worker sends, in order. A receiver reads on while a
+        message is being handled, and whatever arrived meanwhile is handled
+        next as one batch: a worker that sends each result in a message of
+        its own still has its results settled together (their commits share
+        Redis round trips), instead of one settle, and one read, at a time."""
+        arrived: asyncio.Queue[ConnectRequest | None] = asyncio.Queue(_READ_AHEAD)
+        receiver = asyncio.create_task(
+            self._receive(arrived), name=f"worker-{self.worker_id}-receive"
+        )
+        try:
+            batches = Batcher(arrived)
+            while messages := await batches.next():
+                if len(messages) == 1:
+                    await self._handle(messages[0])
+                else:
+                    await self._handle_batch(_flattened(messages))
+            await receiver  # the error that ended the reading, if one did
+        finally:
+            receiver.cancel()
+
+    async def _receive(self, arrived: asyncio.Queue[ConnectRequest | None]) -> None:
+        """Read the stream into ``arrived`` (bounded: a worker cannot run far
+        ahead of its handling); ``None`` marks its end."""
         loop = asyncio.get_running_loop()
-        while (message := await anext(self._requests, None)) is not None:
-            self._heard = loop.time()
-            self._engine.workers.touch(self.worker_id)
-            await self._handle(message)
+        try:
+            while (message := await anext(self._requests, None)) is not None:
+                self._heard = loop.time()
+                self._engine.workers.touch(self.worker_id)
+                await arrived.put(message)
+        except Exception:
+            await arrived.put(None)
+            raise
+        await arrived.put(None)
 
     async def _watch(self) -> None:
         """Return once the worker has been silent for three heartbeat
@@ -537,6 +568,20 @@ class _Session:
                 self._info.active_task_ids.remove(task_id)
             except ValueError:
                 self._update_leases()
+
+
+def _flattened(messages: Sequence[ConnectRequest]) -> list[ConnectRequest]:
+    """Messages read one after another, as one batch: the contents of the
+    worker's own batches in place, its mid-stream Hellos left out (they are
+    ignored wherever they come)."""
+    flat: list[ConnectRequest] = []
+    for message in messages:
+        kind = message.WhichOneof("kind")
+        if kind == "batch":
+            flat.extend(message.batch.messages)
+        elif kind != "hello":
+            flat.append(message)
+    return flat
 
 
 def _assignment(task: Task) -> TaskAssignment:
