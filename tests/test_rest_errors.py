@@ -3,6 +3,7 @@ page or a 500, and nothing half-written."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import aiohttp
@@ -41,6 +42,27 @@ async def test_malformed_json_is_400_and_creates_nothing(
     message = await error_of(await http.post("/api/v1/jobs/echo", data=b"{not json"), 400)
     assert "JSON" in message
     assert await count_jobs(orchestrator) == 0
+
+
+@pytest.mark.parametrize("body", [b'{"initial_data": {"x": NaN}}', b'{"x": Infinity}', b"[1e400]"])
+async def test_nan_or_infinity_in_a_body_is_400_and_creates_nothing(
+    orchestrator: OrchestratorEngine, http_client: HttpFactory, body: bytes
+) -> None:
+    http = http_client(orchestrator)
+    await error_of(await http.post("/api/v1/jobs/echo", data=body), 400)
+    assert await count_jobs(orchestrator) == 0
+
+
+async def test_integers_of_any_size_keep_every_digit(
+    orchestrator: OrchestratorEngine, http_client: HttpFactory
+) -> None:
+    http = http_client(orchestrator)
+    big = {"big": 123456789012345678901234567890, "u64": 2**64 - 1, "negative": -(2**63) - 1}
+    response = await http.post("/api/v1/jobs/echo", json={"initial_data": big})
+    assert response.status == 202
+    job_id = (await response.json())["job_id"]
+    job = json.loads(await (await http.get(f"/api/v1/jobs/{job_id}")).read())
+    assert job["initial_data"] == big
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -10,6 +9,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from avtomatika.errors import InvalidArgument
+from avtomatika.payload import decode_json
 from avtomatika.webhooks.addresses import literal_address, non_public_kind
 
 __all__ = ["MAX_TIMEOUT_SECONDS", "CreateJobBody", "read_json_object"]
@@ -26,7 +26,7 @@ async def read_json_object(request: web.Request, *, allow_empty: bool = False) -
             return {}
         raise InvalidArgument("the request body must be a JSON object")
     try:
-        value = json.loads(raw)
+        value = decode_json(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidArgument(f"the request body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
