@@ -20,6 +20,8 @@ BIG = 123456789012345678901234567890
     [
         {"n": 3, "text": "héllo", "xs": [1, 2.5, None, True], "nested": {"a": {}}},
         {"big": BIG, "negative": -BIG, "u64": 2**64 - 1, "past_u64": 2**64},
+        {"below_i64": -(2**63) - 1},
+        [-(2**63), 2**63 - 1, 10**18 - 1, -(10**18) + 1],
         {"s": "null", "none": None, "f": 1e16, "tiny": 5e-324},
         [0.1, -0.0, 1.5e300],
         "just a string",
@@ -57,7 +59,22 @@ def test_what_is_not_json_is_refused(value: Any) -> None:
         encode_json(value)
 
 
-@pytest.mark.parametrize("text", [b"{not json", b"NaN", b'{"x": Infinity}', b"[1,", b"\xff"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"{not json",
+        b"NaN",
+        b'{"x": Infinity}',
+        b"[1,",
+        b"\xff",
+        b"[1e400]",
+        # A run of 19 digits sends the text to the standard library: still
+        # no NaN, Infinity or infinite number.
+        b'{"id": "1234567890123456789", "x": NaN}',
+        b"[-Infinity, 1234567890123456789]",
+        b"[1e400, 1234567890123456789]",
+    ],
+)
 def test_what_is_not_json_does_not_decode(text: bytes) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 (each parser words it its own way)
         decode_json(text)
