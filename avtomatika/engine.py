@@ -449,26 +449,40 @@ class Engine:
         resources, prices and labels come from its registration in
         :attr:`workers` (a worker not registered there can take only tasks
         without requirements)."""
-        return await self.claim_task(self.roster.profile(worker_id, list(skills)), timeout)
+        tasks = await self.next_tasks(worker_id, skills, timeout)
+        return tasks[0] if tasks else None
 
-    async def claim_task(self, worker: WorkerProfile, timeout: float | None) -> Task | None:
-        """Wait for a task ``worker`` suits and lease it to it (see
-        :meth:`Storage.claim_task`)."""
-        task = await self.storage.claim_task(worker, timeout)
-        if task is not None:
+    async def next_tasks(
+        self, worker_id: str, skills: Iterable[str], timeout: float | None, limit: int = 1
+    ) -> list[Task]:
+        """:meth:`next_task` for up to ``limit`` tasks: those queued for the
+        worker, best first, or the one it waited for."""
+        return await self.claim_tasks(self.roster.profile(worker_id, list(skills)), timeout, limit)
+
+    async def claim_tasks(
+        self, worker: WorkerProfile, timeout: float | None, limit: int = 1
+    ) -> list[Task]:
+        """Wait for tasks ``worker`` suits and lease them to it (see
+        :meth:`Storage.claim_tasks`)."""
+        tasks = await self.storage.claim_tasks(worker, timeout, limit)
+        picked = []
+        for task in tasks:
             self.roster.leased(worker.worker_id, task)
             waited = task.leased_at_ms - (task.not_before_ms or task.created_at_ms)
-            picked = event(
-                E.HISTORY_EVENT_TYPE_TASK_PICKED_UP,
-                task.job_id,
-                task.leased_at_ms,
-                state=task.state_name,
-                task=task,
-                duration_ms=max(waited, 0),
-                message=task.type,
+            picked.append(
+                event(
+                    E.HISTORY_EVENT_TYPE_TASK_PICKED_UP,
+                    task.job_id,
+                    task.leased_at_ms,
+                    state=task.state_name,
+                    task=task,
+                    duration_ms=max(waited, 0),
+                    message=task.type,
+                )
             )
-            self.events.publish([picked])
-        return task
+        if picked:
+            self.events.publish(picked)
+        return tasks
 
     async def submit_result(self, result: TaskResult) -> ResultVerdict:
         """Apply a worker's result, if that worker holds the task's lease and

@@ -11,6 +11,7 @@ import pytest
 
 from avtomatika.config import Settings
 from avtomatika.dispatch import WorkerProfile
+from avtomatika.payload import to_payload
 from avtomatika.storage.base import CommitOutcome, Lease, Storage
 from avtomatika.storage.memory import MemoryStorage
 from avtomatika.storage.redis.storage import RedisStorage
@@ -393,3 +394,67 @@ async def test_the_embedded_store_forgets_ended_jobs_after_the_retention_time() 
     assert await storage.get_job(job.id) is None
     assert await storage.get_task(task.task_id) is None
     assert await storage.count_jobs() == {}
+
+
+async def test_a_batch_claim_takes_the_best_queued_tasks_in_order(storage: Storage) -> None:
+    job = Job()
+    low_x1 = make_task(job, "x")
+    high_y = make_task(job, "y", priority=5)
+    low_x2 = make_task(job, "x")
+    other = make_task(job, "z", priority=9)
+    await enqueue(storage, low_x1, high_y, low_x2, other)
+    worker = WorkerProfile("w", ("x", "y"))
+
+    first = await storage.claim_tasks(worker, None, limit=2)
+    rest = await storage.claim_tasks(worker, None, limit=5)
+
+    assert [t.task_id for t in first] == [high_y.task_id, low_x1.task_id]
+    assert [t.task_id for t in rest] == [low_x2.task_id]
+    for task in [*first, *rest]:
+        stored = await storage.get_task(task.task_id)
+        assert stored is not None
+        assert (stored.state, stored.worker_id) == (TaskState.TASK_STATE_LEASED, "w")
+        assert (task.state, task.worker_id) == (TaskState.TASK_STATE_LEASED, "w")
+    assert sorted(await storage.leased_to("w")) == sorted(t.task_id for t in [*first, *rest])
+    assert await storage.queue_depths() == {"z": 1}
+    assert await storage.claim_tasks(worker, 0.01, limit=3) == []
+
+
+async def test_a_batch_claim_with_nothing_queued_waits_for_the_next_task(storage: Storage) -> None:
+    worker = WorkerProfile("w", ("x",))
+    claim = asyncio.create_task(storage.claim_tasks(worker, 5, limit=4))
+    await until_waiting(storage, {"x": 1})
+    task = make_task(Job(), "x")
+    await enqueue(storage, task)
+    assert [t.task_id for t in await claim] == [task.task_id]
+
+
+async def test_a_batch_claim_stops_at_the_declared_concurrency(storage: Storage) -> None:
+    tasks = [make_task(Job(), "x") for _ in range(4)]
+    await enqueue(storage, *tasks)
+    worker = WorkerProfile("w", ("x",), max_concurrent=3, active=1)
+
+    claimed = await storage.claim_tasks(worker, None, limit=4)
+
+    assert [t.task_id for t in claimed] == [t.task_id for t in tasks[:2]]
+    assert await storage.queue_depths() == {"x": 2}
+
+
+async def test_a_batch_claim_gives_a_task_with_requirements_its_place(storage: Storage) -> None:
+    # A task with requirements the worker meets, of higher priority than
+    # the plain ones, comes first; one it does not meet is left queued.
+    job = Job()
+    plain = make_task(job, "x")
+    needs_gpu = make_task(job, "x", priority=5)
+    needs_gpu.resource_requirements.CopyFrom(to_payload({"gpu_info": {"vram_gb": 8}}))
+    needs_more = make_task(job, "x", priority=9)
+    needs_more.resource_requirements.CopyFrom(to_payload({"gpu_info": {"vram_gb": 80}}))
+    await enqueue(storage, plain, needs_gpu, needs_more)
+    worker = WorkerProfile("w", ("x",), vram_gb=24)
+
+    claimed = []
+    while batch := await storage.claim_tasks(worker, 0.01, limit=3):
+        claimed += batch
+
+    assert [t.task_id for t in claimed] == [needs_gpu.task_id, plain.task_id]
+    assert await storage.queue_depths() == {"x": 1}

@@ -417,6 +417,26 @@ async def test_a_claim_or_commit_whose_reply_was_lost_is_recognised_when_retried
         await proxy.stop()
 
 
+async def test_a_batch_claim_whose_reply_was_lost_gets_every_task_it_leased(
+    dropping: Dropping,
+) -> None:
+    job = await new_job(dropping.a)
+    tasks = [queued(job) for _ in range(4)]
+    assert await dropping.a.commit(job, expected_version=job.version, tasks=tasks) is (
+        CommitOutcome.OK
+    )
+    dropping.proxy.armed = True
+
+    claimed = await dropping.a.claim_tasks(WorkerProfile("w", ("x",)), 5, limit=3)
+
+    # The retry answers with the three the lost attempt leased, and leases
+    # no others behind the worker's back.
+    assert dropping.proxy.dropped == 1
+    assert [t.task_id for t in claimed] == [t.task_id for t in tasks[:3]]
+    assert sorted(await dropping.b.leased_to("w")) == sorted(t.task_id for t in tasks[:3])
+    assert await dropping.b.queue_depths() == {"x": 1}
+
+
 async def test_a_commit_whose_reply_was_lost_is_recognised_after_the_job_moved_on(
     dropping: Dropping,
 ) -> None:
@@ -476,6 +496,32 @@ async def test_a_claim_cancelled_with_its_script_in_flight_gives_the_task_back(
     claimed = await storage.claim_task(WorkerProfile("w-2", ("x",)), 5)
     assert claimed is not None
     assert (claimed.task_id, claimed.worker_id) == (task.task_id, "w-2")
+    assert await storage.leased_to("w-1") == []
+
+
+async def test_a_batch_claim_cancelled_with_its_script_in_flight_gives_every_task_back(
+    redis_server: RedisServer, open_storage: OpenStorage
+) -> None:
+    storage = await open_storage()
+    job = await new_job(storage)
+    tasks = [queued(job) for _ in range(3)]
+    assert await storage.commit(job, expected_version=job.version, tasks=tasks) is (
+        CommitOutcome.OK
+    )
+    redis_server.pause()
+    try:
+        claim = asyncio.create_task(storage.claim_tasks(WorkerProfile("w-1", ("x",)), 5, limit=3))
+        await asyncio.sleep(0.1)  # the claim is on the wire
+        await cancelled(claim)
+    finally:
+        redis_server.resume()
+    # The script leased all three to w-1, which will never hear of them:
+    # they go back to their queue, in their order, for the next claimer.
+    claimed: list[Task] = []
+    w2 = WorkerProfile("w-2", ("x",))
+    while len(claimed) < len(tasks) and (batch := await storage.claim_tasks(w2, 5, limit=3)):
+        claimed += batch
+    assert [t.task_id for t in claimed] == [t.task_id for t in tasks]
     assert await storage.leased_to("w-1") == []
 
 

@@ -289,3 +289,38 @@ async def test_results_that_arrive_while_one_is_settled_are_settled_together(
     assert most_in_flight == len(tasks) - 1
     for job_id in job_ids:
         await wait_for_status(http, job_id, "finished")
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+async def test_a_backlog_reaches_a_worker_in_one_claim_and_in_order(
+    start_orchestrator: StartOrchestrator,
+    http_client: HttpClient,
+    grpc_channel: GrpcChannel,
+    request: pytest.FixtureRequest,
+    store: str,
+) -> None:
+    # Five tasks queued before the worker comes, and credits for four: one
+    # claim leases four, first queued first, and they go out in one message;
+    # the fifth comes once a result frees a slot.
+    settings = {"redis_url": request.getfixturevalue("redis_url")} if store == "redis" else {}
+    orchestrator = await start_orchestrator([echo_blueprint()], **settings)
+    http = http_client(orchestrator)
+    job_ids = [await create_job(http, "jobs/echo", {"n": n}) for n in range(5)]
+    for job_id in job_ids:
+        await wait_for_status(http, job_id, "waiting_for_worker")
+    worker = RawWorker(grpc_channel(orchestrator), "w-1")
+    await worker.hello(["echo"], 4, accepts_batches=True)
+
+    messages, batches = await receive_flat(worker, 4)
+
+    assert [m.task.job_id for m in messages] == job_ids[:4]
+    assert batches == 1
+    await worker.send(
+        batch(
+            ConnectRequest(result=success(messages[0].task, None)),
+            ConnectRequest(credit=Credit(credits=1)),
+        )
+    )
+    after, _ = await receive_flat(worker, 2)
+    assert [m.WhichOneof("kind") for m in after] == ["result_ack", "task"]
+    assert after[1].task.job_id == job_ids[4]

@@ -86,8 +86,8 @@ _BATCH_SLICE_SECONDS = 0.001
 _CLAIM_REFRESH_SECONDS = 2.0
 # Results of one batch settled concurrently, at most.
 _RESULTS_AT_ONCE = 32
-# Messages read ahead of their handling, at most.
-_READ_AHEAD = 256
+# Messages read ahead of their handling, at most (each up to gRPC's 4 MiB).
+_READ_AHEAD = 64
 _USE_CONNECT = "not available yet over gRPC; workers use the Connect stream"
 
 
@@ -340,13 +340,16 @@ class _Session:
         next as one batch: a worker that sends each result in a message of
         its own still has its results settled together (their commits share
         Redis round trips), instead of one settle, and one read, at a time."""
-        arrived: asyncio.Queue[ConnectRequest | None] = asyncio.Queue(_READ_AHEAD)
+        arrived: asyncio.Queue[ConnectRequest | None] = asyncio.Queue()
+        room = asyncio.Semaphore(_READ_AHEAD)
         receiver = asyncio.create_task(
-            self._receive(arrived), name=f"worker-{self.worker_id}-receive"
+            self._receive(arrived, room), name=f"worker-{self.worker_id}-receive"
         )
         try:
             batches = Batcher(arrived)
             while messages := await batches.next():
+                for _ in messages:
+                    room.release()
                 if len(messages) == 1:
                     await self._handle(messages[0])
                 else:
@@ -355,19 +358,24 @@ class _Session:
         finally:
             receiver.cancel()
 
-    async def _receive(self, arrived: asyncio.Queue[ConnectRequest | None]) -> None:
-        """Read the stream into ``arrived`` (bounded: a worker cannot run far
-        ahead of its handling); ``None`` marks its end."""
+    async def _receive(
+        self, arrived: asyncio.Queue[ConnectRequest | None], room: asyncio.Semaphore
+    ) -> None:
+        """Read the stream into ``arrived``, at most ``_READ_AHEAD`` messages
+        ahead of their handling (so a worker cannot fill memory faster than
+        it is served); ``None`` follows the last, however the reading ends."""
         loop = asyncio.get_running_loop()
         try:
-            while (message := await anext(self._requests, None)) is not None:
+            while True:
+                await room.acquire()
+                message = await anext(self._requests, None)
+                if message is None:
+                    return
                 self._heard = loop.time()
                 self._engine.workers.touch(self.worker_id)
-                await arrived.put(message)
-        except Exception:
-            await arrived.put(None)
-            raise
-        await arrived.put(None)
+                arrived.put_nowait(message)
+        finally:
+            arrived.put_nowait(None)
 
     async def _watch(self) -> None:
         """Return once the worker has been silent for three heartbeat
@@ -502,26 +510,31 @@ class _Session:
                         await self._slot_freed.wait()
                 continue
             # A claim judges the worker as it was when it began; one that
-            # found nothing starts afresh every few seconds.
-            task = await self._engine.next_task(
-                self.worker_id, self._skills, timeout=_CLAIM_REFRESH_SECONDS
+            # found nothing starts afresh every few seconds. It takes as
+            # many queued tasks as the worker has credits for: a backlog
+            # drains in one claim, not one claim per task.
+            free = self._credits
+            if limit:
+                free = min(free, limit - len(self._held))
+            tasks = await self._engine.next_tasks(
+                self.worker_id, self._skills, _CLAIM_REFRESH_SECONDS, max(free, 1)
             )
-            if task is None:
-                continue
-            if not self._engine.workers.is_current(self.worker_id, self):
+            if tasks and not self._engine.workers.is_current(self.worker_id, self):
                 # Replaced while claiming: this stream is closing and the
-                # worker would never see the task, so it goes straight back.
-                await self._engine.requeue_task(
-                    task.task_id, self.worker_id, "the worker's stream was replaced"
-                )
+                # worker would never see the tasks, so they go straight back.
+                for task in tasks:
+                    await self._engine.requeue_task(
+                        task.task_id, self.worker_id, "the worker's stream was replaced"
+                    )
                 return
-            # No await between the claim and here: the lease is recorded
+            # No await between the claim and here: the leases are recorded
             # before anything can cancel this coroutine.
-            self._held.add(task.task_id)
-            self._info.active_task_ids.append(task.task_id)
-            self._credits -= 1
+            for task in tasks:
+                self._held.add(task.task_id)
+                self._info.active_task_ids.append(task.task_id)
+                self._credits -= 1
+                self._outbound.put_nowait(ConnectResponse(task=_assignment(task)))
             self._update_gate()
-            self._outbound.put_nowait(ConnectResponse(task=_assignment(task)))
 
     async def _beat(self) -> None:
         while True:

@@ -134,6 +134,15 @@ class Storage(Protocol):
         caller cancelled while waiting loses no task.
         """
 
+    async def claim_tasks(
+        self, worker: WorkerProfile, timeout: float | None, limit: int = 1
+    ) -> list[Task]:
+        """:meth:`claim_task` for up to ``limit`` tasks at once (a worker
+        stream with several free slots): as many of the queued tasks the
+        worker may take as there are, best first, each leased to it, or,
+        when none is queued, the one it waited for; empty if none came.
+        Draining a backlog then costs one call, not one per task."""
+
     async def set_progress(self, job_id: str, task_id: str, progress: float, message: str) -> bool:
         """Record progress of a live task of a job without bumping its
         version; False if the task is not live on that job."""

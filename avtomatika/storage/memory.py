@@ -145,22 +145,32 @@ class MemoryStorage:
         return sorted(self._leases.get(worker_id, ()))
 
     async def claim_task(self, worker: WorkerProfile, timeout: float | None) -> Task | None:
+        tasks = await self.claim_tasks(worker, timeout)
+        return tasks[0] if tasks else None
+
+    async def claim_tasks(
+        self, worker: WorkerProfile, timeout: float | None, limit: int = 1
+    ) -> list[Task]:
         try:
             async with asyncio.timeout(timeout):
-                return await self._claim(worker)
+                return await self._claim(worker, limit)
         except TimeoutError:
-            return None  # nothing arrived in time
+            return []  # nothing arrived in time
 
-    async def _claim(self, worker: WorkerProfile) -> Task:
-        task = self._pop(worker)
-        if task is not None:
-            return task
+    async def _claim(self, worker: WorkerProfile, limit: int) -> list[Task]:
+        if worker.max_concurrent:
+            limit = min(limit, worker.max_concurrent - worker.active)
+        tasks: list[Task] = []
+        while len(tasks) < limit and (task := self._pop(worker)) is not None:
+            tasks.append(task)
+        if tasks:
+            return tasks
         # Nothing queued suits it: wait to be handed a task as one is queued.
         waiter = _Waiter(worker, asyncio.get_running_loop().create_future())
         for skill in worker.skills:
             self._waiters[skill][waiter] = None
         try:
-            return await waiter.future
+            return [await waiter.future]
         except BaseException:
             # Handed a task and then cancelled (or timed out) before taking
             # it: the task goes back where it was in its queue.

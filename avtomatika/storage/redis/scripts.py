@@ -148,18 +148,25 @@ local function lease(id, worker, now, nonce)
   set_timers(id, LEASED, nb, dd, rd)
 end
 
--- What the claim with `nonce` leased to `worker`, if it still holds it:
--- {{task id, Task bytes, sequence}}, else nil. A retry after a lost reply
--- gets the same task again.
+-- What the claim with `nonce` leased to `worker` that it still holds:
+-- {{task id, Task bytes, sequence}} for each such task (the nonce's key
+-- lists them, comma-separated), else nil. A retry after a lost reply gets
+-- the same tasks again.
 local function leased_by(nonce, worker)
   if nonce == '' then return nil end
-  local id = redis.call('GET', K.claim_nonce(nonce))
-  if not id then return nil end
-  local c = redis.call('HMGET', K.task(id), 'cn', 'd', 'sq', 'st', 'w')
-  if c[1] == nonce and tonumber(c[4]) == LEASED and c[5] == worker then
-    return {{id, c[2], c[3]}}
+  local ids = redis.call('GET', K.claim_nonce(nonce))
+  if not ids then return nil end
+  local held = {{}}
+  for id in string.gmatch(ids, '[^,]+') do
+    local c = redis.call('HMGET', K.task(id), 'cn', 'd', 'sq', 'st', 'w')
+    if c[1] == nonce and tonumber(c[4]) == LEASED and c[5] == worker then
+      held[#held + 1] = id
+      held[#held + 1] = c[2]
+      held[#held + 1] = c[3]
+    end
   end
-  return nil
+  if #held == 0 then return nil end
+  return held
 end
 
 -- The job's handler must run: claimed at once by the calling instance,
@@ -321,49 +328,65 @@ return handed or 'ok'
 """
 
 CLAIM = """
--- Lease `worker` the best queued task of its skills: the lowest
--- (score, member) over the heads of its plain queues and, when given, one
--- candidate task with requirements (which the caller checked it meets).
+-- Lease `worker` up to `limit` of the best queued tasks of its skills, best
+-- first: the lowest (score, member) over the heads of its plain queues and,
+-- when given, one candidate task with requirements (which the caller checked
+-- it meets; then only one task is leased, as other tasks with requirements
+-- were not checked).
 -- KEYS: root. ARGV: worker id, now, candidate task id ('' when the caller
 --   has not looked at tasks with requirements, '-' when none suits),
---   claim nonce, skills... A retry (same nonce) of a claim that leased a
---   task returns that task again.
--- Returns {task id, Task bytes, sequence}, false when nothing suits, or
--- 'scan' when tasks with requirements are queued for these skills and the
--- caller must pick a candidate among them first (Lua cannot check them).
+--   claim nonce, limit, skills... A retry (same nonce) of a claim that
+--   leased tasks returns those it still holds.
+-- Returns {task id, Task bytes, sequence, ...} (three per task), false when
+-- nothing suits, or 'scan' when tasks with requirements are queued for these
+-- skills and the caller must pick a candidate among them first (Lua cannot
+-- check them).
 local again = leased_by(ARGV[4], ARGV[1])
 if again then return again end
 if ARGV[3] == '' then
-  for i = 5, #ARGV do
+  for i = 6, #ARGV do
     if redis.call('ZCARD', K.constrained(ARGV[i])) > 0 then return 'scan' end
   end
 end
-local best_score, best_member, best_queue
-local function consider(queue, member, score)
-  if best_member == nil or score < best_score
-      or (score == best_score and member < best_member) then
-    best_score, best_member, best_queue = score, member, queue
+local limit = ARGV[3] == '' and tonumber(ARGV[5]) or 1
+local leased, ids = {}, {}
+while #ids < limit do
+  local best_score, best_member, best_queue
+  local function consider(queue, member, score)
+    if best_member == nil or score < best_score
+        or (score == best_score and member < best_member) then
+      best_score, best_member, best_queue = score, member, queue
+    end
   end
-end
-for i = 5, #ARGV do
-  local q = K.queue(ARGV[i])
-  local head = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
-  if head[1] then consider(q, head[1], tonumber(head[2])) end
-end
-if ARGV[3] ~= '' and ARGV[3] ~= '-' then
-  local f = redis.call('HMGET', K.task(ARGV[3]), 'qm', 'k')
-  if f[1] then
-    local q = K.constrained(f[2])
-    local score = redis.call('ZSCORE', q, f[1])
-    if score then consider(q, f[1], tonumber(score)) end
+  for i = 6, #ARGV do
+    local q = K.queue(ARGV[i])
+    local head = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
+    if head[1] then consider(q, head[1], tonumber(head[2])) end
   end
+  if ARGV[3] ~= '' and ARGV[3] ~= '-' then
+    local f = redis.call('HMGET', K.task(ARGV[3]), 'qm', 'k')
+    if f[1] then
+      local q = K.constrained(f[2])
+      local score = redis.call('ZSCORE', q, f[1])
+      if score then consider(q, f[1], tonumber(score)) end
+    end
+  end
+  if best_member == nil then break end
+  redis.call('ZREM', best_queue, best_member)
+  local id = string.sub(best_member, 22)
+  lease(id, ARGV[1], ARGV[2], ARGV[4])
+  local t = redis.call('HMGET', K.task(id), 'd', 'sq')
+  ids[#ids + 1] = id
+  leased[#leased + 1] = id
+  leased[#leased + 1] = t[1]
+  leased[#leased + 1] = t[2]
 end
-if best_member == nil then return false end
-redis.call('ZREM', best_queue, best_member)
-local id = string.sub(best_member, 22)
-lease(id, ARGV[1], ARGV[2], ARGV[4])
-local t = redis.call('HMGET', K.task(id), 'd', 'sq')
-return {id, t[1], t[2]}
+if #ids == 0 then return false end
+if #ids > 1 then
+  -- lease() named only the last: a retry must find them all.
+  redis.call('SET', K.claim_nonce(ARGV[4]), table.concat(ids, ','), 'PX', 60000)
+end
+return leased
 """
 
 TAKE = """

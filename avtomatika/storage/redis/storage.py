@@ -9,9 +9,12 @@ process. What an instance keeps locally is only how to wait well:
   runs. A step of an instance that died is run again elsewhere once its
   lease lapses; the job's version guard lets only one commit of a step win.
 - **Claims**: a worker takes the best queued task of its skills in one
-  script; a worker with nothing to take waits for a wake-up on the pub/sub
-  channel (published by the script that queued a task) and re-checks at
-  least every ``_RECHECK`` seconds, since pub/sub messages can be lost.
+  script, or the best few, up to its free slots (a backlog drains in one
+  round trip; one at a time while tasks with requirements are queued for
+  its skills, as Lua cannot check requirements). A worker with nothing to
+  take waits for a wake-up on the pub/sub channel (published by the script
+  that queued a task) and re-checks at least every ``_RECHECK`` seconds,
+  since pub/sub messages can be lost.
   Among workers waiting on one instance the task's dispatch strategy picks,
   as in the embedded store; across instances, the first to claim wins.
 - **Hand-off**: a commit that queues a task while a worker for it waits on
@@ -547,6 +550,12 @@ class RedisStorage:
     # -- claims --
 
     async def claim_task(self, worker: WorkerProfile, timeout: float | None) -> Task | None:
+        tasks = await self.claim_tasks(worker, timeout)
+        return tasks[0] if tasks else None
+
+    async def claim_tasks(
+        self, worker: WorkerProfile, timeout: float | None, limit: int = 1
+    ) -> list[Task]:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         # Registered before the first look: a wake-up that arrives while a
@@ -571,23 +580,23 @@ class RedisStorage:
                 if handed is not None:
                     if waiter.quiet is not None:
                         self._quiet[worker.worker_id] = waiter.quiet
-                    return handed
+                    return [handed]
                 waiter.event.clear()
                 if waiter.quiet is None and not waiter.offered:  # else it waits for a wake-up
                     waiter.claiming = True
                     looked = _Look(worker.skills, self._wake_count(worker), loop.time())
                     try:
-                        task = await self._claim_once(worker)
+                        tasks = await self._claim_once(worker, limit)
                     finally:
                         waiter.claiming = False
-                    if task is not None:
-                        return task
+                    if tasks:
+                        return tasks
                     if waiter.event.is_set():
                         continue
                     if not worker.max_concurrent or worker.active < worker.max_concurrent:
                         waiter.quiet = looked  # it found nothing as of then
                 if deadline is not None and loop.time() >= deadline:
-                    return None
+                    return []
                 # The periodic look, in case a wake-up was lost: a re-check
                 # period after the last look.
                 since = waiter.quiet.at if waiter.quiet is not None else loop.time()
@@ -606,18 +615,21 @@ class RedisStorage:
                 # claimed one itself): the task goes back.
                 self._spawn(self._give_back(waiter.handed.task_id, worker.worker_id))
 
-    async def _claim_once(self, worker: WorkerProfile) -> Task | None:
-        """One claim, safe against cancellation: a task leased by a script
-        whose caller was cancelled meanwhile goes back to its queue."""
-        if worker.max_concurrent and worker.active >= worker.max_concurrent:
-            return None
+    async def _claim_once(self, worker: WorkerProfile, limit: int) -> list[Task]:
+        """One claim of up to ``limit`` tasks, safe against cancellation:
+        tasks leased by a script whose caller was cancelled meanwhile go
+        back to their queue."""
+        if worker.max_concurrent:
+            limit = min(limit, worker.max_concurrent - worker.active)
+        if limit <= 0:
+            return []
         nonce = secrets.token_hex(8)  # a retry after a lost reply finds its own lease
         self._claiming += 1
         self._no_claims.clear()
         try:
             # In the caller's task, not shielded in one of its own: claims
             # are the hot path, and a task per claim costs more than it.
-            return await self._retrying("claiming a task", self._claim, worker, nonce)
+            return await self._retrying("claiming a task", self._claim, worker, nonce, limit)
         except asyncio.CancelledError:
             # The script may have run (or may yet run) with nobody left to
             # hear its reply. The nonce names what it leased, if anything.
@@ -628,18 +640,18 @@ class RedisStorage:
             if not self._claiming:
                 self._no_claims.set()  # close() waits for claims in flight
 
-    async def _claim(self, worker: WorkerProfile, nonce: str) -> Task | None:
+    async def _claim(self, worker: WorkerProfile, nonce: str, limit: int) -> list[Task]:
         now = now_ms()
-        found = await self._run("CLAIM", worker.worker_id, now, "", nonce, *worker.skills)
+        found = await self._run("CLAIM", worker.worker_id, now, "", nonce, limit, *worker.skills)
         if found == b"scan":
             # Tasks with requirements are queued: pick the best this worker
-            # meets, and claim again (a second round trip only then).
+            # meets, and claim it (a second round trip only then; one task).
             candidate = await self._constrained_candidate(worker) or "-"
             now = now_ms()
             found = await self._run(
-                "CLAIM", worker.worker_id, now, candidate, nonce, *worker.skills
+                "CLAIM", worker.worker_id, now, candidate, nonce, 1, *worker.skills
             )
-        return _leased(found, worker.worker_id, now)
+        return _all_leased(found, worker.worker_id, now)
 
     async def _take(self, task_id: str, worker_id: str, nonce: str) -> Task | None:
         now = now_ms()
@@ -731,11 +743,11 @@ class RedisStorage:
         read goes after the claim on the one connection, so Redis answers it
         once the claim has run (or, if the connection dropped, never will)."""
         try:
-            task_id = await self._retrying(
+            task_ids = await self._retrying(
                 "looking for an abandoned claim", self._get, self.keys.claim_nonce(nonce)
             )
-            if task_id:
-                await self._give_back(task_id.decode(), worker_id, nonce)
+            given = (task_ids or b"").decode().split(",")
+            await asyncio.gather(*(self._give_back(t, worker_id, nonce) for t in given if t))
         except Unavailable as exc:
             # Closed meanwhile: the lease goes back when the worker says what
             # it holds on its next stream, or at the task's deadline.
@@ -960,12 +972,22 @@ def _committed(outcome: Any, worker_id: str, now: int) -> tuple[Task | None, Com
     return None, CommitOutcome(text), False
 
 
-def _leased(found: Any, worker_id: str, now: int) -> Task | None:
-    """The task a CLAIM or TAKE script leased (None if it leased none), as
-    stored: leased to ``worker_id`` at ``now``."""
+def _all_leased(found: Any, worker_id: str, now: int) -> list[Task]:
+    """The tasks a CLAIM script leased (three reply elements each)."""
     if not found:
-        return None
-    _, data, sequence, *_ = found
+        return []
+    return [
+        _as_leased(found[at + 1], found[at + 2], worker_id, now) for at in range(0, len(found), 3)
+    ]
+
+
+def _leased(found: Any, worker_id: str, now: int) -> Task | None:
+    """The task a TAKE or COMMIT script leased (None if it leased none)."""
+    return _as_leased(found[1], found[2], worker_id, now) if found else None
+
+
+def _as_leased(data: bytes, sequence: bytes, worker_id: str, now: int) -> Task:
+    """A task as a script leased it: to ``worker_id`` at ``now``."""
     task = Task.FromString(data)
     task.state = task_pb2.TASK_STATE_LEASED
     task.worker_id = worker_id
