@@ -48,6 +48,14 @@ def batch(*messages: ConnectRequest) -> ConnectRequest:
     return ConnectRequest(batch=RequestBatch(messages=messages))
 
 
+async def jobs_waiting(http: aiohttp.ClientSession, count: int) -> list[str]:
+    """``count`` echo jobs, created in order, each waiting for a worker."""
+    job_ids = [await create_job(http, "jobs/echo", {"n": n}) for n in range(count)]
+    for job_id in job_ids:
+        await wait_for_status(http, job_id, "waiting_for_worker")
+    return job_ids
+
+
 async def holding_tasks(
     start_orchestrator: StartOrchestrator,
     http_client: HttpClient,
@@ -61,9 +69,7 @@ async def holding_tasks(
     first ``credits`` of them."""
     orchestrator = await start_orchestrator([echo_blueprint()])
     http = http_client(orchestrator)
-    job_ids = [await create_job(http, "jobs/echo", {"n": n}) for n in range(jobs)]
-    for job_id in job_ids:
-        await wait_for_status(http, job_id, "waiting_for_worker")
+    job_ids = await jobs_waiting(http, jobs)
     worker = RawWorker(grpc_channel(orchestrator), "w-1")
     await worker.hello(["echo"], credits, accepts_batches=True)
     messages, _ = await receive_flat(worker, credits)
@@ -117,9 +123,7 @@ async def test_a_worker_that_does_not_accept_batches_gets_every_message_alone(
 ) -> None:
     orchestrator = await start_orchestrator([echo_blueprint()])
     http = http_client(orchestrator)
-    job_ids = [await create_job(http, "jobs/echo", {"n": n}) for n in range(3)]
-    for job_id in job_ids:
-        await wait_for_status(http, job_id, "waiting_for_worker")
+    job_ids = await jobs_waiting(http, 3)
     worker = RawWorker(grpc_channel(orchestrator), "w-1")
     await worker.hello(["echo"], 3, accepts_batches=False)
     tasks = [await worker.next_task() for _ in range(3)]
@@ -305,9 +309,7 @@ async def test_a_backlog_reaches_a_worker_in_one_claim_and_in_order(
     settings = {"redis_url": request.getfixturevalue("redis_url")} if store == "redis" else {}
     orchestrator = await start_orchestrator([echo_blueprint()], **settings)
     http = http_client(orchestrator)
-    job_ids = [await create_job(http, "jobs/echo", {"n": n}) for n in range(5)]
-    for job_id in job_ids:
-        await wait_for_status(http, job_id, "waiting_for_worker")
+    job_ids = await jobs_waiting(http, 5)
     worker = RawWorker(grpc_channel(orchestrator), "w-1")
     await worker.hello(["echo"], 4, accepts_batches=True)
 
