@@ -418,6 +418,8 @@ async def test_a_batch_claim_takes_the_best_queued_tasks_in_order(storage: Stora
     assert sorted(await storage.leased_to("w")) == sorted(t.task_id for t in [*first, *rest])
     assert await storage.queue_depths() == {"z": 1}
     assert await storage.claim_tasks(worker, 0.01, limit=3) == []
+    await enqueue(storage, make_task(Job(), "x"))
+    assert await storage.claim_tasks(worker, 0.01, limit=0) == []  # asks for none, gets none
 
 
 async def test_a_batch_claim_with_nothing_queued_waits_for_the_next_task(storage: Storage) -> None:

@@ -326,3 +326,29 @@ async def test_a_backlog_reaches_a_worker_in_one_claim_and_in_order(
     after, _ = await receive_flat(worker, 2)
     assert [m.WhichOneof("kind") for m in after] == ["result_ack", "task"]
     assert after[1].task.job_id == job_ids[4]
+
+
+async def test_one_claim_leases_at_most_64_tasks_whatever_the_credits(
+    start_orchestrator: StartOrchestrator,
+    http_client: HttpClient,
+    grpc_channel: GrpcChannel,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A claim is one script, holding Redis for every instance while it runs:
+    # a worker granting a thousand credits does not make it a thousand long.
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    storage = orchestrator.engine.storage
+    claims, asked = storage.claim_tasks, []
+
+    async def noted(worker: Any, timeout: float | None, limit: int = 1) -> Any:
+        asked.append(limit)
+        return await claims(worker, timeout, limit)
+
+    monkeypatch.setattr(storage, "claim_tasks", noted)
+    job_ids = await jobs_waiting(http_client(orchestrator), 3)
+    worker = RawWorker(grpc_channel(orchestrator), "w-1")
+    await worker.hello(["echo"], 1000, accepts_batches=True)
+    messages, _ = await receive_flat(worker, 3)
+
+    assert sorted(m.task.job_id for m in messages) == sorted(job_ids)
+    assert asked[0] == 64

@@ -86,6 +86,9 @@ _BATCH_SLICE_SECONDS = 0.001
 _CLAIM_REFRESH_SECONDS = 2.0
 # Results of one batch settled concurrently, at most.
 _RESULTS_AT_ONCE = 32
+# Tasks one claim leases at most, whatever the worker's credits: a claim is
+# one script, which holds Redis (every instance's) while it runs.
+_MOST_PER_CLAIM = 64
 # Messages read ahead of their handling, at most (each up to gRPC's 4 MiB).
 _READ_AHEAD = 64
 _USE_CONNECT = "not available yet over gRPC; workers use the Connect stream"
@@ -513,7 +516,7 @@ class _Session:
             # found nothing starts afresh every few seconds. It takes as
             # many queued tasks as the worker has credits for: a backlog
             # drains in one claim, not one claim per task.
-            free = self._credits
+            free = min(self._credits, _MOST_PER_CLAIM)
             if limit:
                 free = min(free, limit - len(self._held))
             tasks = await self._engine.next_tasks(

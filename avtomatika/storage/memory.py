@@ -151,6 +151,8 @@ class MemoryStorage:
     async def claim_tasks(
         self, worker: WorkerProfile, timeout: float | None, limit: int = 1
     ) -> list[Task]:
+        if limit < 1:
+            return []
         try:
             async with asyncio.timeout(timeout):
                 return await self._claim(worker, limit)

@@ -556,6 +556,8 @@ class RedisStorage:
     async def claim_tasks(
         self, worker: WorkerProfile, timeout: float | None, limit: int = 1
     ) -> list[Task]:
+        if limit < 1:
+            return []
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         # Registered before the first look: a wake-up that arrives while a
