@@ -128,6 +128,21 @@ async def test_a_task_and_its_job_read_together_are_as_read_apart(storage: Stora
     assert await storage.get_task_and_job(task.task_id, "no-such-job") == (both[0], None)
 
 
+async def test_tasks_read_together_are_as_read_apart(storage: Storage) -> None:
+    first, second = make_task(Job(), "x"), make_task(Job(), "y")
+    await enqueue(storage, first, second)
+    claimed = await storage.claim_task(WorkerProfile("w-1", ("x",)), None)
+    assert claimed is not None
+
+    ids = [second.task_id, "no-such-task", first.task_id]
+    together = await storage.get_tasks(ids)
+
+    assert together == [await storage.get_task(task_id) for task_id in ids]
+    assert together[2] is not None
+    assert (together[2].state, together[2].worker_id) == (TaskState.TASK_STATE_LEASED, "w-1")
+    assert await storage.get_tasks([]) == []
+
+
 async def test_claim_takes_highest_priority_first_then_fifo_across_skills(storage: Storage) -> None:
     job = Job()
     low_x1 = make_task(job, "x")

@@ -57,6 +57,7 @@ class Cluster:
             self._settings,
             engine.workers,
             leased_to=engine.storage.leased_to,
+            read_tasks=engine.storage.get_tasks,
             requeue=engine.requeue_task,
             subscriber=subscriber,
         )

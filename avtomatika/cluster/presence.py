@@ -52,15 +52,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from avtomatika.config import Settings
+from avtomatika.errors import Unavailable
 from avtomatika.storage.redis import (
     DOWN,
     Keys,
     Subscriber,
-    check_cancelled,
     outage_backoff,
     unavailable,
 )
 from avtomatika.v1 import task_pb2, worker_pb2
+from avtomatika.v1.task_pb2 import Task
 from avtomatika.v1.worker_pb2 import WorkerInfo
 from avtomatika.v1.worker_service_pb2 import CancelTask
 from avtomatika.workers import Requeue, WorkerRegistry
@@ -71,6 +72,8 @@ log = logging.getLogger(__name__)
 
 LeasedTo = Callable[[str], Awaitable[list[str]]]
 """``leased_to(worker_id)``: the storage's ids of tasks leased to a worker."""
+ReadTasks = Callable[[list[str]], Awaitable[list[Task | None]]]
+"""``read_tasks(task_ids)``: the storage's records of those tasks, in order."""
 
 # KEYS[1] alive key, KEYS[2] workers hash.
 # ARGV[1] mode: "held", "seen", "away" or "gone"; ARGV[2] this instance's id;
@@ -182,6 +185,7 @@ class RedisPresence:
         registry: WorkerRegistry,
         *,
         leased_to: LeasedTo,
+        read_tasks: ReadTasks,
         requeue: Requeue,
         subscriber: Subscriber,
     ) -> None:
@@ -192,6 +196,7 @@ class RedisPresence:
         self.instance_id = instance_id
         self._registry = registry
         self._leased_to = leased_to
+        self._read_tasks = read_tasks
         self._requeue = requeue
         heartbeat = settings.worker_heartbeat_interval_seconds
         self._grpc_ttl_ms = int((3 * heartbeat + settings.worker_reconnect_grace_seconds) * 1000)
@@ -360,18 +365,14 @@ class RedisPresence:
         if not held:
             return
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for _, task_id in held:
-                    pipe.hmget(self._keys.task(task_id), "st", "j")
-                fields = await pipe.execute()
-            check_cancelled()
-        except DOWN as exc:
+            tasks = await self._read_tasks([task_id for _, task_id in held])
+        except Unavailable as exc:
             log.warning("cancels sent during the pub/sub outage not looked for: %s", exc)
             return
-        for (worker_id, task_id), (state, job_id) in zip(held, fields, strict=True):
-            if state is not None and int(state) == task_pb2.TASK_STATE_CANCELLED:
+        for (worker_id, task_id), task in zip(held, tasks, strict=True):
+            if task is not None and task.state == task_pb2.TASK_STATE_CANCELLED:
                 reason = "the job was cancelled while this instance's pub/sub was down"
-                self._registry.push_here(worker_id, task_id, (job_id or b"").decode(), reason)
+                self._registry.push_here(worker_id, task_id, task.job_id, reason)
 
     # -- writing --
 

@@ -68,6 +68,10 @@ class Storage(Protocol):
     async def get_task(self, task_id: str) -> Task | None:
         """A fresh copy of the task, or None."""
 
+    async def get_tasks(self, task_ids: Sequence[str]) -> list[Task | None]:
+        """Fresh copies of the tasks, in the order asked (None for an
+        unknown id); one round trip to a shared store."""
+
     async def get_task_and_job(self, task_id: str, job_id: str) -> tuple[Task | None, Job | None]:
         """:meth:`get_task` and :meth:`get_job` at once (one round trip to a
         shared store), for a report that names both."""

@@ -235,6 +235,13 @@ class RedisStorage:
             fields = await (await self._fast()).execute(*self._task_read(task_id))
         return _task(*fields)
 
+    async def get_tasks(self, task_ids: Sequence[str]) -> list[Task | None]:
+        if not task_ids:
+            return []
+        with unavailable("cannot read the tasks"):
+            found = await (await self._fast()).execute_many(*map(self._task_read, task_ids))
+        return [_task(*fields) for fields in found]
+
     async def get_task_and_job(self, task_id: str, job_id: str) -> tuple[Task | None, Job | None]:
         with unavailable("cannot read the task and its job"):
             fields, data = await (await self._fast()).execute_many(
