@@ -26,7 +26,7 @@ from avtomatika.blueprint import StateMachineBlueprint
 from avtomatika.clock import now_ms
 from avtomatika.config import Settings
 from avtomatika.context import ClientInfo
-from avtomatika.dispatch import Roster, WorkerProfile
+from avtomatika.dispatch import Roster
 from avtomatika.errors import (
     BlueprintError,
     Conflict,
@@ -456,18 +456,13 @@ class Engine:
         self, worker_id: str, skills: Iterable[str], timeout: float | None, limit: int = 1
     ) -> list[Task]:
         """:meth:`next_task` for up to ``limit`` tasks: those queued for the
-        worker, best first, or the one it waited for."""
-        return await self.claim_tasks(self.roster.profile(worker_id, list(skills)), timeout, limit)
-
-    async def claim_tasks(
-        self, worker: WorkerProfile, timeout: float | None, limit: int = 1
-    ) -> list[Task]:
-        """Wait for tasks ``worker`` suits and lease them to it (see
+        worker, best first, or the one it waited for (see
         :meth:`Storage.claim_tasks`)."""
+        worker = self.roster.profile(worker_id, list(skills))
         tasks = await self.storage.claim_tasks(worker, timeout, limit)
         picked = []
         for task in tasks:
-            self.roster.leased(worker.worker_id, task)
+            self.roster.leased(worker_id, task)
             waited = task.leased_at_ms - (task.not_before_ms or task.created_at_ms)
             picked.append(
                 event(

@@ -12,9 +12,11 @@ import aiohttp
 import grpc
 import pytest
 
+from avtomatika.dispatch import WorkerProfile
 from avtomatika.payload import from_payload, to_payload
+from avtomatika.storage import Storage
 from avtomatika.v1 import worker_service_pb2_grpc
-from avtomatika.v1.task_pb2 import ErrorCode, TaskError, TaskResult, TaskResultStatus
+from avtomatika.v1.task_pb2 import ErrorCode, Task, TaskError, TaskResult, TaskResultStatus
 from avtomatika.v1.worker_pb2 import WorkerRegistration, WorkerResources
 from avtomatika.v1.worker_service_pb2 import (
     ConnectRequest,
@@ -38,6 +40,12 @@ async def cancelled(task: asyncio.Task[Any]) -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def claim_one(storage: Storage, worker: WorkerProfile, timeout: float | None) -> Task | None:
+    """One task claimed for ``worker`` (None if none came in ``timeout``)."""
+    tasks = await storage.claim_tasks(worker, timeout)
+    return tasks[0] if tasks else None
 
 
 async def create_job(

@@ -20,7 +20,7 @@ from avtomatika.v1 import job_pb2, task_pb2
 from avtomatika.v1.job_pb2 import Job
 from avtomatika.v1.task_pb2 import Task
 from tests.redis_server import RedisServer
-from tests.support import cancelled
+from tests.support import cancelled, claim_one
 from tests.test_storage_redis import (
     Dropping,
     OpenStorage,
@@ -40,7 +40,7 @@ async def parked(
     """A claim of ``worker_id`` once it waits for a task."""
     before = (await storage.waiting_workers()).get(skills[0], 0)
     worker = WorkerProfile(worker_id, skills, **profile)
-    claim = asyncio.create_task(storage.claim_task(worker, 10))
+    claim = asyncio.create_task(claim_one(storage, worker, 10))
     while (await storage.waiting_workers()).get(skills[0], 0) <= before:  # noqa: ASYNC110
         await asyncio.sleep(0.005)
     return claim
@@ -100,7 +100,7 @@ async def test_a_task_with_requirements_is_queued_not_handed_off(
 
     assert outcome is CommitOutcome.OK
     assert await storage.queue_depths() == {"x": 1}
-    cheap = await storage.claim_task(WorkerProfile("cheap", ("x",)), 5)
+    cheap = await claim_one(storage, WorkerProfile("cheap", ("x",)), 5)
     assert cheap is not None
     assert cheap.task_id == task.task_id
     assert not dear.done()
@@ -141,7 +141,7 @@ async def test_a_worker_that_leaves_while_its_task_is_committed_gets_none_and_it
         await cancelled(leaving)  # the commit leases the task to w-1, which is gone
     assert await commit is CommitOutcome.OK
 
-    claimed = await storage.claim_task(WorkerProfile("w-2", ("x",)), 5)
+    claimed = await claim_one(storage, WorkerProfile("w-2", ("x",)), 5)
     assert claimed is not None
     assert (claimed.task_id, claimed.worker_id) == (task.task_id, "w-2")
     assert await storage.leased_to("w-1") == []
@@ -284,7 +284,7 @@ async def test_a_task_goes_to_a_worker_waiting_here_only_once_of_two_commits(
     assert outcomes == [CommitOutcome.OK, CommitOutcome.OK]
     claimed = await claim
     assert claimed is not None
-    other = await storage.claim_task(WorkerProfile("w-2", ("x",)), 5)
+    other = await claim_one(storage, WorkerProfile("w-2", ("x",)), 5)
     assert other is not None
     assert {claimed.task_id, other.task_id} == {first.task_id, second.task_id}
     assert await storage.leased_to("w-1") == [claimed.task_id]
@@ -355,7 +355,7 @@ async def test_a_worker_handed_task_after_task_still_looks_at_least_once_a_perio
     async def pick_then_lose_it(worker: WorkerProfile) -> str:
         monkeypatch.setattr(a, "_constrained_candidate", pick)  # once
         candidate = await pick(worker)
-        assert await b.claim_task(WorkerProfile("other", ("b",)), 1) is not None
+        assert await claim_one(b, WorkerProfile("other", ("b",)), 1) is not None
         return candidate
 
     monkeypatch.setattr(a, "_constrained_candidate", pick_then_lose_it)

@@ -18,7 +18,7 @@ from avtomatika.storage.redis.storage import RedisStorage
 from avtomatika.tasks import new_id
 from avtomatika.v1.job_pb2 import Job, JobStatus
 from avtomatika.v1.task_pb2 import Task, TaskState
-from tests.support import cancelled
+from tests.support import cancelled, claim_one
 
 
 def make_task(job: Job, skill: str, priority: float = 0.0) -> Task:
@@ -66,7 +66,7 @@ async def leased_to_w1(storage: Storage) -> tuple[Task, Job]:
     """A task queued with its job and claimed by worker w-1; the job as now."""
     task = make_task(Job(), "x")
     job = await enqueue(storage, task)
-    assert await storage.claim_task(WorkerProfile("w-1", ("x",)), None) is not None
+    assert await claim_one(storage, WorkerProfile("w-1", ("x",)), None) is not None
     current = await storage.get_job(job.id)
     assert current is not None
     return task, current
@@ -82,7 +82,7 @@ async def commit_under(storage: Storage, job_id: str, lease: Lease) -> CommitOut
 async def finish_claimed(storage: Storage, job_id: str) -> None:
     """Worker w claims the queued ``x`` task of ``job_id``; then the job ends
     finished, with that task done."""
-    claimed = await storage.claim_task(WorkerProfile("w", ("x",)), 1)
+    claimed = await claim_one(storage, WorkerProfile("w", ("x",)), 1)
     assert claimed is not None
     current = await storage.get_job(job_id)
     assert current is not None
@@ -131,7 +131,7 @@ async def test_a_task_and_its_job_read_together_are_as_read_apart(storage: Stora
 async def test_tasks_read_together_are_as_read_apart(storage: Storage) -> None:
     first, second = make_task(Job(), "x"), make_task(Job(), "y")
     await enqueue(storage, first, second)
-    claimed = await storage.claim_task(WorkerProfile("w-1", ("x",)), None)
+    claimed = await claim_one(storage, WorkerProfile("w-1", ("x",)), None)
     assert claimed is not None
 
     ids = [second.task_id, "no-such-task", first.task_id]
@@ -154,7 +154,7 @@ async def test_claim_takes_highest_priority_first_then_fifo_across_skills(storag
     await enqueue(storage, low_x1, high_y1, high_x)
     await enqueue(storage, low_y, low_x2, top_y)
 
-    claimed = [await storage.claim_task(WorkerProfile("w", ("x", "y")), None) for _ in range(6)]
+    claimed = [await claim_one(storage, WorkerProfile("w", ("x", "y")), None) for _ in range(6)]
 
     expected = [top_y, high_y1, high_x, low_x1, low_y, low_x2]
     assert [t.task_id if t else None for t in claimed] == [t.task_id for t in expected]
@@ -165,7 +165,7 @@ async def test_claim_takes_highest_priority_first_then_fifo_across_skills(storag
 async def test_claim_leases_the_task_to_the_claimer(storage: Storage) -> None:
     task = make_task(Job(), "x")
     await enqueue(storage, task)
-    claimed = await storage.claim_task(WorkerProfile("w-1", ("x",)), None)
+    claimed = await claim_one(storage, WorkerProfile("w-1", ("x",)), None)
     stored = await storage.get_task(task.task_id)
     assert claimed is not None
     assert stored is not None
@@ -183,12 +183,12 @@ async def test_claim_leases_the_task_to_the_claimer(storage: Storage) -> None:
 
 async def test_claim_ignores_other_skills_and_times_out_with_none(storage: Storage) -> None:
     await enqueue(storage, make_task(Job(), "x"))
-    assert await storage.claim_task(WorkerProfile("w", ("z",)), 0.01) is None
+    assert await claim_one(storage, WorkerProfile("w", ("z",)), 0.01) is None
     assert await storage.queue_depths() == {"x": 1}
 
 
 async def test_a_waiting_claimer_gets_a_task_queued_later(storage: Storage) -> None:
-    claim = asyncio.create_task(storage.claim_task(WorkerProfile("w", ("x",)), None))
+    claim = asyncio.create_task(claim_one(storage, WorkerProfile("w", ("x",)), None))
     await until_waiting(storage, {"x": 1})
     assert not claim.done()
     task = make_task(Job(), "x")
@@ -201,9 +201,9 @@ async def test_a_waiting_claimer_gets_a_task_queued_later(storage: Storage) -> N
 async def test_a_claimer_cancelled_right_after_being_woken_hands_the_task_on(
     storage: Storage,
 ) -> None:
-    first = asyncio.create_task(storage.claim_task(WorkerProfile("w-1", ("x",)), None))
+    first = asyncio.create_task(claim_one(storage, WorkerProfile("w-1", ("x",)), None))
     await until_waiting(storage, {"x": 1})
-    second = asyncio.create_task(storage.claim_task(WorkerProfile("w-2", ("x",)), None))
+    second = asyncio.create_task(claim_one(storage, WorkerProfile("w-2", ("x",)), None))
     await until_waiting(storage, {"x": 2})
     assert not first.done()
     assert not second.done()
@@ -221,13 +221,13 @@ async def test_a_claimer_cancelled_right_after_being_woken_hands_the_task_on(
 
 
 async def test_a_claimer_cancelled_while_waiting_takes_nothing(storage: Storage) -> None:
-    gone = asyncio.create_task(storage.claim_task(WorkerProfile("w-1", ("x",)), None))
+    gone = asyncio.create_task(claim_one(storage, WorkerProfile("w-1", ("x",)), None))
     await until_waiting(storage, {"x": 1})
     await cancelled(gone)
 
     task = make_task(Job(), "x")
     await enqueue(storage, task)
-    claimed = await storage.claim_task(WorkerProfile("w-2", ("x",)), None)
+    claimed = await claim_one(storage, WorkerProfile("w-2", ("x",)), None)
     assert claimed is not None
     assert claimed.task_id == task.task_id
 
@@ -243,7 +243,7 @@ async def test_a_commit_at_version_zero_creates_the_job_with_what_its_first_step
     assert stored is not None
     assert (stored.version, stored.status) == (1, JobStatus.JOB_STATUS_WAITING_FOR_WORKER)
     assert (await storage.count_jobs()).get(JobStatus.JOB_STATUS_WAITING_FOR_WORKER) == 1
-    claimed = await storage.claim_task(WorkerProfile("w-1", ("x",)), 5)
+    claimed = await claim_one(storage, WorkerProfile("w-1", ("x",)), 5)
     assert claimed is not None
     assert claimed.task_id == task.task_id
 
@@ -333,7 +333,7 @@ async def test_withdrawn_queued_tasks_are_cancelled_and_never_claimed(storage: S
 
     fresh = make_task(Job(), "x")
     await enqueue(storage, fresh)
-    claimed = await storage.claim_task(WorkerProfile("w", ("x",)), None)
+    claimed = await claim_one(storage, WorkerProfile("w", ("x",)), None)
     assert claimed is not None
     assert claimed.task_id == fresh.task_id
 
@@ -370,11 +370,11 @@ async def test_each_task_queued_goes_to_a_waiting_worker_it_suits(storage: Stora
     # arrive: each is handed over as it is queued, the x task to the worker
     # that has waited longest for x, the y task to the only one left for y;
     # neither task stays queued while a worker for it waits.
-    both = asyncio.create_task(storage.claim_task(WorkerProfile("w-both", ("x", "y")), None))
+    both = asyncio.create_task(claim_one(storage, WorkerProfile("w-both", ("x", "y")), None))
     await until_waiting(storage, {"x": 1, "y": 1})
-    only_x = asyncio.create_task(storage.claim_task(WorkerProfile("w-x", ("x",)), None))
+    only_x = asyncio.create_task(claim_one(storage, WorkerProfile("w-x", ("x",)), None))
     await until_waiting(storage, {"x": 2, "y": 1})
-    only_y = asyncio.create_task(storage.claim_task(WorkerProfile("w-y", ("y",)), None))
+    only_y = asyncio.create_task(claim_one(storage, WorkerProfile("w-y", ("y",)), None))
     await until_waiting(storage, {"x": 2, "y": 2})
 
     x_task = make_task(Job(), "x")

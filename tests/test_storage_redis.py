@@ -26,7 +26,7 @@ from avtomatika.v1 import job_pb2, task_pb2
 from avtomatika.v1.job_pb2 import Job
 from avtomatika.v1.task_pb2 import Task
 from tests.redis_server import RedisServer, free_port
-from tests.support import cancelled
+from tests.support import cancelled, claim_one
 from tests.test_storage import finish_claimed
 
 OpenStorage = Callable[..., Coroutine[Any, Any, RedisStorage]]
@@ -132,7 +132,7 @@ async def test_a_task_queued_on_one_instance_wakes_a_worker_waiting_on_another(
     open_storage: OpenStorage,
 ) -> None:
     a, b = await open_storage(), await open_storage()
-    claim = asyncio.create_task(b.claim_task(WorkerProfile("w-b", ("x",)), 10))
+    claim = asyncio.create_task(claim_one(b, WorkerProfile("w-b", ("x",)), 10))
     await asyncio.sleep(0.05)
     job = await new_job(a)
     task = queued(job)
@@ -190,10 +190,10 @@ async def test_a_scheduled_retry_enters_its_queue_when_due(open_storage: OpenSto
     task.state = task_pb2.TASK_STATE_SCHEDULED
     await storage.commit(job, expected_version=job.version, tasks=[task])
     worker = WorkerProfile("w", ("x",))
-    assert await storage.claim_task(worker, 0.01) is None
+    assert await claim_one(storage, worker, 0.01) is None
 
     timers = asyncio.create_task(expiries(storage, 2.0))
-    claimed = await storage.claim_task(worker, 5)
+    claimed = await claim_one(storage, worker, 5)
     timers.cancel()
     assert claimed is not None
     assert claimed.task_id == task.task_id
@@ -231,7 +231,7 @@ async def test_requests_get_unavailable_while_redis_is_down_and_waits_resume_aft
         await storage.open()
         job = await new_job(storage)
         worker = WorkerProfile("w", ("x",))
-        claim = asyncio.create_task(storage.claim_task(worker, 30))
+        claim = asyncio.create_task(claim_one(storage, worker, 30))
         await asyncio.sleep(0.05)
         server.stop()
 
@@ -387,7 +387,7 @@ async def test_a_claim_or_commit_whose_reply_was_lost_is_recognised_when_retried
         # The claim's reply is lost and the claim retried: the worker gets the
         # task the first try leased, and no second one is leased behind its back.
         proxy.armed = True
-        claimed = await storage.claim_task(WorkerProfile("w", ("x",)), 5)
+        claimed = await claim_one(storage, WorkerProfile("w", ("x",)), 5)
         assert proxy.dropped == 1
         assert claimed is not None
         assert claimed.task_id == first.task_id
@@ -478,7 +478,7 @@ async def claim_sent_while_paused(
     task = await queued_task(storage)
     redis_server.pause()
     try:
-        claim = asyncio.create_task(storage.claim_task(WorkerProfile("w-1", ("x",)), 5))
+        claim = asyncio.create_task(claim_one(storage, WorkerProfile("w-1", ("x",)), 5))
         await asyncio.sleep(0.1)  # the claim is on the wire
         yield task, claim
     finally:
@@ -493,7 +493,7 @@ async def test_a_claim_cancelled_with_its_script_in_flight_gives_the_task_back(
         await cancelled(claim)
     # The script leased the task to w-1, which will never hear of it: the
     # task goes back to its queue and the next claimer gets it.
-    claimed = await storage.claim_task(WorkerProfile("w-2", ("x",)), 5)
+    claimed = await claim_one(storage, WorkerProfile("w-2", ("x",)), 5)
     assert claimed is not None
     assert (claimed.task_id, claimed.worker_id) == (task.task_id, "w-2")
     assert await storage.leased_to("w-1") == []

@@ -53,13 +53,7 @@ from typing import Any
 
 from avtomatika.config import Settings
 from avtomatika.errors import Unavailable
-from avtomatika.storage.redis import (
-    DOWN,
-    Keys,
-    Subscriber,
-    outage_backoff,
-    unavailable,
-)
+from avtomatika.storage.redis import DOWN, Keys, Subscriber, outage_backoff, unavailable
 from avtomatika.v1 import task_pb2, worker_pb2
 from avtomatika.v1.task_pb2 import Task
 from avtomatika.v1.worker_pb2 import WorkerInfo

@@ -124,28 +124,24 @@ class Storage(Protocol):
         due SCHEDULED tasks into their queues and due jobs into the ready
         queue)."""
 
-    async def claim_task(self, worker: WorkerProfile, timeout: float | None) -> Task | None:
-        """Wait up to ``timeout`` seconds (None: forever) for a queued task
-        that ``worker`` may take and lease it to it; None if none came.
+    async def claim_tasks(
+        self, worker: WorkerProfile, timeout: float | None, limit: int = 1
+    ) -> list[Task]:
+        """Wait up to ``timeout`` seconds (None: forever) for queued tasks
+        that ``worker`` may take and lease up to ``limit`` of them to it;
+        empty if none came (or ``limit`` is below 1).
 
         The worker may take a task of one of its ``skills`` whose
         requirements it meets (:func:`avtomatika.dispatch.eligible`). Of
-        those already queued it gets the best: highest priority first, first
-        queued first within a priority. Otherwise it waits; a task queued
-        while several eligible workers wait goes to the one its
+        those already queued it gets the best, as many as there are up to
+        ``limit`` (a worker stream with several free slots drains a backlog
+        in one call): highest priority first, first queued first within a
+        priority. Otherwise it waits, and gets the one task that comes; a
+        task queued while several eligible workers wait goes to the one its
         ``dispatch_strategy`` picks (:func:`avtomatika.dispatch.choose`), so
         no task waits in its queue while a worker it suits waits too. A
         caller cancelled while waiting loses no task.
         """
-
-    async def claim_tasks(
-        self, worker: WorkerProfile, timeout: float | None, limit: int = 1
-    ) -> list[Task]:
-        """:meth:`claim_task` for up to ``limit`` tasks at once (a worker
-        stream with several free slots): as many of the queued tasks the
-        worker may take as there are, best first, each leased to it, or,
-        when none is queued, the one it waited for; empty if none came.
-        Draining a backlog then costs one call, not one per task."""
 
     async def set_progress(self, job_id: str, task_id: str, progress: float, message: str) -> bool:
         """Record progress of a live task of a job without bumping its
@@ -158,7 +154,7 @@ class Storage(Protocol):
         """Number of queued tasks per skill."""
 
     async def waiting_workers(self) -> dict[str, int]:
-        """Number of workers waiting in :meth:`claim_task` for a task to
+        """Number of workers waiting in :meth:`claim_tasks` for a task to
         come, per skill."""
 
     async def flush(self) -> None:

@@ -147,10 +147,6 @@ class MemoryStorage:
     async def leased_to(self, worker_id: str) -> list[str]:
         return sorted(self._leases.get(worker_id, ()))
 
-    async def claim_task(self, worker: WorkerProfile, timeout: float | None) -> Task | None:
-        tasks = await self.claim_tasks(worker, timeout)
-        return tasks[0] if tasks else None
-
     async def claim_tasks(
         self, worker: WorkerProfile, timeout: float | None, limit: int = 1
     ) -> list[Task]:

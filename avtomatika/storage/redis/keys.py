@@ -121,8 +121,9 @@ class Keys:
         return f"{self.root}:{_PER_RECORD['worker_leases']}:{worker_id}"
 
     def claim_nonce(self, nonce: str) -> str:
-        """String with a one-minute TTL: the task a claim with this nonce
-        leased, so a retry after a lost reply gets that task again."""
+        """String with a one-minute TTL: the ids (comma-separated) of the
+        tasks a claim with this nonce leased, so a retry after a lost reply
+        gets those tasks again."""
         return f"{self.root}:{_PER_RECORD['claim_nonce']}:{nonce}"
 
     def commit_nonce(self, nonce: str) -> str:

@@ -142,10 +142,14 @@ local function lease(id, worker, now, nonce)
   redis.call('HDEL', t, 'qm')
   set_state(id, LEASED, worker)
   redis.call('HSET', t, 'la', now, 'cn', nonce)
-  -- Where a retry of this claim finds what it leased (its reply was lost).
-  redis.call('SET', K.claim_nonce(nonce), id, 'PX', 60000)
   local nb, dd, rd = deadlines(t)
   set_timers(id, LEASED, nb, dd, rd)
+end
+
+-- Where a retry of the claim with `nonce` finds what it leased (its reply
+-- was lost): `ids`, comma-separated, for a minute.
+local function remember_claim(nonce, ids)
+  redis.call('SET', K.claim_nonce(nonce), ids, 'PX', 60000)
 end
 
 -- What the claim with `nonce` leased to `worker` that it still holds:
@@ -282,6 +286,7 @@ for _ = 1, n do
     -- Straight to the waiting worker: no queue entry, no wake-up, no claim.
     redis.call('HSET', t, 'sq', redis.call('INCR', K.sequence))
     lease(tid, ARGV[14], now, ARGV[15])
+    remember_claim(ARGV[15], tid)
     handed = {tid, ARGV[i + 2], redis.call('HGET', t, 'sq')}
   elseif st == QUEUED then
     set_state(tid, QUEUED, '')
@@ -382,10 +387,7 @@ while #ids < limit do
   leased[#leased + 1] = t[2]
 end
 if #ids == 0 then return false end
-if #ids > 1 then
-  -- lease() named only the last: a retry must find them all.
-  redis.call('SET', K.claim_nonce(ARGV[4]), table.concat(ids, ','), 'PX', 60000)
-end
+remember_claim(ARGV[4], table.concat(ids, ','))
 return leased
 """
 
@@ -400,6 +402,7 @@ local f = redis.call('HMGET', K.task(ARGV[1]), 'qm', 'k', 'c')
 if not f[1] then return false end
 redis.call('ZREM', f[3] == '1' and K.constrained(f[2]) or K.queue(f[2]), f[1])
 lease(ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+remember_claim(ARGV[4], ARGV[1])
 local t = redis.call('HMGET', K.task(ARGV[1]), 'd', 'sq')
 return {ARGV[1], t[1], t[2]}
 """

@@ -395,7 +395,7 @@ class RedisStorage:
         return {skill: n for skill, n in depths.items() if n}
 
     async def waiting_workers(self) -> dict[str, int]:
-        """Workers waiting in :meth:`claim_task` on this instance, per skill:
+        """Workers waiting in :meth:`claim_tasks` on this instance, per skill:
         those parked until a task comes. One whose own claim is in flight is
         not counted yet: a task queued meanwhile goes to whichever claim
         lands first, not to the pick of the task's dispatch strategy."""
@@ -555,10 +555,6 @@ class RedisStorage:
         return bool(fired)
 
     # -- claims --
-
-    async def claim_task(self, worker: WorkerProfile, timeout: float | None) -> Task | None:
-        tasks = await self.claim_tasks(worker, timeout)
-        return tasks[0] if tasks else None
 
     async def claim_tasks(
         self, worker: WorkerProfile, timeout: float | None, limit: int = 1
