@@ -37,11 +37,16 @@ __all__ = ["dropping", "open_storage"]  # the fixtures, used here too
 async def parked(
     storage: RedisStorage, worker_id: str, skills: tuple[str, ...] = ("x",), **profile: Any
 ) -> asyncio.Task[Task | None]:
-    """A claim of ``worker_id`` once it waits for a task."""
-    before = (await storage.waiting_workers()).get(skills[0], 0)
+    """A claim of ``worker_id`` once it waits for a task (or once it is
+    over: its first look may find one)."""
+
+    async def waiting() -> int:
+        return (await storage.waiting_workers()).get(skills[0], 0)
+
+    before = await waiting()
     worker = WorkerProfile(worker_id, skills, **profile)
     claim = asyncio.create_task(claim_one(storage, worker, 10))
-    while (await storage.waiting_workers()).get(skills[0], 0) <= before:  # noqa: ASYNC110
+    while not claim.done() and await waiting() <= before:  # noqa: ASYNC110
         await asyncio.sleep(0.005)
     return claim
 
