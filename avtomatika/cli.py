@@ -14,9 +14,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from avtomatika.app import serve
 from avtomatika.config import Settings
 from avtomatika.errors import ConfigError
+from avtomatika.server import serve
 
 __all__ = ["main"]
 

@@ -46,8 +46,8 @@ from typing import Any
 import aiohttp
 
 from avtomatika import OrchestratorEngine, Settings, StateMachineBlueprint
-from avtomatika.actions import ActionFactory
-from avtomatika.events import E, JobEvent
+from avtomatika.blueprint.actions import ActionFactory
+from avtomatika.engine.events import E, JobEvent
 from tests.blueprints import echo_blueprint
 
 ROOT = Path(__file__).resolve().parent.parent

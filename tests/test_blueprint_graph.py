@@ -12,8 +12,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from avtomatika import ActionFactory, JobContext, StateMachineBlueprint, blueprint_graph
-from avtomatika.blueprint_graph import to_dot
+from avtomatika import ActionFactory, JobContext, StateMachineBlueprint
+from avtomatika.blueprint import graph as blueprint_graph
+from avtomatika.blueprint.graph import to_dot
 from tests.conftest import HttpClient, StartOrchestrator
 
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from avtomatika import ActionFactory, OrchestratorEngine, StateMachineBlueprint
+from avtomatika.blueprint.loader import load_blueprints
 from avtomatika.errors import BlueprintError, ConfigError
-from avtomatika.loader import load_blueprints
 from tests.blueprints import echo_blueprint
 from tests.conftest import HttpClient, StartOrchestrator
 from tests.support import create_job, wait_for_status

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from avtomatika import ActionFactory, JobContext, OrchestratorEngine, StateMachineBlueprint
-from avtomatika.auth import Authenticator
-from avtomatika.clients import load_clients
+from avtomatika.access.authenticator import Authenticator
+from avtomatika.access.clients import load_clients
 from avtomatika.config import Settings
 from avtomatika.errors import ConfigError
 from tests.blueprints import echo_blueprint

@@ -126,8 +126,8 @@ async def finished_handler(context):
 # README.md @1.0b13: the DI, .when(), dispatch_task and fan-out snippets,
 # joined into two blueprints with the states the snippets leave out.
 README = """
-from avtomatika.blueprint import StateMachineBlueprint
-from avtomatika.context import ActionFactory
+from avtomatika.blueprint.state_machine import StateMachineBlueprint
+from avtomatika.blueprint.context import ActionFactory
 
 my_blueprint = StateMachineBlueprint(
     name="media_flow",

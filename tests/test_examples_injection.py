@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from avtomatika import ActionFactory, JobContext, StateMachineBlueprint
-from avtomatika.blueprint import Handler
+from avtomatika.blueprint.state_machine import Handler
 from avtomatika.worker import TaskContext
 from tests.conftest import HttpClient, StartOrchestrator
 from tests.sdk import Params, serving

@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 
 from avtomatika import OrchestratorEngine
-from avtomatika.events import EventBus, event
-from avtomatika.followers import JobFollowers
+from avtomatika.engine.events import EventBus, event
+from avtomatika.engine.followers import JobFollowers
 from avtomatika.v1.history_pb2 import HistoryEventType
 from avtomatika.v1.worker_service_pb2 import ConnectRequest, TaskProgress
 from tests.blueprints import echo_blueprint

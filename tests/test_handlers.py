@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from avtomatika import ActionFactory, ClientInfo, JobContext, StateMachineBlueprint
-from avtomatika.auth import DEFAULT_CLIENT_ID
+from avtomatika.access.authenticator import DEFAULT_CLIENT_ID
 from tests.conftest import HttpClient, StartOrchestrator
 from tests.support import create_job, wait_for_status
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from avtomatika.engine.events import E, EventBus, JobEvent, event
 from avtomatika.errors import Unavailable
-from avtomatika.events import E, EventBus, JobEvent, event
 from avtomatika.history import HistorySink, HistoryWriter, MemoryHistory, open_sink
 from avtomatika.history.sqlite import SqliteHistory
 from avtomatika.v1.history_pb2 import HistoryEvent

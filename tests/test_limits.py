@@ -14,7 +14,7 @@ import pytest
 from avtomatika import OrchestratorEngine
 from avtomatika.clock import now_ms
 from avtomatika.errors import RateLimited
-from avtomatika.limits import MonthlyQuota, RateLimiter, seconds_until_next_month
+from avtomatika.limits.client_limits import MonthlyQuota, RateLimiter, seconds_until_next_month
 from tests.blueprints import echo_blueprint
 from tests.conftest import HttpClient, StartOrchestrator
 from tests.support import create_job

@@ -11,9 +11,9 @@ from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from avtomatika import ActionFactory, StateMachineBlueprint
-from avtomatika.engine import Engine
+from avtomatika.engine.core import Engine
 from avtomatika.errors import RateLimited
-from avtomatika.metrics import Metrics
+from avtomatika.monitoring.metrics import Metrics
 from avtomatika.rest.metrics_api import METRICS, count_rate_limited_middleware, metrics
 from avtomatika.rest.middleware import error_middleware
 from tests.blueprints import echo_blueprint

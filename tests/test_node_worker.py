@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from avtomatika import OrchestratorEngine
-from avtomatika.events import E
+from avtomatika.engine.events import E
 from tests.blueprints import echo_blueprint
 from tests.conftest import HttpClient, StartOrchestrator
 from tests.support import WORKER_TOKEN, create_job, wait_for_status

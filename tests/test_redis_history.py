@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from avtomatika.engine.events import E, EventBus, JobEvent, event
 from avtomatika.errors import ConfigError, Unavailable
-from avtomatika.events import E, EventBus, JobEvent, event
 from avtomatika.history import HistoryWriter, open_sink
-from avtomatika.history.redis_history import RedisHistory
+from avtomatika.history.redis import RedisHistory
 from avtomatika.storage.redis import Keys
 from avtomatika.v1.history_pb2 import HistoryEvent, HistoryEventType
 from tests.blueprints import echo_blueprint

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from avtomatika import OrchestratorEngine
 from avtomatika.clock import now_ms, utc_month
-from avtomatika.redis_limits import RedisLimits
+from avtomatika.limits.redis import RedisLimits
 from avtomatika.storage.redis import Keys
 from tests.blueprints import echo_blueprint
 from tests.conftest import HttpClient, StartOrchestrator, make_settings

@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from avtomatika import OrchestratorEngine
-from avtomatika.events import E, event
+from avtomatika.engine.events import E, event
 from avtomatika.history import open_sink
 from avtomatika.storage.redis import Keys
 from avtomatika.v1.job_pb2 import JOB_STATUS_FINISHED, Job

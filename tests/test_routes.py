@@ -7,11 +7,11 @@ import re
 
 from google.api import annotations_pb2, http_pb2
 
-from avtomatika.auth import Authenticator
+from avtomatika.access.authenticator import Authenticator
 from avtomatika.config import Settings
-from avtomatika.engine import Engine
+from avtomatika.engine.core import Engine
 from avtomatika.rest import build_app
-from avtomatika.rest.worker_ws import WEBSOCKET_PATHS
+from avtomatika.rest.worker_api.websocket import WEBSOCKET_PATHS
 from avtomatika.v1 import job_service_pb2, public_service_pb2, worker_service_pb2
 
 _SERVICES = (

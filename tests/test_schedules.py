@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 from avtomatika import ActionFactory, Config, StateMachineBlueprint
 from avtomatika.errors import ConfigError
-from avtomatika.schedules import Calendar, Interval, load_schedules, time_zone
+from avtomatika.schedules.timetable import Calendar, Interval, load_schedules, time_zone
 from avtomatika.storage.redis import Keys
 from avtomatika.worker import TaskContext
 from tests.conftest import StartOrchestrator
@@ -354,7 +354,7 @@ async def test_a_restart_fires_the_firing_it_missed_once(
     )
     await until(lambda: len(runs) == 1)
     await first.stop()
-    caplog.set_level(logging.DEBUG, logger="avtomatika.scheduler")
+    caplog.set_level(logging.DEBUG, logger="avtomatika.schedules.scheduler")
     second = await start_orchestrator(
         [finishing("slow", runs)], redis_url=redis_url, schedules_config_path=path
     )

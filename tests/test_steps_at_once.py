@@ -15,7 +15,7 @@ from typing import Any
 from unittest.mock import AsyncMock
 
 from avtomatika import ActionFactory, StateMachineBlueprint
-from avtomatika.blueprint import never_suspends
+from avtomatika.blueprint.state_machine import never_suspends
 from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
 from tests.support import RawWorker, create_job, wait_for_status
 from tests.test_follow import EventStream

@@ -11,11 +11,11 @@ import pytest
 
 from avtomatika.config import Settings
 from avtomatika.dispatch import WorkerProfile
+from avtomatika.engine.tasks import new_id
 from avtomatika.payload import to_payload
 from avtomatika.storage.base import CommitOutcome, Lease, Storage
 from avtomatika.storage.memory import MemoryStorage
 from avtomatika.storage.redis.storage import RedisStorage
-from avtomatika.tasks import new_id
 from avtomatika.v1.job_pb2 import Job, JobStatus
 from avtomatika.v1.task_pb2 import Task, TaskState
 from tests.support import cancelled, claim_one

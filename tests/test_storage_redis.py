@@ -17,11 +17,11 @@ import pytest
 from avtomatika.clock import now_ms
 from avtomatika.config import Settings
 from avtomatika.dispatch import WorkerProfile
+from avtomatika.engine.tasks import new_id
 from avtomatika.errors import ConfigError, Unavailable
 from avtomatika.storage.base import CommitOutcome, Expiry
 from avtomatika.storage.redis.keys import Keys
 from avtomatika.storage.redis.storage import RedisStorage
-from avtomatika.tasks import new_id
 from avtomatika.v1 import job_pb2, task_pb2
 from avtomatika.v1.job_pb2 import Job
 from avtomatika.v1.task_pb2 import Task

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from avtomatika import OrchestratorEngine, Settings
-from avtomatika.auth import Authenticator
+from avtomatika.access.authenticator import Authenticator
 from avtomatika.errors import ConfigError
 from avtomatika.v1.task_pb2 import TaskResult
 from avtomatika.v1.worker_pb2 import WorkerRegistration, WorkerStatus

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from avtomatika.cluster.presence import RedisPresence
 from avtomatika.cluster.relay import JobRelay
 from avtomatika.config import Settings
-from avtomatika.engine import Engine
-from avtomatika.followers import JobFollowers
+from avtomatika.engine.core import Engine
+from avtomatika.engine.followers import JobFollowers
+from avtomatika.presence.redis import RedisPresence
 from avtomatika.storage.redis import Keys, Pipelined, Subscriber, connect
 
 __all__ = ["Cluster", "JobRelay", "RedisPresence"]

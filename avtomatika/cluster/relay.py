@@ -5,7 +5,7 @@ Events) waits on the instance it asked, while the job may change on any. So
 every instance relays what followers need of its own job events over
 ``Keys.events_channel``: per event the job id and either the job's record
 after it or "re-read" (events that carry no record, such as progress). The
-other instances hand them to their :class:`~avtomatika.followers.JobFollowers`;
+other instances hand them to their :class:`~avtomatika.engine.followers.JobFollowers`;
 history, webhooks and metrics never see relayed events, so each event is
 handled once, where it happened.
 
@@ -28,7 +28,7 @@ import struct
 from collections.abc import Callable
 from typing import Protocol
 
-from avtomatika.events import EventBus, JobEvent
+from avtomatika.engine.events import EventBus, JobEvent
 from avtomatika.storage.redis import DOWN, Keys, Pipelined, Subscriber, outage_backoff
 from avtomatika.v1.job_pb2 import Job
 
@@ -41,7 +41,7 @@ _REREAD, _RECORD = 0, 1
 
 
 class FollowerSink(Protocol):
-    """Where relayed events go: :class:`~avtomatika.followers.JobFollowers`."""
+    """Where relayed events go: :class:`~avtomatika.engine.followers.JobFollowers`."""
 
     def follows(self, job_id: str) -> bool: ...
 

@@ -14,8 +14,8 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from avtomatika.engine.events import E, EventBus, JobEvent
 from avtomatika.errors import AvtomatikaError
-from avtomatika.events import E, EventBus, JobEvent
 from avtomatika.files.s3 import S3Files
 
 __all__ = ["FileCleanup"]

@@ -12,7 +12,7 @@ __all__ = ["JobFiles"]
 
 
 class JobFiles:
-    """The :class:`~avtomatika.task_files.TaskFiles` of one job, stored
+    """The :class:`~avtomatika.blueprint.task_files.TaskFiles` of one job, stored
     under ``jobs/{job_id}/`` in the files bucket."""
 
     __slots__ = ("_files", "job_id")

@@ -125,7 +125,8 @@ class S3Files:
         return f"s3://{self.bucket}/{object_key(job_id, filename)}"
 
     def for_job(self, job_id: str) -> JobFiles:
-        """The ``task_files`` of ``job_id`` (a :data:`~avtomatika.task_files.TaskFilesFactory`)."""
+        """The ``task_files`` of ``job_id`` (a
+        :data:`~avtomatika.blueprint.task_files.TaskFilesFactory`)."""
         return JobFiles(self, job_id)
 
     async def presigned_put(self, job_id: str, filename: str, expires_in: int) -> str:

@@ -11,9 +11,9 @@ import logging
 
 import grpc
 
-from avtomatika.auth import Authenticator
+from avtomatika.access.authenticator import Authenticator
 from avtomatika.config import Settings
-from avtomatika.engine import Engine
+from avtomatika.engine.core import Engine
 from avtomatika.grpc.worker_stream import WorkerStreamService
 from avtomatika.v1 import worker_service_pb2_grpc
 

@@ -21,7 +21,7 @@ this server reads ``RequestBatch`` (a result with the credit it frees). A
 batch means exactly its messages, in order.
 
 Leases belong to the worker id, not to the stream (see
-:mod:`avtomatika.workers`). When a stream ends, for whatever reason (EOF,
+:mod:`avtomatika.engine.registry`). When a stream ends, for whatever reason (EOF,
 silence, a network error), the worker has ``WORKER_RECONNECT_GRACE_SECONDS``
 to open a new one and keep its leases; after that every task still leased to
 it goes back to the queue as a new attempt, so no task is lost to a
@@ -43,10 +43,11 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 
 import grpc
 
-from avtomatika.auth import Authenticator
+from avtomatika.access.authenticator import Authenticator
 from avtomatika.batches import Batcher
 from avtomatika.clock import now_ms
-from avtomatika.engine import Engine
+from avtomatika.engine.core import Engine
+from avtomatika.engine.registry import WORKER_ID
 from avtomatika.errors import Unavailable
 from avtomatika.v1 import worker_pb2, worker_service_pb2_grpc
 from avtomatika.v1.task_pb2 import Task, TaskResult
@@ -71,7 +72,6 @@ from avtomatika.v1.worker_service_pb2 import (
     TaskAssignment,
     Welcome,
 )
-from avtomatika.workers import WORKER_ID
 
 __all__ = ["WorkerStreamService"]
 

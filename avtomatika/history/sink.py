@@ -41,7 +41,7 @@ async def open_sink(settings: Settings) -> HistorySink:
     instance), else memory."""
     uri = settings.history_database_uri
     if not uri and settings.redis_url:
-        from avtomatika.history.redis_history import RedisHistory
+        from avtomatika.history.redis import RedisHistory
 
         return await RedisHistory.open(settings)
     if not uri:

@@ -27,8 +27,8 @@ import logging
 from collections.abc import Callable
 
 from avtomatika.config import Settings
+from avtomatika.engine.events import E, EventBus, JobEvent
 from avtomatika.errors import Unavailable
-from avtomatika.events import E, EventBus, JobEvent
 from avtomatika.history.sink import HistorySink, open_sink
 from avtomatika.v1.history_pb2 import HistoryEvent
 

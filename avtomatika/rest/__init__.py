@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from avtomatika.auth import Authenticator
-from avtomatika.engine import Engine
+from avtomatika.access.authenticator import Authenticator
+from avtomatika.engine.core import Engine
 from avtomatika.rest.follow_api import close_followers
 from avtomatika.rest.metrics_api import count_rate_limited_middleware
 from avtomatika.rest.middleware import client_auth_middleware, error_middleware
 from avtomatika.rest.rate_limit import rate_limit_middleware
 from avtomatika.rest.routes import add_routes
 from avtomatika.rest.state import AUTH, ENGINE
-from avtomatika.rest.worker_api import add_protocol_header, release_rest_workers
+from avtomatika.rest.worker_api.handlers import add_protocol_header, release_rest_workers
 
 __all__ = ["build_app"]
 
@@ -23,7 +23,7 @@ _MAX_BODY_BYTES = 16 * 1024 * 1024
 
 def build_app(engine: Engine, auth: Authenticator) -> web.Application:
     """The aiohttp application for ``engine``; the engine's lifecycle is the
-    caller's (see :mod:`avtomatika.app`)."""
+    caller's (see :mod:`avtomatika.server`)."""
     app = web.Application(
         # The 429 counter is outermost: it sees errors already rendered.
         middlewares=[

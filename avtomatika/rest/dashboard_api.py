@@ -1,11 +1,11 @@
 """``GET /api/v1/dashboard``: aggregate statistics (shape documented in
-:mod:`avtomatika.dashboard`)."""
+:mod:`avtomatika.monitoring.dashboard`)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from avtomatika.dashboard import Dashboard
+from avtomatika.monitoring.dashboard import Dashboard
 
 __all__ = ["DASHBOARD", "dashboard"]
 

@@ -30,8 +30,8 @@ from typing import Any
 from aiohttp import web
 
 from avtomatika.clock import iso_from_ms
+from avtomatika.engine.followers import JobFollowers
 from avtomatika.errors import InvalidArgument, NotFound
-from avtomatika.followers import JobFollowers
 from avtomatika.rest.state import ENGINE, client_of
 from avtomatika.status import TERMINAL, job_status_name
 from avtomatika.v1.job_pb2 import Job

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from avtomatika.blueprint_graph import to_dot
+from avtomatika.blueprint.graph import to_dot
 from avtomatika.errors import NotFound
 from avtomatika.rest.state import ENGINE
 

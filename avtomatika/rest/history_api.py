@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from avtomatika.clock import iso_from_ms
-from avtomatika.events import E
+from avtomatika.engine.events import E
 from avtomatika.history import HistoryWriter
 from avtomatika.payload import from_payload
 from avtomatika.rest.state import ENGINE, client_of

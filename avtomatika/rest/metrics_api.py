@@ -6,7 +6,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from avtomatika.errors import NotFound
-from avtomatika.metrics import Metrics
+from avtomatika.monitoring.metrics import Metrics
 
 __all__ = ["METRICS", "count_rate_limited_middleware", "metrics"]
 

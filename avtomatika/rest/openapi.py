@@ -35,7 +35,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.empty_pb2 import Empty
 
 import avtomatika.v1
-from avtomatika.blueprint import StateMachineBlueprint
+from avtomatika.blueprint.state_machine import StateMachineBlueprint
 from avtomatika.rest.api_shapes import (
     CREATE_JOB,
     JSON,
@@ -48,7 +48,7 @@ from avtomatika.rest.api_shapes import (
     ref,
 )
 from avtomatika.rest.state import ENGINE
-from avtomatika.rest.worker_ws import WEBSOCKET_PATHS
+from avtomatika.rest.worker_api.websocket import WEBSOCKET_PATHS
 
 __all__ = ["HOLDS", "Rpc", "annotated_rpcs", "openapi_document", "template"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from avtomatika.limits import ClientLimits
+from avtomatika.limits.client_limits import ClientLimits
 from avtomatika.rest.state import CLIENT
 
 __all__ = ["LIMITS", "rate_limit_middleware"]

@@ -22,9 +22,9 @@ from avtomatika.rest import (
     history_api,
     metrics_api,
     public_api,
-    worker_api,
-    worker_ws,
 )
+from avtomatika.rest.worker_api import handlers as worker_api
+from avtomatika.rest.worker_api import websocket as worker_ws
 
 __all__ = ["ROUTES", "add_routes"]
 
@@ -55,7 +55,7 @@ ROUTES: tuple[tuple[str, str, _Handler], ...] = (
     ("PATCH", "/_worker/workers/{worker_id}", worker_api.heartbeat),
     ("GET", "/_worker/workers/{worker_id}/tasks/next", worker_api.next_task),
     ("POST", "/_worker/tasks/result", worker_api.submit_result),
-    # WebSockets: not in the proto (see worker_ws.WEBSOCKET_PATHS).
+    # WebSockets: not in the proto (see worker_api.websocket.WEBSOCKET_PATHS).
     ("GET", "/_worker/ws/{worker_id}", worker_ws.worker_socket),
     ("GET", "/_worker/ws", worker_ws.anonymous_socket),
 )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from avtomatika.auth import Authenticator
-from avtomatika.context import ClientInfo
-from avtomatika.engine import Engine
+from avtomatika.access.authenticator import Authenticator
+from avtomatika.blueprint.context import ClientInfo
+from avtomatika.engine.core import Engine
 
 __all__ = ["AUTH", "CLIENT", "ENGINE", "client_of"]
 

@@ -32,7 +32,7 @@ from collections.abc import Callable
 
 from avtomatika.clock import now_ms
 from avtomatika.config import Settings
-from avtomatika.events import E, EventBus, JobEvent, event
+from avtomatika.engine.events import E, EventBus, JobEvent, event
 from avtomatika.payload import to_payload
 from avtomatika.webhooks.delivery import CONCURRENCY, Delivery, Outcome, Poster
 from avtomatika.webhooks.outbox import MemoryOutbox, Outbox

@@ -1,0 +1,461 @@
+"""Workers on the legacy REST API (``/_worker``): what this process remembers
+about them between requests. No transport here; :mod:`avtomatika.rest.worker_api.handlers`
+parses and renders, this module keeps the books and calls the engine.
+
+A REST worker has no connection whose end says it died, so liveness is a
+time to live: every request from it (register, heartbeat, poll, result) is a
+sign of life, and a worker silent for ``2 x WORKER_HEALTH_CHECK_INTERVAL_SECONDS``
+(while no long-poll or WebSocket of its is open) is removed by the reaper and
+the tasks it was handed go back to the queue as a new attempt.
+
+Cancellation reaches a REST worker two ways: pushed down its WebSocket when
+the socket identifies the worker (a :class:`Socket` registered in the engine's
+worker registry), and always in the reply to its next heartbeat, which names
+the tasks it reports running that it must stop (``cancel_task_ids``). SDK
+1.0b7 opens its socket anonymously, so for it the heartbeat is the path.
+
+Behind a load balancer a worker's requests reach any instance. What one
+instance does not know it asks the registry's presence: a worker registered
+elsewhere is adopted from its shared record, the tasks leased to it through
+other instances are found in the shared store, and a worker silent here but
+seen by another instance is only forgotten here, its tasks left alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from avtomatika.clock import now_ms
+from avtomatika.engine.core import Engine, ResultVerdict
+from avtomatika.errors import InvalidArgument, NotFound
+from avtomatika.v1 import task_pb2, worker_pb2
+from avtomatika.v1.task_pb2 import Task, TaskResult
+from avtomatika.v1.worker_pb2 import (
+    WorkerInfo,
+    WorkerRegistration,
+)
+from avtomatika.v1.worker_service_pb2 import HeartbeatRequest
+
+__all__ = ["REST_WORKER_ID", "RestWorkers", "Socket"]
+
+log = logging.getLogger(__name__)
+
+REST_WORKER_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+"""What a worker id may look like."""
+
+_STATUSES = {
+    "idle": worker_pb2.WORKER_STATUS_IDLE,
+    "busy": worker_pb2.WORKER_STATUS_BUSY,
+    "draining": worker_pb2.WORKER_STATUS_DRAINING,
+    # SDK 1.0b7 sends "offline" once on shutdown, then finishes what it runs.
+    "offline": worker_pb2.WORKER_STATUS_DRAINING,
+}
+
+
+class Socket(Protocol):
+    """A worker's WebSocket: carries cancels down, and can be closed (when
+    a second socket for the same worker replaces it, or at shutdown)."""
+
+    def push_cancel(self, task_id: str, job_id: str, reason: str) -> bool:
+        """Queue a cancel for the worker; False if the socket is gone."""
+
+    def close(self) -> None:
+        """End the socket."""
+
+
+@dataclass(slots=True)
+class _Worker:
+    info: WorkerInfo
+    seen: float
+    held: set[str] = field(default_factory=set)
+    """Tasks handed to it by a poll that it has not reported yet."""
+    reported: set[str] = field(default_factory=set)
+    """Tasks it sent a result for, until its heartbeats stop listing them."""
+    polls: int = 0
+
+
+def check_worker_id(worker_id: str) -> str:
+    """``worker_id`` if it is well formed, else :class:`InvalidArgument`."""
+    if not REST_WORKER_ID.match(worker_id):
+        raise InvalidArgument(f"worker_id {worker_id!r} must match {REST_WORKER_ID.pattern}")
+    return worker_id
+
+
+class RestWorkers:
+    """The REST workers of one engine; a Service (its reaper runs between
+    :meth:`start` and :meth:`stop`)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        interval = engine.config.worker_health_check_interval_seconds
+        self._check_every = interval
+        self.ttl_seconds = 2 * interval
+        """A worker silent this long is gone."""
+        self._poll_timeout = engine.config.worker_poll_timeout_seconds
+        self._workers: dict[str, _Worker] = {}
+        self._sockets: dict[str, Socket] = {}
+        self._anonymous: set[Socket] = set()
+        self._closing = asyncio.Event()
+        self._reaper: asyncio.Task[None] | None = None
+
+    # -- Service --
+
+    async def start(self) -> None:
+        self._closing.clear()
+        if self._reaper is None:
+            self._reaper = asyncio.create_task(self._reap_forever(), name="rest-worker-reaper")
+
+    async def stop(self) -> None:
+        self.close()
+        reaper, self._reaper = self._reaper, None
+        if reaper is not None:
+            reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaper
+
+    def close(self) -> None:
+        """Shutting down: release every long-poll now (they answer "no
+        task") and close every socket, so the HTTP server never waits for
+        them. Workers and their leases stay: a REST worker reports its
+        results to whichever instance answers next."""
+        self._closing.set()
+        for socket in [*self._sockets.values(), *self._anonymous]:
+            socket.close()
+
+    @property
+    def closing(self) -> bool:
+        """Whether :meth:`close` was called (new sockets are refused)."""
+        return self._closing.is_set()
+
+    # -- registration and liveness --
+
+    async def register(self, registration: WorkerRegistration) -> None:
+        """Register a worker. SDK 1.0b7 registers once, when it starts, so a
+        worker registering again is a new process: the tasks handed to the
+        old one, which died with it, go back to the queue."""
+        worker_id = check_worker_id(registration.worker_id)
+        worker = self._workers.get(worker_id)
+        lost: set[str] = set()
+        if worker is not None:
+            lost = set(worker.held)
+            worker.held.clear()
+            worker.reported.clear()
+        # Handed out through other instances, if any (none for one process).
+        lost.update(await self._engine.workers.presence.leases(worker_id))
+        self._add(registration)
+        for task_id in sorted(lost):
+            if await self._engine.requeue_task(task_id, worker_id, "the worker restarted"):
+                log.info(
+                    "REST worker %s restarted; task %s goes back to the queue", worker_id, task_id
+                )
+
+    def _add(self, registration: WorkerRegistration) -> _Worker:
+        worker_id = registration.worker_id
+        worker = self._workers.get(worker_id)
+        info = WorkerInfo(
+            registration=registration,
+            status=worker_pb2.WORKER_STATUS_IDLE,
+            transport=worker_pb2.WORKER_TRANSPORT_REST,
+        )
+        if worker is None:
+            worker = self._workers[worker_id] = _Worker(info, self._now())
+        else:
+            worker.info = info
+        self._sync(worker)
+        self._engine.workers.connect(info, self._sockets.get(worker_id))
+        self._touch(worker)
+        return worker
+
+    async def ping(self, worker_id: str) -> None:
+        """An empty heartbeat: refresh the TTL (:class:`NotFound` if unknown)."""
+        self._touch(await self._known(worker_id))
+
+    async def heartbeat(self, beat: HeartbeatRequest) -> list[str]:
+        """Apply a heartbeat; the tasks the worker must stop. A worker this
+        process does not know (it expired, or an in-memory server restarted)
+        is registered again from the heartbeat, since SDK 1.0b7 never
+        re-registers by itself."""
+        worker_id = check_worker_id(beat.worker_id)
+        worker = self._workers.get(worker_id) or await self._adopt(worker_id)
+        status = _STATUSES.get(beat.status, worker_pb2.WORKER_STATUS_IDLE)
+        if worker is None:
+            if beat.status == "offline" and not beat.current_tasks:
+                return []  # a worker we forgot, leaving: nothing to restore
+            log.info("REST worker %s is back (heartbeat); registering it again", worker_id)
+            worker = self._add(
+                WorkerRegistration(worker_id=worker_id, skills=beat.supported_skills)
+            )
+        elif beat.supported_skills:
+            # Only a non-empty list replaces the skills: SDK 1.0b7 sends an
+            # empty one while it is busy, which is no change of skills.
+            del worker.info.registration.skills[:]
+            worker.info.registration.skills.extend(dict.fromkeys(beat.supported_skills))
+        worker.info.status = status
+        self._touch(worker)
+        running = set(beat.current_tasks)
+        worker.reported &= running
+        cancel = [task_id for task_id in running if await self._must_stop(worker, task_id)]
+        await self._requeue_unlisted(worker, running)
+        self._sync(worker)
+        if status == worker_pb2.WORKER_STATUS_DRAINING and not running and not worker.held:
+            self._forget(worker_id, worker)  # it left cleanly
+        return sorted(cancel)
+
+    async def _requeue_unlisted(self, worker: _Worker, running: set[str]) -> None:
+        """Re-queue tasks leased to the worker that its heartbeats have not
+        listed for two heartbeat intervals since the lease: it never got
+        them (the instance that leased one died before answering the poll).
+        The SDK heartbeats right after each pick-up, so a task it did get is
+        listed long before that."""
+        me = worker.info.registration.worker_id
+        horizon_ms = 2000 * self._engine.config.worker_heartbeat_interval_seconds
+        now = now_ms()
+        for task_id in await self._engine.storage.leased_to(me):
+            if task_id in running:
+                continue
+            task = await self._engine.storage.get_task(task_id)
+            if task is None or task.state != task_pb2.TASK_STATE_LEASED:
+                continue
+            if task.worker_id == me and now - task.leased_at_ms > horizon_ms:
+                reason = "the worker's heartbeats never listed it"
+                if await self._engine.requeue_task(task_id, me, reason):
+                    log.info("REST worker %s never got task %s; re-queued", me, task_id)
+                    worker.held.discard(task_id)
+
+    async def _must_stop(self, worker: _Worker, task_id: str) -> bool:
+        """Whether the worker should stop ``task_id``: its job was cancelled
+        or moved on (timed out, re-queued) while the worker ran it."""
+        task = await self._engine.storage.get_task(task_id)
+        me = worker.info.registration.worker_id
+        if task is not None and task.state == task_pb2.TASK_STATE_LEASED and task.worker_id == me:
+            worker.held.add(task_id)  # e.g. handed out before a restart of our books
+            return False
+        if task_id in worker.reported:
+            return False  # it finished the task; the heartbeat crossed its result
+        if task is not None and task.state == task_pb2.TASK_STATE_DONE and task.worker_id == me:
+            return False  # the same, its result sent through another instance
+        worker.held.discard(task_id)
+        return True
+
+    # -- tasks --
+
+    def held(self, worker_id: str) -> list[str]:
+        """The tasks handed to the worker that it has not reported yet."""
+        worker = self._workers.get(worker_id)
+        return sorted(worker.held) if worker is not None else []
+
+    def polling(self, worker_id: str) -> bool:
+        """Whether a long-poll of the worker is waiting."""
+        worker = self._workers.get(worker_id)
+        return worker is not None and worker.polls > 0
+
+    async def next_task(self, worker_id: str) -> Task | None:
+        """Long-poll: a task for the worker, or None after
+        ``WORKER_POLL_TIMEOUT_SECONDS`` or at shutdown."""
+        worker = await self._known(worker_id)
+        if self._closing.is_set() or worker.info.status == worker_pb2.WORKER_STATUS_DRAINING:
+            return None
+        worker.polls += 1
+        self._touch(worker)
+        try:
+            task = await self._claim(worker, list(worker.info.registration.skills))
+        finally:
+            worker.polls -= 1
+            self._touch(worker)
+        if task is not None:
+            worker.held.add(task.task_id)
+            self._sync(worker)
+        return task
+
+    async def _claim(self, worker: _Worker, skills: list[str]) -> Task | None:
+        worker_id = worker.info.registration.worker_id
+        claim = asyncio.ensure_future(
+            self._engine.next_task(worker_id, skills, timeout=self._poll_timeout)
+        )
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            # A waiting poll is a sign of life: other instances see it too
+            # (the shared TTL may be shorter than WORKER_POLL_TIMEOUT_SECONDS).
+            while not (
+                await asyncio.wait(
+                    {claim, closing},
+                    timeout=self.ttl_seconds / 3,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            )[0]:
+                self._touch(worker)
+        finally:
+            closing.cancel()
+            claim.cancel()  # no-op once it has a result: that task is still returned
+        try:
+            return await claim
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            return None  # released by shutdown
+
+    async def give_back(self, worker_id: str, task_id: str) -> None:
+        """The worker could not receive a task it was handed (its poll's
+        connection was gone): queue it again at once."""
+        worker = self._workers.get(worker_id)
+        if worker is not None:
+            worker.held.discard(task_id)
+            self._sync(worker)
+        await self._engine.requeue_task(task_id, worker_id, "the worker's poll went away")
+
+    async def submit_result(self, result: TaskResult) -> ResultVerdict:
+        """Hand a result to the engine, which decides what it means."""
+        worker = self._workers.get(result.worker_id) or await self._adopt(result.worker_id)
+        if worker is not None:
+            # Before the engine call: a heartbeat racing this result must not
+            # be told to cancel the task it is reporting.
+            worker.reported.add(result.task_id)
+            self._touch(worker)
+        verdict = await self._engine.submit_result(result)
+        if worker is not None and (
+            verdict.accepted or not await self._engine.holds(result.worker_id, result.task_id)
+        ):
+            worker.held.discard(result.task_id)
+            self._sync(worker)
+        return verdict
+
+    async def report_progress(
+        self, worker_id: str | None, task_id: str, progress: float, message: str
+    ) -> bool:
+        """Progress of a running task. From an anonymous socket
+        (``worker_id`` None) it counts for the REST worker holding the task."""
+        if worker_id is None:
+            task = await self._engine.storage.get_task(task_id)
+            if task is None or (
+                task.worker_id not in self._workers and await self._adopt(task.worker_id) is None
+            ):
+                return False
+            worker_id = task.worker_id
+        worker = self._workers.get(worker_id)
+        if worker is not None:
+            self._touch(worker)
+        return await self._engine.report_progress(worker_id, task_id, progress, message)
+
+    # -- sockets --
+
+    def attach(self, worker_id: str | None, socket: Socket) -> None:
+        """A socket opened; with a worker id it replaces that worker's
+        previous socket and carries its cancels."""
+        if worker_id is None:
+            self._anonymous.add(socket)
+            return
+        previous = self._sockets.get(worker_id)
+        self._sockets[worker_id] = socket
+        if previous is not None and previous is not socket:
+            previous.close()
+        worker = self._workers.get(worker_id)
+        if worker is not None:
+            self._engine.workers.connect(worker.info, socket)
+            self._touch(worker)
+
+    def detach(self, worker_id: str | None, socket: Socket) -> None:
+        """A socket closed."""
+        if worker_id is None:
+            self._anonymous.discard(socket)
+            return
+        if self._sockets.get(worker_id) is not socket:
+            return  # already replaced
+        del self._sockets[worker_id]
+        worker = self._workers.get(worker_id)
+        if worker is not None and self._engine.workers.is_current(worker_id, socket):
+            self._engine.workers.connect(worker.info, None)
+            self._touch(worker)
+
+    # -- expiry --
+
+    async def _reap_forever(self) -> None:
+        # Ends on close() too: a cancel that lands inside a Redis call may
+        # come out as an error, which the loop below would outlive.
+        while not self._closing.is_set():
+            await asyncio.sleep(self._check_every)
+            try:
+                await self.reap()
+            except Exception as exc:
+                # A shared store that is down: the reaper must outlive it.
+                log.warning("REST worker reaper: %s; trying again next round", exc)
+
+    async def reap(self) -> list[str]:
+        """Remove the workers whose TTL passed and re-queue what they held;
+        their ids."""
+        now = self._now()
+        expired = [
+            (worker_id, worker)
+            for worker_id, worker in self._workers.items()
+            if now - worker.seen > self.ttl_seconds
+            and worker.polls == 0
+            and worker_id not in self._sockets
+        ]
+        presence = self._engine.workers.presence
+        reaped = []
+        for worker_id, worker in expired:
+            try:
+                if not await presence.may_release(worker_id):
+                    log.info("REST worker %s talks to another instance now", worker_id)
+                    self._forget(worker_id, worker)
+                    continue
+                lost = sorted({*worker.held, *await presence.leases(worker_id)})
+            except Exception as exc:  # Redis unreachable: the next round retries
+                if self._closing.is_set():
+                    raise
+                log.warning("REST worker %s: checking its TTL failed (%s)", worker_id, exc)
+                continue
+            log.warning(
+                "REST worker %s sent nothing for %.0f s; removing it", worker_id, self.ttl_seconds
+            )
+            for task_id in lost:
+                if await self._engine.requeue_task(task_id, worker_id, "worker heartbeat expired"):
+                    log.info("task %s of REST worker %s goes back to the queue", task_id, worker_id)
+            self._forget(worker_id, worker)
+            reaped.append(worker_id)
+        return reaped
+
+    # -- helpers --
+
+    async def _known(self, worker_id: str) -> _Worker:
+        """The worker, registered here or through another instance
+        (:class:`NotFound` if neither)."""
+        worker = self._workers.get(check_worker_id(worker_id)) or await self._adopt(worker_id)
+        if worker is None:
+            raise NotFound(f"worker {worker_id!r} is not registered")
+        return worker
+
+    async def _adopt(self, worker_id: str) -> _Worker | None:
+        """A REST worker registered through another instance, from its
+        shared record; None if no instance knows it (or with one process)."""
+        info = await self._engine.workers.presence.lookup(worker_id)
+        if info is None or info.transport != worker_pb2.WORKER_TRANSPORT_REST:
+            return None
+        if worker_id in self._workers:  # adopted by a concurrent request
+            return self._workers[worker_id]
+        worker = self._add(info.registration)
+        worker.info.status = info.status
+        return worker
+
+    def _forget(self, worker_id: str, worker: _Worker) -> None:
+        if self._workers.get(worker_id) is worker:
+            del self._workers[worker_id]
+        self._engine.workers.disconnect(worker_id, self._sockets.get(worker_id))
+
+    def _touch(self, worker: _Worker) -> None:
+        worker.seen = self._now()
+        self._engine.workers.touch(worker.info.registration.worker_id)
+
+    @staticmethod
+    def _sync(worker: _Worker) -> None:
+        del worker.info.active_task_ids[:]
+        worker.info.active_task_ids.extend(sorted(worker.held))
+
+    @staticmethod
+    def _now() -> float:
+        return asyncio.get_running_loop().time()

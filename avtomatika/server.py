@@ -1,0 +1,321 @@
+"""The composition root: the engine, REST and gRPC in one process and one
+event loop. This is the only module that imports every layer.
+
+:class:`Orchestrator` is the public embedding API; 1.0b13 called it
+:class:`OrchestratorEngine`, and that name stays an alias of it::
+
+    engine = OrchestratorEngine(MemoryStorage(), config)
+    engine.register_blueprint(bp)
+    await engine.start()          # serves REST and gRPC
+    job_id = await engine.create_background_job("video", {"url": ...})
+    await engine.stop()
+
+Shutdown order matters: first stop intake (gRPC streams are drained, then
+end and give their leased tasks back; the HTTP server stops), then the engine, then storage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol
+
+from aiohttp import web
+
+from avtomatika.access.authenticator import Authenticator
+from avtomatika.blueprint.context import ClientInfo
+from avtomatika.blueprint.loader import load_blueprints
+from avtomatika.blueprint.state_machine import StateMachineBlueprint
+from avtomatika.config import Config, Settings
+from avtomatika.engine.core import BACKGROUND_CLIENT, Engine
+from avtomatika.engine.followers import JobFollowers
+from avtomatika.errors import ConfigError
+from avtomatika.grpc.server import GrpcServer, start_grpc_server
+from avtomatika.history import HistoryWriter
+from avtomatika.limits.client_limits import ClientLimits
+from avtomatika.monitoring.dashboard import Dashboard
+from avtomatika.monitoring.metrics import Metrics
+from avtomatika.rest import build_app
+from avtomatika.rest.dashboard_api import DASHBOARD
+from avtomatika.rest.files_api import FILES
+from avtomatika.rest.follow_api import FOLLOWERS
+from avtomatika.rest.history_api import HISTORY
+from avtomatika.rest.metrics_api import METRICS
+from avtomatika.rest.rate_limit import LIMITS
+from avtomatika.rest.render import job_json
+from avtomatika.rest.worker_api.handlers import REST_WORKERS
+from avtomatika.rest.worker_api.sessions import RestWorkers
+from avtomatika.schedules.scheduler import Scheduler
+from avtomatika.storage.base import Storage
+from avtomatika.webhooks import WebhookSender
+
+if TYPE_CHECKING:
+    from avtomatika.files import S3Files
+
+__all__ = ["Orchestrator", "OrchestratorEngine", "Service", "serve"]
+
+log = logging.getLogger(__name__)
+
+
+class Service(Protocol):
+    """A feature with a lifecycle (history writer, webhook sender, ...).
+
+    Services start before the engine and stop after it, so nothing the engine
+    publishes while shutting down is lost.
+    """
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class Orchestrator:
+    """A whole orchestrator: ``async with Orchestrator(storage, config): ...``.
+
+    Ports set to 0 are chosen by the OS; :attr:`rest_port` and
+    :attr:`grpc_port` tell which once started. Blueprints from
+    ``BLUEPRINTS_DIR`` are loaded at :meth:`start`, after those registered by
+    hand.
+    """
+
+    def __init__(
+        self,
+        storage: Storage | None = None,
+        config: Settings | Config | None = None,
+        *,
+        blueprints: Iterable[StateMachineBlueprint] = (),
+    ) -> None:
+        settings = config.to_settings() if isinstance(config, Config) else config
+        self.settings = settings if settings is not None else Settings()
+        files = _s3_files(self.settings)
+        if storage is None and self.settings.redis_url:
+            from avtomatika.storage.redis import RedisStorage
+
+            storage = RedisStorage(self.settings)
+        self.engine = Engine(storage, self.settings, task_files=files.for_job if files else None)
+        self.auth = Authenticator(self.settings)
+        for client in self.auth.clients:
+            self.engine.add_client(client)
+        for blueprint in blueprints:
+            self.engine.register_blueprint(blueprint)
+        # Features, each a Service; the REST handlers reach them by AppKey.
+        self.services: list[Service] = []
+        self.app_state: dict[web.AppKey[Any], Any] = {}
+        # First in, last out: it records what the other services publish while stopping.
+        self.history = HistoryWriter(self.engine.events, self.settings)
+        self.webhooks = WebhookSender(self.engine.events, self.settings)
+        self.services += [self.history, self.webhooks]
+        self.app_state[HISTORY] = self.history
+        self.metrics = Metrics(self.engine)
+        self.metrics.track_history_drops(lambda: self.history.dropped)
+        self.services.append(self.metrics)
+        self.app_state[METRICS] = self.metrics
+        # Client API: job followers (?wait=, SSE), the dashboard, rate limits and quotas.
+        self.followers = JobFollowers(self.engine.events)
+        self.dashboard = Dashboard(self.engine)
+        self.services += [self.followers, self.dashboard]
+        self.app_state[FOLLOWERS] = self.followers
+        self.app_state[DASHBOARD] = self.dashboard
+        # Several instances on one Redis: where workers are, cancels to them
+        # and job events for followers cross instances (imported only then).
+        if self.settings.redis_url:
+            from avtomatika.cluster import Cluster
+            from avtomatika.storage.redis import RedisStorage
+
+            storage = self.engine.storage
+            if isinstance(storage, RedisStorage):
+                cluster = Cluster(self.settings, storage.instance_id, self.engine, self.followers)
+                self.services.append(cluster)
+        self.limits = ClientLimits(self.settings, self.auth.monthly_quotas)
+        self.services.append(self.limits)
+        self.app_state[LIMITS] = self.limits
+        # Legacy REST workers: their books and the TTL reaper.
+        self.rest_workers = RestWorkers(self.engine)
+        self.services.append(self.rest_workers)
+        self.app_state[REST_WORKERS] = self.rest_workers
+        # Job files (S3): before FileCleanup, which uses them until it stops.
+        if files is not None:
+            self.services.append(files)
+            self.app_state[FILES] = files
+            if self.settings.s3_auto_cleanup:
+                from avtomatika.files import FileCleanup  # loaded by _s3_files already
+
+                grace = self.settings.shutdown_grace_seconds
+                self.services.append(FileCleanup(files, self.engine.events, grace))
+        self.rest_port = 0
+        self.grpc_port = 0
+        self._runner: web.AppRunner | None = None
+        self._grpc: GrpcServer | None = None
+        self._loaded = False
+        # Scheduled jobs: an intake, like the servers (started after the
+        # engine, stopped before it, so it never creates a job into a closed store).
+        self.scheduler: Scheduler | None = None
+        if self.settings.schedules_config_path is not None:
+            self.scheduler = Scheduler(
+                self.engine, self.settings, self.settings.schedules_config_path
+            )
+
+    @property
+    def blueprints(self) -> Mapping[str, StateMachineBlueprint]:
+        """Registered blueprints by name."""
+        return self.engine.blueprints
+
+    def register_blueprint(self, blueprint: StateMachineBlueprint) -> None:
+        """Add a blueprint (raises :class:`~avtomatika.errors.BlueprintError`
+        if it is invalid or its name or route is taken)."""
+        self.engine.register_blueprint(blueprint)
+
+    async def get_job(self, job_id: str) -> dict[str, Any]:
+        """A job as ``GET /api/v1/jobs/{job_id}`` renders it, whoever owns it
+        (in-process access, e.g. to follow a background job)."""
+        return job_json(await self.engine.get_job(job_id))
+
+    async def create_background_job(
+        self,
+        blueprint_name: str,
+        initial_data: Mapping[str, Any] | None = None,
+        source: str = "internal",
+        tracing_context: Mapping[str, str] | None = None,
+        data_metadata: Any = None,
+        dispatch_timeout: float | None = None,
+        result_timeout: float | None = None,
+    ) -> str:
+        """Create a job from inside the process (no client token involved);
+        handlers see ``client.plan == "system"`` and ``client.params["source"]``.
+        ``data_metadata`` is accepted for compatibility and not used."""
+        client = ClientInfo(id=BACKGROUND_CLIENT.id, plan="system", params={"source": source})
+        return await self.engine.create_job(
+            blueprint_name,
+            initial_data,
+            client=client,
+            dispatch_timeout=dispatch_timeout,
+            result_timeout=result_timeout,
+            tracing_context=tracing_context,
+        )
+
+    async def start(self) -> None:
+        """Load ``BLUEPRINTS_DIR``, start the engine, then gRPC and HTTP."""
+        if not self._loaded and self.settings.blueprints_dir is not None:
+            load_blueprints(self.settings.blueprints_dir, self.engine.register_blueprint)
+        self._loaded = True
+        await self.engine.storage.open()  # a store that cannot be reached stops start-up here
+        started: list[Service] = []
+        try:
+            for service in self.services:
+                await service.start()
+                started.append(service)
+        except BaseException:
+            for service in reversed(started):
+                await service.stop()
+            raise
+        await self.engine.start()
+        try:
+            if self.scheduler is not None:
+                await self.scheduler.start()  # checks that its blueprints are registered
+            self._grpc, self.grpc_port = await start_grpc_server(
+                self.engine, self.auth, self.settings.grpc_host, self.settings.grpc_port
+            )
+            app = build_app(self.engine, self.auth)
+            for key, value in self.app_state.items():
+                app[key] = value
+            self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, self.settings.api_host, self.settings.api_port)
+            await site.start()
+            self.rest_port = _bound_port(self._runner)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Stop intake, then the engine. Idempotent."""
+        grace = self.settings.shutdown_grace_seconds
+        if self.scheduler is not None:
+            await self.scheduler.stop()
+        server, self._grpc = self._grpc, None
+        if server is not None:
+            # Workers first hear Drain (stop taking tasks, finish what runs);
+            # from here on a stream that ends gives its leases back at once,
+            # since no reconnect grace can be honoured by a stopping process.
+            self.engine.workers.drain_all("the orchestrator is shutting down")
+            await self.engine.workers.close()
+            await server.stop(grace)
+            # Again: the streams that just ended re-queue through the
+            # registry, which must finish while storage is still open.
+            await self.engine.workers.close()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+        await self.engine.stop()
+        for service in reversed(self.services):
+            await service.stop()
+
+    def run(self) -> None:
+        """Blocking: serve until SIGTERM or SIGINT."""
+        asyncio.run(_serve_until_signalled(self))
+
+    async def __aenter__(self) -> Orchestrator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+def _s3_files(settings: Settings) -> S3Files | None:
+    """Job files in S3 when ``S3_ENDPOINT_URL`` is set. aioboto3 is imported
+    only then: it roughly doubles the import time of the package."""
+    if not settings.s3_endpoint_url:
+        return None
+    from avtomatika.files import S3Files
+
+    return S3Files(settings)
+
+
+def _bound_port(runner: web.AppRunner) -> int:
+    for address in runner.addresses:
+        if isinstance(address, tuple):
+            return int(address[1])
+    raise ConfigError("the HTTP server did not bind a TCP port")
+
+
+OrchestratorEngine = Orchestrator
+"""1.0b13's name for :class:`Orchestrator`, kept for the code written against it."""
+
+
+async def serve(settings: Settings) -> None:
+    """Run an orchestrator for ``settings`` until SIGTERM or SIGINT."""
+    await _serve_until_signalled(Orchestrator(config=settings))
+
+
+async def _serve_until_signalled(orchestrator: Orchestrator) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with orchestrator:
+            settings = orchestrator.settings
+            log.info(
+                "avtomatika serving: REST on %s:%d, gRPC on %s:%d, blueprints: %s",
+                settings.api_host,
+                orchestrator.rest_port,
+                settings.grpc_host,
+                orchestrator.grpc_port,
+                ", ".join(sorted(orchestrator.blueprints)) or "none",
+            )
+            await stop.wait()
+            log.info("shutting down")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
