@@ -40,9 +40,12 @@ proto-lint: install
 	$(BIN)/buf lint
 	$(BIN)/buf format --diff --exit-code
 
+# lint-imports checks the dependency rules of pyproject.toml's
+# [tool.importlinter]: transports -> engine -> storage, the SDK apart.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy avtomatika tests examples benchmarks
