@@ -40,16 +40,12 @@ from avtomatika.limits.client_limits import ClientLimits
 from avtomatika.monitoring.dashboard import Dashboard
 from avtomatika.monitoring.metrics import Metrics
 from avtomatika.rest import build_app
-from avtomatika.rest.dashboard_api import DASHBOARD
-from avtomatika.rest.files_api import FILES
-from avtomatika.rest.follow_api import FOLLOWERS
-from avtomatika.rest.history_api import HISTORY
 from avtomatika.rest.metrics_api import METRICS
-from avtomatika.rest.rate_limit import LIMITS
 from avtomatika.rest.render import job_json
 from avtomatika.rest.worker_api.handlers import REST_WORKERS
 from avtomatika.rest.worker_api.sessions import RestWorkers
 from avtomatika.schedules.scheduler import Scheduler
+from avtomatika.services.client_api import ClientApi
 from avtomatika.storage.base import Storage
 from avtomatika.webhooks import WebhookSender
 
@@ -109,7 +105,6 @@ class Orchestrator:
         self.history = HistoryWriter(self.engine.events, self.settings)
         self.webhooks = WebhookSender(self.engine.events, self.settings)
         self.services += [self.history, self.webhooks]
-        self.app_state[HISTORY] = self.history
         self.metrics = Metrics(self.engine)
         self.metrics.track_history_drops(lambda: self.history.dropped)
         self.services.append(self.metrics)
@@ -118,8 +113,6 @@ class Orchestrator:
         self.followers = JobFollowers(self.engine.events)
         self.dashboard = Dashboard(self.engine)
         self.services += [self.followers, self.dashboard]
-        self.app_state[FOLLOWERS] = self.followers
-        self.app_state[DASHBOARD] = self.dashboard
         # Several instances on one Redis: where workers are, cancels to them
         # and job events for followers cross instances (imported only then).
         if self.settings.redis_url:
@@ -132,7 +125,10 @@ class Orchestrator:
                 self.services.append(cluster)
         self.limits = ClientLimits(self.settings, self.auth.monthly_quotas)
         self.services.append(self.limits)
-        self.app_state[LIMITS] = self.limits
+        # The client use cases, once for both transports.
+        self.client_api = ClientApi(
+            self.engine, self.auth, self.followers, self.limits, self.history, self.dashboard, files
+        )
         # Legacy REST workers: their books and the TTL reaper.
         self.rest_workers = RestWorkers(self.engine)
         self.services.append(self.rest_workers)
@@ -140,7 +136,6 @@ class Orchestrator:
         # Job files (S3): before FileCleanup, which uses them until it stops.
         if files is not None:
             self.services.append(files)
-            self.app_state[FILES] = files
             if self.settings.s3_auto_cleanup:
                 from avtomatika.files import FileCleanup  # loaded by _s3_files already
 
@@ -217,9 +212,13 @@ class Orchestrator:
             if self.scheduler is not None:
                 await self.scheduler.start()  # checks that its blueprints are registered
             self._grpc, self.grpc_port = await start_grpc_server(
-                self.engine, self.auth, self.settings.grpc_host, self.settings.grpc_port
+                self.engine,
+                self.auth,
+                self.settings.grpc_host,
+                self.settings.grpc_port,
+                self.client_api,
             )
-            app = build_app(self.engine, self.auth)
+            app = build_app(self.engine, self.auth, self.client_api)
             for key, value in self.app_state.items():
                 app[key] = value
             self._runner = web.AppRunner(app, handle_signals=False, access_log=None)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from avtomatika.rest.bodies import MAX_TIMEOUT_SECONDS
+from avtomatika.services.requests import MAX_TIMEOUT_SECONDS
 from tests.blueprints import echo_blueprint
 from tests.conftest import HttpClient, StartOrchestrator
 

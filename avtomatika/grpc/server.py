@@ -1,4 +1,5 @@
-"""Builds the grpc.aio server for an engine.
+"""Builds the grpc.aio server for an engine: the worker stream and the
+client API (``JobService``).
 
 With ``TLS_CERT_PATH`` and ``TLS_KEY_PATH`` set the port serves TLS only
 (server authentication; workers keep authenticating with their token).
@@ -14,8 +15,10 @@ import grpc
 from avtomatika.access.authenticator import Authenticator
 from avtomatika.config import Settings
 from avtomatika.engine.core import Engine
+from avtomatika.grpc.job_service import JobServicer
 from avtomatika.grpc.worker_stream import WorkerStreamService
-from avtomatika.v1 import worker_service_pb2_grpc
+from avtomatika.services.client_api import ClientApi
+from avtomatika.v1 import job_service_pb2_grpc, worker_service_pb2_grpc
 
 __all__ = ["GrpcServer", "server_credentials", "start_grpc_server"]
 
@@ -46,7 +49,7 @@ class GrpcServer:
 
 
 async def start_grpc_server(
-    engine: Engine, auth: Authenticator, host: str, port: int
+    engine: Engine, auth: Authenticator, host: str, port: int, client_api: ClientApi
 ) -> tuple[GrpcServer, int]:
     """Start serving on ``host:port`` (0 picks a free port); returns the
     server and the bound port. TLS when the engine's settings name a
@@ -54,6 +57,7 @@ async def start_grpc_server(
     server = grpc.aio.server()
     streams = WorkerStreamService(engine, auth)
     worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(streams, server)
+    job_service_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(client_api), server)
     address = f"{host}:{port}"
     credentials = server_credentials(engine.config)
     if credentials is None:

@@ -6,13 +6,14 @@ from aiohttp import web
 
 from avtomatika.access.authenticator import Authenticator
 from avtomatika.engine.core import Engine
+from avtomatika.engine.followers import JobFollowers
 from avtomatika.rest.follow_api import close_followers
 from avtomatika.rest.metrics_api import count_rate_limited_middleware
 from avtomatika.rest.middleware import client_auth_middleware, error_middleware
-from avtomatika.rest.rate_limit import rate_limit_middleware
 from avtomatika.rest.routes import add_routes
-from avtomatika.rest.state import AUTH, ENGINE
+from avtomatika.rest.state import AUTH, CLIENT_API, ENGINE
 from avtomatika.rest.worker_api.handlers import add_protocol_header, release_rest_workers
+from avtomatika.services.client_api import ClientApi
 
 __all__ = ["build_app"]
 
@@ -21,21 +22,24 @@ __all__ = ["build_app"]
 _MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
-def build_app(engine: Engine, auth: Authenticator) -> web.Application:
+def build_app(
+    engine: Engine, auth: Authenticator, client_api: ClientApi | None = None
+) -> web.Application:
     """The aiohttp application for ``engine``; the engine's lifecycle is the
-    caller's (see :mod:`avtomatika.server`)."""
+    caller's (see :mod:`avtomatika.server`). Without ``client_api`` the
+    client endpoints run with no limits, history or dashboard."""
     app = web.Application(
         # The 429 counter is outermost: it sees errors already rendered.
         middlewares=[
             count_rate_limited_middleware,
             error_middleware,
             client_auth_middleware,
-            rate_limit_middleware,
         ],
         client_max_size=_MAX_BODY_BYTES,
     )
     app[ENGINE] = engine
     app[AUTH] = auth
+    app[CLIENT_API] = client_api or ClientApi(engine, auth, JobFollowers(engine.events))
     add_routes(app)
     app.on_shutdown.append(close_followers)
     app.on_shutdown.append(release_rest_workers)

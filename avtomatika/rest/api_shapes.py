@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from avtomatika.rest.bodies import MAX_TIMEOUT_SECONDS
+from avtomatika.services.requests import MAX_TIMEOUT_SECONDS
 from avtomatika.status import job_status_name
 from avtomatika.v1.job_pb2 import JobStatus
 

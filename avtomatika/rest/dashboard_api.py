@@ -5,12 +5,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from avtomatika.monitoring.dashboard import Dashboard
+from avtomatika.rest.state import CLIENT_API, client_of
 
-__all__ = ["DASHBOARD", "dashboard"]
-
-DASHBOARD = web.AppKey("dashboard", Dashboard)
+__all__ = ["dashboard"]
 
 
 async def dashboard(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[DASHBOARD].snapshot())
+    return web.json_response(await request.app[CLIENT_API].dashboard(client_of(request)))

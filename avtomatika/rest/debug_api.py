@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from avtomatika.rest.follow_api import FOLLOWERS
-from avtomatika.rest.state import ENGINE
+from avtomatika.rest.state import CLIENT_API, ENGINE
 
 __all__ = ["flush_db"]
 
@@ -21,7 +20,5 @@ async def flush_db(request: web.Request) -> web.Response:
     if not engine.config.debug_flush_enabled:
         raise web.HTTPNotFound()  # rendered exactly like an unknown route
     await engine.storage.flush()
-    followers = request.app.get(FOLLOWERS)
-    if followers is not None:
-        followers.refresh_all()
+    request.app[CLIENT_API].followers.refresh_all()
     return web.json_response({"status": "db_flushed"})

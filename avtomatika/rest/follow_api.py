@@ -18,125 +18,63 @@
   closing an idle stream.
 
 Both answer 404 for a job of another client, like every job-scoped endpoint.
+The following itself is :class:`~avtomatika.services.client_api.ClientApi`'s
+(``get_job`` with a wait, ``follow_job``), shared with gRPC's
+``StreamJobEvents``; this module renders it as HTTP.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import math
 from typing import Any
 
 from aiohttp import web
 
 from avtomatika.clock import iso_from_ms
-from avtomatika.engine.followers import JobFollowers
-from avtomatika.errors import InvalidArgument, NotFound
-from avtomatika.rest.state import ENGINE, client_of
-from avtomatika.status import TERMINAL, job_status_name
+from avtomatika.errors import NotFound
+from avtomatika.rest.state import CLIENT_API, client_of
+from avtomatika.status import job_status_name
 from avtomatika.v1.job_pb2 import Job
 
-__all__ = ["FOLLOWERS", "close_followers", "get_job_waiting", "job_events", "wait_seconds"]
-
-FOLLOWERS = web.AppKey("followers", JobFollowers)
+__all__ = ["close_followers", "job_events"]
 
 _KEEPALIVE_SECONDS = 15.0
 
 
-def wait_seconds(request: web.Request) -> float | None:
-    """The ``wait`` query parameter, capped; None when absent."""
-    raw = request.query.get("wait")
-    if raw is None:
-        return None
-    try:
-        wait = float(raw)
-    except ValueError:
-        wait = math.nan
-    if not math.isfinite(wait) or wait < 0:
-        raise InvalidArgument(f"wait must be a number of seconds >= 0, got {raw!r}")
-    return min(wait, request.app[ENGINE].config.job_wait_max_seconds)
-
-
-async def get_job_waiting(request: web.Request, wait: float) -> Job:
-    """The job once it visibly changed, ended or ``wait`` seconds passed."""
-    engine = request.app[ENGINE]
-    job_id = request.match_info["job_id"]
-    client_id = client_of(request).id
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    with request.app[FOLLOWERS].follow(job_id) as follower:
-        job = await engine.get_job(job_id, client_id=client_id)
-        seen = _visible(job)
-        while job.status not in TERMINAL and not follower.closed:
-            remaining = deadline - loop.time()
-            if remaining <= 0 or not await follower.changed(remaining):
-                break
-            records, stale = follower.take()
-            newest = max(records, key=lambda record: record.version, default=None)
-            if stale or newest is None:
-                job = await engine.get_job(job_id, client_id=client_id)
-            elif newest.version > job.version:
-                job = newest  # the record the event carried: no read needed
-            if _visible(job) != seen:
-                break
-    return job
-
-
-def _visible(job: Job) -> tuple[object, ...]:
-    """What of a job its JSON shows changing while it runs."""
-    return (job.status, job.current_state, job.progress, job.progress_message)
-
-
 async def job_events(request: web.Request) -> web.StreamResponse:
-    engine = request.app[ENGINE]
-    job_id = request.match_info["job_id"]
-    client_id = client_of(request).id
-    with request.app[FOLLOWERS].follow(job_id) as follower:
+    changes = request.app[CLIENT_API].follow_job(
+        client_of(request), request.match_info["job_id"], _KEEPALIVE_SECONDS
+    )
+    try:
         # Ownership first, while an error can still be a JSON response.
-        job = await engine.get_job(job_id, client_id=client_id)
+        first = await anext(changes)
         response = web.StreamResponse(
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
         response.content_type = "text/event-stream"
         await response.prepare(request)
-        sent: dict[str, Any] | None = None
-        version = 0
-        pending = [job]
+        sent: Job | None = None
         try:
-            while True:
-                for record in pending:
-                    if record.version < version:
-                        continue  # published out of order; a newer one was sent
-                    version = record.version
-                    sent = await _send_change(response, record, sent)
-                if follower.closed or (sent is not None and sent["status"] in _TERMINAL_NAMES):
-                    break
-                woke = await follower.changed(_KEEPALIVE_SECONDS)
-                pending, stale = follower.take()
-                if not woke:
+            if first is not None:
+                sent = await _send_change(response, first, sent)
+            async for job in changes:
+                if job is None:
                     await response.write(b": keep-alive\n\n")
-                    stale = True  # also notices a job that vanished silently
-                if stale and not follower.closed:
-                    try:
-                        pending.append(await engine.get_job(job_id, client_id=client_id))
-                    except NotFound as exc:
-                        await _send(response, "error", {"error": exc.message})
-                        break
+                else:
+                    sent = await _send_change(response, job, sent)
+        except NotFound as exc:
+            await _send(response, "error", {"error": exc.message})
         except ConnectionError:
             pass  # the client went away
+    finally:
+        await changes.aclose()
     return response
 
 
 async def close_followers(app: web.Application) -> None:
     """``on_shutdown``: end every wait and stream so shutdown never waits
     for them."""
-    followers = app.get(FOLLOWERS)
-    if followers is not None:
-        followers.close()
-
-
-_TERMINAL_NAMES = frozenset(job_status_name(s) for s in TERMINAL)
-_FIELDS = ("status", "current_state", "progress", "progress_message", "error")
+    app[CLIENT_API].followers.close()
 
 
 def _view(job: Job) -> dict[str, Any]:
@@ -151,16 +89,12 @@ def _view(job: Job) -> dict[str, Any]:
     }
 
 
-async def _send_change(
-    response: web.StreamResponse, job: Job, sent: dict[str, Any] | None
-) -> dict[str, Any] | None:
-    """Send ``job`` if a followed field differs from ``sent``; what was sent last."""
-    view = _view(job)
-    if sent is not None and all(view[f] == sent[f] for f in _FIELDS):
-        return sent
-    moved = sent is None or any(view[f] != sent[f] for f in ("status", "current_state"))
-    await _send(response, "status" if moved else "progress", view)
-    return view
+async def _send_change(response: web.StreamResponse, job: Job, sent: Job | None) -> Job:
+    """Send ``job`` as ``status`` when its status or state moved since
+    ``sent``, else as ``progress``; returns it."""
+    moved = sent is None or (job.status, job.current_state) != (sent.status, sent.current_state)
+    await _send(response, "status" if moved else "progress", _view(job))
+    return job
 
 
 async def _send(response: web.StreamResponse, kind: str, data: dict[str, Any]) -> None:

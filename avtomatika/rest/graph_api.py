@@ -6,9 +6,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from avtomatika.blueprint.graph import to_dot
-from avtomatika.errors import NotFound
-from avtomatika.rest.state import ENGINE
+from avtomatika.rest.state import CLIENT_API, client_of
 
 __all__ = ["DOT_CONTENT_TYPE", "blueprint_graph"]
 
@@ -16,8 +14,7 @@ DOT_CONTENT_TYPE = "text/vnd.graphviz"
 
 
 async def blueprint_graph(request: web.Request) -> web.Response:
-    name = request.match_info["blueprint_name"]
-    blueprint = request.app[ENGINE].blueprints.get(name)
-    if blueprint is None:
-        raise NotFound(f"blueprint {name!r} is not registered")
-    return web.Response(text=to_dot(blueprint), content_type=DOT_CONTENT_TYPE)
+    dot = request.app[CLIENT_API].blueprint_graph(
+        client_of(request), request.match_info["blueprint_name"]
+    )
+    return web.Response(text=dot, content_type=DOT_CONTENT_TYPE)

@@ -19,15 +19,11 @@ from aiohttp import web
 
 from avtomatika.clock import iso_from_ms
 from avtomatika.engine.events import E
-from avtomatika.history import HistoryWriter
 from avtomatika.payload import from_payload
-from avtomatika.rest.state import ENGINE, client_of
+from avtomatika.rest.state import CLIENT_API, client_of
 from avtomatika.v1.history_pb2 import HistoryEvent, HistoryEventType
 
-__all__ = ["HISTORY", "history_event_json", "job_history"]
-
-HISTORY = web.AppKey("history", HistoryWriter)
-"""The history writer, which reads a job's history back from its sink."""
+__all__ = ["history_event_json", "job_history"]
 
 # Events whose duration is meaningful even when it is 0 ms.
 _TIMED = frozenset(
@@ -41,10 +37,9 @@ _PREFIX = "HISTORY_EVENT_TYPE_"
 
 
 async def job_history(request: web.Request) -> web.Response:
-    job = await request.app[ENGINE].get_job(
-        request.match_info["job_id"], client_id=client_of(request).id
+    events = await request.app[CLIENT_API].job_history(
+        client_of(request), request.match_info["job_id"]
     )
-    events = await request.app[HISTORY].list_for_job(job.id)
     return web.json_response([history_event_json(e) for e in events])
 
 

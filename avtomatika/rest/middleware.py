@@ -1,4 +1,4 @@
-"""Errors as JSON, and client authentication for ``/api``.
+"""Errors as JSON, and client authentication (with its rate limit) for ``/api``.
 
 Every error leaves as ``{"error": "..."}`` with the status from
 :data:`avtomatika.errors.HTTP_STATUS`; aiohttp's own errors (unknown route,
@@ -13,8 +13,8 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from avtomatika.errors import HTTP_STATUS, AvtomatikaError, RateLimited, Unauthenticated
-from avtomatika.rest.state import AUTH, CLIENT
+from avtomatika.errors import HTTP_STATUS, AvtomatikaError, RateLimited
+from avtomatika.rest.state import CLIENT, CLIENT_API
 
 __all__ = ["client_auth_middleware", "error_middleware", "json_error"]
 
@@ -52,8 +52,5 @@ async def client_auth_middleware(request: web.Request, handler: Handler) -> web.
         # X-Client-Token is documented; X-Avtomatika-Token is what the
         # original's client code sent, accepted so those clients keep working.
         token = request.headers.get("X-Client-Token") or request.headers.get("X-Avtomatika-Token")
-        client = request.app[AUTH].client(token)
-        if client is None:
-            raise Unauthenticated("missing or invalid X-Client-Token")
-        request[CLIENT] = client
+        request[CLIENT] = await request.app[CLIENT_API].caller(token, credential="X-Client-Token")
     return await handler(request)

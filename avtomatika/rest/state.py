@@ -7,11 +7,14 @@ from aiohttp import web
 from avtomatika.access.authenticator import Authenticator
 from avtomatika.blueprint.context import ClientInfo
 from avtomatika.engine.core import Engine
+from avtomatika.services.client_api import ClientApi
 
-__all__ = ["AUTH", "CLIENT", "ENGINE", "client_of"]
+__all__ = ["AUTH", "CLIENT", "CLIENT_API", "ENGINE", "client_of"]
 
 ENGINE = web.AppKey("engine", Engine)
 AUTH = web.AppKey("auth", Authenticator)
+CLIENT_API = web.AppKey("client_api", ClientApi)
+"""The client use cases every ``/api`` handler calls."""
 CLIENT = web.RequestKey("client", ClientInfo)
 """Where the client middleware stores the caller of an ``/api`` request."""
 

@@ -1,0 +1,216 @@
+"""``JobService``: the client API over gRPC, for teams that generate stubs
+from ``proto/``.
+
+Each RPC reads the ``x-client-token`` metadata, calls the same
+:class:`~avtomatika.services.client_api.ClientApi` method as its REST twin
+and renders the result as the response message; errors leave with the gRPC
+status of their code (:mod:`avtomatika.grpc.errors`). Another client's job
+is NOT_FOUND, exactly as over REST.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from avtomatika.blueprint.context import ClientInfo
+from avtomatika.errors import InvalidArgument
+from avtomatika.grpc.errors import rpc_errors
+from avtomatika.payload import from_payload
+from avtomatika.services.client_api import ClientApi
+from avtomatika.services.requests import JobRequest
+from avtomatika.v1 import job_service_pb2_grpc
+from avtomatika.v1.job_pb2 import Job
+from avtomatika.v1.job_service_pb2 import (
+    CancelJobRequest,
+    CancelJobResponse,
+    CreateJobRequest,
+    CreateJobResponse,
+    DownloadFileRequest,
+    DownloadFileResponse,
+    GetBlueprintGraphRequest,
+    GetBlueprintGraphResponse,
+    GetDashboardRequest,
+    GetDashboardResponse,
+    GetJobHistoryRequest,
+    GetJobHistoryResponse,
+    GetJobRequest,
+    GetJobResponse,
+    GetUploadUrlRequest,
+    GetUploadUrlResponse,
+    ListWorkersRequest,
+    ListWorkersResponse,
+    StreamJobEventsRequest,
+    StreamJobEventsResponse,
+    UploadFileRequest,
+    UploadFileResponse,
+)
+from avtomatika.v1.payload_pb2 import Payload
+
+__all__ = ["CLIENT_TOKEN_KEY", "JobServicer"]
+
+CLIENT_TOKEN_KEY = "x-client-token"
+"""The metadata key of the client's token."""
+
+# How long a followed job may stay quiet before its record is read again
+# (notices a job that vanished without an event, as the SSE keep-alive does).
+_RECHECK_SECONDS = 15.0
+
+_Context = grpc.aio.ServicerContext[object, object]
+
+
+class JobServicer(job_service_pb2_grpc.JobServiceServicer):
+    """Translates ``JobService`` RPCs to :class:`ClientApi` calls."""
+
+    def __init__(self, api: ClientApi) -> None:
+        self._api = api
+
+    async def _caller(self, context: _Context) -> ClientInfo:
+        token = dict(context.invocation_metadata() or ()).get(CLIENT_TOKEN_KEY)
+        return await self._api.caller(
+            token if isinstance(token, str) else None, credential=CLIENT_TOKEN_KEY
+        )
+
+    async def CreateJob(self, request: CreateJobRequest, context: _Context) -> CreateJobResponse:
+        async with rpc_errors(context):
+            client = await self._caller(context)
+            job = JobRequest.check(
+                _json_object("initial_data", request.initial_data),
+                request.webhook_url,
+                # proto3 doubles default to 0, which means "not given".
+                request.dispatch_timeout or None,
+                request.result_timeout or None,
+                allow_private_webhooks=self._api.engine.config.webhook_allow_private,
+            )
+            route = f"{request.api_version}/{request.endpoint.lstrip('/')}"
+            job_id = await self._api.create_job(client, route, job)
+            return CreateJobResponse(status="accepted", job_id=job_id)
+
+    async def GetJob(self, request: GetJobRequest, context: _Context) -> GetJobResponse:
+        async with rpc_errors(context):
+            client = await self._caller(context)
+            # 0 (proto3's default) is "do not wait", as a missing ?wait= is.
+            wait = request.wait if request.wait != 0 else None
+            job = await self._api.get_job(client, request.job_id, wait)
+            return GetJobResponse(job=job)
+
+    async def StreamJobEvents(
+        self, request: StreamJobEventsRequest, context: _Context
+    ) -> AsyncIterator[StreamJobEventsResponse]:
+        async with rpc_errors(context):
+            client = await self._caller(context)
+            changes = self._api.follow_job(client, request.job_id, _RECHECK_SECONDS)
+            try:
+                async for job in changes:
+                    if job is not None:
+                        yield _event(job)
+            finally:
+                await changes.aclose()
+
+    async def CancelJob(self, request: CancelJobRequest, context: _Context) -> CancelJobResponse:
+        async with rpc_errors(context):
+            client = await self._caller(context)
+            pushed = await self._api.cancel_job(client, request.job_id)
+            status = "cancellation_request_sent" if pushed else "cancellation_request_accepted"
+            return CancelJobResponse(status=status)
+
+    async def GetJobHistory(
+        self, request: GetJobHistoryRequest, context: _Context
+    ) -> GetJobHistoryResponse:
+        async with rpc_errors(context):
+            client = await self._caller(context)
+            events = await self._api.job_history(client, request.job_id)
+            return GetJobHistoryResponse(events=events)
+
+    async def GetUploadUrl(
+        self, request: GetUploadUrlRequest, context: _Context
+    ) -> GetUploadUrlResponse:
+        async with rpc_errors(context):
+            client = await self._caller(context)
+            url, expires_in = await self._api.upload_url(
+                client, request.job_id, request.filename, request.expires_in
+            )
+            return GetUploadUrlResponse(url=url, expires_in=expires_in, method="PUT")
+
+    async def UploadFile(self, request: UploadFileRequest, context: _Context) -> UploadFileResponse:
+        async with rpc_errors(context):
+            client = await self._caller(context)
+            s3_uri = await self._api.upload(
+                client,
+                request.job_id,
+                request.filename,
+                _Bytes(request.content.data),
+                request.content.content_type or None,
+            )
+            return UploadFileResponse(status="uploaded", s3_uri=s3_uri)
+
+    async def DownloadFile(
+        self, request: DownloadFileRequest, context: _Context
+    ) -> DownloadFileResponse:
+        async with rpc_errors(context):
+            client = await self._caller(context)
+            url = await self._api.download_url(client, request.job_id, request.filename)
+            return DownloadFileResponse(url=url)
+
+    async def GetBlueprintGraph(
+        self, request: GetBlueprintGraphRequest, context: _Context
+    ) -> GetBlueprintGraphResponse:
+        async with rpc_errors(context):
+            client = await self._caller(context)
+            dot = self._api.blueprint_graph(client, request.blueprint_name)
+            response = GetBlueprintGraphResponse()
+            response.body.content_type = "text/vnd.graphviz"
+            response.body.data = dot.encode()
+            return response
+
+    async def ListWorkers(
+        self, request: ListWorkersRequest, context: _Context
+    ) -> ListWorkersResponse:
+        async with rpc_errors(context):
+            client = await self._caller(context)
+            return ListWorkersResponse(workers=await self._api.list_workers(client))
+
+    async def GetDashboard(
+        self, request: GetDashboardRequest, context: _Context
+    ) -> GetDashboardResponse:
+        async with rpc_errors(context):
+            client = await self._caller(context)
+            return GetDashboardResponse(**await self._api.dashboard(client))
+
+
+def _json_object(name: str, payload: Payload) -> object:
+    """A Payload field as JSON (empty is "not given"); a payload that is not
+    JSON is INVALID_ARGUMENT naming the field."""
+    if not payload.data:
+        return None
+    try:
+        return from_payload(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidArgument(f"{name} is not valid JSON: {exc}") from None
+
+
+def _event(job: Job) -> StreamJobEventsResponse:
+    return StreamJobEventsResponse(
+        job_id=job.id,
+        status=job.status,
+        current_state=job.current_state,
+        progress=job.progress,
+        progress_message=job.progress_message,
+        error=job.error,
+        updated_at_ms=job.updated_at_ms,
+    )
+
+
+class _Bytes:
+    """A message's bytes as the reader an upload streams from."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes) -> None:
+        self._data = memoryview(data)
+
+    async def read(self, n: int = -1) -> bytes:
+        size = len(self._data) if n < 0 else n
+        piece, self._data = self._data[:size], self._data[size:]
+        return bytes(piece)

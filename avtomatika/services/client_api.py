@@ -1,0 +1,242 @@
+"""Every use case of an API client, written once for both transports.
+
+The REST handlers and the gRPC ``JobService`` are translators: they read a
+request, call one method here, and render what it returns. Authentication,
+rate limits and quotas, ownership (another client's job is "not found") and
+validation live here and nowhere else, and every refusal is an error of
+:mod:`avtomatika.errors`, which each transport maps to its status once.
+
+A method takes the caller (:meth:`ClientApi.caller` turns a token into one)
+so no use case can be reached without a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from avtomatika.access.authenticator import Authenticator
+from avtomatika.blueprint.context import ClientInfo
+from avtomatika.blueprint.graph import to_dot
+from avtomatika.engine.core import Engine
+from avtomatika.engine.followers import JobFollowers
+from avtomatika.errors import InvalidArgument, NotFound, NotImplementedYet, Unauthenticated
+from avtomatika.history import HistoryWriter
+from avtomatika.limits.client_limits import ClientLimits
+from avtomatika.monitoring.dashboard import Dashboard
+from avtomatika.services.requests import JobRequest
+from avtomatika.status import TERMINAL
+from avtomatika.v1.history_pb2 import HistoryEvent
+from avtomatika.v1.job_pb2 import Job
+from avtomatika.v1.worker_pb2 import WorkerInfo
+
+if TYPE_CHECKING:
+    from avtomatika.files import S3Files
+
+__all__ = ["DEFAULT_EXPIRES_IN", "DOWNLOAD_URL_SECONDS", "ClientApi", "Reader", "visible"]
+
+DEFAULT_EXPIRES_IN = 3600
+"""Validity of an upload URL when the client does not say (as documented)."""
+
+DOWNLOAD_URL_SECONDS = 300
+"""Validity of a download URL: it is followed at once, and S3 checks it
+only when the transfer starts."""
+
+_DIGITS = re.compile(r"[0-9]{1,9}")
+
+
+class Reader(Protocol):
+    """A body arriving in pieces (``b""`` at its end)."""
+
+    async def read(self, n: int = -1) -> bytes: ...
+
+
+def visible(job: Job) -> tuple[object, ...]:
+    """What of a job a client sees changing while it runs: a wait ends, and a
+    stream sends, only when this differs."""
+    return (job.status, job.current_state, job.progress, job.progress_message, job.error)
+
+
+@dataclass(slots=True)
+class ClientApi:
+    """The client use cases of one orchestrator; the features are optional
+    where the orchestrator may run without them."""
+
+    engine: Engine
+    auth: Authenticator
+    followers: JobFollowers
+    limits: ClientLimits | None = None
+    history: HistoryWriter | None = None
+    dashboard_stats: Dashboard | None = None
+    files: S3Files | None = None
+
+    async def caller(self, token: str | None, *, credential: str = "client token") -> ClientInfo:
+        """The client a token belongs to, after its rate limit.
+
+        ``credential`` names what carried the token in the refusal (the
+        header or metadata key), so the client sees which one to fix."""
+        client = self.auth.client(token)
+        if client is None:
+            raise Unauthenticated(f"missing or invalid {credential}")
+        if self.limits is not None:
+            await self.limits.check_rate(client.id)
+        return client
+
+    async def create_job(self, client: ClientInfo, route: str, request: JobRequest) -> str:
+        """Create a job of the blueprint served at ``/api/{route}``, counted
+        against the client's monthly quota; returns its id."""
+        blueprint = self.engine.blueprint_for_route(route)
+        quota = self.limits.job_creation(client.id) if self.limits else contextlib.nullcontext()
+        async with quota:
+            return await self.engine.create_job(
+                blueprint.name,
+                request.initial_data,
+                client=client,
+                webhook_url=request.webhook_url,
+                dispatch_timeout=request.dispatch_timeout,
+                result_timeout=request.result_timeout,
+            )
+
+    async def get_job(self, client: ClientInfo, job_id: str, wait: float | None = None) -> Job:
+        """The job; with ``wait`` (seconds), once it visibly changes or ends,
+        or with its current state when the wait (capped at
+        ``JOB_WAIT_MAX_SECONDS``) is over."""
+        if wait is None:
+            return await self.engine.get_job(job_id, client_id=client.id)
+        if not 0 <= wait < float("inf"):
+            raise InvalidArgument(f"wait must be a number of seconds >= 0, got {wait!r}")
+        wait = min(wait, self.engine.config.job_wait_max_seconds)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        with self.followers.follow(job_id) as follower:
+            job = await self.engine.get_job(job_id, client_id=client.id)
+            seen = visible(job)
+            while job.status not in TERMINAL and not follower.closed:
+                remaining = deadline - loop.time()
+                if remaining <= 0 or not await follower.changed(remaining):
+                    break
+                records, stale = follower.take()
+                newest = max(records, key=lambda record: record.version, default=None)
+                if stale or newest is None:
+                    job = await self.engine.get_job(job_id, client_id=client.id)
+                elif newest.version > job.version:
+                    job = newest  # the record the event carried: no read needed
+                if visible(job) != seen:
+                    break
+        return job
+
+    async def follow_job(
+        self, client: ClientInfo, job_id: str, keepalive: float | None = None
+    ) -> AsyncGenerator[Job | None, None]:
+        """The job now, then the job at each visible change, ending after a
+        terminal status. Costs nothing per event beyond the event itself: the
+        records come with the engine's events, and the store is read only
+        when an event did not carry one (another instance's) or after a
+        quiet ``keepalive`` period, when ``None`` is yielded so the caller
+        can keep its connection alive. :class:`NotFound` when the job is not
+        the client's, or when it vanishes (a debug flush) while followed."""
+        with self.followers.follow(job_id) as follower:
+            job = await self.engine.get_job(job_id, client_id=client.id)
+            sent: tuple[object, ...] | None = None
+            version = 0
+            pending = [job]
+            while True:
+                for record in pending:
+                    if record.version < version:
+                        continue  # published out of order; a newer one was sent
+                    version = record.version
+                    if visible(record) != sent:
+                        sent = visible(record)
+                        yield record
+                    if record.status in TERMINAL:
+                        return
+                if follower.closed:
+                    return
+                woke = await follower.changed(keepalive if keepalive is not None else 3600.0)
+                pending, stale = follower.take()
+                if not woke:
+                    yield None
+                    stale = True  # also notices a job that vanished silently
+                if stale and not follower.closed:
+                    pending.append(await self.engine.get_job(job_id, client_id=client.id))
+
+    async def cancel_job(self, client: ClientInfo, job_id: str) -> bool:
+        """Cancel the client's job; True when the cancel reached a worker
+        running one of its tasks at once."""
+        return await self.engine.cancel_job(job_id, client_id=client.id)
+
+    async def job_history(self, client: ClientInfo, job_id: str) -> list[HistoryEvent]:
+        """The job's lifecycle events, oldest first."""
+        job = await self.engine.get_job(job_id, client_id=client.id)
+        if self.history is None:
+            return []
+        return await self.history.list_for_job(job.id)
+
+    def blueprint_graph(self, client: ClientInfo, name: str) -> str:
+        """The blueprint's state machine as Graphviz DOT."""
+        blueprint = self.engine.blueprints.get(name)
+        if blueprint is None:
+            raise NotFound(f"blueprint {name!r} is not registered")
+        return to_dot(blueprint)
+
+    async def list_workers(self, client: ClientInfo) -> list[WorkerInfo]:
+        """The workers of the whole cluster."""
+        return await self.engine.workers.list_all()
+
+    async def dashboard(self, client: ClientInfo) -> dict[str, Any]:
+        """Aggregate statistics (shape in :mod:`avtomatika.monitoring.dashboard`)."""
+        if self.dashboard_stats is None:
+            raise NotFound("the dashboard is not enabled")
+        return await self.dashboard_stats.snapshot()
+
+    async def upload_url(
+        self, client: ClientInfo, job_id: str, filename: str, expires_in: str | int | None
+    ) -> tuple[str, int]:
+        """A presigned PUT URL for a file of the job, and how long it is
+        valid (``expires_in`` seconds, by default an hour)."""
+        files = await self._job_files(client, job_id)
+        seconds = _expires_in(expires_in)
+        return await files.presigned_put(job_id, filename, seconds), seconds
+
+    async def upload(
+        self,
+        client: ClientInfo,
+        job_id: str,
+        filename: str,
+        body: Reader,
+        content_type: str | None = None,
+    ) -> str:
+        """Stream ``body`` into a file of the job, part by part in constant
+        memory; returns its ``s3://`` URI."""
+        files = await self._job_files(client, job_id)
+        return await files.upload_stream(job_id, filename, body, content_type)
+
+    async def download_url(self, client: ClientInfo, job_id: str, filename: str) -> str:
+        """A fresh presigned GET URL for an existing file of the job."""
+        files = await self._job_files(client, job_id)
+        if not await files.exists(job_id, filename):
+            raise NotFound(f"file {filename!r} of job {job_id!r} not found")
+        return await files.presigned_get(job_id, filename, DOWNLOAD_URL_SECONDS)
+
+    async def _job_files(self, client: ClientInfo, job_id: str) -> S3Files:
+        """The files store, once the job is known to be the client's."""
+        if self.files is None:
+            raise NotImplementedYet("file storage is not configured (set S3_ENDPOINT_URL)")
+        await self.engine.get_job(job_id, client_id=client.id)
+        return self.files
+
+
+def _expires_in(raw: str | int | None) -> int:
+    if raw is None or raw == "" or raw == 0:
+        return DEFAULT_EXPIRES_IN
+    if isinstance(raw, int):
+        if not 0 < raw < 10**9:
+            raise InvalidArgument(f"expires_in must be a whole number of seconds, got {raw!r}")
+        return raw
+    if not _DIGITS.fullmatch(raw):
+        raise InvalidArgument(f"expires_in must be a whole number of seconds, got {raw!r}")
+    return int(raw)
