@@ -46,6 +46,7 @@ from avtomatika.rest.worker_api.handlers import REST_WORKERS
 from avtomatika.rest.worker_api.sessions import RestWorkers
 from avtomatika.schedules.scheduler import Scheduler
 from avtomatika.services.client_api import ClientApi
+from avtomatika.services.public_api import PublicApi
 from avtomatika.storage.base import Storage
 from avtomatika.webhooks import WebhookSender
 
@@ -129,6 +130,7 @@ class Orchestrator:
         self.client_api = ClientApi(
             self.engine, self.auth, self.followers, self.limits, self.history, self.dashboard, files
         )
+        self.public_api = PublicApi(self.engine, self.followers, self.metrics)
         # Legacy REST workers: their books and the TTL reaper.
         self.rest_workers = RestWorkers(self.engine)
         self.services.append(self.rest_workers)
@@ -211,14 +213,17 @@ class Orchestrator:
         try:
             if self.scheduler is not None:
                 await self.scheduler.start()  # checks that its blueprints are registered
+            # The REST app first: it gives the public API its documents,
+            # which gRPC's GetDocs serves too.
+            app = build_app(self.engine, self.auth, self.client_api, self.public_api)
             self._grpc, self.grpc_port = await start_grpc_server(
                 self.engine,
                 self.auth,
                 self.settings.grpc_host,
                 self.settings.grpc_port,
                 self.client_api,
+                self.public_api,
             )
-            app = build_app(self.engine, self.auth, self.client_api)
             for key, value in self.app_state.items():
                 app[key] = value
             self._runner = web.AppRunner(app, handle_signals=False, access_log=None)

@@ -12,10 +12,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from avtomatika import ActionFactory, StateMachineBlueprint
 from avtomatika.engine.core import Engine
+from avtomatika.engine.followers import JobFollowers
 from avtomatika.errors import RateLimited
 from avtomatika.monitoring.metrics import Metrics
 from avtomatika.rest.metrics_api import METRICS, count_rate_limited_middleware, metrics
 from avtomatika.rest.middleware import error_middleware
+from avtomatika.rest.state import PUBLIC_API
+from avtomatika.services.public_api import PublicApi
 from tests.blueprints import echo_blueprint
 from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
 from tests.support import RawWorker, create_job, wait_for_status
@@ -159,7 +162,9 @@ async def test_every_429_is_counted_by_route_template() -> None:
     app = web.Application(middlewares=[count_rate_limited_middleware, error_middleware])
     app.router.add_get("/api/v1/jobs/{job_id}", limited)
     app.router.add_get("/_public/metrics", metrics)
-    app[METRICS] = Metrics(Engine())
+    engine = Engine()
+    app[METRICS] = Metrics(engine)
+    app[PUBLIC_API] = PublicApi(engine, JobFollowers(engine.events), app[METRICS])
     server = TestServer(app, host="127.0.0.1", port=0)
     async with server, aiohttp.ClientSession(str(server.make_url("/"))) as http:
         for job_id in ("a", "b"):

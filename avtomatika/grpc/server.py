@@ -1,5 +1,5 @@
 """Builds the grpc.aio server for an engine: the worker stream and the
-client API (``JobService``).
+client API (``JobService``, ``PublicService``).
 
 With ``TLS_CERT_PATH`` and ``TLS_KEY_PATH`` set the port serves TLS only
 (server authentication; workers keep authenticating with their token).
@@ -16,9 +16,11 @@ from avtomatika.access.authenticator import Authenticator
 from avtomatika.config import Settings
 from avtomatika.engine.core import Engine
 from avtomatika.grpc.job_service import JobServicer
+from avtomatika.grpc.public_service import PublicServicer
 from avtomatika.grpc.worker_stream import WorkerStreamService
 from avtomatika.services.client_api import ClientApi
-from avtomatika.v1 import job_service_pb2_grpc, worker_service_pb2_grpc
+from avtomatika.services.public_api import PublicApi
+from avtomatika.v1 import job_service_pb2_grpc, public_service_pb2_grpc, worker_service_pb2_grpc
 
 __all__ = ["GrpcServer", "server_credentials", "start_grpc_server"]
 
@@ -49,7 +51,12 @@ class GrpcServer:
 
 
 async def start_grpc_server(
-    engine: Engine, auth: Authenticator, host: str, port: int, client_api: ClientApi
+    engine: Engine,
+    auth: Authenticator,
+    host: str,
+    port: int,
+    client_api: ClientApi,
+    public_api: PublicApi,
 ) -> tuple[GrpcServer, int]:
     """Start serving on ``host:port`` (0 picks a free port); returns the
     server and the bound port. TLS when the engine's settings name a
@@ -58,6 +65,7 @@ async def start_grpc_server(
     streams = WorkerStreamService(engine, auth)
     worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(streams, server)
     job_service_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(client_api), server)
+    public_service_pb2_grpc.add_PublicServiceServicer_to_server(PublicServicer(public_api), server)
     address = f"{host}:{port}"
     credentials = server_credentials(engine.config)
     if credentials is None:

@@ -7,13 +7,15 @@ from aiohttp import web
 from avtomatika.access.authenticator import Authenticator
 from avtomatika.engine.core import Engine
 from avtomatika.engine.followers import JobFollowers
+from avtomatika.rest.docs_api import RestDocuments
 from avtomatika.rest.follow_api import close_followers
 from avtomatika.rest.metrics_api import count_rate_limited_middleware
 from avtomatika.rest.middleware import client_auth_middleware, error_middleware
 from avtomatika.rest.routes import add_routes
-from avtomatika.rest.state import AUTH, CLIENT_API, ENGINE
+from avtomatika.rest.state import AUTH, CLIENT_API, ENGINE, PUBLIC_API
 from avtomatika.rest.worker_api.handlers import add_protocol_header, release_rest_workers
 from avtomatika.services.client_api import ClientApi
+from avtomatika.services.public_api import PublicApi
 
 __all__ = ["build_app"]
 
@@ -23,11 +25,16 @@ _MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
 def build_app(
-    engine: Engine, auth: Authenticator, client_api: ClientApi | None = None
+    engine: Engine,
+    auth: Authenticator,
+    client_api: ClientApi | None = None,
+    public_api: PublicApi | None = None,
 ) -> web.Application:
     """The aiohttp application for ``engine``; the engine's lifecycle is the
     caller's (see :mod:`avtomatika.server`). Without ``client_api`` the
-    client endpoints run with no limits, history or dashboard."""
+    client endpoints run with no limits, history or dashboard, and without
+    ``public_api`` there are no metrics. The public API's documents become
+    this application's."""
     app = web.Application(
         # The 429 counter is outermost: it sees errors already rendered.
         middlewares=[
@@ -39,7 +46,11 @@ def build_app(
     )
     app[ENGINE] = engine
     app[AUTH] = auth
-    app[CLIENT_API] = client_api or ClientApi(engine, auth, JobFollowers(engine.events))
+    client_api = client_api or ClientApi(engine, auth, JobFollowers(engine.events))
+    public_api = public_api or PublicApi(engine, client_api.followers)
+    public_api.documents = RestDocuments(app)
+    app[CLIENT_API] = client_api
+    app[PUBLIC_API] = public_api
     add_routes(app)
     app.on_shutdown.append(close_followers)
     app.on_shutdown.append(release_rest_workers)

@@ -10,15 +10,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from avtomatika.rest.state import CLIENT_API, ENGINE
+from avtomatika.rest.state import PUBLIC_API
 
 __all__ = ["flush_db"]
 
 
 async def flush_db(request: web.Request) -> web.Response:
-    engine = request.app[ENGINE]
-    if not engine.config.debug_flush_enabled:
-        raise web.HTTPNotFound()  # rendered exactly like an unknown route
-    await engine.storage.flush()
-    request.app[CLIENT_API].followers.refresh_all()
+    await request.app[PUBLIC_API].flush()
     return web.json_response({"status": "db_flushed"})

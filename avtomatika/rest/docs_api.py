@@ -13,20 +13,36 @@ import functools
 import hashlib
 import re
 from importlib import resources
+from typing import Any
 
 from aiohttp import web
 
 from avtomatika.rest.openapi import openapi_document
+from avtomatika.rest.state import PUBLIC_API
 
-__all__ = ["docs", "openapi"]
+__all__ = ["RestDocuments", "docs", "openapi"]
+
+
+class RestDocuments:
+    """The documents of one REST application, for gRPC's ``GetDocs`` and
+    ``GetOpenApi`` too (see :class:`~avtomatika.services.public_api.Documents`)."""
+
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+
+    def docs_page(self) -> tuple[str, str]:
+        return _page()
+
+    def openapi(self) -> dict[str, Any]:
+        return openapi_document(self._app)
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document(request.app))
+    return web.json_response(request.app[PUBLIC_API].openapi())
 
 
 async def docs(request: web.Request) -> web.Response:
-    page, policy = _page()
+    page, policy = request.app[PUBLIC_API].docs_page()
     return web.Response(
         text=page,
         content_type="text/html",

@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from avtomatika.errors import NotFound
 from avtomatika.monitoring.metrics import Metrics
+from avtomatika.rest.state import PUBLIC_API
 
 __all__ = ["METRICS", "count_rate_limited_middleware", "metrics"]
 
@@ -15,10 +15,9 @@ METRICS = web.AppKey("metrics", Metrics)
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition (OpenMetrics when the scraper asks for it)."""
-    collector = request.app.get(METRICS)
-    if collector is None:
-        raise NotFound("metrics are not enabled in this application")
-    body, content_type = await collector.render(request.headers.get("Accept", ""))
+    body, content_type = await request.app[PUBLIC_API].metrics_text(
+        request.headers.get("Accept", "")
+    )
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 

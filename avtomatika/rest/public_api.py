@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from avtomatika.errors import InvalidArgument
 from avtomatika.rest.bodies import read_json_object
-from avtomatika.rest.state import ENGINE
+from avtomatika.rest.state import PUBLIC_API
 
 __all__ = ["approval", "status"]
 
 
 async def status(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return web.json_response({"status": request.app[PUBLIC_API].status()})
 
 
 async def approval(request: web.Request) -> web.Response:
@@ -26,11 +25,6 @@ async def approval(request: web.Request) -> web.Response:
     """
     job_id = request.match_info["job_id"]
     body = await read_json_object(request)
-    decision = body.get("decision")
-    if not isinstance(decision, str) or not decision:
-        raise InvalidArgument("decision must be a non-empty string")
     token = request.headers.get("X-Approval-Token", body.get("token"))
-    if token is not None and not isinstance(token, str):
-        raise InvalidArgument("token must be a string")
-    await request.app[ENGINE].submit_approval(job_id, decision, token)
+    await request.app[PUBLIC_API].submit_approval(job_id, body.get("decision"), token)
     return web.json_response({"status": "approval_received", "job_id": job_id})

@@ -8,13 +8,16 @@ from avtomatika.access.authenticator import Authenticator
 from avtomatika.blueprint.context import ClientInfo
 from avtomatika.engine.core import Engine
 from avtomatika.services.client_api import ClientApi
+from avtomatika.services.public_api import PublicApi
 
-__all__ = ["AUTH", "CLIENT", "CLIENT_API", "ENGINE", "client_of"]
+__all__ = ["AUTH", "CLIENT", "CLIENT_API", "ENGINE", "PUBLIC_API", "client_of"]
 
 ENGINE = web.AppKey("engine", Engine)
 AUTH = web.AppKey("auth", Authenticator)
 CLIENT_API = web.AppKey("client_api", ClientApi)
 """The client use cases every ``/api`` handler calls."""
+PUBLIC_API = web.AppKey("public_api", PublicApi)
+"""The public use cases of the ``/_public`` handlers."""
 CLIENT = web.RequestKey("client", ClientInfo)
 """Where the client middleware stores the caller of an ``/api`` request."""
 
