@@ -10,7 +10,7 @@ PROTO_FILES := $(sort $(wildcard proto/avtomatika/v1/*.proto))
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[server,dev]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -2,6 +2,10 @@
 
 ``avtomatika serve`` runs the orchestrator; settings come from environment
 variables with the reference names, and flags override them.
+
+The server is imported only once ``serve`` runs: ``pip install avtomatika``
+alone installs the worker SDK without the server's dependencies, and there
+the command says which extra to install instead of failing with a traceback.
 """
 
 from __future__ import annotations
@@ -11,12 +15,12 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 from avtomatika.config import Settings
 from avtomatika.errors import ConfigError
-from avtomatika.server import serve
 
 __all__ = ["main"]
 
@@ -66,9 +70,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _load_server() -> Callable[[Settings], Coroutine[Any, Any, None]] | None:
+    """The server's ``serve``, or None (having said why) when the server's
+    dependencies are not installed."""
+    try:
+        from avtomatika.server import serve
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if missing == "avtomatika" or missing.startswith("avtomatika."):
+            raise  # a module of ours is missing: a broken install, not a missing extra
+        print(
+            f"avtomatika: the server is not installed (no module {missing!r}); "
+            "install it with: pip install 'avtomatika[server]'",
+            file=sys.stderr,
+        )
+        return None
+    return serve
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     args = _parser().parse_args(argv)
+    serve = _load_server()
+    if serve is None:
+        return 1
     overrides = {k: v for k, v in vars(args).items() if k != "command"}
     try:
         settings = Settings.load(os.environ, overrides)

@@ -9,7 +9,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -56,11 +56,16 @@ class Served:
 
 
 @asynccontextmanager
-async def served(*args: str, env: dict[str, str]) -> AsyncIterator[Served]:
+async def served(
+    *args: str,
+    env: dict[str, str],
+    command: Sequence[str] = (sys.executable, "-m", "avtomatika"),
+) -> AsyncIterator[Served]:
     """Start ``avtomatika serve *args`` and yield it once it serves; it is
-    stopped (SIGTERM) on exit if the test did not stop it."""
+    stopped (SIGTERM) on exit if the test did not stop it. ``command`` is the
+    ``avtomatika`` to run (by default this environment's)."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "avtomatika", "serve", *args,
+        *command, "serve", *args,
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     assert process.stdout is not None
