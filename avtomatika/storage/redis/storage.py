@@ -55,6 +55,7 @@ from avtomatika.storage.redis.keys import Keys
 from avtomatika.storage.redis.outages import DOWN, check_cancelled, unavailable, until_up
 from avtomatika.storage.redis.pipelined import Pipelined, Script
 from avtomatika.storage.redis.pubsub import Subscriber
+from avtomatika.storage.redis.scripts import CommitArgs, CommitTask, NewJob
 from avtomatika.v1 import task_pb2
 from avtomatika.v1.job_pb2 import Job
 from avtomatika.v1.task_pb2 import Task
@@ -106,7 +107,7 @@ class RedisStorage:
         self._pipelined: Pipelined | None = None
         self._scripts = {
             name: Script(scripts.source(self.keys, getattr(scripts, name)))
-            for name in scripts.__all__
+            for name in scripts.NAMES
         }
         self._subscriber: Subscriber | None = None
         self._opening: asyncio.Lock | None = None
@@ -270,55 +271,56 @@ class RedisStorage:
         data = job.SerializeToString()
         job.version = previous_version  # until the commit succeeds
         now = now_ms()
-        args: list[Any] = [
-            job.id,
-            data,
-            job.status,
-            expected_version,
-            lease.task_id if lease else "",
-            lease.worker_id if lease else "",
-            int(ready),
-            ready_at_ms,
-            now,
-            secrets.token_hex(8),  # the commit's nonce: a retry of it is recognised
-            "",  # the claim token on the next step, if this instance keeps it
-            self._claim_until(),
-            "",  # the hand-off: a new task's id, a waiting worker, a claim nonce
-            "",
-            "",
-            len(tasks),
-        ]
+        keep_until = self._claim_until()
         plain: list[Task] = []
+        written: list[CommitTask] = []
         for task in tasks:
             constrained = Requirements.of(task) is not None
             if not constrained and task.state == task_pb2.TASK_STATE_QUEUED:
                 plain.append(task)
-            args += [
-                task.task_id,
-                task.SerializeToString(),
-                task.state,
-                task.worker_id,
-                task.type,
-                repr(task.priority),
-                int(constrained),
-                task.not_before_ms,
-                task.dispatch_deadline_ms,
-                task.result_deadline_ms,
-                task.job_id,
-            ]
-        args.append(len(withdraw))
-        args += withdraw
-        args.append(len(new_jobs))
+            written.append(
+                CommitTask(
+                    task_id=task.task_id,
+                    data=task.SerializeToString(),
+                    state=task.state,
+                    worker=task.worker_id,
+                    skill=task.type,
+                    priority=repr(task.priority),
+                    constrained=int(constrained),
+                    not_before=task.not_before_ms,
+                    dispatch_deadline=task.dispatch_deadline_ms,
+                    result_deadline=task.result_deadline_ms,
+                    task_job=task.job_id,
+                )
+            )
+        children = []
         for child in new_jobs:
             child.version = 1
-            args += [child.id, child.SerializeToString(), child.status]
+            children.append(NewJob(child.id, child.SerializeToString(), child.status))
         keeps = ready and ready_at_ms <= now
         offer = self._offer(plain)
         handed_to = offer.waiter.worker.worker_id if offer is not None else ""
-        if offer is not None:
-            args[12:15] = [offer.task_id, handed_to, offer.nonce]
         with self._keeping_step(job.id, keeps) as keep, self._offering(offer):
-            args[10] = keep
+            args = CommitArgs(
+                job_id=job.id,
+                record=data,
+                status=job.status,
+                expected_version=expected_version,
+                lease_task=lease.task_id if lease else "",
+                lease_worker=lease.worker_id if lease else "",
+                ready=int(ready),
+                ready_at=ready_at_ms,
+                now=now,
+                commit_nonce=secrets.token_hex(8),  # a retry of it is recognised
+                keep_token=keep,
+                keep_until=keep_until,
+                hand_task=offer.task_id if offer is not None else "",
+                hand_worker=handed_to,
+                hand_nonce=offer.nonce if offer is not None else "",
+                tasks=written,
+                withdraw=withdraw,
+                new_jobs=children,
+            ).argv()
             with unavailable("cannot save the change"):
                 for attempt in range(3):
                     try:
