@@ -21,6 +21,7 @@ from avtomatika.dispatch import Requirements, WorkerProfile, eligible
 from avtomatika.storage.redis.handouts import HandOuts, Look
 from avtomatika.storage.redis.leases import Leases, all_leased
 from avtomatika.storage.redis.link import RECHECK, Link
+from avtomatika.storage.redis.scripts import ClaimArgs
 from avtomatika.v1.task_pb2 import Task
 
 __all__ = ["Claims"]
@@ -144,16 +145,22 @@ class Claims:
                 self._no_claims.set()  # close() waits for claims in flight
 
     async def _claim(self, worker: WorkerProfile, nonce: str, limit: int) -> list[Task]:
-        run = self._link.run
-        now = now_ms()
-        found = await run("CLAIM", worker.worker_id, now, "", nonce, limit, *worker.skills)
+        args = ClaimArgs(
+            worker=worker.worker_id,
+            now=now_ms(),
+            candidate="",  # tasks with requirements not looked at yet
+            nonce=nonce,
+            limit=limit,
+            skills=worker.skills,
+        )
+        found = await self._link.run("CLAIM", *args.argv())
         if found == b"scan":
             # Tasks with requirements are queued: pick the best this worker
             # meets, and claim it (a second round trip only then; one task).
             candidate = await self._constrained_candidate(worker) or "-"
-            now = now_ms()
-            found = await run("CLAIM", worker.worker_id, now, candidate, nonce, 1, *worker.skills)
-        return all_leased(found, worker.worker_id, now)
+            args = args._replace(now=now_ms(), candidate=candidate, limit=1)
+            found = await self._link.run("CLAIM", *args.argv())
+        return all_leased(found, worker.worker_id, args.now)
 
     async def _constrained_candidate(self, worker: WorkerProfile) -> str:
         """The best queued task with requirements that ``worker`` meets

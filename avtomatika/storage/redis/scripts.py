@@ -44,6 +44,7 @@ __all__ = [
     "TAKE",
     "TAKE_READY",
     "UNKEEP",
+    "ClaimArgs",
     "CommitArgs",
     "CommitTask",
     "NewJob",
@@ -443,30 +444,55 @@ return handed or 'ok'
 """
 )
 
-CLAIM = """
+
+class ClaimArgs(NamedTuple):
+    """CLAIM's ARGV by name: :meth:`argv` lists the fields in this order,
+    and the script binds them to Lua locals of the same names."""
+
+    worker: str
+    """The claiming worker's id."""
+    now: int
+    candidate: str
+    """A task with requirements the caller checked the worker meets; ''
+    when it has not looked at those tasks, '-' when none suits."""
+    nonce: str
+    """The claim's nonce: a retry of a claim that leased tasks returns
+    those the worker still holds."""
+    limit: int
+    """The most tasks to lease."""
+    skills: Sequence[str]
+    """The worker's skills (the rest of ARGV)."""
+
+    def argv(self) -> list[Any]:
+        """The script's ARGV."""
+        return [*self[:-1], *self.skills]
+
+
+CLAIM = (
+    """
 -- Lease `worker` up to `limit` of the best queued tasks of its skills, best
 -- first: the lowest (score, member) over the heads of its plain queues and,
 -- when given, one candidate task with requirements (which the caller checked
 -- it meets; then only one task is leased, as other tasks with requirements
 -- were not checked).
--- KEYS: root. ARGV: worker id, now, candidate task id ('' when the caller
---   has not looked at tasks with requirements, '-' when none suits),
---   claim nonce, limit, skills... A retry (same nonce) of a claim that
---   leased tasks returns those it still holds.
+-- KEYS: root. ARGV: the fields of ClaimArgs in its order, the skills last.
 -- Returns {task id, Task bytes, sequence, ...} (three per task), false when
 -- nothing suits, or 'scan' when tasks with requirements are queued for these
 -- skills and the caller must pick a candidate among them first (Lua cannot
 -- check them).
-local again = leased_by(ARGV[4], ARGV[1])
+"""
+    + _unpack(ClaimArgs._fields[:-1], "1")
+    + f"local skills = {{unpack(ARGV, {len(ClaimArgs._fields)})}}\n"
+    + """local again = leased_by(nonce, worker)
 if again then return again end
-if ARGV[3] == '' then
-  for i = 6, #ARGV do
-    if redis.call('ZCARD', K.constrained(ARGV[i])) > 0 then return 'scan' end
+if candidate == '' then
+  for _, skill in ipairs(skills) do
+    if redis.call('ZCARD', K.constrained(skill)) > 0 then return 'scan' end
   end
 end
-local limit = ARGV[3] == '' and tonumber(ARGV[5]) or 1
+local most = candidate == '' and tonumber(limit) or 1
 local leased, ids = {}, {}
-while #ids < limit do
+while #ids < most do
   local best_score, best_member, best_queue
   local function consider(queue, member, score)
     if best_member == nil or score < best_score
@@ -474,13 +500,13 @@ while #ids < limit do
       best_score, best_member, best_queue = score, member, queue
     end
   end
-  for i = 6, #ARGV do
-    local q = K.queue(ARGV[i])
+  for _, skill in ipairs(skills) do
+    local q = K.queue(skill)
     local head = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
     if head[1] then consider(q, head[1], tonumber(head[2])) end
   end
-  if ARGV[3] ~= '' and ARGV[3] ~= '-' then
-    local f = redis.call('HMGET', K.task(ARGV[3]), 'qm', 'k')
+  if candidate ~= '' and candidate ~= '-' then
+    local f = redis.call('HMGET', K.task(candidate), 'qm', 'k')
     if f[1] then
       local q = K.constrained(f[2])
       local score = redis.call('ZSCORE', q, f[1])
@@ -490,7 +516,7 @@ while #ids < limit do
   if best_member == nil then break end
   redis.call('ZREM', best_queue, best_member)
   local id = string.sub(best_member, 22)
-  lease(id, ARGV[1], ARGV[2], ARGV[4])
+  lease(id, worker, now, nonce)
   local t = redis.call('HMGET', K.task(id), 'd', 'sq')
   ids[#ids + 1] = id
   leased[#leased + 1] = id
@@ -498,9 +524,10 @@ while #ids < limit do
   leased[#leased + 1] = t[2]
 end
 if #ids == 0 then return false end
-remember_claim(ARGV[4], table.concat(ids, ','))
+remember_claim(nonce, table.concat(ids, ','))
 return leased
 """
+)
 
 TAKE = """
 -- Lease one given task to `worker`, if it is still queued.
