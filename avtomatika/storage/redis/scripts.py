@@ -9,10 +9,15 @@ and derives the keys it touches from it with the names of
 :meth:`Keys.lua_prelude`: they all share the root's hash tag, hence one
 Cluster slot.
 
+The scripts with many arguments (COMMIT, CLAIM) take them from a Python type
+that names them (:class:`CommitArgs`, :class:`ClaimArgs`): its ``argv()``
+lists them in the order of its fields, and the script binds them to Lua
+locals of the same names, so the order is written once.
+
 A task is a hash: ``d`` its Task bytes as last written by the engine, plus
 fields the scripts change without re-encoding protobuf (Lua has no protobuf):
 ``st`` state, ``w`` worker, ``la`` leased-at ms, ``sq`` queue sequence, which
-override the same fields of ``d`` when read (see ``RedisStorage._task``);
+override the same fields of ``d`` when read (see ``storage._task``);
 and what the scripts need to queue and time it: ``j`` job, ``k`` skill, ``p``
 priority, ``c`` "1" when it has requirements, ``nb``/``dd``/``rd`` its
 not-before, dispatch and result deadlines, ``qm`` its queue member while
@@ -326,7 +331,8 @@ COMMIT = (
     """
 -- The storage contract's commit (see Storage.commit).
 -- KEYS: root.
--- ARGV: the fields of CommitArgs in its order (see there what each means),
+-- ARGV: the fields of CommitArgs but its three lists, in its order (see
+--   there what each means), bound to locals of the same names,
 --   then a count and that many tasks of the fields of CommitTask each,
 --   then a count and that many task ids to withdraw,
 --   then a count and that many new jobs of the fields of NewJob each.
