@@ -355,15 +355,15 @@ async def test_a_worker_handed_task_after_task_still_looks_at_least_once_a_perio
         assert await b.commit(job, expected_version=job.version, tasks=[constrained]) is (
             CommitOutcome.OK
         )
-    pick = a._constrained_candidate
+    pick = a._claims._constrained_candidate
 
     async def pick_then_lose_it(worker: WorkerProfile) -> str:
-        monkeypatch.setattr(a, "_constrained_candidate", pick)  # once
+        monkeypatch.setattr(a._claims, "_constrained_candidate", pick)  # once
         candidate = await pick(worker)
         assert await claim_one(b, WorkerProfile("other", ("b",)), 1) is not None
         return candidate
 
-    monkeypatch.setattr(a, "_constrained_candidate", pick_then_lose_it)
+    monkeypatch.setattr(a._claims, "_constrained_candidate", pick_then_lose_it)
     claim = await parked(a, "w-1", ("a", "b"))
     kinds = []
     for _ in range(10):  # about 3 s of hand-offs, 0.3 s apart

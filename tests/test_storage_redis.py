@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from avtomatika.dispatch import WorkerProfile
 from avtomatika.engine.tasks import new_id
 from avtomatika.errors import ConfigError, Unavailable
 from avtomatika.storage.base import CommitOutcome, Expiry
+from avtomatika.storage.redis import scripts
 from avtomatika.storage.redis.keys import Keys
 from avtomatika.storage.redis.storage import RedisStorage
 from avtomatika.v1 import job_pb2, task_pb2
@@ -126,6 +128,23 @@ async def test_the_lua_scripts_and_python_name_every_key_alike(open_storage: Ope
         keys.wake_channel,
     ]
     assert all(name.startswith("{avtomatika}:") for name in [keys.job("j"), keys.ready])
+
+
+@pytest.mark.parametrize("name", ["COMMIT", "CLAIM"])
+def test_a_script_binds_each_argument_to_a_name_nothing_else_declares(name: str) -> None:
+    # COMMIT and CLAIM read their ARGV as Lua locals named after the fields
+    # the Python side fills (CommitArgs, ClaimArgs, ...). A field named like
+    # a library function (lease, wake) or another local of the script would
+    # hide it, or be hidden, and the script would misbehave only on the
+    # path that uses it.
+    lua = scripts.source(Keys(), getattr(scripts, name))
+    bound = re.findall(r"^ *local ([\w, ]+) = (?:\{)?unpack\(ARGV", lua, re.MULTILINE)
+    arguments = [n for names in bound for n in names.split(", ")]
+    declared = re.findall(r"^ *local (?:function )?([\w, ]+?)(?: =|\(|$)", lua, re.MULTILINE)
+    others = [n for names in declared for n in names.split(", ")]
+    assert len(arguments) > 3
+    assert len(set(arguments)) == len(arguments)
+    assert all(others.count(argument) == 1 for argument in arguments), others
 
 
 async def test_a_task_queued_on_one_instance_wakes_a_worker_waiting_on_another(

@@ -15,10 +15,11 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 from avtomatika.clock import now_ms
-from avtomatika.dispatch import Requirements, WorkerProfile, choose, eligible
+from avtomatika.dispatch import Requirements, WorkerProfile, eligible
 from avtomatika.status import TERMINAL
 from avtomatika.storage.base import CommitOutcome, Expiry, Lease
 from avtomatika.storage.timers import Timers
+from avtomatika.storage.waiters import Waiters, pick
 from avtomatika.v1 import task_pb2
 from avtomatika.v1.job_pb2 import Job
 from avtomatika.v1.task_pb2 import Task
@@ -63,8 +64,7 @@ class MemoryStorage:
         # task is not here any more are stale and skipped when popped.
         self._queued: dict[str, str] = {}
         self._sequence = itertools.count(1)
-        # skill -> waiting claimers, in arrival order (dicts keep order).
-        self._waiters: defaultdict[str, dict[_Waiter, None]] = defaultdict(dict)
+        self._waiters: Waiters[_Waiter] = Waiters()
         self._timers = Timers()
 
     async def open(self) -> None:
@@ -168,8 +168,7 @@ class MemoryStorage:
             return tasks
         # Nothing queued suits it: wait to be handed a task as one is queued.
         waiter = _Waiter(worker, asyncio.get_running_loop().create_future())
-        for skill in worker.skills:
-            self._waiters[skill][waiter] = None
+        self._waiters.add(waiter)
         try:
             return [await waiter.future]
         except BaseException:
@@ -179,7 +178,7 @@ class MemoryStorage:
                 self._give_back(waiter.future.result())
             raise
         finally:
-            self._unwait(waiter)
+            self._waiters.remove(waiter)
 
     async def set_progress(self, job_id: str, task_id: str, progress: float, message: str) -> bool:
         data = self._jobs.get(job_id)
@@ -201,11 +200,7 @@ class MemoryStorage:
         return dict(Counter(self._queued.values()))
 
     async def waiting_workers(self) -> dict[str, int]:
-        counts = {
-            skill: sum(not w.future.done() for w in waiters)
-            for skill, waiters in self._waiters.items()
-        }
-        return {skill: n for skill, n in counts.items() if n}
+        return self._waiters.counts()
 
     async def flush(self) -> None:
         self._jobs.clear()
@@ -293,24 +288,14 @@ class MemoryStorage:
             self._set_timers(task)
 
     def _offer(self, task: Task, requirements: Requirements | None) -> bool:
-        waiters = self._waiters.get(task.type)
-        if not waiters:
+        """Lease ``task`` to the waiting worker its strategy picks, if any."""
+        chosen = pick(task, task.type, requirements, self._waiters.parked(task.type))
+        if chosen is None:
             return False
-        skill = task.type
-        candidates = [
-            w for w in waiters if not w.future.done() and eligible(requirements, w.worker, skill)
-        ]
-        if not candidates:
-            return False
-        if len(candidates) == 1:
-            chosen = candidates[0]
-        else:
-            profiles = [w.worker for w in candidates]
-            chosen = candidates[choose(task.dispatch_strategy, skill, requirements, profiles)]
         leased = Task()
         leased.CopyFrom(task)
         self._lease(leased, chosen.worker.worker_id, queued=False)
-        self._unwait(chosen)
+        self._waiters.remove(chosen)
         chosen.future.set_result(leased)
         return True
 
@@ -327,12 +312,6 @@ class MemoryStorage:
         current.worker_id = ""
         current.leased_at_ms = 0
         self._enqueue(current)
-
-    def _unwait(self, waiter: _Waiter) -> None:
-        for skill in waiter.worker.skills:
-            waiters = self._waiters.get(skill)
-            if waiters is not None:
-                waiters.pop(waiter, None)
 
     def _set_timers(self, task: Task) -> None:
         """Arm or disarm the task's timers for its new state."""
@@ -446,3 +425,8 @@ class _Waiter:
     def __init__(self, worker: WorkerProfile, future: asyncio.Future[Task]) -> None:
         self.worker = worker
         self.future = future
+
+    @property
+    def parked(self) -> bool:
+        """Not handed a task yet."""
+        return not self.future.done()

@@ -9,10 +9,15 @@ and derives the keys it touches from it with the names of
 :meth:`Keys.lua_prelude`: they all share the root's hash tag, hence one
 Cluster slot.
 
+The scripts with many arguments (COMMIT, CLAIM) take them from a Python type
+that names them (:class:`CommitArgs`, :class:`ClaimArgs`): its ``argv()``
+lists them in the order of its fields, and the script binds them to Lua
+locals of the same names, so the order is written once.
+
 A task is a hash: ``d`` its Task bytes as last written by the engine, plus
 fields the scripts change without re-encoding protobuf (Lua has no protobuf):
 ``st`` state, ``w`` worker, ``la`` leased-at ms, ``sq`` queue sequence, which
-override the same fields of ``d`` when read (see ``RedisStorage._task``);
+override the same fields of ``d`` when read (see ``storage._task``);
 and what the scripts need to queue and time it: ``j`` job, ``k`` skill, ``p``
 priority, ``c`` "1" when it has requirements, ``nb``/``dd``/``rd`` its
 not-before, dispatch and result deadlines, ``qm`` its queue member while
@@ -20,6 +25,10 @@ queued. A job is a hash: ``d`` Job bytes, ``v`` version, ``s`` status.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from avtomatika.status import TERMINAL
 from avtomatika.storage.redis.keys import Keys
@@ -32,6 +41,7 @@ __all__ = [
     "DUE",
     "GIVE_BACK",
     "HEAD",
+    "NAMES",
     "RENEW",
     "SET_PROGRESS",
     "STEP_DONE",
@@ -39,6 +49,11 @@ __all__ = [
     "TAKE",
     "TAKE_READY",
     "UNKEEP",
+    "ClaimArgs",
+    "CommitArgs",
+    "CommitTask",
+    "NewJob",
+    "source",
 ]
 
 # Shared by the scripts below: task bookkeeping, as MemoryStorage does it.
@@ -206,6 +221,14 @@ def _library() -> str:
     )
 
 
+def _unpack(names: Sequence[str], first: str) -> str:
+    """Lua binding ``names``, as locals, to the ARGV elements from index
+    ``first`` (a Lua expression) on: a script reads its arguments by the
+    names the Python side fills them by, in the order that side defines."""
+    last = f"{first} + {len(names) - 1}" if first != "1" else str(len(names))
+    return f"local {', '.join(names)} = unpack(ARGV, {first}, {last})\n"
+
+
 CREATE = """
 -- Create a job at version 1 and queue it for the executor.
 -- KEYS: root. ARGV: job id, Job bytes, status, claim token ('': queue it
@@ -214,22 +237,105 @@ create_job(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 return 1
 """
 
-COMMIT = """
+
+class CommitTask(NamedTuple):
+    """One task a COMMIT writes: its ARGV elements, in this order."""
+
+    task_id: str
+    data: bytes
+    """Its Task bytes."""
+    state: int
+    worker: str
+    """Its worker ('' unless leased, or ended in a lease)."""
+    skill: str
+    priority: str
+    """The float's ``repr``, exact in Lua."""
+    constrained: int
+    """1 when it has requirements (it queues apart), else 0."""
+    not_before: int
+    dispatch_deadline: int
+    result_deadline: int
+    task_job: str
+    """The id of the job it belongs to."""
+
+
+class NewJob(NamedTuple):
+    """A job a COMMIT creates: its ARGV elements, in this order."""
+
+    child_id: str
+    child_record: bytes
+    """Its Job bytes at version 1."""
+    child_status: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CommitArgs:
+    """COMMIT's ARGV by name. :meth:`argv` lists the fields in the order
+    declared here, and the script binds them to Lua locals of the same
+    names, so the order is written once."""
+
+    job_id: str
+    record: bytes
+    """The Job bytes at the new version."""
+    status: int
+    """The new status."""
+    expected_version: int
+    """The version the change was made on; 0 creates the job."""
+    lease_task: str
+    """The task whose lease the change needs ('' for none)..."""
+    lease_worker: str
+    """... held by this worker, else the commit is 'lease_lost'."""
+    ready: int
+    """1: the job's handler must run (at :attr:`ready_at`); else 0."""
+    ready_at: int
+    now: int
+    commit_nonce: str
+    """A retry of a commit that was applied (its reply lost) is recognised
+    by it for a minute and writes nothing again."""
+    keep_token: str
+    """The claim token on the job's next step when it is ready now and this
+    instance keeps it ('': queued for any instance)..."""
+    keep_until: int
+    """... and that claim's lease-until ms."""
+    hand_task: str = ""
+    """The hand-off: a new task of :attr:`tasks` to lease at once ('' for
+    none)..."""
+    hand_worker: str = ""
+    """... to this worker, waiting on the calling instance..."""
+    hand_nonce: str = ""
+    """... under this claim nonce."""
+    tasks: Sequence[CommitTask] = ()
+    withdraw: Sequence[str] = ()
+    """Ids of tasks to cancel, if still live."""
+    new_jobs: Sequence[NewJob] = ()
+
+    def argv(self) -> list[Any]:
+        """The script's ARGV: the fixed fields, then each list as a count
+        and its elements."""
+        args: list[Any] = [getattr(self, name) for name in _COMMIT_FIXED]
+        args.append(len(self.tasks))
+        for task in self.tasks:
+            args += task
+        args.append(len(self.withdraw))
+        args += self.withdraw
+        args.append(len(self.new_jobs))
+        for child in self.new_jobs:
+            args += child
+        return args
+
+
+_COMMIT_LISTS = ("tasks", "withdraw", "new_jobs")
+_COMMIT_FIXED = tuple(f.name for f in dataclasses.fields(CommitArgs) if f.name not in _COMMIT_LISTS)
+
+COMMIT = (
+    """
 -- The storage contract's commit (see Storage.commit).
 -- KEYS: root.
--- ARGV: job id, Job bytes (at the new version), new status, expected version,
---   lease task id ('' for none), lease worker, ready (0/1), ready-at ms, now,
---   commit nonce (a retry of a commit that was applied returns 'again'),
---   claim token for the job's next step when ready now ('': queue it for
---   any instance) and its lease-until ms,
---   a hand-off: the id of a new task to lease at once ('' for none), the
---   worker (one waiting on the calling instance) and a claim nonce,
---   then a count and that many tasks of 11 fields each (id, Task bytes,
---   state, worker, skill, priority, constrained 0/1, not-before, dispatch
---   deadline, result deadline, job id),
+-- ARGV: the fields of CommitArgs but its three lists, in its order (see
+--   there what each means), bound to locals of the same names,
+--   then a count and that many tasks of the fields of CommitTask each,
 --   then a count and that many task ids to withdraw,
---   then a count and that many new jobs of 3 fields (id, Job bytes, status).
--- Expected version 0 creates the job.
+--   then a count and that many new jobs of the fields of NewJob each.
 -- The hand-off happens only if the task's skill has nothing else queued
 -- (no task is passed over) and the task has no requirements; otherwise the
 -- task is queued as any other.
@@ -239,66 +345,74 @@ COMMIT = """
 -- (its reply lost; the nonce is kept a minute) writes nothing and returns
 -- 'again', or the hand-off it made with a fourth element 'again': the job
 -- may have moved on since.
-local id = ARGV[1]
-local job = K.job(id)
-if redis.call('EXISTS', K.commit_nonce(ARGV[10])) == 1 then
+"""
+    + _unpack(_COMMIT_FIXED, "1")
+    + """local job = K.job(job_id)
+if redis.call('EXISTS', K.commit_nonce(commit_nonce)) == 1 then
   -- Applied, whatever the job has become since: the worker gets the task
   -- handed off to it, if it still holds it.
-  local handed = leased_by(ARGV[15], ARGV[14])
+  local handed = leased_by(hand_nonce, hand_worker)
   if not handed then return 'again' end
   handed[4] = 'again'
   return handed
 end
 local f = redis.call('HMGET', job, 'v', 's')
-if not f[1] and ARGV[4] ~= '0' then return 'not_found' end
-if f[1] and f[1] ~= ARGV[4] then return 'conflict' end
-if ARGV[5] ~= '' then
-  local l = redis.call('HMGET', K.task(ARGV[5]), 'st', 'w')
-  if tonumber(l[1]) ~= LEASED or l[2] ~= ARGV[6] then return 'lease_lost' end
+if not f[1] and expected_version ~= '0' then return 'not_found' end
+if f[1] and f[1] ~= expected_version then return 'conflict' end
+if lease_task ~= '' then
+  local l = redis.call('HMGET', K.task(lease_task), 'st', 'w')
+  if tonumber(l[1]) ~= LEASED or l[2] ~= lease_worker then return 'lease_lost' end
 end
-redis.call('SET', K.commit_nonce(ARGV[10]), 1, 'PX', 60000)
-local old_status, status, now = f[2], ARGV[3], tonumber(ARGV[9])
-redis.call('HSET', job, 'd', ARGV[2], 'v', tonumber(ARGV[4]) + 1, 's', status)
+redis.call('SET', K.commit_nonce(commit_nonce), 1, 'PX', 60000)
+local old_status = f[2]
+now = tonumber(now)
+redis.call('HSET', job, 'd', record, 'v', tonumber(expected_version) + 1, 's', status)
 if old_status ~= status then
   if old_status then redis.call('HINCRBY', K.statuses, old_status, -1) end
   redis.call('HINCRBY', K.statuses, status, 1)
   if TERMINAL[tonumber(status)] then
-    redis.call('ZADD', K.ended, 'NX', now, id)
+    redis.call('ZADD', K.ended, 'NX', now, job_id)
   end
 end
 -- Whatever step of this job an instance was running is over.
-redis.call('ZREM', K.running, id)
-redis.call('HDEL', K.claims, id)
+redis.call('ZREM', K.running, job_id)
+redis.call('HDEL', K.claims, job_id)
 
 local handed
-local i = 16
-local n = tonumber(ARGV[i])
+"""
+    + f"local i = {len(_COMMIT_FIXED) + 1}\n"
+    + """local n = tonumber(ARGV[i])
 for _ = 1, n do
-  local tid, st, skill = ARGV[i + 1], tonumber(ARGV[i + 3]), ARGV[i + 5]
-  local t = K.task(tid)
+  """
+    + _unpack(CommitTask._fields, "i + 1")
+    + """  local st = tonumber(state)
+  local t = K.task(task_id)
   local queued = redis.call('HEXISTS', t, 'qm') == 1
-  redis.call('HSET', t, 'd', ARGV[i + 2], 'k', skill, 'p', ARGV[i + 6],
-    'c', ARGV[i + 7], 'nb', ARGV[i + 8], 'dd', ARGV[i + 9], 'rd', ARGV[i + 10], 'j', ARGV[i + 11])
-  redis.call('SADD', K.job_tasks(ARGV[i + 11]), tid)
-  if st == QUEUED and tid == ARGV[13] and not queued and ARGV[i + 7] == '0'
+  redis.call('HSET', t, 'd', data, 'k', skill, 'p', priority, 'c', constrained,
+    'nb', not_before, 'dd', dispatch_deadline, 'rd', result_deadline, 'j', task_job)
+  redis.call('SADD', K.job_tasks(task_job), task_id)
+  if st == QUEUED and task_id == hand_task and not queued and constrained == '0'
       and redis.call('ZCARD', K.queue(skill)) == 0
       and redis.call('ZCARD', K.constrained(skill)) == 0 then
     -- Straight to the waiting worker: no queue entry, no wake-up, no claim.
     redis.call('HSET', t, 'sq', redis.call('INCR', K.sequence))
-    lease(tid, ARGV[14], now, ARGV[15])
-    remember_claim(ARGV[15], tid)
-    handed = {tid, ARGV[i + 2], redis.call('HGET', t, 'sq')}
+    lease(task_id, hand_worker, now, hand_nonce)
+    remember_claim(hand_nonce, task_id)
+    handed = {task_id, data, redis.call('HGET', t, 'sq')}
   elseif st == QUEUED then
-    set_state(tid, QUEUED, '')
-    if not queued then enqueue(tid, nil) end
-    set_timers(tid, st, tonumber(ARGV[i + 8]), tonumber(ARGV[i + 9]), tonumber(ARGV[i + 10]))
+    set_state(task_id, QUEUED, '')
+    if not queued then enqueue(task_id, nil) end
+    set_timers(task_id, st, tonumber(not_before), tonumber(dispatch_deadline),
+      tonumber(result_deadline))
   else
-    dequeue(tid)
-    set_state(tid, st, ARGV[i + 4])
-    set_timers(tid, st, tonumber(ARGV[i + 8]), tonumber(ARGV[i + 9]), tonumber(ARGV[i + 10]))
+    dequeue(task_id)
+    set_state(task_id, st, worker)
+    set_timers(task_id, st, tonumber(not_before), tonumber(dispatch_deadline),
+      tonumber(result_deadline))
   end
-  i = i + 11
-end
+"""
+    + f"  i = i + {len(CommitTask._fields)}\n"
+    + """end
 
 i = i + 1
 n = tonumber(ARGV[i])
@@ -317,45 +431,74 @@ end
 i = i + 1
 n = tonumber(ARGV[i])
 for _ = 1, n do
-  create_job(ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], '', 0)
-  i = i + 3
-end
+  """
+    + _unpack(NewJob._fields, "i + 1")
+    + """  create_job(child_id, child_record, child_status, '', 0)
+"""
+    + f"  i = i + {len(NewJob._fields)}\n"
+    + """end
 
-if ARGV[7] == '1' then
-  local at = tonumber(ARGV[8])
+if ready == '1' then
+  local at = tonumber(ready_at)
   if at > now then
-    redis.call('ZADD', K.timers, at, 'ready:' .. id)
+    redis.call('ZADD', K.timers, at, 'ready:' .. job_id)
   else
-    ready_job(id, ARGV[11], ARGV[12])
+    ready_job(job_id, keep_token, keep_until)
   end
 end
 return handed or 'ok'
 """
+)
 
-CLAIM = """
+
+class ClaimArgs(NamedTuple):
+    """CLAIM's ARGV by name: :meth:`argv` lists the fields in this order,
+    and the script binds them to Lua locals of the same names."""
+
+    worker: str
+    """The claiming worker's id."""
+    now: int
+    candidate: str
+    """A task with requirements the caller checked the worker meets; ''
+    when it has not looked at those tasks, '-' when none suits."""
+    nonce: str
+    """The claim's nonce: a retry of a claim that leased tasks returns
+    those the worker still holds."""
+    limit: int
+    """The most tasks to lease."""
+    skills: Sequence[str]
+    """The worker's skills (the rest of ARGV)."""
+
+    def argv(self) -> list[Any]:
+        """The script's ARGV."""
+        return [*self[:-1], *self.skills]
+
+
+CLAIM = (
+    """
 -- Lease `worker` up to `limit` of the best queued tasks of its skills, best
 -- first: the lowest (score, member) over the heads of its plain queues and,
 -- when given, one candidate task with requirements (which the caller checked
 -- it meets; then only one task is leased, as other tasks with requirements
 -- were not checked).
--- KEYS: root. ARGV: worker id, now, candidate task id ('' when the caller
---   has not looked at tasks with requirements, '-' when none suits),
---   claim nonce, limit, skills... A retry (same nonce) of a claim that
---   leased tasks returns those it still holds.
+-- KEYS: root. ARGV: the fields of ClaimArgs in its order, the skills last.
 -- Returns {task id, Task bytes, sequence, ...} (three per task), false when
 -- nothing suits, or 'scan' when tasks with requirements are queued for these
 -- skills and the caller must pick a candidate among them first (Lua cannot
 -- check them).
-local again = leased_by(ARGV[4], ARGV[1])
+"""
+    + _unpack(ClaimArgs._fields[:-1], "1")
+    + f"local skills = {{unpack(ARGV, {len(ClaimArgs._fields)})}}\n"
+    + """local again = leased_by(nonce, worker)
 if again then return again end
-if ARGV[3] == '' then
-  for i = 6, #ARGV do
-    if redis.call('ZCARD', K.constrained(ARGV[i])) > 0 then return 'scan' end
+if candidate == '' then
+  for _, skill in ipairs(skills) do
+    if redis.call('ZCARD', K.constrained(skill)) > 0 then return 'scan' end
   end
 end
-local limit = ARGV[3] == '' and tonumber(ARGV[5]) or 1
+local most = candidate == '' and tonumber(limit) or 1
 local leased, ids = {}, {}
-while #ids < limit do
+while #ids < most do
   local best_score, best_member, best_queue
   local function consider(queue, member, score)
     if best_member == nil or score < best_score
@@ -363,13 +506,13 @@ while #ids < limit do
       best_score, best_member, best_queue = score, member, queue
     end
   end
-  for i = 6, #ARGV do
-    local q = K.queue(ARGV[i])
+  for _, skill in ipairs(skills) do
+    local q = K.queue(skill)
     local head = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
     if head[1] then consider(q, head[1], tonumber(head[2])) end
   end
-  if ARGV[3] ~= '' and ARGV[3] ~= '-' then
-    local f = redis.call('HMGET', K.task(ARGV[3]), 'qm', 'k')
+  if candidate ~= '' and candidate ~= '-' then
+    local f = redis.call('HMGET', K.task(candidate), 'qm', 'k')
     if f[1] then
       local q = K.constrained(f[2])
       local score = redis.call('ZSCORE', q, f[1])
@@ -379,7 +522,7 @@ while #ids < limit do
   if best_member == nil then break end
   redis.call('ZREM', best_queue, best_member)
   local id = string.sub(best_member, 22)
-  lease(id, ARGV[1], ARGV[2], ARGV[4])
+  lease(id, worker, now, nonce)
   local t = redis.call('HMGET', K.task(id), 'd', 'sq')
   ids[#ids + 1] = id
   leased[#leased + 1] = id
@@ -387,9 +530,10 @@ while #ids < limit do
   leased[#leased + 1] = t[2]
 end
 if #ids == 0 then return false end
-remember_claim(ARGV[4], table.concat(ids, ','))
+remember_claim(nonce, table.concat(ids, ','))
 return leased
 """
+)
 
 TAKE = """
 -- Lease one given task to `worker`, if it is still queued.
@@ -555,6 +699,24 @@ for _, id in ipairs(ids) do
 end
 return #ids
 """
+
+
+NAMES = (
+    "CLAIM",
+    "COMMIT",
+    "CREATE",
+    "DUE",
+    "GIVE_BACK",
+    "HEAD",
+    "RENEW",
+    "SET_PROGRESS",
+    "STEP_DONE",
+    "SWEEP",
+    "TAKE",
+    "TAKE_READY",
+    "UNKEEP",
+)
+"""The scripts' names (module attributes holding their bodies)."""
 
 
 def source(keys: Keys, body: str) -> str:
