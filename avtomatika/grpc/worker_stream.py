@@ -47,8 +47,8 @@ from avtomatika.access.authenticator import Authenticator
 from avtomatika.batches import Batcher
 from avtomatika.clock import now_ms
 from avtomatika.engine.core import Engine
-from avtomatika.engine.registry import WORKER_ID
 from avtomatika.errors import Unavailable
+from avtomatika.ids import worker_id_problem
 from avtomatika.v1 import worker_pb2, worker_service_pb2_grpc
 from avtomatika.v1.task_pb2 import Task, TaskResult
 from avtomatika.v1.worker_pb2 import WorkerInfo
@@ -206,9 +206,9 @@ class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
 
 
 def _check_hello(hello: Hello) -> str:
-    worker_id = hello.registration.worker_id
-    if not WORKER_ID.match(worker_id):
-        return f"worker_id {worker_id!r} must match {WORKER_ID.pattern}"
+    problem = worker_id_problem(hello.registration.worker_id)
+    if problem is not None:
+        return problem
     if not hello.registration.skills:
         return "a worker needs at least one skill"
     if any(not skill for skill in hello.registration.skills):

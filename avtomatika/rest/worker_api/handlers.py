@@ -10,6 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from avtomatika.errors import Unauthenticated
+from avtomatika.ids import check_worker_id
 from avtomatika.rest.bodies import read_json_object
 from avtomatika.rest.state import AUTH
 from avtomatika.rest.worker_api.bodies import (
@@ -18,7 +19,7 @@ from avtomatika.rest.worker_api.bodies import (
     task_json,
     task_result,
 )
-from avtomatika.rest.worker_api.sessions import RestWorkers, check_worker_id
+from avtomatika.rest.worker_api.sessions import RestWorkers
 
 __all__ = [
     "PROTOCOL_VERSION",

@@ -26,13 +26,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from avtomatika.clock import now_ms
 from avtomatika.engine.core import Engine, ResultVerdict
-from avtomatika.errors import InvalidArgument, NotFound
+from avtomatika.errors import NotFound
+from avtomatika.ids import check_worker_id
 from avtomatika.v1 import task_pb2, worker_pb2
 from avtomatika.v1.task_pb2 import Task, TaskResult
 from avtomatika.v1.worker_pb2 import (
@@ -41,11 +41,10 @@ from avtomatika.v1.worker_pb2 import (
 )
 from avtomatika.v1.worker_service_pb2 import HeartbeatRequest
 
-__all__ = ["REST_WORKER_ID", "RestWorkers", "Socket"]
+__all__ = ["RestWorkers", "Socket"]
 
 log = logging.getLogger(__name__)
 
-REST_WORKER_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 """What a worker id may look like."""
 
 _STATUSES = {
@@ -77,13 +76,6 @@ class _Worker:
     reported: set[str] = field(default_factory=set)
     """Tasks it sent a result for, until its heartbeats stop listing them."""
     polls: int = 0
-
-
-def check_worker_id(worker_id: str) -> str:
-    """``worker_id`` if it is well formed, else :class:`InvalidArgument`."""
-    if not REST_WORKER_ID.match(worker_id):
-        raise InvalidArgument(f"worker_id {worker_id!r} must match {REST_WORKER_ID.pattern}")
-    return worker_id
 
 
 class RestWorkers:
