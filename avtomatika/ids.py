@@ -24,7 +24,10 @@ _WORKER_ID = re.compile(WORKER_ID_PATTERN)
 def worker_id_problem(value: str) -> str | None:
     """What is wrong with ``value`` as a worker id (the message every
     transport and the SDK give), or None if it is well formed."""
-    if _WORKER_ID.match(value):
+    # fullmatch: with match, ``$`` also matches before a final newline, so
+    # "w-1\n" passed (and a newline ends the id in the cancel channel's
+    # framing); JSON Schema's ``$`` never let it through.
+    if _WORKER_ID.fullmatch(value):
         return None
     return f"worker_id {value!r} must match {WORKER_ID_PATTERN}"
 

@@ -17,7 +17,7 @@ def test_letters_digits_underscores_and_dashes_make_a_worker_id(worker_id: str) 
     assert check_worker_id(worker_id) == worker_id
 
 
-@pytest.mark.parametrize("worker_id", ["", "w 1", "w/1", "w.1", "wörker"])
+@pytest.mark.parametrize("worker_id", ["", "w 1", "w/1", "w.1", "wörker", "w-1\n"])
 def test_anything_else_is_refused_saying_the_pattern(worker_id: str) -> None:
     message = f"worker_id {worker_id!r} must match {WORKER_ID_PATTERN}"
 
