@@ -2,8 +2,9 @@
 author, operator) can get wrong, each with a canonical code.
 
 The codes are gRPC's canonical status codes, spelled out here so the core never
-imports grpc; the transports map them: HTTP through :data:`HTTP_STATUS`, gRPC by
-name (``grpc.StatusCode[code.name]``).
+imports grpc; the transports map them: HTTP through :data:`HTTP_STATUS`, gRPC
+through :data:`avtomatika.grpc.status.GRPC_STATUS` (beside it
+:func:`avtomatika.grpc.status.abort`, which also sends the code itself).
 
     AvtomatikaError
     ├── InvalidArgument      bad input: a malformed body, a bad field

@@ -47,7 +47,8 @@ from avtomatika.access.authenticator import Authenticator
 from avtomatika.batches import Batcher
 from avtomatika.clock import now_ms
 from avtomatika.engine.core import Engine
-from avtomatika.errors import Unavailable
+from avtomatika.errors import InvalidArgument, NotImplementedYet, Unauthenticated, Unavailable
+from avtomatika.grpc.status import abort
 from avtomatika.ids import worker_id_problem
 from avtomatika.v1 import worker_pb2, worker_service_pb2_grpc
 from avtomatika.v1.task_pb2 import Task, TaskResult
@@ -126,7 +127,7 @@ class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
         except Unavailable as exc:
             # The shared store is down: the worker reconnects (with backoff)
             # and sends again the results it got no ack for.
-            await context.abort(grpc.StatusCode.UNAVAILABLE, exc.message)
+            await abort(context, exc)
         finally:
             # grpc may close this generator while it waits at a yield (the
             # peer went away mid-write). `async for` leaves the session's
@@ -149,60 +150,57 @@ class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
         raw = dict(context.invocation_metadata() or ()).get("x-worker-token")
         token = raw if isinstance(raw, str) else None
         if not self._auth.worker(token):
-            await context.abort(
-                grpc.StatusCode.UNAUTHENTICATED, "missing or invalid x-worker-token"
-            )
+            await abort(context, Unauthenticated("missing or invalid x-worker-token"))
         interval = self._engine.config.worker_heartbeat_interval_seconds
         try:
             async with asyncio.timeout(interval * _MISSED_HEARTBEATS):
                 first = await anext(request_iterator, None)
         except TimeoutError:
+            # No error of ours: the call timed out, as gRPC's own deadlines do.
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "no Hello received")
         if first is None or first.WhichOneof("kind") != "hello":
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, "the first message must be a Hello"
-            )
+            await abort(context, InvalidArgument("the first message must be a Hello"))
         problem = _check_hello(first.hello)
         if problem:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+            await abort(context, InvalidArgument(problem))
         worker_id = first.hello.registration.worker_id
         if not self._auth.worker_may_claim(token, worker_id):
-            await context.abort(
-                grpc.StatusCode.UNAUTHENTICATED,
-                f"this x-worker-token may not register as worker {worker_id!r}",
+            await abort(
+                context,
+                Unauthenticated(f"this x-worker-token may not register as worker {worker_id!r}"),
             )
         return _Session(self._engine, first.hello, request_iterator)
 
-    # The unary RPCs mirror the legacy REST worker API, whose issue brings
-    # them; until then they answer UNIMPLEMENTED, as their routes answer 501.
+    # The unary RPCs mirror the legacy REST worker API, which serves them over
+    # HTTP; over gRPC they answer UNIMPLEMENTED, pointing to Connect.
 
     async def RegisterWorker(
         self,
         request: RegisterWorkerRequest,
         context: grpc.aio.ServicerContext[RegisterWorkerRequest, RegisterWorkerResponse],
     ) -> RegisterWorkerResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, _USE_CONNECT)
+        await abort(context, NotImplementedYet(_USE_CONNECT))
 
     async def Heartbeat(
         self,
         request: HeartbeatRequest,
         context: grpc.aio.ServicerContext[HeartbeatRequest, HeartbeatResponse],
     ) -> HeartbeatResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, _USE_CONNECT)
+        await abort(context, NotImplementedYet(_USE_CONNECT))
 
     async def NextTask(
         self,
         request: NextTaskRequest,
         context: grpc.aio.ServicerContext[NextTaskRequest, NextTaskResponse],
     ) -> NextTaskResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, _USE_CONNECT)
+        await abort(context, NotImplementedYet(_USE_CONNECT))
 
     async def SubmitResult(
         self,
         request: SubmitResultRequest,
         context: grpc.aio.ServicerContext[SubmitResultRequest, SubmitResultResponse],
     ) -> SubmitResultResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, _USE_CONNECT)
+        await abort(context, NotImplementedYet(_USE_CONNECT))
 
 
 def _check_hello(hello: Hello) -> str:
