@@ -14,7 +14,7 @@ through :data:`avtomatika.grpc.status.GRPC_STATUS` (beside it
     ├── NotFound             unknown job, blueprint, worker, route
     ├── Conflict             the request contradicts the current state
     ├── RateLimited          too many requests or over quota
-    ├── NotImplementedYet    a declared route whose feature is not built
+    ├── NotImplementedYet    a declared route not served here (not configured, other transport)
     └── Unavailable          a backend is down; retry later
 """
 
@@ -121,7 +121,9 @@ class RateLimited(AvtomatikaError):
 
 
 class NotImplementedYet(AvtomatikaError):
-    """A documented feature that this build does not provide yet."""
+    """A declared route or RPC this server does not serve: its feature is
+    not configured (file storage without S3), or it is served over the other
+    transport (the unary worker RPCs over gRPC)."""
 
     code = Code.UNIMPLEMENTED
 
