@@ -2,8 +2,9 @@
 author, operator) can get wrong, each with a canonical code.
 
 The codes are gRPC's canonical status codes, spelled out here so the core never
-imports grpc; the transports map them: HTTP through :data:`HTTP_STATUS`, gRPC by
-name (``grpc.StatusCode[code.name]``).
+imports grpc; the transports map them: HTTP through :data:`HTTP_STATUS`, gRPC
+through :data:`avtomatika.grpc.status.GRPC_STATUS` (beside it
+:func:`avtomatika.grpc.status.abort`, which also sends the code itself).
 
     AvtomatikaError
     ├── InvalidArgument      bad input: a malformed body, a bad field
@@ -13,7 +14,7 @@ name (``grpc.StatusCode[code.name]``).
     ├── NotFound             unknown job, blueprint, worker, route
     ├── Conflict             the request contradicts the current state
     ├── RateLimited          too many requests or over quota
-    ├── NotImplementedYet    a declared route whose feature is not built
+    ├── NotImplementedYet    a declared route not served here (not configured, other transport)
     └── Unavailable          a backend is down; retry later
 """
 
@@ -120,7 +121,9 @@ class RateLimited(AvtomatikaError):
 
 
 class NotImplementedYet(AvtomatikaError):
-    """A documented feature that this build does not provide yet."""
+    """A declared route or RPC this server does not serve: its feature is
+    not configured (file storage without S3), or it is served over the other
+    transport (the unary worker RPCs over gRPC)."""
 
     code = Code.UNIMPLEMENTED
 

@@ -42,11 +42,12 @@ from avtomatika.monitoring.metrics import Metrics
 from avtomatika.rest import build_app
 from avtomatika.rest.metrics_api import METRICS
 from avtomatika.rest.render import job_json
-from avtomatika.rest.worker_api.handlers import REST_WORKERS
-from avtomatika.rest.worker_api.sessions import RestWorkers
+from avtomatika.rest.worker_api.handlers import WORKER_API
 from avtomatika.schedules.scheduler import Scheduler
 from avtomatika.services.client_api import ClientApi
+from avtomatika.services.polling_workers import PollingWorkers
 from avtomatika.services.public_api import PublicApi
+from avtomatika.services.worker_api import WorkerApi
 from avtomatika.storage.base import Storage
 from avtomatika.webhooks import WebhookSender
 
@@ -132,9 +133,9 @@ class Orchestrator:
         )
         self.public_api = PublicApi(self.engine, self.followers, self.metrics)
         # Legacy REST workers: their books and the TTL reaper.
-        self.rest_workers = RestWorkers(self.engine)
-        self.services.append(self.rest_workers)
-        self.app_state[REST_WORKERS] = self.rest_workers
+        self.polling_workers = PollingWorkers(self.engine)
+        self.services.append(self.polling_workers)
+        self.app_state[WORKER_API] = WorkerApi(self.auth, self.polling_workers)
         # Job files (S3): before FileCleanup, which uses them until it stops.
         if files is not None:
             self.services.append(files)
@@ -223,6 +224,7 @@ class Orchestrator:
                 self.settings.grpc_port,
                 self.client_api,
                 self.public_api,
+                self.polling_workers,
             )
             for key, value in self.app_state.items():
                 app[key] = value

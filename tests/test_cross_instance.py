@@ -521,7 +521,7 @@ async def test_a_rest_worker_alive_through_the_other_instance_is_not_reaped(
 
     async def forgotten_by_a_while_beating_b() -> bool:
         await on_b.beat(status="busy", current_tasks=[task["task_id"]])
-        return "roamer" not in a.rest_workers._workers
+        return "roamer" not in a.polling_workers._workers
 
     await until(forgotten_by_a_while_beating_b)
     assert await a.engine.holds("roamer", task["task_id"])

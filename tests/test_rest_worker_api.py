@@ -356,7 +356,7 @@ async def test_a_long_poll_is_released_at_shutdown(
     worker = rest_worker(orchestrator)
     await worker.register()
     poll = asyncio.create_task(worker.poll())
-    while not orchestrator.rest_workers.polling("w-1"):  # noqa: ASYNC110 -- no event to await
+    while not orchestrator.polling_workers.polling("w-1"):  # noqa: ASYNC110 -- no event to await
         await asyncio.sleep(0.01)
 
     # Without the release, stopping would wait for the poll (the test's

@@ -226,7 +226,7 @@ async def test_progress_and_cancel_of_a_running_task_reach_the_sdk_worker(
     # Progress goes up the SDK's (anonymous) WebSocket.
     job = await wait_for(http, job_id, lambda j: j["progress"] == 0.5)
     assert job["progress_message"] == "half way"
-    (task_id,) = orchestrator.rest_workers.held("sdk-w2")
+    (task_id,) = orchestrator.polling_workers.held("sdk-w2")
     await worker.marked("started", task_id)
 
     cancelled = await (await http.post(f"/api/v1/jobs/{job_id}/cancel")).json()
@@ -254,7 +254,7 @@ async def test_with_a_per_worker_token_the_cancel_is_pushed_down_the_sdk_socket(
     await wait_registered(http, "sdk-w3")
     job_id = await create_job(http, "jobs/echo", {"mode": "run"})
     await wait_for(http, job_id, lambda j: j["progress"] == 0.5)  # the socket is up
-    (task_id,) = orchestrator.rest_workers.held("sdk-w3")
+    (task_id,) = orchestrator.polling_workers.held("sdk-w3")
 
     cancelled = await (await http.post(f"/api/v1/jobs/{job_id}/cancel")).json()
 

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from avtomatika.access.token_files import check_token, read_toml, type_name
-from avtomatika.engine.registry import WORKER_ID
 from avtomatika.errors import ConfigError
+from avtomatika.ids import WORKER_ID_PATTERN, worker_id_problem
 
 __all__ = ["load_worker_tokens", "parse_worker_tokens"]
 
@@ -55,8 +55,8 @@ def _token(source: str, worker_id: str, table: Any) -> str:
             f"{source}: {worker_id!r} must be a table ([{worker_id}] with a token), "
             f"got {type_name(table)}"
         )
-    if not WORKER_ID.match(worker_id):
-        raise ConfigError(f"{where}: the worker id must match {WORKER_ID.pattern}")
+    if worker_id_problem(worker_id) is not None:
+        raise ConfigError(f"{where}: the worker id must match {WORKER_ID_PATTERN}")
     unknown = sorted(set(table) - {"token"})
     if unknown:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r} (only 'token' is allowed)")

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from avtomatika.engine.events import EventBus, JobEvent
-from avtomatika.storage.redis import DOWN, Keys, Pipelined, Subscriber, outage_backoff
+from avtomatika.storage.redis import Keys, Pipelined, Subscriber, run_forever
 from avtomatika.v1.job_pb2 import Job
 
 __all__ = ["FollowerSink", "JobRelay", "decode", "encode"]
@@ -170,17 +170,14 @@ class JobRelay:
         self._pending.set()
 
     async def _send_forever(self) -> None:
-        attempt = 0
-        while self._running:
+        async def send_when_pending() -> None:
             await self._pending.wait()
-            try:
-                await self._send()
-                attempt = 0
-            except DOWN as exc:
-                # Lost like any pub/sub message in an outage: followers
-                # elsewhere re-read their jobs when their subscription is back.
-                await outage_backoff(attempt, "job event relay", exc)
-                attempt += 1
+            # In an outage the batch is lost like any pub/sub message:
+            # followers elsewhere re-read their jobs when their subscription
+            # is back.
+            await self._send()
+
+        await run_forever("job event relay", send_when_pending, running=lambda: self._running)
 
     async def _send(self) -> None:
         batch, self._batch = self._batch, []

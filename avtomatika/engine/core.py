@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from avtomatika.backoff import backoff_delay
 from avtomatika.blueprint.context import ClientInfo
 from avtomatika.blueprint.state_machine import StateMachineBlueprint
 from avtomatika.blueprint.task_files import TaskFilesFactory
@@ -199,7 +200,7 @@ class Engine:
                     # is back (this instance keeps its claim on the step).
                     if attempt == 0:
                         log.warning("job %s: step waits for the store: %s", job_id, exc)
-                    await asyncio.sleep(min(0.1 * 2**attempt, 5.0))
+                    await asyncio.sleep(backoff_delay(attempt, base=0.1, cap=5.0))
                     continue
                 except Exception:
                     # A bug below the handler: the job stays where it was (a

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, runtime_checkable
@@ -36,7 +35,6 @@ from avtomatika.presence import Presence, Solo
 from avtomatika.v1.worker_pb2 import WorkerInfo
 
 __all__ = [
-    "WORKER_ID",
     "CancelSink",
     "DrainSink",
     "Joined",
@@ -46,9 +44,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-WORKER_ID = re.compile(r"^[A-Za-z0-9_-]+$")
-"""What a worker id may look like (in Hello, in ``workers.toml``)."""
 
 Requeue = Callable[[str, str, str], Awaitable[bool]]
 """``requeue(task_id, worker_id, reason)``: the engine's ``requeue_task``."""

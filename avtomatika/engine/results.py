@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from avtomatika.backoff import backoff_delay
 from avtomatika.config import Settings
 from avtomatika.engine.tasks import next_attempt
 from avtomatika.payload import from_payload, to_payload
@@ -60,8 +61,8 @@ class Policy:
 
     def delay_ms(self, retry: int) -> int:
         """Backoff before retry number ``retry`` (1, 2, ...)."""
-        delay: int = self.base_delay_ms * 2 ** max(retry - 1, 0)
-        return min(delay, self.max_delay_ms)
+        base, cap = self.base_delay_ms, self.max_delay_ms
+        return int(backoff_delay(max(retry - 1, 0), base=base, cap=cap))
 
 
 @dataclass(slots=True)

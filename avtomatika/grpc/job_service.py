@@ -4,7 +4,7 @@ from ``proto/``.
 Each RPC reads the ``x-client-token`` metadata, calls the same
 :class:`~avtomatika.services.client_api.ClientApi` method as its REST twin
 and renders the result as the response message; errors leave with the gRPC
-status of their code (:mod:`avtomatika.grpc.errors`). Another client's job
+status of their code (:mod:`avtomatika.grpc.status`). Another client's job
 is NOT_FOUND, exactly as over REST.
 """
 
@@ -16,7 +16,7 @@ import grpc
 
 from avtomatika.blueprint.context import ClientInfo
 from avtomatika.errors import InvalidArgument
-from avtomatika.grpc.errors import rpc_errors
+from avtomatika.grpc.status import rpc_errors
 from avtomatika.payload import from_payload
 from avtomatika.services.client_api import ClientApi
 from avtomatika.services.requests import JobRequest

@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 
-from avtomatika.grpc.errors import rpc_errors
+from avtomatika.grpc.status import rpc_errors
 from avtomatika.services.public_api import PublicApi
 from avtomatika.v1 import public_service_pb2_grpc
 from avtomatika.v1.public_service_pb2 import (

@@ -1,5 +1,5 @@
 """Builds the grpc.aio server for an engine: the worker stream and the
-client API (``JobService``, ``PublicService``).
+client API (``JobService``, ``PublicService``), health and reflection.
 
 With ``TLS_CERT_PATH`` and ``TLS_KEY_PATH`` set the port serves TLS only
 (server authentication; workers keep authenticating with their token).
@@ -15,33 +15,59 @@ import grpc
 from avtomatika.access.authenticator import Authenticator
 from avtomatika.config import Settings
 from avtomatika.engine.core import Engine
+from avtomatika.grpc.health import HealthReporter, add_health_and_reflection
 from avtomatika.grpc.job_service import JobServicer
 from avtomatika.grpc.public_service import PublicServicer
 from avtomatika.grpc.worker_stream import WorkerStreamService
 from avtomatika.services.client_api import ClientApi
+from avtomatika.services.polling_workers import PollingWorkers
 from avtomatika.services.public_api import PublicApi
-from avtomatika.v1 import job_service_pb2_grpc, public_service_pb2_grpc, worker_service_pb2_grpc
+from avtomatika.services.worker_api import WorkerApi
+from avtomatika.v1 import (
+    job_service_pb2,
+    job_service_pb2_grpc,
+    public_service_pb2,
+    public_service_pb2_grpc,
+    worker_service_pb2,
+    worker_service_pb2_grpc,
+)
 
-__all__ = ["GrpcServer", "server_credentials", "start_grpc_server"]
+__all__ = ["SERVICE_NAMES", "GrpcServer", "server_credentials", "start_grpc_server"]
 
 log = logging.getLogger(__name__)
+
+SERVICE_NAMES = tuple(
+    module.DESCRIPTOR.services_by_name[name].full_name
+    for module, name in (
+        (worker_service_pb2, "WorkerService"),
+        (job_service_pb2, "JobService"),
+        (public_service_pb2, "PublicService"),
+    )
+)
+"""The full names of the services we serve (for health and reflection)."""
 
 # How long stopping waits, past the grace period, for the streams' clean-up.
 _CLEANUP_SECONDS = 5.0
 
 
 class GrpcServer:
-    """The running grpc.aio server and the worker streams it serves."""
+    """The running grpc.aio server, the worker streams it serves and its
+    health reports."""
 
-    def __init__(self, server: grpc.aio.Server, streams: WorkerStreamService) -> None:
+    def __init__(
+        self, server: grpc.aio.Server, streams: WorkerStreamService, health: HealthReporter
+    ) -> None:
         self._server = server
         self._streams = streams
+        self._health = health
 
     async def stop(self, grace: float | None) -> None:
         """Stop serving (streams get ``grace`` seconds to end), then wait
         until every stream has cleaned up after itself: grpc returns from
         ``stop`` before the generators it cancelled have run their
-        ``finally``."""
+        ``finally``. Health turns NOT_SERVING first, so probes and load
+        balancers stop sending before the port closes."""
+        await self._health.stop()
         await self._server.stop(grace)
         try:
             async with asyncio.timeout(_CLEANUP_SECONDS):
@@ -57,15 +83,18 @@ async def start_grpc_server(
     port: int,
     client_api: ClientApi,
     public_api: PublicApi,
+    polling_workers: PollingWorkers,
 ) -> tuple[GrpcServer, int]:
     """Start serving on ``host:port`` (0 picks a free port); returns the
     server and the bound port. TLS when the engine's settings name a
     certificate and key."""
     server = grpc.aio.server()
-    streams = WorkerStreamService(engine, auth)
+    polling = WorkerApi(auth, polling_workers, credential="x-worker-token")
+    streams = WorkerStreamService(engine, auth, polling)
     worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(streams, server)
     job_service_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(client_api), server)
     public_service_pb2_grpc.add_PublicServiceServicer_to_server(PublicServicer(public_api), server)
+    health = add_health_and_reflection(server, SERVICE_NAMES, engine.storage.ping)
     address = f"{host}:{port}"
     credentials = server_credentials(engine.config)
     if credentials is None:
@@ -75,7 +104,8 @@ async def start_grpc_server(
     if bound == 0:
         raise OSError(f"cannot bind the gRPC port {address}")
     await server.start()
-    return GrpcServer(server, streams), bound
+    await health.start()
+    return GrpcServer(server, streams, health), bound
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:

@@ -1,4 +1,6 @@
-"""``WorkerService.Connect``: one bidirectional stream per worker connection.
+"""``WorkerService``: ``Connect``, one bidirectional stream per worker
+connection, and the unary RPCs of workers that poll instead (served by
+:class:`~avtomatika.services.worker_api.WorkerApi`, as the REST worker API is).
 
 Per stream, background coroutines share a session with the RPC's own
 generator:
@@ -40,6 +42,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from typing import Any
 
 import grpc
 
@@ -47,8 +50,10 @@ from avtomatika.access.authenticator import Authenticator
 from avtomatika.batches import Batcher
 from avtomatika.clock import now_ms
 from avtomatika.engine.core import Engine
-from avtomatika.engine.registry import WORKER_ID
-from avtomatika.errors import Unavailable
+from avtomatika.errors import InvalidArgument, Unauthenticated, Unavailable
+from avtomatika.grpc.status import abort, rpc_errors
+from avtomatika.ids import worker_id_problem
+from avtomatika.services.worker_api import WorkerApi
 from avtomatika.v1 import worker_pb2, worker_service_pb2_grpc
 from avtomatika.v1.task_pb2 import Task, TaskResult
 from avtomatika.v1.worker_pb2 import WorkerInfo
@@ -91,15 +96,15 @@ _RESULTS_AT_ONCE = 32
 _MOST_PER_CLAIM = 64
 # Messages read ahead of their handling, at most (each up to gRPC's 4 MiB).
 _READ_AHEAD = 64
-_USE_CONNECT = "not available yet over gRPC; workers use the Connect stream"
 
 
 class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
     """Serves worker streams for an engine."""
 
-    def __init__(self, engine: Engine, auth: Authenticator) -> None:
+    def __init__(self, engine: Engine, auth: Authenticator, polling: WorkerApi) -> None:
         self._engine = engine
         self._auth = auth
+        self._polling = polling
         self._open = 0
         self._none_open = asyncio.Event()
         self._none_open.set()
@@ -126,7 +131,7 @@ class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
         except Unavailable as exc:
             # The shared store is down: the worker reconnects (with backoff)
             # and sends again the results it got no ack for.
-            await context.abort(grpc.StatusCode.UNAVAILABLE, exc.message)
+            await abort(context, exc)
         finally:
             # grpc may close this generator while it waits at a yield (the
             # peer went away mid-write). `async for` leaves the session's
@@ -149,66 +154,95 @@ class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
         raw = dict(context.invocation_metadata() or ()).get("x-worker-token")
         token = raw if isinstance(raw, str) else None
         if not self._auth.worker(token):
-            await context.abort(
-                grpc.StatusCode.UNAUTHENTICATED, "missing or invalid x-worker-token"
-            )
+            await abort(context, Unauthenticated("missing or invalid x-worker-token"))
         interval = self._engine.config.worker_heartbeat_interval_seconds
         try:
             async with asyncio.timeout(interval * _MISSED_HEARTBEATS):
                 first = await anext(request_iterator, None)
         except TimeoutError:
+            # No error of ours: the call timed out, as gRPC's own deadlines do.
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "no Hello received")
         if first is None or first.WhichOneof("kind") != "hello":
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, "the first message must be a Hello"
-            )
+            await abort(context, InvalidArgument("the first message must be a Hello"))
         problem = _check_hello(first.hello)
         if problem:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+            await abort(context, InvalidArgument(problem))
         worker_id = first.hello.registration.worker_id
         if not self._auth.worker_may_claim(token, worker_id):
-            await context.abort(
-                grpc.StatusCode.UNAUTHENTICATED,
-                f"this x-worker-token may not register as worker {worker_id!r}",
+            await abort(
+                context,
+                Unauthenticated(f"this x-worker-token may not register as worker {worker_id!r}"),
             )
         return _Session(self._engine, first.hello, request_iterator)
 
-    # The unary RPCs mirror the legacy REST worker API, whose issue brings
-    # them; until then they answer UNIMPLEMENTED, as their routes answer 501.
+    # The unary RPCs: the legacy REST worker API's use cases over gRPC, for
+    # workers that poll rather than hold a stream (the same books: a worker
+    # may register over one and poll over the other).
 
     async def RegisterWorker(
         self,
         request: RegisterWorkerRequest,
         context: grpc.aio.ServicerContext[RegisterWorkerRequest, RegisterWorkerResponse],
     ) -> RegisterWorkerResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, _USE_CONNECT)
+        async with rpc_errors(context):
+            await self._polling.register(_worker_token(context), request.registration)
+            return RegisterWorkerResponse(status="registered")
 
     async def Heartbeat(
         self,
         request: HeartbeatRequest,
         context: grpc.aio.ServicerContext[HeartbeatRequest, HeartbeatResponse],
     ) -> HeartbeatResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, _USE_CONNECT)
+        """A heartbeat; one with nothing but the worker id is a TTL ping."""
+        async with rpc_errors(context):
+            ping = request == HeartbeatRequest(worker_id=request.worker_id)
+            cancel = await self._polling.heartbeat(
+                _worker_token(context), None if ping else request, request.worker_id
+            )
+            if cancel is None:
+                return HeartbeatResponse(status="ttl_refreshed")
+            return HeartbeatResponse(status="ok", cancel_task_ids=cancel)
 
     async def NextTask(
         self,
         request: NextTaskRequest,
         context: grpc.aio.ServicerContext[NextTaskRequest, NextTaskResponse],
     ) -> NextTaskResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, _USE_CONNECT)
+        """A long-poll of at most ``WORKER_POLL_TIMEOUT_SECONDS``: the next
+        task, or an empty response when none came."""
+        async with rpc_errors(context):
+            task = await self._polling.next_task(_worker_token(context), request.worker_id)
+            if task is None:
+                return NextTaskResponse()
+            if context.done():
+                # The caller gave up (its deadline) while the task came.
+                await self._polling.give_back(request.worker_id, task.task_id)
+                return NextTaskResponse()
+            return NextTaskResponse(task=_assignment(task))
 
     async def SubmitResult(
         self,
         request: SubmitResultRequest,
         context: grpc.aio.ServicerContext[SubmitResultRequest, SubmitResultResponse],
     ) -> SubmitResultResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, _USE_CONNECT)
+        async with rpc_errors(context):
+            verdict = await self._polling.submit_result(_worker_token(context), request.result)
+            if verdict.accepted:
+                return SubmitResultResponse(status="accepted", transition=verdict.transition)
+            return SubmitResultResponse(
+                status="ignored", reason=verdict.reason, message=verdict.message
+            )
+
+
+def _worker_token(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    token = dict(context.invocation_metadata() or ()).get("x-worker-token")
+    return token if isinstance(token, str) else None
 
 
 def _check_hello(hello: Hello) -> str:
-    worker_id = hello.registration.worker_id
-    if not WORKER_ID.match(worker_id):
-        return f"worker_id {worker_id!r} must match {WORKER_ID.pattern}"
+    problem = worker_id_problem(hello.registration.worker_id)
+    if problem is not None:
+        return problem
     if not hello.registration.skills:
         return "a worker needs at least one skill"
     if any(not skill for skill in hello.registration.skills):

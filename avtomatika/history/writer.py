@@ -26,6 +26,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from avtomatika.backoff import backoff_delay
 from avtomatika.config import Settings
 from avtomatika.engine.events import E, EventBus, JobEvent
 from avtomatika.errors import Unavailable
@@ -156,17 +157,16 @@ class HistoryWriter:
                 await asyncio.sleep(_GATHER_SECONDS)
 
     async def _write(self, sink: HistorySink, batch: list[HistoryEvent]) -> None:
-        delay = self._retry_initial
         failures = 0
         while True:
             try:
                 await sink.append(batch)
             except Unavailable as exc:
-                failures += 1
-                if failures == 1:
+                if failures == 0:
                     log.warning("history: write failed, retrying with backoff: %s", exc)
+                delay = backoff_delay(failures, base=self._retry_initial, cap=_RETRY_MAX_SECONDS)
+                failures += 1
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX_SECONDS)
                 continue
             except Exception:
                 # A batch the sink can never take (a bug) must not stop the

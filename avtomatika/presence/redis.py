@@ -54,7 +54,7 @@ from typing import Any
 from avtomatika.config import Settings
 from avtomatika.engine.registry import Requeue, WorkerRegistry
 from avtomatika.errors import Unavailable
-from avtomatika.storage.redis import DOWN, Keys, Subscriber, outage_backoff, unavailable
+from avtomatika.storage.redis import DOWN, Keys, Subscriber, run_forever, unavailable
 from avtomatika.v1 import task_pb2, worker_pb2
 from avtomatika.v1.task_pb2 import Task
 from avtomatika.v1.worker_pb2 import WorkerInfo
@@ -376,10 +376,11 @@ class RedisPresence:
         return dirty
 
     async def _flush_forever(self) -> None:
-        attempt = 0
         due = 0.0
         loop = asyncio.get_running_loop()
-        while self._running:
+
+        async def flush_when_due() -> None:
+            nonlocal due
             # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a
             # cancel that arrives as the event is set, and stop() would hang.
             with contextlib.suppress(TimeoutError):
@@ -390,14 +391,14 @@ class RedisPresence:
                 self._mark_stale()
             dirty = self._take_dirty()
             if not dirty:
-                continue
+                return
             try:
                 await self._flush(dirty)
-                attempt = 0
-            except DOWN as exc:
+            except DOWN:
                 self._dirty |= dirty  # written once Redis is back
-                await outage_backoff(attempt, "worker presence", exc)
-                attempt += 1
+                raise
+
+        await run_forever("worker presence", flush_when_due, running=lambda: self._running)
 
     def _mark_stale(self) -> None:
         """Mark for writing the workers whose keys need refreshing: those
@@ -451,15 +452,11 @@ class RedisPresence:
     # -- dead workers --
 
     async def _sweep_forever(self) -> None:
-        attempt = 0
-        while self._running:
+        async def sweep_after_a_period() -> None:
             await asyncio.sleep(self.period)
-            try:
-                await self.sweep()
-                attempt = 0
-            except DOWN as exc:
-                await outage_backoff(attempt, "dead worker sweep", exc)
-                attempt += 1
+            await self.sweep()
+
+        await run_forever("dead worker sweep", sweep_after_a_period, running=lambda: self._running)
 
     async def sweep(self) -> list[str]:
         """Bury the workers whose ``alive`` key lapsed and re-queue their

@@ -157,6 +157,10 @@ class Storage(Protocol):
         """Number of workers waiting in :meth:`claim_tasks` for a task to
         come, per skill."""
 
+    async def ping(self) -> None:
+        """Return once the store answers; :class:`~avtomatika.errors.Unavailable`
+        when it cannot be reached (readiness probes ask this)."""
+
     async def flush(self) -> None:
         """Erase everything (development only)."""
 

@@ -202,6 +202,9 @@ class MemoryStorage:
     async def waiting_workers(self) -> dict[str, int]:
         return self._waiters.counts()
 
+    async def ping(self) -> None:
+        return None  # in this process: it answers whenever the process does
+
     async def flush(self) -> None:
         self._jobs.clear()
         self._versions.clear()

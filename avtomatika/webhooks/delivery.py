@@ -11,13 +11,13 @@ An attempt's outcome:
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import aiohttp
 
+from avtomatika.backoff import backoff_delay
 from avtomatika.config import Settings
 from avtomatika.v1.job_pb2 import Job
 from avtomatika.webhooks.addresses import literal_address, non_public_kind
@@ -107,10 +107,13 @@ class Poster:
     def backoff(self, attempts: int) -> float:
         """Seconds to wait after failed attempt number ``attempts``:
         ``WEBHOOK_BACKOFF_BASE_SECONDS * 2**(attempts - 1)``, capped, with jitter."""
-        base = self._settings.webhook_backoff_base_seconds
-        delay = min(base * 2.0 ** (attempts - 1), _MAX_BACKOFF_SECONDS)
         # Jitter: receivers coming back up are not hit by every sender at once.
-        return delay * random.uniform(0.5, 1.0)
+        return backoff_delay(
+            max(attempts - 1, 0),
+            base=self._settings.webhook_backoff_base_seconds,
+            cap=_MAX_BACKOFF_SECONDS,
+            jitter=0.5,
+        )
 
     async def post(self, delivery: Delivery) -> Outcome:
         """One attempt (see the module's docstring for what it concludes)."""

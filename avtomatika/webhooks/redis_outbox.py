@@ -43,10 +43,10 @@ from avtomatika.config import Settings
 from avtomatika.storage.redis import (
     DOWN,
     Keys,
+    Outage,
     Redis,
     check_cancelled,
     connect,
-    outage_backoff,
     until_up,
 )
 from avtomatika.v1.job_pb2 import Job
@@ -141,7 +141,7 @@ class RedisOutbox:
     async def take(self) -> Delivery:
         # One claimer at a time per process: idle senders cost one poll.
         async with self._taking:
-            failures = 0
+            outage = Outage("webhook outbox")
             while True:
                 check_cancelled()
                 if self._closing:
@@ -150,12 +150,10 @@ class RedisOutbox:
                 try:
                     found = await self._claim_one()
                 except DOWN as exc:
-                    check_cancelled()
-                    await outage_backoff(failures, "webhook outbox", exc)
-                    failures += 1
+                    await outage.wait(exc)
                     continue
                 check_cancelled()
-                failures = 0
+                outage.over()
                 if isinstance(found, Delivery):
                     self._busy += 1
                     self._idle.clear()

@@ -1,8 +1,10 @@
-"""Exponential backoff with jitter between reconnection attempts."""
+"""The delays between reconnection attempts (see :class:`Backoff`)."""
 
 from __future__ import annotations
 
 import random
+
+from avtomatika.backoff import backoff_delay
 
 __all__ = ["Backoff"]
 
@@ -12,6 +14,8 @@ class Backoff:
 
     Each delay is shortened by a random fraction of up to ``jitter``: workers
     cut off by the same failure then come back spread out, not all at once.
+    The formula is :func:`avtomatika.backoff.backoff_delay`; this counts the
+    attempts since the last good connection.
     """
 
     def __init__(
@@ -31,11 +35,16 @@ class Backoff:
 
     def next_delay(self) -> float:
         """The delay before the next attempt, in seconds."""
-        base = min(self._maximum, self._initial * self._multiplier**self._attempts)
-        if 0 < base < self._maximum:
-            # Stop counting at the cap: the power would overflow a float eventually.
-            self._attempts += 1
-        return base * (1 - self._jitter * self._rng.random())
+        delay = backoff_delay(
+            self._attempts,
+            base=self._initial,
+            cap=self._maximum,
+            factor=self._multiplier,
+            jitter=self._jitter,
+            rng=self._rng,
+        )
+        self._attempts += 1
+        return delay
 
     def reset(self) -> None:
         """Start over from the initial delay (after a good connection)."""

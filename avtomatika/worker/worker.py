@@ -15,12 +15,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 import grpc
 
+from avtomatika.ids import worker_id_problem
 from avtomatika.v1.worker_pb2 import GpuInfo as GpuInfoMessage
 from avtomatika.v1.worker_pb2 import InstalledModel, WorkerRegistration, WorkerResources
 from avtomatika.v1.worker_service_pb2 import Hello
@@ -35,7 +35,6 @@ __all__ = ["Worker"]
 
 log = logging.getLogger("avtomatika.worker")
 
-_WORKER_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 
 # Statuses that no retry can fix: the worker stops and run() raises.
 _FATAL_CODES = frozenset(
@@ -82,8 +81,9 @@ class Worker:
         installed_software: Mapping[str, str] | None = None,
         settings: ConnectionSettings | None = None,
     ) -> None:
-        if not _WORKER_ID.match(worker_id):
-            raise ValueError(f"worker_id {worker_id!r} must match {_WORKER_ID.pattern}")
+        problem = worker_id_problem(worker_id)
+        if problem is not None:
+            raise ValueError(problem)
         self._addresses = [addresses] if isinstance(addresses, str) else list(addresses)
         if not self._addresses or not all(self._addresses):
             raise ValueError("a worker needs at least one server address")

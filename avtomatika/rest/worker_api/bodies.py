@@ -9,8 +9,8 @@ import math
 from typing import Any
 
 from avtomatika.errors import InvalidArgument
+from avtomatika.ids import check_worker_id
 from avtomatika.payload import from_payload, to_payload
-from avtomatika.rest.worker_api.sessions import check_worker_id
 from avtomatika.v1 import task_pb2
 from avtomatika.v1.task_pb2 import Task, TaskError, TaskResult
 from avtomatika.v1.worker_pb2 import GpuInfo, InstalledModel, WorkerRegistration

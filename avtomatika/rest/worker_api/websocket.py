@@ -28,8 +28,8 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from avtomatika.errors import InvalidArgument, Unavailable
-from avtomatika.rest.worker_api.handlers import REST_WORKERS, authenticate, path_worker
-from avtomatika.rest.worker_api.sessions import RestWorkers
+from avtomatika.rest.worker_api.handlers import WORKER_API, authenticate, path_worker
+from avtomatika.services.polling_workers import PollingWorkers
 
 __all__ = ["WEBSOCKET_PATHS", "anonymous_socket", "worker_socket"]
 
@@ -81,7 +81,7 @@ class _Socket:
 
 
 async def _serve(request: web.Request, worker_id: str | None) -> web.StreamResponse:
-    workers = request.app[REST_WORKERS]
+    workers = request.app[WORKER_API].workers
     if workers.closing:
         raise Unavailable("the orchestrator is shutting down")
     ws = web.WebSocketResponse(heartbeat=_PING_SECONDS)
@@ -103,7 +103,7 @@ async def _serve(request: web.Request, worker_id: str | None) -> web.StreamRespo
     return ws
 
 
-async def _received(workers: RestWorkers, worker_id: str | None, text: str) -> None:
+async def _received(workers: PollingWorkers, worker_id: str | None, text: str) -> None:
     try:
         message = json.loads(text)
     except ValueError:

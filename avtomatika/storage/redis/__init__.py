@@ -4,8 +4,9 @@ from avtomatika.storage.redis.connection import Redis, connect, connect_pipeline
 from avtomatika.storage.redis.keys import Keys
 from avtomatika.storage.redis.outages import (
     DOWN,
+    Outage,
     check_cancelled,
-    outage_backoff,
+    run_forever,
     unavailable,
     until_up,
 )
@@ -16,6 +17,7 @@ from avtomatika.storage.redis.storage import RedisStorage
 __all__ = [
     "DOWN",
     "Keys",
+    "Outage",
     "Pipelined",
     "Redis",
     "RedisStorage",
@@ -24,7 +26,7 @@ __all__ = [
     "check_cancelled",
     "connect",
     "connect_pipelined",
-    "outage_backoff",
+    "run_forever",
     "unavailable",
     "until_up",
 ]

@@ -15,6 +15,7 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
+from avtomatika.backoff import backoff_delay
 from avtomatika.clock import now_ms
 from avtomatika.dispatch import Requirements
 from avtomatika.storage.base import CommitOutcome, Lease
@@ -128,7 +129,7 @@ class Commits:
                         # Applied or not? A retry under the same nonce says.
                         if attempt == 2:
                             raise
-                        await asyncio.sleep(0.05 * 2**attempt)
+                        await asyncio.sleep(backoff_delay(attempt, base=0.05, cap=0.1))
             handed, result, again = _committed(outcome, handed_to, now)
             if offer is not None:
                 self._hand_outs.hand(offer, handed, unheard=again)

@@ -21,7 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from avtomatika.storage.redis.outages import DOWN, outage_backoff
+from avtomatika.storage.redis.outages import DOWN, Outage
 from avtomatika.storage.redis.pipelined import RespConnection, open_connection, pack
 
 __all__ = ["Handler", "Subscriber"]
@@ -73,22 +73,19 @@ class Subscriber:
                 await task
 
     async def _listen(self) -> None:
-        attempt = 0
+        outage = Outage("pub/sub")
         while True:
             connection: RespConnection | None = None
             try:
                 connection = await open_connection(self._options)
                 await self._subscribe(connection)
-                if attempt:
-                    log.info("Redis pub/sub is back")
+                if outage.over():
                     for callback in self._reconnected:
                         self._call(callback)
-                attempt = 0
                 self._ready.set()
                 raise await connection.closed
             except DOWN as exc:
-                await outage_backoff(attempt, "pub/sub", exc)
-                attempt += 1
+                await outage.wait(exc)
                 self._ready.set()  # start-up must not hang on an outage
             finally:
                 if connection is not None:

@@ -22,7 +22,7 @@ from typing import Any
 
 from avtomatika.clock import now_ms
 from avtomatika.storage.redis.link import RECHECK, Link
-from avtomatika.storage.redis.outages import DOWN, check_cancelled
+from avtomatika.storage.redis.outages import DOWN, run_forever
 
 __all__ = ["Steps"]
 
@@ -199,20 +199,19 @@ class Steps:
             self._renewer.cancel()
 
     async def _renew_forever(self) -> None:
-        """Keep this instance's claims on the steps it runs alive."""
-        while True:
-            await asyncio.sleep(self._lease_ms / 3000)
-            # Steps taken and not done: waiting here, or running (those whose
-            # commit already released their claim have no token).
-            held = [*self._ready, *(h for h in self._stepping.values() if h[1])]
-            pairs = [x for job_id, token in held for x in (job_id, token)]
-            if not pairs:
-                continue
-            try:
-                await self._link.run("RENEW", now_ms() + self._lease_ms, *pairs)
-                check_cancelled()
-            except DOWN as exc:
-                log.warning("cannot renew step claims: %s", exc)
+        """Keep this instance's claims on the steps it runs alive: renewed
+        every third of the lease; an outage is waited out (one warning, one
+        line when Redis is back)."""
+        await run_forever("renewing step claims", self._renew)
+
+    async def _renew(self) -> None:
+        await asyncio.sleep(self._lease_ms / 3000)
+        # Steps taken and not done: waiting here, or running (those whose
+        # commit already released their claim have no token).
+        held = [*self._ready, *(h for h in self._stepping.values() if h[1])]
+        pairs = [x for job_id, token in held for x in (job_id, token)]
+        if pairs:
+            await self._link.run("RENEW", now_ms() + self._lease_ms, *pairs)
 
     def untaken(self) -> list[str]:
         """Forget the ready jobs taken but not started, and return their ids

@@ -223,6 +223,10 @@ class RedisStorage:
 
     # -- housekeeping --
 
+    async def ping(self) -> None:
+        with unavailable("Redis does not answer"):
+            await (await self._link.fast()).execute("PING")
+
     async def flush(self) -> None:
         client = await self._link.redis()
         async for key in client.scan_iter(match=f"{self.keys.root}:*", count=1000):

@@ -1,8 +1,11 @@
-"""Workers on the legacy REST API (``/_worker``): what this process remembers
-about them between requests. No transport here; :mod:`avtomatika.rest.worker_api.handlers`
-parses and renders, this module keeps the books and calls the engine.
+"""Workers that poll instead of holding a stream: the legacy REST API
+(``/_worker``) and the unary gRPC worker RPCs (``RegisterWorker``,
+``Heartbeat``, ``NextTask``, ``SubmitResult``). What this process remembers
+about them between requests; no transport here:
+:mod:`avtomatika.services.worker_api` checks who is asking, the transports
+parse and render, this module keeps the books and calls the engine.
 
-A REST worker has no connection whose end says it died, so liveness is a
+A polling worker has no connection whose end says it died, so liveness is a
 time to live: every request from it (register, heartbeat, poll, result) is a
 sign of life, and a worker silent for ``2 x WORKER_HEALTH_CHECK_INTERVAL_SECONDS``
 (while no long-poll or WebSocket of its is open) is removed by the reaper and
@@ -26,13 +29,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from avtomatika.clock import now_ms
 from avtomatika.engine.core import Engine, ResultVerdict
-from avtomatika.errors import InvalidArgument, NotFound
+from avtomatika.errors import NotFound
+from avtomatika.ids import check_worker_id
 from avtomatika.v1 import task_pb2, worker_pb2
 from avtomatika.v1.task_pb2 import Task, TaskResult
 from avtomatika.v1.worker_pb2 import (
@@ -41,11 +44,10 @@ from avtomatika.v1.worker_pb2 import (
 )
 from avtomatika.v1.worker_service_pb2 import HeartbeatRequest
 
-__all__ = ["REST_WORKER_ID", "RestWorkers", "Socket"]
+__all__ = ["PollingWorkers", "Socket"]
 
 log = logging.getLogger(__name__)
 
-REST_WORKER_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 """What a worker id may look like."""
 
 _STATUSES = {
@@ -79,14 +81,7 @@ class _Worker:
     polls: int = 0
 
 
-def check_worker_id(worker_id: str) -> str:
-    """``worker_id`` if it is well formed, else :class:`InvalidArgument`."""
-    if not REST_WORKER_ID.match(worker_id):
-        raise InvalidArgument(f"worker_id {worker_id!r} must match {REST_WORKER_ID.pattern}")
-    return worker_id
-
-
-class RestWorkers:
+class PollingWorkers:
     """The REST workers of one engine; a Service (its reaper runs between
     :meth:`start` and :meth:`stop`)."""
 

@@ -1,0 +1,112 @@
+"""The use cases of a polling worker (register, heartbeat, wait for a task,
+report a result), once for the legacy REST API and the unary gRPC worker
+RPCs: the worker token is checked here, and whether it may act as the worker
+it names, then :class:`~avtomatika.services.polling_workers.PollingWorkers`
+keeps the books.
+
+One :class:`WorkerApi` per transport: they share the books and differ only
+in the name of the credential their refusals mention (``X-Worker-Token``,
+``x-worker-token``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from avtomatika.access.authenticator import Authenticator
+from avtomatika.engine.core import ResultVerdict
+from avtomatika.errors import InvalidArgument, Unauthenticated
+from avtomatika.ids import check_worker_id
+from avtomatika.services.polling_workers import PollingWorkers
+from avtomatika.v1.task_pb2 import Task, TaskResult
+from avtomatika.v1.worker_pb2 import WorkerRegistration
+from avtomatika.v1.worker_service_pb2 import HeartbeatRequest
+
+__all__ = ["WorkerApi", "check_registration"]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerApi:
+    """A polling worker's use cases, refusing with ``credential``'s name."""
+
+    auth: Authenticator
+    workers: PollingWorkers
+    credential: str = "X-Worker-Token"
+
+    def authenticate(self, token: str | None) -> str | None:
+        """Check a worker token: ``GLOBAL_WORKER_TOKEN`` or a per-worker
+        token of ``workers.toml``. Returns the worker a per-worker token
+        belongs to, None for the global token."""
+        if not self.auth.worker(token):
+            raise Unauthenticated(f"missing or invalid {self.credential}")
+        return self.auth.worker_id_for_token(token)
+
+    def speaks_for(self, token: str | None, worker_id: str) -> str:
+        """``worker_id``, once the token is known to act as it: not another
+        worker's own token, nor the global token for a worker
+        ``workers.toml`` lists."""
+        check_worker_id(worker_id)
+        if not self.auth.worker_may_claim(token, worker_id):
+            raise Unauthenticated(f"this {self.credential} may not act as worker {worker_id!r}")
+        return worker_id
+
+    async def register(self, token: str | None, registration: WorkerRegistration) -> None:
+        self.authenticate(token)
+        check_registration(registration)
+        self.speaks_for(token, registration.worker_id)
+        await self.workers.register(registration)
+
+    async def heartbeat(
+        self, token: str | None, beat: HeartbeatRequest | None, worker_id: str
+    ) -> list[str] | None:
+        """A heartbeat; with no ``beat``, a TTL ping (None). The tasks the
+        worker must stop."""
+        self.authenticate(token)
+        self.speaks_for(token, worker_id)
+        if beat is None:
+            await self.workers.ping(worker_id)
+            return None
+        if beat.worker_id != worker_id:
+            raise InvalidArgument(
+                f"the heartbeat's worker_id {beat.worker_id!r} is not {worker_id!r}"
+            )
+        if not all(beat.supported_skills) or not all(beat.current_tasks):
+            raise InvalidArgument("supported_skills and current_tasks must be non-empty strings")
+        return await self.workers.heartbeat(beat)
+
+    async def next_task(self, token: str | None, worker_id: str) -> Task | None:
+        """The worker's next task, after a long-poll of at most
+        ``WORKER_POLL_TIMEOUT_SECONDS``; None when none came."""
+        self.authenticate(token)
+        self.speaks_for(token, worker_id)
+        return await self.workers.next_task(worker_id)
+
+    async def give_back(self, worker_id: str, task_id: str) -> None:
+        """A task handed out to a worker that hung up before it got it."""
+        await self.workers.give_back(worker_id, task_id)
+
+    async def submit_result(self, token: str | None, result: TaskResult) -> ResultVerdict:
+        self.authenticate(token)
+        if not result.job_id or not result.task_id:
+            raise InvalidArgument("job_id and task_id are required (non-empty strings)")
+        if not result.worker_id:
+            raise InvalidArgument("worker_id is required (a string)")
+        self.speaks_for(token, result.worker_id)
+        return await self.workers.submit_result(result)
+
+
+def check_registration(registration: WorkerRegistration) -> None:
+    """What every transport's registration must hold (the REST parser
+    already refuses most of it with its own field names)."""
+    if not registration.worker_id:
+        raise InvalidArgument("worker_id is required (a string)")
+    check_worker_id(registration.worker_id)
+    if not all(registration.skills):
+        raise InvalidArgument("skills must be non-empty strings")
+    for skill, cost in registration.cost_per_skill.items():
+        if not math.isfinite(cost):
+            raise InvalidArgument(f"cost_per_skill.{skill} must be a finite number")
+    resources = registration.resources
+    if not (math.isfinite(resources.ram_gb) and math.isfinite(resources.gpu_info.vram_gb)):
+        raise InvalidArgument("resources must be finite numbers")
