@@ -705,3 +705,224 @@ class GetDashboardResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetDashboardResponse: _TypeAlias = GetDashboardResponse  # noqa: Y015
+
+@_typing.final
+class ListJobsRequest(_message.Message):
+    """ListJobsRequest filters and pages the caller's jobs. Filters left empty
+    match every job.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUSES_FIELD_NUMBER: _builtins.int
+    BLUEPRINT_FIELD_NUMBER: _builtins.int
+    CURRENT_STATE_FIELD_NUMBER: _builtins.int
+    CREATED_AFTER_MS_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    blueprint: _builtins.str
+    """Only jobs of this blueprint (its name)."""
+    current_state: _builtins.str
+    """Only jobs whose current state has this name."""
+    created_after_ms: _builtins.int
+    """Only jobs created at or after this time, epoch milliseconds."""
+    page_size: _builtins.int
+    """At most this many jobs (1 to 500; 0 means 50)."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page; empty for the first page."""
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedScalarFieldContainer[_job_pb2.JobStatus.ValueType]:
+        """Only jobs in one of these statuses."""
+
+    def __init__(
+        self,
+        *,
+        statuses: _abc.Iterable[_job_pb2.JobStatus.ValueType] | None = ...,
+        blueprint: _builtins.str = ...,
+        current_state: _builtins.str = ...,
+        created_after_ms: _builtins.int = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blueprint", b"blueprint", "created_after_ms", b"created_after_ms", "current_state", b"current_state", "page_size", b"page_size", "page_token", b"page_token", "statuses", b"statuses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJobsRequest: _TypeAlias = ListJobsRequest  # noqa: Y015
+
+@_typing.final
+class ListJobsResponse(_message.Message):
+    """ListJobsResponse is one page of jobs, newest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOBS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass it as page_token for the next page; empty after the last one."""
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.Job]:
+        """The jobs of this page."""
+
+    def __init__(
+        self,
+        *,
+        jobs: _abc.Iterable[_job_pb2.Job] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJobsResponse: _TypeAlias = ListJobsResponse  # noqa: Y015
+
+@_typing.final
+class UploadFileStreamRequest(_message.Message):
+    """UploadFileStreamRequest is one message of a streamed upload."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    FILENAME_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The job the file belongs to (first message only)."""
+    filename: _builtins.str
+    """The file's name (first message only)."""
+    content_type: _builtins.str
+    """The content type to store (first message only; optional)."""
+    chunk: _builtins.bytes
+    """The next chunk of the content."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        filename: _builtins.str = ...,
+        content_type: _builtins.str = ...,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "content_type", b"content_type", "filename", b"filename", "job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadFileStreamRequest: _TypeAlias = UploadFileStreamRequest  # noqa: Y015
+
+@_typing.final
+class UploadFileStreamResponse(_message.Message):
+    """UploadFileStreamResponse says where the file went."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    S3_URI_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    status: _builtins.str
+    """"uploaded"."""
+    s3_uri: _builtins.str
+    """The file's s3:// URI."""
+    size: _builtins.int
+    """How many bytes were stored."""
+    def __init__(
+        self,
+        *,
+        status: _builtins.str = ...,
+        s3_uri: _builtins.str = ...,
+        size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["s3_uri", b"s3_uri", "size", b"size", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadFileStreamResponse: _TypeAlias = UploadFileStreamResponse  # noqa: Y015
+
+@_typing.final
+class ListBlueprintsRequest(_message.Message):
+    """ListBlueprintsRequest asks for every registered blueprint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBlueprintsRequest: _TypeAlias = ListBlueprintsRequest  # noqa: Y015
+
+@_typing.final
+class BlueprintSummary(_message.Message):
+    """BlueprintSummary describes one registered blueprint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ROUTE_FIELD_NUMBER: _builtins.int
+    STATES_FIELD_NUMBER: _builtins.int
+    START_STATE_FIELD_NUMBER: _builtins.int
+    END_STATES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The blueprint's name."""
+    route: _builtins.str
+    """Its create route, e.g. "/api/v1/jobs/video" (empty if it has none)."""
+    start_state: _builtins.str
+    """The start state."""
+    @_builtins.property
+    def states(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every state, sorted."""
+
+    @_builtins.property
+    def end_states(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The end states, sorted."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        route: _builtins.str = ...,
+        states: _abc.Iterable[_builtins.str] | None = ...,
+        start_state: _builtins.str = ...,
+        end_states: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_states", b"end_states", "name", b"name", "route", b"route", "start_state", b"start_state", "states", b"states"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BlueprintSummary: _TypeAlias = BlueprintSummary  # noqa: Y015
+
+@_typing.final
+class ListBlueprintsResponse(_message.Message):
+    """ListBlueprintsResponse lists the registered blueprints by name."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BLUEPRINTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def blueprints(self) -> _containers.RepeatedCompositeFieldContainer[Global___BlueprintSummary]:
+        """The blueprints, sorted by name."""
+
+    def __init__(
+        self,
+        *,
+        blueprints: _abc.Iterable[Global___BlueprintSummary] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blueprints", b"blueprints"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBlueprintsResponse: _TypeAlias = ListBlueprintsResponse  # noqa: Y015

@@ -43,6 +43,11 @@ class JobServiceStub:
                 request_serializer=avtomatika_dot_v1_dot_job__service__pb2.CreateJobRequest.SerializeToString,
                 response_deserializer=avtomatika_dot_v1_dot_job__service__pb2.CreateJobResponse.FromString,
                 _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/avtomatika.v1.JobService/ListJobs',
+                request_serializer=avtomatika_dot_v1_dot_job__service__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=avtomatika_dot_v1_dot_job__service__pb2.ListJobsResponse.FromString,
+                _registered_method=True)
         self.GetJob = channel.unary_unary(
                 '/avtomatika.v1.JobService/GetJob',
                 request_serializer=avtomatika_dot_v1_dot_job__service__pb2.GetJobRequest.SerializeToString,
@@ -73,10 +78,20 @@ class JobServiceStub:
                 request_serializer=avtomatika_dot_v1_dot_job__service__pb2.UploadFileRequest.SerializeToString,
                 response_deserializer=avtomatika_dot_v1_dot_job__service__pb2.UploadFileResponse.FromString,
                 _registered_method=True)
+        self.UploadFileStream = channel.stream_unary(
+                '/avtomatika.v1.JobService/UploadFileStream',
+                request_serializer=avtomatika_dot_v1_dot_job__service__pb2.UploadFileStreamRequest.SerializeToString,
+                response_deserializer=avtomatika_dot_v1_dot_job__service__pb2.UploadFileStreamResponse.FromString,
+                _registered_method=True)
         self.DownloadFile = channel.unary_unary(
                 '/avtomatika.v1.JobService/DownloadFile',
                 request_serializer=avtomatika_dot_v1_dot_job__service__pb2.DownloadFileRequest.SerializeToString,
                 response_deserializer=avtomatika_dot_v1_dot_job__service__pb2.DownloadFileResponse.FromString,
+                _registered_method=True)
+        self.ListBlueprints = channel.unary_unary(
+                '/avtomatika.v1.JobService/ListBlueprints',
+                request_serializer=avtomatika_dot_v1_dot_job__service__pb2.ListBlueprintsRequest.SerializeToString,
+                response_deserializer=avtomatika_dot_v1_dot_job__service__pb2.ListBlueprintsResponse.FromString,
                 _registered_method=True)
         self.GetBlueprintGraph = channel.unary_unary(
                 '/avtomatika.v1.JobService/GetBlueprintGraph',
@@ -105,6 +120,16 @@ class JobServiceServicer:
     def CreateJob(self, request, context):
         """CreateJob starts a job of the blueprint served at
         /api/{api_version}/{endpoint}.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobs(self, request, context):
+        """ListJobs lists the caller's jobs, newest first, optionally filtered,
+        a page at a time: pass the previous answer's next_page_token to get the
+        next page. Jobs created while paging appear on no page already served
+        and cause no gaps or duplicates.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -155,8 +180,26 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UploadFileStream(self, request_iterator, context):
+        """UploadFileStream streams a file of any size to S3 through the
+        orchestrator in constant memory: the first message names the job and the
+        file, every message carries the next chunk of the content. gRPC only
+        (REST clients stream the body of UploadFile's PUT).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DownloadFile(self, request, context):
         """DownloadFile redirects to a fresh presigned S3 GET URL.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBlueprints(self, request, context):
+        """ListBlueprints lists the registered blueprints: their names, create
+        routes, states, and start and end states.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -191,6 +234,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     request_deserializer=avtomatika_dot_v1_dot_job__service__pb2.CreateJobRequest.FromString,
                     response_serializer=avtomatika_dot_v1_dot_job__service__pb2.CreateJobResponse.SerializeToString,
             ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=avtomatika_dot_v1_dot_job__service__pb2.ListJobsRequest.FromString,
+                    response_serializer=avtomatika_dot_v1_dot_job__service__pb2.ListJobsResponse.SerializeToString,
+            ),
             'GetJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJob,
                     request_deserializer=avtomatika_dot_v1_dot_job__service__pb2.GetJobRequest.FromString,
@@ -221,10 +269,20 @@ def add_JobServiceServicer_to_server(servicer, server):
                     request_deserializer=avtomatika_dot_v1_dot_job__service__pb2.UploadFileRequest.FromString,
                     response_serializer=avtomatika_dot_v1_dot_job__service__pb2.UploadFileResponse.SerializeToString,
             ),
+            'UploadFileStream': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadFileStream,
+                    request_deserializer=avtomatika_dot_v1_dot_job__service__pb2.UploadFileStreamRequest.FromString,
+                    response_serializer=avtomatika_dot_v1_dot_job__service__pb2.UploadFileStreamResponse.SerializeToString,
+            ),
             'DownloadFile': grpc.unary_unary_rpc_method_handler(
                     servicer.DownloadFile,
                     request_deserializer=avtomatika_dot_v1_dot_job__service__pb2.DownloadFileRequest.FromString,
                     response_serializer=avtomatika_dot_v1_dot_job__service__pb2.DownloadFileResponse.SerializeToString,
+            ),
+            'ListBlueprints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBlueprints,
+                    request_deserializer=avtomatika_dot_v1_dot_job__service__pb2.ListBlueprintsRequest.FromString,
+                    response_serializer=avtomatika_dot_v1_dot_job__service__pb2.ListBlueprintsResponse.SerializeToString,
             ),
             'GetBlueprintGraph': grpc.unary_unary_rpc_method_handler(
                     servicer.GetBlueprintGraph,
@@ -273,6 +331,33 @@ class JobService:
             '/avtomatika.v1.JobService/CreateJob',
             avtomatika_dot_v1_dot_job__service__pb2.CreateJobRequest.SerializeToString,
             avtomatika_dot_v1_dot_job__service__pb2.CreateJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/avtomatika.v1.JobService/ListJobs',
+            avtomatika_dot_v1_dot_job__service__pb2.ListJobsRequest.SerializeToString,
+            avtomatika_dot_v1_dot_job__service__pb2.ListJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -446,6 +531,33 @@ class JobService:
             _registered_method=True)
 
     @staticmethod
+    def UploadFileStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/avtomatika.v1.JobService/UploadFileStream',
+            avtomatika_dot_v1_dot_job__service__pb2.UploadFileStreamRequest.SerializeToString,
+            avtomatika_dot_v1_dot_job__service__pb2.UploadFileStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def DownloadFile(request,
             target,
             options=(),
@@ -462,6 +574,33 @@ class JobService:
             '/avtomatika.v1.JobService/DownloadFile',
             avtomatika_dot_v1_dot_job__service__pb2.DownloadFileRequest.SerializeToString,
             avtomatika_dot_v1_dot_job__service__pb2.DownloadFileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBlueprints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/avtomatika.v1.JobService/ListBlueprints',
+            avtomatika_dot_v1_dot_job__service__pb2.ListBlueprintsRequest.SerializeToString,
+            avtomatika_dot_v1_dot_job__service__pb2.ListBlueprintsResponse.FromString,
             options,
             channel_credentials,
             insecure,

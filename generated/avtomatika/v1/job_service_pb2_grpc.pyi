@@ -41,6 +41,12 @@ class JobServiceStub:
     """CreateJob starts a job of the blueprint served at
     /api/{api_version}/{endpoint}.
     """
+    ListJobs: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.ListJobsRequest, _job_service_pb2.ListJobsResponse]
+    """ListJobs lists the caller's jobs, newest first, optionally filtered,
+    a page at a time: pass the previous answer's next_page_token to get the
+    next page. Jobs created while paging appear on no page already served
+    and cause no gaps or duplicates.
+    """
     GetJob: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.GetJobRequest, _job_service_pb2.GetJobResponse]
     """GetJob returns a job the caller owns."""
     StreamJobEvents: _grpc.UnaryStreamMultiCallable[_job_service_pb2.StreamJobEventsRequest, _job_service_pb2.StreamJobEventsResponse]
@@ -57,8 +63,18 @@ class JobServiceStub:
     """GetUploadUrl returns a presigned S3 PUT URL for a job's file."""
     UploadFile: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.UploadFileRequest, _job_service_pb2.UploadFileResponse]
     """UploadFile streams a file's content to S3 through the orchestrator."""
+    UploadFileStream: _grpc.StreamUnaryMultiCallable[_job_service_pb2.UploadFileStreamRequest, _job_service_pb2.UploadFileStreamResponse]
+    """UploadFileStream streams a file of any size to S3 through the
+    orchestrator in constant memory: the first message names the job and the
+    file, every message carries the next chunk of the content. gRPC only
+    (REST clients stream the body of UploadFile's PUT).
+    """
     DownloadFile: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.DownloadFileRequest, _job_service_pb2.DownloadFileResponse]
     """DownloadFile redirects to a fresh presigned S3 GET URL."""
+    ListBlueprints: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.ListBlueprintsRequest, _job_service_pb2.ListBlueprintsResponse]
+    """ListBlueprints lists the registered blueprints: their names, create
+    routes, states, and start and end states.
+    """
     GetBlueprintGraph: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.GetBlueprintGraphRequest, _job_service_pb2.GetBlueprintGraphResponse]
     """GetBlueprintGraph renders a blueprint as a Graphviz DOT document."""
     ListWorkers: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.ListWorkersRequest, _job_service_pb2.ListWorkersResponse]
@@ -79,6 +95,12 @@ class JobServiceAsyncStub(JobServiceStub):
     """CreateJob starts a job of the blueprint served at
     /api/{api_version}/{endpoint}.
     """
+    ListJobs: _aio.UnaryUnaryMultiCallable[_job_service_pb2.ListJobsRequest, _job_service_pb2.ListJobsResponse]  # type: ignore[assignment]
+    """ListJobs lists the caller's jobs, newest first, optionally filtered,
+    a page at a time: pass the previous answer's next_page_token to get the
+    next page. Jobs created while paging appear on no page already served
+    and cause no gaps or duplicates.
+    """
     GetJob: _aio.UnaryUnaryMultiCallable[_job_service_pb2.GetJobRequest, _job_service_pb2.GetJobResponse]  # type: ignore[assignment]
     """GetJob returns a job the caller owns."""
     StreamJobEvents: _aio.UnaryStreamMultiCallable[_job_service_pb2.StreamJobEventsRequest, _job_service_pb2.StreamJobEventsResponse]  # type: ignore[assignment]
@@ -95,8 +117,18 @@ class JobServiceAsyncStub(JobServiceStub):
     """GetUploadUrl returns a presigned S3 PUT URL for a job's file."""
     UploadFile: _aio.UnaryUnaryMultiCallable[_job_service_pb2.UploadFileRequest, _job_service_pb2.UploadFileResponse]  # type: ignore[assignment]
     """UploadFile streams a file's content to S3 through the orchestrator."""
+    UploadFileStream: _aio.StreamUnaryMultiCallable[_job_service_pb2.UploadFileStreamRequest, _job_service_pb2.UploadFileStreamResponse]  # type: ignore[assignment]
+    """UploadFileStream streams a file of any size to S3 through the
+    orchestrator in constant memory: the first message names the job and the
+    file, every message carries the next chunk of the content. gRPC only
+    (REST clients stream the body of UploadFile's PUT).
+    """
     DownloadFile: _aio.UnaryUnaryMultiCallable[_job_service_pb2.DownloadFileRequest, _job_service_pb2.DownloadFileResponse]  # type: ignore[assignment]
     """DownloadFile redirects to a fresh presigned S3 GET URL."""
+    ListBlueprints: _aio.UnaryUnaryMultiCallable[_job_service_pb2.ListBlueprintsRequest, _job_service_pb2.ListBlueprintsResponse]  # type: ignore[assignment]
+    """ListBlueprints lists the registered blueprints: their names, create
+    routes, states, and start and end states.
+    """
     GetBlueprintGraph: _aio.UnaryUnaryMultiCallable[_job_service_pb2.GetBlueprintGraphRequest, _job_service_pb2.GetBlueprintGraphResponse]  # type: ignore[assignment]
     """GetBlueprintGraph renders a blueprint as a Graphviz DOT document."""
     ListWorkers: _aio.UnaryUnaryMultiCallable[_job_service_pb2.ListWorkersRequest, _job_service_pb2.ListWorkersResponse]  # type: ignore[assignment]
@@ -119,6 +151,18 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_job_service_pb2.CreateJobResponse, _abc.Awaitable[_job_service_pb2.CreateJobResponse]]:
         """CreateJob starts a job of the blueprint served at
         /api/{api_version}/{endpoint}.
+        """
+
+    @_abc_1.abstractmethod
+    def ListJobs(
+        self,
+        request: _job_service_pb2.ListJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_job_service_pb2.ListJobsResponse, _abc.Awaitable[_job_service_pb2.ListJobsResponse]]:
+        """ListJobs lists the caller's jobs, newest first, optionally filtered,
+        a page at a time: pass the previous answer's next_page_token to get the
+        next page. Jobs created while paging appear on no page already served
+        and cause no gaps or duplicates.
         """
 
     @_abc_1.abstractmethod
@@ -174,12 +218,34 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         """UploadFile streams a file's content to S3 through the orchestrator."""
 
     @_abc_1.abstractmethod
+    def UploadFileStream(
+        self,
+        request_iterator: _MaybeAsyncIterator[_job_service_pb2.UploadFileStreamRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_job_service_pb2.UploadFileStreamResponse, _abc.Awaitable[_job_service_pb2.UploadFileStreamResponse]]:
+        """UploadFileStream streams a file of any size to S3 through the
+        orchestrator in constant memory: the first message names the job and the
+        file, every message carries the next chunk of the content. gRPC only
+        (REST clients stream the body of UploadFile's PUT).
+        """
+
+    @_abc_1.abstractmethod
     def DownloadFile(
         self,
         request: _job_service_pb2.DownloadFileRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.DownloadFileResponse, _abc.Awaitable[_job_service_pb2.DownloadFileResponse]]:
         """DownloadFile redirects to a fresh presigned S3 GET URL."""
+
+    @_abc_1.abstractmethod
+    def ListBlueprints(
+        self,
+        request: _job_service_pb2.ListBlueprintsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_job_service_pb2.ListBlueprintsResponse, _abc.Awaitable[_job_service_pb2.ListBlueprintsResponse]]:
+        """ListBlueprints lists the registered blueprints: their names, create
+        routes, states, and start and end states.
+        """
 
     @_abc_1.abstractmethod
     def GetBlueprintGraph(
