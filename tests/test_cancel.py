@@ -17,8 +17,6 @@ from avtomatika.v1.worker_service_pb2 import (
     ResultAck,
     TaskAssignment,
 )
-from tests.blueprints import echo_blueprint
-from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
 from tests.support import (
     RawWorker,
     create_job,
@@ -27,6 +25,8 @@ from tests.support import (
     wait_for_status,
     wait_for_terminal,
 )
+from tests.support.blueprints import echo_blueprint
+from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
 
 _T = TypeVar("_T")
 

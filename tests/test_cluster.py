@@ -25,9 +25,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.redis_server import RedisServer
-from tests.serve import Served, serve_env, served
 from tests.support import CLIENT_TOKEN, TERMINAL_STATUSES
+from tests.support.redis import RedisServer
+from tests.support.serve import Served, serve_env, served
 
 BLUEPRINTS = Path(__file__).parent / "cluster_blueprints"
 ROOT = Path(__file__).parent.parent
@@ -51,7 +51,7 @@ HANG_SECONDS = 30
 
 
 class WorkerProcess:
-    """A worker of ``tests/cluster_workers.py`` in its own process; what it
+    """A worker of ``tests/support/cluster_workers.py`` in its own process; what it
     announces is collected as it comes."""
 
     def __init__(self, process: asyncio.subprocess.Process, name: str) -> None:
@@ -66,7 +66,7 @@ class WorkerProcess:
         cls, transport: str, worker_id: str, addresses: list[str], concurrency: int
     ) -> WorkerProcess:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.cluster_workers",
+            sys.executable, "-m", "tests.support.cluster_workers",
             transport, worker_id, ",".join(addresses), str(concurrency),
             cwd=ROOT, stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip

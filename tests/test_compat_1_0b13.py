@@ -31,14 +31,14 @@ from avtomatika import (
 from avtomatika.errors import ConfigError
 from avtomatika.status import TERMINAL, job_status_name
 from avtomatika.worker import TaskContext, TaskOutcome
-from tests.sdk import Params, serving
-from tests.serve import serve_env, served
 from tests.support import (
     CLIENT_TOKEN,
     RawWorker,
     custom,
     wait_for_status,
 )
+from tests.support.sdk import Params, serving
+from tests.support.serve import serve_env, served
 
 # docs/cookbook/creating_blueprint.md, the whole blueprint.
 ORDERS = '''

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from avtomatika.rest.bodies import MAX_TIMEOUT_SECONDS
-from tests.blueprints import echo_blueprint
-from tests.conftest import HttpClient, StartOrchestrator
+from tests.support.blueprints import echo_blueprint
+from tests.support.orchestrator import HttpClient, StartOrchestrator
 
 
 @pytest.mark.parametrize(

@@ -20,8 +20,8 @@ from avtomatika.v1.worker_pb2 import (
     WorkerResources,
 )
 from avtomatika.v1.worker_service_pb2 import ConnectRequest, Hello, TaskAssignment
-from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
 from tests.support import WORKER_TOKEN, RawWorker, create_job, wait_for_status
+from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
 
 SKILL = "render"
 

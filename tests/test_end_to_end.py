@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tests.blueprints import echo_blueprint
-from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
 from tests.support import RawWorker, wait_for_status
+from tests.support.blueprints import echo_blueprint
+from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
 
 
 async def test_rest_job_finishes_through_grpc_worker(

@@ -8,9 +8,9 @@ from typing import Any
 
 from avtomatika import ActionFactory, JobContext, StateMachineBlueprint
 from avtomatika.worker import TaskContext, TaskFailure
-from tests.conftest import HttpClient, StartOrchestrator
-from tests.sdk import Params, serving
 from tests.support import create_job, wait_for_status
+from tests.support.orchestrator import HttpClient, StartOrchestrator
+from tests.support.sdk import Params, serving
 
 
 def file_blueprint() -> StateMachineBlueprint:

@@ -16,9 +16,9 @@ from avtomatika.errors import RateLimited
 from avtomatika.monitoring.metrics import Metrics
 from avtomatika.rest.metrics_api import METRICS, count_rate_limited_middleware, metrics
 from avtomatika.rest.middleware import error_middleware
-from tests.blueprints import echo_blueprint
-from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
 from tests.support import RawWorker, create_job, wait_for_status
+from tests.support.blueprints import echo_blueprint
+from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -18,9 +18,9 @@ import aiohttp
 
 from avtomatika import ActionFactory, JobContext, OrchestratorEngine, StateMachineBlueprint
 from avtomatika.v1.task_pb2 import ErrorCode, TaskResult, TaskResultStatus
-from tests.blueprints import fan_out_blueprint
-from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
 from tests.support import RawWorker, create_job, get_job, success, wait_for_status
+from tests.support.blueprints import fan_out_blueprint
+from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
 
 
 def single_task(

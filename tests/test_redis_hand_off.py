@@ -19,19 +19,9 @@ from avtomatika.storage.redis.storage import RedisStorage
 from avtomatika.v1 import job_pb2, task_pb2
 from avtomatika.v1.job_pb2 import Job
 from avtomatika.v1.task_pb2 import Task
-from tests.redis_server import RedisServer
 from tests.support import cancelled, claim_one
-from tests.test_storage_redis import (
-    Dropping,
-    OpenStorage,
-    commit_status,
-    dropping,
-    new_job,
-    open_storage,
-    queued,
-)
-
-__all__ = ["dropping", "open_storage"]  # the fixtures, used here too
+from tests.support.redis import RedisServer
+from tests.support.storage import Dropping, OpenStorage, commit_status, new_job, queued
 
 
 async def parked(

@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 
 from avtomatika import OrchestratorEngine
-from tests.blueprints import echo_blueprint
-from tests.conftest import HttpClient, StartOrchestrator
 from tests.support import WORKER_TOKEN, create_job, wait_for, wait_for_status
+from tests.support.blueprints import echo_blueprint
+from tests.support.orchestrator import HttpClient, StartOrchestrator
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 

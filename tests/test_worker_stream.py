@@ -25,8 +25,6 @@ from avtomatika.v1.worker_service_pb2 import (
     Hello,
     TaskProgress,
 )
-from tests.blueprints import echo_blueprint
-from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
 from tests.support import (
     CLIENT_TOKEN,
     WORKER_TOKEN,
@@ -37,6 +35,8 @@ from tests.support import (
     wait_for,
     wait_for_status,
 )
+from tests.support.blueprints import echo_blueprint
+from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
 
 
 def ranked_blueprint() -> StateMachineBlueprint:

@@ -9,8 +9,8 @@ stdout what they do so the test can count executions:
 result is its own, after sleeping ``params["sleep"]`` seconds if given (to
 keep tasks in flight while a test breaks something).
 
-    python -m tests.cluster_workers grpc WORKER_ID HOST:PORT[,HOST:PORT...] CONCURRENCY
-    python -m tests.cluster_workers rest WORKER_ID URL[,URL...] CONCURRENCY
+    python -m tests.support.cluster_workers grpc WORKER_ID HOST:PORT[,HOST:PORT...] CONCURRENCY
+    python -m tests.support.cluster_workers rest WORKER_ID URL[,URL...] CONCURRENCY
 
 The gRPC worker is the Python SDK: it keeps one stream, to the first address
 that answers, and moves to the next when that stream breaks. The REST worker
@@ -30,7 +30,7 @@ from typing import Any
 import aiohttp
 
 from avtomatika.worker import ConnectionSettings, TaskContext, Worker
-from tests.support import WORKER_TOKEN
+from tests.support.tokens import WORKER_TOKEN
 
 _FAST_RECONNECT = ConnectionSettings(
     reconnect_initial_delay=0.05, reconnect_max_delay=0.5, connect_timeout=2.0
