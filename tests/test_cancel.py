@@ -9,6 +9,7 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 import aiohttp
+import pytest
 
 from avtomatika import ActionFactory, StateMachineBlueprint
 from avtomatika.v1.worker_service_pb2 import (
@@ -27,6 +28,9 @@ from tests.support import (
 )
 from tests.support.blueprints import echo_blueprint
 from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
+
+pytestmark = pytest.mark.both_stores
+
 
 _T = TypeVar("_T")
 

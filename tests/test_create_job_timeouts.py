@@ -10,6 +10,8 @@ from avtomatika.rest.bodies import MAX_TIMEOUT_SECONDS
 from tests.support.blueprints import echo_blueprint
 from tests.support.orchestrator import HttpClient, StartOrchestrator
 
+pytestmark = pytest.mark.both_stores
+
 
 @pytest.mark.parametrize(
     "raw",

@@ -23,6 +23,9 @@ from avtomatika.v1.worker_service_pb2 import ConnectRequest, Hello, TaskAssignme
 from tests.support import WORKER_TOKEN, RawWorker, create_job, wait_for_status
 from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
 
+pytestmark = pytest.mark.both_stores
+
+
 SKILL = "render"
 
 

@@ -15,6 +15,8 @@ from tests.support import create_job, get_job, wait_for_status
 from tests.support.orchestrator import HttpClient, StartOrchestrator
 from tests.support.sdk import Params, serving
 
+pytestmark = pytest.mark.both_stores
+
 
 def moderation_flow() -> StateMachineBlueprint:
     moderation_pipeline = StateMachineBlueprint(

@@ -13,6 +13,8 @@ from tests.support import create_job, wait_for_status
 from tests.support.orchestrator import HttpClient, StartOrchestrator
 from tests.support.sdk import Params, serving
 
+pytestmark = pytest.mark.both_stores
+
 
 def decision_blueprint() -> StateMachineBlueprint:
     """README "Conditional Transitions (.when())", in the order printed."""

@@ -14,6 +14,8 @@ from tests.support import RawWorker, create_job, wait_for_status
 from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
 from tests.support.sdk import Params, serving
 
+pytestmark = pytest.mark.both_stores
+
 
 def transcoding_blueprint() -> StateMachineBlueprint:
     """README "Delegating Tasks to Workers (dispatch_task)"."""

@@ -17,6 +17,9 @@ from tests.support import create_job, wait_for_status
 from tests.support.orchestrator import HttpClient, StartOrchestrator
 from tests.support.sdk import Params, serving
 
+pytestmark = pytest.mark.both_stores
+
+
 Published = list[tuple[str, Any, Any]]
 
 

@@ -15,6 +15,8 @@ from tests.support import RawWorker, create_job, get_job, wait_for, wait_for_sta
 from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
 from tests.support.sdk import Params, serving
 
+pytestmark = pytest.mark.both_stores
+
 
 def text_processor() -> StateMachineBlueprint:
     """Recipe 14's child: no api_endpoint, so only run_blueprint starts it."""

@@ -17,6 +17,8 @@ from tests.support.blueprints import echo_blueprint
 from tests.support.follow import EventStream, followers_reach
 from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
 
+pytestmark = pytest.mark.both_stores
+
 
 async def test_wait_answers_when_the_job_changes(
     start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel

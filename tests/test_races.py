@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import aiohttp
+import pytest
 
 from avtomatika import ActionFactory, OrchestratorEngine, StateMachineBlueprint
 from avtomatika.status import TERMINAL
@@ -21,6 +22,9 @@ from avtomatika.v1.worker_service_pb2 import ConnectRequest, ResultAck, TaskAssi
 from tests.support import RawWorker, create_job, success, wait_for_status, wait_for_terminal
 from tests.support.blueprints import fan_out_blueprint
 from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator, make_settings
+
+pytestmark = pytest.mark.both_stores
+
 
 _T = TypeVar("_T")
 

@@ -19,6 +19,8 @@ from tests.support import (
 from tests.support.blueprints import echo_blueprint
 from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
 
+pytestmark = pytest.mark.both_stores
+
 
 async def test_success_follows_the_success_transition_and_merges_data(
     start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel

@@ -14,6 +14,8 @@ from tests.support import RawWorker, create_job, wait_for_status
 from tests.support.blueprints import echo_blueprint
 from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
 
+pytestmark = pytest.mark.both_stores
+
 
 async def leased_then_disconnected(
     start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
