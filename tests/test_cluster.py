@@ -28,6 +28,7 @@ import pytest
 from tests.support import CLIENT_TOKEN, TERMINAL_STATUSES
 from tests.support.redis import RedisServer
 from tests.support.serve import Served, serve_env, served
+from tests.support.waiting import wait_until
 
 BLUEPRINTS = Path(__file__).parent / "cluster_blueprints"
 ROOT = Path(__file__).parent.parent
@@ -98,6 +99,10 @@ class WorkerProcess:
         """Job ids of the echo tasks it ran (a job twice if it ran twice)."""
         return [words[1] for words in self.lines if words[0] == "ran"]
 
+    def started(self) -> list[str]:
+        """Job ids of the echo tasks it started (a job twice if it started twice)."""
+        return [words[1] for words in self.lines if words[0] == "started"]
+
     async def stop(self) -> None:
         if self.process.returncode is None:
             self.process.kill()
@@ -154,6 +159,10 @@ class Cluster:
     def ran(self) -> Counter[str]:
         """How many times each job's echo task ran, over every worker."""
         return Counter(job_id for worker in self.workers for job_id in worker.ran())
+
+    def started(self) -> Counter[str]:
+        """How many times each job's echo task started, over every worker."""
+        return Counter(job_id for worker in self.workers for job_id in worker.started())
 
 
 @asynccontextmanager
@@ -435,6 +444,7 @@ async def test_jobs_in_flight_through_a_redis_outage_all_end_once() -> None:
 
             created = await bounded(jobs, create_on)
             redis.stop()
+            running_then = running.started()
             for instance in instances:
                 http = running.http(instance)
                 async with http.get(f"/api/v1/jobs/{created[0]}") as response:
@@ -443,8 +453,9 @@ async def test_jobs_in_flight_through_a_redis_outage_all_end_once() -> None:
                 async with http.post("/api/v1/jobs/echo", json={"initial_data": {}}) as response:
                     assert response.status == 503, await response.text()
                     assert "error" in await response.json()
-            # Long enough for the running tasks to end while Redis is away.
-            await asyncio.sleep(1.5)
+            # Until the tasks running when Redis went away have ended, their
+            # results still to be reported.
+            await wait_until(lambda: not running_then - running.ran())
             redis.start()
 
             async def check(n: int) -> None:

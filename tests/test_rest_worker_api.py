@@ -15,6 +15,7 @@ from tests.support import create_job, get_job, wait_for, wait_for_status
 from tests.support.blueprints import echo_blueprint
 from tests.support.orchestrator import HttpClient, StartOrchestrator
 from tests.support.rest_worker import heartbeat, registration
+from tests.support.waiting import wait_until
 
 
 async def error(response: aiohttp.ClientResponse, status: int) -> str:
@@ -198,7 +199,8 @@ async def test_a_task_the_worker_never_lists_in_its_heartbeats_is_requeued(
 ) -> None:
     # Its poll's answer was lost (the instance that leased it died before
     # replying): the worker's heartbeats, two intervals on, still do not
-    # list the task, so it goes back to the queue as a new attempt.
+    # list the task, so it goes back to the queue as a new attempt. The
+    # worker beats until then, as a real one does every interval.
     orchestrator = await start_orchestrator(
         [echo_blueprint()], worker_heartbeat_interval_seconds=0.05
     )
@@ -207,8 +209,12 @@ async def test_a_task_the_worker_never_lists_in_its_heartbeats_is_requeued(
     await worker.register()
     job_id = await create_job(http, "jobs/echo", {"n": 1})
     lost = await worker.next_task()
-    await asyncio.sleep(0.2)
-    assert await worker.beat(status="idle", current_tasks=[]) == {"status": "ok"}
+
+    async def beaten_back() -> bool:
+        assert await worker.beat(status="idle", current_tasks=[]) == {"status": "ok"}
+        return not await orchestrator.engine.storage.leased_to("w-1")
+
+    await wait_until(beaten_back)
 
     again = await worker.next_task()
     assert (again["job_id"], again["task_id"] != lost["task_id"]) == (job_id, True)
@@ -260,8 +266,7 @@ async def test_a_long_poll_is_released_at_shutdown(
     worker = rest_worker(orchestrator)
     await worker.register()
     poll = asyncio.create_task(worker.poll())
-    while not orchestrator.rest_workers.polling("w-1"):  # noqa: ASYNC110 -- no event to await
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: orchestrator.rest_workers.polling("w-1"))
 
     # Without the release, stopping would wait for the poll (the test's
     # timeout would fail it).

@@ -24,7 +24,7 @@ from avtomatika.v1 import job_pb2, task_pb2
 from avtomatika.v1.job_pb2 import Job
 from avtomatika.v1.task_pb2 import Task
 from tests.support import cancelled, claim_one
-from tests.support.net import free_port
+from tests.support.net import free_port, wire_tap
 from tests.support.redis import RedisServer
 from tests.support.storage import (
     Dropping,
@@ -33,8 +33,10 @@ from tests.support.storage import (
     commit_status,
     finish_claimed,
     new_job,
+    parked,
     queued,
 )
+from tests.support.waiting import wait_until
 
 
 async def a_step_taken_on_a(open_storage: OpenStorage) -> tuple[RedisStorage, RedisStorage, Job]:
@@ -89,8 +91,7 @@ async def test_a_task_queued_on_one_instance_wakes_a_worker_waiting_on_another(
     open_storage: OpenStorage,
 ) -> None:
     a, b = await open_storage(), await open_storage()
-    claim = asyncio.create_task(claim_one(b, WorkerProfile("w-b", ("x",)), 10))
-    await asyncio.sleep(0.05)
+    claim = await parked(b, "w-b")
     job = await new_job(a)
     task = queued(job)
     assert await a.commit(job, expected_version=job.version, tasks=[task]) is CommitOutcome.OK
@@ -187,9 +188,7 @@ async def test_requests_get_unavailable_while_redis_is_down_and_waits_resume_aft
     try:
         await storage.open()
         job = await new_job(storage)
-        worker = WorkerProfile("w", ("x",))
-        claim = asyncio.create_task(claim_one(storage, worker, 30))
-        await asyncio.sleep(0.05)
+        claim = await parked(storage, "w", timeout=30)
         server.stop()
 
         with pytest.raises(Unavailable, match="Redis"):
@@ -355,8 +354,9 @@ async def claim_sent_while_paused(
     task = await queued_task(storage)
     redis_server.pause()
     try:
-        claim = asyncio.create_task(claim_one(storage, WorkerProfile("w-1", ("x",)), 5))
-        await asyncio.sleep(0.1)  # the claim is on the wire
+        with wire_tap(redis_server.port) as tap:
+            claim = asyncio.create_task(claim_one(storage, WorkerProfile("w-1", ("x",)), 5))
+            await wait_until(lambda: tap.saw(b"w-1"))  # the claim is on the wire
         yield task, claim
     finally:
         redis_server.resume()
@@ -387,8 +387,11 @@ async def test_a_batch_claim_cancelled_with_its_script_in_flight_gives_every_tas
     )
     redis_server.pause()
     try:
-        claim = asyncio.create_task(storage.claim_tasks(WorkerProfile("w-1", ("x",)), 5, limit=3))
-        await asyncio.sleep(0.1)  # the claim is on the wire
+        with wire_tap(redis_server.port) as tap:
+            claim = asyncio.create_task(
+                storage.claim_tasks(WorkerProfile("w-1", ("x",)), 5, limit=3)
+            )
+            await wait_until(lambda: tap.saw(b"w-1"))  # the claim is on the wire
         await cancelled(claim)
     finally:
         redis_server.resume()

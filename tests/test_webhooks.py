@@ -8,7 +8,6 @@ The receiver listens on loopback, so tests that expect a delivery set
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from avtomatika.webhooks.addresses import literal_address, non_public_kind
 from tests.support import RawWorker, get_job, wait_for_status
 from tests.support.blueprints import echo_blueprint, instant_blueprint
 from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator, make_settings
+from tests.support.waiting import wait_until
 from tests.support.webhooks import FAST_RETRIES, Receiver, create_job_with_webhook
 
 SECRET = "webhook-secret"
@@ -30,7 +30,8 @@ SECRET = "webhook-secret"
 
 async def webhook_outcome(http: aiohttp.ClientSession, job_id: str) -> dict[str, Any]:
     """The job's webhook_delivered or webhook_failed history event, once written."""
-    while True:
+
+    async def outcome() -> dict[str, Any] | None:
         response = await http.get(f"/api/v1/jobs/{job_id}/history")
         events = await response.json()
         assert response.status == 200, events
@@ -38,7 +39,9 @@ async def webhook_outcome(http: aiohttp.ClientSession, job_id: str) -> dict[str,
             if item["type"] in ("webhook_delivered", "webhook_failed"):
                 assert isinstance(item, dict)
                 return item
-        await asyncio.sleep(0.01)
+        return None
+
+    return await wait_until(outcome)
 
 
 Run = Callable[..., Awaitable[tuple[aiohttp.ClientSession, str]]]

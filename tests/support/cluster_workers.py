@@ -1,6 +1,7 @@
 """Worker processes for the cluster tests, one transport each, announcing on
 stdout what they do so the test can count executions:
 
+- ``started <job_id> <attempt>``: an ``echo`` task started;
 - ``ran <job_id> <attempt>``: an ``echo`` task is about to return its result;
 - ``holding <job_id>``: a ``hold`` task started (it runs until cancelled);
 - ``cancelled <job_id>``: the cancel of a ``hold`` task reached its handler.
@@ -42,6 +43,7 @@ def say(*words: object) -> None:
 
 
 async def echo(params: dict[str, Any], job_id: str, attempt: int, worker_id: str) -> dict[str, Any]:
+    say("started", job_id, attempt)
     await asyncio.sleep(float(params.get("sleep", 0)))
     say("ran", job_id, attempt)
     return {"n": params.get("n"), "worker_id": worker_id}

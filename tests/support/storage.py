@@ -23,12 +23,38 @@ from avtomatika.v1 import job_pb2, task_pb2
 from avtomatika.v1.job_pb2 import Job, JobStatus
 from avtomatika.v1.task_pb2 import Task, TaskState
 from tests.support.redis import RedisServer
+from tests.support.waiting import wait_until
 
 
 async def claim_one(storage: Storage, worker: WorkerProfile, timeout: float | None) -> Task | None:
     """One task claimed for ``worker`` (None if none came in ``timeout``)."""
     tasks = await storage.claim_tasks(worker, timeout)
     return tasks[0] if tasks else None
+
+
+async def parked(
+    storage: Storage,
+    worker_id: str,
+    skills: tuple[str, ...] = ("x",),
+    timeout: float = 10,
+    **profile: Any,
+) -> asyncio.Task[Task | None]:
+    """A claim of ``worker_id`` (for up to ``timeout`` seconds) once it waits
+    for a task (or once it is over: its first look may find one), as the
+    store counts its waiting workers."""
+
+    async def waiting() -> int:
+        return (await storage.waiting_workers()).get(skills[0], 0)
+
+    before = await waiting()
+    worker = WorkerProfile(worker_id, skills, **profile)
+    claim = asyncio.create_task(claim_one(storage, worker, timeout))
+
+    async def waits_or_is_over() -> bool:
+        return claim.done() or await waiting() > before
+
+    await wait_until(waits_or_is_over)
+    return claim
 
 
 async def finish_claimed(storage: Storage, job_id: str) -> None:
