@@ -80,6 +80,7 @@ class RawWorker:
         return await self.expect("welcome")
 
     async def send(self, message: ConnectRequest) -> None:
+        """Write one message on the stream."""
         await self.call.write(message)
 
     async def receive(self) -> ConnectResponse | None:
@@ -99,14 +100,17 @@ class RawWorker:
         return message
 
     async def next_task(self) -> TaskAssignment:
+        """The next message, which must be a task."""
         return (await self.expect("task")).task
 
     async def succeed(self, task: TaskAssignment, data: Any) -> ConnectResponse:
+        """Report success with ``data``; the ResultAck message."""
         return await self.report(success(task, data))
 
     async def fail(
         self, task: TaskAssignment, code: ErrorCode.ValueType, message: str = "boom"
     ) -> ConnectResponse:
+        """Report failure with ``code``; the ResultAck message."""
         return await self.report(failure(task, code, message))
 
     async def report(self, result: TaskResult) -> ConnectResponse:
@@ -115,13 +119,16 @@ class RawWorker:
         return await self.expect("result_ack")
 
     async def credit(self, n: int = 1) -> None:
+        """Grant ``n`` more tasks."""
         await self.send(ConnectRequest(credit=Credit(credits=n)))
 
     async def close(self) -> None:
+        """Half-close: the worker sends nothing more."""
         await self.call.done_writing()
 
     @staticmethod
     def params(task: TaskAssignment) -> Any:
+        """A task's params as JSON."""
         return from_payload(task.params)
 
 

@@ -62,6 +62,7 @@ class RestWorker:
         )
 
     async def register(self, skills: list[str] | None = None) -> dict[str, Any]:
+        """``POST /_worker/workers/register`` with :func:`registration` (asserts the 200)."""
         response = await self.http.post(
             "/_worker/workers/register", json=registration(self.worker_id, skills)
         )
@@ -70,6 +71,7 @@ class RestWorker:
         return body
 
     async def beat(self, **fields: Any) -> dict[str, Any]:
+        """A heartbeat (see :func:`heartbeat`); the reply (asserts the 200)."""
         response = await self.http.patch(
             f"/_worker/workers/{self.worker_id}", json=heartbeat(self.worker_id, **fields)
         )
@@ -78,6 +80,7 @@ class RestWorker:
         return body
 
     async def poll(self) -> dict[str, Any] | None:
+        """One long poll for a task; None when none came (204)."""
         response = await self.http.get(f"/_worker/workers/{self.worker_id}/tasks/next")
         if response.status == 204:
             return None
@@ -86,11 +89,13 @@ class RestWorker:
         return task
 
     async def next_task(self) -> dict[str, Any]:
+        """Poll until a task comes."""
         while (task := await self.poll()) is None:
             pass
         return task
 
     async def report(self, task: dict[str, Any], **fields: Any) -> dict[str, Any]:
+        """A success result for ``task`` (``fields`` override it); the reply."""
         body = {"job_id": task["job_id"], "task_id": task["task_id"],
                 "worker_id": self.worker_id, "status": "success", "data": None,
                 "error": None, "data_metadata": None}  # fmt: skip

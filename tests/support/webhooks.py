@@ -43,6 +43,7 @@ class Receiver:
         self.url = ""
 
     async def handle(self, request: web.Request) -> web.Response:
+        """Record the request and answer the next of ``statuses``."""
         received = Received(await request.read(), request.headers)
         self.requests.append(received)
         self._arrivals.put_nowait(received)
