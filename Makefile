@@ -50,18 +50,12 @@ lint: install
 typecheck: install
 	$(BIN)/mypy avtomatika tests examples benchmarks
 
-# The engine's behaviour once more on the Redis store (the tests start their
-# own redis-server): the same blueprints, races, timeouts and cancels on
-# shared state. The whole suite runs this way with AVTOMATIKA_TEST_STORE=redis.
-REDIS_SUITE = tests/test_end_to_end.py tests/test_examples_*.py tests/test_races.py \
-	tests/test_timeouts.py tests/test_cancel.py tests/test_dispatcher.py tests/test_pitfalls.py \
-	tests/test_task_results.py tests/test_result_guards.py tests/test_concurrency.py \
-	tests/test_follow.py tests/test_worker_held_tasks.py tests/test_create_job_timeouts.py \
-	tests/test_steps_at_once.py
-
+# One pytest run. The engine's suites (modules marked both_stores) run each
+# test on the embedded store and again on Redis (a redis-server the tests
+# start): the same blueprints, races, timeouts and cancels on shared state.
+# AVTOMATIKA_TEST_STORE=redis runs the whole suite on Redis.
 test: install
 	$(BIN)/pytest
-	AVTOMATIKA_TEST_STORE=redis $(BIN)/pytest -q $(REDIS_SUITE)
 
 demo: install
 	$(PY) examples/demo.py

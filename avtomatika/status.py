@@ -5,7 +5,7 @@ from __future__ import annotations
 from avtomatika.v1 import job_pb2
 from avtomatika.v1.job_pb2 import JobStatus
 
-__all__ = ["RUNNABLE", "TERMINAL", "job_status_name"]
+__all__ = ["RUNNABLE", "TERMINAL", "job_status_name", "job_status_named"]
 
 TERMINAL: frozenset[JobStatus.ValueType] = frozenset(
     {
@@ -29,3 +29,13 @@ _PREFIX = "JOB_STATUS_"
 def job_status_name(status: JobStatus.ValueType) -> str:
     """The documented lowercase name, e.g. ``waiting_for_worker``."""
     return JobStatus.Name(status).removeprefix(_PREFIX).lower()
+
+
+def job_status_named(name: str) -> JobStatus.ValueType | None:
+    """The status whose documented name is ``name``; None for no status."""
+    if not name or name != name.lower() or name == "unspecified":
+        return None
+    try:
+        return JobStatus.Value(_PREFIX + name.upper())
+    except ValueError:
+        return None

@@ -40,9 +40,9 @@ import redis
 
 from benchmarks.end_to_end import ROOT, percentile, process_cpu_seconds
 from benchmarks.grpc_workers import build
-from tests.redis_server import RedisServer
-from tests.serve import Served, serve_env, served
 from tests.support import CLIENT_TOKEN, WORKER_TOKEN
+from tests.support.redis import RedisServer
+from tests.support.serve import Served, serve_env, served
 
 EXAMPLES = ROOT / "examples" / "blueprints"
 WORKER_CONCURRENCY = 64

@@ -48,7 +48,7 @@ import aiohttp
 from avtomatika import OrchestratorEngine, Settings, StateMachineBlueprint
 from avtomatika.blueprint.actions import ActionFactory
 from avtomatika.engine.events import E, JobEvent
-from tests.blueprints import echo_blueprint
+from tests.support.blueprints import echo_blueprint
 
 ROOT = Path(__file__).resolve().parent.parent
 LEGACY_VENV = ROOT / ".bench-venv"

@@ -1,108 +1,30 @@
-"""Shared fixtures: a real orchestrator (aiohttp + grpc.aio on port 0, one
-event loop), an HTTP client for it, and gRPC channels to it."""
+"""The fixtures every test module can use, registered from the support
+package (``tests/support/``, where each is defined next to the helpers of
+its concept), and the ``both_stores`` marker."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any
-
-import aiohttp
-import grpc
 import pytest
 
-from avtomatika import OrchestratorEngine, Settings, StateMachineBlueprint
-from tests.postgres import postgres_dsn as postgres_dsn
-from tests.redis_server import redis_server as redis_server
-from tests.redis_server import redis_url as redis_url
-from tests.s3_emulator import s3_emulator as s3_emulator
-from tests.support import CLIENT_TOKEN, WORKER_TOKEN
-
-StartOrchestrator = Callable[..., Awaitable[OrchestratorEngine]]
-"""``await start_orchestrator(blueprints, **settings)``."""
-HttpClient = Callable[..., aiohttp.ClientSession]
-"""``http_client(orchestrator, token=CLIENT_TOKEN)``."""
-GrpcChannel = Callable[[OrchestratorEngine], grpc.aio.Channel]
-"""``grpc_channel(orchestrator)``."""
-
-
-def make_settings(**overrides: Any) -> Settings:
-    base: dict[str, Any] = {
-        "api_host": "127.0.0.1",
-        "api_port": 0,
-        "grpc_host": "127.0.0.1",
-        "grpc_port": 0,
-        "client_token": CLIENT_TOKEN,
-        "global_worker_token": WORKER_TOKEN,
-        "shutdown_grace_seconds": 0.5,
-        # Retries back off for milliseconds, not seconds: tests stay fast.
-        "retry_backoff_base_seconds": 0.01,
-        "retry_backoff_max_seconds": 0.05,
-        # A worker that leaves gives its tasks back at once; the tests of the
-        # reconnect grace period set it.
-        "worker_reconnect_grace_seconds": 0,
-    }
-    base.update(overrides)
-    return Settings(**base)
+from tests.support import stores
+from tests.support.orchestrator import grpc_channel as grpc_channel
+from tests.support.orchestrator import http_client as http_client
+from tests.support.orchestrator import start_orchestrator as start_orchestrator
+from tests.support.postgres import postgres_dsn as postgres_dsn
+from tests.support.redis import raw as raw
+from tests.support.redis import redis_server as redis_server
+from tests.support.redis import redis_url as redis_url
+from tests.support.rest_worker import rest_worker as rest_worker
+from tests.support.s3 import s3_emulator as s3_emulator
+from tests.support.storage import dropping as dropping
+from tests.support.storage import open_storage as open_storage
+from tests.support.stores import store as store
+from tests.support.webhooks import receiver as receiver
 
 
-@pytest.fixture
-async def start_orchestrator(request: pytest.FixtureRequest) -> AsyncIterator[StartOrchestrator]:
-    """Factory: start an orchestrator with the given blueprints and settings.
-
-    ``AVTOMATIKA_TEST_STORE=redis`` runs every such orchestrator on the
-    session's Redis server instead of the embedded store (the whole suite on
-    the Redis backend)."""
-    started: list[OrchestratorEngine] = []
-    on_redis = os.environ.get("AVTOMATIKA_TEST_STORE") == "redis"
-
-    async def start(
-        blueprints: Iterable[StateMachineBlueprint] = (), **settings: Any
-    ) -> OrchestratorEngine:
-        if on_redis and "redis_url" not in settings:
-            if not started:
-                request.getfixturevalue("redis_url")  # empties it for this test
-            settings["redis_url"] = request.getfixturevalue("redis_server").url
-        orchestrator = OrchestratorEngine(config=make_settings(**settings), blueprints=blueprints)
-        await orchestrator.start()
-        started.append(orchestrator)
-        return orchestrator
-
-    yield start
-    for orchestrator in reversed(started):
-        await orchestrator.stop()
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", stores.MARKER_HELP)
 
 
-@pytest.fixture
-async def http_client() -> AsyncIterator[HttpClient]:
-    """Factory: an aiohttp session on an orchestrator's REST port."""
-    sessions: list[aiohttp.ClientSession] = []
-
-    def connect(
-        orchestrator: OrchestratorEngine, token: str | None = CLIENT_TOKEN
-    ) -> aiohttp.ClientSession:
-        headers = {"X-Client-Token": token} if token is not None else {}
-        session = aiohttp.ClientSession(
-            f"http://127.0.0.1:{orchestrator.rest_port}", headers=headers
-        )
-        sessions.append(session)
-        return session
-
-    yield connect
-    for session in sessions:
-        await session.close()
-
-
-@pytest.fixture
-async def grpc_channel() -> AsyncIterator[GrpcChannel]:
-    """Factory: a gRPC channel to an orchestrator."""
-    channels: list[grpc.aio.Channel] = []
-
-    def connect(orchestrator: OrchestratorEngine) -> grpc.aio.Channel:
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{orchestrator.grpc_port}")
-        channels.append(channel)
-        return channel
-
-    yield connect
-    for channel in channels:
-        await channel.close(grace=None)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    stores.parametrize(metafunc)

@@ -10,8 +10,8 @@ import aiohttp
 import pytest
 
 from avtomatika import ActionFactory, OrchestratorEngine, StateMachineBlueprint
-from tests.conftest import HttpClient, StartOrchestrator
 from tests.support import create_job, get_job, wait_for_status
+from tests.support.orchestrator import HttpClient, StartOrchestrator
 
 
 def review() -> StateMachineBlueprint:

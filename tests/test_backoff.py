@@ -13,7 +13,7 @@ import pytest
 
 from avtomatika.backoff import backoff_delay
 from avtomatika.storage.redis import Pipelined, run_forever
-from tests.redis_server import RedisServer
+from tests.support.redis import RedisServer
 
 
 def test_attempt_zero_waits_the_base() -> None:

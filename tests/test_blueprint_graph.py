@@ -12,52 +12,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from avtomatika import ActionFactory, JobContext, StateMachineBlueprint
+from avtomatika import ActionFactory, StateMachineBlueprint
 from avtomatika.blueprint import graph as blueprint_graph
 from avtomatika.blueprint.graph import to_dot
-from tests.conftest import HttpClient, StartOrchestrator
-
-
-def review_blueprint(name: str = "review") -> StateMachineBlueprint:
-    """One handler per kind of action, and a conditional state whose default
-    handler is declared after its ``.when`` handler."""
-    bp = StateMachineBlueprint(name, api_endpoint=f"jobs/{name}", api_version="v1")
-
-    @bp.handler_for("start", is_start=True)
-    async def start(actions: ActionFactory) -> None:
-        actions.transition_to("route")
-
-    @bp.handler_for("route").when("context.initial_data.kind == 'urgent'")
-    async def urgent(actions: ActionFactory) -> None:
-        actions.dispatch_parallel(
-            [{"type": "ocr", "transitions": {"success": "ignored-by-parallel"}}],
-            aggregate_into="collect",
-        )
-
-    @bp.handler_for("route")
-    async def normal(actions: ActionFactory) -> None:
-        actions.dispatch_task(
-            "scan",
-            transitions={"success": "approve", "needs_review": "approve", "failure": "failed"},
-        )
-
-    @bp.aggregator_for("collect")
-    async def collect(actions: ActionFactory) -> None:
-        actions.run_blueprint("child", {}, {"success": "approve", "failure": "failed"})
-
-    @bp.handler_for("approve")
-    async def approve(context: JobContext) -> None:
-        context.actions.await_human_approval(
-            "slack", "ok?", transitions={"approved": "done", "rejected": "failed"}
-        )
-
-    @bp.handler_for("done", is_end=True)
-    async def done() -> None:
-        return None
-
-    bp.handler_for("failed", is_end=True)(done)
-    return bp
-
+from tests.support.blueprints import review_blueprint
+from tests.support.orchestrator import HttpClient, StartOrchestrator
 
 # -- a small DOT reader: enough to hold the output to the DOT grammar's shape
 # (one digraph, balanced braces, terminated statements) and to look nodes and

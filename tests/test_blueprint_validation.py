@@ -16,10 +16,9 @@ import pytest
 from avtomatika import ActionFactory, OrchestratorEngine, StateMachineBlueprint
 from avtomatika.blueprint.loader import load_blueprints
 from avtomatika.errors import BlueprintError, ConfigError
-from tests.blueprints import echo_blueprint
-from tests.conftest import HttpClient, StartOrchestrator
 from tests.support import create_job, wait_for_status
-from tests.test_blueprint_graph import review_blueprint
+from tests.support.blueprints import echo_blueprint, review_blueprint
+from tests.support.orchestrator import HttpClient, StartOrchestrator
 
 Handler = Callable[..., Any]
 

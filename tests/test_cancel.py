@@ -9,6 +9,7 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 import aiohttp
+import pytest
 
 from avtomatika import ActionFactory, StateMachineBlueprint
 from avtomatika.v1.worker_service_pb2 import (
@@ -17,8 +18,6 @@ from avtomatika.v1.worker_service_pb2 import (
     ResultAck,
     TaskAssignment,
 )
-from tests.blueprints import echo_blueprint
-from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
 from tests.support import (
     RawWorker,
     create_job,
@@ -27,6 +26,11 @@ from tests.support import (
     wait_for_status,
     wait_for_terminal,
 )
+from tests.support.blueprints import echo_blueprint
+from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
+
+pytestmark = pytest.mark.both_stores
+
 
 _T = TypeVar("_T")
 

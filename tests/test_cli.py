@@ -11,9 +11,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.redis_server import free_port
-from tests.serve import serve_env, served
 from tests.support import CLIENT_TOKEN
+from tests.support.net import free_port
+from tests.support.serve import serve_env, served
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "blueprints"
 

@@ -17,9 +17,9 @@ from avtomatika.access.authenticator import Authenticator
 from avtomatika.access.clients import load_clients
 from avtomatika.config import Settings
 from avtomatika.errors import ConfigError
-from tests.blueprints import echo_blueprint
-from tests.conftest import HttpClient, StartOrchestrator
 from tests.support import CLIENT_TOKEN, create_job, get_job, wait_for_status
+from tests.support.blueprints import echo_blueprint
+from tests.support.orchestrator import HttpClient, StartOrchestrator
 
 ACME = "acme-token-0123456789"
 GLOBEX = "globex-token-9876543210"

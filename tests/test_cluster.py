@@ -25,9 +25,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.redis_server import RedisServer
-from tests.serve import Served, serve_env, served
 from tests.support import CLIENT_TOKEN, TERMINAL_STATUSES
+from tests.support.redis import RedisServer
+from tests.support.serve import Served, serve_env, served
+from tests.support.waiting import wait_until
 
 BLUEPRINTS = Path(__file__).parent / "cluster_blueprints"
 ROOT = Path(__file__).parent.parent
@@ -51,7 +52,7 @@ HANG_SECONDS = 30
 
 
 class WorkerProcess:
-    """A worker of ``tests/cluster_workers.py`` in its own process; what it
+    """A worker of ``tests/support/cluster_workers.py`` in its own process; what it
     announces is collected as it comes."""
 
     def __init__(self, process: asyncio.subprocess.Process, name: str) -> None:
@@ -66,7 +67,7 @@ class WorkerProcess:
         cls, transport: str, worker_id: str, addresses: list[str], concurrency: int
     ) -> WorkerProcess:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.cluster_workers",
+            sys.executable, "-m", "tests.support.cluster_workers",
             transport, worker_id, ",".join(addresses), str(concurrency),
             cwd=ROOT, stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
@@ -97,6 +98,10 @@ class WorkerProcess:
     def ran(self) -> list[str]:
         """Job ids of the echo tasks it ran (a job twice if it ran twice)."""
         return [words[1] for words in self.lines if words[0] == "ran"]
+
+    def started(self) -> list[str]:
+        """Job ids of the echo tasks it started (a job twice if it started twice)."""
+        return [words[1] for words in self.lines if words[0] == "started"]
 
     async def stop(self) -> None:
         if self.process.returncode is None:
@@ -154,6 +159,10 @@ class Cluster:
     def ran(self) -> Counter[str]:
         """How many times each job's echo task ran, over every worker."""
         return Counter(job_id for worker in self.workers for job_id in worker.ran())
+
+    def started(self) -> Counter[str]:
+        """How many times each job's echo task started, over every worker."""
+        return Counter(job_id for worker in self.workers for job_id in worker.started())
 
 
 @asynccontextmanager
@@ -435,6 +444,7 @@ async def test_jobs_in_flight_through_a_redis_outage_all_end_once() -> None:
 
             created = await bounded(jobs, create_on)
             redis.stop()
+            running_then = running.started()
             for instance in instances:
                 http = running.http(instance)
                 async with http.get(f"/api/v1/jobs/{created[0]}") as response:
@@ -443,8 +453,9 @@ async def test_jobs_in_flight_through_a_redis_outage_all_end_once() -> None:
                 async with http.post("/api/v1/jobs/echo", json={"initial_data": {}}) as response:
                     assert response.status == 503, await response.text()
                     assert "error" in await response.json()
-            # Long enough for the running tasks to end while Redis is away.
-            await asyncio.sleep(1.5)
+            # Until the tasks running when Redis went away have ended, their
+            # results still to be reported.
+            await wait_until(lambda: not running_then - running.ran())
             redis.start()
 
             async def check(n: int) -> None:

@@ -11,7 +11,6 @@ itself is broken (a stray parenthesis in the README's fan-out, the cookbook's
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -31,14 +30,15 @@ from avtomatika import (
 from avtomatika.errors import ConfigError
 from avtomatika.status import TERMINAL, job_status_name
 from avtomatika.worker import TaskContext, TaskOutcome
-from tests.sdk import Params, serving
-from tests.serve import serve_env, served
 from tests.support import (
     CLIENT_TOKEN,
     RawWorker,
     custom,
     wait_for_status,
 )
+from tests.support.sdk import Params, serving
+from tests.support.serve import serve_env, served
+from tests.support.waiting import wait_until
 
 # docs/cookbook/creating_blueprint.md, the whole blueprint.
 ORDERS = '''
@@ -384,11 +384,12 @@ TERMINAL_NAMES = {job_status_name(status) for status in TERMINAL}
 
 async def wait_in_process(engine: OrchestratorEngine, job_id: str) -> dict[str, Any]:
     """Poll a job from inside the process (the public embedding API) until it ends."""
-    while True:
+
+    async def ended() -> dict[str, Any] | None:
         job = await engine.get_job(job_id)
-        if job["status"] in TERMINAL_NAMES:
-            return job
-        await asyncio.sleep(0.01)
+        return job if job["status"] in TERMINAL_NAMES else None
+
+    return await wait_until(ended)
 
 
 async def test_the_1_0b13_embedding_api_runs_the_quick_start_and_the_directory(

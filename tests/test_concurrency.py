@@ -5,10 +5,15 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+import pytest
+
 from avtomatika.v1.worker_service_pb2 import ConnectRequest, Credit, TaskAssignment
-from tests.blueprints import echo_blueprint
-from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
 from tests.support import RawWorker, create_job, success, wait_for_status
+from tests.support.blueprints import echo_blueprint
+from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
+
+pytestmark = pytest.mark.both_stores
+
 
 JOBS = 200
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 import pytest
 
 from avtomatika.services.requests import MAX_TIMEOUT_SECONDS
-from tests.blueprints import echo_blueprint
-from tests.conftest import HttpClient, StartOrchestrator
+from tests.support.blueprints import echo_blueprint
+from tests.support.orchestrator import HttpClient, StartOrchestrator
+
+pytestmark = pytest.mark.both_stores
 
 
 @pytest.mark.parametrize(

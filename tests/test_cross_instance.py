@@ -26,15 +26,14 @@ from avtomatika.cluster.relay import decode, encode
 from avtomatika.v1.job_pb2 import Job
 from avtomatika.v1.task_pb2 import TaskState
 from avtomatika.v1.worker_service_pb2 import ConnectRequest, Heartbeat, TaskAssignment, TaskProgress
-from tests.blueprints import echo_blueprint
-from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
-from tests.redis_server import RedisServer
-from tests.serve import serve_env, served
 from tests.support import RawWorker, create_job, get_job, wait_for_status
-from tests.test_follow import EventStream, followers_reach
-from tests.test_rest_worker_api import Worker, rest_worker
-
-__all__ = ["rest_worker"]  # the fixture, used here too
+from tests.support.blueprints import echo_blueprint
+from tests.support.follow import EventStream, followers_reach
+from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
+from tests.support.redis import RedisServer
+from tests.support.rest_worker import RestWorker
+from tests.support.serve import serve_env, served
+from tests.support.waiting import wait_until
 
 # Short heartbeats: a worker is declared dead 3 x 0.5 s (+ grace) after it
 # was last refreshed, so the tests of dead workers take seconds, not half a
@@ -67,18 +66,11 @@ async def listed(http: aiohttp.ClientSession) -> dict[str, dict[str, Any]]:
     return {worker["worker_id"]: worker for worker in await response.json()}
 
 
-async def until(condition: Callable[[], Awaitable[bool]]) -> None:
-    """Until ``condition()`` holds (bounded by the test timeout): the state
-    polled is in Redis or another instance, which has no event to await."""
-    while not await condition():  # noqa: ASYNC110
-        await asyncio.sleep(0.02)
-
-
 async def until_listed(http: aiohttp.ClientSession, worker_id: str, present: bool = True) -> None:
     async def check() -> bool:
         return (worker_id in await listed(http)) is present
 
-    await until(check)
+    await wait_until(check)
 
 
 def cluster_of(orchestrator: OrchestratorEngine) -> Cluster:
@@ -213,7 +205,7 @@ async def test_a_cancel_on_one_instance_reaches_a_rest_workers_socket_on_the_oth
         job_id = await create_job(http_a, "jobs/echo")
         task = await worker.next_task()
         # The socket's instance announced it: A forwards the cancel there.
-        await until(lambda: holder_is(a, "socket-on-b", b"B"))
+        await wait_until(lambda: holder_is(a, "socket-on-b", b"B"))
 
         reply = await http_a.post(f"/api/v1/jobs/{job_id}/cancel")
 
@@ -259,7 +251,7 @@ async def test_a_cancel_for_a_worker_connected_nowhere_is_only_accepted(
     job_id = await create_job(http_a, "jobs/echo")
     await worker.next_task()
     await worker.close()
-    await until(lambda: holder_is(a, "in-grace", b"g:B"))
+    await wait_until(lambda: holder_is(a, "in-grace", b"g:B"))
     reply = await http_a.post(f"/api/v1/jobs/{job_id}/cancel")
     assert await reply.json() == {"status": "cancellation_request_accepted"}
 
@@ -335,7 +327,7 @@ async def moved_to_b(
     await first.close()
     second = RawWorker(grpc_channel(b), "mover")
     await second.hello(["echo"], credits=credits)
-    await until(lambda: holder_is(a, "mover", b"B"))
+    await wait_until(lambda: holder_is(a, "mover", b"B"))
     return a, b, http_a, job_id, task, second
 
 
@@ -345,7 +337,7 @@ async def test_a_worker_back_on_the_other_instance_within_its_grace_keeps_its_ta
     a, _, http_a, job_id, task, second = await moved_to_b(pair, http_client, grpc_channel)
 
     # A's grace period ends; the worker is B's now, so A re-queues nothing.
-    await until(lambda: no_entry(a, "mover"))
+    await wait_until(lambda: no_entry(a, "mover"))
     await a.engine.workers.close()  # waits for A's release to have decided
     assert await a.engine.holds("mover", task.task_id)
 
@@ -364,7 +356,7 @@ async def test_a_second_stream_on_the_other_instance_replaces_the_first(
     await first.hello(["echo"])
     job_id = await create_job(http_client(a), "jobs/echo")
     task = await first.next_task()
-    await until(lambda: holder_is(b, "twice", b"A"))
+    await wait_until(lambda: holder_is(b, "twice", b"A"))
     second = RawWorker(grpc_channel(b), "twice")
     await second.hello(["echo"], credits=0)
 
@@ -373,7 +365,7 @@ async def test_a_second_stream_on_the_other_instance_replaces_the_first(
     drain = (await first.expect("drain")).drain
     assert "replaced" in drain.reason
     assert await first.receive() is None
-    await until(lambda: holder_is(a, "twice", b"B"))
+    await wait_until(lambda: holder_is(a, "twice", b"B"))
     # The task stays the worker's, and its result counts through B.
     assert (await second.succeed(task, {"twice": True})).result_ack.accepted
     await wait_for_status(http_client(a), job_id, "finished")
@@ -390,7 +382,7 @@ async def rescued_on(
     async def buried() -> bool:
         return "doomed" in presence.reaped
 
-    await until(buried)
+    await wait_until(buried)
     rescuer = RawWorker(grpc_channel(b), "rescuer")
     await rescuer.hello(["echo"])
     again = await rescuer.next_task()
@@ -484,7 +476,7 @@ async def test_a_rest_worker_registered_on_one_instance_works_through_the_other(
 ) -> None:
     a, b = await pair()
     await rest_worker(a, "roamer").register()
-    on_b: Worker = rest_worker(b, "roamer")
+    on_b: RestWorker = rest_worker(b, "roamer")
     await until_listed(http_client(b), "roamer")
 
     job_id = await create_job(http_client(a), "jobs/echo")
@@ -513,17 +505,17 @@ async def test_a_rest_worker_alive_through_the_other_instance_is_not_reaped(
     # then only talks to B: A forgets it but leaves its task alone; once it
     # is silent everywhere its task goes back to the queue, once.
     a, b = await pair(worker_health_check_interval_seconds=0.2)
-    on_a: Worker = rest_worker(a, "roamer")
+    on_a: RestWorker = rest_worker(a, "roamer")
     await on_a.register()
     job_id = await create_job(http_client(a), "jobs/echo")
     task = await on_a.next_task()
-    on_b: Worker = rest_worker(b, "roamer")
+    on_b: RestWorker = rest_worker(b, "roamer")
 
     async def forgotten_by_a_while_beating_b() -> bool:
         await on_b.beat(status="busy", current_tasks=[task["task_id"]])
         return "roamer" not in a.polling_workers._workers
 
-    await until(forgotten_by_a_while_beating_b)
+    await wait_until(forgotten_by_a_while_beating_b)
     assert await a.engine.holds("roamer", task["task_id"])
     assert (await on_b.report(task))["status"] == "accepted"
     await wait_for_status(http_client(a), job_id, "finished")
@@ -531,7 +523,7 @@ async def test_a_rest_worker_alive_through_the_other_instance_is_not_reaped(
     # Now silent: the second job's task is re-queued once.
     second = await create_job(http_client(a), "jobs/echo")
     lost = await on_b.next_task()
-    rescuer: Worker = rest_worker(a, "rescuer")
+    rescuer: RestWorker = rest_worker(a, "rescuer")
     await rescuer.register()
     again = await rescuer.next_task()
     assert (again["job_id"], again["task_id"] != lost["task_id"]) == (second, True)
@@ -546,7 +538,7 @@ async def test_a_rest_workers_long_poll_keeps_it_alive_for_every_instance(
     # The shared TTL (0.4 s) is shorter than a long poll (1.5 s): the poll
     # itself must keep refreshing it, or B would bury a worker that waits.
     a, b = await pair(worker_health_check_interval_seconds=0.2, worker_poll_timeout_seconds=1.5)
-    worker: Worker = rest_worker(a, "patient")
+    worker: RestWorker = rest_worker(a, "patient")
     await worker.register()
     await create_job(http_client(a), "jobs/echo")
     task = await worker.next_task()
@@ -586,6 +578,7 @@ async def test_a_malformed_cancel_or_event_message_is_ignored(
 
 ECHO_BLUEPRINT = """
 from avtomatika import StateMachineBlueprint
+from tests.support.waiting import wait_until
 
 echo = StateMachineBlueprint("echo", api_endpoint="/jobs/echo", api_version="v1")
 
@@ -687,7 +680,7 @@ async def test_presence_and_cancels_resume_after_redis_restarts_empty(
             await worker.send(ConnectRequest(heartbeat=Heartbeat()))
             return "survivor" in await listed(http_b)
 
-        await until(relisted)
+        await wait_until(relisted)
         job_id = await create_job_when_redis_answers(http_b)
         task = await worker.next_task()
         reply = await http_b.post(f"/api/v1/jobs/{job_id}/cancel")

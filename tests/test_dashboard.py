@@ -4,9 +4,9 @@ HTTP."""
 from __future__ import annotations
 
 from avtomatika.v1.task_pb2 import ErrorCode
-from tests.blueprints import echo_blueprint
-from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
 from tests.support import RawWorker, create_job, wait_for_status
+from tests.support.blueprints import echo_blueprint
+from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
 
 
 async def test_the_dashboard_counts_jobs_queues_workers_and_recent_outcomes(

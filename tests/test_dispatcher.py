@@ -20,8 +20,12 @@ from avtomatika.v1.worker_pb2 import (
     WorkerResources,
 )
 from avtomatika.v1.worker_service_pb2 import ConnectRequest, Hello, TaskAssignment
-from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
 from tests.support import WORKER_TOKEN, RawWorker, create_job, wait_for_status
+from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.both_stores
+
 
 SKILL = "render"
 
@@ -86,23 +90,27 @@ async def connect(
 
 async def waiting(orchestrator: OrchestratorEngine, count: int) -> None:
     """Until ``count`` workers wait for a task of SKILL."""
-    while True:
-        if (await orchestrator.engine.storage.waiting_workers()).get(SKILL, 0) == count:
-            return
-        await asyncio.sleep(0.01)
+
+    async def counted() -> bool:
+        return (await orchestrator.engine.storage.waiting_workers()).get(SKILL, 0) == count
+
+    await wait_until(counted)
 
 
 async def leased_to(orchestrator: OrchestratorEngine, job_id: str) -> str:
     """The id of the worker the job's task was leased to, once it is."""
     storage = orchestrator.engine.storage
-    while True:
+
+    async def leased() -> str | None:
         job = await storage.get_job(job_id)
         assert job is not None
         for task_id in job.active_task_ids:
             task = await storage.get_task(task_id)
             if task is not None and task.state == TaskState.TASK_STATE_LEASED:
                 return task.worker_id
-        await asyncio.sleep(0.01)
+        return None
+
+    return await wait_until(leased)
 
 
 async def run(worker: RawWorker, *, fail: bool = False) -> TaskAssignment:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from tests.blueprints import echo_blueprint
-from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
+import pytest
+
 from tests.support import RawWorker, wait_for_status
+from tests.support.blueprints import echo_blueprint
+from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
+
+pytestmark = pytest.mark.both_stores
 
 
 async def test_rest_job_finishes_through_grpc_worker(

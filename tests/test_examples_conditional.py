@@ -9,9 +9,11 @@ import pytest
 
 from avtomatika import ActionFactory, JobContext, StateMachineBlueprint
 from avtomatika.worker import TaskContext
-from tests.conftest import HttpClient, StartOrchestrator
-from tests.sdk import Params, serving
 from tests.support import create_job, wait_for_status
+from tests.support.orchestrator import HttpClient, StartOrchestrator
+from tests.support.sdk import Params, serving
+
+pytestmark = pytest.mark.both_stores
 
 
 def decision_blueprint() -> StateMachineBlueprint:

@@ -10,9 +10,11 @@ import pytest
 
 from avtomatika import ActionFactory, JobContext, StateMachineBlueprint
 from avtomatika.worker import TaskContext, TaskFailure, TaskOutcome
-from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
-from tests.sdk import Params, serving
 from tests.support import RawWorker, create_job, wait_for_status
+from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
+from tests.support.sdk import Params, serving
+
+pytestmark = pytest.mark.both_stores
 
 
 def transcoding_blueprint() -> StateMachineBlueprint:

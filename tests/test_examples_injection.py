@@ -13,9 +13,12 @@ import pytest
 from avtomatika import ActionFactory, JobContext, StateMachineBlueprint
 from avtomatika.blueprint.state_machine import Handler
 from avtomatika.worker import TaskContext
-from tests.conftest import HttpClient, StartOrchestrator
-from tests.sdk import Params, serving
 from tests.support import create_job, wait_for_status
+from tests.support.orchestrator import HttpClient, StartOrchestrator
+from tests.support.sdk import Params, serving
+
+pytestmark = pytest.mark.both_stores
+
 
 Published = list[tuple[str, Any, Any]]
 

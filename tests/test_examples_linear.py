@@ -6,11 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from avtomatika import ActionFactory, JobContext, StateMachineBlueprint
 from avtomatika.worker import TaskContext, TaskFailure
-from tests.conftest import HttpClient, StartOrchestrator
-from tests.sdk import Params, serving
 from tests.support import create_job, wait_for_status
+from tests.support.orchestrator import HttpClient, StartOrchestrator
+from tests.support.sdk import Params, serving
+
+pytestmark = pytest.mark.both_stores
 
 
 def quick_start() -> StateMachineBlueprint:

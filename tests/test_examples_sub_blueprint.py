@@ -11,9 +11,11 @@ import pytest
 
 from avtomatika import ActionFactory, JobContext, StateMachineBlueprint
 from avtomatika.worker import TaskContext, TaskFailure
-from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
-from tests.sdk import Params, serving
 from tests.support import RawWorker, create_job, get_job, wait_for, wait_for_status
+from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
+from tests.support.sdk import Params, serving
+
+pytestmark = pytest.mark.both_stores
 
 
 def text_processor() -> StateMachineBlueprint:

@@ -17,10 +17,11 @@ import yarl
 
 from avtomatika import OrchestratorEngine
 from avtomatika.errors import ConfigError
-from tests.blueprints import echo_blueprint
-from tests.conftest import HttpClient, StartOrchestrator
-from tests.s3_emulator import S3Emulator, keys_in, unique_bucket, until
 from tests.support import create_job
+from tests.support.blueprints import echo_blueprint
+from tests.support.orchestrator import HttpClient, StartOrchestrator
+from tests.support.s3 import S3Emulator, keys_in, unique_bucket
+from tests.support.waiting import wait_until
 
 MiB = 1024 * 1024
 
@@ -285,11 +286,11 @@ async def test_an_interrupted_upload_leaves_nothing_behind(
         async def one_upload() -> bool:
             return await uploads() == 1
 
-        await until(one_upload)
+        await wait_until(one_upload)
         writer.close()
         await writer.wait_closed()
         # The server sees the connection drop and aborts the upload.
-        await until(no_uploads)
+        await wait_until(no_uploads)
         assert await keys_in(s3, bucket) == []
     # A client hanging up is the client's doing: no error logged as ours.
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

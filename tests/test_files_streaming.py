@@ -18,9 +18,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.s3_emulator import S3Emulator, unique_bucket
-from tests.serve import serve_env, served
 from tests.support import CLIENT_TOKEN, create_job
+from tests.support.s3 import S3Emulator, unique_bucket
+from tests.support.serve import serve_env, served
 
 pytestmark = pytest.mark.slow
 

@@ -5,50 +5,19 @@ with a raw gRPC worker driving the job."""
 from __future__ import annotations
 
 import asyncio
-import json
-from typing import Any
 
-import aiohttp
 import pytest
 
-from avtomatika import OrchestratorEngine
 from avtomatika.engine.events import EventBus, event
 from avtomatika.engine.followers import JobFollowers
 from avtomatika.v1.history_pb2 import HistoryEventType
 from avtomatika.v1.worker_service_pb2 import ConnectRequest, TaskProgress
-from tests.blueprints import echo_blueprint
-from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
 from tests.support import RawWorker, create_job, wait_for_status
+from tests.support.blueprints import echo_blueprint
+from tests.support.follow import EventStream, followers_reach
+from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
 
-
-class EventStream:
-    """Reads ``event:``/``data:`` pairs from a text/event-stream response."""
-
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
-        self.response = response
-
-    async def next(self) -> tuple[str, dict[str, Any]] | None:
-        """The next event, skipping comments; None at the end of the stream."""
-        kind, data = "", ""
-        async for raw in self.response.content:
-            line = raw.decode().rstrip("\n")
-            if line.startswith(":"):
-                continue
-            if line.startswith("event: "):
-                kind = line.removeprefix("event: ")
-            elif line.startswith("data: "):
-                data = line.removeprefix("data: ")
-            elif line == "" and kind:
-                return kind, json.loads(data)
-        return None
-
-
-async def followers_reach(orchestrator: OrchestratorEngine, count: int) -> None:
-    """Until ``count`` requests follow jobs (bounded by the test timeout)."""
-    while True:
-        if len(orchestrator.followers) >= count:
-            return
-        await asyncio.sleep(0.01)
+pytestmark = pytest.mark.both_stores
 
 
 async def test_wait_answers_when_the_job_changes(

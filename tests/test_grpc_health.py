@@ -12,9 +12,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tests.blueprints import echo_blueprint
-from tests.conftest import GrpcChannel, StartOrchestrator
-from tests.redis_server import RedisServer
+from tests.support.blueprints import echo_blueprint
+from tests.support.orchestrator import GrpcChannel, StartOrchestrator
+from tests.support.redis import RedisServer
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

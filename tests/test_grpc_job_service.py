@@ -4,7 +4,7 @@ from ``proto/``, as a polyglot team would call it: the same rules as REST
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,12 +27,15 @@ from avtomatika.v1.job_service_pb2 import (
     ListWorkersRequest,
     StreamJobEventsRequest,
     UploadFileRequest,
+    UploadFileStreamRequest,
 )
 from avtomatika.v1.payload_pb2 import Payload
-from tests.blueprints import echo_blueprint
-from tests.conftest import GrpcChannel, StartOrchestrator
-from tests.s3_emulator import S3Emulator, unique_bucket
 from tests.support import CLIENT_TOKEN, RawWorker
+from tests.support.blueprints import echo_blueprint
+from tests.support.orchestrator import GrpcChannel, StartOrchestrator
+from tests.support.s3 import S3Emulator, unique_bucket
+
+pytestmark = pytest.mark.both_stores
 
 ACME, GLOBEX = "acme-token-0123456789", "globex-token-0123456789"
 
@@ -319,3 +322,38 @@ async def test_files_over_grpc_against_the_s3_emulator(
             DownloadFileRequest(job_id=job_id, filename="none"), metadata=auth()
         )
     assert (await status_of(missing))[0] == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_streamed_upload_goes_to_s3_in_parts(
+    start_orchestrator: StartOrchestrator, grpc_channel: GrpcChannel, s3_emulator: S3Emulator
+) -> None:
+    orchestrator = await start_orchestrator(
+        [echo_blueprint()], **s3_emulator.settings(unique_bucket())
+    )
+    jobs = stub_for(grpc_channel(orchestrator))
+    job_id = (await jobs.CreateJob(echo_request(), metadata=auth())).job_id
+    chunk = bytes(range(256)) * 256  # 64 KiB
+    count = 100  # 6.25 MiB: more than one multipart part
+
+    async def stream() -> AsyncIterator[UploadFileStreamRequest]:
+        yield UploadFileStreamRequest(job_id=job_id, filename="big.bin", chunk=chunk)
+        for _ in range(count - 1):
+            yield UploadFileStreamRequest(chunk=chunk)
+
+    uploaded = await jobs.UploadFileStream(stream(), metadata=auth())
+    assert (uploaded.status, uploaded.size) == ("uploaded", len(chunk) * count)
+    url = (
+        await jobs.DownloadFile(
+            DownloadFileRequest(job_id=job_id, filename="big.bin"), metadata=auth()
+        )
+    ).url
+    async with aiohttp.ClientSession() as http, http.get(url) as got:
+        assert await got.read() == chunk * count
+
+    async def nothing() -> AsyncIterator[UploadFileStreamRequest]:
+        return
+        yield  # an empty stream
+
+    with pytest.raises(grpc.aio.AioRpcError) as empty:
+        await jobs.UploadFileStream(nothing(), metadata=auth())
+    assert (await status_of(empty))[0] == grpc.StatusCode.INVALID_ARGUMENT

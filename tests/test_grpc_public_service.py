@@ -21,9 +21,11 @@ from avtomatika.v1.public_service_pb2 import (
     GetStatusRequest,
     SubmitApprovalRequest,
 )
-from tests.blueprints import echo_blueprint
-from tests.conftest import GrpcChannel, StartOrchestrator
 from tests.support import CLIENT_TOKEN
+from tests.support.blueprints import echo_blueprint
+from tests.support.orchestrator import GrpcChannel, StartOrchestrator
+
+pytestmark = pytest.mark.both_stores
 
 AUTH = (("x-client-token", CLIENT_TOKEN),)
 

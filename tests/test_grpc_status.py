@@ -12,9 +12,9 @@ from avtomatika.grpc.status import ERROR_CODE_KEY, GRPC_STATUS
 from avtomatika.v1 import worker_service_pb2_grpc
 from avtomatika.v1.worker_pb2 import WorkerRegistration
 from avtomatika.v1.worker_service_pb2 import ConnectRequest, Hello, RegisterWorkerRequest
-from tests.blueprints import echo_blueprint
-from tests.conftest import GrpcChannel, StartOrchestrator
 from tests.support import WORKER_TOKEN, RawWorker
+from tests.support.blueprints import echo_blueprint
+from tests.support.orchestrator import GrpcChannel, StartOrchestrator
 
 
 def test_every_code_has_the_grpc_status_of_its_name() -> None:

@@ -22,9 +22,11 @@ from avtomatika.v1.worker_service_pb2 import (
     RegisterWorkerRequest,
     SubmitResultRequest,
 )
-from tests.blueprints import echo_blueprint
-from tests.conftest import GrpcChannel, StartOrchestrator
 from tests.support import CLIENT_TOKEN, WORKER_TOKEN
+from tests.support.blueprints import echo_blueprint
+from tests.support.orchestrator import GrpcChannel, StartOrchestrator
+
+pytestmark = pytest.mark.both_stores
 
 CLIENT = (("x-client-token", CLIENT_TOKEN),)
 WORKER = (("x-worker-token", WORKER_TOKEN),)

@@ -8,8 +8,8 @@ from typing import Any
 
 from avtomatika import ActionFactory, ClientInfo, JobContext, StateMachineBlueprint
 from avtomatika.access.authenticator import DEFAULT_CLIENT_ID
-from tests.conftest import HttpClient, StartOrchestrator
 from tests.support import create_job, wait_for_status
+from tests.support.orchestrator import HttpClient, StartOrchestrator
 
 
 async def end() -> None:

@@ -4,20 +4,16 @@ back."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
 
 from avtomatika.v1.task_pb2 import ErrorCode
-from tests.blueprints import echo_blueprint
-from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
 from tests.support import RawWorker, create_job, wait_for_status
-
-Events = list[dict[str, Any]]
+from tests.support.blueprints import echo_blueprint
+from tests.support.history import ended, history_until
+from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
@@ -29,27 +25,6 @@ def database_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
         return f"sqlite:///{tmp_path / 'history.db'}"
     dsn: str = request.getfixturevalue("postgres_dsn")
     return dsn
-
-
-async def history(http: aiohttp.ClientSession, job_id: str) -> Events:
-    response = await http.get(f"/api/v1/jobs/{job_id}/history")
-    body = await response.json()
-    assert response.status == 200, body
-    assert isinstance(body, list)
-    return body
-
-
-async def history_until(
-    http: aiohttp.ClientSession, job_id: str, done: Callable[[Events], bool]
-) -> Events:
-    """History is written asynchronously: poll until ``done`` holds."""
-    while not done(events := await history(http, job_id)):
-        pass
-    return events
-
-
-def ended(events: Events) -> bool:
-    return bool(events) and events[-1]["type"] == "job_ended"
 
 
 async def test_the_history_of_a_job_run_by_a_worker(

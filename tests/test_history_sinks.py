@@ -16,7 +16,7 @@ from avtomatika.errors import Unavailable
 from avtomatika.history import HistorySink, HistoryWriter, MemoryHistory, open_sink
 from avtomatika.history.sqlite import SqliteHistory
 from avtomatika.v1.history_pb2 import HistoryEvent
-from tests.conftest import make_settings
+from tests.support.orchestrator import make_settings
 
 
 def events_of(job_id: str, count: int, start_ms: int = 1_000) -> list[HistoryEvent]:

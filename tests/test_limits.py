@@ -5,32 +5,20 @@ clock."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from avtomatika import OrchestratorEngine
 from avtomatika.clock import now_ms
 from avtomatika.errors import RateLimited
 from avtomatika.limits.client_limits import MonthlyQuota, RateLimiter, seconds_until_next_month
-from tests.blueprints import echo_blueprint
-from tests.conftest import HttpClient, StartOrchestrator
 from tests.support import create_job
+from tests.support.blueprints import echo_blueprint
+from tests.support.limits import ACME, ms, refused
+from tests.support.orchestrator import HttpClient, StartOrchestrator
 
-ACME = "acme-token-0123456789"
 GLOBEX = "globex-token-9876543210"
-
-
-async def refused(response: aiohttp.ClientResponse) -> int:
-    """Assert a 429 JSON answer; its Retry-After in seconds."""
-    assert response.status == 429, await response.text()
-    assert response.content_type == "application/json"
-    assert "error" in await response.json()
-    retry_after = int(response.headers["Retry-After"])
-    assert retry_after >= 1
-    return retry_after
 
 
 @pytest.fixture
@@ -121,11 +109,6 @@ def test_the_rate_window_slides() -> None:
     now[0] = 110.0
     assert limiter.acquire("a") == 0.0  # the first left; the second is still in
     assert limiter.acquire("a") == pytest.approx(4.0)
-
-
-def ms(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> int:
-    moment = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
 
 
 def test_retry_after_for_the_quota_is_the_start_of_next_month_utc() -> None:

@@ -3,8 +3,6 @@ own parser, counting what really happened to jobs, tasks and workers."""
 
 from __future__ import annotations
 
-import asyncio
-
 import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -19,9 +17,10 @@ from avtomatika.rest.metrics_api import METRICS, count_rate_limited_middleware, 
 from avtomatika.rest.middleware import error_middleware
 from avtomatika.rest.state import PUBLIC_API
 from avtomatika.services.public_api import PublicApi
-from tests.blueprints import echo_blueprint
-from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
 from tests.support import RawWorker, create_job, wait_for_status
+from tests.support.blueprints import echo_blueprint
+from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
+from tests.support.waiting import wait_until
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -120,10 +119,14 @@ async def test_webhook_deliveries_are_counted_by_outcome(
             assert (await http.post("/api/v1/jobs/instant", json=body)).status == 202
 
         deliveries = "avtomatika_webhook_deliveries_total"
-        samples = await scrape(http)
-        while sum(v for (name, _), v in samples.items() if name == deliveries) < 3:
-            await asyncio.sleep(0.01)
+
+        async def all_three() -> Samples | None:
             samples = await scrape(http)
+            return (
+                samples if sum(v for (n, _), v in samples.items() if n == deliveries) >= 3 else None
+            )
+
+        samples = await wait_until(all_three)
     finally:
         await server.close()
 

@@ -20,9 +20,9 @@ import pytest
 
 from avtomatika import OrchestratorEngine
 from avtomatika.engine.events import E
-from tests.blueprints import echo_blueprint
-from tests.conftest import HttpClient, StartOrchestrator
 from tests.support import WORKER_TOKEN, create_job, wait_for_status
+from tests.support.blueprints import echo_blueprint
+from tests.support.orchestrator import HttpClient, StartOrchestrator
 
 pytestmark = pytest.mark.slow
 

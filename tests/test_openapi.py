@@ -18,9 +18,9 @@ from avtomatika.rest import build_app
 from avtomatika.rest.api_shapes import CREATE_JOB, OPERATIONS, SCHEMAS
 from avtomatika.rest.openapi import annotated_rpcs, template
 from avtomatika.rest.worker_api.websocket import WEBSOCKET_PATHS
-from tests.blueprints import echo_blueprint
-from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
 from tests.support import RawWorker, create_job, wait_for_status
+from tests.support.blueprints import echo_blueprint
+from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
 
 CATCH_ALL = ("POST", "/api/{api_version}/{endpoint}")
 

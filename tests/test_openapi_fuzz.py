@@ -32,9 +32,9 @@ from schemathesis.core.result import Err
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
 from avtomatika.rest.openapi import HOLDS
-from tests.blueprints import echo_blueprint
-from tests.conftest import HttpClient, StartOrchestrator
 from tests.support import CLIENT_TOKEN, WORKER_TOKEN, create_job
+from tests.support.blueprints import echo_blueprint
+from tests.support.orchestrator import HttpClient, StartOrchestrator
 
 pytestmark = pytest.mark.slow
 

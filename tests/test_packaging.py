@@ -39,10 +39,10 @@ from avtomatika import (
     Settings,
     StateMachineBlueprint,
 )
-from tests.blueprints import echo_blueprint
-from tests.conftest import HttpClient, StartOrchestrator
-from tests.serve import serve_env, served
 from tests.support import CLIENT_TOKEN, WORKER_TOKEN, create_job, wait_for_status
+from tests.support.blueprints import echo_blueprint
+from tests.support.orchestrator import HttpClient, StartOrchestrator
+from tests.support.serve import serve_env, served
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -15,12 +15,15 @@ import time
 from typing import Any
 
 import aiohttp
+import pytest
 
 from avtomatika import ActionFactory, JobContext, OrchestratorEngine, StateMachineBlueprint
 from avtomatika.v1.task_pb2 import ErrorCode, TaskResult, TaskResultStatus
-from tests.blueprints import fan_out_blueprint
-from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
 from tests.support import RawWorker, create_job, get_job, success, wait_for_status
+from tests.support.blueprints import fan_out_blueprint
+from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
+
+pytestmark = pytest.mark.both_stores
 
 
 def single_task(

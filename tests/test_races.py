@@ -12,15 +12,19 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import aiohttp
+import pytest
 
 from avtomatika import ActionFactory, OrchestratorEngine, StateMachineBlueprint
 from avtomatika.status import TERMINAL
 from avtomatika.storage import CommitOutcome, MemoryStorage
 from avtomatika.v1.job_pb2 import Job, JobStatus
 from avtomatika.v1.worker_service_pb2 import ConnectRequest, ResultAck, TaskAssignment
-from tests.blueprints import fan_out_blueprint
-from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator, make_settings
 from tests.support import RawWorker, create_job, success, wait_for_status, wait_for_terminal
+from tests.support.blueprints import fan_out_blueprint
+from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator, make_settings
+
+pytestmark = pytest.mark.both_stores
+
 
 _T = TypeVar("_T")
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 import redis
@@ -19,36 +18,11 @@ from avtomatika.storage.redis.storage import RedisStorage
 from avtomatika.v1 import job_pb2, task_pb2
 from avtomatika.v1.job_pb2 import Job
 from avtomatika.v1.task_pb2 import Task
-from tests.redis_server import RedisServer
 from tests.support import cancelled, claim_one
-from tests.test_storage_redis import (
-    Dropping,
-    OpenStorage,
-    commit_status,
-    dropping,
-    new_job,
-    open_storage,
-    queued,
-)
-
-__all__ = ["dropping", "open_storage"]  # the fixtures, used here too
-
-
-async def parked(
-    storage: RedisStorage, worker_id: str, skills: tuple[str, ...] = ("x",), **profile: Any
-) -> asyncio.Task[Task | None]:
-    """A claim of ``worker_id`` once it waits for a task (or once it is
-    over: its first look may find one)."""
-
-    async def waiting() -> int:
-        return (await storage.waiting_workers()).get(skills[0], 0)
-
-    before = await waiting()
-    worker = WorkerProfile(worker_id, skills, **profile)
-    claim = asyncio.create_task(claim_one(storage, worker, 10))
-    while not claim.done() and await waiting() <= before:  # noqa: ASYNC110
-        await asyncio.sleep(0.005)
-    return claim
+from tests.support.net import wire_tap
+from tests.support.redis import RedisServer
+from tests.support.storage import Dropping, OpenStorage, commit_status, new_job, parked, queued
+from tests.support.waiting import wait_until
 
 
 async def a_task_and_its_worker(
@@ -122,10 +96,11 @@ async def commit_sent_while_paused(
     task = queued(job)
     redis_server.pause()
     try:
-        commit = asyncio.create_task(
-            storage.commit(job, expected_version=job.version, tasks=[task])
-        )
-        await asyncio.sleep(0.1)  # the commit is on the wire
+        with wire_tap(redis_server.port) as tap:
+            commit = asyncio.create_task(
+                storage.commit(job, expected_version=job.version, tasks=[task])
+            )
+            await wait_until(lambda: tap.saw(task.task_id.encode()))  # the commit is on the wire
         yield commit, task
     finally:
         redis_server.resume()

@@ -18,11 +18,11 @@ from avtomatika.history import HistoryWriter, open_sink
 from avtomatika.history.redis import RedisHistory
 from avtomatika.storage.redis import Keys
 from avtomatika.v1.history_pb2 import HistoryEvent, HistoryEventType
-from tests.blueprints import echo_blueprint
-from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator, make_settings
-from tests.redis_server import RedisServer, free_port
 from tests.support import RawWorker, create_job, wait_for_status
-from tests.test_webhooks import instant_blueprint
+from tests.support.blueprints import echo_blueprint, instant_blueprint
+from tests.support.net import free_port
+from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator, make_settings
+from tests.support.redis import RedisServer
 
 RETENTION_SECONDS = 3600.0
 
@@ -35,14 +35,6 @@ def made(
 
 def entered(job_id: str, at_ms: int, state: str) -> HistoryEvent:
     return made(E.HISTORY_EVENT_TYPE_STATE_ENTERED, job_id, at_ms, state)
-
-
-@pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    """A plain client, to look at the keys."""
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

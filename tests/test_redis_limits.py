@@ -14,12 +14,11 @@ from avtomatika import OrchestratorEngine
 from avtomatika.clock import now_ms, utc_month
 from avtomatika.limits.redis import RedisLimits
 from avtomatika.storage.redis import Keys
-from tests.blueprints import echo_blueprint
-from tests.conftest import HttpClient, StartOrchestrator, make_settings
-from tests.redis_server import RedisServer
 from tests.support import create_job
-from tests.test_limits import ACME, ms, refused
-from tests.test_redis_history import raw as raw
+from tests.support.blueprints import echo_blueprint
+from tests.support.limits import ACME, ms, refused
+from tests.support.orchestrator import HttpClient, StartOrchestrator, make_settings
+from tests.support.redis import RedisServer
 
 PERIOD_SECONDS = 60.0  # long: nothing in these tests waits for the window to slide
 

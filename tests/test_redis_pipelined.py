@@ -18,7 +18,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from avtomatika.errors import ConfigError
 from avtomatika.storage.redis import Pipelined, Script, Subscriber, connect_pipelined
-from tests.redis_server import RedisServer, free_port
+from tests.support.net import free_port
+from tests.support.redis import RedisServer
 
 _INCR_BY = Script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
 

@@ -19,16 +19,10 @@ from avtomatika.storage.redis import Keys
 from avtomatika.v1.job_pb2 import JOB_STATUS_FINISHED, Job
 from avtomatika.webhooks.delivery import Delivery
 from avtomatika.webhooks.redis_outbox import RedisOutbox
-from tests.conftest import HttpClient, StartOrchestrator, make_settings
-from tests.redis_server import RedisServer
-from tests.test_redis_history import raw as raw
-from tests.test_webhooks import (
-    FAST_RETRIES,
-    Receiver,
-    create_job_with_webhook,
-    instant_blueprint,
-)
-from tests.test_webhooks import receiver as receiver
+from tests.support.blueprints import instant_blueprint
+from tests.support.orchestrator import HttpClient, StartOrchestrator, make_settings
+from tests.support.redis import RedisServer
+from tests.support.webhooks import FAST_RETRIES, Receiver, create_job_with_webhook
 
 LONG_LEASE = 60.0  # a claim that never lapses within a test
 

@@ -10,8 +10,8 @@ import aiohttp
 import pytest
 
 from avtomatika import OrchestratorEngine
-from tests.blueprints import echo_blueprint
-from tests.conftest import StartOrchestrator
+from tests.support.blueprints import echo_blueprint
+from tests.support.orchestrator import StartOrchestrator
 
 HttpFactory = Callable[..., aiohttp.ClientSession]
 

@@ -11,106 +11,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from avtomatika import OrchestratorEngine
-from tests.blueprints import echo_blueprint
-from tests.conftest import HttpClient, StartOrchestrator
-from tests.support import WORKER_TOKEN, create_job, get_job, wait_for, wait_for_status
-
-HEADERS = {"X-Worker-Token": WORKER_TOKEN, "X-RXON-Version": "1.0b3"}
-
-
-def registration(worker_id: str = "w-1", skills: list[str] | None = None) -> dict[str, Any]:
-    """What SDK 1.0b7 sends to register."""
-    return {
-        "worker_id": worker_id,
-        "worker_type": "gpu-box",
-        "supported_skills": ["echo"] if skills is None else skills,
-        "resources": {
-            "max_concurrent_tasks": 2,
-            "cpu_cores": 4,
-            "gpu_info": {"model": "RTX 4090", "vram_gb": 24},
-        },
-        "installed_software": {"python": "3.11"},
-        "installed_models": [{"name": "llama", "version": "3"}],
-        "capabilities": {
-            "hostname": "vm",
-            "ip_address": "127.0.0.1",
-            "cost_per_skill": {"echo": 0.5},
-            "s3_config_hash": None,
-            "extra": {"websockets": True, "region": "eu"},
-        },
-    }
-
-
-def heartbeat(worker_id: str = "w-1", **fields: Any) -> dict[str, Any]:
-    body = {"worker_id": worker_id, "status": "idle", "load": 0.0, "current_tasks": [],
-            "supported_skills": ["echo"], "hot_cache": [], "skill_dependencies": None,
-            "hot_skills": None}  # fmt: skip
-    body.update(fields)
-    return body
-
-
-class Worker:
-    """A REST worker driven request by request."""
-
-    def __init__(self, orchestrator: OrchestratorEngine, worker_id: str = "w-1") -> None:
-        self.worker_id = worker_id
-        self.http = aiohttp.ClientSession(
-            f"http://127.0.0.1:{orchestrator.rest_port}", headers=HEADERS
-        )
-
-    async def register(self, skills: list[str] | None = None) -> dict[str, Any]:
-        response = await self.http.post(
-            "/_worker/workers/register", json=registration(self.worker_id, skills)
-        )
-        assert response.status == 200, await response.text()
-        body: dict[str, Any] = await response.json()
-        return body
-
-    async def beat(self, **fields: Any) -> dict[str, Any]:
-        response = await self.http.patch(
-            f"/_worker/workers/{self.worker_id}", json=heartbeat(self.worker_id, **fields)
-        )
-        assert response.status == 200, await response.text()
-        body: dict[str, Any] = await response.json()
-        return body
-
-    async def poll(self) -> dict[str, Any] | None:
-        response = await self.http.get(f"/_worker/workers/{self.worker_id}/tasks/next")
-        if response.status == 204:
-            return None
-        assert response.status == 200, await response.text()
-        task: dict[str, Any] = await response.json()
-        return task
-
-    async def next_task(self) -> dict[str, Any]:
-        while (task := await self.poll()) is None:
-            pass
-        return task
-
-    async def report(self, task: dict[str, Any], **fields: Any) -> dict[str, Any]:
-        body = {"job_id": task["job_id"], "task_id": task["task_id"],
-                "worker_id": self.worker_id, "status": "success", "data": None,
-                "error": None, "data_metadata": None}  # fmt: skip
-        body.update(fields)
-        response = await self.http.post("/_worker/tasks/result", json=body)
-        assert response.status == 200, await response.text()
-        reply: dict[str, Any] = await response.json()
-        return reply
-
-
-@pytest.fixture
-async def rest_worker() -> Any:
-    """Factory: ``rest_worker(orchestrator, worker_id)``; sessions closed after."""
-    made: list[Worker] = []
-
-    def make(orchestrator: OrchestratorEngine, worker_id: str = "w-1") -> Worker:
-        made.append(Worker(orchestrator, worker_id))
-        return made[-1]
-
-    yield make
-    for worker in made:
-        await worker.http.close()
+from tests.support import create_job, get_job, wait_for, wait_for_status
+from tests.support.blueprints import echo_blueprint
+from tests.support.orchestrator import HttpClient, StartOrchestrator
+from tests.support.rest_worker import heartbeat, registration
+from tests.support.waiting import wait_until
 
 
 async def error(response: aiohttp.ClientResponse, status: int) -> str:
@@ -294,7 +199,8 @@ async def test_a_task_the_worker_never_lists_in_its_heartbeats_is_requeued(
 ) -> None:
     # Its poll's answer was lost (the instance that leased it died before
     # replying): the worker's heartbeats, two intervals on, still do not
-    # list the task, so it goes back to the queue as a new attempt.
+    # list the task, so it goes back to the queue as a new attempt. The
+    # worker beats until then, as a real one does every interval.
     orchestrator = await start_orchestrator(
         [echo_blueprint()], worker_heartbeat_interval_seconds=0.05
     )
@@ -303,8 +209,12 @@ async def test_a_task_the_worker_never_lists_in_its_heartbeats_is_requeued(
     await worker.register()
     job_id = await create_job(http, "jobs/echo", {"n": 1})
     lost = await worker.next_task()
-    await asyncio.sleep(0.2)
-    assert await worker.beat(status="idle", current_tasks=[]) == {"status": "ok"}
+
+    async def beaten_back() -> bool:
+        assert await worker.beat(status="idle", current_tasks=[]) == {"status": "ok"}
+        return not await orchestrator.engine.storage.leased_to("w-1")
+
+    await wait_until(beaten_back)
 
     again = await worker.next_task()
     assert (again["job_id"], again["task_id"] != lost["task_id"]) == (job_id, True)
@@ -356,8 +266,7 @@ async def test_a_long_poll_is_released_at_shutdown(
     worker = rest_worker(orchestrator)
     await worker.register()
     poll = asyncio.create_task(worker.poll())
-    while not orchestrator.polling_workers.polling("w-1"):  # noqa: ASYNC110 -- no event to await
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: orchestrator.polling_workers.polling("w-1"))
 
     # Without the release, stopping would wait for the poll (the test's
     # timeout would fail it).

@@ -22,9 +22,10 @@ from typing import Any
 import pytest
 
 from avtomatika import OrchestratorEngine
-from tests.blueprints import echo_blueprint
-from tests.conftest import HttpClient, StartOrchestrator
 from tests.support import WORKER_TOKEN, create_job, wait_for, wait_for_status
+from tests.support.blueprints import echo_blueprint
+from tests.support.orchestrator import HttpClient, StartOrchestrator
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -172,11 +173,11 @@ async def sdk_worker(sdk_python: Path, tmp_path: Path) -> AsyncIterator[StartWor
 
 
 async def wait_registered(http: Any, worker_id: str) -> None:
-    while True:
+    async def listed() -> bool:
         workers = await (await http.get("/api/v1/workers")).json()
-        if any(w["worker_id"] == worker_id for w in workers):
-            return
-        await asyncio.sleep(0.02)
+        return any(w["worker_id"] == worker_id for w in workers)
+
+    await wait_until(listed)
 
 
 async def test_an_sdk_1_0b7_worker_runs_jobs_through_every_outcome(

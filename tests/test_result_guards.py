@@ -4,10 +4,14 @@ nothing."""
 
 from __future__ import annotations
 
+import pytest
+
 from avtomatika.v1.task_pb2 import ErrorCode, TaskResult
-from tests.blueprints import echo_blueprint
-from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
 from tests.support import RawWorker, create_job, get_job, success, wait_for_status
+from tests.support.blueprints import echo_blueprint
+from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
+
+pytestmark = pytest.mark.both_stores
 
 
 async def test_a_result_from_a_worker_without_the_lease_is_stale(

@@ -20,10 +20,11 @@ from avtomatika.errors import ConfigError
 from avtomatika.schedules.timetable import Calendar, Interval, load_schedules, time_zone
 from avtomatika.storage.redis import Keys
 from avtomatika.worker import TaskContext
-from tests.conftest import StartOrchestrator
-from tests.redis_server import RedisServer
-from tests.sdk import serving
-from tests.serve import serve_env
+from tests.support.orchestrator import StartOrchestrator
+from tests.support.redis import RedisServer
+from tests.support.sdk import serving
+from tests.support.serve import serve_env
+from tests.support.waiting import wait_until
 
 UTC_ZONE = ZoneInfo("UTC")
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -53,14 +54,6 @@ def finishing(name: str, runs: list[dict[str, Any]]) -> StateMachineBlueprint:
         runs.append({"job_id": job_id, "data": initial_data, "plan": client.plan})
 
     return bp
-
-
-async def until(condition: Any) -> None:
-    """Wait until ``condition()`` holds (bounded by the test timeout)."""
-    while True:
-        if condition():
-            return
-        await asyncio.sleep(0.01)
 
 
 # -- the file --
@@ -263,7 +256,7 @@ async def test_scheduled_jobs_run_through_a_grpc_worker(
     )
     orchestrator = await start_orchestrator([bp], schedules_config_path=path)
     async with serving(orchestrator, {"stamp": stamp}):
-        await until(lambda: len(runs) >= 3)
+        await wait_until(lambda: len(runs) >= 3)
     assert len({run["job_id"] for run in runs}) == len(runs)
     for run in runs:
         assert run["plan"] == "system"
@@ -285,7 +278,7 @@ async def test_a_disabled_schedule_creates_nothing_and_others_run(
     await start_orchestrator(
         [finishing("off", off), finishing("on", on)], schedules_config_path=path
     )
-    await until(lambda: len(on) >= 5)
+    await wait_until(lambda: len(on) >= 5)
     assert off == []
 
 
@@ -318,7 +311,7 @@ async def test_two_instances_on_one_redis_create_each_firing_once(
     second = await start_orchestrator(
         [finishing("tick", runs)], redis_url=redis_url, instance_id="b", schedules_config_path=path
     )
-    await until(lambda: len(runs) >= 10)
+    await wait_until(lambda: len(runs) >= 10)
     await second.stop()
     await first.stop()
     keys = Keys()
@@ -352,14 +345,14 @@ async def test_a_restart_fires_the_firing_it_missed_once(
     first = await start_orchestrator(
         [finishing("slow", runs)], redis_url=redis_url, schedules_config_path=path
     )
-    await until(lambda: len(runs) == 1)
+    await wait_until(lambda: len(runs) == 1)
     await first.stop()
     caplog.set_level(logging.DEBUG, logger="avtomatika.schedules.scheduler")
     second = await start_orchestrator(
         [finishing("slow", runs)], redis_url=redis_url, schedules_config_path=path
     )
     # The restart finds that firing claimed and leaves it.
-    await until(lambda: "fired by another instance" in caplog.text)
+    await wait_until(lambda: "fired by another instance" in caplog.text)
     await second.stop()
     keys = Keys()
     client = aioredis.Redis.from_url(redis_url)
@@ -383,11 +376,11 @@ async def test_firings_resume_after_a_redis_outage(
         orchestrator = await start_orchestrator(
             [finishing("tick", runs)], redis_url=server.url, schedules_config_path=path
         )
-        await until(lambda: len(runs) >= 2)
+        await wait_until(lambda: len(runs) >= 2)
         server.stop()
         server.start()
         seen = len(runs)
-        await until(lambda: len(runs) >= seen + 3)
+        await wait_until(lambda: len(runs) >= seen + 3)
         await orchestrator.stop()
     finally:
         server.close()

@@ -14,12 +14,16 @@ import functools
 from typing import Any
 from unittest.mock import AsyncMock
 
+import pytest
+
 from avtomatika import ActionFactory, StateMachineBlueprint
 from avtomatika.blueprint.state_machine import never_suspends
-from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
 from tests.support import RawWorker, create_job, wait_for_status
-from tests.test_follow import EventStream
-from tests.test_history_api import ended, history_until
+from tests.support.follow import EventStream
+from tests.support.history import ended, history_until
+from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
+
+pytestmark = pytest.mark.both_stores
 
 
 def dispatching(name: str) -> StateMachineBlueprint:

@@ -19,6 +19,7 @@ from avtomatika.storage.redis.storage import RedisStorage
 from avtomatika.v1.job_pb2 import Job, JobStatus
 from avtomatika.v1.task_pb2 import Task, TaskState
 from tests.support import cancelled, claim_one
+from tests.support.storage import finish_claimed
 
 
 def make_task(job: Job, skill: str, priority: float = 0.0) -> Task:
@@ -77,18 +78,6 @@ async def commit_under(storage: Storage, job_id: str, lease: Lease) -> CommitOut
     job = await storage.get_job(job_id)
     assert job is not None
     return await storage.commit(job, expected_version=job.version, lease=lease)
-
-
-async def finish_claimed(storage: Storage, job_id: str) -> None:
-    """Worker w claims the queued ``x`` task of ``job_id``; then the job ends
-    finished, with that task done."""
-    claimed = await claim_one(storage, WorkerProfile("w", ("x",)), 1)
-    assert claimed is not None
-    current = await storage.get_job(job_id)
-    assert current is not None
-    current.status = JobStatus.JOB_STATUS_FINISHED
-    claimed.state = TaskState.TASK_STATE_DONE
-    await storage.commit(current, expected_version=current.version, tasks=[claimed])
 
 
 async def until_waiting(storage: Storage, expected: dict[str, int]) -> None:

@@ -9,9 +9,7 @@ import asyncio
 import contextlib
 import re
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -27,48 +25,20 @@ from avtomatika.storage.redis.storage import RedisStorage
 from avtomatika.v1 import job_pb2, task_pb2
 from avtomatika.v1.job_pb2 import Job
 from avtomatika.v1.task_pb2 import Task
-from tests.redis_server import RedisServer, free_port
 from tests.support import cancelled, claim_one
-from tests.test_storage import finish_claimed
-
-OpenStorage = Callable[..., Coroutine[Any, Any, RedisStorage]]
-
-
-@pytest.fixture
-async def open_storage(redis_url: str) -> AsyncIterator[OpenStorage]:
-    """Factory: a RedisStorage on the test's Redis (one per "instance")."""
-    opened: list[RedisStorage] = []
-
-    async def open_one(url: str = redis_url, **settings: Any) -> RedisStorage:
-        storage = RedisStorage(Settings(redis_url=url, **settings))
-        await storage.open()
-        opened.append(storage)
-        return storage
-
-    yield open_one
-    for storage in opened:
-        await storage.close()
-
-
-async def new_job(storage: RedisStorage) -> Job:
-    job = Job(id=new_id(), blueprint_name="bp", status=job_pb2.JOB_STATUS_PENDING)
-    await storage.create_job(job)
-    assert await storage.next_ready_job() == job.id
-    await storage.step_done(job.id)
-    stored = await storage.get_job(job.id)
-    assert stored is not None
-    return stored
-
-
-def queued(job: Job, skill: str = "x", **fields: Any) -> Task:
-    return Task(
-        task_id=new_id(),
-        job_id=job.id,
-        type=skill,
-        attempt=1,
-        state=task_pb2.TASK_STATE_QUEUED,
-        **fields,
-    )
+from tests.support.net import free_port, wire_tap
+from tests.support.redis import RedisServer
+from tests.support.storage import (
+    Dropping,
+    OpenStorage,
+    ReplyDropper,
+    commit_status,
+    finish_claimed,
+    new_job,
+    parked,
+    queued,
+)
+from tests.support.waiting import wait_until
 
 
 async def a_step_taken_on_a(open_storage: OpenStorage) -> tuple[RedisStorage, RedisStorage, Job]:
@@ -79,17 +49,6 @@ async def a_step_taken_on_a(open_storage: OpenStorage) -> tuple[RedisStorage, Re
     await a.create_job(job)
     assert await a.next_ready_job() == job.id
     return a, b, job
-
-
-async def commit_status(
-    storage: RedisStorage, job_id: str, status: job_pb2.JobStatus.ValueType, **options: Any
-) -> CommitOutcome:
-    """Read the job on ``storage``, set its status and commit it at the
-    version read."""
-    stored = await storage.get_job(job_id)
-    assert stored is not None
-    stored.status = status
-    return await storage.commit(stored, expected_version=stored.version, **options)
 
 
 async def expiries(storage: RedisStorage, seconds: float) -> list[Expiry]:
@@ -151,8 +110,7 @@ async def test_a_task_queued_on_one_instance_wakes_a_worker_waiting_on_another(
     open_storage: OpenStorage,
 ) -> None:
     a, b = await open_storage(), await open_storage()
-    claim = asyncio.create_task(claim_one(b, WorkerProfile("w-b", ("x",)), 10))
-    await asyncio.sleep(0.05)
+    claim = await parked(b, "w-b")
     job = await new_job(a)
     task = queued(job)
     assert await a.commit(job, expected_version=job.version, tasks=[task]) is CommitOutcome.OK
@@ -249,9 +207,7 @@ async def test_requests_get_unavailable_while_redis_is_down_and_waits_resume_aft
     try:
         await storage.open()
         job = await new_job(storage)
-        worker = WorkerProfile("w", ("x",))
-        claim = asyncio.create_task(claim_one(storage, worker, 30))
-        await asyncio.sleep(0.05)
+        claim = await parked(storage, "w", timeout=30)
         server.stop()
 
         with pytest.raises(Unavailable, match="Redis"):
@@ -290,86 +246,6 @@ def test_keys_of_another_prefix_do_not_collide() -> None:
 
 def _in_ms(delay: int) -> int:
     return now_ms() + delay
-
-
-class ReplyDropper:
-    """A TCP proxy in front of Redis that, when armed, swallows the reply to
-    the next script call and drops the connection: the script ran, the
-    client never heard (a network cut at the worst moment). ``meanwhile``,
-    if set, runs after a reply is swallowed and before the cut: what other
-    clients do before the retry."""
-
-    def __init__(self, redis_port: int) -> None:
-        self._redis_port = redis_port
-        self.armed = False
-        self.dropped = 0
-        self.port = 0
-        self.meanwhile: Callable[[], Awaitable[object]] | None = None
-        self.skip = 0
-        """Script replies to let through, once armed, before the one dropped."""
-
-    async def start(self) -> None:
-        server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self._server = server
-        self.port = server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        self._server.close()
-
-    async def _serve(
-        self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter
-    ) -> None:
-        redis_in, redis_out = await asyncio.open_connection("127.0.0.1", self._redis_port)
-        last_was_script = False
-
-        async def upstream() -> None:
-            nonlocal last_was_script
-            while data := await client_in.read(65536):
-                last_was_script = b"EVALSHA" in data.upper()
-                redis_out.write(data)
-                await redis_out.drain()
-
-        async def downstream() -> None:
-            try:
-                while data := await redis_in.read(65536):
-                    if self.armed and last_was_script and self.skip:
-                        self.skip -= 1
-                    elif self.armed and last_was_script:
-                        self.armed = False
-                        self.dropped += 1
-                        if self.meanwhile is not None:
-                            await self.meanwhile()
-                        return
-                    client_out.write(data)
-                    await client_out.drain()
-            finally:
-                client_out.close()
-                redis_out.close()
-
-        with contextlib.suppress(OSError):
-            await asyncio.gather(upstream(), downstream())
-
-
-@dataclass
-class Dropping:
-    """Instance ``a``, whose connections pass ``proxy``, and instance ``b``."""
-
-    proxy: ReplyDropper
-    a: RedisStorage
-    b: RedisStorage
-
-
-@pytest.fixture
-async def dropping(redis_server: RedisServer, open_storage: OpenStorage) -> AsyncIterator[Dropping]:
-    """Two instances, the first behind a :class:`ReplyDropper`."""
-    redis_server.flush()
-    proxy = ReplyDropper(redis_server.port)
-    await proxy.start()
-    try:
-        a = await open_storage(f"redis://127.0.0.1:{proxy.port}/0")
-        yield Dropping(proxy, a, await open_storage())
-    finally:
-        await proxy.stop()
 
 
 async def test_a_finished_step_does_not_release_the_claim_another_instance_took_since(
@@ -497,8 +373,9 @@ async def claim_sent_while_paused(
     task = await queued_task(storage)
     redis_server.pause()
     try:
-        claim = asyncio.create_task(claim_one(storage, WorkerProfile("w-1", ("x",)), 5))
-        await asyncio.sleep(0.1)  # the claim is on the wire
+        with wire_tap(redis_server.port) as tap:
+            claim = asyncio.create_task(claim_one(storage, WorkerProfile("w-1", ("x",)), 5))
+            await wait_until(lambda: tap.saw(b"w-1"))  # the claim is on the wire
         yield task, claim
     finally:
         redis_server.resume()
@@ -529,8 +406,11 @@ async def test_a_batch_claim_cancelled_with_its_script_in_flight_gives_every_tas
     )
     redis_server.pause()
     try:
-        claim = asyncio.create_task(storage.claim_tasks(WorkerProfile("w-1", ("x",)), 5, limit=3))
-        await asyncio.sleep(0.1)  # the claim is on the wire
+        with wire_tap(redis_server.port) as tap:
+            claim = asyncio.create_task(
+                storage.claim_tasks(WorkerProfile("w-1", ("x",)), 5, limit=3)
+            )
+            await wait_until(lambda: tap.saw(b"w-1"))  # the claim is on the wire
         await cancelled(claim)
     finally:
         redis_server.resume()

@@ -8,10 +8,11 @@ from typing import Any
 import aiohttp
 
 from avtomatika import ActionFactory, StateMachineBlueprint, TaskFiles
-from tests.blueprints import echo_blueprint
-from tests.conftest import HttpClient, StartOrchestrator
-from tests.s3_emulator import S3Emulator, keys_in, unique_bucket, until
 from tests.support import create_job, wait_for_status
+from tests.support.blueprints import echo_blueprint
+from tests.support.orchestrator import HttpClient, StartOrchestrator
+from tests.support.s3 import S3Emulator, keys_in, unique_bucket
+from tests.support.waiting import wait_until
 
 
 def files_blueprint() -> StateMachineBlueprint:
@@ -99,7 +100,7 @@ async def test_a_finished_jobs_files_are_removed(
         async def gone() -> bool:
             return not await keys_in(s3, bucket, f"jobs/{job_id}/")
 
-        await until(gone)
+        await wait_until(gone)
 
 
 async def test_a_cancelled_jobs_uploads_are_removed_and_other_jobs_kept(
@@ -121,7 +122,7 @@ async def test_a_cancelled_jobs_uploads_are_removed_and_other_jobs_kept(
         async def gone() -> bool:
             return not await keys_in(s3, bucket, f"jobs/{ending}/")
 
-        await until(gone)
+        await wait_until(gone)
         assert await keys_in(s3, bucket) == [f"jobs/{staying}/in.txt"]
 
 

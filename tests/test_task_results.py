@@ -7,8 +7,6 @@ from __future__ import annotations
 import pytest
 
 from avtomatika.v1.task_pb2 import ErrorCode, TaskResult, TaskResultStatus
-from tests.blueprints import echo_blueprint
-from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
 from tests.support import (
     RawWorker,
     create_job,
@@ -18,6 +16,10 @@ from tests.support import (
     success,
     wait_for_status,
 )
+from tests.support.blueprints import echo_blueprint
+from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
+
+pytestmark = pytest.mark.both_stores
 
 
 async def test_success_follows_the_success_transition_and_merges_data(

@@ -13,9 +13,12 @@ import pytest
 
 from avtomatika import ActionFactory, StateMachineBlueprint
 from avtomatika.worker import TaskContext
-from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
-from tests.sdk import Params, serving
 from tests.support import RawWorker, wait_for_status
+from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
+from tests.support.sdk import Params, serving
+
+pytestmark = pytest.mark.both_stores
+
 
 SHORT = 0.2
 """Seconds: a deadline that passes quickly. Nothing asserts how quickly."""

@@ -8,107 +8,30 @@ The receiver listens on loopback, so tests that expect a delivery set
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
-from multidict import CIMultiDictProxy
 
-from avtomatika import ActionFactory, StateMachineBlueprint
 from avtomatika.history import open_sink
 from avtomatika.v1.task_pb2 import ErrorCode
 from avtomatika.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify
 from avtomatika.webhooks.addresses import literal_address, non_public_kind
-from tests.blueprints import echo_blueprint
-from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator, make_settings
 from tests.support import RawWorker, get_job, wait_for_status
+from tests.support.blueprints import echo_blueprint, instant_blueprint
+from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator, make_settings
+from tests.support.waiting import wait_until
+from tests.support.webhooks import FAST_RETRIES, Receiver, create_job_with_webhook
 
 SECRET = "webhook-secret"
-FAST_RETRIES: dict[str, Any] = {
-    "webhook_allow_private": True,
-    "webhook_backoff_base_seconds": 0.01,
-}
-
-
-@dataclass(frozen=True)
-class Received:
-    body: bytes
-    headers: CIMultiDictProxy[str]
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class Receiver:
-    """A webhook endpoint that answers with ``statuses`` in turn (then 200)."""
-
-    def __init__(self) -> None:
-        self.statuses: list[int] = []
-        self.requests: list[Received] = []
-        self._arrivals: asyncio.Queue[Received] = asyncio.Queue()
-        self.url = ""
-
-    async def handle(self, request: web.Request) -> web.Response:
-        received = Received(await request.read(), request.headers)
-        self.requests.append(received)
-        self._arrivals.put_nowait(received)
-        status = self.statuses.pop(0) if self.statuses else 200
-        return web.json_response({"ok": status < 300}, status=status)
-
-    async def next(self) -> Received:
-        return await self._arrivals.get()
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    endpoint = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", endpoint.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
-    endpoint.url = f"http://127.0.0.1:{port}/hook"
-    yield endpoint
-    await runner.cleanup()
-
-
-def instant_blueprint() -> StateMachineBlueprint:
-    """start -> done, no worker involved."""
-    bp = StateMachineBlueprint("instant", api_endpoint="/jobs/instant", api_version="v1")
-
-    @bp.handler_for("start", is_start=True)
-    async def start(actions: ActionFactory) -> None:
-        actions.transition_to("done")
-
-    @bp.handler_for("done", is_end=True)
-    async def done() -> None:
-        return None
-
-    return bp
-
-
-async def create_job_with_webhook(
-    http: aiohttp.ClientSession, endpoint: str, url: str, initial_data: Any = None
-) -> str:
-    body = {"initial_data": initial_data or {}, "webhook_url": url}
-    response = await http.post(f"/api/v1/{endpoint}", json=body)
-    answer = await response.json()
-    assert response.status == 202, answer
-    job_id: str = answer["job_id"]
-    return job_id
 
 
 async def webhook_outcome(http: aiohttp.ClientSession, job_id: str) -> dict[str, Any]:
     """The job's webhook_delivered or webhook_failed history event, once written."""
-    while True:
+
+    async def outcome() -> dict[str, Any] | None:
         response = await http.get(f"/api/v1/jobs/{job_id}/history")
         events = await response.json()
         assert response.status == 200, events
@@ -116,7 +39,9 @@ async def webhook_outcome(http: aiohttp.ClientSession, job_id: str) -> dict[str,
             if item["type"] in ("webhook_delivered", "webhook_failed"):
                 assert isinstance(item, dict)
                 return item
-        await asyncio.sleep(0.01)
+        return None
+
+    return await wait_until(outcome)
 
 
 Run = Callable[..., Awaitable[tuple[aiohttp.ClientSession, str]]]

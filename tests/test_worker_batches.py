@@ -21,9 +21,9 @@ from avtomatika.v1.worker_service_pb2 import (
     RequestBatch,
     TaskAssignment,
 )
-from tests.blueprints import echo_blueprint, fan_out_blueprint
-from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
 from tests.support import RawWorker, create_job, success, wait_for_status
+from tests.support.blueprints import echo_blueprint, fan_out_blueprint
+from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
 
 
 async def receive_flat(worker: RawWorker, count: int) -> tuple[list[ConnectResponse], int]:

@@ -8,9 +8,9 @@ import asyncio
 import os
 import sys
 
-from tests.blueprints import echo_blueprint
-from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
 from tests.support import WORKER_TOKEN, RawWorker, create_job, wait_for_status
+from tests.support.blueprints import echo_blueprint
+from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
 
 # A real SDK worker in its own process: it announces the task it runs, then
 # hangs in it until killed.

@@ -10,9 +10,11 @@ import grpc
 import pytest
 
 from avtomatika.v1.worker_service_pb2 import TaskAssignment
-from tests.blueprints import echo_blueprint
-from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
 from tests.support import RawWorker, create_job, wait_for_status
+from tests.support.blueprints import echo_blueprint
+from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
+
+pytestmark = pytest.mark.both_stores
 
 
 async def leased_then_disconnected(

@@ -23,8 +23,6 @@ from avtomatika.v1.task_pb2 import TaskResult
 from avtomatika.v1.worker_pb2 import WorkerRegistration, WorkerStatus
 from avtomatika.v1.worker_service_pb2 import CancelAck, ConnectRequest, Drain, Hello
 from avtomatika.worker import ConnectionSettings, TaskContext, Worker
-from tests.blueprints import echo_blueprint
-from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator, make_settings
 from tests.support import (
     WORKER_TOKEN,
     RawWorker,
@@ -33,6 +31,8 @@ from tests.support import (
     wait_for,
     wait_for_status,
 )
+from tests.support.blueprints import echo_blueprint
+from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator, make_settings
 
 # -- workers.toml --
 

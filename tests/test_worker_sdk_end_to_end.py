@@ -10,9 +10,9 @@ from typing import Any
 
 from avtomatika import OrchestratorEngine
 from avtomatika.worker import ConnectionSettings, TaskContext, TaskFailure, Worker
-from tests.blueprints import echo_blueprint
-from tests.conftest import HttpClient, StartOrchestrator
 from tests.support import WORKER_TOKEN, create_job, wait_for_status
+from tests.support.blueprints import echo_blueprint
+from tests.support.orchestrator import HttpClient, StartOrchestrator
 
 WAIT = 5.0
 

@@ -14,6 +14,7 @@ import pytest
 
 from avtomatika import ActionFactory, StateMachineBlueprint
 from avtomatika.grpc.worker_stream import WorkerStreamService
+from avtomatika.services.worker_api import WorkerApi
 from avtomatika.v1 import task_pb2
 from avtomatika.v1.task_pb2 import TaskResult
 from avtomatika.v1.worker_pb2 import WorkerRegistration
@@ -25,8 +26,6 @@ from avtomatika.v1.worker_service_pb2 import (
     Hello,
     TaskProgress,
 )
-from tests.blueprints import echo_blueprint
-from tests.conftest import GrpcChannel, HttpClient, StartOrchestrator
 from tests.support import (
     CLIENT_TOKEN,
     WORKER_TOKEN,
@@ -37,6 +36,8 @@ from tests.support import (
     wait_for,
     wait_for_status,
 )
+from tests.support.blueprints import echo_blueprint
+from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
 
 
 def ranked_blueprint() -> StateMachineBlueprint:
@@ -367,7 +368,8 @@ async def test_a_stream_grpc_closes_mid_write_lets_go_of_its_worker_at_once(
         yield hello_request("w-1", ["echo"])
         await silent.wait()  # the worker says nothing more
 
-    service = WorkerStreamService(orchestrator.engine, orchestrator.auth)
+    polling = WorkerApi(orchestrator.auth, orchestrator.polling_workers)
+    service = WorkerStreamService(orchestrator.engine, orchestrator.auth, polling)
     stream = cast(
         AsyncGenerator[ConnectResponse, None],
         service.Connect(requests(), cast(Any, ServicerContext(WORKER_TOKEN))),

@@ -18,11 +18,12 @@ from avtomatika.blueprint.context import ClientInfo
 from avtomatika.errors import InvalidArgument
 from avtomatika.grpc.status import rpc_errors
 from avtomatika.payload import from_payload
-from avtomatika.services.client_api import ClientApi
+from avtomatika.services.client_api import ClientApi, JobFilter, owner_view
 from avtomatika.services.requests import JobRequest
 from avtomatika.v1 import job_service_pb2_grpc
 from avtomatika.v1.job_pb2 import Job
 from avtomatika.v1.job_service_pb2 import (
+    BlueprintSummary,
     CancelJobRequest,
     CancelJobResponse,
     CreateJobRequest,
@@ -39,12 +40,18 @@ from avtomatika.v1.job_service_pb2 import (
     GetJobResponse,
     GetUploadUrlRequest,
     GetUploadUrlResponse,
+    ListBlueprintsRequest,
+    ListBlueprintsResponse,
+    ListJobsRequest,
+    ListJobsResponse,
     ListWorkersRequest,
     ListWorkersResponse,
     StreamJobEventsRequest,
     StreamJobEventsResponse,
     UploadFileRequest,
     UploadFileResponse,
+    UploadFileStreamRequest,
+    UploadFileStreamResponse,
 )
 from avtomatika.v1.payload_pb2 import Payload
 
@@ -93,7 +100,39 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
             # 0 (proto3's default) is "do not wait", as a missing ?wait= is.
             wait = request.wait if request.wait != 0 else None
             job = await self._api.get_job(client, request.job_id, wait)
-            return GetJobResponse(job=job)
+            return GetJobResponse(job=owner_view(job))
+
+    async def ListJobs(self, request: ListJobsRequest, context: _Context) -> ListJobsResponse:
+        async with rpc_errors(context):
+            client = await self._caller(context)
+            where = JobFilter(
+                statuses=frozenset(request.statuses),
+                blueprint=request.blueprint,
+                current_state=request.current_state,
+                created_after_ms=request.created_after_ms,
+            )
+            jobs, token = await self._api.list_jobs(
+                client, where, request.page_size, request.page_token
+            )
+            return ListJobsResponse(jobs=jobs, next_page_token=token)
+
+    async def ListBlueprints(
+        self, request: ListBlueprintsRequest, context: _Context
+    ) -> ListBlueprintsResponse:
+        async with rpc_errors(context):
+            client = await self._caller(context)
+            return ListBlueprintsResponse(
+                blueprints=[
+                    BlueprintSummary(
+                        name=bp.name,
+                        route=bp.route,
+                        states=bp.states,
+                        start_state=bp.start_state,
+                        end_states=bp.end_states,
+                    )
+                    for bp in self._api.list_blueprints(client)
+                ]
+            )
 
     async def StreamJobEvents(
         self, request: StreamJobEventsRequest, context: _Context
@@ -144,6 +183,23 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
                 request.content.content_type or None,
             )
             return UploadFileResponse(status="uploaded", s3_uri=s3_uri)
+
+    async def UploadFileStream(
+        self, request_iterator: AsyncIterator[UploadFileStreamRequest], context: _Context
+    ) -> UploadFileStreamResponse:
+        """The first message names the job and the file; each message's chunk
+        goes on to S3 as it arrives, in constant memory."""
+        async with rpc_errors(context):
+            client = await self._caller(context)
+            messages = aiter(request_iterator)
+            first = await anext(messages, None)
+            if first is None:
+                raise InvalidArgument("the upload stream carried no message")
+            body = _Chunks(first.chunk, messages)
+            s3_uri = await self._api.upload(
+                client, first.job_id, first.filename, body, first.content_type or None
+            )
+            return UploadFileStreamResponse(status="uploaded", s3_uri=s3_uri, size=body.size)
 
     async def DownloadFile(
         self, request: DownloadFileRequest, context: _Context
@@ -214,3 +270,28 @@ class _Bytes:
         size = len(self._data) if n < 0 else n
         piece, self._data = self._data[:size], self._data[size:]
         return bytes(piece)
+
+
+class _Chunks:
+    """A client stream's chunks as the reader an upload streams from; the
+    next message is read only when the upload wants more."""
+
+    __slots__ = ("_buffer", "_messages", "size")
+
+    def __init__(self, first: bytes, messages: AsyncIterator[UploadFileStreamRequest]) -> None:
+        self._buffer = bytearray(first)
+        self._messages: AsyncIterator[UploadFileStreamRequest] | None = messages
+        self.size = 0
+
+    async def read(self, n: int = -1) -> bytes:
+        while self._messages is not None and (n < 0 or len(self._buffer) < n):
+            message = await anext(self._messages, None)
+            if message is None:
+                self._messages = None
+            else:
+                self._buffer += message.chunk
+        size = len(self._buffer) if n < 0 else min(n, len(self._buffer))
+        piece = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        self.size += len(piece)
+        return piece

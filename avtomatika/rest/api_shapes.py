@@ -178,6 +178,37 @@ SCHEMAS: dict[str, Schema] = {
             "last_seen": _TIMESTAMP,
         },
     },
+    "JobPage": {
+        "type": "object",
+        "required": ["jobs", "next_page_token"],
+        "properties": {
+            "jobs": {"type": "array", "items": ref("Job")},
+            "next_page_token": {
+                "type": "string",
+                "description": "Pass it as page_token for the next page; empty after the last.",
+            },
+        },
+    },
+    "BlueprintList": {
+        "type": "object",
+        "required": ["blueprints"],
+        "properties": {
+            "blueprints": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "route", "states", "start_state", "end_states"],
+                    "properties": {
+                        "name": _STRING,
+                        "route": {"type": "string", "description": "e.g. /api/v1/jobs/video"},
+                        "states": {"type": "array", "items": _STRING},
+                        "start_state": _STRING,
+                        "end_states": {"type": "array", "items": _STRING},
+                    },
+                },
+            }
+        },
+    },
     "Dashboard": {
         "type": "object",
         "properties": {
@@ -466,6 +497,32 @@ OPERATIONS: dict[str, Operation] = {
     ),
     "ListWorkers": Operation(
         {200: Reply("The connected workers.", {"type": "array", "items": ref("Worker")})}
+    ),
+    "ListJobs": Operation(
+        {200: Reply("A page of the caller's jobs, newest first.", ref("JobPage"))},
+        errors={400: "An unknown status, a page size out of range or a page token not ours."},
+        query={
+            "statuses": {
+                "type": "array",
+                "items": {"type": "string", "enum": _JOB_STATUSES},
+                "description": "Only jobs in one of these statuses (repeat the parameter, "
+                "or separate names with commas).",
+            },
+            "created_after_ms": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Only jobs created at or after this time (epoch ms).",
+            },
+            "page_size": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": 500,
+                "description": "At most this many jobs (0: 50).",
+            },
+        },
+    ),
+    "ListBlueprints": Operation(
+        {200: Reply("The registered blueprints, by name.", ref("BlueprintList"))}
     ),
     "GetDashboard": Operation({200: Reply("Aggregate statistics.", ref("Dashboard"))}),
     "RegisterWorker": Operation(

@@ -6,6 +6,8 @@ and renders; the rules are there.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 
 from aiohttp import web
@@ -14,8 +16,18 @@ from avtomatika.errors import InvalidArgument
 from avtomatika.rest.bodies import job_request, read_json_object
 from avtomatika.rest.render import job_body, worker_json
 from avtomatika.rest.state import CLIENT_API, ENGINE, client_of
+from avtomatika.services.client_api import JobFilter
+from avtomatika.status import job_status_named
 
-__all__ = ["cancel_job", "create_job", "get_job", "list_workers", "wait_seconds"]
+__all__ = [
+    "cancel_job",
+    "create_job",
+    "get_job",
+    "list_blueprints",
+    "list_jobs",
+    "list_workers",
+    "wait_seconds",
+]
 
 
 async def create_job(request: web.Request) -> web.Response:
@@ -48,6 +60,54 @@ def wait_seconds(request: web.Request) -> float | None:
     if not math.isfinite(wait) or wait < 0:
         raise InvalidArgument(f"wait must be a number of seconds >= 0, got {raw!r}")
     return wait
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    """``GET /api/v1/jobs``: ``{"jobs": [...], "next_page_token": "..."}``,
+    newest first. The query parameters are ListJobsRequest's fields;
+    ``statuses`` takes the documented names (``running``), repeated or
+    separated by commas."""
+    query = request.query
+    statuses: set[int] = set()
+    for raw in query.getall("statuses", []):
+        for name in filter(None, raw.split(",")):
+            status = job_status_named(name)
+            if status is None:
+                raise InvalidArgument(f"statuses: {name!r} is not a job status")
+            statuses.add(status)
+    where = JobFilter(
+        statuses=frozenset(statuses),
+        blueprint=query.get("blueprint", ""),
+        current_state=query.get("current_state", ""),
+        created_after_ms=_whole("created_after_ms", query.get("created_after_ms", ""), 15),
+    )
+    jobs, token = await request.app[CLIENT_API].list_jobs(
+        client_of(request),
+        where,
+        _whole("page_size", query.get("page_size", ""), 9),
+        query.get("page_token", ""),
+    )
+    body = b'{"jobs":[' + b",".join(map(job_body, jobs)) + b'],"next_page_token":'
+    return web.Response(
+        body=body + json.dumps(token).encode() + b"}",
+        content_type="application/json",
+        charset="utf-8",
+    )
+
+
+async def list_blueprints(request: web.Request) -> web.Response:
+    """``GET /api/v1/blueprints``: ``{"blueprints": [{name, route, states,
+    start_state, end_states}]}``, by name."""
+    blueprints = request.app[CLIENT_API].list_blueprints(client_of(request))
+    return web.json_response({"blueprints": [dataclasses.asdict(bp) for bp in blueprints]})
+
+
+def _whole(name: str, raw: str, digits: int) -> int:
+    if raw == "":
+        return 0
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > digits:
+        raise InvalidArgument(f"{name} must be a whole number, got {raw!r}")
+    return int(raw)
 
 
 async def cancel_job(request: web.Request) -> web.Response:

@@ -274,9 +274,12 @@ def _query_parameters(path: str, rpc: Rpc, shape: Operation) -> list[dict[str, A
     bound = set(re.findall(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", path))
     parameters = []
     for field in rpc.request.fields:
-        if field.name in bound or field.is_repeated or field.type not in _QUERY_TYPES:
+        refined = shape.query.get(field.name)
+        if field.name in bound or (refined is None and field.is_repeated):
             continue
-        schema = dict(shape.query.get(field.name) or _QUERY_TYPES[field.type])
+        if refined is None and field.type not in _QUERY_TYPES:
+            continue
+        schema = dict(refined or _QUERY_TYPES[field.type])
         parameter: dict[str, Any] = {
             "name": field.name,
             "in": "query",

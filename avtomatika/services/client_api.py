@@ -13,7 +13,11 @@ so no use case can be reached without a client.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import hashlib
+import json
 import re
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -30,6 +34,8 @@ from avtomatika.limits.client_limits import ClientLimits
 from avtomatika.monitoring.dashboard import Dashboard
 from avtomatika.services.requests import JobRequest
 from avtomatika.status import TERMINAL
+from avtomatika.storage.base import JobCursor
+from avtomatika.v1 import job_pb2
 from avtomatika.v1.history_pb2 import HistoryEvent
 from avtomatika.v1.job_pb2 import Job
 from avtomatika.v1.worker_pb2 import WorkerInfo
@@ -37,7 +43,25 @@ from avtomatika.v1.worker_pb2 import WorkerInfo
 if TYPE_CHECKING:
     from avtomatika.files import S3Files
 
-__all__ = ["DEFAULT_EXPIRES_IN", "DOWNLOAD_URL_SECONDS", "ClientApi", "Reader", "visible"]
+__all__ = [
+    "DEFAULT_EXPIRES_IN",
+    "DEFAULT_PAGE_SIZE",
+    "DOWNLOAD_URL_SECONDS",
+    "MAX_PAGE_SIZE",
+    "BlueprintInfo",
+    "ClientApi",
+    "JobFilter",
+    "Reader",
+    "owner_view",
+    "visible",
+]
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+# A listing reads at most this many of the client's jobs per page asked for
+# before it answers (with fewer jobs and a token to go on): a filter that
+# matches rarely costs pages, never a scan of every job in one request.
+_SCAN_PER_PAGE = 10
 
 DEFAULT_EXPIRES_IN = 3600
 """Validity of an upload URL when the client does not say (as documented)."""
@@ -53,6 +77,52 @@ class Reader(Protocol):
     """A body arriving in pieces (``b""`` at its end)."""
 
     async def read(self, n: int = -1) -> bytes: ...
+
+
+def owner_view(job: Job) -> Job:
+    """A job as its owner sees it: the approval token only while the job
+    waits for that approval (as the REST JSON renders it)."""
+    if job.status == job_pb2.JOB_STATUS_WAITING_FOR_HUMAN or not job.approval_token:
+        return job
+    view = Job()
+    view.CopyFrom(job)
+    view.approval_token = ""
+    return view
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Which of a client's jobs a listing shows (empty: every one)."""
+
+    statuses: frozenset[int] = frozenset()
+    blueprint: str = ""
+    current_state: str = ""
+    created_after_ms: int = 0
+
+    def matches(self, job: Job) -> bool:
+        return (
+            (not self.statuses or job.status in self.statuses)
+            and (not self.blueprint or job.blueprint_name == self.blueprint)
+            and (not self.current_state or job.current_state == self.current_state)
+        )
+
+    def fingerprint(self) -> str:
+        """Short, stable: a page token is good for the filter it was made with."""
+        text = json.dumps(
+            [sorted(self.statuses), self.blueprint, self.current_state, self.created_after_ms]
+        )
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True, slots=True)
+class BlueprintInfo:
+    """A registered blueprint, as ``ListBlueprints`` describes it."""
+
+    name: str
+    route: str
+    states: list[str]
+    start_state: str
+    end_states: list[str]
 
 
 def visible(job: Job) -> tuple[object, ...]:
@@ -164,6 +234,51 @@ class ClientApi:
                 if stale and not follower.closed:
                     pending.append(await self.engine.get_job(job_id, client_id=client.id))
 
+    async def list_jobs(
+        self, client: ClientInfo, where: JobFilter, page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[Job], str]:
+        """A page of the client's jobs, newest first, and the token of the
+        next page ('' after the last). A page may hold fewer than
+        ``page_size`` jobs and still have a token (a rare filter: the read
+        per request is bounded); jobs created while paging appear on no page
+        already served, and none is served twice."""
+        if page_size == 0:
+            page_size = DEFAULT_PAGE_SIZE
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise InvalidArgument(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
+        if where.created_after_ms < 0:
+            raise InvalidArgument("created_after must not be before 1970")
+        cursor = _read_token(page_token, where) if page_token else None
+        page: list[Job] = []
+        budget = page_size * _SCAN_PER_PAGE
+        while budget > 0:
+            batch, after = await self.engine.storage.client_jobs(
+                client.id, cursor, where.created_after_ms, min(budget, 2 * page_size)
+            )
+            budget -= len(batch)
+            for job in batch:
+                if where.matches(job):
+                    page.append(owner_view(job))
+                    if len(page) == page_size:
+                        return page, _token((job.created_at_ms, job.id), where)
+            if after is None:
+                return page, ""
+            cursor = after
+        return page, _token(cursor, where) if cursor is not None else ""
+
+    def list_blueprints(self, client: ClientInfo) -> list[BlueprintInfo]:
+        """The registered blueprints, by name."""
+        return [
+            BlueprintInfo(
+                name=bp.name,
+                route=f"/api/{bp.route}" if bp.route is not None else "",
+                states=sorted(bp.states),
+                start_state=bp.start_state,
+                end_states=sorted(bp.end_states),
+            )
+            for bp in sorted(self.engine.blueprints.values(), key=lambda bp: bp.name)
+        ]
+
     async def cancel_job(self, client: ClientInfo, job_id: str) -> bool:
         """Cancel the client's job; True when the cancel reached a worker
         running one of its tasks at once."""
@@ -240,3 +355,23 @@ def _expires_in(raw: str | int | None) -> int:
     if not _DIGITS.fullmatch(raw):
         raise InvalidArgument(f"expires_in must be a whole number of seconds, got {raw!r}")
     return int(raw)
+
+
+def _token(cursor: JobCursor, where: JobFilter) -> str:
+    raw = json.dumps([cursor[0], cursor[1], where.fingerprint()], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _read_token(token: str, where: JobFilter) -> JobCursor:
+    """The cursor a page token holds; INVALID_ARGUMENT for one this service
+    did not make, or made for other filters."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        ms, job_id, fingerprint = json.loads(raw)
+    except (binascii.Error, ValueError, TypeError):
+        raise InvalidArgument("page_token is not a token this API gave") from None
+    if not (isinstance(ms, int) and isinstance(job_id, str) and isinstance(fingerprint, str)):
+        raise InvalidArgument("page_token is not a token this API gave")
+    if fingerprint != where.fingerprint():
+        raise InvalidArgument("page_token belongs to a listing with other filters")
+    return ms, job_id

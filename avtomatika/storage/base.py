@@ -21,7 +21,10 @@ from avtomatika.dispatch import WorkerProfile
 from avtomatika.v1.job_pb2 import Job
 from avtomatika.v1.task_pb2 import Task
 
-__all__ = ["CommitOutcome", "Expiry", "Lease", "Storage"]
+__all__ = ["CommitOutcome", "Expiry", "JobCursor", "Lease", "Storage"]
+
+JobCursor = tuple[int, str]
+"""A place in a client's jobs, newest first: (``created_at_ms``, job id)."""
 
 
 class CommitOutcome(enum.Enum):
@@ -146,6 +149,16 @@ class Storage(Protocol):
     async def set_progress(self, job_id: str, task_id: str, progress: float, message: str) -> bool:
         """Record progress of a live task of a job without bumping its
         version; False if the task is not live on that job."""
+
+    async def client_jobs(
+        self, client_id: str, before: JobCursor | None, since_ms: int, limit: int
+    ) -> tuple[list[Job], JobCursor | None]:
+        """Up to ``limit`` of the client's jobs, newest first (by creation
+        time, then id), created at or after ``since_ms`` and strictly after
+        ``before`` in that order; and where the next read starts (None when
+        nothing older is left). Jobs forgotten meanwhile are left out, so a
+        read may return fewer than ``limit`` with more to come: listing
+        filters and pages on top (see ``ClientApi.list_jobs``)."""
 
     async def count_jobs(self) -> dict[int, int]:
         """Number of jobs per status value."""

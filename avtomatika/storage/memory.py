@@ -9,6 +9,7 @@ them, so callers always get fresh copies.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import heapq
 import itertools
 from collections import Counter, defaultdict
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from avtomatika.clock import now_ms
 from avtomatika.dispatch import Requirements, WorkerProfile, eligible
 from avtomatika.status import TERMINAL
-from avtomatika.storage.base import CommitOutcome, Expiry, Lease
+from avtomatika.storage.base import CommitOutcome, Expiry, JobCursor, Lease
 from avtomatika.storage.timers import Timers
 from avtomatika.storage.waiters import Waiters, pick
 from avtomatika.v1 import task_pb2
@@ -49,6 +50,8 @@ class MemoryStorage:
         self._job_tasks: defaultdict[str, set[str]] = defaultdict(set)
         self._versions: dict[str, int] = {}
         self._statuses: dict[str, int] = {}
+        # client id -> (created_at_ms, job id) of its jobs, sorted.
+        self._by_client: defaultdict[str, list[tuple[int, str]]] = defaultdict(list)
         self._tasks: dict[str, bytes] = {}
         # Leased tasks: task id -> worker, worker -> task ids.
         self._holders: dict[str, str] = {}
@@ -196,6 +199,17 @@ class MemoryStorage:
     async def count_jobs(self) -> dict[int, int]:
         return dict(Counter(self._statuses.values()))
 
+    async def client_jobs(
+        self, client_id: str, before: JobCursor | None, since_ms: int, limit: int
+    ) -> tuple[list[Job], JobCursor | None]:
+        index = self._by_client.get(client_id, [])
+        end = len(index) if before is None else bisect.bisect_left(index, before)
+        start = max(end - limit, bisect.bisect_left(index, (since_ms, "")))
+        entries = index[start:end][::-1]
+        jobs = [Job.FromString(self._jobs[job_id]) for _, job_id in entries]
+        exhausted = start == 0 or index[start - 1][0] < since_ms
+        return jobs, None if exhausted or not entries else entries[-1]
+
     async def queue_depths(self) -> dict[str, int]:
         return dict(Counter(self._queued.values()))
 
@@ -246,7 +260,15 @@ class MemoryStorage:
             self._tasks.pop(task_id, None)
             for kind in (_RELEASE, _DISPATCH, _RESULT):
                 self._timers.drop(f"{kind}:{task_id}")
-        self._jobs.pop(job_id, None)
+        data = self._jobs.pop(job_id, None)
+        if data is not None:
+            job = Job.FromString(data)
+            index = self._by_client[job.client_id]
+            at = bisect.bisect_left(index, (job.created_at_ms, job_id))
+            if at < len(index) and index[at] == (job.created_at_ms, job_id):
+                del index[at]
+            if not index:
+                del self._by_client[job.client_id]
         self._versions.pop(job_id, None)
         self._statuses.pop(job_id, None)
 
@@ -256,6 +278,9 @@ class MemoryStorage:
         self._ready.put_nowait(job.id)
 
     def _store_job(self, job: Job) -> None:
+        if job.id not in self._jobs:
+            # Its client's index, oldest first: listing walks it backwards.
+            bisect.insort(self._by_client[job.client_id], (job.created_at_ms, job.id))
         self._jobs[job.id] = job.SerializeToString()
         self._versions[job.id] = job.version
         self._statuses[job.id] = job.status

@@ -49,7 +49,16 @@ class Commits:
         steps = self._steps
         with steps.keeping(job.id) as keep:
             with unavailable("cannot create the job"):
-                await self._link.run("CREATE", job.id, data, job.status, keep, steps.claim_until())
+                await self._link.run(
+                    "CREATE",
+                    job.id,
+                    data,
+                    job.status,
+                    keep,
+                    steps.claim_until(),
+                    job.client_id,
+                    job.created_at_ms,
+                )
             steps.kept(job.id, keep, data)
 
     async def commit(
@@ -95,7 +104,15 @@ class Commits:
         children = []
         for child in new_jobs:
             child.version = 1
-            children.append(NewJob(child.id, child.SerializeToString(), child.status))
+            children.append(
+                NewJob(
+                    child.id,
+                    child.SerializeToString(),
+                    child.status,
+                    child.client_id,
+                    child.created_at_ms,
+                )
+            )
         keeps = ready and ready_at_ms <= now
         offer = self._hand_outs.offer(plain)
         handed_to = offer.waiter.worker.worker_id if offer is not None else ""
@@ -113,6 +130,8 @@ class Commits:
                 commit_nonce=secrets.token_hex(8),  # a retry of it is recognised
                 keep_token=keep,
                 keep_until=keep_until,
+                client_id=job.client_id,
+                created_at=job.created_at_ms,
                 hand_task=offer.task_id if offer is not None else "",
                 hand_worker=handed_to,
                 hand_nonce=offer.nonce if offer is not None else "",

@@ -26,6 +26,7 @@ _PER_RECORD = {
     "worker_leases": "leases",
     "claim_nonce": "nonce",
     "commit_nonce": "applied",
+    "client_jobs": "clientjobs",
 }
 
 
@@ -130,6 +131,12 @@ class Keys:
         """String with a one-minute TTL: a commit with this nonce was
         applied, so its retry after a lost reply writes nothing again."""
         return f"{self.root}:{_PER_RECORD['commit_nonce']}:{nonce}"
+
+    def client_jobs(self, client_id: str) -> str:
+        """Sorted set: the client's job ids by creation time (ms), for
+        listing newest first. Written when a job is created; an entry whose
+        job was forgotten is removed by the listing that finds it."""
+        return f"{self.root}:{_PER_RECORD['client_jobs']}:{client_id}"
 
     def worker_alive(self, worker_id: str) -> str:
         """String with a TTL, the worker's liveness: ``<instance>`` holding its

@@ -201,11 +201,18 @@ local function ready_job(id, token, lease_until)
   end
 end
 
-local function create_job(id, data, status, token, lease_until)
+-- A new job in its client's index (newest first by creation time, for
+-- listing; entries of forgotten jobs are dropped by whoever lists them).
+local function index_job(id, client, created)
+  redis.call('ZADD', K.client_jobs(client), created, id)
+end
+
+local function create_job(id, data, status, token, lease_until, client, created)
   -- A repeat (a retry after a lost reply) must not count or queue it twice.
   if redis.call('EXISTS', K.job(id)) == 1 then return end
   redis.call('HSET', K.job(id), 'd', data, 'v', 1, 's', status)
   redis.call('HINCRBY', K.statuses, status, 1)
+  index_job(id, client, created)
   ready_job(id, token, lease_until)
 end
 """
@@ -232,8 +239,9 @@ def _unpack(names: Sequence[str], first: str) -> str:
 CREATE = """
 -- Create a job at version 1 and queue it for the executor.
 -- KEYS: root. ARGV: job id, Job bytes, status, claim token ('': queue it
--- for any instance) and its lease-until ms. Returns 1.
-create_job(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+-- for any instance) and its lease-until ms, its client's id and its
+-- creation time (ms). Returns 1.
+create_job(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 return 1
 """
 
@@ -266,6 +274,9 @@ class NewJob(NamedTuple):
     child_record: bytes
     """Its Job bytes at version 1."""
     child_status: int
+    child_client: str
+    child_created: int
+    """Its client's id and creation time, for the client's index."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -297,6 +308,11 @@ class CommitArgs:
     instance keeps it ('': queued for any instance)..."""
     keep_until: int
     """... and that claim's lease-until ms."""
+    client_id: str = ""
+    """The job's client and..."""
+    created_at: int = 0
+    """... creation time: when the commit creates the job (expected version
+    0), it enters the client's index by them."""
     hand_task: str = ""
     """The hand-off: a new task of :attr:`tasks` to lease at once ('' for
     none)..."""
@@ -367,6 +383,7 @@ redis.call('SET', K.commit_nonce(commit_nonce), 1, 'PX', 60000)
 local old_status = f[2]
 now = tonumber(now)
 redis.call('HSET', job, 'd', record, 'v', tonumber(expected_version) + 1, 's', status)
+if not old_status then index_job(job_id, client_id, created_at) end
 if old_status ~= status then
   if old_status then redis.call('HINCRBY', K.statuses, old_status, -1) end
   redis.call('HINCRBY', K.statuses, status, 1)
@@ -433,7 +450,7 @@ n = tonumber(ARGV[i])
 for _ = 1, n do
   """
     + _unpack(NewJob._fields, "i + 1")
-    + """  create_job(child_id, child_record, child_status, '', 0)
+    + """  create_job(child_id, child_record, child_status, '', 0, child_client, child_created)
 """
     + f"  i = i + {len(NewJob._fields)}\n"
     + """end

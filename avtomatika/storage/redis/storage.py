@@ -36,7 +36,7 @@ from typing import Any
 
 from avtomatika.config import Settings
 from avtomatika.dispatch import WorkerProfile
-from avtomatika.storage.base import CommitOutcome, Expiry, Lease
+from avtomatika.storage.base import CommitOutcome, Expiry, JobCursor, Lease
 from avtomatika.storage.redis.claims import Claims
 from avtomatika.storage.redis.commits import Commits
 from avtomatika.storage.redis.deadlines import Deadlines
@@ -174,6 +174,40 @@ class RedisStorage:
         return ("HMGET", self.keys.task(task_id), "d", "st", "w", "la", "sq")
 
     # -- counts --
+
+    async def client_jobs(
+        self, client_id: str, before: JobCursor | None, since_ms: int, limit: int
+    ) -> tuple[list[Job], JobCursor | None]:
+        key = self.keys.client_jobs(client_id)
+        with unavailable("cannot list the jobs"):
+            client = await self._link.redis()
+            head: list[JobCursor] = []
+            top: float | str = "+inf"
+            if before is not None:
+                # The cursor's own millisecond first: ties on the score are
+                # ordered by member, which a score bound cannot express.
+                ms, last = before
+                if ms >= since_ms:
+                    same = await client.zrange(key, ms, ms, byscore=True)
+                    head = sorted(
+                        ((ms, m.decode()) for m in same if m.decode() < last), reverse=True
+                    )
+                top = f"({ms}"
+            rest = await client.zrange(
+                key, top, since_ms, desc=True, withscores=True, byscore=True, offset=0, num=limit
+            )
+            entries = [*head, *((int(score), m.decode()) for m, score in rest)][:limit]
+            fast = await self._link.fast()
+            records = (
+                await fast.execute_many(*(("HGET", self.keys.job(j), "d") for _, j in entries))
+                if entries
+                else []
+            )
+            gone = [j for (_, j), data in zip(entries, records, strict=True) if data is None]
+            if gone:
+                await client.zrem(key, *gone)  # forgotten (retention): out of the index
+        jobs = [Job.FromString(data) for data in records if data is not None]
+        return jobs, entries[-1] if len(entries) == limit else None
 
     async def count_jobs(self) -> dict[int, int]:
         with unavailable("cannot count jobs"):

@@ -1,6 +1,7 @@
 """Worker processes for the cluster tests, one transport each, announcing on
 stdout what they do so the test can count executions:
 
+- ``started <job_id> <attempt>``: an ``echo`` task started;
 - ``ran <job_id> <attempt>``: an ``echo`` task is about to return its result;
 - ``holding <job_id>``: a ``hold`` task started (it runs until cancelled);
 - ``cancelled <job_id>``: the cancel of a ``hold`` task reached its handler.
@@ -9,8 +10,8 @@ stdout what they do so the test can count executions:
 result is its own, after sleeping ``params["sleep"]`` seconds if given (to
 keep tasks in flight while a test breaks something).
 
-    python -m tests.cluster_workers grpc WORKER_ID HOST:PORT[,HOST:PORT...] CONCURRENCY
-    python -m tests.cluster_workers rest WORKER_ID URL[,URL...] CONCURRENCY
+    python -m tests.support.cluster_workers grpc WORKER_ID HOST:PORT[,HOST:PORT...] CONCURRENCY
+    python -m tests.support.cluster_workers rest WORKER_ID URL[,URL...] CONCURRENCY
 
 The gRPC worker is the Python SDK: it keeps one stream, to the first address
 that answers, and moves to the next when that stream breaks. The REST worker
@@ -30,7 +31,7 @@ from typing import Any
 import aiohttp
 
 from avtomatika.worker import ConnectionSettings, TaskContext, Worker
-from tests.support import WORKER_TOKEN
+from tests.support.tokens import WORKER_TOKEN
 
 _FAST_RECONNECT = ConnectionSettings(
     reconnect_initial_delay=0.05, reconnect_max_delay=0.5, connect_timeout=2.0
@@ -42,6 +43,7 @@ def say(*words: object) -> None:
 
 
 async def echo(params: dict[str, Any], job_id: str, attempt: int, worker_id: str) -> dict[str, Any]:
+    say("started", job_id, attempt)
     await asyncio.sleep(float(params.get("sleep", 0)))
     say("ran", job_id, attempt)
     return {"n": params.get("n"), "worker_id": worker_id}

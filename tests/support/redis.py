@@ -15,29 +15,24 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 
-__all__ = ["RedisServer", "redis_server", "redis_url"]
+from tests.support.net import free_port
+
+__all__ = ["RedisServer", "raw", "redis_server", "redis_url"]
 
 _HOW_TO_ENABLE = (
     "no redis-server binary on PATH; install it (e.g. `apt-get install redis-server`) "
     "to run the Redis tests"
 )
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class RedisServer:
@@ -193,3 +188,11 @@ def redis_url(redis_server: RedisServer) -> str:
     """The URL of the session's Redis server, emptied for this test."""
     redis_server.flush()
     return redis_server.url
+
+
+@pytest.fixture
+async def raw(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A plain client of the test's (emptied) Redis, to look at the keys."""
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()

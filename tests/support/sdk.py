@@ -11,7 +11,7 @@ from typing import Any
 
 from avtomatika import OrchestratorEngine
 from avtomatika.worker import ConnectionSettings, SkillHandler, Worker
-from tests.support import WORKER_TOKEN
+from tests.support.tokens import WORKER_TOKEN
 
 Params = dict[str, Any]
 

@@ -1,22 +1,16 @@
-"""Test helpers: a raw gRPC worker that speaks the stream message by message,
-for tests that need exact control over what a worker sends and when, and
-REST helpers to create jobs and follow them."""
+"""A raw gRPC worker that speaks the Connect stream message by message, for
+tests that need exact control over what a worker sends and when, and the
+results it reports."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 import grpc
-import pytest
 
-from avtomatika.dispatch import WorkerProfile
 from avtomatika.payload import from_payload, to_payload
-from avtomatika.storage import Storage
 from avtomatika.v1 import worker_service_pb2_grpc
-from avtomatika.v1.task_pb2 import ErrorCode, Task, TaskError, TaskResult, TaskResultStatus
+from avtomatika.v1.task_pb2 import ErrorCode, TaskError, TaskResult, TaskResultStatus
 from avtomatika.v1.worker_pb2 import WorkerRegistration, WorkerResources
 from avtomatika.v1.worker_service_pb2 import (
     ConnectRequest,
@@ -25,82 +19,7 @@ from avtomatika.v1.worker_service_pb2 import (
     Hello,
     TaskAssignment,
 )
-
-WORKER_TOKEN = "test-worker-token"
-CLIENT_TOKEN = "test-client-token"
-
-TERMINAL_STATUSES = frozenset({"finished", "failed", "cancelled", "error", "quarantined"})
-"""Job statuses (as rendered over REST) that a job never leaves."""
-
-_POLL_INTERVAL = 0.01
-
-
-async def cancelled(task: asyncio.Task[Any]) -> None:
-    """Cancel ``task`` and wait until it has ended so."""
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-
-
-async def claim_one(storage: Storage, worker: WorkerProfile, timeout: float | None) -> Task | None:
-    """One task claimed for ``worker`` (None if none came in ``timeout``)."""
-    tasks = await storage.claim_tasks(worker, timeout)
-    return tasks[0] if tasks else None
-
-
-async def create_job(
-    http: aiohttp.ClientSession, endpoint: str, initial_data: dict[str, Any] | None = None
-) -> str:
-    """``POST /api/v1/{endpoint}``; the new job's id (asserts the 202)."""
-    response = await http.post(f"/api/v1/{endpoint}", json={"initial_data": initial_data or {}})
-    body = await response.json()
-    assert response.status == 202, body
-    assert body["status"] == "accepted"
-    job_id = body["job_id"]
-    assert isinstance(job_id, str)
-    return job_id
-
-
-async def get_job(http: aiohttp.ClientSession, job_id: str) -> dict[str, Any]:
-    """``GET /api/v1/jobs/{job_id}`` as JSON (asserts the 200)."""
-    response = await http.get(f"/api/v1/jobs/{job_id}")
-    job = await response.json()
-    assert response.status == 200, job
-    assert isinstance(job, dict)
-    return job
-
-
-async def wait_for_status(http: aiohttp.ClientSession, job_id: str, status: str) -> dict[str, Any]:
-    """Poll the job until it reaches ``status`` and return its JSON.
-
-    Fails at once if the job ends in another terminal status; otherwise the
-    wait is bounded by the per-test timeout, never by a guess at how long
-    the engine needs.
-    """
-    while True:
-        job = await get_job(http, job_id)
-        if job["status"] == status:
-            return job
-        assert job["status"] not in TERMINAL_STATUSES, (
-            f"job {job_id} ended {job['status']!r} while waiting for {status!r}: {job}"
-        )
-        await asyncio.sleep(_POLL_INTERVAL)
-
-
-async def wait_for(
-    http: aiohttp.ClientSession, job_id: str, predicate: Callable[[dict[str, Any]], bool]
-) -> dict[str, Any]:
-    """Poll the job until ``predicate`` holds for its JSON and return it."""
-    while True:
-        job = await get_job(http, job_id)
-        if predicate(job):
-            return job
-        await asyncio.sleep(_POLL_INTERVAL)
-
-
-async def wait_for_terminal(http: aiohttp.ClientSession, job_id: str) -> dict[str, Any]:
-    """Poll the job until it reaches any terminal status and return its JSON."""
-    return await wait_for(http, job_id, lambda job: job["status"] in TERMINAL_STATUSES)
+from tests.support.tokens import WORKER_TOKEN
 
 
 def hello_request(
@@ -161,6 +80,7 @@ class RawWorker:
         return await self.expect("welcome")
 
     async def send(self, message: ConnectRequest) -> None:
+        """Write one message on the stream."""
         await self.call.write(message)
 
     async def receive(self) -> ConnectResponse | None:
@@ -180,14 +100,17 @@ class RawWorker:
         return message
 
     async def next_task(self) -> TaskAssignment:
+        """The next message, which must be a task."""
         return (await self.expect("task")).task
 
     async def succeed(self, task: TaskAssignment, data: Any) -> ConnectResponse:
+        """Report success with ``data``; the ResultAck message."""
         return await self.report(success(task, data))
 
     async def fail(
         self, task: TaskAssignment, code: ErrorCode.ValueType, message: str = "boom"
     ) -> ConnectResponse:
+        """Report failure with ``code``; the ResultAck message."""
         return await self.report(failure(task, code, message))
 
     async def report(self, result: TaskResult) -> ConnectResponse:
@@ -196,13 +119,16 @@ class RawWorker:
         return await self.expect("result_ack")
 
     async def credit(self, n: int = 1) -> None:
+        """Grant ``n`` more tasks."""
         await self.send(ConnectRequest(credit=Credit(credits=n)))
 
     async def close(self) -> None:
+        """Half-close: the worker sends nothing more."""
         await self.call.done_writing()
 
     @staticmethod
     def params(task: TaskAssignment) -> Any:
+        """A task's params as JSON."""
         return from_payload(task.params)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from avtomatika import ActionFactory, StateMachineBlueprint
+from avtomatika import ActionFactory, JobContext, StateMachineBlueprint
 
 
 def echo_blueprint(name: str = "echo", **dispatch: Any) -> StateMachineBlueprint:
@@ -51,4 +51,60 @@ def fan_out_blueprint(
     async def done() -> None:
         return None
 
+    return bp
+
+
+def instant_blueprint() -> StateMachineBlueprint:
+    """start -> done, no worker involved."""
+    bp = StateMachineBlueprint("instant", api_endpoint="/jobs/instant", api_version="v1")
+
+    @bp.handler_for("start", is_start=True)
+    async def start(actions: ActionFactory) -> None:
+        actions.transition_to("done")
+
+    @bp.handler_for("done", is_end=True)
+    async def done() -> None:
+        return None
+
+    return bp
+
+
+def review_blueprint(name: str = "review") -> StateMachineBlueprint:
+    """One handler per kind of action, and a conditional state whose default
+    handler is declared after its ``.when`` handler."""
+    bp = StateMachineBlueprint(name, api_endpoint=f"jobs/{name}", api_version="v1")
+
+    @bp.handler_for("start", is_start=True)
+    async def start(actions: ActionFactory) -> None:
+        actions.transition_to("route")
+
+    @bp.handler_for("route").when("context.initial_data.kind == 'urgent'")
+    async def urgent(actions: ActionFactory) -> None:
+        actions.dispatch_parallel(
+            [{"type": "ocr", "transitions": {"success": "ignored-by-parallel"}}],
+            aggregate_into="collect",
+        )
+
+    @bp.handler_for("route")
+    async def normal(actions: ActionFactory) -> None:
+        actions.dispatch_task(
+            "scan",
+            transitions={"success": "approve", "needs_review": "approve", "failure": "failed"},
+        )
+
+    @bp.aggregator_for("collect")
+    async def collect(actions: ActionFactory) -> None:
+        actions.run_blueprint("child", {}, {"success": "approve", "failure": "failed"})
+
+    @bp.handler_for("approve")
+    async def approve(context: JobContext) -> None:
+        context.actions.await_human_approval(
+            "slack", "ok?", transitions={"approved": "done", "rejected": "failed"}
+        )
+
+    @bp.handler_for("done", is_end=True)
+    async def done() -> None:
+        return None
+
+    bp.handler_for("failed", is_end=True)(done)
     return bp

@@ -7,7 +7,6 @@ Without moto the file tests skip (saying how to enable them), except under
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import os
 import re
@@ -15,7 +14,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
@@ -27,11 +26,10 @@ from aiobotocore.config import AioConfig
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
 
-__all__ = ["S3Emulator", "keys_in", "s3_emulator", "unique_bucket", "until"]
+__all__ = ["S3Emulator", "keys_in", "s3_emulator", "unique_bucket"]
 
 _LISTENING = re.compile(r"Running on (http://127\.0\.0\.1:\d+)")
 _START_TIMEOUT_SECONDS = 30
-_POLL_SECONDS = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,12 +121,3 @@ async def keys_in(s3: S3Client, bucket: str, prefix: str = "") -> list[str]:
     """The keys stored in ``bucket`` under ``prefix``."""
     reply = await s3.list_objects_v2(Bucket=bucket, Prefix=prefix)
     return [item["Key"] for item in reply.get("Contents", [])]
-
-
-async def until(check: Callable[[], Awaitable[bool]]) -> None:
-    """Poll ``check`` until it holds: for effects that happen in the
-    background (a deletion, an abort); bounded by the per-test timeout."""
-    while True:
-        if await check():
-            return
-        await asyncio.sleep(_POLL_SECONDS)

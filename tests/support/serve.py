@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from tests.support import CLIENT_TOKEN, WORKER_TOKEN
+from tests.support.tokens import CLIENT_TOKEN, WORKER_TOKEN
 
 _PORTS = re.compile(r"REST on [\d.]+:(\d+), gRPC on [\d.]+:(\d+)")
 

@@ -1,0 +1,110 @@
+"""A real orchestrator for a test (aiohttp and grpc.aio on port 0, in the
+test's event loop), and the clients that talk to it: the fixture factories
+that ``conftest.py`` registers, their types for the tests' signatures, and
+the settings every test orchestrator starts from."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+
+from avtomatika import OrchestratorEngine, Settings, StateMachineBlueprint
+from tests.support.stores import REDIS
+from tests.support.tokens import CLIENT_TOKEN, WORKER_TOKEN
+
+StartOrchestrator = Callable[..., Awaitable[OrchestratorEngine]]
+"""``await start_orchestrator(blueprints, **settings)``."""
+HttpClient = Callable[..., aiohttp.ClientSession]
+"""``http_client(orchestrator, token=CLIENT_TOKEN)``."""
+GrpcChannel = Callable[[OrchestratorEngine], grpc.aio.Channel]
+"""``grpc_channel(orchestrator)``."""
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """The settings of a test orchestrator: loopback, ports chosen by the
+    OS, the test tokens, fast retries; ``overrides`` on top."""
+    base: dict[str, Any] = {
+        "api_host": "127.0.0.1",
+        "api_port": 0,
+        "grpc_host": "127.0.0.1",
+        "grpc_port": 0,
+        "client_token": CLIENT_TOKEN,
+        "global_worker_token": WORKER_TOKEN,
+        "shutdown_grace_seconds": 0.5,
+        # Retries back off for milliseconds, not seconds: tests stay fast.
+        "retry_backoff_base_seconds": 0.01,
+        "retry_backoff_max_seconds": 0.05,
+        # A worker that leaves gives its tasks back at once; the tests of the
+        # reconnect grace period set it.
+        "worker_reconnect_grace_seconds": 0,
+    }
+    base.update(overrides)
+    return Settings(**base)
+
+
+@pytest.fixture
+async def start_orchestrator(
+    request: pytest.FixtureRequest, store: str
+) -> AsyncIterator[StartOrchestrator]:
+    """Factory: start an orchestrator with the given blueprints and settings.
+
+    On the ``redis`` :func:`~tests.support.stores.store` every such
+    orchestrator shares the session's Redis server (emptied for the test)
+    instead of the embedded store, unless the test gives a ``redis_url``
+    itself."""
+    started: list[OrchestratorEngine] = []
+
+    async def start(
+        blueprints: Iterable[StateMachineBlueprint] = (), **settings: Any
+    ) -> OrchestratorEngine:
+        if store == REDIS and "redis_url" not in settings:
+            if not started:
+                request.getfixturevalue("redis_url")  # empties it for this test
+            settings["redis_url"] = request.getfixturevalue("redis_server").url
+        orchestrator = OrchestratorEngine(config=make_settings(**settings), blueprints=blueprints)
+        await orchestrator.start()
+        started.append(orchestrator)
+        return orchestrator
+
+    yield start
+    for orchestrator in reversed(started):
+        await orchestrator.stop()
+
+
+@pytest.fixture
+async def http_client() -> AsyncIterator[HttpClient]:
+    """Factory: an aiohttp session on an orchestrator's REST port."""
+    sessions: list[aiohttp.ClientSession] = []
+
+    def connect(
+        orchestrator: OrchestratorEngine, token: str | None = CLIENT_TOKEN
+    ) -> aiohttp.ClientSession:
+        headers = {"X-Client-Token": token} if token is not None else {}
+        session = aiohttp.ClientSession(
+            f"http://127.0.0.1:{orchestrator.rest_port}", headers=headers
+        )
+        sessions.append(session)
+        return session
+
+    yield connect
+    for session in sessions:
+        await session.close()
+
+
+@pytest.fixture
+async def grpc_channel() -> AsyncIterator[GrpcChannel]:
+    """Factory: a gRPC channel to an orchestrator."""
+    channels: list[grpc.aio.Channel] = []
+
+    def connect(orchestrator: OrchestratorEngine) -> grpc.aio.Channel:
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{orchestrator.grpc_port}")
+        channels.append(channel)
+        return channel
+
+    yield connect
+    for channel in channels:
+        await channel.close(grace=None)
