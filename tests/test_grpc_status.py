@@ -12,7 +12,7 @@ from avtomatika.grpc.status import ERROR_CODE_KEY, GRPC_STATUS
 from avtomatika.v1 import worker_service_pb2_grpc
 from avtomatika.v1.worker_pb2 import WorkerRegistration
 from avtomatika.v1.worker_service_pb2 import ConnectRequest, Hello, RegisterWorkerRequest
-from tests.support import WORKER_TOKEN, RawWorker
+from tests.support import RawWorker
 from tests.support.blueprints import echo_blueprint
 from tests.support.orchestrator import GrpcChannel, StartOrchestrator
 
@@ -46,7 +46,7 @@ async def test_a_bad_token_is_unauthenticated_in_its_trailers_too(
     assert (ERROR_CODE_KEY, "unauthenticated") in tuple(await worker.call.trailing_metadata())
 
 
-async def test_the_unary_worker_rpcs_point_to_connect(
+async def test_a_refused_unary_worker_rpc_carries_its_code_in_the_trailers(
     start_orchestrator: StartOrchestrator, grpc_channel: GrpcChannel
 ) -> None:
     orchestrator = await start_orchestrator([echo_blueprint()])
@@ -54,11 +54,11 @@ async def test_the_unary_worker_rpcs_point_to_connect(
     registration = WorkerRegistration(worker_id="w-1", skills=["echo"])
     call = stub.RegisterWorker(
         RegisterWorkerRequest(registration=registration),
-        metadata=(("x-worker-token", WORKER_TOKEN),),
+        metadata=(("x-worker-token", "not-the-token"),),
     )
 
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await call
-    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "Connect" in (refused.value.details() or "")
-    assert (ERROR_CODE_KEY, "unimplemented") in tuple(await call.trailing_metadata())
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "x-worker-token" in (refused.value.details() or "")
+    assert (ERROR_CODE_KEY, "unauthenticated") in tuple(await call.trailing_metadata())

@@ -11,9 +11,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _layout_block() -> str:
+    """The map's lines under ``avtomatika/``, up to the next top-level line."""
     readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Layout", 1)[1]
-    return section.split("```", 2)[1]
+    section = readme.split("## Layout", 1)[1].split("```", 2)[1]
+    package = section.split("\navtomatika/", 1)[1]
+    return re.split(r"\n(?=\S)", package, maxsplit=1)[0]
 
 
 def test_every_package_has_a_line_in_the_readme_layout_map() -> None:

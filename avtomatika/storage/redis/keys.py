@@ -134,8 +134,10 @@ class Keys:
 
     def client_jobs(self, client_id: str) -> str:
         """Sorted set: the client's job ids by creation time (ms), for
-        listing newest first. Written when a job is created; an entry whose
-        job was forgotten is removed by the listing that finds it."""
+        listing newest first. Written when a job is created (its client id
+        is kept in the job's hash, field ``c``), emptied by the retention
+        sweep; a listing also drops an entry whose job it cannot find.
+        Empty, it is gone: Redis deletes an empty sorted set."""
         return f"{self.root}:{_PER_RECORD['client_jobs']}:{client_id}"
 
     def worker_alive(self, worker_id: str) -> str:

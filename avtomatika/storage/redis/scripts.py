@@ -202,7 +202,9 @@ local function ready_job(id, token, lease_until)
 end
 
 -- A new job in its client's index (newest first by creation time, for
--- listing; entries of forgotten jobs are dropped by whoever lists them).
+-- listing); SWEEP takes it out when the job is forgotten.
+-- The job's hash keeps its client id (field 'c') so forgetting it finds
+-- the index.
 local function index_job(id, client, created)
   redis.call('ZADD', K.client_jobs(client), created, id)
 end
@@ -210,7 +212,7 @@ end
 local function create_job(id, data, status, token, lease_until, client, created)
   -- A repeat (a retry after a lost reply) must not count or queue it twice.
   if redis.call('EXISTS', K.job(id)) == 1 then return end
-  redis.call('HSET', K.job(id), 'd', data, 'v', 1, 's', status)
+  redis.call('HSET', K.job(id), 'd', data, 'v', 1, 's', status, 'c', client)
   redis.call('HINCRBY', K.statuses, status, 1)
   index_job(id, client, created)
   ready_job(id, token, lease_until)
@@ -383,7 +385,10 @@ redis.call('SET', K.commit_nonce(commit_nonce), 1, 'PX', 60000)
 local old_status = f[2]
 now = tonumber(now)
 redis.call('HSET', job, 'd', record, 'v', tonumber(expected_version) + 1, 's', status)
-if not old_status then index_job(job_id, client_id, created_at) end
+if not old_status then
+  redis.call('HSET', job, 'c', client_id)
+  index_job(job_id, client_id, created_at)
+end
 if old_status ~= status then
   if old_status then redis.call('HINCRBY', K.statuses, old_status, -1) end
   redis.call('HINCRBY', K.statuses, status, 1)
@@ -700,8 +705,9 @@ SWEEP = """
 -- KEYS: root. ARGV: cutoff ms, max jobs. Returns how many were forgotten.
 local ids = redis.call('ZRANGEBYSCORE', K.ended, '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, id in ipairs(ids) do
-  local status = redis.call('HGET', K.job(id), 's')
-  if status then redis.call('HINCRBY', K.statuses, status, -1) end
+  local f = redis.call('HMGET', K.job(id), 's', 'c')
+  if f[1] then redis.call('HINCRBY', K.statuses, f[1], -1) end
+  if f[2] then redis.call('ZREM', K.client_jobs(f[2]), id) end
   for _, tid in ipairs(redis.call('SMEMBERS', K.job_tasks(id))) do
     dequeue(tid)
     set_state(tid, CANCELLED, '')
