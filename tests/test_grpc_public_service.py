@@ -10,7 +10,6 @@ from typing import Any
 import grpc
 import pytest
 
-from avtomatika import ActionFactory, StateMachineBlueprint
 from avtomatika.v1 import job_pb2, job_service_pb2_grpc, public_service_pb2_grpc
 from avtomatika.v1.job_service_pb2 import CreateJobRequest, GetJobRequest
 from avtomatika.v1.public_service_pb2 import (
@@ -22,31 +21,12 @@ from avtomatika.v1.public_service_pb2 import (
     SubmitApprovalRequest,
 )
 from tests.support import CLIENT_TOKEN
-from tests.support.blueprints import echo_blueprint
+from tests.support.blueprints import approval_blueprint, echo_blueprint
 from tests.support.orchestrator import GrpcChannel, StartOrchestrator
 
 pytestmark = pytest.mark.both_stores
 
 AUTH = (("x-client-token", CLIENT_TOKEN),)
-
-
-def approval_blueprint() -> StateMachineBlueprint:
-    bp = StateMachineBlueprint("review", api_version="v1", api_endpoint="jobs/review")
-
-    @bp.handler_for("ask", is_start=True)
-    async def ask(actions: ActionFactory) -> None:
-        actions.await_human_approval(
-            integration="console",
-            message="ship it?",
-            transitions={"approved": "finished", "rejected": "rejected"},
-        )
-
-    @bp.handler_for("finished", is_end=True)
-    @bp.handler_for("rejected", is_end=True)
-    async def done() -> None:
-        return None
-
-    return bp
 
 
 async def public(

@@ -18,7 +18,7 @@ from avtomatika.rest.middleware import error_middleware
 from avtomatika.rest.state import PUBLIC_API
 from avtomatika.services.public_api import PublicApi
 from tests.support import RawWorker, create_job, wait_for_status
-from tests.support.blueprints import echo_blueprint
+from tests.support.blueprints import echo_blueprint, instant_blueprint
 from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
 from tests.support.waiting import wait_until
 
@@ -112,7 +112,7 @@ async def test_webhook_deliveries_are_counted_by_outcome(
     await server.start_server()
     try:
         # The receiver is on loopback, which webhooks refuse unless allowed.
-        orchestrator = await start_orchestrator([_instant_blueprint()], webhook_allow_private=True)
+        orchestrator = await start_orchestrator([instant_blueprint()], webhook_allow_private=True)
         http = http_client(orchestrator)
         for path in ("/ok", "/ok", "/gone"):
             body = {"initial_data": {}, "webhook_url": str(server.make_url(path))}
@@ -186,21 +186,6 @@ def _transcode_blueprint(name: str) -> StateMachineBlueprint:
     @bp.handler_for("start", is_start=True)
     async def start(actions: ActionFactory) -> None:
         actions.dispatch_task("transcode", params={}, transitions={"success": "done"})
-
-    @bp.handler_for("done", is_end=True)
-    async def done() -> None:
-        return None
-
-    return bp
-
-
-def _instant_blueprint() -> StateMachineBlueprint:
-    """start -> done at once, no worker needed."""
-    bp = StateMachineBlueprint("instant", api_endpoint="/jobs/instant", api_version="v1")
-
-    @bp.handler_for("start", is_start=True)
-    async def start(actions: ActionFactory) -> None:
-        actions.transition_to("done")
 
     @bp.handler_for("done", is_end=True)
     async def done() -> None:

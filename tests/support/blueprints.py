@@ -108,3 +108,23 @@ def review_blueprint(name: str = "review") -> StateMachineBlueprint:
 
     bp.handler_for("failed", is_end=True)(done)
     return bp
+
+
+def approval_blueprint() -> StateMachineBlueprint:
+    """ask -> waits for a human; approved -> finished, rejected -> rejected."""
+    bp = StateMachineBlueprint("review", api_version="v1", api_endpoint="jobs/review")
+
+    @bp.handler_for("ask", is_start=True)
+    async def ask(actions: ActionFactory) -> None:
+        actions.await_human_approval(
+            integration="console",
+            message="ship it?",
+            transitions={"approved": "finished", "rejected": "rejected"},
+        )
+
+    @bp.handler_for("finished", is_end=True)
+    @bp.handler_for("rejected", is_end=True)
+    async def done() -> None:
+        return None
+
+    return bp
