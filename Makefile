@@ -3,8 +3,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PROTO_FILES := $(sort $(wildcard proto/avtomatika/v1/*.proto))
+# The TypeScript stubs: their generator pinned by the package-lock.json there.
+TS_STUBS := clients/typescript
 
-.PHONY: install proto proto-check proto-lint lint typecheck test demo run bench bench-redis all clean
+.PHONY: install proto proto-python stubs proto-check proto-lint lint typecheck test demo run bench bench-redis all clean
 
 # The marker file is rebuilt when the dependency list changes.
 $(VENV)/.installed: pyproject.toml
@@ -15,9 +17,13 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# Regenerate every stub from proto/: Python in generated/, TypeScript in
+# clients/typescript/src/gen.
+proto: proto-python stubs
+
 # Regenerate generated/ from proto/ with the pinned grpcio-tools. The tree is
 # wiped first so a deleted .proto leaves no stale module behind.
-proto: install
+proto-python: install
 	rm -rf generated/avtomatika
 	mkdir -p generated/avtomatika/v1
 	PATH=$(abspath $(BIN)):$$PATH $(PY) -m grpc_tools.protoc -I proto -I third_party \
@@ -27,13 +33,24 @@ proto: install
 		> generated/avtomatika/v1/__init__.py
 	touch generated/avtomatika/v1/py.typed
 
-# Fails when the committed generated/ differs from a fresh `make proto`;
-# `git status --porcelain` also sees new and deleted files, which
-# `git diff` would miss.
+# npm ci from the lockfile; the marker is rebuilt when the lockfile changes.
+$(TS_STUBS)/node_modules/.installed: $(TS_STUBS)/package-lock.json
+	cd $(TS_STUBS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Regenerate the TypeScript stubs (buf.gen.yaml: protoc-gen-es from
+# node_modules, so no network once npm ci has run). `clean: true` there
+# wipes the output first, as proto-python does.
+stubs: install $(TS_STUBS)/node_modules/.installed
+	$(BIN)/buf generate
+
+# Fails when the committed stubs (Python and TypeScript) differ from a fresh
+# `make proto`; `git status --porcelain` also sees new and deleted files,
+# which `git diff` would miss.
 proto-check: proto
-	@changes="$$(git status --porcelain -- generated)"; \
+	@changes="$$(git status --porcelain -- generated $(TS_STUBS)/src/gen)"; \
 	if [ -n "$$changes" ]; then \
-		echo "generated/ is stale; run 'make proto' and commit:"; echo "$$changes"; exit 1; \
+		echo "stubs are stale; run 'make proto' and commit:"; echo "$$changes"; exit 1; \
 	fi
 
 proto-lint: install
