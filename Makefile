@@ -5,8 +5,10 @@ BIN := $(VENV)/bin
 PROTO_FILES := $(sort $(wildcard proto/avtomatika/v1/*.proto))
 # The TypeScript stubs: their generator pinned by the package-lock.json there.
 TS_STUBS := clients/typescript
+# The v1 contract as released: what `make proto-breaking` compares proto/ with.
+PROTO_BASELINE := proto/baseline/avtomatika-v1.binpb
 
-.PHONY: install proto proto-python stubs proto-check proto-lint lint typecheck test demo run bench bench-redis all clean
+.PHONY: install proto proto-python stubs proto-check proto-lint proto-breaking proto-baseline lint typecheck test demo run bench bench-redis all clean
 
 # The marker file is rebuilt when the dependency list changes.
 $(VENV)/.installed: pyproject.toml
@@ -57,6 +59,18 @@ proto-lint: install
 	$(BIN)/buf lint
 	$(BIN)/buf format --diff --exit-code
 
+# Fails when proto/ breaks the v1 contract of the committed baseline (buf.yaml's
+# FILE rules: no field, message, enum value, RPC or file removed, renamed,
+# renumbered or retyped). Offline: the baseline is a file in the repository.
+proto-breaking: install
+	$(BIN)/buf breaking proto --against $(PROTO_BASELINE)
+
+# Moves the baseline to proto/ as it is now: run it deliberately, when a
+# release of the contract is cut, and commit the result.
+proto-baseline: install
+	mkdir -p $(dir $(PROTO_BASELINE))
+	$(BIN)/buf build proto --exclude-source-info -o $(PROTO_BASELINE)
+
 # lint-imports checks the dependency rules of pyproject.toml's
 # [tool.importlinter]: transports -> engine -> storage, the SDK apart.
 lint: install
@@ -89,7 +103,7 @@ bench: install
 bench-redis: install
 	$(PY) -m benchmarks.cluster
 
-all: lint typecheck proto-check proto-lint test
+all: lint typecheck proto-check proto-lint proto-breaking test
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
