@@ -74,7 +74,9 @@ def test_an_added_field_passes_the_gate(workspace: Path) -> None:
     edit(
         workspace,
         "  string api_version = 1;",
-        "  string api_version = 1;\n  // A field added in a compatible change.\n  string added = 99;",
+        "  string api_version = 1;\n"
+        "  // A field added in a compatible change.\n"
+        "  string added = 99;",
     )
     result = breaking(workspace)
     assert result.returncode == 0, result.stdout + result.stderr
