@@ -3,8 +3,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PROTO_FILES := $(sort $(wildcard proto/avtomatika/v1/*.proto))
+# The TypeScript stubs: their generator pinned by the package-lock.json there.
+TS_STUBS := clients/typescript
+# The v1 contract as released: what `make proto-breaking` compares proto/ with.
+PROTO_BASELINE := proto/baseline/avtomatika-v1.binpb
 
-.PHONY: install proto proto-check proto-lint lint typecheck test demo run bench bench-redis all clean
+.PHONY: install proto proto-python stubs proto-check proto-lint proto-breaking proto-baseline lint typecheck test demo run bench bench-redis all clean
 
 # The marker file is rebuilt when the dependency list changes.
 $(VENV)/.installed: pyproject.toml
@@ -15,9 +19,13 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# Regenerate every stub from proto/: Python in generated/, TypeScript in
+# clients/typescript/src/gen.
+proto: proto-python stubs
+
 # Regenerate generated/ from proto/ with the pinned grpcio-tools. The tree is
 # wiped first so a deleted .proto leaves no stale module behind.
-proto: install
+proto-python: install
 	rm -rf generated/avtomatika
 	mkdir -p generated/avtomatika/v1
 	PATH=$(abspath $(BIN)):$$PATH $(PY) -m grpc_tools.protoc -I proto -I third_party \
@@ -27,18 +35,41 @@ proto: install
 		> generated/avtomatika/v1/__init__.py
 	touch generated/avtomatika/v1/py.typed
 
-# Fails when the committed generated/ differs from a fresh `make proto`;
-# `git status --porcelain` also sees new and deleted files, which
-# `git diff` would miss.
+# npm ci from the lockfile; the marker is rebuilt when the lockfile changes.
+$(TS_STUBS)/node_modules/.installed: $(TS_STUBS)/package-lock.json
+	cd $(TS_STUBS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Regenerate the TypeScript stubs (buf.gen.yaml: protoc-gen-es from
+# node_modules, so no network once npm ci has run). `clean: true` there
+# wipes the output first, as proto-python does.
+stubs: install $(TS_STUBS)/node_modules/.installed
+	$(BIN)/buf generate
+
+# Fails when the committed stubs (Python and TypeScript) differ from a fresh
+# `make proto`; `git status --porcelain` also sees new and deleted files,
+# which `git diff` would miss.
 proto-check: proto
-	@changes="$$(git status --porcelain -- generated)"; \
+	@changes="$$(git status --porcelain -- generated $(TS_STUBS)/src/gen)"; \
 	if [ -n "$$changes" ]; then \
-		echo "generated/ is stale; run 'make proto' and commit:"; echo "$$changes"; exit 1; \
+		echo "stubs are stale; run 'make proto' and commit:"; echo "$$changes"; exit 1; \
 	fi
 
 proto-lint: install
 	$(BIN)/buf lint
 	$(BIN)/buf format --diff --exit-code
+
+# Fails when proto/ breaks the v1 contract of the committed baseline (buf.yaml's
+# FILE rules: no field, message, enum value, RPC or file removed, renamed,
+# renumbered or retyped). Offline: the baseline is a file in the repository.
+proto-breaking: install
+	$(BIN)/buf breaking proto --against $(PROTO_BASELINE)
+
+# Moves the baseline to proto/ as it is now: run it deliberately, when a
+# release of the contract is cut, and commit the result.
+proto-baseline: install
+	mkdir -p $(dir $(PROTO_BASELINE))
+	$(BIN)/buf build proto --exclude-source-info -o $(PROTO_BASELINE)
 
 # lint-imports checks the dependency rules of pyproject.toml's
 # [tool.importlinter]: transports -> engine -> storage, the SDK apart.
@@ -72,7 +103,7 @@ bench: install
 bench-redis: install
 	$(PY) -m benchmarks.cluster
 
-all: lint typecheck proto-check proto-lint test
+all: lint typecheck proto-check proto-lint proto-breaking test
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
