@@ -11,9 +11,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _layout_block() -> str:
+    """The map's lines for the package: from ``avtomatika/`` to the next
+    top-level folder (``tests/`` has indented lines of its own)."""
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Layout", 1)[1]
-    return section.split("```", 2)[1]
+    lines = section.split("```", 2)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("avtomatika/"))
+    end = next(
+        (i for i, line in enumerate(lines[start + 1 :], start + 1) if not line.startswith(" ")),
+        len(lines),
+    )
+    return "\n".join(lines[start:end])
 
 
 def test_every_package_has_a_line_in_the_readme_layout_map() -> None:
