@@ -11,9 +11,10 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
+import grpc
 import pytest
 
 from avtomatika import ActionFactory, OrchestratorEngine, StateMachineBlueprint
@@ -28,7 +29,9 @@ from avtomatika.client import (
     Unauthenticated,
     Unavailable,
     Unimplemented,
+    _wire,
 )
+from avtomatika.v1 import job_pb2
 from avtomatika.worker import TaskContext
 from tests.support import CLIENT_TOKEN, RawWorker, wait_until
 from tests.support.blueprints import echo_blueprint, instant_blueprint
@@ -36,6 +39,7 @@ from tests.support.net import free_port
 from tests.support.orchestrator import GrpcChannel, StartOrchestrator
 from tests.support.s3 import S3Emulator, unique_bucket
 from tests.support.sdk import serving
+from tests.support.tls import self_signed
 
 pytestmark = pytest.mark.both_stores
 
@@ -130,6 +134,17 @@ async def test_the_route_takes_every_spelling_and_the_blueprints_are_listed(
     with pytest.raises(NotFound):
         await client.create_job("jobs/instant", api_version="v2")
     assert (await client.blueprint_graph("review")).startswith("digraph")
+
+
+async def test_over_tls(start_orchestrator: StartOrchestrator, tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    orchestrator = await start_orchestrator(
+        [instant_blueprint()], tls_cert_path=cert, tls_key_path=key
+    )
+    tls = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+    async with Client(f"localhost:{orchestrator.grpc_port}", CLIENT_TOKEN, tls=tls) as client:
+        job = await client.wait(await client.create_job("jobs/instant"))
+    assert job.status == "finished"
 
 
 async def test_wait_with_a_timeout_and_cancel_with_and_without_a_worker(
@@ -368,6 +383,14 @@ async def test_the_readme_example_runs(
         await namespace["main"](f"127.0.0.1:{orchestrator.grpc_port}", CLIENT_TOKEN)
     printed = capsys.readouterr().out.splitlines()
     assert "finished {'echo': 'hello'}" in printed
+
+
+def test_a_status_newer_than_the_client_reads_as_unknown() -> None:
+    # proto3 enums are open: a newer server may send a number this contract
+    # does not name; the answer still decodes.
+    job = job_pb2.Job(id="j", status=cast(job_pb2.JobStatus.ValueType, 99))
+    assert _wire.job_view(job).status == "unknown_99"
+    assert not _wire.job_view(job).terminal
 
 
 def test_importing_the_client_loads_nothing_of_the_server(tmp_path: Path) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
+from google.protobuf.descriptor import EnumDescriptor
+
 from avtomatika.client.views import (
     BlueprintView,
     Dashboard,
@@ -21,6 +23,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # A route's first segment is its API version when it looks like one ("v1",
 # "v2beta"); otherwise the whole route is the endpoint.
 _VERSION = re.compile(r"v\d+[a-z0-9]*")
+# Where a CamelCase enum name starts a word: JobStatus -> JOB_STATUS.
+_WORD_START = re.compile(r"(?<!^)(?=[A-Z])")
 
 
 def split_route(route: str, api_version: str | None) -> tuple[str, str]:
@@ -40,9 +44,21 @@ def split_route(route: str, api_version: str | None) -> tuple[str, str]:
     return api_version, path
 
 
+def _name(enum: EnumDescriptor, number: int) -> str:
+    """An enum value's lowercase name without its prefix (``JobStatus``'s
+    ``JOB_STATUS_``, as buf's STANDARD lint requires); a value newer than
+    this client's contract reads as ``"unknown_<number>"`` rather than
+    failing the whole answer (proto3 enums are open)."""
+    value = enum.values_by_number.get(number)
+    if value is None:
+        return f"unknown_{number}"
+    prefix = _WORD_START.sub("_", enum.name).upper() + "_"
+    return value.name.removeprefix(prefix).lower()
+
+
 def job_status_name(status: job_pb2.JobStatus.ValueType) -> str:
     """The documented lowercase name of a job status."""
-    return job_pb2.JobStatus.Name(status).removeprefix("JOB_STATUS_").lower()
+    return _name(job_pb2.JobStatus.DESCRIPTOR, status)
 
 
 def job_status_value(name: str) -> job_pb2.JobStatus.ValueType:
@@ -105,12 +121,11 @@ def job_event(event: job_service_pb2.StreamJobEventsResponse) -> JobEvent:
 
 def history_event(event: history_pb2.HistoryEvent) -> HistoryEvent:
     """A HistoryEvent message as its view."""
-    kind = history_pb2.HistoryEventType.Name(event.type)
     return HistoryEvent(
         event_id=event.event_id,
         job_id=event.job_id,
         timestamp=time_of(event.timestamp_ms),
-        type=kind.removeprefix("HISTORY_EVENT_TYPE_").lower(),
+        type=_name(history_pb2.HistoryEventType.DESCRIPTOR, event.type),
         state=event.state or None,
         task_id=event.task_id or None,
         worker_id=event.worker_id or None,
@@ -123,14 +138,12 @@ def history_event(event: history_pb2.HistoryEvent) -> HistoryEvent:
 def worker_view(worker: worker_pb2.WorkerInfo) -> WorkerView:
     """A WorkerInfo message as its view."""
     registration = worker.registration
-    status = worker_pb2.WorkerStatus.Name(worker.status)
-    transport = worker_pb2.WorkerTransport.Name(worker.transport)
     return WorkerView(
         worker_id=registration.worker_id,
         worker_type=registration.worker_type,
         skills=tuple(registration.skills),
-        status=status.removeprefix("WORKER_STATUS_").lower(),
-        transport=transport.removeprefix("WORKER_TRANSPORT_").lower(),
+        status=_name(worker_pb2.WorkerStatus.DESCRIPTOR, worker.status),
+        transport=_name(worker_pb2.WorkerTransport.DESCRIPTOR, worker.transport),
         max_concurrent_tasks=registration.resources.max_concurrent_tasks,
         active_task_ids=tuple(worker.active_task_ids),
         labels=dict(registration.labels),
