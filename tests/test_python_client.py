@@ -17,9 +17,11 @@ import aiohttp
 import grpc
 import pytest
 
+import avtomatika.client
 from avtomatika import ActionFactory, OrchestratorEngine, StateMachineBlueprint
 from avtomatika.client import (
     Client,
+    ClientError,
     Conflict,
     DeadlineExceeded,
     InvalidArgument,
@@ -190,7 +192,10 @@ async def test_list_jobs_walks_every_page_and_filters(
 
     finished = [job.id async for job in client.list_jobs(statuses=["finished"])]
     assert sorted(finished) == sorted(instants)
-    waiting = client.list_jobs(statuses=["waiting_for_worker", "pending"], current_state="start")
+    # Not yet ended: queued for a worker, or (on a slow machine) still on the way there.
+    waiting = client.list_jobs(
+        statuses=["pending", "running", "waiting_for_worker"], current_state="start"
+    )
     assert len([job async for job in waiting]) == 30
     assert len([job async for job in client.list_jobs(created_after=before)]) == 33
     later = datetime.now(UTC) + timedelta(hours=1)
@@ -391,6 +396,36 @@ def test_a_status_newer_than_the_client_reads_as_unknown() -> None:
     job = job_pb2.Job(id="j", status=cast(job_pb2.JobStatus.ValueType, 99))
     assert _wire.job_view(job).status == "unknown_99"
     assert not _wire.job_view(job).terminal
+
+
+def test_the_public_names() -> None:
+    assert avtomatika.client.__all__ == [
+        "TERMINAL_STATUSES",
+        "BlueprintView",
+        "Client",
+        "ClientError",
+        "Conflict",
+        "Dashboard",
+        "DeadlineExceeded",
+        "HistoryEvent",
+        "InvalidArgument",
+        "JobEvent",
+        "JobView",
+        "NotFound",
+        "RateLimited",
+        "ServerError",
+        "Unauthenticated",
+        "Unavailable",
+        "Unimplemented",
+        "UploadedFile",
+        "WorkerView",
+    ]
+    errors = [getattr(avtomatika.client, name) for name in avtomatika.client.__all__]
+    assert all(
+        issubclass(cls, ClientError)
+        for cls in errors
+        if isinstance(cls, type) and issubclass(cls, Exception)
+    )
 
 
 def test_importing_the_client_loads_nothing_of_the_server(tmp_path: Path) -> None:

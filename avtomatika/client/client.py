@@ -173,7 +173,9 @@ class Client:
     async def follow(self, job_id: str) -> AsyncIterator[JobEvent]:
         """The job's changes as they happen: its current state first, then
         one event per change of status, state or progress, ending after a
-        terminal status. Leaving the loop early ends the stream."""
+        terminal status. Leaving the loop early ends the stream once the
+        generator is closed: at once with ``contextlib.aclosing``, else when
+        it is garbage collected."""
         call = self._jobs.StreamJobEvents(
             StreamJobEventsRequest(job_id=job_id), metadata=self._metadata
         )
@@ -187,7 +189,8 @@ class Client:
 
     async def cancel(self, job_id: str) -> bool:
         """Cancel the job; whether the cancel was pushed to a worker running
-        its task in real time (False: no connected worker held it)."""
+        its task in real time (False: no connected worker held it).
+        :class:`Conflict` if the job has already ended."""
         response = await self._unary(
             self._jobs.CancelJob(
                 CancelJobRequest(job_id=job_id), metadata=self._metadata, timeout=self._timeout
