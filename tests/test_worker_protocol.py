@@ -5,16 +5,11 @@ period, drain in both directions, cancel acknowledgements and TLS."""
 from __future__ import annotations
 
 import asyncio
-import datetime
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from avtomatika import OrchestratorEngine, Settings
 from avtomatika.access.authenticator import Authenticator
@@ -33,6 +28,7 @@ from tests.support import (
 )
 from tests.support.blueprints import echo_blueprint
 from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator, make_settings
+from tests.support.tls import self_signed
 
 # -- workers.toml --
 
@@ -309,38 +305,10 @@ async def test_a_cancel_carries_a_reason_and_its_ack_delay_is_measured(
 # -- TLS --
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 async def test_with_a_certificate_the_grpc_port_serves_tls(
     start_orchestrator: StartOrchestrator, http_client: HttpClient, tmp_path: Path
 ) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     orchestrator = await start_orchestrator(
         [echo_blueprint()], tls_cert_path=cert, tls_key_path=key
     )
@@ -368,6 +336,6 @@ async def test_with_a_certificate_the_grpc_port_serves_tls(
 
 
 def test_tls_needs_both_the_certificate_and_the_key(tmp_path: Path) -> None:
-    cert, _ = _self_signed(tmp_path)
+    cert, _ = self_signed(tmp_path)
     with pytest.raises(ConfigError, match="TLS_CERT_PATH and TLS_KEY_PATH"):
         Settings(tls_cert_path=cert)

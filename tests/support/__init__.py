@@ -20,7 +20,8 @@ in ``tests/conftest.py``.
 - ``serve`` (``avtomatika serve`` as a process), ``cluster_workers`` (worker
   processes: ``python -m tests.support.cluster_workers``);
 - the servers the tests start: ``redis`` (redis-server), ``postgres`` (a
-  throwaway database), ``s3`` (moto's S3 emulator), ``net`` (free ports).
+  throwaway database), ``s3`` (moto's S3 emulator), ``net`` (free ports);
+  ``tls`` a self-signed certificate for them.
 
 The names below are the ones nearly every test uses, importable from here.
 """

@@ -1,0 +1,64 @@
+"""The Python client: create, follow and manage jobs of an Avtomatika
+orchestrator over gRPC, asyncio-only.
+
+::
+
+    from avtomatika.client import Client
+
+    async with Client("127.0.0.1:50051", token="my-client-token") as client:
+        job_id = await client.create_job("jobs/echo", {"text": "hello"})
+        async for change in client.follow(job_id):
+            print(change.status, change.progress)
+        job = await client.get_job(job_id)
+
+Results are frozen dataclasses (:class:`JobView`, ...); every refused call
+raises a :class:`ClientError` (see :mod:`avtomatika.client.errors` for the
+tree). The client imports nothing of the server: only the contract
+(``avtomatika.v1``), ``avtomatika.payload`` and grpc.
+"""
+
+from avtomatika.client.client import Client
+from avtomatika.client.errors import (
+    ClientError,
+    Conflict,
+    DeadlineExceeded,
+    InvalidArgument,
+    NotFound,
+    RateLimited,
+    ServerError,
+    Unauthenticated,
+    Unavailable,
+    Unimplemented,
+)
+from avtomatika.client.views import (
+    TERMINAL_STATUSES,
+    BlueprintView,
+    Dashboard,
+    HistoryEvent,
+    JobEvent,
+    JobView,
+    UploadedFile,
+    WorkerView,
+)
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "BlueprintView",
+    "Client",
+    "ClientError",
+    "Conflict",
+    "Dashboard",
+    "DeadlineExceeded",
+    "HistoryEvent",
+    "InvalidArgument",
+    "JobEvent",
+    "JobView",
+    "NotFound",
+    "RateLimited",
+    "ServerError",
+    "Unauthenticated",
+    "Unavailable",
+    "Unimplemented",
+    "UploadedFile",
+    "WorkerView",
+]
