@@ -215,14 +215,21 @@ async def paging_while_jobs_arrive(api: Api, orchestrator: OrchestratorEngine) -
 async def files(api: Api, orchestrator: OrchestratorEngine) -> None:
     bucket = orchestrator.engine.config.s3_default_bucket
     job_id = await api.create("jobs/echo")
+    assert (await api.upload_url(job_id, "in.bin"))[1] == 3600  # by default
     url, expires_in = await api.upload_url(job_id, "in.bin", 120)
     assert expires_in == 120
     await put(url, b"straight to s3")
-    assert await api.upload(job_id, "proxied.txt", b"through the orchestrator") == (
-        f"s3://{bucket}/jobs/{job_id}/proxied.txt"
+    # A name with folders, as the docs allow (a %2F in a REST path).
+    assert await api.upload(job_id, "out/proxied.txt", b"through the orchestrator") == (
+        f"s3://{bucket}/jobs/{job_id}/out/proxied.txt"
     )
     assert await api.download(job_id, "in.bin") == b"straight to s3"
-    assert await api.download(job_id, "proxied.txt") == b"through the orchestrator"
+    assert await api.download(job_id, "out/proxied.txt") == b"through the orchestrator"
+    async with S3Emulator(orchestrator.engine.config.s3_endpoint_url or "").client() as s3:
+        stored = await s3.head_object(Bucket=bucket, Key=f"jobs/{job_id}/out/proxied.txt")
+    assert stored["ContentType"] == "text/plain"  # as the client gave it
+    await refused(api.upload_url(job_id, "in.bin", 604_801), "invalid_argument", "expires_in")
+    await refused(api.upload(job_id, "../escape", b"no"), "invalid_argument", "filename")
     await refused(api.download(job_id, "missing.txt"), "not_found", "missing.txt")
     stranger = api.as_client(GLOBEX)
     await refused(stranger.upload_url(job_id, "x.bin"), "not_found")
@@ -317,6 +324,8 @@ async def bad_input(api: Api, orchestrator: OrchestratorEngine) -> None:
     _, token = await api.list_jobs(page_size=1)
     assert token
     await refused(api.list_jobs(page_size=501), "invalid_argument", "page_size")
+    await refused(api.list_jobs(statuses=["unspecified"]), "invalid_argument", "statuses")
+    await refused(api.list_jobs(created_after_ms=-5), "invalid_argument", "created_after_ms")
     await refused(api.list_jobs(page_token="forged"), "invalid_argument", "page_token")
     await refused(api.list_jobs(page_token=token[:-3] + "AAA"), "invalid_argument", "page_token")
     await refused(

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequenc
 from contextlib import AsyncExitStack, contextmanager
 from datetime import datetime
 from typing import Any, Protocol, cast
+from urllib.parse import quote
 
 import aiohttp
 import grpc
@@ -319,7 +320,7 @@ class RestApi:
     ) -> str:
         answer = await self._json(
             "PUT",
-            f"/api/v1/jobs/{job_id}/files/content/{filename}",
+            f"/api/v1/jobs/{job_id}/files/content/{quote(filename, safe='')}",
             data=data,
             headers={"Content-Type": content_type},
         )
@@ -328,7 +329,7 @@ class RestApi:
         return s3_uri
 
     async def download(self, job_id: str, filename: str) -> bytes:
-        path = f"/api/v1/jobs/{job_id}/files/download/{filename}"
+        path = f"/api/v1/jobs/{job_id}/files/download/{quote(filename, safe='')}"
         async with await self._call("GET", path, expect=302) as response:
             location = response.headers["Location"]
         return await fetch(location)
