@@ -115,6 +115,13 @@ async def create_and_get(api: Api, orchestrator: OrchestratorEngine) -> None:
     await refused(api.get("no-such-job"), "not_found")
 
 
+async def large_initial_data(api: Api, orchestrator: OrchestratorEngine) -> None:
+    # Beyond grpc's default 4 MiB message, within the 16 MiB both transports read.
+    blob = "x" * (5 * 1024 * 1024)
+    job_id = await api.create("jobs/echo", {"blob": blob})
+    assert (await api.get(job_id))["initial_data"] == {"blob": blob}
+
+
 async def follow_to_the_end(api: Api, orchestrator: OrchestratorEngine) -> None:
     job_id = await api.create("jobs/echo", {"n": 7})
     following = asyncio.create_task(api.follow(job_id))
@@ -373,6 +380,7 @@ class Scenario:
 
 SCENARIOS = (
     Scenario(create_and_get),
+    Scenario(large_initial_data),
     Scenario(follow_to_the_end),
     Scenario(cancel),
     Scenario(history),

@@ -15,6 +15,8 @@ what it opened at the end of the test.
 
 from __future__ import annotations
 
+import io
+import json
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import AsyncExitStack, contextmanager
 from datetime import datetime
@@ -240,7 +242,14 @@ class RestApi:
             body["dispatch_timeout"] = dispatch_timeout
         if result_timeout is not None:
             body["result_timeout"] = result_timeout
-        answer = await self._json("POST", f"/api/v1/{endpoint}", json=body, expect=202)
+        # A file-like body: aiohttp warns about sending large bytes at once.
+        answer = await self._json(
+            "POST",
+            f"/api/v1/{endpoint}",
+            data=io.BytesIO(json.dumps(body).encode()),
+            headers={"Content-Type": "application/json"},
+            expect=202,
+        )
         assert answer["status"] == "accepted", answer
         job_id = answer["job_id"]
         assert isinstance(job_id, str)
@@ -603,7 +612,12 @@ async def connect_api() -> AsyncIterator[ConnectApi]:
                 opened.push_async_callback(session.close)
                 return RestApi(f"http://127.0.0.1:{orchestrator.rest_port}", session, token)
             assert transport == "grpc", transport
-            channel = grpc.aio.insecure_channel(f"127.0.0.1:{orchestrator.grpc_port}")
+            # A client reading large jobs raises grpc's default 4 MiB limit
+            # on what it receives (REST has none).
+            channel = grpc.aio.insecure_channel(
+                f"127.0.0.1:{orchestrator.grpc_port}",
+                options=[("grpc.max_receive_message_length", -1)],
+            )
             opened.push_async_callback(channel.close, None)
             return GrpcApi(channel, token)
 
