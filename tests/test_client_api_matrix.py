@@ -22,6 +22,7 @@ import pytest
 
 from avtomatika import ActionFactory, OrchestratorEngine, StateMachineBlueprint
 from avtomatika.clock import now_ms
+from avtomatika.v1.worker_service_pb2 import ConnectRequest, TaskProgress
 from tests.support import RawWorker, wait_until
 from tests.support.blueprints import echo_blueprint
 from tests.support.client_api import TRANSPORTS, Api, ApiError, ConnectApi, put
@@ -124,19 +125,27 @@ async def large_initial_data(api: Api, orchestrator: OrchestratorEngine) -> None
 
 async def follow_to_the_end(api: Api, orchestrator: OrchestratorEngine) -> None:
     job_id = await api.create("jobs/echo", {"n": 7})
+    await reaches(api, job_id, "waiting_for_worker")
     following = asyncio.create_task(api.follow(job_id))
     await followers_reach(orchestrator, 1)  # every change from here on is seen
     async with worker(orchestrator, ["echo"]) as echo:
         task = await echo.next_task()
         assert echo.params(task) == {"n": 7}
+        progress = TaskProgress(task_id=task.task_id, job_id=job_id, progress=0.5)
+        await echo.send(ConnectRequest(progress=progress))
+        await wait_until(lambda: _progress_of(api, job_id, 0.5))
         await echo.succeed(task, {"echoed": 7})
         seen = await following
-    assert seen[0] in ("pending", "waiting_for_worker"), seen
-    assert seen[-1] == "finished", seen
-    assert "finished" not in seen[:-1], seen
+    # The job as it was, its progress (a task running keeps the job waiting
+    # for its worker), and its end, after which the stream ends.
+    assert seen == ["waiting_for_worker", "waiting_for_worker", "finished"]
     job = await api.get(job_id)
     assert (job["status"], job["current_state"]) == ("finished", "done")
     assert await api.follow(job_id) == ["finished"]  # an ended job: one event
+
+
+async def _progress_of(api: Api, job_id: str, progress: float) -> bool:
+    return bool((await api.get(job_id))["progress"] == progress)
 
 
 async def cancel(api: Api, orchestrator: OrchestratorEngine) -> None:
@@ -254,6 +263,16 @@ async def approval(api: Api, orchestrator: OrchestratorEngine) -> None:
     job = await reaches(api, job_id, "finished")
     assert (job["current_state"], job["approval_token"]) == ("shipped", None)
     await refused(api.approve(job_id, "approved"), "failed_precondition")
+
+
+async def approval_with_its_token(api: Api, orchestrator: OrchestratorEngine) -> None:
+    job_id = await api.create("jobs/sign_off")
+    token = (await reaches(api, job_id, "waiting_for_human"))["approval_token"]
+    assert token
+    await refused(api.approve(job_id, "approved"), "unauthenticated", "approval token")
+    await refused(api.approve(job_id, "approved", "not-the-token"), "unauthenticated")
+    assert await api.approve(job_id, "rejected", token) == "approval_received"
+    assert (await reaches(api, job_id, "finished"))["current_state"] == "dropped"
 
 
 async def graph_workers_and_dashboard(api: Api, orchestrator: OrchestratorEngine) -> None:
@@ -388,6 +407,7 @@ SCENARIOS = (
     Scenario(paging_while_jobs_arrive),
     Scenario(files, s3=True),
     Scenario(approval),
+    Scenario(approval_with_its_token, settings={"approval_token_required": True}),
     Scenario(graph_workers_and_dashboard),
     Scenario(unauthenticated),
     Scenario(another_clients_job),

@@ -168,8 +168,9 @@ class Api(Protocol):
         """A file of the job, fetched from the URL the orchestrator gives."""
         ...
 
-    async def approve(self, job_id: str, decision: str) -> str:
-        """A human decision for the job (no client token); the answer's status."""
+    async def approve(self, job_id: str, decision: str, token: str | None = None) -> str:
+        """A human decision for the job (no client token), with the wait's
+        approval ``token`` if given; the answer's status."""
         ...
 
     async def graph(self, blueprint: str) -> str:
@@ -343,10 +344,12 @@ class RestApi:
             location = response.headers["Location"]
         return await fetch(location)
 
-    async def approve(self, job_id: str, decision: str) -> str:
+    async def approve(self, job_id: str, decision: str, token: str | None = None) -> str:
         # A public endpoint: the decision carries no client token.
         response = await self._session.post(
-            f"{self._base}/_public/webhooks/approval/{job_id}", json={"decision": decision}
+            f"{self._base}/_public/webhooks/approval/{job_id}",
+            json={"decision": decision},
+            headers={"X-Approval-Token": token} if token is not None else {},
         )
         async with response:
             answer = await response.json()
@@ -495,10 +498,11 @@ class GrpcApi:
             url = (await self._jobs.DownloadFile(request, metadata=self._metadata)).url
         return await fetch(url)
 
-    async def approve(self, job_id: str, decision: str) -> str:
+    async def approve(self, job_id: str, decision: str, token: str | None = None) -> str:
         with _statuses():
             answer = await self._public.SubmitApproval(
-                SubmitApprovalRequest(job_id=job_id, decision=decision)
+                SubmitApprovalRequest(job_id=job_id, decision=decision),
+                metadata=(("x-approval-token", token),) if token is not None else (),
             )
         assert answer.job_id == job_id, answer
         return answer.status
