@@ -301,6 +301,7 @@ async def graph_workers_and_dashboard(api: Api, orchestrator: OrchestratorEngine
     counted = {status: n for status, n in dashboard["jobs_by_status"].items() if n}
     assert counted == {"waiting_for_worker": 1, "cancelled": 1}
     assert dashboard["workers_by_transport"]["grpc"] == 1
+    assert {status for status, n in dashboard["workers_by_status"].items() if n} == {"idle"}
     assert dashboard["queue_depth_by_skill"]["echo"] >= 1
 
 
@@ -342,6 +343,10 @@ async def bad_input(api: Api, orchestrator: OrchestratorEngine) -> None:
     await refused(
         api.create("jobs/echo", result_timeout=-0.5), "invalid_argument", "result_timeout"
     )
+    for webhook_url in ("ftp://example.com/hook", "http://127.0.0.1/hook"):
+        await refused(
+            api.create("jobs/echo", webhook_url=webhook_url), "invalid_argument", "webhook_url"
+        )
     await refused(api.create("jobs/nothing-here"), "not_found")
     assert await api.list_jobs() == ([], "")  # nothing half-created
 

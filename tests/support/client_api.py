@@ -113,6 +113,7 @@ class Api(Protocol):
         endpoint: str,
         initial_data: Any = None,
         *,
+        webhook_url: str | None = None,
         dispatch_timeout: float | None = None,
         result_timeout: float | None = None,
     ) -> str:
@@ -235,10 +236,13 @@ class RestApi:
         endpoint: str,
         initial_data: Any = None,
         *,
+        webhook_url: str | None = None,
         dispatch_timeout: float | None = None,
         result_timeout: float | None = None,
     ) -> str:
         body: dict[str, Any] = {"initial_data": {} if initial_data is None else initial_data}
+        if webhook_url is not None:
+            body["webhook_url"] = webhook_url
         if dispatch_timeout is not None:
             body["dispatch_timeout"] = dispatch_timeout
         if result_timeout is not None:
@@ -405,12 +409,15 @@ class GrpcApi:
         endpoint: str,
         initial_data: Any = None,
         *,
+        webhook_url: str | None = None,
         dispatch_timeout: float | None = None,
         result_timeout: float | None = None,
     ) -> str:
         request = CreateJobRequest(api_version="v1", endpoint=endpoint)
         if initial_data is not None:
             request.initial_data.CopyFrom(to_payload(initial_data))
+        if webhook_url is not None:
+            request.webhook_url = webhook_url
         if dispatch_timeout is not None:
             request.dispatch_timeout = dispatch_timeout
         if result_timeout is not None:
