@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support import stores
+from tests.support.client_api import connect_api as connect_api
 from tests.support.orchestrator import grpc_channel as grpc_channel
 from tests.support.orchestrator import http_client as http_client
 from tests.support.orchestrator import start_orchestrator as start_orchestrator

@@ -22,6 +22,7 @@ from avtomatika.grpc.worker_stream import WorkerStreamService
 from avtomatika.services.client_api import ClientApi
 from avtomatika.services.polling_workers import PollingWorkers
 from avtomatika.services.public_api import PublicApi
+from avtomatika.services.requests import MAX_REQUEST_BYTES
 from avtomatika.services.worker_api import WorkerApi
 from avtomatika.v1 import (
     job_service_pb2,
@@ -88,7 +89,8 @@ async def start_grpc_server(
     """Start serving on ``host:port`` (0 picks a free port); returns the
     server and the bound port. TLS when the engine's settings name a
     certificate and key."""
-    server = grpc.aio.server()
+    # grpc's default limit is 4 MiB: a job REST accepts would be refused here.
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_REQUEST_BYTES)])
     polling = WorkerApi(auth, polling_workers, credential="x-worker-token")
     streams = WorkerStreamService(engine, auth, polling)
     worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(streams, server)

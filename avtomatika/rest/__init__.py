@@ -16,12 +16,9 @@ from avtomatika.rest.state import AUTH, CLIENT_API, ENGINE, PUBLIC_API
 from avtomatika.rest.worker_api.handlers import add_protocol_header, release_rest_workers
 from avtomatika.services.client_api import ClientApi
 from avtomatika.services.public_api import PublicApi
+from avtomatika.services.requests import MAX_REQUEST_BYTES
 
 __all__ = ["build_app"]
-
-# Bodies larger than this are refused with 413 before they are read. File
-# uploads stream and are not subject to it.
-_MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
 def build_app(
@@ -42,7 +39,8 @@ def build_app(
             error_middleware,
             client_auth_middleware,
         ],
-        client_max_size=_MAX_BODY_BYTES,
+        # Larger bodies are refused with 413 before they are read.
+        client_max_size=MAX_REQUEST_BYTES,
     )
     app[ENGINE] = engine
     app[AUTH] = auth

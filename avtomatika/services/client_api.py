@@ -72,6 +72,8 @@ only when the transfer starts."""
 
 _DIGITS = re.compile(r"[0-9]{1,9}")
 
+_LISTABLE_STATUSES = frozenset(job_pb2.JobStatus.values()) - {job_pb2.JOB_STATUS_UNSPECIFIED}
+
 
 class Reader(Protocol):
     """A body arriving in pieces (``b""`` at its end)."""
@@ -247,7 +249,12 @@ class ClientApi:
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise InvalidArgument(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
         if where.created_after_ms < 0:
-            raise InvalidArgument("created_after must not be before 1970")
+            raise InvalidArgument("created_after_ms must not be before 1970")
+        # REST turns names into statuses and refuses unknown ones; a gRPC
+        # enum is open (any number arrives), so the same rule is kept here.
+        for status in sorted(where.statuses):
+            if status not in _LISTABLE_STATUSES:
+                raise InvalidArgument(f"statuses: {status} is not a job status")
         cursor = _read_token(page_token, where) if page_token else None
         page: list[Job] = []
         budget = page_size * _SCAN_PER_PAGE

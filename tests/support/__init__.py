@@ -4,6 +4,8 @@ in ``tests/conftest.py``.
 - ``orchestrator``: a real orchestrator on port 0 and clients for it (the
   ``start_orchestrator``, ``http_client`` and ``grpc_channel`` fixtures),
   the test tokens, :func:`~tests.support.orchestrator.make_settings`;
+- ``client_api``: the client API behind one interface over REST or gRPC
+  (the ``connect_api`` fixture), for scenarios run over both;
 - ``stores``: which store a test runs on (the ``both_stores`` marker and the
   ``store`` fixture);
 - ``waiting``: :func:`~tests.support.waiting.wait_until`, a condition polled
