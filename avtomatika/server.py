@@ -248,6 +248,10 @@ class Orchestrator:
             # from here on a stream that ends gives its leases back at once,
             # since no reconnect grace can be honoured by a stopping process.
             self.engine.workers.drain_all("the orchestrator is shutting down")
+            # Calls that wait (gRPC GetJob with wait, StreamJobEvents,
+            # NextTask; their REST twins) end now, not after the grace.
+            self.followers.close()
+            self.polling_workers.close()
             await self.engine.workers.close()
             await server.stop(grace)
             # Again: the streams that just ended re-queue through the

@@ -357,3 +357,36 @@ async def test_a_streamed_upload_goes_to_s3_in_parts(
     with pytest.raises(grpc.aio.AioRpcError) as empty:
         await jobs.UploadFileStream(nothing(), metadata=auth())
     assert (await status_of(empty))[0] == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_an_unexpected_error_is_internal_and_tells_nothing_of_it(
+    start_orchestrator: StartOrchestrator,
+    grpc_channel: GrpcChannel,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    jobs = stub_for(grpc_channel(orchestrator))
+    job_id = (await jobs.CreateJob(echo_request(), metadata=auth())).job_id
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise KeyError("secret-internal-detail")
+
+    monkeypatch.setattr(orchestrator.engine, "get_job", broken)
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await jobs.GetJob(GetJobRequest(job_id=job_id), metadata=auth())
+    code, details, machine = await status_of(failed)
+    assert (code, details, machine) == (grpc.StatusCode.INTERNAL, "internal error", "internal")
+    assert "secret-internal-detail" in caplog.text  # logged for the operator
+
+
+async def test_stopping_ends_a_followed_stream_cleanly(
+    start_orchestrator: StartOrchestrator, grpc_channel: GrpcChannel
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()], shutdown_grace_seconds=30)
+    jobs = stub_for(grpc_channel(orchestrator))
+    job_id = (await jobs.CreateJob(echo_request(), metadata=auth())).job_id
+    events = aiter(jobs.StreamJobEvents(StreamJobEventsRequest(job_id=job_id), metadata=auth()))
+    assert (await anext(events)).job_id == job_id
+    await orchestrator.stop()  # would wait out the 30 s grace for the stream before
+    assert [event async for event in events] == []  # ended, not UNAVAILABLE

@@ -4,12 +4,15 @@ stream, with the same rules as the REST worker API they mirror."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 
+from avtomatika import OrchestratorEngine
 from avtomatika.payload import from_payload, to_payload
 from avtomatika.v1 import job_pb2, job_service_pb2_grpc, task_pb2, worker_service_pb2_grpc
 from avtomatika.v1.job_service_pb2 import CancelJobRequest, CreateJobRequest, GetJobRequest
@@ -49,7 +52,14 @@ async def stubs(
 ) -> tuple[
     worker_service_pb2_grpc.WorkerServiceAsyncStub, job_service_pb2_grpc.JobServiceAsyncStub
 ]:
-    orchestrator = await start_orchestrator([echo_blueprint()], **settings)
+    return await stubs_for(await start_orchestrator([echo_blueprint()], **settings), grpc_channel)
+
+
+async def stubs_for(
+    orchestrator: OrchestratorEngine, grpc_channel: GrpcChannel
+) -> tuple[
+    worker_service_pb2_grpc.WorkerServiceAsyncStub, job_service_pb2_grpc.JobServiceAsyncStub
+]:
     channel = grpc_channel(orchestrator)
     return worker_service_pb2_grpc.WorkerServiceStub(channel), JobServiceStub(channel)
 
@@ -99,8 +109,8 @@ async def test_heartbeats_refresh_and_name_the_tasks_of_cancelled_jobs(
 ) -> None:
     workers, jobs = await stubs(start_orchestrator, grpc_channel)
     await workers.RegisterWorker(registration(), metadata=WORKER)
-    ping = await workers.Heartbeat(HeartbeatRequest(worker_id="poller-1"), metadata=WORKER)
-    assert ping.status == "ttl_refreshed"
+    idle = await workers.Heartbeat(HeartbeatRequest(worker_id="poller-1"), metadata=WORKER)
+    assert (idle.status, list(idle.cancel_task_ids)) == ("ok", [])
     job_id = await create(jobs)
     task = (await workers.NextTask(NextTaskRequest(worker_id="poller-1"), metadata=WORKER)).task
     beat = HeartbeatRequest(worker_id="poller-1", status="busy", current_tasks=[task.task_id])
@@ -133,7 +143,7 @@ async def test_tokens_and_bad_requests_are_refused(
             grpc.StatusCode.INVALID_ARGUMENT,
         ),
         (
-            workers.Heartbeat(HeartbeatRequest(worker_id="never-registered"), metadata=WORKER),
+            workers.NextTask(NextTaskRequest(worker_id="never-registered"), metadata=WORKER),
             grpc.StatusCode.NOT_FOUND,
         ),
         (
@@ -166,3 +176,33 @@ async def test_a_result_for_a_task_the_worker_does_not_hold_is_ignored(
     verdict = await workers.SubmitResult(SubmitResultRequest(result=stolen), metadata=WORKER)
     assert verdict.status == "ignored"
     assert verdict.reason
+
+
+async def test_a_task_leased_to_a_poll_cancelled_meanwhile_goes_back_to_the_queue(
+    start_orchestrator: StartOrchestrator,
+    grpc_channel: GrpcChannel,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The poll is cancelled (a gRPC caller's deadline) in the very turn its
+    claim leases a task: the task must not stay leased to nobody."""
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    workers, jobs = await stubs_for(orchestrator, grpc_channel)
+    await workers.RegisterWorker(registration(), metadata=WORKER)
+    job_id = await create(jobs)
+    engine = orchestrator.engine
+    claim = engine.next_task
+    polls: list[asyncio.Task[object]] = []
+
+    async def leased_then_cancelled(*args: Any, **kwargs: Any) -> Any:
+        task = await claim(*args, **kwargs)
+        polls[0].cancel()  # lands before the poll sees the claim's result
+        return task
+
+    monkeypatch.setattr(engine, "next_task", leased_then_cancelled)
+    polls.append(asyncio.create_task(orchestrator.polling_workers.next_task("poller-1")))
+    with pytest.raises(asyncio.CancelledError):
+        await polls[0]
+    monkeypatch.undo()
+
+    again = (await workers.NextTask(NextTaskRequest(worker_id="poller-1"), metadata=WORKER)).task
+    assert again.job_id == job_id

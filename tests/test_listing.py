@@ -217,3 +217,17 @@ async def test_blueprints_are_listed_over_both_transports(
         }
         for bp in listed
     ] == body["blueprints"]
+
+
+async def test_after_a_debug_flush_the_listing_is_empty_and_goes_on(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()], debug_flush_enabled=True)
+    http = http_client(orchestrator)
+    for _ in range(3):
+        await create_job(http, "jobs/echo")
+    flushed = await http_client(orchestrator, token=None).post("/_public/debug/flush_db")
+    assert flushed.status == 200
+    assert await every_page(rest_lister(http), 10, _nothing) == []
+    job_id = await create_job(http, "jobs/echo")
+    assert await every_page(rest_lister(http), 10, _nothing) == [job_id]

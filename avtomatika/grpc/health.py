@@ -77,7 +77,9 @@ class HealthReporter:
             async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):
                 await self._ping()
             serving = True
-        except (Unavailable, TimeoutError) as exc:
+        except (Unavailable, TimeoutError, Exception) as exc:
+            # Any failure to answer is "not ready" (an ACL refusing PING, a
+            # connection that cannot be reopened), never a dead probe loop.
             serving = False
             if self._serving is not False:
                 log.warning("gRPC health: NOT_SERVING, the store does not answer (%s)", exc)

@@ -16,6 +16,8 @@ Here rather than in :mod:`avtomatika.errors`: the core never imports grpc.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, NoReturn
@@ -38,6 +40,8 @@ GRPC_STATUS: dict[Code, grpc.StatusCode] = {
 }
 """The gRPC status of each canonical code (the same names: the codes are
 gRPC's canonical ones)."""
+
+log = logging.getLogger(__name__)
 
 ERROR_CODE_KEY = "avtomatika-error-code"
 """Trailing metadata key of an aborted call: the error's ``Code`` value."""
@@ -62,3 +66,10 @@ async def rpc_errors(context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterat
         yield
     except AvtomatikaError as exc:
         await abort(context, exc)
+    except (grpc.aio.AbortError, asyncio.CancelledError):
+        raise
+    except Exception:
+        # A bug or a backend's own error: logged here, and the caller hears
+        # no more than REST clients do (never the exception's text).
+        log.exception("unhandled error in a gRPC call")
+        await abort(context, AvtomatikaError("internal error"))

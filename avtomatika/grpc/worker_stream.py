@@ -193,15 +193,14 @@ class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
         request: HeartbeatRequest,
         context: grpc.aio.ServicerContext[HeartbeatRequest, HeartbeatResponse],
     ) -> HeartbeatResponse:
-        """A heartbeat; one with nothing but the worker id is a TTL ping."""
+        """A full heartbeat, as a REST heartbeat with a body: the worker's
+        status and the tasks it runs (those it leaves out go back to the
+        queue; those cancelled come back in ``cancel_task_ids``)."""
         async with rpc_errors(context):
-            ping = request == HeartbeatRequest(worker_id=request.worker_id)
             cancel = await self._polling.heartbeat(
-                _worker_token(context), None if ping else request, request.worker_id
+                _worker_token(context), request, request.worker_id
             )
-            if cancel is None:
-                return HeartbeatResponse(status="ttl_refreshed")
-            return HeartbeatResponse(status="ok", cancel_task_ids=cancel)
+            return HeartbeatResponse(status="ok", cancel_task_ids=cancel or [])
 
     async def NextTask(
         self,

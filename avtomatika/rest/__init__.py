@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
 from avtomatika.access.authenticator import Authenticator
@@ -44,7 +46,16 @@ def build_app(
     )
     app[ENGINE] = engine
     app[AUTH] = auth
-    client_api = client_api or ClientApi(engine, auth, JobFollowers(engine.events))
+    if client_api is None:
+        followers = JobFollowers(engine.events)
+        client_api = ClientApi(engine, auth, followers)
+
+        async def follow(app: web.Application) -> AsyncIterator[None]:
+            await followers.start()  # else waits would wake only on their timeout
+            yield
+            await followers.stop()
+
+        app.cleanup_ctx.append(follow)
     public_api = public_api or PublicApi(engine, client_api.followers)
     public_api.documents = RestDocuments(app)
     app[CLIENT_API] = client_api

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 
 from aiohttp import web
 
@@ -49,17 +48,15 @@ async def get_job(request: web.Request) -> web.Response:
 
 
 def wait_seconds(request: web.Request) -> float | None:
-    """The ``wait`` query parameter; None when absent."""
+    """The ``wait`` query parameter; None when absent (its range is the
+    service's to judge)."""
     raw = request.query.get("wait")
     if raw is None:
         return None
     try:
-        wait = float(raw)
+        return float(raw)
     except ValueError:
-        wait = math.nan
-    if not math.isfinite(wait) or wait < 0:
-        raise InvalidArgument(f"wait must be a number of seconds >= 0, got {raw!r}")
-    return wait
+        raise InvalidArgument(f"wait must be a number of seconds >= 0, got {raw!r}") from None
 
 
 async def list_jobs(request: web.Request) -> web.Response:

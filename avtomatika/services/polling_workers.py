@@ -48,8 +48,6 @@ __all__ = ["PollingWorkers", "Socket"]
 
 log = logging.getLogger(__name__)
 
-"""What a worker id may look like."""
-
 _STATUSES = {
     "idle": worker_pb2.WORKER_STATUS_IDLE,
     "busy": worker_pb2.WORKER_STATUS_BUSY,
@@ -97,6 +95,9 @@ class PollingWorkers:
         self._anonymous: set[Socket] = set()
         self._closing = asyncio.Event()
         self._reaper: asyncio.Task[None] | None = None
+        # Give-backs of tasks leased to a poll that was cancelled meanwhile:
+        # held here so they finish (and are awaited at stop).
+        self._giving_back: set[asyncio.Task[None]] = set()
 
     # -- Service --
 
@@ -112,6 +113,8 @@ class PollingWorkers:
             reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reaper
+        if self._giving_back:
+            await asyncio.wait(self._giving_back)
 
     def close(self) -> None:
         """Shutting down: release every long-poll now (they answer "no
@@ -284,6 +287,18 @@ class PollingWorkers:
                 )
             )[0]:
                 self._touch(worker)
+        except asyncio.CancelledError:
+            # The poll itself was cancelled (a gRPC caller's deadline, its
+            # hang-up) just as the claim leased a task: nobody will receive
+            # it, so it goes back to the queue instead of waiting for the
+            # worker's expiry.
+            if claim.done() and not claim.cancelled() and claim.exception() is None:
+                task = claim.result()
+                if task is not None:
+                    giving = asyncio.create_task(self.give_back(worker_id, task.task_id))
+                    self._giving_back.add(giving)
+                    giving.add_done_callback(self._giving_back.discard)
+            raise
         finally:
             closing.cancel()
             claim.cancel()  # no-op once it has a result: that task is still returned

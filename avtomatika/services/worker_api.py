@@ -67,10 +67,6 @@ class WorkerApi:
         if beat is None:
             await self.workers.ping(worker_id)
             return None
-        if beat.worker_id != worker_id:
-            raise InvalidArgument(
-                f"the heartbeat's worker_id {beat.worker_id!r} is not {worker_id!r}"
-            )
         if not all(beat.supported_skills) or not all(beat.current_tasks):
             raise InvalidArgument("supported_skills and current_tasks must be non-empty strings")
         return await self.workers.heartbeat(beat)

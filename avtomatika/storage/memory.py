@@ -221,6 +221,7 @@ class MemoryStorage:
 
     async def flush(self) -> None:
         self._jobs.clear()
+        self._by_client.clear()
         self._versions.clear()
         self._statuses.clear()
         self._job_tasks.clear()
