@@ -50,7 +50,7 @@ def ranked_blueprint() -> StateMachineBlueprint:
             "ranked", params=initial_data, transitions={"success": "done"}, priority=priority
         )
 
-    @bp.handler_for("done", is_end=True)
+    @bp.handler_for("done", is_end=True, outcome="finished")
     async def done() -> None:
         return None
 
