@@ -315,6 +315,21 @@ async def test_the_workers_list_shows_grpc_workers_and_no_token(
     assert await response.json() == []
 
 
+async def test_the_workers_list_gives_a_grpc_workers_supported_skills_as_registered(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    """1.0b13 clients read ``supported_skills``: the skills of the worker's
+    hello, in their order, beside our ``skills``."""
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    worker = RawWorker(grpc_channel(orchestrator), "w-1")
+    await worker.hello(["transcode", "echo", "ocr"])
+
+    (listed,) = await (await http_client(orchestrator).get("/api/v1/workers")).json()
+
+    assert listed["supported_skills"] == listed["skills"] == ["transcode", "echo", "ocr"]
+    await worker.close()
+
+
 def _keys(value: Any) -> list[str]:
     """Every key of every object nested in ``value``."""
     if isinstance(value, dict):

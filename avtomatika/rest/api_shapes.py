@@ -163,11 +163,17 @@ SCHEMAS: dict[str, Schema] = {
     "Worker": {
         "type": "object",
         "description": "A connected worker (never its token).",
-        "required": ["worker_id", "skills", "status", "transport"],
+        "required": ["worker_id", "skills", "supported_skills", "status", "transport"],
         "properties": {
             "worker_id": _ID,
             "worker_type": _STRING,
             "skills": {"type": "array", "items": _STRING},
+            "supported_skills": {
+                "type": "array",
+                "items": _STRING,
+                "description": "The skills as the worker registered them (1.0b13's name); "
+                "the same list as skills.",
+            },
             "resources": {"type": "object"},
             "cost_per_skill": {"type": "object", "additionalProperties": {"type": "number"}},
             "labels": {"type": "object", "additionalProperties": _STRING},
