@@ -190,6 +190,8 @@ class StepRunner:
             now,
             state=job.current_state,
             message=f"{message}; handler retry {job.retry_count} in {delay} ms",
+            # The attempt that failed: the first is attempt 1 (1.0b13's count).
+            details={"attempt_number": job.retry_count},
         )
         return Plan(ready=True, ready_at_ms=now + delay, events=[retry])
 
@@ -297,7 +299,17 @@ class StepRunner:
         job.pending_transitions.update(action.transitions)
         job.awaited_job_id = child.id
         job.child_job_ids.append(child.id)
-        return Plan(new_jobs=[child], events=creation_events(child))
+        # The parent's own history says it started the child (its status
+        # alone changes, so nothing else would), naming the child to follow.
+        started = event(
+            E.HISTORY_EVENT_TYPE_SUB_JOB_STARTED,
+            job,
+            now,
+            state=job.current_state,
+            message=child.blueprint_name,
+            details={"child_job_id": child.id, "blueprint_name": child.blueprint_name},
+        )
+        return Plan(new_jobs=[child], events=[started, *creation_events(child)])
 
 
 def _targets(action: Action) -> list[str]:
