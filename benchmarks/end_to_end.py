@@ -63,7 +63,7 @@ def hold_blueprint() -> StateMachineBlueprint:
     async def start(actions: ActionFactory) -> None:
         actions.dispatch_task("hold", params={}, transitions={"success": "done"})
 
-    @bp.handler_for("done", is_end=True)
+    @bp.handler_for("done", is_end=True, outcome="finished")
     async def done() -> None:
         return None
 

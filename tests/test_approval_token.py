@@ -23,8 +23,8 @@ def review() -> StateMachineBlueprint:
             "email", "publish?", {"approved": "published", "rejected": "dropped"}
         )
 
-    @bp.handler_for("published", is_end=True)
-    @bp.handler_for("dropped", is_end=True)
+    @bp.handler_for("published", is_end=True, outcome="finished")
+    @bp.handler_for("dropped", is_end=True, outcome="finished")
     async def end() -> None:
         return None
 

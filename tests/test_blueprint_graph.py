@@ -192,7 +192,7 @@ async def test_names_and_labels_with_quotes_dots_and_backslashes_survive_quoting
     async def quoted(actions: ActionFactory) -> None:
         actions.transition_to("end\\state")
 
-    @bp.handler_for("end\\state", is_end=True)
+    @bp.handler_for("end\\state", is_end=True, outcome="finished")
     async def end() -> None:
         return None
 
@@ -217,7 +217,7 @@ async def test_a_state_with_computed_transitions_is_drawn_dashed(
     async def start(initial_data: dict[str, Any], actions: ActionFactory) -> None:
         actions.transition_to(initial_data["next"])
 
-    @bp.handler_for("done", is_end=True)
+    @bp.handler_for("done", is_end=True, outcome="finished")
     async def done() -> None:
         return None
 

@@ -33,8 +33,8 @@ def blueprint_with_start(start: Handler, name: str = "lost") -> StateMachineBlue
     """``start`` (the given handler) and two end states, ``done`` and ``hidden``."""
     bp = StateMachineBlueprint(name, api_endpoint=f"jobs/{name}", api_version="v1")
     bp.handler_for("start", is_start=True)(start)
-    bp.handler_for("done", is_end=True)(end)
-    bp.handler_for("hidden", is_end=True)(end)
+    bp.handler_for("done", is_end=True, outcome="finished")(end)
+    bp.handler_for("hidden", is_end=True, outcome="finished")(end)
     return bp
 
 
@@ -321,7 +321,7 @@ async def test_a_blueprint_without_a_start_state_is_rejected(
     orchestrator: OrchestratorEngine,
 ) -> None:
     bp = StateMachineBlueprint("headless")
-    bp.handler_for("done", is_end=True)(end)
+    bp.handler_for("done", is_end=True, outcome="finished")(end)
 
     with pytest.raises(BlueprintError) as caught:
         orchestrator.register_blueprint(bp)
@@ -335,7 +335,7 @@ async def test_a_blueprint_with_two_start_states_is_rejected(
     bp = StateMachineBlueprint("hydra")
     bp.handler_for("a", is_start=True)(end_transition)
     bp.handler_for("b", is_start=True)(end_transition)
-    bp.handler_for("done", is_end=True)(end)
+    bp.handler_for("done", is_end=True, outcome="finished")(end)
 
     with pytest.raises(BlueprintError) as caught:
         orchestrator.register_blueprint(bp)
@@ -427,8 +427,8 @@ async def approve(actions):
     actions.await_human_approval("email", "ship?", {"yes": "shipped", "no": "refused"})
 
 
-@orders.handler_for("shipped", is_end=True)
-@orders.handler_for("refused", is_end=True)
+@orders.handler_for("shipped", is_end=True, outcome="finished")
+@orders.handler_for("refused", is_end=True, outcome="finished")
 async def finished():
     pass
 
@@ -438,7 +438,7 @@ async def child_start(actions):
     actions.transition_to("done")
 
 
-@child.handler_for("done", is_end=True)
+@child.handler_for("done", is_end=True, outcome="finished")
 async def child_done():
     pass
 """
@@ -486,7 +486,9 @@ async def test_an_invalid_blueprint_in_blueprints_dir_stops_start_up(
     header = (
         'from avtomatika import StateMachineBlueprint\nbp = StateMachineBlueprint("from_dir")\n'
     )
-    footer = '@bp.handler_for("done", is_end=True)\nasync def done():\n    pass\n'
+    footer = (
+        '@bp.handler_for("done", is_end=True, outcome="finished")\nasync def done():\n    pass\n'
+    )
     (tmp_path / "bad.py").write_text(header + textwrap.dedent(source) + footer)
 
     with pytest.raises(ConfigError) as caught:

@@ -101,7 +101,7 @@ async def test_cancelling_a_job_while_its_handler_runs_drops_the_step(
         await release.wait()
         actions.dispatch_task("echo", transitions={"success": "done"})
 
-    @bp.handler_for("done", is_end=True)
+    @bp.handler_for("done", is_end=True, outcome="finished")
     async def done() -> None:
         return None
 

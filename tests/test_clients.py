@@ -122,7 +122,7 @@ def who_am_i() -> StateMachineBlueprint:
         context.state_history["client"] = [client.id, client.plan, client.params]
         actions.transition_to("done")
 
-    @bp.handler_for("done", is_end=True)
+    @bp.handler_for("done", is_end=True, outcome="finished")
     async def done() -> None:
         return None
 

@@ -412,8 +412,10 @@ async def test_the_1_0b13_embedding_api_runs_the_quick_start_and_the_directory(
             response = await http.post("/api/v1/jobs/my_flow", json={"initial_data": {"n": 1}})
             assert response.status == 202
             job_id = (await response.json())["job_id"]
-            job = await wait_for_status(http, job_id, "finished")
+            # The quick start's end state is "end": 1.0b13 fails the job there.
+            job = await wait_for_status(http, job_id, "failed")
             assert (job["current_state"], job["state_history"]) == ("end", {"completed": job_id})
+            assert job["error"] is None
 
         # A background job: no client, no token.
         job_id = await engine.create_background_job("main_flow", {"raw_text": "abc"})
@@ -461,7 +463,9 @@ async def test_the_readme_blueprint_runs_unchanged(
     ):
         response = await http.post("/api/v1/jobs/media", json={"initial_data": initial_data})
         job_id = (await response.json())["job_id"]
-        job = await wait_for_status(http, job_id, "finished")
+        # None of the README's end states is named "finished": each fails the
+        # job, as in 1.0b13.
+        job = await wait_for_status(http, job_id, "failed")
 
     assert job["current_state"] == state
     assert job["state_history"] == history
@@ -490,7 +494,8 @@ async def test_the_readme_fan_out_and_the_cookbook_counter_run_unchanged(
             "/api/v1/jobs/files", json={"initial_data": {"files": ["a", "bb", "ccc"]}}
         )
         job_id = (await response.json())["job_id"]
-        job = await wait_for_status(http, job_id, "finished")
+        # Its end state is "processing_complete": failed, as in 1.0b13.
+        job = await wait_for_status(http, job_id, "failed")
         assert sorted(d["lines"] for d in job["state_history"]["summary"]) == [1, 2, 3]
 
         counts = []
@@ -538,8 +543,10 @@ async def test_the_cookbook_order_flow_runs_under_avtomatika_serve(blueprints_di
                 await worker.report(custom(task, "out_of_stock"))
             await worker.credit()
 
-        in_stock = await wait_for_status(http, job_ids[0], "finished")
-        out_of_stock = await wait_for_status(http, job_ids[1], "finished")
+        # The recipe's end states are "finished_successfully" and
+        # "inventory_failed": 1.0b13 fails the job in both.
+        in_stock = await wait_for_status(http, job_ids[0], "failed")
+        out_of_stock = await wait_for_status(http, job_ids[1], "failed")
         await worker.close()
 
     assert in_stock["current_state"] == "finished_successfully"

@@ -586,7 +586,7 @@ echo = StateMachineBlueprint("echo", api_endpoint="/jobs/echo", api_version="v1"
 async def start(initial_data, actions):
     actions.dispatch_task("echo", params=initial_data, transitions={"success": "done"})
 
-@echo.handler_for("done", is_end=True)
+@echo.handler_for("done", is_end=True, outcome="finished")
 async def done():
     return None
 """

@@ -44,7 +44,7 @@ def render_blueprint() -> StateMachineBlueprint:
             **initial_data.get("options", {}),
         )
 
-    @bp.handler_for("done", is_end=True)
+    @bp.handler_for("done", is_end=True, outcome="finished")
     async def done() -> None:
         return None
 

@@ -78,14 +78,16 @@ async def moderated_job(orchestrator: OrchestratorEngine, http: aiohttp.ClientSe
 
 
 @pytest.mark.parametrize(
-    ("decision", "state", "history"),
+    ("decision", "state", "status", "history"),
     [
         (
             "approved",
             "finished",
+            "finished",
             {"draft": "a post about cats", "published": "a post about cats"},
         ),
-        ("rejected", "rejected_by_moderator", {"draft": "a post about cats"}),
+        # 1.0b13's rule: an end state not named "finished" fails the job.
+        ("rejected", "rejected_by_moderator", "failed", {"draft": "a post about cats"}),
     ],
 )
 async def test_the_moderators_decision_picks_the_transition(
@@ -93,6 +95,7 @@ async def test_the_moderators_decision_picks_the_transition(
     http_client: HttpClient,
     decision: str,
     state: str,
+    status: str,
     history: Params,
 ) -> None:
     orchestrator = await start_orchestrator([moderation_flow()])
@@ -103,7 +106,7 @@ async def test_the_moderators_decision_picks_the_transition(
         200,
         {"status": "approval_received", "job_id": job_id},
     )
-    job = await wait_for_status(http, job_id, "finished")
+    job = await wait_for_status(http, job_id, status)
 
     assert job["current_state"] == state
     assert job["state_history"] == history
@@ -140,7 +143,7 @@ async def test_only_the_first_decision_counts(
     code, answer = await decide(orchestrator, job_id, {"decision": "approved"})
 
     assert code == 409, answer
-    job = await wait_for_status(http, job_id, "finished")
+    job = await wait_for_status(http, job_id, "failed")  # its end state is not "finished"
     assert job["current_state"] == "rejected_by_moderator"
 
 

@@ -87,7 +87,8 @@ async def test_decision_step_routes_on_initial_data(
     http = http_client(orchestrator)
 
     job_id = await create_job(http, "jobs/decision", initial_data)
-    job = await wait_for_status(http, job_id, "finished")
+    # Neither end state is named "finished": as in 1.0b13, the job fails there.
+    job = await wait_for_status(http, job_id, "failed")
 
     assert job["current_state"] == state
 
@@ -149,9 +150,9 @@ def scoring_blueprint() -> StateMachineBlueprint:
     async def review(actions: ActionFactory) -> None:
         actions.transition_to("manual_review")
 
-    @bp.handler_for("accepted", is_end=True)
-    @bp.handler_for("escalated", is_end=True)
-    @bp.handler_for("manual_review", is_end=True)
+    @bp.handler_for("accepted", is_end=True, outcome="finished")
+    @bp.handler_for("escalated", is_end=True, outcome="finished")
+    @bp.handler_for("manual_review", is_end=True, outcome="finished")
     async def done() -> None:
         return None
 

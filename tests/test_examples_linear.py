@@ -70,17 +70,19 @@ def simple_linear_flow() -> StateMachineBlueprint:
     return simple_pipeline
 
 
-async def test_quick_start_reaches_its_end_state_and_finishes(
+async def test_quick_start_reaches_its_end_state_and_fails_as_in_1_0b13(
     start_orchestrator: StartOrchestrator, http_client: HttpClient
 ) -> None:
     orchestrator = await start_orchestrator([quick_start()])
     http = http_client(orchestrator)
 
     job_id = await create_job(http, "jobs/my_flow", {"video": "cat.mp4"})
-    job = await wait_for_status(http, job_id, "finished")
+    job = await wait_for_status(http, job_id, "failed")
 
-    # The end state is called "end", not "finished", and still succeeds.
+    # The end state is called "end", not "finished": as in 1.0b13, reaching
+    # it fails the job (its handler ran; the job carries no error).
     assert job["current_state"] == "end"
+    assert job["error"] is None
     assert job["state_history"] == {"completed": job_id}
     assert job["initial_data"] == {"video": "cat.mp4"}
 
@@ -116,9 +118,10 @@ async def test_simple_linear_flow_takes_its_failure_transition(
 
     async with serving(orchestrator, {"simple_task": simple_task}):
         job_id = await create_job(http, "jobs/simple_flow", {"name": "Ada"})
-        job = await wait_for_status(http, job_id, "finished")
+        job = await wait_for_status(http, job_id, "failed")
 
     # The blueprint handled the failure itself: its "failed" end state ran,
-    # so the job ended as the blueprint intended (DESIGN §5: any end state).
+    # and an end state named "failed" fails the job (1.0b13's rule).
     assert job["current_state"] == "failed"
+    assert job["error"] is None
     assert "visited_step_b" not in job["state_history"]

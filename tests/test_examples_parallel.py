@@ -1,6 +1,10 @@
 """Fan-out/fan-in from the 1.0b13 docs: the README's ``process_files`` (tasks
 keyed ``task_type``) and cookbook recipe 3's aggregation of branch results by
-status, with several branches, through REST and SDK workers."""
+status, with several branches, through REST and SDK workers.
+
+Their end states are named ``processing_complete`` and ``end``, so a job that
+gets there ends ``failed``, as 1.0b13 ends it (only an end state named
+``finished`` finishes a job)."""
 
 from __future__ import annotations
 
@@ -58,7 +62,7 @@ async def test_every_branch_is_aggregated(
 
     async with serving(orchestrator, {"file_analysis": analyse}, max_concurrency=3):
         job_id = await create_job(http, "jobs/files", {"files": files})
-        job = await wait_for_status(http, job_id, "finished")
+        job = await wait_for_status(http, job_id, "failed")
 
     history = job["state_history"]
     assert job["current_state"] == "processing_complete"
@@ -86,7 +90,7 @@ async def test_many_branches_over_several_workers_all_arrive(
         serving(orchestrator, {"file_analysis": analyse}, worker_id="b", max_concurrency=4),
     ):
         job_id = await create_job(http, "jobs/files", {"files": files})
-        job = await wait_for_status(http, job_id, "finished")
+        job = await wait_for_status(http, job_id, "failed")
 
     summary = job["state_history"]["summary"]
     assert sorted(item["file"] for item in summary) == files
@@ -99,7 +103,7 @@ async def test_no_branches_go_straight_to_the_aggregator(
     http = http_client(orchestrator)
 
     job_id = await create_job(http, "jobs/files", {"files": []})
-    job = await wait_for_status(http, job_id, "finished")
+    job = await wait_for_status(http, job_id, "failed")
 
     assert job["state_history"] == {"summary": [], "results": {}}
 
@@ -165,7 +169,7 @@ async def test_failed_branches_are_aggregated_with_their_error(
 
     async with serving(orchestrator, {"task_A": task_a, "task_B": task_b}, max_concurrency=3):
         job_id = await create_job(http, "jobs/parallel_example")
-        job = await wait_for_status(http, job_id, "finished")
+        job = await wait_for_status(http, job_id, "failed")
 
     history = job["state_history"]
     assert sorted(history["aggregated_data"].values(), key=str) == [

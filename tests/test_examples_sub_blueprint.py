@@ -114,20 +114,26 @@ async def test_the_child_runs_and_the_parent_gets_its_result(
     assert child["initial_data"] == {"text": "abc"}
 
 
-async def test_a_child_ending_in_an_end_state_called_failed_still_succeeds(
+async def test_a_child_ending_in_its_failed_end_state_takes_the_parents_failure_path(
     start_orchestrator: StartOrchestrator, http_client: HttpClient
 ) -> None:
-    """An end state is a successful end whatever its name (DESIGN §9), so
-    recipe 14's child that ends in its ``failed`` state reports ``success``;
-    the parent sees where it ended in ``final_state``."""
+    """As in 1.0b13, an end state named ``failed`` fails the job, so recipe
+    14's child that ends there reports ``failure``, and the parent takes its
+    ``failure`` transition to its own ``failed`` end state."""
     orchestrator = await start_orchestrator([text_processor(), main_flow()])
     http = http_client(orchestrator)
 
     job_id = await create_job(http, "jobs/main_flow", {"raw_text": ""})
-    job = await wait_for_status(http, job_id, "finished")
+    job = await wait_for_status(http, job_id, "failed")
 
-    _, result = child_result(job)
-    assert (result["outcome"], result["final_state"]) == ("success", "failed")
+    child_id, result = child_result(job)
+    assert job["current_state"] == "failed"
+    assert (result["outcome"], result["final_state"], result["status"]) == (
+        "failure",
+        "failed",
+        "failed",
+    )
+    assert (await get_job(http, child_id))["status"] == "failed"
 
 
 def checker() -> StateMachineBlueprint:
@@ -142,7 +148,7 @@ def checker() -> StateMachineBlueprint:
         if mode == "work":
             actions.dispatch_task("inspect", params={"text": text}, transitions={"success": "ok"})
 
-    @bp.handler_for("ok", is_end=True)
+    @bp.handler_for("ok", is_end=True, outcome="finished")
     async def ok() -> None:
         return None
 
@@ -174,8 +180,8 @@ async def test_a_child_failing_in_any_way_resumes_the_parent(
             transitions={"success": "accepted", "failure": "rejected"},
         )
 
-    @parent.handler_for("accepted", is_end=True)
-    @parent.handler_for("rejected", is_end=True)
+    @parent.handler_for("accepted", is_end=True, outcome="finished")
+    @parent.handler_for("rejected", is_end=True, outcome="finished")
     async def done() -> None:
         return None
 
@@ -212,9 +218,9 @@ def waiting_parent(**extra: str) -> StateMachineBlueprint:
             transitions={"success": "accepted", "failure": "rejected", **extra},
         )
 
-    @parent.handler_for("accepted", is_end=True)
-    @parent.handler_for("rejected", is_end=True)
-    @parent.handler_for("child_cancelled", is_end=True)
+    @parent.handler_for("accepted", is_end=True, outcome="finished")
+    @parent.handler_for("rejected", is_end=True, outcome="finished")
+    @parent.handler_for("child_cancelled", is_end=True, outcome="finished")
     async def done() -> None:
         return None
 
@@ -283,7 +289,7 @@ async def test_an_outcome_the_parent_has_no_transition_for_fails_it(
             "checker", initial_data={"text": "x", "mode": "idle"}, transitions={"success": "done"}
         )
 
-    @parent.handler_for("done", is_end=True)
+    @parent.handler_for("done", is_end=True, outcome="finished")
     async def done() -> None:
         return None
 

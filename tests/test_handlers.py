@@ -48,7 +48,7 @@ async def test_a_handler_that_raises_is_retried_then_quarantined(
             raise ValueError("the model is on fire")
         actions.transition_to("done")
 
-    bp.handler_for("done", is_end=True)(end)
+    bp.handler_for("done", is_end=True, outcome="finished")(end)
 
     job = await run_job(start_orchestrator, http_client, bp, "quarantined")
 
@@ -70,7 +70,7 @@ async def test_a_parameter_nothing_can_provide_fails_the_job(
     async def start(actions: ActionFactory, api_key: str) -> None:
         actions.transition_to("done")
 
-    bp.handler_for("done", is_end=True)(end)
+    bp.handler_for("done", is_end=True, outcome="finished")(end)
 
     job = await run_job(start_orchestrator, http_client, bp, "failed", {"other": 1})
 
@@ -88,7 +88,7 @@ async def test_an_optional_parameter_nothing_provides_keeps_its_default(
         state_history["size"] = size
         actions.transition_to("done")
 
-    bp.handler_for("done", is_end=True)(end)
+    bp.handler_for("done", is_end=True, outcome="finished")(end)
 
     job = await run_job(start_orchestrator, http_client, bp, "finished")
 
@@ -130,7 +130,7 @@ async def test_arguments_are_injected_by_name(
         state_history["second_saw"] = {"user_id": user_id, "tokens": tokens, "shared": shared}
         actions.transition_to("done")
 
-    bp.handler_for("done", is_end=True)(end)
+    bp.handler_for("done", is_end=True, outcome="finished")(end)
 
     initial = {"user_id": 12345678901234567, "shared": "from initial_data"}
     job = await run_job(start_orchestrator, http_client, bp, "finished", initial)
@@ -167,7 +167,7 @@ async def test_state_history_written_by_handlers_persists_step_by_step(
         del state_history["scratch"]
         actions.transition_to("done")
 
-    @bp.handler_for("done", is_end=True)
+    @bp.handler_for("done", is_end=True, outcome="finished")
     async def done(steps: list[str], state_history: dict[str, Any]) -> None:
         state_history["steps"] = [*steps, "done"]
 
@@ -186,7 +186,7 @@ async def test_a_handler_taking_two_actions_fails_the_job(
         actions.transition_to("done")
         actions.dispatch_task("echo", transitions={"success": "done"})
 
-    bp.handler_for("done", is_end=True)(end)
+    bp.handler_for("done", is_end=True, outcome="finished")(end)
 
     orchestrator = await start_orchestrator([bp])
     http = http_client(orchestrator)
@@ -208,7 +208,7 @@ async def test_a_handler_taking_no_action_fails_the_job(
         if act:
             actions.transition_to("done")
 
-    bp.handler_for("done", is_end=True)(end)
+    bp.handler_for("done", is_end=True, outcome="finished")(end)
 
     job = await run_job(start_orchestrator, http_client, bp, "failed")
 
@@ -225,7 +225,7 @@ async def test_an_end_state_taking_an_action_fails_the_job(
     async def start(actions: ActionFactory) -> None:
         actions.transition_to("done")
 
-    @bp.handler_for("done", is_end=True)
+    @bp.handler_for("done", is_end=True, outcome="finished")
     async def done(actions: ActionFactory) -> None:
         actions.transition_to("start")
 
@@ -248,7 +248,7 @@ async def test_a_transition_to_a_state_without_handler_fails_the_job(
         else:
             actions.transition_to(target)
 
-    bp.handler_for("done", is_end=True)(end)
+    bp.handler_for("done", is_end=True, outcome="finished")(end)
 
     job = await run_job(start_orchestrator, http_client, bp, "failed", {"target": "nowhere"})
 
@@ -265,7 +265,7 @@ async def test_a_dispatch_leading_to_a_state_without_handler_fails_the_job(
     async def start(target: str, actions: ActionFactory) -> None:
         actions.dispatch_task("echo", transitions={"success": "done", "failure": target})
 
-    bp.handler_for("done", is_end=True)(end)
+    bp.handler_for("done", is_end=True, outcome="finished")(end)
 
     orchestrator = await start_orchestrator([bp])
     http = http_client(orchestrator)
@@ -291,7 +291,7 @@ async def test_context_and_client_are_injected(
         }
         context.actions.transition_to("done")
 
-    bp.handler_for("done", is_end=True)(end)
+    bp.handler_for("done", is_end=True, outcome="finished")(end)
 
     job = await run_job(start_orchestrator, http_client, bp, "finished", {"k": "v"})
 

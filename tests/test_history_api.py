@@ -66,12 +66,16 @@ async def test_the_history_of_a_job_run_by_a_worker(
         "job_id": job_id,
         "timestamp": by_type["job_created"]["timestamp"],
         "type": "job_created",
+        "event_type": "job_created",
         "state": None,
         "task_id": None,
         "worker_id": None,
         "duration_ms": None,
         "message": "echo",
         "details": None,
+        "previous_state": None,
+        "next_state": None,
+        "attempt_number": None,
     }
     assert by_type["job_ended"]["message"] == "finished"
     assert {e["job_id"] for e in events} == {job_id}

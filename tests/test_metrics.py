@@ -187,7 +187,7 @@ def _transcode_blueprint(name: str) -> StateMachineBlueprint:
     async def start(actions: ActionFactory) -> None:
         actions.dispatch_task("transcode", params={}, transitions={"success": "done"})
 
-    @bp.handler_for("done", is_end=True)
+    @bp.handler_for("done", is_end=True, outcome="finished")
     async def done() -> None:
         return None
 

@@ -40,7 +40,7 @@ def single_task(
         return None
 
     for state in set(transitions.values()):
-        bp.handler_for(state, is_end=True)(end)
+        bp.handler_for(state, is_end=True, outcome="finished")(end)
     return bp
 
 
@@ -91,7 +91,7 @@ async def test_no_other_worker_can_complete_a_branch(
         state_history["by"] = sorted(r["worker_id"] for r in aggregation_results.values())
         actions.transition_to("done")
 
-    @bp.handler_for("done", is_end=True)
+    @bp.handler_for("done", is_end=True, outcome="finished")
     async def done() -> None:
         return None
 
@@ -147,8 +147,8 @@ async def test_a_child_failed_by_its_worker_resumes_the_parent(
             "child", initial_data={}, transitions={"success": "done", "failure": "recovered"}
         )
 
-    @parent.handler_for("done", is_end=True)
-    @parent.handler_for("recovered", is_end=True)
+    @parent.handler_for("done", is_end=True, outcome="finished")
+    @parent.handler_for("recovered", is_end=True, outcome="finished")
     async def end() -> None:
         return None
 
@@ -283,7 +283,7 @@ async def test_context_can_be_asked_for_with_other_names(
         context.state_history["seen"] = [job_id == context.job_id, user]
         actions.transition_to("done")
 
-    @bp.handler_for("done", is_end=True)
+    @bp.handler_for("done", is_end=True, outcome="finished")
     async def done() -> None:
         return None
 
@@ -317,7 +317,7 @@ async def test_a_blueprint_that_cycles_forever_is_stopped(
         else:
             actions.transition_to("ping")
 
-    @bp.handler_for("done", is_end=True)
+    @bp.handler_for("done", is_end=True, outcome="finished")
     async def done() -> None:
         return None
 

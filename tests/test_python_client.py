@@ -78,8 +78,8 @@ def approval_blueprint() -> StateMachineBlueprint:
             transitions={"approved": "shipped", "rejected": "rejected"},
         )
 
-    @bp.handler_for("shipped", is_end=True)
-    @bp.handler_for("rejected", is_end=True)
+    @bp.handler_for("shipped", is_end=True, outcome="finished")
+    @bp.handler_for("rejected", is_end=True, outcome="finished")
     async def done() -> None:
         return None
 

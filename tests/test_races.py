@@ -58,7 +58,7 @@ def timed_blueprint() -> StateMachineBlueprint:
             "work", transitions={"success": "done"}, result_timeout_seconds=RESULT_TIMEOUT
         )
 
-    @bp.handler_for("done", is_end=True)
+    @bp.handler_for("done", is_end=True, outcome="finished")
     async def done() -> None:
         return None
 

@@ -49,6 +49,22 @@ async def test_register_answers_the_protocol_version_and_lists_the_worker(
     assert listed["labels"] == {"websockets": "true", "region": "eu"}
 
 
+async def test_the_workers_list_gives_a_rest_workers_supported_skills_as_registered(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, rest_worker: Any
+) -> None:
+    """1.0b13 clients read ``supported_skills``: the registration's list, in
+    its order, beside our ``skills``."""
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    worker = rest_worker(orchestrator)
+    skills = ["transcode", "echo", "ocr"]
+    body = registration(skills=skills)
+    assert (await worker.http.post("/_worker/workers/register", json=body)).status == 200
+
+    (listed,) = await (await http_client(orchestrator).get("/api/v1/workers")).json()
+
+    assert listed["supported_skills"] == listed["skills"] == skills
+
+
 async def test_register_warns_about_another_protocol_version_and_takes_old_skill_names(
     start_orchestrator: StartOrchestrator, http_client: HttpClient, rest_worker: Any
 ) -> None:

@@ -49,7 +49,7 @@ def finishing(name: str, runs: list[dict[str, Any]]) -> StateMachineBlueprint:
     async def start(initial_data: dict[str, Any], actions: ActionFactory) -> None:
         actions.transition_to("done")
 
-    @bp.handler_for("done", is_end=True)
+    @bp.handler_for("done", is_end=True, outcome="finished")
     async def done(job_id: str, initial_data: dict[str, Any], client: Any) -> None:
         runs.append({"job_id": job_id, "data": initial_data, "plan": client.plan})
 
@@ -243,7 +243,7 @@ async def test_scheduled_jobs_run_through_a_grpc_worker(
     async def start(initial_data: dict[str, Any], actions: ActionFactory) -> None:
         actions.dispatch_task("stamp", params=initial_data, transitions={"success": "done"})
 
-    @bp.handler_for("done", is_end=True)
+    @bp.handler_for("done", is_end=True, outcome="finished")
     async def done(job_id: str, state_history: dict[str, Any], client: Any) -> None:
         runs.append({"job_id": job_id, "history": state_history, "plan": client.plan})
 

@@ -46,7 +46,7 @@ def starting(name: str, start: Any) -> StateMachineBlueprint:
     the end state ``done``."""
     bp = StateMachineBlueprint(name, api_endpoint=f"jobs/{name}", api_version="v1")
     bp.handler_for("start", is_start=True)(start)
-    bp.handler_for("done", is_end=True)(nothing)
+    bp.handler_for("done", is_end=True, outcome="finished")(nothing)
     return bp
 
 
@@ -100,7 +100,7 @@ async def test_an_end_state_that_cannot_suspend_finishes_the_job_with_the_result
 ) -> None:
     bp = dispatching("at_once")
 
-    @bp.handler_for("next", is_end=True)
+    @bp.handler_for("next", is_end=True, outcome="finished")
     async def close(state_history: dict[str, Any]) -> None:
         state_history["closed"] = True
 
@@ -139,7 +139,7 @@ async def test_a_step_that_awaits_runs_on_its_own_after_the_result(
     bp = dispatching("awaits")
     release = asyncio.Event()
 
-    @bp.handler_for("next", is_end=True)
+    @bp.handler_for("next", is_end=True, outcome="finished")
     async def close() -> None:
         await release.wait()
 
@@ -163,7 +163,7 @@ async def test_a_step_run_with_the_result_that_raises_is_retried_like_any_step(
     bp = dispatching("raises_once")
     calls: list[int] = []
 
-    @bp.handler_for("next", is_end=True)
+    @bp.handler_for("next", is_end=True, outcome="finished")
     async def close(state_history: dict[str, Any]) -> None:
         calls.append(len(calls))
         if len(calls) == 1:
@@ -199,7 +199,7 @@ async def test_a_step_run_with_the_result_that_moves_on_leaves_every_state_in_th
     async def route(actions: ActionFactory) -> None:
         actions.transition_to("done")
 
-    @bp.handler_for("done", is_end=True)
+    @bp.handler_for("done", is_end=True, outcome="finished")
     async def done() -> None:
         """Reached through the executor: the step at once runs only one."""
 
@@ -227,7 +227,7 @@ async def test_a_start_that_cannot_suspend_runs_as_the_job_is_created(
 ) -> None:
     bp = dispatching("starts_at_once")
 
-    @bp.handler_for("next", is_end=True)
+    @bp.handler_for("next", is_end=True, outcome="finished")
     async def done() -> None:
         pass
 
@@ -241,7 +241,7 @@ async def test_a_start_that_cannot_suspend_runs_as_the_job_is_created(
         await release.wait()
         actions.transition_to("done")
 
-    blocker.handler_for("done", is_end=True)(done)
+    blocker.handler_for("done", is_end=True, outcome="finished")(done)
 
     orchestrator = await start_orchestrator([bp, blocker], executor_concurrency=1)
     http = http_client(orchestrator)

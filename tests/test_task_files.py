@@ -33,7 +33,7 @@ def files_blueprint() -> StateMachineBlueprint:
         state_history["url"] = await task_files.presigned_url("notes.txt", expires_in=120)
         actions.transition_to("done")
 
-    @bp.handler_for("done", is_end=True)
+    @bp.handler_for("done", is_end=True, outcome="finished")
     async def done() -> None:
         return None
 
@@ -76,7 +76,7 @@ async def test_task_files_is_none_without_s3(
         state_history["has_files"] = task_files is not None
         actions.transition_to("done")
 
-    @bp.handler_for("done", is_end=True)
+    @bp.handler_for("done", is_end=True, outcome="finished")
     async def done() -> None:
         return None
 

@@ -37,8 +37,8 @@ def render_blueprint(**task_options: Any) -> StateMachineBlueprint:
         else:
             actions.dispatch_task("render", transitions={"success": "done"}, **task_options)
 
-    @bp.handler_for("done", is_end=True)
-    @bp.handler_for("gave_up", is_end=True)
+    @bp.handler_for("done", is_end=True, outcome="finished")
+    @bp.handler_for("gave_up", is_end=True, outcome="finished")
     async def end() -> None:
         return None
 
@@ -154,7 +154,7 @@ def fan_out_blueprint() -> StateMachineBlueprint:
         ]
         actions.transition_to("done")
 
-    @bp.handler_for("done", is_end=True)
+    @bp.handler_for("done", is_end=True, outcome="finished")
     async def done() -> None:
         return None
 

@@ -50,7 +50,7 @@ def ranked_blueprint() -> StateMachineBlueprint:
             "ranked", params=initial_data, transitions={"success": "done"}, priority=priority
         )
 
-    @bp.handler_for("done", is_end=True)
+    @bp.handler_for("done", is_end=True, outcome="finished")
     async def done() -> None:
         return None
 
@@ -313,6 +313,21 @@ async def test_the_workers_list_shows_grpc_workers_and_no_token(
     assert await worker.receive() is None
     response = await http.get("/api/v1/workers")
     assert await response.json() == []
+
+
+async def test_the_workers_list_gives_a_grpc_workers_supported_skills_as_registered(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    """1.0b13 clients read ``supported_skills``: the skills of the worker's
+    hello, in their order, beside our ``skills``."""
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    worker = RawWorker(grpc_channel(orchestrator), "w-1")
+    await worker.hello(["transcode", "echo", "ocr"])
+
+    (listed,) = await (await http_client(orchestrator).get("/api/v1/workers")).json()
+
+    assert listed["supported_skills"] == listed["skills"] == ["transcode", "echo", "ocr"]
+    await worker.close()
 
 
 def _keys(value: Any) -> list[str]:

@@ -35,6 +35,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from avtomatika.blueprint.state_machine import FAILED
 from avtomatika.errors import BlueprintError
 
 if TYPE_CHECKING:
@@ -401,7 +402,12 @@ def _node_attributes(state: StateSpec, opaque: frozenset[str]) -> str:
     if state.is_aggregator:
         attributes.append("shape=hexagon")
     if state.is_end:
-        attributes.append("peripheries=2")
+        # The status the job ends in, beside the node: by 1.0b13's naming
+        # rule an end state called "done" fails the job, which its shape alone
+        # would not tell.
+        attributes += ["peripheries=2", f"xlabel={_quote(state.ends_as)}"]
+        if state.ends_as == FAILED:
+            attributes.append('color="firebrick"')
     if style != ["rounded"]:
         attributes.append(f"style={_quote(','.join(style))}")
     return ", ".join(attributes)

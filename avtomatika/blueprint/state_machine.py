@@ -2,7 +2,12 @@
 
 A blueprint maps state names to async handlers. The start handler runs when a
 job is created; each handler decides what happens next through ``actions``;
-reaching an end state (and running its handler) finishes the job.
+reaching an end state (and running its handler) ends the job.
+
+How an end state ends the job is 1.0b13's rule unless the state declares it:
+``finished`` for a state named ``finished``, ``failed`` for any other name
+(existing blueprints and their clients rely on it). A state declares its
+outcome with ``handler_for("published", is_end=True, outcome="finished")``.
 
 A state may have conditional handlers, tried in the order they were declared,
 and a default handler used when no condition holds; they may be declared in
@@ -39,6 +44,11 @@ Handler = Callable[..., Awaitable[Any]]
 _H = TypeVar("_H", bound=Handler)
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+FINISHED = "finished"
+FAILED = "failed"
+OUTCOMES = (FINISHED, FAILED)
+"""The outcomes an end state may declare: the status it ends the job in."""
 
 
 # The instructions with which a coroutine gives up control: await, async
@@ -83,6 +93,9 @@ class StateSpec:
     is_start: bool = False
     is_end: bool = False
     is_aggregator: bool = False
+    outcome: str | None = None
+    """The status the end state ends the job in, as declared (None: not
+    declared, see :attr:`ends_as`)."""
     default: HandlerSpec | None = None
     conditional: list[HandlerSpec] = field(default_factory=list)
 
@@ -90,6 +103,15 @@ class StateSpec:
     def handlers(self) -> list[HandlerSpec]:
         """Every handler of the state, conditional ones first."""
         return [*self.conditional, *([self.default] if self.default else [])]
+
+    @property
+    def ends_as(self) -> str:
+        """The status (``finished`` or ``failed``) this end state ends the job
+        in: the declared outcome, else 1.0b13's rule (``finished`` only for a
+        state named ``finished``)."""
+        if self.outcome is not None:
+            return self.outcome
+        return FINISHED if self.name == FINISHED else FAILED
 
     @property
     def never_suspends(self) -> bool:
@@ -110,14 +132,23 @@ class _HandlerRegistration:
     """What ``handler_for`` returns: a decorator, with ``.when()`` for the
     conditional form."""
 
-    def __init__(self, blueprint: StateMachineBlueprint, state: str, is_start: bool, is_end: bool):
+    def __init__(
+        self,
+        blueprint: StateMachineBlueprint,
+        state: str,
+        is_start: bool,
+        is_end: bool,
+        outcome: str | None,
+    ):
         self._blueprint = blueprint
         self._state = state
         self._is_start = is_start
         self._is_end = is_end
+        self._outcome = outcome
 
     def __call__(self, handler: _H) -> _H:
-        self._blueprint._add(self._state, handler, self._is_start, self._is_end, None)
+        spec = self._blueprint._add(self._state, handler, self._is_start, self._is_end, None)
+        self._blueprint._declare_outcome(spec, self._outcome)
         return handler
 
     def when(self, condition: str) -> Callable[[_H], _H]:
@@ -125,7 +156,8 @@ class _HandlerRegistration:
         parsed = Condition.parse(condition)
 
         def register(handler: _H) -> _H:
-            self._blueprint._add(self._state, handler, self._is_start, self._is_end, parsed)
+            spec = self._blueprint._add(self._state, handler, self._is_start, self._is_end, parsed)
+            self._blueprint._declare_outcome(spec, self._outcome)
             return handler
 
         return register
@@ -162,13 +194,33 @@ class StateMachineBlueprint:
     # -- definition --
 
     def handler_for(
-        self, state: str, is_start: bool = False, is_end: bool = False
+        self,
+        state: str,
+        is_start: bool = False,
+        is_end: bool = False,
+        outcome: str | None = None,
     ) -> _HandlerRegistration:
         """Register the decorated coroutine function as a handler of ``state``
-        (use ``.when(condition)`` for a conditional handler)."""
+        (use ``.when(condition)`` for a conditional handler).
+
+        ``outcome`` (``"finished"`` or ``"failed"``, end states only) is the
+        status the end state ends the job in; without it, a state named
+        ``finished`` finishes the job and any other end state fails it, as
+        in 1.0b13."""
         if not isinstance(state, str) or not state:
             raise BlueprintError(f"blueprint {self.name!r}: a state needs a name, got {state!r}")
-        return _HandlerRegistration(self, state, is_start, is_end)
+        if outcome is not None:
+            if outcome not in OUTCOMES:
+                raise BlueprintError(
+                    f"blueprint {self.name!r}: state {state!r} declares outcome {outcome!r}; "
+                    f"an end state's outcome is {FINISHED!r} or {FAILED!r}"
+                )
+            if not is_end:
+                raise BlueprintError(
+                    f"blueprint {self.name!r}: state {state!r} declares outcome {outcome!r} "
+                    "but is not an end state (pass is_end=True)"
+                )
+        return _HandlerRegistration(self, state, is_start, is_end, outcome)
 
     def aggregator_for(self, state: str) -> Callable[[_H], _H]:
         """Register the handler that runs in ``state`` once every branch of a
@@ -218,6 +270,18 @@ class StateMachineBlueprint:
         spec.is_end = spec.is_end or is_end
         return spec
 
+    def _declare_outcome(self, spec: StateSpec, outcome: str | None) -> None:
+        # Conditional handlers of one end state may each repeat the outcome,
+        # but must not contradict one another.
+        if outcome is None:
+            return
+        if spec.outcome is not None and spec.outcome != outcome:
+            raise BlueprintError(
+                f"blueprint {self.name!r}: state {spec.name!r} declares outcome {outcome!r}, "
+                f"but another of its handlers declared {spec.outcome!r}"
+            )
+        spec.outcome = outcome
+
     # -- reading --
 
     @property
@@ -244,6 +308,17 @@ class StateMachineBlueprint:
     def end_states(self) -> list[str]:
         """The end states, in declaration order."""
         return [s.name for s in self._states.values() if s.is_end]
+
+    @property
+    def undeclared_end_states(self) -> list[str]:
+        """End states whose outcome only 1.0b13's naming rule decides: named
+        neither ``finished`` nor ``failed`` and declaring no outcome (they
+        fail the job, which their name may not suggest)."""
+        return [
+            s.name
+            for s in self._states.values()
+            if s.is_end and s.outcome is None and s.name not in OUTCOMES
+        ]
 
     @property
     def route(self) -> str | None:

@@ -148,6 +148,16 @@ class Engine:
                 )
             self._routes[route] = blueprint
         self._blueprints[blueprint.name] = blueprint
+        for state in blueprint.undeclared_end_states:
+            log.warning(
+                "blueprint %r: end state %r fails its jobs (1.0b13's rule: only an end state "
+                "named 'finished' finishes them); if it is a success, declare it with "
+                "handler_for(%r, is_end=True, outcome='finished'), or outcome='failed' to "
+                "keep it and silence this warning",
+                blueprint.name,
+                state,
+                state,
+            )
 
     @property
     def blueprints(self) -> Mapping[str, StateMachineBlueprint]:

@@ -10,10 +10,12 @@ engine or the other listeners.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from avtomatika.engine.tasks import new_id
+from avtomatika.payload import to_payload
 from avtomatika.status import TERMINAL
 from avtomatika.v1 import history_pb2, job_pb2, task_pb2
 from avtomatika.v1.history_pb2 import HistoryEvent, HistoryEventType
@@ -106,9 +108,11 @@ def event(
     worker_id: str = "",
     duration_ms: int = 0,
     message: str = "",
+    details: Mapping[str, Any] | None = None,
 ) -> JobEvent:
     """A :class:`JobEvent` of ``kind`` about ``job`` (the record, or its id
-    when the record did not change)."""
+    when the record did not change); ``details``, a JSON object, goes into
+    the event's ``details``."""
     return JobEvent(
         HistoryEvent(
             event_id=new_id(),
@@ -120,6 +124,7 @@ def event(
             worker_id=worker_id or (task.worker_id if task else ""),
             duration_ms=duration_ms,
             message=message,
+            details=to_payload(dict(details)) if details is not None else None,
         ),
         job if isinstance(job, Job) else None,
     )

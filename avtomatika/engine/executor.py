@@ -29,7 +29,7 @@ from avtomatika.blueprint.actions import (
 )
 from avtomatika.blueprint.context import ClientInfo, DataStores, JobContext
 from avtomatika.blueprint.injection import build_arguments
-from avtomatika.blueprint.state_machine import StateMachineBlueprint, StateSpec
+from avtomatika.blueprint.state_machine import FAILED, FINISHED, StateMachineBlueprint, StateSpec
 from avtomatika.blueprint.task_files import TaskFilesFactory
 from avtomatika.clock import now_ms
 from avtomatika.config import Settings
@@ -49,6 +49,12 @@ __all__ = ["Plan", "StepRunner"]
 log = logging.getLogger(__name__)
 
 Commit = Callable[..., Awaitable[CommitOutcome]]
+
+# The job status of each outcome an end state can have (StateSpec.ends_as).
+_END_STATUS: dict[str, JobStatus.ValueType] = {
+    FINISHED: job_pb2.JOB_STATUS_FINISHED,
+    FAILED: job_pb2.JOB_STATUS_FAILED,
+}
 
 
 @dataclass(slots=True)
@@ -184,6 +190,8 @@ class StepRunner:
             now,
             state=job.current_state,
             message=f"{message}; handler retry {job.retry_count} in {delay} ms",
+            # The attempt that failed: the first is attempt 1 (1.0b13's count).
+            details={"attempt_number": job.retry_count},
         )
         return Plan(ready=True, ready_at_ms=now + delay, events=[retry])
 
@@ -211,9 +219,11 @@ class StepRunner:
             if action is not None:
                 raise BlueprintError(
                     f"end state {spec.name!r} took an action ({type(action).__name__}); "
-                    "end states finish the job"
+                    "end states end the job"
                 )
-            _end(job, job_pb2.JOB_STATUS_FINISHED, "")
+            # An end state is an outcome the blueprint chose, not an error:
+            # the job ends without one, as in 1.0b13, whichever status.
+            _end(job, _END_STATUS[spec.ends_as], "")
             return Plan()
         if action is None:
             raise BlueprintError(
@@ -289,7 +299,17 @@ class StepRunner:
         job.pending_transitions.update(action.transitions)
         job.awaited_job_id = child.id
         job.child_job_ids.append(child.id)
-        return Plan(new_jobs=[child], events=creation_events(child))
+        # The parent's own history says it started the child (its status
+        # alone changes, so nothing else would), naming the child to follow.
+        started = event(
+            E.HISTORY_EVENT_TYPE_SUB_JOB_STARTED,
+            job,
+            now,
+            state=job.current_state,
+            message=child.blueprint_name,
+            details={"child_job_id": child.id, "blueprint_name": child.blueprint_name},
+        )
+        return Plan(new_jobs=[child], events=[started, *creation_events(child)])
 
 
 def _targets(action: Action) -> list[str]:

@@ -132,18 +132,26 @@ SCHEMAS: dict[str, Schema] = {
     },
     "HistoryEvent": {
         "type": "object",
-        "required": ["event_id", "job_id", "timestamp", "type"],
+        "required": ["event_id", "job_id", "timestamp", "type", "event_type"],
         "properties": {
             "event_id": _ID,
             "job_id": _ID,
             "timestamp": _TIMESTAMP,
             "type": {"type": "string", "examples": ["job_created", "task_finished"]},
+            "event_type": {
+                "type": "string",
+                "description": "1.0b13's name of the event (ours where 1.0b13 had none).",
+                "examples": ["state_started", "state_finished", "job_completed"],
+            },
             "state": _nullable(_STRING),
             "task_id": _nullable(_STRING),
             "worker_id": _nullable(_STRING),
             "duration_ms": _nullable({"type": "integer"}),
             "message": _nullable(_STRING),
             "details": _nullable({"type": "object"}),
+            "previous_state": _nullable(_STRING),
+            "next_state": _nullable(_STRING),
+            "attempt_number": _nullable({"type": "integer"}),
         },
     },
     "UploadUrl": {
@@ -163,11 +171,17 @@ SCHEMAS: dict[str, Schema] = {
     "Worker": {
         "type": "object",
         "description": "A connected worker (never its token).",
-        "required": ["worker_id", "skills", "status", "transport"],
+        "required": ["worker_id", "skills", "supported_skills", "status", "transport"],
         "properties": {
             "worker_id": _ID,
             "worker_type": _STRING,
             "skills": {"type": "array", "items": _STRING},
+            "supported_skills": {
+                "type": "array",
+                "items": _STRING,
+                "description": "The skills as the worker registered them (1.0b13's name); "
+                "the same list as skills.",
+            },
             "resources": {"type": "object"},
             "cost_per_skill": {"type": "object", "additionalProperties": {"type": "number"}},
             "labels": {"type": "object", "additionalProperties": _STRING},

@@ -86,13 +86,17 @@ def _raw_json(payload: Payload) -> bytes:
 
 
 def worker_json(info: WorkerInfo) -> dict[str, Any]:
-    """A connected worker, without any credential."""
+    """A connected worker, without any credential. ``supported_skills`` is
+    ``skills`` again under the name 1.0b13 clients read (the worker's
+    registration field), in the order the worker registered them."""
     reg = info.registration
     res = reg.resources
+    skills = list(reg.skills)
     return {
         "worker_id": reg.worker_id,
         "worker_type": reg.worker_type,
-        "skills": list(reg.skills),
+        "skills": skills,
+        "supported_skills": list(skills),
         "resources": {
             "max_concurrent_tasks": res.max_concurrent_tasks,
             "cpu_cores": res.cpu_cores,

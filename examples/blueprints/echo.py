@@ -21,6 +21,6 @@ async def start(initial_data: dict[str, Any], actions: ActionFactory) -> None:
     )
 
 
-@echo.handler_for("done", is_end=True)
+@echo.handler_for("done", is_end=True, outcome="finished")
 async def done(state_history: dict[str, Any]) -> None:
     """The worker's output is in state_history; nothing more to do."""

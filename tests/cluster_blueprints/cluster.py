@@ -13,7 +13,7 @@ async def echo_start(initial_data: dict[str, Any], actions: ActionFactory) -> No
     actions.dispatch_task("echo", params=initial_data, transitions={"success": "done"})
 
 
-@echo.handler_for("done", is_end=True)
+@echo.handler_for("done", is_end=True, outcome="finished")
 async def echo_done() -> None:
     return None
 
@@ -30,8 +30,8 @@ async def approval_start(actions: ActionFactory) -> None:
     )
 
 
-@approval.handler_for("approved", is_end=True)
-@approval.handler_for("rejected", is_end=True)
+@approval.handler_for("approved", is_end=True, outcome="finished")
+@approval.handler_for("rejected", is_end=True, outcome="finished")
 async def approval_done() -> None:
     return None
 
@@ -45,6 +45,6 @@ async def hold_start(actions: ActionFactory) -> None:
     actions.dispatch_task("hold", params={}, transitions={"success": "done"})
 
 
-@hold.handler_for("done", is_end=True)
+@hold.handler_for("done", is_end=True, outcome="finished")
 async def hold_done() -> None:
     return None

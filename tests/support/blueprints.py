@@ -16,12 +16,12 @@ def echo_blueprint(name: str = "echo", **dispatch: Any) -> StateMachineBlueprint
     async def start(initial_data: dict[str, Any], actions: ActionFactory) -> None:
         actions.dispatch_task("echo", params=initial_data, transitions=transitions, **dispatch)
 
-    @bp.handler_for("done", is_end=True)
+    @bp.handler_for("done", is_end=True, outcome="finished")
     async def done() -> None:
         return None
 
     for target in set(transitions.values()) - {"done"}:
-        bp.handler_for(target, is_end=True)(done)
+        bp.handler_for(target, is_end=True, outcome="finished")(done)
     return bp
 
 
@@ -47,7 +47,7 @@ def fan_out_blueprint(
         state_history["ns"] = sorted(r["data"]["n"] for r in aggregation_results.values())
         actions.transition_to("done")
 
-    @bp.handler_for("done", is_end=True)
+    @bp.handler_for("done", is_end=True, outcome="finished")
     async def done() -> None:
         return None
 
@@ -62,7 +62,7 @@ def instant_blueprint() -> StateMachineBlueprint:
     async def start(actions: ActionFactory) -> None:
         actions.transition_to("done")
 
-    @bp.handler_for("done", is_end=True)
+    @bp.handler_for("done", is_end=True, outcome="finished")
     async def done() -> None:
         return None
 
@@ -102,7 +102,7 @@ def review_blueprint(name: str = "review") -> StateMachineBlueprint:
             "slack", "ok?", transitions={"approved": "done", "rejected": "failed"}
         )
 
-    @bp.handler_for("done", is_end=True)
+    @bp.handler_for("done", is_end=True, outcome="finished")
     async def done() -> None:
         return None
 
@@ -123,7 +123,7 @@ def approval_blueprint() -> StateMachineBlueprint:
         )
 
     @bp.handler_for("finished", is_end=True)
-    @bp.handler_for("rejected", is_end=True)
+    @bp.handler_for("rejected", is_end=True, outcome="finished")
     async def done() -> None:
         return None
 

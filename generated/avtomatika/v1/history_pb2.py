@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from avtomatika.v1 import payload_pb2 as avtomatika_dot_v1_dot_payload__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61vtomatika/v1/history.proto\x12\ravtomatika.v1\x1a\x1b\x61vtomatika/v1/payload.proto\"\xf7\x01\n\x0cHistoryEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x03\x12-\n\x04type\x18\x04 \x01(\x0e\x32\x1f.avtomatika.v1.HistoryEventType\x12\r\n\x05state\x18\x05 \x01(\t\x12\x0f\n\x07task_id\x18\x06 \x01(\t\x12\x11\n\tworker_id\x18\x07 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x08 \x01(\x03\x12\x0f\n\x07message\x18\t \x01(\t\x12\'\n\x07\x64\x65tails\x18\n \x01(\x0b\x32\x16.avtomatika.v1.Payload*\xc1\x04\n\x10HistoryEventType\x12\"\n\x1eHISTORY_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\"\n\x1eHISTORY_EVENT_TYPE_JOB_CREATED\x10\x01\x12$\n HISTORY_EVENT_TYPE_STATE_ENTERED\x10\x02\x12!\n\x1dHISTORY_EVENT_TYPE_STATE_LEFT\x10\x03\x12&\n\"HISTORY_EVENT_TYPE_TASK_DISPATCHED\x10\x04\x12%\n!HISTORY_EVENT_TYPE_TASK_PICKED_UP\x10\x05\x12$\n HISTORY_EVENT_TYPE_TASK_FINISHED\x10\x06\x12#\n\x1fHISTORY_EVENT_TYPE_TASK_RETRIED\x10\x07\x12\x1e\n\x1aHISTORY_EVENT_TYPE_TIMEOUT\x10\x08\x12$\n HISTORY_EVENT_TYPE_JOB_CANCELLED\x10\t\x12(\n$HISTORY_EVENT_TYPE_APPROVAL_RECEIVED\x10\n\x12(\n$HISTORY_EVENT_TYPE_WEBHOOK_DELIVERED\x10\x0b\x12%\n!HISTORY_EVENT_TYPE_WEBHOOK_FAILED\x10\x0c\x12 \n\x1cHISTORY_EVENT_TYPE_JOB_ENDED\x10\r\x12\x1f\n\x1bHISTORY_EVENT_TYPE_PROGRESS\x10\x0e\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61vtomatika/v1/history.proto\x12\ravtomatika.v1\x1a\x1b\x61vtomatika/v1/payload.proto\"\xf7\x01\n\x0cHistoryEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x03\x12-\n\x04type\x18\x04 \x01(\x0e\x32\x1f.avtomatika.v1.HistoryEventType\x12\r\n\x05state\x18\x05 \x01(\t\x12\x0f\n\x07task_id\x18\x06 \x01(\t\x12\x11\n\tworker_id\x18\x07 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x08 \x01(\x03\x12\x0f\n\x07message\x18\t \x01(\t\x12\'\n\x07\x64\x65tails\x18\n \x01(\x0b\x32\x16.avtomatika.v1.Payload*\xe9\x04\n\x10HistoryEventType\x12\"\n\x1eHISTORY_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\"\n\x1eHISTORY_EVENT_TYPE_JOB_CREATED\x10\x01\x12$\n HISTORY_EVENT_TYPE_STATE_ENTERED\x10\x02\x12!\n\x1dHISTORY_EVENT_TYPE_STATE_LEFT\x10\x03\x12&\n\"HISTORY_EVENT_TYPE_TASK_DISPATCHED\x10\x04\x12%\n!HISTORY_EVENT_TYPE_TASK_PICKED_UP\x10\x05\x12$\n HISTORY_EVENT_TYPE_TASK_FINISHED\x10\x06\x12#\n\x1fHISTORY_EVENT_TYPE_TASK_RETRIED\x10\x07\x12\x1e\n\x1aHISTORY_EVENT_TYPE_TIMEOUT\x10\x08\x12$\n HISTORY_EVENT_TYPE_JOB_CANCELLED\x10\t\x12(\n$HISTORY_EVENT_TYPE_APPROVAL_RECEIVED\x10\n\x12(\n$HISTORY_EVENT_TYPE_WEBHOOK_DELIVERED\x10\x0b\x12%\n!HISTORY_EVENT_TYPE_WEBHOOK_FAILED\x10\x0c\x12 \n\x1cHISTORY_EVENT_TYPE_JOB_ENDED\x10\r\x12\x1f\n\x1bHISTORY_EVENT_TYPE_PROGRESS\x10\x0e\x12&\n\"HISTORY_EVENT_TYPE_SUB_JOB_STARTED\x10\x0f\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,7 +33,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'avtomatika.v1.history_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_HISTORYEVENTTYPE']._serialized_start=326
-  _globals['_HISTORYEVENTTYPE']._serialized_end=903
+  _globals['_HISTORYEVENTTYPE']._serialized_end=943
   _globals['_HISTORYEVENT']._serialized_start=76
   _globals['_HISTORYEVENT']._serialized_end=323
 # @@protoc_insertion_point(module_scope)

@@ -54,6 +54,10 @@ class _HistoryEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Hist
     """The job reached a terminal status."""
     HISTORY_EVENT_TYPE_PROGRESS: _HistoryEventType.ValueType  # 14
     """A worker reported progress (streamed to followers, not kept in history)."""
+    HISTORY_EVENT_TYPE_SUB_JOB_STARTED: _HistoryEventType.ValueType  # 15
+    """The job started a child job (run_blueprint) and waits for it; the event
+    names the child's blueprint and id.
+    """
 
 class HistoryEventType(_HistoryEventType, metaclass=_HistoryEventTypeEnumTypeWrapper):
     """HistoryEventType names a lifecycle event of a job."""
@@ -88,6 +92,10 @@ HISTORY_EVENT_TYPE_JOB_ENDED: HistoryEventType.ValueType  # 13
 """The job reached a terminal status."""
 HISTORY_EVENT_TYPE_PROGRESS: HistoryEventType.ValueType  # 14
 """A worker reported progress (streamed to followers, not kept in history)."""
+HISTORY_EVENT_TYPE_SUB_JOB_STARTED: HistoryEventType.ValueType  # 15
+"""The job started a child job (run_blueprint) and waits for it; the event
+names the child's blueprint and id.
+"""
 Global___HistoryEventType: _TypeAlias = HistoryEventType  # noqa: Y015
 
 @_typing.final
