@@ -49,8 +49,8 @@ def sign_off_blueprint() -> StateMachineBlueprint:
             transitions={"approved": "shipped", "rejected": "dropped"},
         )
 
-    @bp.handler_for("shipped", is_end=True)
-    @bp.handler_for("dropped", is_end=True)
+    @bp.handler_for("shipped", is_end=True, outcome="finished")
+    @bp.handler_for("dropped", is_end=True, outcome="finished")
     async def done() -> None:
         return None
 
