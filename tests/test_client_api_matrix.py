@@ -20,11 +20,11 @@ from typing import Any
 import grpc
 import pytest
 
-from avtomatika import ActionFactory, OrchestratorEngine, StateMachineBlueprint
+from avtomatika import OrchestratorEngine
 from avtomatika.clock import now_ms
 from avtomatika.v1.worker_service_pb2 import ConnectRequest, TaskProgress
 from tests.support import RawWorker, wait_until
-from tests.support.blueprints import echo_blueprint
+from tests.support.blueprints import approval_blueprint, echo_blueprint
 from tests.support.client_api import TRANSPORTS, Api, ApiError, ConnectApi, put
 from tests.support.follow import followers_reach
 from tests.support.orchestrator import StartOrchestrator
@@ -35,26 +35,6 @@ pytestmark = pytest.mark.both_stores
 ACME, GLOBEX = "acme-token-0123456789", "globex-token-0123456789"
 """Two clients of the clients file every scenario's orchestrator reads,
 besides the default client the :class:`Api` speaks for."""
-
-
-def sign_off_blueprint() -> StateMachineBlueprint:
-    """``jobs/sign_off``: waits for a human, approved -> ``shipped``."""
-    bp = StateMachineBlueprint("sign_off", api_version="v1", api_endpoint="jobs/sign_off")
-
-    @bp.handler_for("ask", is_start=True)
-    async def ask(actions: ActionFactory) -> None:
-        actions.await_human_approval(
-            integration="console",
-            message="ship it?",
-            transitions={"approved": "shipped", "rejected": "dropped"},
-        )
-
-    @bp.handler_for("shipped", is_end=True, outcome="finished")
-    @bp.handler_for("dropped", is_end=True, outcome="finished")
-    async def done() -> None:
-        return None
-
-    return bp
 
 
 @asynccontextmanager
@@ -442,6 +422,11 @@ async def test_scenario(
         emulator: S3Emulator = request.getfixturevalue("s3_emulator")
         settings |= emulator.settings(unique_bucket())
     orchestrator = await start_orchestrator(
-        [echo_blueprint(), echo_blueprint("other"), sign_off_blueprint()], **settings
+        [
+            echo_blueprint(),
+            echo_blueprint("other"),
+            approval_blueprint("sign_off", approved="shipped", rejected="dropped"),
+        ],
+        **settings,
     )
     await scenario.run(connect_api(transport, orchestrator), orchestrator)

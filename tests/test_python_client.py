@@ -18,7 +18,7 @@ import grpc
 import pytest
 
 import avtomatika.client
-from avtomatika import ActionFactory, OrchestratorEngine, StateMachineBlueprint
+from avtomatika import OrchestratorEngine
 from avtomatika.client import (
     Client,
     ClientError,
@@ -36,7 +36,7 @@ from avtomatika.client import (
 from avtomatika.v1 import job_pb2
 from avtomatika.worker import TaskContext
 from tests.support import CLIENT_TOKEN, RawWorker, wait_until
-from tests.support.blueprints import echo_blueprint, instant_blueprint
+from tests.support.blueprints import approval_blueprint, echo_blueprint, instant_blueprint
 from tests.support.net import free_port
 from tests.support.orchestrator import GrpcChannel, StartOrchestrator
 from tests.support.s3 import S3Emulator, unique_bucket
@@ -64,26 +64,6 @@ async def client_for() -> AsyncIterator[ClientFor]:
     yield connect
     for client in clients:
         await client.close()
-
-
-def approval_blueprint() -> StateMachineBlueprint:
-    """``review`` (``jobs/review``): asks a human, then ends by the decision."""
-    bp = StateMachineBlueprint("review", api_version="v1", api_endpoint="jobs/review")
-
-    @bp.handler_for("ask", is_start=True)
-    async def ask(actions: ActionFactory) -> None:
-        actions.await_human_approval(
-            integration="console",
-            message="ship it?",
-            transitions={"approved": "shipped", "rejected": "rejected"},
-        )
-
-    @bp.handler_for("shipped", is_end=True, outcome="finished")
-    @bp.handler_for("rejected", is_end=True, outcome="finished")
-    async def done() -> None:
-        return None
-
-    return bp
 
 
 async def echo(params: dict[str, Any], task: TaskContext) -> dict[str, Any]:
@@ -122,7 +102,9 @@ async def test_a_job_created_followed_to_its_end_and_waited_for(
 async def test_the_route_takes_every_spelling_and_the_blueprints_are_listed(
     start_orchestrator: StartOrchestrator, client_for: ClientFor
 ) -> None:
-    orchestrator = await start_orchestrator([instant_blueprint(), approval_blueprint()])
+    orchestrator = await start_orchestrator(
+        [instant_blueprint(), approval_blueprint(approved="shipped")]
+    )
     client = client_for(orchestrator)
     listed = await client.blueprints()
     assert [(bp.name, bp.route) for bp in listed] == [
@@ -233,7 +215,7 @@ async def test_history_workers_and_dashboard(
 async def test_a_human_decision_through_the_client(
     start_orchestrator: StartOrchestrator, client_for: ClientFor
 ) -> None:
-    orchestrator = await start_orchestrator([approval_blueprint()])
+    orchestrator = await start_orchestrator([approval_blueprint(approved="shipped")])
     client = client_for(orchestrator)
     job_id = await client.create_job("jobs/review")
     async for change in client.follow(job_id):
@@ -254,7 +236,9 @@ async def test_a_human_decision_through_the_client(
 async def test_approval_tokens_when_the_server_requires_them(
     start_orchestrator: StartOrchestrator, client_for: ClientFor
 ) -> None:
-    orchestrator = await start_orchestrator([approval_blueprint()], approval_token_required=True)
+    orchestrator = await start_orchestrator(
+        [approval_blueprint(approved="shipped")], approval_token_required=True
+    )
     client = client_for(orchestrator)
     job_id = await client.create_job("jobs/review")
 

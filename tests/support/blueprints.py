@@ -110,20 +110,23 @@ def review_blueprint(name: str = "review") -> StateMachineBlueprint:
     return bp
 
 
-def approval_blueprint() -> StateMachineBlueprint:
-    """ask -> waits for a human; approved -> finished, rejected -> rejected."""
-    bp = StateMachineBlueprint("review", api_version="v1", api_endpoint="jobs/review")
+def approval_blueprint(
+    name: str = "review", approved: str = "finished", rejected: str = "rejected"
+) -> StateMachineBlueprint:
+    """``jobs/<name>``: ``ask`` waits for a human; each decision leads to an
+    end state of its own, both finishing the job."""
+    bp = StateMachineBlueprint(name, api_version="v1", api_endpoint=f"jobs/{name}")
 
     @bp.handler_for("ask", is_start=True)
     async def ask(actions: ActionFactory) -> None:
         actions.await_human_approval(
             integration="console",
             message="ship it?",
-            transitions={"approved": "finished", "rejected": "rejected"},
+            transitions={"approved": approved, "rejected": rejected},
         )
 
-    @bp.handler_for("finished", is_end=True)
-    @bp.handler_for("rejected", is_end=True, outcome="finished")
+    @bp.handler_for(approved, is_end=True, outcome="finished")
+    @bp.handler_for(rejected, is_end=True, outcome="finished")
     async def done() -> None:
         return None
 
