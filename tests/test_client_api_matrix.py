@@ -90,6 +90,7 @@ async def create_and_get(api: Api, orchestrator: OrchestratorEngine) -> None:
         # A 17-digit integer survives both transports exactly.
         "initial_data": {"n": 7, "id": 12345678901234567},
         "error": None,
+        "result": None,  # not before the job ends
         "approval_token": None,
     }
     assert abs(job["created_at_ms"] - now_ms()) < 600_000
@@ -121,6 +122,7 @@ async def follow_to_the_end(api: Api, orchestrator: OrchestratorEngine) -> None:
     assert seen == ["waiting_for_worker", "waiting_for_worker", "finished"]
     job = await api.get(job_id)
     assert (job["status"], job["current_state"]) == ("finished", "done")
+    assert job["result"] == job["state_history"] == {"echoed": 7}
     assert await api.follow(job_id) == ["finished"]  # an ended job: one event
 
 
@@ -131,7 +133,8 @@ async def _progress_of(api: Api, job_id: str, progress: float) -> bool:
 async def cancel(api: Api, orchestrator: OrchestratorEngine) -> None:
     queued = await api.create("jobs/echo")
     assert await api.cancel(queued) == "cancellation_request_accepted"  # no worker held it
-    assert (await api.get(queued))["status"] == "cancelled"
+    cancelled = await api.get(queued)
+    assert (cancelled["status"], cancelled["result"]) == ("cancelled", {})  # ended with nothing
     await refused(api.cancel(queued), "failed_precondition")
 
     held = await api.create("jobs/echo")

@@ -59,3 +59,14 @@ def test_job_body_refuses_a_payload_that_is_not_json() -> None:
         job_json(job)
     with pytest.raises(ValueError, match="msgpack"):
         job_body(job)
+
+
+def test_result_is_the_final_state_history_once_the_job_is_terminal() -> None:
+    running = full_job()
+    running.status = job_pb2.JOB_STATUS_WAITING_FOR_WORKER
+    assert json.loads(job_body(running))["result"] is None
+    for status in (job_pb2.JOB_STATUS_FINISHED, job_pb2.JOB_STATUS_CANCELLED):
+        ended = full_job()
+        ended.status = status
+        rendered = json.loads(job_body(ended))
+        assert rendered["result"] == rendered["state_history"] == job_json(ended)["result"]

@@ -163,8 +163,8 @@ async def test_job_json_has_the_documented_fields_and_no_secrets(
     job = await (await http.get(f"/api/v1/jobs/{job_id}")).json()
     for field in (
         "id", "blueprint_name", "status", "current_state", "initial_data", "state_history",
-        "error", "progress", "progress_message", "created_at", "updated_at", "retry_count",
-        "parent_job_id", "child_job_ids",
+        "result", "error", "progress", "progress_message", "created_at", "updated_at",
+        "retry_count", "parent_job_id", "child_job_ids",
     ):  # fmt: skip
         assert field in job
     text = str(job)

@@ -103,6 +103,14 @@ SCHEMAS: dict[str, Schema] = {
             "current_state": _STRING,
             "initial_data": {"type": "object"},
             "state_history": {"type": "object", "description": "Merged results of its tasks."},
+            "result": _nullable(
+                {
+                    "type": "object",
+                    "description": "Once the job is terminal (finished, failed, cancelled, "
+                    "error, quarantined): its final state_history, what its end state left. "
+                    "Null while it runs.",
+                }
+            ),
             "error": _nullable(_STRING),
             "progress": {"type": "number", "minimum": 0, "maximum": 1},
             "progress_message": _nullable(_STRING),

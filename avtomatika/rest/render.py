@@ -7,7 +7,7 @@ from typing import Any
 
 from avtomatika.clock import iso_from_ms
 from avtomatika.payload import JSON_ENCODING, from_payload
-from avtomatika.status import job_status_name
+from avtomatika.status import TERMINAL, job_status_name
 from avtomatika.v1 import job_pb2
 from avtomatika.v1.job_pb2 import Job
 from avtomatika.v1.payload_pb2 import Payload
@@ -20,14 +20,19 @@ _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 def job_json(job: Job) -> dict[str, Any]:
     """A job as its owner sees it: never a client token or request headers;
-    the approval token only while the job waits for that approval."""
+    the approval token only while the job waits for that approval.
+
+    ``result`` is the job's final ``state_history`` once it is terminal
+    (what its end state left), null while it runs."""
+    state_history = from_payload(job.state_history, {})
     rendered = {
         "id": job.id,
         "blueprint_name": job.blueprint_name,
         "status": job_status_name(job.status),
         "current_state": job.current_state,
         "initial_data": from_payload(job.initial_data, {}),
-        "state_history": from_payload(job.state_history, {}),
+        "state_history": state_history,
+        "result": state_history if job.status in TERMINAL else None,
         "error": job.error or None,
         "progress": job.progress,
         "progress_message": job.progress_message or None,
@@ -53,13 +58,16 @@ def job_body(job: Job) -> bytes:
     def optional(value: str) -> bytes:
         return _encode(value).encode() if value else b"null"
 
+    state_history = _raw_json(job.state_history)
+
     parts = [
         b'{"id":', text(job.id),
         b',"blueprint_name":', text(job.blueprint_name),
         b',"status":', text(job_status_name(job.status)),
         b',"current_state":', text(job.current_state),
         b',"initial_data":', _raw_json(job.initial_data),
-        b',"state_history":', _raw_json(job.state_history),
+        b',"state_history":', state_history,
+        b',"result":', state_history if job.status in TERMINAL else b"null",
         b',"error":', optional(job.error),
         b',"progress":', _encode(job.progress).encode(),
         b',"progress_message":', optional(job.progress_message),

@@ -29,6 +29,7 @@ import pytest
 
 from avtomatika import OrchestratorEngine
 from avtomatika.payload import from_payload, to_payload
+from avtomatika.status import TERMINAL
 from avtomatika.v1 import job_service_pb2_grpc, public_service_pb2_grpc
 from avtomatika.v1.history_pb2 import HistoryEventType
 from avtomatika.v1.job_pb2 import Job, JobStatus
@@ -123,8 +124,11 @@ class Api(Protocol):
     async def get(self, job_id: str, wait: float | None = None) -> dict[str, Any]:
         """The job: ``id``, ``blueprint_name``, ``status`` (documented
         name), ``current_state``, ``initial_data``, ``state_history``,
-        ``error``, ``progress``, ``created_at_ms``, ``approval_token`` (None
-        unless the job waits for a human)."""
+        ``result`` (the final ``state_history`` once the job is terminal,
+        else None: over gRPC, read from the status and ``state_history``,
+        which is what the REST ``result`` documents), ``error``,
+        ``progress``, ``created_at_ms``, ``approval_token`` (None unless the
+        job waits for a human)."""
         ...
 
     async def follow(self, job_id: str) -> list[str]:
@@ -270,6 +274,7 @@ class RestApi:
             "current_state": job["current_state"],
             "initial_data": job["initial_data"],
             "state_history": job["state_history"],
+            "result": job["result"],
             "error": job["error"],
             "progress": job["progress"],
             "created_at_ms": _ms_from_iso(job["created_at"]),
@@ -563,13 +568,15 @@ def _status_name(status: JobStatus.ValueType) -> str:
 
 
 def _job_view(job: Job) -> dict[str, Any]:
+    state_history = from_payload(job.state_history, {})
     return {
         "id": job.id,
         "blueprint_name": job.blueprint_name,
         "status": _status_name(job.status),
         "current_state": job.current_state,
         "initial_data": from_payload(job.initial_data, {}),
-        "state_history": from_payload(job.state_history, {}),
+        "state_history": state_history,
+        "result": state_history if job.status in TERMINAL else None,
         "error": job.error or None,
         "progress": job.progress,
         "created_at_ms": job.created_at_ms,
