@@ -152,7 +152,9 @@ async def test_query_parameters_come_from_the_request_messages(
     assert parameters(("GET", "/api/v1/jobs/{job_id}")) == {
         "job_id": ("path", True),
         "wait": ("query", False),
+        "fields": ("query", False),  # REST only: added by api_shapes
     }
+    assert parameters(("GET", "/api/v1/jobs"))["fields"] == ("query", False)
     assert "parameters" not in documented[("GET", "/api/v1/workers")]
 
 

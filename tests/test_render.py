@@ -9,7 +9,8 @@ import json
 import pytest
 
 from avtomatika.payload import to_payload
-from avtomatika.rest.render import job_body, job_json
+from avtomatika.rest.api_shapes import SCHEMAS
+from avtomatika.rest.render import JOB_FIELDS, job_body, job_json
 from avtomatika.v1 import job_pb2
 from avtomatika.v1.job_pb2 import Job
 from avtomatika.v1.payload_pb2 import Payload
@@ -51,6 +52,23 @@ def full_job() -> Job:
 )
 def test_job_body_is_job_json(job: Job) -> None:
     assert json.loads(job_body(job)) == job_json(job)
+    # The inline hot path and the table that selections use write the same bytes.
+    assert job_body(job, JOB_FIELDS) == job_body(job)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"status"}, {"id"}, {"result", "approval_token", "created_at"}, {"initial_data", "error"}],
+)
+def test_a_selection_is_those_fields_of_job_json_and_the_id(fields: set[str]) -> None:
+    for job in (full_job(), Job(id="w", status=job_pb2.JOB_STATUS_WAITING_FOR_HUMAN)):
+        whole = job_json(job)
+        expected = {name: whole[name] for name in whole if name in fields | {"id"}}
+        assert json.loads(job_body(job, fields)) == expected
+
+
+def test_the_selectable_fields_are_the_documented_ones_in_order() -> None:
+    assert tuple(SCHEMAS["Job"]["properties"]) == JOB_FIELDS
 
 
 def test_job_body_refuses_a_payload_that_is_not_json() -> None:

@@ -48,6 +48,8 @@ _COUNTS: Schema = {"type": "object", "additionalProperties": {"type": "integer",
 _SECONDS: Schema = {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_SECONDS}
 _TIMESTAMP: Schema = {"type": "string", "format": "date-time"}
 _JOB_STATUSES = [job_status_name(v) for v in JobStatus.values() if v]
+# A job read answers a whole Job, or with `?fields=` a JobFields.
+_A_JOB: Schema = {"anyOf": [ref("Job"), ref("JobFields")]}
 
 
 SCHEMAS: dict[str, Schema] = {
@@ -125,6 +127,12 @@ SCHEMAS: dict[str, Schema] = {
                 "webhook must present when APPROVAL_TOKEN_REQUIRED is set.",
             },
         },
+    },
+    "JobFields": {
+        "type": "object",
+        "description": "A job with only the fields `?fields=` selected, and always its `id`.",
+        "required": ["id"],
+        "properties": {},  # the Job's, filled in below
     },
     "CancelResult": {
         "type": "object",
@@ -204,7 +212,7 @@ SCHEMAS: dict[str, Schema] = {
         "type": "object",
         "required": ["jobs", "next_page_token"],
         "properties": {
-            "jobs": {"type": "array", "items": ref("Job")},
+            "jobs": {"type": "array", "items": _A_JOB},
             "next_page_token": {
                 "type": "string",
                 "description": "Pass it as page_token for the next page; empty after the last.",
@@ -368,6 +376,17 @@ SCHEMAS: dict[str, Schema] = {
 }
 
 
+SCHEMAS["JobFields"]["properties"] = SCHEMAS["Job"]["properties"]
+# What `?fields=` may name: every field of the job JSON (a test holds this
+# list equal to what render.py writes).
+_FIELDS_QUERY: Schema = {
+    "type": "array",
+    "items": {"type": "string", "enum": list(SCHEMAS["Job"]["properties"])},
+    "description": "Only these fields of each job, and always `id` (repeat the parameter, "
+    "or separate names with commas; absent or empty: every field). An unknown name is 400.",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     """One documented response."""
@@ -453,15 +472,16 @@ OPERATIONS: dict[str, Operation] = {
         body_required=False,
     ),
     "GetJob": Operation(
-        {200: Reply("The job.", ref("Job"))},
-        errors={400: "Invalid `wait`.", 404: _ERROR_404_JOB},
+        {200: Reply("The job (only the selected fields with `fields`).", _A_JOB)},
+        errors={400: "Invalid `wait`, or an unknown name in `fields`.", 404: _ERROR_404_JOB},
         query={
+            "fields": _FIELDS_QUERY,
             "wait": {
                 "type": "number",
                 "minimum": 0,
                 "description": "Hold the request up to this many seconds until the job "
                 "changes (capped at JOB_WAIT_MAX_SECONDS; at once if it is terminal).",
-            }
+            },
         },
     ),
     "StreamJobEvents": Operation(
@@ -522,8 +542,12 @@ OPERATIONS: dict[str, Operation] = {
     ),
     "ListJobs": Operation(
         {200: Reply("A page of the caller's jobs, newest first.", ref("JobPage"))},
-        errors={400: "An unknown status, a page size out of range or a page token not ours."},
+        errors={
+            400: "An unknown status or field name, a page size out of range or a page token "
+            "not ours."
+        },
         query={
+            "fields": _FIELDS_QUERY,
             "statuses": {
                 "type": "array",
                 "items": {"type": "string", "enum": _JOB_STATUSES},

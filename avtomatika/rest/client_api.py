@@ -13,7 +13,7 @@ from aiohttp import web
 
 from avtomatika.errors import InvalidArgument
 from avtomatika.rest.bodies import job_request, read_json_object
-from avtomatika.rest.render import job_body, worker_json
+from avtomatika.rest.render import JOB_FIELDS, job_body, worker_json
 from avtomatika.rest.state import CLIENT_API, ENGINE, client_of
 from avtomatika.services.client_api import JobFilter
 from avtomatika.status import job_status_named
@@ -22,6 +22,7 @@ __all__ = [
     "cancel_job",
     "create_job",
     "get_job",
+    "job_fields",
     "list_blueprints",
     "list_jobs",
     "list_workers",
@@ -40,11 +41,35 @@ async def create_job(request: web.Request) -> web.Response:
 
 
 async def get_job(request: web.Request) -> web.Response:
-    """The job; with ``?wait=SECONDS``, once it changes (see :mod:`.follow_api`)."""
+    """The job; with ``?wait=SECONDS``, once it changes (see :mod:`.follow_api`);
+    with ``?fields=a,b``, only those fields (and ``id``)."""
+    fields = job_fields(request)
     job = await request.app[CLIENT_API].get_job(
         client_of(request), request.match_info["job_id"], wait_seconds(request)
     )
-    return web.Response(body=job_body(job), content_type="application/json", charset="utf-8")
+    return web.Response(
+        body=job_body(job, fields), content_type="application/json", charset="utf-8"
+    )
+
+
+def job_fields(request: web.Request) -> frozenset[str] | None:
+    """The ``fields`` query parameter: the job JSON fields to answer with
+    (repeated or separated by commas; ``id`` is always there), or None when
+    absent or empty (every field). An unknown name is refused, named."""
+    selected = {
+        name.strip()
+        for raw in request.query.getall("fields", [])
+        for name in raw.split(",")
+        if name.strip()
+    }
+    if not selected:
+        return None
+    unknown = sorted(selected - set(JOB_FIELDS))
+    if unknown:
+        raise InvalidArgument(
+            f"fields: {unknown[0]!r} is not a field of a job (one of {', '.join(JOB_FIELDS)})"
+        )
+    return frozenset(selected)
 
 
 def wait_seconds(request: web.Request) -> float | None:
@@ -63,8 +88,9 @@ async def list_jobs(request: web.Request) -> web.Response:
     """``GET /api/v1/jobs``: ``{"jobs": [...], "next_page_token": "..."}``,
     newest first. The query parameters are ListJobsRequest's fields;
     ``statuses`` takes the documented names (``running``), repeated or
-    separated by commas."""
+    separated by commas; ``fields`` selects each job's fields as for one job."""
     query = request.query
+    fields = job_fields(request)
     statuses: set[int] = set()
     for raw in query.getall("statuses", []):
         for name in filter(None, raw.split(",")):
@@ -84,7 +110,8 @@ async def list_jobs(request: web.Request) -> web.Response:
         _whole("page_size", query.get("page_size", ""), 9),
         query.get("page_token", ""),
     )
-    body = b'{"jobs":[' + b",".join(map(job_body, jobs)) + b'],"next_page_token":'
+    rendered = (job_body(job, fields) for job in jobs)
+    body = b'{"jobs":[' + b",".join(rendered) + b'],"next_page_token":'
     return web.Response(
         body=body + json.dumps(token).encode() + b"}",
         content_type="application/json",

@@ -7,7 +7,8 @@ application serves:
   joined to its RPC through the proto's ``google.api.http`` annotation: the
   RPC's name is the ``operationId``, its proto comment the summary and
   description, its request message's unbound scalar fields the query
-  parameters (grpc-gateway rules), a server-streaming RPC a held request;
+  parameters (grpc-gateway rules; :mod:`api_shapes` adds the few REST-only
+  ones, such as a job's ``fields``), a server-streaming RPC a held request;
 - the generic ``POST /api/{api_version}/{endpoint}`` becomes one concrete
   path per registered blueprint (it is rebuilt on every request, so a
   blueprint registered later shows up);
@@ -270,20 +271,26 @@ def _path_parameters(path: str) -> list[dict[str, Any]]:
 
 def _query_parameters(path: str, rpc: Rpc, shape: Operation) -> list[dict[str, Any]]:
     """Unbound scalar fields of the request message, as grpc-gateway maps
-    them for a GET; ``shape.query`` refines their schemas."""
+    them for a GET; ``shape.query`` refines their schemas, and adds, after
+    them, the REST-only parameters the message does not have (``fields``)."""
     bound = set(re.findall(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", path))
-    parameters = []
+    named: dict[str, dict[str, Any]] = {}
     for field in rpc.request.fields:
         refined = shape.query.get(field.name)
         if field.name in bound or (refined is None and field.is_repeated):
             continue
         if refined is None and field.type not in _QUERY_TYPES:
             continue
-        schema = dict(refined or _QUERY_TYPES[field.type])
+        named[field.name] = refined or _QUERY_TYPES[field.type]
+    fields = {field.name for field in rpc.request.fields}
+    named |= {name: schema for name, schema in shape.query.items() if name not in fields}
+    parameters = []
+    for name, documented in named.items():
+        schema = dict(documented)
         parameter: dict[str, Any] = {
-            "name": field.name,
+            "name": name,
             "in": "query",
-            "required": field.name in shape.required_query,
+            "required": name in shape.required_query,
             "schema": schema,
         }
         if "description" in schema:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Collection
 from typing import Any
 
 from avtomatika.clock import iso_from_ms
@@ -13,7 +14,7 @@ from avtomatika.v1.job_pb2 import Job
 from avtomatika.v1.payload_pb2 import Payload
 from avtomatika.v1.worker_pb2 import WorkerInfo, WorkerStatus, WorkerTransport
 
-__all__ = ["job_body", "job_json", "worker_json"]
+__all__ = ["JOB_FIELDS", "job_body", "job_json", "worker_json"]
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -47,40 +48,94 @@ def job_json(job: Job) -> dict[str, Any]:
     return rendered
 
 
-def job_body(job: Job) -> bytes:
+def job_body(job: Job, fields: Collection[str] | None = None) -> bytes:
     """:func:`job_json` as a JSON response body, written around the JSON that
     ``initial_data`` and ``state_history`` already hold instead of decoding
-    and re-encoding them (a follower's answer is the hot read path)."""
+    and re-encoding them (a follower's answer is the hot read path).
 
-    def text(value: str) -> bytes:
-        return _encode(value).encode()
-
-    def optional(value: str) -> bytes:
-        return _encode(value).encode() if value else b"null"
+    With ``fields`` (names of :data:`JOB_FIELDS`), only those fields and
+    ``id``, from the table below; a field left out is not rendered at all.
+    Without, every field, written inline: the table's calls cost a sixth
+    more on the hot path (a test holds the two equal)."""
+    if fields is not None:
+        selected = [
+            key + rendered
+            for name, key, render in _JOB_FIELDS
+            if name in fields or name == "id"
+            if (rendered := render(job)) is not None
+        ]
+        return b"{" + b",".join(selected) + b"}"
 
     state_history = _raw_json(job.state_history)
-
     parts = [
-        b'{"id":', text(job.id),
-        b',"blueprint_name":', text(job.blueprint_name),
-        b',"status":', text(job_status_name(job.status)),
-        b',"current_state":', text(job.current_state),
+        b'{"id":', _text(job.id),
+        b',"blueprint_name":', _text(job.blueprint_name),
+        b',"status":', _text(job_status_name(job.status)),
+        b',"current_state":', _text(job.current_state),
         b',"initial_data":', _raw_json(job.initial_data),
         b',"state_history":', state_history,
         b',"result":', state_history if job.status in TERMINAL else b"null",
-        b',"error":', optional(job.error),
+        b',"error":', _optional(job.error),
         b',"progress":', _encode(job.progress).encode(),
-        b',"progress_message":', optional(job.progress_message),
+        b',"progress_message":', _optional(job.progress_message),
         b',"retry_count":', str(job.retry_count).encode(),
-        b',"parent_job_id":', optional(job.parent_job_id),
+        b',"parent_job_id":', _optional(job.parent_job_id),
         b',"child_job_ids":', _encode(list(job.child_job_ids)).encode(),
-        b',"created_at":', text(iso_from_ms(job.created_at_ms)),
-        b',"updated_at":', text(iso_from_ms(job.updated_at_ms)),
+        b',"created_at":', _text(iso_from_ms(job.created_at_ms)),
+        b',"updated_at":', _text(iso_from_ms(job.updated_at_ms)),
     ]  # fmt: skip
     if job.status == job_pb2.JOB_STATUS_WAITING_FOR_HUMAN:
-        parts += [b',"approval_token":', text(job.approval_token)]
+        parts += [b',"approval_token":', _text(job.approval_token)]
     parts.append(b"}")
     return b"".join(parts)
+
+
+def _text(value: str) -> bytes:
+    return _encode(value).encode()
+
+
+def _optional(value: str) -> bytes:
+    return _encode(value).encode() if value else b"null"
+
+
+def _result(job: Job) -> bytes:
+    return _raw_json(job.state_history) if job.status in TERMINAL else b"null"
+
+
+def _approval_token(job: Job) -> bytes | None:
+    # Only while the job waits for that approval; otherwise not there at all.
+    if job.status != job_pb2.JOB_STATUS_WAITING_FOR_HUMAN:
+        return None
+    return _text(job.approval_token)
+
+
+# Each field of the job JSON, in order: its name, its key as the body writes
+# it, and how its value is written (None: the field is left out).
+_JOB_FIELDS: tuple[tuple[str, bytes, Callable[[Job], bytes | None]], ...] = tuple(
+    (name, _encode(name).encode() + b":", render)
+    for name, render in (
+        ("id", lambda job: _text(job.id)),
+        ("blueprint_name", lambda job: _text(job.blueprint_name)),
+        ("status", lambda job: _text(job_status_name(job.status))),
+        ("current_state", lambda job: _text(job.current_state)),
+        ("initial_data", lambda job: _raw_json(job.initial_data)),
+        ("state_history", lambda job: _raw_json(job.state_history)),
+        ("result", _result),
+        ("error", lambda job: _optional(job.error)),
+        ("progress", lambda job: _encode(job.progress).encode()),
+        ("progress_message", lambda job: _optional(job.progress_message)),
+        ("retry_count", lambda job: str(job.retry_count).encode()),
+        ("parent_job_id", lambda job: _optional(job.parent_job_id)),
+        ("child_job_ids", lambda job: _encode(list(job.child_job_ids)).encode()),
+        ("created_at", lambda job: _text(iso_from_ms(job.created_at_ms))),
+        ("updated_at", lambda job: _text(iso_from_ms(job.updated_at_ms))),
+        ("approval_token", _approval_token),
+    )
+)
+
+JOB_FIELDS: tuple[str, ...] = tuple(name for name, _, _ in _JOB_FIELDS)
+"""The names of the job JSON's fields, in the order it writes them: what
+``?fields=`` may select."""
 
 
 def _raw_json(payload: Payload) -> bytes:

@@ -1,0 +1,76 @@
+"""The REST client's extras: ``?fields=`` on a job read and on a listing.
+
+(A job's ``result`` and a blueprint's ``input_schema`` are in the scenario
+table of :mod:`tests.test_client_api_matrix`, over both transports.)
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support import RawWorker, create_job, wait_for_status
+from tests.support.blueprints import echo_blueprint
+from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
+
+pytestmark = pytest.mark.both_stores
+
+
+async def test_fields_select_what_a_job_read_answers_and_id_is_always_there(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    http = http_client(orchestrator)
+    worker = RawWorker(grpc_channel(orchestrator), "w-fields")
+    await worker.hello(["echo"])
+    job_id = await create_job(http, "jobs/echo", {"n": 1})
+    await worker.succeed(await worker.next_task(), {"doubled": 2})
+    whole = await wait_for_status(http, job_id, "finished")
+
+    async def read(query: str) -> dict[str, object]:
+        response = await http.get(f"/api/v1/jobs/{job_id}?{query}")
+        assert response.status == 200, await response.text()
+        answer: dict[str, object] = await response.json()
+        return answer
+
+    assert await read("fields=status,result") == {
+        "id": job_id,
+        "status": "finished",
+        "result": {"doubled": 2},
+    }
+    # Repeated, with spaces, in any order: the job's own order comes back.
+    assert list(await read("fields=result&fields= status")) == ["id", "status", "result"]
+    assert await read("fields=id") == {"id": job_id}
+    # approval_token is there only while the job waits for a human.
+    assert await read("fields=approval_token") == {"id": job_id}
+    assert await read("fields=") == whole  # empty: every field
+
+
+async def test_fields_select_each_listed_job(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    http = http_client(orchestrator)
+    ids = [await create_job(http, "jobs/echo", {"n": n}) for n in range(3)]
+
+    response = await http.get("/api/v1/jobs?fields=initial_data,result&page_size=2")
+    page = await response.json()
+    assert page["jobs"] == [
+        {"id": ids[2], "initial_data": {"n": 2}, "result": None},  # newest first, running
+        {"id": ids[1], "initial_data": {"n": 1}, "result": None},
+    ]
+    assert page["next_page_token"]
+
+
+@pytest.mark.parametrize("path", ["/api/v1/jobs/{job_id}", "/api/v1/jobs"])
+async def test_an_unknown_field_is_refused_by_name(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, path: str
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    http = http_client(orchestrator)
+    job_id = await create_job(http, "jobs/echo")
+
+    response = await http.get(path.format(job_id=job_id), params={"fields": "status,client_token"})
+    assert response.status == 400
+    error = (await response.json())["error"]
+    assert "'client_token' is not a field of a job" in error
+    assert "status, current_state" in error  # the names that would do
