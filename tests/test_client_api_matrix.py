@@ -77,6 +77,25 @@ async def every_page(api: Api, size: int, **filters: Any) -> list[str]:
             return listed
 
 
+ORDER_SCHEMA = {
+    "type": "object",
+    "required": ["customer", "items"],
+    "properties": {
+        "customer": {"type": "string"},
+        "items": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["sku", "qty"],
+                "properties": {"sku": {"type": "string"}, "qty": {"type": "integer", "minimum": 0}},
+            },
+        },
+        "notes": {"type": "object", "additionalProperties": {"type": "boolean"}},
+    },
+}
+"""The input schema of the ``order`` blueprint (an echo with a schema)."""
+
+
 # The scenarios ------------------------------------------------------------
 
 
@@ -351,6 +370,37 @@ async def bad_input(api: Api, orchestrator: OrchestratorEngine) -> None:
     await refused(api.get(newest[0], wait=-1), "invalid_argument", "wait")
 
 
+async def input_schema(api: Api, orchestrator: OrchestratorEngine) -> None:
+    assert await api.blueprints() == {
+        "echo": None,
+        "other": None,
+        "sign_off": None,
+        "order": ORDER_SCHEMA,
+    }
+    good = {"customer": "acme", "items": [{"sku": "a", "qty": 1}, {"sku": "b", "qty": 0}]}
+    job_id = await api.create("jobs/order", good)
+    assert (await api.get(job_id))["initial_data"] == good
+    # A refusal at each depth, naming the path to what failed.
+    for initial_data, mentions in (
+        ({"items": []}, "initial_data: 'customer' is a required property"),
+        ({"customer": 7, "items": []}, "initial_data.customer: 7 is not of type 'string'"),
+        (
+            {"customer": "acme", "items": [{"sku": "a", "qty": 1}, "b"]},
+            "initial_data.items[1]: 'b' is not of type 'object'",
+        ),
+        (
+            {"customer": "acme", "items": [{"sku": "a", "qty": 1}] * 2 + [{"sku": "c", "qty": -1}]},
+            "initial_data.items[2].qty: -1 is less than the minimum of 0",
+        ),
+        (
+            {"customer": "acme", "items": [], "notes": {"gift wrap": 1}},
+            "initial_data.notes[\"gift wrap\"]: 1 is not of type 'boolean'",
+        ),
+    ):
+        await refused(api.create("jobs/order", initial_data), "invalid_argument", mentions)
+    assert await api.list_jobs() == ([job_id], "")  # nothing created by a refusal
+
+
 async def rate_limited(api: Api, orchestrator: OrchestratorEngine) -> None:
     for _ in range(3):
         await api.workers()
@@ -400,6 +450,7 @@ SCENARIOS = (
     Scenario(unauthenticated),
     Scenario(another_clients_job),
     Scenario(bad_input),
+    Scenario(input_schema),
     Scenario(
         rate_limited,
         settings={"rate_limiting_enabled": True, "rate_limit_limit": 3, "rate_limit_period": 60.0},
@@ -429,6 +480,7 @@ async def test_scenario(
             echo_blueprint(),
             echo_blueprint("other"),
             approval_blueprint("sign_off", approved="shipped", rejected="dropped"),
+            echo_blueprint("order", input_schema=ORDER_SCHEMA),
         ],
         **settings,
     )

@@ -1,13 +1,19 @@
-"""The REST client's extras: ``?fields=`` on a job read and on a listing.
+"""The client's extras: ``?fields=`` on a job read and on a listing (REST
+only), and a blueprint whose ``input_schema`` is no valid JSON Schema.
 
-(A job's ``result`` and a blueprint's ``input_schema`` are in the scenario
-table of :mod:`tests.test_client_api_matrix`, over both transports.)
+(A job's ``result`` and the check of ``initial_data`` against an
+``input_schema`` are in the scenario table of
+:mod:`tests.test_client_api_matrix`, over both transports.)
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from avtomatika import StateMachineBlueprint
+from avtomatika.errors import BlueprintError
 from tests.support import RawWorker, create_job, wait_for_status
 from tests.support.blueprints import echo_blueprint
 from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
@@ -74,3 +80,32 @@ async def test_an_unknown_field_is_refused_by_name(
     error = (await response.json())["error"]
     assert "'client_token' is not a field of a job" in error
     assert "status, current_state" in error  # the names that would do
+
+
+@pytest.mark.parametrize(
+    ("schema", "problem"),
+    [
+        ({"type": "objekt"}, "(at type): 'objekt' is not valid under any of the given schemas"),
+        (
+            {"properties": {"items": {"items": {"minimum": "zero"}}}},
+            "(at properties/items/items/minimum): 'zero' is not of type 'number'",
+        ),
+        ({"required": "customer"}, "(at required): 'customer' is not of type 'array'"),
+        ({"enum": {1, 2}}, "input_schema is not JSON"),
+    ],
+    ids=["unknown type", "deep", "required not a list", "not JSON"],
+)
+async def test_an_invalid_input_schema_is_refused_at_registration(
+    start_orchestrator: StartOrchestrator, schema: dict[str, Any], problem: str
+) -> None:
+    orchestrator = await start_orchestrator()
+    with pytest.raises(BlueprintError) as caught:
+        orchestrator.register_blueprint(echo_blueprint("order", input_schema=schema))
+    assert caught.value.message.startswith("blueprint 'order': input_schema is not ")
+    assert problem in caught.value.message
+    assert "order" not in orchestrator.blueprints
+
+
+def test_an_input_schema_must_be_an_object() -> None:
+    with pytest.raises(BlueprintError, match="input_schema must be a JSON Schema object"):
+        StateMachineBlueprint("order", input_schema=[{"type": "object"}])  # type: ignore[arg-type]

@@ -65,6 +65,7 @@ SERVER_MODULES = (
     "botocore",
     "redis",
     "hiredis",
+    "jsonschema",
 )
 
 

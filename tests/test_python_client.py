@@ -94,6 +94,7 @@ async def test_a_job_created_followed_to_its_end_and_waited_for(
     # JSON payloads decoded exactly: a 17-digit integer stays an integer.
     assert job.initial_data == {"n": 12345678901234567}
     assert job.state_history["echoed"] == 12345678901234567
+    assert job.result == job.state_history  # ended: its result
     assert job.error is None
     assert job.created_at.tzinfo is UTC
     assert job.created_at <= job.updated_at
@@ -102,15 +103,23 @@ async def test_a_job_created_followed_to_its_end_and_waited_for(
 async def test_the_route_takes_every_spelling_and_the_blueprints_are_listed(
     start_orchestrator: StartOrchestrator, client_for: ClientFor
 ) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
     orchestrator = await start_orchestrator(
-        [instant_blueprint(), approval_blueprint(approved="shipped")]
+        [
+            instant_blueprint(),
+            approval_blueprint(approved="shipped"),
+            echo_blueprint("typed", schema),
+        ]
     )
     client = client_for(orchestrator)
     listed = await client.blueprints()
-    assert [(bp.name, bp.route) for bp in listed] == [
-        ("instant", "/api/v1/jobs/instant"),
-        ("review", "/api/v1/jobs/review"),
+    assert [(bp.name, bp.route, bp.input_schema) for bp in listed] == [
+        ("instant", "/api/v1/jobs/instant", None),
+        ("review", "/api/v1/jobs/review", None),
+        ("typed", "/api/v1/jobs/typed", schema),
     ]
+    with pytest.raises(InvalidArgument, match=r"initial_data\.n: 'one' is not of type 'integer'"):
+        await client.create_job("jobs/typed", {"n": "one"})
     assert (listed[0].start_state, listed[0].end_states) == ("start", ("done",))
     for route in ("jobs/instant", "v1/jobs/instant", listed[0].route):
         job = await client.wait(await client.create_job(route), timeout=30)

@@ -21,22 +21,32 @@ any order::
 
 An aggregator state (``@bp.aggregator_for``) runs once every branch of a
 ``dispatch_parallel`` has ended, with ``aggregation_results`` injected.
+
+A blueprint may declare the JSON Schema of its jobs' ``initial_data``
+(``input_schema=``); creating a job over either transport checks it
+(:meth:`StateMachineBlueprint.check_input`), and an invalid schema is a
+:class:`BlueprintError` when the blueprint is registered.
 """
 
 from __future__ import annotations
 
 import dis
 import inspect
+import json
 import re
 import types
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from jsonschema.exceptions import SchemaError, ValidationError, best_match
+from jsonschema.protocols import Validator
+from jsonschema.validators import validator_for
+
 from avtomatika.blueprint.conditions import Condition
 from avtomatika.blueprint.data_stores import as_data_store
 from avtomatika.blueprint.injection import HandlerSignature
-from avtomatika.errors import BlueprintError
+from avtomatika.errors import BlueprintError, InvalidArgument
 
 __all__ = ["Blueprint", "Handler", "HandlerSpec", "StateMachineBlueprint", "StateSpec"]
 
@@ -44,6 +54,11 @@ Handler = Callable[..., Awaitable[Any]]
 _H = TypeVar("_H", bound=Handler)
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+# A refusal quotes the offending value (jsonschema's messages do); a huge
+# value is cut so the message stays readable and fits a gRPC trailer.
+_MAX_MESSAGE = 300
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 FINISHED = "finished"
 FAILED = "failed"
@@ -170,6 +185,11 @@ class StateMachineBlueprint:
     ``POST /api/{api_version}/{api_endpoint}`` (``/api/{api_endpoint}`` when it
     has no version); a blueprint without one is internal: started by
     ``run_blueprint`` or ``create_background_job`` only.
+
+    ``input_schema`` is a JSON Schema (a JSON object; its ``$schema`` picks
+    the draft, 2020-12 by default) that a client's ``initial_data`` must
+    satisfy: creating a job that does not is refused, naming the failing
+    path. Jobs started from inside (children, schedules) are not checked.
     """
 
     def __init__(
@@ -178,6 +198,7 @@ class StateMachineBlueprint:
         api_endpoint: str | None = None,
         api_version: str | None = None,
         data_stores: Mapping[str, Any] | None = None,
+        input_schema: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(name, str) or not _NAME.match(name):
             raise BlueprintError(f"blueprint name {name!r} must match {_NAME.pattern}")
@@ -189,6 +210,15 @@ class StateMachineBlueprint:
         self.data_stores: dict[str, Any] = {
             key: as_data_store(value) for key, value in (data_stores or {}).items()
         }
+        if input_schema is not None and not isinstance(input_schema, Mapping):
+            raise BlueprintError(
+                f"blueprint {name!r}: input_schema must be a JSON Schema object, "
+                f"got {type(input_schema).__name__}"
+            )
+        self.input_schema: dict[str, Any] | None = (
+            dict(input_schema) if input_schema is not None else None
+        )
+        self._input_validator: Validator | None = None
         self._states: dict[str, StateSpec] = {}
 
     # -- definition --
@@ -329,11 +359,49 @@ class StateMachineBlueprint:
             return self.api_endpoint
         return f"{self.api_version}/{self.api_endpoint}"
 
+    def check_input(self, initial_data: Any) -> None:
+        """Refuse ``initial_data`` that the blueprint's ``input_schema`` does
+        not accept: :class:`InvalidArgument` naming the failing path, e.g.
+        ``initial_data.items[2].qty: -1 is less than the minimum of 0``."""
+        validator = self._validator()
+        if validator is None:
+            return
+        error = best_match(validator.iter_errors(initial_data))
+        if error is not None:
+            message = error.message
+            if len(message) > _MAX_MESSAGE:  # keep what it says of the value: its end
+                message = message[: _MAX_MESSAGE // 2] + "…" + message[-_MAX_MESSAGE // 2 :]
+            raise InvalidArgument(f"{_path(error)}: {message}")
+
+    def _validator(self) -> Validator | None:
+        """The checker of ``input_schema`` (None without one), made once."""
+        if self.input_schema is None or self._input_validator is not None:
+            return self._input_validator
+        try:
+            json.dumps(self.input_schema)
+        except (TypeError, ValueError) as exc:
+            raise BlueprintError(
+                f"blueprint {self.name!r}: input_schema is not JSON: {exc}"
+            ) from None
+        cls = validator_for(self.input_schema)
+        try:
+            cls.check_schema(self.input_schema)
+        except SchemaError as exc:
+            where = "/".join(str(part) for part in exc.absolute_path) or "the root"
+            raise BlueprintError(
+                f"blueprint {self.name!r}: input_schema is not a valid JSON Schema "
+                f"(at {where}): {exc.message}"
+            ) from None
+        self._input_validator = cls(self.input_schema)
+        return self._input_validator
+
     def validate(self) -> None:
         """Check the blueprint can run; raises :class:`BlueprintError` naming
-        the blueprint, the state and the problem."""
+        the blueprint, the state and the problem (or what is wrong with its
+        ``input_schema``)."""
         from avtomatika.blueprint.graph import check_transitions
 
+        self._validator()
         _ = self.start_state
         if not self.end_states:
             raise BlueprintError(f"blueprint {self.name!r} has no end state")
@@ -350,6 +418,18 @@ class StateMachineBlueprint:
 
 
 Blueprint = StateMachineBlueprint
+
+
+def _path(error: ValidationError) -> str:
+    """Where in ``initial_data`` a validation error is:
+    ``initial_data.items[2].qty`` (a key that is no identifier in brackets)."""
+    return "initial_data" + "".join(_step(part) for part in error.absolute_path)
+
+
+def _step(part: str | int) -> str:
+    if isinstance(part, int):
+        return f"[{part}]"
+    return f".{part}" if _IDENTIFIER.match(part) else f"[{json.dumps(part)}]"
 
 
 def _normalise_path(name: str, what: str, value: str | None) -> str | None:

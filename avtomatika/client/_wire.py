@@ -160,6 +160,7 @@ def blueprint_view(blueprint: job_service_pb2.BlueprintSummary) -> BlueprintView
         states=tuple(blueprint.states),
         start_state=blueprint.start_state,
         end_states=tuple(blueprint.end_states),
+        input_schema=from_payload(blueprint.input_schema) if blueprint.input_schema.data else None,
     )
 
 

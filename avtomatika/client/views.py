@@ -64,6 +64,12 @@ class JobView:
         """Whether the job has ended for good."""
         return self.status in TERMINAL_STATUSES
 
+    @property
+    def result(self) -> Any:
+        """Once the job is terminal, its final ``state_history`` (what its
+        end state left, the REST JSON's ``result``); None while it runs."""
+        return self.state_history if self.terminal else None
+
 
 @dataclass(frozen=True, slots=True)
 class JobEvent:
@@ -129,6 +135,8 @@ class BlueprintView:
     states: tuple[str, ...]
     start_state: str
     end_states: tuple[str, ...]
+    input_schema: Mapping[str, Any] | None = None
+    """The JSON Schema a job's initial data must satisfy, if it declares one."""
 
 
 @dataclass(frozen=True, slots=True)

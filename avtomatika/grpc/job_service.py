@@ -17,7 +17,7 @@ import grpc
 from avtomatika.blueprint.context import ClientInfo
 from avtomatika.errors import InvalidArgument
 from avtomatika.grpc.status import rpc_errors
-from avtomatika.payload import from_payload
+from avtomatika.payload import from_payload, to_payload
 from avtomatika.services.client_api import ClientApi, JobFilter, owner_view
 from avtomatika.services.requests import JobRequest
 from avtomatika.v1 import job_service_pb2_grpc
@@ -129,6 +129,9 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
                         states=bp.states,
                         start_state=bp.start_state,
                         end_states=bp.end_states,
+                        input_schema=(
+                            to_payload(bp.input_schema) if bp.input_schema is not None else None
+                        ),
                     )
                     for bp in self._api.list_blueprints(client)
                 ]

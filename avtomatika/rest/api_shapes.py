@@ -227,13 +227,28 @@ SCHEMAS: dict[str, Schema] = {
                 "type": "array",
                 "items": {
                     "type": "object",
-                    "required": ["name", "route", "states", "start_state", "end_states"],
+                    "required": [
+                        "name",
+                        "route",
+                        "states",
+                        "start_state",
+                        "end_states",
+                        "input_schema",
+                    ],
                     "properties": {
                         "name": _STRING,
                         "route": {"type": "string", "description": "e.g. /api/v1/jobs/video"},
                         "states": {"type": "array", "items": _STRING},
                         "start_state": _STRING,
                         "end_states": {"type": "array", "items": _STRING},
+                        "input_schema": _nullable(
+                            {
+                                "type": "object",
+                                "description": "The JSON Schema a job's initial_data must "
+                                "satisfy (creating one that does not is 400); null when the "
+                                "blueprint declares none.",
+                            }
+                        ),
                     },
                 },
             }
@@ -467,7 +482,10 @@ OPERATIONS: dict[str, Operation] = {
         {
             202: Reply("The job was created and starts at once.", ref("JobAccepted")),
         },
-        errors={400: "Invalid body; the message names the field."},
+        errors={
+            400: "Invalid body, or initial_data that the blueprint's input_schema refuses; "
+            "the message names the field or the failing path."
+        },
         body=ref("CreateJobBody"),
         body_required=False,
     ),

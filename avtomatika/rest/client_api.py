@@ -121,7 +121,7 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 async def list_blueprints(request: web.Request) -> web.Response:
     """``GET /api/v1/blueprints``: ``{"blueprints": [{name, route, states,
-    start_state, end_states}]}``, by name."""
+    start_state, end_states, input_schema}]}``, by name."""
     blueprints = request.app[CLIENT_API].list_blueprints(client_of(request))
     return web.json_response({"blueprints": [dataclasses.asdict(bp) for bp in blueprints]})
 

@@ -125,6 +125,8 @@ class BlueprintInfo:
     states: list[str]
     start_state: str
     end_states: list[str]
+    input_schema: dict[str, Any] | None
+    """The JSON Schema a job's ``initial_data`` must satisfy, if any."""
 
 
 def visible(job: Job) -> tuple[object, ...]:
@@ -160,8 +162,10 @@ class ClientApi:
 
     async def create_job(self, client: ClientInfo, route: str, request: JobRequest) -> str:
         """Create a job of the blueprint served at ``/api/{route}``, counted
-        against the client's monthly quota; returns its id."""
+        against the client's monthly quota; returns its id. ``initial_data``
+        must satisfy the blueprint's ``input_schema``, if it has one."""
         blueprint = self.engine.blueprint_for_route(route)
+        blueprint.check_input(request.initial_data)
         quota = self.limits.job_creation(client.id) if self.limits else contextlib.nullcontext()
         async with quota:
             return await self.engine.create_job(
@@ -282,6 +286,7 @@ class ClientApi:
                 states=sorted(bp.states),
                 start_state=bp.start_state,
                 end_states=sorted(bp.end_states),
+                input_schema=bp.input_schema,
             )
             for bp in sorted(self.engine.blueprints.values(), key=lambda bp: bp.name)
         ]

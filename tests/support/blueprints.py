@@ -7,9 +7,14 @@ from typing import Any
 from avtomatika import ActionFactory, JobContext, StateMachineBlueprint
 
 
-def echo_blueprint(name: str = "echo", **dispatch: Any) -> StateMachineBlueprint:
-    """start -> dispatch an ``echo`` task -> done (end)."""
-    bp = StateMachineBlueprint(name, api_endpoint=f"/jobs/{name}", api_version="v1")
+def echo_blueprint(
+    name: str = "echo", input_schema: dict[str, Any] | None = None, **dispatch: Any
+) -> StateMachineBlueprint:
+    """start -> dispatch an ``echo`` task -> done (end); ``input_schema``
+    is the blueprint's, if given."""
+    bp = StateMachineBlueprint(
+        name, api_endpoint=f"/jobs/{name}", api_version="v1", input_schema=input_schema
+    )
     transitions = dispatch.pop("transitions", {"success": "done"})
 
     @bp.handler_for("start", is_start=True)

@@ -42,6 +42,7 @@ from avtomatika.v1.job_service_pb2 import (
     GetJobHistoryRequest,
     GetJobRequest,
     GetUploadUrlRequest,
+    ListBlueprintsRequest,
     ListJobsRequest,
     ListWorkersRequest,
     StreamJobEventsRequest,
@@ -184,6 +185,10 @@ class Api(Protocol):
 
     async def workers(self) -> list[dict[str, Any]]:
         """The connected workers: ``worker_id``, ``skills``, ``status``, ``transport``."""
+        ...
+
+    async def blueprints(self) -> dict[str, Any]:
+        """Each registered blueprint's ``input_schema`` (None without one), by name."""
         ...
 
     async def dashboard(self) -> dict[str, Any]:
@@ -389,6 +394,10 @@ class RestApi:
         snapshot: dict[str, Any] = await self._json("GET", "/api/v1/dashboard")
         return snapshot
 
+    async def blueprints(self) -> dict[str, Any]:
+        listed = await self._json("GET", "/api/v1/blueprints")
+        return {bp["name"]: bp["input_schema"] for bp in listed["blueprints"]}
+
 
 class GrpcApi:
     """:class:`Api` over the gRPC port, through the generated stubs."""
@@ -542,6 +551,16 @@ class GrpcApi:
             "workers_by_transport": dict(answer.workers_by_transport),
             "jobs_finished_last_minute": answer.jobs_finished_last_minute,
             "jobs_failed_last_minute": answer.jobs_failed_last_minute,
+        }
+
+    async def blueprints(self) -> dict[str, Any]:
+        with _statuses():
+            answer = await self._jobs.ListBlueprints(
+                ListBlueprintsRequest(), metadata=self._metadata
+            )
+        return {
+            bp.name: from_payload(bp.input_schema) if bp.input_schema.data else None
+            for bp in answer.blueprints
         }
 
 

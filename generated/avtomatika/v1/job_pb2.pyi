@@ -254,7 +254,8 @@ class Job(_message.Message):
     @_builtins.property
     def state_history(self) -> _payload_pb2.Payload:
         """Results merged from every task so far, a JSON object keyed by the
-        result fields.
+        result fields. Once the job is terminal, this is its result (what the
+        REST job JSON also shows as `result`).
         """
 
     @_builtins.property

@@ -872,6 +872,7 @@ class BlueprintSummary(_message.Message):
     STATES_FIELD_NUMBER: _builtins.int
     START_STATE_FIELD_NUMBER: _builtins.int
     END_STATES_FIELD_NUMBER: _builtins.int
+    INPUT_SCHEMA_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The blueprint's name."""
     route: _builtins.str
@@ -886,6 +887,12 @@ class BlueprintSummary(_message.Message):
     def end_states(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The end states, sorted."""
 
+    @_builtins.property
+    def input_schema(self) -> _payload_pb2.Payload:
+        """The JSON Schema (a JSON object) that CreateJob checks initial_data
+        against; empty when the blueprint declares none.
+        """
+
     def __init__(
         self,
         *,
@@ -894,10 +901,11 @@ class BlueprintSummary(_message.Message):
         states: _abc.Iterable[_builtins.str] | None = ...,
         start_state: _builtins.str = ...,
         end_states: _abc.Iterable[_builtins.str] | None = ...,
+        input_schema: _payload_pb2.Payload | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["input_schema", b"input_schema"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_states", b"end_states", "name", b"name", "route", b"route", "start_state", b"start_state", "states", b"states"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_states", b"end_states", "input_schema", b"input_schema", "name", b"name", "route", b"route", "start_state", b"start_state", "states", b"states"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -119,7 +119,8 @@ class JobServiceServicer:
 
     def CreateJob(self, request, context):
         """CreateJob starts a job of the blueprint served at
-        /api/{api_version}/{endpoint}.
+        /api/{api_version}/{endpoint}. Initial data that the blueprint's input
+        schema refuses is INVALID_ARGUMENT, naming the failing path.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -199,7 +200,7 @@ class JobServiceServicer:
 
     def ListBlueprints(self, request, context):
         """ListBlueprints lists the registered blueprints: their names, create
-        routes, states, and start and end states.
+        routes, states, start and end states, and input schemas.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

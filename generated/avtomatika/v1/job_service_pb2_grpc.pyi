@@ -39,7 +39,8 @@ class JobServiceStub:
     def __new__(cls, channel: _aio.Channel) -> JobServiceAsyncStub: ...
     CreateJob: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.CreateJobRequest, _job_service_pb2.CreateJobResponse]
     """CreateJob starts a job of the blueprint served at
-    /api/{api_version}/{endpoint}.
+    /api/{api_version}/{endpoint}. Initial data that the blueprint's input
+    schema refuses is INVALID_ARGUMENT, naming the failing path.
     """
     ListJobs: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.ListJobsRequest, _job_service_pb2.ListJobsResponse]
     """ListJobs lists the caller's jobs, newest first, optionally filtered,
@@ -73,7 +74,7 @@ class JobServiceStub:
     """DownloadFile redirects to a fresh presigned S3 GET URL."""
     ListBlueprints: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.ListBlueprintsRequest, _job_service_pb2.ListBlueprintsResponse]
     """ListBlueprints lists the registered blueprints: their names, create
-    routes, states, and start and end states.
+    routes, states, start and end states, and input schemas.
     """
     GetBlueprintGraph: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.GetBlueprintGraphRequest, _job_service_pb2.GetBlueprintGraphResponse]
     """GetBlueprintGraph renders a blueprint as a Graphviz DOT document."""
@@ -93,7 +94,8 @@ class JobServiceAsyncStub(JobServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateJob: _aio.UnaryUnaryMultiCallable[_job_service_pb2.CreateJobRequest, _job_service_pb2.CreateJobResponse]  # type: ignore[assignment]
     """CreateJob starts a job of the blueprint served at
-    /api/{api_version}/{endpoint}.
+    /api/{api_version}/{endpoint}. Initial data that the blueprint's input
+    schema refuses is INVALID_ARGUMENT, naming the failing path.
     """
     ListJobs: _aio.UnaryUnaryMultiCallable[_job_service_pb2.ListJobsRequest, _job_service_pb2.ListJobsResponse]  # type: ignore[assignment]
     """ListJobs lists the caller's jobs, newest first, optionally filtered,
@@ -127,7 +129,7 @@ class JobServiceAsyncStub(JobServiceStub):
     """DownloadFile redirects to a fresh presigned S3 GET URL."""
     ListBlueprints: _aio.UnaryUnaryMultiCallable[_job_service_pb2.ListBlueprintsRequest, _job_service_pb2.ListBlueprintsResponse]  # type: ignore[assignment]
     """ListBlueprints lists the registered blueprints: their names, create
-    routes, states, and start and end states.
+    routes, states, start and end states, and input schemas.
     """
     GetBlueprintGraph: _aio.UnaryUnaryMultiCallable[_job_service_pb2.GetBlueprintGraphRequest, _job_service_pb2.GetBlueprintGraphResponse]  # type: ignore[assignment]
     """GetBlueprintGraph renders a blueprint as a Graphviz DOT document."""
@@ -150,7 +152,8 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.CreateJobResponse, _abc.Awaitable[_job_service_pb2.CreateJobResponse]]:
         """CreateJob starts a job of the blueprint served at
-        /api/{api_version}/{endpoint}.
+        /api/{api_version}/{endpoint}. Initial data that the blueprint's input
+        schema refuses is INVALID_ARGUMENT, naming the failing path.
         """
 
     @_abc_1.abstractmethod
@@ -244,7 +247,7 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.ListBlueprintsResponse, _abc.Awaitable[_job_service_pb2.ListBlueprintsResponse]]:
         """ListBlueprints lists the registered blueprints: their names, create
-        routes, states, and start and end states.
+        routes, states, start and end states, and input schemas.
         """
 
     @_abc_1.abstractmethod

@@ -57,7 +57,8 @@ export type Job = Message<"avtomatika.v1.Job"> & {
 
   /**
    * Results merged from every task so far, a JSON object keyed by the
-   * result fields.
+   * result fields. Once the job is terminal, this is its result (what the
+   * REST job JSON also shows as `result`).
    *
    * @generated from field: avtomatika.v1.Payload state_history = 6;
    */
