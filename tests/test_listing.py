@@ -14,6 +14,7 @@ import grpc
 import pytest
 
 from avtomatika.clock import now_ms
+from avtomatika.payload import from_payload
 from avtomatika.v1 import job_pb2, job_service_pb2_grpc
 from avtomatika.v1.job_service_pb2 import ListBlueprintsRequest, ListJobsRequest
 from tests.support import CLIENT_TOKEN, create_job
@@ -214,6 +215,7 @@ async def test_blueprints_are_listed_over_both_transports(
             "states": list(bp.states),
             "start_state": bp.start_state,
             "end_states": list(bp.end_states),
+            "input_schema": from_payload(bp.input_schema) if bp.input_schema.data else None,
         }
         for bp in listed
     ] == body["blueprints"]
