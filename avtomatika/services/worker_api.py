@@ -51,17 +51,26 @@ class WorkerApi:
             raise Unauthenticated(f"this {self.credential} may not act as worker {worker_id!r}")
         return worker_id
 
-    async def register(self, token: str | None, registration: WorkerRegistration) -> None:
+    async def register(
+        self, token: str | None, registration: WorkerRegistration, skills_hash: str = ""
+    ) -> None:
+        """Register a worker; ``skills_hash`` is SDK 1.0b20's hash of its
+        skills, against which its heartbeats are checked."""
         self.authenticate(token)
         check_registration(registration)
         self.speaks_for(token, registration.worker_id)
-        await self.workers.register(registration)
+        await self.workers.register(registration, skills_hash)
 
     async def heartbeat(
-        self, token: str | None, beat: HeartbeatRequest | None, worker_id: str
+        self,
+        token: str | None,
+        beat: HeartbeatRequest | None,
+        worker_id: str,
+        skills_hash: str = "",
     ) -> list[str] | None:
         """A heartbeat; with no ``beat``, a TTL ping (None). The tasks the
-        worker must stop."""
+        worker must stop. ``skills_hash``: SDK 1.0b20's, see
+        :meth:`needs_full_sync`."""
         self.authenticate(token)
         self.speaks_for(token, worker_id)
         if beat is None:
@@ -69,14 +78,29 @@ class WorkerApi:
             return None
         if not all(beat.supported_skills) or not all(beat.current_tasks):
             raise InvalidArgument("supported_skills and current_tasks must be non-empty strings")
-        return await self.workers.heartbeat(beat)
+        return await self.workers.heartbeat(beat, skills_hash)
 
-    async def next_task(self, token: str | None, worker_id: str) -> Task | None:
+    def needs_full_sync(self, worker_id: str, skills_hash: str) -> bool:
+        """Whether the worker must resend its whole registration, its skills
+        having changed since it last sent them (after a heartbeat)."""
+        return self.workers.needs_full_sync(worker_id, skills_hash)
+
+    async def next_task(
+        self,
+        token: str | None,
+        worker_id: str,
+        *,
+        timeout: float | None = None,
+        available: list[str] | None = None,
+    ) -> Task | None:
         """The worker's next task, after a long-poll of at most
-        ``WORKER_POLL_TIMEOUT_SECONDS``; None when none came."""
+        ``WORKER_POLL_TIMEOUT_SECONDS`` (or ``timeout``, if shorter); None
+        when none came. Only the ``available`` skills, when named."""
         self.authenticate(token)
         self.speaks_for(token, worker_id)
-        return await self.workers.next_task(worker_id)
+        if timeout is not None and not (math.isfinite(timeout) and timeout >= 0):
+            raise InvalidArgument("timeout must be a non-negative number of seconds")
+        return await self.workers.next_task(worker_id, timeout=timeout, available=available)
 
     async def give_back(self, worker_id: str, task_id: str) -> None:
         """A task handed out to a worker that hung up before it got it."""
@@ -90,6 +114,17 @@ class WorkerApi:
             raise InvalidArgument("worker_id is required (a string)")
         self.speaks_for(token, result.worker_id)
         return await self.workers.submit_result(result)
+
+    async def report_progress(
+        self, token: str | None, worker_id: str, task_id: str, progress: float, message: str
+    ) -> bool:
+        """Progress of a task the worker holds; False (nothing recorded) for
+        a task it does not hold."""
+        self.authenticate(token)
+        self.speaks_for(token, worker_id)
+        if not math.isfinite(progress):
+            raise InvalidArgument("progress must be a finite number")
+        return await self.workers.report_progress(worker_id, task_id, progress, message)
 
 
 def check_registration(registration: WorkerRegistration) -> None:
