@@ -203,3 +203,28 @@ async def test_progress_and_cancel_go_over_the_sdk_1_0b20_socket(
     except BaseException:
         worker.dump()
         raise
+
+
+async def test_after_a_restart_of_an_in_memory_server_the_sdk_1_0b20_worker_registers_again(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, sdk20_worker: StartWorker
+) -> None:
+    first = await start_orchestrator([echo_blueprint()])
+    worker = await sdk20_worker(first, "sdk20-w4")
+    await wait_registered(http_client(first), "sdk20-w4")
+
+    # The same address, a new process with empty books: the worker's next
+    # heartbeat is from a stranger, answered "not found".
+    port = first.rest_port
+    await first.stop()
+    second = await start_orchestrator([echo_blueprint()], api_port=port)
+    http = http_client(second)
+
+    try:
+        listed = await wait_registered(http, "sdk20-w4")
+        assert listed["skills"] == ["echo"]  # registered again, not restored empty
+        job_id = await create_job(http, "jobs/echo", {"value": 7})
+        finished = await wait_for_status(http, job_id, "finished")
+        assert finished["state_history"]["echoed"] == 7
+    except BaseException:
+        worker.dump()
+        raise
