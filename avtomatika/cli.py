@@ -54,6 +54,17 @@ def _parser() -> argparse.ArgumentParser:
         "--workers-config-path", type=Path, help="per-worker tokens (WORKERS_CONFIG_PATH)"
     )
     run.add_argument(
+        "--worker-task-signing-secret",
+        help="sign tasks for REST workers with this secret, their ORCHESTRATOR_SECRET_KEY "
+        "(WORKER_TASK_SIGNING_SECRET)",
+    )
+    run.add_argument(
+        "--worker-signatures-required",
+        action=argparse.BooleanOptionalAction,
+        help="refuse REST worker requests without a valid security.signature "
+        "(WORKER_SIGNATURES_REQUIRED, default false)",
+    )
+    run.add_argument(
         "--schedules-config-path",
         type=Path,
         help="background jobs on a timetable, schedules.toml (SCHEDULES_CONFIG_PATH)",

@@ -4,11 +4,15 @@ bad input. The real SDK runs against it in ``test_rest_worker_sdk20.py``."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 from typing import Any
 
 import aiohttp
 import pytest
 
+from avtomatika.rest.worker_api import bodies
 from tests.support import create_job
 from tests.support.blueprints import echo_blueprint
 from tests.support.orchestrator import HttpClient, StartOrchestrator
@@ -224,3 +228,77 @@ async def test_results_carry_1_0b20s_fields_and_unknown_fields_are_refused(
     with pytest.raises(AssertionError, match="colour"):
         await worker.report(task, colour="red")
     assert (await worker.report(task, **extra))["status"] == "accepted"
+
+
+def hmac_hex(key: str, content: str) -> str:
+    return hmac.new(key.encode(), content.encode(), hashlib.sha256).hexdigest()
+
+
+async def test_a_forged_signature_is_a_401_and_logged_when_signatures_are_required(
+    start_orchestrator: StartOrchestrator, caplog: pytest.LogCaptureFixture
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()], worker_signatures_required=True)
+    worker = RestWorker(orchestrator, "w20")
+    worker.http.headers.update(HEADERS)
+    body = registration(timestamp=1, security=None)
+    # As the SDK signs: keyed with its token, over the body without security,
+    # keys sorted, compact, nulls left out ("s3_config_hash" here).
+    body["capabilities"]["s3_config_hash"] = None
+    content = json.dumps(
+        {k: v for k, v in body.items() if k != "security"},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).replace(',"s3_config_hash":null', "")
+    signed = {
+        **body,
+        "security": {"signature": hmac_hex(WORKER_TOKEN, content), "signer_id": "w20"},
+    }
+    forged = {**body, "security": {"signature": hmac_hex("guess", content), "signer_id": "w20"}}
+
+    try:
+        unsigned = await worker.http.post("/_worker/workers/register", json=body)
+        bad = await worker.http.post("/_worker/workers/register", json=forged)
+        good = await worker.http.post("/_worker/workers/register", json=signed)
+
+        assert "signature" in (await answer(unsigned, 401))["error"]
+        assert "signature" in (await answer(bad, 401))["error"]
+        assert (await answer(good))["status"] == "registered"
+        assert "worker request refused: bad signature" in caplog.text
+    finally:
+        await worker.http.close()
+
+
+async def test_tasks_are_signed_over_what_the_sdk_parses_them_into(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()], worker_task_signing_secret="s3cret")
+    worker = RestWorker(orchestrator, "w20")
+    worker.http.headers.update(HEADERS)
+    try:
+        await answer(await worker.http.post("/_worker/workers/register", json=registration()))
+        params = {"b": 2.0, "a": None, "c": [1.5, None, {"z": None}]}
+        job_id = await create_job(http_client(orchestrator), "jobs/echo", params)
+        task = await worker.next_task()
+
+        # The SDK's model drops the nulls (params_metadata, nested ones too),
+        # writes 2.0 as 2 and leaves "sig" out.
+        content = (
+            f'{{"job_id":"{job_id}","params":{{"b":2,"c":[1.5,null,{{}}]}},'
+            f'"task_id":"{task["task_id"]}","tracing_context":{{}},"type":"echo"}}'
+        )
+        assert task["params_metadata"] is None
+        assert task["sig"] == hmac_hex("s3cret", content)
+    finally:
+        await worker.http.close()
+
+
+def test_the_task_signature_leaves_out_what_the_sdk_model_leaves_out() -> None:
+    task = {"job_id": "j", "task_id": "t", "type": "echo", "params": {"x": 3.0},
+            "step": 0, "depth": 0, "priority": 0, "unknown": 1, "params_metadata": None,
+            "sig": "old", "security": {"signature": "s"}}  # fmt: skip
+
+    assert (
+        bodies.task_content(task) == b'{"job_id":"j","params":{"x":3},"task_id":"t","type":"echo"}'
+    )
+    assert b'"step":2' in bodies.task_content({**task, "step": 2})

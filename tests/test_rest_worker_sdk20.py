@@ -228,3 +228,29 @@ async def test_after_a_restart_of_an_in_memory_server_the_sdk_1_0b20_worker_regi
     except BaseException:
         worker.dump()
         raise
+
+
+async def test_signed_both_ways_the_sdk_1_0b20_worker_runs_jobs_to_the_end(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, sdk20_worker: StartWorker
+) -> None:
+    # Tasks signed with the worker's ORCHESTRATOR_SECRET_KEY (without a valid
+    # sig it drops them); every request of the worker checked against the
+    # signature it makes with its token.
+    orchestrator = await start_orchestrator(
+        [echo_blueprint()], worker_task_signing_secret="s3cret", worker_signatures_required=True
+    )
+    http = http_client(orchestrator)
+    worker = await sdk20_worker(orchestrator, "sdk20-w5", ORCHESTRATOR_SECRET_KEY="s3cret")
+    await wait_registered(http, "sdk20-w5")
+    # What naive signing gets wrong: nulls, whole-number floats, nesting.
+    tricky = {"whole": 2.0, "half": 0.5, "none": None, "nested": {"list": [1.0, None, "é"]}}
+    ok = await create_job(http, "jobs/echo", {"value": tricky})
+    running = await create_job(http, "jobs/echo", {"mode": "run"})
+
+    try:
+        finished = await wait_for_status(http, ok, "finished")
+        assert finished["state_history"]["echoed"]["nested"]["list"][2] == "é"
+        await wait_for(http, running, lambda j: j["progress"] == 0.5)  # a signed event
+    except BaseException:
+        worker.dump()
+        raise

@@ -11,6 +11,9 @@ in the name of the credential their refusals mention (``X-Worker-Token``,
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import logging
 import math
 from dataclasses import dataclass
 
@@ -25,6 +28,8 @@ from avtomatika.v1.worker_service_pb2 import HeartbeatRequest
 
 __all__ = ["WorkerApi", "check_registration"]
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerApi:
@@ -33,6 +38,11 @@ class WorkerApi:
     auth: Authenticator
     workers: PollingWorkers
     credential: str = "X-Worker-Token"
+    task_signing_secret: str | None = None
+    """``WORKER_TASK_SIGNING_SECRET``: tasks handed out are signed with it."""
+    signatures_required: bool = False
+    """``WORKER_SIGNATURES_REQUIRED``: requests must carry the worker's
+    signature (an HMAC keyed with its token, as SDK 1.0b20 signs)."""
 
     def authenticate(self, token: str | None) -> str | None:
         """Check a worker token: ``GLOBAL_WORKER_TOKEN`` or a per-worker
@@ -41,6 +51,17 @@ class WorkerApi:
         if not self.auth.worker(token):
             raise Unauthenticated(f"missing or invalid {self.credential}")
         return self.auth.worker_id_for_token(token)
+
+    def check_signature(self, token: str | None, content: bytes, signature: str | None) -> None:
+        """With ``signatures_required``, refuse a request whose signature is
+        not the HMAC-SHA256 of ``content`` keyed with the worker's token.
+        Logged: a forged or corrupted request is worth an operator's look."""
+        if not self.signatures_required:
+            return
+        expected = hmac.new((token or "").encode(), content, hashlib.sha256).hexdigest()
+        if signature is None or not hmac.compare_digest(expected, signature):
+            log.warning("worker request refused: %s signature", "bad" if signature else "no")
+            raise Unauthenticated("missing or invalid security.signature")
 
     def speaks_for(self, token: str | None, worker_id: str) -> str:
         """``worker_id``, once the token is known to act as it: not another

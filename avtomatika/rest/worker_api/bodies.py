@@ -8,10 +8,14 @@ dropped."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import math
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from avtomatika.errors import InvalidArgument
 from avtomatika.ids import check_worker_id
@@ -28,6 +32,9 @@ __all__ = [
     "extras",
     "heartbeat_request",
     "registration",
+    "signature",
+    "signed_content",
+    "task_content",
     "task_json",
     "task_result",
 ]
@@ -267,9 +274,11 @@ def event(body: dict[str, Any]) -> Event:
     )
 
 
-def task_json(task: Task) -> dict[str, Any]:
-    """A task as ``GET /_worker/workers/{worker_id}/tasks/next`` hands it out."""
-    return {
+def task_json(task: Task, signing_secret: str | None = None) -> dict[str, Any]:
+    """A task as ``GET /_worker/workers/{worker_id}/tasks/next`` hands it out;
+    with ``signing_secret``, signed in ``sig`` as SDK 1.0b20 verifies it
+    when it has the same secret (1.0b7 ignores the field)."""
+    body: dict[str, Any] = {
         "job_id": task.job_id,
         "task_id": task.task_id,
         "type": task.type,
@@ -277,6 +286,69 @@ def task_json(task: Task) -> dict[str, Any]:
         "tracing_context": dict(task.tracing_context),
         "params_metadata": None,
     }
+    if signing_secret:
+        body["sig"] = _hmac(signing_secret, task_content(body))
+    return body
+
+
+# The fields of SDK 1.0b20's task model: it parses the task into that model
+# and verifies the signature over the model, so anything else is not signed.
+_TASK_MODEL_FIELDS = frozenset(
+    {
+        "job_id", "task_id", "type", "params", "tracing_context", "params_metadata",
+        "priority", "deadline", "security", "metadata", "timestamp", "policy", "sig",
+        "step", "depth", "parent_hash",
+    }
+)  # fmt: skip
+# Fields with these values equal their model defaults, which the model
+# leaves out when it serialises itself.
+_TASK_MODEL_DEFAULTS = {"priority": 0, "step": 0, "depth": 0}
+# Never signed: the signatures themselves.
+_SIGNATURE_FIELDS = ("sig", "orchestrator_signature", "security", "_signature")
+
+
+def task_content(body: dict[str, Any]) -> bytes:
+    """The bytes of a task that its ``sig`` signs: what SDK 1.0b20 parses it
+    into (its task model's fields, defaults left out), as it signs that."""
+    model = {
+        key: value
+        for key, value in body.items()
+        if key in _TASK_MODEL_FIELDS and _TASK_MODEL_DEFAULTS.get(key, ...) != value
+    }
+    return signed_content(model, _SIGNATURE_FIELDS)
+
+
+def signed_content(body: dict[str, Any], leave_out: tuple[str, ...] = ("security",)) -> bytes:
+    """The bytes SDK 1.0b20 signs for ``body``: without ``leave_out``, nulls
+    dropped at every depth, whole-number floats as integers, keys sorted,
+    compact JSON as orjson writes it. (A body the SDK sent is already in
+    that form, so re-serialising what arrived gives its bytes back.)"""
+    kept = {key: value for key, value in body.items() if key not in leave_out}
+    try:
+        return orjson.dumps(_normal(kept), option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits: the SDK cannot sign it either
+        raise InvalidArgument("the body holds an integer too large to sign") from None
+
+
+def signature(body: dict[str, Any]) -> str | None:
+    """The worker's signature of ``body`` (``security.signature``), if any."""
+    security = body.get("security")
+    value = security.get("signature") if isinstance(security, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def _normal(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _normal(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_normal(item) for item in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _hmac(secret: str, content: bytes) -> str:
+    return hmac.new(secret.encode(), content, hashlib.sha256).hexdigest()
 
 
 # -- fields --

@@ -18,12 +18,15 @@ from avtomatika.rest.worker_api.bodies import (
     extras,
     heartbeat_request,
     registration,
+    signature,
+    signed_content,
     task_json,
     task_result,
 )
 from avtomatika.services.worker_api import WorkerApi
 
 __all__ = [
+    "EVENT_UNSIGNED",
     "PROTOCOL_VERSION",
     "PROTOCOL_VERSIONS",
     "SDK_ONLY_PATHS",
@@ -78,7 +81,9 @@ async def register(request: web.Request) -> web.Response:
     api = request.app[WORKER_API]
     api.authenticate(_token(request))
     body = await read_json_object(request)
-    await api.register(_token(request), registration(body), extras(body).skills_hash)
+    parsed = registration(body)
+    _check_signature(request, body)
+    await api.register(_token(request), parsed, extras(body).skills_hash)
     sent = request.headers.get(_VERSION_HEADER)
     warning = None
     if sent is not None and sent not in PROTOCOL_VERSIONS:
@@ -96,6 +101,8 @@ async def heartbeat(request: web.Request) -> web.Response:
     worker_id = path_worker(request)
     body = await read_json_object(request, allow_empty=True)
     beat = heartbeat_request(worker_id, body) if body else None
+    if body:
+        _check_signature(request, body)
     skills_hash = extras(body).skills_hash
     api = request.app[WORKER_API]
     cancel = await api.heartbeat(_token(request), beat, worker_id, skills_hash)
@@ -131,13 +138,15 @@ async def next_task(request: web.Request) -> web.Response:
         # The worker hung up while it waited: nobody would receive the task.
         await api.give_back(worker_id, task.task_id)
         return web.Response(status=204)
-    return web.json_response(task_json(task))
+    return web.json_response(task_json(task, api.task_signing_secret))
 
 
 async def submit_result(request: web.Request) -> web.Response:
     api = request.app[WORKER_API]
     api.authenticate(_token(request))
-    result = task_result(await read_json_object(request))
+    body = await read_json_object(request)
+    result = task_result(body)
+    _check_signature(request, body)
     verdict = await api.submit_result(_token(request), result)
     if verdict.accepted:
         return web.json_response({"status": "accepted", "transition": verdict.transition})
@@ -153,7 +162,9 @@ async def report_event(request: web.Request) -> web.Response:
     ignored (nothing here consumes them)."""
     api = request.app[WORKER_API]
     api.authenticate(_token(request))
-    sent = event(await read_json_object(request))
+    body = await read_json_object(request)
+    sent = event(body)
+    _check_signature(request, body, EVENT_UNSIGNED)
     if sent.event_type != "progress":
         return _ignored("unsupported", f"event type {sent.event_type!r} is not used here")
     if not await api.report_progress(
@@ -161,6 +172,20 @@ async def report_event(request: web.Request) -> web.Response:
     ):
         return _ignored("stale", f"task {sent.task_id!r} is not running on this worker")
     return web.json_response({"status": "event_accepted"})
+
+
+EVENT_UNSIGNED = ("security", "bubbling_chain")
+"""What SDK 1.0b20 leaves out of an event's signature: the chain grows as
+the event travels."""
+
+
+def _check_signature(
+    request: web.Request, body: dict[str, object], leave_out: tuple[str, ...] = ("security",)
+) -> None:
+    """``WORKER_SIGNATURES_REQUIRED``: the body's ``security.signature``."""
+    api = request.app[WORKER_API]
+    if api.signatures_required:
+        api.check_signature(_token(request), signed_content(body, leave_out), signature(body))
 
 
 def _ignored(reason: str, message: str) -> web.Response:

@@ -29,10 +29,16 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from avtomatika.errors import InvalidArgument, Unavailable
-from avtomatika.rest.worker_api.bodies import event
-from avtomatika.rest.worker_api.handlers import WORKER_API, authenticate, path_worker
+from avtomatika.errors import InvalidArgument, Unauthenticated, Unavailable
+from avtomatika.rest.worker_api.bodies import event, signature, signed_content
+from avtomatika.rest.worker_api.handlers import (
+    EVENT_UNSIGNED,
+    WORKER_API,
+    authenticate,
+    path_worker,
+)
 from avtomatika.services.polling_workers import PollingWorkers
+from avtomatika.services.worker_api import WorkerApi
 
 __all__ = ["WEBSOCKET_PATHS", "anonymous_socket", "worker_socket"]
 
@@ -97,7 +103,8 @@ async def _serve(request: web.Request, worker_id: str | None) -> web.StreamRespo
     try:
         async for message in ws:
             if message.type == WSMsgType.TEXT:
-                await _received(workers, worker_id, message.data)
+                token = request.headers.get("X-Worker-Token")
+                await _received(request.app[WORKER_API], token, worker_id, message.data)
     finally:
         workers.detach(worker_id, socket)
         socket.close()
@@ -106,13 +113,20 @@ async def _serve(request: web.Request, worker_id: str | None) -> web.StreamRespo
     return ws
 
 
-async def _received(workers: PollingWorkers, worker_id: str | None, text: str) -> None:
+async def _received(api: WorkerApi, token: str | None, worker_id: str | None, text: str) -> None:
+    workers = api.workers
     try:
         message = json.loads(text)
     except ValueError:
         log.debug("worker socket %s: not JSON, ignored", worker_id)
         return
     if isinstance(message, dict) and "event_type" in message:
+        if api.signatures_required:
+            try:
+                content = signed_content(message, EVENT_UNSIGNED)
+                api.check_signature(token, content, signature(message))
+            except Unauthenticated:
+                return  # logged; a socket has no reply to refuse it with
         await _received_event(workers, worker_id, message)
         return
     if not isinstance(message, dict) or message.get("event") != "progress_update":
