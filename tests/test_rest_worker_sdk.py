@@ -64,10 +64,10 @@ WORKER_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.fixture(scope="session")
-def sdk_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture
+def sdk_python(pypi_sdks: Callable[[str], Path]) -> Path:
     """The Python of a virtualenv with the SDK installed."""
-    return pypi_sdk.install(tmp_path_factory.mktemp("sdk-venv"), SDK)
+    return pypi_sdks(SDK)
 
 
 StartWorker = Callable[..., Awaitable[SdkWorker]]

@@ -18,6 +18,8 @@ from tests.support import create_job, pypi_sdk, wait_for, wait_for_status
 from tests.support.blueprints import echo_blueprint
 from tests.support.orchestrator import HttpClient, StartOrchestrator
 from tests.support.pypi_sdk import SdkWorker, wait_registered
+from tests.test_rest_worker_sdk import SDK as SDK_1_0B7
+from tests.test_rest_worker_sdk import WORKER_SCRIPT as SDK_1_0B7_SCRIPT
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -65,10 +67,10 @@ WORKER_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.fixture(scope="session")
-def sdk20_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture
+def sdk20_python(pypi_sdks: Callable[[str], Path]) -> Path:
     """The Python of a virtualenv with SDK 1.0b20 installed."""
-    return pypi_sdk.install(tmp_path_factory.mktemp("sdk20-venv"), SDK)
+    return pypi_sdks(SDK)
 
 
 StartWorker = Callable[..., Awaitable[SdkWorker]]
@@ -254,3 +256,55 @@ async def test_signed_both_ways_the_sdk_1_0b20_worker_runs_jobs_to_the_end(
     except BaseException:
         worker.dump()
         raise
+
+
+@pytest.mark.parametrize("instances", [1, 2], ids=["one-server", "two-instances-on-redis"])
+async def test_sdk_1_0b7_and_1_0b20_workers_drain_one_queue(
+    start_orchestrator: StartOrchestrator,
+    http_client: HttpClient,
+    sdk20_worker: StartWorker,
+    pypi_sdks: Callable[[str], Path],
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    instances: int,
+) -> None:
+    settings = {}
+    if instances == 2:
+        settings["redis_url"] = request.getfixturevalue("redis_url")
+    servers = [await start_orchestrator([echo_blueprint()], **settings) for _ in range(instances)]
+    http = http_client(servers[0])
+    # One task at a time each: two jobs that run until cancelled occupy
+    # both workers, so each generation must have taken one from the queue.
+    new = await sdk20_worker(servers[-1], "gen-new", MAX_CONCURRENT_TASKS="1")
+    script = tmp_path / "worker7.py"
+    script.write_text(SDK_1_0B7_SCRIPT)
+    old_env = {"MAX_CONCURRENT_TASKS": "1", "HEARTBEAT_INTERVAL": "0.2",
+               "WORKER_ENABLE_WEBSOCKETS": "true", "WORKER_SHUTDOWN_TIMEOUT": "2",
+               "RESULT_RETRY_INITIAL_DELAY": "0.05"}  # fmt: skip
+    old = await pypi_sdk.start(pypi_sdks(SDK_1_0B7), script, servers[0], "gen-old", old_env)
+    await wait_registered(http, "gen-new")
+    await wait_registered(http, "gen-old")
+
+    try:
+        running = [await create_job(http, "jobs/echo", {"mode": "run"}) for _ in range(2)]
+        for job_id in running:
+            await wait_for(http, job_id, lambda j: j["progress"] == 0.5)
+        held = {
+            worker_id: [t for s in servers for t in s.polling_workers.held(worker_id)]
+            for worker_id in ("gen-old", "gen-new")
+        }
+        await old.marked("started", held["gen-old"][0])
+        await new.marked("started", held["gen-new"][0])
+        for job_id in running:
+            await http.post(f"/api/v1/jobs/{job_id}/cancel")
+        # Then the rest of the queue, to whichever generation is free.
+        done = [await create_job(http, "jobs/echo", {"value": i}) for i in range(6)]
+        for i, job_id in enumerate(done):
+            finished = await wait_for_status(http, job_id, "finished")
+            assert finished["state_history"]["echoed"] == i
+    except BaseException:
+        old.dump()
+        new.dump()
+        raise
+    finally:
+        await old.stop()

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import venv
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from avtomatika import OrchestratorEngine
 from tests.support.tokens import WORKER_TOKEN
 from tests.support.waiting import wait_until
 
-__all__ = ["SdkWorker", "install", "start", "wait_registered"]
+__all__ = ["SdkWorker", "install", "pypi_sdks", "start", "wait_registered"]
 
 
 def install(where: Path, requirement: str) -> Path:
@@ -44,6 +45,20 @@ def install(where: Path, requirement: str) -> Path:
         if os.environ.get("CI") == "true":
             pytest.fail(f"{message}\nCI=true requires it")
         pytest.skip(message)
+    return python
+
+
+@pytest.fixture(scope="session")
+def pypi_sdks(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """Factory: the Python of a virtualenv with ``requirement`` installed,
+    installed once per session whichever test asks first."""
+    installed: dict[str, Path] = {}
+
+    def python(requirement: str) -> Path:
+        if requirement not in installed:
+            installed[requirement] = install(tmp_path_factory.mktemp("sdk-venv"), requirement)
+        return installed[requirement]
+
     return python
 
 
