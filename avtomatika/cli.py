@@ -65,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
         "(WORKER_SIGNATURES_REQUIRED, default false)",
     )
     run.add_argument(
+        "--worker-heartbeat-min-interval-seconds",
+        type=float,
+        help="answer REST heartbeats sent sooner than this with 429 and Retry-After "
+        "(WORKER_HEARTBEAT_MIN_INTERVAL_SECONDS, default 0: off)",
+    )
+    run.add_argument(
         "--schedules-config-path",
         type=Path,
         help="background jobs on a timetable, schedules.toml (SCHEDULES_CONFIG_PATH)",

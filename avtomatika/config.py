@@ -49,6 +49,9 @@ class Settings:
     # ORCHESTRATOR_SECRET_KEY), and whether their own signatures are checked.
     worker_task_signing_secret: str | None = field(default=None, repr=False)
     worker_signatures_required: bool = False
+    # A REST worker heartbeating (with a body) sooner than this after its
+    # last heartbeat gets a 429 with Retry-After; 0 turns the limit off.
+    worker_heartbeat_min_interval_seconds: float = 0.0
     tls_cert_path: Path | None = None
     tls_key_path: Path | None = None
     shutdown_grace_seconds: float = 5.0
@@ -146,6 +149,11 @@ class Settings:
         if self.clients_config_path is not None and not self.clients_config_path.is_file():
             raise ConfigError(
                 f"CLIENTS_CONFIG_PATH {str(self.clients_config_path)!r} is not a file"
+            )
+        if self.worker_heartbeat_min_interval_seconds < 0:
+            raise ConfigError(
+                "WORKER_HEARTBEAT_MIN_INTERVAL_SECONDS must be >= 0, "
+                f"got {self.worker_heartbeat_min_interval_seconds}"
             )
         if self.worker_reconnect_grace_seconds < 0:
             raise ConfigError(

@@ -302,3 +302,25 @@ def test_the_task_signature_leaves_out_what_the_sdk_model_leaves_out() -> None:
         bodies.task_content(task) == b'{"job_id":"j","params":{"x":3},"task_id":"t","type":"echo"}'
     )
     assert b'"step":2' in bodies.task_content({**task, "step": 2})
+
+
+async def test_heartbeats_sooner_than_the_minimum_interval_get_429_with_retry_after(
+    start_orchestrator: StartOrchestrator,
+) -> None:
+    orchestrator = await start_orchestrator(
+        [echo_blueprint()], worker_heartbeat_min_interval_seconds=3600
+    )
+    worker = RestWorker(orchestrator, "w20")
+    worker.http.headers.update(HEADERS)
+    try:
+        await answer(await worker.http.post("/_worker/workers/register", json=registration()))
+        url = "/_worker/workers/w20"
+        first = await worker.http.patch(url, json=heartbeat())
+        second = await worker.http.patch(url, json=heartbeat())
+        leaving = await worker.http.patch(url, json=heartbeat(status="offline"))
+
+        assert first.status == 200
+        assert (second.status, second.headers["Retry-After"]) == (429, "3600")
+        assert leaving.status == 200  # a worker saying goodbye is never refused
+    finally:
+        await worker.http.close()

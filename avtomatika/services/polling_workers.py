@@ -29,12 +29,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from avtomatika.clock import now_ms
 from avtomatika.engine.core import Engine, ResultVerdict
-from avtomatika.errors import NotFound
+from avtomatika.errors import NotFound, RateLimited
 from avtomatika.ids import check_worker_id
 from avtomatika.v1 import task_pb2, worker_pb2
 from avtomatika.v1.task_pb2 import Task, TaskResult
@@ -81,6 +82,8 @@ class _Worker:
     polls: int = 0
     skills_hash: str = ""
     """The hash of its skills as SDK 1.0b20 last sent them in full."""
+    beat_at: float = -math.inf
+    """When its last heartbeat with a body came (loop time)."""
 
 
 class PollingWorkers:
@@ -94,6 +97,7 @@ class PollingWorkers:
         self.ttl_seconds = 2 * interval
         """A worker silent this long is gone."""
         self._poll_timeout = engine.config.worker_poll_timeout_seconds
+        self._min_beat_interval = engine.config.worker_heartbeat_min_interval_seconds
         self._workers: dict[str, _Worker] = {}
         self._sockets: dict[str, Socket] = {}
         self._anonymous: set[Socket] = set()
@@ -199,14 +203,16 @@ class PollingWorkers:
             worker = self._add(
                 WorkerRegistration(worker_id=worker_id, skills=beat.supported_skills)
             )
-            worker.skills_hash = skills_hash
-        elif beat.supported_skills:
+        elif beat.status != "offline":
+            self._check_beat_rate(worker)
+        if beat.supported_skills:
             # Only a non-empty list replaces the skills: SDK 1.0b7 sends an
             # empty one while it is busy, which is no change of skills.
             del worker.info.registration.skills[:]
             worker.info.registration.skills.extend(dict.fromkeys(beat.supported_skills))
             worker.skills_hash = skills_hash
         worker.info.status = status
+        worker.beat_at = self._now()
         self._touch(worker)
         running = set(beat.current_tasks)
         worker.reported &= running
@@ -216,6 +222,19 @@ class PollingWorkers:
         if status == worker_pb2.WORKER_STATUS_DRAINING and not running and not worker.held:
             self._forget(worker_id, worker)  # it left cleanly
         return sorted(cancel)
+
+    def _check_beat_rate(self, worker: _Worker) -> None:
+        """``WORKER_HEARTBEAT_MIN_INTERVAL_SECONDS``: a heartbeat too soon
+        after the last is refused with the wait (the SDKs' pick-up and
+        completion heartbeats come in bursts; 1.0b20 backs off as told).
+        A shutdown heartbeat always passes: it says the worker is leaving."""
+        if self._min_beat_interval <= 0:
+            return
+        wait = worker.beat_at + self._min_beat_interval - self._now()
+        if wait > 0:
+            raise RateLimited(
+                f"heartbeats at most every {self._min_beat_interval:g} s", math.ceil(wait)
+            )
 
     async def _requeue_unlisted(self, worker: _Worker, running: set[str]) -> None:
         """Re-queue tasks leased to the worker that its heartbeats have not
