@@ -324,3 +324,20 @@ async def test_heartbeats_sooner_than_the_minimum_interval_get_429_with_retry_af
         assert leaving.status == 200  # a worker saying goodbye is never refused
     finally:
         await worker.http.close()
+
+
+async def test_a_task_too_large_to_sign_is_handed_out_unsigned_not_stuck(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()], worker_task_signing_secret="k")
+    worker = RestWorker(orchestrator, "w20")
+    worker.http.headers.update(HEADERS)
+    try:
+        await answer(await worker.http.post("/_worker/workers/register", json=registration()))
+        await create_job(http_client(orchestrator), "jobs/echo", {"huge": 2**70})
+
+        task = await worker.next_task()
+
+        assert (task["params"]["huge"], "sig" in task) == (2**70, False)
+    finally:
+        await worker.http.close()

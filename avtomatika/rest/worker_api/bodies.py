@@ -8,6 +8,7 @@ dropped."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -286,8 +287,12 @@ def task_json(task: Task, signing_secret: str | None = None) -> dict[str, Any]:
         "tracing_context": dict(task.tracing_context),
         "params_metadata": None,
     }
-    if signing_secret:
-        body["sig"] = _hmac(signing_secret, task_content(body))
+    # Params the SDK could not sign either (an integer beyond 64 bits) are
+    # handed out unsigned rather than left leased to a poll that failed: a
+    # worker requiring signatures drops the task, and its deadline ends it.
+    with contextlib.suppress(InvalidArgument):
+        if signing_secret:
+            body["sig"] = _hmac(signing_secret, task_content(body))
     return body
 
 
