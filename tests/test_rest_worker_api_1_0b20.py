@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from avtomatika.rest.worker_api import bodies
-from tests.support import create_job
+from tests.support import create_job, wait_for
 from tests.support.blueprints import echo_blueprint
 from tests.support.orchestrator import HttpClient, StartOrchestrator
 from tests.support.rest_worker import RestWorker
@@ -339,5 +339,45 @@ async def test_a_task_too_large_to_sign_is_handed_out_unsigned_not_stuck(
         task = await worker.next_task()
 
         assert (task["params"]["huge"], "sig" in task) == (2**70, False)
+    finally:
+        await worker.http.close()
+
+
+def signed_event(task: dict[str, Any], key: str, **payload: Any) -> dict[str, Any]:
+    """A progress event signed as SDK 1.0b20 signs it with ``key``."""
+    body = progress(task, payload=payload)
+    unsigned = {k: v for k, v in body.items() if k != "bubbling_chain"}
+    content = json.dumps(unsigned, sort_keys=True, separators=(",", ":"))
+    return {**body, "security": {"signature": hmac_hex(key, content), "signer_id": "w20"}}
+
+
+async def test_over_the_socket_a_forged_event_is_dropped_and_logged(
+    start_orchestrator: StartOrchestrator,
+    http_client: HttpClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()], worker_signatures_required=True)
+    http = http_client(orchestrator)
+    worker = RestWorker(orchestrator, "w20")
+    worker.http.headers.update(HEADERS)
+    try:
+        body = registration(security=None, capabilities=None, installed_artifacts=None)
+        content = json.dumps(
+            {k: v for k, v in body.items() if v is not None}, sort_keys=True, separators=(",", ":")
+        )
+        body["security"] = {"signature": hmac_hex(WORKER_TOKEN, content)}
+        await answer(await worker.http.post("/_worker/workers/register", json=body))
+        job_id = await create_job(http, "jobs/echo")
+        task = await worker.next_task()
+
+        async with worker.http.ws_connect("/_worker/ws/w20") as ws:
+            await ws.send_json(signed_event(task, "guess", progress=0.3, message="forged"))
+            await ws.send_json(signed_event(task, WORKER_TOKEN, progress=0.5, message="real"))
+            # In order on one socket: once the real one shows, the forged
+            # one was seen before it.
+            job = await wait_for(http, job_id, lambda j: j["progress"] == 0.5)
+
+        assert job["progress_message"] == "real"
+        assert "worker request refused: bad signature" in caplog.text
     finally:
         await worker.http.close()
