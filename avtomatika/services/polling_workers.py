@@ -143,9 +143,10 @@ class PollingWorkers:
     async def register(self, registration: WorkerRegistration, skills_hash: str = "") -> None:
         """Register a worker. SDK 1.0b7 registers once, when it starts, so a
         worker registering again is a new process: the tasks handed to the
-        old one, which died with it, go back to the queue. (SDK 1.0b20 also
-        registers again when told its books here were lost: those tasks
-        were then lost with the books, or are re-queued by their expiry.)"""
+        old one, which died with it, go back to the queue. SDK 1.0b20 also
+        registers again, still running, when a heartbeat is answered "not
+        found"; a task re-queued then is named in its next heartbeat reply
+        (``cancel_task_ids``), so it stops it rather than finish it twice."""
         worker_id = check_worker_id(registration.worker_id)
         worker = self._workers.get(worker_id)
         lost: set[str] = set()
