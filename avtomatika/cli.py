@@ -54,6 +54,23 @@ def _parser() -> argparse.ArgumentParser:
         "--workers-config-path", type=Path, help="per-worker tokens (WORKERS_CONFIG_PATH)"
     )
     run.add_argument(
+        "--worker-task-signing-secret",
+        help="sign tasks for REST workers with this secret, their ORCHESTRATOR_SECRET_KEY "
+        "(WORKER_TASK_SIGNING_SECRET)",
+    )
+    run.add_argument(
+        "--worker-signatures-required",
+        action=argparse.BooleanOptionalAction,
+        help="refuse REST worker requests without a valid security.signature "
+        "(WORKER_SIGNATURES_REQUIRED, default false)",
+    )
+    run.add_argument(
+        "--worker-heartbeat-min-interval-seconds",
+        type=float,
+        help="answer REST heartbeats sent sooner than this with 429 and Retry-After "
+        "(WORKER_HEARTBEAT_MIN_INTERVAL_SECONDS, default 0: off)",
+    )
+    run.add_argument(
         "--schedules-config-path",
         type=Path,
         help="background jobs on a timetable, schedules.toml (SCHEDULES_CONFIG_PATH)",

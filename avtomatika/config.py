@@ -45,6 +45,13 @@ class Settings:
     worker_health_check_interval_seconds: float = 60.0  # REST workers expire after twice this
     worker_reconnect_grace_seconds: float = 15.0
     workers_config_path: Path | None = None
+    # SDK 1.0b20 REST workers: the secret tasks are signed with (their
+    # ORCHESTRATOR_SECRET_KEY), and whether their own signatures are checked.
+    worker_task_signing_secret: str | None = field(default=None, repr=False)
+    worker_signatures_required: bool = False
+    # A REST worker heartbeating (with a body) sooner than this after its
+    # last heartbeat gets a 429 with Retry-After; 0 turns the limit off.
+    worker_heartbeat_min_interval_seconds: float = 0.0
     tls_cert_path: Path | None = None
     tls_key_path: Path | None = None
     shutdown_grace_seconds: float = 5.0
@@ -131,12 +138,22 @@ class Settings:
                 raise ConfigError(f"{name.upper()} must be > 0, got {getattr(self, name)}")
         if self.blueprints_dir is not None and not self.blueprints_dir.is_dir():
             raise ConfigError(f"BLUEPRINTS_DIR {str(self.blueprints_dir)!r} is not a directory")
-        for name in ("client_token", "global_worker_token", "webhook_secret"):
+        for name in (
+            "client_token",
+            "global_worker_token",
+            "webhook_secret",
+            "worker_task_signing_secret",
+        ):
             if getattr(self, name) == "":
                 raise ConfigError(f"{name.upper()} is set but empty")
         if self.clients_config_path is not None and not self.clients_config_path.is_file():
             raise ConfigError(
                 f"CLIENTS_CONFIG_PATH {str(self.clients_config_path)!r} is not a file"
+            )
+        if self.worker_heartbeat_min_interval_seconds < 0:
+            raise ConfigError(
+                "WORKER_HEARTBEAT_MIN_INTERVAL_SECONDS must be >= 0, "
+                f"got {self.worker_heartbeat_min_interval_seconds}"
             )
         if self.worker_reconnect_grace_seconds < 0:
             raise ConfigError(

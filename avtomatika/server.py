@@ -135,7 +135,12 @@ class Orchestrator:
         # Legacy REST workers: their books and the TTL reaper.
         self.polling_workers = PollingWorkers(self.engine)
         self.services.append(self.polling_workers)
-        self.app_state[WORKER_API] = WorkerApi(self.auth, self.polling_workers)
+        self.app_state[WORKER_API] = WorkerApi(
+            self.auth,
+            self.polling_workers,
+            task_signing_secret=self.settings.worker_task_signing_secret,
+            signatures_required=self.settings.worker_signatures_required,
+        )
         # Job files (S3): before FileCleanup, which uses them until it stops.
         if files is not None:
             self.services.append(files)

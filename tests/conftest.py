@@ -12,6 +12,7 @@ from tests.support.orchestrator import grpc_channel as grpc_channel
 from tests.support.orchestrator import http_client as http_client
 from tests.support.orchestrator import start_orchestrator as start_orchestrator
 from tests.support.postgres import postgres_dsn as postgres_dsn
+from tests.support.pypi_sdk import pypi_sdks as pypi_sdks
 from tests.support.redis import raw as raw
 from tests.support.redis import redis_server as redis_server
 from tests.support.redis import redis_url as redis_url

@@ -1,31 +1,22 @@
 """The public worker SDK ``avtomatika-worker==1.0b7``, unmodified, against a
 live orchestrator over the legacy REST API: it is installed from PyPI into a
-throwaway virtualenv (once per session) and runs as a real process.
-
-Without access to the package index the tests are skipped, except under
-``CI=true``, where that is a failure.
+throwaway virtualenv (once per session) and runs as a real process (see
+:mod:`tests.support.pypi_sdk`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
-import subprocess
-import sys
 import textwrap
-import venv
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from avtomatika import OrchestratorEngine
-from tests.support import WORKER_TOKEN, create_job, wait_for, wait_for_status
+from tests.support import create_job, pypi_sdk, wait_for, wait_for_status
 from tests.support.blueprints import echo_blueprint
 from tests.support.orchestrator import HttpClient, StartOrchestrator
-from tests.support.waiting import wait_until
+from tests.support.pypi_sdk import SdkWorker, wait_registered
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -73,60 +64,10 @@ WORKER_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.fixture(scope="session")
-def sdk_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture
+def sdk_python(pypi_sdks: Callable[[str], Path]) -> Path:
     """The Python of a virtualenv with the SDK installed."""
-    where = tmp_path_factory.mktemp("sdk-venv")
-    venv.EnvBuilder(with_pip=True).create(where)
-    python = where / "bin" / "python"
-    installed = subprocess.run(
-        [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q", SDK],
-        capture_output=True,
-        text=True,
-        timeout=170,
-        check=False,
-    )
-    if installed.returncode != 0:
-        message = f"could not install {SDK} from the package index:\n{installed.stderr[-2000:]}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message}\nCI=true requires it")
-        pytest.skip(message)
-    return python
-
-
-class SdkWorker:
-    """A running SDK worker process and what it marked on stderr."""
-
-    def __init__(self, process: asyncio.subprocess.Process, log: Path) -> None:
-        self.process = process
-        self.log = log
-        self.lines: list[str] = []
-        self._changed = asyncio.Condition()
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self.process.stderr is not None
-        async for raw in self.process.stderr:
-            async with self._changed:
-                self.lines.append(raw.decode(errors="replace").rstrip())
-                self._changed.notify_all()
-
-    async def marked(self, event: str, task_id: str) -> None:
-        """Wait until the handler marks ``event`` for ``task_id``."""
-        expected = f"@@ {event} {task_id}"
-        async with self._changed:
-            await self._changed.wait_for(lambda: expected in self.lines)
-
-    async def stop(self) -> None:
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(10):
-                    await self.process.wait()
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
-        await self._reader
+    return pypi_sdks(SDK)
 
 
 StartWorker = Callable[..., Awaitable[SdkWorker]]
@@ -140,44 +81,20 @@ async def sdk_worker(sdk_python: Path, tmp_path: Path) -> AsyncIterator[StartWor
     started: list[SdkWorker] = []
 
     async def start(orchestrator: OrchestratorEngine, worker_id: str, **env: str) -> SdkWorker:
-        log = tmp_path / f"{worker_id}.log"
-        environment = {
-            "PATH": os.environ.get("PATH", ""),
-            "ORCHESTRATOR_URL": f"http://127.0.0.1:{orchestrator.rest_port}",
-            "WORKER_TOKEN": WORKER_TOKEN,
-            "WORKER_ID": worker_id,
+        settings = {
             "MAX_CONCURRENT_TASKS": "4",
             "HEARTBEAT_INTERVAL": "0.2",
             "WORKER_ENABLE_WEBSOCKETS": "true",
             "WORKER_SHUTDOWN_TIMEOUT": "2",
             "RESULT_RETRY_INITIAL_DELAY": "0.05",
-            "TASK_FILES_DIR": str(tmp_path / "files"),
-            "WORKER_SKILLS_DIR": str(tmp_path / "no-skills"),
             **env,
         }
-        with log.open("wb") as stdout:
-            process = await asyncio.create_subprocess_exec(
-                str(sdk_python),
-                str(script),
-                env=environment,
-                cwd=tmp_path,
-                stdout=stdout,
-                stderr=asyncio.subprocess.PIPE,
-            )
-        started.append(SdkWorker(process, log))
+        started.append(await pypi_sdk.start(sdk_python, script, orchestrator, worker_id, settings))
         return started[-1]
 
     yield start
     for worker in started:
         await worker.stop()
-
-
-async def wait_registered(http: Any, worker_id: str) -> None:
-    async def listed() -> bool:
-        workers = await (await http.get("/api/v1/workers")).json()
-        return any(w["worker_id"] == worker_id for w in workers)
-
-    await wait_until(listed)
 
 
 async def test_an_sdk_1_0b7_worker_runs_jobs_through_every_outcome(
@@ -211,7 +128,7 @@ async def test_an_sdk_1_0b7_worker_runs_jobs_through_every_outcome(
         invalid = await wait_for_status(http, failures["INVALID_INPUT_ERROR"], "failed")
         assert "INVALID_INPUT_ERROR" in invalid["error"]
     except BaseException:
-        print(worker.log.read_text()[-5000:], *worker.lines[-50:], sep="\n", file=sys.stderr)
+        worker.dump()
         raise
 
 

@@ -29,12 +29,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from avtomatika.clock import now_ms
 from avtomatika.engine.core import Engine, ResultVerdict
-from avtomatika.errors import NotFound
+from avtomatika.errors import NotFound, RateLimited
 from avtomatika.ids import check_worker_id
 from avtomatika.v1 import task_pb2, worker_pb2
 from avtomatika.v1.task_pb2 import Task, TaskResult
@@ -54,6 +55,8 @@ _STATUSES = {
     "draining": worker_pb2.WORKER_STATUS_DRAINING,
     # SDK 1.0b7 sends "offline" once on shutdown, then finishes what it runs.
     "offline": worker_pb2.WORKER_STATUS_DRAINING,
+    # SDK 1.0b20 at its concurrency limit; it stops polling by itself.
+    "full": worker_pb2.WORKER_STATUS_BUSY,
 }
 
 
@@ -77,6 +80,10 @@ class _Worker:
     reported: set[str] = field(default_factory=set)
     """Tasks it sent a result for, until its heartbeats stop listing them."""
     polls: int = 0
+    skills_hash: str = ""
+    """The hash of its skills as SDK 1.0b20 last sent them in full."""
+    beat_at: float = -math.inf
+    """When its last heartbeat with a body came (loop time)."""
 
 
 class PollingWorkers:
@@ -90,6 +97,7 @@ class PollingWorkers:
         self.ttl_seconds = 2 * interval
         """A worker silent this long is gone."""
         self._poll_timeout = engine.config.worker_poll_timeout_seconds
+        self._min_beat_interval = engine.config.worker_heartbeat_min_interval_seconds
         self._workers: dict[str, _Worker] = {}
         self._sockets: dict[str, Socket] = {}
         self._anonymous: set[Socket] = set()
@@ -132,10 +140,13 @@ class PollingWorkers:
 
     # -- registration and liveness --
 
-    async def register(self, registration: WorkerRegistration) -> None:
+    async def register(self, registration: WorkerRegistration, skills_hash: str = "") -> None:
         """Register a worker. SDK 1.0b7 registers once, when it starts, so a
         worker registering again is a new process: the tasks handed to the
-        old one, which died with it, go back to the queue."""
+        old one, which died with it, go back to the queue. SDK 1.0b20 also
+        registers again, still running, when a heartbeat is answered "not
+        found"; a task re-queued then is named in its next heartbeat reply
+        (``cancel_task_ids``), so it stops it rather than finish it twice."""
         worker_id = check_worker_id(registration.worker_id)
         worker = self._workers.get(worker_id)
         lost: set[str] = set()
@@ -145,7 +156,7 @@ class PollingWorkers:
             worker.reported.clear()
         # Handed out through other instances, if any (none for one process).
         lost.update(await self._engine.workers.presence.leases(worker_id))
-        self._add(registration)
+        self._add(registration).skills_hash = skills_hash
         for task_id in sorted(lost):
             if await self._engine.requeue_task(task_id, worker_id, "the worker restarted"):
                 log.info(
@@ -173,27 +184,36 @@ class PollingWorkers:
         """An empty heartbeat: refresh the TTL (:class:`NotFound` if unknown)."""
         self._touch(await self._known(worker_id))
 
-    async def heartbeat(self, beat: HeartbeatRequest) -> list[str]:
+    async def heartbeat(self, beat: HeartbeatRequest, skills_hash: str = "") -> list[str]:
         """Apply a heartbeat; the tasks the worker must stop. A worker this
         process does not know (it expired, or an in-memory server restarted)
         is registered again from the heartbeat, since SDK 1.0b7 never
-        re-registers by itself."""
+        re-registers by itself; but only from a heartbeat that lists skills,
+        since a worker restored with none would never get a task. Without
+        them the answer is :class:`NotFound` saying "not found", the words
+        on which SDK 1.0b20 registers again."""
         worker_id = check_worker_id(beat.worker_id)
         worker = self._workers.get(worker_id) or await self._adopt(worker_id)
         status = _STATUSES.get(beat.status, worker_pb2.WORKER_STATUS_IDLE)
         if worker is None:
             if beat.status == "offline" and not beat.current_tasks:
                 return []  # a worker we forgot, leaving: nothing to restore
+            if not beat.supported_skills:
+                raise _unknown(worker_id)
             log.info("REST worker %s is back (heartbeat); registering it again", worker_id)
             worker = self._add(
                 WorkerRegistration(worker_id=worker_id, skills=beat.supported_skills)
             )
-        elif beat.supported_skills:
+        elif beat.status != "offline":
+            self._check_beat_rate(worker)
+        if beat.supported_skills:
             # Only a non-empty list replaces the skills: SDK 1.0b7 sends an
             # empty one while it is busy, which is no change of skills.
             del worker.info.registration.skills[:]
             worker.info.registration.skills.extend(dict.fromkeys(beat.supported_skills))
+            worker.skills_hash = skills_hash
         worker.info.status = status
+        worker.beat_at = self._now()
         self._touch(worker)
         running = set(beat.current_tasks)
         worker.reported &= running
@@ -203,6 +223,19 @@ class PollingWorkers:
         if status == worker_pb2.WORKER_STATUS_DRAINING and not running and not worker.held:
             self._forget(worker_id, worker)  # it left cleanly
         return sorted(cancel)
+
+    def _check_beat_rate(self, worker: _Worker) -> None:
+        """``WORKER_HEARTBEAT_MIN_INTERVAL_SECONDS``: a heartbeat too soon
+        after the last is refused with the wait (the SDKs' pick-up and
+        completion heartbeats come in bursts; 1.0b20 backs off as told).
+        A shutdown heartbeat always passes: it says the worker is leaving."""
+        if self._min_beat_interval <= 0:
+            return
+        wait = worker.beat_at + self._min_beat_interval - self._now()
+        if wait > 0:
+            raise RateLimited(
+                f"heartbeats at most every {self._min_beat_interval:g} s", math.ceil(wait)
+            )
 
     async def _requeue_unlisted(self, worker: _Worker, running: set[str]) -> None:
         """Re-queue tasks leased to the worker that its heartbeats have not
@@ -240,6 +273,13 @@ class PollingWorkers:
         worker.held.discard(task_id)
         return True
 
+    def needs_full_sync(self, worker_id: str, skills_hash: str) -> bool:
+        """Whether a 1.0b20 worker whose skills hash to ``skills_hash`` must
+        send its whole registration again: the skills it last sent here (or
+        through another instance, whose record has no hash) hash otherwise."""
+        worker = self._workers.get(worker_id)
+        return bool(skills_hash) and worker is not None and worker.skills_hash != skills_hash
+
     # -- tasks --
 
     def held(self, worker_id: str) -> list[str]:
@@ -252,16 +292,28 @@ class PollingWorkers:
         worker = self._workers.get(worker_id)
         return worker is not None and worker.polls > 0
 
-    async def next_task(self, worker_id: str) -> Task | None:
+    async def next_task(
+        self,
+        worker_id: str,
+        *,
+        timeout: float | None = None,
+        available: list[str] | None = None,
+    ) -> Task | None:
         """Long-poll: a task for the worker, or None after
-        ``WORKER_POLL_TIMEOUT_SECONDS`` or at shutdown."""
+        ``WORKER_POLL_TIMEOUT_SECONDS`` (or the worker's shorter ``timeout``,
+        after which SDK 1.0b20 gives up on the request) or at shutdown. Only
+        the ``available`` skills are offered, when the worker names them."""
         worker = await self._known(worker_id)
         if self._closing.is_set() or worker.info.status == worker_pb2.WORKER_STATUS_DRAINING:
             return None
         worker.polls += 1
         self._touch(worker)
         try:
-            task = await self._claim(worker, list(worker.info.registration.skills))
+            skills = list(worker.info.registration.skills)
+            if available is not None:
+                skills = [skill for skill in skills if skill in set(available)]
+            wait = self._poll_timeout if timeout is None else min(timeout, self._poll_timeout)
+            task = await self._claim(worker, skills, wait)
         finally:
             worker.polls -= 1
             self._touch(worker)
@@ -270,11 +322,9 @@ class PollingWorkers:
             self._sync(worker)
         return task
 
-    async def _claim(self, worker: _Worker, skills: list[str]) -> Task | None:
+    async def _claim(self, worker: _Worker, skills: list[str], timeout: float) -> Task | None:
         worker_id = worker.info.registration.worker_id
-        claim = asyncio.ensure_future(
-            self._engine.next_task(worker_id, skills, timeout=self._poll_timeout)
-        )
+        claim = asyncio.ensure_future(self._engine.next_task(worker_id, skills, timeout=timeout))
         closing = asyncio.ensure_future(self._closing.wait())
         try:
             # A waiting poll is a sign of life: other instances see it too
@@ -437,7 +487,7 @@ class PollingWorkers:
         (:class:`NotFound` if neither)."""
         worker = self._workers.get(check_worker_id(worker_id)) or await self._adopt(worker_id)
         if worker is None:
-            raise NotFound(f"worker {worker_id!r} is not registered")
+            raise _unknown(worker_id)
         return worker
 
     async def _adopt(self, worker_id: str) -> _Worker | None:
@@ -469,3 +519,8 @@ class PollingWorkers:
     @staticmethod
     def _now() -> float:
         return asyncio.get_running_loop().time()
+
+
+def _unknown(worker_id: str) -> NotFound:
+    # "not found" is what makes SDK 1.0b20 register again.
+    return NotFound(f"worker {worker_id!r} not found: it is not registered; register again")

@@ -11,6 +11,9 @@ in the name of the credential their refusals mention (``X-Worker-Token``,
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import logging
 import math
 from dataclasses import dataclass
 
@@ -25,6 +28,8 @@ from avtomatika.v1.worker_service_pb2 import HeartbeatRequest
 
 __all__ = ["WorkerApi", "check_registration"]
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerApi:
@@ -33,6 +38,11 @@ class WorkerApi:
     auth: Authenticator
     workers: PollingWorkers
     credential: str = "X-Worker-Token"
+    task_signing_secret: str | None = None
+    """``WORKER_TASK_SIGNING_SECRET``: tasks handed out are signed with it."""
+    signatures_required: bool = False
+    """``WORKER_SIGNATURES_REQUIRED``: requests must carry the worker's
+    signature (an HMAC keyed with its token, as SDK 1.0b20 signs)."""
 
     def authenticate(self, token: str | None) -> str | None:
         """Check a worker token: ``GLOBAL_WORKER_TOKEN`` or a per-worker
@@ -41,6 +51,17 @@ class WorkerApi:
         if not self.auth.worker(token):
             raise Unauthenticated(f"missing or invalid {self.credential}")
         return self.auth.worker_id_for_token(token)
+
+    def check_signature(self, token: str | None, content: bytes, signature: str | None) -> None:
+        """With ``signatures_required``, refuse a request whose signature is
+        not the HMAC-SHA256 of ``content`` keyed with the worker's token.
+        Logged: a forged or corrupted request is worth an operator's look."""
+        if not self.signatures_required:
+            return
+        expected = hmac.new((token or "").encode(), content, hashlib.sha256).hexdigest()
+        if signature is None or not hmac.compare_digest(expected, signature):
+            log.warning("worker request refused: %s signature", "bad" if signature else "no")
+            raise Unauthenticated("missing or invalid security.signature")
 
     def speaks_for(self, token: str | None, worker_id: str) -> str:
         """``worker_id``, once the token is known to act as it: not another
@@ -51,17 +72,26 @@ class WorkerApi:
             raise Unauthenticated(f"this {self.credential} may not act as worker {worker_id!r}")
         return worker_id
 
-    async def register(self, token: str | None, registration: WorkerRegistration) -> None:
+    async def register(
+        self, token: str | None, registration: WorkerRegistration, skills_hash: str = ""
+    ) -> None:
+        """Register a worker; ``skills_hash`` is SDK 1.0b20's hash of its
+        skills, against which its heartbeats are checked."""
         self.authenticate(token)
         check_registration(registration)
         self.speaks_for(token, registration.worker_id)
-        await self.workers.register(registration)
+        await self.workers.register(registration, skills_hash)
 
     async def heartbeat(
-        self, token: str | None, beat: HeartbeatRequest | None, worker_id: str
+        self,
+        token: str | None,
+        beat: HeartbeatRequest | None,
+        worker_id: str,
+        skills_hash: str = "",
     ) -> list[str] | None:
         """A heartbeat; with no ``beat``, a TTL ping (None). The tasks the
-        worker must stop."""
+        worker must stop. ``skills_hash``: SDK 1.0b20's, see
+        :meth:`needs_full_sync`."""
         self.authenticate(token)
         self.speaks_for(token, worker_id)
         if beat is None:
@@ -69,14 +99,29 @@ class WorkerApi:
             return None
         if not all(beat.supported_skills) or not all(beat.current_tasks):
             raise InvalidArgument("supported_skills and current_tasks must be non-empty strings")
-        return await self.workers.heartbeat(beat)
+        return await self.workers.heartbeat(beat, skills_hash)
 
-    async def next_task(self, token: str | None, worker_id: str) -> Task | None:
+    def needs_full_sync(self, worker_id: str, skills_hash: str) -> bool:
+        """Whether the worker must resend its whole registration, its skills
+        having changed since it last sent them (after a heartbeat)."""
+        return self.workers.needs_full_sync(worker_id, skills_hash)
+
+    async def next_task(
+        self,
+        token: str | None,
+        worker_id: str,
+        *,
+        timeout: float | None = None,
+        available: list[str] | None = None,
+    ) -> Task | None:
         """The worker's next task, after a long-poll of at most
-        ``WORKER_POLL_TIMEOUT_SECONDS``; None when none came."""
+        ``WORKER_POLL_TIMEOUT_SECONDS`` (or ``timeout``, if shorter); None
+        when none came. Only the ``available`` skills, when named."""
         self.authenticate(token)
         self.speaks_for(token, worker_id)
-        return await self.workers.next_task(worker_id)
+        if timeout is not None and not (math.isfinite(timeout) and timeout >= 0):
+            raise InvalidArgument("timeout must be a non-negative number of seconds")
+        return await self.workers.next_task(worker_id, timeout=timeout, available=available)
 
     async def give_back(self, worker_id: str, task_id: str) -> None:
         """A task handed out to a worker that hung up before it got it."""
@@ -90,6 +135,17 @@ class WorkerApi:
             raise InvalidArgument("worker_id is required (a string)")
         self.speaks_for(token, result.worker_id)
         return await self.workers.submit_result(result)
+
+    async def report_progress(
+        self, token: str | None, worker_id: str, task_id: str, progress: float, message: str
+    ) -> bool:
+        """Progress of a task the worker holds; False (nothing recorded) for
+        a task it does not hold."""
+        self.authenticate(token)
+        self.speaks_for(token, worker_id)
+        if not math.isfinite(progress):
+            raise InvalidArgument("progress must be a finite number")
+        return await self.workers.report_progress(worker_id, task_id, progress, message)
 
 
 def check_registration(registration: WorkerRegistration) -> None:

@@ -14,6 +14,8 @@ in ``tests/conftest.py``.
 - ``raw_worker``: a gRPC worker driven message by message;
   ``rest_worker``: a legacy REST worker driven request by request;
   ``sdk``: the Python SDK's worker for the length of a block;
+  ``pypi_sdk``: the public SDK ``avtomatika-worker`` from PyPI (1.0b7,
+  1.0b20) as a worker process (the ``pypi_sdks`` fixture);
 - ``blueprints``: small blueprints several tests share;
 - ``storage``: the storage contract driven directly (and Redis instances
   behind a proxy that loses replies);

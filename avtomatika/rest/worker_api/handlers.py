@@ -1,7 +1,8 @@
 """The legacy REST worker API under ``/_worker`` (``X-Worker-Token``), as the
-public SDK ``avtomatika-worker`` 1.0b7 speaks it (protocol 1.0b3): register,
-heartbeat (an empty body is a TTL ping), long-poll for the next task, and
-results. Thin: parse (:mod:`.bodies`), call
+public SDK ``avtomatika-worker`` speaks it, 1.0b7 (protocol 1.0b3) and
+1.0b20 (protocol 1.0b17) alike: register, heartbeat (an empty body is a TTL
+ping), long-poll for the next task, results, and 1.0b20's events. Thin:
+parse (:mod:`.bodies`), call
 :class:`~avtomatika.services.worker_api.WorkerApi`, render. The WebSocket is
 in :mod:`.websocket`.
 """
@@ -10,17 +11,25 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from avtomatika.errors import InvalidArgument
 from avtomatika.rest.bodies import read_json_object
 from avtomatika.rest.worker_api.bodies import (
+    event,
+    extras,
     heartbeat_request,
     registration,
+    signature,
+    signed_content,
     task_json,
     task_result,
 )
 from avtomatika.services.worker_api import WorkerApi
 
 __all__ = [
+    "EVENT_UNSIGNED",
     "PROTOCOL_VERSION",
+    "PROTOCOL_VERSIONS",
+    "SDK_ONLY_PATHS",
     "WORKER_API",
     "add_protocol_header",
     "authenticate",
@@ -29,6 +38,7 @@ __all__ = [
     "path_worker",
     "register",
     "release_rest_workers",
+    "report_event",
     "submit_result",
 ]
 
@@ -36,8 +46,16 @@ WORKER_API = web.AppKey("worker_api", WorkerApi)
 """The polling workers' use cases, refusing with ``X-Worker-Token``'s name."""
 
 PROTOCOL_VERSION = "1.0b3"
-"""The worker protocol (``rxon``) version this API speaks: SDK 1.0b7's."""
+"""The worker protocol (``rxon``) version this API speaks by default: SDK
+1.0b7's."""
+PROTOCOL_VERSIONS = frozenset({PROTOCOL_VERSION, "1.0b17"})
+"""The versions it speaks: 1.0b7's and 1.0b20's. A worker sending one of
+them gets it back, so neither SDK warns of a mismatch."""
 _VERSION_HEADER = "X-RXON-Version"
+
+SDK_ONLY_PATHS = frozenset({("POST", "/_worker/events")})
+"""Routes SDK 1.0b20 calls that the proto has no RPC for yet, so they are
+served without a google.api.http annotation (as the WebSockets are)."""
 
 
 def _token(request: web.Request) -> str | None:
@@ -62,16 +80,20 @@ def path_worker(request: web.Request) -> str:
 async def register(request: web.Request) -> web.Response:
     api = request.app[WORKER_API]
     api.authenticate(_token(request))
-    await api.register(_token(request), registration(await read_json_object(request)))
+    body = await read_json_object(request)
+    parsed = registration(body)
+    _check_signature(request, body)
+    await api.register(_token(request), parsed, extras(body).skills_hash)
     sent = request.headers.get(_VERSION_HEADER)
     warning = None
-    if sent is not None and sent != PROTOCOL_VERSION:
+    if sent is not None and sent not in PROTOCOL_VERSIONS:
         warning = (
-            f"this orchestrator speaks worker protocol {PROTOCOL_VERSION}; the worker "
-            f"sent {sent}. Use avtomatika-worker 1.0b7."
+            f"this orchestrator speaks worker protocols {', '.join(sorted(PROTOCOL_VERSIONS))};"
+            f" the worker sent {sent}. Use avtomatika-worker 1.0b7 or 1.0b20."
         )
+    # No access_token: SDK 1.0b20 would swap its own token for it.
     return web.json_response(
-        {"status": "registered", "version": PROTOCOL_VERSION, "warning": warning}
+        {"status": "registered", "version": _version(request), "warning": warning}
     )
 
 
@@ -79,32 +101,52 @@ async def heartbeat(request: web.Request) -> web.Response:
     worker_id = path_worker(request)
     body = await read_json_object(request, allow_empty=True)
     beat = heartbeat_request(worker_id, body) if body else None
-    cancel = await request.app[WORKER_API].heartbeat(_token(request), beat, worker_id)
+    if body:
+        _check_signature(request, body)
+    skills_hash = extras(body).skills_hash
+    api = request.app[WORKER_API]
+    cancel = await api.heartbeat(_token(request), beat, worker_id, skills_hash)
     if cancel is None:
         return web.json_response({"status": "ttl_refreshed"})
     reply: dict[str, object] = {"status": "ok"}
     if cancel:
         reply["cancel_task_ids"] = cancel
+    if api.needs_full_sync(worker_id, skills_hash):
+        reply["require_full_sync"] = True  # SDK 1.0b20 then resends its skills
     return web.json_response(reply)
 
 
 async def next_task(request: web.Request) -> web.Response:
     worker_id = path_worker(request)
     api = request.app[WORKER_API]
-    task = await api.next_task(_token(request), worker_id)
+    # SDK 1.0b20 names how long it waits and which skills it offers now;
+    # 1.0b7 sends no query string.
+    query = request.query
+    timeout = None
+    if "timeout" in query:
+        try:
+            timeout = float(query["timeout"])
+        except ValueError:
+            raise InvalidArgument("timeout must be a number of seconds") from None
+    available = None
+    if "available_skills" in query:
+        available = [s for s in query["available_skills"].split(",") if s]
+    task = await api.next_task(_token(request), worker_id, timeout=timeout, available=available)
     if task is None:
         return web.Response(status=204)
     if request.transport is None or request.transport.is_closing():
         # The worker hung up while it waited: nobody would receive the task.
         await api.give_back(worker_id, task.task_id)
         return web.Response(status=204)
-    return web.json_response(task_json(task))
+    return web.json_response(task_json(task, api.task_signing_secret))
 
 
 async def submit_result(request: web.Request) -> web.Response:
     api = request.app[WORKER_API]
     api.authenticate(_token(request))
-    result = task_result(await read_json_object(request))
+    body = await read_json_object(request)
+    result = task_result(body)
+    _check_signature(request, body)
     verdict = await api.submit_result(_token(request), result)
     if verdict.accepted:
         return web.json_response({"status": "accepted", "transition": verdict.transition})
@@ -113,11 +155,53 @@ async def submit_result(request: web.Request) -> web.Response:
     )
 
 
+async def report_event(request: web.Request) -> web.Response:
+    """``POST /_worker/events`` (SDK 1.0b20): a worker event. Progress of a
+    task the worker holds is recorded; progress of any other task is
+    ignored with a reason, as a result would be; other event types are
+    ignored (nothing here consumes them)."""
+    api = request.app[WORKER_API]
+    api.authenticate(_token(request))
+    body = await read_json_object(request)
+    sent = event(body)
+    _check_signature(request, body, EVENT_UNSIGNED)
+    if sent.event_type != "progress":
+        return _ignored("unsupported", f"event type {sent.event_type!r} is not used here")
+    if not await api.report_progress(
+        _token(request), sent.worker_id, sent.task_id, sent.progress, sent.message
+    ):
+        return _ignored("stale", f"task {sent.task_id!r} is not running on this worker")
+    return web.json_response({"status": "event_accepted"})
+
+
+EVENT_UNSIGNED = ("security", "bubbling_chain")
+"""What SDK 1.0b20 leaves out of an event's signature: the chain grows as
+the event travels."""
+
+
+def _check_signature(
+    request: web.Request, body: dict[str, object], leave_out: tuple[str, ...] = ("security",)
+) -> None:
+    """``WORKER_SIGNATURES_REQUIRED``: the body's ``security.signature``."""
+    api = request.app[WORKER_API]
+    if api.signatures_required:
+        api.check_signature(_token(request), signed_content(body, leave_out), signature(body))
+
+
+def _ignored(reason: str, message: str) -> web.Response:
+    return web.json_response({"status": "ignored", "reason": reason, "message": message})
+
+
+def _version(request: web.Request) -> str:
+    sent = request.headers.get(_VERSION_HEADER)
+    return sent if sent in PROTOCOL_VERSIONS else PROTOCOL_VERSION
+
+
 async def add_protocol_header(request: web.Request, response: web.StreamResponse) -> None:
     """``on_response_prepare``: every ``/_worker`` response, errors included,
     names the protocol version."""
     if request.path.startswith("/_worker/"):
-        response.headers[_VERSION_HEADER] = PROTOCOL_VERSION
+        response.headers[_VERSION_HEADER] = _version(request)
 
 
 async def release_rest_workers(app: web.Application) -> None:

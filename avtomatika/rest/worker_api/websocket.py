@@ -3,8 +3,10 @@ and ``GET /_worker/ws`` (what SDK 1.0b7 opens).
 
 The token is checked before the upgrade: a bad one gets a 401 JSON answer
 and no socket. Up, the worker sends ``{"event": "progress_update", "task_id",
-"job_id", "progress", "message"}``; down, the server sends ``{"command":
-"cancel_task", "task_id", "job_id"}``.
+"job_id", "progress", "message"}`` (SDK 1.0b7) or the event body of ``POST
+/_worker/events`` with ``"event_type": "progress"`` (SDK 1.0b20, which
+opens ``/_worker/ws/{worker_id}``); down, the server sends ``{"command":
+"cancel_task", "task_id", "job_id"}``, which both SDKs obey.
 
 A socket knows its worker from the path, or from a per-worker token. SDK
 1.0b7 connects to ``/_worker/ws`` with the shared token, so its socket is
@@ -27,9 +29,16 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from avtomatika.errors import InvalidArgument, Unavailable
-from avtomatika.rest.worker_api.handlers import WORKER_API, authenticate, path_worker
+from avtomatika.errors import InvalidArgument, Unauthenticated, Unavailable
+from avtomatika.rest.worker_api.bodies import event, signature, signed_content
+from avtomatika.rest.worker_api.handlers import (
+    EVENT_UNSIGNED,
+    WORKER_API,
+    authenticate,
+    path_worker,
+)
 from avtomatika.services.polling_workers import PollingWorkers
+from avtomatika.services.worker_api import WorkerApi
 
 __all__ = ["WEBSOCKET_PATHS", "anonymous_socket", "worker_socket"]
 
@@ -94,7 +103,8 @@ async def _serve(request: web.Request, worker_id: str | None) -> web.StreamRespo
     try:
         async for message in ws:
             if message.type == WSMsgType.TEXT:
-                await _received(workers, worker_id, message.data)
+                token = request.headers.get("X-Worker-Token")
+                await _received(request.app[WORKER_API], token, worker_id, message.data)
     finally:
         workers.detach(worker_id, socket)
         socket.close()
@@ -103,11 +113,21 @@ async def _serve(request: web.Request, worker_id: str | None) -> web.StreamRespo
     return ws
 
 
-async def _received(workers: PollingWorkers, worker_id: str | None, text: str) -> None:
+async def _received(api: WorkerApi, token: str | None, worker_id: str | None, text: str) -> None:
+    workers = api.workers
     try:
         message = json.loads(text)
     except ValueError:
         log.debug("worker socket %s: not JSON, ignored", worker_id)
+        return
+    if isinstance(message, dict) and "event_type" in message:
+        if api.signatures_required:
+            try:
+                content = signed_content(message, EVENT_UNSIGNED)
+                api.check_signature(token, content, signature(message))
+            except Unauthenticated:
+                return  # logged; a socket has no reply to refuse it with
+        await _received_event(workers, worker_id, message)
         return
     if not isinstance(message, dict) or message.get("event") != "progress_update":
         log.debug("worker socket %s: unknown message ignored", worker_id)
@@ -121,3 +141,22 @@ async def _received(workers: PollingWorkers, worker_id: str | None, text: str) -
         log.debug("worker socket %s: malformed progress_update ignored", worker_id)
         return
     await workers.report_progress(worker_id, task_id, value, note if isinstance(note, str) else "")
+
+
+async def _received_event(
+    workers: PollingWorkers, worker_id: str | None, message: dict[str, Any]
+) -> None:
+    """SDK 1.0b20's event message: progress counts for the socket's worker."""
+    try:
+        sent = event(message)
+    except InvalidArgument as exc:
+        log.info("worker socket %s: malformed event ignored: %s", worker_id, exc)
+        return
+    if sent.event_type != "progress":
+        log.debug("worker socket %s: %s event ignored", worker_id, sent.event_type)
+        return
+    if worker_id is not None and sent.worker_id != worker_id:
+        log.info("worker socket %s: event for worker %s ignored", worker_id, sent.worker_id)
+        return
+    if not await workers.report_progress(worker_id, sent.task_id, sent.progress, sent.message):
+        log.info("worker socket %s: progress of task %s ignored", worker_id, sent.task_id)
