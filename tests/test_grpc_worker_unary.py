@@ -23,6 +23,7 @@ from avtomatika.v1.worker_service_pb2 import (
     HeartbeatRequest,
     NextTaskRequest,
     RegisterWorkerRequest,
+    ReportEventRequest,
     SubmitResultRequest,
 )
 from tests.support import CLIENT_TOKEN, WORKER_TOKEN
@@ -206,3 +207,34 @@ async def test_a_task_leased_to_a_poll_cancelled_meanwhile_goes_back_to_the_queu
 
     again = (await workers.NextTask(NextTaskRequest(worker_id="poller-1"), metadata=WORKER)).task
     assert again.job_id == job_id
+
+
+async def test_progress_events_of_held_tasks_are_recorded_others_ignored(
+    start_orchestrator: StartOrchestrator, grpc_channel: GrpcChannel
+) -> None:
+    workers, jobs = await stubs(start_orchestrator, grpc_channel)
+    await workers.RegisterWorker(registration(), metadata=WORKER)
+    await workers.RegisterWorker(registration("poller-2"), metadata=WORKER)
+    job_id = await create(jobs)
+    task = (await workers.NextTask(NextTaskRequest(worker_id="poller-1"), metadata=WORKER)).task
+
+    def progress(worker_id: str, event_type: str = "progress") -> ReportEventRequest:
+        return ReportEventRequest(
+            worker_id=worker_id,
+            task_id=task.task_id,
+            event_type=event_type,
+            progress=0.4,
+            message="warming up",
+        )
+
+    accepted = await workers.ReportEvent(progress("poller-1"), metadata=WORKER)
+    assert accepted.status == "event_accepted"
+    job = (await jobs.GetJob(GetJobRequest(job_id=job_id), metadata=CLIENT)).job
+    assert (job.progress, job.progress_message) == (0.4, "warming up")
+    stale = await workers.ReportEvent(progress("poller-2"), metadata=WORKER)
+    assert (stale.status, stale.reason) == ("ignored", "stale")
+    other = await workers.ReportEvent(progress("poller-1", "log"), metadata=WORKER)
+    assert (other.status, other.reason) == ("ignored", "unsupported")
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await workers.ReportEvent(progress("poller-1"), metadata=(("x-worker-token", "no"),))
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED

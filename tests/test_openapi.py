@@ -17,7 +17,6 @@ from openapi_spec_validator import validate
 from avtomatika.rest import build_app
 from avtomatika.rest.api_shapes import CREATE_JOB, OPERATIONS, SCHEMAS
 from avtomatika.rest.openapi import annotated_rpcs, template
-from avtomatika.rest.worker_api.handlers import SDK_ONLY_PATHS
 from avtomatika.rest.worker_api.websocket import WEBSOCKET_PATHS
 from tests.support import RawWorker, create_job, wait_for_status
 from tests.support.blueprints import echo_blueprint
@@ -66,13 +65,12 @@ async def test_every_route_is_documented_under_its_rpc_name(
     documented = operations(await fetch_document(http_client(orchestrator)))
 
     app = build_app(orchestrator.engine, orchestrator.auth)
-    # WebSockets are left out: OpenAPI cannot describe them; so are SDK
-    # 1.0b20's routes, which no RPC declares yet.
+    # WebSockets are left out: OpenAPI cannot describe them.
     served = {
         (route.method, template(route.resource.canonical))
         for route in app.router.routes()
         if route.resource is not None and template(route.resource.canonical) not in WEBSOCKET_PATHS
-    } - SDK_ONLY_PATHS
+    }
     rpcs = annotated_rpcs()
     assert served - {CATCH_ALL} == set(documented) - {("POST", "/api/v1/jobs/echo")}
     for key in served - {CATCH_ALL}:

@@ -11,7 +11,6 @@ from avtomatika.access.authenticator import Authenticator
 from avtomatika.config import Settings
 from avtomatika.engine.core import Engine
 from avtomatika.rest import build_app
-from avtomatika.rest.worker_api.handlers import SDK_ONLY_PATHS
 from avtomatika.rest.worker_api.websocket import WEBSOCKET_PATHS
 from avtomatika.v1 import job_service_pb2, public_service_pb2, worker_service_pb2
 
@@ -58,9 +57,6 @@ def test_every_annotated_path_is_served_and_nothing_else() -> None:
     served = aiohttp_routes()
     assert websockets <= served
     served -= websockets
-    # So is SDK 1.0b20's POST /_worker/events, until the proto has an RPC.
-    assert served >= SDK_ONLY_PATHS
-    served -= SDK_ONLY_PATHS
     assert annotated - served == set(), "annotated in proto/ but not served"
     assert served - annotated == set(), "served but not annotated in proto/"
 

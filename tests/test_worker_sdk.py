@@ -35,6 +35,8 @@ from avtomatika.v1.worker_service_pb2 import (
     NextTaskResponse,
     RegisterWorkerRequest,
     RegisterWorkerResponse,
+    ReportEventRequest,
+    ReportEventResponse,
     ResponseBatch,
     ResultAck,
     SubmitResultRequest,
@@ -265,6 +267,13 @@ class ScriptedServer(worker_service_pb2_grpc.WorkerServiceServicer):
         request: SubmitResultRequest,
         context: grpc.aio.ServicerContext[SubmitResultRequest, SubmitResultResponse],
     ) -> SubmitResultResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not scripted")
+
+    async def ReportEvent(
+        self,
+        request: ReportEventRequest,
+        context: grpc.aio.ServicerContext[ReportEventRequest, ReportEventResponse],
+    ) -> ReportEventResponse:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not scripted")
 
 

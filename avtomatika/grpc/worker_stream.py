@@ -70,6 +70,8 @@ from avtomatika.v1.worker_service_pb2 import (
     NextTaskResponse,
     RegisterWorkerRequest,
     RegisterWorkerResponse,
+    ReportEventRequest,
+    ReportEventResponse,
     ResponseBatch,
     ResultAck,
     SubmitResultRequest,
@@ -231,6 +233,35 @@ class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
             return SubmitResultResponse(
                 status="ignored", reason=verdict.reason, message=verdict.message
             )
+
+    async def ReportEvent(
+        self,
+        request: ReportEventRequest,
+        context: grpc.aio.ServicerContext[ReportEventRequest, ReportEventResponse],
+    ) -> ReportEventResponse:
+        async with rpc_errors(context):
+            if not request.task_id:
+                raise InvalidArgument("task_id is required (a non-empty string)")
+            if request.event_type != "progress":
+                return ReportEventResponse(
+                    status="ignored",
+                    reason="unsupported",
+                    message=f"event type {request.event_type!r} is not used here",
+                )
+            recorded = await self._polling.report_progress(
+                _worker_token(context),
+                request.worker_id,
+                request.task_id,
+                request.progress,
+                request.message,
+            )
+            if not recorded:
+                return ReportEventResponse(
+                    status="ignored",
+                    reason="stale",
+                    message=f"task {request.task_id!r} is not running on this worker",
+                )
+            return ReportEventResponse(status="event_accepted")
 
 
 def _worker_token(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:

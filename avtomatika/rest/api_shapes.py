@@ -375,6 +375,31 @@ SCHEMAS: dict[str, Schema] = {
             ),
         },
     },
+    "WorkerEvent": {
+        "type": "object",
+        "description": "SDK 1.0b20's event: the task is target_task_id (origin_task_id "
+        "when it names none); progress is payload.progress (0 to 1) and payload.message.",
+        "required": ["event_type", "worker_id"],
+        "properties": {
+            "event_type": {"type": "string", "minLength": 1},
+            "worker_id": _STRING,
+            "target_task_id": _STRING,
+            "origin_task_id": _STRING,
+            "payload": {"type": "object"},
+        },
+    },
+    "EventReply": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {
+            "status": {"enum": ["event_accepted", "ignored"]},
+            "reason": {
+                "type": "string",
+                "description": "Why it was ignored: stale, unsupported.",
+            },
+            "message": _STRING,
+        },
+    },
     "ResultReply": {
         "type": "object",
         "required": ["status"],
@@ -612,5 +637,10 @@ OPERATIONS: dict[str, Operation] = {
         {200: Reply("Accepted, or ignored with a reason.", ref("ResultReply"))},
         errors={400: "Invalid body."},
         body=ref("WorkerResult"),
+    ),
+    "ReportEvent": Operation(
+        {200: Reply("Recorded, or ignored with a reason.", ref("EventReply"))},
+        errors={400: "Invalid body, or an unknown field (named)."},
+        body=ref("WorkerEvent"),
     ),
 }

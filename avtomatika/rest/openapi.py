@@ -49,7 +49,6 @@ from avtomatika.rest.api_shapes import (
     ref,
 )
 from avtomatika.rest.state import ENGINE
-from avtomatika.rest.worker_api.handlers import SDK_ONLY_PATHS
 from avtomatika.rest.worker_api.websocket import WEBSOCKET_PATHS
 
 __all__ = ["HOLDS", "Rpc", "annotated_rpcs", "openapi_document", "template"]
@@ -173,12 +172,12 @@ def openapi_document(app: web.Application) -> dict[str, Any]:
 
 def _served(app: web.Application) -> Iterator[tuple[str, str, str]]:
     """(method, path template, handler name) of every route but the
-    WebSockets and SDK 1.0b20's routes that have no RPC, in table order."""
+    WebSockets, in table order."""
     for route in app.router.routes():
         if route.method in ("HEAD", "*") or route.resource is None:
             continue
         path = template(route.resource.canonical)
-        if path not in WEBSOCKET_PATHS and (route.method, path) not in SDK_ONLY_PATHS:
+        if path not in WEBSOCKET_PATHS:
             yield route.method, path, route.handler.__name__
 
 

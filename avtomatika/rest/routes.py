@@ -57,7 +57,6 @@ ROUTES: tuple[tuple[str, str, _Handler], ...] = (
     ("PATCH", "/_worker/workers/{worker_id}", worker_api.heartbeat),
     ("GET", "/_worker/workers/{worker_id}/tasks/next", worker_api.next_task),
     ("POST", "/_worker/tasks/result", worker_api.submit_result),
-    # SDK 1.0b20's events: not in the proto yet (see worker_api.handlers.SDK_ONLY_PATHS).
     ("POST", "/_worker/events", worker_api.report_event),
     # WebSockets: not in the proto (see worker_api.websocket.WEBSOCKET_PATHS).
     ("GET", "/_worker/ws/{worker_id}", worker_ws.worker_socket),

@@ -29,7 +29,6 @@ __all__ = [
     "EVENT_UNSIGNED",
     "PROTOCOL_VERSION",
     "PROTOCOL_VERSIONS",
-    "SDK_ONLY_PATHS",
     "WORKER_API",
     "add_protocol_header",
     "authenticate",
@@ -52,10 +51,6 @@ PROTOCOL_VERSIONS = frozenset({PROTOCOL_VERSION, "1.0b17"})
 """The versions it speaks: 1.0b7's and 1.0b20's. A worker sending one of
 them gets it back, so neither SDK warns of a mismatch."""
 _VERSION_HEADER = "X-RXON-Version"
-
-SDK_ONLY_PATHS = frozenset({("POST", "/_worker/events")})
-"""Routes SDK 1.0b20 calls that the proto has no RPC for yet, so they are
-served without a google.api.http annotation (as the WebSockets are)."""
 
 
 def _token(request: web.Request) -> str | None:

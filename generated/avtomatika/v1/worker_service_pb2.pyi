@@ -800,3 +800,73 @@ class SubmitResultResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubmitResultResponse: _TypeAlias = SubmitResultResponse  # noqa: Y015
+
+@_typing.final
+class ReportEventRequest(_message.Message):
+    """ReportEventRequest is an event of one of the worker's tasks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    EVENT_TYPE_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    worker_id: _builtins.str
+    """The reporting worker."""
+    task_id: _builtins.str
+    """The task the event is about."""
+    event_type: _builtins.str
+    """"progress" (the only type recorded; others are ignored)."""
+    progress: _builtins.float
+    """For progress: 0.0 to 1.0."""
+    message: _builtins.str
+    """For progress: a human-readable note."""
+    def __init__(
+        self,
+        *,
+        worker_id: _builtins.str = ...,
+        task_id: _builtins.str = ...,
+        event_type: _builtins.str = ...,
+        progress: _builtins.float = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_type", b"event_type", "message", b"message", "progress", b"progress", "task_id", b"task_id", "worker_id", b"worker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportEventRequest: _TypeAlias = ReportEventRequest  # noqa: Y015
+
+@_typing.final
+class ReportEventResponse(_message.Message):
+    """ReportEventResponse says what became of the event."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    status: _builtins.str
+    """"event_accepted" or "ignored"."""
+    reason: _builtins.str
+    """Why it was ignored ("stale": the worker does not hold the task;
+    "unsupported": an event type nothing consumes).
+    """
+    message: _builtins.str
+    """Human-readable explanation."""
+    def __init__(
+        self,
+        *,
+        status: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "reason", b"reason", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportEventResponse: _TypeAlias = ReportEventResponse  # noqa: Y015

@@ -73,6 +73,11 @@ class WorkerServiceStub:
                 request_serializer=avtomatika_dot_v1_dot_worker__service__pb2.SubmitResultRequest.SerializeToString,
                 response_deserializer=avtomatika_dot_v1_dot_worker__service__pb2.SubmitResultResponse.FromString,
                 _registered_method=True)
+        self.ReportEvent = channel.unary_unary(
+                '/avtomatika.v1.WorkerService/ReportEvent',
+                request_serializer=avtomatika_dot_v1_dot_worker__service__pb2.ReportEventRequest.SerializeToString,
+                response_deserializer=avtomatika_dot_v1_dot_worker__service__pb2.ReportEventResponse.FromString,
+                _registered_method=True)
 
 
 class WorkerServiceServicer:
@@ -138,6 +143,16 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportEvent(self, request, context):
+        """ReportEvent reports an event of a task the worker holds: progress is
+        recorded on the task's job; progress of a task it does not hold, and
+        other event types, are ignored with a reason. Over REST the body is SDK
+        1.0b20's event (event_type, target_task_id, payload.progress, ...).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -165,6 +180,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.SubmitResult,
                     request_deserializer=avtomatika_dot_v1_dot_worker__service__pb2.SubmitResultRequest.FromString,
                     response_serializer=avtomatika_dot_v1_dot_worker__service__pb2.SubmitResultResponse.SerializeToString,
+            ),
+            'ReportEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportEvent,
+                    request_deserializer=avtomatika_dot_v1_dot_worker__service__pb2.ReportEventRequest.FromString,
+                    response_serializer=avtomatika_dot_v1_dot_worker__service__pb2.ReportEventResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -316,6 +336,33 @@ class WorkerService:
             '/avtomatika.v1.WorkerService/SubmitResult',
             avtomatika_dot_v1_dot_worker__service__pb2.SubmitResultRequest.SerializeToString,
             avtomatika_dot_v1_dot_worker__service__pb2.SubmitResultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/avtomatika.v1.WorkerService/ReportEvent',
+            avtomatika_dot_v1_dot_worker__service__pb2.ReportEventRequest.SerializeToString,
+            avtomatika_dot_v1_dot_worker__service__pb2.ReportEventResponse.FromString,
             options,
             channel_credentials,
             insecure,

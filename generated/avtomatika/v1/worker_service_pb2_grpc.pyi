@@ -70,6 +70,12 @@ class WorkerServiceStub:
     """NextTask long-polls for the next task of a REST worker."""
     SubmitResult: _grpc.UnaryUnaryMultiCallable[_worker_service_pb2.SubmitResultRequest, _worker_service_pb2.SubmitResultResponse]
     """SubmitResult reports a task's result from a REST worker."""
+    ReportEvent: _grpc.UnaryUnaryMultiCallable[_worker_service_pb2.ReportEventRequest, _worker_service_pb2.ReportEventResponse]
+    """ReportEvent reports an event of a task the worker holds: progress is
+    recorded on the task's job; progress of a task it does not hold, and
+    other event types, are ignored with a reason. Over REST the body is SDK
+    1.0b20's event (event_type, target_task_id, payload.progress, ...).
+    """
 
 @_typing.type_check_only
 class WorkerServiceAsyncStub(WorkerServiceStub):
@@ -113,6 +119,12 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     """NextTask long-polls for the next task of a REST worker."""
     SubmitResult: _aio.UnaryUnaryMultiCallable[_worker_service_pb2.SubmitResultRequest, _worker_service_pb2.SubmitResultResponse]  # type: ignore[assignment]
     """SubmitResult reports a task's result from a REST worker."""
+    ReportEvent: _aio.UnaryUnaryMultiCallable[_worker_service_pb2.ReportEventRequest, _worker_service_pb2.ReportEventResponse]  # type: ignore[assignment]
+    """ReportEvent reports an event of a task the worker holds: progress is
+    recorded on the task's job; progress of a task it does not hold, and
+    other event types, are ignored with a reason. Over REST the body is SDK
+    1.0b20's event (event_type, target_task_id, payload.progress, ...).
+    """
 
 class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     """WorkerService is how workers receive tasks and report results.
@@ -183,5 +195,17 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_worker_service_pb2.SubmitResultResponse, _abc.Awaitable[_worker_service_pb2.SubmitResultResponse]]:
         """SubmitResult reports a task's result from a REST worker."""
+
+    @_abc_1.abstractmethod
+    def ReportEvent(
+        self,
+        request: _worker_service_pb2.ReportEventRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_service_pb2.ReportEventResponse, _abc.Awaitable[_worker_service_pb2.ReportEventResponse]]:
+        """ReportEvent reports an event of a task the worker holds: progress is
+        recorded on the task's job; progress of a task it does not hold, and
+        other event types, are ignored with a reason. Over REST the body is SDK
+        1.0b20's event (event_type, target_task_id, payload.progress, ...).
+        """
 
 def add_WorkerServiceServicer_to_server(servicer: WorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
