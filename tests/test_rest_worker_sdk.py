@@ -6,95 +6,28 @@ throwaway virtualenv (once per session) and runs as a real process (see
 
 from __future__ import annotations
 
-import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
-from avtomatika import OrchestratorEngine
-from tests.support import create_job, pypi_sdk, wait_for, wait_for_status
+from tests.support import create_job, wait_for, wait_for_status
 from tests.support.blueprints import echo_blueprint
 from tests.support.orchestrator import HttpClient, StartOrchestrator
-from tests.support.pypi_sdk import SdkWorker, wait_registered
+from tests.support.pypi_sdk import wait_registered
+from tests.support.sdk_releases import SDK_1_0B7, StartWorker, workers
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
-SDK = "avtomatika-worker==1.0b7"
-
-# The worker: one skill whose behaviour the job's params choose. Markers for
-# the test go to stderr as "@@ <event> <task_id>"; the SDK logs to stdout.
-WORKER_SCRIPT = textwrap.dedent(
-    """
-    import asyncio
-    import sys
-
-    from avtomatika_worker import Worker
-
-    worker = Worker(worker_type="sdk-test")
-
-
-    def mark(event, task_id):
-        print(f"@@ {event} {task_id}", file=sys.stderr, flush=True)
-
-
-    @worker.task("echo")
-    async def echo(params, task_id, job_id, send_progress, **_):
-        mark("started", task_id)
-        mode = params.get("mode", "ok")
-        if mode == "ok":
-            return {"status": "success", "data": {"echoed": params.get("value")}}
-        if mode == "fail":
-            return {"status": "failure",
-                    "error": {"code": params["code"], "message": "it broke", "details": None}}
-        if mode == "custom":
-            return {"status": "needs_review", "data": {"score": 3}}
-        # "run": report progress until cancelled.
-        try:
-            while True:
-                await send_progress(task_id, job_id, 0.5, "half way")
-                await asyncio.sleep(0.02)
-        except asyncio.CancelledError:
-            mark("cancelled", task_id)
-            raise
-
-
-    worker.run()
-    """
-)
-
 
 @pytest.fixture
-def sdk_python(pypi_sdks: Callable[[str], Path]) -> Path:
-    """The Python of a virtualenv with the SDK installed."""
-    return pypi_sdks(SDK)
-
-
-StartWorker = Callable[..., Awaitable[SdkWorker]]
-
-
-@pytest.fixture
-async def sdk_worker(sdk_python: Path, tmp_path: Path) -> AsyncIterator[StartWorker]:
+async def sdk_worker(
+    pypi_sdks: Callable[[str], Path], tmp_path: Path
+) -> AsyncIterator[StartWorker]:
     """Factory: ``await sdk_worker(orchestrator, worker_id, **env)``."""
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER_SCRIPT)
-    started: list[SdkWorker] = []
-
-    async def start(orchestrator: OrchestratorEngine, worker_id: str, **env: str) -> SdkWorker:
-        settings = {
-            "MAX_CONCURRENT_TASKS": "4",
-            "HEARTBEAT_INTERVAL": "0.2",
-            "WORKER_ENABLE_WEBSOCKETS": "true",
-            "WORKER_SHUTDOWN_TIMEOUT": "2",
-            "RESULT_RETRY_INITIAL_DELAY": "0.05",
-            **env,
-        }
-        started.append(await pypi_sdk.start(sdk_python, script, orchestrator, worker_id, settings))
-        return started[-1]
-
-    yield start
-    for worker in started:
-        await worker.stop()
+    python = pypi_sdks(SDK_1_0B7.requirement)
+    async with workers(python, tmp_path, SDK_1_0B7) as start:
+        yield start
 
 
 async def test_an_sdk_1_0b7_worker_runs_jobs_through_every_outcome(

@@ -7,107 +7,28 @@ virtualenv once per session (see :mod:`tests.support.pypi_sdk`).
 
 from __future__ import annotations
 
-import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
-from avtomatika import OrchestratorEngine
-from tests.support import create_job, pypi_sdk, wait_for, wait_for_status
+from tests.support import create_job, wait_for, wait_for_status
 from tests.support.blueprints import echo_blueprint
 from tests.support.orchestrator import HttpClient, StartOrchestrator
-from tests.support.pypi_sdk import SdkWorker, wait_registered
-from tests.test_rest_worker_sdk import SDK as SDK_1_0B7
-from tests.test_rest_worker_sdk import WORKER_SCRIPT as SDK_1_0B7_SCRIPT
+from tests.support.pypi_sdk import wait_registered
+from tests.support.sdk_releases import SDK_1_0B7, SDK_1_0B20, StartWorker, workers
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
-SDK = "avtomatika-worker==1.0b20"
-
-# One skill whose behaviour the job's params choose; markers for the test go
-# to stderr as "@@ <event> <task_id>" (the SDK logs to stdout).
-WORKER_SCRIPT = textwrap.dedent(
-    """
-    import asyncio
-    import sys
-
-    from avtomatika_worker import Worker
-
-    worker = Worker(worker_type="sdk20-test")
-
-
-    def mark(event, task_id):
-        print(f"@@ {event} {task_id}", file=sys.stderr, flush=True)
-
-
-    @worker.skill("echo", description="Echo params back.")
-    async def echo(params, task_id, job_id, send_progress, **_):
-        mark("started", task_id)
-        mode = params.get("mode", "ok")
-        if mode == "ok":
-            return {"status": "success", "data": {"echoed": params.get("value")}}
-        if mode == "fail":
-            return {"status": "failure",
-                    "error": {"code": params["code"], "message": "it broke"}}
-        if mode == "custom":
-            return {"status": "needs_review", "data": {"score": 3}}
-        # "run": report progress until cancelled.
-        try:
-            while True:
-                await send_progress(task_id, job_id, 0.5, "half way")
-                await asyncio.sleep(0.02)
-        except asyncio.CancelledError:
-            mark("cancelled", task_id)
-            raise
-
-
-    worker.run()
-    """
-)
-
 
 @pytest.fixture
-def sdk20_python(pypi_sdks: Callable[[str], Path]) -> Path:
-    """The Python of a virtualenv with SDK 1.0b20 installed."""
-    return pypi_sdks(SDK)
-
-
-StartWorker = Callable[..., Awaitable[SdkWorker]]
-
-
-@pytest.fixture
-async def sdk20_worker(sdk20_python: Path, tmp_path: Path) -> AsyncIterator[StartWorker]:
+async def sdk20_worker(
+    pypi_sdks: Callable[[str], Path], tmp_path: Path
+) -> AsyncIterator[StartWorker]:
     """Factory: ``await sdk20_worker(orchestrator, worker_id, **env)``."""
-    script = tmp_path / "worker20.py"
-    script.write_text(WORKER_SCRIPT)
-    started: list[SdkWorker] = []
-
-    async def start(orchestrator: OrchestratorEngine, worker_id: str, **env: str) -> SdkWorker:
-        settings = {
-            "MAX_CONCURRENT_TASKS": "4",
-            "HEARTBEAT_INTERVAL": "0.2",
-            "WORKER_HEARTBEAT_COOLDOWN": "0",
-            "WORKER_ENABLE_WEBSOCKETS": "false",
-            "WORKER_SHUTDOWN_TIMEOUT": "2",
-            "RESULT_RETRY_INITIAL_DELAY": "0.05",
-            "REGISTRATION_RETRY_INITIAL_DELAY": "0.05",
-            "REGISTRATION_RETRY_MAX_DELAY": "0.2",
-            "POLL_BACKOFF_INITIAL": "0.05",
-            "POLL_BACKOFF_MAX": "0.2",
-            "TASK_POLL_ERROR_DELAY": "0.05",
-            "IDLE_POLL_DELAY": "0.01",
-            "WORKER_BLOB_CACHE_DIR": str(tmp_path / "blobs"),
-            **env,
-        }
-        started.append(
-            await pypi_sdk.start(sdk20_python, script, orchestrator, worker_id, settings)
-        )
-        return started[-1]
-
-    yield start
-    for worker in started:
-        await worker.stop()
+    python = pypi_sdks(SDK_1_0B20.requirement)
+    async with workers(python, tmp_path, SDK_1_0B20) as start:
+        yield start
 
 
 async def test_an_sdk_1_0b20_worker_registers_and_runs_jobs_through_every_outcome(
@@ -276,35 +197,29 @@ async def test_sdk_1_0b7_and_1_0b20_workers_drain_one_queue(
     # One task at a time each: two jobs that run until cancelled occupy
     # both workers, so each generation must have taken one from the queue.
     new = await sdk20_worker(servers[-1], "gen-new", MAX_CONCURRENT_TASKS="1")
-    script = tmp_path / "worker7.py"
-    script.write_text(SDK_1_0B7_SCRIPT)
-    old_env = {"MAX_CONCURRENT_TASKS": "1", "HEARTBEAT_INTERVAL": "0.2",
-               "WORKER_ENABLE_WEBSOCKETS": "true", "WORKER_SHUTDOWN_TIMEOUT": "2",
-               "RESULT_RETRY_INITIAL_DELAY": "0.05"}  # fmt: skip
-    old = await pypi_sdk.start(pypi_sdks(SDK_1_0B7), script, servers[0], "gen-old", old_env)
-    await wait_registered(http, "gen-new")
-    await wait_registered(http, "gen-old")
+    async with workers(pypi_sdks(SDK_1_0B7.requirement), tmp_path, SDK_1_0B7) as start_old:
+        old = await start_old(servers[0], "gen-old", MAX_CONCURRENT_TASKS="1")
+        await wait_registered(http, "gen-new")
+        await wait_registered(http, "gen-old")
 
-    try:
-        running = [await create_job(http, "jobs/echo", {"mode": "run"}) for _ in range(2)]
-        for job_id in running:
-            await wait_for(http, job_id, lambda j: j["progress"] == 0.5)
-        held = {
-            worker_id: [t for s in servers for t in s.polling_workers.held(worker_id)]
-            for worker_id in ("gen-old", "gen-new")
-        }
-        await old.marked("started", held["gen-old"][0])
-        await new.marked("started", held["gen-new"][0])
-        for job_id in running:
-            await http.post(f"/api/v1/jobs/{job_id}/cancel")
-        # Then the rest of the queue, to whichever generation is free.
-        done = [await create_job(http, "jobs/echo", {"value": i}) for i in range(6)]
-        for i, job_id in enumerate(done):
-            finished = await wait_for_status(http, job_id, "finished")
-            assert finished["state_history"]["echoed"] == i
-    except BaseException:
-        old.dump()
-        new.dump()
-        raise
-    finally:
-        await old.stop()
+        try:
+            running = [await create_job(http, "jobs/echo", {"mode": "run"}) for _ in range(2)]
+            for job_id in running:
+                await wait_for(http, job_id, lambda j: j["progress"] == 0.5)
+            held = {
+                worker_id: [t for s in servers for t in s.polling_workers.held(worker_id)]
+                for worker_id in ("gen-old", "gen-new")
+            }
+            await old.marked("started", held["gen-old"][0])
+            await new.marked("started", held["gen-new"][0])
+            for job_id in running:
+                await http.post(f"/api/v1/jobs/{job_id}/cancel")
+            # Then the rest of the queue, to whichever generation is free.
+            done = [await create_job(http, "jobs/echo", {"value": i}) for i in range(6)]
+            for i, job_id in enumerate(done):
+                finished = await wait_for_status(http, job_id, "finished")
+                assert finished["state_history"]["echoed"] == i
+        except BaseException:
+            old.dump()
+            new.dump()
+            raise

@@ -16,6 +16,8 @@ in ``tests/conftest.py``.
   ``sdk``: the Python SDK's worker for the length of a block;
   ``pypi_sdk``: the public SDK ``avtomatika-worker`` from PyPI (1.0b7,
   1.0b20) as a worker process (the ``pypi_sdks`` fixture);
+  ``sdk_releases``: those releases' test worker scripts and settings, and
+  the factory that starts their workers;
 - ``blueprints``: small blueprints several tests share;
 - ``storage``: the storage contract driven directly (and Redis instances
   behind a proxy that loses replies);
