@@ -50,9 +50,11 @@ from avtomatika.access.authenticator import Authenticator
 from avtomatika.batches import Batcher
 from avtomatika.clock import now_ms
 from avtomatika.engine.core import Engine
+from avtomatika.engine.registry import WorkerChange
 from avtomatika.errors import InvalidArgument, Unauthenticated, Unavailable
 from avtomatika.grpc.status import abort, rpc_errors
 from avtomatika.ids import worker_id_problem
+from avtomatika.logs.scope import identify
 from avtomatika.services.worker_api import WorkerApi
 from avtomatika.v1 import worker_pb2, worker_service_pb2_grpc
 from avtomatika.v1.task_pb2 import Task, TaskResult
@@ -175,6 +177,7 @@ class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
                 context,
                 Unauthenticated(f"this x-worker-token may not register as worker {worker_id!r}"),
             )
+        identify(f"worker:{worker_id}")
         return _Session(self._engine, first.hello, request_iterator)
 
     # The unary RPCs: the legacy REST worker API's use cases over gRPC, for
@@ -312,6 +315,8 @@ class _Session:
         self._slot_freed = asyncio.Event()
         self._cancels_sent: dict[str, float] = {}
         self._feeder: asyncio.Task[None] | None = None
+        # How the stream ended, for the disconnect line.
+        self._ended = "the stream ended"
         self._info = WorkerInfo(
             registration=hello.registration,
             status=worker_pb2.WORKER_STATUS_IDLE,
@@ -336,6 +341,7 @@ class _Session:
 
     def close_replaced(self) -> None:
         """A newer stream for this worker id took over: drain and end this one."""
+        self._ended = "replaced by a newer stream"
         self.push_drain("replaced by a newer stream for this worker id")
         self._outbound.put_nowait(None)
 
@@ -396,7 +402,7 @@ class _Session:
             await asyncio.gather(*loops, return_exceptions=True)
             # Without a grace period (or at shutdown) the leases go back now;
             # otherwise the registry re-queues them if the worker stays away.
-            for task_id in registry.disconnect(self.worker_id, self):
+            for task_id in registry.disconnect(self.worker_id, self, self._ended):
                 reason = "worker disconnected"
                 if await self._engine.requeue_task(task_id, self.worker_id, reason):
                     log.info("worker %s left; task %s re-queued", self.worker_id, task_id)
@@ -452,9 +458,7 @@ class _Session:
         # A deadline that every message moves: nothing to wait on but time.
         while (remaining := self._heard + silence - loop.time()) > 0:  # noqa: ASYNC110
             await asyncio.sleep(remaining)
-        log.warning(
-            "worker %s silent for %d heartbeats; dropping it", self.worker_id, _MISSED_HEARTBEATS
-        )
+        self._ended = f"silent for {_MISSED_HEARTBEATS} heartbeat intervals"
 
     async def _handle(self, message: ConnectRequest) -> None:
         kind = message.WhichOneof("kind")
@@ -477,6 +481,8 @@ class _Session:
                 self._update_gate()
         elif kind == "drain":
             self._drain()
+            change = WorkerChange("draining", self.worker_id, reason="the worker is stopping")
+            self._engine.workers.changes.send(change)
         # heartbeat: reading it was the point.
 
     async def _handle_batch(self, messages: Sequence[ConnectRequest]) -> None:

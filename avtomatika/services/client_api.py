@@ -31,6 +31,7 @@ from avtomatika.engine.followers import JobFollowers
 from avtomatika.errors import InvalidArgument, NotFound, NotImplementedYet, Unauthenticated
 from avtomatika.history import HistoryWriter
 from avtomatika.limits.client_limits import ClientLimits
+from avtomatika.logs.scope import identify
 from avtomatika.monitoring.dashboard import Dashboard
 from avtomatika.services.requests import JobRequest
 from avtomatika.status import TERMINAL
@@ -156,6 +157,7 @@ class ClientApi:
         client = self.auth.client(token)
         if client is None:
             raise Unauthenticated(f"missing or invalid {credential}")
+        identify(f"client:{client.id}")
         if self.limits is not None:
             await self.limits.check_rate(client.id)
         return client

@@ -35,6 +35,7 @@ from typing import Protocol
 
 from avtomatika.clock import now_ms
 from avtomatika.engine.core import Engine, ResultVerdict
+from avtomatika.engine.registry import WorkerChange
 from avtomatika.errors import NotFound, RateLimited
 from avtomatika.ids import check_worker_id
 from avtomatika.v1 import task_pb2, worker_pb2
@@ -157,6 +158,9 @@ class PollingWorkers:
         # Handed out through other instances, if any (none for one process).
         lost.update(await self._engine.workers.presence.leases(worker_id))
         self._add(registration).skills_hash = skills_hash
+        if worker is not None:
+            change = WorkerChange("registered_again", worker_id, held=len(lost))
+            self._engine.workers.changes.send(change)
         for task_id in sorted(lost):
             if await self._engine.requeue_task(task_id, worker_id, "the worker restarted"):
                 log.info(
@@ -221,7 +225,7 @@ class PollingWorkers:
         await self._requeue_unlisted(worker, running)
         self._sync(worker)
         if status == worker_pb2.WORKER_STATUS_DRAINING and not running and not worker.held:
-            self._forget(worker_id, worker)  # it left cleanly
+            self._forget(worker_id, worker, "it said it is going offline")
         return sorted(cancel)
 
     def _check_beat_rate(self, worker: _Worker) -> None:
@@ -462,7 +466,7 @@ class PollingWorkers:
             try:
                 if not await presence.may_release(worker_id):
                     log.info("REST worker %s talks to another instance now", worker_id)
-                    self._forget(worker_id, worker)
+                    self._forget(worker_id, worker, "it talks to another instance now")
                     continue
                 lost = sorted({*worker.held, *await presence.leases(worker_id)})
             except Exception as exc:  # Redis unreachable: the next round retries
@@ -470,13 +474,10 @@ class PollingWorkers:
                     raise
                 log.warning("REST worker %s: checking its TTL failed (%s)", worker_id, exc)
                 continue
-            log.warning(
-                "REST worker %s sent nothing for %.0f s; removing it", worker_id, self.ttl_seconds
-            )
             for task_id in lost:
                 if await self._engine.requeue_task(task_id, worker_id, "worker heartbeat expired"):
                     log.info("task %s of REST worker %s goes back to the queue", task_id, worker_id)
-            self._forget(worker_id, worker)
+            self._forget(worker_id, worker, f"sent nothing for {self.ttl_seconds:.0f} s")
             reaped.append(worker_id)
         return reaped
 
@@ -502,10 +503,10 @@ class PollingWorkers:
         worker.info.status = info.status
         return worker
 
-    def _forget(self, worker_id: str, worker: _Worker) -> None:
+    def _forget(self, worker_id: str, worker: _Worker, reason: str = "connection closed") -> None:
         if self._workers.get(worker_id) is worker:
             del self._workers[worker_id]
-        self._engine.workers.disconnect(worker_id, self._sockets.get(worker_id))
+        self._engine.workers.disconnect(worker_id, self._sockets.get(worker_id), reason)
 
     def _touch(self, worker: _Worker) -> None:
         worker.seen = self._now()

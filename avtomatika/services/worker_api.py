@@ -21,6 +21,7 @@ from avtomatika.access.authenticator import Authenticator
 from avtomatika.engine.core import ResultVerdict
 from avtomatika.errors import InvalidArgument, Unauthenticated
 from avtomatika.ids import check_worker_id
+from avtomatika.logs.scope import identify
 from avtomatika.services.polling_workers import PollingWorkers
 from avtomatika.v1.task_pb2 import Task, TaskResult
 from avtomatika.v1.worker_pb2 import WorkerRegistration
@@ -50,7 +51,10 @@ class WorkerApi:
         belongs to, None for the global token."""
         if not self.auth.worker(token):
             raise Unauthenticated(f"missing or invalid {self.credential}")
-        return self.auth.worker_id_for_token(token)
+        owner = self.auth.worker_id_for_token(token)
+        # The global token names no worker: the id comes with speaks_for.
+        identify("worker" if owner is None else f"worker:{owner}")
+        return owner
 
     def check_signature(self, token: str | None, content: bytes, signature: str | None) -> None:
         """With ``signatures_required``, refuse a request whose signature is
@@ -70,6 +74,7 @@ class WorkerApi:
         check_worker_id(worker_id)
         if not self.auth.worker_may_claim(token, worker_id):
             raise Unauthenticated(f"this {self.credential} may not act as worker {worker_id!r}")
+        identify(f"worker:{worker_id}")
         return worker_id
 
     async def register(
