@@ -17,7 +17,7 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -33,7 +33,13 @@ from avtomatika.logs.scope import (
 __all__ = ["AccessLogInterceptor"]
 
 _Context = grpc.aio.ServicerContext[Any, Any]
-_Handler = grpc.RpcMethodHandler[Any, Any]
+# Generic in grpc's stubs only: subscripted at run time, they raise.
+if TYPE_CHECKING:
+    _Handler = grpc.RpcMethodHandler[Any, Any]
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    _Handler = grpc.RpcMethodHandler
+    _Interceptor = grpc.aio.ServerInterceptor
 _Behavior = Callable[..., Any]
 
 # grpc reports a call's code as the core's number; its name is what an
@@ -41,7 +47,7 @@ _Behavior = Callable[..., Any]
 _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
-class AccessLogInterceptor(grpc.aio.ServerInterceptor[Any, Any]):
+class AccessLogInterceptor(_Interceptor):
     """Wraps every method handler; the wrapped handler is built once per
     method, not per call."""
 

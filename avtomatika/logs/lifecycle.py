@@ -32,7 +32,7 @@ WORKER_LOG = logging.getLogger("avtomatika.workers")
 # What each event type says; %s are the job id, then the event's own words.
 _JOB_LINES: dict[HistoryEventType.ValueType, tuple[int, str]] = {
     E.HISTORY_EVENT_TYPE_JOB_CREATED: (logging.INFO, "job %s created (blueprint %s)"),
-    E.HISTORY_EVENT_TYPE_STATE_ENTERED: (logging.INFO, "job %s entered state %r"),
+    E.HISTORY_EVENT_TYPE_STATE_ENTERED: (logging.INFO, "job %s entered state %s"),
     E.HISTORY_EVENT_TYPE_TASK_DISPATCHED: (logging.INFO, "job %s dispatched a task: %s"),
     E.HISTORY_EVENT_TYPE_TASK_RETRIED: (logging.INFO, "job %s dispatched a task again: %s"),
     E.HISTORY_EVENT_TYPE_TASK_PICKED_UP: (logging.INFO, "job %s: its task was picked up%s"),
@@ -43,6 +43,8 @@ _JOB_LINES: dict[HistoryEventType.ValueType, tuple[int, str]] = {
     E.HISTORY_EVENT_TYPE_SUB_JOB_STARTED: (logging.INFO, "job %s started a sub-job: %s"),
     E.HISTORY_EVENT_TYPE_WEBHOOK_FAILED: (logging.WARNING, "job %s: webhook failed: %s"),
 }
+
+_QUIET_ENDS = frozenset({"finished", "cancelled"})
 
 _TRANSPORTS = {
     worker_pb2.WORKER_TRANSPORT_GRPC: "gRPC",
@@ -89,15 +91,19 @@ class LifecycleLog:
         if kind == E.HISTORY_EVENT_TYPE_JOB_ENDED:
             status = job_pb2.JobStatus.Name(job.status) if job is not None else ""
             fields["status"] = status.removeprefix("JOB_STATUS_").lower()
-            level = logging.INFO if fields["status"] == "finished" else logging.WARNING
+            # A job that failed is worth an operator's look; one that
+            # finished or was cancelled (someone asked) is not.
+            level = logging.INFO if fields["status"] in _QUIET_ENDS else logging.WARNING
             JOB_LOG.log(level, "job %s ended: %s", event.job_id, event.message, extra=fields)
             return
         level, text = _JOB_LINES[kind]
         words = event.message
-        if kind == E.HISTORY_EVENT_TYPE_TASK_PICKED_UP:
+        if kind == E.HISTORY_EVENT_TYPE_STATE_ENTERED:
+            words = event.state
+        elif kind == E.HISTORY_EVENT_TYPE_TASK_PICKED_UP:
             words = f" by worker {event.worker_id}" if event.worker_id else ""
         elif kind == E.HISTORY_EVENT_TYPE_JOB_CANCELLED:
-            words = f" in state {event.state!r}" if event.state else ""
+            words = f" in state {event.state}" if event.state else ""
         JOB_LOG.log(level, text, event.job_id, words, extra=fields)
         if (
             kind == E.HISTORY_EVENT_TYPE_STATE_ENTERED
