@@ -15,8 +15,6 @@ import json
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,23 +88,16 @@ class Work:
     grpc_request_id: str = "grpc-call-7"
 
 
-@asynccontextmanager
-async def sdk_worker(grpc_port: int) -> AsyncIterator[asyncio.subprocess.Process]:
+async def _start_sdk_worker(grpc_port: int) -> asyncio.subprocess.Process:
     """examples/echo_worker.py as a process (its own stderr, logging left
     unconfigured, as a plain script leaves it)."""
     env = serve_env(
         ORCHESTRATOR_GRPC=f"127.0.0.1:{grpc_port}", WORKER_TOKEN=WORKER_TOKEN, WORKER_ID=GRPC_WORKER
     )
-    process = await asyncio.create_subprocess_exec(
+    return await asyncio.create_subprocess_exec(
         sys.executable, str(ROOT / "examples" / "echo_worker.py"),
         env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    try:
-        yield process
-    finally:
-        if process.returncode is None:
-            process.kill()
-        await process.wait()
 
 
 async def _run_the_work(tmp_path: Path, log_format: str) -> Work:
@@ -120,24 +111,24 @@ async def _run_the_work(tmp_path: Path, log_format: str) -> Work:
         client = aiohttp.ClientSession(base, headers={"X-Client-Token": CLIENT_TOKEN})
         public = aiohttp.ClientSession(base)
         rest_worker = aiohttp.ClientSession(base, headers=REST_WORKER_HEADERS)
+        worker = await _start_sdk_worker(server.grpc_port)
         try:
-            async with sdk_worker(server.grpc_port) as worker:
-                assert worker.stderr is not None
-                connected = await asyncio.wait_for(worker.stderr.readline(), 30)
-                work.sdk_log = connected.decode()
-                # A job for the gRPC worker, with the caller's request id.
-                response = await client.post(
-                    "/api/v1/jobs/work",
-                    json={"initial_data": {"skill": "echo"}},
-                    headers={"X-Request-ID": "create-grpc-job-1"},
-                )
-                assert response.status == 202
-                assert response.headers["X-Request-ID"] == "create-grpc-job-1"
-                job_id = (await response.json())["job_id"]
-                await wait_for_status(client, job_id, "finished")
-                work.finished_jobs.append(job_id)
-                worker.send_signal(signal.SIGTERM)
-                work.sdk_log += (await worker.stderr.read()).decode()
+            assert worker.stderr is not None
+            connected = await asyncio.wait_for(worker.stderr.readline(), 30)
+            work.sdk_log = connected.decode()
+            # A job for the gRPC worker, with the caller's request id.
+            response = await client.post(
+                "/api/v1/jobs/work",
+                json={"initial_data": {"skill": "echo"}},
+                headers={"X-Request-ID": "create-grpc-job-1"},
+            )
+            assert response.status == 202
+            assert response.headers["X-Request-ID"] == "create-grpc-job-1"
+            job_id = (await response.json())["job_id"]
+            await wait_for_status(client, job_id, "finished")
+            work.finished_jobs.append(job_id)
+            worker.send_signal(signal.SIGTERM)
+            work.sdk_log += (await worker.stderr.read()).decode()
 
             # A REST worker: registered, handed a task, reporting its result.
             response = await rest_worker.post(
@@ -199,6 +190,9 @@ async def _run_the_work(tmp_path: Path, log_format: str) -> Work:
             # on success and on a refusal alike.
             await _grpc_calls(server.grpc_port, work)
         finally:
+            if worker.returncode is None:
+                worker.kill()
+            await worker.wait()
             for session in (client, public, rest_worker):
                 await session.close()
         work.log = await server.stop()

@@ -13,10 +13,12 @@ registry (:mod:`avtomatika.logs.lifecycle`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -100,16 +102,8 @@ def _logged_call(behavior: _Behavior, method: str, *, streaming: bool) -> _Behav
 
     async def logged(request: Any, context: _Context) -> Any:
         scope, token = await _open(context, streaming)
-        started = time.perf_counter()
-        failure: BaseException | None = None
-        try:
+        with _logging(method, scope, token, context):
             return await behavior(request, context)
-        except BaseException as exc:
-            failure = exc
-            raise
-        finally:
-            close_scope(token)
-            _log(method, scope, context, started, failure)
 
     return logged
 
@@ -123,7 +117,6 @@ def _logged_stream(behavior: _Behavior | None, method: str, *, announce: bool) -
 
     async def logged(request: Any, context: _Context) -> AsyncIterator[Any]:
         scope, token = await _open(context, True)
-        started = time.perf_counter()
         if announce and ACCESS_LOG.isEnabledFor(logging.INFO):
             ACCESS_LOG.info(
                 "gRPC %s stream opened remote=%s",
@@ -131,21 +124,14 @@ def _logged_stream(behavior: _Behavior | None, method: str, *, announce: bool) -
                 context.peer(),
                 extra={"rpc": method, "remote": context.peer(), "request_id": scope.request_id},
             )
-        failure: BaseException | None = None
-        try:
+        with _logging(method, scope, token, context):
             async for response in behavior(request, context):
                 yield response
-        except BaseException as exc:
-            failure = exc
-            raise
-        finally:
-            close_scope(token)
-            _log(method, scope, context, started, failure)
 
     return logged
 
 
-async def _open(context: _Context, streaming: bool) -> tuple[RequestScope, Any]:
+async def _open(context: _Context, streaming: bool) -> tuple[RequestScope, contextvars.Token[Any]]:
     sent = None
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_METADATA and isinstance(value, str):
@@ -162,16 +148,33 @@ async def _open(context: _Context, streaming: bool) -> tuple[RequestScope, Any]:
     return scope, token
 
 
+@contextlib.contextmanager
+def _logging(
+    method: str, scope: RequestScope, token: contextvars.Token[Any], context: _Context
+) -> Iterator[None]:
+    """Around a call's handler: its scope closed and its access line
+    written, however it ends."""
+    started = time.perf_counter()
+    failure: BaseException | None = None
+    try:
+        yield
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:
+        close_scope(token)
+        if ACCESS_LOG.isEnabledFor(logging.INFO):
+            _log(method, scope, context, time.perf_counter() - started, failure)
+
+
 def _log(
     method: str,
     scope: RequestScope,
     context: _Context,
-    started: float,
+    seconds: float,
     failure: BaseException | None,
 ) -> None:
-    if not ACCESS_LOG.isEnabledFor(logging.INFO):
-        return
-    duration_ms = round((time.perf_counter() - started) * 1000, 1)
+    duration_ms = round(seconds * 1000, 1)
     code = _code(context, failure)
     remote = context.peer()
     fields = caller_fields(scope.caller)

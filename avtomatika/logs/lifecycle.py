@@ -44,6 +44,13 @@ _JOB_LINES: dict[HistoryEventType.ValueType, tuple[int, str]] = {
     E.HISTORY_EVENT_TYPE_WEBHOOK_FAILED: (logging.WARNING, "job %s: webhook failed: %s"),
 }
 
+# How a worker arrived, in words.
+_ARRIVALS = {
+    "connected": "connected",
+    "returned": "came back within its grace period",
+    "replaced": "opened a new connection, replacing its previous one,",
+}
+
 _QUIET_ENDS = frozenset({"finished", "cancelled"})
 
 _TRANSPORTS = {
@@ -130,48 +137,27 @@ class LifecycleLog:
         if change.held:
             fields["held_tasks"] = change.held
         kind = change.kind
-        if kind in ("connected", "returned", "replaced") and info is not None:
-            how = {
-                "connected": "connected",
-                "returned": "came back within its grace period",
-                "replaced": "opened a new connection, replacing its previous one",
-            }[kind]
-            WORKER_LOG.info(
-                "worker %s %s over %s with skills %s",
-                change.worker_id,
-                how,
-                fields["transport"],
-                fields["skills"],
-                extra=fields,
-            )
+        level = logging.INFO
+        if kind in _ARRIVALS and info is not None:
+            text = "worker %s " + _ARRIVALS[kind] + " over %s with skills %s"
+            args: tuple[Any, ...] = (fields["transport"], fields["skills"])
         elif kind == "registered_again":
-            WORKER_LOG.info(
-                "worker %s registered again (a restart); %d task(s) it held go back to the queue",
-                change.worker_id,
-                change.held,
-                extra=fields,
-            )
-        elif kind in ("disconnected", "away"):
-            WORKER_LOG.info(
-                "worker %s disconnected: %s%s",
-                change.worker_id,
-                change.reason,
-                f"; it holds {change.held} task(s) and may come back for them"
-                if kind == "away"
-                else "",
-                extra=fields,
-            )
+            text = "worker %s registered again (a restart); %d task(s) it held go back to the queue"
+            args = (change.held,)
+        elif kind == "away":
+            text = "worker %s disconnected: %s; it holds %d task(s) and may come back for them"
+            args = (change.reason, change.held)
         elif kind == "gone":
-            WORKER_LOG.warning(
-                "worker %s did not come back; its %d task(s) go back to the queue",
-                change.worker_id,
-                change.held,
-                extra=fields,
-            )
+            level = logging.WARNING
+            text = "worker %s did not come back; its %d task(s) go back to the queue"
+            args = (change.held,)
+        elif kind == "disconnected":
+            text = "worker %s disconnected: %s"
+            args = (change.reason,)
         else:  # drained, draining
-            WORKER_LOG.info(
-                "worker %s takes no more tasks: %s", change.worker_id, change.reason, extra=fields
-            )
+            text = "worker %s takes no more tasks: %s"
+            args = (change.reason,)
+        WORKER_LOG.log(level, text, change.worker_id, *args, extra=fields)
 
 
 def _event_name(kind: HistoryEventType.ValueType) -> str:

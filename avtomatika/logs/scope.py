@@ -13,6 +13,7 @@ Standard library only: the services and both transports import it.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import re
@@ -76,7 +77,11 @@ def open_scope(request_id: str) -> tuple[RequestScope, contextvars.Token[Request
 def close_scope(token: contextvars.Token[RequestScope | None]) -> None:
     """The request is served: lines logged after it carry no request id.
     (A kept-alive HTTP connection serves its next request in the same task.)"""
-    _SCOPE.reset(token)
+    # A stream's generator may be finalized from another task (grpc closes
+    # a cancelled stream that way), whose context never held this scope:
+    # there is nothing to reset there.
+    with contextlib.suppress(ValueError):
+        _SCOPE.reset(token)
 
 
 def identify(caller: str) -> None:
