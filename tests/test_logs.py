@@ -23,6 +23,8 @@ import aiohttp
 import grpc
 import pytest
 
+from avtomatika.logs.access import loggable_target
+from avtomatika.logs.scope import request_id_from
 from avtomatika.v1 import job_service_pb2, job_service_pb2_grpc
 from tests.support import CLIENT_TOKEN, WORKER_TOKEN
 from tests.support.jobs import create_job, wait_for_status
@@ -211,6 +213,14 @@ async def _grpc_calls(grpc_port: int, work: Work) -> None:
         # grpc.aio's metadata: (key, value) pairs, whatever its stubs say.
         trailers: Any = await call.trailing_metadata()
         assert ("x-request-id", work.grpc_request_id) in tuple(trailers)
+        # A stream names the id in its headers too; it ends with the job's end.
+        stream = stub.StreamJobEvents(
+            job_service_pb2.StreamJobEventsRequest(job_id=work.finished_jobs[0]),
+            metadata=(("x-client-token", CLIENT_TOKEN), ("x-request-id", "grpc-stream-1")),
+        )
+        headers: Any = await stream.initial_metadata()
+        assert ("x-request-id", "grpc-stream-1") in tuple(headers)
+        assert [event.status async for event in stream]
         refused = stub.GetJob(
             job_service_pb2.GetJobRequest(job_id=work.finished_jobs[0]),
             metadata=(("x-client-token", WRONG_CLIENT_TOKEN), ("x-request-id", "grpc-refused")),
@@ -262,6 +272,9 @@ async def test_the_log_of_real_work(tmp_path: Path, log_format: str) -> None:
     )
     assert by_id[work.grpc_request_id]["message"].startswith(
         "gRPC /avtomatika.v1.JobService/GetJob OK "
+    )
+    assert by_id["grpc-stream-1"]["message"].startswith(
+        "gRPC /avtomatika.v1.JobService/StreamJobEvents OK "
     )
     assert by_id["grpc-refused"]["message"].startswith(
         "gRPC /avtomatika.v1.JobService/GetJob UNAUTHENTICATED "
@@ -340,3 +353,34 @@ async def test_an_unknown_log_format_stops_start_up_naming_it() -> None:
     output, _ = await process.communicate()
     assert process.returncode == 2
     assert "LOG_FORMAT must be one of text, json, got 'yaml'" in output.decode()
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        ("0f8fad5b-d9cb-469f-a165-70867728950e", True),
+        ("x" * 128, True),
+        ("x" * 129, False),
+        ("", False),
+        ("two words", False),
+        ('quote"d', False),
+        ("line\nbreak", False),
+        ("caf\u00e9", False),
+    ],
+)
+def test_a_request_id_is_kept_only_when_fit_for_a_log_line(sent: str, kept: bool) -> None:
+    used = request_id_from(sent)
+    assert (used == sent) is kept
+    if not kept:
+        assert re.fullmatch(r"[0-9a-f]{16}", used)
+
+
+def test_secret_query_parameters_are_masked_and_the_rest_kept() -> None:
+    target = loggable_target(
+        "/api/v1/jobs", "wait=5&token=t1&API_KEY=k&client%5Fsecret=s&fields=status&sig"
+    )
+    assert (
+        target
+        == "/api/v1/jobs?wait=5&token=***&API_KEY=***&client%5Fsecret=***&fields=status&sig=***"
+    )
+    assert loggable_target("/_public/status", "") == "/_public/status"
