@@ -91,6 +91,9 @@ class WorkerChange:
     reason: str = ""
     held: int = 0
     """Tasks it held when it left."""
+    dropped: bool = False
+    """The server ended the connection (the worker went silent), rather
+    than the worker or the network: worth a warning."""
 
 
 class Joined(NamedTuple):
@@ -159,19 +162,24 @@ class WorkerRegistry:
         return Joined(leases, replaced)
 
     def disconnect(
-        self, worker_id: str, sink: CancelSink | None, reason: str = "connection closed"
+        self,
+        worker_id: str,
+        sink: CancelSink | None,
+        reason: str = "connection closed",
+        *,
+        dropped: bool = False,
     ) -> list[str]:
-        """The connection ``sink`` ended (``reason`` says how). Unless a
-        newer connection replaced it, the worker's leases wait out the grace
+        """The connection ``sink`` ended (``reason`` says how; ``dropped``:
+        the server ended it, the worker having gone silent). Unless a newer
+        connection replaced it, the worker's leases wait out the grace
         period; returns those to re-queue now instead (no grace, or shutting
         down)."""
         entry = self._workers.get(worker_id)
         if entry is None or entry.sink is not sink or entry.grace is not None:
             return []
         if not entry.leases or self._grace_seconds <= 0 or self._closing:
-            self.changes.send(
-                WorkerChange("disconnected", worker_id, reason=reason, held=len(entry.leases))
-            )
+            held = len(entry.leases)
+            self.changes.send(WorkerChange("disconnected", worker_id, None, reason, held, dropped))
             del self._workers[worker_id]
             self.presence.gone(worker_id)
             # The caller re-queues the leases this process knows; tasks the
@@ -183,7 +191,8 @@ class WorkerRegistry:
         self.presence.away(worker_id, self._grace_seconds)
         loop = asyncio.get_running_loop()
         entry.grace = loop.call_later(self._grace_seconds, self._expire, worker_id, entry)
-        self.changes.send(WorkerChange("away", worker_id, reason=reason, held=len(entry.leases)))
+        held = len(entry.leases)
+        self.changes.send(WorkerChange("away", worker_id, None, reason, held, dropped))
         return []
 
     def _expire(self, worker_id: str, entry: _Entry) -> None:

@@ -402,7 +402,9 @@ class _Session:
             await asyncio.gather(*loops, return_exceptions=True)
             # Without a grace period (or at shutdown) the leases go back now;
             # otherwise the registry re-queues them if the worker stays away.
-            for task_id in registry.disconnect(self.worker_id, self, self._ended):
+            silent = watchdog.done() and not watchdog.cancelled()
+            gone = registry.disconnect(self.worker_id, self, self._ended, dropped=silent)
+            for task_id in gone:
                 reason = "worker disconnected"
                 if await self._engine.requeue_task(task_id, self.worker_id, reason):
                     log.info("worker %s left; task %s re-queued", self.worker_id, task_id)

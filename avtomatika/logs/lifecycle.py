@@ -144,16 +144,19 @@ class LifecycleLog:
         elif kind == "registered_again":
             text = "worker %s registered again (a restart); %d task(s) it held go back to the queue"
             args = (change.held,)
-        elif kind == "away":
-            text = "worker %s disconnected: %s; it holds %d task(s) and may come back for them"
-            args = (change.reason, change.held)
         elif kind == "gone":
             level = logging.WARNING
             text = "worker %s did not come back; its %d task(s) go back to the queue"
             args = (change.held,)
-        elif kind == "disconnected":
+        elif kind in ("away", "disconnected"):
+            # A worker dropped for its silence is worth a look; one that
+            # hung up is not.
+            level = logging.WARNING if change.dropped else logging.INFO
             text = "worker %s disconnected: %s"
             args = (change.reason,)
+            if kind == "away":
+                text += "; it holds %d task(s) and may come back for them"
+                args += (change.held,)
         else:  # drained, draining
             text = "worker %s takes no more tasks: %s"
             args = (change.reason,)

@@ -477,7 +477,8 @@ class PollingWorkers:
             for task_id in lost:
                 if await self._engine.requeue_task(task_id, worker_id, "worker heartbeat expired"):
                     log.info("task %s of REST worker %s goes back to the queue", task_id, worker_id)
-            self._forget(worker_id, worker, f"sent nothing for {self.ttl_seconds:.0f} s")
+            silence = f"sent nothing for {self.ttl_seconds:.0f} s"
+            self._forget(worker_id, worker, silence, dropped=True)
             reaped.append(worker_id)
         return reaped
 
@@ -503,10 +504,13 @@ class PollingWorkers:
         worker.info.status = info.status
         return worker
 
-    def _forget(self, worker_id: str, worker: _Worker, reason: str = "connection closed") -> None:
+    def _forget(
+        self, worker_id: str, worker: _Worker, reason: str, *, dropped: bool = False
+    ) -> None:
+        socket = self._sockets.get(worker_id)
         if self._workers.get(worker_id) is worker:
             del self._workers[worker_id]
-        self._engine.workers.disconnect(worker_id, self._sockets.get(worker_id), reason)
+        self._engine.workers.disconnect(worker_id, socket, reason, dropped=dropped)
 
     def _touch(self, worker: _Worker) -> None:
         worker.seen = self._now()
