@@ -28,6 +28,7 @@ from avtomatika.logs.scope import request_id_from
 from avtomatika.v1 import job_service_pb2, job_service_pb2_grpc
 from tests.support import CLIENT_TOKEN, WORKER_TOKEN
 from tests.support.jobs import create_job, wait_for_status
+from tests.support.raw_worker import RawWorker
 from tests.support.rest_worker import HEADERS as REST_WORKER_HEADERS
 from tests.support.rest_worker import registration
 from tests.support.serve import serve_env, served
@@ -68,6 +69,7 @@ WRONG_CLIENT_TOKEN = "wrong-client-token-4f2a"
 WRONG_WORKER_TOKEN = "wrong-worker-token-9c1d"
 GRPC_WORKER = "grpc-logs-w"
 REST_WORKER = "rest-logs-w"
+SILENT_WORKER = "silent-logs-w"
 
 # A text line: time, level, logger, message, and the request id if any.
 _TEXT_LINE = re.compile(
@@ -105,7 +107,11 @@ async def _start_sdk_worker(grpc_port: int) -> asyncio.subprocess.Process:
 async def _run_the_work(tmp_path: Path, log_format: str) -> Work:
     (tmp_path / "blueprints.py").write_text(BLUEPRINTS)
     env = serve_env(
-        LOG_FORMAT=log_format, BLUEPRINTS_DIR=str(tmp_path), APPROVAL_TOKEN_REQUIRED="true"
+        LOG_FORMAT=log_format,
+        BLUEPRINTS_DIR=str(tmp_path),
+        APPROVAL_TOKEN_REQUIRED="true",
+        # A worker that goes silent is dropped after three of these.
+        WORKER_HEARTBEAT_INTERVAL_SECONDS="0.2",
     )
     work = Work(tokens=[CLIENT_TOKEN, WORKER_TOKEN, WRONG_CLIENT_TOKEN, WRONG_WORKER_TOKEN])
     async with served(env=env) as server:
@@ -221,6 +227,10 @@ async def _grpc_calls(grpc_port: int, work: Work) -> None:
         headers: Any = await stream.initial_metadata()
         assert ("x-request-id", "grpc-stream-1") in tuple(headers)
         assert [event.status async for event in stream]
+        # A worker that says hello, then nothing: the server drops it.
+        silent = RawWorker(channel, SILENT_WORKER)
+        await silent.hello(["echo"])
+        assert await silent.receive() is None
         refused = stub.GetJob(
             job_service_pb2.GetJobRequest(job_id=work.finished_jobs[0]),
             metadata=(("x-client-token", WRONG_CLIENT_TOKEN), ("x-request-id", "grpc-refused")),
@@ -310,6 +320,9 @@ async def test_the_log_of_real_work(tmp_path: Path, log_format: str) -> None:
     assert f"worker {REST_WORKER} connected over REST with skills ['rest_echo']" in workers
     assert any(m.startswith(f"worker {GRPC_WORKER} disconnected: ") for m in workers)
     assert any(m.startswith(f"worker {GRPC_WORKER} takes no more tasks") for m in workers)
+    dropped = next(r for r in records if r["message"].startswith(f"worker {SILENT_WORKER} disc"))
+    assert dropped["message"].endswith("disconnected: silent for 3 heartbeat intervals")
+    assert dropped["level"] == "WARNING"
 
     if log_format == "json":
         # The structured fields, as keys.
@@ -332,6 +345,7 @@ async def test_the_log_of_real_work(tmp_path: Path, log_format: str) -> None:
         assert {(r["worker_id"], r["transport"]) for r in connected} == {
             (GRPC_WORKER, "gRPC"),
             (REST_WORKER, "REST"),
+            (SILENT_WORKER, "gRPC"),
         }
 
     # No token, anywhere.
