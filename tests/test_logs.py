@@ -316,8 +316,8 @@ async def test_the_log_of_real_work(tmp_path: Path, log_format: str) -> None:
 
     # Worker lines, over both transports.
     workers = _messages(records, "avtomatika.workers")
-    assert f"worker {GRPC_WORKER} connected over gRPC with skills ['echo']" in workers
-    assert f"worker {REST_WORKER} connected over REST with skills ['rest_echo']" in workers
+    assert f"worker {GRPC_WORKER} connected over gRPC with skills [echo]" in workers
+    assert f"worker {REST_WORKER} connected over REST with skills [rest_echo]" in workers
     assert any(m.startswith(f"worker {GRPC_WORKER} disconnected: ") for m in workers)
     assert any(m.startswith(f"worker {GRPC_WORKER} takes no more tasks") for m in workers)
     dropped = next(r for r in records if r["message"].startswith(f"worker {SILENT_WORKER} disc"))

@@ -139,8 +139,8 @@ class LifecycleLog:
         kind = change.kind
         level = logging.INFO
         if kind in _ARRIVALS and info is not None:
-            text = "worker %s " + _ARRIVALS[kind] + " over %s with skills %s"
-            args: tuple[Any, ...] = (fields["transport"], fields["skills"])
+            text = "worker %s " + _ARRIVALS[kind] + " over %s with skills [%s]"
+            args: tuple[Any, ...] = (fields["transport"], ", ".join(fields["skills"]))
         elif kind == "registered_again":
             text = "worker %s registered again (a restart); %d task(s) it held go back to the queue"
             args = (change.held,)
