@@ -30,6 +30,7 @@ JOB_LOG = logging.getLogger("avtomatika.jobs")
 WORKER_LOG = logging.getLogger("avtomatika.workers")
 
 # What each event type says; %s are the job id, then the event's own words.
+# Webhooks are left out: the sender logs a failed one itself.
 _JOB_LINES: dict[HistoryEventType.ValueType, tuple[int, str]] = {
     E.HISTORY_EVENT_TYPE_JOB_CREATED: (logging.INFO, "job %s created (blueprint %s)"),
     E.HISTORY_EVENT_TYPE_STATE_ENTERED: (logging.INFO, "job %s entered state %s"),
@@ -41,7 +42,6 @@ _JOB_LINES: dict[HistoryEventType.ValueType, tuple[int, str]] = {
     E.HISTORY_EVENT_TYPE_APPROVAL_RECEIVED: (logging.INFO, "job %s: approval received: %s"),
     E.HISTORY_EVENT_TYPE_JOB_CANCELLED: (logging.INFO, "job %s cancelled%s"),
     E.HISTORY_EVENT_TYPE_SUB_JOB_STARTED: (logging.INFO, "job %s started a sub-job: %s"),
-    E.HISTORY_EVENT_TYPE_WEBHOOK_FAILED: (logging.WARNING, "job %s: webhook failed: %s"),
 }
 
 # How a worker arrived, in words.
