@@ -53,9 +53,8 @@ from avtomatika.engine.core import Engine
 from avtomatika.engine.registry import WorkerChange
 from avtomatika.errors import InvalidArgument, Unauthenticated, Unavailable
 from avtomatika.grpc.status import abort, rpc_errors
-from avtomatika.ids import worker_id_problem
 from avtomatika.logs.scope import identify
-from avtomatika.services.worker_api import WorkerApi
+from avtomatika.services.worker_api import WorkerApi, registration_problem
 from avtomatika.v1 import worker_pb2, worker_service_pb2_grpc
 from avtomatika.v1.task_pb2 import Task, TaskResult
 from avtomatika.v1.worker_pb2 import WorkerInfo
@@ -273,13 +272,11 @@ def _worker_token(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
 
 
 def _check_hello(hello: Hello) -> str:
-    problem = worker_id_problem(hello.registration.worker_id)
+    problem = registration_problem(hello.registration)
     if problem is not None:
         return problem
     if not hello.registration.skills:
         return "a worker needs at least one skill"
-    if any(not skill for skill in hello.registration.skills):
-        return "skills must be non-empty strings"
     return ""
 
 

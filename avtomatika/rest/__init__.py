@@ -64,7 +64,7 @@ def build_app(
     public_api.documents = RestDocuments(app)
     app[CLIENT_API] = client_api
     app[PUBLIC_API] = public_api
-    add_routes(app)
+    add_routes(app, debug=engine.config.debug_flush_enabled)
     app.on_shutdown.append(close_followers)
     app.on_shutdown.append(release_rest_workers)
     app.on_response_prepare.append(add_protocol_header)

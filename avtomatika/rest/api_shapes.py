@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from avtomatika.ids import WORKER_ID_PATTERN
+from avtomatika.ids import MAX_WORKER_ID_LENGTH, WORKER_ID_PATTERN
 from avtomatika.services.requests import MAX_TIMEOUT_SECONDS
 from avtomatika.status import job_status_name
 from avtomatika.v1.job_pb2 import JobStatus
@@ -291,7 +291,11 @@ SCHEMAS: dict[str, Schema] = {
         "description": "What the legacy worker SDK sends (avtomatika-worker 1.0b7).",
         "required": ["worker_id"],
         "properties": {
-            "worker_id": {"type": "string", "pattern": WORKER_ID_PATTERN},
+            "worker_id": {
+                "type": "string",
+                "pattern": WORKER_ID_PATTERN,
+                "maxLength": MAX_WORKER_ID_LENGTH,
+            },
             "worker_type": _STRING,
             "supported_skills": {"type": "array", "items": _STRING},
             "supported_tasks": {

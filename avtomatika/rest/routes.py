@@ -26,7 +26,7 @@ from avtomatika.rest import (
 from avtomatika.rest.worker_api import handlers as worker_api
 from avtomatika.rest.worker_api import websocket as worker_ws
 
-__all__ = ["ROUTES", "add_routes"]
+__all__ = ["DEBUG_PATHS", "ROUTES", "add_routes"]
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -64,7 +64,15 @@ ROUTES: tuple[tuple[str, str, _Handler], ...] = (
 )
 
 
-def add_routes(app: web.Application) -> None:
-    """Register :data:`ROUTES` on ``app``."""
+DEBUG_PATHS = frozenset({"/_public/debug/flush_db"})
+"""Routes served only with ``DEBUG_FLUSH_ENABLED``: otherwise not registered
+at all, so every method answers 404 like an unknown path (a registered POST
+route would make GET answer 405, revealing it)."""
+
+
+def add_routes(app: web.Application, *, debug: bool = False) -> None:
+    """Register :data:`ROUTES` on ``app``; :data:`DEBUG_PATHS` only with
+    ``debug``."""
     for method, path, handler in ROUTES:
-        app.router.add_route(method, path, handler)
+        if debug or path not in DEBUG_PATHS:
+            app.router.add_route(method, path, handler)

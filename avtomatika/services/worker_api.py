@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from avtomatika.access.authenticator import Authenticator
 from avtomatika.engine.core import ResultVerdict
 from avtomatika.errors import InvalidArgument, Unauthenticated
-from avtomatika.ids import check_worker_id
+from avtomatika.ids import check_worker_id, worker_id_problem
 from avtomatika.logs.scope import identify
 from avtomatika.services.polling_workers import PollingWorkers
 from avtomatika.v1.task_pb2 import Task, TaskResult
 from avtomatika.v1.worker_pb2 import WorkerRegistration
 from avtomatika.v1.worker_service_pb2 import HeartbeatRequest
 
-__all__ = ["WorkerApi", "check_registration"]
+__all__ = ["WorkerApi", "check_registration", "registration_problem"]
 
 log = logging.getLogger(__name__)
 
@@ -153,17 +153,60 @@ class WorkerApi:
         return await self.workers.report_progress(worker_id, task_id, progress, message)
 
 
+MAX_SKILLS = 256
+"""The most skills (and ``cost_per_skill`` entries) a worker may declare."""
+MAX_NAME_LENGTH = 128
+"""The longest skill, worker type, label or software name."""
+MAX_ENTRIES = 64
+"""The most labels, installed software and installed models a worker may
+declare."""
+MAX_VALUE_LENGTH = 1024
+"""The longest label value or software version."""
+
+
 def check_registration(registration: WorkerRegistration) -> None:
     """What every transport's registration must hold (the REST parser
     already refuses most of it with its own field names)."""
+    problem = registration_problem(registration)
+    if problem is not None:
+        raise InvalidArgument(problem)
+
+
+def registration_problem(registration: WorkerRegistration) -> str | None:
+    """What is wrong with a registration, or None. Besides the shapes, the
+    sizes: a registration is kept for as long as the worker lives and listed
+    to every client, so ids, names and counts are bounded (and a refusal
+    never echoes an oversized value)."""
     if not registration.worker_id:
-        raise InvalidArgument("worker_id is required (a string)")
-    check_worker_id(registration.worker_id)
+        return "worker_id is required (a string)"
+    problem = worker_id_problem(registration.worker_id)
+    if problem is not None:
+        return problem
+    if len(registration.worker_type) > MAX_NAME_LENGTH:
+        return f"worker_type must be at most {MAX_NAME_LENGTH} characters"
+    if len(registration.skills) > MAX_SKILLS or len(registration.cost_per_skill) > MAX_SKILLS:
+        return f"a worker may declare at most {MAX_SKILLS} skills"
     if not all(registration.skills):
-        raise InvalidArgument("skills must be non-empty strings")
+        return "skills must be non-empty strings"
+    if any(len(skill) > MAX_NAME_LENGTH for skill in registration.skills):
+        return f"skills must be at most {MAX_NAME_LENGTH} characters"
     for skill, cost in registration.cost_per_skill.items():
         if not math.isfinite(cost):
-            raise InvalidArgument(f"cost_per_skill.{skill} must be a finite number")
+            return f"cost_per_skill.{skill[:MAX_NAME_LENGTH]} must be a finite number"
     resources = registration.resources
     if not (math.isfinite(resources.ram_gb) and math.isfinite(resources.gpu_info.vram_gb)):
-        raise InvalidArgument("resources must be finite numbers")
+        return "resources must be finite numbers"
+    named = (
+        ("labels", dict(registration.labels)),
+        ("installed_software", dict(registration.installed_software)),
+        ("installed_models", {m.name: m.version for m in resources.installed_models}),
+    )
+    for field, entries in named:
+        if len(entries) > MAX_ENTRIES:
+            return f"{field} may hold at most {MAX_ENTRIES} entries"
+        if any(len(k) > MAX_NAME_LENGTH or len(v) > MAX_VALUE_LENGTH for k, v in entries.items()):
+            return (
+                f"{field}: names must be at most {MAX_NAME_LENGTH} characters "
+                f"and values at most {MAX_VALUE_LENGTH}"
+            )
+    return None

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 from typing import Any
@@ -30,6 +29,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from avtomatika.errors import InvalidArgument, Unauthenticated, Unavailable
+from avtomatika.payload import decode_json
 from avtomatika.rest.worker_api.bodies import event, signature, signed_content
 from avtomatika.rest.worker_api.handlers import (
     EVENT_UNSIGNED,
@@ -116,8 +116,8 @@ async def _serve(request: web.Request, worker_id: str | None) -> web.StreamRespo
 async def _received(api: WorkerApi, token: str | None, worker_id: str | None, text: str) -> None:
     workers = api.workers
     try:
-        message = json.loads(text)
-    except ValueError:
+        message = decode_json(text.encode())
+    except (ValueError, UnicodeEncodeError):
         log.debug("worker socket %s: not JSON, ignored", worker_id)
         return
     if isinstance(message, dict) and "event_type" in message:
