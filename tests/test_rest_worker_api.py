@@ -555,6 +555,43 @@ async def test_a_per_worker_token_speaks_for_its_worker_only(
         assert (await ws.receive_json())["task_id"] == task["task_id"]
 
 
+async def test_the_global_token_cannot_touch_a_task_of_a_worker_with_its_own_token(
+    start_orchestrator: StartOrchestrator,
+    http_client: HttpClient,
+    rest_worker: Any,
+    tmp_path: Path,
+) -> None:
+    """An anonymous socket opened with the global token speaks only for
+    workers that use the global token too (issue 17, finding 5)."""
+    config = tmp_path / "workers.toml"
+    config.write_text('[w-own]\ntoken = "own-token"\n')
+    orchestrator = await start_orchestrator([echo_blueprint()], workers_config_path=config)
+    http = http_client(orchestrator)
+    own = rest_worker(orchestrator, "w-own")
+    own.http.headers["X-Worker-Token"] = "own-token"
+    await own.register()
+    job_id = await create_job(http, "jobs/echo")
+    task = await own.next_task()
+    shared = rest_worker(orchestrator, "w-shared")  # the global token
+    await shared.register()
+    other_job = await create_job(http, "jobs/echo")
+    other_task = await shared.next_task()
+
+    async with shared.http.ws_connect("/_worker/ws") as ws:
+        await ws.send_json({"event": "progress_update", "task_id": task["task_id"],
+                            "job_id": job_id, "progress": 0.9, "message": "hijacked"})  # fmt: skip
+        await ws.send_json({"event_type": "progress", "worker_id": "w-own",
+                            "task_id": task["task_id"], "job_id": job_id,
+                            "payload": {"progress": 0.8, "message": "hijacked"}})  # fmt: skip
+        # A socket's messages are handled in order: once this one has landed,
+        # the two before it were handled.
+        await ws.send_json({"event": "progress_update", "task_id": other_task["task_id"],
+                            "job_id": other_job, "progress": 0.3})  # fmt: skip
+        await wait_for(http, other_job, lambda j: j["progress"] == 0.3)
+    job = await get_job(http, job_id)
+    assert (job["progress"], job["progress_message"]) == (0, None)
+
+
 async def test_a_rest_worker_is_dispatched_to_by_what_it_registered(
     start_orchestrator: StartOrchestrator, http_client: HttpClient, rest_worker: Any
 ) -> None:

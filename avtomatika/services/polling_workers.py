@@ -389,18 +389,20 @@ class PollingWorkers:
             self._sync(worker)
         return verdict
 
+    async def holder_of(self, task_id: str) -> str | None:
+        """The REST worker holding ``task_id`` (adopted from the store when
+        another instance registered it), or None."""
+        task = await self._engine.storage.get_task(task_id)
+        if task is None or not task.worker_id:
+            return None
+        if task.worker_id not in self._workers and await self._adopt(task.worker_id) is None:
+            return None
+        return task.worker_id
+
     async def report_progress(
-        self, worker_id: str | None, task_id: str, progress: float, message: str
+        self, worker_id: str, task_id: str, progress: float, message: str
     ) -> bool:
-        """Progress of a running task. From an anonymous socket
-        (``worker_id`` None) it counts for the REST worker holding the task."""
-        if worker_id is None:
-            task = await self._engine.storage.get_task(task_id)
-            if task is None or (
-                task.worker_id not in self._workers and await self._adopt(task.worker_id) is None
-            ):
-                return False
-            worker_id = task.worker_id
+        """Progress of a task ``worker_id`` holds; False for one it does not."""
         worker = self._workers.get(worker_id)
         if worker is not None:
             self._touch(worker)

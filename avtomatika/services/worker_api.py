@@ -152,6 +152,18 @@ class WorkerApi:
             raise InvalidArgument("progress must be a finite number")
         return await self.workers.report_progress(worker_id, task_id, progress, message)
 
+    async def report_holders_progress(
+        self, token: str | None, task_id: str, progress: float, message: str
+    ) -> bool:
+        """Progress from an anonymous socket (SDK 1.0b7 opens one with the
+        global token): it counts for the worker holding the task only if
+        ``token`` may act as that worker, so the global token never speaks
+        for a worker that has a token of its own."""
+        holder = await self.workers.holder_of(task_id)
+        if holder is None or not self.auth.worker_may_claim(token, holder):
+            return False
+        return await self.report_progress(token, holder, task_id, progress, message)
+
 
 MAX_SKILLS = 256
 """The most skills (and ``cost_per_skill`` entries) a worker may declare."""
