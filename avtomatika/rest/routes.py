@@ -44,6 +44,8 @@ ROUTES: tuple[tuple[str, str, _Handler], ...] = (
     ("GET", "/api/v1/jobs/{job_id}", client_api.get_job),
     ("GET", "/api/v1/jobs/{job_id}/events", follow_api.job_events),
     ("POST", "/api/v1/jobs/{job_id}/cancel", client_api.cancel_job),
+    ("POST", "/api/v1/jobs/{job_id}/retry", client_api.retry_job),
+    ("POST", "/api/v1/jobs/{job_id}/approve", client_api.approve_job),
     ("GET", "/api/v1/jobs/{job_id}/history", history_api.job_history),
     ("GET", "/api/v1/jobs/{job_id}/files/upload", files_api.upload_url),
     ("PUT", "/api/v1/jobs/{job_id}/files/content/{filename}", files_api.upload_content),

@@ -34,11 +34,11 @@ from avtomatika.limits.client_limits import ClientLimits
 from avtomatika.logs.scope import identify
 from avtomatika.monitoring.dashboard import Dashboard
 from avtomatika.services.requests import JobRequest
-from avtomatika.status import TERMINAL
+from avtomatika.status import TERMINAL, job_status_name
 from avtomatika.storage.base import JobCursor
 from avtomatika.v1 import job_pb2
 from avtomatika.v1.history_pb2 import HistoryEvent
-from avtomatika.v1.job_pb2 import Job
+from avtomatika.v1.job_pb2 import Job, JobStatus
 from avtomatika.v1.worker_pb2 import WorkerInfo
 
 if TYPE_CHECKING:
@@ -74,6 +74,7 @@ only when the transfer starts."""
 _DIGITS = re.compile(r"[0-9]{1,9}")
 
 _LISTABLE_STATUSES = frozenset(job_pb2.JobStatus.values()) - {job_pb2.JOB_STATUS_UNSPECIFIED}
+_STATUS_NAMES = tuple(job_status_name(status) for status in sorted(_LISTABLE_STATUSES))
 
 
 class Reader(Protocol):
@@ -292,6 +293,27 @@ class ClientApi:
             )
             for bp in sorted(self.engine.blueprints.values(), key=lambda bp: bp.name)
         ]
+
+    async def job_counts(self, client: ClientInfo) -> dict[str, int]:
+        """How many of the client's jobs are in each status, by lowercase
+        name: every status, zeros included, whatever a listing filters."""
+        counts = dict.fromkeys(_STATUS_NAMES, 0)
+        for status, n in (await self.engine.storage.count_client_jobs(client.id)).items():
+            if status in _LISTABLE_STATUSES:
+                counts[job_status_name(JobStatus.ValueType(status))] = n
+        return counts
+
+    async def retry_job(self, client: ClientInfo, job_id: str) -> Job:
+        """Run the client's failed, error or quarantined job again from
+        where it stopped (see :meth:`Engine.retry_job`); the job as it now is."""
+        return owner_view(await self.engine.retry_job(job_id, client_id=client.id))
+
+    async def approve_job(self, client: ClientInfo, job_id: str, decision: Any) -> Job:
+        """The owner's decision on its job waiting for a human (see
+        :meth:`Engine.submit_approval`); the job as it now is."""
+        if not isinstance(decision, str) or not decision:
+            raise InvalidArgument("decision must be a non-empty string")
+        return owner_view(await self.engine.submit_approval(job_id, decision, client_id=client.id))
 
     async def cancel_job(self, client: ClientInfo, job_id: str) -> bool:
         """Cancel the client's job; True when the cancel reached a worker
