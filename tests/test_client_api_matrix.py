@@ -299,12 +299,14 @@ async def graph_workers_and_dashboard(api: Api, orchestrator: OrchestratorEngine
         "workers_by_transport",
         "jobs_finished_last_minute",
         "jobs_failed_last_minute",
+        "oldest_queued_at_ms",
     }
     counted = {status: n for status, n in dashboard["jobs_by_status"].items() if n}
     assert counted == {"waiting_for_worker": 1, "cancelled": 1}
     assert dashboard["workers_by_transport"]["grpc"] == 1
     assert {status for status, n in dashboard["workers_by_status"].items() if n} == {"idle"}
     assert dashboard["queue_depth_by_skill"]["echo"] >= 1
+    assert 0 < dashboard["oldest_queued_at_ms"]["echo"] <= now_ms()
 
 
 async def unauthenticated(api: Api, orchestrator: OrchestratorEngine) -> None:

@@ -209,7 +209,8 @@ class Api(Protocol):
         ...
 
     async def dashboard(self) -> dict[str, Any]:
-        """The dashboard's statistics, as the REST JSON shows them."""
+        """The dashboard's statistics, as the REST JSON shows them (but
+        ``oldest_queued_at_by_skill`` as ``oldest_queued_at_ms``, epoch ms)."""
         ...
 
 
@@ -408,6 +409,8 @@ class RestApi:
 
     async def dashboard(self) -> dict[str, Any]:
         snapshot: dict[str, Any] = await self._json("GET", "/api/v1/dashboard")
+        oldest = snapshot.pop("oldest_queued_at_by_skill")
+        snapshot["oldest_queued_at_ms"] = {k: _ms_from_iso(v) for k, v in oldest.items()}
         return snapshot
 
     async def blueprints(self) -> dict[str, Any]:
@@ -585,6 +588,7 @@ class GrpcApi:
             "workers_by_transport": dict(answer.workers_by_transport),
             "jobs_finished_last_minute": answer.jobs_finished_last_minute,
             "jobs_failed_last_minute": answer.jobs_failed_last_minute,
+            "oldest_queued_at_ms": dict(answer.oldest_queued_at_by_skill_ms),
         }
 
     async def blueprints(self) -> dict[str, Any]:
