@@ -17,18 +17,20 @@ from avtomatika.v1 import job_service_pb2_grpc
 from avtomatika.v1.job_service_pb2 import GetDashboardRequest, ListWorkersRequest
 from tests.support import CLIENT_TOKEN, RawWorker, create_job, wait_for_status
 from tests.support.blueprints import echo_blueprint
-from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
+from tests.support.orchestrator import (
+    OTHER_CLIENT_TOKEN,
+    GrpcChannel,
+    HttpClient,
+    StartOrchestrator,
+    with_other_client,
+)
 from tests.support.rest_worker import RestWorkers
 
 pytestmark = pytest.mark.both_stores
 
-OTHER = "other-client-token-0123456789"
-
 
 async def start(start_orchestrator: StartOrchestrator, tmp_path: Path) -> OrchestratorEngine:
-    clients = tmp_path / "clients.toml"
-    clients.write_text(f'[other]\ntoken = "{OTHER}"\n')
-    return await start_orchestrator([echo_blueprint(), resize()], clients_config_path=clients)
+    return await start_orchestrator([echo_blueprint(), resize()], **with_other_client(tmp_path))
 
 
 def resize() -> StateMachineBlueprint:
@@ -107,7 +109,7 @@ async def test_each_client_sees_its_own_tasks_on_a_worker_and_what_the_worker_is
     tmp_path: Path,
 ) -> None:
     orchestrator = await start(start_orchestrator, tmp_path)
-    mine, theirs = http_client(orchestrator), http_client(orchestrator, OTHER)
+    mine, theirs = http_client(orchestrator), http_client(orchestrator, OTHER_CLIENT_TOKEN)
     my_job = await create_job(mine, "jobs/echo")
     their_job = await create_job(theirs, "jobs/echo")
     async with grpc.aio.insecure_channel(
@@ -136,7 +138,7 @@ async def test_each_client_sees_its_own_tasks_on_a_worker_and_what_the_worker_is
 
         # gRPC ListWorkers: the same view, for the caller.
         answer = await job_service(channel).ListWorkers(
-            ListWorkersRequest(), metadata=(("x-client-token", OTHER),)
+            ListWorkersRequest(), metadata=(("x-client-token", OTHER_CLIENT_TOKEN),)
         )
         by_id = {w.registration.worker_id: w for w in answer.workers}
         assert list(by_id["w-grpc"].active_task_ids) == [seen[their_job]]

@@ -54,6 +54,7 @@ from avtomatika.v1.public_service_pb2 import SubmitApprovalRequest
 from avtomatika.v1.worker_pb2 import WorkerInfo, WorkerStatus, WorkerTransport
 from tests.support.follow import EventStream
 from tests.support.tokens import CLIENT_TOKEN
+from tests.support.waiting import wait_until
 
 __all__ = [
     "TRANSPORTS",
@@ -65,6 +66,7 @@ __all__ = [
     "connect_api",
     "fetch",
     "put",
+    "reaches",
 ]
 
 TRANSPORTS = ("rest", "grpc")
@@ -703,6 +705,16 @@ async def put(url: str, data: bytes) -> None:
     """PUT ``data`` to a presigned URL."""
     async with aiohttp.ClientSession() as session, session.put(url, data=data) as response:
         assert response.status == 200, await response.text()
+
+
+async def reaches(api: Api, job_id: str, status: str) -> dict[str, Any]:
+    """Poll the job until it has ``status``; the job, as :meth:`Api.get` shows it."""
+
+    async def reached() -> dict[str, Any] | None:
+        job = await api.get(job_id)
+        return job if job["status"] == status else None
+
+    return await wait_until(reached, message=f"job {job_id} is {status}")
 
 
 ConnectApi = Callable[..., Api]
