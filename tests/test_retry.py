@@ -16,9 +16,11 @@ import pytest
 from avtomatika import ActionFactory, OrchestratorEngine, StateMachineBlueprint
 from avtomatika.v1.task_pb2 import ERROR_CODE_PERMANENT
 from tests.support import RawWorker, create_job, get_job, wait_for_status
+from tests.support.blueprints import echo_blueprint
 from tests.support.client_api import TRANSPORTS, Api, ApiError, ConnectApi, reaches
 from tests.support.orchestrator import (
     OTHER_CLIENT_TOKEN,
+    GrpcChannel,
     HttpClient,
     StartOrchestrator,
     with_other_client,
@@ -137,6 +139,30 @@ async def test_a_quarantined_job_runs_its_task_again_and_can_finish(
     assert [event["details"]["previous_status"] for event in retries] == ["failed", "quarantined"]
     assert retries[1]["details"]["previous_error"].endswith("disk full")
     assert retries[1]["state"] == "start"
+
+
+async def test_a_job_timed_out_by_its_result_timeout_gets_the_whole_of_it_again(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    http = http_client(orchestrator)
+    response = await http.post(
+        "/api/v1/jobs/echo", json={"initial_data": {"n": 1}, "result_timeout": 1.5}
+    )
+    job_id = (await response.json())["job_id"]
+    failed = await wait_for_status(http, job_id, "failed")  # no worker came in time
+    assert "result timeout" in failed["error"]
+    worker = RawWorker(grpc_channel(orchestrator), "w-late")
+    await worker.hello(["echo"])
+    # The job's result_timeout counts from its creation, long past: once
+    # retried, from the retry, or the new task would be late at once.
+    assert (await retry(http, job_id))[0] == 200
+    task = await worker.next_task()
+    ack = await worker.succeed(task, {"done": True})
+    assert ack.result_ack.accepted, ack
+    job = await wait_for_status(http, job_id, "finished")
+    assert job["result"] == {"done": True}
+    await worker.close()
 
 
 async def retry(http: aiohttp.ClientSession, job_id: str) -> tuple[int, dict[str, Any]]:
