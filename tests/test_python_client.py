@@ -208,7 +208,9 @@ async def test_history_workers_and_dashboard(
     [worker] = workers
     assert (worker.worker_id, worker.skills, worker.transport) == ("w-listed", ("echo",), "grpc")
     assert worker.status in {"idle", "busy"}
+    assert "grpc-python" in worker.agent  # the stream's user-agent metadata
     assert dashboard.workers_by_transport["grpc"] == 1
+    assert dashboard.oldest_queued_at_by_skill == {}  # nothing waits in a queue
     assert dashboard.jobs_by_status["finished"] == 1
 
     async def ended() -> list[str] | None:

@@ -56,7 +56,14 @@ from avtomatika.errors import (
 )
 from avtomatika.payload import from_payload, to_payload
 from avtomatika.status import TERMINAL, job_status_name
-from avtomatika.storage.base import APPROVAL_EXPIRY, CommitOutcome, Expiry, Lease, Storage
+from avtomatika.storage.base import (
+    APPROVAL_EXPIRY,
+    CommitOutcome,
+    Expiry,
+    Lease,
+    Storage,
+    queued_at,
+)
 from avtomatika.storage.memory import MemoryStorage
 from avtomatika.v1 import job_pb2, task_pb2
 from avtomatika.v1.job_pb2 import Job
@@ -574,7 +581,7 @@ class Engine:
         picked = []
         for task in tasks:
             self.roster.leased(worker_id, task)
-            waited = task.leased_at_ms - (task.not_before_ms or task.created_at_ms)
+            waited = task.leased_at_ms - queued_at(task)
             picked.append(
                 event(
                     E.HISTORY_EVENT_TYPE_TASK_PICKED_UP,

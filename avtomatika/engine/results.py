@@ -124,12 +124,14 @@ def enter_state(job: Job, state: str) -> None:
 def restart(job: Job, state: str, now: int) -> Job:
     """A copy of ``job`` (one of :data:`RETRYABLE`) running again from
     ``state``, as a new attempt: no error, retries or progress left from the
-    last one, and a fresh budget of MAX_TRANSITIONS_PER_JOB (a job that ended
-    for cycling would otherwise end again at once). What its tasks merged
+    last one, a fresh budget of MAX_TRANSITIONS_PER_JOB (a job that ended
+    for cycling would otherwise end again at once), and its job-level
+    result_timeout counted from now (``retried_at_ms``). What its tasks merged
     into ``state_history`` stays: it restarts where it stopped."""
     new = Job()
     new.CopyFrom(job)
     new.updated_at_ms = now
+    new.retried_at_ms = now
     enter_state(new, state)
     new.transition_count = 0
     # Its state before: what it was before ``state`` (unknown when the

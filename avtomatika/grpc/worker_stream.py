@@ -54,7 +54,7 @@ from avtomatika.engine.registry import WorkerChange
 from avtomatika.errors import InvalidArgument, Unauthenticated, Unavailable
 from avtomatika.grpc.status import abort, rpc_errors
 from avtomatika.logs.scope import identify
-from avtomatika.services.worker_api import WorkerApi, registration_problem
+from avtomatika.services.worker_api import AGENT_LENGTH, WorkerApi, registration_problem
 from avtomatika.v1 import worker_pb2, worker_service_pb2_grpc
 from avtomatika.v1.task_pb2 import Task, TaskResult
 from avtomatika.v1.worker_pb2 import WorkerInfo
@@ -177,7 +177,7 @@ class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
                 Unauthenticated(f"this x-worker-token may not register as worker {worker_id!r}"),
             )
         identify(f"worker:{worker_id}")
-        return _Session(self._engine, first.hello, request_iterator)
+        return _Session(self._engine, first.hello, request_iterator, _agent(context))
 
     # The unary RPCs: the legacy REST worker API's use cases over gRPC, for
     # workers that poll rather than hold a stream (the same books: a worker
@@ -189,7 +189,9 @@ class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
         context: grpc.aio.ServicerContext[RegisterWorkerRequest, RegisterWorkerResponse],
     ) -> RegisterWorkerResponse:
         async with rpc_errors(context):
-            await self._polling.register(_worker_token(context), request.registration)
+            await self._polling.register(
+                _worker_token(context), request.registration, agent=_agent(context)
+            )
             return RegisterWorkerResponse(status="registered")
 
     async def Heartbeat(
@@ -202,7 +204,7 @@ class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
         queue; those cancelled come back in ``cancel_task_ids``)."""
         async with rpc_errors(context):
             cancel = await self._polling.heartbeat(
-                _worker_token(context), request, request.worker_id
+                _worker_token(context), request, request.worker_id, agent=_agent(context)
             )
             return HeartbeatResponse(status="ok", cancel_task_ids=cancel or [])
 
@@ -266,6 +268,13 @@ class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
             return ReportEventResponse(status="event_accepted")
 
 
+def _agent(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """What the worker says it is: the call's user-agent metadata (grpc
+    libraries send their own name and version there; an SDK adds its own)."""
+    agent = dict(context.invocation_metadata() or ()).get("user-agent")
+    return agent[:AGENT_LENGTH] if isinstance(agent, str) else ""
+
+
 def _worker_token(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
     token = dict(context.invocation_metadata() or ()).get("x-worker-token")
     return token if isinstance(token, str) else None
@@ -289,6 +298,7 @@ class _Session:
         engine: Engine,
         hello: Hello,
         requests: AsyncIterator[ConnectRequest],
+        agent: str = "",
     ) -> None:
         self._engine = engine
         self._requests = requests
@@ -318,6 +328,7 @@ class _Session:
             registration=hello.registration,
             status=worker_pb2.WORKER_STATUS_IDLE,
             transport=worker_pb2.WORKER_TRANSPORT_GRPC,
+            agent=agent,
         )
         self._update_gate()
 

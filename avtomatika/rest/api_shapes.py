@@ -235,7 +235,11 @@ SCHEMAS: dict[str, Schema] = {
             "labels": {"type": "object", "additionalProperties": _STRING},
             "status": {"enum": ["idle", "busy", "draining", "offline", "unspecified"]},
             "transport": {"enum": ["grpc", "rest", "unspecified"]},
-            "load": {"type": "integer", "minimum": 0},
+            "load": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "How many tasks it holds, for every client.",
+            },
             "active_task_ids": {
                 "type": "array",
                 "items": _STRING,

@@ -335,8 +335,23 @@ class ClientApi:
         return to_dot(blueprint)
 
     async def list_workers(self, client: ClientInfo) -> list[WorkerInfo]:
-        """The workers of the whole cluster."""
-        return await self.engine.workers.list_all()
+        """The workers of the whole cluster, each with its ``load`` (every
+        task it holds) but only the client's own tasks in
+        ``active_task_ids``: another client's task ids are not its to see."""
+        workers = await self.engine.workers.list_all()
+        held = sorted({task_id for info in workers for task_id in info.active_task_ids})
+        tasks = [task for task in await self.engine.storage.get_tasks(held) if task is not None]
+        jobs = {task.job_id for task in tasks}
+        owners = {job_id: await self.engine.storage.get_job(job_id) for job_id in sorted(jobs)}
+        mine = {
+            task.task_id
+            for task in tasks
+            if (job := owners[task.job_id]) is not None and job.client_id == client.id
+        }
+        for info in workers:
+            info.load = len(info.active_task_ids)
+            info.active_task_ids[:] = [t for t in info.active_task_ids if t in mine]
+        return workers
 
     async def dashboard(self, client: ClientInfo) -> dict[str, Any]:
         """Aggregate statistics (shape in :mod:`avtomatika.monitoring.dashboard`)."""

@@ -27,9 +27,12 @@ from avtomatika.v1.task_pb2 import Task, TaskResult
 from avtomatika.v1.worker_pb2 import WorkerRegistration
 from avtomatika.v1.worker_service_pb2 import HeartbeatRequest
 
-__all__ = ["WorkerApi", "check_registration", "registration_problem"]
+__all__ = ["AGENT_LENGTH", "WorkerApi", "check_registration", "registration_problem"]
 
 log = logging.getLogger(__name__)
+
+AGENT_LENGTH = 256
+"""The longest worker agent (User-Agent) kept; what is longer is cut."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,14 +81,19 @@ class WorkerApi:
         return worker_id
 
     async def register(
-        self, token: str | None, registration: WorkerRegistration, skills_hash: str = ""
+        self,
+        token: str | None,
+        registration: WorkerRegistration,
+        skills_hash: str = "",
+        agent: str = "",
     ) -> None:
         """Register a worker; ``skills_hash`` is SDK 1.0b20's hash of its
-        skills, against which its heartbeats are checked."""
+        skills, against which its heartbeats are checked; ``agent`` what it
+        says it is (its User-Agent), shown to clients."""
         self.authenticate(token)
         check_registration(registration)
         self.speaks_for(token, registration.worker_id)
-        await self.workers.register(registration, skills_hash)
+        await self.workers.register(registration, skills_hash, agent[:AGENT_LENGTH])
 
     async def heartbeat(
         self,
@@ -93,10 +101,12 @@ class WorkerApi:
         beat: HeartbeatRequest | None,
         worker_id: str,
         skills_hash: str = "",
+        agent: str = "",
     ) -> list[str] | None:
         """A heartbeat; with no ``beat``, a TTL ping (None). The tasks the
         worker must stop. ``skills_hash``: SDK 1.0b20's, see
-        :meth:`needs_full_sync`."""
+        :meth:`needs_full_sync`; ``agent``: as for :meth:`register` (a
+        worker that this process forgot is registered again from it)."""
         self.authenticate(token)
         self.speaks_for(token, worker_id)
         if beat is None:
@@ -104,7 +114,7 @@ class WorkerApi:
             return None
         if not all(beat.supported_skills) or not all(beat.current_tasks):
             raise InvalidArgument("supported_skills and current_tasks must be non-empty strings")
-        return await self.workers.heartbeat(beat, skills_hash)
+        return await self.workers.heartbeat(beat, skills_hash, agent[:AGENT_LENGTH])
 
     def needs_full_sync(self, worker_id: str, skills_hash: str) -> bool:
         """Whether the worker must resend its whole registration, its skills

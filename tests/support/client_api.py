@@ -54,6 +54,7 @@ from avtomatika.v1.public_service_pb2 import SubmitApprovalRequest
 from avtomatika.v1.worker_pb2 import WorkerInfo, WorkerStatus, WorkerTransport
 from tests.support.follow import EventStream
 from tests.support.tokens import CLIENT_TOKEN
+from tests.support.waiting import wait_until
 
 __all__ = [
     "TRANSPORTS",
@@ -65,6 +66,7 @@ __all__ = [
     "connect_api",
     "fetch",
     "put",
+    "reaches",
 ]
 
 TRANSPORTS = ("rest", "grpc")
@@ -209,7 +211,8 @@ class Api(Protocol):
         ...
 
     async def dashboard(self) -> dict[str, Any]:
-        """The dashboard's statistics, as the REST JSON shows them."""
+        """The dashboard's statistics, as the REST JSON shows them (but
+        ``oldest_queued_at_by_skill`` as ``oldest_queued_at_ms``, epoch ms)."""
         ...
 
 
@@ -408,6 +411,8 @@ class RestApi:
 
     async def dashboard(self) -> dict[str, Any]:
         snapshot: dict[str, Any] = await self._json("GET", "/api/v1/dashboard")
+        oldest = snapshot.pop("oldest_queued_at_by_skill")
+        snapshot["oldest_queued_at_ms"] = {k: _ms_from_iso(v) for k, v in oldest.items()}
         return snapshot
 
     async def blueprints(self) -> dict[str, Any]:
@@ -585,6 +590,7 @@ class GrpcApi:
             "workers_by_transport": dict(answer.workers_by_transport),
             "jobs_finished_last_minute": answer.jobs_finished_last_minute,
             "jobs_failed_last_minute": answer.jobs_failed_last_minute,
+            "oldest_queued_at_ms": dict(answer.oldest_queued_at_by_skill_ms),
         }
 
     async def blueprints(self) -> dict[str, Any]:
@@ -699,6 +705,16 @@ async def put(url: str, data: bytes) -> None:
     """PUT ``data`` to a presigned URL."""
     async with aiohttp.ClientSession() as session, session.put(url, data=data) as response:
         assert response.status == 200, await response.text()
+
+
+async def reaches(api: Api, job_id: str, status: str) -> dict[str, Any]:
+    """Poll the job until it has ``status``; the job, as :meth:`Api.get` shows it."""
+
+    async def reached() -> dict[str, Any] | None:
+        job = await api.get(job_id)
+        return job if job["status"] == status else None
+
+    return await wait_until(reached, message=f"job {job_id} is {status}")
 
 
 ConnectApi = Callable[..., Api]
