@@ -460,6 +460,7 @@ def test_the_public_names() -> None:
         "NotFound",
         "RateLimited",
         "ServerError",
+        "TlsFiles",
         "Unauthenticated",
         "Unavailable",
         "Unimplemented",
