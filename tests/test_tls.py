@@ -236,6 +236,27 @@ async def test_the_rest_worker_api_must_name_the_certificates_worker(
     assert (await worker.beat())["status"] == "ok"
 
 
+async def test_a_worker_socket_must_be_the_certificates_worker_named_or_by_its_token(
+    start_orchestrator: StartOrchestrator, rest_worker: RestWorkers, pki: Pki, tmp_path: Path
+) -> None:
+    """The per-worker socket names its worker in the path; the anonymous
+    one by a per-worker token (workers.toml): both must be the certificate's."""
+    workers_toml = tmp_path / "workers.toml"
+    workers_toml.write_text('[w-2]\ntoken = "w-2-token"\n')
+    orchestrator = await start_orchestrator(
+        [echo_blueprint()],
+        workers_config_path=workers_toml,
+        **tls_settings(pki, mutual=True, bind=True),
+    )
+    worker = rest_worker(orchestrator, "w-1", ssl=client_context(pki.ca.cert, pki.client))
+    for path, token in (("/_worker/ws/w-2", WORKER_TOKEN), ("/_worker/ws", "w-2-token")):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await worker.http.ws_connect(path, headers={"X-Worker-Token": token})
+        assert refused.value.status == 401
+    async with worker.http.ws_connect("/_worker/ws/w-1") as socket:
+        assert not socket.closed
+
+
 async def test_without_binding_a_certificate_may_serve_any_worker_id(
     start_orchestrator: StartOrchestrator, grpc_channel: GrpcChannel, pki: Pki
 ) -> None:

@@ -53,6 +53,10 @@ class WorkerApi:
         if not self.auth.worker(token):
             raise Unauthenticated(f"missing or invalid {self.credential}")
         owner = self.auth.worker_id_for_token(token)
+        # A worker's own token names its worker at once (the anonymous
+        # socket learns it only so): its certificate must name it too.
+        if owner is not None and not self.auth.certificate_may_claim(certificate_names(), owner):
+            raise Unauthenticated(certificate_refusal(owner))
         # The global token names no worker: the id comes with speaks_for.
         identify("worker" if owner is None else f"worker:{owner}")
         return owner
