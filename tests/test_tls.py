@@ -21,7 +21,7 @@ from avtomatika.client import Unavailable as ClientUnavailable
 from avtomatika.v1 import worker_service_pb2_grpc
 from avtomatika.v1.worker_pb2 import WorkerRegistration
 from avtomatika.v1.worker_service_pb2 import RegisterWorkerRequest
-from avtomatika.worker import TaskContext
+from avtomatika.worker import ConnectionSettings, TaskContext
 from tests.support import CLIENT_TOKEN, WORKER_TOKEN, RawWorker, create_job, wait_for_status
 from tests.support.blueprints import echo_blueprint
 from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator, rest_url
@@ -283,3 +283,19 @@ def test_tls_files_from_the_environment(pki: Pki) -> None:
     }
     assert TlsFiles.from_env(environ) == pki.ca.files(pki.client)
     assert not TlsFiles.from_env({}).enabled
+
+
+def test_the_sdk_reads_its_tls_files_from_the_environment_unless_given_credentials(
+    pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AVTOMATIKA_TLS_CA", str(pki.ca.cert))
+    monkeypatch.setenv("AVTOMATIKA_TLS_CERT", str(pki.client.cert))
+    monkeypatch.setenv("AVTOMATIKA_TLS_KEY", str(pki.client.key))
+    assert ConnectionSettings().tls == pki.ca.files(pki.client)
+    by_hand = grpc.ssl_channel_credentials(pki.ca.cert.read_bytes())
+    assert ConnectionSettings(credentials=by_hand).channel_credentials() is by_hand
+    with pytest.raises(ValueError, match="either credentials or tls files"):
+        ConnectionSettings(credentials=by_hand, tls=pki.ca.files())
+    monkeypatch.setenv("AVTOMATIKA_TLS_KEY", "")
+    with pytest.raises(ValueError, match="set both cert_path and key_path"):
+        ConnectionSettings()
