@@ -6,11 +6,14 @@ given in code or by environment variables::
     AVTOMATIKA_TLS_CA=ca.pem AVTOMATIKA_TLS_CERT=worker.pem AVTOMATIKA_TLS_KEY=worker.key
 
 Shared by the worker SDK and the client; only the standard library and grpc.
+An HTTPS client of the REST port (the command line's) makes its ``ssl``
+context from the same files (:meth:`TlsFiles.ssl_context`).
 """
 
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +83,15 @@ class TlsFiles:
             private_key=_read(self.key_path),
             certificate_chain=_read(self.cert_path),
         )
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """An HTTPS client's context from the same files: trusting the CA
+        bundle (the system's roots without one), presenting the client
+        certificate when set."""
+        context = ssl.create_default_context(cafile=self.ca_path)
+        if self.cert_path is not None:
+            context.load_cert_chain(self.cert_path, self.key_path)
+        return context
 
 
 def _read(path: Path | None) -> bytes | None:

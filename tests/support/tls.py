@@ -136,7 +136,6 @@ class Authority:
 
 def client_context(ca: Path, client: Issued | None = None) -> ssl.SSLContext:
     """An HTTPS client's context trusting ``ca``, presenting ``client``."""
-    context = ssl.create_default_context(cafile=ca)
-    if client is not None:
-        context.load_cert_chain(client.cert, client.key)
-    return context
+    if client is None:
+        return TlsFiles(ca_path=ca).ssl_context()
+    return TlsFiles(ca_path=ca, cert_path=client.cert, key_path=client.key).ssl_context()
