@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -52,6 +53,7 @@ from avtomatika.services.polling_workers import PollingWorkers
 from avtomatika.services.public_api import PublicApi
 from avtomatika.services.worker_api import WorkerApi
 from avtomatika.storage.base import Storage
+from avtomatika.tls import server_context
 from avtomatika.webhooks import WebhookSender
 
 if TYPE_CHECKING:
@@ -242,7 +244,12 @@ class Orchestrator:
                 app, handle_signals=False, access_log_class=AccessLogger, access_log=ACCESS_LOG
             )
             await self._runner.setup()
-            site = web.TCPSite(self._runner, self.settings.api_host, self.settings.api_port)
+            site = web.TCPSite(
+                self._runner,
+                self.settings.api_host,
+                self.settings.api_port,
+                ssl_context=_rest_tls(self.settings),
+            )
             await site.start()
             self.rest_port = _bound_port(self._runner)
         except BaseException:
@@ -303,6 +310,14 @@ def _s3_files(settings: Settings) -> S3Files | None:
     return S3Files(settings)
 
 
+def _rest_tls(settings: Settings) -> ssl.SSLContext | None:
+    """HTTPS with the certificate gRPC serves (and its client certificate
+    check), or None for plain HTTP when no certificate is set."""
+    if settings.tls_cert_path is None or settings.tls_key_path is None:
+        return None
+    return server_context(settings.tls_cert_path, settings.tls_key_path, settings.tls_ca_path)
+
+
 def _bound_port(runner: web.AppRunner) -> int:
     for address in runner.addresses:
         if isinstance(address, tuple):
@@ -335,6 +350,12 @@ async def _serve_until_signalled(orchestrator: Orchestrator) -> None:
                 orchestrator.grpc_port,
                 ", ".join(sorted(orchestrator.blueprints)) or "none",
             )
+            if settings.tls_cert_path is not None:
+                log.info(
+                    "TLS on both ports (HTTPS and gRPC)%s%s",
+                    ", client certificates required" if settings.tls_require_client_cert else "",
+                    ", worker ids bound to them" if settings.tls_bind_worker_identity else "",
+                )
             await stop.wait()
             log.info("shutting down")
     finally:

@@ -419,8 +419,9 @@ def test_the_sdk_loads_only_itself_and_the_contract(tmp_path: Path) -> None:
         if m == "avtomatika.worker" or m.startswith("avtomatika.worker.")
     }
     # Besides itself: the shared modules of the standard library alone (JSON
-    # payloads, stream batches, the backoff, the worker-id rule, the errors).
-    shared = {"batches", "payload", "backoff", "ids", "errors"}
+    # payloads, stream batches, the backoff, the worker-id rule, the errors),
+    # and the channel's TLS files (grpc, shared with the client).
+    shared = {"batches", "payload", "backoff", "ids", "errors", "channel_tls"}
     assert ours == {"avtomatika", *(f"avtomatika.{name}" for name in shared), *sdk}
     assert loaded.isdisjoint(SERVER_MODULES)
 

@@ -2,7 +2,10 @@
 client API (``JobService``, ``PublicService``), health and reflection.
 
 With ``TLS_CERT_PATH`` and ``TLS_KEY_PATH`` set the port serves TLS only
-(server authentication; workers keep authenticating with their token).
+(server authentication; workers keep authenticating with their token); with
+``TLS_CA_PATH`` and ``TLS_REQUIRE_CLIENT_CERT`` too, every caller must
+present a client certificate that CA bundle verifies (mutual TLS), or its
+handshake fails. The REST port serves the same (:mod:`avtomatika.tls`).
 """
 
 from __future__ import annotations
@@ -115,9 +118,17 @@ async def start_grpc_server(
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
-    """TLS credentials from ``TLS_CERT_PATH``/``TLS_KEY_PATH`` (PEM), or None."""
+    """TLS credentials from ``TLS_CERT_PATH``/``TLS_KEY_PATH`` (PEM), or
+    None; with ``TLS_CA_PATH``, requiring client certificates it verifies
+    (the settings allow a CA only with ``TLS_REQUIRE_CLIENT_CERT``)."""
     if settings.tls_cert_path is None or settings.tls_key_path is None:
         return None
     key = settings.tls_key_path.read_bytes()
     chain = settings.tls_cert_path.read_bytes()
-    return grpc.ssl_server_credentials([(key, chain)])
+    if settings.tls_ca_path is None:
+        return grpc.ssl_server_credentials([(key, chain)])
+    return grpc.ssl_server_credentials(
+        [(key, chain)],
+        root_certificates=settings.tls_ca_path.read_bytes(),
+        require_client_auth=settings.tls_require_client_cert,
+    )
