@@ -76,6 +76,28 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="background jobs on a timetable, schedules.toml (SCHEDULES_CONFIG_PATH)",
     )
+    run.add_argument(
+        "--header-timeout-seconds",
+        type=float,
+        help="close a connection whose request line and headers (gRPC: handshake) are not "
+        "complete this long after it opened (HEADER_TIMEOUT_SECONDS, default 15)",
+    )
+    run.add_argument(
+        "--keepalive-timeout-seconds",
+        type=float,
+        help="close an idle keep-alive connection (KEEPALIVE_TIMEOUT_SECONDS, default 75)",
+    )
+    run.add_argument(
+        "--max-connections",
+        type=int,
+        help="open connections per port (MAX_CONNECTIONS, default 0: from the descriptor limit)",
+    )
+    run.add_argument(
+        "--max-connections-per-address",
+        type=int,
+        help="open REST connections from one client address "
+        "(MAX_CONNECTIONS_PER_ADDRESS, default 256; 0 = no cap)",
+    )
     run.add_argument("--tls-cert-path", type=Path, help="gRPC TLS certificate (TLS_CERT_PATH)")
     run.add_argument("--tls-key-path", type=Path, help="gRPC TLS private key (TLS_KEY_PATH)")
     run.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (LOG_LEVEL, default INFO)")

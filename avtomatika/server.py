@@ -43,6 +43,7 @@ from avtomatika.monitoring.dashboard import Dashboard
 from avtomatika.monitoring.metrics import Metrics
 from avtomatika.rest import build_app
 from avtomatika.rest.access_log import AccessLogger
+from avtomatika.rest.connections import GuardedAppRunner
 from avtomatika.rest.metrics_api import METRICS
 from avtomatika.rest.render import job_json
 from avtomatika.rest.worker_api.handlers import WORKER_API
@@ -238,8 +239,12 @@ class Orchestrator:
             )
             for key, value in self.app_state.items():
                 app[key] = value
-            self._runner = web.AppRunner(
-                app, handle_signals=False, access_log_class=AccessLogger, access_log=ACCESS_LOG
+            self._runner = GuardedAppRunner(
+                app,
+                self.settings,
+                handle_signals=False,
+                access_log_class=AccessLogger,
+                access_log=ACCESS_LOG,
             )
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.settings.api_host, self.settings.api_port)
