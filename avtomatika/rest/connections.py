@@ -62,6 +62,7 @@ tells which limit it hit only by the limit it carries."""
 MAX_HEADERS = 128
 """The most header fields in one request (aiohttp's default); more is 431."""
 
+
 def _raw_response(status: str, message: str, *headers: str) -> bytes:
     """A complete response written straight to the transport, for the
     moments when no request exists to answer through aiohttp."""
@@ -143,7 +144,7 @@ class _GuardedHandler(RequestHandler):
     """One connection: admitted against the caps, held to the header
     timeout, answering parser errors as JSON."""
 
-    __slots__ = ("_guard", "_address", "_admitted", "_header_deadline")
+    __slots__ = ("_address", "_admitted", "_guard", "_header_deadline")
 
     def __init__(self, manager: GuardedServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
