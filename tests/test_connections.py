@@ -289,6 +289,21 @@ async def test_grpc_connections_that_never_handshake_are_closed(
     assert reader.at_eof()
 
 
+async def test_grpc_connections_past_the_cap_are_closed(
+    start_orchestrator: StartOrchestrator, sockets: Sockets
+) -> None:
+    """Finding 2 on the gRPC port: past ``MAX_CONNECTIONS`` a new connection
+    is closed as soon as it is accepted (the header timeout, longer than the
+    test's deadline, cannot be what closes it)."""
+    orchestrator = await start_orchestrator(max_connections=2, header_timeout_seconds=60)
+    port = orchestrator.grpc_port
+    held = [await sockets.connect(port) for _ in range(2)]
+    reader, _ = await sockets.connect(port)
+    await until_closed(reader)
+    assert reader.at_eof()
+    assert not any(held_reader.at_eof() for held_reader, _ in held)
+
+
 @pytest.mark.parametrize(
     "setting",
     ["header_timeout_seconds", "keepalive_timeout_seconds", "max_connections"],
