@@ -157,7 +157,7 @@ class Orchestrator:
                 self.services.append(FileCleanup(files, self.engine.events, grace))
         self.rest_port = 0
         self.grpc_port = 0
-        self._runner: web.AppRunner | None = None
+        self._runner: GuardedAppRunner | None = None
         self._grpc: GrpcServer | None = None
         self._loaded = False
         # Scheduled jobs: an intake, like the servers (started after the
@@ -247,6 +247,10 @@ class Orchestrator:
                 access_log=ACCESS_LOG,
             )
             await self._runner.setup()
+            guarded = self._runner.http_server
+            self.metrics.track_connections(
+                lambda: guarded.open_connections, lambda: guarded.closed_early
+            )
             site = web.TCPSite(self._runner, self.settings.api_host, self.settings.api_port)
             await site.start()
             self.rest_port = _bound_port(self._runner)

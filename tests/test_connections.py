@@ -12,10 +12,11 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from avtomatika.config import Settings
 from avtomatika.errors import ConfigError
-from tests.support.orchestrator import StartOrchestrator
+from tests.support.orchestrator import HttpClient, StartOrchestrator
 from tests.support.serve import serve_env, served
 from tests.support.waiting import DEADLINE_SECONDS, wait_until
 
@@ -167,6 +168,31 @@ async def test_connections_past_the_server_cap_are_refused_with_503(
     await sockets.connect(port, source="127.0.0.2")
     reader, _ = await sockets.connect(port, source="127.0.0.3")
     assert json_error_of(await until_closed(reader), 503) == "too many open connections"
+
+
+async def test_connections_closed_early_are_counted_in_metrics(
+    start_orchestrator: StartOrchestrator, sockets: Sockets, http_client: HttpClient
+) -> None:
+    """Operators see the bounds at work: ``GET /_public/metrics`` counts the
+    connections closed past a cap or for slow headers, and the open ones."""
+    orchestrator = await start_orchestrator(
+        header_timeout_seconds=0.5, max_connections_per_address=1
+    )
+    slow, _ = await sockets.connect(orchestrator.rest_port, data=b"GET / HTTP/1.1\r\n")
+    refused, _ = await sockets.connect(orchestrator.rest_port)
+    json_error_of(await until_closed(refused), 503)
+    json_error_of(await until_closed(slow), 408)
+
+    response = await http_client(orchestrator).get("/_public/metrics")
+    samples = {
+        (sample.name, tuple(sample.labels.values())): sample.value
+        for family in text_string_to_metric_families(await response.text())
+        for sample in family.samples
+    }
+    closed = "avtomatika_http_connections_closed_early_total"
+    assert samples[(closed, ("address_cap",))] == 1
+    assert samples[(closed, ("header_timeout",))] == 1
+    assert samples[("avtomatika_http_connections_open", ())] == 1  # the scrape's own
 
 
 async def test_status_answers_with_few_descriptors_and_300_slow_connections(

@@ -27,6 +27,7 @@ check is per connection or per parsed request, never per byte.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from typing import Any
 
@@ -77,6 +78,11 @@ def _raw_response(status: str, message: str, *headers: str) -> bytes:
     return "\r\n".join(head).encode() + b"\r\n\r\n" + body
 
 
+# Why a connection was closed before a request was served (metric labels).
+_SERVER_CAP = "server_cap"
+_ADDRESS_CAP = "address_cap"
+_HEADER_TIMEOUT = "header_timeout"
+
 _SERVER_FULL = _raw_response(
     "503 Service Unavailable", "too many open connections", "Retry-After: 1"
 )
@@ -114,15 +120,19 @@ class GuardedServer(web.Server):
         self.max_connections = settings.connection_cap
         self.max_per_address = settings.max_connections_per_address
         self.open_connections = 0
+        self.closed_early: collections.Counter[str] = collections.Counter()
+        """Connections closed before a request was served, by reason (a running total)."""
         self._by_address: dict[str, int] = {}
 
     def admit(self, address: str | None) -> bytes | None:
         """Count a new connection in, or return the response refusing it."""
         if self.open_connections >= self.max_connections:
+            self.closed_early[_SERVER_CAP] += 1
             return _SERVER_FULL
         if self.max_per_address and address is not None:
             count = self._by_address.get(address, 0)
             if count >= self.max_per_address:
+                self.closed_early[_ADDRESS_CAP] += 1
                 return _ADDRESS_FULL
             self._by_address[address] = count + 1
         self.open_connections += 1
@@ -200,6 +210,7 @@ class _GuardedHandler(RequestHandler):
         waiter = self._waiter
         # Still waiting for a whole request (not running a handler).
         if waiter is not None and not waiter.done() and self.transport is not None:
+            self._guard.closed_early[_HEADER_TIMEOUT] += 1
             self.transport.write(_HEADERS_LATE)
             self.force_close()
 
@@ -243,6 +254,13 @@ class GuardedAppRunner(web.AppRunner):
             **kwargs,
         )
         self._settings = settings
+
+    @property
+    def http_server(self) -> GuardedServer:
+        """The server, once :meth:`setup` has made it."""
+        server = self.server
+        assert isinstance(server, GuardedServer), "GuardedAppRunner.setup() has not run"
+        return server
 
     async def _make_server(self) -> web.Server:
         # The app's start-up runs here; then the same handler and request
