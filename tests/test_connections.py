@@ -16,8 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from avtomatika.config import Settings
 from avtomatika.errors import ConfigError
+from tests.support.blueprints import echo_blueprint
 from tests.support.orchestrator import HttpClient, StartOrchestrator
 from tests.support.serve import serve_env, served
+from tests.support.tokens import CLIENT_TOKEN
 from tests.support.waiting import DEADLINE_SECONDS, wait_until
 
 Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -271,6 +273,30 @@ async def test_parser_errors_are_json_and_never_echo_the_request(
     raw = await until_closed(reader)
     json_error_of(raw, status)
     assert secret.lower() not in raw.lower()
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Content-Encoding: gzip\r\nContent-Length: 6\r\n\r\nSECRET",
+        b"Transfer-Encoding: chunked\r\n\r\nzz\r\nSECRET\r\n0\r\n\r\n",
+    ],
+    ids=["gzip-that-does-not-inflate", "bad-chunk-size"],
+)
+async def test_a_body_that_cannot_be_decoded_is_400_json(
+    start_orchestrator: StartOrchestrator, sockets: Sockets, framing: bytes
+) -> None:
+    """Bad input never 500: a body whose encoding or framing is broken is
+    a 400 JSON (it was a 500 with a traceback for gzip), without its bytes."""
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    head = (
+        b"POST /api/v1/jobs/echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"X-Client-Token: " + CLIENT_TOKEN.encode() + b"\r\n"
+    )
+    reader, _ = await sockets.connect(orchestrator.rest_port, data=head + framing)
+    raw = await until_closed(reader)
+    json_error_of(raw, 400)
+    assert b"SECRET" not in raw
 
 
 async def test_keep_alive_clients_reuse_their_connections_undisturbed(
