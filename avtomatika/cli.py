@@ -77,6 +77,28 @@ def _parser() -> argparse.ArgumentParser:
         help="background jobs on a timetable, schedules.toml (SCHEDULES_CONFIG_PATH)",
     )
     run.add_argument(
+        "--header-timeout-seconds",
+        type=float,
+        help="close a connection whose request line and headers (gRPC: handshake) are not "
+        "complete this long after it opened (HEADER_TIMEOUT_SECONDS, default 15)",
+    )
+    run.add_argument(
+        "--keepalive-timeout-seconds",
+        type=float,
+        help="close an idle keep-alive connection (KEEPALIVE_TIMEOUT_SECONDS, default 75)",
+    )
+    run.add_argument(
+        "--max-connections",
+        type=int,
+        help="open connections per port (MAX_CONNECTIONS, default 0: from the descriptor limit)",
+    )
+    run.add_argument(
+        "--max-connections-per-address",
+        type=int,
+        help="open REST connections from one client address "
+        "(MAX_CONNECTIONS_PER_ADDRESS, default 256; 0 = no cap)",
+    )
+    run.add_argument(
         "--tls-cert-path", type=Path, help="TLS certificate of both ports, PEM (TLS_CERT_PATH)"
     )
     run.add_argument("--tls-key-path", type=Path, help="its private key, PEM (TLS_KEY_PATH)")

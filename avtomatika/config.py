@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import os
 import re
+import resource
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -21,6 +22,8 @@ __all__ = ["LOG_FORMATS", "Config", "Settings"]
 log = logging.getLogger(__name__)
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# MAX_CONNECTIONS=0 derives the cap from the descriptor limit, never above this.
+_AUTO_CONNECTION_CAP_CEILING = 10_000
 LOG_FORMATS = ("text", "json")
 """The values of ``LOG_FORMAT``: plain lines, or one JSON object per line."""
 
@@ -66,6 +69,16 @@ class Settings:
     # 1.0b13's switch; set, it must agree with the certificate settings.
     tls_enabled: bool | None = None
     shutdown_grace_seconds: float = 5.0
+    # Connection hygiene: a connection must send its request line and headers
+    # (gRPC: finish its handshake) within HEADER_TIMEOUT_SECONDS; an idle one is
+    # closed after KEEPALIVE_TIMEOUT_SECONDS. Each port holds at most
+    # MAX_CONNECTIONS (0: derived from the descriptor limit, see
+    # connection_cap); REST at most MAX_CONNECTIONS_PER_ADDRESS from one client
+    # address (0: no cap, for a proxy in front, where every client has its address).
+    header_timeout_seconds: float = 15.0
+    keepalive_timeout_seconds: float = 75.0
+    max_connections: int = 0
+    max_connections_per_address: int = 256
     # Clients: clients.toml, rate limits, quotas.
     clients_config_path: Path | None = None
     rate_limiting_enabled: bool = False
@@ -148,6 +161,8 @@ class Settings:
             "webhook_backoff_base_seconds",
             "job_retention_seconds",
             "step_lease_seconds",
+            "header_timeout_seconds",
+            "keepalive_timeout_seconds",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name.upper()} must be > 0, got {getattr(self, name)}")
@@ -170,6 +185,9 @@ class Settings:
                 "WORKER_HEARTBEAT_MIN_INTERVAL_SECONDS must be >= 0, "
                 f"got {self.worker_heartbeat_min_interval_seconds}"
             )
+        for name in ("max_connections", "max_connections_per_address"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name.upper()} must be >= 0, got {getattr(self, name)}")
         if self.worker_reconnect_grace_seconds < 0:
             raise ConfigError(
                 "WORKER_RECONNECT_GRACE_SECONDS must be >= 0, "
@@ -243,6 +261,19 @@ class Settings:
             )
         if self.tls_cert_path is not None and self.tls_key_path is not None:
             server_context(self.tls_cert_path, self.tls_key_path, self.tls_ca_path)
+
+    @property
+    def connection_cap(self) -> int:
+        """The most connections each port (REST, gRPC) holds open:
+        ``MAX_CONNECTIONS``, or when 0, 40% of the process's descriptor limit
+        (the two ports together leave a fifth to Redis, files and logs), at
+        most 10,000."""
+        if self.max_connections:
+            return self.max_connections
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return _AUTO_CONNECTION_CAP_CEILING
+        return max(1, min(soft * 2 // 5, _AUTO_CONNECTION_CAP_CEILING))
 
     @property
     def logging_level(self) -> int:

@@ -44,6 +44,7 @@ from avtomatika.monitoring.dashboard import Dashboard
 from avtomatika.monitoring.metrics import Metrics
 from avtomatika.rest import build_app
 from avtomatika.rest.access_log import AccessLogger
+from avtomatika.rest.connections import GuardedAppRunner
 from avtomatika.rest.metrics_api import METRICS
 from avtomatika.rest.render import job_json
 from avtomatika.rest.worker_api.handlers import WORKER_API
@@ -158,7 +159,7 @@ class Orchestrator:
                 self.services.append(FileCleanup(files, self.engine.events, grace))
         self.rest_port = 0
         self.grpc_port = 0
-        self._runner: web.AppRunner | None = None
+        self._runner: GuardedAppRunner | None = None
         self._grpc: GrpcServer | None = None
         self._loaded = False
         # Scheduled jobs: an intake, like the servers (started after the
@@ -240,10 +241,18 @@ class Orchestrator:
             )
             for key, value in self.app_state.items():
                 app[key] = value
-            self._runner = web.AppRunner(
-                app, handle_signals=False, access_log_class=AccessLogger, access_log=ACCESS_LOG
+            self._runner = GuardedAppRunner(
+                app,
+                self.settings,
+                handle_signals=False,
+                access_log_class=AccessLogger,
+                access_log=ACCESS_LOG,
             )
             await self._runner.setup()
+            guarded = self._runner.http_server
+            self.metrics.track_connections(
+                lambda: guarded.open_connections, lambda: guarded.closed_early
+            )
             site = web.TCPSite(
                 self._runner,
                 self.settings.api_host,
