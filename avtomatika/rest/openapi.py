@@ -304,7 +304,10 @@ def _responses(shape: Operation, path: str) -> dict[str, Any]:
     for status, reply in shape.replies.items():
         response: dict[str, Any] = {"description": reply.description}
         if reply.schema is not None:
-            response["content"] = {reply.media_type: {"schema": reply.schema}}
+            response["content"] = {
+                media_type: {"schema": reply.schema}
+                for media_type in (reply.media_type, *reply.also)
+            }
         if reply.headers:
             response["headers"] = {
                 name: {"description": text, "schema": {"type": "string"}}
