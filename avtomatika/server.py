@@ -54,7 +54,7 @@ from avtomatika.webhooks import WebhookSender
 if TYPE_CHECKING:
     from avtomatika.files import S3Files
 
-__all__ = ["Orchestrator", "OrchestratorEngine", "Service", "serve"]
+__all__ = ["Orchestrator", "OrchestratorEngine", "Service", "console_url", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -307,6 +307,16 @@ OrchestratorEngine = Orchestrator
 """1.0b13's name for :class:`Orchestrator`, kept for the code written against it."""
 
 
+def console_url(host: str, port: int) -> str:
+    """Where a browser on this machine finds the web console of a server
+    bound to ``host`` (every address: ``localhost``)."""
+    if host in ("", "0.0.0.0", "::"):
+        host = "localhost"
+    elif ":" in host:
+        host = f"[{host}]"  # an IPv6 literal
+    return f"http://{host}:{port}/console"
+
+
 async def serve(settings: Settings) -> None:
     """Run an orchestrator for ``settings`` until SIGTERM or SIGINT."""
     await _serve_until_signalled(Orchestrator(config=settings))
@@ -327,6 +337,10 @@ async def _serve_until_signalled(orchestrator: Orchestrator) -> None:
                 settings.grpc_host,
                 orchestrator.grpc_port,
                 ", ".join(sorted(orchestrator.blueprints)) or "none",
+            )
+            log.info(
+                "web console: %s (sign in with a client token)",
+                console_url(settings.api_host, orchestrator.rest_port),
             )
             await stop.wait()
             log.info("shutting down")
