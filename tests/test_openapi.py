@@ -16,8 +16,8 @@ from openapi_spec_validator import validate
 
 from avtomatika.rest import build_app
 from avtomatika.rest.api_shapes import CREATE_JOB, OPERATIONS, SCHEMAS
-from avtomatika.rest.openapi import annotated_rpcs, template
 from avtomatika.rest.console_api import CONSOLE_PATHS
+from avtomatika.rest.openapi import annotated_rpcs, template
 from avtomatika.rest.worker_api.websocket import WEBSOCKET_PATHS
 from tests.support import RawWorker, create_job, wait_for_status
 from tests.support.blueprints import echo_blueprint
