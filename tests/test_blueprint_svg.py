@@ -8,7 +8,6 @@ escaped."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from typing import Any
 
 import pytest
 
@@ -16,7 +15,7 @@ from avtomatika import ActionFactory, StateMachineBlueprint
 from avtomatika.blueprint.graph import read_graph
 from avtomatika.blueprint.layout import lay_out
 from avtomatika.blueprint.svg import to_svg
-from tests.support.blueprints import review_blueprint
+from tests.support.blueprints import ordered_blueprint, review_blueprint
 from tests.support.client_api import ApiError, ConnectApi
 from tests.support.orchestrator import StartOrchestrator
 
@@ -142,30 +141,9 @@ def test_a_target_without_handler_is_drawn_and_marked() -> None:
 
 
 def test_the_drawing_does_not_depend_on_declaration_order() -> None:
-    def build(order: list[str]) -> StateMachineBlueprint:
-        bp = StateMachineBlueprint("ordered")
-
-        async def first(actions: ActionFactory) -> None:
-            actions.dispatch_task("t", transitions={"success": "b", "failure": "a"})
-
-        async def middle(actions: ActionFactory) -> None:
-            actions.transition_to("z")
-
-        async def last() -> None:
-            return None
-
-        handlers: dict[str, tuple[Any, bool, bool]] = {
-            "start": (first, True, False),
-            "a": (middle, False, False),
-            "b": (middle, False, False),
-            "z": (last, False, True),
-        }
-        for name in order:
-            handler, is_start, is_end = handlers[name]
-            bp.handler_for(name, is_start=is_start, is_end=is_end)(handler)
-        return bp
-
-    assert to_svg(build(["start", "a", "b", "z"])) == to_svg(build(["z", "b", "a", "start"]))
+    assert to_svg(ordered_blueprint(["start", "a", "b", "z"])) == to_svg(
+        ordered_blueprint(["z", "b", "a", "start"])
+    )
 
 
 def test_the_order_within_a_column_uncrosses_edges() -> None:

@@ -471,3 +471,33 @@ def test_the_page_is_served_at_the_root_and_under_console_with_a_strict_policy(
     status, content_type, _, body = server.run(get("/console/nope.js"))
     assert (status, content_type) == (404, "application/json")
     assert "nope.js" in body
+
+
+def test_filter_page_and_count_the_jobs(console: Console, server: Server) -> None:
+    created = {server.create(ALICE, {}, blueprint="orphan") for _ in range(3)}
+    console.login(ALICE)
+    page = console.page
+    page.get_by_label("Blueprint").fill("orphan")
+    page.get_by_label("Status", exact=True).select_option("waiting_for_worker")
+    page.get_by_role("button", name="Apply").click()
+    assert "orphan" in page.url
+    rows = page.get_by_role("table").locator("tbody tr")
+    playwright_api.expect(rows.first).to_contain_text("waiting for worker")
+    listed = set(rows.locator("a").all_inner_texts())
+    assert created <= listed
+    # The counts are of all the caller's jobs, whatever the filters.
+    count = page.locator('.count[data-status="waiting_for_worker"] .count-n')
+    count.wait_for()
+    assert int(count.inner_text()) >= len(created)
+
+    page.goto(f"{console.base}/console#/jobs?blueprint=orphan&size=2")
+    playwright_api.expect(rows).to_have_count(2)
+    first = set(rows.locator("a").all_inner_texts())
+    page.get_by_role("button", name="Next page").click()
+    playwright_api.expect(page.get_by_text("Page 2")).to_be_visible()
+    second = set(rows.locator("a").all_inner_texts())
+    assert second
+    assert not first & second
+    page.get_by_role("button", name="Previous page").click()
+    playwright_api.expect(page.get_by_text("Page 1")).to_be_visible()
+    console.shot("filtered")

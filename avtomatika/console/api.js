@@ -132,3 +132,25 @@ export async function graph(blueprint, signal) {
   }
   return document.importNode(root, true);
 }
+
+/**
+ * Run `load` now and again `ms` after each run settles, until `signal`
+ * aborts; a failure goes to `failed` (an abort ends quietly). Answers a
+ * function that runs it again at once.
+ */
+export async function repeat(ms, signal, load, failed) {
+  let timer = null;
+  signal.addEventListener("abort", () => clearTimeout(timer));
+  async function once() {
+    clearTimeout(timer);
+    try {
+      await load();
+    } catch (error) {
+      if (error.name === "AbortError") return;
+      failed(error);
+    }
+    if (!signal.aborted) timer = setTimeout(once, ms);
+  }
+  await once();
+  return once;
+}

@@ -2,7 +2,7 @@
 // state and creation time, paged with the list's page token, the counts per
 // status on top; refreshed every two seconds while the view is open.
 
-import { call, query } from "./api.js";
+import { call, query, repeat } from "./api.js";
 import { badge, fill, h, progressBar, table, when } from "./dom.js";
 
 const REFRESH_MS = 2000;
@@ -24,6 +24,8 @@ export async function jobsView(root, parameters, signal) {
     state: parameters.get("state") ?? "",
     created_after: parameters.get("created_after") ?? "",
   };
+  // The page size can be set in the address (#/jobs?size=5), for a link.
+  const size = Number.parseInt(parameters.get("size") ?? "", 10) || PAGE_SIZE;
   // Page tokens of the pages before this one, for "Previous".
   const pages = [""];
   const counts = h("div", { class: "counts", role: "group", "aria-label": "Jobs by status" });
@@ -39,6 +41,8 @@ export async function jobsView(root, parameters, signal) {
     pager);
 
   let shown = "";
+  let again = null;
+  const refresh = () => again?.(); // a page asked for: load it at once
   async function load() {
     const created = filters.created_after ? Date.parse(filters.created_after) : NaN;
     const page = await call(`/api/v1/jobs${query({
@@ -46,7 +50,7 @@ export async function jobsView(root, parameters, signal) {
       blueprint: filters.blueprint,
       current_state: filters.state,
       created_after_ms: Number.isNaN(created) ? "" : created,
-      page_size: PAGE_SIZE,
+      page_size: size,
       page_token: pages.at(-1),
     })}`, { signal });
     fill(problem);
@@ -69,19 +73,7 @@ export async function jobsView(root, parameters, signal) {
       }, "Next page"));
   }
 
-  let timer = null;
-  async function refresh() {
-    clearTimeout(timer);
-    try {
-      await load();
-    } catch (error) {
-      if (error.name === "AbortError") return;
-      fill(problem, error.message);
-    }
-    if (!signal.aborted) timer = setTimeout(refresh, REFRESH_MS);
-  }
-  signal.addEventListener("abort", () => clearTimeout(timer));
-  await refresh();
+  again = await repeat(REFRESH_MS, signal, load, (error) => fill(problem, error.message));
 }
 
 function filterForm(filters) {

@@ -3,7 +3,7 @@
 // warning about queued skills that no connected worker has. Refreshed every
 // two seconds.
 
-import { call } from "./api.js";
+import { call, repeat } from "./api.js";
 import { age, badge, fill, h, table, when } from "./dom.js";
 
 const REFRESH_MS = 2000;
@@ -52,18 +52,7 @@ export async function workersView(root, signal) {
     ], skills) : h("p", { class: "muted" }, "Nothing is queued."));
   }
 
-  let timer = null;
-  async function refresh() {
-    try {
-      await load();
-    } catch (error) {
-      if (error.name === "AbortError") return;
-      fill(problem, error.message);
-    }
-    if (!signal.aborted) timer = setTimeout(refresh, REFRESH_MS);
-  }
-  signal.addEventListener("abort", () => clearTimeout(timer));
-  await refresh();
+  await repeat(REFRESH_MS, signal, load, (error) => fill(problem, error.message));
 }
 
 function resources(worker) {
