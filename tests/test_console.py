@@ -235,7 +235,8 @@ class Console:
     page: Any
     base: str
     shots: Path
-    urls: list[str] = field(default_factory=list)
+    requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    """(URL, headers) of every request the page sent."""
     problems: list[str] = field(default_factory=list)
 
     def shot(self, name: str) -> Path:
@@ -264,13 +265,22 @@ def console(server: Server, browser: Any, tmp_path: Path) -> Iterator[Console]:
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     tab = Console(page, server.base, tmp_path)
-    page.on("request", lambda request: tab.urls.append(request.url))
+    page.on("request", lambda request: tab.requests.append((request.url, request.headers)))
     page.on("pageerror", lambda error: tab.problems.append(str(error)))
     yield tab
+    # Whatever the test did: the token stayed in sessionStorage and in the
+    # X-Client-Token header of API requests, never in a URL, another header,
+    # a cookie or localStorage; and no script failed.
+    assert context.cookies() == []
+    assert page.evaluate("localStorage.length") == 0
     context.close()
-    # The token never travels in a URL, whatever the test did.
-    for token in (ALICE, BOB):
-        assert not [url for url in tab.urls if token in url]
+    assert [url for url, _ in tab.requests if "/api/" in url]
+    for url, headers in tab.requests:
+        for token in (ALICE, BOB):
+            assert token not in url
+            assert token not in str({k: v for k, v in headers.items() if k != "x-client-token"})
+        if "/api/" in url:
+            assert headers.get("x-client-token"), url
     assert tab.problems == []
 
 

@@ -78,7 +78,6 @@ function login(message = "") {
 logout.addEventListener("click", () => {
   clearToken();
   leaving?.abort();
-  location.hash = "#/jobs";
   login("Logged out.");
 });
 
