@@ -87,8 +87,12 @@ def hostile_blueprint() -> StateMachineBlueprint:
 
 
 def orphan_blueprint() -> StateMachineBlueprint:
-    """``jobs/orphan``: a task of a skill no worker has."""
-    bp = StateMachineBlueprint("orphan", api_endpoint="jobs/orphan", api_version="v1")
+    """``jobs/orphan``: a task of a skill no worker has; ``n``, if given,
+    must be an integer."""
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
+    bp = StateMachineBlueprint(
+        "orphan", api_endpoint="jobs/orphan", api_version="v1", input_schema=schema
+    )
 
     @bp.handler_for("start", is_start=True)
     async def start(actions: ActionFactory) -> None:
@@ -289,7 +293,14 @@ def test_create_follow_and_approve_a_job(console: Console, server: Server) -> No
     console.login(ALICE)
     assert page.evaluate("sessionStorage.length") == 1
     page.get_by_role("link", name="Blueprints").click()
-    form = page.get_by_role("form", name="Create a console job")
+    # The server checks the input schema; its refusal is shown.
+    orphan = page.get_by_role("form", name="Create a job of orphan")
+    orphan.get_by_label("Initial data (JSON object)").fill('{"n": "<b>x</b>"}')
+    orphan.get_by_role("button", name="Create job").click()
+    playwright_api.expect(orphan.locator("output")).to_contain_text(
+        "Refused (400): initial_data.n: '<b>x</b>' is not of type 'integer'"
+    )
+    form = page.get_by_role("form", name="Create a job of console")
     form.get_by_label("Initial data (JSON object)").fill("not json")
     form.get_by_role("button", name="Create job").click()
     playwright_api.expect(form.locator("output")).to_contain_text("Not JSON")

@@ -35,7 +35,7 @@ function createForm(blueprint, id) {
   });
   textarea.value = "{}";
   const result = h("output", { class: "answer", role: "status", "aria-live": "polite", for: `${id}-data` });
-  const form = h("form", { class: "create", "aria-label": `Create a ${blueprint.name} job` },
+  const form = h("form", { class: "create", "aria-label": `Create a job of ${blueprint.name}` },
     h("label", { for: `${id}-data` }, "Initial data (JSON object)"),
     textarea,
     h("p", { id: `${id}-hint`, class: "muted small" },
