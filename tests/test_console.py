@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from avtomatika import ActionFactory, OrchestratorEngine, StateMachineBlueprint
 from avtomatika.worker import TaskContext, TaskFailure
@@ -31,8 +32,6 @@ from tests.support.history import history_until
 from tests.support.orchestrator import make_settings
 from tests.support.rest_worker import RestWorker
 from tests.support.sdk import serving
-
-playwright_api = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = Path("/usr/bin/chromium")
 ALICE, BOB = "alice-console-token-0123456789", "bob-console-token-0123456789"
@@ -220,13 +219,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists() or shutil.which(str(CHROMIUM)) is None:
         message = f"Debian's chromium is not installed at {CHROMIUM} (apt-get install chromium)"
         if os.environ.get("CI") == "true":
             pytest.fail(f"{message}; CI=true requires it")
         pytest.skip(message)
-    with playwright_api.sync_playwright() as playwright:
+    with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
         yield launched
         launched.close()
@@ -236,7 +235,7 @@ def browser() -> Iterator[Any]:
 class Console:
     """A browser tab on the console, recording every request URL it sends."""
 
-    page: Any
+    page: Page
     base: str
     shots: Path
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
@@ -259,13 +258,11 @@ class Console:
 
     def status_is(self, status: str) -> None:
         summary = self.page.locator(".summary")
-        playwright_api.expect(summary.locator(".badge")).to_have_text(
-            status.replace("_", " "), timeout=15_000
-        )
+        expect(summary.locator(".badge")).to_have_text(status.replace("_", " "), timeout=15_000)
 
 
 @pytest.fixture
-def console(server: Server, browser: Any, tmp_path: Path) -> Iterator[Console]:
+def console(server: Server, browser: Browser, tmp_path: Path) -> Iterator[Console]:
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     tab = Console(page, server.base, tmp_path)
@@ -297,13 +294,13 @@ def test_create_follow_and_approve_a_job(console: Console, server: Server) -> No
     orphan = page.get_by_role("form", name="Create a job of orphan")
     orphan.get_by_label("Initial data (JSON object)").fill('{"n": "<b>x</b>"}')
     orphan.get_by_role("button", name="Create job").click()
-    playwright_api.expect(orphan.locator("output")).to_contain_text(
+    expect(orphan.locator("output")).to_contain_text(
         "Refused (400): initial_data.n: '<b>x</b>' is not of type 'integer'"
     )
     form = page.get_by_role("form", name="Create a job of console")
     form.get_by_label("Initial data (JSON object)").fill("not json")
     form.get_by_role("button", name="Create job").click()
-    playwright_api.expect(form.locator("output")).to_contain_text("Not JSON")
+    expect(form.locator("output")).to_contain_text("Not JSON")
     form.get_by_label("Initial data (JSON object)").fill('{"mode": "quick", "n": 1}')
     console.shot("blueprints")
     form.get_by_role("button", name="Create job").click()
@@ -314,26 +311,26 @@ def test_create_follow_and_approve_a_job(console: Console, server: Server) -> No
 
     page.get_by_role("link", name="Jobs").click()
     row = page.get_by_role("row").filter(has=page.get_by_role("link", name=job_id))
-    playwright_api.expect(row.locator(".badge")).to_have_text("waiting for human", timeout=15_000)
+    expect(row.locator(".badge")).to_have_text("waiting for human", timeout=15_000)
     console.shot("jobs")
 
     row.get_by_role("link", name=job_id).click()
     console.status_is("waiting_for_human")
     approval = page.get_by_role("group", name="Waiting for a decision")
-    playwright_api.expect(approval).to_contain_text("Ship the <b>cut</b>?")
+    expect(approval).to_contain_text("Ship the <b>cut</b>?")
     console.shot("waiting")
     approval.get_by_role("button", name="approved").click()
     console.status_is("finished")
-    playwright_api.expect(page.locator(".answer")).to_contain_text('Decision "approved"')
+    expect(page.locator(".answer")).to_contain_text('Decision "approved"')
     timeline = page.locator(".timeline")
-    playwright_api.expect(timeline).to_contain_text("decision")
-    playwright_api.expect(timeline).to_contain_text("ended")
+    expect(timeline).to_contain_text("decision")
+    expect(timeline).to_contain_text("ended")
     tasks = page.get_by_role("table").first
-    playwright_api.expect(tasks).to_contain_text("console_work")
-    playwright_api.expect(tasks).to_contain_text("grpc-sdk-1")
+    expect(tasks).to_contain_text("console_work")
+    expect(tasks).to_contain_text("grpc-sdk-1")
     graph = page.locator("figure.graph svg")
-    playwright_api.expect(graph.locator('g.state.current[data-state="finished"]')).to_have_count(1)
-    playwright_api.expect(graph.locator('g.state.visited[data-state="review"]')).to_have_count(1)
+    expect(graph.locator('g.state.current[data-state="finished"]')).to_have_count(1)
+    expect(graph.locator('g.state.visited[data-state="review"]')).to_have_count(1)
     console.shot("finished")
 
 
@@ -343,16 +340,16 @@ def test_cancel_a_running_job(console: Console, server: Server) -> None:
     console.open_job(job_id)
     page = console.page
     tasks = page.get_by_role("table").first
-    playwright_api.expect(tasks).to_contain_text("grpc-sdk-1", timeout=15_000)
-    playwright_api.expect(tasks).to_contain_text("50%")
+    expect(tasks).to_contain_text("grpc-sdk-1", timeout=15_000)
+    expect(tasks).to_contain_text("50%")
     console.shot("running")
 
     page.get_by_role("button", name="Cancel job").click()
 
     console.status_is("cancelled")
-    playwright_api.expect(page.locator(".answer")).to_contain_text("Cancel: ")
-    playwright_api.expect(page.get_by_role("button", name="Cancel job")).to_have_count(0)
-    playwright_api.expect(page.locator(".timeline")).to_contain_text("cancelled")
+    expect(page.locator(".answer")).to_contain_text("Cancel: ")
+    expect(page.get_by_role("button", name="Cancel job")).to_have_count(0)
+    expect(page.locator(".timeline")).to_contain_text("cancelled")
     console.shot("cancelled")
 
 
@@ -362,17 +359,17 @@ def test_retry_a_quarantined_job(console: Console, server: Server) -> None:
     console.open_job(job_id)
     page = console.page
     console.status_is("quarantined")
-    playwright_api.expect(page.locator(".job-error")).to_contain_text("the disk was full")
+    expect(page.locator(".job-error")).to_contain_text("the disk was full")
     console.shot("quarantined")
 
     page.get_by_role("button", name="Retry job").click()
 
-    playwright_api.expect(page.locator(".answer")).to_contain_text("Retry: job is now")
+    expect(page.locator(".answer")).to_contain_text("Retry: job is now")
     console.status_is("waiting_for_human")
     assert server.worked.attempts[job_id] == 2
     tasks = page.get_by_role("table").first
-    playwright_api.expect(tasks.get_by_role("row")).to_have_count(3)  # heading, two attempts
-    playwright_api.expect(page.locator(".timeline")).to_contain_text("retry")
+    expect(tasks.get_by_role("row")).to_have_count(3)  # heading, two attempts
+    expect(page.locator(".timeline")).to_contain_text("retry")
     console.shot("retried")
 
 
@@ -383,24 +380,22 @@ def test_another_client_sees_none_of_them(console: Console, server: Server) -> N
     page.goto(f"{console.base}/")
     page.get_by_label("Client token").fill("not-a-token")
     page.get_by_role("button", name="Sign in").click()
-    playwright_api.expect(page.get_by_role("alert")).to_have_text("That token was refused.")
+    expect(page.get_by_role("alert")).to_have_text("That token was refused.")
     console.login(BOB)
 
-    playwright_api.expect(page.get_by_text("No jobs match.")).to_be_visible()
+    expect(page.get_by_text("No jobs match.")).to_be_visible()
     console.open_job(held)
-    playwright_api.expect(page.get_by_role("alert")).to_contain_text("not found")
+    expect(page.get_by_role("alert")).to_contain_text("not found")
     page.get_by_role("link", name="Workers").click()
     workers = page.get_by_role("table", name="Workers connected to this orchestrator")
-    playwright_api.expect(workers).to_contain_text("grpc-sdk-1")
+    expect(workers).to_contain_text("grpc-sdk-1")
     # The worker holds Alice's task; Bob is not told its id.
-    playwright_api.expect(workers.get_by_role("row").filter(has_text="grpc-sdk-1")).to_contain_text(
-        "busy"
-    )
+    expect(workers.get_by_role("row").filter(has_text="grpc-sdk-1")).to_contain_text("busy")
     assert task_id not in page.content()
     console.shot("bob")
 
     page.get_by_role("button", name="Log out").click()
-    playwright_api.expect(page.get_by_label("Client token")).to_be_visible()
+    expect(page.get_by_label("Client token")).to_be_visible()
     assert page.evaluate("sessionStorage.length") == 0
 
 
@@ -416,12 +411,12 @@ def test_the_workers_page_shows_grpc_and_rest_workers_and_orphan_skills(
     workers = page.get_by_role("table", name="Workers connected to this orchestrator")
     grpc_row = workers.get_by_role("row").filter(has_text="grpc-sdk-1")
     rest_row = workers.get_by_role("row").filter(has_text="rest-worker-1")
-    playwright_api.expect(grpc_row).to_contain_text("grpc")
-    playwright_api.expect(grpc_row).to_contain_text("console_work")
-    playwright_api.expect(rest_row).to_contain_text("rest")
-    playwright_api.expect(rest_row).to_contain_text("resize")
+    expect(grpc_row).to_contain_text("grpc")
+    expect(grpc_row).to_contain_text("console_work")
+    expect(rest_row).to_contain_text("rest")
+    expect(rest_row).to_contain_text("resize")
     warning = page.locator('.warning[data-skill="gpu_render"]')
-    playwright_api.expect(warning).to_contain_text("No worker has gpu_render")
+    expect(warning).to_contain_text("No worker has gpu_render")
     console.shot("workers")
 
 
@@ -439,12 +434,12 @@ def test_hostile_data_is_shown_as_text_and_runs_nothing(console: Console, server
     data = page.locator(".data")
     for text in ('window.__pwned=1', "<script>window.__pwned=2</script>", "window.__pwned=4",
                  "<script>window.__pwned=5</script>"):  # fmt: skip
-        playwright_api.expect(data).to_contain_text(text)
-    playwright_api.expect(page.locator(".summary")).to_contain_text(HOSTILE_STATE)
+        expect(data).to_contain_text(text)
+    expect(page.locator(".summary")).to_contain_text(HOSTILE_STATE)
     drawn = page.locator("figure.graph svg g.state.current")
     assert drawn.get_attribute("data-state") == HOSTILE_STATE
     page.get_by_role("link", name="All jobs").click()
-    playwright_api.expect(page.get_by_role("table")).to_contain_text(HOSTILE_STATE)
+    expect(page.get_by_role("table")).to_contain_text(HOSTILE_STATE)
     console.shot("hostile")
 
     assert page.evaluate("typeof window.__pwned") == "undefined"
@@ -457,7 +452,7 @@ def test_the_console_fits_a_phone(console: Console, server: Server) -> None:
     page = console.page
     page.set_viewport_size({"width": 390, "height": 844})
     console.login(ALICE)
-    playwright_api.expect(page.get_by_role("link", name=job_id)).to_be_visible()
+    expect(page.get_by_role("link", name=job_id)).to_be_visible()
     console.shot("phone-jobs")
     # Rows are cards: no page wider than the phone.
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
@@ -503,7 +498,7 @@ def test_filter_page_and_count_the_jobs(console: Console, server: Server) -> Non
     page.get_by_role("button", name="Apply").click()
     assert "orphan" in page.url
     rows = page.get_by_role("table").locator("tbody tr")
-    playwright_api.expect(rows.first).to_contain_text("waiting for worker")
+    expect(rows.first).to_contain_text("waiting for worker")
     listed = set(rows.locator("a").all_inner_texts())
     assert created <= listed
     # The counts are of all the caller's jobs, whatever the filters.
@@ -512,13 +507,13 @@ def test_filter_page_and_count_the_jobs(console: Console, server: Server) -> Non
     assert int(count.inner_text()) >= len(created)
 
     page.goto(f"{console.base}/console#/jobs?blueprint=orphan&size=2")
-    playwright_api.expect(rows).to_have_count(2)
+    expect(rows).to_have_count(2)
     first = set(rows.locator("a").all_inner_texts())
     page.get_by_role("button", name="Next page").click()
-    playwright_api.expect(page.get_by_text("Page 2")).to_be_visible()
+    expect(page.get_by_text("Page 2")).to_be_visible()
     second = set(rows.locator("a").all_inner_texts())
     assert second
     assert not first & second
     page.get_by_role("button", name="Previous page").click()
-    playwright_api.expect(page.get_by_text("Page 1")).to_be_visible()
+    expect(page.get_by_text("Page 1")).to_be_visible()
     console.shot("filtered")
