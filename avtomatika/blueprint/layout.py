@@ -71,6 +71,9 @@ class Curve:
     end: Point
     arrowhead: tuple[Point, Point, Point]
     label_at: Point
+    label_starts: bool = False
+    """Whether the label starts at ``label_at`` (beside a curve bulging to
+    the right) rather than being centred on it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +101,17 @@ def lay_out(
     between two columns holds the widest label of the edges across it)."""
     ranks = _ranks(states, start, edges)
     columns = _order(_columns(states, ranks), edges, ranks)
+    row = {state: i for column in columns for i, state in enumerate(column)}
     gaps = [_COLUMN_GAP] * len(columns)
     for (source, target), width in zip(edges, label_widths, strict=False):
-        if ranks[target] - ranks[source] == 1:
-            gaps[ranks[source]] = max(gaps[ranks[source]], width + 2 * _LABEL_ROOM)
+        rank = ranks[source]
+        if ranks[target] - rank == 1:
+            gaps[rank] = max(gaps[rank], width + 2 * _LABEL_ROOM)
+        elif ranks[target] == rank and source != target:
+            # A curve within the column bulges into the gap after it, its
+            # label beside the bulge.
+            bulge = _bulge(abs(row[target] - row[source]) * (STATE_HEIGHT + _ROW_GAP), 0.0)
+            gaps[rank] = max(gaps[rank], bulge + width + 2 * _LABEL_ROOM)
     boxes = _place(columns, width_of, gaps, entry_room=_ENTRY if start is not None else 0.0)
     curves = _curves(boxes, edges)
     entry = None
@@ -251,13 +261,15 @@ def _curve(source: Box, target: Box, offset: float) -> Curve:
     elif target.rank == source.rank:
         # Within a column: out of the right side and back in, bulging right.
         start, end = (source.x + source.width, sy), (target.x + target.width, ty)
-        bulge = max(start[0], end[0]) + 30.0 + abs(ty - sy) / 4 + offset
+        bulge = max(start[0], end[0]) + _bulge(abs(ty - sy), offset)
         control1, control2 = (bulge, sy), (bulge, ty)
     else:
         start, end = (sx, source.y), (tx, target.y)
         rise = 40.0 + 14.0 * abs(source.rank - target.rank) + offset
         top = min(source.y, target.y) - rise
         control1, control2 = (sx, top), (tx, top)
+    middle = _bezier_middle(start, control1, control2, end)
+    beside = target.rank == source.rank and source.name != target.name
     return Curve(
         source.name,
         target.name,
@@ -266,8 +278,14 @@ def _curve(source: Box, target: Box, offset: float) -> Curve:
         control2,
         end,
         _arrowhead(control2, end, start),
-        _bezier_middle(start, control1, control2, end),
+        (middle[0] + 6.0, middle[1] + 8.0) if beside else middle,
+        label_starts=beside,
     )
+
+
+def _bulge(rise: float, offset: float) -> float:
+    """How far right of its column a curve within the column reaches."""
+    return 30.0 + rise / 4 + offset
 
 
 def _arrowhead(towards_from: Point, tip: Point, fallback: Point) -> tuple[Point, Point, Point]:

@@ -88,8 +88,9 @@ def to_svg(blueprint: StateMachineBlueprint) -> str:
         label = ""
         if edge.label:
             x, y = curve.label_at
+            anchor = "start" if curve.label_starts else "middle"
             label = (
-                f'<text x="{_n(x)}" y="{_n(y - 4)}" text-anchor="middle" '
+                f'<text x="{_n(x)}" y="{_n(y - 4)}" text-anchor="{anchor}" '
                 f'font-size="{_n(_LABEL_FONT_SIZE)}" fill="{_EDGE}" stroke="{_FILL}" '
                 f'stroke-width="3" paint-order="stroke">{_text(edge.label)}</text>'
             )
@@ -155,9 +156,12 @@ def _bounds(layout: Layout, labels: Iterable[str]) -> tuple[float, float, float,
     left, top, width, height = layout.bounds
     right, bottom = left + width, top + height
     for label, curve in zip(labels, layout.curves, strict=True):
-        half = _label_width(label) / 2 + 4
+        width = _label_width(label) + 8
         x, y = curve.label_at
-        left, right = min(left, x - half), max(right, x + half)
+        if curve.label_starts:
+            right = max(right, x + width)
+        else:
+            left, right = min(left, x - width / 2), max(right, x + width / 2)
         top = min(top, y - _LABEL_FONT_SIZE - 8)
     if layout.entry is not None:
         (cx, _), _ = layout.entry

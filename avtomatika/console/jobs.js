@@ -29,7 +29,7 @@ export async function jobsView(root, parameters, signal) {
   // Page tokens of the pages before this one, for "Previous".
   const pages = [""];
   const counts = h("div", { class: "counts", role: "group", "aria-label": "Jobs by status" });
-  const list = h("div", { class: "list", "aria-live": "polite", "aria-busy": "true" });
+  const list = h("div", { class: "list", "aria-busy": "true" });
   const pager = h("div", { class: "pager" });
   const problem = h("p", { class: "error", role: "alert" });
   fill(root,
