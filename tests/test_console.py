@@ -253,7 +253,10 @@ class Console:
         self.page.get_by_role("button", name="Sign in").click()
         self.page.get_by_role("heading", name="Jobs").wait_for()
 
-    def open_job(self, job_id: str) -> None:
+    def open_job(self, job_id: str, token: str | None = None) -> None:
+        """The job's page (signed in with ``token`` first, if given)."""
+        if token is not None:
+            self.login(token)
         self.page.goto(f"{self.base}/console#/jobs/{job_id}")
 
     def status_is(self, status: str) -> None:
@@ -336,8 +339,7 @@ def test_create_follow_and_approve_a_job(console: Console, server: Server) -> No
 
 def test_cancel_a_running_job(console: Console, server: Server) -> None:
     job_id = server.create(ALICE, {"mode": "hold"})
-    console.login(ALICE)
-    console.open_job(job_id)
+    console.open_job(job_id, ALICE)
     page = console.page
     tasks = page.get_by_role("table").first
     expect(tasks).to_contain_text("grpc-sdk-1", timeout=15_000)
@@ -355,8 +357,7 @@ def test_cancel_a_running_job(console: Console, server: Server) -> None:
 
 def test_retry_a_quarantined_job(console: Console, server: Server) -> None:
     job_id = server.create(ALICE, {"mode": "flaky"})
-    console.login(ALICE)
-    console.open_job(job_id)
+    console.open_job(job_id, ALICE)
     page = console.page
     console.status_is("quarantined")
     expect(page.locator(".job-error")).to_contain_text("the disk was full")
@@ -426,8 +427,7 @@ def test_hostile_data_is_shown_as_text_and_runs_nothing(console: Console, server
         "script": "<script>window.__pwned=5</script>",
     }
     job_id = server.create(ALICE, initial, blueprint="hostile")
-    console.login(ALICE)
-    console.open_job(job_id)
+    console.open_job(job_id, ALICE)
     page = console.page
     console.status_is("finished")
 
