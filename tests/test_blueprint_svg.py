@@ -160,3 +160,19 @@ def test_the_order_within_a_column_uncrosses_edges() -> None:
     for box in boxes.values():
         assert left <= box.x <= box.x + box.width <= left + width
         assert top <= box.y <= box.y + box.height <= top + height
+
+
+def test_every_curve_and_box_stays_inside_the_drawing() -> None:
+    # Forward, back, within a column, to itself, and two in parallel.
+    edges = [("s", "a"), ("s", "b"), ("a", "b"), ("b", "s"), ("a", "a"), ("a", "c"), ("a", "c")]
+    layout = lay_out(["s", "a", "b", "c"], "s", edges, lambda name: 60.0 + 10 * len(name))
+
+    assert len(layout.curves) == len(edges)
+    left, top, width, height = layout.bounds
+    for curve in layout.curves:
+        for x, y in (curve.start, curve.control1, curve.control2, curve.end, *curve.arrowhead):
+            assert left <= x <= left + width
+            assert top <= y <= top + height
+    # The two parallel curves are apart, so are their labels.
+    first, second = [c for c in layout.curves if (c.source, c.target) == ("a", "c")]
+    assert first.label_at != second.label_at

@@ -334,6 +334,9 @@ def test_create_follow_and_approve_a_job(console: Console, server: Server) -> No
     graph = page.locator("figure.graph svg")
     expect(graph.locator('g.state.current[data-state="finished"]')).to_have_count(1)
     expect(graph.locator('g.state.visited[data-state="review"]')).to_have_count(1)
+    taken = graph.locator('g.transition.taken[data-from="review"][data-to="finished"]')
+    expect(taken).to_have_count(1)
+    expect(graph.locator('g.transition.taken[data-to="rejected"]')).to_have_count(0)
     console.shot("finished")
 
 
