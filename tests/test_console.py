@@ -364,6 +364,9 @@ def test_retry_a_quarantined_job(console: Console, server: Server) -> None:
     page = console.page
     console.status_is("quarantined")
     expect(page.locator(".job-error")).to_contain_text("the disk was full")
+    failed = page.get_by_role("table").first.get_by_role("row").nth(1)
+    expect(failed).to_contain_text("failure — ")
+    expect(failed).to_contain_text("the disk was full")
     console.shot("quarantined")
 
     page.get_by_role("button", name="Retry job").click()

@@ -206,17 +206,24 @@ function fact(label, ...value) {
 export function tasksOf(history) {
   const rows = [];
   const current = new Map();
+  let last = null;
   for (const event of history) {
+    if (event.type === "job_ended" && last && last.outcome && last.outcome !== "success") {
+      // "quarantined: <error>": the error of the task that ended the job.
+      const colon = (event.message ?? "").indexOf(": ");
+      if (colon >= 0) last.error = event.message.slice(colon + 2);
+    }
     if (!event.task_id) continue;
     let row = current.get(event.task_id);
     if (event.type === "task_dispatched" || event.type === "task_retried" || !row) {
       const named = /^(.*) attempt (\d+)$/.exec(event.message ?? "");
       row = {
         task_id: event.task_id, type: named ? named[1] : "", attempt: named ? Number(named[2]) : event.attempt_number,
-        state: event.state, worker: null, progress: null, outcome: null, ran_ms: null,
+        state: event.state, worker: null, progress: null, outcome: null, error: null, ran_ms: null,
       };
       rows.push(row);
       current.set(event.task_id, row);
+      last = row;
       if (event.type === "task_dispatched" || event.type === "task_retried") continue;
     }
     if (event.type === "task_picked_up") {
@@ -237,7 +244,8 @@ function outcome(task, job) {
   if (!task.outcome && TERMINAL.has(job.status)) return h("span", { class: "muted" }, `stopped: job ${job.status}`);
   if (!task.outcome) return h("span", { class: "muted" }, task.worker ? "running" : "queued");
   const good = task.outcome === "success";
-  return h("span", { class: good ? "ok" : "error" }, task.outcome);
+  return h("span", {}, h("span", { class: good ? "ok" : "error" }, task.outcome),
+    task.error ? h("span", { class: "task-error" }, ` — ${task.error}`) : null);
 }
 
 const KIND_NAMES = {
@@ -258,7 +266,8 @@ function timelineOf(history) {
     if (event.details && typeof event.details === "object" && event.type !== "progress") {
       for (const [key, value] of Object.entries(event.details)) words.push(`${key}: ${typeof value === "string" ? value : JSON.stringify(value)}`);
     }
-    return h("li", { class: `event kind-${String(event.type).replace(/[^a-z_]/g, "")}` },
+    const failed = event.type === "task_finished" && event.message !== "success";
+    return h("li", { class: `event kind-${String(event.type).replace(/[^a-z_]/g, "")}${failed ? " failed" : ""}` },
       h("span", { class: "offset", title: event.timestamp }, `+${duration(offset) || "0 ms"}`),
       h("span", { class: "kind" }, KIND_NAMES[event.type] ?? String(event.type).replaceAll("_", " ")),
       h("span", { class: "what" }, words.filter(Boolean).join(" · ")),
