@@ -21,7 +21,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file avtomatika/v1/job_service.proto.
  */
 export const file_avtomatika_v1_job_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch9hdnRvbWF0aWthL3YxL2pvYl9zZXJ2aWNlLnByb3RvEg1hdnRvbWF0aWthLnYxIq4BChBDcmVhdGVKb2JSZXF1ZXN0EhMKC2FwaV92ZXJzaW9uGAEgASgJEhAKCGVuZHBvaW50GAIgASgJEiwKDGluaXRpYWxfZGF0YRgDIAEoCzIWLmF2dG9tYXRpa2EudjEuUGF5bG9hZBITCgt3ZWJob29rX3VybBgEIAEoCRIYChBkaXNwYXRjaF90aW1lb3V0GAUgASgBEhYKDnJlc3VsdF90aW1lb3V0GAYgASgBIjMKEUNyZWF0ZUpvYlJlc3BvbnNlEg4KBnN0YXR1cxgBIAEoCRIOCgZqb2JfaWQYAiABKAkiLQoNR2V0Sm9iUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSDAoEd2FpdBgCIAEoASIxCg5HZXRKb2JSZXNwb25zZRIfCgNqb2IYASABKAsyEi5hdnRvbWF0aWthLnYxLkpvYiIoChZTdHJlYW1Kb2JFdmVudHNSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCSK8AQoXU3RyZWFtSm9iRXZlbnRzUmVzcG9uc2USDgoGam9iX2lkGAEgASgJEigKBnN0YXR1cxgCIAEoDjIYLmF2dG9tYXRpa2EudjEuSm9iU3RhdHVzEhUKDWN1cnJlbnRfc3RhdGUYAyABKAkSEAoIcHJvZ3Jlc3MYBCABKAESGAoQcHJvZ3Jlc3NfbWVzc2FnZRgFIAEoCRINCgVlcnJvchgGIAEoCRIVCg11cGRhdGVkX2F0X21zGAcgASgDIiIKEENhbmNlbEpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJIiMKEUNhbmNlbEpvYlJlc3BvbnNlEg4KBnN0YXR1cxgBIAEoCSImChRHZXRKb2JIaXN0b3J5UmVxdWVzdBIOCgZqb2JfaWQYASABKAkiRAoVR2V0Sm9iSGlzdG9yeVJlc3BvbnNlEisKBmV2ZW50cxgBIAMoCzIbLmF2dG9tYXRpa2EudjEuSGlzdG9yeUV2ZW50IksKE0dldFVwbG9hZFVybFJlcXVlc3QSDgoGam9iX2lkGAEgASgJEhAKCGZpbGVuYW1lGAIgASgJEhIKCmV4cGlyZXNfaW4YAyABKA0iRwoUR2V0VXBsb2FkVXJsUmVzcG9uc2USCwoDdXJsGAEgASgJEhIKCmV4cGlyZXNfaW4YAiABKA0SDgoGbWV0aG9kGAMgASgJIlwKEVVwbG9hZEZpbGVSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIQCghmaWxlbmFtZRgCIAEoCRIlCgdjb250ZW50GAMgASgLMhQuZ29vZ2xlLmFwaS5IdHRwQm9keSI0ChJVcGxvYWRGaWxlUmVzcG9uc2USDgoGc3RhdHVzGAEgASgJEg4KBnMzX3VyaRgCIAEoCSI3ChNEb3dubG9hZEZpbGVSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIQCghmaWxlbmFtZRgCIAEoCSIjChREb3dubG9hZEZpbGVSZXNwb25zZRILCgN1cmwYASABKAkiQgoYR2V0Qmx1ZXByaW50R3JhcGhSZXF1ZXN0EhYKDmJsdWVwcmludF9uYW1lGAEgASgJEg4KBmZvcm1hdBgCIAEoCSI/ChlHZXRCbHVlcHJpbnRHcmFwaFJlc3BvbnNlEiIKBGJvZHkYASABKAsyFC5nb29nbGUuYXBpLkh0dHBCb2R5IhQKEkxpc3RXb3JrZXJzUmVxdWVzdCJBChNMaXN0V29ya2Vyc1Jlc3BvbnNlEioKB3dvcmtlcnMYASADKAsyGS5hdnRvbWF0aWthLnYxLldvcmtlckluZm8iFQoTR2V0RGFzaGJvYXJkUmVxdWVzdCKVBQoUR2V0RGFzaGJvYXJkUmVzcG9uc2USTQoOam9ic19ieV9zdGF0dXMYASADKAsyNS5hdnRvbWF0aWthLnYxLkdldERhc2hib2FyZFJlc3BvbnNlLkpvYnNCeVN0YXR1c0VudHJ5ElgKFHF1ZXVlX2RlcHRoX2J5X3NraWxsGAIgAygLMjouYXZ0b21hdGlrYS52MS5HZXREYXNoYm9hcmRSZXNwb25zZS5RdWV1ZURlcHRoQnlTa2lsbEVudHJ5ElMKEXdvcmtlcnNfYnlfc3RhdHVzGAMgAygLMjguYXZ0b21hdGlrYS52MS5HZXREYXNoYm9hcmRSZXNwb25zZS5Xb3JrZXJzQnlTdGF0dXNFbnRyeRJZChR3b3JrZXJzX2J5X3RyYW5zcG9ydBgEIAMoCzI7LmF2dG9tYXRpa2EudjEuR2V0RGFzaGJvYXJkUmVzcG9uc2UuV29ya2Vyc0J5VHJhbnNwb3J0RW50cnkSIQoZam9ic19maW5pc2hlZF9sYXN0X21pbnV0ZRgFIAEoBBIfChdqb2JzX2ZhaWxlZF9sYXN0X21pbnV0ZRgGIAEoBBozChFKb2JzQnlTdGF0dXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAQ6AjgBGjgKFlF1ZXVlRGVwdGhCeVNraWxsRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgEOgI4ARo2ChRXb3JrZXJzQnlTdGF0dXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAQ6AjgBGjkKF1dvcmtlcnNCeVRyYW5zcG9ydEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoBDoCOAEiqAEKD0xpc3RKb2JzUmVxdWVzdBIqCghzdGF0dXNlcxgBIAMoDjIYLmF2dG9tYXRpa2EudjEuSm9iU3RhdHVzEhEKCWJsdWVwcmludBgCIAEoCRIVCg1jdXJyZW50X3N0YXRlGAMgASgJEhgKEGNyZWF0ZWRfYWZ0ZXJfbXMYBCABKAMSEQoJcGFnZV9zaXplGAUgASgNEhIKCnBhZ2VfdG9rZW4YBiABKAkiTQoQTGlzdEpvYnNSZXNwb25zZRIgCgRqb2JzGAEgAygLMhIuYXZ0b21hdGlrYS52MS5Kb2ISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJImAKF1VwbG9hZEZpbGVTdHJlYW1SZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIQCghmaWxlbmFtZRgCIAEoCRIUCgxjb250ZW50X3R5cGUYAyABKAkSDQoFY2h1bmsYBCABKAwiSAoYVXBsb2FkRmlsZVN0cmVhbVJlc3BvbnNlEg4KBnN0YXR1cxgBIAEoCRIOCgZzM191cmkYAiABKAkSDAoEc2l6ZRgDIAEoBCIXChVMaXN0Qmx1ZXByaW50c1JlcXVlc3QilgEKEEJsdWVwcmludFN1bW1hcnkSDAoEbmFtZRgBIAEoCRINCgVyb3V0ZRgCIAEoCRIOCgZzdGF0ZXMYAyADKAkSEwoLc3RhcnRfc3RhdGUYBCABKAkSEgoKZW5kX3N0YXRlcxgFIAMoCRIsCgxpbnB1dF9zY2hlbWEYBiABKAsyFi5hdnRvbWF0aWthLnYxLlBheWxvYWQiTQoWTGlzdEJsdWVwcmludHNSZXNwb25zZRIzCgpibHVlcHJpbnRzGAEgAygLMh8uYXZ0b21hdGlrYS52MS5CbHVlcHJpbnRTdW1tYXJ5MuwNCgpKb2JTZXJ2aWNlEnsKCUNyZWF0ZUpvYhIfLmF2dG9tYXRpa2EudjEuQ3JlYXRlSm9iUmVxdWVzdBogLmF2dG9tYXRpa2EudjEuQ3JlYXRlSm9iUmVzcG9uc2UiK4LT5JMCJToBKiIgL2FwaS97YXBpX3ZlcnNpb259L3tlbmRwb2ludD0qKn0SYQoITGlzdEpvYnMSHi5hdnRvbWF0aWthLnYxLkxpc3RKb2JzUmVxdWVzdBofLmF2dG9tYXRpa2EudjEuTGlzdEpvYnNSZXNwb25zZSIUgtPkkwIOEgwvYXBpL3YxL2pvYnMSZAoGR2V0Sm9iEhwuYXZ0b21hdGlrYS52MS5HZXRKb2JSZXF1ZXN0Gh0uYXZ0b21hdGlrYS52MS5HZXRKb2JSZXNwb25zZSIdgtPkkwIXEhUvYXBpL3YxL2pvYnMve2pvYl9pZH0SiAEKD1N0cmVhbUpvYkV2ZW50cxIlLmF2dG9tYXRpa2EudjEuU3RyZWFtSm9iRXZlbnRzUmVxdWVzdBomLmF2dG9tYXRpa2EudjEuU3RyZWFtSm9iRXZlbnRzUmVzcG9uc2UiJILT5JMCHhIcL2FwaS92MS9qb2JzL3tqb2JfaWR9L2V2ZW50czABEnQKCUNhbmNlbEpvYhIfLmF2dG9tYXRpa2EudjEuQ2FuY2VsSm9iUmVxdWVzdBogLmF2dG9tYXRpa2EudjEuQ2FuY2VsSm9iUmVzcG9uc2UiJILT5JMCHiIcL2FwaS92MS9qb2JzL3tqb2JfaWR9L2NhbmNlbBKBAQoNR2V0Sm9iSGlzdG9yeRIjLmF2dG9tYXRpa2EudjEuR2V0Sm9iSGlzdG9yeVJlcXVlc3QaJC5hdnRvbWF0aWthLnYxLkdldEpvYkhpc3RvcnlSZXNwb25zZSIlgtPkkwIfEh0vYXBpL3YxL2pvYnMve2pvYl9pZH0vaGlzdG9yeRKDAQoMR2V0VXBsb2FkVXJsEiIuYXZ0b21hdGlrYS52MS5HZXRVcGxvYWRVcmxSZXF1ZXN0GiMuYXZ0b21hdGlrYS52MS5HZXRVcGxvYWRVcmxSZXNwb25zZSIqgtPkkwIkEiIvYXBpL3YxL2pvYnMve2pvYl9pZH0vZmlsZXMvdXBsb2FkEpIBCgpVcGxvYWRGaWxlEiAuYXZ0b21hdGlrYS52MS5VcGxvYWRGaWxlUmVxdWVzdBohLmF2dG9tYXRpa2EudjEuVXBsb2FkRmlsZVJlc3BvbnNlIj+C0+STAjk6B2NvbnRlbnQaLi9hcGkvdjEvam9icy97am9iX2lkfS9maWxlcy9jb250ZW50L3tmaWxlbmFtZX0SZQoQVXBsb2FkRmlsZVN0cmVhbRImLmF2dG9tYXRpa2EudjEuVXBsb2FkRmlsZVN0cmVhbVJlcXVlc3QaJy5hdnRvbWF0aWthLnYxLlVwbG9hZEZpbGVTdHJlYW1SZXNwb25zZSgBEpABCgxEb3dubG9hZEZpbGUSIi5hdnRvbWF0aWthLnYxLkRvd25sb2FkRmlsZVJlcXVlc3QaIy5hdnRvbWF0aWthLnYxLkRvd25sb2FkRmlsZVJlc3BvbnNlIjeC0+STAjESLy9hcGkvdjEvam9icy97am9iX2lkfS9maWxlcy9kb3dubG9hZC97ZmlsZW5hbWV9EnkKDkxpc3RCbHVlcHJpbnRzEiQuYXZ0b21hdGlrYS52MS5MaXN0Qmx1ZXByaW50c1JlcXVlc3QaJS5hdnRvbWF0aWthLnYxLkxpc3RCbHVlcHJpbnRzUmVzcG9uc2UiGoLT5JMCFBISL2FwaS92MS9ibHVlcHJpbnRzEp8BChFHZXRCbHVlcHJpbnRHcmFwaBInLmF2dG9tYXRpa2EudjEuR2V0Qmx1ZXByaW50R3JhcGhSZXF1ZXN0GiguYXZ0b21hdGlrYS52MS5HZXRCbHVlcHJpbnRHcmFwaFJlc3BvbnNlIjeC0+STAjFiBGJvZHkSKS9hcGkvdjEvYmx1ZXByaW50cy97Ymx1ZXByaW50X25hbWV9L2dyYXBoEm0KC0xpc3RXb3JrZXJzEiEuYXZ0b21hdGlrYS52MS5MaXN0V29ya2Vyc1JlcXVlc3QaIi5hdnRvbWF0aWthLnYxLkxpc3RXb3JrZXJzUmVzcG9uc2UiF4LT5JMCERIPL2FwaS92MS93b3JrZXJzEnIKDEdldERhc2hib2FyZBIiLmF2dG9tYXRpa2EudjEuR2V0RGFzaGJvYXJkUmVxdWVzdBojLmF2dG9tYXRpa2EudjEuR2V0RGFzaGJvYXJkUmVzcG9uc2UiGYLT5JMCExIRL2FwaS92MS9kYXNoYm9hcmRiBnByb3RvMw", [file_avtomatika_v1_history, file_avtomatika_v1_job, file_avtomatika_v1_payload, file_avtomatika_v1_worker, file_google_api_annotations, file_google_api_httpbody]);
+  fileDesc("Ch9hdnRvbWF0aWthL3YxL2pvYl9zZXJ2aWNlLnByb3RvEg1hdnRvbWF0aWthLnYxIq4BChBDcmVhdGVKb2JSZXF1ZXN0EhMKC2FwaV92ZXJzaW9uGAEgASgJEhAKCGVuZHBvaW50GAIgASgJEiwKDGluaXRpYWxfZGF0YRgDIAEoCzIWLmF2dG9tYXRpa2EudjEuUGF5bG9hZBITCgt3ZWJob29rX3VybBgEIAEoCRIYChBkaXNwYXRjaF90aW1lb3V0GAUgASgBEhYKDnJlc3VsdF90aW1lb3V0GAYgASgBIjMKEUNyZWF0ZUpvYlJlc3BvbnNlEg4KBnN0YXR1cxgBIAEoCRIOCgZqb2JfaWQYAiABKAkiLQoNR2V0Sm9iUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSDAoEd2FpdBgCIAEoASIxCg5HZXRKb2JSZXNwb25zZRIfCgNqb2IYASABKAsyEi5hdnRvbWF0aWthLnYxLkpvYiIoChZTdHJlYW1Kb2JFdmVudHNSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCSK8AQoXU3RyZWFtSm9iRXZlbnRzUmVzcG9uc2USDgoGam9iX2lkGAEgASgJEigKBnN0YXR1cxgCIAEoDjIYLmF2dG9tYXRpa2EudjEuSm9iU3RhdHVzEhUKDWN1cnJlbnRfc3RhdGUYAyABKAkSEAoIcHJvZ3Jlc3MYBCABKAESGAoQcHJvZ3Jlc3NfbWVzc2FnZRgFIAEoCRINCgVlcnJvchgGIAEoCRIVCg11cGRhdGVkX2F0X21zGAcgASgDIiIKEENhbmNlbEpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJIiMKEUNhbmNlbEpvYlJlc3BvbnNlEg4KBnN0YXR1cxgBIAEoCSIhCg9SZXRyeUpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJIjMKEFJldHJ5Sm9iUmVzcG9uc2USHwoDam9iGAEgASgLMhIuYXZ0b21hdGlrYS52MS5Kb2IiNQoRQXBwcm92ZUpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJEhAKCGRlY2lzaW9uGAIgASgJIjUKEkFwcHJvdmVKb2JSZXNwb25zZRIfCgNqb2IYASABKAsyEi5hdnRvbWF0aWthLnYxLkpvYiImChRHZXRKb2JIaXN0b3J5UmVxdWVzdBIOCgZqb2JfaWQYASABKAkiRAoVR2V0Sm9iSGlzdG9yeVJlc3BvbnNlEisKBmV2ZW50cxgBIAMoCzIbLmF2dG9tYXRpa2EudjEuSGlzdG9yeUV2ZW50IksKE0dldFVwbG9hZFVybFJlcXVlc3QSDgoGam9iX2lkGAEgASgJEhAKCGZpbGVuYW1lGAIgASgJEhIKCmV4cGlyZXNfaW4YAyABKA0iRwoUR2V0VXBsb2FkVXJsUmVzcG9uc2USCwoDdXJsGAEgASgJEhIKCmV4cGlyZXNfaW4YAiABKA0SDgoGbWV0aG9kGAMgASgJIlwKEVVwbG9hZEZpbGVSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIQCghmaWxlbmFtZRgCIAEoCRIlCgdjb250ZW50GAMgASgLMhQuZ29vZ2xlLmFwaS5IdHRwQm9keSI0ChJVcGxvYWRGaWxlUmVzcG9uc2USDgoGc3RhdHVzGAEgASgJEg4KBnMzX3VyaRgCIAEoCSI3ChNEb3dubG9hZEZpbGVSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIQCghmaWxlbmFtZRgCIAEoCSIjChREb3dubG9hZEZpbGVSZXNwb25zZRILCgN1cmwYASABKAkiQgoYR2V0Qmx1ZXByaW50R3JhcGhSZXF1ZXN0EhYKDmJsdWVwcmludF9uYW1lGAEgASgJEg4KBmZvcm1hdBgCIAEoCSI/ChlHZXRCbHVlcHJpbnRHcmFwaFJlc3BvbnNlEiIKBGJvZHkYASABKAsyFC5nb29nbGUuYXBpLkh0dHBCb2R5IhQKEkxpc3RXb3JrZXJzUmVxdWVzdCJBChNMaXN0V29ya2Vyc1Jlc3BvbnNlEioKB3dvcmtlcnMYASADKAsyGS5hdnRvbWF0aWthLnYxLldvcmtlckluZm8iFQoTR2V0RGFzaGJvYXJkUmVxdWVzdCK9BgoUR2V0RGFzaGJvYXJkUmVzcG9uc2USTQoOam9ic19ieV9zdGF0dXMYASADKAsyNS5hdnRvbWF0aWthLnYxLkdldERhc2hib2FyZFJlc3BvbnNlLkpvYnNCeVN0YXR1c0VudHJ5ElgKFHF1ZXVlX2RlcHRoX2J5X3NraWxsGAIgAygLMjouYXZ0b21hdGlrYS52MS5HZXREYXNoYm9hcmRSZXNwb25zZS5RdWV1ZURlcHRoQnlTa2lsbEVudHJ5ElMKEXdvcmtlcnNfYnlfc3RhdHVzGAMgAygLMjguYXZ0b21hdGlrYS52MS5HZXREYXNoYm9hcmRSZXNwb25zZS5Xb3JrZXJzQnlTdGF0dXNFbnRyeRJZChR3b3JrZXJzX2J5X3RyYW5zcG9ydBgEIAMoCzI7LmF2dG9tYXRpa2EudjEuR2V0RGFzaGJvYXJkUmVzcG9uc2UuV29ya2Vyc0J5VHJhbnNwb3J0RW50cnkSIQoZam9ic19maW5pc2hlZF9sYXN0X21pbnV0ZRgFIAEoBBIfChdqb2JzX2ZhaWxlZF9sYXN0X21pbnV0ZRgGIAEoBBJmChxvbGRlc3RfcXVldWVkX2F0X2J5X3NraWxsX21zGAcgAygLMkAuYXZ0b21hdGlrYS52MS5HZXREYXNoYm9hcmRSZXNwb25zZS5PbGRlc3RRdWV1ZWRBdEJ5U2tpbGxNc0VudHJ5GjMKEUpvYnNCeVN0YXR1c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoBDoCOAEaOAoWUXVldWVEZXB0aEJ5U2tpbGxFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAQ6AjgBGjYKFFdvcmtlcnNCeVN0YXR1c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoBDoCOAEaOQoXV29ya2Vyc0J5VHJhbnNwb3J0RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgEOgI4ARo+ChxPbGRlc3RRdWV1ZWRBdEJ5U2tpbGxNc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAzoCOAEiqAEKD0xpc3RKb2JzUmVxdWVzdBIqCghzdGF0dXNlcxgBIAMoDjIYLmF2dG9tYXRpa2EudjEuSm9iU3RhdHVzEhEKCWJsdWVwcmludBgCIAEoCRIVCg1jdXJyZW50X3N0YXRlGAMgASgJEhgKEGNyZWF0ZWRfYWZ0ZXJfbXMYBCABKAMSEQoJcGFnZV9zaXplGAUgASgNEhIKCnBhZ2VfdG9rZW4YBiABKAkiuQEKEExpc3RKb2JzUmVzcG9uc2USIAoEam9icxgBIAMoCzISLmF2dG9tYXRpa2EudjEuSm9iEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRI7CgZjb3VudHMYAyADKAsyKy5hdnRvbWF0aWthLnYxLkxpc3RKb2JzUmVzcG9uc2UuQ291bnRzRW50cnkaLQoLQ291bnRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgEOgI4ASJgChdVcGxvYWRGaWxlU3RyZWFtUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSEAoIZmlsZW5hbWUYAiABKAkSFAoMY29udGVudF90eXBlGAMgASgJEg0KBWNodW5rGAQgASgMIkgKGFVwbG9hZEZpbGVTdHJlYW1SZXNwb25zZRIOCgZzdGF0dXMYASABKAkSDgoGczNfdXJpGAIgASgJEgwKBHNpemUYAyABKAQiFwoVTGlzdEJsdWVwcmludHNSZXF1ZXN0IpYBChBCbHVlcHJpbnRTdW1tYXJ5EgwKBG5hbWUYASABKAkSDQoFcm91dGUYAiABKAkSDgoGc3RhdGVzGAMgAygJEhMKC3N0YXJ0X3N0YXRlGAQgASgJEhIKCmVuZF9zdGF0ZXMYBSADKAkSLAoMaW5wdXRfc2NoZW1hGAYgASgLMhYuYXZ0b21hdGlrYS52MS5QYXlsb2FkIk0KFkxpc3RCbHVlcHJpbnRzUmVzcG9uc2USMwoKYmx1ZXByaW50cxgBIAMoCzIfLmF2dG9tYXRpa2EudjEuQmx1ZXByaW50U3VtbWFyeTLeDwoKSm9iU2VydmljZRJ7CglDcmVhdGVKb2ISHy5hdnRvbWF0aWthLnYxLkNyZWF0ZUpvYlJlcXVlc3QaIC5hdnRvbWF0aWthLnYxLkNyZWF0ZUpvYlJlc3BvbnNlIiuC0+STAiU6ASoiIC9hcGkve2FwaV92ZXJzaW9ufS97ZW5kcG9pbnQ9Kip9EmEKCExpc3RKb2JzEh4uYXZ0b21hdGlrYS52MS5MaXN0Sm9ic1JlcXVlc3QaHy5hdnRvbWF0aWthLnYxLkxpc3RKb2JzUmVzcG9uc2UiFILT5JMCDhIML2FwaS92MS9qb2JzEmQKBkdldEpvYhIcLmF2dG9tYXRpa2EudjEuR2V0Sm9iUmVxdWVzdBodLmF2dG9tYXRpa2EudjEuR2V0Sm9iUmVzcG9uc2UiHYLT5JMCFxIVL2FwaS92MS9qb2JzL3tqb2JfaWR9EogBCg9TdHJlYW1Kb2JFdmVudHMSJS5hdnRvbWF0aWthLnYxLlN0cmVhbUpvYkV2ZW50c1JlcXVlc3QaJi5hdnRvbWF0aWthLnYxLlN0cmVhbUpvYkV2ZW50c1Jlc3BvbnNlIiSC0+STAh4SHC9hcGkvdjEvam9icy97am9iX2lkfS9ldmVudHMwARJ0CglDYW5jZWxKb2ISHy5hdnRvbWF0aWthLnYxLkNhbmNlbEpvYlJlcXVlc3QaIC5hdnRvbWF0aWthLnYxLkNhbmNlbEpvYlJlc3BvbnNlIiSC0+STAh4iHC9hcGkvdjEvam9icy97am9iX2lkfS9jYW5jZWwScwoIUmV0cnlKb2ISHi5hdnRvbWF0aWthLnYxLlJldHJ5Sm9iUmVxdWVzdBofLmF2dG9tYXRpa2EudjEuUmV0cnlKb2JSZXNwb25zZSImgtPkkwIgOgEqIhsvYXBpL3YxL2pvYnMve2pvYl9pZH0vcmV0cnkSewoKQXBwcm92ZUpvYhIgLmF2dG9tYXRpa2EudjEuQXBwcm92ZUpvYlJlcXVlc3QaIS5hdnRvbWF0aWthLnYxLkFwcHJvdmVKb2JSZXNwb25zZSIogtPkkwIiOgEqIh0vYXBpL3YxL2pvYnMve2pvYl9pZH0vYXBwcm92ZRKBAQoNR2V0Sm9iSGlzdG9yeRIjLmF2dG9tYXRpa2EudjEuR2V0Sm9iSGlzdG9yeVJlcXVlc3QaJC5hdnRvbWF0aWthLnYxLkdldEpvYkhpc3RvcnlSZXNwb25zZSIlgtPkkwIfEh0vYXBpL3YxL2pvYnMve2pvYl9pZH0vaGlzdG9yeRKDAQoMR2V0VXBsb2FkVXJsEiIuYXZ0b21hdGlrYS52MS5HZXRVcGxvYWRVcmxSZXF1ZXN0GiMuYXZ0b21hdGlrYS52MS5HZXRVcGxvYWRVcmxSZXNwb25zZSIqgtPkkwIkEiIvYXBpL3YxL2pvYnMve2pvYl9pZH0vZmlsZXMvdXBsb2FkEpIBCgpVcGxvYWRGaWxlEiAuYXZ0b21hdGlrYS52MS5VcGxvYWRGaWxlUmVxdWVzdBohLmF2dG9tYXRpa2EudjEuVXBsb2FkRmlsZVJlc3BvbnNlIj+C0+STAjk6B2NvbnRlbnQaLi9hcGkvdjEvam9icy97am9iX2lkfS9maWxlcy9jb250ZW50L3tmaWxlbmFtZX0SZQoQVXBsb2FkRmlsZVN0cmVhbRImLmF2dG9tYXRpa2EudjEuVXBsb2FkRmlsZVN0cmVhbVJlcXVlc3QaJy5hdnRvbWF0aWthLnYxLlVwbG9hZEZpbGVTdHJlYW1SZXNwb25zZSgBEpABCgxEb3dubG9hZEZpbGUSIi5hdnRvbWF0aWthLnYxLkRvd25sb2FkRmlsZVJlcXVlc3QaIy5hdnRvbWF0aWthLnYxLkRvd25sb2FkRmlsZVJlc3BvbnNlIjeC0+STAjESLy9hcGkvdjEvam9icy97am9iX2lkfS9maWxlcy9kb3dubG9hZC97ZmlsZW5hbWV9EnkKDkxpc3RCbHVlcHJpbnRzEiQuYXZ0b21hdGlrYS52MS5MaXN0Qmx1ZXByaW50c1JlcXVlc3QaJS5hdnRvbWF0aWthLnYxLkxpc3RCbHVlcHJpbnRzUmVzcG9uc2UiGoLT5JMCFBISL2FwaS92MS9ibHVlcHJpbnRzEp8BChFHZXRCbHVlcHJpbnRHcmFwaBInLmF2dG9tYXRpa2EudjEuR2V0Qmx1ZXByaW50R3JhcGhSZXF1ZXN0GiguYXZ0b21hdGlrYS52MS5HZXRCbHVlcHJpbnRHcmFwaFJlc3BvbnNlIjeC0+STAjFiBGJvZHkSKS9hcGkvdjEvYmx1ZXByaW50cy97Ymx1ZXByaW50X25hbWV9L2dyYXBoEm0KC0xpc3RXb3JrZXJzEiEuYXZ0b21hdGlrYS52MS5MaXN0V29ya2Vyc1JlcXVlc3QaIi5hdnRvbWF0aWthLnYxLkxpc3RXb3JrZXJzUmVzcG9uc2UiF4LT5JMCERIPL2FwaS92MS93b3JrZXJzEnIKDEdldERhc2hib2FyZBIiLmF2dG9tYXRpa2EudjEuR2V0RGFzaGJvYXJkUmVxdWVzdBojLmF2dG9tYXRpa2EudjEuR2V0RGFzaGJvYXJkUmVzcG9uc2UiGYLT5JMCExIRL2FwaS92MS9kYXNoYm9hcmRiBnByb3RvMw", [file_avtomatika_v1_history, file_avtomatika_v1_job, file_avtomatika_v1_payload, file_avtomatika_v1_worker, file_google_api_annotations, file_google_api_httpbody]);
 
 /**
  * CreateJobRequest starts a job.
@@ -286,6 +286,97 @@ export const CancelJobResponseSchema: GenMessage<CancelJobResponse> = /*@__PURE_
   messageDesc(file_avtomatika_v1_job_service, 7);
 
 /**
+ * RetryJobRequest names a job to retry.
+ *
+ * @generated from message avtomatika.v1.RetryJobRequest
+ */
+export type RetryJobRequest = Message<"avtomatika.v1.RetryJobRequest"> & {
+  /**
+   * The job.
+   *
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+};
+
+/**
+ * Describes the message avtomatika.v1.RetryJobRequest.
+ * Use `create(RetryJobRequestSchema)` to create a new message.
+ */
+export const RetryJobRequestSchema: GenMessage<RetryJobRequest> = /*@__PURE__*/
+  messageDesc(file_avtomatika_v1_job_service, 8);
+
+/**
+ * RetryJobResponse carries the retried job.
+ *
+ * @generated from message avtomatika.v1.RetryJobResponse
+ */
+export type RetryJobResponse = Message<"avtomatika.v1.RetryJobResponse"> & {
+  /**
+   * The job, running again.
+   *
+   * @generated from field: avtomatika.v1.Job job = 1;
+   */
+  job?: Job | undefined;
+};
+
+/**
+ * Describes the message avtomatika.v1.RetryJobResponse.
+ * Use `create(RetryJobResponseSchema)` to create a new message.
+ */
+export const RetryJobResponseSchema: GenMessage<RetryJobResponse> = /*@__PURE__*/
+  messageDesc(file_avtomatika_v1_job_service, 9);
+
+/**
+ * ApproveJobRequest carries the owner's decision.
+ *
+ * @generated from message avtomatika.v1.ApproveJobRequest
+ */
+export type ApproveJobRequest = Message<"avtomatika.v1.ApproveJobRequest"> & {
+  /**
+   * The job.
+   *
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+
+  /**
+   * One of the wait's decisions (a key of its transitions).
+   *
+   * @generated from field: string decision = 2;
+   */
+  decision: string;
+};
+
+/**
+ * Describes the message avtomatika.v1.ApproveJobRequest.
+ * Use `create(ApproveJobRequestSchema)` to create a new message.
+ */
+export const ApproveJobRequestSchema: GenMessage<ApproveJobRequest> = /*@__PURE__*/
+  messageDesc(file_avtomatika_v1_job_service, 10);
+
+/**
+ * ApproveJobResponse carries the job after the decision.
+ *
+ * @generated from message avtomatika.v1.ApproveJobResponse
+ */
+export type ApproveJobResponse = Message<"avtomatika.v1.ApproveJobResponse"> & {
+  /**
+   * The job.
+   *
+   * @generated from field: avtomatika.v1.Job job = 1;
+   */
+  job?: Job | undefined;
+};
+
+/**
+ * Describes the message avtomatika.v1.ApproveJobResponse.
+ * Use `create(ApproveJobResponseSchema)` to create a new message.
+ */
+export const ApproveJobResponseSchema: GenMessage<ApproveJobResponse> = /*@__PURE__*/
+  messageDesc(file_avtomatika_v1_job_service, 11);
+
+/**
  * GetJobHistoryRequest names a job.
  *
  * @generated from message avtomatika.v1.GetJobHistoryRequest
@@ -304,7 +395,7 @@ export type GetJobHistoryRequest = Message<"avtomatika.v1.GetJobHistoryRequest">
  * Use `create(GetJobHistoryRequestSchema)` to create a new message.
  */
 export const GetJobHistoryRequestSchema: GenMessage<GetJobHistoryRequest> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 8);
+  messageDesc(file_avtomatika_v1_job_service, 12);
 
 /**
  * GetJobHistoryResponse lists a job's events.
@@ -325,7 +416,7 @@ export type GetJobHistoryResponse = Message<"avtomatika.v1.GetJobHistoryResponse
  * Use `create(GetJobHistoryResponseSchema)` to create a new message.
  */
 export const GetJobHistoryResponseSchema: GenMessage<GetJobHistoryResponse> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 9);
+  messageDesc(file_avtomatika_v1_job_service, 13);
 
 /**
  * GetUploadUrlRequest asks for a presigned upload URL.
@@ -360,7 +451,7 @@ export type GetUploadUrlRequest = Message<"avtomatika.v1.GetUploadUrlRequest"> &
  * Use `create(GetUploadUrlRequestSchema)` to create a new message.
  */
 export const GetUploadUrlRequestSchema: GenMessage<GetUploadUrlRequest> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 10);
+  messageDesc(file_avtomatika_v1_job_service, 14);
 
 /**
  * GetUploadUrlResponse carries a presigned URL.
@@ -395,7 +486,7 @@ export type GetUploadUrlResponse = Message<"avtomatika.v1.GetUploadUrlResponse">
  * Use `create(GetUploadUrlResponseSchema)` to create a new message.
  */
 export const GetUploadUrlResponseSchema: GenMessage<GetUploadUrlResponse> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 11);
+  messageDesc(file_avtomatika_v1_job_service, 15);
 
 /**
  * UploadFileRequest carries a file's content.
@@ -430,7 +521,7 @@ export type UploadFileRequest = Message<"avtomatika.v1.UploadFileRequest"> & {
  * Use `create(UploadFileRequestSchema)` to create a new message.
  */
 export const UploadFileRequestSchema: GenMessage<UploadFileRequest> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 12);
+  messageDesc(file_avtomatika_v1_job_service, 16);
 
 /**
  * UploadFileResponse confirms an upload.
@@ -458,7 +549,7 @@ export type UploadFileResponse = Message<"avtomatika.v1.UploadFileResponse"> & {
  * Use `create(UploadFileResponseSchema)` to create a new message.
  */
 export const UploadFileResponseSchema: GenMessage<UploadFileResponse> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 13);
+  messageDesc(file_avtomatika_v1_job_service, 17);
 
 /**
  * DownloadFileRequest names a job's file.
@@ -486,7 +577,7 @@ export type DownloadFileRequest = Message<"avtomatika.v1.DownloadFileRequest"> &
  * Use `create(DownloadFileRequestSchema)` to create a new message.
  */
 export const DownloadFileRequestSchema: GenMessage<DownloadFileRequest> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 14);
+  messageDesc(file_avtomatika_v1_job_service, 18);
 
 /**
  * DownloadFileResponse carries where to fetch the file (HTTP 302 Location).
@@ -507,7 +598,7 @@ export type DownloadFileResponse = Message<"avtomatika.v1.DownloadFileResponse">
  * Use `create(DownloadFileResponseSchema)` to create a new message.
  */
 export const DownloadFileResponseSchema: GenMessage<DownloadFileResponse> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 15);
+  messageDesc(file_avtomatika_v1_job_service, 19);
 
 /**
  * GetBlueprintGraphRequest names a blueprint.
@@ -536,7 +627,7 @@ export type GetBlueprintGraphRequest = Message<"avtomatika.v1.GetBlueprintGraphR
  * Use `create(GetBlueprintGraphRequestSchema)` to create a new message.
  */
 export const GetBlueprintGraphRequestSchema: GenMessage<GetBlueprintGraphRequest> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 16);
+  messageDesc(file_avtomatika_v1_job_service, 20);
 
 /**
  * GetBlueprintGraphResponse carries the drawing.
@@ -557,7 +648,7 @@ export type GetBlueprintGraphResponse = Message<"avtomatika.v1.GetBlueprintGraph
  * Use `create(GetBlueprintGraphResponseSchema)` to create a new message.
  */
 export const GetBlueprintGraphResponseSchema: GenMessage<GetBlueprintGraphResponse> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 17);
+  messageDesc(file_avtomatika_v1_job_service, 21);
 
 /**
  * ListWorkersRequest has no parameters.
@@ -572,7 +663,7 @@ export type ListWorkersRequest = Message<"avtomatika.v1.ListWorkersRequest"> & {
  * Use `create(ListWorkersRequestSchema)` to create a new message.
  */
 export const ListWorkersRequestSchema: GenMessage<ListWorkersRequest> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 18);
+  messageDesc(file_avtomatika_v1_job_service, 22);
 
 /**
  * ListWorkersResponse lists workers.
@@ -593,7 +684,7 @@ export type ListWorkersResponse = Message<"avtomatika.v1.ListWorkersResponse"> &
  * Use `create(ListWorkersResponseSchema)` to create a new message.
  */
 export const ListWorkersResponseSchema: GenMessage<ListWorkersResponse> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 19);
+  messageDesc(file_avtomatika_v1_job_service, 23);
 
 /**
  * GetDashboardRequest has no parameters.
@@ -608,7 +699,7 @@ export type GetDashboardRequest = Message<"avtomatika.v1.GetDashboardRequest"> &
  * Use `create(GetDashboardRequestSchema)` to create a new message.
  */
 export const GetDashboardRequestSchema: GenMessage<GetDashboardRequest> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 20);
+  messageDesc(file_avtomatika_v1_job_service, 24);
 
 /**
  * GetDashboardResponse carries aggregate statistics.
@@ -657,6 +748,15 @@ export type GetDashboardResponse = Message<"avtomatika.v1.GetDashboardResponse">
    * @generated from field: uint64 jobs_failed_last_minute = 6;
    */
   jobsFailedLastMinute: bigint;
+
+  /**
+   * When the oldest task still queued for each skill was queued, epoch
+   * milliseconds (REST: ISO-8601 under oldest_queued_at_by_skill); only
+   * skills with queued tasks.
+   *
+   * @generated from field: map<string, int64> oldest_queued_at_by_skill_ms = 7;
+   */
+  oldestQueuedAtBySkillMs: { [key: string]: bigint };
 };
 
 /**
@@ -664,7 +764,7 @@ export type GetDashboardResponse = Message<"avtomatika.v1.GetDashboardResponse">
  * Use `create(GetDashboardResponseSchema)` to create a new message.
  */
 export const GetDashboardResponseSchema: GenMessage<GetDashboardResponse> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 21);
+  messageDesc(file_avtomatika_v1_job_service, 25);
 
 /**
  * ListJobsRequest filters and pages the caller's jobs. Filters left empty
@@ -721,7 +821,7 @@ export type ListJobsRequest = Message<"avtomatika.v1.ListJobsRequest"> & {
  * Use `create(ListJobsRequestSchema)` to create a new message.
  */
 export const ListJobsRequestSchema: GenMessage<ListJobsRequest> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 22);
+  messageDesc(file_avtomatika_v1_job_service, 26);
 
 /**
  * ListJobsResponse is one page of jobs, newest first.
@@ -742,6 +842,14 @@ export type ListJobsResponse = Message<"avtomatika.v1.ListJobsResponse"> & {
    * @generated from field: string next_page_token = 2;
    */
   nextPageToken: string;
+
+  /**
+   * How many of the caller's jobs are in each status (lowercase name), every
+   * status listed, zeros included; whatever the filters.
+   *
+   * @generated from field: map<string, uint64> counts = 3;
+   */
+  counts: { [key: string]: bigint };
 };
 
 /**
@@ -749,7 +857,7 @@ export type ListJobsResponse = Message<"avtomatika.v1.ListJobsResponse"> & {
  * Use `create(ListJobsResponseSchema)` to create a new message.
  */
 export const ListJobsResponseSchema: GenMessage<ListJobsResponse> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 23);
+  messageDesc(file_avtomatika_v1_job_service, 27);
 
 /**
  * UploadFileStreamRequest is one message of a streamed upload.
@@ -791,7 +899,7 @@ export type UploadFileStreamRequest = Message<"avtomatika.v1.UploadFileStreamReq
  * Use `create(UploadFileStreamRequestSchema)` to create a new message.
  */
 export const UploadFileStreamRequestSchema: GenMessage<UploadFileStreamRequest> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 24);
+  messageDesc(file_avtomatika_v1_job_service, 28);
 
 /**
  * UploadFileStreamResponse says where the file went.
@@ -826,7 +934,7 @@ export type UploadFileStreamResponse = Message<"avtomatika.v1.UploadFileStreamRe
  * Use `create(UploadFileStreamResponseSchema)` to create a new message.
  */
 export const UploadFileStreamResponseSchema: GenMessage<UploadFileStreamResponse> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 25);
+  messageDesc(file_avtomatika_v1_job_service, 29);
 
 /**
  * ListBlueprintsRequest asks for every registered blueprint.
@@ -841,7 +949,7 @@ export type ListBlueprintsRequest = Message<"avtomatika.v1.ListBlueprintsRequest
  * Use `create(ListBlueprintsRequestSchema)` to create a new message.
  */
 export const ListBlueprintsRequestSchema: GenMessage<ListBlueprintsRequest> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 26);
+  messageDesc(file_avtomatika_v1_job_service, 30);
 
 /**
  * BlueprintSummary describes one registered blueprint.
@@ -898,7 +1006,7 @@ export type BlueprintSummary = Message<"avtomatika.v1.BlueprintSummary"> & {
  * Use `create(BlueprintSummarySchema)` to create a new message.
  */
 export const BlueprintSummarySchema: GenMessage<BlueprintSummary> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 27);
+  messageDesc(file_avtomatika_v1_job_service, 31);
 
 /**
  * ListBlueprintsResponse lists the registered blueprints by name.
@@ -919,7 +1027,7 @@ export type ListBlueprintsResponse = Message<"avtomatika.v1.ListBlueprintsRespon
  * Use `create(ListBlueprintsResponseSchema)` to create a new message.
  */
 export const ListBlueprintsResponseSchema: GenMessage<ListBlueprintsResponse> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 28);
+  messageDesc(file_avtomatika_v1_job_service, 32);
 
 /**
  * JobService is the client API: create and follow jobs, their files and the
@@ -987,6 +1095,31 @@ export const JobService: GenService<{
     methodKind: "unary";
     input: typeof CancelJobRequestSchema;
     output: typeof CancelJobResponseSchema;
+  },
+  /**
+   * RetryJob restarts a failed, error or quarantined job the caller owns
+   * from the state where it stopped (for a job that ran a failing end
+   * state, the state before it), as a new attempt in its history.
+   * FAILED_PRECONDITION (REST 409) for any other status.
+   *
+   * @generated from rpc avtomatika.v1.JobService.RetryJob
+   */
+  retryJob: {
+    methodKind: "unary";
+    input: typeof RetryJobRequestSchema;
+    output: typeof RetryJobResponseSchema;
+  },
+  /**
+   * ApproveJob delivers the owner's decision on a job waiting for a human:
+   * one of the wait's decisions (INVALID_ARGUMENT otherwise);
+   * FAILED_PRECONDITION (REST 409) when the job is not waiting.
+   *
+   * @generated from rpc avtomatika.v1.JobService.ApproveJob
+   */
+  approveJob: {
+    methodKind: "unary";
+    input: typeof ApproveJobRequestSchema;
+    output: typeof ApproveJobResponseSchema;
   },
   /**
    * GetJobHistory returns every lifecycle event of a job, in order.
