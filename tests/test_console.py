@@ -422,8 +422,11 @@ def test_the_workers_page_shows_grpc_and_rest_workers_and_orphan_skills(
     expect(grpc_row).to_contain_text("console_work")
     expect(rest_row).to_contain_text("rest")
     expect(rest_row).to_contain_text("resize")
+    expect(rest_row).to_contain_text("aiohttp")  # its agent: what its User-Agent said
     warning = page.locator('.warning[data-skill="gpu_render"]')
     expect(warning).to_contain_text("No worker has gpu_render")
+    queue = page.get_by_role("row").filter(has_text="gpu_render")
+    expect(queue).to_contain_text(" ago)")  # since the oldest task was queued
     console.shot("workers")
 
 

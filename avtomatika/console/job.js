@@ -264,7 +264,10 @@ function timelineOf(history) {
     if (event.duration_ms) bar.style.width = `${Math.max(2, (100 * event.duration_ms) / longest)}%`;
     const words = [event.state, event.message, event.worker_id ? `worker ${event.worker_id}` : null];
     if (event.details && typeof event.details === "object" && event.type !== "progress") {
-      for (const [key, value] of Object.entries(event.details)) words.push(`${key}: ${typeof value === "string" ? value : JSON.stringify(value)}`);
+      for (const [key, value] of Object.entries(event.details)) {
+        if (value === null || value === event.message) continue; // said already, or nothing
+        words.push(`${key}: ${typeof value === "string" ? value : JSON.stringify(value)}`);
+      }
     }
     const failed = event.type === "task_finished" && event.message !== "success";
     return h("li", { class: `event kind-${String(event.type).replace(/[^a-z_]/g, "")}${failed ? " failed" : ""}` },

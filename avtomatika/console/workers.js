@@ -67,7 +67,7 @@ function resources(worker) {
 
 function workerTable(workers) {
   return table([
-    ["Worker", (w) => h("span", { class: "mono" }, w.worker_id)],
+    ["Worker", (w) => h("span", { class: "mono nowrap" }, w.worker_id)],
     ["Transport", (w) => h("span", { class: `transport transport-${String(w.transport).replace(/[^a-z]/g, "")}` }, w.transport)],
     ["Agent", (w) => w.agent ? h("span", { class: "mono small" }, w.agent) : h("span", { class: "muted" }, "—")],
     ["Skills", (w) => h("span", {}, (w.skills ?? []).map((s) => h("span", { class: "chip mono" }, s)))],
