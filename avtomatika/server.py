@@ -60,7 +60,7 @@ from avtomatika.webhooks import WebhookSender
 if TYPE_CHECKING:
     from avtomatika.files import S3Files
 
-__all__ = ["Orchestrator", "OrchestratorEngine", "Service", "serve"]
+__all__ = ["Orchestrator", "OrchestratorEngine", "Service", "console_url", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -338,6 +338,16 @@ OrchestratorEngine = Orchestrator
 """1.0b13's name for :class:`Orchestrator`, kept for the code written against it."""
 
 
+def console_url(host: str, port: int, *, https: bool = False) -> str:
+    """Where a browser on this machine finds the web console of a server
+    bound to ``host`` (every address: ``localhost``)."""
+    if host in ("", "0.0.0.0", "::"):
+        host = "localhost"
+    elif ":" in host:
+        host = f"[{host}]"  # an IPv6 literal
+    return f"{'https' if https else 'http'}://{host}:{port}/console"
+
+
 async def serve(settings: Settings) -> None:
     """Run an orchestrator for ``settings`` until SIGTERM or SIGINT."""
     await _serve_until_signalled(Orchestrator(config=settings))
@@ -365,6 +375,14 @@ async def _serve_until_signalled(orchestrator: Orchestrator) -> None:
                     ", client certificates required" if settings.tls_require_client_cert else "",
                     ", worker ids bound to them" if settings.tls_bind_worker_identity else "",
                 )
+            log.info(
+                "web console: %s (sign in with a client token)",
+                console_url(
+                    settings.api_host,
+                    orchestrator.rest_port,
+                    https=settings.tls_cert_path is not None,
+                ),
+            )
             await stop.wait()
             log.info("shutting down")
     finally:

@@ -261,6 +261,9 @@ async def _serves(installed: Installed, **settings: str) -> None:
             assert await response.json() == {"status": "ok"}
             # The docs page is package data: a wheel without it answers 500.
             assert (await http.get("/_public/docs")).status == 200
+            # So are the console's files: a wheel without them answers 500 / 404.
+            for path in ("/console", "/console/app.js", "/console/console.css"):
+                assert (await http.get(path)).status == 200, path
             await create_job(http, "jobs/echo")
         output = await server.stop()
     assert server.process.returncode == 0, output

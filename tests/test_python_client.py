@@ -127,6 +127,9 @@ async def test_the_route_takes_every_spelling_and_the_blueprints_are_listed(
     with pytest.raises(NotFound):
         await client.create_job("jobs/instant", api_version="v2")
     assert (await client.blueprint_graph("review")).startswith("digraph")
+    assert (await client.blueprint_graph("review", format="svg")).startswith("<svg")
+    with pytest.raises(InvalidArgument, match="'png'"):
+        await client.blueprint_graph("review", format="png")
 
 
 async def test_over_tls(start_orchestrator: StartOrchestrator, tmp_path: Path) -> None:

@@ -350,11 +350,12 @@ class Client:
         )
         return [_wire.blueprint_view(blueprint) for blueprint in response.blueprints]
 
-    async def blueprint_graph(self, name: str) -> str:
-        """The blueprint as a Graphviz DOT document."""
+    async def blueprint_graph(self, name: str, format: str = "dot") -> str:
+        """The blueprint as a Graphviz DOT document, or with ``format="svg"``
+        as an SVG image (each state a ``<g class="state" data-state>``)."""
         response = await self._unary(
             self._jobs.GetBlueprintGraph(
-                GetBlueprintGraphRequest(blueprint_name=name),
+                GetBlueprintGraphRequest(blueprint_name=name, format=format),
                 metadata=self._metadata,
                 timeout=self._timeout,
             )
