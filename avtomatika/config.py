@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from avtomatika.errors import ConfigError
+from avtomatika.payload import DEFAULT_MAX_PAYLOAD_BYTES
 
 __all__ = ["LOG_FORMATS", "Config", "Settings"]
 
@@ -92,6 +93,15 @@ class Settings:
     instance_id: str | None = None
     # Ended jobs, their tasks and history are forgotten this long after they end.
     job_retention_seconds: float = 7 * 24 * 3600.0
+    # The embedded store also forgets the oldest ended jobs once their
+    # records hold more than this many bytes (0: by age only).
+    job_retention_max_bytes: int = 256 * 1024 * 1024
+    # The largest initial data, task params or result (encoded JSON); the
+    # gRPC message limits and the REST body limit follow from it.
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    # Per-client bounds (clients.toml may set its own per client; 0: none).
+    client_max_jobs_in_flight: int = 100_000
+    client_max_stored_bytes: int = 1024 * 1024 * 1024
     # A step claimed by an instance that stops renewing its lease (it died
     # mid-handler) is run again by another instance after this long.
     step_lease_seconds: float = 30.0
@@ -162,6 +172,17 @@ class Settings:
                 "WORKER_HEARTBEAT_MIN_INTERVAL_SECONDS must be >= 0, "
                 f"got {self.worker_heartbeat_min_interval_seconds}"
             )
+        if self.max_payload_bytes < 1:
+            raise ConfigError(f"MAX_PAYLOAD_BYTES must be >= 1, got {self.max_payload_bytes}")
+        for name in (
+            "job_retention_max_bytes",
+            "client_max_jobs_in_flight",
+            "client_max_stored_bytes",
+        ):
+            if getattr(self, name) < 0:
+                raise ConfigError(
+                    f"{name.upper()} must be >= 0 (0: no limit), got {getattr(self, name)}"
+                )
         if self.worker_reconnect_grace_seconds < 0:
             raise ConfigError(
                 "WORKER_RECONNECT_GRACE_SECONDS must be >= 0, "

@@ -42,6 +42,7 @@ from avtomatika.engine.results import (
     requeue,
     restart,
     result_key,
+    undeliverable,
 )
 from avtomatika.engine.roster import Roster
 from avtomatika.engine.signals import Signal
@@ -51,6 +52,7 @@ from avtomatika.errors import (
     Conflict,
     InvalidArgument,
     NotFound,
+    TooLarge,
     Unauthenticated,
     Unavailable,
 )
@@ -259,6 +261,12 @@ class Engine:
             initial = to_payload(dict(initial_data or {}))
         except (TypeError, ValueError) as exc:
             raise InvalidArgument(f"initial_data is not JSON-serialisable: {exc}") from None
+        size, limit = len(initial.data), self.config.max_payload_bytes
+        if size > limit:
+            raise TooLarge(
+                f"initial_data is {size} bytes, over MAX_PAYLOAD_BYTES ({limit} bytes); "
+                "send bigger data as a job file (S3) and pass its name"
+            )
         job = Job(
             id=new_id(),
             blueprint_name=blueprint.name,
@@ -592,7 +600,15 @@ class Engine:
 
     async def submit_result(self, result: TaskResult) -> ResultVerdict:
         """Apply a worker's result, if that worker holds the task's lease and
-        the task is still what its job waits for."""
+        the task is still what its job waits for. Data over
+        ``MAX_PAYLOAD_BYTES`` is not stored: the task fails saying so."""
+        size = len(result.data.data)
+        if size > self.config.max_payload_bytes:
+            result = undeliverable(
+                result,
+                f"the result's data is {size} bytes, over MAX_PAYLOAD_BYTES "
+                f"({self.config.max_payload_bytes} bytes); return big outputs as job files (S3)",
+            )
         verdict = await self._apply_result(result)
         if verdict.accepted:
             self.roster.finished(result)

@@ -131,6 +131,19 @@ class StepRunner:
             return self._retry_handler(new, exc, now)
         return Plan()
 
+    def _first_attempt(self, job: Job, state: str, action: DispatchTask, now: int) -> Task:
+        """The task ``action`` asks for; params over ``MAX_PAYLOAD_BYTES``
+        fail the job (a blueprint mistake): no worker could be sent them."""
+        task = first_attempt(job, state, action, now)
+        size = len(task.params.data)
+        if size > self._settings.max_payload_bytes:
+            raise BlueprintError(
+                f"state {state!r}: the params of task {action.task_type!r} are {size} bytes, "
+                f"over MAX_PAYLOAD_BYTES ({self._settings.max_payload_bytes} bytes); pass "
+                "big data to workers as job files (S3)"
+            )
+        return task
+
     async def _step(self, job: Job, new: Job, now: int) -> Plan:
         limit = self._settings.max_transitions_per_job
         if job.transition_count > limit:
@@ -242,7 +255,7 @@ class StepRunner:
             enter_state(job, action.state)
             return Plan(ready=True)
         if isinstance(action, DispatchTask):
-            task = first_attempt(job, spec.name, action, now)
+            task = self._first_attempt(job, spec.name, action, now)
             _wait(job, job_pb2.JOB_STATUS_WAITING_FOR_WORKER)
             job.active_task_ids.append(task.task_id)
             return Plan(tasks=[task])
@@ -254,7 +267,7 @@ class StepRunner:
                     f"blueprint {blueprint.name!r}: state {spec.name!r} aggregates into "
                     f"{action.aggregate_into!r}, which has no aggregator (@aggregator_for)"
                 )
-            tasks = [first_attempt(job, spec.name, branch, now) for branch in action.tasks]
+            tasks = [self._first_attempt(job, spec.name, branch, now) for branch in action.tasks]
             if not tasks:
                 job.branch_results.clear()
                 enter_state(job, action.aggregate_into)

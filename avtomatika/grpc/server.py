@@ -20,10 +20,10 @@ from avtomatika.grpc.health import HealthReporter, add_health_and_reflection
 from avtomatika.grpc.job_service import JobServicer
 from avtomatika.grpc.public_service import PublicServicer
 from avtomatika.grpc.worker_stream import WorkerStreamService
+from avtomatika.payload import message_limit
 from avtomatika.services.client_api import ClientApi
 from avtomatika.services.polling_workers import PollingWorkers
 from avtomatika.services.public_api import PublicApi
-from avtomatika.services.requests import MAX_REQUEST_BYTES
 from avtomatika.services.worker_api import WorkerApi
 from avtomatika.v1 import (
     job_service_pb2,
@@ -90,10 +90,15 @@ async def start_grpc_server(
     """Start serving on ``host:port`` (0 picks a free port); returns the
     server and the bound port. TLS when the engine's settings name a
     certificate and key."""
-    # grpc's default limit is 4 MiB: a job REST accepts would be refused here.
+    # One limit both ways, from MAX_PAYLOAD_BYTES: what REST accepts fits
+    # here, and the worker SDK and the client accept as much by default.
+    limit = message_limit(engine.config.max_payload_bytes)
     server = grpc.aio.server(
         interceptors=[AccessLogInterceptor()],
-        options=[("grpc.max_receive_message_length", MAX_REQUEST_BYTES)],
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+        ],
     )
     polling = WorkerApi(auth, polling_workers, credential="x-worker-token")
     streams = WorkerStreamService(engine, auth, polling)

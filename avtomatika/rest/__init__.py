@@ -9,6 +9,7 @@ from aiohttp import web
 from avtomatika.access.authenticator import Authenticator
 from avtomatika.engine.core import Engine
 from avtomatika.engine.followers import JobFollowers
+from avtomatika.payload import message_limit
 from avtomatika.rest.access_log import echo_request_id, request_scope_middleware
 from avtomatika.rest.docs_api import RestDocuments
 from avtomatika.rest.follow_api import close_followers
@@ -19,7 +20,6 @@ from avtomatika.rest.state import AUTH, CLIENT_API, ENGINE, PUBLIC_API
 from avtomatika.rest.worker_api.handlers import add_protocol_header, release_rest_workers
 from avtomatika.services.client_api import ClientApi
 from avtomatika.services.public_api import PublicApi
-from avtomatika.services.requests import MAX_REQUEST_BYTES
 
 __all__ = ["build_app"]
 
@@ -45,8 +45,9 @@ def build_app(
             error_middleware,
             client_auth_middleware,
         ],
-        # Larger bodies are refused with 413 before they are read.
-        client_max_size=MAX_REQUEST_BYTES,
+        # Larger bodies are refused with 413 before they are read: a
+        # payload at MAX_PAYLOAD_BYTES with room for the rest of the body.
+        client_max_size=message_limit(engine.config.max_payload_bytes),
     )
     app[ENGINE] = engine
     app[AUTH] = auth

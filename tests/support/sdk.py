@@ -5,6 +5,7 @@ the duration of an ``async with`` block."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -26,14 +27,19 @@ async def serving(
     worker_id: str = "sdk-1",
     max_concurrency: int = 1,
     token: str = WORKER_TOKEN,
+    max_message_bytes: int | None = None,
 ) -> AsyncIterator[Worker]:
-    """An SDK worker with ``skills``, running until the block ends."""
+    """An SDK worker with ``skills``, running until the block ends
+    (``max_message_bytes``: its channel's limit, when not the default)."""
+    settings = _FAST_RECONNECT
+    if max_message_bytes is not None:
+        settings = dataclasses.replace(settings, max_message_bytes=max_message_bytes)
     worker = Worker(
         worker_id=worker_id,
         addresses=[f"127.0.0.1:{orchestrator.grpc_port}"],
         token=token,
         max_concurrency=max_concurrency,
-        settings=_FAST_RECONNECT,
+        settings=settings,
     )
     for name, handler in skills.items():
         worker.add_skill(name, handler)
