@@ -107,7 +107,11 @@ class Engine:
         :mod:`avtomatika.blueprint.task_files`); without it they get ``None``."""
         self.config = config if config is not None else Settings()
         self.storage: Storage = (
-            storage if storage is not None else MemoryStorage(self.config.job_retention_seconds)
+            storage
+            if storage is not None
+            else MemoryStorage(
+                self.config.job_retention_seconds, self.config.job_retention_max_bytes
+            )
         )
         self.workers = WorkerRegistry(self.requeue_task, self.config.worker_reconnect_grace_seconds)
         self.roster = Roster(self.workers)
@@ -249,8 +253,10 @@ class Engine:
         dispatch_timeout: float | None = None,
         result_timeout: float | None = None,
         tracing_context: Mapping[str, str] | None = None,
+        job_id: str | None = None,
     ) -> str:
-        """Create a job of a registered blueprint and queue its start handler."""
+        """Create a job of a registered blueprint and queue its start handler
+        (``job_id``: its id, when the caller reserved room for it)."""
         blueprint = self._blueprints.get(blueprint_name)
         if blueprint is None:
             raise NotFound(f"blueprint {blueprint_name!r} is not registered")
@@ -268,7 +274,7 @@ class Engine:
                 "send bigger data as a job file (S3) and pass its name"
             )
         job = Job(
-            id=new_id(),
+            id=job_id or new_id(),
             blueprint_name=blueprint.name,
             status=job_pb2.JOB_STATUS_PENDING,
             current_state=blueprint.start_state,
