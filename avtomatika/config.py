@@ -99,6 +99,8 @@ class Settings:
     # The largest initial data, task params or result (encoded JSON); the
     # gRPC message limits and the REST body limit follow from it.
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    # With S3, bigger payloads go by reference, up to this size.
+    claim_check_max_bytes: int = 128 * 1024 * 1024
     # Per-client bounds (clients.toml may set its own per client; 0: none).
     client_max_jobs_in_flight: int = 100_000
     client_max_stored_bytes: int = 1024 * 1024 * 1024
@@ -174,6 +176,11 @@ class Settings:
             )
         if self.max_payload_bytes < 1:
             raise ConfigError(f"MAX_PAYLOAD_BYTES must be >= 1, got {self.max_payload_bytes}")
+        if self.claim_check_max_bytes < self.max_payload_bytes:
+            raise ConfigError(
+                f"CLAIM_CHECK_MAX_BYTES ({self.claim_check_max_bytes}) must be >= "
+                f"MAX_PAYLOAD_BYTES ({self.max_payload_bytes})"
+            )
         for name in (
             "job_retention_max_bytes",
             "client_max_jobs_in_flight",

@@ -39,10 +39,12 @@ __all__ = [
     "JSON_ENCODING",
     "MAX_JSON_DEPTH",
     "MESSAGE_HEADROOM_BYTES",
+    "REFERENCE_KEY",
     "decode_json",
     "encode_json",
     "from_payload",
     "message_limit",
+    "reference_in",
     "to_payload",
 ]
 
@@ -72,6 +74,25 @@ def message_limit(max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> int:
     """The gRPC message size (and REST body size) that carries a payload of
     ``max_payload_bytes`` with its envelope."""
     return max_payload_bytes + MESSAGE_HEADROOM_BYTES
+
+
+REFERENCE_KEY = "$avtomatika_ref"
+"""The claim-check: a payload over ``MAX_PAYLOAD_BYTES`` stored as a job
+file (S3) travels as ``{"$avtomatika_ref": {"uri": "s3://...", "name":
+"<file in the job>", "url": "<presigned GET>", "bytes": <size>}}`` in its
+place. The worker SDK fetches ``url`` and hands the handler the data; a
+blueprint handler reads ``name`` through ``task_files``."""
+
+
+def reference_in(value: Any) -> dict[str, Any] | None:
+    """The claim-check reference ``value`` is (an object whose only key is
+    :data:`REFERENCE_KEY`, holding at least ``url``), or None."""
+    if not isinstance(value, dict) or len(value) != 1:
+        return None
+    reference = value.get(REFERENCE_KEY)
+    if not isinstance(reference, dict) or not isinstance(reference.get("url"), str):
+        return None
+    return reference
 
 
 # Compact separators: payloads are stored and sent many times per job. NaN and

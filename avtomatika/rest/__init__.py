@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from avtomatika.access.authenticator import Authenticator
+from avtomatika.config import Settings
 from avtomatika.engine.core import Engine
 from avtomatika.engine.followers import JobFollowers
 from avtomatika.payload import message_limit
@@ -46,8 +47,9 @@ def build_app(
             client_auth_middleware,
         ],
         # Larger bodies are refused with 413 before they are read: a
-        # payload at MAX_PAYLOAD_BYTES with room for the rest of the body.
-        client_max_size=message_limit(engine.config.max_payload_bytes),
+        # payload at MAX_PAYLOAD_BYTES with room for the rest of the body,
+        # or, with S3, one that goes on by reference (the claim-check).
+        client_max_size=_body_limit(engine.config),
     )
     app[ENGINE] = engine
     app[AUTH] = auth
@@ -71,3 +73,10 @@ def build_app(
     app.on_response_prepare.append(add_protocol_header)
     app.on_response_prepare.append(echo_request_id)
     return app
+
+
+def _body_limit(settings: Settings) -> int:
+    limit = message_limit(settings.max_payload_bytes)
+    if settings.s3_endpoint_url:
+        limit = max(limit, message_limit(settings.claim_check_max_bytes))
+    return limit

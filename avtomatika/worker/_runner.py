@@ -34,6 +34,7 @@ from avtomatika.v1.worker_service_pb2 import (
     Welcome,
 )
 from avtomatika.worker import _results
+from avtomatika.worker._references import resolve_params
 from avtomatika.worker._session import Session
 from avtomatika.worker.errors import TaskFailure
 from avtomatika.worker.task import SkillHandler, TaskContext
@@ -228,7 +229,7 @@ class TaskRunner:
         self, task: TaskAssignment, handler: SkillHandler, context: TaskContext
     ) -> TaskResult:
         try:
-            params = _results.decode_params(task)
+            params = await resolve_params(_results.decode_params(task))
             returned = await handler(params, context)
         except TaskFailure as failure:
             return _results.failure_result(task, self._worker_id, failure)
