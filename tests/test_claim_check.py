@@ -7,11 +7,8 @@ task could not have reached the worker. Against a real S3 emulator (moto)."""
 
 from __future__ import annotations
 
-import io
-import json
 from typing import Any
 
-import aiohttp
 import pytest
 
 from avtomatika import ActionFactory, StateMachineBlueprint
@@ -19,6 +16,7 @@ from avtomatika.payload import REFERENCE_KEY
 from avtomatika.worker import TaskContext
 from tests.support import get_job, wait_for_status, wait_for_terminal
 from tests.support.blueprints import echo_blueprint
+from tests.support.jobs import create_big_job
 from tests.support.orchestrator import HttpClient, StartOrchestrator
 from tests.support.s3 import S3Emulator, keys_in, unique_bucket
 from tests.support.sdk import Params, serving
@@ -34,18 +32,6 @@ async def measure(params: Params, task: TaskContext) -> Params:
     return {"length": len(blob), "head": blob[:8], "keys": sorted(params)}
 
 
-async def post_job(http: aiohttp.ClientSession, endpoint: str, initial_data: Any) -> str:
-    """Create a job streaming its body (aiohttp warns on big byte bodies)."""
-    body = io.BytesIO(json.dumps({"initial_data": initial_data}).encode())
-    response = await http.post(
-        f"/api/v1/{endpoint}", data=body, headers={"Content-Type": "application/json"}
-    )
-    reply = await response.json()
-    assert response.status == 202, reply
-    job_id: str = reply["job_id"]
-    return job_id
-
-
 async def test_a_big_input_goes_by_reference_and_the_sdk_worker_gets_the_data(
     start_orchestrator: StartOrchestrator, http_client: HttpClient, s3_emulator: S3Emulator
 ) -> None:
@@ -55,7 +41,7 @@ async def test_a_big_input_goes_by_reference_and_the_sdk_worker_gets_the_data(
     )
     http = http_client(orchestrator)
     async with serving(orchestrator, {"echo": measure}):
-        job_id = await post_job(http, "jobs/echo", {"blob": "abcdefgh" * (SIX_MB // 8)})
+        job_id = await create_big_job(http, "jobs/echo", {"blob": "abcdefgh" * (SIX_MB // 8)})
         done = await wait_for_status(http, job_id, "finished")
     assert done["state_history"]["length"] == SIX_MB
     assert done["state_history"]["head"] == "abcdefgh"
@@ -93,7 +79,7 @@ async def test_big_task_params_built_by_a_blueprint_go_by_reference(
     )
     http = http_client(orchestrator)
     async with serving(orchestrator, {"measure": measure}):
-        job_id = await post_job(http, "jobs/grow", {"letter": "z"})
+        job_id = await create_big_job(http, "jobs/grow", {"letter": "z"})
         finished = await wait_for_status(http, job_id, "finished")
     assert finished["state_history"]["length"] == SIX_MB
     assert finished["state_history"]["head"] == "z" * 8
@@ -136,7 +122,7 @@ async def test_without_s3_a_params_file_that_cannot_be_fetched_fails_the_task_cl
     http = http_client(orchestrator)
     reference = {REFERENCE_KEY: {"name": "gone.json", "url": "http://127.0.0.1:9/gone"}}
     async with serving(orchestrator, {"echo": measure}):
-        job_id = await post_job(http, "jobs/echo", reference)
+        job_id = await create_big_job(http, "jobs/echo", reference)
         ended = await wait_for_terminal(http, job_id)
     assert ended["status"] in ("failed", "quarantined")
     assert "could not fetch the task's params (gone.json)" in ended["error"]

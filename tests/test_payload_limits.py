@@ -8,11 +8,8 @@ with other jobs. Every worker here is the real ``avtomatika.worker`` SDK."""
 
 from __future__ import annotations
 
-import io
-import json
 from typing import Any
 
-import aiohttp
 import grpc
 import pytest
 
@@ -22,6 +19,7 @@ from avtomatika.payload import DEFAULT_MAX_PAYLOAD_BYTES, message_limit
 from avtomatika.worker import TaskContext
 from tests.support import CLIENT_TOKEN, create_job, wait_for_status, wait_for_terminal
 from tests.support.blueprints import echo_blueprint
+from tests.support.jobs import create_big_job, post_big_job
 from tests.support.orchestrator import HttpClient, StartOrchestrator
 from tests.support.sdk import Params, serving
 
@@ -34,24 +32,6 @@ RAISED = 8 * 1024 * 1024
 def blob(size: int) -> dict[str, str]:
     """Initial data whose JSON is about ``size`` bytes."""
     return {"blob": "x" * size}
-
-
-async def post_job(http: aiohttp.ClientSession, endpoint: str, initial_data: Any) -> Any:
-    """``POST /api/v1/{endpoint}`` streaming the body (aiohttp warns about
-    big bodies sent from bytes); the response."""
-    body = io.BytesIO(json.dumps({"initial_data": initial_data}).encode())
-    return await http.post(
-        f"/api/v1/{endpoint}", data=body, headers={"Content-Type": "application/json"}
-    )
-
-
-async def created(http: aiohttp.ClientSession, endpoint: str, initial_data: Any) -> str:
-    """A job created with :func:`post_job`: its id."""
-    response = await post_job(http, endpoint, initial_data)
-    body = await response.json()
-    assert response.status == 202, body
-    job_id: str = body["job_id"]
-    return job_id
 
 
 async def echo(params: Params, task: TaskContext) -> Params:
@@ -67,7 +47,7 @@ async def test_a_5mb_job_is_refused_at_creation_over_rest_and_grpc_naming_the_li
     orchestrator = await start_orchestrator([echo_blueprint()])
     http = http_client(orchestrator)
     async with serving(orchestrator, {"echo": echo}):
-        response = await post_job(http, "jobs/echo", blob(FIVE_MB))
+        response = await post_big_job(http, "jobs/echo", blob(FIVE_MB))
         assert response.status == 413
         body: dict[str, Any] = await response.json()
         assert "MAX_PAYLOAD_BYTES" in body["error"]
@@ -90,7 +70,7 @@ async def test_a_body_beyond_the_message_limit_is_413_json_naming_the_size(
     """A body too big to read at all is refused before it is read, as JSON."""
     orchestrator = await start_orchestrator([echo_blueprint()], max_payload_bytes=1000)
     http = http_client(orchestrator)
-    response = await post_job(http, "jobs/echo", blob(message_limit(1000) + 10))
+    response = await post_big_job(http, "jobs/echo", blob(message_limit(1000) + 10))
     assert response.status == 413
     assert response.content_type == "application/json"
     assert str(message_limit(1000)) in (await response.json())["error"]
@@ -108,7 +88,7 @@ async def test_a_5mb_job_runs_on_an_sdk_worker_when_the_limits_are_raised_togeth
         return params
 
     async with serving(orchestrator, {"echo": echo_all}, max_message_bytes=message_limit(RAISED)):
-        job_id = await created(http, "jobs/echo", blob(FIVE_MB))
+        job_id = await create_big_job(http, "jobs/echo", blob(FIVE_MB))
         finished = await wait_for_status(http, job_id, "finished")
     assert len(finished["state_history"]["blob"]) == FIVE_MB
 
@@ -124,7 +104,7 @@ async def test_a_task_too_big_for_the_worker_fails_its_job_and_the_worker_goes_o
     orchestrator = await start_orchestrator([echo_blueprint()], max_payload_bytes=RAISED)
     http = http_client(orchestrator)
     async with serving(orchestrator, {"echo": echo}) as worker:
-        big = await created(http, "jobs/echo", blob(6 * 1000 * 1000))
+        big = await create_big_job(http, "jobs/echo", blob(6 * 1000 * 1000))
         failed = await wait_for_terminal(http, big)
         assert failed["status"] == "failed", failed
         assert "could not be delivered" in failed["error"]
