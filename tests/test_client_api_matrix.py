@@ -22,6 +22,7 @@ import pytest
 
 from avtomatika import OrchestratorEngine
 from avtomatika.clock import now_ms
+from avtomatika.payload import DEFAULT_MAX_PAYLOAD_BYTES
 from avtomatika.v1.worker_service_pb2 import ConnectRequest, TaskProgress
 from tests.support import RawWorker, wait_until
 from tests.support.blueprints import approval_blueprint, echo_blueprint
@@ -107,8 +108,10 @@ async def create_and_get(api: Api, orchestrator: OrchestratorEngine) -> None:
 
 
 async def large_initial_data(api: Api, orchestrator: OrchestratorEngine) -> None:
-    # Beyond grpc's default 4 MiB message, within the 16 MiB both transports read.
-    blob = "x" * (5 * 1024 * 1024)
+    # Just within MAX_PAYLOAD_BYTES (its default, grpc's own 4 MiB): both
+    # transports carry it whole, there and back (tests/test_payload_limits.py
+    # has what lies beyond).
+    blob = "x" * (DEFAULT_MAX_PAYLOAD_BYTES - 64)
     job_id = await api.create("jobs/echo", {"blob": blob})
     assert (await api.get(job_id))["initial_data"] == {"blob": blob}
 
