@@ -50,8 +50,8 @@ KEYS = Keys("avtomatika")
 @pytest.fixture
 def private_redis() -> Iterator[RedisServer]:
     """A redis-server of this test alone: the test freezes, stops and
-    restarts it."""
-    server = RedisServer()
+    restarts it (with an AOF, so a restart keeps what it had)."""
+    server = RedisServer(persistent=True)
     server.start()
     yield server
     server.resume()  # a frozen server would not stop
@@ -126,7 +126,9 @@ async def consistent(peek: aioredis.Redis) -> dict[str, int]:
     return by_status
 
 
+@pytest.mark.parametrize("outage", ["frozen", "killed"])
 async def test_every_request_answers_503_while_redis_hangs_and_nothing_is_half_written(
+    outage: str,
     start_orchestrator: StartOrchestrator,
     http_client: HttpClient,
     grpc_channel: GrpcChannel,
@@ -138,7 +140,8 @@ async def test_every_request_answers_503_while_redis_hangs_and_nothing_is_half_w
     with SIGSTOP (GET answered 503 after 22 s). Now every operation of
     clients and workers, REST and gRPC, answers 503 / UNAVAILABLE within the
     command timeout; what they were refused is not applied when Redis
-    resumes, and everything works again."""
+    resumes, and everything works again. The same when Redis is killed and
+    restarted."""
     blueprints = [
         echo_blueprint(),
         approval_blueprint("review"),
@@ -166,7 +169,11 @@ async def test_every_request_answers_503_while_redis_hangs_and_nothing_is_half_w
     before = await consistent(peek)
     jobs_before = {queued, leased, waiting, failed}
 
-    private_redis.pause()
+    down, up = {
+        "frozen": (private_redis.pause, private_redis.resume),
+        "killed": (private_redis.stop, private_redis.start),
+    }[outage]
+    down()
     creations = [
         http.post("/api/v1/jobs/echo", json={"initial_data": {"during": "outage"}}),
         http.post("/api/v1/jobs/review", json={"initial_data": {}}),
@@ -208,7 +215,7 @@ async def test_every_request_answers_503_while_redis_hangs_and_nothing_is_half_w
     assert list(streams) == [grpc.StatusCode.UNAVAILABLE] * 2
     # Liveness answers throughout.
     assert await answer(http.get("/_public/status")) == (200, {"status": "ok"})
-    private_redis.resume()
+    up()
 
     # Nothing refused was applied: the same jobs, in the same states, every
     # book in agreement with the records.
