@@ -27,9 +27,9 @@ RECHECK = 1.0
 in case a wake-up message was lost (pub/sub is fire-and-forget)."""
 
 
-# A write's deadline in Redis' clock comes this long before the caller gives
-# up: the clock offset is measured to within a round trip, and a script that
-# starts by the deadline has finished when its caller gives up.
+# A write's deadline in Redis' clock comes this long before its caller gives
+# up: the clock offset is known to within half a round trip, and readings
+# whose round trip took longer than this are not used.
 _DEADLINE_MARGIN_MS = 250
 
 
@@ -68,6 +68,7 @@ class Link:
         # Redis' clock minus ours (ms), for the deadlines of writes; measured
         # at open and at every ping.
         self._clock_offset_ms = 0
+        self._clock_read = False
         self.keys = keys
         self._on_wake = on_wake
         self._on_reconnect = on_reconnect
@@ -163,6 +164,12 @@ class Link:
         before = now_ms()
         seconds, micros = await pipelined.execute("TIME")
         after = now_ms()
+        if self._clock_read and after - before > _DEADLINE_MARGIN_MS:
+            # Known only to within half the round trip: a slow answer (a
+            # backlog, a Redis just woken up) would move the deadlines by
+            # more than their margin. The last good reading stands.
+            return
+        self._clock_read = True
         self._clock_offset_ms = int(seconds) * 1000 + int(micros) // 1000 - (before + after) // 2
 
     def deadline(self) -> Deadline:
