@@ -8,6 +8,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple, TypeVar
 
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from avtomatika.backoff import backoff_delay
 from avtomatika.clock import now_ms
 from avtomatika.errors import Unavailable
@@ -192,8 +194,15 @@ class Link:
         while True:
             try:
                 return await self.run(name, *args)
-            except DOWN:
-                if self.closing or loop.time() >= deadline.give_up:
+            except DOWN as exc:
+                remaining = deadline.give_up - loop.time()
+                if self.closing or remaining <= 0:
+                    raise
+                if isinstance(exc, RedisTimeoutError) and remaining < self.timeout:
+                    # A server that hangs would hold another try past the
+                    # deadline. Only the deadline must pass (the script can
+                    # no longer run) before the failure is told.
+                    await asyncio.sleep(remaining)
                     raise
             await asyncio.sleep(backoff_delay(attempt, base=0.05, cap=0.2))
             attempt += 1
