@@ -15,31 +15,26 @@ import pytest
 from avtomatika import OrchestratorEngine
 from tests.support import create_job, wait_for_status
 from tests.support.blueprints import approval_blueprint, echo_blueprint
-from tests.support.client_api import TRANSPORTS, Api, ApiError, ConnectApi
-from tests.support.orchestrator import HttpClient, StartOrchestrator
+from tests.support.client_api import TRANSPORTS, Api, ApiError, ConnectApi, reaches
+from tests.support.orchestrator import (
+    OTHER_CLIENT_TOKEN,
+    HttpClient,
+    StartOrchestrator,
+    with_other_client,
+)
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.both_stores
 
-OTHER = "other-client-token-0123456789"
+
 RACE_ROUNDS = 10
 
 
 async def start(start_orchestrator: StartOrchestrator, tmp_path: Path) -> OrchestratorEngine:
-    clients = tmp_path / "clients.toml"
-    clients.write_text(f'[other]\ntoken = "{OTHER}"\n')
     return await start_orchestrator(
         [approval_blueprint("sign_off", approved="shipped", rejected="dropped"), echo_blueprint()],
-        clients_config_path=clients,
+        **with_other_client(tmp_path),
     )
-
-
-async def reaches(api: Api, job_id: str, status: str) -> dict[str, Any]:
-    async def reached() -> dict[str, Any] | None:
-        job = await api.get(job_id)
-        return job if job["status"] == status else None
-
-    return await wait_until(reached, message=f"job {job_id} is {status}")
 
 
 async def refused(api: Api, job_id: str, decision: str, kind: str) -> str:
@@ -82,7 +77,7 @@ async def test_the_owner_sees_what_the_wait_asks_and_decides(
     assert "'approved', 'rejected'" in await refused(api, job_id, "maybe", "invalid_argument")
     await refused(api, job_id, "", "invalid_argument")
     await refused(api, "no-such-job", "approved", "not_found")
-    await refused(api.as_client(OTHER), job_id, "approved", "not_found")
+    await refused(api.as_client(OTHER_CLIENT_TOKEN), job_id, "approved", "not_found")
     assert (await api.get(job_id))["status"] == "waiting_for_human"  # none of them decided
 
     decided = await api.decide(job_id, "rejected")
@@ -128,7 +123,7 @@ async def test_bad_approve_bodies_are_refused(
         response = await http.post(f"/api/v1/jobs/{job_id}/approve", data=body)
         answer = await response.json()
         assert (response.status, list(answer)) == (400, ["error"]), (body, answer)
-    other = http_client(orchestrator, OTHER)
+    other = http_client(orchestrator, OTHER_CLIENT_TOKEN)
     response = await other.post(f"/api/v1/jobs/{job_id}/approve", json={"decision": "approved"})
     assert response.status == 404
     running = await create_job(http, "jobs/echo")
@@ -168,7 +163,10 @@ async def test_the_listing_counts_the_callers_jobs_per_status(
     tmp_path: Path,
 ) -> None:
     orchestrator = await start(start_orchestrator, tmp_path)
-    api, other = connect_api(transport, orchestrator), connect_api(transport, orchestrator, OTHER)
+    api, other = (
+        connect_api(transport, orchestrator),
+        connect_api(transport, orchestrator, OTHER_CLIENT_TOKEN),
+    )
     empty = await api.counts()
     assert set(empty) == {
         "pending", "running", "waiting_for_worker", "waiting_for_human",

@@ -16,13 +16,20 @@ import pytest
 from avtomatika import ActionFactory, OrchestratorEngine, StateMachineBlueprint
 from avtomatika.v1.task_pb2 import ERROR_CODE_PERMANENT
 from tests.support import RawWorker, create_job, get_job, wait_for_status
-from tests.support.client_api import TRANSPORTS, Api, ApiError, ConnectApi
-from tests.support.orchestrator import HttpClient, StartOrchestrator
+from tests.support.blueprints import echo_blueprint
+from tests.support.client_api import TRANSPORTS, Api, ApiError, ConnectApi, reaches
+from tests.support.orchestrator import (
+    OTHER_CLIENT_TOKEN,
+    GrpcChannel,
+    HttpClient,
+    StartOrchestrator,
+    with_other_client,
+)
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.both_stores
 
-OTHER = "other-client-token-0123456789"
+
 RACE_ROUNDS = 10
 
 
@@ -52,17 +59,7 @@ def second_try() -> StateMachineBlueprint:
 
 
 async def start(start_orchestrator: StartOrchestrator, tmp_path: Path) -> OrchestratorEngine:
-    clients = tmp_path / "clients.toml"
-    clients.write_text(f'[other]\ntoken = "{OTHER}"\n')
-    return await start_orchestrator([second_try()], clients_config_path=clients)
-
-
-async def reaches(api: Api, job_id: str, status: str) -> dict[str, Any]:
-    async def reached() -> dict[str, Any] | None:
-        job = await api.get(job_id)
-        return job if job["status"] == status else None
-
-    return await wait_until(reached, message=f"job {job_id} is {status}")
+    return await start_orchestrator([second_try()], **with_other_client(tmp_path))
 
 
 async def refused(api: Api, job_id: str, kind: str) -> str:
@@ -105,7 +102,7 @@ async def test_a_job_that_ran_a_failing_end_state_runs_again_from_the_state_befo
     # failed, error and quarantined.
     assert "waiting_for_worker" in await refused(api, job_id, "failed_precondition")
     await refused(api, "no-such-job", "not_found")
-    await refused(api.as_client(OTHER), job_id, "not_found")
+    await refused(api.as_client(OTHER_CLIENT_TOKEN), job_id, "not_found")
 
 
 async def test_a_quarantined_job_runs_its_task_again_and_can_finish(
@@ -144,6 +141,30 @@ async def test_a_quarantined_job_runs_its_task_again_and_can_finish(
     assert retries[1]["state"] == "start"
 
 
+async def test_a_job_timed_out_by_its_result_timeout_gets_the_whole_of_it_again(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    orchestrator = await start_orchestrator([echo_blueprint()])
+    http = http_client(orchestrator)
+    response = await http.post(
+        "/api/v1/jobs/echo", json={"initial_data": {"n": 1}, "result_timeout": 1.5}
+    )
+    job_id = (await response.json())["job_id"]
+    failed = await wait_for_status(http, job_id, "failed")  # no worker came in time
+    assert "result timeout" in failed["error"]
+    worker = RawWorker(grpc_channel(orchestrator), "w-late")
+    await worker.hello(["echo"])
+    # The job's result_timeout counts from its creation, long past: once
+    # retried, from the retry, or the new task would be late at once.
+    assert (await retry(http, job_id))[0] == 200
+    task = await worker.next_task()
+    ack = await worker.succeed(task, {"done": True})
+    assert ack.result_ack.accepted, ack
+    job = await wait_for_status(http, job_id, "finished")
+    assert job["result"] == {"done": True}
+    await worker.close()
+
+
 async def retry(http: aiohttp.ClientSession, job_id: str) -> tuple[int, dict[str, Any]]:
     response = await http.post(f"/api/v1/jobs/{job_id}/retry", json={})
     body = await response.json()
@@ -164,7 +185,7 @@ async def test_bad_retries_are_refused_with_their_status(
         "the request body must be a JSON object",
     )
     assert (await retry(http, "no-such-job"))[0] == 404
-    assert (await retry(http_client(orchestrator, OTHER), job_id))[0] == 404
+    assert (await retry(http_client(orchestrator, OTHER_CLIENT_TOKEN), job_id))[0] == 404
     assert (await retry(http_client(orchestrator, "wrong-token"), job_id))[0] == 401
     assert (await get_job(http, job_id))["status"] == "failed"  # none of them touched it
     # A cancelled job stays cancelled: cancelled is not a failure.

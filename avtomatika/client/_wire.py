@@ -164,6 +164,7 @@ def worker_view(worker: worker_pb2.WorkerInfo) -> WorkerView:
         cost_per_skill=dict(registration.cost_per_skill),
         last_seen=time_of(worker.last_seen_ms) if worker.last_seen_ms else None,
         agent=worker.agent,
+        load=worker.load,
     )
 
 

@@ -11,6 +11,7 @@ from typing import Any, Self, TypeVar
 
 import grpc
 
+from avtomatika.channel_tls import TlsFiles
 from avtomatika.client import _wire
 from avtomatika.client.errors import DeadlineExceeded, error_from
 from avtomatika.client.views import (
@@ -22,7 +23,7 @@ from avtomatika.client.views import (
     UploadedFile,
     WorkerView,
 )
-from avtomatika.payload import to_payload
+from avtomatika.payload import message_limit, to_payload
 from avtomatika.v1 import job_service_pb2_grpc, public_service_pb2_grpc
 from avtomatika.v1.job_service_pb2 import (
     ApproveJobRequest,
@@ -66,10 +67,17 @@ class Client:
             job_id = await client.create_job("jobs/echo", {"text": "hi"})
             job = await client.wait(job_id)
 
-    ``tls`` is the channel credentials (``grpc.ssl_channel_credentials()``)
-    or None for plaintext. ``timeout`` is the deadline, in seconds, of each
+    ``tls`` is the channel's TLS: :class:`~avtomatika.client.TlsFiles` (the
+    server's CA bundle, and for mutual TLS a client certificate and key),
+    or credentials built by hand (``grpc.ssl_channel_credentials()``); None
+    takes the files from ``AVTOMATIKA_TLS_CA``, ``AVTOMATIKA_TLS_CERT`` and
+    ``AVTOMATIKA_TLS_KEY``, and with none of them set connects in plaintext.
+    ``timeout`` is the deadline, in seconds, of each
     unary call (None for none); streams (:meth:`follow`, :meth:`upload`)
     have none, and a :meth:`wait` long-poll gets its wait on top.
+    ``max_message_bytes`` bounds each message both ways: by default the
+    server's default ``MAX_PAYLOAD_BYTES`` with its envelope, so a job the
+    server accepts can be read back whole (raise both together).
 
     Every failed call raises a :class:`~avtomatika.client.ClientError`.
     """
@@ -79,13 +87,21 @@ class Client:
         address: str,
         token: str,
         *,
-        tls: grpc.ChannelCredentials | None = None,
+        tls: TlsFiles | grpc.ChannelCredentials | None = None,
         timeout: float | None = 30.0,
+        max_message_bytes: int = message_limit(),
     ) -> None:
+        options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
         if tls is None:
-            self._channel = grpc.aio.insecure_channel(address)
+            tls = TlsFiles.from_env()
+        credentials = tls.credentials() if isinstance(tls, TlsFiles) else tls
+        if credentials is None:
+            self._channel = grpc.aio.insecure_channel(address, options=options)
         else:
-            self._channel = grpc.aio.secure_channel(address, tls)
+            self._channel = grpc.aio.secure_channel(address, credentials, options=options)
         self._jobs = job_service_pb2_grpc.JobServiceStub(self._channel)
         self._public = public_service_pb2_grpc.PublicServiceStub(self._channel)
         self._metadata = ((CLIENT_TOKEN_KEY, token),)
@@ -342,11 +358,12 @@ class Client:
         )
         return [_wire.blueprint_view(blueprint) for blueprint in response.blueprints]
 
-    async def blueprint_graph(self, name: str) -> str:
-        """The blueprint as a Graphviz DOT document."""
+    async def blueprint_graph(self, name: str, format: str = "dot") -> str:
+        """The blueprint as a Graphviz DOT document, or with ``format="svg"``
+        as an SVG image (each state a ``<g class="state" data-state>``)."""
         response = await self._unary(
             self._jobs.GetBlueprintGraph(
-                GetBlueprintGraphRequest(blueprint_name=name),
+                GetBlueprintGraphRequest(blueprint_name=name, format=format),
                 metadata=self._metadata,
                 timeout=self._timeout,
             )

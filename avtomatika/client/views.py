@@ -140,6 +140,9 @@ class WorkerView:
     last_seen: datetime | None
     agent: str = ""
     """What the worker says it is (its User-Agent or gRPC user-agent)."""
+    load: int = 0
+    """How many tasks it holds, for every client (``active_task_ids`` are
+    only this client's)."""
 
 
 @dataclass(frozen=True, slots=True)

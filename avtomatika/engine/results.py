@@ -37,6 +37,7 @@ __all__ = [
     "requeue",
     "restart",
     "result_key",
+    "undeliverable",
 ]
 
 RETRYABLE: frozenset[JobStatus.ValueType] = frozenset(
@@ -124,12 +125,14 @@ def enter_state(job: Job, state: str) -> None:
 def restart(job: Job, state: str, now: int) -> Job:
     """A copy of ``job`` (one of :data:`RETRYABLE`) running again from
     ``state``, as a new attempt: no error, retries or progress left from the
-    last one, and a fresh budget of MAX_TRANSITIONS_PER_JOB (a job that ended
-    for cycling would otherwise end again at once). What its tasks merged
+    last one, a fresh budget of MAX_TRANSITIONS_PER_JOB (a job that ended
+    for cycling would otherwise end again at once), and its job-level
+    result_timeout counted from now (``retried_at_ms``). What its tasks merged
     into ``state_history`` stays: it restarts where it stopped."""
     new = Job()
     new.CopyFrom(job)
     new.updated_at_ms = now
+    new.retried_at_ms = now
     enter_state(new, state)
     new.transition_count = 0
     # Its state before: what it was before ``state`` (unknown when the
@@ -301,3 +304,17 @@ def _merge_data(job: Job, task: Task, result: TaskResult) -> None:
         # A non-object result still reaches the blueprint, under the task type.
         history[task.type] = data
     job.state_history.CopyFrom(to_payload(history))
+
+
+def undeliverable(result: TaskResult, message: str) -> TaskResult:
+    """A failure in place of ``result`` (same task, job and worker) for data
+    that cannot travel: a task too big for its worker, a result too big to
+    keep. ``INVALID_INPUT`` fails the job with ``message`` (or takes the
+    blueprint's ``failure`` transition): another attempt would fail alike."""
+    return TaskResult(
+        task_id=result.task_id,
+        job_id=result.job_id,
+        worker_id=result.worker_id,
+        status=task_pb2.TASK_RESULT_STATUS_FAILURE,
+        error=task_pb2.TaskError(code=task_pb2.ERROR_CODE_INVALID_INPUT, message=message),
+    )

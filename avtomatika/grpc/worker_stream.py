@@ -47,14 +47,23 @@ from typing import Any
 import grpc
 
 from avtomatika.access.authenticator import Authenticator
+from avtomatika.access.peer import presented
 from avtomatika.batches import Batcher
 from avtomatika.clock import now_ms
 from avtomatika.engine.core import Engine
 from avtomatika.engine.registry import WorkerChange
+from avtomatika.engine.results import undeliverable
 from avtomatika.errors import InvalidArgument, Unauthenticated, Unavailable
+from avtomatika.grpc.peer import names_of
 from avtomatika.grpc.status import abort, rpc_errors
 from avtomatika.logs.scope import identify
-from avtomatika.services.worker_api import WorkerApi, registration_problem
+from avtomatika.payload import message_limit
+from avtomatika.services.worker_api import (
+    AGENT_LENGTH,
+    WorkerApi,
+    certificate_refusal,
+    registration_problem,
+)
 from avtomatika.v1 import worker_pb2, worker_service_pb2_grpc
 from avtomatika.v1.task_pb2 import Task, TaskResult
 from avtomatika.v1.worker_pb2 import WorkerInfo
@@ -97,8 +106,11 @@ _RESULTS_AT_ONCE = 32
 # Tasks one claim leases at most, whatever the worker's credits: a claim is
 # one script, which holds Redis (every instance's) while it runs.
 _MOST_PER_CLAIM = 64
-# Messages read ahead of their handling, at most (each up to gRPC's 4 MiB).
+# Messages read ahead of their handling, at most (each up to the server's
+# message limit, MAX_PAYLOAD_BYTES plus its headroom).
 _READ_AHEAD = 64
+# What a worker whose Hello does not say receives at most: gRPC's default.
+_GRPC_DEFAULT_RECEIVE_BYTES = 4 * 1024 * 1024
 
 
 class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
@@ -176,8 +188,10 @@ class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
                 context,
                 Unauthenticated(f"this x-worker-token may not register as worker {worker_id!r}"),
             )
+        if not self._auth.certificate_may_claim(names_of(context), worker_id):
+            await abort(context, Unauthenticated(certificate_refusal(worker_id)))
         identify(f"worker:{worker_id}")
-        return _Session(self._engine, first.hello, request_iterator)
+        return _Session(self._engine, first.hello, request_iterator, _agent(context))
 
     # The unary RPCs: the legacy REST worker API's use cases over gRPC, for
     # workers that poll rather than hold a stream (the same books: a worker
@@ -188,8 +202,10 @@ class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
         request: RegisterWorkerRequest,
         context: grpc.aio.ServicerContext[RegisterWorkerRequest, RegisterWorkerResponse],
     ) -> RegisterWorkerResponse:
-        async with rpc_errors(context):
-            await self._polling.register(_worker_token(context), request.registration)
+        async with _worker_call(context):
+            await self._polling.register(
+                _worker_token(context), request.registration, agent=_agent(context)
+            )
             return RegisterWorkerResponse(status="registered")
 
     async def Heartbeat(
@@ -200,9 +216,9 @@ class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
         """A full heartbeat, as a REST heartbeat with a body: the worker's
         status and the tasks it runs (those it leaves out go back to the
         queue; those cancelled come back in ``cancel_task_ids``)."""
-        async with rpc_errors(context):
+        async with _worker_call(context):
             cancel = await self._polling.heartbeat(
-                _worker_token(context), request, request.worker_id
+                _worker_token(context), request, request.worker_id, agent=_agent(context)
             )
             return HeartbeatResponse(status="ok", cancel_task_ids=cancel or [])
 
@@ -213,7 +229,7 @@ class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
     ) -> NextTaskResponse:
         """A long-poll of at most ``WORKER_POLL_TIMEOUT_SECONDS``: the next
         task, or an empty response when none came."""
-        async with rpc_errors(context):
+        async with _worker_call(context):
             task = await self._polling.next_task(_worker_token(context), request.worker_id)
             if task is None:
                 return NextTaskResponse()
@@ -228,7 +244,7 @@ class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
         request: SubmitResultRequest,
         context: grpc.aio.ServicerContext[SubmitResultRequest, SubmitResultResponse],
     ) -> SubmitResultResponse:
-        async with rpc_errors(context):
+        async with _worker_call(context):
             verdict = await self._polling.submit_result(_worker_token(context), request.result)
             if verdict.accepted:
                 return SubmitResultResponse(status="accepted", transition=verdict.transition)
@@ -241,7 +257,7 @@ class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
         request: ReportEventRequest,
         context: grpc.aio.ServicerContext[ReportEventRequest, ReportEventResponse],
     ) -> ReportEventResponse:
-        async with rpc_errors(context):
+        async with _worker_call(context):
             if not request.task_id:
                 raise InvalidArgument("task_id is required (a non-empty string)")
             if request.event_type != "progress":
@@ -264,6 +280,22 @@ class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
                     message=f"task {request.task_id!r} is not running on this worker",
                 )
             return ReportEventResponse(status="event_accepted")
+
+
+def _agent(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """What the worker says it is: the call's user-agent metadata (grpc
+    libraries send their own name and version there; an SDK adds its own)."""
+    agent = dict(context.invocation_metadata() or ()).get("user-agent")
+    return agent[:AGENT_LENGTH] if isinstance(agent, str) else ""
+
+
+@contextlib.asynccontextmanager
+async def _worker_call(context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
+    """Around a unary worker RPC: its client certificate's names current
+    for the use case (TLS_BIND_WORKER_IDENTITY), its errors as statuses."""
+    with presented(names_of(context)):
+        async with rpc_errors(context):
+            yield
 
 
 def _worker_token(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
@@ -289,6 +321,7 @@ class _Session:
         engine: Engine,
         hello: Hello,
         requests: AsyncIterator[ConnectRequest],
+        agent: str = "",
     ) -> None:
         self._engine = engine
         self._requests = requests
@@ -297,6 +330,9 @@ class _Session:
         self._interval = engine.config.worker_heartbeat_interval_seconds
         self._outbound: asyncio.Queue[ConnectResponse | None] = asyncio.Queue()
         self._batches = hello.accepts_batches
+        # A task bigger than this would tear the worker's stream down (its
+        # channel refuses the message): it fails instead of being sent.
+        self._receive_limit = hello.max_receive_message_bytes or _GRPC_DEFAULT_RECEIVE_BYTES
         # What the worker says it still holds from earlier streams (None:
         # it does not say, and keeps every lease).
         self._reported: set[str] | None = (
@@ -318,6 +354,7 @@ class _Session:
             registration=hello.registration,
             status=worker_pb2.WORKER_STATUS_IDLE,
             transport=worker_pb2.WORKER_TRANSPORT_GRPC,
+            agent=agent,
         )
         self._update_gate()
 
@@ -362,6 +399,8 @@ class _Session:
                     worker_id=self.worker_id,
                     heartbeat_interval_ms=int(self._interval * 1000),
                     accepts_batches=True,
+                    max_receive_message_bytes=message_limit(self._engine.config.max_payload_bytes),
+                    max_payload_bytes=self._engine.config.max_payload_bytes,
                 )
             )
         )
@@ -612,12 +651,45 @@ class _Session:
                 return
             # No await between the claim and here: the leases are recorded
             # before anything can cancel this coroutine.
+            unsendable: list[tuple[Task, int]] = []
             for task in tasks:
                 self._held.add(task.task_id)
                 self._info.active_task_ids.append(task.task_id)
+                message = ConnectResponse(task=_assignment(task))
+                size = message.ByteSize()
+                if size > self._receive_limit:
+                    unsendable.append((task, size))
+                    continue
                 self._credits -= 1
-                self._outbound.put_nowait(ConnectResponse(task=_assignment(task)))
+                self._outbound.put_nowait(message)
             self._update_gate()
+            for task, size in unsendable:
+                await self._fail_unsendable(task, size)
+
+    async def _fail_unsendable(self, task: Task, size: int) -> None:
+        """Fail a leased task too big for the worker's channel (it would
+        refuse the message and end the stream, every attempt, and with it
+        the other tasks it runs): the job learns why, the worker nothing."""
+        log.warning(
+            "task %s of job %s is %d bytes, over worker %s's limit of %d; failing it",
+            task.task_id,
+            task.job_id,
+            size,
+            self.worker_id,
+            self._receive_limit,
+        )
+        message = (
+            f"task {task.task_id} could not be delivered: it is {size} bytes, over the "
+            f"{self._receive_limit} bytes worker {self.worker_id!r} receives (its gRPC "
+            "max_receive_message_length); raise the worker's limit or pass big data as job "
+            "files (S3)"
+        )
+        failure = undeliverable(
+            TaskResult(task_id=task.task_id, job_id=task.job_id, worker_id=self.worker_id),
+            message,
+        )
+        await self._settle(failure)  # its ack is not sent: the worker never had the task
+        self._update_gate()
 
     async def _beat(self) -> None:
         while True:

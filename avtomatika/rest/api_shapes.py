@@ -235,7 +235,11 @@ SCHEMAS: dict[str, Schema] = {
             "labels": {"type": "object", "additionalProperties": _STRING},
             "status": {"enum": ["idle", "busy", "draining", "offline", "unspecified"]},
             "transport": {"enum": ["grpc", "rest", "unspecified"]},
-            "load": {"type": "integer", "minimum": 0},
+            "load": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "How many tasks it holds, for every client.",
+            },
             "active_task_ids": {
                 "type": "array",
                 "items": _STRING,
@@ -493,6 +497,8 @@ class Reply:
     media_type: str = JSON
     headers: Mapping[str, str] = field(default_factory=dict)
     """Response header name -> description."""
+    also: tuple[str, ...] = ()
+    """Other media types the same schema may come as."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -579,7 +585,12 @@ OPERATIONS: dict[str, Operation] = {
         },
         errors={
             400: "Invalid body, or initial_data that the blueprint's input_schema refuses; "
-            "the message names the field or the failing path."
+            "the message names the field or the failing path.",
+            413: "initial_data over MAX_PAYLOAD_BYTES (without S3 to take it by reference), "
+            "a body over the body limit, or more than the client may store "
+            "(CLIENT_MAX_STORED_BYTES); the message names the limit.",
+            429: "Rate limit, monthly quota, or the client's jobs in flight "
+            "(CLIENT_MAX_JOBS_IN_FLIGHT) reached.",
         },
         body=ref("CreateJobBody"),
         body_required=False,
@@ -666,8 +677,22 @@ OPERATIONS: dict[str, Operation] = {
         errors={**_FILES_ERRORS, 404: "No such job or file."},
     ),
     "GetBlueprintGraph": Operation(
-        {200: Reply("The state machine as Graphviz DOT.", _STRING, "text/vnd.graphviz")},
-        errors={404: "No such blueprint."},
+        {
+            200: Reply(
+                "The state machine as Graphviz DOT, or as SVG with `format=svg`.",
+                _STRING,
+                "text/vnd.graphviz",
+                also=("image/svg+xml",),
+            )
+        },
+        errors={400: "An unknown format.", 404: "No such blueprint."},
+        query={
+            "format": {
+                "type": "string",
+                "enum": ["dot", "svg"],
+                "description": "`dot` (the default) or `svg`.",
+            }
+        },
     ),
     "ListWorkers": Operation(
         {200: Reply("The connected workers.", {"type": "array", "items": ref("Worker")})}

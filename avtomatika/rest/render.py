@@ -188,7 +188,8 @@ def worker_json(info: WorkerInfo) -> dict[str, Any]:
         "labels": dict(reg.labels),
         "status": WorkerStatus.Name(info.status).removeprefix("WORKER_STATUS_").lower(),
         "transport": WorkerTransport.Name(info.transport).removeprefix("WORKER_TRANSPORT_").lower(),
-        "load": len(info.active_task_ids),
+        "load": info.load or len(info.active_task_ids),
         "active_task_ids": list(info.active_task_ids),
         "last_seen": iso_from_ms(info.last_seen_ms),
+        "agent": info.agent,
     }

@@ -15,24 +15,27 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import hashlib
 import json
 import re
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from avtomatika.access.authenticator import Authenticator
 from avtomatika.blueprint.context import ClientInfo
-from avtomatika.blueprint.graph import to_dot
+from avtomatika.blueprint.graph import DOT_CONTENT_TYPE, to_dot
+from avtomatika.blueprint.state_machine import StateMachineBlueprint
+from avtomatika.blueprint.svg import SVG_CONTENT_TYPE, to_svg
 from avtomatika.engine.core import Engine
 from avtomatika.engine.followers import JobFollowers
+from avtomatika.engine.tasks import new_id
 from avtomatika.errors import InvalidArgument, NotFound, NotImplementedYet, Unauthenticated
 from avtomatika.history import HistoryWriter
 from avtomatika.limits.client_limits import ClientLimits
 from avtomatika.logs.scope import identify
 from avtomatika.monitoring.dashboard import Dashboard
+from avtomatika.payload import encode_json
 from avtomatika.services.requests import JobRequest
 from avtomatika.status import TERMINAL, job_status_name
 from avtomatika.storage.base import JobCursor
@@ -51,6 +54,7 @@ __all__ = [
     "MAX_PAGE_SIZE",
     "BlueprintInfo",
     "ClientApi",
+    "Drawing",
     "JobFilter",
     "Reader",
     "owner_view",
@@ -131,6 +135,21 @@ class BlueprintInfo:
     """The JSON Schema a job's ``initial_data`` must satisfy, if any."""
 
 
+@dataclass(frozen=True, slots=True)
+class Drawing:
+    """A blueprint's graph in one format."""
+
+    content_type: str
+    text: str
+
+
+# format -> (content type, drawer) of GetBlueprintGraph.
+_DRAWERS: dict[str, tuple[str, Callable[[StateMachineBlueprint], str]]] = {
+    "dot": (DOT_CONTENT_TYPE, to_dot),
+    "svg": (SVG_CONTENT_TYPE, to_svg),
+}
+
+
 def visible(job: Job) -> tuple[object, ...]:
     """What of a job a client sees changing while it runs: a wait ends, and a
     stream sends, only when this differs."""
@@ -169,16 +188,28 @@ class ClientApi:
         must satisfy the blueprint's ``input_schema``, if it has one."""
         blueprint = self.engine.blueprint_for_route(route)
         blueprint.check_input(request.initial_data)
-        quota = self.limits.job_creation(client.id) if self.limits else contextlib.nullcontext()
-        async with quota:
-            return await self.engine.create_job(
-                blueprint.name,
-                request.initial_data,
-                client=client,
-                webhook_url=request.webhook_url,
-                dispatch_timeout=request.dispatch_timeout,
-                result_timeout=request.result_timeout,
-            )
+        if self.limits is None:
+            return await self._create(blueprint.name, client, request, new_id())
+        job_id = new_id()
+        size = len(encode_json(request.initial_data))
+        async with (
+            self.limits.job_creation(client.id),
+            self.limits.job_room(client.id, job_id, size),
+        ):
+            return await self._create(blueprint.name, client, request, job_id)
+
+    async def _create(
+        self, blueprint: str, client: ClientInfo, request: JobRequest, job_id: str
+    ) -> str:
+        return await self.engine.create_job(
+            blueprint,
+            request.initial_data,
+            client=client,
+            webhook_url=request.webhook_url,
+            dispatch_timeout=request.dispatch_timeout,
+            result_timeout=request.result_timeout,
+            job_id=job_id,
+        )
 
     async def get_job(self, client: ClientInfo, job_id: str, wait: float | None = None) -> Job:
         """The job; with ``wait`` (seconds), once it visibly changes or ends,
@@ -327,16 +358,38 @@ class ClientApi:
             return []
         return await self.history.list_for_job(job.id)
 
-    def blueprint_graph(self, client: ClientInfo, name: str) -> str:
-        """The blueprint's state machine as Graphviz DOT."""
+    def blueprint_graph(self, client: ClientInfo, name: str, format: str = "") -> Drawing:
+        """The blueprint's state machine as Graphviz DOT (``format`` empty or
+        ``"dot"``) or SVG (``"svg"``)."""
+        drawer = _DRAWERS.get(format or "dot")
+        if drawer is None:
+            raise InvalidArgument(
+                f"format must be one of {', '.join(sorted(_DRAWERS))}, got {format!r}"
+            )
         blueprint = self.engine.blueprints.get(name)
         if blueprint is None:
             raise NotFound(f"blueprint {name!r} is not registered")
-        return to_dot(blueprint)
+        content_type, draw = drawer
+        return Drawing(content_type, draw(blueprint))
 
     async def list_workers(self, client: ClientInfo) -> list[WorkerInfo]:
-        """The workers of the whole cluster."""
-        return await self.engine.workers.list_all()
+        """The workers of the whole cluster, each with its ``load`` (every
+        task it holds) but only the client's own tasks in
+        ``active_task_ids``: another client's task ids are not its to see."""
+        workers = await self.engine.workers.list_all()
+        held = sorted({task_id for info in workers for task_id in info.active_task_ids})
+        tasks = [task for task in await self.engine.storage.get_tasks(held) if task is not None]
+        jobs = {task.job_id for task in tasks}
+        owners = {job_id: await self.engine.storage.get_job(job_id) for job_id in sorted(jobs)}
+        mine = {
+            task.task_id
+            for task in tasks
+            if (job := owners[task.job_id]) is not None and job.client_id == client.id
+        }
+        for info in workers:
+            info.load = len(info.active_task_ids)
+            info.active_task_ids[:] = [t for t in info.active_task_ids if t in mine]
+        return workers
 
     async def dashboard(self, client: ClientInfo) -> dict[str, Any]:
         """Aggregate statistics (shape in :mod:`avtomatika.monitoring.dashboard`)."""

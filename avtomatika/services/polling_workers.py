@@ -141,13 +141,16 @@ class PollingWorkers:
 
     # -- registration and liveness --
 
-    async def register(self, registration: WorkerRegistration, skills_hash: str = "") -> None:
+    async def register(
+        self, registration: WorkerRegistration, skills_hash: str = "", agent: str = ""
+    ) -> None:
         """Register a worker. SDK 1.0b7 registers once, when it starts, so a
         worker registering again is a new process: the tasks handed to the
         old one, which died with it, go back to the queue. SDK 1.0b20 also
         registers again, still running, when a heartbeat is answered "not
         found"; a task re-queued then is named in its next heartbeat reply
-        (``cancel_task_ids``), so it stops it rather than finish it twice."""
+        (``cancel_task_ids``), so it stops it rather than finish it twice.
+        ``agent``: what the worker says it is (its User-Agent)."""
         worker_id = check_worker_id(registration.worker_id)
         worker = self._workers.get(worker_id)
         lost: set[str] = set()
@@ -157,7 +160,7 @@ class PollingWorkers:
             worker.reported.clear()
         # Handed out through other instances, if any (none for one process).
         lost.update(await self._engine.workers.presence.leases(worker_id))
-        self._add(registration).skills_hash = skills_hash
+        self._add(registration, agent).skills_hash = skills_hash
         if worker is not None:
             change = WorkerChange("registered_again", worker_id, held=len(lost))
             self._engine.workers.changes.send(change)
@@ -167,13 +170,14 @@ class PollingWorkers:
                     "REST worker %s restarted; task %s goes back to the queue", worker_id, task_id
                 )
 
-    def _add(self, registration: WorkerRegistration) -> _Worker:
+    def _add(self, registration: WorkerRegistration, agent: str) -> _Worker:
         worker_id = registration.worker_id
         worker = self._workers.get(worker_id)
         info = WorkerInfo(
             registration=registration,
             status=worker_pb2.WORKER_STATUS_IDLE,
             transport=worker_pb2.WORKER_TRANSPORT_REST,
+            agent=agent,
         )
         if worker is None:
             worker = self._workers[worker_id] = _Worker(info, self._now())
@@ -188,7 +192,9 @@ class PollingWorkers:
         """An empty heartbeat: refresh the TTL (:class:`NotFound` if unknown)."""
         self._touch(await self._known(worker_id))
 
-    async def heartbeat(self, beat: HeartbeatRequest, skills_hash: str = "") -> list[str]:
+    async def heartbeat(
+        self, beat: HeartbeatRequest, skills_hash: str = "", agent: str = ""
+    ) -> list[str]:
         """Apply a heartbeat; the tasks the worker must stop. A worker this
         process does not know (it expired, or an in-memory server restarted)
         is registered again from the heartbeat, since SDK 1.0b7 never
@@ -206,7 +212,7 @@ class PollingWorkers:
                 raise _unknown(worker_id)
             log.info("REST worker %s is back (heartbeat); registering it again", worker_id)
             worker = self._add(
-                WorkerRegistration(worker_id=worker_id, skills=beat.supported_skills)
+                WorkerRegistration(worker_id=worker_id, skills=beat.supported_skills), agent
             )
         elif beat.status != "offline":
             self._check_beat_rate(worker)
@@ -502,7 +508,7 @@ class PollingWorkers:
             return None
         if worker_id in self._workers:  # adopted by a concurrent request
             return self._workers[worker_id]
-        worker = self._add(info.registration)
+        worker = self._add(info.registration, info.agent)
         worker.info.status = info.status
         return worker
 

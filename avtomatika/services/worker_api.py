@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 
 from avtomatika.access.authenticator import Authenticator
+from avtomatika.access.peer import certificate_names
 from avtomatika.engine.core import ResultVerdict
 from avtomatika.errors import InvalidArgument, Unauthenticated
 from avtomatika.ids import check_worker_id, worker_id_problem
@@ -27,9 +28,18 @@ from avtomatika.v1.task_pb2 import Task, TaskResult
 from avtomatika.v1.worker_pb2 import WorkerRegistration
 from avtomatika.v1.worker_service_pb2 import HeartbeatRequest
 
-__all__ = ["WorkerApi", "check_registration", "registration_problem"]
+__all__ = [
+    "AGENT_LENGTH",
+    "WorkerApi",
+    "certificate_refusal",
+    "check_registration",
+    "registration_problem",
+]
 
 log = logging.getLogger(__name__)
+
+AGENT_LENGTH = 256
+"""The longest worker agent (User-Agent) kept; what is longer is cut."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +62,10 @@ class WorkerApi:
         if not self.auth.worker(token):
             raise Unauthenticated(f"missing or invalid {self.credential}")
         owner = self.auth.worker_id_for_token(token)
+        # A worker's own token names its worker at once (the anonymous
+        # socket learns it only so): its certificate must name it too.
+        if owner is not None and not self.auth.certificate_may_claim(certificate_names(), owner):
+            raise Unauthenticated(certificate_refusal(owner))
         # The global token names no worker: the id comes with speaks_for.
         identify("worker" if owner is None else f"worker:{owner}")
         return owner
@@ -70,22 +84,30 @@ class WorkerApi:
     def speaks_for(self, token: str | None, worker_id: str) -> str:
         """``worker_id``, once the token is known to act as it: not another
         worker's own token, nor the global token for a worker
-        ``workers.toml`` lists."""
+        ``workers.toml`` lists; with ``TLS_BIND_WORKER_IDENTITY``, the
+        request's client certificate must name it as well."""
         check_worker_id(worker_id)
         if not self.auth.worker_may_claim(token, worker_id):
             raise Unauthenticated(f"this {self.credential} may not act as worker {worker_id!r}")
+        if not self.auth.certificate_may_claim(certificate_names(), worker_id):
+            raise Unauthenticated(certificate_refusal(worker_id))
         identify(f"worker:{worker_id}")
         return worker_id
 
     async def register(
-        self, token: str | None, registration: WorkerRegistration, skills_hash: str = ""
+        self,
+        token: str | None,
+        registration: WorkerRegistration,
+        skills_hash: str = "",
+        agent: str = "",
     ) -> None:
         """Register a worker; ``skills_hash`` is SDK 1.0b20's hash of its
-        skills, against which its heartbeats are checked."""
+        skills, against which its heartbeats are checked; ``agent`` what it
+        says it is (its User-Agent), shown to clients."""
         self.authenticate(token)
         check_registration(registration)
         self.speaks_for(token, registration.worker_id)
-        await self.workers.register(registration, skills_hash)
+        await self.workers.register(registration, skills_hash, agent[:AGENT_LENGTH])
 
     async def heartbeat(
         self,
@@ -93,10 +115,12 @@ class WorkerApi:
         beat: HeartbeatRequest | None,
         worker_id: str,
         skills_hash: str = "",
+        agent: str = "",
     ) -> list[str] | None:
         """A heartbeat; with no ``beat``, a TTL ping (None). The tasks the
         worker must stop. ``skills_hash``: SDK 1.0b20's, see
-        :meth:`needs_full_sync`."""
+        :meth:`needs_full_sync`; ``agent``: as for :meth:`register` (a
+        worker that this process forgot is registered again from it)."""
         self.authenticate(token)
         self.speaks_for(token, worker_id)
         if beat is None:
@@ -104,7 +128,7 @@ class WorkerApi:
             return None
         if not all(beat.supported_skills) or not all(beat.current_tasks):
             raise InvalidArgument("supported_skills and current_tasks must be non-empty strings")
-        return await self.workers.heartbeat(beat, skills_hash)
+        return await self.workers.heartbeat(beat, skills_hash, agent[:AGENT_LENGTH])
 
     def needs_full_sync(self, worker_id: str, skills_hash: str) -> bool:
         """Whether the worker must resend its whole registration, its skills
@@ -162,7 +186,17 @@ class WorkerApi:
         holder = await self.workers.holder_of(task_id)
         if holder is None or not self.auth.worker_may_claim(token, holder):
             return False
+        if not self.auth.certificate_may_claim(certificate_names(), holder):
+            return False
         return await self.report_progress(token, holder, task_id, progress, message)
+
+
+def certificate_refusal(worker_id: str) -> str:
+    """Why a worker whose client certificate does not name it is refused."""
+    return (
+        f"the client certificate does not name worker {worker_id!r} "
+        "(TLS_BIND_WORKER_IDENTITY: its common name or a DNS name must be the worker id)"
+    )
 
 
 MAX_SKILLS = 256

@@ -13,8 +13,14 @@
 //   WORKER_ID          the worker id (node-worker-<pid>)
 //   MAX_CONCURRENCY    tasks run at once, the credits granted up front (4)
 //   PROTO_ROOT         the repository root holding proto/ and third_party/ (../..)
+//   AVTOMATIKA_TLS_CA    TLS: the CA bundle the server's certificate is checked
+//                        against (PEM); unset with no certificate: plaintext
+//   AVTOMATIKA_TLS_CERT  mutual TLS: this worker's certificate (PEM), whose
+//   AVTOMATIKA_TLS_KEY   common name or a DNS name is WORKER_ID when the server
+//                        binds identities; and its unencrypted key
 "use strict";
 
+const fs = require("node:fs");
 const os = require("node:os");
 const path = require("node:path");
 const grpc = require("@grpc/grpc-js");
@@ -24,6 +30,14 @@ const address = process.env.ORCHESTRATOR_GRPC || "localhost:50051";
 const token = process.env.WORKER_TOKEN || "";
 const workerId = process.env.WORKER_ID || `node-worker-${process.pid}`;
 const maxConcurrency = Number(process.env.MAX_CONCURRENCY || 4);
+// The largest message either way: the server's default MAX_PAYLOAD_BYTES
+// (4 MiB) plus 1 MiB of envelope, as the Python SDK. The Hello tells the
+// server, which fails a task too big for it instead of sending it.
+const maxMessageBytes = Number(process.env.MAX_MESSAGE_BYTES || 5 * 1024 * 1024);
+const channelOptions = {
+  "grpc.max_receive_message_length": maxMessageBytes,
+  "grpc.max_send_message_length": maxMessageBytes,
+};
 const root = process.env.PROTO_ROOT || path.join(__dirname, "..", "..");
 
 const definition = protoLoader.loadSync("avtomatika/v1/worker_service.proto", {
@@ -67,7 +81,23 @@ let heartbeat = null;
 
 const metadata = new grpc.Metadata();
 metadata.set("x-worker-token", token);
-const client = new v1.WorkerService(address, grpc.credentials.createInsecure());
+// TLS when any certificate file is named, as the Python SDK does; a
+// certificate without its key (or the reverse) is a mistake, not plaintext.
+function channelCredentials() {
+  const read = (name) => (process.env[name] ? fs.readFileSync(process.env[name]) : null);
+  const ca = read("AVTOMATIKA_TLS_CA");
+  const cert = read("AVTOMATIKA_TLS_CERT");
+  const key = read("AVTOMATIKA_TLS_KEY");
+  if (!cert !== !key) {
+    throw new Error("AVTOMATIKA_TLS_CERT and AVTOMATIKA_TLS_KEY must be set together");
+  }
+  if (!ca && !cert) {
+    return grpc.credentials.createInsecure();
+  }
+  return grpc.credentials.createSsl(ca, key, cert);
+}
+
+const client = new v1.WorkerService(address, channelCredentials(), channelOptions);
 const call = client.Connect(metadata);
 
 function send(message) {
@@ -177,6 +207,7 @@ send({
       installed_software: { node: process.version },
     },
     initial_credits: maxConcurrency,
+    max_receive_message_bytes: maxMessageBytes,
   },
 });
 log(`connecting to ${address}`);

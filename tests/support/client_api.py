@@ -54,6 +54,7 @@ from avtomatika.v1.public_service_pb2 import SubmitApprovalRequest
 from avtomatika.v1.worker_pb2 import WorkerInfo, WorkerStatus, WorkerTransport
 from tests.support.follow import EventStream
 from tests.support.tokens import CLIENT_TOKEN
+from tests.support.waiting import wait_until
 
 __all__ = [
     "TRANSPORTS",
@@ -65,6 +66,7 @@ __all__ = [
     "connect_api",
     "fetch",
     "put",
+    "reaches",
 ]
 
 TRANSPORTS = ("rest", "grpc")
@@ -78,6 +80,7 @@ _KIND_OF_HTTP_STATUS = {
     401: "unauthenticated",
     404: "not_found",
     409: "failed_precondition",
+    413: "resource_exhausted",
     429: "resource_exhausted",
     501: "unimplemented",
     503: "unavailable",
@@ -86,6 +89,8 @@ _KIND_OF_HTTP_STATUS = {
 
 _ERROR_CODE_KEY = "avtomatika-error-code"
 _RETRY_AFTER_KEY = "retry-after"
+# GetBlueprintGraph's format -> the content type it answers.
+_GRAPH_CONTENT_TYPES = {"": "text/vnd.graphviz", "dot": "text/vnd.graphviz", "svg": "image/svg+xml"}
 
 
 class ApiError(Exception):
@@ -196,8 +201,9 @@ class Api(Protocol):
         """The listing's counts of the client's jobs per status."""
         ...
 
-    async def graph(self, blueprint: str) -> str:
-        """The blueprint's state machine as Graphviz DOT."""
+    async def graph(self, blueprint: str, format: str = "") -> str:
+        """The blueprint's state machine as Graphviz DOT, or in ``format``
+        (``dot``, ``svg``)."""
         ...
 
     async def workers(self) -> list[dict[str, Any]]:
@@ -209,7 +215,8 @@ class Api(Protocol):
         ...
 
     async def dashboard(self) -> dict[str, Any]:
-        """The dashboard's statistics, as the REST JSON shows them."""
+        """The dashboard's statistics, as the REST JSON shows them (but
+        ``oldest_queued_at_by_skill`` as ``oldest_queued_at_ms``, epoch ms)."""
         ...
 
 
@@ -389,9 +396,11 @@ class RestApi:
         status: str = answer["status"]
         return status
 
-    async def graph(self, blueprint: str) -> str:
-        async with await self._call("GET", f"/api/v1/blueprints/{blueprint}/graph") as response:
-            assert response.content_type == "text/vnd.graphviz"
+    async def graph(self, blueprint: str, format: str = "") -> str:
+        query = f"?format={quote(format)}" if format else ""
+        path = f"/api/v1/blueprints/{blueprint}/graph{query}"
+        async with await self._call("GET", path) as response:
+            assert response.content_type == _GRAPH_CONTENT_TYPES[format]
             return await response.text()
 
     async def workers(self) -> list[dict[str, Any]]:
@@ -408,6 +417,8 @@ class RestApi:
 
     async def dashboard(self) -> dict[str, Any]:
         snapshot: dict[str, Any] = await self._json("GET", "/api/v1/dashboard")
+        oldest = snapshot.pop("oldest_queued_at_by_skill")
+        snapshot["oldest_queued_at_ms"] = {k: _ms_from_iso(v) for k, v in oldest.items()}
         return snapshot
 
     async def blueprints(self) -> dict[str, Any]:
@@ -562,11 +573,11 @@ class GrpcApi:
             page = await self._jobs.ListJobs(ListJobsRequest(page_size=1), metadata=self._metadata)
         return dict(page.counts)
 
-    async def graph(self, blueprint: str) -> str:
-        request = GetBlueprintGraphRequest(blueprint_name=blueprint)
+    async def graph(self, blueprint: str, format: str = "") -> str:
+        request = GetBlueprintGraphRequest(blueprint_name=blueprint, format=format)
         with _statuses():
             body = (await self._jobs.GetBlueprintGraph(request, metadata=self._metadata)).body
-        assert body.content_type == "text/vnd.graphviz"
+        assert body.content_type == _GRAPH_CONTENT_TYPES[format]
         dot: str = body.data.decode()  # google.api.HttpBody comes without type stubs
         return dot
 
@@ -585,6 +596,7 @@ class GrpcApi:
             "workers_by_transport": dict(answer.workers_by_transport),
             "jobs_finished_last_minute": answer.jobs_finished_last_minute,
             "jobs_failed_last_minute": answer.jobs_failed_last_minute,
+            "oldest_queued_at_ms": dict(answer.oldest_queued_at_by_skill_ms),
         }
 
     async def blueprints(self) -> dict[str, Any]:
@@ -699,6 +711,16 @@ async def put(url: str, data: bytes) -> None:
     """PUT ``data`` to a presigned URL."""
     async with aiohttp.ClientSession() as session, session.put(url, data=data) as response:
         assert response.status == 200, await response.text()
+
+
+async def reaches(api: Api, job_id: str, status: str) -> dict[str, Any]:
+    """Poll the job until it has ``status``; the job, as :meth:`Api.get` shows it."""
+
+    async def reached() -> dict[str, Any] | None:
+        job = await api.get(job_id)
+        return job if job["status"] == status else None
+
+    return await wait_until(reached, message=f"job {job_id} is {status}")
 
 
 ConnectApi = Callable[..., Api]

@@ -6,6 +6,8 @@ the settings every test orchestrator starts from."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from pathlib import Path
+from ssl import SSLContext
 from typing import Any
 
 import aiohttp
@@ -19,9 +21,22 @@ from tests.support.tokens import CLIENT_TOKEN, WORKER_TOKEN
 StartOrchestrator = Callable[..., Awaitable[OrchestratorEngine]]
 """``await start_orchestrator(blueprints, **settings)``."""
 HttpClient = Callable[..., aiohttp.ClientSession]
-"""``http_client(orchestrator, token=CLIENT_TOKEN)``."""
-GrpcChannel = Callable[[OrchestratorEngine], grpc.aio.Channel]
-"""``grpc_channel(orchestrator)``."""
+"""``http_client(orchestrator, token=CLIENT_TOKEN, ssl=None)``."""
+GrpcChannel = Callable[..., grpc.aio.Channel]
+"""``grpc_channel(orchestrator, credentials=None)``."""
+
+
+OTHER_CLIENT_TOKEN = "other-client-token-0123456789"
+"""The token of client ``other``, known to an orchestrator started with
+:func:`with_other_client`'s settings."""
+
+
+def with_other_client(tmp_path: Path) -> dict[str, Any]:
+    """Settings adding a second client, ``other`` (:data:`OTHER_CLIENT_TOKEN`),
+    besides the default one: for what one client must never see of another's."""
+    clients = tmp_path / "clients.toml"
+    clients.write_text(f'[other]\ntoken = "{OTHER_CLIENT_TOKEN}"\n')
+    return {"clients_config_path": clients}
 
 
 def make_settings(**overrides: Any) -> Settings:
@@ -75,17 +90,28 @@ async def start_orchestrator(
         await orchestrator.stop()
 
 
+def rest_url(orchestrator: OrchestratorEngine, *, tls: bool = False) -> str:
+    """The base URL of an orchestrator's REST port (``https`` with ``tls``)."""
+    return f"{'https' if tls else 'http'}://127.0.0.1:{orchestrator.rest_port}"
+
+
 @pytest.fixture
 async def http_client() -> AsyncIterator[HttpClient]:
     """Factory: an aiohttp session on an orchestrator's REST port."""
     sessions: list[aiohttp.ClientSession] = []
 
     def connect(
-        orchestrator: OrchestratorEngine, token: str | None = CLIENT_TOKEN
+        orchestrator: OrchestratorEngine,
+        token: str | None = CLIENT_TOKEN,
+        *,
+        ssl: SSLContext | None = None,
     ) -> aiohttp.ClientSession:
+        """``ssl``: HTTPS with this context (see :mod:`tests.support.tls`)."""
         headers = {"X-Client-Token": token} if token is not None else {}
         session = aiohttp.ClientSession(
-            f"http://127.0.0.1:{orchestrator.rest_port}", headers=headers
+            rest_url(orchestrator, tls=ssl is not None),
+            headers=headers,
+            connector=aiohttp.TCPConnector(ssl=ssl if ssl is not None else True),
         )
         sessions.append(session)
         return session
@@ -97,11 +123,18 @@ async def http_client() -> AsyncIterator[HttpClient]:
 
 @pytest.fixture
 async def grpc_channel() -> AsyncIterator[GrpcChannel]:
-    """Factory: a gRPC channel to an orchestrator."""
+    """Factory: a gRPC channel to an orchestrator; over TLS with
+    ``credentials``."""
     channels: list[grpc.aio.Channel] = []
 
-    def connect(orchestrator: OrchestratorEngine) -> grpc.aio.Channel:
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{orchestrator.grpc_port}")
+    def connect(
+        orchestrator: OrchestratorEngine, credentials: grpc.ChannelCredentials | None = None
+    ) -> grpc.aio.Channel:
+        address = f"127.0.0.1:{orchestrator.grpc_port}"
+        if credentials is None:
+            channel = grpc.aio.insecure_channel(address)
+        else:
+            channel = grpc.aio.secure_channel(address, credentials)
         channels.append(channel)
         return channel
 
