@@ -111,6 +111,10 @@ class Settings:
     # Several instances: shared state in Redis when REDIS_URL is set.
     redis_url: str | None = field(default=None, repr=False)
     redis_prefix: str = "avtomatika"
+    # The longest a request waits on Redis, connecting or for a reply: a
+    # Redis that hangs (stopped, not dead) costs a request a 503 after this
+    # long, never the whole outage; a write it did not confirm never lands.
+    redis_command_timeout_seconds: float = 3.0
     instance_id: str | None = None
     # Ended jobs, their tasks and history are forgotten this long after they end.
     job_retention_seconds: float = 7 * 24 * 3600.0
@@ -173,6 +177,7 @@ class Settings:
             "webhook_backoff_base_seconds",
             "job_retention_seconds",
             "step_lease_seconds",
+            "redis_command_timeout_seconds",
             "header_timeout_seconds",
             "keepalive_timeout_seconds",
         ):

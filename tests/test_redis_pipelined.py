@@ -220,11 +220,11 @@ async def test_a_refused_subscription_is_retried_and_does_not_hold_up_start_up(
 async def test_start_up_fails_with_the_url_when_redis_does_not_answer() -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     with pytest.raises(ConfigError, match=url):
-        await connect_pipelined(url)
+        await connect_pipelined(url, timeout=5)
 
 
 async def test_a_closed_client_refuses_commands(redis_url: str) -> None:
-    client = await connect_pipelined(redis_url)
+    client = await connect_pipelined(redis_url, timeout=5)
     await client.close()
     with pytest.raises(RedisConnectionError, match="closed"):
         await client.execute("PING")

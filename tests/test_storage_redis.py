@@ -10,6 +10,7 @@ import contextlib
 import re
 import secrets
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -200,10 +201,10 @@ async def test_ended_jobs_are_forgotten_after_the_retention_time(
     assert lasting <= {keys.sequence, keys.statuses, keys.skills}, lasting
 
 
-async def test_requests_get_unavailable_while_redis_is_down_and_waits_resume_after() -> None:
+async def test_requests_get_unavailable_while_redis_is_down_and_work_resumes_after() -> None:
     server = RedisServer(persistent=True)
     server.start()
-    storage = RedisStorage(Settings(redis_url=server.url))
+    storage = RedisStorage(Settings(redis_url=server.url, redis_command_timeout_seconds=1))
     try:
         await storage.open()
         job = await new_job(storage)
@@ -214,14 +215,18 @@ async def test_requests_get_unavailable_while_redis_is_down_and_waits_resume_aft
             await storage.get_job(job.id)
         with pytest.raises(Unavailable):
             await storage.commit(job, expected_version=job.version, tasks=[queued(job)])
-        assert not claim.done()  # the waiting claim rides the outage out
+        # A waiting claim fails too, at its next look (issue 17, finding 3):
+        # a worker's poll answers 503 and its stream ends UNAVAILABLE,
+        # instead of hanging through the outage.
+        with pytest.raises(Unavailable, match="cannot claim a task"):
+            await claim
 
         server.start()
         task = queued(job)
         assert await storage.commit(job, expected_version=job.version, tasks=[task]) is (
             CommitOutcome.OK
         )
-        claimed = await asyncio.wait_for(claim, 10)
+        claimed = await claim_one(storage, WorkerProfile("w", ("x",)), 10)
         assert claimed is not None
         assert claimed.task_id == task.task_id
     finally:
@@ -559,3 +564,47 @@ async def test_a_job_taken_in_a_batch_and_started_later_is_read_afresh(
     seen = await a.get_job(second.id)  # not the record taken with the claim
     assert seen is not None
     assert seen.status == job_pb2.JOB_STATUS_CANCELLED
+
+
+async def test_a_write_past_its_deadline_is_refused_unless_it_was_applied(
+    open_storage: OpenStorage,
+) -> None:
+    """Issue 17, finding 3: a creation or a commit that reaches Redis past
+    its deadline (in Redis' clock) writes nothing and says 'expired', so a
+    caller that answered 503 is not contradicted by a Redis that wakes up
+    later; the repeat of one that was applied is still recognised."""
+    storage = await open_storage()
+    keys = storage.keys
+    create = storage.client.register_script(scripts.source(keys, scripts.CREATE))
+    commit = storage.client.register_script(scripts.source(keys, scripts.COMMIT))
+    job = Job(id=new_id(), blueprint_name="bp", status=job_pb2.JOB_STATUS_PENDING, version=1)
+    passed = now_ms() - 60_000  # a minute ago: whatever the clocks' offset
+
+    def creating(deadline: int) -> list[Any]:
+        return [job.id, job.SerializeToString(), job.status, "", 0, "c", 1, deadline]
+
+    async def run(script: Any, args: list[Any]) -> Any:
+        return await script(keys=[keys.root], args=args, client=storage.client)
+
+    assert await run(create, creating(passed)) == b"expired"
+    assert await storage.get_job(job.id) is None
+    assert await storage.count_jobs() == {}
+    assert await run(create, creating(0)) == 1  # no deadline
+    assert await run(create, creating(passed)) == 1  # the repeat of an applied one
+
+    def committing(nonce: str, deadline: int) -> list[Any]:
+        job.status = job_pb2.JOB_STATUS_CANCELLED
+        return scripts.CommitArgs(
+            job_id=job.id, record=job.SerializeToString(), status=job.status,
+            expected_version=1, lease_task="", lease_worker="", ready=0, ready_at=0,
+            now=now_ms(), commit_nonce=nonce, keep_token="", keep_until=0, client_id="c",
+            deadline=deadline,
+        ).argv()  # fmt: skip
+
+    assert await run(commit, committing("late", passed)) == b"expired"
+    stored = await storage.get_job(job.id)
+    assert stored is not None
+    assert (stored.status, stored.version) == (job_pb2.JOB_STATUS_PENDING, 1)
+    assert await run(commit, committing("in-time", now_ms() + 60_000)) == b"ok"
+    assert await run(commit, committing("in-time", passed)) == b"again"
+    assert await storage.count_jobs() == {job_pb2.JOB_STATUS_CANCELLED: 1}

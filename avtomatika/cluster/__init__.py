@@ -46,7 +46,9 @@ class Cluster:
         if self._client is not None:
             return
         assert self._settings.redis_url is not None
-        client = await connect(self._settings.redis_url)
+        client = await connect(
+            self._settings.redis_url, timeout=self._settings.redis_command_timeout_seconds
+        )
         keys = Keys(self._settings.redis_prefix)
         subscriber = Subscriber(self._settings.redis_url)
         engine = self._engine
@@ -62,7 +64,10 @@ class Cluster:
             subscriber=subscriber,
         )
         # The relay publishes at every commit: on the pipelined connection.
-        self._pipelined = Pipelined(self._settings.redis_url)
+        timeout = self._settings.redis_command_timeout_seconds
+        self._pipelined = Pipelined(
+            self._settings.redis_url, timeout=timeout, connect_timeout=timeout
+        )
         self.relay = JobRelay(
             self._pipelined, keys, self.instance_id, engine.events, self._followers, subscriber
         )

@@ -1,11 +1,12 @@
 """Standard gRPC health checking (``grpc.health.v1.Health``) and server
 reflection, so ``grpcurl`` and orchestrators' probes work without our stubs.
 
-Health follows the store: every served service (and the server as a whole,
-the empty name) is SERVING while the store answers a ping and NOT_SERVING
-while it does not, checked every :data:`PROBE_SECONDS`. A probe that hangs
-(a Redis stopped, not dead) counts as down after :data:`PROBE_TIMEOUT_SECONDS`.
-When the server stops, every service turns NOT_SERVING first, so a
+Health follows readiness (:mod:`avtomatika.services.readiness`, the same
+answer as ``GET /_public/ready``): every served service (and the server as a
+whole, the empty name) is SERVING while the store answers a ping and
+NOT_SERVING while it does not, checked every :data:`PROBE_SECONDS`. A ping
+that hangs (a Redis stopped, not dead) counts as down after the readiness
+deadline. When the server stops, every service turns NOT_SERVING first, so a
 load balancer stops sending before the port closes.
 """
 
@@ -23,12 +24,11 @@ from grpc_reflection.v1alpha import reflection
 
 from avtomatika.errors import Unavailable
 
-__all__ = ["PROBE_SECONDS", "PROBE_TIMEOUT_SECONDS", "HealthReporter", "add_health_and_reflection"]
+__all__ = ["PROBE_SECONDS", "HealthReporter", "add_health_and_reflection"]
 
 log = logging.getLogger(__name__)
 
 PROBE_SECONDS = 1.0
-PROBE_TIMEOUT_SECONDS = 2.0
 
 # grpcio-health-checking's asyncio servicer; its type stubs predate it.
 _AioHealthServicer: Any = health.aio.HealthServicer  # type: ignore[attr-defined]
@@ -44,11 +44,12 @@ class HealthReporter:
         self,
         servicer: Any,
         services: Sequence[str],
-        ping: Callable[[], Awaitable[None]],
+        ready: Callable[[], Awaitable[None]],
     ) -> None:
+        """``ready()`` returns when ready and raises (saying why) when not."""
         self._servicer = servicer
         self._names = ["", *services]
-        self._ping = ping
+        self._ready = ready
         self._serving: bool | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -74,15 +75,12 @@ class HealthReporter:
 
     async def _probe(self) -> None:
         try:
-            async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):
-                await self._ping()
+            await self._ready()
             serving = True
-        except (Unavailable, TimeoutError, Exception) as exc:
-            # Any failure to answer is "not ready" (an ACL refusing PING, a
-            # connection that cannot be reopened), never a dead probe loop.
+        except Unavailable as exc:
             serving = False
             if self._serving is not False:
-                log.warning("gRPC health: NOT_SERVING, the store does not answer (%s)", exc)
+                log.warning("gRPC health: NOT_SERVING (%s)", exc)
         if serving == self._serving:
             return
         if serving and self._serving is False:
@@ -93,12 +91,12 @@ class HealthReporter:
 
 
 def add_health_and_reflection(
-    server: grpc.aio.Server, services: Sequence[str], ping: Callable[[], Awaitable[None]]
+    server: grpc.aio.Server, services: Sequence[str], ready: Callable[[], Awaitable[None]]
 ) -> HealthReporter:
-    """Add ``grpc.health.v1.Health`` (reporting ``services``) and server
-    reflection (listing them, and itself) to ``server``."""
+    """Add ``grpc.health.v1.Health`` (reporting ``services`` as ``ready()``
+    says) and server reflection (listing them, and itself) to ``server``."""
     servicer = _AioHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     names = [*services, health.SERVICE_NAME, reflection.SERVICE_NAME]
     reflection.enable_server_reflection(names, server)
-    return HealthReporter(servicer, services, ping)
+    return HealthReporter(servicer, services, ready)

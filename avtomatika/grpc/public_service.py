@@ -1,8 +1,9 @@
 """``PublicService``: the public endpoints over gRPC (no client token).
 
 Each RPC calls the same :class:`~avtomatika.services.public_api.PublicApi`
-method as its REST twin under ``/_public``. ``SubmitApproval`` takes the
-wait's approval token, when one is required, from the
+method as its REST twin under ``/_public``; ``GetReadiness`` is UNAVAILABLE,
+naming why, where REST answers 503 ``not_ready``. ``SubmitApproval`` takes
+the wait's approval token, when one is required, from the
 ``x-approval-token`` metadata; ``FlushDb`` is NOT_FOUND unless
 ``DEBUG_FLUSH_ENABLED`` is set, as over REST.
 """
@@ -26,6 +27,8 @@ from avtomatika.v1.public_service_pb2 import (
     GetMetricsResponse,
     GetOpenApiRequest,
     GetOpenApiResponse,
+    GetReadinessRequest,
+    GetReadinessResponse,
     GetStatusRequest,
     GetStatusResponse,
     SubmitApprovalRequest,
@@ -48,6 +51,13 @@ class PublicServicer(public_service_pb2_grpc.PublicServiceServicer):
 
     async def GetStatus(self, request: GetStatusRequest, context: _Context) -> GetStatusResponse:
         return GetStatusResponse(status=self._api.status())
+
+    async def GetReadiness(
+        self, request: GetReadinessRequest, context: _Context
+    ) -> GetReadinessResponse:
+        async with rpc_errors(context):
+            await self._api.ready()
+            return GetReadinessResponse(status="ready")
 
     async def GetMetrics(self, request: GetMetricsRequest, context: _Context) -> GetMetricsResponse:
         async with rpc_errors(context):

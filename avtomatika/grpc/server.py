@@ -107,7 +107,7 @@ async def start_grpc_server(
     worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(streams, server)
     job_service_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(client_api), server)
     public_service_pb2_grpc.add_PublicServiceServicer_to_server(PublicServicer(public_api), server)
-    health = add_health_and_reflection(server, SERVICE_NAMES, engine.storage.ping)
+    health = add_health_and_reflection(server, SERVICE_NAMES, public_api.ready)
     address = f"{host}:{port}"
     credentials = server_credentials(engine.config)
     if credentials is None:

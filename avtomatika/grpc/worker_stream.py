@@ -407,7 +407,9 @@ class _Session:
         self._heard = asyncio.get_running_loop().time()
         reader = asyncio.create_task(self._read(), name=f"worker-{self.worker_id}-read")
         watchdog = asyncio.create_task(self._watch(), name=f"worker-{self.worker_id}-watch")
-        self._feeder = asyncio.create_task(self._feed(), name=f"worker-{self.worker_id}-feed")
+        self._feeder = feeder = asyncio.create_task(
+            self._feed(), name=f"worker-{self.worker_id}-feed"
+        )
         loops = [
             reader,
             watchdog,
@@ -415,9 +417,12 @@ class _Session:
             asyncio.create_task(self._beat(), name=f"worker-{self.worker_id}-beat"),
         ]
         # The reader's end (EOF, error) or the watchdog's (silence) ends the
-        # stream: it puts a None sentinel in the outbound queue.
+        # stream: it puts a None sentinel in the outbound queue. So does the
+        # feeder's failure (a claim Redis did not answer); its other ends
+        # (drained, replaced) leave the stream to finish its tasks.
         for ender in (reader, watchdog):
             ender.add_done_callback(lambda _: self._outbound.put_nowait(None))
+        feeder.add_done_callback(self._end_if_failed)
         try:
             # The Welcome goes on its own: a worker learns from it whether
             # this server batches.
@@ -426,12 +431,14 @@ class _Session:
                 if self._batches:
                     break
             else:
+                _raise_unavailable(reader, feeder)
                 return
             while batch := await self._batcher.next():
                 if len(batch) == 1:
                     yield batch[0]
                 else:
                     yield ConnectResponse(batch=ResponseBatch(messages=batch))
+            _raise_unavailable(reader, feeder)
         finally:
             for loop in loops:
                 loop.cancel()
@@ -444,6 +451,10 @@ class _Session:
                 reason = "worker disconnected"
                 if await self._engine.requeue_task(task_id, self.worker_id, reason):
                     log.info("worker %s left; task %s re-queued", self.worker_id, task_id)
+
+    def _end_if_failed(self, loop: asyncio.Task[None]) -> None:
+        if not loop.cancelled() and loop.exception() is not None:
+            self._outbound.put_nowait(None)
 
     async def _read(self) -> None:
         """Handle what the worker sends, in order. A receiver reads on while a
@@ -751,3 +762,14 @@ def _assignment(task: Task) -> TaskAssignment:
         result_deadline_ms=task.result_deadline_ms,
         tracing_context=task.tracing_context,
     )
+
+
+def _raise_unavailable(*loops: asyncio.Task[None]) -> None:
+    """Raise the :class:`Unavailable` that ended one of a stream's ``loops``
+    (a result or a claim the store did not take), if one did: the stream
+    then ends UNAVAILABLE, and the worker reconnects and reports again."""
+    for loop in loops:
+        if loop.done() and not loop.cancelled():
+            failure = loop.exception()
+            if isinstance(failure, Unavailable):
+                raise failure

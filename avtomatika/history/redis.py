@@ -102,7 +102,12 @@ class RedisHistory:
     async def open(cls, settings: Settings) -> RedisHistory:
         """Connect to ``REDIS_URL``
         (:class:`~avtomatika.errors.ConfigError` if it does not answer)."""
-        return cls(await connect_pipelined(settings.redis_url or ""), settings)
+        return cls(
+            await connect_pipelined(
+                settings.redis_url or "", timeout=settings.redis_command_timeout_seconds
+            ),
+            settings,
+        )
 
     async def append(self, events: Sequence[HistoryEvent]) -> None:
         if not events:

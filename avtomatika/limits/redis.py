@@ -84,7 +84,12 @@ class RedisLimits:
     async def open(cls, settings: Settings) -> RedisLimits:
         """Connect to ``REDIS_URL``
         (:class:`~avtomatika.errors.ConfigError` if it does not answer)."""
-        return cls(await connect_pipelined(settings.redis_url or ""), settings)
+        return cls(
+            await connect_pipelined(
+                settings.redis_url or "", timeout=settings.redis_command_timeout_seconds
+            ),
+            settings,
+        )
 
     async def close(self) -> None:
         await self._client.close()

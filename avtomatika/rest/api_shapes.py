@@ -540,6 +540,19 @@ _FILES_ERRORS = {
 
 OPERATIONS: dict[str, Operation] = {
     "GetStatus": Operation({200: Reply("The service is up.", _status("ok"))}),
+    "GetReadiness": Operation(
+        {
+            200: Reply("The store answers: route requests here.", _status("ready")),
+            503: Reply(
+                "The store does not answer (checked at most once a second).",
+                {
+                    "type": "object",
+                    "required": ["status", "error"],
+                    "properties": {"status": {"const": "not_ready"}, "error": _STRING},
+                },
+            ),
+        }
+    ),
     "GetMetrics": Operation(
         {
             200: Reply(

@@ -4,14 +4,27 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from avtomatika.errors import Unavailable
 from avtomatika.rest.bodies import read_json_object
 from avtomatika.rest.state import PUBLIC_API
 
-__all__ = ["approval", "status"]
+__all__ = ["approval", "ready", "status"]
 
 
 async def status(request: web.Request) -> web.Response:
+    """Liveness: 200 while the process runs, whatever its store does."""
     return web.json_response({"status": request.app[PUBLIC_API].status()})
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Readiness: 200 ``{"status": "ready"}`` while the store answers, else
+    503 ``{"status": "not_ready", "error": ...}`` (a body a probe can read,
+    beside the error every 503 carries)."""
+    try:
+        await request.app[PUBLIC_API].ready()
+    except Unavailable as exc:
+        return web.json_response({"status": "not_ready", "error": str(exc)}, status=503)
+    return web.json_response({"status": "ready"})
 
 
 async def approval(request: web.Request) -> web.Response:

@@ -36,6 +36,7 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # POST /api/{api_version}/{endpoint} must come after every fixed /api path.
 ROUTES: tuple[tuple[str, str, _Handler], ...] = (
     ("GET", "/_public/status", public_api.status),
+    ("GET", "/_public/ready", public_api.ready),
     ("GET", "/_public/metrics", metrics_api.metrics),
     ("POST", "/_public/webhooks/approval/{job_id}", public_api.approval),
     ("POST", "/_public/debug/flush_db", debug_api.flush_db),

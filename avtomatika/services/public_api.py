@@ -1,4 +1,4 @@
-"""The public use cases (no client token): status, metrics, human
+"""The public use cases (no client token): liveness, readiness, metrics, human
 decisions, the development flush and the API's documents, once for both
 transports.
 
@@ -8,13 +8,14 @@ render; the composition root hands them in as :class:`Documents`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from avtomatika.engine.core import Engine
 from avtomatika.engine.followers import JobFollowers
-from avtomatika.errors import InvalidArgument, NotFound
+from avtomatika.errors import InvalidArgument, NotFound, Unavailable
 from avtomatika.monitoring.metrics import Metrics
+from avtomatika.services.readiness import Readiness
 
 __all__ = ["Documents", "PublicApi"]
 
@@ -39,10 +40,21 @@ class PublicApi:
     followers: JobFollowers
     metrics: Metrics | None = None
     documents: Documents | None = None
+    readiness: Readiness = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.readiness = Readiness(self.engine.storage.ping)
 
     def status(self) -> str:
         """Liveness: the process answers."""
         return "ok"
+
+    async def ready(self) -> None:
+        """Readiness: returns when the store answers (see
+        :class:`Readiness`); :class:`Unavailable` saying why not."""
+        problem = await self.readiness.problem()
+        if problem is not None:
+            raise Unavailable(f"not ready: {problem}")
 
     async def metrics_text(self, accept: str = "") -> tuple[bytes, str]:
         """The Prometheus exposition (OpenMetrics when ``accept`` asks for

@@ -130,7 +130,9 @@ class RedisOutbox:
 
     async def open(self) -> None:
         assert self._settings.redis_url is not None
-        client = await connect(self._settings.redis_url)
+        client = await connect(
+            self._settings.redis_url, timeout=self._settings.redis_command_timeout_seconds
+        )
         self._client = client
         self._claim = client.register_script(_CLAIM)
         self._writer = asyncio.create_task(self._write_loop(client), name="webhook-outbox")

@@ -159,8 +159,9 @@ class RedisServer:
         self._process.send_signal(signal.SIGSTOP)
 
     def resume(self) -> None:
-        assert self._process is not None
-        self._process.send_signal(signal.SIGCONT)
+        """Thaw a frozen server (SIGCONT); nothing for a stopped one."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
 
     def flush(self) -> None:
         client = redis.Redis(port=self.port)

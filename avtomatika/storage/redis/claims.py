@@ -18,9 +18,11 @@ import secrets
 
 from avtomatika.clock import now_ms
 from avtomatika.dispatch import Requirements, WorkerProfile, eligible
+from avtomatika.errors import Unavailable
 from avtomatika.storage.redis.handouts import HandOuts, Look
 from avtomatika.storage.redis.leases import Leases, all_leased
 from avtomatika.storage.redis.link import RECHECK, Link
+from avtomatika.storage.redis.outages import unavailable
 from avtomatika.storage.redis.scripts import ClaimArgs
 from avtomatika.v1.task_pb2 import Task
 
@@ -133,10 +135,13 @@ class Claims:
         try:
             # In the caller's task, not shielded in one of its own: claims
             # are the hot path, and a task per claim costs more than it.
-            return await self._link.retrying("claiming a task", self._claim, worker, nonce, limit)
-        except asyncio.CancelledError:
-            # The script may have run (or may yet run) with nobody left to
-            # hear its reply. The nonce names what it leased, if anything.
+            with unavailable("cannot claim a task"):
+                return await self._claim(worker, nonce, limit)
+        except (asyncio.CancelledError, Unavailable):
+            # The script may have run (or, cancelled, may yet run) with
+            # nobody left to hear its reply. The nonce names what it leased,
+            # if anything. (Failed, it cannot run any more: its deadline
+            # passed. So the give-back, whenever Redis answers, comes last.)
             self._link.spawn(self._leases.give_back_claimed(nonce, worker.worker_id))
             raise
         finally:
@@ -145,21 +150,29 @@ class Claims:
                 self._no_claims.set()  # close() waits for claims in flight
 
     async def _claim(self, worker: WorkerProfile, nonce: str, limit: int) -> list[Task]:
+        """One claim: :class:`Unavailable` (or one of :data:`DOWN`) when
+        Redis does not answer in time, so that a worker's poll, or its
+        stream, learns of the outage instead of hanging through it."""
+        link = self._link
+        deadline = link.deadline()
         args = ClaimArgs(
             worker=worker.worker_id,
             now=now_ms(),
             candidate="",  # tasks with requirements not looked at yet
             nonce=nonce,
             limit=limit,
+            deadline=deadline.redis_ms,
             skills=worker.skills,
         )
-        found = await self._link.run("CLAIM", *args.argv())
+        found = await link.run_before(deadline, "CLAIM", *args.argv())
         if found == b"scan":
             # Tasks with requirements are queued: pick the best this worker
             # meets, and claim it (a second round trip only then; one task).
             candidate = await self._constrained_candidate(worker) or "-"
             args = args._replace(now=now_ms(), candidate=candidate, limit=1)
-            found = await self._link.run("CLAIM", *args.argv())
+            found = await link.run_before(deadline, "CLAIM", *args.argv())
+        if found == b"expired":
+            raise link.too_late("cannot claim a task")
         return all_leased(found, worker.worker_id, args.now)
 
     async def _constrained_candidate(self, worker: WorkerProfile) -> str:

@@ -15,14 +15,13 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
-from avtomatika.backoff import backoff_delay
 from avtomatika.clock import now_ms
 from avtomatika.dispatch import Requirements
 from avtomatika.storage.base import CommitOutcome, Lease
 from avtomatika.storage.redis.handouts import HandOuts
 from avtomatika.storage.redis.leases import leased
 from avtomatika.storage.redis.link import Link
-from avtomatika.storage.redis.outages import DOWN, unavailable
+from avtomatika.storage.redis.outages import unavailable
 from avtomatika.storage.redis.scripts import CommitArgs, CommitTask, NewJob
 from avtomatika.storage.redis.steps import Steps
 from avtomatika.v1 import job_pb2, task_pb2
@@ -47,9 +46,11 @@ class Commits:
         job.version = 1
         data = job.SerializeToString()
         steps = self._steps
+        deadline = self._link.deadline()
         with steps.keeping(job.id) as keep:
             with unavailable("cannot create the job"):
-                await self._link.run(
+                created = await self._link.run_before(
+                    deadline,
                     "CREATE",
                     job.id,
                     data,
@@ -58,7 +59,10 @@ class Commits:
                     steps.claim_until(),
                     job.client_id,
                     job.created_at_ms,
+                    deadline.redis_ms,
                 )
+            if created == b"expired":
+                raise self._link.too_late("cannot create the job")
             steps.kept(job.id, keep, data)
 
     async def commit(
@@ -115,6 +119,7 @@ class Commits:
                 )
             )
         keeps = ready and ready_at_ms <= now
+        deadline = self._link.deadline()
         offer = self._hand_outs.offer(plain)
         handed_to = offer.waiter.worker.worker_id if offer is not None else ""
         with self._steps.keeping(job.id, keeps) as keep, self._hand_outs.offering(offer):
@@ -137,20 +142,17 @@ class Commits:
                 hand_worker=handed_to,
                 hand_nonce=offer.nonce if offer is not None else "",
                 approval_deadline=_approval_deadline(job),
+                deadline=deadline.redis_ms,
                 tasks=written,
                 withdraw=withdraw,
                 new_jobs=children,
             ).argv()
             with unavailable("cannot save the change"):
-                for attempt in range(3):
-                    try:
-                        outcome = await self._link.run("COMMIT", *args)
-                        break
-                    except DOWN:
-                        # Applied or not? A retry under the same nonce says.
-                        if attempt == 2:
-                            raise
-                        await asyncio.sleep(backoff_delay(attempt, base=0.05, cap=0.1))
+                # Applied or not, when a reply is lost? A retry under the
+                # same nonce says.
+                outcome = await self._link.run_before(deadline, "COMMIT", *args)
+            if outcome == b"expired":
+                raise self._link.too_late("cannot save the change")
             handed, result, again = _committed(outcome, handed_to, now)
             if offer is not None:
                 self._hand_outs.hand(offer, handed, unheard=again)

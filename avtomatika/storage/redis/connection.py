@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from avtomatika.errors import ConfigError
 from avtomatika.storage.redis.outages import DOWN
@@ -26,22 +27,31 @@ def redacted(url: str) -> str:
     return url.replace(f":{parts.password}@", ":***@", 1)
 
 
-async def connect(url: str) -> Redis:
+async def connect(url: str, *, timeout: float) -> Redis:
     """A client for ``url``, checked with a PING; :class:`ConfigError` naming
-    the URL when Redis does not answer."""
-    # A blocking pool: beyond its connections, callers queue for one (for
-    # up to 10 s) instead of failing at once with "Too many connections".
+    the URL when Redis does not answer. Connecting, waiting for a free
+    connection and waiting for a reply each give up after ``timeout``
+    seconds (``REDIS_COMMAND_TIMEOUT_SECONDS``) with a
+    :class:`~redis.exceptions.TimeoutError`, one of :data:`DOWN`: no call
+    waits out a Redis that hangs. No caller uses a blocking command (BLPOP
+    and the like) on this client; one that did would need a block time
+    shorter than ``timeout``, or the socket timeout would cut it off."""
+    # A blocking pool: beyond its connections, callers queue for one
+    # instead of failing at once with "Too many connections".
     # One retry on a fresh connection: after a Redis restart every pooled
     # connection is dead and would otherwise fail one request each. A retry
     # may repeat a command whose reply was lost; every script is safe to
     # repeat (commits and claims carry a nonce, creation and the rest are
-    # idempotent or recovered by their leases).
+    # idempotent or recovered by their leases). Only a lost connection is
+    # retried: after a timeout the server hangs, and a retry would double
+    # the wait.
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         max_connections=256,
-        timeout=10,
-        retry=Retry(NoBackoff(), 1),
-        socket_connect_timeout=5,
+        timeout=timeout,
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
         socket_keepalive=True,
         health_check_interval=30,
     )
@@ -54,10 +64,11 @@ async def connect(url: str) -> Redis:
     return client
 
 
-async def connect_pipelined(url: str) -> Pipelined:
-    """A :class:`Pipelined` client for ``url``, checked with a PING;
+async def connect_pipelined(url: str, *, timeout: float) -> Pipelined:
+    """A :class:`Pipelined` client for ``url`` whose commands give up after
+    ``timeout`` seconds (see :func:`connect`), checked with a PING;
     :class:`ConfigError` naming the URL when Redis does not answer."""
-    client = Pipelined(url)
+    client = Pipelined(url, timeout=timeout, connect_timeout=timeout)
     try:
         await client.execute("PING")
     except DOWN as exc:

@@ -20,10 +20,12 @@ Failures keep redis-py's meaning, so callers catch them as before: a lost
 connection fails every command in flight with
 :class:`redis.exceptions.ConnectionError`, and one that gets no reply for
 ``timeout`` seconds (a hung server) with :class:`redis.exceptions.TimeoutError`.
-Each command is retried once on a fresh connection, as the pool did: after a
-Redis restart the connection is dead and would fail one request for nothing.
-A retry may repeat a command whose reply was lost; the store's scripts are
-written to be repeated (see :mod:`.scripts`).
+A command whose connection was lost is retried once on a fresh connection,
+as the pool did: after a Redis restart the connection is dead and would fail
+one request for nothing. A timed-out one is not: a hung server would only
+make the caller wait a second timeout. A retry may repeat a command whose
+reply was lost; the store's scripts are written to be repeated (see
+:mod:`.scripts`).
 """
 
 from __future__ import annotations
@@ -45,7 +47,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 __all__ = ["Pipelined", "RespConnection", "Script", "open_connection", "pack"]
 
-_DOWN = (RedisConnectionError, RedisTimeoutError)
 
 # hiredis' stub types the command as a one-element tuple; it takes any length.
 pack = cast(Callable[[tuple[Any, ...]], bytes], hiredis.pack_command)
@@ -80,7 +81,7 @@ class Pipelined:
         reply raises :class:`~redis.exceptions.ResponseError`."""
         try:
             return await self._open().once(args)
-        except _DOWN:
+        except RedisConnectionError:
             return await self._open().once(args)  # a fresh connection, once
 
     async def execute_many(self, *commands: tuple[Any, ...]) -> list[Any]:
@@ -88,7 +89,7 @@ class Pipelined:
         reply to any raises (the others ran)."""
         try:
             return await self._open().many(commands)
-        except _DOWN:
+        except RedisConnectionError:
             return await self._open().many(commands)
 
     async def run(self, script: Script, keys: list[str], args: list[Any]) -> Any:

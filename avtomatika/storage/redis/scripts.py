@@ -64,6 +64,17 @@ local WAITING_FOR_HUMAN = {waiting_for_human}
 local TERMINAL = {{{terminal}}}
 local woken = {{}}
 
+-- Whether Redis' clock has passed `deadline` (epoch ms; '0': none): a
+-- write whose caller has given up by then refuses to run, so that a caller
+-- that answered 503 is never contradicted by Redis waking up later with the
+-- command still in its socket.
+local function past(deadline)
+  deadline = tonumber(deadline)
+  if deadline <= 0 then return false end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > deadline
+end
+
 local function is_live(st)
   return st == QUEUED or st == LEASED or st == SCHEDULED
 end
@@ -273,7 +284,10 @@ CREATE = """
 -- Create a job at version 1 and queue it for the executor.
 -- KEYS: root. ARGV: job id, Job bytes, status, claim token ('': queue it
 -- for any instance) and its lease-until ms, its client's id and its
--- creation time (ms). Returns 1.
+-- creation time (ms), the deadline (epoch ms, see `past`). Returns 1, or
+-- 'expired' (nothing written) past the deadline unless the job exists (a
+-- repeat whose first run was applied, its reply lost).
+if redis.call('EXISTS', K.job(ARGV[1])) == 0 and past(ARGV[8]) then return 'expired' end
 create_job(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 return 1
 """
@@ -359,6 +373,9 @@ class CommitArgs:
     """When the job's wait for a human decision expires (epoch ms; 0: it
     does not wait for one, or without a timeout): an 'approval:<job id>'
     timer."""
+    deadline: int = 0
+    """Past this time of Redis' clock (epoch ms) the commit refuses to run
+    and returns 'expired', unless it was applied already; 0: no deadline."""
     tasks: Sequence[CommitTask] = ()
     withdraw: Sequence[str] = ()
     """Ids of tasks to cancel, if still live."""
@@ -394,7 +411,8 @@ COMMIT = (
 -- The hand-off happens only if the task's skill has nothing else queued
 -- (no task is passed over) and the task has no requirements; otherwise the
 -- task is queued as any other.
--- Returns 'ok', 'not_found', 'conflict' or 'lease_lost', or for 'ok' with
+-- Returns 'ok', 'not_found', 'conflict', 'lease_lost' or 'expired' (past
+-- the deadline, see `past`), or for 'ok' with
 -- the hand-off done {task id, Task bytes, sequence}; nothing is written
 -- unless it is 'ok' or the hand-off. A retry of a commit that was applied
 -- (its reply lost; the nonce is kept a minute) writes nothing and returns
@@ -411,6 +429,7 @@ if redis.call('EXISTS', K.commit_nonce(commit_nonce)) == 1 then
   handed[4] = 'again'
   return handed
 end
+if past(deadline) then return 'expired' end
 local f = redis.call('HMGET', job, 'v', 's')
 if not f[1] and expected_version ~= '0' then return 'not_found' end
 if f[1] and f[1] ~= expected_version then return 'conflict' end
@@ -540,6 +559,10 @@ class ClaimArgs(NamedTuple):
     those the worker still holds."""
     limit: int
     """The most tasks to lease."""
+    deadline: int
+    """Past this time of Redis' clock (epoch ms) the claim refuses to run
+    and returns 'expired' (see `past`), unless it leased tasks already; 0:
+    no deadline."""
     skills: Sequence[str]
     """The worker's skills (the rest of ARGV)."""
 
@@ -557,14 +580,15 @@ CLAIM = (
 -- were not checked).
 -- KEYS: root. ARGV: the fields of ClaimArgs in its order, the skills last.
 -- Returns {task id, Task bytes, sequence, ...} (three per task), false when
--- nothing suits, or 'scan' when tasks with requirements are queued for these
+-- nothing suits, 'scan' when tasks with requirements are queued for these
 -- skills and the caller must pick a candidate among them first (Lua cannot
--- check them).
+-- check them), or 'expired' past the deadline.
 """
     + _unpack(ClaimArgs._fields[:-1], "1")
     + f"local skills = {{unpack(ARGV, {len(ClaimArgs._fields)})}}\n"
     + """local again = leased_by(nonce, worker)
 if again then return again end
+if past(deadline) then return 'expired' end
 if candidate == '' then
   for _, skill in ipairs(skills) do
     if redis.call('ZCARD', K.constrained(skill)) > 0 then return 'scan' end

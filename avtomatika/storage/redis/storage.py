@@ -81,6 +81,7 @@ class RedisStorage:
             on_wake=self._on_wake,
             on_reconnect=self._wake_everyone,
             on_open=self._opened,
+            timeout=settings.redis_command_timeout_seconds,
         )
         self._leases = Leases(link)
         self._hand_outs = HandOuts(link, self._leases)
@@ -318,7 +319,7 @@ class RedisStorage:
 
     async def ping(self) -> None:
         with unavailable("Redis does not answer"):
-            await (await self._link.fast()).execute("PING")
+            await self._link.ping()
 
     async def flush(self) -> None:
         client = await self._link.redis()

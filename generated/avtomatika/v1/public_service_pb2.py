@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"avtomatika/v1/public_service.proto\x12\ravtomatika.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\"\x12\n\x10GetStatusRequest\"#\n\x11GetStatusResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\"\x13\n\x11GetMetricsRequest\"8\n\x12GetMetricsResponse\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\"9\n\x15SubmitApprovalRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x02 \x01(\t\"8\n\x16SubmitApprovalResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"\x10\n\x0e\x46lushDbRequest\"!\n\x0f\x46lushDbResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\"\x10\n\x0eGetDocsRequest\"5\n\x0fGetDocsResponse\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\"\x13\n\x11GetOpenApiRequest\"8\n\x12GetOpenApiResponse\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody2\xc5\x05\n\rPublicService\x12g\n\tGetStatus\x12\x1f.avtomatika.v1.GetStatusRequest\x1a .avtomatika.v1.GetStatusResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/_public/status\x12q\n\nGetMetrics\x12 .avtomatika.v1.GetMetricsRequest\x1a!.avtomatika.v1.GetMetricsResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x10/_public/metricsb\x04\x62ody\x12\x8d\x01\n\x0eSubmitApproval\x12$.avtomatika.v1.SubmitApprovalRequest\x1a%.avtomatika.v1.SubmitApprovalResponse\".\x82\xd3\xe4\x93\x02(\"#/_public/webhooks/approval/{job_id}:\x01*\x12i\n\x07\x46lushDb\x12\x1d.avtomatika.v1.FlushDbRequest\x1a\x1e.avtomatika.v1.FlushDbResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x17/_public/debug/flush_db\x12\x65\n\x07GetDocs\x12\x1d.avtomatika.v1.GetDocsRequest\x1a\x1e.avtomatika.v1.GetDocsResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\r/_public/docsb\x04\x62ody\x12v\n\nGetOpenApi\x12 .avtomatika.v1.GetOpenApiRequest\x1a!.avtomatika.v1.GetOpenApiResponse\"#\x82\xd3\xe4\x93\x02\x1d\x12\x15/_public/openapi.jsonb\x04\x62odyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"avtomatika/v1/public_service.proto\x12\ravtomatika.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\"\x12\n\x10GetStatusRequest\"#\n\x11GetStatusResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\"\x15\n\x13GetReadinessRequest\"&\n\x14GetReadinessResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\"\x13\n\x11GetMetricsRequest\"8\n\x12GetMetricsResponse\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\"9\n\x15SubmitApprovalRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x02 \x01(\t\"8\n\x16SubmitApprovalResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"\x10\n\x0e\x46lushDbRequest\"!\n\x0f\x46lushDbResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\"\x10\n\x0eGetDocsRequest\"5\n\x0fGetDocsResponse\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\"\x13\n\x11GetOpenApiRequest\"8\n\x12GetOpenApiResponse\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody2\xb6\x06\n\rPublicService\x12g\n\tGetStatus\x12\x1f.avtomatika.v1.GetStatusRequest\x1a .avtomatika.v1.GetStatusResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/_public/status\x12o\n\x0cGetReadiness\x12\".avtomatika.v1.GetReadinessRequest\x1a#.avtomatika.v1.GetReadinessResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/_public/ready\x12q\n\nGetMetrics\x12 .avtomatika.v1.GetMetricsRequest\x1a!.avtomatika.v1.GetMetricsResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x10/_public/metricsb\x04\x62ody\x12\x8d\x01\n\x0eSubmitApproval\x12$.avtomatika.v1.SubmitApprovalRequest\x1a%.avtomatika.v1.SubmitApprovalResponse\".\x82\xd3\xe4\x93\x02(\"#/_public/webhooks/approval/{job_id}:\x01*\x12i\n\x07\x46lushDb\x12\x1d.avtomatika.v1.FlushDbRequest\x1a\x1e.avtomatika.v1.FlushDbResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x17/_public/debug/flush_db\x12\x65\n\x07GetDocs\x12\x1d.avtomatika.v1.GetDocsRequest\x1a\x1e.avtomatika.v1.GetDocsResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\r/_public/docsb\x04\x62ody\x12v\n\nGetOpenApi\x12 .avtomatika.v1.GetOpenApiRequest\x1a!.avtomatika.v1.GetOpenApiResponse\"#\x82\xd3\xe4\x93\x02\x1d\x12\x15/_public/openapi.jsonb\x04\x62odyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,6 +35,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PUBLICSERVICE'].methods_by_name['GetStatus']._loaded_options = None
   _globals['_PUBLICSERVICE'].methods_by_name['GetStatus']._serialized_options = b'\202\323\344\223\002\021\022\017/_public/status'
+  _globals['_PUBLICSERVICE'].methods_by_name['GetReadiness']._loaded_options = None
+  _globals['_PUBLICSERVICE'].methods_by_name['GetReadiness']._serialized_options = b'\202\323\344\223\002\020\022\016/_public/ready'
   _globals['_PUBLICSERVICE'].methods_by_name['GetMetrics']._loaded_options = None
   _globals['_PUBLICSERVICE'].methods_by_name['GetMetrics']._serialized_options = b'\202\323\344\223\002\030\022\020/_public/metricsb\004body'
   _globals['_PUBLICSERVICE'].methods_by_name['SubmitApproval']._loaded_options = None
@@ -49,26 +51,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSTATUSREQUEST']._serialized_end=128
   _globals['_GETSTATUSRESPONSE']._serialized_start=130
   _globals['_GETSTATUSRESPONSE']._serialized_end=165
-  _globals['_GETMETRICSREQUEST']._serialized_start=167
-  _globals['_GETMETRICSREQUEST']._serialized_end=186
-  _globals['_GETMETRICSRESPONSE']._serialized_start=188
-  _globals['_GETMETRICSRESPONSE']._serialized_end=244
-  _globals['_SUBMITAPPROVALREQUEST']._serialized_start=246
-  _globals['_SUBMITAPPROVALREQUEST']._serialized_end=303
-  _globals['_SUBMITAPPROVALRESPONSE']._serialized_start=305
-  _globals['_SUBMITAPPROVALRESPONSE']._serialized_end=361
-  _globals['_FLUSHDBREQUEST']._serialized_start=363
-  _globals['_FLUSHDBREQUEST']._serialized_end=379
-  _globals['_FLUSHDBRESPONSE']._serialized_start=381
-  _globals['_FLUSHDBRESPONSE']._serialized_end=414
-  _globals['_GETDOCSREQUEST']._serialized_start=416
-  _globals['_GETDOCSREQUEST']._serialized_end=432
-  _globals['_GETDOCSRESPONSE']._serialized_start=434
-  _globals['_GETDOCSRESPONSE']._serialized_end=487
-  _globals['_GETOPENAPIREQUEST']._serialized_start=489
-  _globals['_GETOPENAPIREQUEST']._serialized_end=508
-  _globals['_GETOPENAPIRESPONSE']._serialized_start=510
-  _globals['_GETOPENAPIRESPONSE']._serialized_end=566
-  _globals['_PUBLICSERVICE']._serialized_start=569
-  _globals['_PUBLICSERVICE']._serialized_end=1278
+  _globals['_GETREADINESSREQUEST']._serialized_start=167
+  _globals['_GETREADINESSREQUEST']._serialized_end=188
+  _globals['_GETREADINESSRESPONSE']._serialized_start=190
+  _globals['_GETREADINESSRESPONSE']._serialized_end=228
+  _globals['_GETMETRICSREQUEST']._serialized_start=230
+  _globals['_GETMETRICSREQUEST']._serialized_end=249
+  _globals['_GETMETRICSRESPONSE']._serialized_start=251
+  _globals['_GETMETRICSRESPONSE']._serialized_end=307
+  _globals['_SUBMITAPPROVALREQUEST']._serialized_start=309
+  _globals['_SUBMITAPPROVALREQUEST']._serialized_end=366
+  _globals['_SUBMITAPPROVALRESPONSE']._serialized_start=368
+  _globals['_SUBMITAPPROVALRESPONSE']._serialized_end=424
+  _globals['_FLUSHDBREQUEST']._serialized_start=426
+  _globals['_FLUSHDBREQUEST']._serialized_end=442
+  _globals['_FLUSHDBRESPONSE']._serialized_start=444
+  _globals['_FLUSHDBRESPONSE']._serialized_end=477
+  _globals['_GETDOCSREQUEST']._serialized_start=479
+  _globals['_GETDOCSREQUEST']._serialized_end=495
+  _globals['_GETDOCSRESPONSE']._serialized_start=497
+  _globals['_GETDOCSRESPONSE']._serialized_end=550
+  _globals['_GETOPENAPIREQUEST']._serialized_start=552
+  _globals['_GETOPENAPIREQUEST']._serialized_end=571
+  _globals['_GETOPENAPIRESPONSE']._serialized_start=573
+  _globals['_GETOPENAPIRESPONSE']._serialized_end=629
+  _globals['_PUBLICSERVICE']._serialized_start=632
+  _globals['_PUBLICSERVICE']._serialized_end=1454
 # @@protoc_insertion_point(module_scope)

@@ -26,8 +26,8 @@ if _version_not_supported:
 
 
 class PublicServiceStub:
-    """PublicService is the unauthenticated surface: health, metrics, docs, the
-    human-approval webhook and the development-only flush.
+    """PublicService is the unauthenticated surface: liveness, readiness,
+    metrics, docs, the human-approval webhook and the development-only flush.
     """
 
     def __init__(self, channel):
@@ -40,6 +40,11 @@ class PublicServiceStub:
                 '/avtomatika.v1.PublicService/GetStatus',
                 request_serializer=avtomatika_dot_v1_dot_public__service__pb2.GetStatusRequest.SerializeToString,
                 response_deserializer=avtomatika_dot_v1_dot_public__service__pb2.GetStatusResponse.FromString,
+                _registered_method=True)
+        self.GetReadiness = channel.unary_unary(
+                '/avtomatika.v1.PublicService/GetReadiness',
+                request_serializer=avtomatika_dot_v1_dot_public__service__pb2.GetReadinessRequest.SerializeToString,
+                response_deserializer=avtomatika_dot_v1_dot_public__service__pb2.GetReadinessResponse.FromString,
                 _registered_method=True)
         self.GetMetrics = channel.unary_unary(
                 '/avtomatika.v1.PublicService/GetMetrics',
@@ -69,12 +74,22 @@ class PublicServiceStub:
 
 
 class PublicServiceServicer:
-    """PublicService is the unauthenticated surface: health, metrics, docs, the
-    human-approval webhook and the development-only flush.
+    """PublicService is the unauthenticated surface: liveness, readiness,
+    metrics, docs, the human-approval webhook and the development-only flush.
     """
 
     def GetStatus(self, request, context):
-        """GetStatus reports that the service is up.
+        """GetStatus reports that the service is up (liveness: it answers while
+        the process runs, whatever its store does).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetReadiness(self, request, context):
+        """GetReadiness reports whether the service can serve requests: its store
+        answers. UNAVAILABLE (503 over REST, with status "not_ready") while it
+        does not; GetStatus, liveness, answers regardless.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -126,6 +141,11 @@ def add_PublicServiceServicer_to_server(servicer, server):
                     request_deserializer=avtomatika_dot_v1_dot_public__service__pb2.GetStatusRequest.FromString,
                     response_serializer=avtomatika_dot_v1_dot_public__service__pb2.GetStatusResponse.SerializeToString,
             ),
+            'GetReadiness': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReadiness,
+                    request_deserializer=avtomatika_dot_v1_dot_public__service__pb2.GetReadinessRequest.FromString,
+                    response_serializer=avtomatika_dot_v1_dot_public__service__pb2.GetReadinessResponse.SerializeToString,
+            ),
             'GetMetrics': grpc.unary_unary_rpc_method_handler(
                     servicer.GetMetrics,
                     request_deserializer=avtomatika_dot_v1_dot_public__service__pb2.GetMetricsRequest.FromString,
@@ -160,8 +180,8 @@ def add_PublicServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class PublicService:
-    """PublicService is the unauthenticated surface: health, metrics, docs, the
-    human-approval webhook and the development-only flush.
+    """PublicService is the unauthenticated surface: liveness, readiness,
+    metrics, docs, the human-approval webhook and the development-only flush.
     """
 
     @staticmethod
@@ -181,6 +201,33 @@ class PublicService:
             '/avtomatika.v1.PublicService/GetStatus',
             avtomatika_dot_v1_dot_public__service__pb2.GetStatusRequest.SerializeToString,
             avtomatika_dot_v1_dot_public__service__pb2.GetStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReadiness(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/avtomatika.v1.PublicService/GetReadiness',
+            avtomatika_dot_v1_dot_public__service__pb2.GetReadinessRequest.SerializeToString,
+            avtomatika_dot_v1_dot_public__service__pb2.GetReadinessResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,8 +27,8 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class PublicServiceStub:
-    """PublicService is the unauthenticated surface: health, metrics, docs, the
-    human-approval webhook and the development-only flush.
+    """PublicService is the unauthenticated surface: liveness, readiness,
+    metrics, docs, the human-approval webhook and the development-only flush.
     """
 
     @_typing.overload
@@ -36,7 +36,14 @@ class PublicServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> PublicServiceAsyncStub: ...
     GetStatus: _grpc.UnaryUnaryMultiCallable[_public_service_pb2.GetStatusRequest, _public_service_pb2.GetStatusResponse]
-    """GetStatus reports that the service is up."""
+    """GetStatus reports that the service is up (liveness: it answers while
+    the process runs, whatever its store does).
+    """
+    GetReadiness: _grpc.UnaryUnaryMultiCallable[_public_service_pb2.GetReadinessRequest, _public_service_pb2.GetReadinessResponse]
+    """GetReadiness reports whether the service can serve requests: its store
+    answers. UNAVAILABLE (503 over REST, with status "not_ready") while it
+    does not; GetStatus, liveness, answers regardless.
+    """
     GetMetrics: _grpc.UnaryUnaryMultiCallable[_public_service_pb2.GetMetricsRequest, _public_service_pb2.GetMetricsResponse]
     """GetMetrics returns Prometheus text exposition."""
     SubmitApproval: _grpc.UnaryUnaryMultiCallable[_public_service_pb2.SubmitApprovalRequest, _public_service_pb2.SubmitApprovalResponse]
@@ -55,13 +62,20 @@ class PublicServiceStub:
 
 @_typing.type_check_only
 class PublicServiceAsyncStub(PublicServiceStub):
-    """PublicService is the unauthenticated surface: health, metrics, docs, the
-    human-approval webhook and the development-only flush.
+    """PublicService is the unauthenticated surface: liveness, readiness,
+    metrics, docs, the human-approval webhook and the development-only flush.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetStatus: _aio.UnaryUnaryMultiCallable[_public_service_pb2.GetStatusRequest, _public_service_pb2.GetStatusResponse]  # type: ignore[assignment]
-    """GetStatus reports that the service is up."""
+    """GetStatus reports that the service is up (liveness: it answers while
+    the process runs, whatever its store does).
+    """
+    GetReadiness: _aio.UnaryUnaryMultiCallable[_public_service_pb2.GetReadinessRequest, _public_service_pb2.GetReadinessResponse]  # type: ignore[assignment]
+    """GetReadiness reports whether the service can serve requests: its store
+    answers. UNAVAILABLE (503 over REST, with status "not_ready") while it
+    does not; GetStatus, liveness, answers regardless.
+    """
     GetMetrics: _aio.UnaryUnaryMultiCallable[_public_service_pb2.GetMetricsRequest, _public_service_pb2.GetMetricsResponse]  # type: ignore[assignment]
     """GetMetrics returns Prometheus text exposition."""
     SubmitApproval: _aio.UnaryUnaryMultiCallable[_public_service_pb2.SubmitApprovalRequest, _public_service_pb2.SubmitApprovalResponse]  # type: ignore[assignment]
@@ -79,8 +93,8 @@ class PublicServiceAsyncStub(PublicServiceStub):
     """
 
 class PublicServiceServicer(metaclass=_abc_1.ABCMeta):
-    """PublicService is the unauthenticated surface: health, metrics, docs, the
-    human-approval webhook and the development-only flush.
+    """PublicService is the unauthenticated surface: liveness, readiness,
+    metrics, docs, the human-approval webhook and the development-only flush.
     """
 
     @_abc_1.abstractmethod
@@ -89,7 +103,20 @@ class PublicServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _public_service_pb2.GetStatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_public_service_pb2.GetStatusResponse, _abc.Awaitable[_public_service_pb2.GetStatusResponse]]:
-        """GetStatus reports that the service is up."""
+        """GetStatus reports that the service is up (liveness: it answers while
+        the process runs, whatever its store does).
+        """
+
+    @_abc_1.abstractmethod
+    def GetReadiness(
+        self,
+        request: _public_service_pb2.GetReadinessRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_public_service_pb2.GetReadinessResponse, _abc.Awaitable[_public_service_pb2.GetReadinessResponse]]:
+        """GetReadiness reports whether the service can serve requests: its store
+        answers. UNAVAILABLE (503 over REST, with status "not_ready") while it
+        does not; GetStatus, liveness, answers regardless.
+        """
 
     @_abc_1.abstractmethod
     def GetMetrics(

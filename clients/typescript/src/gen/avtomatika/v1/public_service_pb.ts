@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file avtomatika/v1/public_service.proto.
  */
 export const file_avtomatika_v1_public_service: GenFile = /*@__PURE__*/
-  fileDesc("CiJhdnRvbWF0aWthL3YxL3B1YmxpY19zZXJ2aWNlLnByb3RvEg1hdnRvbWF0aWthLnYxIhIKEEdldFN0YXR1c1JlcXVlc3QiIwoRR2V0U3RhdHVzUmVzcG9uc2USDgoGc3RhdHVzGAEgASgJIhMKEUdldE1ldHJpY3NSZXF1ZXN0IjgKEkdldE1ldHJpY3NSZXNwb25zZRIiCgRib2R5GAEgASgLMhQuZ29vZ2xlLmFwaS5IdHRwQm9keSI5ChVTdWJtaXRBcHByb3ZhbFJlcXVlc3QSDgoGam9iX2lkGAEgASgJEhAKCGRlY2lzaW9uGAIgASgJIjgKFlN1Ym1pdEFwcHJvdmFsUmVzcG9uc2USDgoGc3RhdHVzGAEgASgJEg4KBmpvYl9pZBgCIAEoCSIQCg5GbHVzaERiUmVxdWVzdCIhCg9GbHVzaERiUmVzcG9uc2USDgoGc3RhdHVzGAEgASgJIhAKDkdldERvY3NSZXF1ZXN0IjUKD0dldERvY3NSZXNwb25zZRIiCgRib2R5GAEgASgLMhQuZ29vZ2xlLmFwaS5IdHRwQm9keSITChFHZXRPcGVuQXBpUmVxdWVzdCI4ChJHZXRPcGVuQXBpUmVzcG9uc2USIgoEYm9keRgBIAEoCzIULmdvb2dsZS5hcGkuSHR0cEJvZHkyxQUKDVB1YmxpY1NlcnZpY2USZwoJR2V0U3RhdHVzEh8uYXZ0b21hdGlrYS52MS5HZXRTdGF0dXNSZXF1ZXN0GiAuYXZ0b21hdGlrYS52MS5HZXRTdGF0dXNSZXNwb25zZSIXgtPkkwIREg8vX3B1YmxpYy9zdGF0dXMScQoKR2V0TWV0cmljcxIgLmF2dG9tYXRpa2EudjEuR2V0TWV0cmljc1JlcXVlc3QaIS5hdnRvbWF0aWthLnYxLkdldE1ldHJpY3NSZXNwb25zZSIegtPkkwIYYgRib2R5EhAvX3B1YmxpYy9tZXRyaWNzEo0BCg5TdWJtaXRBcHByb3ZhbBIkLmF2dG9tYXRpa2EudjEuU3VibWl0QXBwcm92YWxSZXF1ZXN0GiUuYXZ0b21hdGlrYS52MS5TdWJtaXRBcHByb3ZhbFJlc3BvbnNlIi6C0+STAig6ASoiIy9fcHVibGljL3dlYmhvb2tzL2FwcHJvdmFsL3tqb2JfaWR9EmkKB0ZsdXNoRGISHS5hdnRvbWF0aWthLnYxLkZsdXNoRGJSZXF1ZXN0Gh4uYXZ0b21hdGlrYS52MS5GbHVzaERiUmVzcG9uc2UiH4LT5JMCGSIXL19wdWJsaWMvZGVidWcvZmx1c2hfZGISZQoHR2V0RG9jcxIdLmF2dG9tYXRpa2EudjEuR2V0RG9jc1JlcXVlc3QaHi5hdnRvbWF0aWthLnYxLkdldERvY3NSZXNwb25zZSIbgtPkkwIVYgRib2R5Eg0vX3B1YmxpYy9kb2NzEnYKCkdldE9wZW5BcGkSIC5hdnRvbWF0aWthLnYxLkdldE9wZW5BcGlSZXF1ZXN0GiEuYXZ0b21hdGlrYS52MS5HZXRPcGVuQXBpUmVzcG9uc2UiI4LT5JMCHWIEYm9keRIVL19wdWJsaWMvb3BlbmFwaS5qc29uYgZwcm90bzM", [file_google_api_annotations, file_google_api_httpbody]);
+  fileDesc("CiJhdnRvbWF0aWthL3YxL3B1YmxpY19zZXJ2aWNlLnByb3RvEg1hdnRvbWF0aWthLnYxIhIKEEdldFN0YXR1c1JlcXVlc3QiIwoRR2V0U3RhdHVzUmVzcG9uc2USDgoGc3RhdHVzGAEgASgJIhUKE0dldFJlYWRpbmVzc1JlcXVlc3QiJgoUR2V0UmVhZGluZXNzUmVzcG9uc2USDgoGc3RhdHVzGAEgASgJIhMKEUdldE1ldHJpY3NSZXF1ZXN0IjgKEkdldE1ldHJpY3NSZXNwb25zZRIiCgRib2R5GAEgASgLMhQuZ29vZ2xlLmFwaS5IdHRwQm9keSI5ChVTdWJtaXRBcHByb3ZhbFJlcXVlc3QSDgoGam9iX2lkGAEgASgJEhAKCGRlY2lzaW9uGAIgASgJIjgKFlN1Ym1pdEFwcHJvdmFsUmVzcG9uc2USDgoGc3RhdHVzGAEgASgJEg4KBmpvYl9pZBgCIAEoCSIQCg5GbHVzaERiUmVxdWVzdCIhCg9GbHVzaERiUmVzcG9uc2USDgoGc3RhdHVzGAEgASgJIhAKDkdldERvY3NSZXF1ZXN0IjUKD0dldERvY3NSZXNwb25zZRIiCgRib2R5GAEgASgLMhQuZ29vZ2xlLmFwaS5IdHRwQm9keSITChFHZXRPcGVuQXBpUmVxdWVzdCI4ChJHZXRPcGVuQXBpUmVzcG9uc2USIgoEYm9keRgBIAEoCzIULmdvb2dsZS5hcGkuSHR0cEJvZHkytgYKDVB1YmxpY1NlcnZpY2USZwoJR2V0U3RhdHVzEh8uYXZ0b21hdGlrYS52MS5HZXRTdGF0dXNSZXF1ZXN0GiAuYXZ0b21hdGlrYS52MS5HZXRTdGF0dXNSZXNwb25zZSIXgtPkkwIREg8vX3B1YmxpYy9zdGF0dXMSbwoMR2V0UmVhZGluZXNzEiIuYXZ0b21hdGlrYS52MS5HZXRSZWFkaW5lc3NSZXF1ZXN0GiMuYXZ0b21hdGlrYS52MS5HZXRSZWFkaW5lc3NSZXNwb25zZSIWgtPkkwIQEg4vX3B1YmxpYy9yZWFkeRJxCgpHZXRNZXRyaWNzEiAuYXZ0b21hdGlrYS52MS5HZXRNZXRyaWNzUmVxdWVzdBohLmF2dG9tYXRpa2EudjEuR2V0TWV0cmljc1Jlc3BvbnNlIh6C0+STAhhiBGJvZHkSEC9fcHVibGljL21ldHJpY3MSjQEKDlN1Ym1pdEFwcHJvdmFsEiQuYXZ0b21hdGlrYS52MS5TdWJtaXRBcHByb3ZhbFJlcXVlc3QaJS5hdnRvbWF0aWthLnYxLlN1Ym1pdEFwcHJvdmFsUmVzcG9uc2UiLoLT5JMCKDoBKiIjL19wdWJsaWMvd2ViaG9va3MvYXBwcm92YWwve2pvYl9pZH0SaQoHRmx1c2hEYhIdLmF2dG9tYXRpa2EudjEuRmx1c2hEYlJlcXVlc3QaHi5hdnRvbWF0aWthLnYxLkZsdXNoRGJSZXNwb25zZSIfgtPkkwIZIhcvX3B1YmxpYy9kZWJ1Zy9mbHVzaF9kYhJlCgdHZXREb2NzEh0uYXZ0b21hdGlrYS52MS5HZXREb2NzUmVxdWVzdBoeLmF2dG9tYXRpa2EudjEuR2V0RG9jc1Jlc3BvbnNlIhuC0+STAhViBGJvZHkSDS9fcHVibGljL2RvY3MSdgoKR2V0T3BlbkFwaRIgLmF2dG9tYXRpa2EudjEuR2V0T3BlbkFwaVJlcXVlc3QaIS5hdnRvbWF0aWthLnYxLkdldE9wZW5BcGlSZXNwb25zZSIjgtPkkwIdYgRib2R5EhUvX3B1YmxpYy9vcGVuYXBpLmpzb25iBnByb3RvMw", [file_google_api_annotations, file_google_api_httpbody]);
 
 /**
  * GetStatusRequest has no parameters.
@@ -52,6 +52,42 @@ export const GetStatusResponseSchema: GenMessage<GetStatusResponse> = /*@__PURE_
   messageDesc(file_avtomatika_v1_public_service, 1);
 
 /**
+ * GetReadinessRequest has no parameters.
+ *
+ * @generated from message avtomatika.v1.GetReadinessRequest
+ */
+export type GetReadinessRequest = Message<"avtomatika.v1.GetReadinessRequest"> & {
+};
+
+/**
+ * Describes the message avtomatika.v1.GetReadinessRequest.
+ * Use `create(GetReadinessRequestSchema)` to create a new message.
+ */
+export const GetReadinessRequestSchema: GenMessage<GetReadinessRequest> = /*@__PURE__*/
+  messageDesc(file_avtomatika_v1_public_service, 2);
+
+/**
+ * GetReadinessResponse reports readiness.
+ *
+ * @generated from message avtomatika.v1.GetReadinessResponse
+ */
+export type GetReadinessResponse = Message<"avtomatika.v1.GetReadinessResponse"> & {
+  /**
+   * "ready".
+   *
+   * @generated from field: string status = 1;
+   */
+  status: string;
+};
+
+/**
+ * Describes the message avtomatika.v1.GetReadinessResponse.
+ * Use `create(GetReadinessResponseSchema)` to create a new message.
+ */
+export const GetReadinessResponseSchema: GenMessage<GetReadinessResponse> = /*@__PURE__*/
+  messageDesc(file_avtomatika_v1_public_service, 3);
+
+/**
  * GetMetricsRequest has no parameters.
  *
  * @generated from message avtomatika.v1.GetMetricsRequest
@@ -64,7 +100,7 @@ export type GetMetricsRequest = Message<"avtomatika.v1.GetMetricsRequest"> & {
  * Use `create(GetMetricsRequestSchema)` to create a new message.
  */
 export const GetMetricsRequestSchema: GenMessage<GetMetricsRequest> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_public_service, 2);
+  messageDesc(file_avtomatika_v1_public_service, 4);
 
 /**
  * GetMetricsResponse carries the metrics.
@@ -85,7 +121,7 @@ export type GetMetricsResponse = Message<"avtomatika.v1.GetMetricsResponse"> & {
  * Use `create(GetMetricsResponseSchema)` to create a new message.
  */
 export const GetMetricsResponseSchema: GenMessage<GetMetricsResponse> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_public_service, 3);
+  messageDesc(file_avtomatika_v1_public_service, 5);
 
 /**
  * SubmitApprovalRequest carries a decision.
@@ -113,7 +149,7 @@ export type SubmitApprovalRequest = Message<"avtomatika.v1.SubmitApprovalRequest
  * Use `create(SubmitApprovalRequestSchema)` to create a new message.
  */
 export const SubmitApprovalRequestSchema: GenMessage<SubmitApprovalRequest> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_public_service, 4);
+  messageDesc(file_avtomatika_v1_public_service, 6);
 
 /**
  * SubmitApprovalResponse acknowledges a decision.
@@ -141,7 +177,7 @@ export type SubmitApprovalResponse = Message<"avtomatika.v1.SubmitApprovalRespon
  * Use `create(SubmitApprovalResponseSchema)` to create a new message.
  */
 export const SubmitApprovalResponseSchema: GenMessage<SubmitApprovalResponse> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_public_service, 5);
+  messageDesc(file_avtomatika_v1_public_service, 7);
 
 /**
  * FlushDbRequest has no parameters.
@@ -156,7 +192,7 @@ export type FlushDbRequest = Message<"avtomatika.v1.FlushDbRequest"> & {
  * Use `create(FlushDbRequestSchema)` to create a new message.
  */
 export const FlushDbRequestSchema: GenMessage<FlushDbRequest> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_public_service, 6);
+  messageDesc(file_avtomatika_v1_public_service, 8);
 
 /**
  * FlushDbResponse acknowledges a flush.
@@ -177,7 +213,7 @@ export type FlushDbResponse = Message<"avtomatika.v1.FlushDbResponse"> & {
  * Use `create(FlushDbResponseSchema)` to create a new message.
  */
 export const FlushDbResponseSchema: GenMessage<FlushDbResponse> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_public_service, 7);
+  messageDesc(file_avtomatika_v1_public_service, 9);
 
 /**
  * GetDocsRequest has no parameters.
@@ -192,7 +228,7 @@ export type GetDocsRequest = Message<"avtomatika.v1.GetDocsRequest"> & {
  * Use `create(GetDocsRequestSchema)` to create a new message.
  */
 export const GetDocsRequestSchema: GenMessage<GetDocsRequest> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_public_service, 8);
+  messageDesc(file_avtomatika_v1_public_service, 10);
 
 /**
  * GetDocsResponse carries the documentation page.
@@ -213,7 +249,7 @@ export type GetDocsResponse = Message<"avtomatika.v1.GetDocsResponse"> & {
  * Use `create(GetDocsResponseSchema)` to create a new message.
  */
 export const GetDocsResponseSchema: GenMessage<GetDocsResponse> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_public_service, 9);
+  messageDesc(file_avtomatika_v1_public_service, 11);
 
 /**
  * GetOpenApiRequest has no parameters.
@@ -228,7 +264,7 @@ export type GetOpenApiRequest = Message<"avtomatika.v1.GetOpenApiRequest"> & {
  * Use `create(GetOpenApiRequestSchema)` to create a new message.
  */
 export const GetOpenApiRequestSchema: GenMessage<GetOpenApiRequest> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_public_service, 10);
+  messageDesc(file_avtomatika_v1_public_service, 12);
 
 /**
  * GetOpenApiResponse carries the OpenAPI document.
@@ -249,17 +285,18 @@ export type GetOpenApiResponse = Message<"avtomatika.v1.GetOpenApiResponse"> & {
  * Use `create(GetOpenApiResponseSchema)` to create a new message.
  */
 export const GetOpenApiResponseSchema: GenMessage<GetOpenApiResponse> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_public_service, 11);
+  messageDesc(file_avtomatika_v1_public_service, 13);
 
 /**
- * PublicService is the unauthenticated surface: health, metrics, docs, the
- * human-approval webhook and the development-only flush.
+ * PublicService is the unauthenticated surface: liveness, readiness,
+ * metrics, docs, the human-approval webhook and the development-only flush.
  *
  * @generated from service avtomatika.v1.PublicService
  */
 export const PublicService: GenService<{
   /**
-   * GetStatus reports that the service is up.
+   * GetStatus reports that the service is up (liveness: it answers while
+   * the process runs, whatever its store does).
    *
    * @generated from rpc avtomatika.v1.PublicService.GetStatus
    */
@@ -267,6 +304,18 @@ export const PublicService: GenService<{
     methodKind: "unary";
     input: typeof GetStatusRequestSchema;
     output: typeof GetStatusResponseSchema;
+  },
+  /**
+   * GetReadiness reports whether the service can serve requests: its store
+   * answers. UNAVAILABLE (503 over REST, with status "not_ready") while it
+   * does not; GetStatus, liveness, answers regardless.
+   *
+   * @generated from rpc avtomatika.v1.PublicService.GetReadiness
+   */
+  getReadiness: {
+    methodKind: "unary";
+    input: typeof GetReadinessRequestSchema;
+    output: typeof GetReadinessResponseSchema;
   },
   /**
    * GetMetrics returns Prometheus text exposition.
