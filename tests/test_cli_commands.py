@@ -63,23 +63,9 @@ async def _flaky(params: dict[str, Any], task: TaskContext) -> dict[str, Any]:
     return {"second": "time lucky"}
 
 
-def _task_blueprint(name: str, skill: str) -> StateMachineBlueprint:
-    """``jobs/<name>``: one ``skill`` task with the initial data, then done."""
-    bp = StateMachineBlueprint(name, api_endpoint=f"jobs/{name}", api_version="v1")
-
-    @bp.handler_for("start", is_start=True)
-    async def start(initial_data: dict[str, Any], actions: ActionFactory) -> None:
-        actions.dispatch_task(skill, params=initial_data, transitions={"success": "done"})
-
-    @bp.handler_for("done", is_end=True, outcome="finished")
-    async def done() -> None:
-        return None
-
-    return bp
-
-
 def _doomed_blueprint() -> StateMachineBlueprint:
-    """``jobs/doomed``: straight to an end state that fails the job."""
+    """``jobs/doomed``: from its start straight to an end state that fails
+    the job (the transition written out, so the graph draws it)."""
     bp = StateMachineBlueprint("doomed", api_endpoint="jobs/doomed", api_version="v1")
 
     @bp.handler_for("start", is_start=True)
@@ -146,9 +132,9 @@ class Cli:
 async def cli() -> AsyncIterator[Cli]:
     blueprints = [
         echo_blueprint("echo"),
-        _task_blueprint("gated", "gated"),
-        _task_blueprint("flaky", "flaky"),
-        _task_blueprint("stuck", "nobody_has_this_skill"),
+        echo_blueprint("gated", task_type="gated"),
+        echo_blueprint("flaky", task_type="flaky"),
+        echo_blueprint("stuck", task_type="nobody_has_this_skill"),
         _doomed_blueprint(),
         instant_blueprint(),
         approval_blueprint("review"),

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from avtomatika.cli.api import Api, path_of
-from avtomatika.cli.command import CommandError, needs_server
+from avtomatika.cli.command import CommandError, Commands, Group, needs_server
 from avtomatika.cli.output import print_json, table, text
 
 __all__ = ["add_blueprints"]
@@ -21,37 +21,31 @@ __all__ = ["add_blueprints"]
 _SVG = "image/svg+xml"
 
 
-def add_blueprints(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser],
-    options: argparse.ArgumentParser,
-) -> None:
+def add_blueprints(commands: Commands, options: argparse.ArgumentParser) -> None:
     """The ``blueprints`` command and its subcommands."""
-    blueprints = commands.add_parser("blueprints", help="the blueprints: list, draw, check")
-    verbs = blueprints.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+    blueprints = Group(commands, "blueprints", "the blueprints: list, draw, check", options)
+    blueprints.add("ls", _list, "list the server's blueprints")
 
-    ls = verbs.add_parser("ls", parents=[options], help="list the server's blueprints")
-    ls.set_defaults(run=_list)
-
-    graph = verbs.add_parser(
+    graph = blueprints.add(
         "graph",
-        parents=[options],
-        help="a blueprint's state machine as Graphviz DOT (or SVG)",
+        _graph,
+        "a blueprint's state machine as Graphviz DOT (or SVG)",
         description="Print a blueprint's state machine: Graphviz DOT (render it with "
         "`dot -Tsvg`), or with --svg an SVG drawn by the server.",
     )
     graph.add_argument("name", metavar="NAME")
     graph.add_argument("--svg", action="store_true", help="ask the server for SVG")
-    graph.set_defaults(run=_graph)
 
-    check = verbs.add_parser(
+    check = blueprints.add(
         "check",
-        help="validate a directory of blueprint files (no server needed)",
+        _check,
+        "validate a directory of blueprint files (no server needed)",
+        local=True,
         description="Load every *.py file of DIR as `serve --blueprints-dir DIR` does and "
         "report each blueprint; exit 1 if any is invalid or there is none.",
     )
     check.add_argument("directory", metavar="DIR", type=Path)
     check.add_argument("--json", action="store_true", help="print the report as JSON")
-    check.set_defaults(run=_check)
 
 
 def _list(args: argparse.Namespace) -> int:

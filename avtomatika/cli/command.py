@@ -12,11 +12,13 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeAlias, TypeVar
 
 __all__ = [
     "DEFAULT_URL",
     "CommandError",
+    "Commands",
+    "Group",
     "Run",
     "connection_options",
     "needs_server",
@@ -27,11 +29,41 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 Run = Callable[[argparse.Namespace], int]
 """A command: parsed arguments in, exit status out."""
 
+# A string: argparse's class is generic only to type checkers.
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+"""Where commands are added: ``add_subparsers()``'s answer."""
+
 T = TypeVar("T")
 
 
 class CommandError(Exception):
     """A failure a command reports as one line on stderr, exiting non-zero."""
+
+
+class Group:
+    """A command made of subcommands (``jobs`` of ``jobs ls``), most of which
+    call the server and so take the connection options."""
+
+    def __init__(
+        self, commands: Commands, name: str, help: str, options: argparse.ArgumentParser
+    ) -> None:
+        group = commands.add_parser(name, help=help)
+        self._verbs = group.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+        self._options = options
+
+    def add(
+        self, name: str, run: Run, help: str, *, local: bool = False, description: str = ""
+    ) -> argparse.ArgumentParser:
+        """The subcommand ``name``, running ``run``; ``local`` for one that
+        needs no server (it gets no connection options)."""
+        parser = self._verbs.add_parser(
+            name,
+            parents=[] if local else [self._options],
+            help=help,
+            description=description or help[:1].upper() + help[1:] + ".",
+        )
+        parser.set_defaults(run=run)
+        return parser
 
 
 def connection_options() -> argparse.ArgumentParser:

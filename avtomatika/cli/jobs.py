@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from avtomatika.cli.api import Api, path_of
-from avtomatika.cli.command import CommandError
+from avtomatika.cli.command import CommandError, Commands, Group
 from avtomatika.cli.output import (
     listing,
     moment,
@@ -26,18 +26,14 @@ from avtomatika.client._wire import split_route
 __all__ = ["add_jobs"]
 
 
-def add_jobs(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser],
-    options: argparse.ArgumentParser,
-) -> None:
+def add_jobs(commands: Commands, options: argparse.ArgumentParser) -> None:
     """The ``jobs`` command and its subcommands."""
-    jobs = commands.add_parser("jobs", help="create, list, follow and act on jobs")
-    verbs = jobs.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+    jobs = Group(commands, "jobs", "create, list, follow and act on jobs", options)
 
-    create = verbs.add_parser(
+    create = jobs.add(
         "create",
-        parents=[options],
-        help="create a job",
+        _create,
+        "create a job",
         description="Create a job of a blueprint, named (echo) or by its route (jobs/echo).",
     )
     create.add_argument("blueprint", metavar="BLUEPRINT_ROUTE_OR_NAME")
@@ -49,15 +45,8 @@ def add_jobs(
     create.add_argument(
         "--watch", action="store_true", help="then follow it until it ends (as jobs watch)"
     )
-    create.set_defaults(run=_create)
 
-    get = verbs.add_parser("get", parents=[options], help="show a job")
-    get.add_argument("job_id", metavar="ID")
-    get.set_defaults(run=_get)
-
-    ls = verbs.add_parser(
-        "ls", parents=[options], help="list jobs, newest first", description="List your jobs."
-    )
+    ls = jobs.add("ls", _list, "list your jobs, newest first")
     ls.add_argument(
         "--status",
         action="append",
@@ -71,32 +60,19 @@ def add_jobs(
     ls.add_argument(
         "--page-size", type=_positive, default=100, help="jobs per request (1 to 500, default 100)"
     )
-    ls.set_defaults(run=_list)
 
-    follow = verbs.add_parser(
-        "watch",
-        parents=[options],
-        help="follow a job until it ends",
-        description="Follow a job until it ends; exit 0 if it finished, 1 otherwise.",
-    )
-    follow.add_argument("job_id", metavar="ID")
-    follow.set_defaults(run=_watch)
-
-    for verb, helped, run in (
-        ("cancel", "cancel a job", _cancel),
-        ("retry", "retry a failed, error or quarantined job from where it stopped", _retry),
-        ("history", "list a job's lifecycle events", _history),
+    for verb, run, helped in (
+        ("get", _get, "show a job"),
+        ("watch", _watch, "follow a job until it ends: exit 0 if it finished, 1 otherwise"),
+        ("cancel", _cancel, "cancel a job"),
+        ("retry", _retry, "retry a failed, error or quarantined job from where it stopped"),
+        ("history", _history, "list a job's lifecycle events"),
     ):
-        action = verbs.add_parser(verb, parents=[options], help=helped)
-        action.add_argument("job_id", metavar="ID")
-        action.set_defaults(run=run)
+        jobs.add(verb, run, helped).add_argument("job_id", metavar="ID")
 
-    approve = verbs.add_parser(
-        "approve", parents=[options], help="decide for a job waiting for approval"
-    )
+    approve = jobs.add("approve", _approve, "decide for a job waiting for approval")
     approve.add_argument("job_id", metavar="ID")
     approve.add_argument("decision", metavar="DECISION", help="one of the decisions it offers")
-    approve.set_defaults(run=_approve)
 
 
 def _positive(raw: str) -> int:

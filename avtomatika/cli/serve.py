@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from avtomatika.cli.command import needs_server
+from avtomatika.cli.command import Commands, needs_server
 from avtomatika.config import Settings
 from avtomatika.errors import ConfigError
 
@@ -26,7 +26,7 @@ __all__ = ["add_serve"]
 log = logging.getLogger("avtomatika")
 
 
-def add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_serve(commands: Commands) -> None:
     """The ``serve`` command: one flag per setting it overrides."""
     run = commands.add_parser(
         "serve",

@@ -6,20 +6,17 @@ from __future__ import annotations
 import argparse
 
 from avtomatika.cli.api import Api
+from avtomatika.cli.command import Commands, Group
 from avtomatika.cli.output import moment, print_json, table
 
 __all__ = ["add_workers"]
 
 
-def add_workers(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser],
-    options: argparse.ArgumentParser,
-) -> None:
+def add_workers(commands: Commands, options: argparse.ArgumentParser) -> None:
     """The ``workers`` command and its subcommands."""
-    workers = commands.add_parser("workers", help="the connected workers")
-    verbs = workers.add_subparsers(dest="verb", required=True, metavar="COMMAND")
-    ls = verbs.add_parser("ls", parents=[options], help="list the connected workers")
-    ls.set_defaults(run=_list)
+    Group(commands, "workers", "the connected workers", options).add(
+        "ls", _list, "list the connected workers"
+    )
 
 
 def _list(args: argparse.Namespace) -> int:
