@@ -15,11 +15,13 @@ from typing import Any
 
 from avtomatika.errors import ConfigError
 
-__all__ = ["Config", "Settings"]
+__all__ = ["LOG_FORMATS", "Config", "Settings"]
 
 log = logging.getLogger(__name__)
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
+"""The values of ``LOG_FORMAT``: plain lines, or one JSON object per line."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,7 @@ class Settings:
     client_token: str | None = field(default=None, repr=False)
     global_worker_token: str | None = field(default=None, repr=False)
     log_level: str = "INFO"
+    log_format: str = "text"
     job_max_retries: int = 3
     max_transitions_per_job: int = 100
     retry_backoff_base_seconds: float = 1.0
@@ -102,6 +105,10 @@ class Settings:
         if self.log_level.upper() not in _LOG_LEVELS:
             raise ConfigError(
                 f"LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}, got {self.log_level!r}"
+            )
+        if self.log_format.lower() not in LOG_FORMATS:
+            raise ConfigError(
+                f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}"
             )
         if self.job_max_retries < 0:
             raise ConfigError(f"JOB_MAX_RETRIES must be >= 0, got {self.job_max_retries}")
@@ -275,7 +282,6 @@ _UNUSED_1_0B13 = frozenset(
         "TLS_ENABLED",
         "TLS_CA_PATH",
         "TLS_REQUIRE_CLIENT_CERT",
-        "LOG_FORMAT",
         "WORKER_TIMEOUT_SECONDS",
         "TASK_FILES_DIR",
         "WATCHER_INTERVAL_SECONDS",

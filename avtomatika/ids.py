@@ -12,7 +12,11 @@ import re
 
 from avtomatika.errors import InvalidArgument
 
-__all__ = ["WORKER_ID_PATTERN", "check_worker_id", "worker_id_problem"]
+__all__ = ["MAX_WORKER_ID_LENGTH", "WORKER_ID_PATTERN", "check_worker_id", "worker_id_problem"]
+
+MAX_WORKER_ID_LENGTH = 128
+"""The longest worker id: it is a key in every store and a line of every
+log; 128 leaves room for a host name and a suffix."""
 
 WORKER_ID_PATTERN = "^[A-Za-z0-9_-]+$"
 """Letters, digits, ``_`` and ``-``: safe in a URL path, a Redis key and a
@@ -27,6 +31,9 @@ def worker_id_problem(value: str) -> str | None:
     # fullmatch: with match, ``$`` also matches before a final newline, so
     # "w-1\n" passed (and a newline ends the id in the cancel channel's
     # framing); JSON Schema's ``$`` never let it through.
+    if len(value) > MAX_WORKER_ID_LENGTH:
+        # Not echoed: a refusal must not send a 10,000-character id back.
+        return f"worker_id must be at most {MAX_WORKER_ID_LENGTH} characters, not {len(value)}"
     if _WORKER_ID.fullmatch(value):
         return None
     return f"worker_id {value!r} must match {WORKER_ID_PATTERN}"

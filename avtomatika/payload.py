@@ -27,15 +27,30 @@ from __future__ import annotations
 import json
 import math
 import re
+from itertools import accumulate
 from typing import Any
 
 import orjson
 
 from avtomatika.v1.payload_pb2 import Payload
 
-__all__ = ["JSON_ENCODING", "decode_json", "encode_json", "from_payload", "to_payload"]
+__all__ = [
+    "JSON_ENCODING",
+    "MAX_JSON_DEPTH",
+    "decode_json",
+    "encode_json",
+    "from_payload",
+    "to_payload",
+]
 
 JSON_ENCODING = "json/plain"
+
+MAX_JSON_DEPTH = 128
+"""The deepest nesting of arrays and objects a decoded text may have. Deeper
+text is refused before it is parsed: the standard library's parser (the
+long-number path below) and every encoder recurse once per level, so a
+body of 100,000 brackets would otherwise end in a RecursionError (a 500 and
+a traceback per request); orjson itself stops writing at 255 levels."""
 
 # Compact separators: payloads are stored and sent many times per job. NaN and
 # Infinity are refused: they are not JSON, and other languages cannot read them.
@@ -59,10 +74,31 @@ def encode_json(value: Any) -> bytes:
 
 
 def decode_json(data: bytes) -> Any:
-    """Parse JSON bytes; ValueError if they are not JSON."""
+    """Parse JSON bytes; ValueError if they are not JSON or nest deeper than
+    :data:`MAX_JSON_DEPTH`."""
+    _check_depth(data)
     if _LONG_NUMBER.search(data):
         return json.loads(data, parse_constant=_refuse, parse_float=_finite)
     return orjson.loads(data)
+
+
+# A JSON string (escapes included); each byte's step in nesting depth.
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_DEPTH_STEP = [1 if b in b"[{" else -1 if b in b"]}" else 0 for b in range(256)]
+
+
+def _check_depth(data: bytes) -> None:
+    # The common case costs two C-speed counts: a text with no more opening
+    # brackets than the limit cannot nest deeper than it. Otherwise the
+    # running depth of the brackets outside strings is summed in C
+    # (accumulate over map); malformed text is left to the parser, which
+    # names the problem better.
+    if data.count(b"[") + data.count(b"{") <= MAX_JSON_DEPTH:
+        return
+    brackets = _STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
+    if max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0) > MAX_JSON_DEPTH:
+        raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
 
 
 def _refuse(constant: str) -> Any:

@@ -37,9 +37,12 @@ from avtomatika.errors import ConfigError
 from avtomatika.grpc.server import GrpcServer, start_grpc_server
 from avtomatika.history import HistoryWriter
 from avtomatika.limits.client_limits import ClientLimits
+from avtomatika.logs.access import ACCESS_LOG
+from avtomatika.logs.lifecycle import LifecycleLog
 from avtomatika.monitoring.dashboard import Dashboard
 from avtomatika.monitoring.metrics import Metrics
 from avtomatika.rest import build_app
+from avtomatika.rest.access_log import AccessLogger
 from avtomatika.rest.metrics_api import METRICS
 from avtomatika.rest.render import job_json
 from avtomatika.rest.worker_api.handlers import WORKER_API
@@ -107,6 +110,8 @@ class Orchestrator:
         self.history = HistoryWriter(self.engine.events, self.settings)
         self.webhooks = WebhookSender(self.engine.events, self.settings)
         self.services += [self.history, self.webhooks]
+        # Job and worker lifecycle lines (LOG_FORMAT decides how they look).
+        self.services.append(LifecycleLog(self.engine))
         self.metrics = Metrics(self.engine)
         self.metrics.track_history_drops(lambda: self.history.dropped)
         self.services.append(self.metrics)
@@ -233,7 +238,9 @@ class Orchestrator:
             )
             for key, value in self.app_state.items():
                 app[key] = value
-            self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+            self._runner = web.AppRunner(
+                app, handle_signals=False, access_log_class=AccessLogger, access_log=ACCESS_LOG
+            )
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.settings.api_host, self.settings.api_port)
             await site.start()

@@ -16,7 +16,9 @@ TERMINAL: frozenset[JobStatus.ValueType] = frozenset(
         job_pb2.JOB_STATUS_QUARANTINED,
     }
 )
-"""Statuses a job never leaves."""
+"""Statuses in which a job has ended: nothing moves it on its own (a late
+result is ignored); only its client's retry runs a failed, error or
+quarantined job again."""
 
 RUNNABLE: frozenset[JobStatus.ValueType] = frozenset(
     {job_pb2.JOB_STATUS_PENDING, job_pb2.JOB_STATUS_RUNNING}

@@ -25,7 +25,7 @@ from avtomatika.clock import now_ms
 from avtomatika.v1.worker_service_pb2 import ConnectRequest, TaskProgress
 from tests.support import RawWorker, wait_until
 from tests.support.blueprints import approval_blueprint, echo_blueprint
-from tests.support.client_api import TRANSPORTS, Api, ApiError, ConnectApi, put
+from tests.support.client_api import TRANSPORTS, Api, ApiError, ConnectApi, put, reaches
 from tests.support.follow import followers_reach
 from tests.support.orchestrator import StartOrchestrator
 from tests.support.s3 import S3Emulator, unique_bucket
@@ -45,16 +45,6 @@ async def worker(orchestrator: OrchestratorEngine, skills: list[str]) -> AsyncIt
         await connected.hello(skills)
         yield connected
         await connected.close()
-
-
-async def reaches(api: Api, job_id: str, status: str) -> dict[str, Any]:
-    """Poll the job until it has ``status``; the job."""
-
-    async def reached() -> dict[str, Any] | None:
-        job = await api.get(job_id)
-        return job if job["status"] == status else None
-
-    return await wait_until(reached, message=f"job {job_id} is {status}")
 
 
 async def refused(call: Awaitable[object], kind: str, mentions: str = "") -> ApiError:
@@ -299,12 +289,14 @@ async def graph_workers_and_dashboard(api: Api, orchestrator: OrchestratorEngine
         "workers_by_transport",
         "jobs_finished_last_minute",
         "jobs_failed_last_minute",
+        "oldest_queued_at_ms",
     }
     counted = {status: n for status, n in dashboard["jobs_by_status"].items() if n}
     assert counted == {"waiting_for_worker": 1, "cancelled": 1}
     assert dashboard["workers_by_transport"]["grpc"] == 1
     assert {status for status, n in dashboard["workers_by_status"].items() if n} == {"idle"}
     assert dashboard["queue_depth_by_skill"]["echo"] >= 1
+    assert 0 < dashboard["oldest_queued_at_ms"]["echo"] <= now_ms()
 
 
 async def unauthenticated(api: Api, orchestrator: OrchestratorEngine) -> None:

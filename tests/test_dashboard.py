@@ -52,9 +52,12 @@ async def test_flush_is_404_unless_enabled(
     orchestrator = await start_orchestrator([echo_blueprint()])
     http = http_client(orchestrator)
     job_id = await create_job(http, "jobs/echo")
-    response = await http_client(orchestrator, token=None).post("/_public/debug/flush_db")
-    assert response.status == 404
-    assert response.content_type == "application/json"
+    anonymous = http_client(orchestrator, token=None)
+    # Every method: a GET answering 405 would reveal that the route exists.
+    for method in ("POST", "GET", "PUT", "DELETE"):
+        response = await anonymous.request(method, "/_public/debug/flush_db")
+        assert response.status == 404, method
+        assert response.content_type == "application/json"
     assert (await http.get(f"/api/v1/jobs/{job_id}")).status == 200
 
 

@@ -7,7 +7,12 @@ from __future__ import annotations
 import pytest
 
 from avtomatika.errors import InvalidArgument
-from avtomatika.ids import WORKER_ID_PATTERN, check_worker_id, worker_id_problem
+from avtomatika.ids import (
+    MAX_WORKER_ID_LENGTH,
+    WORKER_ID_PATTERN,
+    check_worker_id,
+    worker_id_problem,
+)
 from avtomatika.rest.api_shapes import SCHEMAS
 
 
@@ -27,7 +32,19 @@ def test_anything_else_is_refused_saying_the_pattern(worker_id: str) -> None:
     assert refused.value.message == message
 
 
-def test_the_rest_schema_states_the_same_pattern() -> None:
+def test_the_rest_schema_states_the_same_pattern_and_length() -> None:
     worker_id = SCHEMAS["WorkerRegistration"]["properties"]["worker_id"]
 
-    assert worker_id == {"type": "string", "pattern": WORKER_ID_PATTERN}
+    assert worker_id == {
+        "type": "string",
+        "pattern": WORKER_ID_PATTERN,
+        "maxLength": MAX_WORKER_ID_LENGTH,
+    }
+
+
+def test_an_overlong_worker_id_is_refused_without_being_echoed() -> None:
+    problem = worker_id_problem("w" * 10_000)
+    assert problem is not None
+    assert "at most 128" in problem
+    assert len(problem) < 100
+    assert worker_id_problem("w" * MAX_WORKER_ID_LENGTH) is None

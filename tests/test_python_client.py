@@ -208,7 +208,9 @@ async def test_history_workers_and_dashboard(
     [worker] = workers
     assert (worker.worker_id, worker.skills, worker.transport) == ("w-listed", ("echo",), "grpc")
     assert worker.status in {"idle", "busy"}
+    assert "grpc-python" in worker.agent  # the stream's user-agent metadata
     assert dashboard.workers_by_transport["grpc"] == 1
+    assert dashboard.oldest_queued_at_by_skill == {}  # nothing waits in a queue
     assert dashboard.jobs_by_status["finished"] == 1
 
     async def ended() -> list[str] | None:
@@ -240,6 +242,58 @@ async def test_a_human_decision_through_the_client(
     assert (job.status, job.current_state) == ("finished", "shipped")
     with pytest.raises(Conflict):
         await client.approve(job_id, "approved")
+
+
+async def test_the_owner_decides_retries_and_counts_through_the_client(
+    start_orchestrator: StartOrchestrator, client_for: ClientFor
+) -> None:
+    orchestrator = await start_orchestrator([approval_blueprint(approved="shipped", timeout=0.3)])
+    client = client_for(orchestrator)
+    job_id = await client.create_job("jobs/review")
+    expired = await client.wait(job_id)  # nobody decides: the wait times out
+    assert (expired.status, expired.current_state, expired.approval) == ("failed", "expired", None)
+    with pytest.raises(Conflict):
+        await client.decide(job_id, "approved")
+
+    retried = await client.retry(job_id)
+    assert (retried.status, retried.current_state, retried.error) == ("running", "ask", None)
+    with pytest.raises(Conflict):
+        await client.retry(job_id)
+    with pytest.raises(NotFound):
+        await client.retry("no-such-job")
+
+    async def asking() -> avtomatika.client.JobView | None:
+        job = await client.get_job(job_id)
+        return job if job.status == "waiting_for_human" else None
+
+    approval = (await wait_until(asking, message="the retried job waits again")).approval
+    assert approval is not None
+    assert (approval.integration, approval.message) == ("console", "ship it?")
+    assert approval.decisions == ("approved", "rejected")  # "timeout" is no decision
+    assert approval.expires_at is not None
+    assert approval.expires_at > datetime.now(UTC)
+    with pytest.raises(InvalidArgument):
+        await client.decide(job_id, "timeout")
+    decided = await client.decide(job_id, "approved")
+    assert (decided.id, decided.approval) == (job_id, None)
+    job = await client.wait(job_id)
+    assert (job.status, job.current_state) == ("finished", "shipped")
+    counts = await client.job_counts()
+    assert {name: n for name, n in counts.items() if n} == {"finished": 1}
+
+    async def both_recorded() -> list[Any] | None:
+        history = await client.history(job_id)
+        found = [e.details for e in history if e.type == "approval_received"]
+        return history if len(found) == 2 else None
+
+    history = await wait_until(both_recorded, message="both decisions are in the history")
+    types = [event.type for event in history]
+    assert types.count("approval_requested") == 2
+    assert [e.details for e in history if e.type == "approval_received"] == [
+        {"decision": "timeout", "decided_by": "timeout"},
+        {"decision": "approved", "decided_by": "client:default"},
+    ]
+    assert types.index("job_ended") < types.index("job_retried")
 
 
 async def test_approval_tokens_when_the_server_requires_them(
@@ -394,6 +448,7 @@ def test_a_status_newer_than_the_client_reads_as_unknown() -> None:
 def test_the_public_names() -> None:
     assert avtomatika.client.__all__ == [
         "TERMINAL_STATUSES",
+        "ApprovalView",
         "BlueprintView",
         "Client",
         "ClientError",

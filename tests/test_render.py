@@ -47,8 +47,29 @@ def full_job() -> Job:
             status=job_pb2.JOB_STATUS_WAITING_FOR_HUMAN,
             approval_token="tok",
         ),
+        Job(
+            id="asking with a timeout",
+            status=job_pb2.JOB_STATUS_WAITING_FOR_HUMAN,
+            approval_integration="slack",
+            approval_message='ship "it"? <b>now</b>',
+            pending_transitions={"yes": "a", "no": "b", "timeout": "c"},
+            approval_deadline_ms=1_795_741_508_000,
+            approval_decisions=["no", "yes"],
+        ),
+        Job(
+            id="asked once",
+            status=job_pb2.JOB_STATUS_RUNNING,
+            approval_message="left over",
+            approval_deadline_ms=1,
+        ),
     ],
-    ids=["everything set", "nothing set", "waiting for a human"],
+    ids=[
+        "everything set",
+        "nothing set",
+        "waiting for a human",
+        "waiting with a timeout",
+        "no longer waiting",
+    ],
 )
 def test_job_body_is_job_json(job: Job) -> None:
     assert json.loads(job_body(job)) == job_json(job)
@@ -65,6 +86,35 @@ def test_a_selection_is_those_fields_of_job_json_and_the_id(fields: set[str]) ->
         whole = job_json(job)
         expected = {name: whole[name] for name in whole if name in fields | {"id"}}
         assert json.loads(job_body(job, fields)) == expected
+
+
+def test_the_approval_says_what_the_wait_asks_and_only_while_it_waits() -> None:
+    waiting = Job(
+        id="w",
+        status=job_pb2.JOB_STATUS_WAITING_FOR_HUMAN,
+        approval_integration="slack",
+        approval_message="ship it?",
+        pending_transitions={"yes": "a", "no": "b", "timeout": "c"},
+    )
+    # A record from before the decisions were recorded offers every transition.
+    assert job_json(waiting)["approval"] == {
+        "integration": "slack",
+        "message": "ship it?",
+        "decisions": ["no", "timeout", "yes"],
+        "expires_at": None,
+    }
+    waiting.approval_deadline_ms = 1_795_741_508_000
+    waiting.approval_decisions[:] = ["no", "yes"]  # as the engine records a timed wait
+    assert job_json(waiting)["approval"] == {
+        "integration": "slack",
+        "message": "ship it?",
+        "decisions": ["no", "yes"],
+        "expires_at": "2026-11-27T01:05:08.000+00:00",
+    }
+    assert json.loads(job_body(waiting, {"approval"}))["approval"]["decisions"] == ["no", "yes"]
+    waiting.status = job_pb2.JOB_STATUS_FINISHED
+    assert "approval" not in job_json(waiting)
+    assert json.loads(job_body(waiting, {"approval"})) == {"id": "w"}
 
 
 def test_the_selectable_fields_are_the_documented_ones_in_order() -> None:

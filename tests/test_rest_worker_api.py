@@ -93,6 +93,10 @@ async def test_register_warns_about_another_protocol_version_and_takes_old_skill
         ({"worker_id": "w", "supported_skills": "echo"}, 400),
         ({"worker_id": "w", "resources": {"cpu_cores": "many"}}, 400),
         ({"worker_id": "w", "capabilities": {"cost_per_skill": {"echo": "cheap"}}}, 400),
+        ({"worker_id": "w" * 10_000}, 400),
+        ({"worker_id": "w", "supported_skills": [f"s{n}" for n in range(257)]}, 400),
+        ({"worker_id": "w", "installed_software": {f"p{n}": "1" for n in range(65)}}, 400),
+        ({"worker_id": "w", "capabilities": {"extra": {"region": "x" * 1025}}}, 400),
         ([], 400),
     ],
 )
@@ -101,7 +105,7 @@ async def test_register_refuses_bad_bodies_with_400_json(
 ) -> None:
     worker = rest_worker(await start_orchestrator())
     response = await worker.http.post("/_worker/workers/register", json=body)
-    await error(response, status)
+    assert len(await error(response, status)) < 300  # an oversized value is not echoed
     assert response.headers["X-RXON-Version"] == "1.0b3"
 
 
@@ -549,6 +553,43 @@ async def test_a_per_worker_token_speaks_for_its_worker_only(
         cancelled = await (await http.post(f"/api/v1/jobs/{job_id}/cancel")).json()
         assert cancelled == {"status": "cancellation_request_sent"}
         assert (await ws.receive_json())["task_id"] == task["task_id"]
+
+
+async def test_the_global_token_cannot_touch_a_task_of_a_worker_with_its_own_token(
+    start_orchestrator: StartOrchestrator,
+    http_client: HttpClient,
+    rest_worker: Any,
+    tmp_path: Path,
+) -> None:
+    """An anonymous socket opened with the global token speaks only for
+    workers that use the global token too (issue 17, finding 5)."""
+    config = tmp_path / "workers.toml"
+    config.write_text('[w-own]\ntoken = "own-token"\n')
+    orchestrator = await start_orchestrator([echo_blueprint()], workers_config_path=config)
+    http = http_client(orchestrator)
+    own = rest_worker(orchestrator, "w-own")
+    own.http.headers["X-Worker-Token"] = "own-token"
+    await own.register()
+    job_id = await create_job(http, "jobs/echo")
+    task = await own.next_task()
+    shared = rest_worker(orchestrator, "w-shared")  # the global token
+    await shared.register()
+    other_job = await create_job(http, "jobs/echo")
+    other_task = await shared.next_task()
+
+    async with shared.http.ws_connect("/_worker/ws") as ws:
+        await ws.send_json({"event": "progress_update", "task_id": task["task_id"],
+                            "job_id": job_id, "progress": 0.9, "message": "hijacked"})  # fmt: skip
+        await ws.send_json({"event_type": "progress", "worker_id": "w-own",
+                            "task_id": task["task_id"], "job_id": job_id,
+                            "payload": {"progress": 0.8, "message": "hijacked"}})  # fmt: skip
+        # A socket's messages are handled in order: once this one has landed,
+        # the two before it were handled.
+        await ws.send_json({"event": "progress_update", "task_id": other_task["task_id"],
+                            "job_id": other_job, "progress": 0.3})  # fmt: skip
+        await wait_for(http, other_job, lambda j: j["progress"] == 0.3)
+    job = await get_job(http, job_id)
+    assert (job["progress"], job["progress_message"]) == (0, None)
 
 
 async def test_a_rest_worker_is_dispatched_to_by_what_it_registered(

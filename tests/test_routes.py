@@ -39,7 +39,8 @@ def annotated_routes() -> set[tuple[str, str]]:
 
 
 def aiohttp_routes() -> set[tuple[str, str]]:
-    app = build_app(Engine(), Authenticator(Settings()))
+    # With the debug routes, which a default server does not register at all.
+    app = build_app(Engine(config=Settings(debug_flush_enabled=True)), Authenticator(Settings()))
     routes = set()
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource else {}

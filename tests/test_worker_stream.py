@@ -87,6 +87,9 @@ async def test_the_first_message_must_be_a_hello(
         ("", ["echo"], "worker_id"),
         ("w-1", [], "skill"),
         ("w-1", ["echo", ""], "skill"),
+        ("w" * 10_000, ["echo"], "at most 128 characters"),
+        ("w-1", [f"s{n}" for n in range(257)], "at most 256 skills"),
+        ("w-1", ["s" * 129], "at most 128 characters"),
     ],
 )
 async def test_a_bad_hello_is_an_invalid_argument(
@@ -101,7 +104,9 @@ async def test_a_bad_hello_is_an_invalid_argument(
     registration = WorkerRegistration(worker_id=worker_id, skills=skills)
     await worker.send(ConnectRequest(hello=Hello(registration=registration, initial_credits=1)))
     assert await worker.call.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert complaint in await worker.call.details()
+    details = await worker.call.details()
+    assert complaint in details
+    assert len(details) < 200  # an oversized value is not echoed
     assert orchestrator.engine.workers.list() == []
 
 

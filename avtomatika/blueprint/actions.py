@@ -65,6 +65,8 @@ class AwaitApproval:
     integration: str
     message: str
     transitions: dict[str, str]
+    timeout: float | None = None
+    """Seconds to wait before taking the ``timeout`` transition; None: forever."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,15 +178,35 @@ class ActionFactory:
         self._set(DispatchParallel(tuple(branches), target))
 
     def await_human_approval(
-        self, integration: str, message: str, transitions: Mapping[str, str]
+        self,
+        integration: str,
+        message: str,
+        transitions: Mapping[str, str],
+        timeout: float | None = None,
     ) -> None:
-        """Wait in ``waiting_for_human`` for ``POST /_public/webhooks/approval/{job_id}``;
-        its ``decision`` must be a key of ``transitions``."""
+        """Wait in ``waiting_for_human`` for a decision, a key of
+        ``transitions``: the owner's ``POST /api/v1/jobs/{job_id}/approve``
+        or ``POST /_public/webhooks/approval/{job_id}``. With ``timeout``
+        (seconds), ``transitions`` must have a ``"timeout"`` key, the
+        transition taken when nobody decides in time (and then not a
+        decision anyone may make)."""
+        checked = _transitions("await_human_approval", transitions)
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+                raise BlueprintError("await_human_approval() timeout must be a number of seconds")
+            if not 0 < timeout < float("inf"):
+                raise BlueprintError("await_human_approval() timeout must be positive and finite")
+            if "timeout" not in checked:
+                raise BlueprintError(
+                    "await_human_approval() with a timeout needs a 'timeout' transition: the "
+                    "state to go to when nobody decides in time"
+                )
         self._set(
             AwaitApproval(
                 integration=str(integration),
                 message=str(message),
-                transitions=_transitions("await_human_approval", transitions),
+                transitions=checked,
+                timeout=None if timeout is None else float(timeout),
             )
         )
 

@@ -92,6 +92,9 @@ class Graph:
     """Sorted and without duplicates."""
     opaque: frozenset[str]
     """States with a handler whose edges are not all known."""
+    untimed: frozenset[str] = frozenset()
+    """States with a handler that waits for a human with a timeout but
+    without a ``"timeout"`` transition to take when it passes."""
 
     def reachable_from(self, start: str) -> set[str]:
         """The states some path of known edges leads to from ``start``."""
@@ -112,23 +115,32 @@ def read_graph(blueprint: StateMachineBlueprint) -> Graph:
     """Read every handler of ``blueprint``."""
     edges: set[Edge] = set()
     opaque: set[str] = set()
+    untimed: set[str] = set()
     for state in blueprint.states.values():
         for spec in state.handlers:
             reading = _read_handler(spec.handler) or _Reading([], opaque=True)
             if reading.opaque:
                 opaque.add(state.name)
+            if reading.untimed:
+                untimed.add(state.name)
             condition = _condition_text(spec.condition)
             for outcome, target, aggregate in reading.targets:
                 edges.add(Edge(state.name, target, outcome, condition, aggregate))
-    return Graph(tuple(sorted(edges)), frozenset(opaque))
+    return Graph(tuple(sorted(edges)), frozenset(opaque), frozenset(untimed))
 
 
 def check_transitions(blueprint: StateMachineBlueprint) -> None:
     """Raise :class:`BlueprintError` for a literal transition to a state
     without handler (or a ``dispatch_parallel`` into a state without
-    aggregator), or for states the start state cannot reach."""
+    aggregator), an approval with a timeout but no ``"timeout"``
+    transition, or for states the start state cannot reach."""
     graph = read_graph(blueprint)
     problems: dict[str, None] = {}  # ordered and without duplicates
+    for state in sorted(graph.untimed):
+        problems[
+            f"state {state!r} waits for a human with a timeout but has no 'timeout' "
+            "transition to take when it passes"
+        ] = None
     for edge in graph.edges:
         target = blueprint.state(edge.target)
         if target is None:
@@ -198,6 +210,9 @@ class _Reading:
     targets: list[tuple[str, str, bool]]
     """(outcome, target, aggregate) of every literal target."""
     opaque: bool = False
+    untimed: bool = False
+    """An ``await_human_approval`` with a timeout whose literal transitions
+    have no ``"timeout"`` key: it could never be taken."""
 
 
 # Each handler is read once, when its blueprint is registered: a source
@@ -295,6 +310,8 @@ def _read_call(call: ast.Call, reading: _Reading) -> None:
     if not isinstance(transitions, ast.Dict):
         reading.opaque = True
         return
+    if method == "await_human_approval" and _times_out(call, transitions):
+        reading.untimed = True
     for key, value in zip(transitions.keys, transitions.values, strict=True):
         state = _string(value)
         if key is None or state is None:  # ``**more`` or a computed state
@@ -302,6 +319,17 @@ def _read_call(call: ast.Call, reading: _Reading) -> None:
             continue
         outcome = _string(key)
         reading.targets.append((ast.unparse(key) if outcome is None else outcome, state, False))
+
+
+def _times_out(call: ast.Call, transitions: ast.Dict) -> bool:
+    """Whether an ``await_human_approval`` call passes a timeout (anything
+    but a literal None) while its literal transitions lack ``"timeout"``
+    (a ``**more`` may hold it: then it is not known to lack it)."""
+    timeout = _argument(call, "timeout", 3)
+    if timeout is None or (isinstance(timeout, ast.Constant) and timeout.value is None):
+        return False
+    named = [_string(key) for key in transitions.keys if key is not None]
+    return len(named) == len(transitions.keys) and "timeout" not in named
 
 
 def _argument(call: ast.Call, keyword: str, position: int) -> ast.expr | None:

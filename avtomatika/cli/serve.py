@@ -20,6 +20,7 @@ from typing import Any
 from avtomatika.cli.command import Commands, needs_server
 from avtomatika.config import Settings
 from avtomatika.errors import ConfigError
+from avtomatika.logs.formats import configure_logging
 
 __all__ = ["add_serve"]
 
@@ -74,6 +75,10 @@ def add_serve(commands: Commands) -> None:
     run.add_argument("--tls-cert-path", type=Path, help="gRPC TLS certificate (TLS_CERT_PATH)")
     run.add_argument("--tls-key-path", type=Path, help="gRPC TLS private key (TLS_KEY_PATH)")
     run.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (LOG_LEVEL, default INFO)")
+    run.add_argument(
+        "--log-format",
+        help="text, or json for one JSON object per line (LOG_FORMAT, default text)",
+    )
     run.add_argument("--redis-url", help="share state with other instances in Redis (REDIS_URL)")
     run.add_argument("--redis-prefix", help="prefix of every Redis key (REDIS_PREFIX)")
     run.add_argument("--instance-id", help="this instance's name in logs and Redis (INSTANCE_ID)")
@@ -97,9 +102,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"avtomatika: invalid configuration: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.logging_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.logging_level, settings.log_format)
     if not settings.client_token and settings.clients_config_path is None:
         log.warning(
             "neither CLIENT_TOKEN nor CLIENTS_CONFIG_PATH is set: every /api request will be "

@@ -32,6 +32,7 @@ from avtomatika.client.errors import (
 )
 from avtomatika.client.views import (
     TERMINAL_STATUSES,
+    ApprovalView,
     BlueprintView,
     Dashboard,
     HistoryEvent,
@@ -43,6 +44,7 @@ from avtomatika.client.views import (
 
 __all__ = [
     "TERMINAL_STATUSES",
+    "ApprovalView",
     "BlueprintView",
     "Client",
     "ClientError",

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf.descriptor import EnumDescriptor
 
 from avtomatika.client.views import (
+    ApprovalView,
     BlueprintView,
     Dashboard,
     HistoryEvent,
@@ -103,6 +104,19 @@ def job_view(job: job_pb2.Job) -> JobView:
         child_job_ids=tuple(job.child_job_ids),
         approval_message=job.approval_message or None,
         approval_token=job.approval_token or None,
+        approval=_approval(job),
+    )
+
+
+def _approval(job: job_pb2.Job) -> ApprovalView | None:
+    if job.status != job_pb2.JOB_STATUS_WAITING_FOR_HUMAN:
+        return None
+    deadline = job.approval_deadline_ms
+    return ApprovalView(
+        integration=job.approval_integration,
+        message=job.approval_message,
+        decisions=tuple(job.approval_decisions),
+        expires_at=time_of(deadline) if deadline else None,
     )
 
 
@@ -149,6 +163,8 @@ def worker_view(worker: worker_pb2.WorkerInfo) -> WorkerView:
         labels=dict(registration.labels),
         cost_per_skill=dict(registration.cost_per_skill),
         last_seen=time_of(worker.last_seen_ms) if worker.last_seen_ms else None,
+        agent=worker.agent,
+        load=worker.load,
     )
 
 
@@ -173,4 +189,7 @@ def dashboard(response: job_service_pb2.GetDashboardResponse) -> Dashboard:
         workers_by_transport=dict(response.workers_by_transport),
         jobs_finished_last_minute=response.jobs_finished_last_minute,
         jobs_failed_last_minute=response.jobs_failed_last_minute,
+        oldest_queued_at_by_skill={
+            skill: time_of(ms) for skill, ms in response.oldest_queued_at_by_skill_ms.items()
+        },
     )

@@ -25,6 +25,7 @@ from avtomatika.client.views import (
 from avtomatika.payload import to_payload
 from avtomatika.v1 import job_service_pb2_grpc, public_service_pb2_grpc
 from avtomatika.v1.job_service_pb2 import (
+    ApproveJobRequest,
     CancelJobRequest,
     CreateJobRequest,
     DownloadFileRequest,
@@ -36,6 +37,7 @@ from avtomatika.v1.job_service_pb2 import (
     ListBlueprintsRequest,
     ListJobsRequest,
     ListWorkersRequest,
+    RetryJobRequest,
     StreamJobEventsRequest,
     UploadFileStreamRequest,
 )
@@ -227,6 +229,41 @@ class Client:
             if not page.next_page_token:
                 return
             request.page_token = page.next_page_token
+
+    async def job_counts(self) -> dict[str, int]:
+        """How many of this client's jobs are in each status (every status,
+        zeros included)."""
+        page = await self._unary(
+            self._jobs.ListJobs(
+                ListJobsRequest(page_size=1), metadata=self._metadata, timeout=self._timeout
+            )
+        )
+        return dict(page.counts)
+
+    async def retry(self, job_id: str) -> JobView:
+        """Run a failed, error or quarantined job again from the state where
+        it stopped, as a new attempt; the job, running. :class:`Conflict`
+        for any other status."""
+        response = await self._unary(
+            self._jobs.RetryJob(
+                RetryJobRequest(job_id=job_id), metadata=self._metadata, timeout=self._timeout
+            )
+        )
+        return _wire.job_view(response.job)
+
+    async def decide(self, job_id: str, decision: str) -> JobView:
+        """This client's decision (one of :attr:`JobView.approval`'s
+        ``decisions``) on its job waiting for a human; the job after it.
+        :class:`Conflict` when the job is not waiting, :class:`InvalidArgument`
+        for a decision the wait does not offer."""
+        response = await self._unary(
+            self._jobs.ApproveJob(
+                ApproveJobRequest(job_id=job_id, decision=decision),
+                metadata=self._metadata,
+                timeout=self._timeout,
+            )
+        )
+        return _wire.job_view(response.job)
 
     async def history(self, job_id: str) -> list[HistoryEvent]:
         """Every lifecycle event of the job, oldest first."""

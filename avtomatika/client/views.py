@@ -8,12 +8,13 @@ history, event details) is the decoded JSON.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 __all__ = [
     "TERMINAL_STATUSES",
+    "ApprovalView",
     "BlueprintView",
     "Dashboard",
     "HistoryEvent",
@@ -26,7 +27,20 @@ __all__ = [
 TERMINAL_STATUSES: frozenset[str] = frozenset(
     {"finished", "failed", "cancelled", "error", "quarantined"}
 )
-"""The statuses a job never leaves."""
+"""The statuses in which a job has ended (only :meth:`Client.retry` runs a
+failed, error or quarantined one again)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalView:
+    """What a job waiting for a human asks."""
+
+    integration: str
+    message: str
+    decisions: tuple[str, ...]
+    """What :meth:`Client.decide` takes, sorted."""
+    expires_at: datetime | None
+    """When the wait takes its ``timeout`` transition; None without a timeout."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +72,8 @@ class JobView:
     approval_token: str | None
     """While waiting for a human: the secret the approval must present when
     the server requires one (see :meth:`Client.approve`)."""
+    approval: ApprovalView | None = None
+    """While waiting for a human: what the wait asks (None otherwise)."""
 
     @property
     def terminal(self) -> bool:
@@ -122,6 +138,11 @@ class WorkerView:
     labels: Mapping[str, str]
     cost_per_skill: Mapping[str, float]
     last_seen: datetime | None
+    agent: str = ""
+    """What the worker says it is (its User-Agent or gRPC user-agent)."""
+    load: int = 0
+    """How many tasks it holds, for every client (``active_task_ids`` are
+    only this client's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +170,8 @@ class Dashboard:
     workers_by_transport: Mapping[str, int]
     jobs_finished_last_minute: int
     jobs_failed_last_minute: int
+    oldest_queued_at_by_skill: Mapping[str, datetime] = field(default_factory=dict)
+    """Per skill with queued tasks: when its longest-waiting task was queued."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,16 +28,19 @@ from avtomatika.blueprint.state_machine import StateMachineBlueprint
 from avtomatika.blueprint.task_files import TaskFilesFactory
 from avtomatika.clock import now_ms
 from avtomatika.config import Settings
+from avtomatika.engine.approvals import TIMEOUT_DECISION, decisions
 from avtomatika.engine.events import E, EventBus, JobEvent, creation_events, derive_events, event
 from avtomatika.engine.executor import StepRunner
 from avtomatika.engine.registry import WorkerRegistry
 from avtomatika.engine.results import (
+    RETRYABLE,
     Decision,
     Policy,
     decide,
     enter_state,
     expire,
     requeue,
+    restart,
     result_key,
 )
 from avtomatika.engine.roster import Roster
@@ -53,7 +56,14 @@ from avtomatika.errors import (
 )
 from avtomatika.payload import from_payload, to_payload
 from avtomatika.status import TERMINAL, job_status_name
-from avtomatika.storage.base import CommitOutcome, Expiry, Lease, Storage
+from avtomatika.storage.base import (
+    APPROVAL_EXPIRY,
+    CommitOutcome,
+    Expiry,
+    Lease,
+    Storage,
+    queued_at,
+)
 from avtomatika.storage.memory import MemoryStorage
 from avtomatika.v1 import job_pb2, task_pb2
 from avtomatika.v1.job_pb2 import Job
@@ -339,40 +349,137 @@ class Engine:
         except (Conflict, NotFound):
             return False  # it ended (or vanished) on its own
 
-    async def submit_approval(self, job_id: str, decision: str, token: str | None = None) -> None:
-        """Deliver a human decision to a job waiting for one. With
-        ``APPROVAL_TOKEN_REQUIRED``, ``token`` must be the wait's
-        ``approval_token`` (:class:`Unauthenticated` otherwise)."""
+    async def retry_job(self, job_id: str, *, client_id: str | None = None) -> Job:
+        """Run a failed, error or quarantined job again from the state where
+        it stopped, as a new attempt (see :func:`restart`); for a job that
+        ended by running a failing end state, from the state before that end
+        state. :class:`Conflict` for any other status: of two retries racing,
+        one wins and the other finds the job running. Returns the job as
+        committed."""
         for _ in range(_COMMIT_ATTEMPTS):
-            job = await self.get_job(job_id)
+            job = await self.get_job(job_id, client_id=client_id)
+            if job.status not in RETRYABLE:
+                raise Conflict(
+                    f"job {job_id!r} is {job_status_name(job.status)}; only a failed, error "
+                    "or quarantined job can be retried"
+                )
+            state = self._restart_state(job)
+            new = restart(job, state, now_ms())
+            now = new.updated_at_ms
+            left = now - job.state_entered_at_ms if job.state_entered_at_ms else 0
+            events = [
+                event(
+                    E.HISTORY_EVENT_TYPE_JOB_RETRIED,
+                    new,
+                    now,
+                    state=state,
+                    message=f"retried from state {state!r}",
+                    details={
+                        "previous_status": job_status_name(job.status),
+                        "previous_error": job.error or None,
+                        "stopped_in": job.current_state,
+                    },
+                ),
+                # The state it stopped in is left and the restart state
+                # entered, so a timeline shows the new attempt as any other
+                # transition (restart() resets the count derive_events uses).
+                event(
+                    E.HISTORY_EVENT_TYPE_STATE_LEFT,
+                    new,
+                    now,
+                    state=job.current_state,
+                    duration_ms=left,
+                ),
+                event(E.HISTORY_EVENT_TYPE_STATE_ENTERED, new, now, state=state),
+            ]
+            outcome = await self._commit(job, new, events=events, derived=[], ready=True)
+            if outcome is CommitOutcome.OK:
+                return new
+            if outcome is CommitOutcome.NOT_FOUND:
+                raise NotFound(f"job {job_id!r} not found")
+        raise Conflict(f"job {job_id!r} changed too often to retry; try again")
+
+    def _restart_state(self, job: Job) -> str:
+        """Where a retry of ``job`` starts: the state it stopped in, unless
+        that is an end state (running it would just end the job again), in
+        which case the state that led there."""
+        blueprint = self._blueprints.get(job.blueprint_name)
+        spec = blueprint.state(job.current_state) if blueprint is not None else None
+        if spec is not None and spec.is_end and job.previous_state:
+            return job.previous_state
+        return job.current_state
+
+    async def submit_approval(
+        self,
+        job_id: str,
+        decision: str,
+        token: str | None = None,
+        *,
+        client_id: str | None = None,
+    ) -> Job:
+        """Deliver a human decision to a job waiting for one; returns the job
+        as committed. With ``client_id`` it is the owning client's decision
+        (another client's job is :class:`NotFound`; its client token already
+        proved who decides). Otherwise it came through the public approval
+        webhook: with ``APPROVAL_TOKEN_REQUIRED``, ``token`` must be the
+        wait's ``approval_token`` (:class:`Unauthenticated` otherwise)."""
+        decided_by = f"client:{client_id}" if client_id is not None else "approval_webhook"
+        for _ in range(_COMMIT_ATTEMPTS):
+            job = await self.get_job(job_id, client_id=client_id)
             if job.status != job_pb2.JOB_STATUS_WAITING_FOR_HUMAN:
                 raise Conflict(
                     f"job {job_id!r} is {job_status_name(job.status)}, "
                     "not waiting for a human decision"
                 )
-            if self.config.approval_token_required and not (
-                token and hmac.compare_digest(token.encode(), job.approval_token.encode())
+            if (
+                client_id is None
+                and self.config.approval_token_required
+                and not (token and hmac.compare_digest(token.encode(), job.approval_token.encode()))
             ):
                 raise Unauthenticated("missing or invalid approval token for this job")
-            target = job.pending_transitions.get(decision)
-            if not target:
-                valid = ", ".join(repr(k) for k in sorted(job.pending_transitions))
+            choices = decisions(job)
+            if decision not in choices:
+                valid = ", ".join(repr(k) for k in choices)
                 raise InvalidArgument(f"decision {decision!r} is not one of {valid}")
-            new = Job()
-            new.CopyFrom(job)
-            new.updated_at_ms = now_ms()
-            enter_state(new, target)
-            received = event(
-                E.HISTORY_EVENT_TYPE_APPROVAL_RECEIVED,
-                new,
-                new.updated_at_ms,
-                state=job.current_state,
-                message=decision,
-            )
-            outcome = await self._commit(job, new, events=[received], ready=True)
-            if outcome is CommitOutcome.OK:
-                return
+            new = await self._decide_approval(job, decision, decided_by)
+            if new is not None:
+                return new
         raise Conflict(f"job {job_id!r} changed too often; try again")
+
+    async def _expire_approval(self, job_id: str) -> None:
+        """A wait for a human decision timed out: the job takes its
+        ``timeout`` transition, unless a decision (or a cancel) came first,
+        or it waits again by now, for a later deadline."""
+        for _ in range(_COMMIT_ATTEMPTS):
+            job = await self.storage.get_job(job_id)
+            if (
+                job is None
+                or job.status != job_pb2.JOB_STATUS_WAITING_FOR_HUMAN
+                or not job.approval_deadline_ms
+                or job.approval_deadline_ms > now_ms()
+            ):
+                return
+            if await self._decide_approval(job, TIMEOUT_DECISION, "timeout") is not None:
+                return
+
+    async def _decide_approval(self, job: Job, decision: str, decided_by: str) -> Job | None:
+        """Commit ``decision`` on ``job`` (read waiting for it); None when
+        the job changed meanwhile (decide again on a fresh read): of a
+        decision and a timeout arriving together, exactly one commits."""
+        new = Job()
+        new.CopyFrom(job)
+        new.updated_at_ms = now_ms()
+        enter_state(new, job.pending_transitions[decision])
+        received = event(
+            E.HISTORY_EVENT_TYPE_APPROVAL_RECEIVED,
+            new,
+            new.updated_at_ms,
+            state=job.current_state,
+            message=decision,
+            details={"decision": decision, "decided_by": decided_by},
+        )
+        outcome = await self._commit(job, new, events=[received], ready=True)
+        return new if outcome is CommitOutcome.OK else None
 
     async def _push_cancels(self, task_ids: Iterable[str], reason: str) -> bool:
         pushed = False
@@ -474,7 +581,7 @@ class Engine:
         picked = []
         for task in tasks:
             self.roster.leased(worker_id, task)
-            waited = task.leased_at_ms - (task.not_before_ms or task.created_at_ms)
+            waited = task.leased_at_ms - queued_at(task)
             picked.append(
                 event(
                     E.HISTORY_EVENT_TYPE_TASK_PICKED_UP,
@@ -576,7 +683,11 @@ class Engine:
         return True
 
     async def _expire(self, expiry: Expiry) -> None:
-        """A task deadline passed: time the task out unless it moved on."""
+        """A task deadline passed: time the task out unless it moved on (or
+        a wait for a human decision expired)."""
+        if expiry.kind == APPROVAL_EXPIRY:
+            await self._expire_approval(expiry.task_id)
+            return
         for _ in range(_COMMIT_ATTEMPTS):
             task = await self.storage.get_task(expiry.task_id)
             if task is None or task.state not in _LIVE_TASK:

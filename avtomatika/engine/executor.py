@@ -33,6 +33,7 @@ from avtomatika.blueprint.state_machine import FAILED, FINISHED, StateMachineBlu
 from avtomatika.blueprint.task_files import TaskFilesFactory
 from avtomatika.clock import now_ms
 from avtomatika.config import Settings
+from avtomatika.engine.approvals import approval_json, offered
 from avtomatika.engine.events import E, JobEvent, creation_events, event
 from avtomatika.engine.results import Policy, enter_state
 from avtomatika.engine.tasks import first_attempt, new_id
@@ -269,7 +270,20 @@ class StepRunner:
             job.approval_integration = action.integration
             job.approval_message = action.message
             job.approval_token = secrets.token_urlsafe(24)
-            return Plan()
+            timeout = action.timeout
+            job.approval_deadline_ms = now + int(timeout * 1000) if timeout is not None else 0
+            job.approval_decisions[:] = offered(action.transitions, timeout is not None)
+            # Says the job now waits for a person: its followers see it, and
+            # the job_waiting_for_human webhook is sent on it.
+            requested = event(
+                E.HISTORY_EVENT_TYPE_APPROVAL_REQUESTED,
+                job,
+                now,
+                state=job.current_state,
+                message=action.message,
+                details=approval_json(job),
+            )
+            return Plan(events=[requested])
         return self._run_blueprint(job, action, now)
 
     def _run_blueprint(self, job: Job, action: RunBlueprint, now: int) -> Plan:

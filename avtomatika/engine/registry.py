@@ -40,6 +40,7 @@ __all__ = [
     "Joined",
     "ReplaceableSink",
     "Requeue",
+    "WorkerChange",
     "WorkerRegistry",
 ]
 
@@ -70,6 +71,29 @@ class DrainSink(Protocol):
 
     def push_drain(self, reason: str) -> bool:
         """Queue a drain for the worker; False if the connection is gone."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerChange:
+    """A worker came, went or was told to stop taking work: what the
+    registry's :attr:`WorkerRegistry.changes` signal carries (the logs
+    listen)."""
+
+    kind: str
+    """``connected``, ``returned`` (within its grace period), ``replaced``
+    (a newer connection took over), ``registered_again`` (a REST worker
+    restarted), ``disconnected``, ``away`` (disconnected holding tasks,
+    within its grace period), ``gone`` (the grace period passed),
+    ``drained`` (told to take no more tasks) or ``draining`` (it said so)."""
+    worker_id: str
+    info: WorkerInfo | None = None
+    """The worker's record when it connects (its skills, its transport)."""
+    reason: str = ""
+    held: int = 0
+    """Tasks it held when it left."""
+    dropped: bool = False
+    """The server ended the connection (the worker went silent), rather
+    than the worker or the network: worth a warning."""
 
 
 class Joined(NamedTuple):
@@ -107,6 +131,8 @@ class WorkerRegistry:
         self._closing = False
         self.cancel_acked: Signal[float] = Signal("cancel acks")
         """Seconds from pushing a cancel to the worker's ack, per ack."""
+        self.changes: Signal[WorkerChange] = Signal("worker changes")
+        """Workers connecting, leaving and draining here."""
 
     def connect(self, info: WorkerInfo, sink: CancelSink | None) -> Joined:
         """Record ``info`` as connected through ``sink``. A worker back within
@@ -121,9 +147,13 @@ class WorkerRegistry:
             leases = previous.leases
             if previous.grace is not None:
                 previous.grace.cancel()
-                log.info("worker %s is back within its grace period", worker_id)
+                self.changes.send(WorkerChange("returned", worker_id, info))
             elif previous.sink is not sink:
                 replaced = previous.sink
+                if replaced is not None and sink is not None:
+                    self.changes.send(WorkerChange("replaced", worker_id, info))
+        else:
+            self.changes.send(WorkerChange("connected", worker_id, info))
         self._workers[worker_id] = _Entry(info, sink, leases)
         if sink is None:
             self.presence.seen(info)
@@ -131,14 +161,25 @@ class WorkerRegistry:
             self.presence.held(info)
         return Joined(leases, replaced)
 
-    def disconnect(self, worker_id: str, sink: CancelSink | None) -> list[str]:
-        """The connection ``sink`` ended. Unless a newer connection replaced
-        it, the worker's leases wait out the grace period; returns those to
-        re-queue now instead (no grace, or shutting down)."""
+    def disconnect(
+        self,
+        worker_id: str,
+        sink: CancelSink | None,
+        reason: str = "connection closed",
+        *,
+        dropped: bool = False,
+    ) -> list[str]:
+        """The connection ``sink`` ended (``reason`` says how; ``dropped``:
+        the server ended it, the worker having gone silent). Unless a newer
+        connection replaced it, the worker's leases wait out the grace
+        period; returns those to re-queue now instead (no grace, or shutting
+        down)."""
         entry = self._workers.get(worker_id)
         if entry is None or entry.sink is not sink or entry.grace is not None:
             return []
         if not entry.leases or self._grace_seconds <= 0 or self._closing:
+            held = len(entry.leases)
+            self.changes.send(WorkerChange("disconnected", worker_id, None, reason, held, dropped))
             del self._workers[worker_id]
             self.presence.gone(worker_id)
             # The caller re-queues the leases this process knows; tasks the
@@ -150,17 +191,14 @@ class WorkerRegistry:
         self.presence.away(worker_id, self._grace_seconds)
         loop = asyncio.get_running_loop()
         entry.grace = loop.call_later(self._grace_seconds, self._expire, worker_id, entry)
-        log.info(
-            "worker %s disconnected holding %d task(s); waiting %.1f s for it to return",
-            worker_id,
-            len(entry.leases),
-            self._grace_seconds,
-        )
+        held = len(entry.leases)
+        self.changes.send(WorkerChange("away", worker_id, None, reason, held, dropped))
         return []
 
     def _expire(self, worker_id: str, entry: _Entry) -> None:
         if self._workers.get(worker_id) is entry:
             del self._workers[worker_id]
+            self.changes.send(WorkerChange("gone", worker_id, held=len(entry.leases)))
         entry.grace = None
         self._spawn(self._release(worker_id, sorted(entry.leases)))
 
@@ -255,7 +293,10 @@ class WorkerRegistry:
         entry = self._workers.get(worker_id)
         if entry is None or not isinstance(entry.sink, DrainSink):
             return False
-        return entry.sink.push_drain(reason)
+        drained = entry.sink.push_drain(reason)
+        if drained:
+            self.changes.send(WorkerChange("drained", worker_id, reason=reason))
+        return drained
 
     def drain_all(self, reason: str) -> int:
         """Drain every connected worker that can be told; how many were."""

@@ -27,7 +27,22 @@ from avtomatika.v1 import job_pb2, task_pb2
 from avtomatika.v1.job_pb2 import Job, JobStatus
 from avtomatika.v1.task_pb2 import Task, TaskResult
 
-__all__ = ["Decision", "Policy", "decide", "enter_state", "expire", "requeue", "result_key"]
+__all__ = [
+    "RETRYABLE",
+    "Decision",
+    "Policy",
+    "decide",
+    "enter_state",
+    "expire",
+    "requeue",
+    "restart",
+    "result_key",
+]
+
+RETRYABLE: frozenset[JobStatus.ValueType] = frozenset(
+    {job_pb2.JOB_STATUS_FAILED, job_pb2.JOB_STATUS_ERROR, job_pb2.JOB_STATUS_QUARANTINED}
+)
+"""The statuses a client may retry a job from (cancelled and finished are final)."""
 
 _KEYS = {
     task_pb2.TASK_RESULT_STATUS_UNSPECIFIED: "success",
@@ -86,6 +101,7 @@ def result_key(result: TaskResult) -> str:
 def enter_state(job: Job, state: str) -> None:
     """Move ``job`` to ``state``, ready to run its handler (``updated_at_ms``
     must already be the time of the change)."""
+    job.previous_state = job.current_state
     job.current_state = state
     job.status = job_pb2.JOB_STATUS_RUNNING
     job.transition_count += 1
@@ -99,8 +115,29 @@ def enter_state(job: Job, state: str) -> None:
     job.approval_integration = ""
     job.approval_message = ""
     job.approval_token = ""
+    job.approval_deadline_ms = 0
+    del job.approval_decisions[:]
     job.pending_transitions.clear()
     del job.active_task_ids[:]
+
+
+def restart(job: Job, state: str, now: int) -> Job:
+    """A copy of ``job`` (one of :data:`RETRYABLE`) running again from
+    ``state``, as a new attempt: no error, retries or progress left from the
+    last one, a fresh budget of MAX_TRANSITIONS_PER_JOB (a job that ended
+    for cycling would otherwise end again at once), and its job-level
+    result_timeout counted from now (``retried_at_ms``). What its tasks merged
+    into ``state_history`` stays: it restarts where it stopped."""
+    new = Job()
+    new.CopyFrom(job)
+    new.updated_at_ms = now
+    new.retried_at_ms = now
+    enter_state(new, state)
+    new.transition_count = 0
+    # Its state before: what it was before ``state`` (unknown when the
+    # restart goes back past a failing end state, whose predecessor it is).
+    new.previous_state = job.previous_state if state == job.current_state else ""
+    return new
 
 
 def decide(job: Job, task: Task, result: TaskResult, *, policy: Policy, now: int) -> Decision:

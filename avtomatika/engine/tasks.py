@@ -28,14 +28,16 @@ def _deadline(now: int, seconds: float | None) -> int:
 def first_attempt(job: Job, state: str, action: DispatchTask, now: int) -> Task:
     """The task a handler's ``dispatch_task`` (or one branch of its
     ``dispatch_parallel``) asks for. Per-task timeouts override the job's; the
-    job's ``result_timeout`` is an absolute deadline from its creation."""
+    job's ``result_timeout`` is an absolute deadline from its creation (or
+    its last retry)."""
     dispatch_seconds = action.dispatch_timeout_seconds
     if dispatch_seconds is None and job.dispatch_timeout_ms:
         dispatch_seconds = job.dispatch_timeout_ms / 1000
     result_seconds = action.result_timeout_seconds or action.timeout_seconds
     result_deadline = _deadline(now, result_seconds)
     if result_seconds is None and job.result_timeout_ms:
-        result_deadline = job.created_at_ms + job.result_timeout_ms
+        # From the attempt's start: a retried job gets the whole of it again.
+        result_deadline = (job.retried_at_ms or job.created_at_ms) + job.result_timeout_ms
     task = Task(
         task_id=new_id(),
         job_id=job.id,

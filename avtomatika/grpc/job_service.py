@@ -23,6 +23,8 @@ from avtomatika.services.requests import JobRequest
 from avtomatika.v1 import job_service_pb2_grpc
 from avtomatika.v1.job_pb2 import Job
 from avtomatika.v1.job_service_pb2 import (
+    ApproveJobRequest,
+    ApproveJobResponse,
     BlueprintSummary,
     CancelJobRequest,
     CancelJobResponse,
@@ -46,6 +48,8 @@ from avtomatika.v1.job_service_pb2 import (
     ListJobsResponse,
     ListWorkersRequest,
     ListWorkersResponse,
+    RetryJobRequest,
+    RetryJobResponse,
     StreamJobEventsRequest,
     StreamJobEventsResponse,
     UploadFileRequest,
@@ -114,7 +118,8 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
             jobs, token = await self._api.list_jobs(
                 client, where, request.page_size, request.page_token
             )
-            return ListJobsResponse(jobs=jobs, next_page_token=token)
+            counts = await self._api.job_counts(client)
+            return ListJobsResponse(jobs=jobs, next_page_token=token, counts=counts)
 
     async def ListBlueprints(
         self, request: ListBlueprintsRequest, context: _Context
@@ -156,6 +161,17 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
             pushed = await self._api.cancel_job(client, request.job_id)
             status = "cancellation_request_sent" if pushed else "cancellation_request_accepted"
             return CancelJobResponse(status=status)
+
+    async def RetryJob(self, request: RetryJobRequest, context: _Context) -> RetryJobResponse:
+        async with rpc_errors(context):
+            client = await self._caller(context)
+            return RetryJobResponse(job=await self._api.retry_job(client, request.job_id))
+
+    async def ApproveJob(self, request: ApproveJobRequest, context: _Context) -> ApproveJobResponse:
+        async with rpc_errors(context):
+            client = await self._caller(context)
+            job = await self._api.approve_job(client, request.job_id, request.decision)
+            return ApproveJobResponse(job=job)
 
     async def GetJobHistory(
         self, request: GetJobHistoryRequest, context: _Context

@@ -15,6 +15,7 @@ import grpc
 from avtomatika.access.authenticator import Authenticator
 from avtomatika.config import Settings
 from avtomatika.engine.core import Engine
+from avtomatika.grpc.access_log import AccessLogInterceptor
 from avtomatika.grpc.health import HealthReporter, add_health_and_reflection
 from avtomatika.grpc.job_service import JobServicer
 from avtomatika.grpc.public_service import PublicServicer
@@ -90,7 +91,10 @@ async def start_grpc_server(
     server and the bound port. TLS when the engine's settings name a
     certificate and key."""
     # grpc's default limit is 4 MiB: a job REST accepts would be refused here.
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_REQUEST_BYTES)])
+    server = grpc.aio.server(
+        interceptors=[AccessLogInterceptor()],
+        options=[("grpc.max_receive_message_length", MAX_REQUEST_BYTES)],
+    )
     polling = WorkerApi(auth, polling_workers, credential="x-worker-token")
     streams = WorkerStreamService(engine, auth, polling)
     worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(streams, server)

@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 import grpc
 
 from avtomatika.errors import AvtomatikaError, Code, RateLimited
+from avtomatika.logs.scope import REQUEST_ID_METADATA, current_request_id
 
 __all__ = ["ERROR_CODE_KEY", "GRPC_STATUS", "RETRY_AFTER_KEY", "abort", "rpc_errors"]
 
@@ -55,6 +56,9 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], error: AvtomatikaEr
     trailers: tuple[tuple[str, str], ...] = ((ERROR_CODE_KEY, error.code.value),)
     if isinstance(error, RateLimited):
         trailers += ((RETRY_AFTER_KEY, str(error.retry_after_seconds)),)
+    request_id = current_request_id()
+    if request_id is not None:  # these trailers replace the ones the access log set
+        trailers += ((REQUEST_ID_METADATA, request_id),)
     await context.abort(GRPC_STATUS[error.code], error.message, trailing_metadata=trailers)
 
 

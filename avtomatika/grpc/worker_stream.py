@@ -50,10 +50,11 @@ from avtomatika.access.authenticator import Authenticator
 from avtomatika.batches import Batcher
 from avtomatika.clock import now_ms
 from avtomatika.engine.core import Engine
+from avtomatika.engine.registry import WorkerChange
 from avtomatika.errors import InvalidArgument, Unauthenticated, Unavailable
 from avtomatika.grpc.status import abort, rpc_errors
-from avtomatika.ids import worker_id_problem
-from avtomatika.services.worker_api import WorkerApi
+from avtomatika.logs.scope import identify
+from avtomatika.services.worker_api import AGENT_LENGTH, WorkerApi, registration_problem
 from avtomatika.v1 import worker_pb2, worker_service_pb2_grpc
 from avtomatika.v1.task_pb2 import Task, TaskResult
 from avtomatika.v1.worker_pb2 import WorkerInfo
@@ -175,7 +176,8 @@ class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
                 context,
                 Unauthenticated(f"this x-worker-token may not register as worker {worker_id!r}"),
             )
-        return _Session(self._engine, first.hello, request_iterator)
+        identify(f"worker:{worker_id}")
+        return _Session(self._engine, first.hello, request_iterator, _agent(context))
 
     # The unary RPCs: the legacy REST worker API's use cases over gRPC, for
     # workers that poll rather than hold a stream (the same books: a worker
@@ -187,7 +189,9 @@ class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
         context: grpc.aio.ServicerContext[RegisterWorkerRequest, RegisterWorkerResponse],
     ) -> RegisterWorkerResponse:
         async with rpc_errors(context):
-            await self._polling.register(_worker_token(context), request.registration)
+            await self._polling.register(
+                _worker_token(context), request.registration, agent=_agent(context)
+            )
             return RegisterWorkerResponse(status="registered")
 
     async def Heartbeat(
@@ -200,7 +204,7 @@ class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
         queue; those cancelled come back in ``cancel_task_ids``)."""
         async with rpc_errors(context):
             cancel = await self._polling.heartbeat(
-                _worker_token(context), request, request.worker_id
+                _worker_token(context), request, request.worker_id, agent=_agent(context)
             )
             return HeartbeatResponse(status="ok", cancel_task_ids=cancel or [])
 
@@ -264,19 +268,24 @@ class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
             return ReportEventResponse(status="event_accepted")
 
 
+def _agent(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """What the worker says it is: the call's user-agent metadata (grpc
+    libraries send their own name and version there; an SDK adds its own)."""
+    agent = dict(context.invocation_metadata() or ()).get("user-agent")
+    return agent[:AGENT_LENGTH] if isinstance(agent, str) else ""
+
+
 def _worker_token(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
     token = dict(context.invocation_metadata() or ()).get("x-worker-token")
     return token if isinstance(token, str) else None
 
 
 def _check_hello(hello: Hello) -> str:
-    problem = worker_id_problem(hello.registration.worker_id)
+    problem = registration_problem(hello.registration)
     if problem is not None:
         return problem
     if not hello.registration.skills:
         return "a worker needs at least one skill"
-    if any(not skill for skill in hello.registration.skills):
-        return "skills must be non-empty strings"
     return ""
 
 
@@ -289,6 +298,7 @@ class _Session:
         engine: Engine,
         hello: Hello,
         requests: AsyncIterator[ConnectRequest],
+        agent: str = "",
     ) -> None:
         self._engine = engine
         self._requests = requests
@@ -312,10 +322,13 @@ class _Session:
         self._slot_freed = asyncio.Event()
         self._cancels_sent: dict[str, float] = {}
         self._feeder: asyncio.Task[None] | None = None
+        # How the stream ended, for the disconnect line.
+        self._ended = "the stream ended"
         self._info = WorkerInfo(
             registration=hello.registration,
             status=worker_pb2.WORKER_STATUS_IDLE,
             transport=worker_pb2.WORKER_TRANSPORT_GRPC,
+            agent=agent,
         )
         self._update_gate()
 
@@ -336,6 +349,7 @@ class _Session:
 
     def close_replaced(self) -> None:
         """A newer stream for this worker id took over: drain and end this one."""
+        self._ended = "replaced by a newer stream"
         self.push_drain("replaced by a newer stream for this worker id")
         self._outbound.put_nowait(None)
 
@@ -396,7 +410,9 @@ class _Session:
             await asyncio.gather(*loops, return_exceptions=True)
             # Without a grace period (or at shutdown) the leases go back now;
             # otherwise the registry re-queues them if the worker stays away.
-            for task_id in registry.disconnect(self.worker_id, self):
+            silent = watchdog.done() and not watchdog.cancelled()
+            gone = registry.disconnect(self.worker_id, self, self._ended, dropped=silent)
+            for task_id in gone:
                 reason = "worker disconnected"
                 if await self._engine.requeue_task(task_id, self.worker_id, reason):
                     log.info("worker %s left; task %s re-queued", self.worker_id, task_id)
@@ -452,9 +468,7 @@ class _Session:
         # A deadline that every message moves: nothing to wait on but time.
         while (remaining := self._heard + silence - loop.time()) > 0:  # noqa: ASYNC110
             await asyncio.sleep(remaining)
-        log.warning(
-            "worker %s silent for %d heartbeats; dropping it", self.worker_id, _MISSED_HEARTBEATS
-        )
+        self._ended = f"silent for {_MISSED_HEARTBEATS} heartbeat intervals"
 
     async def _handle(self, message: ConnectRequest) -> None:
         kind = message.WhichOneof("kind")
@@ -477,6 +491,8 @@ class _Session:
                 self._update_gate()
         elif kind == "drain":
             self._drain()
+            change = WorkerChange("draining", self.worker_id, reason="the worker is stopping")
+            self._engine.workers.changes.send(change)
         # heartbeat: reading it was the point.
 
     async def _handle_batch(self, messages: Sequence[ConnectRequest]) -> None:

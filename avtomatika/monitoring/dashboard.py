@@ -9,12 +9,16 @@ The snapshot, as JSON (the same fields as ``GetDashboardResponse`` in
       "workers_by_status": {"idle": 1, "busy": 2, "draining": 0, "offline": 0},
       "workers_by_transport": {"grpc": 2, "rest": 1},
       "jobs_finished_last_minute": 17,
-      "jobs_failed_last_minute": 1
+      "jobs_failed_last_minute": 1,
+      "oldest_queued_at_by_skill_ms": {"video_transcoding": 1795741508000}
     }
 
+(REST renders the last as ``oldest_queued_at_by_skill``, ISO 8601 times.)
+
 ``jobs_by_status`` and the two worker maps list every status and transport,
-zeros included, so the shape never changes; ``queue_depth_by_skill`` lists
-only skills with queued tasks. "Failed" counts jobs that ended failed, error
+zeros included, so the shape never changes; ``queue_depth_by_skill`` and
+``oldest_queued_at_by_skill_ms`` (when the longest-waiting task of each skill
+was queued) list only skills with queued tasks. "Failed" counts jobs that ended failed, error
 or quarantined; cancelled jobs are in neither count.
 
 Job and queue counts come from storage (every instance agrees); workers and
@@ -86,6 +90,7 @@ class Dashboard:
             if number != job_pb2.JOB_STATUS_UNSPECIFIED:
                 jobs[job_status_name(JobStatus.ValueType(number))] = count
         queues = await self._engine.storage.queue_depths()
+        oldest = await self._engine.storage.oldest_queued()
         by_status = dict.fromkeys(_WORKER_STATUSES, 0)
         by_transport = dict.fromkeys(_TRANSPORTS, 0)
         for info in await self._engine.workers.list_all():
@@ -101,6 +106,7 @@ class Dashboard:
             "workers_by_transport": by_transport,
             "jobs_finished_last_minute": finished,
             "jobs_failed_last_minute": failed,
+            "oldest_queued_at_by_skill_ms": dict(sorted(oldest.items())),
         }
 
     def _on_event(self, item: JobEvent) -> None:

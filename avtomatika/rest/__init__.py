@@ -9,6 +9,7 @@ from aiohttp import web
 from avtomatika.access.authenticator import Authenticator
 from avtomatika.engine.core import Engine
 from avtomatika.engine.followers import JobFollowers
+from avtomatika.rest.access_log import echo_request_id, request_scope_middleware
 from avtomatika.rest.docs_api import RestDocuments
 from avtomatika.rest.follow_api import close_followers
 from avtomatika.rest.metrics_api import count_rate_limited_middleware
@@ -35,8 +36,11 @@ def build_app(
     ``public_api`` there are no metrics. The public API's documents become
     this application's."""
     app = web.Application(
-        # The 429 counter is outermost: it sees errors already rendered.
+        # The request's scope is outermost: whatever is logged while serving
+        # carries its id. The 429 counter comes next: it sees errors
+        # already rendered.
         middlewares=[
+            request_scope_middleware,
             count_rate_limited_middleware,
             error_middleware,
             client_auth_middleware,
@@ -60,8 +64,9 @@ def build_app(
     public_api.documents = RestDocuments(app)
     app[CLIENT_API] = client_api
     app[PUBLIC_API] = public_api
-    add_routes(app)
+    add_routes(app, debug=engine.config.debug_flush_enabled)
     app.on_shutdown.append(close_followers)
     app.on_shutdown.append(release_rest_workers)
     app.on_response_prepare.append(add_protocol_header)
+    app.on_response_prepare.append(echo_request_id)
     return app

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from avtomatika.ids import WORKER_ID_PATTERN
+from avtomatika.ids import MAX_WORKER_ID_LENGTH, WORKER_ID_PATTERN
 from avtomatika.services.requests import MAX_TIMEOUT_SECONDS
 from avtomatika.status import job_status_name
 from avtomatika.v1.job_pb2 import JobStatus
@@ -126,6 +126,38 @@ SCHEMAS: dict[str, Schema] = {
                 "description": "Only while waiting for a human: the token the approval "
                 "webhook must present when APPROVAL_TOKEN_REQUIRED is set.",
             },
+            "approval": {
+                "type": "object",
+                "description": "Only while waiting for a human: what the wait asks.",
+                "required": ["integration", "message", "decisions", "expires_at"],
+                "properties": {
+                    "integration": _STRING,
+                    "message": _STRING,
+                    "decisions": {
+                        "type": "array",
+                        "items": _STRING,
+                        "description": "The decisions POST .../approve takes, sorted.",
+                    },
+                    "expires_at": _nullable(
+                        {
+                            **_TIMESTAMP,
+                            "description": "When the wait takes its `timeout` transition; "
+                            "null without a timeout.",
+                        }
+                    ),
+                },
+            },
+        },
+    },
+    "DecisionBody": {
+        "type": "object",
+        "required": ["decision"],
+        "properties": {
+            "decision": {
+                "type": "string",
+                "minLength": 1,
+                "description": "One of the job's `approval.decisions`.",
+            },
         },
     },
     "JobFields": {
@@ -203,19 +235,38 @@ SCHEMAS: dict[str, Schema] = {
             "labels": {"type": "object", "additionalProperties": _STRING},
             "status": {"enum": ["idle", "busy", "draining", "offline", "unspecified"]},
             "transport": {"enum": ["grpc", "rest", "unspecified"]},
-            "load": {"type": "integer", "minimum": 0},
-            "active_task_ids": {"type": "array", "items": _STRING},
+            "load": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "How many tasks it holds, for every client.",
+            },
+            "active_task_ids": {
+                "type": "array",
+                "items": _STRING,
+                "description": "The tasks it runs for the caller's own jobs (never another "
+                "client's).",
+            },
             "last_seen": _TIMESTAMP,
+            "agent": {
+                "type": "string",
+                "description": "What the worker says it is: the User-Agent of its REST "
+                "registration or polls, the user-agent metadata of its gRPC stream.",
+            },
         },
     },
     "JobPage": {
         "type": "object",
-        "required": ["jobs", "next_page_token"],
+        "required": ["jobs", "next_page_token", "counts"],
         "properties": {
             "jobs": {"type": "array", "items": _A_JOB},
             "next_page_token": {
                 "type": "string",
                 "description": "Pass it as page_token for the next page; empty after the last.",
+            },
+            "counts": {
+                **_COUNTS,
+                "description": "The caller's jobs per status, every status (zeros included), "
+                "whatever the filters.",
             },
         },
     },
@@ -263,6 +314,12 @@ SCHEMAS: dict[str, Schema] = {
             "workers_by_transport": _COUNTS,
             "jobs_finished_last_minute": {"type": "integer", "minimum": 0},
             "jobs_failed_last_minute": {"type": "integer", "minimum": 0},
+            "oldest_queued_at_by_skill": {
+                "type": "object",
+                "additionalProperties": _TIMESTAMP,
+                "description": "Per skill with queued tasks: when its longest-waiting "
+                "task was queued.",
+            },
         },
     },
     "ApprovalBody": {
@@ -291,7 +348,11 @@ SCHEMAS: dict[str, Schema] = {
         "description": "What the legacy worker SDK sends (avtomatika-worker 1.0b7).",
         "required": ["worker_id"],
         "properties": {
-            "worker_id": {"type": "string", "pattern": WORKER_ID_PATTERN},
+            "worker_id": {
+                "type": "string",
+                "pattern": WORKER_ID_PATTERN,
+                "maxLength": MAX_WORKER_ID_LENGTH,
+            },
             "worker_type": _STRING,
             "supported_skills": {"type": "array", "items": _STRING},
             "supported_tasks": {
@@ -542,6 +603,25 @@ OPERATIONS: dict[str, Operation] = {
     "CancelJob": Operation(
         {200: Reply("The job is cancelled.", ref("CancelResult"))},
         errors={404: _ERROR_404_JOB, 409: "The job has already ended."},
+    ),
+    "RetryJob": Operation(
+        {200: Reply("The job, running again from where it stopped.", ref("Job"))},
+        errors={
+            400: "A body that is not a JSON object.",
+            404: _ERROR_404_JOB,
+            409: "The job is not failed, error or quarantined.",
+        },
+        body={"type": "object", "description": "Empty, or `{}`."},
+        body_required=False,
+    ),
+    "ApproveJob": Operation(
+        {200: Reply("The decision was applied; the job after it.", ref("Job"))},
+        errors={
+            400: "Invalid body, or a decision the wait does not offer.",
+            404: _ERROR_404_JOB,
+            409: "The job is not waiting for a human decision.",
+        },
+        body=ref("DecisionBody"),
     ),
     "GetJobHistory": Operation(
         {

@@ -17,8 +17,10 @@ from avtomatika.rest.render import JOB_FIELDS, job_body, worker_json
 from avtomatika.rest.state import CLIENT_API, ENGINE, client_of
 from avtomatika.services.client_api import JobFilter
 from avtomatika.status import job_status_named
+from avtomatika.v1.job_pb2 import Job
 
 __all__ = [
+    "approve_job",
     "cancel_job",
     "create_job",
     "get_job",
@@ -26,6 +28,7 @@ __all__ = [
     "list_blueprints",
     "list_jobs",
     "list_workers",
+    "retry_job",
     "wait_seconds",
 ]
 
@@ -47,9 +50,7 @@ async def get_job(request: web.Request) -> web.Response:
     job = await request.app[CLIENT_API].get_job(
         client_of(request), request.match_info["job_id"], wait_seconds(request)
     )
-    return web.Response(
-        body=job_body(job, fields), content_type="application/json", charset="utf-8"
-    )
+    return _job_response(job, fields)
 
 
 def job_fields(request: web.Request) -> frozenset[str] | None:
@@ -85,10 +86,12 @@ def wait_seconds(request: web.Request) -> float | None:
 
 
 async def list_jobs(request: web.Request) -> web.Response:
-    """``GET /api/v1/jobs``: ``{"jobs": [...], "next_page_token": "..."}``,
-    newest first. The query parameters are ListJobsRequest's fields;
-    ``statuses`` takes the documented names (``running``), repeated or
-    separated by commas; ``fields`` selects each job's fields as for one job."""
+    """``GET /api/v1/jobs``: ``{"jobs": [...], "next_page_token": "...",
+    "counts": {"<status>": n, ...}}``, newest first; ``counts`` are the
+    caller's jobs per status, whatever the filters. The query parameters
+    are ListJobsRequest's fields; ``statuses`` takes the documented names
+    (``running``), repeated or separated by commas; ``fields`` selects each
+    job's fields as for one job."""
     query = request.query
     fields = job_fields(request)
     statuses: set[int] = set()
@@ -104,16 +107,19 @@ async def list_jobs(request: web.Request) -> web.Response:
         current_state=query.get("current_state", ""),
         created_after_ms=_whole("created_after_ms", query.get("created_after_ms", ""), 15),
     )
-    jobs, token = await request.app[CLIENT_API].list_jobs(
-        client_of(request),
+    api, client = request.app[CLIENT_API], client_of(request)
+    jobs, token = await api.list_jobs(
+        client,
         where,
         _whole("page_size", query.get("page_size", ""), 9),
         query.get("page_token", ""),
     )
+    counts = await api.job_counts(client)
     rendered = (job_body(job, fields) for job in jobs)
     body = b'{"jobs":[' + b",".join(rendered) + b'],"next_page_token":'
+    tail = json.dumps(token).encode() + b',"counts":' + json.dumps(counts).encode()
     return web.Response(
-        body=body + json.dumps(token).encode() + b"}",
+        body=body + tail + b"}",
         content_type="application/json",
         charset="utf-8",
     )
@@ -140,6 +146,30 @@ async def cancel_job(request: web.Request) -> web.Response:
     )
     status = "cancellation_request_sent" if pushed else "cancellation_request_accepted"
     return web.json_response({"status": status})
+
+
+async def retry_job(request: web.Request) -> web.Response:
+    """``POST /api/v1/jobs/{job_id}/retry`` (no body, or ``{}``): the job,
+    running again from where it stopped."""
+    await read_json_object(request, allow_empty=True)
+    job = await request.app[CLIENT_API].retry_job(client_of(request), request.match_info["job_id"])
+    return _job_response(job)
+
+
+async def approve_job(request: web.Request) -> web.Response:
+    """``POST /api/v1/jobs/{job_id}/approve`` ``{"decision": "..."}``: the
+    owner's decision; the job after it."""
+    body = await read_json_object(request)
+    job = await request.app[CLIENT_API].approve_job(
+        client_of(request), request.match_info["job_id"], body.get("decision")
+    )
+    return _job_response(job)
+
+
+def _job_response(job: Job, fields: frozenset[str] | None = None) -> web.Response:
+    return web.Response(
+        body=job_body(job, fields), content_type="application/json", charset="utf-8"
+    )
 
 
 async def list_workers(request: web.Request) -> web.Response:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from avtomatika.clock import iso_from_ms
+from avtomatika.engine.approvals import approval_json
 from avtomatika.payload import JSON_ENCODING, from_payload
 from avtomatika.status import TERMINAL, job_status_name
 from avtomatika.v1 import job_pb2
@@ -21,7 +22,9 @@ _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 def job_json(job: Job) -> dict[str, Any]:
     """A job as its owner sees it: never a client token or request headers;
-    the approval token only while the job waits for that approval.
+    the approval token and the ``approval`` (see
+    :func:`~avtomatika.engine.approvals.approval_json`) only while the job
+    waits for that approval.
 
     ``result`` is the job's final ``state_history`` once it is terminal
     (what its end state left), null while it runs."""
@@ -45,6 +48,7 @@ def job_json(job: Job) -> dict[str, Any]:
     }
     if job.status == job_pb2.JOB_STATUS_WAITING_FOR_HUMAN:
         rendered["approval_token"] = job.approval_token
+        rendered["approval"] = approval_json(job)
     return rendered
 
 
@@ -86,6 +90,7 @@ def job_body(job: Job, fields: Collection[str] | None = None) -> bytes:
     ]  # fmt: skip
     if job.status == job_pb2.JOB_STATUS_WAITING_FOR_HUMAN:
         parts += [b',"approval_token":', _text(job.approval_token)]
+        parts += [b',"approval":', _encode(approval_json(job)).encode()]
     parts.append(b"}")
     return b"".join(parts)
 
@@ -109,6 +114,11 @@ def _approval_token(job: Job) -> bytes | None:
     return _text(job.approval_token)
 
 
+def _approval(job: Job) -> bytes | None:
+    approval = approval_json(job)  # None, and left out, unless it waits for one
+    return None if approval is None else _encode(approval).encode()
+
+
 # Each field of the job JSON, in order: its name, its key as the body writes
 # it, and how its value is written (None: the field is left out).
 _JOB_FIELDS: tuple[tuple[str, bytes, Callable[[Job], bytes | None]], ...] = tuple(
@@ -130,6 +140,7 @@ _JOB_FIELDS: tuple[tuple[str, bytes, Callable[[Job], bytes | None]], ...] = tupl
         ("created_at", lambda job: _text(iso_from_ms(job.created_at_ms))),
         ("updated_at", lambda job: _text(iso_from_ms(job.updated_at_ms))),
         ("approval_token", _approval_token),
+        ("approval", _approval),
     )
 )
 
@@ -177,7 +188,8 @@ def worker_json(info: WorkerInfo) -> dict[str, Any]:
         "labels": dict(reg.labels),
         "status": WorkerStatus.Name(info.status).removeprefix("WORKER_STATUS_").lower(),
         "transport": WorkerTransport.Name(info.transport).removeprefix("WORKER_TRANSPORT_").lower(),
-        "load": len(info.active_task_ids),
+        "load": info.load or len(info.active_task_ids),
         "active_task_ids": list(info.active_task_ids),
         "last_seen": iso_from_ms(info.last_seen_ms),
+        "agent": info.agent,
     }

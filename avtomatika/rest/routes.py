@@ -26,7 +26,7 @@ from avtomatika.rest import (
 from avtomatika.rest.worker_api import handlers as worker_api
 from avtomatika.rest.worker_api import websocket as worker_ws
 
-__all__ = ["ROUTES", "add_routes"]
+__all__ = ["DEBUG_PATHS", "ROUTES", "add_routes"]
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -44,6 +44,8 @@ ROUTES: tuple[tuple[str, str, _Handler], ...] = (
     ("GET", "/api/v1/jobs/{job_id}", client_api.get_job),
     ("GET", "/api/v1/jobs/{job_id}/events", follow_api.job_events),
     ("POST", "/api/v1/jobs/{job_id}/cancel", client_api.cancel_job),
+    ("POST", "/api/v1/jobs/{job_id}/retry", client_api.retry_job),
+    ("POST", "/api/v1/jobs/{job_id}/approve", client_api.approve_job),
     ("GET", "/api/v1/jobs/{job_id}/history", history_api.job_history),
     ("GET", "/api/v1/jobs/{job_id}/files/upload", files_api.upload_url),
     ("PUT", "/api/v1/jobs/{job_id}/files/content/{filename}", files_api.upload_content),
@@ -64,7 +66,15 @@ ROUTES: tuple[tuple[str, str, _Handler], ...] = (
 )
 
 
-def add_routes(app: web.Application) -> None:
-    """Register :data:`ROUTES` on ``app``."""
+DEBUG_PATHS = frozenset({"/_public/debug/flush_db"})
+"""Routes served only with ``DEBUG_FLUSH_ENABLED``: otherwise not registered
+at all, so every method answers 404 like an unknown path (a registered POST
+route would make GET answer 405, revealing it)."""
+
+
+def add_routes(app: web.Application, *, debug: bool = False) -> None:
+    """Register :data:`ROUTES` on ``app``; :data:`DEBUG_PATHS` only with
+    ``debug``."""
     for method, path, handler in ROUTES:
-        app.router.add_route(method, path, handler)
+        if debug or path not in DEBUG_PATHS:
+            app.router.add_route(method, path, handler)

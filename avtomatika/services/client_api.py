@@ -31,13 +31,14 @@ from avtomatika.engine.followers import JobFollowers
 from avtomatika.errors import InvalidArgument, NotFound, NotImplementedYet, Unauthenticated
 from avtomatika.history import HistoryWriter
 from avtomatika.limits.client_limits import ClientLimits
+from avtomatika.logs.scope import identify
 from avtomatika.monitoring.dashboard import Dashboard
 from avtomatika.services.requests import JobRequest
-from avtomatika.status import TERMINAL
+from avtomatika.status import TERMINAL, job_status_name
 from avtomatika.storage.base import JobCursor
 from avtomatika.v1 import job_pb2
 from avtomatika.v1.history_pb2 import HistoryEvent
-from avtomatika.v1.job_pb2 import Job
+from avtomatika.v1.job_pb2 import Job, JobStatus
 from avtomatika.v1.worker_pb2 import WorkerInfo
 
 if TYPE_CHECKING:
@@ -73,6 +74,7 @@ only when the transfer starts."""
 _DIGITS = re.compile(r"[0-9]{1,9}")
 
 _LISTABLE_STATUSES = frozenset(job_pb2.JobStatus.values()) - {job_pb2.JOB_STATUS_UNSPECIFIED}
+_STATUS_NAMES = tuple(job_status_name(status) for status in sorted(_LISTABLE_STATUSES))
 
 
 class Reader(Protocol):
@@ -156,6 +158,7 @@ class ClientApi:
         client = self.auth.client(token)
         if client is None:
             raise Unauthenticated(f"missing or invalid {credential}")
+        identify(f"client:{client.id}")
         if self.limits is not None:
             await self.limits.check_rate(client.id)
         return client
@@ -291,6 +294,27 @@ class ClientApi:
             for bp in sorted(self.engine.blueprints.values(), key=lambda bp: bp.name)
         ]
 
+    async def job_counts(self, client: ClientInfo) -> dict[str, int]:
+        """How many of the client's jobs are in each status, by lowercase
+        name: every status, zeros included, whatever a listing filters."""
+        counts = dict.fromkeys(_STATUS_NAMES, 0)
+        for status, n in (await self.engine.storage.count_client_jobs(client.id)).items():
+            if status in _LISTABLE_STATUSES:
+                counts[job_status_name(JobStatus.ValueType(status))] = n
+        return counts
+
+    async def retry_job(self, client: ClientInfo, job_id: str) -> Job:
+        """Run the client's failed, error or quarantined job again from
+        where it stopped (see :meth:`Engine.retry_job`); the job as it now is."""
+        return owner_view(await self.engine.retry_job(job_id, client_id=client.id))
+
+    async def approve_job(self, client: ClientInfo, job_id: str, decision: Any) -> Job:
+        """The owner's decision on its job waiting for a human (see
+        :meth:`Engine.submit_approval`); the job as it now is."""
+        if not isinstance(decision, str) or not decision:
+            raise InvalidArgument("decision must be a non-empty string")
+        return owner_view(await self.engine.submit_approval(job_id, decision, client_id=client.id))
+
     async def cancel_job(self, client: ClientInfo, job_id: str) -> bool:
         """Cancel the client's job; True when the cancel reached a worker
         running one of its tasks at once."""
@@ -311,8 +335,23 @@ class ClientApi:
         return to_dot(blueprint)
 
     async def list_workers(self, client: ClientInfo) -> list[WorkerInfo]:
-        """The workers of the whole cluster."""
-        return await self.engine.workers.list_all()
+        """The workers of the whole cluster, each with its ``load`` (every
+        task it holds) but only the client's own tasks in
+        ``active_task_ids``: another client's task ids are not its to see."""
+        workers = await self.engine.workers.list_all()
+        held = sorted({task_id for info in workers for task_id in info.active_task_ids})
+        tasks = [task for task in await self.engine.storage.get_tasks(held) if task is not None]
+        jobs = {task.job_id for task in tasks}
+        owners = {job_id: await self.engine.storage.get_job(job_id) for job_id in sorted(jobs)}
+        mine = {
+            task.task_id
+            for task in tasks
+            if (job := owners[task.job_id]) is not None and job.client_id == client.id
+        }
+        for info in workers:
+            info.load = len(info.active_task_ids)
+            info.active_task_ids[:] = [t for t in info.active_task_ids if t in mine]
+        return workers
 
     async def dashboard(self, client: ClientInfo) -> dict[str, Any]:
         """Aggregate statistics (shape in :mod:`avtomatika.monitoring.dashboard`)."""

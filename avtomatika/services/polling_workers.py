@@ -35,6 +35,7 @@ from typing import Protocol
 
 from avtomatika.clock import now_ms
 from avtomatika.engine.core import Engine, ResultVerdict
+from avtomatika.engine.registry import WorkerChange
 from avtomatika.errors import NotFound, RateLimited
 from avtomatika.ids import check_worker_id
 from avtomatika.v1 import task_pb2, worker_pb2
@@ -140,13 +141,16 @@ class PollingWorkers:
 
     # -- registration and liveness --
 
-    async def register(self, registration: WorkerRegistration, skills_hash: str = "") -> None:
+    async def register(
+        self, registration: WorkerRegistration, skills_hash: str = "", agent: str = ""
+    ) -> None:
         """Register a worker. SDK 1.0b7 registers once, when it starts, so a
         worker registering again is a new process: the tasks handed to the
         old one, which died with it, go back to the queue. SDK 1.0b20 also
         registers again, still running, when a heartbeat is answered "not
         found"; a task re-queued then is named in its next heartbeat reply
-        (``cancel_task_ids``), so it stops it rather than finish it twice."""
+        (``cancel_task_ids``), so it stops it rather than finish it twice.
+        ``agent``: what the worker says it is (its User-Agent)."""
         worker_id = check_worker_id(registration.worker_id)
         worker = self._workers.get(worker_id)
         lost: set[str] = set()
@@ -156,20 +160,24 @@ class PollingWorkers:
             worker.reported.clear()
         # Handed out through other instances, if any (none for one process).
         lost.update(await self._engine.workers.presence.leases(worker_id))
-        self._add(registration).skills_hash = skills_hash
+        self._add(registration, agent).skills_hash = skills_hash
+        if worker is not None:
+            change = WorkerChange("registered_again", worker_id, held=len(lost))
+            self._engine.workers.changes.send(change)
         for task_id in sorted(lost):
             if await self._engine.requeue_task(task_id, worker_id, "the worker restarted"):
                 log.info(
                     "REST worker %s restarted; task %s goes back to the queue", worker_id, task_id
                 )
 
-    def _add(self, registration: WorkerRegistration) -> _Worker:
+    def _add(self, registration: WorkerRegistration, agent: str) -> _Worker:
         worker_id = registration.worker_id
         worker = self._workers.get(worker_id)
         info = WorkerInfo(
             registration=registration,
             status=worker_pb2.WORKER_STATUS_IDLE,
             transport=worker_pb2.WORKER_TRANSPORT_REST,
+            agent=agent,
         )
         if worker is None:
             worker = self._workers[worker_id] = _Worker(info, self._now())
@@ -184,7 +192,9 @@ class PollingWorkers:
         """An empty heartbeat: refresh the TTL (:class:`NotFound` if unknown)."""
         self._touch(await self._known(worker_id))
 
-    async def heartbeat(self, beat: HeartbeatRequest, skills_hash: str = "") -> list[str]:
+    async def heartbeat(
+        self, beat: HeartbeatRequest, skills_hash: str = "", agent: str = ""
+    ) -> list[str]:
         """Apply a heartbeat; the tasks the worker must stop. A worker this
         process does not know (it expired, or an in-memory server restarted)
         is registered again from the heartbeat, since SDK 1.0b7 never
@@ -202,7 +212,7 @@ class PollingWorkers:
                 raise _unknown(worker_id)
             log.info("REST worker %s is back (heartbeat); registering it again", worker_id)
             worker = self._add(
-                WorkerRegistration(worker_id=worker_id, skills=beat.supported_skills)
+                WorkerRegistration(worker_id=worker_id, skills=beat.supported_skills), agent
             )
         elif beat.status != "offline":
             self._check_beat_rate(worker)
@@ -221,7 +231,7 @@ class PollingWorkers:
         await self._requeue_unlisted(worker, running)
         self._sync(worker)
         if status == worker_pb2.WORKER_STATUS_DRAINING and not running and not worker.held:
-            self._forget(worker_id, worker)  # it left cleanly
+            self._forget(worker_id, worker, "it said it is going offline")
         return sorted(cancel)
 
     def _check_beat_rate(self, worker: _Worker) -> None:
@@ -385,18 +395,20 @@ class PollingWorkers:
             self._sync(worker)
         return verdict
 
+    async def holder_of(self, task_id: str) -> str | None:
+        """The REST worker holding ``task_id`` (adopted from the store when
+        another instance registered it), or None."""
+        task = await self._engine.storage.get_task(task_id)
+        if task is None or not task.worker_id:
+            return None
+        if task.worker_id not in self._workers and await self._adopt(task.worker_id) is None:
+            return None
+        return task.worker_id
+
     async def report_progress(
-        self, worker_id: str | None, task_id: str, progress: float, message: str
+        self, worker_id: str, task_id: str, progress: float, message: str
     ) -> bool:
-        """Progress of a running task. From an anonymous socket
-        (``worker_id`` None) it counts for the REST worker holding the task."""
-        if worker_id is None:
-            task = await self._engine.storage.get_task(task_id)
-            if task is None or (
-                task.worker_id not in self._workers and await self._adopt(task.worker_id) is None
-            ):
-                return False
-            worker_id = task.worker_id
+        """Progress of a task ``worker_id`` holds; False for one it does not."""
         worker = self._workers.get(worker_id)
         if worker is not None:
             self._touch(worker)
@@ -462,7 +474,7 @@ class PollingWorkers:
             try:
                 if not await presence.may_release(worker_id):
                     log.info("REST worker %s talks to another instance now", worker_id)
-                    self._forget(worker_id, worker)
+                    self._forget(worker_id, worker, "it talks to another instance now")
                     continue
                 lost = sorted({*worker.held, *await presence.leases(worker_id)})
             except Exception as exc:  # Redis unreachable: the next round retries
@@ -470,13 +482,11 @@ class PollingWorkers:
                     raise
                 log.warning("REST worker %s: checking its TTL failed (%s)", worker_id, exc)
                 continue
-            log.warning(
-                "REST worker %s sent nothing for %.0f s; removing it", worker_id, self.ttl_seconds
-            )
             for task_id in lost:
                 if await self._engine.requeue_task(task_id, worker_id, "worker heartbeat expired"):
                     log.info("task %s of REST worker %s goes back to the queue", task_id, worker_id)
-            self._forget(worker_id, worker)
+            silence = f"sent nothing for {self.ttl_seconds:.0f} s"
+            self._forget(worker_id, worker, silence, dropped=True)
             reaped.append(worker_id)
         return reaped
 
@@ -498,14 +508,17 @@ class PollingWorkers:
             return None
         if worker_id in self._workers:  # adopted by a concurrent request
             return self._workers[worker_id]
-        worker = self._add(info.registration)
+        worker = self._add(info.registration, info.agent)
         worker.info.status = info.status
         return worker
 
-    def _forget(self, worker_id: str, worker: _Worker) -> None:
+    def _forget(
+        self, worker_id: str, worker: _Worker, reason: str, *, dropped: bool = False
+    ) -> None:
+        socket = self._sockets.get(worker_id)
         if self._workers.get(worker_id) is worker:
             del self._workers[worker_id]
-        self._engine.workers.disconnect(worker_id, self._sockets.get(worker_id))
+        self._engine.workers.disconnect(worker_id, socket, reason, dropped=dropped)
 
     def _touch(self, worker: _Worker) -> None:
         worker.seen = self._now()

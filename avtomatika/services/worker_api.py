@@ -20,15 +20,19 @@ from dataclasses import dataclass
 from avtomatika.access.authenticator import Authenticator
 from avtomatika.engine.core import ResultVerdict
 from avtomatika.errors import InvalidArgument, Unauthenticated
-from avtomatika.ids import check_worker_id
+from avtomatika.ids import check_worker_id, worker_id_problem
+from avtomatika.logs.scope import identify
 from avtomatika.services.polling_workers import PollingWorkers
 from avtomatika.v1.task_pb2 import Task, TaskResult
 from avtomatika.v1.worker_pb2 import WorkerRegistration
 from avtomatika.v1.worker_service_pb2 import HeartbeatRequest
 
-__all__ = ["WorkerApi", "check_registration"]
+__all__ = ["AGENT_LENGTH", "WorkerApi", "check_registration", "registration_problem"]
 
 log = logging.getLogger(__name__)
+
+AGENT_LENGTH = 256
+"""The longest worker agent (User-Agent) kept; what is longer is cut."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +54,10 @@ class WorkerApi:
         belongs to, None for the global token."""
         if not self.auth.worker(token):
             raise Unauthenticated(f"missing or invalid {self.credential}")
-        return self.auth.worker_id_for_token(token)
+        owner = self.auth.worker_id_for_token(token)
+        # The global token names no worker: the id comes with speaks_for.
+        identify("worker" if owner is None else f"worker:{owner}")
+        return owner
 
     def check_signature(self, token: str | None, content: bytes, signature: str | None) -> None:
         """With ``signatures_required``, refuse a request whose signature is
@@ -70,17 +77,23 @@ class WorkerApi:
         check_worker_id(worker_id)
         if not self.auth.worker_may_claim(token, worker_id):
             raise Unauthenticated(f"this {self.credential} may not act as worker {worker_id!r}")
+        identify(f"worker:{worker_id}")
         return worker_id
 
     async def register(
-        self, token: str | None, registration: WorkerRegistration, skills_hash: str = ""
+        self,
+        token: str | None,
+        registration: WorkerRegistration,
+        skills_hash: str = "",
+        agent: str = "",
     ) -> None:
         """Register a worker; ``skills_hash`` is SDK 1.0b20's hash of its
-        skills, against which its heartbeats are checked."""
+        skills, against which its heartbeats are checked; ``agent`` what it
+        says it is (its User-Agent), shown to clients."""
         self.authenticate(token)
         check_registration(registration)
         self.speaks_for(token, registration.worker_id)
-        await self.workers.register(registration, skills_hash)
+        await self.workers.register(registration, skills_hash, agent[:AGENT_LENGTH])
 
     async def heartbeat(
         self,
@@ -88,10 +101,12 @@ class WorkerApi:
         beat: HeartbeatRequest | None,
         worker_id: str,
         skills_hash: str = "",
+        agent: str = "",
     ) -> list[str] | None:
         """A heartbeat; with no ``beat``, a TTL ping (None). The tasks the
         worker must stop. ``skills_hash``: SDK 1.0b20's, see
-        :meth:`needs_full_sync`."""
+        :meth:`needs_full_sync`; ``agent``: as for :meth:`register` (a
+        worker that this process forgot is registered again from it)."""
         self.authenticate(token)
         self.speaks_for(token, worker_id)
         if beat is None:
@@ -99,7 +114,7 @@ class WorkerApi:
             return None
         if not all(beat.supported_skills) or not all(beat.current_tasks):
             raise InvalidArgument("supported_skills and current_tasks must be non-empty strings")
-        return await self.workers.heartbeat(beat, skills_hash)
+        return await self.workers.heartbeat(beat, skills_hash, agent[:AGENT_LENGTH])
 
     def needs_full_sync(self, worker_id: str, skills_hash: str) -> bool:
         """Whether the worker must resend its whole registration, its skills
@@ -147,18 +162,73 @@ class WorkerApi:
             raise InvalidArgument("progress must be a finite number")
         return await self.workers.report_progress(worker_id, task_id, progress, message)
 
+    async def report_holders_progress(
+        self, token: str | None, task_id: str, progress: float, message: str
+    ) -> bool:
+        """Progress from an anonymous socket (SDK 1.0b7 opens one with the
+        global token): it counts for the worker holding the task only if
+        ``token`` may act as that worker, so the global token never speaks
+        for a worker that has a token of its own."""
+        holder = await self.workers.holder_of(task_id)
+        if holder is None or not self.auth.worker_may_claim(token, holder):
+            return False
+        return await self.report_progress(token, holder, task_id, progress, message)
+
+
+MAX_SKILLS = 256
+"""The most skills (and ``cost_per_skill`` entries) a worker may declare."""
+MAX_NAME_LENGTH = 128
+"""The longest skill, worker type, label or software name."""
+MAX_ENTRIES = 64
+"""The most labels, installed software and installed models a worker may
+declare."""
+MAX_VALUE_LENGTH = 1024
+"""The longest label value or software version."""
+
 
 def check_registration(registration: WorkerRegistration) -> None:
     """What every transport's registration must hold (the REST parser
     already refuses most of it with its own field names)."""
+    problem = registration_problem(registration)
+    if problem is not None:
+        raise InvalidArgument(problem)
+
+
+def registration_problem(registration: WorkerRegistration) -> str | None:
+    """What is wrong with a registration, or None. Besides the shapes, the
+    sizes: a registration is kept for as long as the worker lives and listed
+    to every client, so ids, names and counts are bounded (and a refusal
+    never echoes an oversized value)."""
     if not registration.worker_id:
-        raise InvalidArgument("worker_id is required (a string)")
-    check_worker_id(registration.worker_id)
+        return "worker_id is required (a string)"
+    problem = worker_id_problem(registration.worker_id)
+    if problem is not None:
+        return problem
+    if len(registration.worker_type) > MAX_NAME_LENGTH:
+        return f"worker_type must be at most {MAX_NAME_LENGTH} characters"
+    if len(registration.skills) > MAX_SKILLS or len(registration.cost_per_skill) > MAX_SKILLS:
+        return f"a worker may declare at most {MAX_SKILLS} skills"
     if not all(registration.skills):
-        raise InvalidArgument("skills must be non-empty strings")
+        return "skills must be non-empty strings"
+    if any(len(skill) > MAX_NAME_LENGTH for skill in registration.skills):
+        return f"skills must be at most {MAX_NAME_LENGTH} characters"
     for skill, cost in registration.cost_per_skill.items():
         if not math.isfinite(cost):
-            raise InvalidArgument(f"cost_per_skill.{skill} must be a finite number")
+            return f"cost_per_skill.{skill[:MAX_NAME_LENGTH]} must be a finite number"
     resources = registration.resources
     if not (math.isfinite(resources.ram_gb) and math.isfinite(resources.gpu_info.vram_gb)):
-        raise InvalidArgument("resources must be finite numbers")
+        return "resources must be finite numbers"
+    named = (
+        ("labels", dict(registration.labels)),
+        ("installed_software", dict(registration.installed_software)),
+        ("installed_models", {m.name: m.version for m in resources.installed_models}),
+    )
+    for field, entries in named:
+        if len(entries) > MAX_ENTRIES:
+            return f"{field} may hold at most {MAX_ENTRIES} entries"
+        if any(len(k) > MAX_NAME_LENGTH or len(v) > MAX_VALUE_LENGTH for k, v in entries.items()):
+            return (
+                f"{field}: names must be at most {MAX_NAME_LENGTH} characters "
+                f"and values at most {MAX_VALUE_LENGTH}"
+            )
+    return None

@@ -21,7 +21,18 @@ from avtomatika.dispatch import WorkerProfile
 from avtomatika.v1.job_pb2 import Job
 from avtomatika.v1.task_pb2 import Task
 
-__all__ = ["CommitOutcome", "Expiry", "JobCursor", "Lease", "Storage"]
+__all__ = [
+    "APPROVAL_EXPIRY",
+    "CommitOutcome",
+    "Expiry",
+    "JobCursor",
+    "Lease",
+    "Storage",
+    "queued_at",
+]
+
+APPROVAL_EXPIRY = "approval"
+"""The :attr:`Expiry.kind` of a wait for a human decision that timed out."""
 
 JobCursor = tuple[int, str]
 """A place in a client's jobs, newest first: (``created_at_ms``, job id)."""
@@ -48,11 +59,19 @@ class Lease:
 
 @dataclass(frozen=True, slots=True)
 class Expiry:
-    """A task deadline that passed: ``kind`` is ``"dispatch"`` (no worker took
-    it in time) or ``"result"`` (no result in time)."""
+    """A deadline that passed: ``kind`` is ``"dispatch"`` (no worker took
+    the task in time), ``"result"`` (no result in time), or
+    :data:`APPROVAL_EXPIRY` (a job's wait for a human decision timed out;
+    ``task_id`` is then the job's id)."""
 
     task_id: str
     kind: str
+
+
+def queued_at(task: Task) -> int:
+    """When ``task`` entered its queue (epoch ms): a retry after its
+    backoff, any other when it was created."""
+    return task.not_before_ms or task.created_at_ms
 
 
 class Storage(Protocol):
@@ -104,6 +123,9 @@ class Storage(Protocol):
           Live tasks' deadlines (``dispatch_deadline_ms`` while queued,
           ``result_deadline_ms`` until done) are reported by
           :meth:`next_expiry` when they pass.
+        - A job written waiting for a human with an ``approval_deadline_ms``
+          has that deadline reported by :meth:`next_expiry` (kind
+          :data:`APPROVAL_EXPIRY`) unless a later commit moves it on first.
         - Tasks named in ``withdraw`` that are still live become CANCELLED in
           place (keeping the worker that held them, so it can be told).
         - ``new_jobs`` (child jobs) are created at version 1, ready to run.
@@ -162,6 +184,14 @@ class Storage(Protocol):
 
     async def count_jobs(self) -> dict[int, int]:
         """Number of jobs per status value."""
+
+    async def count_client_jobs(self, client_id: str) -> dict[int, int]:
+        """Number of the client's jobs per status value (kept as jobs
+        change, so counting reads no job)."""
+
+    async def oldest_queued(self) -> dict[str, int]:
+        """Per skill with queued tasks, when its longest-waiting task was
+        queued (epoch ms)."""
 
     async def queue_depths(self) -> dict[str, int]:
         """Number of queued tasks per skill."""

@@ -18,10 +18,17 @@ from collections.abc import Sequence
 from avtomatika.clock import now_ms
 from avtomatika.dispatch import Requirements, WorkerProfile, eligible
 from avtomatika.status import TERMINAL
-from avtomatika.storage.base import CommitOutcome, Expiry, JobCursor, Lease
+from avtomatika.storage.base import (
+    APPROVAL_EXPIRY,
+    CommitOutcome,
+    Expiry,
+    JobCursor,
+    Lease,
+    queued_at,
+)
 from avtomatika.storage.timers import Timers
 from avtomatika.storage.waiters import Waiters, pick
-from avtomatika.v1 import task_pb2
+from avtomatika.v1 import job_pb2, task_pb2
 from avtomatika.v1.job_pb2 import Job
 from avtomatika.v1.task_pb2 import Task
 
@@ -50,6 +57,8 @@ class MemoryStorage:
         self._job_tasks: defaultdict[str, set[str]] = defaultdict(set)
         self._versions: dict[str, int] = {}
         self._statuses: dict[str, int] = {}
+        # client id -> status -> its jobs in that status (GET /api/v1/jobs counts).
+        self._client_statuses: defaultdict[str, Counter[int]] = defaultdict(Counter)
         # client id -> (created_at_ms, job id) of its jobs, sorted.
         self._by_client: defaultdict[str, list[tuple[int, str]]] = defaultdict(list)
         self._tasks: dict[str, bytes] = {}
@@ -66,6 +75,8 @@ class MemoryStorage:
         # task id -> skill, for every task in state QUEUED. Heap entries whose
         # task is not here any more are stale and skipped when popped.
         self._queued: dict[str, str] = {}
+        # task id -> when it was queued (epoch ms), for the same tasks.
+        self._queued_at: dict[str, int] = {}
         self._sequence = itertools.count(1)
         self._waiters: Waiters[_Waiter] = Waiters()
         self._timers = Timers()
@@ -110,8 +121,15 @@ class MemoryStorage:
         if lease is not None and not self._holds(lease):
             return CommitOutcome.LEASE_LOST
         job.version = expected_version + 1
-        if job.status in TERMINAL and self._statuses.get(job.id) not in TERMINAL:
+        was_terminal = self._statuses.get(job.id) in TERMINAL
+        if job.status in TERMINAL and not was_terminal:
             self._timers.set(f"{_FORGET}:{job.id}", now_ms() + self._retention_ms)
+        elif was_terminal and job.status not in TERMINAL:
+            self._timers.drop(f"{_FORGET}:{job.id}")  # retried: it lives on
+        if job.status == job_pb2.JOB_STATUS_WAITING_FOR_HUMAN and job.approval_deadline_ms:
+            self._timers.set(f"{APPROVAL_EXPIRY}:{job.id}", job.approval_deadline_ms)
+        else:
+            self._timers.drop(f"{APPROVAL_EXPIRY}:{job.id}")
         self._store_job(job)
         for task in tasks:
             self._job_tasks[task.job_id].add(task.task_id)
@@ -199,6 +217,10 @@ class MemoryStorage:
     async def count_jobs(self) -> dict[int, int]:
         return dict(Counter(self._statuses.values()))
 
+    async def count_client_jobs(self, client_id: str) -> dict[int, int]:
+        counts = self._client_statuses.get(client_id)
+        return {status: n for status, n in counts.items() if n} if counts else {}
+
     async def client_jobs(
         self, client_id: str, before: JobCursor | None, since_ms: int, limit: int
     ) -> tuple[list[Job], JobCursor | None]:
@@ -213,6 +235,16 @@ class MemoryStorage:
     async def queue_depths(self) -> dict[str, int]:
         return dict(Counter(self._queued.values()))
 
+    async def oldest_queued(self) -> dict[str, int]:
+        # One pass over the queued tasks' times (no record decoded): the
+        # dashboard asks now and then, and the queues are heaps by priority.
+        oldest: dict[str, int] = {}
+        for task_id, skill in self._queued.items():
+            at = self._queued_at[task_id]
+            if at < oldest.get(skill, at + 1):
+                oldest[skill] = at
+        return oldest
+
     async def waiting_workers(self) -> dict[str, int]:
         return self._waiters.counts()
 
@@ -224,6 +256,7 @@ class MemoryStorage:
         self._by_client.clear()
         self._versions.clear()
         self._statuses.clear()
+        self._client_statuses.clear()
         self._job_tasks.clear()
         self._holders.clear()
         self._leases.clear()
@@ -232,6 +265,7 @@ class MemoryStorage:
         self._constrained.clear()
         self._requirements.clear()
         self._queued.clear()
+        self._queued_at.clear()
         self._timers.clear()
         while not self._ready.empty():
             self._ready.get_nowait()
@@ -270,6 +304,8 @@ class MemoryStorage:
                 del index[at]
             if not index:
                 del self._by_client[job.client_id]
+            self._count(job.client_id, job.status, -1)
+        self._timers.drop(f"{APPROVAL_EXPIRY}:{job_id}")
         self._versions.pop(job_id, None)
         self._statuses.pop(job_id, None)
 
@@ -284,7 +320,18 @@ class MemoryStorage:
             bisect.insort(self._by_client[job.client_id], (job.created_at_ms, job.id))
         self._jobs[job.id] = job.SerializeToString()
         self._versions[job.id] = job.version
+        previous = self._statuses.get(job.id)
+        if previous != job.status:
+            if previous is not None:
+                self._count(job.client_id, previous, -1)
+            self._count(job.client_id, job.status, 1)
         self._statuses[job.id] = job.status
+
+    def _count(self, client_id: str, status: int, change: int) -> None:
+        counts = self._client_statuses[client_id]
+        counts[status] += change
+        if not +counts:  # none left: the client's entry goes, memory stays bounded
+            del self._client_statuses[client_id]
 
     def _store_task(self, task: Task) -> None:
         task_id = task.task_id
@@ -295,6 +342,7 @@ class MemoryStorage:
                 return
         else:
             self._queued.pop(task_id, None)
+            self._queued_at.pop(task_id, None)
             self._requirements.pop(task_id, None)
         self._put(task)
         self._set_timers(task)
@@ -313,6 +361,7 @@ class MemoryStorage:
                 heapq.heappush(self._constrained[task.type], entry)
                 self._requirements[task_id] = requirements
             self._queued[task_id] = task.type
+            self._queued_at[task_id] = queued_at(task)
             self._put(task)
             self._set_timers(task)
 
@@ -410,6 +459,7 @@ class MemoryStorage:
             heapq.heappop(plain)
         # A constrained entry stays in its heap, stale, until the next scan.
         del self._queued[task_id]
+        del self._queued_at[task_id]
         if plain is None:
             del self._requirements[task_id]
         task = Task.FromString(self._tasks[task_id])

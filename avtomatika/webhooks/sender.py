@@ -1,12 +1,14 @@
-"""The webhook sender: a service that POSTs to ``webhook_url`` when a job ends.
+"""The webhook sender: a service that POSTs to ``webhook_url`` when a job ends
+or starts waiting for a person.
 
-Flow: the engine publishes ``job_ended`` -> the listener puts a delivery in
-the outbox (never blocking; at most ``_CAPACITY`` deliveries held by this
-process, beyond which a delivery is refused and recorded as failed) -> one of
-``CONCURRENCY`` sender tasks takes it when due and makes an attempt -> on a
-retryable outcome (see :mod:`avtomatika.webhooks.delivery`) it goes back to
-the outbox to wait out ``WEBHOOK_BACKOFF_BASE_SECONDS * 2**(attempt - 1)``
-(capped, with jitter), off the senders, so a dead endpoint never holds one;
+Flow: the engine publishes ``job_ended`` (or ``approval_requested``) -> the
+listener puts a delivery in the outbox (never blocking; at most
+``_CAPACITY`` deliveries held by this process, beyond which a delivery is
+refused and recorded as failed) -> one of ``CONCURRENCY`` sender tasks takes
+it when due and makes an attempt -> on a retryable outcome (see
+:mod:`avtomatika.webhooks.delivery`) it goes back to the outbox to wait out
+``WEBHOOK_BACKOFF_BASE_SECONDS * 2**(attempt - 1)`` (capped, with jitter),
+off the senders, so a dead endpoint never holds one;
 ``WEBHOOK_MAX_ATTEMPTS`` attempts in all.
 
 Each final outcome is published as ``webhook_delivered`` or ``webhook_failed``
@@ -42,6 +44,9 @@ __all__ = ["WebhookSender"]
 log = logging.getLogger(__name__)
 
 _CAPACITY = 10_000
+# The events a webhook is sent for; its name and body follow from the job's
+# status (see avtomatika.webhooks.body).
+_NOTIFIED = (E.HISTORY_EVENT_TYPE_JOB_ENDED, E.HISTORY_EVENT_TYPE_APPROVAL_REQUESTED)
 
 
 class WebhookSender:
@@ -86,7 +91,7 @@ class WebhookSender:
             asyncio.create_task(self._send_loop(outbox), name=f"webhook-sender-{i}")
             for i in range(CONCURRENCY)
         ]
-        self._unsubscribe = self._bus.subscribe(self._on_event, [E.HISTORY_EVENT_TYPE_JOB_ENDED])
+        self._unsubscribe = self._bus.subscribe(self._on_event, _NOTIFIED)
 
     async def stop(self) -> None:
         """Stop intake; let what is under way settle within the grace period;
@@ -122,11 +127,11 @@ class WebhookSender:
 
     def _on_event(self, item: JobEvent) -> None:
         job = item.job
-        if item.event.type != E.HISTORY_EVENT_TYPE_JOB_ENDED or job is None:
+        if item.event.type not in _NOTIFIED or job is None:
             return
         if not job.webhook_url or self._outbox is None:
             return
-        # The ending event's id: one per job end, whichever instance sends it.
+        # The event's id: one per job end (or wait), whichever instance sends it.
         delivery = Delivery(job, item.event.event_id)
         if self._outbox.backlog >= _CAPACITY:
             self.dropped += 1

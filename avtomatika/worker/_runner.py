@@ -149,6 +149,12 @@ class TaskRunner:
         if welcome.worker_id and welcome.worker_id != self._worker_id:
             log.warning("the server registered worker %s as %s", self._worker_id, welcome.worker_id)
             self._worker_id = welcome.worker_id
+        log.info(
+            "connected to %s as %s with skills [%s]",
+            session.address,
+            self._worker_id,
+            ", ".join(self._handlers),
+        )
 
     def on_task(self, session: Session, task: TaskAssignment) -> None:
         if task.task_id in self._running:

@@ -152,6 +152,7 @@ class Worker:
         if not self._handlers:
             raise RuntimeError("register at least one skill before running the worker")
         self._started = True
+        _default_handler()
         try:
             if not self._stop_requested.is_set():
                 await self._serve()
@@ -288,3 +289,19 @@ class Worker:
                 GpuInfoMessage(model=resources.gpu.model, vram_gb=resources.gpu.vram_gb)
             )
         return message
+
+
+def _default_handler() -> None:
+    """Unless the application configured logging (a handler on the root
+    logger, or on the SDK's), the SDK's INFO lines (connected, reconnecting,
+    rejected) go to stderr: a worker started from a plain script otherwise
+    says nothing, since Python shows only warnings without a handler. The
+    handler goes on the SDK's logger, never the root, so the application's
+    own logging stays as it is."""
+    if logging.getLogger().handlers or log.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log.addHandler(handler)
+    if log.level == logging.NOTSET:
+        log.setLevel(logging.INFO)

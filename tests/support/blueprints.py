@@ -119,18 +119,25 @@ def review_blueprint(name: str = "review") -> StateMachineBlueprint:
 
 
 def approval_blueprint(
-    name: str = "review", approved: str = "finished", rejected: str = "rejected"
+    name: str = "review",
+    approved: str = "finished",
+    rejected: str = "rejected",
+    *,
+    timeout: float | None = None,
+    expired: str = "expired",
 ) -> StateMachineBlueprint:
     """``jobs/<name>``: ``ask`` waits for a human; each decision leads to an
-    end state of its own, both finishing the job."""
+    end state of its own, both finishing the job. With ``timeout`` (seconds)
+    the wait expires into ``expired``, an end state that fails the job."""
     bp = StateMachineBlueprint(name, api_version="v1", api_endpoint=f"jobs/{name}")
+    transitions = {"approved": approved, "rejected": rejected}
+    if timeout is not None:
+        transitions["timeout"] = expired
 
     @bp.handler_for("ask", is_start=True)
     async def ask(actions: ActionFactory) -> None:
         actions.await_human_approval(
-            integration="console",
-            message="ship it?",
-            transitions={"approved": approved, "rejected": rejected},
+            integration="console", message="ship it?", transitions=transitions, timeout=timeout
         )
 
     @bp.handler_for(approved, is_end=True, outcome="finished")
@@ -138,4 +145,6 @@ def approval_blueprint(
     async def done() -> None:
         return None
 
+    if timeout is not None:
+        bp.handler_for(expired, is_end=True, outcome="failed")(done)
     return bp

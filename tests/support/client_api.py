@@ -34,6 +34,7 @@ from avtomatika.v1 import job_service_pb2_grpc, public_service_pb2_grpc
 from avtomatika.v1.history_pb2 import HistoryEventType
 from avtomatika.v1.job_pb2 import Job, JobStatus
 from avtomatika.v1.job_service_pb2 import (
+    ApproveJobRequest,
     CancelJobRequest,
     CreateJobRequest,
     DownloadFileRequest,
@@ -45,6 +46,7 @@ from avtomatika.v1.job_service_pb2 import (
     ListBlueprintsRequest,
     ListJobsRequest,
     ListWorkersRequest,
+    RetryJobRequest,
     StreamJobEventsRequest,
     UploadFileRequest,
 )
@@ -52,6 +54,7 @@ from avtomatika.v1.public_service_pb2 import SubmitApprovalRequest
 from avtomatika.v1.worker_pb2 import WorkerInfo, WorkerStatus, WorkerTransport
 from tests.support.follow import EventStream
 from tests.support.tokens import CLIENT_TOKEN
+from tests.support.waiting import wait_until
 
 __all__ = [
     "TRANSPORTS",
@@ -63,6 +66,7 @@ __all__ = [
     "connect_api",
     "fetch",
     "put",
+    "reaches",
 ]
 
 TRANSPORTS = ("rest", "grpc")
@@ -129,7 +133,9 @@ class Api(Protocol):
         else None: over gRPC, read from the status and ``state_history``,
         which is what the REST ``result`` documents), ``error``,
         ``progress``, ``created_at_ms``, ``approval_token`` (None unless the
-        job waits for a human)."""
+        job waits for a human), ``approval`` (None unless it waits:
+        ``integration``, ``message``, ``decisions``, ``expires_at_ms``, the
+        last None without a timeout)."""
         ...
 
     async def follow(self, job_id: str) -> list[str]:
@@ -179,6 +185,19 @@ class Api(Protocol):
         approval ``token`` if given; the answer's status."""
         ...
 
+    async def decide(self, job_id: str, decision: str) -> dict[str, Any]:
+        """The owner's decision on its job waiting for a human (with the
+        client token); the job after it, as :meth:`get` shows it."""
+        ...
+
+    async def retry(self, job_id: str) -> dict[str, Any]:
+        """Retry the job; the job after it, as :meth:`get` shows it."""
+        ...
+
+    async def counts(self) -> dict[str, int]:
+        """The listing's counts of the client's jobs per status."""
+        ...
+
     async def graph(self, blueprint: str) -> str:
         """The blueprint's state machine as Graphviz DOT."""
         ...
@@ -192,7 +211,8 @@ class Api(Protocol):
         ...
 
     async def dashboard(self) -> dict[str, Any]:
-        """The dashboard's statistics, as the REST JSON shows them."""
+        """The dashboard's statistics, as the REST JSON shows them (but
+        ``oldest_queued_at_by_skill`` as ``oldest_queued_at_ms``, epoch ms)."""
         ...
 
 
@@ -271,20 +291,19 @@ class RestApi:
 
     async def get(self, job_id: str, wait: float | None = None) -> dict[str, Any]:
         params = {"wait": str(wait)} if wait is not None else {}
-        job = await self._json("GET", f"/api/v1/jobs/{job_id}", params=params)
-        return {
-            "id": job["id"],
-            "blueprint_name": job["blueprint_name"],
-            "status": job["status"],
-            "current_state": job["current_state"],
-            "initial_data": job["initial_data"],
-            "state_history": job["state_history"],
-            "result": job["result"],
-            "error": job["error"],
-            "progress": job["progress"],
-            "created_at_ms": _ms_from_iso(job["created_at"]),
-            "approval_token": job.get("approval_token"),
-        }
+        return _rest_view(await self._json("GET", f"/api/v1/jobs/{job_id}", params=params))
+
+    async def decide(self, job_id: str, decision: str) -> dict[str, Any]:
+        path = f"/api/v1/jobs/{job_id}/approve"
+        return _rest_view(await self._json("POST", path, json={"decision": decision}))
+
+    async def retry(self, job_id: str) -> dict[str, Any]:
+        return _rest_view(await self._json("POST", f"/api/v1/jobs/{job_id}/retry"))
+
+    async def counts(self) -> dict[str, int]:
+        page = await self._json("GET", "/api/v1/jobs", params={"page_size": "1"})
+        counts: dict[str, int] = page["counts"]
+        return counts
 
     async def follow(self, job_id: str) -> list[str]:
         statuses: list[str] = []
@@ -392,6 +411,8 @@ class RestApi:
 
     async def dashboard(self) -> dict[str, Any]:
         snapshot: dict[str, Any] = await self._json("GET", "/api/v1/dashboard")
+        oldest = snapshot.pop("oldest_queued_at_by_skill")
+        snapshot["oldest_queued_at_ms"] = {k: _ms_from_iso(v) for k, v in oldest.items()}
         return snapshot
 
     async def blueprints(self) -> dict[str, Any]:
@@ -528,6 +549,24 @@ class GrpcApi:
         assert answer.job_id == job_id, answer
         return answer.status
 
+    async def decide(self, job_id: str, decision: str) -> dict[str, Any]:
+        request = ApproveJobRequest(job_id=job_id, decision=decision)
+        with _statuses():
+            answer = await self._jobs.ApproveJob(request, metadata=self._metadata)
+        return _job_view(answer.job)
+
+    async def retry(self, job_id: str) -> dict[str, Any]:
+        with _statuses():
+            answer = await self._jobs.RetryJob(
+                RetryJobRequest(job_id=job_id), metadata=self._metadata
+            )
+        return _job_view(answer.job)
+
+    async def counts(self) -> dict[str, int]:
+        with _statuses():
+            page = await self._jobs.ListJobs(ListJobsRequest(page_size=1), metadata=self._metadata)
+        return dict(page.counts)
+
     async def graph(self, blueprint: str) -> str:
         request = GetBlueprintGraphRequest(blueprint_name=blueprint)
         with _statuses():
@@ -551,6 +590,7 @@ class GrpcApi:
             "workers_by_transport": dict(answer.workers_by_transport),
             "jobs_finished_last_minute": answer.jobs_finished_last_minute,
             "jobs_failed_last_minute": answer.jobs_failed_last_minute,
+            "oldest_queued_at_ms": dict(answer.oldest_queued_at_by_skill_ms),
         }
 
     async def blueprints(self) -> dict[str, Any]:
@@ -600,7 +640,43 @@ def _job_view(job: Job) -> dict[str, Any]:
         "progress": job.progress,
         "created_at_ms": job.created_at_ms,
         "approval_token": job.approval_token or None,
+        "approval": _grpc_approval(job),
     }
+
+
+def _rest_view(job: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": job["id"],
+        "blueprint_name": job["blueprint_name"],
+        "status": job["status"],
+        "current_state": job["current_state"],
+        "initial_data": job["initial_data"],
+        "state_history": job["state_history"],
+        "result": job["result"],
+        "error": job["error"],
+        "progress": job["progress"],
+        "created_at_ms": _ms_from_iso(job["created_at"]),
+        "approval_token": job.get("approval_token"),
+        "approval": _rest_approval(job.get("approval")),
+    }
+
+
+def _grpc_approval(job: Job) -> dict[str, Any] | None:
+    if job.status != JobStatus.Value("JOB_STATUS_WAITING_FOR_HUMAN"):
+        return None
+    return {
+        "integration": job.approval_integration,
+        "message": job.approval_message,
+        "decisions": list(job.approval_decisions),
+        "expires_at_ms": job.approval_deadline_ms or None,
+    }
+
+
+def _rest_approval(approval: dict[str, Any] | None) -> dict[str, Any] | None:
+    if approval is None:
+        return None
+    expires_at = approval.pop("expires_at")
+    return approval | {"expires_at_ms": _ms_from_iso(expires_at) if expires_at else None}
 
 
 def _worker_view(worker: WorkerInfo) -> dict[str, Any]:
@@ -629,6 +705,16 @@ async def put(url: str, data: bytes) -> None:
     """PUT ``data`` to a presigned URL."""
     async with aiohttp.ClientSession() as session, session.put(url, data=data) as response:
         assert response.status == 200, await response.text()
+
+
+async def reaches(api: Api, job_id: str, status: str) -> dict[str, Any]:
+    """Poll the job until it has ``status``; the job, as :meth:`Api.get` shows it."""
+
+    async def reached() -> dict[str, Any] | None:
+        job = await api.get(job_id)
+        return job if job["status"] == status else None
+
+    return await wait_until(reached, message=f"job {job_id} is {status}")
 
 
 ConnectApi = Callable[..., Api]

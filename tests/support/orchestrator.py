@@ -6,6 +6,7 @@ the settings every test orchestrator starts from."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -22,6 +23,19 @@ HttpClient = Callable[..., aiohttp.ClientSession]
 """``http_client(orchestrator, token=CLIENT_TOKEN)``."""
 GrpcChannel = Callable[[OrchestratorEngine], grpc.aio.Channel]
 """``grpc_channel(orchestrator)``."""
+
+
+OTHER_CLIENT_TOKEN = "other-client-token-0123456789"
+"""The token of client ``other``, known to an orchestrator started with
+:func:`with_other_client`'s settings."""
+
+
+def with_other_client(tmp_path: Path) -> dict[str, Any]:
+    """Settings adding a second client, ``other`` (:data:`OTHER_CLIENT_TOKEN`),
+    besides the default one: for what one client must never see of another's."""
+    clients = tmp_path / "clients.toml"
+    clients.write_text(f'[other]\ntoken = "{OTHER_CLIENT_TOKEN}"\n')
+    return {"clients_config_path": clients}
 
 
 def make_settings(**overrides: Any) -> Settings:

@@ -78,7 +78,8 @@ async def register(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     parsed = registration(body)
     _check_signature(request, body)
-    await api.register(_token(request), parsed, extras(body).skills_hash)
+    agent = request.headers.get("User-Agent", "")
+    await api.register(_token(request), parsed, extras(body).skills_hash, agent)
     sent = request.headers.get(_VERSION_HEADER)
     warning = None
     if sent is not None and sent not in PROTOCOL_VERSIONS:
@@ -100,7 +101,8 @@ async def heartbeat(request: web.Request) -> web.Response:
         _check_signature(request, body)
     skills_hash = extras(body).skills_hash
     api = request.app[WORKER_API]
-    cancel = await api.heartbeat(_token(request), beat, worker_id, skills_hash)
+    agent = request.headers.get("User-Agent", "")
+    cancel = await api.heartbeat(_token(request), beat, worker_id, skills_hash, agent)
     if cancel is None:
         return web.json_response({"status": "ttl_refreshed"})
     reply: dict[str, object] = {"status": "ok"}

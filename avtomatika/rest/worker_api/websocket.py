@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 from typing import Any
@@ -30,6 +29,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from avtomatika.errors import InvalidArgument, Unauthenticated, Unavailable
+from avtomatika.payload import decode_json
 from avtomatika.rest.worker_api.bodies import event, signature, signed_content
 from avtomatika.rest.worker_api.handlers import (
     EVENT_UNSIGNED,
@@ -37,7 +37,6 @@ from avtomatika.rest.worker_api.handlers import (
     authenticate,
     path_worker,
 )
-from avtomatika.services.polling_workers import PollingWorkers
 from avtomatika.services.worker_api import WorkerApi
 
 __all__ = ["WEBSOCKET_PATHS", "anonymous_socket", "worker_socket"]
@@ -114,10 +113,9 @@ async def _serve(request: web.Request, worker_id: str | None) -> web.StreamRespo
 
 
 async def _received(api: WorkerApi, token: str | None, worker_id: str | None, text: str) -> None:
-    workers = api.workers
     try:
-        message = json.loads(text)
-    except ValueError:
+        message = decode_json(text.encode())
+    except (ValueError, UnicodeEncodeError):
         log.debug("worker socket %s: not JSON, ignored", worker_id)
         return
     if isinstance(message, dict) and "event_type" in message:
@@ -127,7 +125,7 @@ async def _received(api: WorkerApi, token: str | None, worker_id: str | None, te
                 api.check_signature(token, content, signature(message))
             except Unauthenticated:
                 return  # logged; a socket has no reply to refuse it with
-        await _received_event(workers, worker_id, message)
+        await _received_event(api, token, worker_id, message)
         return
     if not isinstance(message, dict) or message.get("event") != "progress_update":
         log.debug("worker socket %s: unknown message ignored", worker_id)
@@ -140,11 +138,26 @@ async def _received(api: WorkerApi, token: str | None, worker_id: str | None, te
     if not isinstance(task_id, str) or not math.isfinite(value):
         log.debug("worker socket %s: malformed progress_update ignored", worker_id)
         return
-    await workers.report_progress(worker_id, task_id, value, note if isinstance(note, str) else "")
+    await _progress(api, token, worker_id, task_id, value, note if isinstance(note, str) else "")
+
+
+async def _progress(
+    api: WorkerApi,
+    token: str | None,
+    worker_id: str | None,
+    task_id: str,
+    progress: float,
+    message: str,
+) -> bool:
+    # A named socket's token was checked for its worker before the upgrade;
+    # an anonymous one speaks only for a holder its token may act as.
+    if worker_id is None:
+        return await api.report_holders_progress(token, task_id, progress, message)
+    return await api.workers.report_progress(worker_id, task_id, progress, message)
 
 
 async def _received_event(
-    workers: PollingWorkers, worker_id: str | None, message: dict[str, Any]
+    api: WorkerApi, token: str | None, worker_id: str | None, message: dict[str, Any]
 ) -> None:
     """SDK 1.0b20's event message: progress counts for the socket's worker."""
     try:
@@ -158,5 +171,5 @@ async def _received_event(
     if worker_id is not None and sent.worker_id != worker_id:
         log.info("worker socket %s: event for worker %s ignored", worker_id, sent.worker_id)
         return
-    if not await workers.report_progress(worker_id, sent.task_id, sent.progress, sent.message):
+    if not await _progress(api, token, worker_id, sent.task_id, sent.progress, sent.message):
         log.info("worker socket %s: progress of task %s ignored", worker_id, sent.task_id)

@@ -25,7 +25,7 @@ from avtomatika.storage.redis.link import Link
 from avtomatika.storage.redis.outages import DOWN, unavailable
 from avtomatika.storage.redis.scripts import CommitArgs, CommitTask, NewJob
 from avtomatika.storage.redis.steps import Steps
-from avtomatika.v1 import task_pb2
+from avtomatika.v1 import job_pb2, task_pb2
 from avtomatika.v1.job_pb2 import Job
 from avtomatika.v1.task_pb2 import Task
 
@@ -99,6 +99,7 @@ class Commits:
                     dispatch_deadline=task.dispatch_deadline_ms,
                     result_deadline=task.result_deadline_ms,
                     task_job=task.job_id,
+                    task_created=task.created_at_ms,
                 )
             )
         children = []
@@ -135,6 +136,7 @@ class Commits:
                 hand_task=offer.task_id if offer is not None else "",
                 hand_worker=handed_to,
                 hand_nonce=offer.nonce if offer is not None else "",
+                approval_deadline=_approval_deadline(job),
                 tasks=written,
                 withdraw=withdraw,
                 new_jobs=children,
@@ -167,7 +169,11 @@ class Commits:
             self._steps.committed(job.id)
             if ready or new_jobs:
                 self._steps.wake.set()
-            if ready_at_ms or any(t.dispatch_deadline_ms or t.result_deadline_ms for t in tasks):
+            if (
+                ready_at_ms
+                or _approval_deadline(job)
+                or any(t.dispatch_deadline_ms or t.result_deadline_ms for t in tasks)
+            ):
                 self._timers.set()
             handed_id = handed.task_id if handed is not None else ""
             for task in tasks:
@@ -193,6 +199,14 @@ class Commits:
                 if await link.run("SET_PROGRESS", job_id, version, job.SerializeToString()):
                     return True
         return False  # the job kept changing; progress is advisory
+
+
+def _approval_deadline(job: Job) -> int:
+    """The deadline of the job's wait for a human decision, if it waits for
+    one with a timeout; else 0."""
+    if job.status != job_pb2.JOB_STATUS_WAITING_FOR_HUMAN:
+        return 0
+    return job.approval_deadline_ms
 
 
 def _committed(outcome: Any, worker_id: str, now: int) -> tuple[Task | None, CommitOutcome, bool]:

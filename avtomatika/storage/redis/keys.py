@@ -22,11 +22,13 @@ _PER_RECORD = {
     "task": "task",
     "queue": "q",
     "constrained": "qc",
+    "queued_since": "qs",
     "history": "history",
     "worker_leases": "leases",
     "claim_nonce": "nonce",
     "commit_nonce": "applied",
     "client_jobs": "clientjobs",
+    "client_statuses": "clientstatuses",
 }
 
 
@@ -46,7 +48,8 @@ class Keys:
         self.claims = f"{r}:claims"
         """Hash: job id -> token of the take whose claim is in :attr:`running`."""
         self.timers = f"{r}:timers"
-        """Sorted set: ``kind:ref`` -> due time (ready, release, dispatch, result)."""
+        """Sorted set: ``kind:ref`` -> due time (ready, release, dispatch, result,
+        approval)."""
         self.statuses = f"{r}:statuses"
         """Hash: job status number -> jobs in it."""
         self.skills = f"{r}:skills"
@@ -89,6 +92,11 @@ class Keys:
     def constrained(self, skill: str) -> str:
         """Sorted set like :meth:`queue`, of tasks with requirements."""
         return f"{self.root}:{_PER_RECORD['constrained']}:{skill}"
+
+    def queued_since(self, skill: str) -> str:
+        """Sorted set: id of every task in the skill's two queues -> when it
+        entered them (epoch ms): the oldest is the first."""
+        return f"{self.root}:{_PER_RECORD['queued_since']}:{skill}"
 
     def history(self, job_id: str) -> str:
         """Sorted set: the job's HistoryEvent bytes, scored by
@@ -139,6 +147,12 @@ class Keys:
         sweep; a listing also drops an entry whose job it cannot find.
         Empty, it is gone: Redis deletes an empty sorted set."""
         return f"{self.root}:{_PER_RECORD['client_jobs']}:{client_id}"
+
+    def client_statuses(self, client_id: str) -> str:
+        """Hash: job status number -> the client's jobs in it (what
+        ``GET /api/v1/jobs`` counts), kept by the scripts that create,
+        change and forget jobs."""
+        return f"{self.root}:{_PER_RECORD['client_statuses']}:{client_id}"
 
     def worker_alive(self, worker_id: str) -> str:
         """String with a TTL, the worker's liveness: ``<instance>`` holding its

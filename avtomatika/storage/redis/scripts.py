@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 
 from avtomatika.status import TERMINAL
 from avtomatika.storage.redis.keys import Keys
-from avtomatika.v1 import task_pb2
+from avtomatika.v1 import job_pb2, task_pb2
 
 __all__ = [
     "CLAIM",
@@ -59,6 +59,7 @@ __all__ = [
 # Shared by the scripts below: task bookkeeping, as MemoryStorage does it.
 _LIBRARY = """
 local QUEUED, LEASED, SCHEDULED, CANCELLED = {queued}, {leased}, {scheduled}, {cancelled}
+local WAITING_FOR_HUMAN = {waiting_for_human}
 local TERMINAL = {{{terminal}}}
 local woken = {{}}
 
@@ -125,6 +126,12 @@ local function enqueue(id, seq)
   local member = string.format('%020d', seq) .. ':' .. id
   local queue = f[3] == '1' and K.constrained(f[1]) or K.queue(f[1])
   redis.call('ZADD', queue, -tonumber(f[2]), member)
+  -- When it entered the queue (a retry: when its backoff ended), for the
+  -- dashboard's oldest queued task per skill.
+  local at = redis.call('HMGET', t, 'nb', 'ca')
+  local since = tonumber(at[1]) or 0
+  if since == 0 then since = tonumber(at[2]) or 0 end
+  redis.call('ZADD', K.queued_since(f[1]), since, id)
   redis.call('HSET', t, 'qm', member, 'sq', seq)
   redis.call('SADD', K.skills, f[1])
   wake('t:' .. f[1])
@@ -137,6 +144,7 @@ local function dequeue(id)
   if f[1] then
     local queue = f[3] == '1' and K.constrained(f[2]) or K.queue(f[2])
     redis.call('ZREM', queue, f[1])
+    redis.call('ZREM', K.queued_since(f[2]), id)
     redis.call('HDEL', t, 'qm')
   end
 end
@@ -155,6 +163,7 @@ end
 local function lease(id, worker, now, nonce)
   local t = K.task(id)
   redis.call('HDEL', t, 'qm')
+  redis.call('ZREM', K.queued_since(redis.call('HGET', t, 'k')), id)
   set_state(id, LEASED, worker)
   redis.call('HSET', t, 'la', now, 'cn', nonce)
   local nb, dd, rd = deadlines(t)
@@ -209,11 +218,21 @@ local function index_job(id, client, created)
   redis.call('ZADD', K.client_jobs(client), created, id)
 end
 
+-- One more (`by` 1) or one less (-1) of the client's jobs in `status`; a
+-- count that reaches zero goes, so a client with no jobs left has no hash.
+local function count_client(client, status, by)
+  local counts = K.client_statuses(client)
+  if redis.call('HINCRBY', counts, status, by) <= 0 then
+    redis.call('HDEL', counts, status)
+  end
+end
+
 local function create_job(id, data, status, token, lease_until, client, created)
   -- A repeat (a retry after a lost reply) must not count or queue it twice.
   if redis.call('EXISTS', K.job(id)) == 1 then return end
   redis.call('HSET', K.job(id), 'd', data, 'v', 1, 's', status, 'c', client)
   redis.call('HINCRBY', K.statuses, status, 1)
+  count_client(client, status, 1)
   index_job(id, client, created)
   ready_job(id, token, lease_until)
 end
@@ -226,6 +245,7 @@ def _library() -> str:
         leased=task_pb2.TASK_STATE_LEASED,
         scheduled=task_pb2.TASK_STATE_SCHEDULED,
         cancelled=task_pb2.TASK_STATE_CANCELLED,
+        waiting_for_human=job_pb2.JOB_STATUS_WAITING_FOR_HUMAN,
         terminal=", ".join(f"[{status}] = true" for status in sorted(TERMINAL)),
     )
 
@@ -267,6 +287,8 @@ class CommitTask(NamedTuple):
     result_deadline: int
     task_job: str
     """The id of the job it belongs to."""
+    task_created: int
+    """Its creation time (when it entered its queue, unless ``not_before``)."""
 
 
 class NewJob(NamedTuple):
@@ -322,6 +344,10 @@ class CommitArgs:
     """... to this worker, waiting on the calling instance..."""
     hand_nonce: str = ""
     """... under this claim nonce."""
+    approval_deadline: int = 0
+    """When the job's wait for a human decision expires (epoch ms; 0: it
+    does not wait for one, or without a timeout): an 'approval:<job id>'
+    timer."""
     tasks: Sequence[CommitTask] = ()
     withdraw: Sequence[str] = ()
     """Ids of tasks to cancel, if still live."""
@@ -390,11 +416,22 @@ if not old_status then
   index_job(job_id, client_id, created_at)
 end
 if old_status ~= status then
-  if old_status then redis.call('HINCRBY', K.statuses, old_status, -1) end
+  if old_status then
+    redis.call('HINCRBY', K.statuses, old_status, -1)
+    count_client(client_id, old_status, -1)
+  end
   redis.call('HINCRBY', K.statuses, status, 1)
+  count_client(client_id, status, 1)
   if TERMINAL[tonumber(status)] then
     redis.call('ZADD', K.ended, 'NX', now, job_id)
+  elseif old_status and TERMINAL[tonumber(old_status)] then
+    redis.call('ZREM', K.ended, job_id)  -- retried: retention no longer applies
   end
+end
+if tonumber(status) == WAITING_FOR_HUMAN and tonumber(approval_deadline) > 0 then
+  redis.call('ZADD', K.timers, approval_deadline, 'approval:' .. job_id)
+else
+  redis.call('ZREM', K.timers, 'approval:' .. job_id)
 end
 -- Whatever step of this job an instance was running is over.
 redis.call('ZREM', K.running, job_id)
@@ -411,7 +448,8 @@ for _ = 1, n do
   local t = K.task(task_id)
   local queued = redis.call('HEXISTS', t, 'qm') == 1
   redis.call('HSET', t, 'd', data, 'k', skill, 'p', priority, 'c', constrained,
-    'nb', not_before, 'dd', dispatch_deadline, 'rd', result_deadline, 'j', task_job)
+    'nb', not_before, 'dd', dispatch_deadline, 'rd', result_deadline, 'j', task_job,
+    'ca', task_created)
   redis.call('SADD', K.job_tasks(task_job), task_id)
   if st == QUEUED and task_id == hand_task and not queued and constrained == '0'
       and redis.call('ZCARD', K.queue(skill)) == 0
@@ -656,7 +694,8 @@ DUE = """
 -- returned, and re-armed `reclaim` ms later in case the instance handling
 -- them dies (handling one changes the task, which disarms its timers).
 -- KEYS: root. ARGV: now, max timers, reclaim ms.
--- Returns the fired deadline timers, 'dispatch:<task id>' or 'result:<task id>'.
+-- Returns the fired deadline timers, 'dispatch:<task id>', 'result:<task id>'
+-- or 'approval:<job id>'.
 local now, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
 local fired = {}
 for _, member in ipairs(redis.call('ZRANGEBYSCORE', K.timers, '-inf', now, 'LIMIT', 0, limit)) do
@@ -669,6 +708,14 @@ for _, member in ipairs(redis.call('ZRANGEBYSCORE', K.timers, '-inf', now, 'LIMI
   elseif kind == 'release' then
     if tonumber(redis.call('HGET', K.task(ref), 'st')) == SCHEDULED then
       requeue(ref, nil)
+    end
+  elseif kind == 'approval' then
+    -- A job's wait for a human decision timed out, if it still waits
+    -- (a commit moving it on has removed the timer, or moved it).
+    if tonumber(redis.call('HGET', K.job(ref), 's')) == WAITING_FOR_HUMAN then
+      keep = true
+      table.insert(fired, member)
+      redis.call('ZADD', K.timers, now + tonumber(ARGV[3]), member)
     end
   else
     local st = tonumber(redis.call('HGET', K.task(ref), 'st'))
@@ -708,6 +755,7 @@ for _, id in ipairs(ids) do
   local f = redis.call('HMGET', K.job(id), 's', 'c')
   if f[1] then redis.call('HINCRBY', K.statuses, f[1], -1) end
   if f[2] then redis.call('ZREM', K.client_jobs(f[2]), id) end
+  if f[1] and f[2] then count_client(f[2], f[1], -1) end
   for _, tid in ipairs(redis.call('SMEMBERS', K.job_tasks(id))) do
     dequeue(tid)
     set_state(tid, CANCELLED, '')
@@ -718,7 +766,7 @@ for _, id in ipairs(ids) do
   redis.call('ZREM', K.ended, id)
   redis.call('ZREM', K.running, id)
   redis.call('HDEL', K.claims, id)
-  redis.call('ZREM', K.timers, 'ready:' .. id)
+  redis.call('ZREM', K.timers, 'ready:' .. id, 'approval:' .. id)
 end
 return #ids
 """

@@ -214,6 +214,12 @@ class RedisStorage:
             counts = await (await self._link.redis()).hgetall(self.keys.statuses)
         return {int(status): int(n) for status, n in counts.items() if int(n) > 0}
 
+    async def count_client_jobs(self, client_id: str) -> dict[int, int]:
+        with unavailable("cannot count jobs"):
+            client = await self._link.redis()
+            counts = await client.hgetall(self.keys.client_statuses(client_id))
+        return {int(status): int(n) for status, n in counts.items() if int(n) > 0}
+
     async def queue_depths(self) -> dict[str, int]:
         with unavailable("cannot read queue depths"):
             client = await self._link.redis()
@@ -225,6 +231,16 @@ class RedisStorage:
                 sizes = await pipe.execute()
         depths = {skill: sizes[2 * i] + sizes[2 * i + 1] for i, skill in enumerate(skills)}
         return {skill: n for skill, n in depths.items() if n}
+
+    async def oldest_queued(self) -> dict[str, int]:
+        with unavailable("cannot read queue ages"):
+            client = await self._link.redis()
+            skills = sorted(s.decode() for s in await client.smembers(self.keys.skills))
+            async with client.pipeline(transaction=False) as pipe:
+                for skill in skills:
+                    pipe.zrange(self.keys.queued_since(skill), 0, 0, withscores=True)
+                heads = await pipe.execute()
+        return {skill: int(head[0][1]) for skill, head in zip(skills, heads, strict=True) if head}
 
     async def waiting_workers(self) -> dict[str, int]:
         """Workers waiting in :meth:`claim_tasks` on this instance, per skill:

@@ -58,6 +58,14 @@ class _HistoryEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Hist
     """The job started a child job (run_blueprint) and waits for it; the event
     names the child's blueprint and id.
     """
+    HISTORY_EVENT_TYPE_JOB_RETRIED: _HistoryEventType.ValueType  # 16
+    """A failed, error or quarantined job was retried by its client: it runs
+    again from the state it stopped in, as a new attempt.
+    """
+    HISTORY_EVENT_TYPE_APPROVAL_REQUESTED: _HistoryEventType.ValueType  # 17
+    """The job started waiting for a human decision (await_human_approval);
+    details: integration, message, decisions, expires_at.
+    """
 
 class HistoryEventType(_HistoryEventType, metaclass=_HistoryEventTypeEnumTypeWrapper):
     """HistoryEventType names a lifecycle event of a job."""
@@ -95,6 +103,14 @@ HISTORY_EVENT_TYPE_PROGRESS: HistoryEventType.ValueType  # 14
 HISTORY_EVENT_TYPE_SUB_JOB_STARTED: HistoryEventType.ValueType  # 15
 """The job started a child job (run_blueprint) and waits for it; the event
 names the child's blueprint and id.
+"""
+HISTORY_EVENT_TYPE_JOB_RETRIED: HistoryEventType.ValueType  # 16
+"""A failed, error or quarantined job was retried by its client: it runs
+again from the state it stopped in, as a new attempt.
+"""
+HISTORY_EVENT_TYPE_APPROVAL_REQUESTED: HistoryEventType.ValueType  # 17
+"""The job started waiting for a human decision (await_human_approval);
+details: integration, message, decisions, expires_at.
 """
 Global___HistoryEventType: _TypeAlias = HistoryEventType  # noqa: Y015
 

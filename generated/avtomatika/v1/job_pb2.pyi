@@ -56,7 +56,8 @@ class _JobStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobStatus.V
 class JobStatus(_JobStatus, metaclass=_JobStatusEnumTypeWrapper):
     """JobStatus is where a job stands in its lifecycle. FINISHED, FAILED,
     CANCELLED, ERROR and QUARANTINED are terminal: once there, nothing moves the
-    job again (a late result for a cancelled job is ignored).
+    job on its own (a late result for a cancelled job is ignored); only its
+    client's RetryJob runs a FAILED, ERROR or QUARANTINED job again.
     """
 
 JOB_STATUS_UNSPECIFIED: JobStatus.ValueType  # 0
@@ -184,6 +185,10 @@ class Job(_message.Message):
     TRACING_CONTEXT_FIELD_NUMBER: _builtins.int
     STATE_ENTERED_AT_MS_FIELD_NUMBER: _builtins.int
     APPROVAL_TOKEN_FIELD_NUMBER: _builtins.int
+    APPROVAL_DEADLINE_MS_FIELD_NUMBER: _builtins.int
+    PREVIOUS_STATE_FIELD_NUMBER: _builtins.int
+    APPROVAL_DECISIONS_FIELD_NUMBER: _builtins.int
+    RETRIED_AT_MS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id, assigned at creation."""
     blueprint_name: _builtins.str
@@ -221,8 +226,8 @@ class Job(_message.Message):
     milliseconds; zero means the blueprint's or the server's default.
     """
     result_timeout_ms: _builtins.int
-    """Per-job deadline for task results, in milliseconds after creation; zero
-    means none.
+    """Per-job deadline for task results, in milliseconds after creation (after
+    the last retry, for a retried job: see retried_at_ms); zero means none.
     """
     transition_count: _builtins.int
     """How many state changes the job has made; bounded by
@@ -246,6 +251,21 @@ class Job(_message.Message):
     """While waiting for a human: a secret issued for this wait. Shown to the
     owning client; with APPROVAL_TOKEN_REQUIRED the approval webhook must
     present it. Cleared when the job leaves the state.
+    """
+    approval_deadline_ms: _builtins.int
+    """While waiting for a human with a timeout (await_human_approval's
+    `timeout`): when the wait expires and the job takes its "timeout"
+    transition, epoch milliseconds; zero when the wait has no timeout.
+    """
+    previous_state: _builtins.str
+    """The state the job was in before `current_state` (empty for the start
+    state). A retry of a job that ended by running a failing end state
+    restarts from it.
+    """
+    retried_at_ms: _builtins.int
+    """When the job was last retried (RetryJob), epoch milliseconds; zero if
+    never. Its result_timeout counts from then: a new attempt gets the whole
+    of it again.
     """
     @_builtins.property
     def initial_data(self) -> _payload_pb2.Payload:
@@ -284,6 +304,13 @@ class Job(_message.Message):
     def tracing_context(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """W3C trace context of the job, propagated to its tasks."""
 
+    @_builtins.property
+    def approval_decisions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """While waiting for a human: the decisions a person may make, sorted (the
+        keys of pending_transitions, but "timeout" when the wait has a timeout:
+        that one is taken when approval_deadline_ms passes).
+        """
+
     def __init__(
         self,
         *,
@@ -317,10 +344,14 @@ class Job(_message.Message):
         tracing_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         state_entered_at_ms: _builtins.int = ...,
         approval_token: _builtins.str = ...,
+        approval_deadline_ms: _builtins.int = ...,
+        previous_state: _builtins.str = ...,
+        approval_decisions: _abc.Iterable[_builtins.str] | None = ...,
+        retried_at_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["initial_data", b"initial_data", "state_history", b"state_history"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_task_ids", b"active_task_ids", "aggregate_into", b"aggregate_into", "approval_integration", b"approval_integration", "approval_message", b"approval_message", "approval_token", b"approval_token", "awaited_job_id", b"awaited_job_id", "blueprint_name", b"blueprint_name", "branch_results", b"branch_results", "child_job_ids", b"child_job_ids", "client_id", b"client_id", "created_at_ms", b"created_at_ms", "current_state", b"current_state", "dispatch_timeout_ms", b"dispatch_timeout_ms", "error", b"error", "id", b"id", "initial_data", b"initial_data", "parent_job_id", b"parent_job_id", "pending_transitions", b"pending_transitions", "progress", b"progress", "progress_message", b"progress_message", "result_timeout_ms", b"result_timeout_ms", "retry_count", b"retry_count", "state_entered_at_ms", b"state_entered_at_ms", "state_history", b"state_history", "status", b"status", "tracing_context", b"tracing_context", "transition_count", b"transition_count", "updated_at_ms", b"updated_at_ms", "version", b"version", "webhook_url", b"webhook_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_task_ids", b"active_task_ids", "aggregate_into", b"aggregate_into", "approval_deadline_ms", b"approval_deadline_ms", "approval_decisions", b"approval_decisions", "approval_integration", b"approval_integration", "approval_message", b"approval_message", "approval_token", b"approval_token", "awaited_job_id", b"awaited_job_id", "blueprint_name", b"blueprint_name", "branch_results", b"branch_results", "child_job_ids", b"child_job_ids", "client_id", b"client_id", "created_at_ms", b"created_at_ms", "current_state", b"current_state", "dispatch_timeout_ms", b"dispatch_timeout_ms", "error", b"error", "id", b"id", "initial_data", b"initial_data", "parent_job_id", b"parent_job_id", "pending_transitions", b"pending_transitions", "previous_state", b"previous_state", "progress", b"progress", "progress_message", b"progress_message", "result_timeout_ms", b"result_timeout_ms", "retried_at_ms", b"retried_at_ms", "retry_count", b"retry_count", "state_entered_at_ms", b"state_entered_at_ms", "state_history", b"state_history", "status", b"status", "tracing_context", b"tracing_context", "transition_count", b"transition_count", "updated_at_ms", b"updated_at_ms", "version", b"version", "webhook_url", b"webhook_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -261,6 +261,102 @@ class CancelJobResponse(_message.Message):
 Global___CancelJobResponse: _TypeAlias = CancelJobResponse  # noqa: Y015
 
 @_typing.final
+class RetryJobRequest(_message.Message):
+    """RetryJobRequest names a job to retry."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The job."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryJobRequest: _TypeAlias = RetryJobRequest  # noqa: Y015
+
+@_typing.final
+class RetryJobResponse(_message.Message):
+    """RetryJobResponse carries the retried job."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job(self) -> _job_pb2.Job:
+        """The job, running again."""
+
+    def __init__(
+        self,
+        *,
+        job: _job_pb2.Job | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryJobResponse: _TypeAlias = RetryJobResponse  # noqa: Y015
+
+@_typing.final
+class ApproveJobRequest(_message.Message):
+    """ApproveJobRequest carries the owner's decision."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The job."""
+    decision: _builtins.str
+    """One of the wait's decisions (a key of its transitions)."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        decision: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApproveJobRequest: _TypeAlias = ApproveJobRequest  # noqa: Y015
+
+@_typing.final
+class ApproveJobResponse(_message.Message):
+    """ApproveJobResponse carries the job after the decision."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job(self) -> _job_pb2.Job:
+        """The job."""
+
+    def __init__(
+        self,
+        *,
+        job: _job_pb2.Job | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApproveJobResponse: _TypeAlias = ApproveJobResponse  # noqa: Y015
+
+@_typing.final
 class GetJobHistoryRequest(_message.Message):
     """GetJobHistoryRequest names a job."""
 
@@ -662,12 +758,33 @@ class GetDashboardResponse(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class OldestQueuedAtBySkillMsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     JOBS_BY_STATUS_FIELD_NUMBER: _builtins.int
     QUEUE_DEPTH_BY_SKILL_FIELD_NUMBER: _builtins.int
     WORKERS_BY_STATUS_FIELD_NUMBER: _builtins.int
     WORKERS_BY_TRANSPORT_FIELD_NUMBER: _builtins.int
     JOBS_FINISHED_LAST_MINUTE_FIELD_NUMBER: _builtins.int
     JOBS_FAILED_LAST_MINUTE_FIELD_NUMBER: _builtins.int
+    OLDEST_QUEUED_AT_BY_SKILL_MS_FIELD_NUMBER: _builtins.int
     jobs_finished_last_minute: _builtins.int
     """Jobs that finished in the last minute."""
     jobs_failed_last_minute: _builtins.int
@@ -688,6 +805,13 @@ class GetDashboardResponse(_message.Message):
     def workers_by_transport(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """Worker counts by transport ("grpc", "rest")."""
 
+    @_builtins.property
+    def oldest_queued_at_by_skill_ms(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """When the oldest task still queued for each skill was queued, epoch
+        milliseconds (REST: ISO-8601 under oldest_queued_at_by_skill); only
+        skills with queued tasks.
+        """
+
     def __init__(
         self,
         *,
@@ -697,10 +821,11 @@ class GetDashboardResponse(_message.Message):
         workers_by_transport: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         jobs_finished_last_minute: _builtins.int = ...,
         jobs_failed_last_minute: _builtins.int = ...,
+        oldest_queued_at_by_skill_ms: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs_by_status", b"jobs_by_status", "jobs_failed_last_minute", b"jobs_failed_last_minute", "jobs_finished_last_minute", b"jobs_finished_last_minute", "queue_depth_by_skill", b"queue_depth_by_skill", "workers_by_status", b"workers_by_status", "workers_by_transport", b"workers_by_transport"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs_by_status", b"jobs_by_status", "jobs_failed_last_minute", b"jobs_failed_last_minute", "jobs_finished_last_minute", b"jobs_finished_last_minute", "oldest_queued_at_by_skill_ms", b"oldest_queued_at_by_skill_ms", "queue_depth_by_skill", b"queue_depth_by_skill", "workers_by_status", b"workers_by_status", "workers_by_transport", b"workers_by_transport"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -758,23 +883,51 @@ class ListJobsResponse(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class CountsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     JOBS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    COUNTS_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Pass it as page_token for the next page; empty after the last one."""
     @_builtins.property
     def jobs(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.Job]:
         """The jobs of this page."""
 
+    @_builtins.property
+    def counts(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """How many of the caller's jobs are in each status (lowercase name), every
+        status listed, zeros included; whatever the filters.
+        """
+
     def __init__(
         self,
         *,
         jobs: _abc.Iterable[_job_pb2.Job] | None = ...,
         next_page_token: _builtins.str = ...,
+        counts: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "jobs", b"jobs", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -63,6 +63,16 @@ class JobServiceStub:
                 request_serializer=avtomatika_dot_v1_dot_job__service__pb2.CancelJobRequest.SerializeToString,
                 response_deserializer=avtomatika_dot_v1_dot_job__service__pb2.CancelJobResponse.FromString,
                 _registered_method=True)
+        self.RetryJob = channel.unary_unary(
+                '/avtomatika.v1.JobService/RetryJob',
+                request_serializer=avtomatika_dot_v1_dot_job__service__pb2.RetryJobRequest.SerializeToString,
+                response_deserializer=avtomatika_dot_v1_dot_job__service__pb2.RetryJobResponse.FromString,
+                _registered_method=True)
+        self.ApproveJob = channel.unary_unary(
+                '/avtomatika.v1.JobService/ApproveJob',
+                request_serializer=avtomatika_dot_v1_dot_job__service__pb2.ApproveJobRequest.SerializeToString,
+                response_deserializer=avtomatika_dot_v1_dot_job__service__pb2.ApproveJobResponse.FromString,
+                _registered_method=True)
         self.GetJobHistory = channel.unary_unary(
                 '/avtomatika.v1.JobService/GetJobHistory',
                 request_serializer=avtomatika_dot_v1_dot_job__service__pb2.GetJobHistoryRequest.SerializeToString,
@@ -155,6 +165,25 @@ class JobServiceServicer:
 
     def CancelJob(self, request, context):
         """CancelJob cancels a job and pushes the cancel to its worker.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryJob(self, request, context):
+        """RetryJob restarts a failed, error or quarantined job the caller owns
+        from the state where it stopped (for a job that ran a failing end
+        state, the state before it), as a new attempt in its history.
+        FAILED_PRECONDITION (REST 409) for any other status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveJob(self, request, context):
+        """ApproveJob delivers the owner's decision on a job waiting for a human:
+        one of the wait's decisions (INVALID_ARGUMENT otherwise);
+        FAILED_PRECONDITION (REST 409) when the job is not waiting.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -254,6 +283,16 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.CancelJob,
                     request_deserializer=avtomatika_dot_v1_dot_job__service__pb2.CancelJobRequest.FromString,
                     response_serializer=avtomatika_dot_v1_dot_job__service__pb2.CancelJobResponse.SerializeToString,
+            ),
+            'RetryJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryJob,
+                    request_deserializer=avtomatika_dot_v1_dot_job__service__pb2.RetryJobRequest.FromString,
+                    response_serializer=avtomatika_dot_v1_dot_job__service__pb2.RetryJobResponse.SerializeToString,
+            ),
+            'ApproveJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveJob,
+                    request_deserializer=avtomatika_dot_v1_dot_job__service__pb2.ApproveJobRequest.FromString,
+                    response_serializer=avtomatika_dot_v1_dot_job__service__pb2.ApproveJobResponse.SerializeToString,
             ),
             'GetJobHistory': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJobHistory,
@@ -440,6 +479,60 @@ class JobService:
             '/avtomatika.v1.JobService/CancelJob',
             avtomatika_dot_v1_dot_job__service__pb2.CancelJobRequest.SerializeToString,
             avtomatika_dot_v1_dot_job__service__pb2.CancelJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/avtomatika.v1.JobService/RetryJob',
+            avtomatika_dot_v1_dot_job__service__pb2.RetryJobRequest.SerializeToString,
+            avtomatika_dot_v1_dot_job__service__pb2.RetryJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/avtomatika.v1.JobService/ApproveJob',
+            avtomatika_dot_v1_dot_job__service__pb2.ApproveJobRequest.SerializeToString,
+            avtomatika_dot_v1_dot_job__service__pb2.ApproveJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

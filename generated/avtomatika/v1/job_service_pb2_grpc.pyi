@@ -58,6 +58,17 @@ class JobServiceStub:
     """
     CancelJob: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.CancelJobRequest, _job_service_pb2.CancelJobResponse]
     """CancelJob cancels a job and pushes the cancel to its worker."""
+    RetryJob: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.RetryJobRequest, _job_service_pb2.RetryJobResponse]
+    """RetryJob restarts a failed, error or quarantined job the caller owns
+    from the state where it stopped (for a job that ran a failing end
+    state, the state before it), as a new attempt in its history.
+    FAILED_PRECONDITION (REST 409) for any other status.
+    """
+    ApproveJob: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.ApproveJobRequest, _job_service_pb2.ApproveJobResponse]
+    """ApproveJob delivers the owner's decision on a job waiting for a human:
+    one of the wait's decisions (INVALID_ARGUMENT otherwise);
+    FAILED_PRECONDITION (REST 409) when the job is not waiting.
+    """
     GetJobHistory: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.GetJobHistoryRequest, _job_service_pb2.GetJobHistoryResponse]
     """GetJobHistory returns every lifecycle event of a job, in order."""
     GetUploadUrl: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.GetUploadUrlRequest, _job_service_pb2.GetUploadUrlResponse]
@@ -113,6 +124,17 @@ class JobServiceAsyncStub(JobServiceStub):
     """
     CancelJob: _aio.UnaryUnaryMultiCallable[_job_service_pb2.CancelJobRequest, _job_service_pb2.CancelJobResponse]  # type: ignore[assignment]
     """CancelJob cancels a job and pushes the cancel to its worker."""
+    RetryJob: _aio.UnaryUnaryMultiCallable[_job_service_pb2.RetryJobRequest, _job_service_pb2.RetryJobResponse]  # type: ignore[assignment]
+    """RetryJob restarts a failed, error or quarantined job the caller owns
+    from the state where it stopped (for a job that ran a failing end
+    state, the state before it), as a new attempt in its history.
+    FAILED_PRECONDITION (REST 409) for any other status.
+    """
+    ApproveJob: _aio.UnaryUnaryMultiCallable[_job_service_pb2.ApproveJobRequest, _job_service_pb2.ApproveJobResponse]  # type: ignore[assignment]
+    """ApproveJob delivers the owner's decision on a job waiting for a human:
+    one of the wait's decisions (INVALID_ARGUMENT otherwise);
+    FAILED_PRECONDITION (REST 409) when the job is not waiting.
+    """
     GetJobHistory: _aio.UnaryUnaryMultiCallable[_job_service_pb2.GetJobHistoryRequest, _job_service_pb2.GetJobHistoryResponse]  # type: ignore[assignment]
     """GetJobHistory returns every lifecycle event of a job, in order."""
     GetUploadUrl: _aio.UnaryUnaryMultiCallable[_job_service_pb2.GetUploadUrlRequest, _job_service_pb2.GetUploadUrlResponse]  # type: ignore[assignment]
@@ -195,6 +217,29 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.CancelJobResponse, _abc.Awaitable[_job_service_pb2.CancelJobResponse]]:
         """CancelJob cancels a job and pushes the cancel to its worker."""
+
+    @_abc_1.abstractmethod
+    def RetryJob(
+        self,
+        request: _job_service_pb2.RetryJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_job_service_pb2.RetryJobResponse, _abc.Awaitable[_job_service_pb2.RetryJobResponse]]:
+        """RetryJob restarts a failed, error or quarantined job the caller owns
+        from the state where it stopped (for a job that ran a failing end
+        state, the state before it), as a new attempt in its history.
+        FAILED_PRECONDITION (REST 409) for any other status.
+        """
+
+    @_abc_1.abstractmethod
+    def ApproveJob(
+        self,
+        request: _job_service_pb2.ApproveJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_job_service_pb2.ApproveJobResponse, _abc.Awaitable[_job_service_pb2.ApproveJobResponse]]:
+        """ApproveJob delivers the owner's decision on a job waiting for a human:
+        one of the wait's decisions (INVALID_ARGUMENT otherwise);
+        FAILED_PRECONDITION (REST 409) when the job is not waiting.
+        """
 
     @_abc_1.abstractmethod
     def GetJobHistory(

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x61vtomatika/v1/worker.proto\x12\ravtomatika.v1\")\n\x07GpuInfo\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07vram_gb\x18\x02 \x01(\x01\"/\n\x0eInstalledModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\xb5\x01\n\x0fWorkerResources\x12\x1c\n\x14max_concurrent_tasks\x18\x01 \x01(\r\x12\x11\n\tcpu_cores\x18\x02 \x01(\r\x12\x0e\n\x06ram_gb\x18\x03 \x01(\x01\x12(\n\x08gpu_info\x18\x04 \x01(\x0b\x32\x16.avtomatika.v1.GpuInfo\x12\x37\n\x10installed_models\x18\x05 \x03(\x0b\x32\x1d.avtomatika.v1.InstalledModel\"\xff\x03\n\x12WorkerRegistration\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x13\n\x0bworker_type\x18\x02 \x01(\t\x12\x0e\n\x06skills\x18\x03 \x03(\t\x12\x31\n\tresources\x18\x04 \x01(\x0b\x32\x1e.avtomatika.v1.WorkerResources\x12K\n\x0e\x63ost_per_skill\x18\x05 \x03(\x0b\x32\x33.avtomatika.v1.WorkerRegistration.CostPerSkillEntry\x12=\n\x06labels\x18\x06 \x03(\x0b\x32-.avtomatika.v1.WorkerRegistration.LabelsEntry\x12T\n\x12installed_software\x18\x07 \x03(\x0b\x32\x38.avtomatika.v1.WorkerRegistration.InstalledSoftwareEntry\x1a\x33\n\x11\x43ostPerSkillEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x38\n\x16InstalledSoftwareEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd4\x01\n\nWorkerInfo\x12\x37\n\x0cregistration\x18\x01 \x01(\x0b\x32!.avtomatika.v1.WorkerRegistration\x12+\n\x06status\x18\x02 \x01(\x0e\x32\x1b.avtomatika.v1.WorkerStatus\x12\x31\n\ttransport\x18\x03 \x01(\x0e\x32\x1e.avtomatika.v1.WorkerTransport\x12\x17\n\x0f\x61\x63tive_task_ids\x18\x04 \x03(\t\x12\x14\n\x0clast_seen_ms\x18\x05 \x01(\x03*i\n\x0fWorkerTransport\x12 \n\x1cWORKER_TRANSPORT_UNSPECIFIED\x10\x00\x12\x19\n\x15WORKER_TRANSPORT_GRPC\x10\x01\x12\x19\n\x15WORKER_TRANSPORT_REST\x10\x02*\x94\x01\n\x0cWorkerStatus\x12\x1d\n\x19WORKER_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12WORKER_STATUS_IDLE\x10\x01\x12\x16\n\x12WORKER_STATUS_BUSY\x10\x02\x12\x1a\n\x16WORKER_STATUS_DRAINING\x10\x03\x12\x19\n\x15WORKER_STATUS_OFFLINE\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x61vtomatika/v1/worker.proto\x12\ravtomatika.v1\")\n\x07GpuInfo\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07vram_gb\x18\x02 \x01(\x01\"/\n\x0eInstalledModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\xb5\x01\n\x0fWorkerResources\x12\x1c\n\x14max_concurrent_tasks\x18\x01 \x01(\r\x12\x11\n\tcpu_cores\x18\x02 \x01(\r\x12\x0e\n\x06ram_gb\x18\x03 \x01(\x01\x12(\n\x08gpu_info\x18\x04 \x01(\x0b\x32\x16.avtomatika.v1.GpuInfo\x12\x37\n\x10installed_models\x18\x05 \x03(\x0b\x32\x1d.avtomatika.v1.InstalledModel\"\xff\x03\n\x12WorkerRegistration\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x13\n\x0bworker_type\x18\x02 \x01(\t\x12\x0e\n\x06skills\x18\x03 \x03(\t\x12\x31\n\tresources\x18\x04 \x01(\x0b\x32\x1e.avtomatika.v1.WorkerResources\x12K\n\x0e\x63ost_per_skill\x18\x05 \x03(\x0b\x32\x33.avtomatika.v1.WorkerRegistration.CostPerSkillEntry\x12=\n\x06labels\x18\x06 \x03(\x0b\x32-.avtomatika.v1.WorkerRegistration.LabelsEntry\x12T\n\x12installed_software\x18\x07 \x03(\x0b\x32\x38.avtomatika.v1.WorkerRegistration.InstalledSoftwareEntry\x1a\x33\n\x11\x43ostPerSkillEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x38\n\x16InstalledSoftwareEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xf1\x01\n\nWorkerInfo\x12\x37\n\x0cregistration\x18\x01 \x01(\x0b\x32!.avtomatika.v1.WorkerRegistration\x12+\n\x06status\x18\x02 \x01(\x0e\x32\x1b.avtomatika.v1.WorkerStatus\x12\x31\n\ttransport\x18\x03 \x01(\x0e\x32\x1e.avtomatika.v1.WorkerTransport\x12\x17\n\x0f\x61\x63tive_task_ids\x18\x04 \x03(\t\x12\x14\n\x0clast_seen_ms\x18\x05 \x01(\x03\x12\r\n\x05\x61gent\x18\x06 \x01(\t\x12\x0c\n\x04load\x18\x07 \x01(\r*i\n\x0fWorkerTransport\x12 \n\x1cWORKER_TRANSPORT_UNSPECIFIED\x10\x00\x12\x19\n\x15WORKER_TRANSPORT_GRPC\x10\x01\x12\x19\n\x15WORKER_TRANSPORT_REST\x10\x02*\x94\x01\n\x0cWorkerStatus\x12\x1d\n\x19WORKER_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12WORKER_STATUS_IDLE\x10\x01\x12\x16\n\x12WORKER_STATUS_BUSY\x10\x02\x12\x1a\n\x16WORKER_STATUS_DRAINING\x10\x03\x12\x19\n\x15WORKER_STATUS_OFFLINE\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,10 +37,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WORKERREGISTRATION_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_WORKERREGISTRATION_INSTALLEDSOFTWAREENTRY']._loaded_options = None
   _globals['_WORKERREGISTRATION_INSTALLEDSOFTWAREENTRY']._serialized_options = b'8\001'
-  _globals['_WORKERTRANSPORT']._serialized_start=1050
-  _globals['_WORKERTRANSPORT']._serialized_end=1155
-  _globals['_WORKERSTATUS']._serialized_start=1158
-  _globals['_WORKERSTATUS']._serialized_end=1306
+  _globals['_WORKERTRANSPORT']._serialized_start=1079
+  _globals['_WORKERTRANSPORT']._serialized_end=1184
+  _globals['_WORKERSTATUS']._serialized_start=1187
+  _globals['_WORKERSTATUS']._serialized_end=1335
   _globals['_GPUINFO']._serialized_start=45
   _globals['_GPUINFO']._serialized_end=86
   _globals['_INSTALLEDMODEL']._serialized_start=88
@@ -56,5 +56,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WORKERREGISTRATION_INSTALLEDSOFTWAREENTRY']._serialized_start=777
   _globals['_WORKERREGISTRATION_INSTALLEDSOFTWAREENTRY']._serialized_end=833
   _globals['_WORKERINFO']._serialized_start=836
-  _globals['_WORKERINFO']._serialized_end=1048
+  _globals['_WORKERINFO']._serialized_end=1077
 # @@protoc_insertion_point(module_scope)

@@ -296,19 +296,31 @@ class WorkerInfo(_message.Message):
     TRANSPORT_FIELD_NUMBER: _builtins.int
     ACTIVE_TASK_IDS_FIELD_NUMBER: _builtins.int
     LAST_SEEN_MS_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
+    LOAD_FIELD_NUMBER: _builtins.int
     status: Global___WorkerStatus.ValueType
     """What it is doing."""
     transport: Global___WorkerTransport.ValueType
     """How it is connected."""
     last_seen_ms: _builtins.int
     """Last sign of life, epoch milliseconds."""
+    agent: _builtins.str
+    """What the worker says it is: the User-Agent header of its REST
+    registration or polls, the user-agent metadata of its gRPC stream.
+    """
+    load: _builtins.int
+    """How many tasks it holds, for every client (set for clients, whose
+    active_task_ids are only their own).
+    """
     @_builtins.property
     def registration(self) -> Global___WorkerRegistration:
         """What it declared."""
 
     @_builtins.property
     def active_task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Task ids it holds leases on."""
+        """Task ids it holds leases on. Clients (ListWorkers) see only those of
+        their own jobs.
+        """
 
     def __init__(
         self,
@@ -318,10 +330,12 @@ class WorkerInfo(_message.Message):
         transport: Global___WorkerTransport.ValueType = ...,
         active_task_ids: _abc.Iterable[_builtins.str] | None = ...,
         last_seen_ms: _builtins.int = ...,
+        agent: _builtins.str = ...,
+        load: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["registration", b"registration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_task_ids", b"active_task_ids", "last_seen_ms", b"last_seen_ms", "registration", b"registration", "status", b"status", "transport", b"transport"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_task_ids", b"active_task_ids", "agent", b"agent", "last_seen_ms", b"last_seen_ms", "load", b"load", "registration", b"registration", "status", b"status", "transport", b"transport"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

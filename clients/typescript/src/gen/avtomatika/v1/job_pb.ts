@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file avtomatika/v1/job.proto.
  */
 export const file_avtomatika_v1_job: GenFile = /*@__PURE__*/
-  fileDesc("ChdhdnRvbWF0aWthL3YxL2pvYi5wcm90bxINYXZ0b21hdGlrYS52MSK9CAoDSm9iEgoKAmlkGAEgASgJEhYKDmJsdWVwcmludF9uYW1lGAIgASgJEigKBnN0YXR1cxgDIAEoDjIYLmF2dG9tYXRpa2EudjEuSm9iU3RhdHVzEhUKDWN1cnJlbnRfc3RhdGUYBCABKAkSLAoMaW5pdGlhbF9kYXRhGAUgASgLMhYuYXZ0b21hdGlrYS52MS5QYXlsb2FkEi0KDXN0YXRlX2hpc3RvcnkYBiABKAsyFi5hdnRvbWF0aWthLnYxLlBheWxvYWQSDQoFZXJyb3IYByABKAkSEAoIcHJvZ3Jlc3MYCCABKAESGAoQcHJvZ3Jlc3NfbWVzc2FnZRgJIAEoCRIVCg1jcmVhdGVkX2F0X21zGAogASgDEhUKDXVwZGF0ZWRfYXRfbXMYCyABKAMSEwoLcmV0cnlfY291bnQYDCABKA0SFQoNcGFyZW50X2pvYl9pZBgNIAEoCRIVCg1jaGlsZF9qb2JfaWRzGA4gAygJEg8KB3ZlcnNpb24YDyABKAQSEQoJY2xpZW50X2lkGBAgASgJEhMKC3dlYmhvb2tfdXJsGBEgASgJEhcKD2FjdGl2ZV90YXNrX2lkcxgSIAMoCRIbChNkaXNwYXRjaF90aW1lb3V0X21zGBMgASgDEhkKEXJlc3VsdF90aW1lb3V0X21zGBQgASgDEhgKEHRyYW5zaXRpb25fY291bnQYFSABKA0SFgoOYWdncmVnYXRlX2ludG8YFiABKAkSPQoOYnJhbmNoX3Jlc3VsdHMYFyADKAsyJS5hdnRvbWF0aWthLnYxLkpvYi5CcmFuY2hSZXN1bHRzRW50cnkSRwoTcGVuZGluZ190cmFuc2l0aW9ucxgYIAMoCzIqLmF2dG9tYXRpa2EudjEuSm9iLlBlbmRpbmdUcmFuc2l0aW9uc0VudHJ5EhYKDmF3YWl0ZWRfam9iX2lkGBkgASgJEhwKFGFwcHJvdmFsX2ludGVncmF0aW9uGBogASgJEhgKEGFwcHJvdmFsX21lc3NhZ2UYGyABKAkSPwoPdHJhY2luZ19jb250ZXh0GBwgAygLMiYuYXZ0b21hdGlrYS52MS5Kb2IuVHJhY2luZ0NvbnRleHRFbnRyeRIbChNzdGF0ZV9lbnRlcmVkX2F0X21zGB0gASgDEhYKDmFwcHJvdmFsX3Rva2VuGB4gASgJGkwKEkJyYW5jaFJlc3VsdHNFbnRyeRILCgNrZXkYASABKAkSJQoFdmFsdWUYAiABKAsyFi5hdnRvbWF0aWthLnYxLlBheWxvYWQ6AjgBGjkKF1BlbmRpbmdUcmFuc2l0aW9uc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaNQoTVHJhY2luZ0NvbnRleHRFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBKucCCglKb2JTdGF0dXMSGgoWSk9CX1NUQVRVU19VTlNQRUNJRklFRBAAEhYKEkpPQl9TVEFUVVNfUEVORElORxABEhYKEkpPQl9TVEFUVVNfUlVOTklORxACEiEKHUpPQl9TVEFUVVNfV0FJVElOR19GT1JfV09SS0VSEAMSIAocSk9CX1NUQVRVU19XQUlUSU5HX0ZPUl9IVU1BThAEEikKJUpPQl9TVEFUVVNfV0FJVElOR19GT1JfUEFSQUxMRUxfVEFTS1MQBRIiCh5KT0JfU1RBVFVTX1dBSVRJTkdfRk9SX1NVQl9KT0IQBhIXChNKT0JfU1RBVFVTX0ZJTklTSEVEEAcSFQoRSk9CX1NUQVRVU19GQUlMRUQQCBIYChRKT0JfU1RBVFVTX0NBTkNFTExFRBAJEhQKEEpPQl9TVEFUVVNfRVJST1IQChIaChZKT0JfU1RBVFVTX1FVQVJBTlRJTkVEEAtiBnByb3RvMw", [file_avtomatika_v1_payload]);
+  fileDesc("ChdhdnRvbWF0aWthL3YxL2pvYi5wcm90bxINYXZ0b21hdGlrYS52MSKmCQoDSm9iEgoKAmlkGAEgASgJEhYKDmJsdWVwcmludF9uYW1lGAIgASgJEigKBnN0YXR1cxgDIAEoDjIYLmF2dG9tYXRpa2EudjEuSm9iU3RhdHVzEhUKDWN1cnJlbnRfc3RhdGUYBCABKAkSLAoMaW5pdGlhbF9kYXRhGAUgASgLMhYuYXZ0b21hdGlrYS52MS5QYXlsb2FkEi0KDXN0YXRlX2hpc3RvcnkYBiABKAsyFi5hdnRvbWF0aWthLnYxLlBheWxvYWQSDQoFZXJyb3IYByABKAkSEAoIcHJvZ3Jlc3MYCCABKAESGAoQcHJvZ3Jlc3NfbWVzc2FnZRgJIAEoCRIVCg1jcmVhdGVkX2F0X21zGAogASgDEhUKDXVwZGF0ZWRfYXRfbXMYCyABKAMSEwoLcmV0cnlfY291bnQYDCABKA0SFQoNcGFyZW50X2pvYl9pZBgNIAEoCRIVCg1jaGlsZF9qb2JfaWRzGA4gAygJEg8KB3ZlcnNpb24YDyABKAQSEQoJY2xpZW50X2lkGBAgASgJEhMKC3dlYmhvb2tfdXJsGBEgASgJEhcKD2FjdGl2ZV90YXNrX2lkcxgSIAMoCRIbChNkaXNwYXRjaF90aW1lb3V0X21zGBMgASgDEhkKEXJlc3VsdF90aW1lb3V0X21zGBQgASgDEhgKEHRyYW5zaXRpb25fY291bnQYFSABKA0SFgoOYWdncmVnYXRlX2ludG8YFiABKAkSPQoOYnJhbmNoX3Jlc3VsdHMYFyADKAsyJS5hdnRvbWF0aWthLnYxLkpvYi5CcmFuY2hSZXN1bHRzRW50cnkSRwoTcGVuZGluZ190cmFuc2l0aW9ucxgYIAMoCzIqLmF2dG9tYXRpa2EudjEuSm9iLlBlbmRpbmdUcmFuc2l0aW9uc0VudHJ5EhYKDmF3YWl0ZWRfam9iX2lkGBkgASgJEhwKFGFwcHJvdmFsX2ludGVncmF0aW9uGBogASgJEhgKEGFwcHJvdmFsX21lc3NhZ2UYGyABKAkSPwoPdHJhY2luZ19jb250ZXh0GBwgAygLMiYuYXZ0b21hdGlrYS52MS5Kb2IuVHJhY2luZ0NvbnRleHRFbnRyeRIbChNzdGF0ZV9lbnRlcmVkX2F0X21zGB0gASgDEhYKDmFwcHJvdmFsX3Rva2VuGB4gASgJEhwKFGFwcHJvdmFsX2RlYWRsaW5lX21zGB8gASgDEhYKDnByZXZpb3VzX3N0YXRlGCAgASgJEhoKEmFwcHJvdmFsX2RlY2lzaW9ucxghIAMoCRIVCg1yZXRyaWVkX2F0X21zGCIgASgDGkwKEkJyYW5jaFJlc3VsdHNFbnRyeRILCgNrZXkYASABKAkSJQoFdmFsdWUYAiABKAsyFi5hdnRvbWF0aWthLnYxLlBheWxvYWQ6AjgBGjkKF1BlbmRpbmdUcmFuc2l0aW9uc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaNQoTVHJhY2luZ0NvbnRleHRFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBKucCCglKb2JTdGF0dXMSGgoWSk9CX1NUQVRVU19VTlNQRUNJRklFRBAAEhYKEkpPQl9TVEFUVVNfUEVORElORxABEhYKEkpPQl9TVEFUVVNfUlVOTklORxACEiEKHUpPQl9TVEFUVVNfV0FJVElOR19GT1JfV09SS0VSEAMSIAocSk9CX1NUQVRVU19XQUlUSU5HX0ZPUl9IVU1BThAEEikKJUpPQl9TVEFUVVNfV0FJVElOR19GT1JfUEFSQUxMRUxfVEFTS1MQBRIiCh5KT0JfU1RBVFVTX1dBSVRJTkdfRk9SX1NVQl9KT0IQBhIXChNKT0JfU1RBVFVTX0ZJTklTSEVEEAcSFQoRSk9CX1NUQVRVU19GQUlMRUQQCBIYChRKT0JfU1RBVFVTX0NBTkNFTExFRBAJEhQKEEpPQl9TVEFUVVNfRVJST1IQChIaChZKT0JfU1RBVFVTX1FVQVJBTlRJTkVEEAtiBnByb3RvMw", [file_avtomatika_v1_payload]);
 
 /**
  * Job is one run of a blueprint, as stored and as returned to clients.
@@ -160,8 +160,8 @@ export type Job = Message<"avtomatika.v1.Job"> & {
   dispatchTimeoutMs: bigint;
 
   /**
-   * Per-job deadline for task results, in milliseconds after creation; zero
-   * means none.
+   * Per-job deadline for task results, in milliseconds after creation (after
+   * the last retry, for a retried job: see retried_at_ms); zero means none.
    *
    * @generated from field: int64 result_timeout_ms = 20;
    */
@@ -243,6 +243,42 @@ export type Job = Message<"avtomatika.v1.Job"> & {
    * @generated from field: string approval_token = 30;
    */
   approvalToken: string;
+
+  /**
+   * While waiting for a human with a timeout (await_human_approval's
+   * `timeout`): when the wait expires and the job takes its "timeout"
+   * transition, epoch milliseconds; zero when the wait has no timeout.
+   *
+   * @generated from field: int64 approval_deadline_ms = 31;
+   */
+  approvalDeadlineMs: bigint;
+
+  /**
+   * The state the job was in before `current_state` (empty for the start
+   * state). A retry of a job that ended by running a failing end state
+   * restarts from it.
+   *
+   * @generated from field: string previous_state = 32;
+   */
+  previousState: string;
+
+  /**
+   * While waiting for a human: the decisions a person may make, sorted (the
+   * keys of pending_transitions, but "timeout" when the wait has a timeout:
+   * that one is taken when approval_deadline_ms passes).
+   *
+   * @generated from field: repeated string approval_decisions = 33;
+   */
+  approvalDecisions: string[];
+
+  /**
+   * When the job was last retried (RetryJob), epoch milliseconds; zero if
+   * never. Its result_timeout counts from then: a new attempt gets the whole
+   * of it again.
+   *
+   * @generated from field: int64 retried_at_ms = 34;
+   */
+  retriedAtMs: bigint;
 };
 
 /**
@@ -255,7 +291,8 @@ export const JobSchema: GenMessage<Job> = /*@__PURE__*/
 /**
  * JobStatus is where a job stands in its lifecycle. FINISHED, FAILED,
  * CANCELLED, ERROR and QUARANTINED are terminal: once there, nothing moves the
- * job again (a late result for a cancelled job is ignored).
+ * job on its own (a late result for a cancelled job is ignored); only its
+ * client's RetryJob runs a FAILED, ERROR or QUARANTINED job again.
  *
  * @generated from enum avtomatika.v1.JobStatus
  */

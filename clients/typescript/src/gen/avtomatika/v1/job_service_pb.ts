@@ -21,7 +21,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file avtomatika/v1/job_service.proto.
  */
 export const file_avtomatika_v1_job_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch9hdnRvbWF0aWthL3YxL2pvYl9zZXJ2aWNlLnByb3RvEg1hdnRvbWF0aWthLnYxIq4BChBDcmVhdGVKb2JSZXF1ZXN0EhMKC2FwaV92ZXJzaW9uGAEgASgJEhAKCGVuZHBvaW50GAIgASgJEiwKDGluaXRpYWxfZGF0YRgDIAEoCzIWLmF2dG9tYXRpa2EudjEuUGF5bG9hZBITCgt3ZWJob29rX3VybBgEIAEoCRIYChBkaXNwYXRjaF90aW1lb3V0GAUgASgBEhYKDnJlc3VsdF90aW1lb3V0GAYgASgBIjMKEUNyZWF0ZUpvYlJlc3BvbnNlEg4KBnN0YXR1cxgBIAEoCRIOCgZqb2JfaWQYAiABKAkiLQoNR2V0Sm9iUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSDAoEd2FpdBgCIAEoASIxCg5HZXRKb2JSZXNwb25zZRIfCgNqb2IYASABKAsyEi5hdnRvbWF0aWthLnYxLkpvYiIoChZTdHJlYW1Kb2JFdmVudHNSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCSK8AQoXU3RyZWFtSm9iRXZlbnRzUmVzcG9uc2USDgoGam9iX2lkGAEgASgJEigKBnN0YXR1cxgCIAEoDjIYLmF2dG9tYXRpa2EudjEuSm9iU3RhdHVzEhUKDWN1cnJlbnRfc3RhdGUYAyABKAkSEAoIcHJvZ3Jlc3MYBCABKAESGAoQcHJvZ3Jlc3NfbWVzc2FnZRgFIAEoCRINCgVlcnJvchgGIAEoCRIVCg11cGRhdGVkX2F0X21zGAcgASgDIiIKEENhbmNlbEpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJIiMKEUNhbmNlbEpvYlJlc3BvbnNlEg4KBnN0YXR1cxgBIAEoCSImChRHZXRKb2JIaXN0b3J5UmVxdWVzdBIOCgZqb2JfaWQYASABKAkiRAoVR2V0Sm9iSGlzdG9yeVJlc3BvbnNlEisKBmV2ZW50cxgBIAMoCzIbLmF2dG9tYXRpa2EudjEuSGlzdG9yeUV2ZW50IksKE0dldFVwbG9hZFVybFJlcXVlc3QSDgoGam9iX2lkGAEgASgJEhAKCGZpbGVuYW1lGAIgASgJEhIKCmV4cGlyZXNfaW4YAyABKA0iRwoUR2V0VXBsb2FkVXJsUmVzcG9uc2USCwoDdXJsGAEgASgJEhIKCmV4cGlyZXNfaW4YAiABKA0SDgoGbWV0aG9kGAMgASgJIlwKEVVwbG9hZEZpbGVSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIQCghmaWxlbmFtZRgCIAEoCRIlCgdjb250ZW50GAMgASgLMhQuZ29vZ2xlLmFwaS5IdHRwQm9keSI0ChJVcGxvYWRGaWxlUmVzcG9uc2USDgoGc3RhdHVzGAEgASgJEg4KBnMzX3VyaRgCIAEoCSI3ChNEb3dubG9hZEZpbGVSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIQCghmaWxlbmFtZRgCIAEoCSIjChREb3dubG9hZEZpbGVSZXNwb25zZRILCgN1cmwYASABKAkiMgoYR2V0Qmx1ZXByaW50R3JhcGhSZXF1ZXN0EhYKDmJsdWVwcmludF9uYW1lGAEgASgJIj8KGUdldEJsdWVwcmludEdyYXBoUmVzcG9uc2USIgoEYm9keRgBIAEoCzIULmdvb2dsZS5hcGkuSHR0cEJvZHkiFAoSTGlzdFdvcmtlcnNSZXF1ZXN0IkEKE0xpc3RXb3JrZXJzUmVzcG9uc2USKgoHd29ya2VycxgBIAMoCzIZLmF2dG9tYXRpa2EudjEuV29ya2VySW5mbyIVChNHZXREYXNoYm9hcmRSZXF1ZXN0IpUFChRHZXREYXNoYm9hcmRSZXNwb25zZRJNCg5qb2JzX2J5X3N0YXR1cxgBIAMoCzI1LmF2dG9tYXRpa2EudjEuR2V0RGFzaGJvYXJkUmVzcG9uc2UuSm9ic0J5U3RhdHVzRW50cnkSWAoUcXVldWVfZGVwdGhfYnlfc2tpbGwYAiADKAsyOi5hdnRvbWF0aWthLnYxLkdldERhc2hib2FyZFJlc3BvbnNlLlF1ZXVlRGVwdGhCeVNraWxsRW50cnkSUwoRd29ya2Vyc19ieV9zdGF0dXMYAyADKAsyOC5hdnRvbWF0aWthLnYxLkdldERhc2hib2FyZFJlc3BvbnNlLldvcmtlcnNCeVN0YXR1c0VudHJ5ElkKFHdvcmtlcnNfYnlfdHJhbnNwb3J0GAQgAygLMjsuYXZ0b21hdGlrYS52MS5HZXREYXNoYm9hcmRSZXNwb25zZS5Xb3JrZXJzQnlUcmFuc3BvcnRFbnRyeRIhChlqb2JzX2ZpbmlzaGVkX2xhc3RfbWludXRlGAUgASgEEh8KF2pvYnNfZmFpbGVkX2xhc3RfbWludXRlGAYgASgEGjMKEUpvYnNCeVN0YXR1c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoBDoCOAEaOAoWUXVldWVEZXB0aEJ5U2tpbGxFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAQ6AjgBGjYKFFdvcmtlcnNCeVN0YXR1c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoBDoCOAEaOQoXV29ya2Vyc0J5VHJhbnNwb3J0RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgEOgI4ASKoAQoPTGlzdEpvYnNSZXF1ZXN0EioKCHN0YXR1c2VzGAEgAygOMhguYXZ0b21hdGlrYS52MS5Kb2JTdGF0dXMSEQoJYmx1ZXByaW50GAIgASgJEhUKDWN1cnJlbnRfc3RhdGUYAyABKAkSGAoQY3JlYXRlZF9hZnRlcl9tcxgEIAEoAxIRCglwYWdlX3NpemUYBSABKA0SEgoKcGFnZV90b2tlbhgGIAEoCSJNChBMaXN0Sm9ic1Jlc3BvbnNlEiAKBGpvYnMYASADKAsyEi5hdnRvbWF0aWthLnYxLkpvYhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiYAoXVXBsb2FkRmlsZVN0cmVhbVJlcXVlc3QSDgoGam9iX2lkGAEgASgJEhAKCGZpbGVuYW1lGAIgASgJEhQKDGNvbnRlbnRfdHlwZRgDIAEoCRINCgVjaHVuaxgEIAEoDCJIChhVcGxvYWRGaWxlU3RyZWFtUmVzcG9uc2USDgoGc3RhdHVzGAEgASgJEg4KBnMzX3VyaRgCIAEoCRIMCgRzaXplGAMgASgEIhcKFUxpc3RCbHVlcHJpbnRzUmVxdWVzdCKWAQoQQmx1ZXByaW50U3VtbWFyeRIMCgRuYW1lGAEgASgJEg0KBXJvdXRlGAIgASgJEg4KBnN0YXRlcxgDIAMoCRITCgtzdGFydF9zdGF0ZRgEIAEoCRISCgplbmRfc3RhdGVzGAUgAygJEiwKDGlucHV0X3NjaGVtYRgGIAEoCzIWLmF2dG9tYXRpa2EudjEuUGF5bG9hZCJNChZMaXN0Qmx1ZXByaW50c1Jlc3BvbnNlEjMKCmJsdWVwcmludHMYASADKAsyHy5hdnRvbWF0aWthLnYxLkJsdWVwcmludFN1bW1hcnky7A0KCkpvYlNlcnZpY2USewoJQ3JlYXRlSm9iEh8uYXZ0b21hdGlrYS52MS5DcmVhdGVKb2JSZXF1ZXN0GiAuYXZ0b21hdGlrYS52MS5DcmVhdGVKb2JSZXNwb25zZSIrgtPkkwIlOgEqIiAvYXBpL3thcGlfdmVyc2lvbn0ve2VuZHBvaW50PSoqfRJhCghMaXN0Sm9icxIeLmF2dG9tYXRpa2EudjEuTGlzdEpvYnNSZXF1ZXN0Gh8uYXZ0b21hdGlrYS52MS5MaXN0Sm9ic1Jlc3BvbnNlIhSC0+STAg4SDC9hcGkvdjEvam9icxJkCgZHZXRKb2ISHC5hdnRvbWF0aWthLnYxLkdldEpvYlJlcXVlc3QaHS5hdnRvbWF0aWthLnYxLkdldEpvYlJlc3BvbnNlIh2C0+STAhcSFS9hcGkvdjEvam9icy97am9iX2lkfRKIAQoPU3RyZWFtSm9iRXZlbnRzEiUuYXZ0b21hdGlrYS52MS5TdHJlYW1Kb2JFdmVudHNSZXF1ZXN0GiYuYXZ0b21hdGlrYS52MS5TdHJlYW1Kb2JFdmVudHNSZXNwb25zZSIkgtPkkwIeEhwvYXBpL3YxL2pvYnMve2pvYl9pZH0vZXZlbnRzMAESdAoJQ2FuY2VsSm9iEh8uYXZ0b21hdGlrYS52MS5DYW5jZWxKb2JSZXF1ZXN0GiAuYXZ0b21hdGlrYS52MS5DYW5jZWxKb2JSZXNwb25zZSIkgtPkkwIeIhwvYXBpL3YxL2pvYnMve2pvYl9pZH0vY2FuY2VsEoEBCg1HZXRKb2JIaXN0b3J5EiMuYXZ0b21hdGlrYS52MS5HZXRKb2JIaXN0b3J5UmVxdWVzdBokLmF2dG9tYXRpa2EudjEuR2V0Sm9iSGlzdG9yeVJlc3BvbnNlIiWC0+STAh8SHS9hcGkvdjEvam9icy97am9iX2lkfS9oaXN0b3J5EoMBCgxHZXRVcGxvYWRVcmwSIi5hdnRvbWF0aWthLnYxLkdldFVwbG9hZFVybFJlcXVlc3QaIy5hdnRvbWF0aWthLnYxLkdldFVwbG9hZFVybFJlc3BvbnNlIiqC0+STAiQSIi9hcGkvdjEvam9icy97am9iX2lkfS9maWxlcy91cGxvYWQSkgEKClVwbG9hZEZpbGUSIC5hdnRvbWF0aWthLnYxLlVwbG9hZEZpbGVSZXF1ZXN0GiEuYXZ0b21hdGlrYS52MS5VcGxvYWRGaWxlUmVzcG9uc2UiP4LT5JMCOToHY29udGVudBouL2FwaS92MS9qb2JzL3tqb2JfaWR9L2ZpbGVzL2NvbnRlbnQve2ZpbGVuYW1lfRJlChBVcGxvYWRGaWxlU3RyZWFtEiYuYXZ0b21hdGlrYS52MS5VcGxvYWRGaWxlU3RyZWFtUmVxdWVzdBonLmF2dG9tYXRpa2EudjEuVXBsb2FkRmlsZVN0cmVhbVJlc3BvbnNlKAESkAEKDERvd25sb2FkRmlsZRIiLmF2dG9tYXRpa2EudjEuRG93bmxvYWRGaWxlUmVxdWVzdBojLmF2dG9tYXRpa2EudjEuRG93bmxvYWRGaWxlUmVzcG9uc2UiN4LT5JMCMRIvL2FwaS92MS9qb2JzL3tqb2JfaWR9L2ZpbGVzL2Rvd25sb2FkL3tmaWxlbmFtZX0SeQoOTGlzdEJsdWVwcmludHMSJC5hdnRvbWF0aWthLnYxLkxpc3RCbHVlcHJpbnRzUmVxdWVzdBolLmF2dG9tYXRpa2EudjEuTGlzdEJsdWVwcmludHNSZXNwb25zZSIagtPkkwIUEhIvYXBpL3YxL2JsdWVwcmludHMSnwEKEUdldEJsdWVwcmludEdyYXBoEicuYXZ0b21hdGlrYS52MS5HZXRCbHVlcHJpbnRHcmFwaFJlcXVlc3QaKC5hdnRvbWF0aWthLnYxLkdldEJsdWVwcmludEdyYXBoUmVzcG9uc2UiN4LT5JMCMWIEYm9keRIpL2FwaS92MS9ibHVlcHJpbnRzL3tibHVlcHJpbnRfbmFtZX0vZ3JhcGgSbQoLTGlzdFdvcmtlcnMSIS5hdnRvbWF0aWthLnYxLkxpc3RXb3JrZXJzUmVxdWVzdBoiLmF2dG9tYXRpa2EudjEuTGlzdFdvcmtlcnNSZXNwb25zZSIXgtPkkwIREg8vYXBpL3YxL3dvcmtlcnMScgoMR2V0RGFzaGJvYXJkEiIuYXZ0b21hdGlrYS52MS5HZXREYXNoYm9hcmRSZXF1ZXN0GiMuYXZ0b21hdGlrYS52MS5HZXREYXNoYm9hcmRSZXNwb25zZSIZgtPkkwITEhEvYXBpL3YxL2Rhc2hib2FyZGIGcHJvdG8z", [file_avtomatika_v1_history, file_avtomatika_v1_job, file_avtomatika_v1_payload, file_avtomatika_v1_worker, file_google_api_annotations, file_google_api_httpbody]);
+  fileDesc("Ch9hdnRvbWF0aWthL3YxL2pvYl9zZXJ2aWNlLnByb3RvEg1hdnRvbWF0aWthLnYxIq4BChBDcmVhdGVKb2JSZXF1ZXN0EhMKC2FwaV92ZXJzaW9uGAEgASgJEhAKCGVuZHBvaW50GAIgASgJEiwKDGluaXRpYWxfZGF0YRgDIAEoCzIWLmF2dG9tYXRpa2EudjEuUGF5bG9hZBITCgt3ZWJob29rX3VybBgEIAEoCRIYChBkaXNwYXRjaF90aW1lb3V0GAUgASgBEhYKDnJlc3VsdF90aW1lb3V0GAYgASgBIjMKEUNyZWF0ZUpvYlJlc3BvbnNlEg4KBnN0YXR1cxgBIAEoCRIOCgZqb2JfaWQYAiABKAkiLQoNR2V0Sm9iUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSDAoEd2FpdBgCIAEoASIxCg5HZXRKb2JSZXNwb25zZRIfCgNqb2IYASABKAsyEi5hdnRvbWF0aWthLnYxLkpvYiIoChZTdHJlYW1Kb2JFdmVudHNSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCSK8AQoXU3RyZWFtSm9iRXZlbnRzUmVzcG9uc2USDgoGam9iX2lkGAEgASgJEigKBnN0YXR1cxgCIAEoDjIYLmF2dG9tYXRpa2EudjEuSm9iU3RhdHVzEhUKDWN1cnJlbnRfc3RhdGUYAyABKAkSEAoIcHJvZ3Jlc3MYBCABKAESGAoQcHJvZ3Jlc3NfbWVzc2FnZRgFIAEoCRINCgVlcnJvchgGIAEoCRIVCg11cGRhdGVkX2F0X21zGAcgASgDIiIKEENhbmNlbEpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJIiMKEUNhbmNlbEpvYlJlc3BvbnNlEg4KBnN0YXR1cxgBIAEoCSIhCg9SZXRyeUpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJIjMKEFJldHJ5Sm9iUmVzcG9uc2USHwoDam9iGAEgASgLMhIuYXZ0b21hdGlrYS52MS5Kb2IiNQoRQXBwcm92ZUpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJEhAKCGRlY2lzaW9uGAIgASgJIjUKEkFwcHJvdmVKb2JSZXNwb25zZRIfCgNqb2IYASABKAsyEi5hdnRvbWF0aWthLnYxLkpvYiImChRHZXRKb2JIaXN0b3J5UmVxdWVzdBIOCgZqb2JfaWQYASABKAkiRAoVR2V0Sm9iSGlzdG9yeVJlc3BvbnNlEisKBmV2ZW50cxgBIAMoCzIbLmF2dG9tYXRpa2EudjEuSGlzdG9yeUV2ZW50IksKE0dldFVwbG9hZFVybFJlcXVlc3QSDgoGam9iX2lkGAEgASgJEhAKCGZpbGVuYW1lGAIgASgJEhIKCmV4cGlyZXNfaW4YAyABKA0iRwoUR2V0VXBsb2FkVXJsUmVzcG9uc2USCwoDdXJsGAEgASgJEhIKCmV4cGlyZXNfaW4YAiABKA0SDgoGbWV0aG9kGAMgASgJIlwKEVVwbG9hZEZpbGVSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIQCghmaWxlbmFtZRgCIAEoCRIlCgdjb250ZW50GAMgASgLMhQuZ29vZ2xlLmFwaS5IdHRwQm9keSI0ChJVcGxvYWRGaWxlUmVzcG9uc2USDgoGc3RhdHVzGAEgASgJEg4KBnMzX3VyaRgCIAEoCSI3ChNEb3dubG9hZEZpbGVSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIQCghmaWxlbmFtZRgCIAEoCSIjChREb3dubG9hZEZpbGVSZXNwb25zZRILCgN1cmwYASABKAkiMgoYR2V0Qmx1ZXByaW50R3JhcGhSZXF1ZXN0EhYKDmJsdWVwcmludF9uYW1lGAEgASgJIj8KGUdldEJsdWVwcmludEdyYXBoUmVzcG9uc2USIgoEYm9keRgBIAEoCzIULmdvb2dsZS5hcGkuSHR0cEJvZHkiFAoSTGlzdFdvcmtlcnNSZXF1ZXN0IkEKE0xpc3RXb3JrZXJzUmVzcG9uc2USKgoHd29ya2VycxgBIAMoCzIZLmF2dG9tYXRpa2EudjEuV29ya2VySW5mbyIVChNHZXREYXNoYm9hcmRSZXF1ZXN0Ir0GChRHZXREYXNoYm9hcmRSZXNwb25zZRJNCg5qb2JzX2J5X3N0YXR1cxgBIAMoCzI1LmF2dG9tYXRpa2EudjEuR2V0RGFzaGJvYXJkUmVzcG9uc2UuSm9ic0J5U3RhdHVzRW50cnkSWAoUcXVldWVfZGVwdGhfYnlfc2tpbGwYAiADKAsyOi5hdnRvbWF0aWthLnYxLkdldERhc2hib2FyZFJlc3BvbnNlLlF1ZXVlRGVwdGhCeVNraWxsRW50cnkSUwoRd29ya2Vyc19ieV9zdGF0dXMYAyADKAsyOC5hdnRvbWF0aWthLnYxLkdldERhc2hib2FyZFJlc3BvbnNlLldvcmtlcnNCeVN0YXR1c0VudHJ5ElkKFHdvcmtlcnNfYnlfdHJhbnNwb3J0GAQgAygLMjsuYXZ0b21hdGlrYS52MS5HZXREYXNoYm9hcmRSZXNwb25zZS5Xb3JrZXJzQnlUcmFuc3BvcnRFbnRyeRIhChlqb2JzX2ZpbmlzaGVkX2xhc3RfbWludXRlGAUgASgEEh8KF2pvYnNfZmFpbGVkX2xhc3RfbWludXRlGAYgASgEEmYKHG9sZGVzdF9xdWV1ZWRfYXRfYnlfc2tpbGxfbXMYByADKAsyQC5hdnRvbWF0aWthLnYxLkdldERhc2hib2FyZFJlc3BvbnNlLk9sZGVzdFF1ZXVlZEF0QnlTa2lsbE1zRW50cnkaMwoRSm9ic0J5U3RhdHVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgEOgI4ARo4ChZRdWV1ZURlcHRoQnlTa2lsbEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoBDoCOAEaNgoUV29ya2Vyc0J5U3RhdHVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgEOgI4ARo5ChdXb3JrZXJzQnlUcmFuc3BvcnRFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAQ6AjgBGj4KHE9sZGVzdFF1ZXVlZEF0QnlTa2lsbE1zRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgDOgI4ASKoAQoPTGlzdEpvYnNSZXF1ZXN0EioKCHN0YXR1c2VzGAEgAygOMhguYXZ0b21hdGlrYS52MS5Kb2JTdGF0dXMSEQoJYmx1ZXByaW50GAIgASgJEhUKDWN1cnJlbnRfc3RhdGUYAyABKAkSGAoQY3JlYXRlZF9hZnRlcl9tcxgEIAEoAxIRCglwYWdlX3NpemUYBSABKA0SEgoKcGFnZV90b2tlbhgGIAEoCSK5AQoQTGlzdEpvYnNSZXNwb25zZRIgCgRqb2JzGAEgAygLMhIuYXZ0b21hdGlrYS52MS5Kb2ISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEjsKBmNvdW50cxgDIAMoCzIrLmF2dG9tYXRpa2EudjEuTGlzdEpvYnNSZXNwb25zZS5Db3VudHNFbnRyeRotCgtDb3VudHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAQ6AjgBImAKF1VwbG9hZEZpbGVTdHJlYW1SZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIQCghmaWxlbmFtZRgCIAEoCRIUCgxjb250ZW50X3R5cGUYAyABKAkSDQoFY2h1bmsYBCABKAwiSAoYVXBsb2FkRmlsZVN0cmVhbVJlc3BvbnNlEg4KBnN0YXR1cxgBIAEoCRIOCgZzM191cmkYAiABKAkSDAoEc2l6ZRgDIAEoBCIXChVMaXN0Qmx1ZXByaW50c1JlcXVlc3QilgEKEEJsdWVwcmludFN1bW1hcnkSDAoEbmFtZRgBIAEoCRINCgVyb3V0ZRgCIAEoCRIOCgZzdGF0ZXMYAyADKAkSEwoLc3RhcnRfc3RhdGUYBCABKAkSEgoKZW5kX3N0YXRlcxgFIAMoCRIsCgxpbnB1dF9zY2hlbWEYBiABKAsyFi5hdnRvbWF0aWthLnYxLlBheWxvYWQiTQoWTGlzdEJsdWVwcmludHNSZXNwb25zZRIzCgpibHVlcHJpbnRzGAEgAygLMh8uYXZ0b21hdGlrYS52MS5CbHVlcHJpbnRTdW1tYXJ5Mt4PCgpKb2JTZXJ2aWNlEnsKCUNyZWF0ZUpvYhIfLmF2dG9tYXRpa2EudjEuQ3JlYXRlSm9iUmVxdWVzdBogLmF2dG9tYXRpa2EudjEuQ3JlYXRlSm9iUmVzcG9uc2UiK4LT5JMCJToBKiIgL2FwaS97YXBpX3ZlcnNpb259L3tlbmRwb2ludD0qKn0SYQoITGlzdEpvYnMSHi5hdnRvbWF0aWthLnYxLkxpc3RKb2JzUmVxdWVzdBofLmF2dG9tYXRpa2EudjEuTGlzdEpvYnNSZXNwb25zZSIUgtPkkwIOEgwvYXBpL3YxL2pvYnMSZAoGR2V0Sm9iEhwuYXZ0b21hdGlrYS52MS5HZXRKb2JSZXF1ZXN0Gh0uYXZ0b21hdGlrYS52MS5HZXRKb2JSZXNwb25zZSIdgtPkkwIXEhUvYXBpL3YxL2pvYnMve2pvYl9pZH0SiAEKD1N0cmVhbUpvYkV2ZW50cxIlLmF2dG9tYXRpa2EudjEuU3RyZWFtSm9iRXZlbnRzUmVxdWVzdBomLmF2dG9tYXRpa2EudjEuU3RyZWFtSm9iRXZlbnRzUmVzcG9uc2UiJILT5JMCHhIcL2FwaS92MS9qb2JzL3tqb2JfaWR9L2V2ZW50czABEnQKCUNhbmNlbEpvYhIfLmF2dG9tYXRpa2EudjEuQ2FuY2VsSm9iUmVxdWVzdBogLmF2dG9tYXRpa2EudjEuQ2FuY2VsSm9iUmVzcG9uc2UiJILT5JMCHiIcL2FwaS92MS9qb2JzL3tqb2JfaWR9L2NhbmNlbBJzCghSZXRyeUpvYhIeLmF2dG9tYXRpa2EudjEuUmV0cnlKb2JSZXF1ZXN0Gh8uYXZ0b21hdGlrYS52MS5SZXRyeUpvYlJlc3BvbnNlIiaC0+STAiA6ASoiGy9hcGkvdjEvam9icy97am9iX2lkfS9yZXRyeRJ7CgpBcHByb3ZlSm9iEiAuYXZ0b21hdGlrYS52MS5BcHByb3ZlSm9iUmVxdWVzdBohLmF2dG9tYXRpa2EudjEuQXBwcm92ZUpvYlJlc3BvbnNlIiiC0+STAiI6ASoiHS9hcGkvdjEvam9icy97am9iX2lkfS9hcHByb3ZlEoEBCg1HZXRKb2JIaXN0b3J5EiMuYXZ0b21hdGlrYS52MS5HZXRKb2JIaXN0b3J5UmVxdWVzdBokLmF2dG9tYXRpa2EudjEuR2V0Sm9iSGlzdG9yeVJlc3BvbnNlIiWC0+STAh8SHS9hcGkvdjEvam9icy97am9iX2lkfS9oaXN0b3J5EoMBCgxHZXRVcGxvYWRVcmwSIi5hdnRvbWF0aWthLnYxLkdldFVwbG9hZFVybFJlcXVlc3QaIy5hdnRvbWF0aWthLnYxLkdldFVwbG9hZFVybFJlc3BvbnNlIiqC0+STAiQSIi9hcGkvdjEvam9icy97am9iX2lkfS9maWxlcy91cGxvYWQSkgEKClVwbG9hZEZpbGUSIC5hdnRvbWF0aWthLnYxLlVwbG9hZEZpbGVSZXF1ZXN0GiEuYXZ0b21hdGlrYS52MS5VcGxvYWRGaWxlUmVzcG9uc2UiP4LT5JMCOToHY29udGVudBouL2FwaS92MS9qb2JzL3tqb2JfaWR9L2ZpbGVzL2NvbnRlbnQve2ZpbGVuYW1lfRJlChBVcGxvYWRGaWxlU3RyZWFtEiYuYXZ0b21hdGlrYS52MS5VcGxvYWRGaWxlU3RyZWFtUmVxdWVzdBonLmF2dG9tYXRpa2EudjEuVXBsb2FkRmlsZVN0cmVhbVJlc3BvbnNlKAESkAEKDERvd25sb2FkRmlsZRIiLmF2dG9tYXRpa2EudjEuRG93bmxvYWRGaWxlUmVxdWVzdBojLmF2dG9tYXRpa2EudjEuRG93bmxvYWRGaWxlUmVzcG9uc2UiN4LT5JMCMRIvL2FwaS92MS9qb2JzL3tqb2JfaWR9L2ZpbGVzL2Rvd25sb2FkL3tmaWxlbmFtZX0SeQoOTGlzdEJsdWVwcmludHMSJC5hdnRvbWF0aWthLnYxLkxpc3RCbHVlcHJpbnRzUmVxdWVzdBolLmF2dG9tYXRpa2EudjEuTGlzdEJsdWVwcmludHNSZXNwb25zZSIagtPkkwIUEhIvYXBpL3YxL2JsdWVwcmludHMSnwEKEUdldEJsdWVwcmludEdyYXBoEicuYXZ0b21hdGlrYS52MS5HZXRCbHVlcHJpbnRHcmFwaFJlcXVlc3QaKC5hdnRvbWF0aWthLnYxLkdldEJsdWVwcmludEdyYXBoUmVzcG9uc2UiN4LT5JMCMWIEYm9keRIpL2FwaS92MS9ibHVlcHJpbnRzL3tibHVlcHJpbnRfbmFtZX0vZ3JhcGgSbQoLTGlzdFdvcmtlcnMSIS5hdnRvbWF0aWthLnYxLkxpc3RXb3JrZXJzUmVxdWVzdBoiLmF2dG9tYXRpa2EudjEuTGlzdFdvcmtlcnNSZXNwb25zZSIXgtPkkwIREg8vYXBpL3YxL3dvcmtlcnMScgoMR2V0RGFzaGJvYXJkEiIuYXZ0b21hdGlrYS52MS5HZXREYXNoYm9hcmRSZXF1ZXN0GiMuYXZ0b21hdGlrYS52MS5HZXREYXNoYm9hcmRSZXNwb25zZSIZgtPkkwITEhEvYXBpL3YxL2Rhc2hib2FyZGIGcHJvdG8z", [file_avtomatika_v1_history, file_avtomatika_v1_job, file_avtomatika_v1_payload, file_avtomatika_v1_worker, file_google_api_annotations, file_google_api_httpbody]);
 
 /**
  * CreateJobRequest starts a job.
@@ -286,6 +286,97 @@ export const CancelJobResponseSchema: GenMessage<CancelJobResponse> = /*@__PURE_
   messageDesc(file_avtomatika_v1_job_service, 7);
 
 /**
+ * RetryJobRequest names a job to retry.
+ *
+ * @generated from message avtomatika.v1.RetryJobRequest
+ */
+export type RetryJobRequest = Message<"avtomatika.v1.RetryJobRequest"> & {
+  /**
+   * The job.
+   *
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+};
+
+/**
+ * Describes the message avtomatika.v1.RetryJobRequest.
+ * Use `create(RetryJobRequestSchema)` to create a new message.
+ */
+export const RetryJobRequestSchema: GenMessage<RetryJobRequest> = /*@__PURE__*/
+  messageDesc(file_avtomatika_v1_job_service, 8);
+
+/**
+ * RetryJobResponse carries the retried job.
+ *
+ * @generated from message avtomatika.v1.RetryJobResponse
+ */
+export type RetryJobResponse = Message<"avtomatika.v1.RetryJobResponse"> & {
+  /**
+   * The job, running again.
+   *
+   * @generated from field: avtomatika.v1.Job job = 1;
+   */
+  job?: Job | undefined;
+};
+
+/**
+ * Describes the message avtomatika.v1.RetryJobResponse.
+ * Use `create(RetryJobResponseSchema)` to create a new message.
+ */
+export const RetryJobResponseSchema: GenMessage<RetryJobResponse> = /*@__PURE__*/
+  messageDesc(file_avtomatika_v1_job_service, 9);
+
+/**
+ * ApproveJobRequest carries the owner's decision.
+ *
+ * @generated from message avtomatika.v1.ApproveJobRequest
+ */
+export type ApproveJobRequest = Message<"avtomatika.v1.ApproveJobRequest"> & {
+  /**
+   * The job.
+   *
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+
+  /**
+   * One of the wait's decisions (a key of its transitions).
+   *
+   * @generated from field: string decision = 2;
+   */
+  decision: string;
+};
+
+/**
+ * Describes the message avtomatika.v1.ApproveJobRequest.
+ * Use `create(ApproveJobRequestSchema)` to create a new message.
+ */
+export const ApproveJobRequestSchema: GenMessage<ApproveJobRequest> = /*@__PURE__*/
+  messageDesc(file_avtomatika_v1_job_service, 10);
+
+/**
+ * ApproveJobResponse carries the job after the decision.
+ *
+ * @generated from message avtomatika.v1.ApproveJobResponse
+ */
+export type ApproveJobResponse = Message<"avtomatika.v1.ApproveJobResponse"> & {
+  /**
+   * The job.
+   *
+   * @generated from field: avtomatika.v1.Job job = 1;
+   */
+  job?: Job | undefined;
+};
+
+/**
+ * Describes the message avtomatika.v1.ApproveJobResponse.
+ * Use `create(ApproveJobResponseSchema)` to create a new message.
+ */
+export const ApproveJobResponseSchema: GenMessage<ApproveJobResponse> = /*@__PURE__*/
+  messageDesc(file_avtomatika_v1_job_service, 11);
+
+/**
  * GetJobHistoryRequest names a job.
  *
  * @generated from message avtomatika.v1.GetJobHistoryRequest
@@ -304,7 +395,7 @@ export type GetJobHistoryRequest = Message<"avtomatika.v1.GetJobHistoryRequest">
  * Use `create(GetJobHistoryRequestSchema)` to create a new message.
  */
 export const GetJobHistoryRequestSchema: GenMessage<GetJobHistoryRequest> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 8);
+  messageDesc(file_avtomatika_v1_job_service, 12);
 
 /**
  * GetJobHistoryResponse lists a job's events.
@@ -325,7 +416,7 @@ export type GetJobHistoryResponse = Message<"avtomatika.v1.GetJobHistoryResponse
  * Use `create(GetJobHistoryResponseSchema)` to create a new message.
  */
 export const GetJobHistoryResponseSchema: GenMessage<GetJobHistoryResponse> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 9);
+  messageDesc(file_avtomatika_v1_job_service, 13);
 
 /**
  * GetUploadUrlRequest asks for a presigned upload URL.
@@ -360,7 +451,7 @@ export type GetUploadUrlRequest = Message<"avtomatika.v1.GetUploadUrlRequest"> &
  * Use `create(GetUploadUrlRequestSchema)` to create a new message.
  */
 export const GetUploadUrlRequestSchema: GenMessage<GetUploadUrlRequest> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 10);
+  messageDesc(file_avtomatika_v1_job_service, 14);
 
 /**
  * GetUploadUrlResponse carries a presigned URL.
@@ -395,7 +486,7 @@ export type GetUploadUrlResponse = Message<"avtomatika.v1.GetUploadUrlResponse">
  * Use `create(GetUploadUrlResponseSchema)` to create a new message.
  */
 export const GetUploadUrlResponseSchema: GenMessage<GetUploadUrlResponse> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 11);
+  messageDesc(file_avtomatika_v1_job_service, 15);
 
 /**
  * UploadFileRequest carries a file's content.
@@ -430,7 +521,7 @@ export type UploadFileRequest = Message<"avtomatika.v1.UploadFileRequest"> & {
  * Use `create(UploadFileRequestSchema)` to create a new message.
  */
 export const UploadFileRequestSchema: GenMessage<UploadFileRequest> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 12);
+  messageDesc(file_avtomatika_v1_job_service, 16);
 
 /**
  * UploadFileResponse confirms an upload.
@@ -458,7 +549,7 @@ export type UploadFileResponse = Message<"avtomatika.v1.UploadFileResponse"> & {
  * Use `create(UploadFileResponseSchema)` to create a new message.
  */
 export const UploadFileResponseSchema: GenMessage<UploadFileResponse> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 13);
+  messageDesc(file_avtomatika_v1_job_service, 17);
 
 /**
  * DownloadFileRequest names a job's file.
@@ -486,7 +577,7 @@ export type DownloadFileRequest = Message<"avtomatika.v1.DownloadFileRequest"> &
  * Use `create(DownloadFileRequestSchema)` to create a new message.
  */
 export const DownloadFileRequestSchema: GenMessage<DownloadFileRequest> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 14);
+  messageDesc(file_avtomatika_v1_job_service, 18);
 
 /**
  * DownloadFileResponse carries where to fetch the file (HTTP 302 Location).
@@ -507,7 +598,7 @@ export type DownloadFileResponse = Message<"avtomatika.v1.DownloadFileResponse">
  * Use `create(DownloadFileResponseSchema)` to create a new message.
  */
 export const DownloadFileResponseSchema: GenMessage<DownloadFileResponse> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 15);
+  messageDesc(file_avtomatika_v1_job_service, 19);
 
 /**
  * GetBlueprintGraphRequest names a blueprint.
@@ -528,7 +619,7 @@ export type GetBlueprintGraphRequest = Message<"avtomatika.v1.GetBlueprintGraphR
  * Use `create(GetBlueprintGraphRequestSchema)` to create a new message.
  */
 export const GetBlueprintGraphRequestSchema: GenMessage<GetBlueprintGraphRequest> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 16);
+  messageDesc(file_avtomatika_v1_job_service, 20);
 
 /**
  * GetBlueprintGraphResponse carries the DOT document.
@@ -549,7 +640,7 @@ export type GetBlueprintGraphResponse = Message<"avtomatika.v1.GetBlueprintGraph
  * Use `create(GetBlueprintGraphResponseSchema)` to create a new message.
  */
 export const GetBlueprintGraphResponseSchema: GenMessage<GetBlueprintGraphResponse> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 17);
+  messageDesc(file_avtomatika_v1_job_service, 21);
 
 /**
  * ListWorkersRequest has no parameters.
@@ -564,7 +655,7 @@ export type ListWorkersRequest = Message<"avtomatika.v1.ListWorkersRequest"> & {
  * Use `create(ListWorkersRequestSchema)` to create a new message.
  */
 export const ListWorkersRequestSchema: GenMessage<ListWorkersRequest> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 18);
+  messageDesc(file_avtomatika_v1_job_service, 22);
 
 /**
  * ListWorkersResponse lists workers.
@@ -585,7 +676,7 @@ export type ListWorkersResponse = Message<"avtomatika.v1.ListWorkersResponse"> &
  * Use `create(ListWorkersResponseSchema)` to create a new message.
  */
 export const ListWorkersResponseSchema: GenMessage<ListWorkersResponse> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 19);
+  messageDesc(file_avtomatika_v1_job_service, 23);
 
 /**
  * GetDashboardRequest has no parameters.
@@ -600,7 +691,7 @@ export type GetDashboardRequest = Message<"avtomatika.v1.GetDashboardRequest"> &
  * Use `create(GetDashboardRequestSchema)` to create a new message.
  */
 export const GetDashboardRequestSchema: GenMessage<GetDashboardRequest> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 20);
+  messageDesc(file_avtomatika_v1_job_service, 24);
 
 /**
  * GetDashboardResponse carries aggregate statistics.
@@ -649,6 +740,15 @@ export type GetDashboardResponse = Message<"avtomatika.v1.GetDashboardResponse">
    * @generated from field: uint64 jobs_failed_last_minute = 6;
    */
   jobsFailedLastMinute: bigint;
+
+  /**
+   * When the oldest task still queued for each skill was queued, epoch
+   * milliseconds (REST: ISO-8601 under oldest_queued_at_by_skill); only
+   * skills with queued tasks.
+   *
+   * @generated from field: map<string, int64> oldest_queued_at_by_skill_ms = 7;
+   */
+  oldestQueuedAtBySkillMs: { [key: string]: bigint };
 };
 
 /**
@@ -656,7 +756,7 @@ export type GetDashboardResponse = Message<"avtomatika.v1.GetDashboardResponse">
  * Use `create(GetDashboardResponseSchema)` to create a new message.
  */
 export const GetDashboardResponseSchema: GenMessage<GetDashboardResponse> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 21);
+  messageDesc(file_avtomatika_v1_job_service, 25);
 
 /**
  * ListJobsRequest filters and pages the caller's jobs. Filters left empty
@@ -713,7 +813,7 @@ export type ListJobsRequest = Message<"avtomatika.v1.ListJobsRequest"> & {
  * Use `create(ListJobsRequestSchema)` to create a new message.
  */
 export const ListJobsRequestSchema: GenMessage<ListJobsRequest> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 22);
+  messageDesc(file_avtomatika_v1_job_service, 26);
 
 /**
  * ListJobsResponse is one page of jobs, newest first.
@@ -734,6 +834,14 @@ export type ListJobsResponse = Message<"avtomatika.v1.ListJobsResponse"> & {
    * @generated from field: string next_page_token = 2;
    */
   nextPageToken: string;
+
+  /**
+   * How many of the caller's jobs are in each status (lowercase name), every
+   * status listed, zeros included; whatever the filters.
+   *
+   * @generated from field: map<string, uint64> counts = 3;
+   */
+  counts: { [key: string]: bigint };
 };
 
 /**
@@ -741,7 +849,7 @@ export type ListJobsResponse = Message<"avtomatika.v1.ListJobsResponse"> & {
  * Use `create(ListJobsResponseSchema)` to create a new message.
  */
 export const ListJobsResponseSchema: GenMessage<ListJobsResponse> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 23);
+  messageDesc(file_avtomatika_v1_job_service, 27);
 
 /**
  * UploadFileStreamRequest is one message of a streamed upload.
@@ -783,7 +891,7 @@ export type UploadFileStreamRequest = Message<"avtomatika.v1.UploadFileStreamReq
  * Use `create(UploadFileStreamRequestSchema)` to create a new message.
  */
 export const UploadFileStreamRequestSchema: GenMessage<UploadFileStreamRequest> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 24);
+  messageDesc(file_avtomatika_v1_job_service, 28);
 
 /**
  * UploadFileStreamResponse says where the file went.
@@ -818,7 +926,7 @@ export type UploadFileStreamResponse = Message<"avtomatika.v1.UploadFileStreamRe
  * Use `create(UploadFileStreamResponseSchema)` to create a new message.
  */
 export const UploadFileStreamResponseSchema: GenMessage<UploadFileStreamResponse> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 25);
+  messageDesc(file_avtomatika_v1_job_service, 29);
 
 /**
  * ListBlueprintsRequest asks for every registered blueprint.
@@ -833,7 +941,7 @@ export type ListBlueprintsRequest = Message<"avtomatika.v1.ListBlueprintsRequest
  * Use `create(ListBlueprintsRequestSchema)` to create a new message.
  */
 export const ListBlueprintsRequestSchema: GenMessage<ListBlueprintsRequest> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 26);
+  messageDesc(file_avtomatika_v1_job_service, 30);
 
 /**
  * BlueprintSummary describes one registered blueprint.
@@ -890,7 +998,7 @@ export type BlueprintSummary = Message<"avtomatika.v1.BlueprintSummary"> & {
  * Use `create(BlueprintSummarySchema)` to create a new message.
  */
 export const BlueprintSummarySchema: GenMessage<BlueprintSummary> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 27);
+  messageDesc(file_avtomatika_v1_job_service, 31);
 
 /**
  * ListBlueprintsResponse lists the registered blueprints by name.
@@ -911,7 +1019,7 @@ export type ListBlueprintsResponse = Message<"avtomatika.v1.ListBlueprintsRespon
  * Use `create(ListBlueprintsResponseSchema)` to create a new message.
  */
 export const ListBlueprintsResponseSchema: GenMessage<ListBlueprintsResponse> = /*@__PURE__*/
-  messageDesc(file_avtomatika_v1_job_service, 28);
+  messageDesc(file_avtomatika_v1_job_service, 32);
 
 /**
  * JobService is the client API: create and follow jobs, their files and the
@@ -979,6 +1087,31 @@ export const JobService: GenService<{
     methodKind: "unary";
     input: typeof CancelJobRequestSchema;
     output: typeof CancelJobResponseSchema;
+  },
+  /**
+   * RetryJob restarts a failed, error or quarantined job the caller owns
+   * from the state where it stopped (for a job that ran a failing end
+   * state, the state before it), as a new attempt in its history.
+   * FAILED_PRECONDITION (REST 409) for any other status.
+   *
+   * @generated from rpc avtomatika.v1.JobService.RetryJob
+   */
+  retryJob: {
+    methodKind: "unary";
+    input: typeof RetryJobRequestSchema;
+    output: typeof RetryJobResponseSchema;
+  },
+  /**
+   * ApproveJob delivers the owner's decision on a job waiting for a human:
+   * one of the wait's decisions (INVALID_ARGUMENT otherwise);
+   * FAILED_PRECONDITION (REST 409) when the job is not waiting.
+   *
+   * @generated from rpc avtomatika.v1.JobService.ApproveJob
+   */
+  approveJob: {
+    methodKind: "unary";
+    input: typeof ApproveJobRequestSchema;
+    output: typeof ApproveJobResponseSchema;
   },
   /**
    * GetJobHistory returns every lifecycle event of a job, in order.

@@ -1,0 +1,115 @@
+"""How the orchestrator's log lines look: ``LOG_FORMAT=text`` (default) or
+``json``, one object per line.
+
+Structured fields travel as ``extra=`` attributes of the record
+(``job_id``, ``worker_id``, ``request_id``, ``client_id``, ...). The JSON
+format writes each of them as a key; the text format writes the message,
+which says the same in words, and appends the request id when there is one.
+
+Why a formatter of our own rather than python-json-logger or structlog:
+JSON lines are one ``orjson.dumps`` of the record's fields, and orjson is
+already a dependency (of the SDK too); the format needs no configuration
+beyond its name; and structlog would change how every module logs, where
+plain :mod:`logging` with ``extra=`` keeps embedding applications in charge
+of their own handlers.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+import orjson
+
+from avtomatika.logs.scope import RequestIdFilter
+
+__all__ = ["JsonFormatter", "TextFormatter", "configure_logging"]
+
+# What every record has: anything else on a record is a structured field.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+# The loggers of grpc's Python layer. Its C core writes to stderr by itself
+# (GRPC_VERBOSITY, GRPC_TRACE) and is left as the operator sets it.
+_GRPC_LOGGERS = ("grpc", "grpc._cython.cygrpc", "grpc._server", "grpc.aio", "grpc_reflection")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``time`` (ISO 8601, UTC, milliseconds),
+    ``level``, ``logger``, ``message``, every structured field, and
+    ``exception`` with the traceback when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": _utc(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD:
+                line[key] = value
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            line["exception"] = record.exc_text
+        if record.stack_info:
+            line["stack"] = self.formatStack(record.stack_info)
+        # default=str: a field orjson cannot encode (a Path, an enum) is
+        # written as its text rather than losing the line.
+        return orjson.dumps(line, default=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """``2026-01-01 12:00:00,000 INFO avtomatika.jobs: job 3f..: created
+    [request_id=ab12]``: the message says what the fields hold, so only
+    the request id, which no message names, is appended."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        request_id = record.__dict__.get("request_id")
+        return text if request_id is None else f"{text} [request_id={request_id}]"
+
+
+def configure_logging(level: int, log_format: str) -> None:
+    """The orchestrator's logging: one stderr handler on the root logger in
+    ``log_format`` (``LOG_FORMAT``: ``json``, else text), the request id on
+    every line logged while a request is served, and grpc's own loggers
+    quiet (see :func:`_quiet_grpc`)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format.lower() == "json" else TextFormatter())
+    handler.addFilter(RequestIdFilter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    _quiet_grpc(level)
+
+
+def _quiet_grpc(level: int) -> None:
+    """grpc's Python loggers at WARNING whatever ``LOG_LEVEL`` is.
+
+    At DEBUG they report every poller wake-up and every call's teardown
+    (hundreds of lines a second under load), which drowns the orchestrator's
+    own DEBUG lines, the ones an operator turns DEBUG on for; what grpc
+    says at WARNING and above (a port it cannot bind, a handler that
+    raised past us) still shows. Its internals are traced with grpc's own
+    switches (GRPC_VERBOSITY=debug, GRPC_TRACE=...), which are meant for it.
+    """
+    for name in _GRPC_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
+
+
+def _utc(created: float) -> str:
+    seconds = int(created)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{stamp}.{int((created - seconds) * 1000):03d}Z"
