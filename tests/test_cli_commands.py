@@ -4,9 +4,8 @@ orchestrator, with a real SDK worker running the jobs' tasks.
 
 One orchestrator and one worker serve the whole module (each test uses
 blueprints of its own, so what one test creates never shows in another's
-listing). Tests named ``test_after_approve_merge_*`` and
-``test_after_console_merge_*`` need endpoints other branches add
-(retry, approve, counts; the SVG graph).
+listing). ``test_after_console_merge_graph_as_svg`` needs the SVG graph of
+the console branch.
 """
 
 from __future__ import annotations
@@ -485,10 +484,7 @@ async def test_a_command_line_mistake_exits_2(cli: Cli) -> None:
     assert (await cli("jobs")).code == 2
 
 
-# -- The endpoints of the approve branch (retry, approve, counts) --
-
-
-async def test_after_approve_merge_retry_a_quarantined_job(cli: Cli) -> None:
+async def test_retry_a_quarantined_job(cli: Cli) -> None:
     ran = await cli("jobs", "create", "flaky", "--watch")
     assert ran.code == 1
     job_id = ran.out.splitlines()[0]
@@ -503,7 +499,7 @@ async def test_after_approve_merge_retry_a_quarantined_job(cli: Cli) -> None:
     assert _one_line(await cli("jobs", "retry", job_id)).endswith("(HTTP 409)")  # finished now
 
 
-async def test_after_approve_merge_approve_a_waiting_job(cli: Cli) -> None:
+async def test_approve_a_job_waiting_for_a_person(cli: Cli) -> None:
     job_id = await cli.create("review")
     job = (await cli("jobs", "get", job_id, "--json")).json()
     assert job["status"] == "waiting_for_human"
@@ -519,7 +515,7 @@ async def test_after_approve_merge_approve_a_waiting_job(cli: Cli) -> None:
     assert "(HTTP 409)" in _one_line(await cli("jobs", "approve", job_id, "approved"))
 
 
-async def test_after_approve_merge_ls_counts_every_status(cli: Cli) -> None:
+async def test_ls_counts_every_status(cli: Cli) -> None:
     await cli.create("doomed")
     listed = (await cli("jobs", "ls", "--json", "--limit", "1")).json()
     counts = listed["counts"]

@@ -97,10 +97,11 @@ def _check(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"directory": str(directory), "valid": valid, "blueprints": reports})
     else:
+        width = max((len(text(report["blueprint"])) for report in reports), default=0)
         for report in reports:
             verdict = "ok     " if report["valid"] else "INVALID"
             detail = report["file"] if report["valid"] else report["error"]
-            print(f"{verdict}  {text(report['blueprint'])}  {text(detail)}")
+            print(f"{verdict}  {text(report['blueprint']).ljust(width)}  {text(detail)}")
             for warning in report["warnings"]:
                 print(f"         warning: {text(warning)}")
         invalid = sum(not report["valid"] for report in reports)
