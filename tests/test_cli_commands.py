@@ -507,11 +507,17 @@ async def test_approve_a_job_waiting_for_a_person(cli: Cli) -> None:
     shown = (await cli("jobs", "get", job_id)).out
     assert "ship it? (decide: " in shown
 
+    watching = await cli.start("jobs", "watch", job_id, "--json")
+    assert watching.stdout is not None
+    first = json.loads(await watching.stdout.readline())  # following before the decision
+    assert first["data"]["status"] == "waiting_for_human"
     assert "(HTTP 400)" in _one_line(await cli("jobs", "approve", job_id, "maybe"))
     approved = await cli("jobs", "approve", job_id, "approved")
     assert approved.code == 0, approved.err
     assert approved.out.startswith(f"job {job_id}: ")
-    assert (await cli("jobs", "watch", job_id)).code == 0
+    out, _ = await watching.communicate()
+    assert watching.returncode == 0
+    assert json.loads(out.decode().splitlines()[-1])["data"]["status"] == "finished"
     assert "(HTTP 409)" in _one_line(await cli("jobs", "approve", job_id, "approved"))
 
 
