@@ -91,7 +91,9 @@ test: install
 demo: install
 	$(PY) examples/demo.py
 
+# The server logs the console's address too, with the port it bound.
 run: install
+	@echo "web console: http://localhost:$${API_PORT:-8080}/console (sign in with CLIENT_TOKEN)"
 	$(BIN)/avtomatika serve --blueprints-dir examples/blueprints
 
 bench: install

@@ -8,18 +8,22 @@ import dataclasses
 import logging
 import os
 import re
+import resource
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from avtomatika.errors import ConfigError
+from avtomatika.tls import server_context
 
 __all__ = ["LOG_FORMATS", "Config", "Settings"]
 
 log = logging.getLogger(__name__)
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# MAX_CONNECTIONS=0 derives the cap from the descriptor limit, never above this.
+_AUTO_CONNECTION_CAP_CEILING = 10_000
 LOG_FORMATS = ("text", "json")
 """The values of ``LOG_FORMAT``: plain lines, or one JSON object per line."""
 
@@ -55,9 +59,26 @@ class Settings:
     # A REST worker heartbeating (with a body) sooner than this after its
     # last heartbeat gets a 429 with Retry-After; 0 turns the limit off.
     worker_heartbeat_min_interval_seconds: float = 0.0
+    # TLS on both ports (see avtomatika/tls.py): the server's certificate
+    # and key; with a CA bundle and TLS_REQUIRE_CLIENT_CERT, mutual TLS.
     tls_cert_path: Path | None = None
     tls_key_path: Path | None = None
+    tls_ca_path: Path | None = None
+    tls_require_client_cert: bool = False
+    tls_bind_worker_identity: bool = False
+    # 1.0b13's switch; set, it must agree with the certificate settings.
+    tls_enabled: bool | None = None
     shutdown_grace_seconds: float = 5.0
+    # Connection hygiene: a connection must send its request line and headers
+    # (gRPC: finish its handshake) within HEADER_TIMEOUT_SECONDS; an idle one is
+    # closed after KEEPALIVE_TIMEOUT_SECONDS. Each port holds at most
+    # MAX_CONNECTIONS (0: derived from the descriptor limit, see
+    # connection_cap); REST at most MAX_CONNECTIONS_PER_ADDRESS from one client
+    # address (0: no cap, for a proxy in front, where every client has its address).
+    header_timeout_seconds: float = 15.0
+    keepalive_timeout_seconds: float = 75.0
+    max_connections: int = 0
+    max_connections_per_address: int = 256
     # Clients: clients.toml, rate limits, quotas.
     clients_config_path: Path | None = None
     rate_limiting_enabled: bool = False
@@ -140,6 +161,8 @@ class Settings:
             "webhook_backoff_base_seconds",
             "job_retention_seconds",
             "step_lease_seconds",
+            "header_timeout_seconds",
+            "keepalive_timeout_seconds",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name.upper()} must be > 0, got {getattr(self, name)}")
@@ -162,6 +185,9 @@ class Settings:
                 "WORKER_HEARTBEAT_MIN_INTERVAL_SECONDS must be >= 0, "
                 f"got {self.worker_heartbeat_min_interval_seconds}"
             )
+        for name in ("max_connections", "max_connections_per_address"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name.upper()} must be >= 0, got {getattr(self, name)}")
         if self.worker_reconnect_grace_seconds < 0:
             raise ConfigError(
                 "WORKER_RECONNECT_GRACE_SECONDS must be >= 0, "
@@ -171,13 +197,13 @@ class Settings:
             "workers_config_path",
             "tls_cert_path",
             "tls_key_path",
+            "tls_ca_path",
             "schedules_config_path",
         ):
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise ConfigError(f"{name.upper()} {str(path)!r} is not a file")
-        if (self.tls_cert_path is None) != (self.tls_key_path is None):
-            raise ConfigError("TLS_CERT_PATH and TLS_KEY_PATH must be set together")
+        self._check_tls()
         if self.redis_url is not None and not self.redis_url.startswith(
             ("redis://", "rediss://", "unix://")
         ):
@@ -197,6 +223,58 @@ class Settings:
                 f"got {self.history_database_uri!r}"
             )
 
+    def _check_tls(self) -> None:
+        """TLS settings that contradict each other, or files that cannot
+        serve, stop start-up: a setting silently ignored would leave a port
+        less protected than its operator believes."""
+        serving = self.tls_cert_path is not None
+        if serving != (self.tls_key_path is not None):
+            raise ConfigError("TLS_CERT_PATH and TLS_KEY_PATH must be set together")
+        if self.tls_enabled is True and not serving:
+            raise ConfigError("TLS_ENABLED=true needs TLS_CERT_PATH and TLS_KEY_PATH")
+        if self.tls_enabled is False and serving:
+            raise ConfigError(
+                "TLS_ENABLED=false contradicts TLS_CERT_PATH and TLS_KEY_PATH: "
+                "unset one or the other (a port is either TLS or plaintext)"
+            )
+        if self.tls_ca_path is not None and not serving:
+            raise ConfigError(
+                "TLS_CA_PATH needs TLS_CERT_PATH and TLS_KEY_PATH: client certificates are "
+                "checked only on a TLS port"
+            )
+        if self.tls_require_client_cert and self.tls_ca_path is None:
+            raise ConfigError(
+                "TLS_REQUIRE_CLIENT_CERT=true needs TLS_CA_PATH, the CA bundle client "
+                "certificates are checked against"
+            )
+        if self.tls_ca_path is not None and not self.tls_require_client_cert:
+            # gRPC either requires a verified client certificate or asks for
+            # none: a CA alone would check nothing there.
+            raise ConfigError(
+                "TLS_CA_PATH is set but TLS_REQUIRE_CLIENT_CERT is not true: the CA would "
+                "check no certificate; set TLS_REQUIRE_CLIENT_CERT=true for mutual TLS"
+            )
+        if self.tls_bind_worker_identity and not self.tls_require_client_cert:
+            raise ConfigError(
+                "TLS_BIND_WORKER_IDENTITY=true needs TLS_REQUIRE_CLIENT_CERT=true (and "
+                "TLS_CA_PATH): without a client certificate there is no identity to bind"
+            )
+        if self.tls_cert_path is not None and self.tls_key_path is not None:
+            server_context(self.tls_cert_path, self.tls_key_path, self.tls_ca_path)
+
+    @property
+    def connection_cap(self) -> int:
+        """The most connections each port (REST, gRPC) holds open:
+        ``MAX_CONNECTIONS``, or when 0, 40% of the process's descriptor limit
+        (the two ports together leave a fifth to Redis, files and logs), at
+        most 10,000."""
+        if self.max_connections:
+            return self.max_connections
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return _AUTO_CONNECTION_CAP_CEILING
+        return max(1, min(soft * 2 // 5, _AUTO_CONNECTION_CAP_CEILING))
+
     @property
     def logging_level(self) -> int:
         """The ``logging`` module's level number."""
@@ -209,6 +287,13 @@ class Settings:
     ) -> Settings:
         """Settings from ``environ`` (reference names), then ``overrides``
         (CLI flags; ``None`` values are ignored)."""
+        unknown = sorted(
+            name for name in environ if name.startswith("TLS_") and name not in _TLS_SETTINGS
+        )
+        if unknown:
+            raise ConfigError(
+                f"unknown TLS setting {', '.join(unknown)}; known: {', '.join(_TLS_SETTINGS)}"
+            )
         values: dict[str, Any] = {}
         for setting in fields(cls):
             raw = environ.get(setting.name.upper())
@@ -232,6 +317,10 @@ def _optional_str(raw: str) -> str | None:
     return raw
 
 
+def _optional_bool(raw: str) -> bool | None:
+    return _bool(raw) if raw else None
+
+
 def _bool(raw: str) -> bool:
     value = raw.lower()
     if value in ("1", "true", "yes", "on"):
@@ -248,12 +337,16 @@ _PARSERS_BY_TYPE: dict[str, Callable[[str], Any]] = {
     "int": int,
     "float": float,
     "bool": _bool,
+    "bool | None": _optional_bool,
     "str | None": _optional_str,
     "Path | None": _optional_path,
 }
 _PARSERS: dict[str, Callable[[str], Any]] = {
     f.name: _PARSERS_BY_TYPE[str(f.type)] for f in fields(Settings)
 }
+# Every TLS_* variable must be one of these: a misspelt one (TLS_CA_FILE)
+# would otherwise leave mutual TLS off without a word.
+_TLS_SETTINGS = tuple(f.name.upper() for f in fields(Settings) if f.name.startswith("tls_"))
 
 
 def _parse(name: str, raw: str, parser: Callable[[str], Any]) -> Any:
@@ -279,9 +372,6 @@ _UNUSED_1_0B13 = frozenset(
         "REDIS_STREAM_BLOCK_MS",
         "POSTGRES_DSN",
         "ENABLE_CLIENT_API",
-        "TLS_ENABLED",
-        "TLS_CA_PATH",
-        "TLS_REQUIRE_CLIENT_CERT",
         "WORKER_TIMEOUT_SECONDS",
         "TASK_FILES_DIR",
         "WATCHER_INTERVAL_SECONDS",

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -43,6 +44,7 @@ from avtomatika.monitoring.dashboard import Dashboard
 from avtomatika.monitoring.metrics import Metrics
 from avtomatika.rest import build_app
 from avtomatika.rest.access_log import AccessLogger
+from avtomatika.rest.connections import GuardedAppRunner
 from avtomatika.rest.metrics_api import METRICS
 from avtomatika.rest.render import job_json
 from avtomatika.rest.worker_api.handlers import WORKER_API
@@ -52,12 +54,13 @@ from avtomatika.services.polling_workers import PollingWorkers
 from avtomatika.services.public_api import PublicApi
 from avtomatika.services.worker_api import WorkerApi
 from avtomatika.storage.base import Storage
+from avtomatika.tls import server_context
 from avtomatika.webhooks import WebhookSender
 
 if TYPE_CHECKING:
     from avtomatika.files import S3Files
 
-__all__ = ["Orchestrator", "OrchestratorEngine", "Service", "serve"]
+__all__ = ["Orchestrator", "OrchestratorEngine", "Service", "console_url", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +159,7 @@ class Orchestrator:
                 self.services.append(FileCleanup(files, self.engine.events, grace))
         self.rest_port = 0
         self.grpc_port = 0
-        self._runner: web.AppRunner | None = None
+        self._runner: GuardedAppRunner | None = None
         self._grpc: GrpcServer | None = None
         self._loaded = False
         # Scheduled jobs: an intake, like the servers (started after the
@@ -238,11 +241,24 @@ class Orchestrator:
             )
             for key, value in self.app_state.items():
                 app[key] = value
-            self._runner = web.AppRunner(
-                app, handle_signals=False, access_log_class=AccessLogger, access_log=ACCESS_LOG
+            self._runner = GuardedAppRunner(
+                app,
+                self.settings,
+                handle_signals=False,
+                access_log_class=AccessLogger,
+                access_log=ACCESS_LOG,
             )
             await self._runner.setup()
-            site = web.TCPSite(self._runner, self.settings.api_host, self.settings.api_port)
+            guarded = self._runner.http_server
+            self.metrics.track_connections(
+                lambda: guarded.open_connections, lambda: guarded.closed_early
+            )
+            site = web.TCPSite(
+                self._runner,
+                self.settings.api_host,
+                self.settings.api_port,
+                ssl_context=_rest_tls(self.settings),
+            )
             await site.start()
             self.rest_port = _bound_port(self._runner)
         except BaseException:
@@ -303,6 +319,14 @@ def _s3_files(settings: Settings) -> S3Files | None:
     return S3Files(settings)
 
 
+def _rest_tls(settings: Settings) -> ssl.SSLContext | None:
+    """HTTPS with the certificate gRPC serves (and its client certificate
+    check), or None for plain HTTP when no certificate is set."""
+    if settings.tls_cert_path is None or settings.tls_key_path is None:
+        return None
+    return server_context(settings.tls_cert_path, settings.tls_key_path, settings.tls_ca_path)
+
+
 def _bound_port(runner: web.AppRunner) -> int:
     for address in runner.addresses:
         if isinstance(address, tuple):
@@ -312,6 +336,16 @@ def _bound_port(runner: web.AppRunner) -> int:
 
 OrchestratorEngine = Orchestrator
 """1.0b13's name for :class:`Orchestrator`, kept for the code written against it."""
+
+
+def console_url(host: str, port: int, *, https: bool = False) -> str:
+    """Where a browser on this machine finds the web console of a server
+    bound to ``host`` (every address: ``localhost``)."""
+    if host in ("", "0.0.0.0", "::"):
+        host = "localhost"
+    elif ":" in host:
+        host = f"[{host}]"  # an IPv6 literal
+    return f"{'https' if https else 'http'}://{host}:{port}/console"
 
 
 async def serve(settings: Settings) -> None:
@@ -334,6 +368,20 @@ async def _serve_until_signalled(orchestrator: Orchestrator) -> None:
                 settings.grpc_host,
                 orchestrator.grpc_port,
                 ", ".join(sorted(orchestrator.blueprints)) or "none",
+            )
+            if settings.tls_cert_path is not None:
+                log.info(
+                    "TLS on both ports (HTTPS and gRPC)%s%s",
+                    ", client certificates required" if settings.tls_require_client_cert else "",
+                    ", worker ids bound to them" if settings.tls_bind_worker_identity else "",
+                )
+            log.info(
+                "web console: %s (sign in with a client token)",
+                console_url(
+                    settings.api_host,
+                    orchestrator.rest_port,
+                    https=settings.tls_cert_path is not None,
+                ),
             )
             await stop.wait()
             log.info("shutting down")

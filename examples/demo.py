@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 
 from avtomatika import OrchestratorEngine, Settings
+from avtomatika.server import console_url
 
 HERE = Path(__file__).resolve().parent
 TERMINAL = {"finished", "failed", "cancelled", "error", "quarantined"}
@@ -34,7 +35,9 @@ async def wait_until_done(http: aiohttp.ClientSession, job_id: str) -> dict[str,
 
 
 async def main() -> int:
-    client_token, worker_token = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+    # CLIENT_TOKEN, when set, is the one to sign in to the console with.
+    client_token = os.environ.get("CLIENT_TOKEN") or secrets.token_urlsafe(16)
+    worker_token = secrets.token_urlsafe(16)
     settings = Settings(
         api_host="127.0.0.1",
         api_port=0,
@@ -48,6 +51,10 @@ async def main() -> int:
         print(
             f"orchestrator up: REST http://127.0.0.1:{orchestrator.rest_port}, "
             f"gRPC 127.0.0.1:{orchestrator.grpc_port}, embedded store"
+        )
+        print(
+            f"web console: {console_url('127.0.0.1', orchestrator.rest_port)} while the demo "
+            "runs (sign in with CLIENT_TOKEN when you set it; `make run` keeps serving)"
         )
         worker = await asyncio.create_subprocess_exec(
             sys.executable,

@@ -5,7 +5,6 @@ marked, every edge labelled with the outcome that takes it."""
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 from avtomatika import ActionFactory, StateMachineBlueprint
 from avtomatika.blueprint import graph as blueprint_graph
 from avtomatika.blueprint.graph import to_dot
-from tests.support.blueprints import review_blueprint
+from tests.support.blueprints import ordered_blueprint, review_blueprint
 from tests.support.orchestrator import HttpClient, StartOrchestrator
 
 # -- a small DOT reader: enough to hold the output to the DOT grammar's shape
@@ -230,27 +229,6 @@ async def test_a_state_with_computed_transitions_is_drawn_dashed(
 
 
 def test_the_text_does_not_depend_on_declaration_order() -> None:
-    def build(order: list[str]) -> StateMachineBlueprint:
-        bp = StateMachineBlueprint("ordered")
-
-        async def first(actions: ActionFactory) -> None:
-            actions.dispatch_task("t", transitions={"success": "b", "failure": "a"})
-
-        async def middle(actions: ActionFactory) -> None:
-            actions.transition_to("z")
-
-        async def last() -> None:
-            return None
-
-        handlers: dict[str, tuple[Callable[..., Awaitable[None]], bool, bool]] = {
-            "start": (first, True, False),
-            "a": (middle, False, False),
-            "b": (middle, False, False),
-            "z": (last, False, True),
-        }
-        for state in order:
-            handler, is_start, is_end = handlers[state]
-            bp.handler_for(state, is_start=is_start, is_end=is_end)(handler)
-        return bp
-
-    assert to_dot(build(["start", "a", "b", "z"])) == to_dot(build(["z", "b", "a", "start"]))
+    assert to_dot(ordered_blueprint(["start", "a", "b", "z"])) == to_dot(
+        ordered_blueprint(["z", "b", "a", "start"])
+    )

@@ -23,13 +23,15 @@ from avtomatika.engine.events import E
 from tests.support import WORKER_TOKEN, create_job, wait_for_status
 from tests.support.blueprints import echo_blueprint
 from tests.support.orchestrator import HttpClient, StartOrchestrator
+from tests.support.tls import Authority, client_context
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "node-worker"
 
-StartNodeWorker = Callable[[OrchestratorEngine, str], Awaitable[asyncio.subprocess.Process]]
+StartNodeWorker = Callable[..., Awaitable[asyncio.subprocess.Process]]
+"""``start_node_worker(orchestrator, worker_id, **environment)``."""
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +60,9 @@ async def start_node_worker(node_worker_dir: Path) -> AsyncIterator[StartNodeWor
     """Factory: run ``worker.js`` against an orchestrator; killed at the end."""
     processes: list[asyncio.subprocess.Process] = []
 
-    async def start(orchestrator: OrchestratorEngine, worker_id: str) -> asyncio.subprocess.Process:
+    async def start(
+        orchestrator: OrchestratorEngine, worker_id: str, **environment: str
+    ) -> asyncio.subprocess.Process:
         env = {
             **os.environ,
             "ORCHESTRATOR_GRPC": f"127.0.0.1:{orchestrator.grpc_port}",
@@ -66,6 +70,7 @@ async def start_node_worker(node_worker_dir: Path) -> AsyncIterator[StartNodeWor
             "WORKER_ID": worker_id,
             "MAX_CONCURRENCY": "2",
             "PROTO_ROOT": str(ROOT),
+            **environment,
         }
         process = await asyncio.create_subprocess_exec(
             "node", "worker.js", cwd=node_worker_dir, env=env, stdout=asyncio.subprocess.DEVNULL
@@ -126,3 +131,33 @@ async def test_the_node_worker_acknowledges_a_cancel(
     assert (await response.json())["status"] == "cancellation_request_sent"
     assert await acked.get() >= 0
     assert (await wait_for_status(http, job_id, "cancelled"))["status"] == "cancelled"
+
+
+async def test_the_node_worker_connects_with_a_client_certificate(
+    start_orchestrator: StartOrchestrator,
+    http_client: HttpClient,
+    start_node_worker: StartNodeWorker,
+    tmp_path: Path,
+) -> None:
+    """Issue 17, finding 4: a worker in another language speaks mutual TLS,
+    its id bound to its certificate."""
+    ca = Authority(tmp_path)
+    server, client = ca.server(), ca.client("node-tls")
+    orchestrator = await start_orchestrator(
+        [echo_blueprint()],
+        tls_cert_path=server.cert, tls_key_path=server.key, tls_ca_path=ca.cert,
+        tls_require_client_cert=True, tls_bind_worker_identity=True,
+    )  # fmt: skip
+    https = http_client(orchestrator, ssl=client_context(ca.cert, client))
+    node = await start_node_worker(
+        orchestrator, "node-tls",
+        AVTOMATIKA_TLS_CA=str(ca.cert), AVTOMATIKA_TLS_CERT=str(client.cert),
+        AVTOMATIKA_TLS_KEY=str(client.key),
+    )  # fmt: skip
+
+    job_id = await create_job(https, "jobs/echo", {"over": "mtls"})
+    job = await wait_for_status(https, job_id, "finished")
+    assert job["state_history"]["echoed"] == {"over": "mtls"}
+    assert job["state_history"]["worker"] == "node-tls"
+    node.send_signal(signal.SIGTERM)
+    assert await node.wait() == 0

@@ -16,6 +16,7 @@ from openapi_spec_validator import validate
 
 from avtomatika.rest import build_app
 from avtomatika.rest.api_shapes import CREATE_JOB, OPERATIONS, SCHEMAS
+from avtomatika.rest.console_api import CONSOLE_PATHS
 from avtomatika.rest.openapi import annotated_rpcs, template
 from avtomatika.rest.worker_api.websocket import WEBSOCKET_PATHS
 from tests.support import RawWorker, create_job, wait_for_status
@@ -65,11 +66,13 @@ async def test_every_route_is_documented_under_its_rpc_name(
     documented = operations(await fetch_document(http_client(orchestrator)))
 
     app = build_app(orchestrator.engine, orchestrator.auth)
-    # WebSockets are left out: OpenAPI cannot describe them.
+    # WebSockets are left out (OpenAPI cannot describe them), and so are
+    # the console's pages (not API).
     served = {
         (route.method, template(route.resource.canonical))
         for route in app.router.routes()
-        if route.resource is not None and template(route.resource.canonical) not in WEBSOCKET_PATHS
+        if route.resource is not None
+        and template(route.resource.canonical) not in WEBSOCKET_PATHS | CONSOLE_PATHS
     }
     rpcs = annotated_rpcs()
     assert served - {CATCH_ALL} == set(documented) - {("POST", "/api/v1/jobs/echo")}

@@ -261,6 +261,9 @@ async def _serves(installed: Installed, **settings: str) -> None:
             assert await response.json() == {"status": "ok"}
             # The docs page is package data: a wheel without it answers 500.
             assert (await http.get("/_public/docs")).status == 200
+            # So are the console's files: a wheel without them answers 500 / 404.
+            for path in ("/console", "/console/app.js", "/console/console.css"):
+                assert (await http.get(path)).status == 200, path
             await create_job(http, "jobs/echo")
         output = await server.stop()
     assert server.process.returncode == 0, output
@@ -451,8 +454,9 @@ def test_the_sdk_loads_only_itself_and_the_contract(tmp_path: Path) -> None:
         if m == "avtomatika.worker" or m.startswith("avtomatika.worker.")
     }
     # Besides itself: the shared modules of the standard library alone (JSON
-    # payloads, stream batches, the backoff, the worker-id rule, the errors).
-    shared = {"batches", "payload", "backoff", "ids", "errors"}
+    # payloads, stream batches, the backoff, the worker-id rule, the errors),
+    # and the channel's TLS files (grpc, shared with the client).
+    shared = {"batches", "payload", "backoff", "ids", "errors", "channel_tls"}
     assert ours == {"avtomatika", *(f"avtomatika.{name}" for name in shared), *sdk}
     assert loaded.isdisjoint(SERVER_MODULES)
 

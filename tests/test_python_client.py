@@ -127,6 +127,9 @@ async def test_the_route_takes_every_spelling_and_the_blueprints_are_listed(
     with pytest.raises(NotFound):
         await client.create_job("jobs/instant", api_version="v2")
     assert (await client.blueprint_graph("review")).startswith("digraph")
+    assert (await client.blueprint_graph("review", format="svg")).startswith("<svg")
+    with pytest.raises(InvalidArgument, match="'png'"):
+        await client.blueprint_graph("review", format="png")
 
 
 async def test_over_tls(start_orchestrator: StartOrchestrator, tmp_path: Path) -> None:
@@ -462,6 +465,7 @@ def test_the_public_names() -> None:
         "NotFound",
         "RateLimited",
         "ServerError",
+        "TlsFiles",
         "Unauthenticated",
         "Unavailable",
         "Unimplemented",
@@ -488,5 +492,5 @@ def test_importing_the_client_loads_nothing_of_the_server(tmp_path: Path) -> Non
         if name.split(".")[0] == "avtomatika" and name.split(".")[:2] != ["avtomatika", "v1"]
     }
     client = {name for name in ours if name.split(".")[:2] == ["avtomatika", "client"]}
-    assert ours - client == {"avtomatika", "avtomatika.payload"}
+    assert ours - client == {"avtomatika", "avtomatika.payload", "avtomatika.channel_tls"}
     assert loaded.isdisjoint({"aiohttp", "redis", "prometheus_client", "aioboto3", "asyncpg"})

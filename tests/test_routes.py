@@ -11,6 +11,7 @@ from avtomatika.access.authenticator import Authenticator
 from avtomatika.config import Settings
 from avtomatika.engine.core import Engine
 from avtomatika.rest import build_app
+from avtomatika.rest.console_api import CONSOLE_PATHS
 from avtomatika.rest.worker_api.websocket import WEBSOCKET_PATHS
 from avtomatika.v1 import job_service_pb2, public_service_pb2, worker_service_pb2
 
@@ -52,12 +53,13 @@ def aiohttp_routes() -> set[tuple[str, str]]:
 
 def test_every_annotated_path_is_served_and_nothing_else() -> None:
     annotated = annotated_routes()
-    # The worker WebSockets are the one exception: an upgrade has no
+    # The worker WebSockets are an exception: an upgrade has no
     # google.api.http mapping, so they are served without an annotation.
-    websockets = {("GET", path) for path in WEBSOCKET_PATHS}
+    # The console's pages are the other: web pages, not API.
+    unannotated = {("GET", path) for path in WEBSOCKET_PATHS | CONSOLE_PATHS}
     served = aiohttp_routes()
-    assert websockets <= served
-    served -= websockets
+    assert unannotated <= served
+    served -= unannotated
     assert annotated - served == set(), "annotated in proto/ but not served"
     assert served - annotated == set(), "served but not annotated in proto/"
 

@@ -28,7 +28,7 @@ from tests.support import (
 )
 from tests.support.blueprints import echo_blueprint
 from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator, make_settings
-from tests.support.tls import self_signed
+from tests.support.tls import client_context, self_signed
 
 # -- workers.toml --
 
@@ -312,7 +312,7 @@ async def test_with_a_certificate_the_grpc_port_serves_tls(
     orchestrator = await start_orchestrator(
         [echo_blueprint()], tls_cert_path=cert, tls_key_path=key
     )
-    http = http_client(orchestrator)
+    http = http_client(orchestrator, ssl=client_context(cert))  # REST is HTTPS too
     credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
     worker = Worker(
         worker_id="tls-1",

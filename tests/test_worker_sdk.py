@@ -1017,6 +1017,7 @@ def test_the_public_api_is_pinned() -> None:
         "TaskContext",
         "TaskFailure",
         "TaskOutcome",
+        "TlsFiles",
         "Worker",
         "WorkerError",
         "WorkerRejected",

@@ -365,13 +365,17 @@ async def test_progress_from_the_lease_holder_shows_on_the_job(
 
 
 class ServicerContext:
-    """What ``Connect`` reads of its grpc.aio context: the metadata."""
+    """What ``Connect`` reads of its grpc.aio context: the metadata and the
+    auth context."""
 
     def __init__(self, token: str) -> None:
         self._metadata = (("x-worker-token", token),)
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return self._metadata
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {}  # a plaintext call: no client certificate
 
     async def abort(self, code: grpc.StatusCode, details: str) -> None:
         raise AssertionError(f"the stream was aborted: {code} {details}")

@@ -5,7 +5,8 @@ Clients: those of ``clients.toml`` (``CLIENTS_CONFIG_PATH``, see
 side. Workers: the per-worker tokens of ``workers.toml``
 (``WORKERS_CONFIG_PATH``, see :mod:`avtomatika.access.worker_tokens`), each good for
 its own worker id only, and ``GLOBAL_WORKER_TOKEN`` for the workers not listed
-there.
+there. With ``TLS_BIND_WORKER_IDENTITY`` a worker must also present a client
+certificate naming its id (:meth:`Authenticator.certificate_may_claim`).
 
 Only SHA-256 digests of client tokens are kept. A presented token is hashed
 once and compared with every digest using :func:`hmac.compare_digest`, without
@@ -70,6 +71,7 @@ class Authenticator:
                     "GLOBAL_WORKER_TOKEN; every listed worker needs its own token"
                 )
         self._workers = [(_digest(token), worker_id) for worker_id, token in per_worker.items()]
+        self._bind_identity = settings.tls_bind_worker_identity
 
     @property
     def clients(self) -> list[ClientInfo]:
@@ -117,6 +119,14 @@ class Authenticator:
             return owner == worker_id
         listed = any(listed_id == worker_id for _, listed_id in self._workers)
         return not listed and self._is_global_worker_token(token)
+
+    def certificate_may_claim(self, names: frozenset[str], worker_id: str) -> bool:
+        """Whether a connection whose client certificate has ``names`` (its
+        common name and DNS alternative names, see
+        :mod:`avtomatika.access.peer`) may act as ``worker_id``: always,
+        unless ``TLS_BIND_WORKER_IDENTITY``, then only when one of them is
+        ``worker_id``. It comes on top of the token's check, never instead."""
+        return not self._bind_identity or worker_id in names
 
     def _is_global_worker_token(self, token: str | None) -> bool:
         if not token or not self._worker_token:

@@ -42,7 +42,9 @@ if TYPE_CHECKING:
     from avtomatika.blueprint.conditions import Condition
     from avtomatika.blueprint.state_machine import StateMachineBlueprint, StateSpec
 
-__all__ = ["Edge", "Graph", "check_transitions", "read_graph", "to_dot"]
+__all__ = ["DOT_CONTENT_TYPE", "Edge", "Graph", "check_transitions", "read_graph", "to_dot"]
+
+DOT_CONTENT_TYPE = "text/vnd.graphviz"
 
 AGGREGATE = "aggregate"
 """The outcome (and label) of a ``dispatch_parallel`` edge."""

@@ -72,8 +72,54 @@ def add_serve(commands: Commands) -> None:
         type=Path,
         help="background jobs on a timetable, schedules.toml (SCHEDULES_CONFIG_PATH)",
     )
-    run.add_argument("--tls-cert-path", type=Path, help="gRPC TLS certificate (TLS_CERT_PATH)")
-    run.add_argument("--tls-key-path", type=Path, help="gRPC TLS private key (TLS_KEY_PATH)")
+    run.add_argument(
+        "--header-timeout-seconds",
+        type=float,
+        help="close a connection whose request line and headers (gRPC: handshake) are not "
+        "complete this long after it opened (HEADER_TIMEOUT_SECONDS, default 15)",
+    )
+    run.add_argument(
+        "--keepalive-timeout-seconds",
+        type=float,
+        help="close an idle keep-alive connection (KEEPALIVE_TIMEOUT_SECONDS, default 75)",
+    )
+    run.add_argument(
+        "--max-connections",
+        type=int,
+        help="open connections per port (MAX_CONNECTIONS, default 0: from the descriptor limit)",
+    )
+    run.add_argument(
+        "--max-connections-per-address",
+        type=int,
+        help="open REST connections from one client address "
+        "(MAX_CONNECTIONS_PER_ADDRESS, default 256; 0 = no cap)",
+    )
+    run.add_argument(
+        "--tls-cert-path", type=Path, help="TLS certificate of both ports, PEM (TLS_CERT_PATH)"
+    )
+    run.add_argument("--tls-key-path", type=Path, help="its private key, PEM (TLS_KEY_PATH)")
+    run.add_argument(
+        "--tls-ca-path",
+        type=Path,
+        help="CA bundle client certificates are checked against, PEM (TLS_CA_PATH)",
+    )
+    run.add_argument(
+        "--tls-require-client-cert",
+        action=argparse.BooleanOptionalAction,
+        help="mutual TLS: refuse a connection without a client certificate TLS_CA_PATH "
+        "verifies (TLS_REQUIRE_CLIENT_CERT, default false)",
+    )
+    run.add_argument(
+        "--tls-bind-worker-identity",
+        action=argparse.BooleanOptionalAction,
+        help="a worker's id must be its client certificate's common name or a DNS name "
+        "(TLS_BIND_WORKER_IDENTITY, default false)",
+    )
+    run.add_argument(
+        "--tls-enabled",
+        action=argparse.BooleanOptionalAction,
+        help="1.0b13's switch: when given, must agree with --tls-cert-path (TLS_ENABLED)",
+    )
     run.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (LOG_LEVEL, default INFO)")
     run.add_argument(
         "--log-format",

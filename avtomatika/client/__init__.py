@@ -14,9 +14,13 @@ orchestrator over gRPC, asyncio-only.
 Results are frozen dataclasses (:class:`JobView`, ...); every refused call
 raises a :class:`ClientError` (see :mod:`avtomatika.client.errors` for the
 tree). The client imports nothing of the server: only the contract
-(``avtomatika.v1``), ``avtomatika.payload`` and grpc.
+(``avtomatika.v1``), ``avtomatika.payload``, ``avtomatika.channel_tls`` and
+grpc. Over TLS (and mutual TLS), pass
+``tls=TlsFiles(ca_path=..., cert_path=..., key_path=...)`` or set
+``AVTOMATIKA_TLS_CA`` (and ``AVTOMATIKA_TLS_CERT``, ``AVTOMATIKA_TLS_KEY``).
 """
 
+from avtomatika.channel_tls import TlsFiles
 from avtomatika.client.client import Client
 from avtomatika.client.errors import (
     ClientError,
@@ -58,6 +62,7 @@ __all__ = [
     "NotFound",
     "RateLimited",
     "ServerError",
+    "TlsFiles",
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",

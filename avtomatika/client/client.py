@@ -11,6 +11,7 @@ from typing import Any, Self, TypeVar
 
 import grpc
 
+from avtomatika.channel_tls import TlsFiles
 from avtomatika.client import _wire
 from avtomatika.client.errors import DeadlineExceeded, error_from
 from avtomatika.client.views import (
@@ -66,8 +67,12 @@ class Client:
             job_id = await client.create_job("jobs/echo", {"text": "hi"})
             job = await client.wait(job_id)
 
-    ``tls`` is the channel credentials (``grpc.ssl_channel_credentials()``)
-    or None for plaintext. ``timeout`` is the deadline, in seconds, of each
+    ``tls`` is the channel's TLS: :class:`~avtomatika.client.TlsFiles` (the
+    server's CA bundle, and for mutual TLS a client certificate and key),
+    or credentials built by hand (``grpc.ssl_channel_credentials()``); None
+    takes the files from ``AVTOMATIKA_TLS_CA``, ``AVTOMATIKA_TLS_CERT`` and
+    ``AVTOMATIKA_TLS_KEY``, and with none of them set connects in plaintext.
+    ``timeout`` is the deadline, in seconds, of each
     unary call (None for none); streams (:meth:`follow`, :meth:`upload`)
     have none, and a :meth:`wait` long-poll gets its wait on top.
 
@@ -79,13 +84,16 @@ class Client:
         address: str,
         token: str,
         *,
-        tls: grpc.ChannelCredentials | None = None,
+        tls: TlsFiles | grpc.ChannelCredentials | None = None,
         timeout: float | None = 30.0,
     ) -> None:
         if tls is None:
+            tls = TlsFiles.from_env()
+        credentials = tls.credentials() if isinstance(tls, TlsFiles) else tls
+        if credentials is None:
             self._channel = grpc.aio.insecure_channel(address)
         else:
-            self._channel = grpc.aio.secure_channel(address, tls)
+            self._channel = grpc.aio.secure_channel(address, credentials)
         self._jobs = job_service_pb2_grpc.JobServiceStub(self._channel)
         self._public = public_service_pb2_grpc.PublicServiceStub(self._channel)
         self._metadata = ((CLIENT_TOKEN_KEY, token),)
@@ -342,11 +350,12 @@ class Client:
         )
         return [_wire.blueprint_view(blueprint) for blueprint in response.blueprints]
 
-    async def blueprint_graph(self, name: str) -> str:
-        """The blueprint as a Graphviz DOT document."""
+    async def blueprint_graph(self, name: str, format: str = "dot") -> str:
+        """The blueprint as a Graphviz DOT document, or with ``format="svg"``
+        as an SVG image (each state a ``<g class="state" data-state>``)."""
         response = await self._unary(
             self._jobs.GetBlueprintGraph(
-                GetBlueprintGraphRequest(blueprint_name=name),
+                GetBlueprintGraphRequest(blueprint_name=name, format=format),
                 metadata=self._metadata,
                 timeout=self._timeout,
             )

@@ -233,10 +233,10 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
     ) -> GetBlueprintGraphResponse:
         async with rpc_errors(context):
             client = await self._caller(context)
-            dot = self._api.blueprint_graph(client, request.blueprint_name)
+            drawing = self._api.blueprint_graph(client, request.blueprint_name, request.format)
             response = GetBlueprintGraphResponse()
-            response.body.content_type = "text/vnd.graphviz"
-            response.body.data = dot.encode()
+            response.body.content_type = drawing.content_type
+            response.body.data = drawing.text.encode()
             return response
 
     async def ListWorkers(

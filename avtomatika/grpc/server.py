@@ -2,7 +2,10 @@
 client API (``JobService``, ``PublicService``), health and reflection.
 
 With ``TLS_CERT_PATH`` and ``TLS_KEY_PATH`` set the port serves TLS only
-(server authentication; workers keep authenticating with their token).
+(server authentication; workers keep authenticating with their token); with
+``TLS_CA_PATH`` and ``TLS_REQUIRE_CLIENT_CERT`` too, every caller must
+present a client certificate that CA bundle verifies (mutual TLS), or its
+handshake fails. The REST port serves the same (:mod:`avtomatika.tls`).
 """
 
 from __future__ import annotations
@@ -34,7 +37,13 @@ from avtomatika.v1 import (
     worker_service_pb2_grpc,
 )
 
-__all__ = ["SERVICE_NAMES", "GrpcServer", "server_credentials", "start_grpc_server"]
+__all__ = [
+    "SERVICE_NAMES",
+    "GrpcServer",
+    "server_credentials",
+    "server_options",
+    "start_grpc_server",
+]
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +99,8 @@ async def start_grpc_server(
     """Start serving on ``host:port`` (0 picks a free port); returns the
     server and the bound port. TLS when the engine's settings name a
     certificate and key."""
-    # grpc's default limit is 4 MiB: a job REST accepts would be refused here.
     server = grpc.aio.server(
-        interceptors=[AccessLogInterceptor()],
-        options=[("grpc.max_receive_message_length", MAX_REQUEST_BYTES)],
+        interceptors=[AccessLogInterceptor()], options=server_options(engine.config)
     )
     polling = WorkerApi(auth, polling_workers, credential="x-worker-token")
     streams = WorkerStreamService(engine, auth, polling)
@@ -114,10 +121,65 @@ async def start_grpc_server(
     return GrpcServer(server, streams, health), bound
 
 
+# Keepalive pings the server sends on every connection, and how long it waits
+# for the answer: a peer that vanished without closing (host down, NAT entry
+# dropped) frees its descriptor and its worker stream within about 80 s, not
+# after TCP's two hours.
+_KEEPALIVE_PING_MS = 60_000
+_KEEPALIVE_PING_TIMEOUT_MS = 20_000
+# The shortest interval at which a client may ping. grpc's default (5 min)
+# sends GOAWAY to SDKs configured with a 30 s keepalive; faster than this, a
+# client is a ping flood, and after two such pings its connection is closed.
+_CLIENT_PING_MIN_INTERVAL_MS = 10_000
+_CLIENT_PING_STRIKES = 2
+# Calls at once on one connection. A worker needs one stream and a few unary
+# calls; a client following many jobs over one channel queues past this on its
+# side, while one connection can no longer hold unbounded server state.
+_MAX_STREAMS_PER_CONNECTION = 1000
+# Request metadata (headers) per call, as REST bounds a header field.
+_MAX_METADATA_BYTES = 16 * 1024
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    """The grpc channel arguments bounding what one connection may hold.
+
+    There is deliberately no ``grpc.max_connection_age_ms`` (nor its grace):
+    worker streams are meant to last, and recycling their connections would
+    hand leased tasks back and forth; a dead connection is found by the
+    keepalive pings instead."""
+    return [
+        # grpc's default limit is 4 MiB: a job REST accepts would be refused here.
+        ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+        ("grpc.max_metadata_size", _MAX_METADATA_BYTES),
+        # The REST header timeout's twin: a connection that has not finished its
+        # TLS and HTTP/2 handshake in time is closed (grpc's default is 120 s).
+        ("grpc.server_handshake_timeout_ms", int(settings.header_timeout_seconds * 1000)),
+        # A connection with no call open that long is sent GOAWAY; a client
+        # reconnects on its next call. Worker streams keep their connection busy.
+        ("grpc.max_connection_idle_ms", int(settings.keepalive_timeout_seconds * 1000)),
+        # Past the cap grpc closes a new connection as soon as it is accepted,
+        # so descriptors stay for what is already connected.
+        ("grpc.max_allowed_incoming_connections", settings.connection_cap),
+        ("grpc.max_concurrent_streams", _MAX_STREAMS_PER_CONNECTION),
+        ("grpc.keepalive_time_ms", _KEEPALIVE_PING_MS),
+        ("grpc.keepalive_timeout_ms", _KEEPALIVE_PING_TIMEOUT_MS),
+        ("grpc.http2.min_ping_interval_without_data_ms", _CLIENT_PING_MIN_INTERVAL_MS),
+        ("grpc.http2.max_ping_strikes", _CLIENT_PING_STRIKES),
+    ]
+
+
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
-    """TLS credentials from ``TLS_CERT_PATH``/``TLS_KEY_PATH`` (PEM), or None."""
+    """TLS credentials from ``TLS_CERT_PATH``/``TLS_KEY_PATH`` (PEM), or
+    None; with ``TLS_CA_PATH``, requiring client certificates it verifies
+    (the settings allow a CA only with ``TLS_REQUIRE_CLIENT_CERT``)."""
     if settings.tls_cert_path is None or settings.tls_key_path is None:
         return None
     key = settings.tls_key_path.read_bytes()
     chain = settings.tls_cert_path.read_bytes()
-    return grpc.ssl_server_credentials([(key, chain)])
+    if settings.tls_ca_path is None:
+        return grpc.ssl_server_credentials([(key, chain)])
+    return grpc.ssl_server_credentials(
+        [(key, chain)],
+        root_certificates=settings.tls_ca_path.read_bytes(),
+        require_client_auth=settings.tls_require_client_cert,
+    )

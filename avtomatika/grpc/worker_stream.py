@@ -47,14 +47,21 @@ from typing import Any
 import grpc
 
 from avtomatika.access.authenticator import Authenticator
+from avtomatika.access.peer import presented
 from avtomatika.batches import Batcher
 from avtomatika.clock import now_ms
 from avtomatika.engine.core import Engine
 from avtomatika.engine.registry import WorkerChange
 from avtomatika.errors import InvalidArgument, Unauthenticated, Unavailable
+from avtomatika.grpc.peer import names_of
 from avtomatika.grpc.status import abort, rpc_errors
 from avtomatika.logs.scope import identify
-from avtomatika.services.worker_api import AGENT_LENGTH, WorkerApi, registration_problem
+from avtomatika.services.worker_api import (
+    AGENT_LENGTH,
+    WorkerApi,
+    certificate_refusal,
+    registration_problem,
+)
 from avtomatika.v1 import worker_pb2, worker_service_pb2_grpc
 from avtomatika.v1.task_pb2 import Task, TaskResult
 from avtomatika.v1.worker_pb2 import WorkerInfo
@@ -176,6 +183,8 @@ class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
                 context,
                 Unauthenticated(f"this x-worker-token may not register as worker {worker_id!r}"),
             )
+        if not self._auth.certificate_may_claim(names_of(context), worker_id):
+            await abort(context, Unauthenticated(certificate_refusal(worker_id)))
         identify(f"worker:{worker_id}")
         return _Session(self._engine, first.hello, request_iterator, _agent(context))
 
@@ -188,7 +197,7 @@ class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
         request: RegisterWorkerRequest,
         context: grpc.aio.ServicerContext[RegisterWorkerRequest, RegisterWorkerResponse],
     ) -> RegisterWorkerResponse:
-        async with rpc_errors(context):
+        async with _worker_call(context):
             await self._polling.register(
                 _worker_token(context), request.registration, agent=_agent(context)
             )
@@ -202,7 +211,7 @@ class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
         """A full heartbeat, as a REST heartbeat with a body: the worker's
         status and the tasks it runs (those it leaves out go back to the
         queue; those cancelled come back in ``cancel_task_ids``)."""
-        async with rpc_errors(context):
+        async with _worker_call(context):
             cancel = await self._polling.heartbeat(
                 _worker_token(context), request, request.worker_id, agent=_agent(context)
             )
@@ -215,7 +224,7 @@ class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
     ) -> NextTaskResponse:
         """A long-poll of at most ``WORKER_POLL_TIMEOUT_SECONDS``: the next
         task, or an empty response when none came."""
-        async with rpc_errors(context):
+        async with _worker_call(context):
             task = await self._polling.next_task(_worker_token(context), request.worker_id)
             if task is None:
                 return NextTaskResponse()
@@ -230,7 +239,7 @@ class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
         request: SubmitResultRequest,
         context: grpc.aio.ServicerContext[SubmitResultRequest, SubmitResultResponse],
     ) -> SubmitResultResponse:
-        async with rpc_errors(context):
+        async with _worker_call(context):
             verdict = await self._polling.submit_result(_worker_token(context), request.result)
             if verdict.accepted:
                 return SubmitResultResponse(status="accepted", transition=verdict.transition)
@@ -243,7 +252,7 @@ class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
         request: ReportEventRequest,
         context: grpc.aio.ServicerContext[ReportEventRequest, ReportEventResponse],
     ) -> ReportEventResponse:
-        async with rpc_errors(context):
+        async with _worker_call(context):
             if not request.task_id:
                 raise InvalidArgument("task_id is required (a non-empty string)")
             if request.event_type != "progress":
@@ -273,6 +282,15 @@ def _agent(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     libraries send their own name and version there; an SDK adds its own)."""
     agent = dict(context.invocation_metadata() or ()).get("user-agent")
     return agent[:AGENT_LENGTH] if isinstance(agent, str) else ""
+
+
+@contextlib.asynccontextmanager
+async def _worker_call(context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
+    """Around a unary worker RPC: its client certificate's names current
+    for the use case (TLS_BIND_WORKER_IDENTITY), its errors as statuses."""
+    with presented(names_of(context)):
+        async with rpc_errors(context):
+            yield
 
 
 def _worker_token(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:

@@ -39,7 +39,12 @@ _JOB_LINES: dict[HistoryEventType.ValueType, tuple[int, str]] = {
     E.HISTORY_EVENT_TYPE_TASK_PICKED_UP: (logging.INFO, "job %s: its task was picked up%s"),
     E.HISTORY_EVENT_TYPE_TASK_FINISHED: (logging.INFO, "job %s: its task finished: %s"),
     E.HISTORY_EVENT_TYPE_TIMEOUT: (logging.WARNING, "job %s timed out: %s"),
+    E.HISTORY_EVENT_TYPE_APPROVAL_REQUESTED: (
+        logging.INFO,
+        "job %s is waiting for a human decision (%s)",
+    ),
     E.HISTORY_EVENT_TYPE_APPROVAL_RECEIVED: (logging.INFO, "job %s: approval received: %s"),
+    E.HISTORY_EVENT_TYPE_JOB_RETRIED: (logging.INFO, "job %s retried%s"),
     E.HISTORY_EVENT_TYPE_JOB_CANCELLED: (logging.INFO, "job %s cancelled%s"),
     E.HISTORY_EVENT_TYPE_SUB_JOB_STARTED: (logging.INFO, "job %s started a sub-job: %s"),
 }
@@ -109,20 +114,11 @@ class LifecycleLog:
             words = event.state
         elif kind == E.HISTORY_EVENT_TYPE_TASK_PICKED_UP:
             words = f" by worker {event.worker_id}" if event.worker_id else ""
-        elif kind == E.HISTORY_EVENT_TYPE_JOB_CANCELLED:
+        elif kind in (E.HISTORY_EVENT_TYPE_JOB_CANCELLED, E.HISTORY_EVENT_TYPE_JOB_RETRIED):
             words = f" in state {event.state}" if event.state else ""
+        elif kind == E.HISTORY_EVENT_TYPE_APPROVAL_REQUESTED:
+            words = (job.approval_integration if job is not None else "") or "no integration"
         JOB_LOG.log(level, text, event.job_id, words, extra=fields)
-        if (
-            kind == E.HISTORY_EVENT_TYPE_STATE_ENTERED
-            and job is not None
-            and job.status == job_pb2.JOB_STATUS_WAITING_FOR_HUMAN
-        ):
-            JOB_LOG.info(
-                "job %s is waiting for a human decision (%s)",
-                event.job_id,
-                job.approval_integration or "no integration",
-                extra={**fields, "event": "waiting_for_human"},
-            )
 
     def _on_worker_change(self, change: WorkerChange) -> None:
         if not WORKER_LOG.isEnabledFor(logging.INFO):

@@ -18,7 +18,10 @@ Where the numbers come from:
 - queue depth and connected workers: read from storage and the worker
   registry when scraped (:meth:`Metrics.render`), so they are never stale;
 - history events dropped: read when scraped from the source given to
-  :meth:`Metrics.track_history_drops` (the history writer's ``dropped``).
+  :meth:`Metrics.track_history_drops` (the history writer's ``dropped``);
+- open HTTP connections, and those closed early (past a connection cap, or
+  headers too slow): read when scraped from the sources given to
+  :meth:`Metrics.track_connections` (the HTTP server's counts).
 
 Labels carry names (blueprint, skill, status, transport, reason, route
 template), never ids, so the number of series stays bounded.
@@ -129,6 +132,7 @@ class Metrics:
         self._live = _LiveGauges()
         r.register(self._live)
         self._history_drops: _HistoryDrops | None = None
+        self._connections: _Connections | None = None
         self._unsubscribe: list[Callable[[], None]] = []
 
     async def start(self) -> None:
@@ -153,6 +157,17 @@ class Metrics:
             self.registry.unregister(self._history_drops)
         self._history_drops = _HistoryDrops(dropped)
         self.registry.register(self._history_drops)
+
+    def track_connections(
+        self, open_now: Callable[[], int], closed_early: Callable[[], Mapping[str, int]]
+    ) -> None:
+        """Export ``open_now()`` as ``avtomatika_http_connections_open`` and
+        ``closed_early()`` (running totals by reason) as
+        ``avtomatika_http_connections_closed_early_total{reason}``."""
+        if self._connections is not None:
+            self.registry.unregister(self._connections)
+        self._connections = _Connections(open_now, closed_early)
+        self.registry.register(self._connections)
 
     def count_rate_limited(self, route: str) -> None:
         """Count a 429 answered on ``route`` (a path template, never a path
@@ -279,3 +294,35 @@ class _HistoryDrops(Collector):
             "History events lost instead of slowing jobs down.",
             value=value,
         )
+
+
+class _Connections(Collector):
+    """The HTTP server's open connections and those it closed early, read
+    from the server at scrape time."""
+
+    def __init__(
+        self, open_now: Callable[[], int], closed_early: Callable[[], Mapping[str, int]]
+    ) -> None:
+        self._open_now = open_now
+        self._closed_early = closed_early
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families(None, {})
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families(self._open_now(), self._closed_early())
+
+    @staticmethod
+    def _families(open_now: int | None, closed: Mapping[str, int]) -> list[Metric]:
+        gauge = GaugeMetricFamily(
+            f"{PREFIX}http_connections_open", "Open REST connections.", value=open_now
+        )
+        counter = CounterMetricFamily(
+            f"{PREFIX}http_connections_closed_early",
+            "REST connections closed before a request was served: past a connection cap "
+            "(server_cap, address_cap) or headers not received in time (header_timeout).",
+            labels=["reason"],
+        )
+        for reason, count in sorted(closed.items()):
+            counter.add_metric([reason], count)
+        return [gauge, counter]

@@ -14,6 +14,7 @@ from avtomatika.rest.docs_api import RestDocuments
 from avtomatika.rest.follow_api import close_followers
 from avtomatika.rest.metrics_api import count_rate_limited_middleware
 from avtomatika.rest.middleware import client_auth_middleware, error_middleware
+from avtomatika.rest.peer import certificate_middleware
 from avtomatika.rest.routes import add_routes
 from avtomatika.rest.state import AUTH, CLIENT_API, ENGINE, PUBLIC_API
 from avtomatika.rest.worker_api.handlers import add_protocol_header, release_rest_workers
@@ -44,6 +45,9 @@ def build_app(
             count_rate_limited_middleware,
             error_middleware,
             client_auth_middleware,
+            # Workers' client certificates, read only when their ids are
+            # bound to them.
+            *([certificate_middleware] if engine.config.tls_bind_worker_identity else []),
         ],
         # Larger bodies are refused with 413 before they are read.
         client_max_size=MAX_REQUEST_BYTES,

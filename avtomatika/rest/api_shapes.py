@@ -497,6 +497,8 @@ class Reply:
     media_type: str = JSON
     headers: Mapping[str, str] = field(default_factory=dict)
     """Response header name -> description."""
+    also: tuple[str, ...] = ()
+    """Other media types the same schema may come as."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -657,8 +659,22 @@ OPERATIONS: dict[str, Operation] = {
         errors={**_FILES_ERRORS, 404: "No such job or file."},
     ),
     "GetBlueprintGraph": Operation(
-        {200: Reply("The state machine as Graphviz DOT.", _STRING, "text/vnd.graphviz")},
-        errors={404: "No such blueprint."},
+        {
+            200: Reply(
+                "The state machine as Graphviz DOT, or as SVG with `format=svg`.",
+                _STRING,
+                "text/vnd.graphviz",
+                also=("image/svg+xml",),
+            )
+        },
+        errors={400: "An unknown format.", 404: "No such blueprint."},
+        query={
+            "format": {
+                "type": "string",
+                "enum": ["dot", "svg"],
+                "description": "`dot` (the default) or `svg`.",
+            }
+        },
     ),
     "ListWorkers": Operation(
         {200: Reply("The connected workers.", {"type": "array", "items": ref("Worker")})}

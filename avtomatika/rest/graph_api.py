@@ -1,6 +1,7 @@
 """``GET /api/v1/blueprints/{blueprint_name}/graph``: a blueprint's state
-machine as Graphviz DOT, drawn in-process (no Graphviz needed on the server;
-render it with ``dot -Tsvg``)."""
+machine as Graphviz DOT (render it with ``dot -Tsvg``) or, with
+``?format=svg``, as SVG, both drawn in-process (no Graphviz needed on the
+server)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,11 @@ from aiohttp import web
 
 from avtomatika.rest.state import CLIENT_API, client_of
 
-__all__ = ["DOT_CONTENT_TYPE", "blueprint_graph"]
-
-DOT_CONTENT_TYPE = "text/vnd.graphviz"
+__all__ = ["blueprint_graph"]
 
 
 async def blueprint_graph(request: web.Request) -> web.Response:
-    dot = request.app[CLIENT_API].blueprint_graph(
-        client_of(request), request.match_info["blueprint_name"]
+    drawing = request.app[CLIENT_API].blueprint_graph(
+        client_of(request), request.match_info["blueprint_name"], request.query.get("format", "")
     )
-    return web.Response(text=dot, content_type=DOT_CONTENT_TYPE)
+    return web.Response(text=drawing.text, content_type=drawing.content_type)

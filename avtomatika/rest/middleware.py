@@ -12,6 +12,7 @@ import logging
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from aiohttp.web_protocol import RequestPayloadError
 
 from avtomatika.errors import HTTP_STATUS, AvtomatikaError, RateLimited
 from avtomatika.rest.state import CLIENT, CLIENT_API
@@ -41,6 +42,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         message = exc.text if exc.text and exc.content_type == "application/json" else exc.reason
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         return json_error(exc.status, message, headers)
+    except RequestPayloadError:
+        # The body's framing or encoding is broken (a bad chunk size, gzip
+        # that does not inflate): the client's fault, said without its bytes.
+        return json_error(400, "the request body could not be read: malformed encoding")
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return json_error(500, "internal error")

@@ -48,6 +48,7 @@ from avtomatika.rest.api_shapes import (
     Schema,
     ref,
 )
+from avtomatika.rest.console_api import CONSOLE_PATHS
 from avtomatika.rest.state import ENGINE
 from avtomatika.rest.worker_api.websocket import WEBSOCKET_PATHS
 
@@ -172,12 +173,12 @@ def openapi_document(app: web.Application) -> dict[str, Any]:
 
 def _served(app: web.Application) -> Iterator[tuple[str, str, str]]:
     """(method, path template, handler name) of every route but the
-    WebSockets, in table order."""
+    WebSockets and the console's pages, in table order."""
     for route in app.router.routes():
         if route.method in ("HEAD", "*") or route.resource is None:
             continue
         path = template(route.resource.canonical)
-        if path not in WEBSOCKET_PATHS:
+        if path not in WEBSOCKET_PATHS and path not in CONSOLE_PATHS:
             yield route.method, path, route.handler.__name__
 
 
@@ -304,7 +305,10 @@ def _responses(shape: Operation, path: str) -> dict[str, Any]:
     for status, reply in shape.replies.items():
         response: dict[str, Any] = {"description": reply.description}
         if reply.schema is not None:
-            response["content"] = {reply.media_type: {"schema": reply.schema}}
+            response["content"] = {
+                media_type: {"schema": reply.schema}
+                for media_type in (reply.media_type, *reply.also)
+            }
         if reply.headers:
             response["headers"] = {
                 name: {"description": text, "schema": {"type": "string"}}

@@ -2,7 +2,7 @@
 
 ``tests/test_routes.py`` holds this table equal to the ``google.api.http``
 annotations in ``proto/`` (the worker WebSockets aside: they have no HTTP
-mapping).
+mapping; and the web console's pages, which are not API).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from aiohttp import web
 
 from avtomatika.rest import (
     client_api,
+    console_api,
     dashboard_api,
     debug_api,
     docs_api,
@@ -63,6 +64,11 @@ ROUTES: tuple[tuple[str, str, _Handler], ...] = (
     # WebSockets: not in the proto (see worker_api.websocket.WEBSOCKET_PATHS).
     ("GET", "/_worker/ws/{worker_id}", worker_ws.worker_socket),
     ("GET", "/_worker/ws", worker_ws.anonymous_socket),
+    # The web console's pages: not API, so not in the proto either (see
+    # console_api.CONSOLE_PATHS).
+    ("GET", "/", console_api.page),
+    ("GET", "/console", console_api.page),
+    ("GET", "/console/{asset}", console_api.asset),
 )
 
 

@@ -19,13 +19,15 @@ import contextlib
 import hashlib
 import json
 import re
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from avtomatika.access.authenticator import Authenticator
 from avtomatika.blueprint.context import ClientInfo
-from avtomatika.blueprint.graph import to_dot
+from avtomatika.blueprint.graph import DOT_CONTENT_TYPE, to_dot
+from avtomatika.blueprint.state_machine import StateMachineBlueprint
+from avtomatika.blueprint.svg import SVG_CONTENT_TYPE, to_svg
 from avtomatika.engine.core import Engine
 from avtomatika.engine.followers import JobFollowers
 from avtomatika.errors import InvalidArgument, NotFound, NotImplementedYet, Unauthenticated
@@ -51,6 +53,7 @@ __all__ = [
     "MAX_PAGE_SIZE",
     "BlueprintInfo",
     "ClientApi",
+    "Drawing",
     "JobFilter",
     "Reader",
     "owner_view",
@@ -129,6 +132,21 @@ class BlueprintInfo:
     end_states: list[str]
     input_schema: dict[str, Any] | None
     """The JSON Schema a job's ``initial_data`` must satisfy, if any."""
+
+
+@dataclass(frozen=True, slots=True)
+class Drawing:
+    """A blueprint's graph in one format."""
+
+    content_type: str
+    text: str
+
+
+# format -> (content type, drawer) of GetBlueprintGraph.
+_DRAWERS: dict[str, tuple[str, Callable[[StateMachineBlueprint], str]]] = {
+    "dot": (DOT_CONTENT_TYPE, to_dot),
+    "svg": (SVG_CONTENT_TYPE, to_svg),
+}
 
 
 def visible(job: Job) -> tuple[object, ...]:
@@ -327,12 +345,19 @@ class ClientApi:
             return []
         return await self.history.list_for_job(job.id)
 
-    def blueprint_graph(self, client: ClientInfo, name: str) -> str:
-        """The blueprint's state machine as Graphviz DOT."""
+    def blueprint_graph(self, client: ClientInfo, name: str, format: str = "") -> Drawing:
+        """The blueprint's state machine as Graphviz DOT (``format`` empty or
+        ``"dot"``) or SVG (``"svg"``)."""
+        drawer = _DRAWERS.get(format or "dot")
+        if drawer is None:
+            raise InvalidArgument(
+                f"format must be one of {', '.join(sorted(_DRAWERS))}, got {format!r}"
+            )
         blueprint = self.engine.blueprints.get(name)
         if blueprint is None:
             raise NotFound(f"blueprint {name!r} is not registered")
-        return to_dot(blueprint)
+        content_type, draw = drawer
+        return Drawing(content_type, draw(blueprint))
 
     async def list_workers(self, client: ClientInfo) -> list[WorkerInfo]:
         """The workers of the whole cluster, each with its ``load`` (every

@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 
 from avtomatika.access.authenticator import Authenticator
+from avtomatika.access.peer import certificate_names
 from avtomatika.engine.core import ResultVerdict
 from avtomatika.errors import InvalidArgument, Unauthenticated
 from avtomatika.ids import check_worker_id, worker_id_problem
@@ -27,7 +28,13 @@ from avtomatika.v1.task_pb2 import Task, TaskResult
 from avtomatika.v1.worker_pb2 import WorkerRegistration
 from avtomatika.v1.worker_service_pb2 import HeartbeatRequest
 
-__all__ = ["AGENT_LENGTH", "WorkerApi", "check_registration", "registration_problem"]
+__all__ = [
+    "AGENT_LENGTH",
+    "WorkerApi",
+    "certificate_refusal",
+    "check_registration",
+    "registration_problem",
+]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +62,10 @@ class WorkerApi:
         if not self.auth.worker(token):
             raise Unauthenticated(f"missing or invalid {self.credential}")
         owner = self.auth.worker_id_for_token(token)
+        # A worker's own token names its worker at once (the anonymous
+        # socket learns it only so): its certificate must name it too.
+        if owner is not None and not self.auth.certificate_may_claim(certificate_names(), owner):
+            raise Unauthenticated(certificate_refusal(owner))
         # The global token names no worker: the id comes with speaks_for.
         identify("worker" if owner is None else f"worker:{owner}")
         return owner
@@ -73,10 +84,13 @@ class WorkerApi:
     def speaks_for(self, token: str | None, worker_id: str) -> str:
         """``worker_id``, once the token is known to act as it: not another
         worker's own token, nor the global token for a worker
-        ``workers.toml`` lists."""
+        ``workers.toml`` lists; with ``TLS_BIND_WORKER_IDENTITY``, the
+        request's client certificate must name it as well."""
         check_worker_id(worker_id)
         if not self.auth.worker_may_claim(token, worker_id):
             raise Unauthenticated(f"this {self.credential} may not act as worker {worker_id!r}")
+        if not self.auth.certificate_may_claim(certificate_names(), worker_id):
+            raise Unauthenticated(certificate_refusal(worker_id))
         identify(f"worker:{worker_id}")
         return worker_id
 
@@ -172,7 +186,17 @@ class WorkerApi:
         holder = await self.workers.holder_of(task_id)
         if holder is None or not self.auth.worker_may_claim(token, holder):
             return False
+        if not self.auth.certificate_may_claim(certificate_names(), holder):
+            return False
         return await self.report_progress(token, holder, task_id, progress, message)
+
+
+def certificate_refusal(worker_id: str) -> str:
+    """Why a worker whose client certificate does not name it is refused."""
+    return (
+        f"the client certificate does not name worker {worker_id!r} "
+        "(TLS_BIND_WORKER_IDENTITY: its common name or a DNS name must be the worker id)"
+    )
 
 
 MAX_SKILLS = 256

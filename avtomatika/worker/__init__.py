@@ -14,6 +14,7 @@
     await worker.run()
 """
 
+from avtomatika.channel_tls import TlsFiles
 from avtomatika.worker.config import ConnectionSettings, GpuInfo, Resources
 from avtomatika.worker.errors import TaskFailure, WorkerError, WorkerRejected
 from avtomatika.worker.task import HandlerResult, SkillHandler, TaskContext, TaskOutcome
@@ -28,6 +29,7 @@ __all__ = [
     "TaskContext",
     "TaskFailure",
     "TaskOutcome",
+    "TlsFiles",
     "Worker",
     "WorkerError",
     "WorkerRejected",

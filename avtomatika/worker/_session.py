@@ -127,9 +127,10 @@ class Session:
 
     async def run(self, hello: Hello) -> SessionEnd:
         """Open the stream, serve it until it ends, and say how it ended."""
-        if self._settings.credentials is not None:
+        credentials = self._settings.channel_credentials()
+        if credentials is not None:
             channel = grpc.aio.secure_channel(
-                self.address, self._settings.credentials, options=self._settings.channel_options
+                self.address, credentials, options=self._settings.channel_options
             )
         else:
             channel = grpc.aio.insecure_channel(

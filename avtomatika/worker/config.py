@@ -8,6 +8,8 @@ from typing import Any
 
 import grpc
 
+from avtomatika.channel_tls import TlsFiles
+
 __all__ = ["ConnectionSettings", "GpuInfo", "Resources"]
 
 
@@ -52,7 +54,13 @@ class ConnectionSettings:
     result_flush_timeout: float = 10.0
     """On stop, seconds to wait for the server to acknowledge the last results."""
     credentials: grpc.ChannelCredentials | None = None
-    """TLS credentials; None connects in plaintext."""
+    """TLS credentials built by hand; else :attr:`tls` decides."""
+    tls: TlsFiles | None = None
+    """The PEM files of a TLS connection: the server's CA bundle and, for
+    mutual TLS, the worker's certificate and key. None (and no
+    :attr:`credentials`) takes them from ``AVTOMATIKA_TLS_CA``,
+    ``AVTOMATIKA_TLS_CERT`` and ``AVTOMATIKA_TLS_KEY``; with none of those
+    set the worker connects in plaintext."""
     channel_options: Sequence[tuple[str, Any]] = ()
     """Extra gRPC channel options."""
 
@@ -66,3 +74,15 @@ class ConnectionSettings:
             raise ValueError("reconnect_multiplier must be at least 1")
         if not 0 <= self.reconnect_jitter <= 1:
             raise ValueError("reconnect_jitter must be between 0 and 1")
+        if self.credentials is not None and self.tls is not None and self.tls.enabled:
+            raise ValueError("give either credentials or tls files, not both")
+        if self.credentials is None and self.tls is None:
+            # Resolved once, here: a variable naming a missing file fails now.
+            object.__setattr__(self, "tls", TlsFiles.from_env())
+
+    def channel_credentials(self) -> grpc.ChannelCredentials | None:
+        """The credentials of the next connection (the TLS files read
+        afresh); None for plaintext."""
+        if self.credentials is not None:
+            return self.credentials
+        return self.tls.credentials() if self.tls is not None else None

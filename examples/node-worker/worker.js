@@ -13,8 +13,14 @@
 //   WORKER_ID          the worker id (node-worker-<pid>)
 //   MAX_CONCURRENCY    tasks run at once, the credits granted up front (4)
 //   PROTO_ROOT         the repository root holding proto/ and third_party/ (../..)
+//   AVTOMATIKA_TLS_CA    TLS: the CA bundle the server's certificate is checked
+//                        against (PEM); unset with no certificate: plaintext
+//   AVTOMATIKA_TLS_CERT  mutual TLS: this worker's certificate (PEM), whose
+//   AVTOMATIKA_TLS_KEY   common name or a DNS name is WORKER_ID when the server
+//                        binds identities; and its unencrypted key
 "use strict";
 
+const fs = require("node:fs");
 const os = require("node:os");
 const path = require("node:path");
 const grpc = require("@grpc/grpc-js");
@@ -67,7 +73,23 @@ let heartbeat = null;
 
 const metadata = new grpc.Metadata();
 metadata.set("x-worker-token", token);
-const client = new v1.WorkerService(address, grpc.credentials.createInsecure());
+// TLS when any certificate file is named, as the Python SDK does; a
+// certificate without its key (or the reverse) is a mistake, not plaintext.
+function channelCredentials() {
+  const read = (name) => (process.env[name] ? fs.readFileSync(process.env[name]) : null);
+  const ca = read("AVTOMATIKA_TLS_CA");
+  const cert = read("AVTOMATIKA_TLS_CERT");
+  const key = read("AVTOMATIKA_TLS_KEY");
+  if (!cert !== !key) {
+    throw new Error("AVTOMATIKA_TLS_CERT and AVTOMATIKA_TLS_KEY must be set together");
+  }
+  if (!ca && !cert) {
+    return grpc.credentials.createInsecure();
+  }
+  return grpc.credentials.createSsl(ca, key, cert);
+}
+
+const client = new v1.WorkerService(address, channelCredentials());
 const call = client.Connect(metadata);
 
 function send(message) {

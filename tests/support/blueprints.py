@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from avtomatika import ActionFactory, JobContext, StateMachineBlueprint
@@ -147,4 +148,30 @@ def approval_blueprint(
 
     if timeout is not None:
         bp.handler_for(expired, is_end=True, outcome="failed")(done)
+    return bp
+
+
+def ordered_blueprint(order: list[str]) -> StateMachineBlueprint:
+    """``ordered``: start -> a or b -> z (end), its states declared in
+    ``order`` (a drawing must not depend on it)."""
+    bp = StateMachineBlueprint("ordered")
+
+    async def first(actions: ActionFactory) -> None:
+        actions.dispatch_task("t", transitions={"success": "b", "failure": "a"})
+
+    async def middle(actions: ActionFactory) -> None:
+        actions.transition_to("z")
+
+    async def last() -> None:
+        return None
+
+    handlers: dict[str, tuple[Callable[..., Awaitable[None]], bool, bool]] = {
+        "start": (first, True, False),
+        "a": (middle, False, False),
+        "b": (middle, False, False),
+        "z": (last, False, True),
+    }
+    for state in order:
+        handler, is_start, is_end = handlers[state]
+        bp.handler_for(state, is_start=is_start, is_end=is_end)(handler)
     return bp

@@ -88,6 +88,8 @@ _KIND_OF_HTTP_STATUS = {
 
 _ERROR_CODE_KEY = "avtomatika-error-code"
 _RETRY_AFTER_KEY = "retry-after"
+# GetBlueprintGraph's format -> the content type it answers.
+_GRAPH_CONTENT_TYPES = {"": "text/vnd.graphviz", "dot": "text/vnd.graphviz", "svg": "image/svg+xml"}
 
 
 class ApiError(Exception):
@@ -198,8 +200,9 @@ class Api(Protocol):
         """The listing's counts of the client's jobs per status."""
         ...
 
-    async def graph(self, blueprint: str) -> str:
-        """The blueprint's state machine as Graphviz DOT."""
+    async def graph(self, blueprint: str, format: str = "") -> str:
+        """The blueprint's state machine as Graphviz DOT, or in ``format``
+        (``dot``, ``svg``)."""
         ...
 
     async def workers(self) -> list[dict[str, Any]]:
@@ -392,9 +395,11 @@ class RestApi:
         status: str = answer["status"]
         return status
 
-    async def graph(self, blueprint: str) -> str:
-        async with await self._call("GET", f"/api/v1/blueprints/{blueprint}/graph") as response:
-            assert response.content_type == "text/vnd.graphviz"
+    async def graph(self, blueprint: str, format: str = "") -> str:
+        query = f"?format={quote(format)}" if format else ""
+        path = f"/api/v1/blueprints/{blueprint}/graph{query}"
+        async with await self._call("GET", path) as response:
+            assert response.content_type == _GRAPH_CONTENT_TYPES[format]
             return await response.text()
 
     async def workers(self) -> list[dict[str, Any]]:
@@ -567,11 +572,11 @@ class GrpcApi:
             page = await self._jobs.ListJobs(ListJobsRequest(page_size=1), metadata=self._metadata)
         return dict(page.counts)
 
-    async def graph(self, blueprint: str) -> str:
-        request = GetBlueprintGraphRequest(blueprint_name=blueprint)
+    async def graph(self, blueprint: str, format: str = "") -> str:
+        request = GetBlueprintGraphRequest(blueprint_name=blueprint, format=format)
         with _statuses():
             body = (await self._jobs.GetBlueprintGraph(request, metadata=self._metadata)).body
-        assert body.content_type == "text/vnd.graphviz"
+        assert body.content_type == _GRAPH_CONTENT_TYPES[format]
         dot: str = body.data.decode()  # google.api.HttpBody comes without type stubs
         return dot
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
+from ssl import SSLContext
 from typing import Any
 
 import aiohttp
@@ -20,9 +21,9 @@ from tests.support.tokens import CLIENT_TOKEN, WORKER_TOKEN
 StartOrchestrator = Callable[..., Awaitable[OrchestratorEngine]]
 """``await start_orchestrator(blueprints, **settings)``."""
 HttpClient = Callable[..., aiohttp.ClientSession]
-"""``http_client(orchestrator, token=CLIENT_TOKEN)``."""
-GrpcChannel = Callable[[OrchestratorEngine], grpc.aio.Channel]
-"""``grpc_channel(orchestrator)``."""
+"""``http_client(orchestrator, token=CLIENT_TOKEN, ssl=None)``."""
+GrpcChannel = Callable[..., grpc.aio.Channel]
+"""``grpc_channel(orchestrator, credentials=None)``."""
 
 
 OTHER_CLIENT_TOKEN = "other-client-token-0123456789"
@@ -89,17 +90,28 @@ async def start_orchestrator(
         await orchestrator.stop()
 
 
+def rest_url(orchestrator: OrchestratorEngine, *, tls: bool = False) -> str:
+    """The base URL of an orchestrator's REST port (``https`` with ``tls``)."""
+    return f"{'https' if tls else 'http'}://127.0.0.1:{orchestrator.rest_port}"
+
+
 @pytest.fixture
 async def http_client() -> AsyncIterator[HttpClient]:
     """Factory: an aiohttp session on an orchestrator's REST port."""
     sessions: list[aiohttp.ClientSession] = []
 
     def connect(
-        orchestrator: OrchestratorEngine, token: str | None = CLIENT_TOKEN
+        orchestrator: OrchestratorEngine,
+        token: str | None = CLIENT_TOKEN,
+        *,
+        ssl: SSLContext | None = None,
     ) -> aiohttp.ClientSession:
+        """``ssl``: HTTPS with this context (see :mod:`tests.support.tls`)."""
         headers = {"X-Client-Token": token} if token is not None else {}
         session = aiohttp.ClientSession(
-            f"http://127.0.0.1:{orchestrator.rest_port}", headers=headers
+            rest_url(orchestrator, tls=ssl is not None),
+            headers=headers,
+            connector=aiohttp.TCPConnector(ssl=ssl if ssl is not None else True),
         )
         sessions.append(session)
         return session
@@ -111,11 +123,18 @@ async def http_client() -> AsyncIterator[HttpClient]:
 
 @pytest.fixture
 async def grpc_channel() -> AsyncIterator[GrpcChannel]:
-    """Factory: a gRPC channel to an orchestrator."""
+    """Factory: a gRPC channel to an orchestrator; over TLS with
+    ``credentials``."""
     channels: list[grpc.aio.Channel] = []
 
-    def connect(orchestrator: OrchestratorEngine) -> grpc.aio.Channel:
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{orchestrator.grpc_port}")
+    def connect(
+        orchestrator: OrchestratorEngine, credentials: grpc.ChannelCredentials | None = None
+    ) -> grpc.aio.Channel:
+        address = f"127.0.0.1:{orchestrator.grpc_port}"
+        if credentials is None:
+            channel = grpc.aio.insecure_channel(address)
+        else:
+            channel = grpc.aio.secure_channel(address, credentials)
         channels.append(channel)
         return channel
 

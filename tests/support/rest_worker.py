@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from ssl import SSLContext
 from typing import Any
 
 import aiohttp
 import pytest
 
 from avtomatika import OrchestratorEngine
+from tests.support.orchestrator import rest_url
 from tests.support.tokens import WORKER_TOKEN
 
 HEADERS = {"X-Worker-Token": WORKER_TOKEN, "X-RXON-Version": "1.0b3"}
@@ -49,16 +51,23 @@ def heartbeat(worker_id: str = "w-1", **fields: Any) -> dict[str, Any]:
 
 
 RestWorkers = Callable[..., "RestWorker"]
-"""``rest_worker(orchestrator, worker_id="w-1")``."""
+"""``rest_worker(orchestrator, worker_id="w-1", ssl=None)``."""
 
 
 class RestWorker:
     """A REST worker driven request by request."""
 
-    def __init__(self, orchestrator: OrchestratorEngine, worker_id: str = "w-1") -> None:
+    def __init__(
+        self,
+        orchestrator: OrchestratorEngine,
+        worker_id: str = "w-1",
+        ssl: SSLContext | None = None,
+    ) -> None:
         self.worker_id = worker_id
         self.http = aiohttp.ClientSession(
-            f"http://127.0.0.1:{orchestrator.rest_port}", headers=HEADERS
+            rest_url(orchestrator, tls=ssl is not None),
+            headers=HEADERS,
+            connector=aiohttp.TCPConnector(ssl=ssl if ssl is not None else True),
         )
 
     async def register(self, skills: list[str] | None = None) -> dict[str, Any]:
@@ -108,11 +117,14 @@ class RestWorker:
 
 @pytest.fixture
 async def rest_worker() -> AsyncIterator[RestWorkers]:
-    """Factory: ``rest_worker(orchestrator, worker_id)``; sessions closed after."""
+    """Factory: ``rest_worker(orchestrator, worker_id, ssl=None)`` (HTTPS with
+    ``ssl``); sessions closed after."""
     made: list[RestWorker] = []
 
-    def make(orchestrator: OrchestratorEngine, worker_id: str = "w-1") -> RestWorker:
-        made.append(RestWorker(orchestrator, worker_id))
+    def make(
+        orchestrator: OrchestratorEngine, worker_id: str = "w-1", ssl: SSLContext | None = None
+    ) -> RestWorker:
+        made.append(RestWorker(orchestrator, worker_id, ssl))
         return made[-1]
 
     yield make

@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 from avtomatika import OrchestratorEngine
-from avtomatika.worker import ConnectionSettings, SkillHandler, Worker
+from avtomatika.worker import ConnectionSettings, SkillHandler, TlsFiles, Worker
 from tests.support.tokens import WORKER_TOKEN
 
 Params = dict[str, Any]
@@ -26,14 +27,16 @@ async def serving(
     worker_id: str = "sdk-1",
     max_concurrency: int = 1,
     token: str = WORKER_TOKEN,
+    tls: TlsFiles | None = None,
 ) -> AsyncIterator[Worker]:
-    """An SDK worker with ``skills``, running until the block ends."""
+    """An SDK worker with ``skills``, running until the block ends; over TLS
+    with ``tls``."""
     worker = Worker(
         worker_id=worker_id,
         addresses=[f"127.0.0.1:{orchestrator.grpc_port}"],
         token=token,
         max_concurrency=max_concurrency,
-        settings=_FAST_RECONNECT,
+        settings=_FAST_RECONNECT if tls is None else replace(_FAST_RECONNECT, tls=tls),
     )
     for name, handler in skills.items():
         worker.add_skill(name, handler)

@@ -575,16 +575,22 @@ class GetBlueprintGraphRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     BLUEPRINT_NAME_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
     blueprint_name: _builtins.str
     """The blueprint."""
+    format: _builtins.str
+    """"dot" (the default when empty) or "svg"; anything else is
+    INVALID_ARGUMENT.
+    """
     def __init__(
         self,
         *,
         blueprint_name: _builtins.str = ...,
+        format: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blueprint_name", b"blueprint_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blueprint_name", b"blueprint_name", "format", b"format"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -592,14 +598,14 @@ Global___GetBlueprintGraphRequest: _TypeAlias = GetBlueprintGraphRequest  # noqa
 
 @_typing.final
 class GetBlueprintGraphResponse(_message.Message):
-    """GetBlueprintGraphResponse carries the DOT document."""
+    """GetBlueprintGraphResponse carries the drawing."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     BODY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def body(self) -> _httpbody_pb2.HttpBody:
-        """The graph, content type text/vnd.graphviz."""
+        """The graph: content type text/vnd.graphviz, or image/svg+xml for "svg"."""
 
     def __init__(
         self,

@@ -236,7 +236,10 @@ class JobServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetBlueprintGraph(self, request, context):
-        """GetBlueprintGraph renders a blueprint as a Graphviz DOT document.
+        """GetBlueprintGraph renders a blueprint's state machine as a Graphviz DOT
+        document or, with format "svg", as an SVG image whose states are
+        <g class="state" data-state="NAME"> and transitions
+        <g class="transition" data-from="A" data-to="B">.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -88,7 +88,11 @@ class JobServiceStub:
     routes, states, start and end states, and input schemas.
     """
     GetBlueprintGraph: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.GetBlueprintGraphRequest, _job_service_pb2.GetBlueprintGraphResponse]
-    """GetBlueprintGraph renders a blueprint as a Graphviz DOT document."""
+    """GetBlueprintGraph renders a blueprint's state machine as a Graphviz DOT
+    document or, with format "svg", as an SVG image whose states are
+    <g class="state" data-state="NAME"> and transitions
+    <g class="transition" data-from="A" data-to="B">.
+    """
     ListWorkers: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.ListWorkersRequest, _job_service_pb2.ListWorkersResponse]
     """ListWorkers lists the workers connected now."""
     GetDashboard: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.GetDashboardRequest, _job_service_pb2.GetDashboardResponse]
@@ -154,7 +158,11 @@ class JobServiceAsyncStub(JobServiceStub):
     routes, states, start and end states, and input schemas.
     """
     GetBlueprintGraph: _aio.UnaryUnaryMultiCallable[_job_service_pb2.GetBlueprintGraphRequest, _job_service_pb2.GetBlueprintGraphResponse]  # type: ignore[assignment]
-    """GetBlueprintGraph renders a blueprint as a Graphviz DOT document."""
+    """GetBlueprintGraph renders a blueprint's state machine as a Graphviz DOT
+    document or, with format "svg", as an SVG image whose states are
+    <g class="state" data-state="NAME"> and transitions
+    <g class="transition" data-from="A" data-to="B">.
+    """
     ListWorkers: _aio.UnaryUnaryMultiCallable[_job_service_pb2.ListWorkersRequest, _job_service_pb2.ListWorkersResponse]  # type: ignore[assignment]
     """ListWorkers lists the workers connected now."""
     GetDashboard: _aio.UnaryUnaryMultiCallable[_job_service_pb2.GetDashboardRequest, _job_service_pb2.GetDashboardResponse]  # type: ignore[assignment]
@@ -301,7 +309,11 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_service_pb2.GetBlueprintGraphRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.GetBlueprintGraphResponse, _abc.Awaitable[_job_service_pb2.GetBlueprintGraphResponse]]:
-        """GetBlueprintGraph renders a blueprint as a Graphviz DOT document."""
+        """GetBlueprintGraph renders a blueprint's state machine as a Graphviz DOT
+        document or, with format "svg", as an SVG image whose states are
+        <g class="state" data-state="NAME"> and transitions
+        <g class="transition" data-from="A" data-to="B">.
+        """
 
     @_abc_1.abstractmethod
     def ListWorkers(
