@@ -4,8 +4,7 @@ orchestrator, with a real SDK worker running the jobs' tasks.
 
 One orchestrator and one worker serve the whole module (each test uses
 blueprints of its own, so what one test creates never shows in another's
-listing). ``test_after_console_merge_graph_as_svg`` needs the SVG graph of
-the console branch.
+listing).
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ from tests.support.blueprints import approval_blueprint, echo_blueprint, instant
 from tests.support.net import free_port
 from tests.support.orchestrator import make_settings
 from tests.support.sdk import serving
+from tests.support.tls import Authority
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -112,8 +112,9 @@ class Cli:
             sys.executable, "-m", "avtomatika", *args, **streams
         )
 
-    async def __call__(self, *args: str, token: str | None = CLIENT_TOKEN) -> Ran:
-        process = await self.start(*args, env=self.env(token))
+    async def __call__(self, *args: str, token: str | None = CLIENT_TOKEN, **env: str) -> Ran:
+        """Run ``avtomatika *args`` to its end; ``env`` adds variables."""
+        process = await self.start(*args, env=self.env(token) | env)
         out, err = await process.communicate()
         assert process.returncode is not None
         ran = Ran(process.returncode, out.decode(), err.decode())
@@ -383,6 +384,45 @@ async def test_a_wrong_or_missing_token_is_the_apis_401(cli: Cli, token: str | N
     assert _one_line(given).endswith("(HTTP 401)")
 
 
+async def test_https_with_the_sdks_tls_variables(cli: Cli, tmp_path: Path) -> None:
+    authority = Authority(tmp_path)
+    server, client = authority.server(), authority.client("cli-user")
+    settings = make_settings(
+        tls_cert_path=server.cert,
+        tls_key_path=server.key,
+        tls_ca_path=authority.cert,
+        tls_require_client_cert=True,
+    )
+    orchestrator = OrchestratorEngine(config=settings, blueprints=[instant_blueprint()])
+    await orchestrator.start()
+    try:
+        url = f"https://localhost:{orchestrator.rest_port}"
+        trusted = {"AVTOMATIKA_URL": url, "AVTOMATIKA_TLS_CA": str(authority.cert)}
+        mutual = trusted | {
+            "AVTOMATIKA_TLS_CERT": str(client.cert),
+            "AVTOMATIKA_TLS_KEY": str(client.key),
+        }
+        ran = await cli("jobs", "create", "instant", "--watch", **mutual)
+        assert ran.code == 0, ran.err
+        assert (await cli("jobs", "ls", "--json", **mutual)).json()["jobs"][0]["status"] == (
+            "finished"
+        )
+        # No client certificate: the server ends the handshake.
+        assert _one_line(await cli("jobs", "ls", **trusted)).startswith(
+            f"avtomatika: cannot reach {url}: "
+        )
+        # The system's roots do not know the test CA.
+        assert "certificate verify failed" in _one_line(await cli("jobs", "ls", AVTOMATIKA_URL=url))
+        assert _one_line(
+            await cli("jobs", "ls", **trusted, AVTOMATIKA_TLS_CERT=str(client.cert))
+        ) == (
+            "avtomatika: TLS: a client certificate needs its key: set both cert_path and "
+            "key_path (AVTOMATIKA_TLS_CA, AVTOMATIKA_TLS_CERT, AVTOMATIKA_TLS_KEY)"
+        )
+    finally:
+        await orchestrator.stop()
+
+
 async def test_blueprints_check_a_good_directory() -> None:
     ran = await _check(EXAMPLES)
     assert ran.code == 0, ran.err
@@ -531,10 +571,7 @@ async def test_ls_counts_every_status(cli: Cli) -> None:
     assert "all your jobs: " in table
 
 
-# -- The endpoint of the console branch (the graph as SVG) --
-
-
-async def test_after_console_merge_graph_as_svg(cli: Cli) -> None:
+async def test_graph_as_svg(cli: Cli) -> None:
     ran = await cli("blueprints", "graph", "doomed", "--svg")
     assert ran.code == 0, ran.err
     assert "<svg" in ran.out

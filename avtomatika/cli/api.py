@@ -2,6 +2,11 @@
 (``urllib``), so the client commands run on ``pip install avtomatika`` alone,
 without the server's aiohttp.
 
+An ``https://`` server is checked against ``AVTOMATIKA_TLS_CA`` (the
+system's roots without it), and ``AVTOMATIKA_TLS_CERT`` with
+``AVTOMATIKA_TLS_KEY`` are presented for mutual TLS: the variables the
+worker SDK and the Python client read (:mod:`avtomatika.channel_tls`).
+
 Every failure becomes a :class:`~avtomatika.cli.command.CommandError` with
 one line to show: the API's own ``{"error"}`` message and status when it
 refused, or what kept the request from reaching it. The token travels only
@@ -13,6 +18,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -20,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from avtomatika.channel_tls import ENV_CA, ENV_CERT, ENV_KEY, TlsFiles
 from avtomatika.cli.command import CommandError
 from avtomatika.cli.version import package_version
 
@@ -74,7 +81,10 @@ class Api:
         self._headers = {"User-Agent": f"avtomatika-cli/{package_version()}"}
         if token:
             self._headers["X-Client-Token"] = token
-        self._opener = urllib.request.build_opener(_NoRedirects)
+        handlers: list[urllib.request.BaseHandler] = [_NoRedirects()]
+        if parts.scheme == "https":
+            handlers.append(urllib.request.HTTPSHandler(context=_tls_context()))
+        self._opener = urllib.request.build_opener(*handlers)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Api:
@@ -145,6 +155,16 @@ class Api:
         except (OSError, http.client.HTTPException) as exc:
             raise CommandError(f"cannot reach {self.url}: {_reason(exc)}") from None
         return response
+
+
+def _tls_context() -> ssl.SSLContext:
+    """The HTTPS context of the ``AVTOMATIKA_TLS_*`` files."""
+    try:
+        return TlsFiles.from_env().ssl_context()
+    except ValueError as exc:  # a variable naming no file
+        raise CommandError(f"TLS: {exc} ({ENV_CA}, {ENV_CERT}, {ENV_KEY})") from None
+    except (OSError, ssl.SSLError) as exc:  # a file that is not PEM, a key that does not fit
+        raise CommandError(f"TLS: cannot load the certificate files: {_reason(exc)}") from None
 
 
 def _refusal(exc: urllib.error.HTTPError) -> str:
