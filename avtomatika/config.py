@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from avtomatika.errors import ConfigError
+from avtomatika.payload import DEFAULT_MAX_PAYLOAD_BYTES
 from avtomatika.tls import server_context
 
 __all__ = ["LOG_FORMATS", "Config", "Settings"]
@@ -113,6 +114,17 @@ class Settings:
     instance_id: str | None = None
     # Ended jobs, their tasks and history are forgotten this long after they end.
     job_retention_seconds: float = 7 * 24 * 3600.0
+    # The embedded store also forgets the oldest ended jobs once their
+    # records hold more than this many bytes (0: by age only).
+    job_retention_max_bytes: int = 256 * 1024 * 1024
+    # The largest initial data, task params or result (encoded JSON); the
+    # gRPC message limits and the REST body limit follow from it.
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    # With S3, bigger payloads go by reference, up to this size.
+    claim_check_max_bytes: int = 128 * 1024 * 1024
+    # Per-client bounds (clients.toml may set its own per client; 0: none).
+    client_max_jobs_in_flight: int = 100_000
+    client_max_stored_bytes: int = 1024 * 1024 * 1024
     # A step claimed by an instance that stops renewing its lease (it died
     # mid-handler) is run again by another instance after this long.
     step_lease_seconds: float = 30.0
@@ -188,6 +200,22 @@ class Settings:
         for name in ("max_connections", "max_connections_per_address"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name.upper()} must be >= 0, got {getattr(self, name)}")
+        if self.max_payload_bytes < 1:
+            raise ConfigError(f"MAX_PAYLOAD_BYTES must be >= 1, got {self.max_payload_bytes}")
+        if self.claim_check_max_bytes < self.max_payload_bytes:
+            raise ConfigError(
+                f"CLAIM_CHECK_MAX_BYTES ({self.claim_check_max_bytes}) must be >= "
+                f"MAX_PAYLOAD_BYTES ({self.max_payload_bytes})"
+            )
+        for name in (
+            "job_retention_max_bytes",
+            "client_max_jobs_in_flight",
+            "client_max_stored_bytes",
+        ):
+            if getattr(self, name) < 0:
+                raise ConfigError(
+                    f"{name.upper()} must be >= 0 (0: no limit), got {getattr(self, name)}"
+                )
         if self.worker_reconnect_grace_seconds < 0:
             raise ConfigError(
                 "WORKER_RECONNECT_GRACE_SECONDS must be >= 0, "

@@ -14,6 +14,8 @@ through :data:`avtomatika.grpc.status.GRPC_STATUS` (beside it
     ├── NotFound             unknown job, blueprint, worker, route
     ├── Conflict             the request contradicts the current state
     ├── RateLimited          too many requests or over quota
+    ├── OverLimit            over a per-client bound (jobs in flight)
+    │   └── TooLarge         a payload or a client's stored bytes over their limit (413)
     ├── NotImplementedYet    a declared route not served here (not configured, other transport)
     └── Unavailable          a backend is down; retry later
 """
@@ -32,9 +34,12 @@ __all__ = [
     "InvalidArgument",
     "NotFound",
     "NotImplementedYet",
+    "OverLimit",
     "RateLimited",
+    "TooLarge",
     "Unauthenticated",
     "Unavailable",
+    "http_status",
 ]
 
 
@@ -132,3 +137,20 @@ class Unavailable(AvtomatikaError):
     """A backend (storage, S3) cannot be reached; the caller may retry."""
 
     code = Code.UNAVAILABLE
+
+
+class OverLimit(AvtomatikaError):
+    """A per-client bound is reached (e.g. jobs in flight): 429 without a
+    ``Retry-After`` (the wait depends on the client's own jobs ending)."""
+
+    code = Code.RESOURCE_EXHAUSTED
+
+
+class TooLarge(OverLimit):
+    """A payload bigger than ``MAX_PAYLOAD_BYTES``, or more than a client may
+    store: 413 over REST, RESOURCE_EXHAUSTED over gRPC."""
+
+
+def http_status(error: AvtomatikaError) -> int:
+    """The HTTP status of ``error``: its code's, but 413 for :class:`TooLarge`."""
+    return 413 if isinstance(error, TooLarge) else HTTP_STATUS[error.code]

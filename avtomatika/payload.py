@@ -35,11 +35,16 @@ import orjson
 from avtomatika.v1.payload_pb2 import Payload
 
 __all__ = [
+    "DEFAULT_MAX_PAYLOAD_BYTES",
     "JSON_ENCODING",
     "MAX_JSON_DEPTH",
+    "MESSAGE_HEADROOM_BYTES",
+    "REFERENCE_KEY",
     "decode_json",
     "encode_json",
     "from_payload",
+    "message_limit",
+    "reference_in",
     "to_payload",
 ]
 
@@ -51,6 +56,44 @@ text is refused before it is parsed: the standard library's parser (the
 long-number path below) and every encoder recurse once per level, so a
 body of 100,000 brackets would otherwise end in a RecursionError (a 500 and
 a traceback per request); orjson itself stops writing at 255 levels."""
+
+DEFAULT_MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
+"""The default of ``MAX_PAYLOAD_BYTES``: the largest encoded initial data,
+task params or task result. 4 MiB, gRPC's own default message size, so a
+payload that fits here fits in what any gRPC peer accepts once the limits
+below are applied; bigger data goes by reference (S3 files)."""
+
+MESSAGE_HEADROOM_BYTES = 1024 * 1024
+"""What a stream message may carry beside its payload: ids, the task type,
+tracing context, an error message, a batch's framing. Every gRPC channel
+(server, worker SDK, client) accepts :func:`message_limit` bytes, so a
+payload at the limit is never refused by a peer for its envelope."""
+
+
+def message_limit(max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> int:
+    """The gRPC message size (and REST body size) that carries a payload of
+    ``max_payload_bytes`` with its envelope."""
+    return max_payload_bytes + MESSAGE_HEADROOM_BYTES
+
+
+REFERENCE_KEY = "$avtomatika_ref"
+"""The claim-check: a payload over ``MAX_PAYLOAD_BYTES`` stored as a job
+file (S3) travels as ``{"$avtomatika_ref": {"uri": "s3://...", "name":
+"<file in the job>", "url": "<presigned GET>", "bytes": <size>}}`` in its
+place. The worker SDK fetches ``url`` and hands the handler the data; a
+blueprint handler reads ``name`` through ``task_files``."""
+
+
+def reference_in(value: Any) -> dict[str, Any] | None:
+    """The claim-check reference ``value`` is (an object whose only key is
+    :data:`REFERENCE_KEY`, holding at least ``url``), or None."""
+    if not isinstance(value, dict) or len(value) != 1:
+        return None
+    reference = value.get(REFERENCE_KEY)
+    if not isinstance(reference, dict) or not isinstance(reference.get("url"), str):
+        return None
+    return reference
+
 
 # Compact separators: payloads are stored and sent many times per job. NaN and
 # Infinity are refused: they are not JSON, and other languages cannot read them.

@@ -133,7 +133,9 @@ class Orchestrator:
             if isinstance(storage, RedisStorage):
                 cluster = Cluster(self.settings, storage.instance_id, self.engine, self.followers)
                 self.services.append(cluster)
-        self.limits = ClientLimits(self.settings, self.auth.monthly_quotas)
+        self.limits = ClientLimits(
+            self.settings, self.auth.monthly_quotas, self.auth.client_bounds, self.engine.storage
+        )
         self.services.append(self.limits)
         # The client use cases, once for both transports.
         self.client_api = ClientApi(

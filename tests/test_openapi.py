@@ -101,7 +101,7 @@ async def test_each_blueprint_gets_its_own_create_path(
     assert create["x-avtomatika-blueprint"] == "video"
     body = create["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/CreateJobBody"}
-    assert set(create["responses"]) == {"202", "400", "401", "429"}
+    assert set(create["responses"]) == {"202", "400", "401", "413", "429"}
     assert CATCH_ALL not in documented, "the generic catch-all is replaced by the concrete paths"
     # ...and each of them really creates a job of its blueprint.
     job_id = await create_job(http, "jobs/late")

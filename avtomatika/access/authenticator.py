@@ -24,6 +24,7 @@ from avtomatika.access.worker_tokens import load_worker_tokens
 from avtomatika.blueprint.context import ClientInfo
 from avtomatika.config import Settings
 from avtomatika.errors import ConfigError
+from avtomatika.storage.base import ClientBounds
 
 __all__ = ["DEFAULT_CLIENT_ID", "Authenticator"]
 
@@ -58,6 +59,18 @@ class Authenticator:
         self._quotas = {
             c.info.id: c.monthly_attempts for c in configured if c.monthly_attempts is not None
         }
+        self._bounds = {
+            c.info.id: ClientBounds(
+                settings.client_max_jobs_in_flight
+                if c.max_jobs_in_flight is None
+                else c.max_jobs_in_flight,
+                settings.client_max_stored_bytes
+                if c.max_stored_bytes is None
+                else c.max_stored_bytes,
+            )
+            for c in configured
+            if c.max_jobs_in_flight is not None or c.max_stored_bytes is not None
+        }
         self._worker_token = (settings.global_worker_token or "").encode()
         per_worker: dict[str, str] = {}
         if settings.workers_config_path is not None:
@@ -82,6 +95,11 @@ class Authenticator:
     def monthly_quotas(self) -> dict[str, int]:
         """``monthly_attempts`` by client id, for the clients that have one."""
         return dict(self._quotas)
+
+    @property
+    def client_bounds(self) -> dict[str, ClientBounds]:
+        """Bounds by client id, for the clients whose table sets its own."""
+        return dict(self._bounds)
 
     def client(self, token: str | None) -> ClientInfo | None:
         """The client owning ``token``, or None."""

@@ -7,6 +7,8 @@ their owner, never the token)::
     token = "s3cret-acme"           # required: the X-Client-Token value
     plan = "premium"                # optional: handlers see client.plan
     monthly_attempts = 10000        # optional: jobs it may create per month (UTC)
+    max_jobs_in_flight = 500        # optional: jobs not yet ended (CLIENT_MAX_JOBS_IN_FLIGHT)
+    max_stored_bytes = 104857600    # optional: bytes of stored jobs (CLIENT_MAX_STORED_BYTES)
     params = { languages = ["en"] } # optional: handlers see client.params
 
 The file is validated whole at start-up: a TOML syntax error, a missing or
@@ -35,7 +37,8 @@ from avtomatika.errors import ConfigError
 
 __all__ = ["RESERVED_CLIENT_IDS", "ClientConfig", "load_clients", "parse_clients"]
 
-_KEYS = ("token", "plan", "monthly_attempts", "params")
+_KEYS = ("token", "plan", "monthly_attempts", "max_jobs_in_flight", "max_stored_bytes", "params")
+_BOUNDS = ("max_jobs_in_flight", "max_stored_bytes")
 
 RESERVED_CLIENT_IDS = frozenset({"default", "__background__"})
 """Ids taken by the ``CLIENT_TOKEN`` client and by jobs created in-process."""
@@ -48,6 +51,10 @@ class ClientConfig:
     info: ClientInfo
     token: str
     monthly_attempts: int | None = None
+    max_jobs_in_flight: int | None = None
+    """Its own bound (0: none), or None for ``CLIENT_MAX_JOBS_IN_FLIGHT``."""
+    max_stored_bytes: int | None = None
+    """Its own bound (0: none), or None for ``CLIENT_MAX_STORED_BYTES``."""
 
     def __repr__(self) -> str:  # never print the token
         return f"ClientConfig({self.info.id!r}, plan={self.info.plan!r})"
@@ -96,11 +103,23 @@ def _client(source: str, client_id: str, table: Any) -> ClientConfig:
             f"{where}: key 'monthly_attempts' must be at least 1 (leave it out for no quota), "
             f"got {quota}"
         )
+    bounds = [_bound(where, table, key) for key in _BOUNDS]
     params = table.get("params", {})
     if not isinstance(params, dict):
         raise ConfigError(f"{where}: key 'params' must be a table, got {type_name(params)}")
     merged = {**extras, **params}
-    return ClientConfig(ClientInfo(id=client_id, plan=plan, params=merged), token, quota)
+    return ClientConfig(ClientInfo(id=client_id, plan=plan, params=merged), token, quota, *bounds)
+
+
+def _bound(where: str, table: Mapping[str, Any], key: str) -> int | None:
+    value = table.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(
+            f"{where}: key {key!r} must be an integer >= 0 (0: no limit), got {value!r}"
+        )
+    return value
 
 
 def _check_unique_tokens(source: str, clients: Iterable[ClientConfig]) -> None:

@@ -23,7 +23,7 @@ from avtomatika.client.views import (
     UploadedFile,
     WorkerView,
 )
-from avtomatika.payload import to_payload
+from avtomatika.payload import message_limit, to_payload
 from avtomatika.v1 import job_service_pb2_grpc, public_service_pb2_grpc
 from avtomatika.v1.job_service_pb2 import (
     ApproveJobRequest,
@@ -75,6 +75,9 @@ class Client:
     ``timeout`` is the deadline, in seconds, of each
     unary call (None for none); streams (:meth:`follow`, :meth:`upload`)
     have none, and a :meth:`wait` long-poll gets its wait on top.
+    ``max_message_bytes`` bounds each message both ways: by default the
+    server's default ``MAX_PAYLOAD_BYTES`` with its envelope, so a job the
+    server accepts can be read back whole (raise both together).
 
     Every failed call raises a :class:`~avtomatika.client.ClientError`.
     """
@@ -86,14 +89,19 @@ class Client:
         *,
         tls: TlsFiles | grpc.ChannelCredentials | None = None,
         timeout: float | None = 30.0,
+        max_message_bytes: int = message_limit(),
     ) -> None:
+        options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
         if tls is None:
             tls = TlsFiles.from_env()
         credentials = tls.credentials() if isinstance(tls, TlsFiles) else tls
         if credentials is None:
-            self._channel = grpc.aio.insecure_channel(address)
+            self._channel = grpc.aio.insecure_channel(address, options=options)
         else:
-            self._channel = grpc.aio.secure_channel(address, credentials)
+            self._channel = grpc.aio.secure_channel(address, credentials, options=options)
         self._jobs = job_service_pb2_grpc.JobServiceStub(self._channel)
         self._public = public_service_pb2_grpc.PublicServiceStub(self._channel)
         self._metadata = ((CLIENT_TOKEN_KEY, token),)

@@ -29,6 +29,7 @@ from avtomatika.blueprint.task_files import TaskFilesFactory
 from avtomatika.clock import now_ms
 from avtomatika.config import Settings
 from avtomatika.engine.approvals import TIMEOUT_DECISION, decisions
+from avtomatika.engine.claim_check import check_in
 from avtomatika.engine.events import E, EventBus, JobEvent, creation_events, derive_events, event
 from avtomatika.engine.executor import StepRunner
 from avtomatika.engine.registry import WorkerRegistry
@@ -42,6 +43,7 @@ from avtomatika.engine.results import (
     requeue,
     restart,
     result_key,
+    undeliverable,
 )
 from avtomatika.engine.roster import Roster
 from avtomatika.engine.signals import Signal
@@ -51,6 +53,7 @@ from avtomatika.errors import (
     Conflict,
     InvalidArgument,
     NotFound,
+    TooLarge,
     Unauthenticated,
     Unavailable,
 )
@@ -67,6 +70,7 @@ from avtomatika.storage.base import (
 from avtomatika.storage.memory import MemoryStorage
 from avtomatika.v1 import job_pb2, task_pb2
 from avtomatika.v1.job_pb2 import Job
+from avtomatika.v1.payload_pb2 import Payload
 from avtomatika.v1.task_pb2 import Task, TaskResult
 
 __all__ = ["BACKGROUND_CLIENT", "Engine", "ResultVerdict"]
@@ -112,7 +116,11 @@ class Engine:
         :mod:`avtomatika.blueprint.task_files`); without it they get ``None``."""
         self.config = config if config is not None else Settings()
         self.storage: Storage = (
-            storage if storage is not None else MemoryStorage(self.config.job_retention_seconds)
+            storage
+            if storage is not None
+            else MemoryStorage(
+                self.config.job_retention_seconds, self.config.job_retention_max_bytes
+            )
         )
         self.workers = WorkerRegistry(self.requeue_task, self.config.worker_reconnect_grace_seconds)
         self.roster = Roster(self.workers)
@@ -126,6 +134,7 @@ class Engine:
         self._routes: dict[str, StateMachineBlueprint] = {}
         self._clients: dict[str, ClientInfo] = {BACKGROUND_CLIENT.id: BACKGROUND_CLIENT}
         self._policy = Policy.of(self.config)
+        self._task_files = task_files
         self._steps = StepRunner(
             self.storage,
             self._blueprints.get,
@@ -254,8 +263,10 @@ class Engine:
         dispatch_timeout: float | None = None,
         result_timeout: float | None = None,
         tracing_context: Mapping[str, str] | None = None,
+        job_id: str | None = None,
     ) -> str:
-        """Create a job of a registered blueprint and queue its start handler."""
+        """Create a job of a registered blueprint and queue its start handler
+        (``job_id``: its id, when the caller reserved room for it)."""
         blueprint = self._blueprints.get(blueprint_name)
         if blueprint is None:
             raise NotFound(f"blueprint {blueprint_name!r} is not registered")
@@ -266,8 +277,11 @@ class Engine:
             initial = to_payload(dict(initial_data or {}))
         except (TypeError, ValueError) as exc:
             raise InvalidArgument(f"initial_data is not JSON-serialisable: {exc}") from None
+        job_id = job_id or new_id()
+        if len(initial.data) > self.config.max_payload_bytes:
+            initial = await self._check_in_initial_data(job_id, initial.data)
         job = Job(
-            id=new_id(),
+            id=job_id,
             blueprint_name=blueprint.name,
             status=job_pb2.JOB_STATUS_PENDING,
             current_state=blueprint.start_state,
@@ -288,6 +302,26 @@ class Engine:
             await self.storage.create_job(job)
             self.events.publish(creation_events(job))
         return job.id
+
+    async def _check_in_initial_data(self, job_id: str, data: bytes) -> Payload:
+        """Initial data over ``MAX_PAYLOAD_BYTES``: stored as the job file
+        ``initial_data.json`` and referred to (the claim-check) when file
+        storage is configured and it is within ``CLAIM_CHECK_MAX_BYTES``;
+        refused otherwise."""
+        size, limit = len(data), self.config.max_payload_bytes
+        files = self._task_files(job_id) if self._task_files is not None else None
+        if files is None:
+            raise TooLarge(
+                f"initial_data is {size} bytes, over MAX_PAYLOAD_BYTES ({limit} bytes); "
+                "bigger inputs go by reference through job files (set S3_ENDPOINT_URL)"
+            )
+        most = self.config.claim_check_max_bytes
+        if size > most:
+            raise TooLarge(
+                f"initial_data is {size} bytes, over CLAIM_CHECK_MAX_BYTES ({most} bytes); "
+                "upload bigger inputs as job files"
+            )
+        return await check_in(files, "initial_data.json", data)
 
     async def _create_with_step(self, job: Job) -> None:
         """Store a new job with its start step already run (a start handler
@@ -599,7 +633,15 @@ class Engine:
 
     async def submit_result(self, result: TaskResult) -> ResultVerdict:
         """Apply a worker's result, if that worker holds the task's lease and
-        the task is still what its job waits for."""
+        the task is still what its job waits for. Data over
+        ``MAX_PAYLOAD_BYTES`` is not stored: the task fails saying so."""
+        size = len(result.data.data)
+        if size > self.config.max_payload_bytes:
+            result = undeliverable(
+                result,
+                f"the result's data is {size} bytes, over MAX_PAYLOAD_BYTES "
+                f"({self.config.max_payload_bytes} bytes); return big outputs as job files (S3)",
+            )
         verdict = await self._apply_result(result)
         if verdict.accepted:
             self.roster.finished(result)

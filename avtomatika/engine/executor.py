@@ -34,6 +34,7 @@ from avtomatika.blueprint.task_files import TaskFilesFactory
 from avtomatika.clock import now_ms
 from avtomatika.config import Settings
 from avtomatika.engine.approvals import approval_json, offered
+from avtomatika.engine.claim_check import check_in
 from avtomatika.engine.events import E, JobEvent, creation_events, event
 from avtomatika.engine.results import Policy, enter_state
 from avtomatika.engine.tasks import first_attempt, new_id
@@ -131,6 +132,26 @@ class StepRunner:
             return self._retry_handler(new, exc, now)
         return Plan()
 
+    async def _first_attempt(self, job: Job, state: str, action: DispatchTask, now: int) -> Task:
+        """The task ``action`` asks for. Params over ``MAX_PAYLOAD_BYTES``
+        go by reference (the claim-check) when file storage is configured;
+        otherwise they fail the job (a blueprint mistake): no worker could
+        be sent them."""
+        task = first_attempt(job, state, action, now)
+        size = len(task.params.data)
+        if size <= self._settings.max_payload_bytes:
+            return task
+        files = self._task_files(job.id) if self._task_files is not None else None
+        if files is None or size > self._settings.claim_check_max_bytes:
+            raise BlueprintError(
+                f"state {state!r}: the params of task {action.task_type!r} are {size} bytes, "
+                f"over MAX_PAYLOAD_BYTES ({self._settings.max_payload_bytes} bytes); with S3 "
+                "configured they would go by reference (up to CLAIM_CHECK_MAX_BYTES)"
+            )
+        name = f"task-{task.task_id}-params.json"
+        task.params.CopyFrom(await check_in(files, name, task.params.data))
+        return task
+
     async def _step(self, job: Job, new: Job, now: int) -> Plan:
         limit = self._settings.max_transitions_per_job
         if job.transition_count > limit:
@@ -170,7 +191,7 @@ class StepRunner:
         new.state_history.CopyFrom(to_payload(context.state_history))
         if spec.is_aggregator:
             new.branch_results.clear()
-        return self._apply(new, blueprint, spec, context.actions.action, now)
+        return await self._apply(new, blueprint, spec, context.actions.action, now)
 
     def _retry_handler(self, job: Job, exc: Exception, now: int) -> Plan:
         message = f"handler for state {job.current_state!r} raised {type(exc).__name__}: {exc}"
@@ -207,7 +228,7 @@ class StepRunner:
             )
         return blueprint, spec
 
-    def _apply(
+    async def _apply(
         self,
         job: Job,
         blueprint: StateMachineBlueprint,
@@ -242,7 +263,7 @@ class StepRunner:
             enter_state(job, action.state)
             return Plan(ready=True)
         if isinstance(action, DispatchTask):
-            task = first_attempt(job, spec.name, action, now)
+            task = await self._first_attempt(job, spec.name, action, now)
             _wait(job, job_pb2.JOB_STATUS_WAITING_FOR_WORKER)
             job.active_task_ids.append(task.task_id)
             return Plan(tasks=[task])
@@ -254,7 +275,9 @@ class StepRunner:
                     f"blueprint {blueprint.name!r}: state {spec.name!r} aggregates into "
                     f"{action.aggregate_into!r}, which has no aggregator (@aggregator_for)"
                 )
-            tasks = [first_attempt(job, spec.name, branch, now) for branch in action.tasks]
+            tasks = [
+                await self._first_attempt(job, spec.name, branch, now) for branch in action.tasks
+            ]
             if not tasks:
                 job.branch_results.clear()
                 enter_state(job, action.aggregate_into)

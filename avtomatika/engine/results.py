@@ -37,6 +37,7 @@ __all__ = [
     "requeue",
     "restart",
     "result_key",
+    "undeliverable",
 ]
 
 RETRYABLE: frozenset[JobStatus.ValueType] = frozenset(
@@ -303,3 +304,17 @@ def _merge_data(job: Job, task: Task, result: TaskResult) -> None:
         # A non-object result still reaches the blueprint, under the task type.
         history[task.type] = data
     job.state_history.CopyFrom(to_payload(history))
+
+
+def undeliverable(result: TaskResult, message: str) -> TaskResult:
+    """A failure in place of ``result`` (same task, job and worker) for data
+    that cannot travel: a task too big for its worker, a result too big to
+    keep. ``INVALID_INPUT`` fails the job with ``message`` (or takes the
+    blueprint's ``failure`` transition): another attempt would fail alike."""
+    return TaskResult(
+        task_id=result.task_id,
+        job_id=result.job_id,
+        worker_id=result.worker_id,
+        status=task_pb2.TASK_RESULT_STATUS_FAILURE,
+        error=task_pb2.TaskError(code=task_pb2.ERROR_CODE_INVALID_INPUT, message=message),
+    )

@@ -23,10 +23,10 @@ from avtomatika.grpc.health import HealthReporter, add_health_and_reflection
 from avtomatika.grpc.job_service import JobServicer
 from avtomatika.grpc.public_service import PublicServicer
 from avtomatika.grpc.worker_stream import WorkerStreamService
+from avtomatika.payload import message_limit
 from avtomatika.services.client_api import ClientApi
 from avtomatika.services.polling_workers import PollingWorkers
 from avtomatika.services.public_api import PublicApi
-from avtomatika.services.requests import MAX_REQUEST_BYTES
 from avtomatika.services.worker_api import WorkerApi
 from avtomatika.v1 import (
     job_service_pb2,
@@ -148,8 +148,10 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
     hand leased tasks back and forth; a dead connection is found by the
     keepalive pings instead."""
     return [
-        # grpc's default limit is 4 MiB: a job REST accepts would be refused here.
-        ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+        # One limit both ways, from MAX_PAYLOAD_BYTES: what REST accepts fits
+        # here, and the worker SDK and the client accept as much by default.
+        ("grpc.max_receive_message_length", message_limit(settings.max_payload_bytes)),
+        ("grpc.max_send_message_length", message_limit(settings.max_payload_bytes)),
         ("grpc.max_metadata_size", _MAX_METADATA_BYTES),
         # The REST header timeout's twin: a connection that has not finished its
         # TLS and HTTP/2 handshake in time is closed (grpc's default is 120 s).

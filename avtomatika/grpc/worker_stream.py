@@ -52,10 +52,12 @@ from avtomatika.batches import Batcher
 from avtomatika.clock import now_ms
 from avtomatika.engine.core import Engine
 from avtomatika.engine.registry import WorkerChange
+from avtomatika.engine.results import undeliverable
 from avtomatika.errors import InvalidArgument, Unauthenticated, Unavailable
 from avtomatika.grpc.peer import names_of
 from avtomatika.grpc.status import abort, rpc_errors
 from avtomatika.logs.scope import identify
+from avtomatika.payload import message_limit
 from avtomatika.services.worker_api import (
     AGENT_LENGTH,
     WorkerApi,
@@ -104,8 +106,11 @@ _RESULTS_AT_ONCE = 32
 # Tasks one claim leases at most, whatever the worker's credits: a claim is
 # one script, which holds Redis (every instance's) while it runs.
 _MOST_PER_CLAIM = 64
-# Messages read ahead of their handling, at most (each up to gRPC's 4 MiB).
+# Messages read ahead of their handling, at most (each up to the server's
+# message limit, MAX_PAYLOAD_BYTES plus its headroom).
 _READ_AHEAD = 64
+# What a worker whose Hello does not say receives at most: gRPC's default.
+_GRPC_DEFAULT_RECEIVE_BYTES = 4 * 1024 * 1024
 
 
 class WorkerStreamService(worker_service_pb2_grpc.WorkerServiceServicer):
@@ -325,6 +330,9 @@ class _Session:
         self._interval = engine.config.worker_heartbeat_interval_seconds
         self._outbound: asyncio.Queue[ConnectResponse | None] = asyncio.Queue()
         self._batches = hello.accepts_batches
+        # A task bigger than this would tear the worker's stream down (its
+        # channel refuses the message): it fails instead of being sent.
+        self._receive_limit = hello.max_receive_message_bytes or _GRPC_DEFAULT_RECEIVE_BYTES
         # What the worker says it still holds from earlier streams (None:
         # it does not say, and keeps every lease).
         self._reported: set[str] | None = (
@@ -391,6 +399,8 @@ class _Session:
                     worker_id=self.worker_id,
                     heartbeat_interval_ms=int(self._interval * 1000),
                     accepts_batches=True,
+                    max_receive_message_bytes=message_limit(self._engine.config.max_payload_bytes),
+                    max_payload_bytes=self._engine.config.max_payload_bytes,
                 )
             )
         )
@@ -630,12 +640,45 @@ class _Session:
                 return
             # No await between the claim and here: the leases are recorded
             # before anything can cancel this coroutine.
+            unsendable: list[tuple[Task, int]] = []
             for task in tasks:
                 self._held.add(task.task_id)
                 self._info.active_task_ids.append(task.task_id)
+                message = ConnectResponse(task=_assignment(task))
+                size = message.ByteSize()
+                if size > self._receive_limit:
+                    unsendable.append((task, size))
+                    continue
                 self._credits -= 1
-                self._outbound.put_nowait(ConnectResponse(task=_assignment(task)))
+                self._outbound.put_nowait(message)
             self._update_gate()
+            for task, size in unsendable:
+                await self._fail_unsendable(task, size)
+
+    async def _fail_unsendable(self, task: Task, size: int) -> None:
+        """Fail a leased task too big for the worker's channel (it would
+        refuse the message and end the stream, every attempt, and with it
+        the other tasks it runs): the job learns why, the worker nothing."""
+        log.warning(
+            "task %s of job %s is %d bytes, over worker %s's limit of %d; failing it",
+            task.task_id,
+            task.job_id,
+            size,
+            self.worker_id,
+            self._receive_limit,
+        )
+        message = (
+            f"task {task.task_id} could not be delivered: it is {size} bytes, over the "
+            f"{self._receive_limit} bytes worker {self.worker_id!r} receives (its gRPC "
+            "max_receive_message_length); raise the worker's limit or pass big data as job "
+            "files (S3)"
+        )
+        failure = undeliverable(
+            TaskResult(task_id=task.task_id, job_id=task.job_id, worker_id=self.worker_id),
+            message,
+        )
+        await self._settle(failure)  # its ack is not sent: the worker never had the task
+        self._update_gate()
 
     async def _beat(self) -> None:
         while True:

@@ -13,6 +13,14 @@
 Both refuse with :class:`~avtomatika.errors.RateLimited`, whose
 ``retry_after_seconds`` becomes the ``Retry-After`` header.
 
+* **Bounds** (``CLIENT_MAX_JOBS_IN_FLIGHT``, ``CLIENT_MAX_STORED_BYTES``, or
+  ``max_jobs_in_flight`` / ``max_stored_bytes`` in ``clients.toml``): jobs a
+  client may have not yet ended (429, :class:`~avtomatika.errors.OverLimit`)
+  and bytes of job records it may have stored (413,
+  :class:`~avtomatika.errors.TooLarge`). They are kept by the store itself
+  (:meth:`~avtomatika.storage.base.Storage.reserve`), atomically with the
+  creation, on the embedded store and on Redis alike.
+
 The counters live in this process's memory, which is exact with the embedded
 store; with ``REDIS_URL`` they live in Redis (:mod:`avtomatika.limits.redis`),
 so every instance behind a load balancer counts against the same limits.
@@ -30,7 +38,8 @@ from typing import TYPE_CHECKING
 
 from avtomatika.clock import next_month_ms, now_ms, utc_month
 from avtomatika.config import Settings
-from avtomatika.errors import RateLimited, Unavailable
+from avtomatika.errors import OverLimit, RateLimited, TooLarge, Unavailable
+from avtomatika.storage.base import BoundReached, ClientBounds, Storage
 
 if TYPE_CHECKING:
     from avtomatika.limits.redis import RedisLimits
@@ -133,9 +142,22 @@ class ClientLimits:
     the counters are then kept; otherwise they stay in this process.
     """
 
-    def __init__(self, settings: Settings, quotas: Mapping[str, int]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        quotas: Mapping[str, int],
+        bounds: Mapping[str, ClientBounds] | None = None,
+        storage: Storage | None = None,
+    ) -> None:
+        """``bounds``: the clients whose ``clients.toml`` table sets its own;
+        ``storage`` keeps the bounds (none are applied without it)."""
         self._settings = settings
         self._quotas = dict(quotas)
+        self._bounds = dict(bounds or {})
+        self._default_bounds = ClientBounds(
+            settings.client_max_jobs_in_flight, settings.client_max_stored_bytes
+        )
+        self._storage = storage
         self.rate = (
             RateLimiter(settings.rate_limit_limit, settings.rate_limit_period)
             if settings.rate_limiting_enabled
@@ -179,6 +201,29 @@ class ClientLimits:
             await give_back()
             raise
 
+    @asynccontextmanager
+    async def job_room(self, client_id: str, job_id: str, size: int) -> AsyncIterator[None]:
+        """Around creating job ``job_id`` of ``size`` bytes: room for it
+        within the client's bounds, held until the job is stored (which
+        counts it instead) or given back if creation fails."""
+        bounds = self.bounds(client_id)
+        storage = self._storage
+        if storage is None or not (bounds.max_jobs_in_flight or bounds.max_stored_bytes):
+            yield
+            return
+        reached = await storage.reserve(client_id, job_id, size, bounds)
+        if reached is not None:
+            raise _refusal(client_id, reached, bounds, size)
+        try:
+            yield
+        except BaseException:
+            await storage.unreserve(client_id, job_id)
+            raise
+
+    def bounds(self, client_id: str) -> ClientBounds:
+        """The client's own bounds, else the defaults."""
+        return self._bounds.get(client_id, self._default_bounds)
+
     async def _take_attempt(self, client_id: str) -> Callable[[], Awaitable[None]]:
         quota = self._quotas.get(client_id)
         shared = self._shared
@@ -205,3 +250,18 @@ class ClientLimits:
 
 def _nothing() -> None:
     return None
+
+
+def _refusal(client_id: str, reached: BoundReached, bounds: ClientBounds, size: int) -> OverLimit:
+    if reached.bound == "jobs":
+        return OverLimit(
+            f"client {client_id!r} has {reached.held} jobs in flight, its limit "
+            f"(max_jobs_in_flight, default CLIENT_MAX_JOBS_IN_FLIGHT) is "
+            f"{bounds.max_jobs_in_flight}; create more once some have ended"
+        )
+    return TooLarge(
+        f"client {client_id!r} stores {reached.held} bytes of jobs; {size} more would pass "
+        f"its limit (max_stored_bytes, default CLIENT_MAX_STORED_BYTES) of "
+        f"{bounds.max_stored_bytes} bytes; ended jobs free theirs when forgotten "
+        "(JOB_RETENTION_SECONDS)"
+    )

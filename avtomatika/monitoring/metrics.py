@@ -21,7 +21,9 @@ Where the numbers come from:
   :meth:`Metrics.track_history_drops` (the history writer's ``dropped``);
 - open HTTP connections, and those closed early (past a connection cap, or
   headers too slow): read when scraped from the sources given to
-  :meth:`Metrics.track_connections` (the HTTP server's counts).
+  :meth:`Metrics.track_connections` (the HTTP server's counts);
+- ended jobs forgotten by the embedded store, by age or by size: read when
+  scraped from its ``forgotten`` counts.
 
 Labels carry names (blueprint, skill, status, transport, reason, route
 template), never ids, so the number of series stays bounded.
@@ -42,6 +44,7 @@ from prometheus_client.registry import Collector
 from avtomatika.engine.core import Engine, ResultVerdict
 from avtomatika.engine.events import E, JobEvent
 from avtomatika.status import job_status_name
+from avtomatika.storage.memory import MemoryStorage
 from avtomatika.v1.worker_pb2 import WorkerInfo, WorkerStatus, WorkerTransport
 
 __all__ = ["PREFIX", "Metrics"]
@@ -131,6 +134,8 @@ class Metrics:
         self._dispatch_latency = _Series(self.dispatch_latency)
         self._live = _LiveGauges()
         r.register(self._live)
+        if isinstance(engine.storage, MemoryStorage):
+            r.register(_Forgotten(engine.storage.forgotten))
         self._history_drops: _HistoryDrops | None = None
         self._connections: _Connections | None = None
         self._unsubscribe: list[Callable[[], None]] = []
@@ -326,3 +331,30 @@ class _Connections(Collector):
         for reason, count in sorted(closed.items()):
             counter.add_metric([reason], count)
         return [gauge, counter]
+
+
+class _Forgotten(Collector):
+    """Ended jobs the embedded store forgot, by reason: ``age``
+    (``JOB_RETENTION_SECONDS``) or ``size`` (``JOB_RETENTION_MAX_BYTES``),
+    read from the store's running counts at scrape time."""
+
+    _REASONS = ("age", "size")
+
+    def __init__(self, forgotten: Mapping[str, int]) -> None:
+        self._forgotten = forgotten
+
+    def describe(self) -> Iterable[Metric]:
+        return [self._family()]
+
+    def collect(self) -> Iterable[Metric]:
+        return [self._family()]
+
+    def _family(self) -> Metric:
+        family = CounterMetricFamily(
+            f"{PREFIX}jobs_evicted",
+            "Ended jobs the embedded store forgot, by reason (age or size).",
+            labels=["reason"],
+        )
+        for reason in self._REASONS:
+            family.add_metric([reason], self._forgotten.get(reason, 0))
+        return family

@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from avtomatika.access.authenticator import Authenticator
+from avtomatika.config import Settings
 from avtomatika.engine.core import Engine
 from avtomatika.engine.followers import JobFollowers
+from avtomatika.payload import message_limit
 from avtomatika.rest.access_log import echo_request_id, request_scope_middleware
 from avtomatika.rest.docs_api import RestDocuments
 from avtomatika.rest.follow_api import close_followers
@@ -20,7 +22,6 @@ from avtomatika.rest.state import AUTH, CLIENT_API, ENGINE, PUBLIC_API
 from avtomatika.rest.worker_api.handlers import add_protocol_header, release_rest_workers
 from avtomatika.services.client_api import ClientApi
 from avtomatika.services.public_api import PublicApi
-from avtomatika.services.requests import MAX_REQUEST_BYTES
 
 __all__ = ["build_app"]
 
@@ -49,8 +50,10 @@ def build_app(
             # bound to them.
             *([certificate_middleware] if engine.config.tls_bind_worker_identity else []),
         ],
-        # Larger bodies are refused with 413 before they are read.
-        client_max_size=MAX_REQUEST_BYTES,
+        # Larger bodies are refused with 413 before they are read: a
+        # payload at MAX_PAYLOAD_BYTES with room for the rest of the body,
+        # or, with S3, one that goes on by reference (the claim-check).
+        client_max_size=_body_limit(engine.config),
     )
     app[ENGINE] = engine
     app[AUTH] = auth
@@ -74,3 +77,10 @@ def build_app(
     app.on_response_prepare.append(add_protocol_header)
     app.on_response_prepare.append(echo_request_id)
     return app
+
+
+def _body_limit(settings: Settings) -> int:
+    limit = message_limit(settings.max_payload_bytes)
+    if settings.s3_endpoint_url:
+        limit = max(limit, message_limit(settings.claim_check_max_bytes))
+    return limit

@@ -572,7 +572,12 @@ OPERATIONS: dict[str, Operation] = {
         },
         errors={
             400: "Invalid body, or initial_data that the blueprint's input_schema refuses; "
-            "the message names the field or the failing path."
+            "the message names the field or the failing path.",
+            413: "initial_data over MAX_PAYLOAD_BYTES (without S3 to take it by reference), "
+            "a body over the body limit, or more than the client may store "
+            "(CLIENT_MAX_STORED_BYTES); the message names the limit.",
+            429: "Rate limit, monthly quota, or the client's jobs in flight "
+            "(CLIENT_MAX_JOBS_IN_FLIGHT) reached.",
         },
         body=ref("CreateJobBody"),
         body_required=False,

@@ -1,7 +1,7 @@
 """Errors as JSON, and client authentication (with its rate limit) for ``/api``.
 
 Every error leaves as ``{"error": "..."}`` with the status from
-:data:`avtomatika.errors.HTTP_STATUS`; aiohttp's own errors (unknown route,
+:func:`avtomatika.errors.http_status`; aiohttp's own errors (unknown route,
 wrong method, oversized body) are rendered the same way, so a client never
 sees a text/plain page.
 """
@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestPayloadError
 
-from avtomatika.errors import HTTP_STATUS, AvtomatikaError, RateLimited
+from avtomatika.errors import AvtomatikaError, RateLimited, http_status
 from avtomatika.rest.state import CLIENT, CLIENT_API
 
 __all__ = ["client_auth_middleware", "error_middleware", "json_error"]
@@ -35,11 +35,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         headers = (
             {"Retry-After": str(exc.retry_after_seconds)} if isinstance(exc, RateLimited) else None
         )
-        return json_error(HTTP_STATUS[exc.code], exc.message, headers)
+        return json_error(http_status(exc), exc.message, headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         message = exc.text if exc.text and exc.content_type == "application/json" else exc.reason
+        if isinstance(exc, web.HTTPRequestEntityTooLarge):
+            # aiohttp's text names the limit and the size, never the body.
+            message = f"request body too large: {exc.text}"
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         return json_error(exc.status, message, headers)
     except RequestPayloadError:

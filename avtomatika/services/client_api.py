@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import hashlib
 import json
 import re
@@ -30,11 +29,13 @@ from avtomatika.blueprint.state_machine import StateMachineBlueprint
 from avtomatika.blueprint.svg import SVG_CONTENT_TYPE, to_svg
 from avtomatika.engine.core import Engine
 from avtomatika.engine.followers import JobFollowers
+from avtomatika.engine.tasks import new_id
 from avtomatika.errors import InvalidArgument, NotFound, NotImplementedYet, Unauthenticated
 from avtomatika.history import HistoryWriter
 from avtomatika.limits.client_limits import ClientLimits
 from avtomatika.logs.scope import identify
 from avtomatika.monitoring.dashboard import Dashboard
+from avtomatika.payload import encode_json
 from avtomatika.services.requests import JobRequest
 from avtomatika.status import TERMINAL, job_status_name
 from avtomatika.storage.base import JobCursor
@@ -187,16 +188,28 @@ class ClientApi:
         must satisfy the blueprint's ``input_schema``, if it has one."""
         blueprint = self.engine.blueprint_for_route(route)
         blueprint.check_input(request.initial_data)
-        quota = self.limits.job_creation(client.id) if self.limits else contextlib.nullcontext()
-        async with quota:
-            return await self.engine.create_job(
-                blueprint.name,
-                request.initial_data,
-                client=client,
-                webhook_url=request.webhook_url,
-                dispatch_timeout=request.dispatch_timeout,
-                result_timeout=request.result_timeout,
-            )
+        if self.limits is None:
+            return await self._create(blueprint.name, client, request, new_id())
+        job_id = new_id()
+        size = len(encode_json(request.initial_data))
+        async with (
+            self.limits.job_creation(client.id),
+            self.limits.job_room(client.id, job_id, size),
+        ):
+            return await self._create(blueprint.name, client, request, job_id)
+
+    async def _create(
+        self, blueprint: str, client: ClientInfo, request: JobRequest, job_id: str
+    ) -> str:
+        return await self.engine.create_job(
+            blueprint,
+            request.initial_data,
+            client=client,
+            webhook_url=request.webhook_url,
+            dispatch_timeout=request.dispatch_timeout,
+            result_timeout=request.result_timeout,
+            job_id=job_id,
+        )
 
     async def get_job(self, client: ClientInfo, job_id: str, wait: float | None = None) -> Job:
         """The job; with ``wait`` (seconds), once it visibly changes or ends,

@@ -14,16 +14,10 @@ from urllib.parse import urlsplit
 from avtomatika.errors import InvalidArgument
 from avtomatika.webhooks.addresses import literal_address, non_public_kind
 
-__all__ = ["MAX_REQUEST_BYTES", "MAX_TIMEOUT_SECONDS", "JobRequest"]
+__all__ = ["MAX_TIMEOUT_SECONDS", "JobRequest"]
 
 MAX_TIMEOUT_SECONDS = 366 * 24 * 3600
 """The longest ``dispatch_timeout`` or ``result_timeout``: a year."""
-
-MAX_REQUEST_BYTES = 16 * 1024 * 1024
-"""The largest request either transport reads whole: a REST body (413
-beyond it) or a gRPC message (RESOURCE_EXHAUSTED beyond it), so a job's
-initial data or a task's result fits over both or over neither. File
-uploads stream and are not subject to it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,9 @@ from avtomatika.v1.task_pb2 import Task
 
 __all__ = [
     "APPROVAL_EXPIRY",
+    "BoundReached",
+    "ClientBounds",
+    "ClientUsage",
     "CommitOutcome",
     "Expiry",
     "JobCursor",
@@ -66,6 +69,35 @@ class Expiry:
 
     task_id: str
     kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClientUsage:
+    """What a client holds: its jobs not yet ended, and the bytes of its
+    stored job records (initial data, state history, result), ended jobs
+    included until they are forgotten."""
+
+    jobs_in_flight: int
+    stored_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClientBounds:
+    """What a client may hold (0: no bound): ``CLIENT_MAX_JOBS_IN_FLIGHT``
+    and ``CLIENT_MAX_STORED_BYTES``, or its own in ``clients.toml``."""
+
+    max_jobs_in_flight: int
+    max_stored_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class BoundReached:
+    """Why :meth:`Storage.reserve` refused: the bound (``jobs`` in flight
+    or stored ``bytes``) and what the client holds of it, reservations
+    included."""
+
+    bound: str
+    held: int
 
 
 def queued_at(task: Task) -> int:
@@ -188,6 +220,23 @@ class Storage(Protocol):
     async def count_client_jobs(self, client_id: str) -> dict[int, int]:
         """Number of the client's jobs per status value (kept as jobs
         change, so counting reads no job)."""
+
+    async def client_usage(self, client_id: str) -> ClientUsage:
+        """The client's jobs in flight and stored bytes (kept as jobs
+        change, so reading them reads no job)."""
+
+    async def reserve(
+        self, client_id: str, job_id: str, size: int, bounds: ClientBounds
+    ) -> BoundReached | None:
+        """Reserve room for job ``job_id`` (``size`` bytes) that the client
+        is creating, atomically against ``bounds``: None when reserved; else
+        the bound that refused it. Storing the job
+        takes its reservation back in the same step, so N creations at once
+        against a bound of N jobs in flight can never all succeed beyond it
+        nor refuse one under it."""
+
+    async def unreserve(self, client_id: str, job_id: str) -> None:
+        """Give back a reservation whose job was not created."""
 
     async def oldest_queued(self) -> dict[str, int]:
         """Per skill with queued tasks, when its longest-waiting task was

@@ -20,6 +20,9 @@ from avtomatika.dispatch import Requirements, WorkerProfile, eligible
 from avtomatika.status import TERMINAL
 from avtomatika.storage.base import (
     APPROVAL_EXPIRY,
+    BoundReached,
+    ClientBounds,
+    ClientUsage,
     CommitOutcome,
     Expiry,
     JobCursor,
@@ -48,12 +51,27 @@ _LIVE = (task_pb2.TASK_STATE_QUEUED, task_pb2.TASK_STATE_LEASED, task_pb2.TASK_S
 class MemoryStorage:
     """In-process storage; correct under any number of concurrent coroutines."""
 
-    def __init__(self, retention_seconds: float = _DEFAULT_RETENTION) -> None:
+    def __init__(
+        self, retention_seconds: float = _DEFAULT_RETENTION, retention_bytes: int = 0
+    ) -> None:
         """Ended jobs and their tasks are forgotten ``retention_seconds``
-        after they end (``JOB_RETENTION_SECONDS``), so memory stays bounded
-        by the jobs of that period."""
+        after they end (``JOB_RETENTION_SECONDS``), or sooner, oldest ended
+        first, while ended jobs' records hold more than ``retention_bytes``
+        (``JOB_RETENTION_MAX_BYTES``; 0: no such budget), so memory stays
+        bounded by the jobs of that period and by that size."""
         self._retention_ms = int(retention_seconds * 1000)
+        self._retention_bytes = retention_bytes
         self._jobs: dict[str, bytes] = {}
+        # client id -> bytes of its job records (CLIENT_MAX_STORED_BYTES).
+        self._client_bytes: Counter[str] = Counter()
+        # Ended jobs in the order they ended -> their record's size.
+        self._ended: dict[str, int] = {}
+        self._ended_bytes = 0
+        # client id -> job id -> bytes: jobs being created (Storage.reserve).
+        self._reservations: defaultdict[str, dict[str, int]] = defaultdict(dict)
+        self.forgotten: Counter[str] = Counter()
+        """Ended jobs forgotten so far, by reason: ``age`` (retention time)
+        or ``size`` (the byte budget); exported as a metric."""
         self._job_tasks: defaultdict[str, set[str]] = defaultdict(set)
         self._versions: dict[str, int] = {}
         self._statuses: dict[str, int] = {}
@@ -143,6 +161,7 @@ class MemoryStorage:
                 self._timers.set(f"{_READY}:{job.id}", ready_at_ms)
             else:
                 self._ready.put_nowait(job.id)
+        self._evict()
         return CommitOutcome.OK
 
     async def next_expiry(self) -> Expiry:
@@ -155,6 +174,7 @@ class MemoryStorage:
                     self._release(ref)
                 elif kind == _FORGET:
                     self._forget(ref)
+                    self.forgotten["age"] += 1
                 else:
                     return Expiry(task_id=ref, kind=kind)
             await self._timers.wait()
@@ -211,7 +231,7 @@ class MemoryStorage:
         job.progress = progress
         job.progress_message = message
         job.updated_at_ms = now_ms()
-        self._jobs[job_id] = job.SerializeToString()
+        self._write(job)
         return True
 
     async def count_jobs(self) -> dict[int, int]:
@@ -220,6 +240,36 @@ class MemoryStorage:
     async def count_client_jobs(self, client_id: str) -> dict[int, int]:
         counts = self._client_statuses.get(client_id)
         return {status: n for status, n in counts.items() if n} if counts else {}
+
+    async def reserve(
+        self, client_id: str, job_id: str, size: int, bounds: ClientBounds
+    ) -> BoundReached | None:
+        # No await: the check and the reservation are one step.
+        held = self._reservations.get(client_id, {})
+        usage = await self.client_usage(client_id)
+        jobs = usage.jobs_in_flight + len(held)
+        if bounds.max_jobs_in_flight and jobs >= bounds.max_jobs_in_flight:
+            return BoundReached("jobs", jobs)
+        stored = usage.stored_bytes + sum(held.values())
+        if bounds.max_stored_bytes and stored + size > bounds.max_stored_bytes:
+            return BoundReached("bytes", stored)
+        self._reservations[client_id][job_id] = size
+        return None
+
+    async def unreserve(self, client_id: str, job_id: str) -> None:
+        self._unreserve(client_id, job_id)
+
+    def _unreserve(self, client_id: str, job_id: str) -> None:
+        held = self._reservations.get(client_id)
+        if held is not None:
+            held.pop(job_id, None)
+            if not held:
+                del self._reservations[client_id]
+
+    async def client_usage(self, client_id: str) -> ClientUsage:
+        counts = self._client_statuses.get(client_id, Counter())
+        in_flight = sum(n for status, n in counts.items() if status not in TERMINAL)
+        return ClientUsage(in_flight, self._client_bytes.get(client_id, 0))
 
     async def client_jobs(
         self, client_id: str, before: JobCursor | None, since_ms: int, limit: int
@@ -296,8 +346,11 @@ class MemoryStorage:
             for kind in (_RELEASE, _DISPATCH, _RESULT):
                 self._timers.drop(f"{kind}:{task_id}")
         data = self._jobs.pop(job_id, None)
+        self._ended_bytes -= self._ended.pop(job_id, 0)
+        self._timers.drop(f"{_FORGET}:{job_id}")
         if data is not None:
             job = Job.FromString(data)
+            self._add_bytes(job.client_id, -len(data))
             index = self._by_client[job.client_id]
             at = bisect.bisect_left(index, (job.created_at_ms, job_id))
             if at < len(index) and index[at] == (job.created_at_ms, job_id):
@@ -318,7 +371,8 @@ class MemoryStorage:
         if job.id not in self._jobs:
             # Its client's index, oldest first: listing walks it backwards.
             bisect.insort(self._by_client[job.client_id], (job.created_at_ms, job.id))
-        self._jobs[job.id] = job.SerializeToString()
+            self._unreserve(job.client_id, job.id)  # now counted as a job
+        self._write(job)
         self._versions[job.id] = job.version
         previous = self._statuses.get(job.id)
         if previous != job.status:
@@ -326,6 +380,36 @@ class MemoryStorage:
                 self._count(job.client_id, previous, -1)
             self._count(job.client_id, job.status, 1)
         self._statuses[job.id] = job.status
+
+    def _write(self, job: Job) -> None:
+        """Store ``job``'s record, keeping its client's bytes and the ended
+        jobs' sizes."""
+        data = job.SerializeToString()
+        old = self._jobs.get(job.id)
+        self._jobs[job.id] = data
+        self._add_bytes(job.client_id, len(data) - (len(old) if old is not None else 0))
+        if job.status in TERMINAL:
+            # An update keeps its place: the order is that of ending.
+            self._ended_bytes += len(data) - self._ended.get(job.id, 0)
+            self._ended[job.id] = len(data)
+        elif job.id in self._ended:  # retried: it lives on
+            self._ended_bytes -= self._ended.pop(job.id)
+
+    def _evict(self) -> None:
+        """Over the byte budget, forget the oldest ended jobs; never the one
+        that ended last (a client may still be reading it)."""
+        while (
+            self._retention_bytes
+            and self._ended_bytes > self._retention_bytes
+            and len(self._ended) > 1
+        ):
+            self._forget(next(iter(self._ended)))
+            self.forgotten["size"] += 1
+
+    def _add_bytes(self, client_id: str, change: int) -> None:
+        self._client_bytes[client_id] += change
+        if self._client_bytes[client_id] <= 0:
+            del self._client_bytes[client_id]
 
     def _count(self, client_id: str, status: int, change: int) -> None:
         counts = self._client_statuses[client_id]

@@ -34,6 +34,7 @@ from avtomatika.v1.worker_service_pb2 import (
     Welcome,
 )
 from avtomatika.worker import _results
+from avtomatika.worker._references import resolve_params
 from avtomatika.worker._session import Session
 from avtomatika.worker.errors import TaskFailure
 from avtomatika.worker.task import SkillHandler, TaskContext
@@ -64,8 +65,12 @@ class TaskRunner:
         handlers: Mapping[str, SkillHandler],
         max_concurrency: int,
         spawn: Spawn,
+        result_limit: int = 0,
     ) -> None:
         self._worker_id = worker_id
+        # The largest result data sent (0: any): what the channel can send,
+        # or the server's MAX_PAYLOAD_BYTES once its Welcome says it.
+        self._result_limit = result_limit
         self._handlers = handlers
         self._max_concurrency = max_concurrency
         self._spawn = spawn
@@ -149,6 +154,8 @@ class TaskRunner:
         if welcome.worker_id and welcome.worker_id != self._worker_id:
             log.warning("the server registered worker %s as %s", self._worker_id, welcome.worker_id)
             self._worker_id = welcome.worker_id
+        if welcome.max_payload_bytes:
+            self._result_limit = welcome.max_payload_bytes
         log.info(
             "connected to %s as %s with skills [%s]",
             session.address,
@@ -222,7 +229,7 @@ class TaskRunner:
         self, task: TaskAssignment, handler: SkillHandler, context: TaskContext
     ) -> TaskResult:
         try:
-            params = _results.decode_params(task)
+            params = await resolve_params(_results.decode_params(task))
             returned = await handler(params, context)
         except TaskFailure as failure:
             return _results.failure_result(task, self._worker_id, failure)
@@ -258,6 +265,16 @@ class TaskRunner:
             result = _results.failure_result(assignment, self._worker_id, unexpected)
         else:
             result = task.result()
+        size = len(result.data.data)
+        if self._result_limit and size > self._result_limit:
+            # Sent, it would end the stream (or be refused) on every
+            # reconnect: the job learns why instead.
+            too_big = TaskFailure.invalid_input(
+                f"the {assignment.type!r} handler's result data is {size} bytes, over the "
+                f"{self._result_limit} bytes the server accepts (MAX_PAYLOAD_BYTES); return "
+                "big outputs as job files (S3)"
+            )
+            result = _results.failure_result(assignment, self._worker_id, too_big)
         session = self._session
         if session is not None and running.cancelled_by_server:
             session.send(ConnectRequest(cancel_ack=CancelAck(task_id=assignment.task_id)))

@@ -130,12 +130,10 @@ class Session:
         credentials = self._settings.channel_credentials()
         if credentials is not None:
             channel = grpc.aio.secure_channel(
-                self.address, credentials, options=self._settings.channel_options
+                self.address, credentials, options=self._settings.grpc_options
             )
         else:
-            channel = grpc.aio.insecure_channel(
-                self.address, options=self._settings.channel_options
-            )
+            channel = grpc.aio.insecure_channel(self.address, options=self._settings.grpc_options)
         try:
             stub = worker_service_pb2_grpc.WorkerServiceStub(channel)
             call = stub.Connect(None, metadata=(("x-worker-token", self._token),))
@@ -178,6 +176,7 @@ class Session:
         try:
             opening = ConnectRequest(hello=hello)
             opening.hello.accepts_batches = True
+            opening.hello.max_receive_message_bytes = self._settings.receive_limit
             await call.write(opening)
             await self._welcomed.wait()
             while batch := await self._batcher.next(batching=self._server_batches):

@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 
 from avtomatika.channel_tls import TlsFiles
+from avtomatika.payload import MESSAGE_HEADROOM_BYTES, message_limit
 
 __all__ = ["ConnectionSettings", "GpuInfo", "Resources"]
 
@@ -63,8 +64,40 @@ class ConnectionSettings:
     set the worker connects in plaintext."""
     channel_options: Sequence[tuple[str, Any]] = ()
     """Extra gRPC channel options."""
+    max_message_bytes: int = message_limit()
+    """The largest message the channel sends or receives: the server's
+    default ``MAX_PAYLOAD_BYTES`` (4 MiB) plus the envelope's headroom.
+    Raise it with the server's setting. The Hello tells the server, which
+    fails a task too big for it instead of sending it (a message over the
+    limit would end the stream)."""
+
+    @property
+    def grpc_options(self) -> list[tuple[str, Any]]:
+        """The channel's options: the message limits, then ``channel_options``
+        (which may set their own)."""
+        limits = [
+            ("grpc.max_receive_message_length", self.max_message_bytes),
+            ("grpc.max_send_message_length", self.max_message_bytes),
+        ]
+        return [*limits, *self.channel_options]
+
+    @property
+    def receive_limit(self) -> int:
+        """What the channel receives at most, as its options say."""
+        limit = self.max_message_bytes
+        for key, value in self.channel_options:
+            if key == "grpc.max_receive_message_length" and isinstance(value, int):
+                limit = value if value >= 0 else 2**32 - 1
+        return min(limit, 2**32 - 1)
+
+    @property
+    def result_limit(self) -> int:
+        """The largest result data the channel can send."""
+        return max(0, self.max_message_bytes - MESSAGE_HEADROOM_BYTES)
 
     def __post_init__(self) -> None:
+        if self.max_message_bytes <= MESSAGE_HEADROOM_BYTES:
+            raise ValueError(f"max_message_bytes must be over {MESSAGE_HEADROOM_BYTES}")
         for name in ("connect_timeout", "close_timeout", "result_flush_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")

@@ -181,6 +181,7 @@ class Worker:
                 handlers=self._handlers,
                 max_concurrency=self.max_concurrency,
                 spawn=group.create_task,
+                result_limit=self._settings.result_limit,
             )
             try:
                 connector = group.create_task(self._connect(runner))

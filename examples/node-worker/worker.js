@@ -30,6 +30,14 @@ const address = process.env.ORCHESTRATOR_GRPC || "localhost:50051";
 const token = process.env.WORKER_TOKEN || "";
 const workerId = process.env.WORKER_ID || `node-worker-${process.pid}`;
 const maxConcurrency = Number(process.env.MAX_CONCURRENCY || 4);
+// The largest message either way: the server's default MAX_PAYLOAD_BYTES
+// (4 MiB) plus 1 MiB of envelope, as the Python SDK. The Hello tells the
+// server, which fails a task too big for it instead of sending it.
+const maxMessageBytes = Number(process.env.MAX_MESSAGE_BYTES || 5 * 1024 * 1024);
+const channelOptions = {
+  "grpc.max_receive_message_length": maxMessageBytes,
+  "grpc.max_send_message_length": maxMessageBytes,
+};
 const root = process.env.PROTO_ROOT || path.join(__dirname, "..", "..");
 
 const definition = protoLoader.loadSync("avtomatika/v1/worker_service.proto", {
@@ -89,7 +97,7 @@ function channelCredentials() {
   return grpc.credentials.createSsl(ca, key, cert);
 }
 
-const client = new v1.WorkerService(address, channelCredentials());
+const client = new v1.WorkerService(address, channelCredentials(), channelOptions);
 const call = client.Connect(metadata);
 
 function send(message) {
@@ -199,6 +207,7 @@ send({
       installed_software: { node: process.version },
     },
     initial_credits: maxConcurrency,
+    max_receive_message_bytes: maxMessageBytes,
   },
 });
 log(`connecting to ${address}`);

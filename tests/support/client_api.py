@@ -80,6 +80,7 @@ _KIND_OF_HTTP_STATUS = {
     401: "unauthenticated",
     404: "not_found",
     409: "failed_precondition",
+    413: "resource_exhausted",
     429: "resource_exhausted",
     501: "unimplemented",
     503: "unavailable",

@@ -5,6 +5,8 @@ engine needs)."""
 
 from __future__ import annotations
 
+import io
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +28,26 @@ async def create_job(
     assert body["status"] == "accepted"
     job_id = body["job_id"]
     assert isinstance(job_id, str)
+    return job_id
+
+
+async def post_big_job(
+    http: aiohttp.ClientSession, endpoint: str, initial_data: Any
+) -> aiohttp.ClientResponse:
+    """``POST /api/v1/{endpoint}`` with a body of megabytes, streamed (aiohttp
+    warns about big bodies sent from bytes); the response, unread."""
+    body = io.BytesIO(json.dumps({"initial_data": initial_data}).encode())
+    return await http.post(
+        f"/api/v1/{endpoint}", data=body, headers={"Content-Type": "application/json"}
+    )
+
+
+async def create_big_job(http: aiohttp.ClientSession, endpoint: str, initial_data: Any) -> str:
+    """:func:`post_big_job`; the new job's id (asserts the 202)."""
+    response = await post_big_job(http, endpoint, initial_data)
+    body = await response.json()
+    assert response.status == 202, body
+    job_id: str = body["job_id"]
     return job_id
 
 

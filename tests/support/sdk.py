@@ -28,15 +28,22 @@ async def serving(
     max_concurrency: int = 1,
     token: str = WORKER_TOKEN,
     tls: TlsFiles | None = None,
+    max_message_bytes: int | None = None,
 ) -> AsyncIterator[Worker]:
     """An SDK worker with ``skills``, running until the block ends; over TLS
-    with ``tls``."""
+    with ``tls`` (``max_message_bytes``: its channel's limit, when not the
+    default)."""
+    settings = _FAST_RECONNECT
+    if tls is not None:
+        settings = replace(settings, tls=tls)
+    if max_message_bytes is not None:
+        settings = replace(settings, max_message_bytes=max_message_bytes)
     worker = Worker(
         worker_id=worker_id,
         addresses=[f"127.0.0.1:{orchestrator.grpc_port}"],
         token=token,
         max_concurrency=max_concurrency,
-        settings=_FAST_RECONNECT if tls is None else replace(_FAST_RECONNECT, tls=tls),
+        settings=settings,
     )
     for name, handler in skills.items():
         worker.add_skill(name, handler)

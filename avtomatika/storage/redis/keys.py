@@ -29,6 +29,8 @@ _PER_RECORD = {
     "commit_nonce": "applied",
     "client_jobs": "clientjobs",
     "client_statuses": "clientstatuses",
+    "client_bytes": "clientbytes",
+    "client_reservations": "clientres",
 }
 
 
@@ -153,6 +155,18 @@ class Keys:
         ``GET /api/v1/jobs`` counts), kept by the scripts that create,
         change and forget jobs."""
         return f"{self.root}:{_PER_RECORD['client_statuses']}:{client_id}"
+
+    def client_bytes(self, client_id: str) -> str:
+        """String: bytes of the client's stored job records, kept by the
+        scripts that write and forget jobs (``CLIENT_MAX_STORED_BYTES``).
+        Gone at zero."""
+        return f"{self.root}:{_PER_RECORD['client_bytes']}:{client_id}"
+
+    def client_reservations(self, client_id: str) -> str:
+        """Hash: id of a job being created -> ``<bytes>:<expiry ms>``, what
+        the client's bounds count on top of its stored jobs until the
+        creation commits (:mod:`avtomatika.limits.redis`)."""
+        return f"{self.root}:{_PER_RECORD['client_reservations']}:{client_id}"
 
     def worker_alive(self, worker_id: str) -> str:
         """String with a TTL, the worker's liveness: ``<instance>`` holding its

@@ -43,6 +43,7 @@ __all__ = [
     "HEAD",
     "NAMES",
     "RENEW",
+    "RESERVE",
     "SET_PROGRESS",
     "STEP_DONE",
     "SWEEP",
@@ -227,12 +228,22 @@ local function count_client(client, status, by)
   end
 end
 
+-- The client's stored bytes (its job records) change by `by`; zero goes.
+local function count_bytes(client, by)
+  if by == 0 then return end
+  if redis.call('INCRBY', K.client_bytes(client), by) <= 0 then
+    redis.call('DEL', K.client_bytes(client))
+  end
+end
+
 local function create_job(id, data, status, token, lease_until, client, created)
   -- A repeat (a retry after a lost reply) must not count or queue it twice.
   if redis.call('EXISTS', K.job(id)) == 1 then return end
+  redis.call('HDEL', K.client_reservations(client), id)  -- now counted as a job
   redis.call('HSET', K.job(id), 'd', data, 'v', 1, 's', status, 'c', client)
   redis.call('HINCRBY', K.statuses, status, 1)
   count_client(client, status, 1)
+  count_bytes(client, #data)
   index_job(id, client, created)
   ready_job(id, token, lease_until)
 end
@@ -410,9 +421,12 @@ end
 redis.call('SET', K.commit_nonce(commit_nonce), 1, 'PX', 60000)
 local old_status = f[2]
 now = tonumber(now)
+local stored = redis.call('HSTRLEN', job, 'd')
 redis.call('HSET', job, 'd', record, 'v', tonumber(expected_version) + 1, 's', status)
+count_bytes(client_id, #record - stored)
 if not old_status then
   redis.call('HSET', job, 'c', client_id)
+  redis.call('HDEL', K.client_reservations(client_id), job_id)  -- now counted as a job
   index_job(job_id, client_id, created_at)
 end
 if old_status ~= status then
@@ -742,7 +756,10 @@ SET_PROGRESS = """
 -- KEYS: root. ARGV: job id, version read, Job bytes. Returns 1, or 0 if it changed.
 local job = K.job(ARGV[1])
 if redis.call('HGET', job, 'v') ~= ARGV[2] then return 0 end
+local stored = redis.call('HSTRLEN', job, 'd')
 redis.call('HSET', job, 'd', ARGV[3])
+local client = redis.call('HGET', job, 'c')
+if client then count_bytes(client, #ARGV[3] - stored) end
 return 1
 """
 
@@ -756,6 +773,7 @@ for _, id in ipairs(ids) do
   if f[1] then redis.call('HINCRBY', K.statuses, f[1], -1) end
   if f[2] then redis.call('ZREM', K.client_jobs(f[2]), id) end
   if f[1] and f[2] then count_client(f[2], f[1], -1) end
+  if f[2] then count_bytes(f[2], -redis.call('HSTRLEN', K.job(id), 'd')) end
   for _, tid in ipairs(redis.call('SMEMBERS', K.job_tasks(id))) do
     dequeue(tid)
     set_state(tid, CANCELLED, '')
@@ -772,6 +790,54 @@ return #ids
 """
 
 
+RESERVE = """
+-- Reserve room for a job a client is creating, against its bounds: its jobs
+-- not ended plus its reservations stay under max jobs, its stored bytes
+-- plus its reservations' plus this one's within max bytes (0: no bound).
+-- Creating the job takes its reservation back in the same script, so a job
+-- is never counted twice nor missed; an instance that dies mid-creation
+-- leaves one that lapses after its ttl.
+-- KEYS: root. ARGV: client id, job id, bytes, max jobs, max bytes, ttl ms.
+-- Returns {0} when reserved, else {1, jobs} (too many jobs) or {2, bytes}.
+local client, id = ARGV[1], ARGV[2]
+local size, max_jobs, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local held = K.client_reservations(client)
+local held_jobs, held_bytes = 0, 0
+local entries = redis.call('HGETALL', held)
+for i = 1, #entries, 2 do
+  local bytes, expires = string.match(entries[i + 1], '^(%d+):(%d+)$')
+  if tonumber(expires) <= now then
+    redis.call('HDEL', held, entries[i])
+  else
+    held_jobs = held_jobs + 1
+    held_bytes = held_bytes + tonumber(bytes)
+  end
+end
+if max_jobs > 0 then
+  local jobs = held_jobs
+  local counts = redis.call('HGETALL', K.client_statuses(client))
+  for i = 1, #counts, 2 do
+    if not TERMINAL[tonumber(counts[i])] then jobs = jobs + tonumber(counts[i + 1]) end
+  end
+  if jobs >= max_jobs then return {1, jobs} end
+end
+local stored = tonumber(redis.call('GET', K.client_bytes(client)) or '0') + held_bytes
+if max_bytes > 0 and stored + size > max_bytes then return {2, stored} end
+redis.call('HSET', held, id, size .. ':' .. (now + tonumber(ARGV[6])))
+redis.call('PEXPIRE', held, tonumber(ARGV[6]))
+return {0}
+"""
+
+UNRESERVE = """
+-- Give back a reservation of RESERVE (a creation that failed).
+-- KEYS: root. ARGV: client id, job id.
+redis.call('HDEL', K.client_reservations(ARGV[1]), ARGV[2])
+return 1
+"""
+
+
 NAMES = (
     "CLAIM",
     "COMMIT",
@@ -780,12 +846,14 @@ NAMES = (
     "GIVE_BACK",
     "HEAD",
     "RENEW",
+    "RESERVE",
     "SET_PROGRESS",
     "STEP_DONE",
     "SWEEP",
     "TAKE",
     "TAKE_READY",
     "UNKEEP",
+    "UNRESERVE",
 )
 """The scripts' names (module attributes holding their bodies)."""
 

@@ -36,7 +36,16 @@ from typing import Any
 
 from avtomatika.config import Settings
 from avtomatika.dispatch import WorkerProfile
-from avtomatika.storage.base import CommitOutcome, Expiry, JobCursor, Lease
+from avtomatika.status import TERMINAL
+from avtomatika.storage.base import (
+    BoundReached,
+    ClientBounds,
+    ClientUsage,
+    CommitOutcome,
+    Expiry,
+    JobCursor,
+    Lease,
+)
 from avtomatika.storage.redis.claims import Claims
 from avtomatika.storage.redis.commits import Commits
 from avtomatika.storage.redis.deadlines import Deadlines
@@ -50,6 +59,9 @@ from avtomatika.v1.job_pb2 import Job
 from avtomatika.v1.task_pb2 import Task
 
 __all__ = ["RedisStorage"]
+
+# A reservation of a creation whose instance died lapses after this long.
+_RESERVATION_TTL_MS = 60_000
 
 
 class RedisStorage:
@@ -219,6 +231,37 @@ class RedisStorage:
             client = await self._link.redis()
             counts = await client.hgetall(self.keys.client_statuses(client_id))
         return {int(status): int(n) for status, n in counts.items() if int(n) > 0}
+
+    async def client_usage(self, client_id: str) -> ClientUsage:
+        with unavailable("cannot count the client's jobs"):
+            client = await self._link.redis()
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.hgetall(self.keys.client_statuses(client_id))
+                pipe.get(self.keys.client_bytes(client_id))
+                counts, stored = await pipe.execute()
+        in_flight = sum(int(n) for status, n in counts.items() if int(status) not in TERMINAL)
+        return ClientUsage(in_flight, int(stored or 0))
+
+    async def reserve(
+        self, client_id: str, job_id: str, size: int, bounds: ClientBounds
+    ) -> BoundReached | None:
+        args = (
+            client_id,
+            job_id,
+            size,
+            bounds.max_jobs_in_flight,
+            bounds.max_stored_bytes,
+            _RESERVATION_TTL_MS,
+        )
+        with unavailable("cannot check the client's bounds"):
+            verdict = await self._link.run("RESERVE", *args)
+        if int(verdict[0]) == 0:
+            return None
+        return BoundReached("jobs" if int(verdict[0]) == 1 else "bytes", int(verdict[1]))
+
+    async def unreserve(self, client_id: str, job_id: str) -> None:
+        with unavailable("cannot give back the client's reservation"):
+            await self._link.run("UNRESERVE", client_id, job_id)
 
     async def queue_depths(self) -> dict[str, int]:
         with unavailable("cannot read queue depths"):

@@ -28,7 +28,7 @@ from avtomatika.v1 import worker_pb2 as avtomatika_dot_v1_dot_worker__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"avtomatika/v1/worker_service.proto\x12\ravtomatika.v1\x1a\x1b\x61vtomatika/v1/payload.proto\x1a\x18\x61vtomatika/v1/task.proto\x1a\x1a\x61vtomatika/v1/worker.proto\x1a\x1cgoogle/api/annotations.proto\"\xfa\x02\n\x0e\x43onnectRequest\x12%\n\x05hello\x18\x01 \x01(\x0b\x32\x14.avtomatika.v1.HelloH\x00\x12\'\n\x06\x63redit\x18\x02 \x01(\x0b\x32\x15.avtomatika.v1.CreditH\x00\x12+\n\x06result\x18\x03 \x01(\x0b\x32\x19.avtomatika.v1.TaskResultH\x00\x12-\n\theartbeat\x18\x04 \x01(\x0b\x32\x18.avtomatika.v1.HeartbeatH\x00\x12/\n\x08progress\x18\x05 \x01(\x0b\x32\x1b.avtomatika.v1.TaskProgressH\x00\x12.\n\ncancel_ack\x18\x06 \x01(\x0b\x32\x18.avtomatika.v1.CancelAckH\x00\x12%\n\x05\x64rain\x18\x07 \x01(\x0b\x32\x14.avtomatika.v1.DrainH\x00\x12,\n\x05\x62\x61tch\x18\x08 \x01(\x0b\x32\x1b.avtomatika.v1.RequestBatchH\x00\x42\x06\n\x04kind\"?\n\x0cRequestBatch\x12/\n\x08messages\x18\x01 \x03(\x0b\x32\x1d.avtomatika.v1.ConnectRequest\"\xd5\x02\n\x0f\x43onnectResponse\x12)\n\x07welcome\x18\x01 \x01(\x0b\x32\x16.avtomatika.v1.WelcomeH\x00\x12-\n\x04task\x18\x02 \x01(\x0b\x32\x1d.avtomatika.v1.TaskAssignmentH\x00\x12+\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x19.avtomatika.v1.CancelTaskH\x00\x12-\n\theartbeat\x18\x04 \x01(\x0b\x32\x18.avtomatika.v1.HeartbeatH\x00\x12%\n\x05\x64rain\x18\x05 \x01(\x0b\x32\x14.avtomatika.v1.DrainH\x00\x12.\n\nresult_ack\x18\x06 \x01(\x0b\x32\x18.avtomatika.v1.ResultAckH\x00\x12-\n\x05\x62\x61tch\x18\x07 \x01(\x0b\x32\x1c.avtomatika.v1.ResponseBatchH\x00\x42\x06\n\x04kind\"A\n\rResponseBatch\x12\x30\n\x08messages\x18\x01 \x03(\x0b\x32\x1e.avtomatika.v1.ConnectResponse\"\xa5\x01\n\x05Hello\x12\x37\n\x0cregistration\x18\x01 \x01(\x0b\x32!.avtomatika.v1.WorkerRegistration\x12\x17\n\x0finitial_credits\x18\x02 \x01(\r\x12\x17\n\x0f\x61\x63\x63\x65pts_batches\x18\x03 \x01(\x08\x12\x15\n\rheld_task_ids\x18\x04 \x03(\t\x12\x1a\n\x12reports_held_tasks\x18\x05 \x01(\x08\"T\n\x07Welcome\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x02 \x01(\r\x12\x17\n\x0f\x61\x63\x63\x65pts_batches\x18\x03 \x01(\x08\"\x19\n\x06\x43redit\x12\x0f\n\x07\x63redits\x18\x01 \x01(\r\"\x1f\n\tHeartbeat\x12\x12\n\nsent_at_ms\x18\x01 \x01(\x03\"\x97\x02\n\x0eTaskAssignment\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12&\n\x06params\x18\x04 \x01(\x0b\x32\x16.avtomatika.v1.Payload\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\r\x12\x1a\n\x12result_deadline_ms\x18\x06 \x01(\x03\x12J\n\x0ftracing_context\x18\x07 \x03(\x0b\x32\x31.avtomatika.v1.TaskAssignment.TracingContextEntry\x1a\x35\n\x13TracingContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"R\n\x0cTaskProgress\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x10\n\x08progress\x18\x03 \x01(\x01\x12\x0f\n\x07message\x18\x04 \x01(\t\"=\n\nCancelTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x1c\n\tCancelAck\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"\x17\n\x05\x44rain\x12\x0e\n\x06reason\x18\x01 \x01(\t\"R\n\tResultAck\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\ntransition\x18\x04 \x01(\t\"P\n\x15RegisterWorkerRequest\x12\x37\n\x0cregistration\x18\x01 \x01(\x0b\x32!.avtomatika.v1.WorkerRegistration\"J\n\x16RegisterWorkerResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07warning\x18\x03 \x01(\t\"t\n\x10HeartbeatRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0c\n\x04load\x18\x03 \x01(\x01\x12\x15\n\rcurrent_tasks\x18\x04 \x03(\t\x12\x18\n\x10supported_skills\x18\x05 \x03(\t\"<\n\x11HeartbeatResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x17\n\x0f\x63\x61ncel_task_ids\x18\x02 \x03(\t\"$\n\x0fNextTaskRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"?\n\x10NextTaskResponse\x12+\n\x04task\x18\x01 \x01(\x0b\x32\x1d.avtomatika.v1.TaskAssignment\"@\n\x13SubmitResultRequest\x12)\n\x06result\x18\x01 \x01(\x0b\x32\x19.avtomatika.v1.TaskResult\"[\n\x14SubmitResultResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x12\n\ntransition\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\"o\n\x12ReportEventRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x12\n\nevent_type\x18\x03 \x01(\t\x12\x10\n\x08progress\x18\x04 \x01(\x01\x12\x0f\n\x07message\x18\x05 \x01(\t\"F\n\x13ReportEventResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t2\xc7\x05\n\rWorkerService\x12L\n\x07\x43onnect\x12\x1d.avtomatika.v1.ConnectRequest\x1a\x1e.avtomatika.v1.ConnectResponse(\x01\x30\x01\x12\x83\x01\n\x0eRegisterWorker\x12$.avtomatika.v1.RegisterWorkerRequest\x1a%.avtomatika.v1.RegisterWorkerResponse\"$\x82\xd3\xe4\x93\x02\x1e\"\x19/_worker/workers/register:\x01*\x12w\n\tHeartbeat\x12\x1f.avtomatika.v1.HeartbeatRequest\x1a .avtomatika.v1.HeartbeatResponse\"\'\x82\xd3\xe4\x93\x02!2\x1c/_worker/workers/{worker_id}:\x01*\x12|\n\x08NextTask\x12\x1e.avtomatika.v1.NextTaskRequest\x1a\x1f.avtomatika.v1.NextTaskResponse\"/\x82\xd3\xe4\x93\x02)\x12\'/_worker/workers/{worker_id}/tasks/next\x12y\n\x0cSubmitResult\x12\".avtomatika.v1.SubmitResultRequest\x1a#.avtomatika.v1.SubmitResultResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x15/_worker/tasks/result:\x01*\x12p\n\x0bReportEvent\x12!.avtomatika.v1.ReportEventRequest\x1a\".avtomatika.v1.ReportEventResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/_worker/events:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"avtomatika/v1/worker_service.proto\x12\ravtomatika.v1\x1a\x1b\x61vtomatika/v1/payload.proto\x1a\x18\x61vtomatika/v1/task.proto\x1a\x1a\x61vtomatika/v1/worker.proto\x1a\x1cgoogle/api/annotations.proto\"\xfa\x02\n\x0e\x43onnectRequest\x12%\n\x05hello\x18\x01 \x01(\x0b\x32\x14.avtomatika.v1.HelloH\x00\x12\'\n\x06\x63redit\x18\x02 \x01(\x0b\x32\x15.avtomatika.v1.CreditH\x00\x12+\n\x06result\x18\x03 \x01(\x0b\x32\x19.avtomatika.v1.TaskResultH\x00\x12-\n\theartbeat\x18\x04 \x01(\x0b\x32\x18.avtomatika.v1.HeartbeatH\x00\x12/\n\x08progress\x18\x05 \x01(\x0b\x32\x1b.avtomatika.v1.TaskProgressH\x00\x12.\n\ncancel_ack\x18\x06 \x01(\x0b\x32\x18.avtomatika.v1.CancelAckH\x00\x12%\n\x05\x64rain\x18\x07 \x01(\x0b\x32\x14.avtomatika.v1.DrainH\x00\x12,\n\x05\x62\x61tch\x18\x08 \x01(\x0b\x32\x1b.avtomatika.v1.RequestBatchH\x00\x42\x06\n\x04kind\"?\n\x0cRequestBatch\x12/\n\x08messages\x18\x01 \x03(\x0b\x32\x1d.avtomatika.v1.ConnectRequest\"\xd5\x02\n\x0f\x43onnectResponse\x12)\n\x07welcome\x18\x01 \x01(\x0b\x32\x16.avtomatika.v1.WelcomeH\x00\x12-\n\x04task\x18\x02 \x01(\x0b\x32\x1d.avtomatika.v1.TaskAssignmentH\x00\x12+\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x19.avtomatika.v1.CancelTaskH\x00\x12-\n\theartbeat\x18\x04 \x01(\x0b\x32\x18.avtomatika.v1.HeartbeatH\x00\x12%\n\x05\x64rain\x18\x05 \x01(\x0b\x32\x14.avtomatika.v1.DrainH\x00\x12.\n\nresult_ack\x18\x06 \x01(\x0b\x32\x18.avtomatika.v1.ResultAckH\x00\x12-\n\x05\x62\x61tch\x18\x07 \x01(\x0b\x32\x1c.avtomatika.v1.ResponseBatchH\x00\x42\x06\n\x04kind\"A\n\rResponseBatch\x12\x30\n\x08messages\x18\x01 \x03(\x0b\x32\x1e.avtomatika.v1.ConnectResponse\"\xc8\x01\n\x05Hello\x12\x37\n\x0cregistration\x18\x01 \x01(\x0b\x32!.avtomatika.v1.WorkerRegistration\x12\x17\n\x0finitial_credits\x18\x02 \x01(\r\x12\x17\n\x0f\x61\x63\x63\x65pts_batches\x18\x03 \x01(\x08\x12\x15\n\rheld_task_ids\x18\x04 \x03(\t\x12\x1a\n\x12reports_held_tasks\x18\x05 \x01(\x08\x12!\n\x19max_receive_message_bytes\x18\x06 \x01(\r\"\x92\x01\n\x07Welcome\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x02 \x01(\r\x12\x17\n\x0f\x61\x63\x63\x65pts_batches\x18\x03 \x01(\x08\x12!\n\x19max_receive_message_bytes\x18\x04 \x01(\r\x12\x19\n\x11max_payload_bytes\x18\x05 \x01(\r\"\x19\n\x06\x43redit\x12\x0f\n\x07\x63redits\x18\x01 \x01(\r\"\x1f\n\tHeartbeat\x12\x12\n\nsent_at_ms\x18\x01 \x01(\x03\"\x97\x02\n\x0eTaskAssignment\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12&\n\x06params\x18\x04 \x01(\x0b\x32\x16.avtomatika.v1.Payload\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\r\x12\x1a\n\x12result_deadline_ms\x18\x06 \x01(\x03\x12J\n\x0ftracing_context\x18\x07 \x03(\x0b\x32\x31.avtomatika.v1.TaskAssignment.TracingContextEntry\x1a\x35\n\x13TracingContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"R\n\x0cTaskProgress\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x10\n\x08progress\x18\x03 \x01(\x01\x12\x0f\n\x07message\x18\x04 \x01(\t\"=\n\nCancelTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x1c\n\tCancelAck\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"\x17\n\x05\x44rain\x12\x0e\n\x06reason\x18\x01 \x01(\t\"R\n\tResultAck\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\ntransition\x18\x04 \x01(\t\"P\n\x15RegisterWorkerRequest\x12\x37\n\x0cregistration\x18\x01 \x01(\x0b\x32!.avtomatika.v1.WorkerRegistration\"J\n\x16RegisterWorkerResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07warning\x18\x03 \x01(\t\"t\n\x10HeartbeatRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0c\n\x04load\x18\x03 \x01(\x01\x12\x15\n\rcurrent_tasks\x18\x04 \x03(\t\x12\x18\n\x10supported_skills\x18\x05 \x03(\t\"<\n\x11HeartbeatResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x17\n\x0f\x63\x61ncel_task_ids\x18\x02 \x03(\t\"$\n\x0fNextTaskRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"?\n\x10NextTaskResponse\x12+\n\x04task\x18\x01 \x01(\x0b\x32\x1d.avtomatika.v1.TaskAssignment\"@\n\x13SubmitResultRequest\x12)\n\x06result\x18\x01 \x01(\x0b\x32\x19.avtomatika.v1.TaskResult\"[\n\x14SubmitResultResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x12\n\ntransition\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\"o\n\x12ReportEventRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x12\n\nevent_type\x18\x03 \x01(\t\x12\x10\n\x08progress\x18\x04 \x01(\x01\x12\x0f\n\x07message\x18\x05 \x01(\t\"F\n\x13ReportEventResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t2\xc7\x05\n\rWorkerService\x12L\n\x07\x43onnect\x12\x1d.avtomatika.v1.ConnectRequest\x1a\x1e.avtomatika.v1.ConnectResponse(\x01\x30\x01\x12\x83\x01\n\x0eRegisterWorker\x12$.avtomatika.v1.RegisterWorkerRequest\x1a%.avtomatika.v1.RegisterWorkerResponse\"$\x82\xd3\xe4\x93\x02\x1e\"\x19/_worker/workers/register:\x01*\x12w\n\tHeartbeat\x12\x1f.avtomatika.v1.HeartbeatRequest\x1a .avtomatika.v1.HeartbeatResponse\"\'\x82\xd3\xe4\x93\x02!2\x1c/_worker/workers/{worker_id}:\x01*\x12|\n\x08NextTask\x12\x1e.avtomatika.v1.NextTaskRequest\x1a\x1f.avtomatika.v1.NextTaskResponse\"/\x82\xd3\xe4\x93\x02)\x12\'/_worker/workers/{worker_id}/tasks/next\x12y\n\x0cSubmitResult\x12\".avtomatika.v1.SubmitResultRequest\x1a#.avtomatika.v1.SubmitResultResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x15/_worker/tasks/result:\x01*\x12p\n\x0bReportEvent\x12!.avtomatika.v1.ReportEventRequest\x1a\".avtomatika.v1.ReportEventResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/_worker/events:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -56,47 +56,47 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESPONSEBATCH']._serialized_start=956
   _globals['_RESPONSEBATCH']._serialized_end=1021
   _globals['_HELLO']._serialized_start=1024
-  _globals['_HELLO']._serialized_end=1189
-  _globals['_WELCOME']._serialized_start=1191
-  _globals['_WELCOME']._serialized_end=1275
-  _globals['_CREDIT']._serialized_start=1277
-  _globals['_CREDIT']._serialized_end=1302
-  _globals['_HEARTBEAT']._serialized_start=1304
-  _globals['_HEARTBEAT']._serialized_end=1335
-  _globals['_TASKASSIGNMENT']._serialized_start=1338
-  _globals['_TASKASSIGNMENT']._serialized_end=1617
-  _globals['_TASKASSIGNMENT_TRACINGCONTEXTENTRY']._serialized_start=1564
-  _globals['_TASKASSIGNMENT_TRACINGCONTEXTENTRY']._serialized_end=1617
-  _globals['_TASKPROGRESS']._serialized_start=1619
-  _globals['_TASKPROGRESS']._serialized_end=1701
-  _globals['_CANCELTASK']._serialized_start=1703
-  _globals['_CANCELTASK']._serialized_end=1764
-  _globals['_CANCELACK']._serialized_start=1766
-  _globals['_CANCELACK']._serialized_end=1794
-  _globals['_DRAIN']._serialized_start=1796
-  _globals['_DRAIN']._serialized_end=1819
-  _globals['_RESULTACK']._serialized_start=1821
-  _globals['_RESULTACK']._serialized_end=1903
-  _globals['_REGISTERWORKERREQUEST']._serialized_start=1905
-  _globals['_REGISTERWORKERREQUEST']._serialized_end=1985
-  _globals['_REGISTERWORKERRESPONSE']._serialized_start=1987
-  _globals['_REGISTERWORKERRESPONSE']._serialized_end=2061
-  _globals['_HEARTBEATREQUEST']._serialized_start=2063
-  _globals['_HEARTBEATREQUEST']._serialized_end=2179
-  _globals['_HEARTBEATRESPONSE']._serialized_start=2181
-  _globals['_HEARTBEATRESPONSE']._serialized_end=2241
-  _globals['_NEXTTASKREQUEST']._serialized_start=2243
-  _globals['_NEXTTASKREQUEST']._serialized_end=2279
-  _globals['_NEXTTASKRESPONSE']._serialized_start=2281
-  _globals['_NEXTTASKRESPONSE']._serialized_end=2344
-  _globals['_SUBMITRESULTREQUEST']._serialized_start=2346
-  _globals['_SUBMITRESULTREQUEST']._serialized_end=2410
-  _globals['_SUBMITRESULTRESPONSE']._serialized_start=2412
-  _globals['_SUBMITRESULTRESPONSE']._serialized_end=2503
-  _globals['_REPORTEVENTREQUEST']._serialized_start=2505
-  _globals['_REPORTEVENTREQUEST']._serialized_end=2616
-  _globals['_REPORTEVENTRESPONSE']._serialized_start=2618
-  _globals['_REPORTEVENTRESPONSE']._serialized_end=2688
-  _globals['_WORKERSERVICE']._serialized_start=2691
-  _globals['_WORKERSERVICE']._serialized_end=3402
+  _globals['_HELLO']._serialized_end=1224
+  _globals['_WELCOME']._serialized_start=1227
+  _globals['_WELCOME']._serialized_end=1373
+  _globals['_CREDIT']._serialized_start=1375
+  _globals['_CREDIT']._serialized_end=1400
+  _globals['_HEARTBEAT']._serialized_start=1402
+  _globals['_HEARTBEAT']._serialized_end=1433
+  _globals['_TASKASSIGNMENT']._serialized_start=1436
+  _globals['_TASKASSIGNMENT']._serialized_end=1715
+  _globals['_TASKASSIGNMENT_TRACINGCONTEXTENTRY']._serialized_start=1662
+  _globals['_TASKASSIGNMENT_TRACINGCONTEXTENTRY']._serialized_end=1715
+  _globals['_TASKPROGRESS']._serialized_start=1717
+  _globals['_TASKPROGRESS']._serialized_end=1799
+  _globals['_CANCELTASK']._serialized_start=1801
+  _globals['_CANCELTASK']._serialized_end=1862
+  _globals['_CANCELACK']._serialized_start=1864
+  _globals['_CANCELACK']._serialized_end=1892
+  _globals['_DRAIN']._serialized_start=1894
+  _globals['_DRAIN']._serialized_end=1917
+  _globals['_RESULTACK']._serialized_start=1919
+  _globals['_RESULTACK']._serialized_end=2001
+  _globals['_REGISTERWORKERREQUEST']._serialized_start=2003
+  _globals['_REGISTERWORKERREQUEST']._serialized_end=2083
+  _globals['_REGISTERWORKERRESPONSE']._serialized_start=2085
+  _globals['_REGISTERWORKERRESPONSE']._serialized_end=2159
+  _globals['_HEARTBEATREQUEST']._serialized_start=2161
+  _globals['_HEARTBEATREQUEST']._serialized_end=2277
+  _globals['_HEARTBEATRESPONSE']._serialized_start=2279
+  _globals['_HEARTBEATRESPONSE']._serialized_end=2339
+  _globals['_NEXTTASKREQUEST']._serialized_start=2341
+  _globals['_NEXTTASKREQUEST']._serialized_end=2377
+  _globals['_NEXTTASKRESPONSE']._serialized_start=2379
+  _globals['_NEXTTASKRESPONSE']._serialized_end=2442
+  _globals['_SUBMITRESULTREQUEST']._serialized_start=2444
+  _globals['_SUBMITRESULTREQUEST']._serialized_end=2508
+  _globals['_SUBMITRESULTRESPONSE']._serialized_start=2510
+  _globals['_SUBMITRESULTRESPONSE']._serialized_end=2601
+  _globals['_REPORTEVENTREQUEST']._serialized_start=2603
+  _globals['_REPORTEVENTREQUEST']._serialized_end=2714
+  _globals['_REPORTEVENTRESPONSE']._serialized_start=2716
+  _globals['_REPORTEVENTRESPONSE']._serialized_end=2786
+  _globals['_WORKERSERVICE']._serialized_start=2789
+  _globals['_WORKERSERVICE']._serialized_end=3500
 # @@protoc_insertion_point(module_scope)

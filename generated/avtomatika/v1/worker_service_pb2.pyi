@@ -230,6 +230,7 @@ class Hello(_message.Message):
     ACCEPTS_BATCHES_FIELD_NUMBER: _builtins.int
     HELD_TASK_IDS_FIELD_NUMBER: _builtins.int
     REPORTS_HELD_TASKS_FIELD_NUMBER: _builtins.int
+    MAX_RECEIVE_MESSAGE_BYTES_FIELD_NUMBER: _builtins.int
     initial_credits: _builtins.int
     """Credits granted up front: max_concurrent_tasks minus the tasks still
     running from an earlier stream.
@@ -243,6 +244,11 @@ class Hello(_message.Message):
     was lost in transit with an earlier stream (e.g. its orchestrator
     instance died after leasing it), and the server re-queues it at once.
     Workers that leave it unset keep all their leases on reconnecting.
+    """
+    max_receive_message_bytes: _builtins.int
+    """The largest message the worker's channel receives, in bytes (0: gRPC's
+    default, 4 MiB). The server never sends a task that does not fit: the
+    task fails with an error saying so, and the stream stays up.
     """
     @_builtins.property
     def registration(self) -> _worker_pb2.WorkerRegistration:
@@ -265,10 +271,11 @@ class Hello(_message.Message):
         accepts_batches: _builtins.bool = ...,
         held_task_ids: _abc.Iterable[_builtins.str] | None = ...,
         reports_held_tasks: _builtins.bool = ...,
+        max_receive_message_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["registration", b"registration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepts_batches", b"accepts_batches", "held_task_ids", b"held_task_ids", "initial_credits", b"initial_credits", "registration", b"registration", "reports_held_tasks", b"reports_held_tasks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepts_batches", b"accepts_batches", "held_task_ids", b"held_task_ids", "initial_credits", b"initial_credits", "max_receive_message_bytes", b"max_receive_message_bytes", "registration", b"registration", "reports_held_tasks", b"reports_held_tasks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -283,6 +290,8 @@ class Welcome(_message.Message):
     WORKER_ID_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _builtins.int
     ACCEPTS_BATCHES_FIELD_NUMBER: _builtins.int
+    MAX_RECEIVE_MESSAGE_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_PAYLOAD_BYTES_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """The id the server registered the worker under."""
     heartbeat_interval_ms: _builtins.int
@@ -293,16 +302,24 @@ class Welcome(_message.Message):
     """The server understands ConnectRequest.batch (servers before it leave
     this unset, and the worker then sends every message on its own).
     """
+    max_receive_message_bytes: _builtins.int
+    """The largest message the server receives, in bytes (0: not said). A
+    result's data is at most max_payload_bytes.
+    """
+    max_payload_bytes: _builtins.int
+    """MAX_PAYLOAD_BYTES: the largest task params or result data (0: not said)."""
     def __init__(
         self,
         *,
         worker_id: _builtins.str = ...,
         heartbeat_interval_ms: _builtins.int = ...,
         accepts_batches: _builtins.bool = ...,
+        max_receive_message_bytes: _builtins.int = ...,
+        max_payload_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepts_batches", b"accepts_batches", "heartbeat_interval_ms", b"heartbeat_interval_ms", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepts_batches", b"accepts_batches", "heartbeat_interval_ms", b"heartbeat_interval_ms", "max_payload_bytes", b"max_payload_bytes", "max_receive_message_bytes", b"max_receive_message_bytes", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
