@@ -402,6 +402,38 @@ async def test_a_worker_only_install_runs_a_job_of_a_server(
     assert job["state_history"] == {"echoed": 12345678901234567, "avtomatika": installed_package}
 
 
+@wheel_test
+async def test_a_worker_only_install_runs_the_client_commands(
+    worker_install: Installed,
+    start_orchestrator: StartOrchestrator,
+    http_client: HttpClient,
+    tmp_path: Path,
+) -> None:
+    orchestrator: OrchestratorEngine = await start_orchestrator([echo_blueprint()])
+    job_id = await create_job(http_client(orchestrator), "jobs/echo", {"id": 7})
+    env = _isolated_env(
+        AVTOMATIKA_URL=f"http://127.0.0.1:{orchestrator.rest_port}", AVTOMATIKA_TOKEN=CLIENT_TOKEN
+    )
+
+    async def run(*args: str) -> tuple[int, str, str]:
+        process = await asyncio.create_subprocess_exec(
+            str(worker_install.command), *args,
+            cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await process.communicate()
+        assert process.returncode is not None
+        return process.returncode, out.decode(), err.decode()
+
+    code, out, err = await run("jobs", "get", job_id, "--json")
+    assert code == 0, err
+    assert json.loads(out)["initial_data"] == {"id": 7}
+    # Checking blueprints loads them as the server would: that needs the extra.
+    code, out, err = await run("blueprints", "check", str(EXAMPLES))
+    assert code == 1
+    (line,) = err.splitlines()
+    assert "pip install 'avtomatika[server]'" in line
+
+
 # -- the SDK and the public names -------------------------------------------
 
 

@@ -7,13 +7,26 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from avtomatika.blueprint.state_machine import StateMachineBlueprint
 from avtomatika.errors import AvtomatikaError, ConfigError
 
-__all__ = ["load_blueprints"]
+__all__ = ["Loaded", "load_blueprints", "load_each"]
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """What became of one blueprint of a directory, or of one file:
+    ``blueprint`` registered when ``error`` is None; otherwise ``error``
+    names the file, and ``blueprint`` is the one refused (None when the file
+    itself failed to import)."""
+
+    path: Path
+    blueprint: StateMachineBlueprint | None
+    error: ConfigError | None = None
 
 
 def load_blueprints(
@@ -21,18 +34,41 @@ def load_blueprints(
 ) -> list[StateMachineBlueprint]:
     """Import ``directory``'s Python files and ``register`` the blueprints they
     define; a file that fails to import, or whose blueprint fails to register,
-    raises :class:`ConfigError` naming the file."""
+    raises :class:`ConfigError` naming the file (and no later file is read)."""
     found: list[StateMachineBlueprint] = []
+    for loaded in load_each(directory, register):
+        if loaded.error is not None:
+            raise loaded.error
+        if loaded.blueprint is not None:
+            found.append(loaded.blueprint)
+    return found
+
+
+def load_each(
+    directory: Path, register: Callable[[StateMachineBlueprint], None]
+) -> Iterator[Loaded]:
+    """:func:`load_blueprints` one outcome at a time, going on past a failure
+    when asked for the next (``avtomatika blueprints check`` reports every
+    file and blueprint this way)."""
+    seen: list[StateMachineBlueprint] = []
     for path in sorted(directory.glob("*.py")):
-        for blueprint in _load_file(path):
-            if any(blueprint is seen for seen in found):
+        try:
+            blueprints = _load_file(path)
+        except ConfigError as exc:
+            yield Loaded(path, None, exc)
+            continue
+        for blueprint in blueprints:
+            if any(blueprint is other for other in seen):
                 continue  # the same object under two names, or imported by a sibling
+            seen.append(blueprint)
             try:
                 register(blueprint)
             except AvtomatikaError as exc:
-                raise ConfigError(f"blueprint file {path}: {exc.message}") from exc
-            found.append(blueprint)
-    return found
+                error = ConfigError(f"blueprint file {path}: {exc.message}")
+                error.__cause__ = exc
+                yield Loaded(path, blueprint, error)
+                continue
+            yield Loaded(path, blueprint)
 
 
 def _load_file(path: Path) -> list[StateMachineBlueprint]:

@@ -9,10 +9,13 @@ from avtomatika import ActionFactory, JobContext, StateMachineBlueprint
 
 
 def echo_blueprint(
-    name: str = "echo", input_schema: dict[str, Any] | None = None, **dispatch: Any
+    name: str = "echo",
+    input_schema: dict[str, Any] | None = None,
+    task_type: str = "echo",
+    **dispatch: Any,
 ) -> StateMachineBlueprint:
-    """start -> dispatch an ``echo`` task -> done (end); ``input_schema``
-    is the blueprint's, if given."""
+    """start -> dispatch a ``task_type`` task with the initial data -> done
+    (end); ``input_schema`` is the blueprint's, if given."""
     bp = StateMachineBlueprint(
         name, api_endpoint=f"/jobs/{name}", api_version="v1", input_schema=input_schema
     )
@@ -20,7 +23,7 @@ def echo_blueprint(
 
     @bp.handler_for("start", is_start=True)
     async def start(initial_data: dict[str, Any], actions: ActionFactory) -> None:
-        actions.dispatch_task("echo", params=initial_data, transitions=transitions, **dispatch)
+        actions.dispatch_task(task_type, params=initial_data, transitions=transitions, **dispatch)
 
     @bp.handler_for("done", is_end=True, outcome="finished")
     async def done() -> None:

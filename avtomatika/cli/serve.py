@@ -1,7 +1,5 @@
-"""The ``avtomatika`` command (also ``python -m avtomatika``).
-
-``avtomatika serve`` runs the orchestrator; settings come from environment
-variables with the reference names, and flags override them.
+"""``avtomatika serve``: run the orchestrator. Settings come from
+environment variables with the reference names, and flags override them.
 
 The server is imported only once ``serve`` runs: ``pip install avtomatika``
 alone installs the worker SDK without the server's dependencies, and there
@@ -15,24 +13,22 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from avtomatika.cli.command import Commands, needs_server
 from avtomatika.config import Settings
 from avtomatika.errors import ConfigError
 from avtomatika.logs.formats import configure_logging
 
-__all__ = ["main"]
+__all__ = ["add_serve"]
 
 log = logging.getLogger("avtomatika")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="avtomatika", description="An orchestrator for long-running jobs."
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
+def add_serve(commands: Commands) -> None:
+    """The ``serve`` command: one flag per setting it overrides."""
     run = commands.add_parser(
         "serve",
         help="run the orchestrator (REST and gRPC)",
@@ -135,34 +131,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--job-max-retries", type=int, help="retries of transient failures (JOB_MAX_RETRIES)"
     )
-    return parser
+    run.set_defaults(run=_serve)
 
 
-def _load_server() -> Callable[[Settings], Coroutine[Any, Any, None]] | None:
-    """The server's ``serve``, or None (having said why) when the server's
-    dependencies are not installed."""
-    try:
-        from avtomatika.server import serve
-    except ModuleNotFoundError as exc:
-        missing = exc.name or ""
-        if missing == "avtomatika" or missing.startswith("avtomatika."):
-            raise  # a module of ours is missing: a broken install, not a missing extra
-        print(
-            f"avtomatika: the server is not installed (no module {missing!r}); "
-            "install it with: pip install 'avtomatika[server]'",
-            file=sys.stderr,
-        )
-        return None
+def _load_server() -> Callable[[Settings], Coroutine[Any, Any, None]]:
+    from avtomatika.server import serve
+
     return serve
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the process exit status."""
-    args = _parser().parse_args(argv)
-    serve = _load_server()
-    if serve is None:
-        return 1
-    overrides = {k: v for k, v in vars(args).items() if k != "command"}
+def _serve(args: argparse.Namespace) -> int:
+    serve = needs_server(_load_server)
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "run")}
     try:
         settings = Settings.load(os.environ, overrides)
     except ConfigError as exc:
