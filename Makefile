@@ -8,7 +8,7 @@ TS_STUBS := clients/typescript
 # The v1 contract as released: what `make proto-breaking` compares proto/ with.
 PROTO_BASELINE := proto/baseline/avtomatika-v1.binpb
 
-.PHONY: install proto proto-python stubs proto-check proto-lint proto-breaking proto-baseline lint typecheck test demo run bench bench-redis all clean
+.PHONY: install proto proto-python stubs proto-check proto-lint proto-breaking proto-baseline lint typecheck test demo run bench bench-redis bench-idle all clean
 
 # The marker file is rebuilt when the dependency list changes.
 $(VENV)/.installed: pyproject.toml
@@ -99,11 +99,17 @@ run: install
 bench: install
 	$(PY) -m benchmarks.end_to_end
 	$(MAKE) bench-redis
+	$(MAKE) bench-idle
 
 # The store in Redis (a redis-server started on a free port): one instance
 # against two, with Redis commands per job and each process's CPU.
 bench-redis: install
 	$(PY) -m benchmarks.cluster
+
+# Held but idle: RSS with 1,000 and 10,000 worker streams and 2,000 SSE
+# followers, CPU with 100 idle gRPC workers and 100 REST long-polls.
+bench-idle: install
+	$(PY) -m benchmarks.idle
 
 all: lint typecheck proto-check proto-lint proto-breaking test
 
