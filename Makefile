@@ -94,9 +94,12 @@ demo: install
 run: install
 	$(BIN)/avtomatika serve --blueprints-dir examples/blueprints
 
+# Every scenario (gRPC on the embedded store and on Redis, Dramatiq measured
+# in the same run, the REST path with SDK 1.0b7 and 1.0b20 workers), then
+# the table against Dramatiq. BENCH_ARGS picks, e.g.
+# BENCH_ARGS="--scenarios rest --rounds 3"; see benchmarks/comparison.py.
 bench: install
-	$(PY) -m benchmarks.end_to_end
-	$(MAKE) bench-redis
+	$(PY) -m benchmarks.comparison $(BENCH_ARGS)
 
 # The store in Redis (a redis-server started on a free port): one instance
 # against two, with Redis commands per job and each process's CPU.

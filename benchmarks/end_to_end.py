@@ -35,6 +35,7 @@ import cProfile
 import importlib
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -82,7 +83,11 @@ def throwaway_python(requirement: str) -> Path:
     ``requirement`` installed (made once, under the checkout: ``.bench-venv``
     for the public SDK 1.0b7, ``.bench-venv-<name>-<version>`` otherwise),
     so what we compare with never enters the project's dependencies."""
-    name = "" if requirement == LEGACY_SDK else "-" + requirement.replace("==", "-")
+    # Letters, digits and dots only: Dramatiq finds its Lua scripts by a
+    # glob, which the brackets of "dramatiq[redis]" in the path would break.
+    name = (
+        "" if requirement == LEGACY_SDK else "-" + re.sub(r"[^\w.]+", "-", requirement).strip("-")
+    )
     where = ROOT / f".bench-venv{name}"
     python = where / "bin" / "python"
     if not python.exists():

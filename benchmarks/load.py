@@ -1,7 +1,8 @@
 """Client load for the benchmark: C concurrent clients create jobs over REST
 and follow each one with ``GET /api/v1/jobs/{id}?wait=`` until it ends, or,
 with ``POLL_MS``, poll ``GET /api/v1/jobs/{id}`` (no ``?wait=``) every
-``POLL_MS`` milliseconds as the REST clients of the system we replace do. Runs as its own process; prints one JSON line:
+``POLL_MS`` milliseconds as the REST clients of the system we replace do.
+Runs as its own process; prints one JSON line:
 ``{"created": N, "seconds": s, "cpu_seconds": s, "follow_requests": N,
 "latencies_ms": [...], "statuses": {...}}``.
 
