@@ -65,6 +65,9 @@ class Settings:
     rate_limit_period: float = 60.0
     # Following jobs: the longest GET /api/v1/jobs/{id}?wait= may hold.
     job_wait_max_seconds: float = 60.0
+    # A saturated server holds a status read without ?wait= until the job
+    # changes, at most this long (see avtomatika/services/status_reads.py); 0: never.
+    status_read_hold_seconds: float = 0.1
     # History: bounded in memory by default; SQLite or PostgreSQL when set.
     history_database_uri: str | None = None
     history_memory_events_per_job: int = 1000
@@ -161,6 +164,11 @@ class Settings:
             raise ConfigError(
                 "WORKER_HEARTBEAT_MIN_INTERVAL_SECONDS must be >= 0, "
                 f"got {self.worker_heartbeat_min_interval_seconds}"
+            )
+        if not 0 <= self.status_read_hold_seconds <= self.job_wait_max_seconds:
+            raise ConfigError(
+                "STATUS_READ_HOLD_SECONDS must be between 0 and JOB_WAIT_MAX_SECONDS, "
+                f"got {self.status_read_hold_seconds}"
             )
         if self.worker_reconnect_grace_seconds < 0:
             raise ConfigError(
