@@ -18,7 +18,7 @@ regime that comes and goes shows as a spread, not as a lucky or unlucky
 configuration.
 
     python -m benchmarks.rest_path [--jobs 2000] [--clients 32,128]
-        [--sdk 1.0b7,1.0b20] [--rounds 1] [--poll-ms 20]
+        [--sdk 1.0b7,1.0b20] [--rounds 1] [--poll-ms 20] [--no-access-log]
 """
 
 from __future__ import annotations
@@ -64,9 +64,13 @@ class RequestCounter(logging.Handler):
 
 
 @contextmanager
-def counted_requests() -> Iterator[RequestCounter]:
-    """The access log on, into a counter only, for the block."""
+def counted_requests(enabled: bool = True) -> Iterator[RequestCounter]:
+    """The access log on, into a counter only, for the block (left as it
+    is, off in this process, when not ``enabled``: to measure its cost)."""
     counter = RequestCounter()
+    if not enabled:
+        yield counter
+        return
     level, propagate = ACCESS_LOG.level, ACCESS_LOG.propagate
     ACCESS_LOG.setLevel(logging.INFO)
     ACCESS_LOG.propagate = False
@@ -79,14 +83,16 @@ def counted_requests() -> Iterator[RequestCounter]:
         ACCESS_LOG.propagate = propagate
 
 
-async def measure(sdk: str, clients: int, jobs: int, poll_ms: float) -> dict[str, Any]:
+async def measure(
+    sdk: str, clients: int, jobs: int, poll_ms: float, count: bool = True
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-rest-") as here:
         # 1.0b20 reads skills and task files from directories of its own.
         env = {"TASK_FILES_DIR": f"{here}/files", "WORKER_SKILLS_DIR": f"{here}/skills"}
         run = Run("rest", WORKERS, concurrency=CONCURRENCY, sdk=SDKS[sdk], sdk_env=env)
         # On before the workers connect: aiohttp decides per connection
         # whether it logs, and theirs are kept alive from registration on.
-        with counted_requests() as counter:
+        with counted_requests(count) as counter:
             await run.start()
             try:
                 counter.counts.clear()
@@ -149,7 +155,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     rows = [
-        await measure(sdk, int(clients), args.jobs, args.poll_ms)
+        await measure(sdk, int(clients), args.jobs, args.poll_ms, not args.no_access_log)
         for _ in range(args.rounds)
         for sdk in args.sdk.split(",")
         for clients in args.clients.split(",")
@@ -162,15 +168,16 @@ async def main(args: argparse.Namespace) -> None:
     print(json.dumps({"benchmark": "rest_path", "results": rows}))
 
 
-def arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--clients", default="32,128", help="client counts, comma-separated")
     parser.add_argument("--sdk", default="1.0b7,1.0b20", help=f"of {', '.join(SDKS)}")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--poll-ms", type=float, default=20.0)
-    return parser
-
-
-if __name__ == "__main__":
-    cli = arguments(argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0]))
-    asyncio.run(main(cli.parse_args()))
+    parser.add_argument(
+        "--no-access-log",
+        action="store_true",
+        help="no access log, so no requests per route (what the access log costs)",
+    )
+    asyncio.run(main(parser.parse_args()))
