@@ -67,7 +67,7 @@ class Settings:
     job_wait_max_seconds: float = 60.0
     # A saturated server holds a status read without ?wait= until the job
     # changes, at most this long (see avtomatika/services/status_reads.py); 0: never.
-    status_read_hold_seconds: float = 0.1
+    status_read_hold_seconds: float = 0.5
     # History: bounded in memory by default; SQLite or PostgreSQL when set.
     history_database_uri: str | None = None
     history_memory_events_per_job: int = 1000
