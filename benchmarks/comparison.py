@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import cluster, end_to_end, rest_path
-from benchmarks.end_to_end import ROOT, percentile, throwaway_python
+from benchmarks.end_to_end import ROOT, load_figures, throwaway_python
 from tests.support.redis import RedisServer
 
 DRAMATIQ = "dramatiq[redis]==2.2.1"
@@ -102,9 +102,7 @@ async def dramatiq(jobs: int, clients: int) -> dict[str, Any]:
     return {
         "system": f"Dramatiq ({DRAMATIQ_PROCESSES} x {DRAMATIQ_THREADS}), Redis",
         "jobs": jobs,
-        "jobs_per_s": round(jobs / report["seconds"], 1),
-        "latency_p50_ms": round(percentile(report["latencies_ms"], 0.5), 2),
-        "latency_p99_ms": round(percentile(report["latencies_ms"], 0.99), 2),
+        **load_figures(report, jobs),
         "redis_commands_per_job": round(commands / jobs, 1),
         "cpu_s": {
             "redis": round(redis_cpu_after - redis_cpu_before, 2),

@@ -78,6 +78,18 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def load_figures(report: dict[str, Any], jobs: int) -> dict[str, Any]:
+    """What every scenario reports of a client load's JSON report: the jobs'
+    ends, jobs/s, and the p50 and p99 of create -> end as the clients saw it."""
+    latencies = report["latencies_ms"]
+    return {
+        "statuses": report["statuses"],
+        "jobs_per_s": round(jobs / report["seconds"], 1),
+        "latency_p50_ms": round(percentile(latencies, 0.5), 2),
+        "latency_p99_ms": round(percentile(latencies, 0.99), 2),
+    }
+
+
 def throwaway_python(requirement: str) -> Path:
     """The interpreter of a virtualenv of the benchmark's own with
     ``requirement`` installed (made once, under the checkout: ``.bench-venv``
@@ -293,17 +305,13 @@ async def measure(
         cancel_ms = await run.cancels(cancels) if transport == "grpc" and cancels else []
     finally:
         await run.stop()
-    latencies = report["latencies_ms"]
     dispatch = run.dispatch_ms[:jobs]
     return {
         "transport": transport,
         "jobs": jobs,
         "clients": clients,
         "workers": workers,
-        "statuses": report["statuses"],
-        "jobs_per_s": round(jobs / report["seconds"], 1),
-        "latency_p50_ms": round(percentile(latencies, 0.5), 2),
-        "latency_p99_ms": round(percentile(latencies, 0.99), 2),
+        **load_figures(report, jobs),
         "dispatch_p50_ms": round(percentile(dispatch, 0.5), 2),
         "dispatch_p99_ms": round(percentile(dispatch, 0.99), 2),
         "cancel_p50_ms": round(percentile(cancel_ms, 0.5), 2) if cancel_ms else None,

@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from avtomatika.logs.access import ACCESS_LOG
-from benchmarks.end_to_end import Run, percentile
+from benchmarks.end_to_end import Run, load_figures
 
 WORKERS = 4
 CONCURRENCY = 50
@@ -84,7 +84,7 @@ def counted_requests(enabled: bool = True) -> Iterator[RequestCounter]:
 
 
 async def measure(
-    sdk: str, clients: int, jobs: int, poll_ms: float, count: bool = True
+    sdk: str, clients: int, jobs: int, poll_ms: float, access_log: bool = True
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-rest-") as here:
         # 1.0b20 reads skills and task files from directories of its own.
@@ -92,7 +92,7 @@ async def measure(
         run = Run("rest", WORKERS, concurrency=CONCURRENCY, sdk=SDKS[sdk], sdk_env=env)
         # On before the workers connect: aiohttp decides per connection
         # whether it logs, and theirs are kept alive from registration on.
-        with counted_requests(count) as counter:
+        with counted_requests(access_log) as counter:
             await run.start()
             try:
                 counter.counts.clear()
@@ -100,7 +100,6 @@ async def measure(
                 load_counts = counter.counts.copy()
             finally:
                 await run.stop()
-    latencies = report["latencies_ms"]
     per_route: dict[str, float] = {}
     for (route, status), count in sorted(load_counts.items()):
         per_route[f"{route} {status}"] = round(count / jobs, 2)
@@ -113,10 +112,7 @@ async def measure(
         "sdk": sdk,
         "clients": clients,
         "jobs": jobs,
-        "statuses": report["statuses"],
-        "jobs_per_s": round(jobs / report["seconds"], 1),
-        "latency_p50_ms": round(percentile(latencies, 0.5), 1),
-        "latency_p99_ms": round(percentile(latencies, 0.99), 1),
+        **load_figures(report, jobs),
         "polls_per_job": round(report["follow_requests"] / jobs, 2),
         "requests_per_job": round(sum(load_counts.values()) / jobs, 2),
         "empty_polls_per_job": round(empty_polls / jobs, 2),
