@@ -96,9 +96,12 @@ run: install
 	@echo "web console: http://localhost:$${API_PORT:-8080}/console (sign in with CLIENT_TOKEN)"
 	$(BIN)/avtomatika serve --blueprints-dir examples/blueprints
 
+# Every scenario (gRPC on the embedded store and on Redis, Dramatiq measured
+# in the same run, the REST path with SDK 1.0b7 and 1.0b20 workers), then
+# the table against Dramatiq. BENCH_ARGS picks, e.g.
+# BENCH_ARGS="--scenarios rest --rounds 3"; see benchmarks/comparison.py.
 bench: install
-	$(PY) -m benchmarks.end_to_end
-	$(MAKE) bench-redis
+	$(PY) -m benchmarks.comparison $(BENCH_ARGS)
 	$(MAKE) bench-idle
 
 # The store in Redis (a redis-server started on a free port): one instance

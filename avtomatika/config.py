@@ -87,6 +87,9 @@ class Settings:
     rate_limit_period: float = 60.0
     # Following jobs: the longest GET /api/v1/jobs/{id}?wait= may hold.
     job_wait_max_seconds: float = 60.0
+    # A saturated server holds a status read without ?wait= until the job
+    # changes, at most this long (see avtomatika/services/status_reads.py); 0: never.
+    status_read_hold_seconds: float = 0.5
     # History: bounded in memory by default; SQLite or PostgreSQL when set.
     history_database_uri: str | None = None
     history_memory_events_per_job: int = 1000
@@ -221,6 +224,11 @@ class Settings:
                 raise ConfigError(
                     f"{name.upper()} must be >= 0 (0: no limit), got {getattr(self, name)}"
                 )
+        if not 0 <= self.status_read_hold_seconds <= self.job_wait_max_seconds:
+            raise ConfigError(
+                "STATUS_READ_HOLD_SECONDS must be between 0 and JOB_WAIT_MAX_SECONDS, "
+                f"got {self.status_read_hold_seconds}"
+            )
         if self.worker_reconnect_grace_seconds < 0:
             raise ConfigError(
                 "WORKER_RECONNECT_GRACE_SECONDS must be >= 0, "

@@ -31,7 +31,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -67,10 +67,22 @@ def redis_counters(server: RedisServer) -> tuple[dict[str, int], float]:
 
 @asynccontextmanager
 async def started(
-    command: list[str], *, stdout: int | None = asyncio.subprocess.DEVNULL
+    command: list[str],
+    *,
+    stdout: int | None = asyncio.subprocess.DEVNULL,
+    stdin: int | None = None,
+    stderr: int | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``command`` running (from the checkout, which is on its PYTHONPATH,
+    with ``env`` added to ours) for the block; terminated after it."""
     process = await asyncio.create_subprocess_exec(
-        *command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=stdout
+        *command,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        stdout=stdout,
+        stdin=stdin,
+        stderr=stderr,
     )
     try:
         yield process

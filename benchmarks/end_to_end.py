@@ -35,11 +35,12 @@ import cProfile
 import importlib
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,8 @@ from avtomatika.engine.events import E, JobEvent
 from tests.support.blueprints import echo_blueprint
 
 ROOT = Path(__file__).resolve().parent.parent
-LEGACY_VENV = ROOT / ".bench-venv"
 LEGACY_SDK = "avtomatika-worker==1.0b7"
+REST_WORKER_SCRIPT = ROOT / "benchmarks" / "rest_worker.py"
 
 
 def hold_blueprint() -> StateMachineBlueprint:
@@ -77,12 +78,33 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def legacy_python() -> Path:
-    """The interpreter of a virtualenv with the public SDK 1.0b7 (made once)."""
-    python = LEGACY_VENV / "bin" / "python"
+def load_figures(report: dict[str, Any], jobs: int) -> dict[str, Any]:
+    """What every scenario reports of a client load's JSON report: the jobs'
+    ends, jobs/s, and the p50 and p99 of create -> end as the clients saw it."""
+    latencies = report["latencies_ms"]
+    return {
+        "statuses": report["statuses"],
+        "jobs_per_s": round(jobs / report["seconds"], 1),
+        "latency_p50_ms": round(percentile(latencies, 0.5), 2),
+        "latency_p99_ms": round(percentile(latencies, 0.99), 2),
+    }
+
+
+def throwaway_python(requirement: str) -> Path:
+    """The interpreter of a virtualenv of the benchmark's own with
+    ``requirement`` installed (made once, under the checkout: ``.bench-venv``
+    for the public SDK 1.0b7, ``.bench-venv-<name>-<version>`` otherwise),
+    so what we compare with never enters the project's dependencies."""
+    # Letters, digits and dots only: Dramatiq finds its Lua scripts by a
+    # glob, which the brackets of "dramatiq[redis]" in the path would break.
+    name = (
+        "" if requirement == LEGACY_SDK else "-" + re.sub(r"[^\w.]+", "-", requirement).strip("-")
+    )
+    where = ROOT / f".bench-venv{name}"
+    python = where / "bin" / "python"
     if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(LEGACY_VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", LEGACY_SDK], check=True)
+        subprocess.run([sys.executable, "-m", "venv", str(where)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", requirement], check=True)
     return python
 
 
@@ -139,9 +161,22 @@ def profiled(label: str) -> Iterator[None]:
 class Run:
     """One orchestrator with its workers, measured."""
 
-    def __init__(self, transport: str, workers: int) -> None:
+    def __init__(
+        self,
+        transport: str,
+        workers: int,
+        *,
+        concurrency: int = 64,
+        sdk: str = LEGACY_SDK,
+        sdk_env: Mapping[str, str] | None = None,
+    ) -> None:
         self.transport = transport
         self.worker_count = workers
+        self.concurrency = concurrency
+        self.sdk = sdk
+        # The REST workers' SDK settings beyond their address, id and
+        # concurrency (the SDK's defaults where unset).
+        self.sdk_env = {"IDLE_POLL_DELAY": "0"} if sdk_env is None else dict(sdk_env)
         self.client_token = secrets.token_hex(8)
         self.worker_token = secrets.token_hex(8)
         self.dispatch_ms: list[float] = []
@@ -176,7 +211,7 @@ class Run:
             command = [
                 sys.executable, "-m", "benchmarks.grpc_workers",
                 f"127.0.0.1:{self.orchestrator.grpc_port}", self.worker_token,
-                str(self.worker_count), "64",
+                str(self.worker_count), str(self.concurrency),
             ]  # fmt: skip
             self.processes.append(
                 await asyncio.create_subprocess_exec(
@@ -184,21 +219,20 @@ class Run:
                 )
             )
         else:
-            python = legacy_python()
+            python = throwaway_python(self.sdk)
             for n in range(self.worker_count):
                 legacy_env = {
                     **env,
+                    **self.sdk_env,
                     "ORCHESTRATOR_URL": self.url,
                     "WORKER_TOKEN": self.worker_token,
                     "WORKER_ID": f"bench-rest-{n}",
-                    "MAX_CONCURRENT_TASKS": "64",
-                    "IDLE_POLL_DELAY": "0",
+                    "MAX_CONCURRENT_TASKS": str(self.concurrency),
                 }
-                script = str(ROOT / "benchmarks" / "rest_worker_1_0b7.py")
                 self.processes.append(
                     await asyncio.create_subprocess_exec(
                         str(python),
-                        script,
+                        str(REST_WORKER_SCRIPT),
                         env=legacy_env,
                         stdout=asyncio.subprocess.DEVNULL,
                         stderr=asyncio.subprocess.DEVNULL,
@@ -217,11 +251,12 @@ class Run:
             await process.wait()
         await self.orchestrator.stop()
 
-    async def load(self, jobs: int, clients: int) -> dict[str, Any]:
-        """Run the client process; its JSON report."""
+    async def load(self, jobs: int, clients: int, poll_ms: float = 0) -> dict[str, Any]:
+        """Run the client process (following with ``?wait=``, or polling
+        every ``poll_ms``); its JSON report."""
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "benchmarks.load", self.url, self.client_token,
-            "/api/v1/jobs/echo", str(jobs), str(clients),
+            "/api/v1/jobs/echo", str(jobs), str(clients), str(poll_ms),
             env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         workers_before = sum(process_cpu_seconds(p.pid) for p in self.processes)
@@ -270,17 +305,13 @@ async def measure(
         cancel_ms = await run.cancels(cancels) if transport == "grpc" and cancels else []
     finally:
         await run.stop()
-    latencies = report["latencies_ms"]
     dispatch = run.dispatch_ms[:jobs]
     return {
         "transport": transport,
         "jobs": jobs,
         "clients": clients,
         "workers": workers,
-        "statuses": report["statuses"],
-        "jobs_per_s": round(jobs / report["seconds"], 1),
-        "latency_p50_ms": round(percentile(latencies, 0.5), 2),
-        "latency_p99_ms": round(percentile(latencies, 0.99), 2),
+        **load_figures(report, jobs),
         "dispatch_p50_ms": round(percentile(dispatch, 0.5), 2),
         "dispatch_p99_ms": round(percentile(dispatch, 0.99), 2),
         "cancel_p50_ms": round(percentile(cancel_ms, 0.5), 2) if cancel_ms else None,

@@ -1,6 +1,8 @@
 """Client load for the benchmark: C concurrent clients create jobs over REST
-and follow each one with ``GET /api/v1/jobs/{id}?wait=`` (no tight polling)
-until it ends. Runs as its own process; prints one JSON line:
+and follow each one with ``GET /api/v1/jobs/{id}?wait=`` until it ends, or,
+with ``POLL_MS``, poll ``GET /api/v1/jobs/{id}`` (no ``?wait=``) every
+``POLL_MS`` milliseconds as the REST clients of the system we replace do.
+Runs as its own process; prints one JSON line:
 ``{"created": N, "seconds": s, "cpu_seconds": s, "follow_requests": N,
 "latencies_ms": [...], "statuses": {...}}``.
 
@@ -12,7 +14,7 @@ here, CPU the orchestrator then waited for; this spends under half of that.
 Anything else from the server (an answer without a length, a closed
 connection) is an error, not something to skip.
 
-    python -m benchmarks.load URL TOKEN ENDPOINT JOBS CLIENTS
+    python -m benchmarks.load URL TOKEN ENDPOINT JOBS CLIENTS [POLL_MS]
 """
 
 from __future__ import annotations
@@ -64,7 +66,9 @@ class Connection:
         await self._writer.wait_closed()
 
 
-async def run(url: str, token: str, endpoint: str, jobs: int, clients: int) -> None:
+async def run(
+    url: str, token: str, endpoint: str, jobs: int, clients: int, poll_ms: float = 0
+) -> None:
     latencies: list[float] = []
     statuses: Counter[str] = Counter()
     follows = 0
@@ -79,13 +83,16 @@ async def run(url: str, token: str, endpoint: str, jobs: int, clients: int) -> N
             if status != 202:
                 raise RuntimeError(f"POST {endpoint}: {status} {answer}")
             job_id = answer["job_id"]
+            path = f"/api/v1/jobs/{job_id}" if poll_ms else f"/api/v1/jobs/{job_id}?wait=30"
             while True:
                 follows += 1
-                status, answer = await http.request("GET", f"/api/v1/jobs/{job_id}?wait=30")
+                status, answer = await http.request("GET", path)
                 if status != 200:
                     raise RuntimeError(f"GET job {job_id}: {status} {answer}")
                 if answer["status"] in TERMINAL:
                     break
+                if poll_ms:
+                    await asyncio.sleep(poll_ms / 1000)
             latencies.append((time.perf_counter() - started) * 1000)
             statuses[answer["status"]] += 1
 
@@ -115,4 +122,5 @@ async def run(url: str, token: str, endpoint: str, jobs: int, clients: int) -> N
 
 if __name__ == "__main__":
     url, token, endpoint, jobs, clients = sys.argv[1:6]
-    asyncio.run(run(url, token, endpoint, int(jobs), int(clients)))
+    poll_ms = float(sys.argv[6]) if len(sys.argv) > 6 else 0.0
+    asyncio.run(run(url, token, endpoint, int(jobs), int(clients), poll_ms))

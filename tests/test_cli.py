@@ -35,6 +35,8 @@ async def _run(*args: str, env: dict[str, str]) -> tuple[int, str]:
         ("GRPC_PORT", "70000"),
         ("LOG_LEVEL", "LOUD"),
         ("JOB_MAX_RETRIES", "-1"),
+        ("STATUS_READ_HOLD_SECONDS", "-0.1"),
+        ("STATUS_READ_HOLD_SECONDS", "3600"),  # longer than JOB_WAIT_MAX_SECONDS
     ],
 )
 async def test_invalid_setting_stops_start_up_naming_it(variable: str, value: str) -> None:

@@ -19,7 +19,7 @@ import hashlib
 import json
 import re
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from avtomatika.access.authenticator import Authenticator
@@ -37,6 +37,7 @@ from avtomatika.logs.scope import identify
 from avtomatika.monitoring.dashboard import Dashboard
 from avtomatika.payload import encode_json
 from avtomatika.services.requests import JobRequest
+from avtomatika.services.status_reads import StatusReads
 from avtomatika.status import TERMINAL, job_status_name
 from avtomatika.storage.base import JobCursor
 from avtomatika.v1 import job_pb2
@@ -168,6 +169,8 @@ class ClientApi:
     history: HistoryWriter | None = None
     dashboard_stats: Dashboard | None = None
     files: S3Files | None = None
+    status_reads: StatusReads = field(default_factory=StatusReads)
+    """When saturated, a read without ``wait`` is held as a short one."""
 
     async def caller(self, token: str | None, *, credential: str = "client token") -> ClientInfo:
         """The client a token belongs to, after its rate limit.
@@ -214,9 +217,14 @@ class ClientApi:
     async def get_job(self, client: ClientInfo, job_id: str, wait: float | None = None) -> Job:
         """The job; with ``wait`` (seconds), once it visibly changes or ends,
         or with its current state when the wait (capped at
-        ``JOB_WAIT_MAX_SECONDS``) is over."""
+        ``JOB_WAIT_MAX_SECONDS``) is over. Without ``wait`` the read goes
+        after the work waiting on the loop, and when that is too much, it is
+        held as a short ``wait`` (see :mod:`avtomatika.services.status_reads`)."""
         if wait is None:
-            return await self.engine.get_job(job_id, client_id=client.id)
+            hold = self.engine.config.status_read_hold_seconds
+            wait = await self.status_reads.hold_seconds(hold)
+            if wait is None:
+                return await self.engine.get_job(job_id, client_id=client.id)
         if not 0 <= wait < float("inf"):
             raise InvalidArgument(f"wait must be a number of seconds >= 0, got {wait!r}")
         wait = min(wait, self.engine.config.job_wait_max_seconds)

@@ -1,0 +1,207 @@
+"""``make bench``: every scenario, then one table against Dramatiq measured
+in the same run.
+
+Scenarios (``--scenarios``, comma-separated; all by default):
+
+- ``grpc``: the embedded store, Python SDK workers over gRPC, clients
+  following with ``?wait=`` (:mod:`benchmarks.end_to_end`);
+- ``redis``: the same with the store in Redis, one instance
+  (:mod:`benchmarks.cluster`; ``make bench-redis`` compares 1 and 2);
+- ``dramatiq``: Dramatiq on a Redis broker with the Results middleware,
+  2 processes x 8 threads, C closed-loop clients doing ``send`` then
+  ``get_result`` (:mod:`benchmarks.dramatiq_app`, in a throwaway
+  virtualenv, ``.bench-venv-dramatiq-redis-2.2.1``);
+- ``rest``: the REST path of the system we replace (:mod:`benchmarks.rest_path`).
+
+The first three share a table: jobs/s, p50/p99, CPU ms per job of the
+orchestrator and of everything (orchestrator, workers, clients, Redis), and
+Redis commands per job (``INFO commandstats`` deltas of a redis-server
+started for the run on a free port); then ours / Dramatiq, jobs/s and total
+CPU per job. With ``--rounds N`` the scenarios run interleaved N times.
+
+    python -m benchmarks.comparison [--scenarios grpc,redis,dramatiq,rest]
+        [--jobs 5000] [--clients 32] [--rounds 1]
+        [--rest-jobs 2000] [--rest-clients 32,128] [--sdk 1.0b7,1.0b20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+from benchmarks import cluster, end_to_end, rest_path
+from benchmarks.end_to_end import ROOT, load_figures, throwaway_python
+from tests.support.redis import RedisServer
+
+DRAMATIQ = "dramatiq[redis]==2.2.1"
+DRAMATIQ_PROCESSES = 2
+DRAMATIQ_THREADS = 8
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a live process and of its live descendants (Dramatiq
+    forks its worker processes)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    total, stack = 0.0, [pid]
+    while stack:
+        current = stack.pop()
+        total += end_to_end.process_cpu_seconds(current)
+        stack.extend(children.get(current, []))
+    return total
+
+
+async def dramatiq(jobs: int, clients: int) -> dict[str, Any]:
+    """One Dramatiq run on a fresh redis-server."""
+    python = throwaway_python(DRAMATIQ)
+    server = RedisServer()
+    server.start()
+    async with AsyncExitStack() as stack:
+        stack.callback(server.close)
+        env = {"REDIS_URL": server.url}
+        command = [
+            str(python), "-m", "dramatiq", "benchmarks.dramatiq_app",
+            "--processes", str(DRAMATIQ_PROCESSES), "--threads", str(DRAMATIQ_THREADS),
+        ]  # fmt: skip
+        # Dramatiq logs every process's start and stop on stderr.
+        quiet = asyncio.subprocess.DEVNULL
+        workers = await stack.enter_async_context(cluster.started(command, env=env, stderr=quiet))
+        script = str(ROOT / "benchmarks" / "dramatiq_app.py")
+        load = await stack.enter_async_context(
+            cluster.started(
+                [str(python), script, str(jobs), str(clients)],
+                stdout=asyncio.subprocess.PIPE,
+                stdin=asyncio.subprocess.PIPE,
+                env=env,
+            )
+        )
+        assert load.stdout is not None
+        assert load.stdin is not None
+        ready = await load.stdout.readline()
+        if ready.strip() != b"ready":
+            raise SystemExit(f"the Dramatiq client did not start: {ready!r}")
+        calls_before, redis_cpu_before = cluster.redis_counters(server)
+        workers_before = tree_cpu_seconds(workers.pid)
+        load.stdin.write(b"go\n")
+        output, _ = await load.communicate()
+        calls_after, redis_cpu_after = cluster.redis_counters(server)
+        workers_cpu = tree_cpu_seconds(workers.pid) - workers_before
+    report = json.loads(output.decode().strip().splitlines()[-1])
+    commands = sum(
+        calls - calls_before.get(name, 0) for name, calls in calls_after.items() if name != "info"
+    )
+    return {
+        "system": f"Dramatiq ({DRAMATIQ_PROCESSES} x {DRAMATIQ_THREADS}), Redis",
+        "jobs": jobs,
+        **load_figures(report, jobs),
+        "redis_commands_per_job": round(commands / jobs, 1),
+        "cpu_s": {
+            "redis": round(redis_cpu_after - redis_cpu_before, 2),
+            "workers": round(workers_cpu, 2),
+            "clients": round(report["cpu_seconds"], 2),
+        },
+    }
+
+
+def summary(system: str, row: dict[str, Any]) -> dict[str, Any]:
+    """A row of the comparison table from any scenario's result."""
+    cpu = row["cpu_s"]
+    jobs = row["jobs"]
+    orchestrator = cpu.get("orchestrator", cpu.get("orchestrators"))
+    return {
+        "system": system,
+        "jobs_per_s": row["jobs_per_s"],
+        "p50_ms": row["latency_p50_ms"],
+        "p99_ms": row["latency_p99_ms"],
+        "orchestrator_cpu_ms_per_job": (
+            None if orchestrator is None else round(orchestrator * 1000 / jobs, 3)
+        ),
+        "total_cpu_ms_per_job": round(sum(cpu.values()) * 1000 / jobs, 3),
+        "redis_commands_per_job": row.get("redis_commands_per_job"),
+    }
+
+
+def print_comparison(rounds: list[list[dict[str, Any]]]) -> None:
+    """The rows of every round, then each of ours against the Dramatiq run
+    of its own round."""
+    columns = [
+        ("system", "system", 36), ("jobs/s", "jobs_per_s", 9), ("p50 ms", "p50_ms", 8),
+        ("p99 ms", "p99_ms", 8), ("orch. ms/job", "orchestrator_cpu_ms_per_job", 13),
+        ("total ms/job", "total_cpu_ms_per_job", 13),
+        ("Redis cmd/job", "redis_commands_per_job", 14),
+    ]  # fmt: skip
+    print("  ".join(f"{title:>{width}}" for title, _, width in columns))
+    for row in (row for rows in rounds for row in rows):
+        cells = [f"{'-' if row[key] is None else row[key]:>{width}}" for _, key, width in columns]
+        print("  ".join(cells))
+    for rows in rounds:
+        theirs = next((row for row in rows if row["system"].startswith("Dramatiq")), None)
+        if theirs is None:
+            continue
+        for row in rows:
+            if row is not theirs:
+                speed = row["jobs_per_s"] / theirs["jobs_per_s"]
+                cpu = row["total_cpu_ms_per_job"] / theirs["total_cpu_ms_per_job"]
+                print(f"{row['system']} / Dramatiq: jobs/s x{speed:.2f}, CPU per job x{cpu:.2f}")
+
+
+async def main(args: argparse.Namespace) -> None:
+    scenarios = args.scenarios.split(",")
+    unknown = set(scenarios) - {"grpc", "redis", "dramatiq", "rest"}
+    if unknown:
+        raise SystemExit(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    rounds: list[list[dict[str, Any]]] = []
+    runs: list[dict[str, Any]] = []
+    rest_rows: list[dict[str, Any]] = []
+    for _ in range(args.rounds):
+        compared = []
+        if "grpc" in scenarios:
+            runs.append(await end_to_end.measure("grpc", args.jobs, args.clients, 2, 0))
+            compared.append(summary("Avtomatika, embedded store, gRPC", runs[-1]))
+        if "redis" in scenarios:
+            runs.append(await cluster.measure(1, args.jobs, args.clients, 2))
+            compared.append(summary("Avtomatika, Redis store, 1 instance", runs[-1]))
+        if "dramatiq" in scenarios:
+            runs.append(await dramatiq(args.jobs, args.clients))
+            compared.append(summary(runs[-1]["system"], runs[-1]))
+        if compared:
+            rounds.append(compared)
+        if "rest" in scenarios:
+            for sdk in args.sdk.split(","):
+                for clients in args.rest_clients.split(","):
+                    rest_rows.append(
+                        await rest_path.measure(sdk, int(clients), args.rest_jobs, args.poll_ms)
+                    )
+    if rounds:
+        print(f"{args.jobs} one-task jobs, {args.clients} closed-loop clients")
+        print_comparison(rounds)
+    if rest_rows:
+        print(
+            f"REST path: {args.rest_jobs} jobs, clients polling every {args.poll_ms:g} ms, "
+            f"{rest_path.WORKERS} REST workers of the public SDK "
+            f"(concurrency {rest_path.CONCURRENCY})"
+        )
+        rest_path.print_table(rest_rows)
+    print(json.dumps({"benchmark": "comparison", "runs": runs, "rest_path": rest_rows}))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--scenarios", default="grpc,redis,dramatiq,rest")
+    parser.add_argument("--jobs", type=int, default=5000)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--rest-jobs", type=int, default=2000)
+    parser.add_argument("--rest-clients", default="32,128")
+    parser.add_argument("--sdk", default="1.0b7,1.0b20")
+    parser.add_argument("--poll-ms", type=float, default=20.0)
+    asyncio.run(main(parser.parse_args()))

@@ -1,0 +1,116 @@
+"""Status reads go last on a saturated server: ``GET /api/v1/jobs/{id}``
+without ``?wait=`` is held until the job changes (at most
+``STATUS_READ_HOLD_SECONDS``) once the event loop is saturated, and answered
+at once otherwise. The saturation is real: a callback that keeps the
+orchestrator's loop busy (the test shares it), no stand-in for the measure."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiohttp
+import pytest
+
+from avtomatika import OrchestratorEngine
+from avtomatika.services.status_reads import SATURATED_AFTER_SECONDS
+from tests.support import RawWorker, create_job, wait_for_status
+from tests.support.blueprints import echo_blueprint
+from tests.support.follow import followers_reach
+from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.both_stores
+
+
+@asynccontextmanager
+async def saturated_loop() -> AsyncIterator[None]:
+    """The running loop kept busy: 4 ms of work in every iteration, as a
+    server answering more requests than it can gets."""
+    loop = asyncio.get_running_loop()
+    running = True
+
+    def busy() -> None:
+        if running:
+            time.sleep(0.004)  # blocks the loop on purpose: that is the load
+            loop.call_soon(busy)
+
+    loop.call_soon(busy)
+    try:
+        yield
+    finally:
+        running = False
+
+
+async def cancelled_job(http: aiohttp.ClientSession) -> str:
+    """A job that has ended (cancelled while it waited for a worker)."""
+    job_id = await create_job(http, "jobs/echo")
+    assert (await http.post(f"/api/v1/jobs/{job_id}/cancel")).status == 200
+    await wait_for_status(http, job_id, "cancelled")
+    return job_id
+
+
+async def test_a_saturated_server_holds_a_status_read_until_the_job_changes(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    orchestrator = await start_orchestrator(
+        [echo_blueprint()], status_read_hold_seconds=30, job_wait_max_seconds=30
+    )
+    http = http_client(orchestrator)
+    done = await cancelled_job(http)
+    job_id = await create_job(http, "jobs/echo")
+    await wait_for_status(http, job_id, "waiting_for_worker")
+    async with saturated_loop():
+        # Reads of an ended job answer at once, held or not: they let the
+        # server measure its loop until it knows it is saturated.
+        async def measured() -> bool:
+            response = await http.get(f"/api/v1/jobs/{done}")
+            assert (await response.json())["status"] == "cancelled"
+            return orchestrator.client_api.status_reads.lag_seconds > SATURATED_AFTER_SECONDS
+
+        await wait_until(measured)
+        reading = asyncio.create_task(http.get(f"/api/v1/jobs/{job_id}"))
+        # Held: it follows the job, as ?wait= would.
+        await followers_reach(orchestrator, 1)
+        assert not reading.done()
+        worker = RawWorker(grpc_channel(orchestrator), "w1")
+        await worker.hello(["echo"])
+        await worker.succeed(await worker.next_task(), {"echo": 2})
+        response = await reading
+    assert response.status == 200
+    # Answered once the job changed: never the state it was read in.
+    assert (await response.json())["status"] in ("running", "finished")
+
+
+async def test_a_server_that_is_not_saturated_answers_a_status_read_at_once(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient
+) -> None:
+    orchestrator = await start_orchestrator(
+        [echo_blueprint()], status_read_hold_seconds=30, job_wait_max_seconds=30
+    )
+    http = http_client(orchestrator)
+    job_id = await create_job(http, "jobs/echo")
+    await wait_for_status(http, job_id, "waiting_for_worker")
+    for _ in range(10):
+        response = await http.get(f"/api/v1/jobs/{job_id}")
+        # Nothing happens to the job: a held read would never answer.
+        assert (await response.json())["status"] == "waiting_for_worker"
+    assert orchestrator.client_api.status_reads.lag_seconds <= SATURATED_AFTER_SECONDS
+
+
+async def test_with_no_hold_a_saturated_server_answers_at_once_and_measures_nothing(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient
+) -> None:
+    orchestrator: OrchestratorEngine = await start_orchestrator(
+        [echo_blueprint()], status_read_hold_seconds=0, job_wait_max_seconds=30
+    )
+    http = http_client(orchestrator)
+    job_id = await create_job(http, "jobs/echo")
+    await wait_for_status(http, job_id, "waiting_for_worker")
+    async with saturated_loop():
+        for _ in range(10):
+            response = await http.get(f"/api/v1/jobs/{job_id}")
+            assert (await response.json())["status"] == "waiting_for_worker"
+    assert orchestrator.client_api.status_reads.lag_seconds == 0
