@@ -36,7 +36,7 @@ async def _run(*args: str, env: dict[str, str]) -> tuple[int, str]:
         ("LOG_LEVEL", "LOUD"),
         ("JOB_MAX_RETRIES", "-1"),
         ("STATUS_READ_HOLD_SECONDS", "-0.1"),
-        ("STATUS_READ_HOLD_SECONDS", "3600"),  # longer than JOB_WAIT_MAX_SECONDS
+        ("STATUS_READ_HOLD_SECONDS", "inf"),
     ],
 )
 async def test_invalid_setting_stops_start_up_naming_it(variable: str, value: str) -> None:
