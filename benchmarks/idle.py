@@ -90,7 +90,11 @@ async def open_streams(
     channels: list[grpc.aio.Channel] = []
     calls: list[Any] = []
     for start in range(0, count, per_channel):
-        channel = grpc.aio.insecure_channel(address)
+        # A connection of its own: grpc shares one between channels with the
+        # same target and options, and the server allows 1,000 streams on one.
+        channel = grpc.aio.insecure_channel(
+            address, options=[("grpc.use_local_subchannel_pool", 1)]
+        )
         channels.append(channel)
         stub = worker_service_pb2_grpc.WorkerServiceStub(channel)
         batch = [
