@@ -119,6 +119,13 @@ class Settings:
     # long, never the whole outage; a write it did not confirm never lands.
     redis_command_timeout_seconds: float = 3.0
     instance_id: str | None = None
+    # Server processes of this instance on this host (Redis only: the
+    # embedded store lives in one process), sharing the ports; see
+    # avtomatika/cli/processes.py.
+    processes: int = 1
+    # Bind both ports with SO_REUSEPORT, so several processes share them
+    # (each process of --processes does; off, a taken port stops start-up).
+    reuse_port: bool = False
     # Ended jobs, their tasks and history are forgotten this long after they end.
     job_retention_seconds: float = 7 * 24 * 3600.0
     # The embedded store also forgets the oldest ended jobs once their
@@ -155,6 +162,13 @@ class Settings:
         if self.max_transitions_per_job < 1:
             raise ConfigError(
                 f"MAX_TRANSITIONS_PER_JOB must be >= 1, got {self.max_transitions_per_job}"
+            )
+        if self.processes < 1:
+            raise ConfigError(f"PROCESSES must be >= 1, got {self.processes}")
+        if self.processes > 1 and not self.redis_url:
+            raise ConfigError(
+                f"PROCESSES={self.processes} needs REDIS_URL: the embedded store lives in one "
+                "process, so only processes sharing Redis can serve one instance"
             )
         if self.executor_concurrency < 1:
             raise ConfigError(f"EXECUTOR_CONCURRENCY must be >= 1, got {self.executor_concurrency}")

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import signal
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -260,6 +260,7 @@ class Orchestrator:
                 self.settings.api_host,
                 self.settings.api_port,
                 ssl_context=_rest_tls(self.settings),
+                reuse_port=self.settings.reuse_port or None,
             )
             await site.start()
             self.rest_port = _bound_port(self._runner)
@@ -350,12 +351,15 @@ def console_url(host: str, port: int, *, https: bool = False) -> str:
     return f"{'https' if https else 'http'}://{host}:{port}/console"
 
 
-async def serve(settings: Settings) -> None:
-    """Run an orchestrator for ``settings`` until SIGTERM or SIGINT."""
-    await _serve_until_signalled(Orchestrator(config=settings))
+async def serve(settings: Settings, *, ready: Callable[[], None] | None = None) -> None:
+    """Run an orchestrator for ``settings`` until SIGTERM or SIGINT;
+    ``ready`` is called once it serves."""
+    await _serve_until_signalled(Orchestrator(config=settings), ready)
 
 
-async def _serve_until_signalled(orchestrator: Orchestrator) -> None:
+async def _serve_until_signalled(
+    orchestrator: Orchestrator, ready: Callable[[], None] | None = None
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -385,6 +389,8 @@ async def _serve_until_signalled(orchestrator: Orchestrator) -> None:
                     https=settings.tls_cert_path is not None,
                 ),
             )
+            if ready is not None:
+                ready()
             await stop.wait()
             log.info("shutting down")
     finally:

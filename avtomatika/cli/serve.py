@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from avtomatika.cli.command import Commands, needs_server
+from avtomatika.cli.processes import ready_signal, supervise
 from avtomatika.config import Settings
 from avtomatika.errors import ConfigError
 from avtomatika.logs.formats import configure_logging
@@ -129,12 +130,18 @@ def add_serve(commands: Commands) -> None:
     run.add_argument("--redis-prefix", help="prefix of every Redis key (REDIS_PREFIX)")
     run.add_argument("--instance-id", help="this instance's name in logs and Redis (INSTANCE_ID)")
     run.add_argument(
+        "--processes",
+        type=int,
+        help="server processes of this instance sharing both ports, each with INSTANCE_ID "
+        "<id>-1, <id>-2, ... (PROCESSES, default 1; above 1 needs REDIS_URL)",
+    )
+    run.add_argument(
         "--job-max-retries", type=int, help="retries of transient failures (JOB_MAX_RETRIES)"
     )
     run.set_defaults(run=_serve)
 
 
-def _load_server() -> Callable[[Settings], Coroutine[Any, Any, None]]:
+def _load_server() -> Callable[..., Coroutine[Any, Any, None]]:
     from avtomatika.server import serve
 
     return serve
@@ -143,12 +150,15 @@ def _load_server() -> Callable[[Settings], Coroutine[Any, Any, None]]:
 def _serve(args: argparse.Namespace) -> int:
     serve = needs_server(_load_server)
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "run")}
+    environ = dict(os.environ)
+    ready = ready_signal(environ)  # set when this is one of --processes' children
     try:
-        settings = Settings.load(os.environ, overrides)
+        settings = Settings.load(environ, overrides)
     except ConfigError as exc:
         print(f"avtomatika: invalid configuration: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.logging_level, settings.log_format)
+    instance = settings.instance_id if ready is not None else None
+    configure_logging(settings.logging_level, settings.log_format, instance=instance)
     if not settings.client_token and settings.clients_config_path is None:
         log.warning(
             "neither CLIENT_TOKEN nor CLIENTS_CONFIG_PATH is set: every /api request will be "
@@ -158,8 +168,14 @@ def _serve(args: argparse.Namespace) -> int:
         log.warning(
             "neither GLOBAL_WORKER_TOKEN nor WORKERS_CONFIG_PATH is set: no worker can connect"
         )
+    if settings.processes > 1:
+        try:
+            return supervise(settings, environ, overrides)
+        except OSError as exc:
+            print(f"avtomatika: cannot start: {exc}", file=sys.stderr)
+            return 1
     try:
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, ready=ready))
     except ConfigError as exc:
         print(f"avtomatika: {exc}", file=sys.stderr)
         return 2

@@ -167,6 +167,10 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.keepalive_timeout_ms", _KEEPALIVE_PING_TIMEOUT_MS),
         ("grpc.http2.min_ping_interval_without_data_ms", _CLIENT_PING_MIN_INTERVAL_MS),
         ("grpc.http2.max_ping_strikes", _CLIENT_PING_STRIKES),
+        # grpc binds with SO_REUSEPORT on Linux unless told otherwise, so a
+        # second server on a taken port would silently share it; only the
+        # processes of one instance (REUSE_PORT, --processes) mean to.
+        ("grpc.so_reuseport", int(settings.reuse_port)),
     ]
 
 

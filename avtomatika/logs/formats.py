@@ -75,18 +75,37 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        request_id = record.__dict__.get("request_id")
-        return text if request_id is None else f"{text} [request_id={request_id}]"
+        for key in ("request_id", "instance"):
+            value = record.__dict__.get(key)
+            if value is not None:
+                text = f"{text} [{key}={value}]"
+        return text
 
 
-def configure_logging(level: int, log_format: str) -> None:
+class _InstanceTag(logging.Filter):
+    """Names the process on every line: the processes of ``serve
+    --processes`` write to one stream, and each line says whose it is."""
+
+    def __init__(self, instance: str) -> None:
+        super().__init__()
+        self._instance = instance
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.instance = self._instance
+        return True
+
+
+def configure_logging(level: int, log_format: str, *, instance: str | None = None) -> None:
     """The orchestrator's logging: one stderr handler on the root logger in
     ``log_format`` (``LOG_FORMAT``: ``json``, else text), the request id on
     every line logged while a request is served, and grpc's own loggers
-    quiet (see :func:`_quiet_grpc`)."""
+    quiet (see :func:`_quiet_grpc`). ``instance`` tags every line with the
+    process's name (a field ``instance``; ``[instance=...]`` in text)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format.lower() == "json" else TextFormatter())
     handler.addFilter(RequestIdFilter())
+    if instance is not None:
+        handler.addFilter(_InstanceTag(instance))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

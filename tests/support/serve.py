@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from tests.support.tokens import CLIENT_TOKEN, WORKER_TOKEN
 
 _PORTS = re.compile(r"REST on [\d.]+:(\d+), gRPC on [\d.]+:(\d+)")
+# The supervisor's line (serve --processes), once every process serves.
+_SUPERVISED = re.compile(_PORTS.pattern + r", \d+ processes")
 
 
 def serve_env(**extra: str) -> dict[str, str]:
@@ -60,10 +62,13 @@ async def served(
     *args: str,
     env: dict[str, str],
     command: Sequence[str] = (sys.executable, "-m", "avtomatika"),
+    supervised: bool = False,
 ) -> AsyncIterator[Served]:
     """Start ``avtomatika serve *args`` and yield it once it serves; it is
     stopped (SIGTERM) on exit if the test did not stop it. ``command`` is the
-    ``avtomatika`` to run (by default this environment's)."""
+    ``avtomatika`` to run (by default this environment's); ``supervised``:
+    it runs ``--processes``, so wait until every process serves."""
+    serving = _SUPERVISED if supervised else _PORTS
     process = await asyncio.create_subprocess_exec(
         *command, "serve", *args,
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
@@ -72,7 +77,7 @@ async def served(
     lines: list[str] = []
     rest_of_log: asyncio.Task[bytes] | None = None
     try:
-        while not (match := _PORTS.search(lines[-1] if lines else "")):
+        while not (match := serving.search(lines[-1] if lines else "")):
             line = (await process.stdout.readline()).decode()
             assert line, "the orchestrator exited before serving:\n" + "".join(lines)
             lines.append(line)

@@ -1,0 +1,213 @@
+"""``avtomatika serve --processes 2`` on a real ``redis-server``: one
+instance in two server processes sharing the REST and gRPC ports.
+
+- both processes answer on the one REST port and the one gRPC port, jobs
+  created over REST finish with an SDK worker, and SIGTERM stops them all
+  (exit 0);
+- a process killed with SIGKILL is restarted, and the service answers
+  meanwhile and after;
+- without Redis, or with PROCESSES below 1, start-up is refused (exit 2);
+  a process that cannot start ends the service with its status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+
+from avtomatika.v1 import public_service_pb2_grpc
+from avtomatika.v1.public_service_pb2 import GetStatusRequest
+from avtomatika.worker import ConnectionSettings, TaskContext, Worker
+from tests.support import CLIENT_TOKEN, TERMINAL_STATUSES, WORKER_TOKEN
+from tests.support.serve import Served, serve_env, served
+from tests.support.waiting import wait_until
+
+BLUEPRINTS = Path(__file__).parent / "cluster_blueprints"
+INSTANCES = ("box-1", "box-2")
+# Each request on its own connection: the kernel picks a process per
+# connection, so this many land on one process alone with a chance of 2**-39.
+CONNECTIONS = 40
+
+
+def _env(redis_url: str, **extra: str) -> dict[str, str]:
+    return serve_env(
+        REDIS_URL=redis_url, INSTANCE_ID="box", LOG_FORMAT="json", SHUTDOWN_GRACE_SECONDS="0.5",
+        **extra,
+    )  # fmt: skip
+
+
+def _records(output: str) -> list[dict[str, Any]]:
+    records = []
+    for line in output.splitlines():
+        if line.startswith("{"):
+            records.append(json.loads(line))
+    return records
+
+
+def _access_instances(records: list[dict[str, Any]], transport: str) -> set[str]:
+    """The processes that wrote an access line for ``transport``'s requests."""
+    return {
+        r["instance"]
+        for r in records
+        if r["logger"] == "avtomatika.access" and r["message"].startswith(transport)
+    }
+
+
+def _children(pid: int) -> set[int]:
+    """The live child processes of ``pid`` (Linux /proc)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found.update(int(p) for p in (task / "children").read_text().split())
+    return found
+
+
+async def _fresh_connection_statuses(server: Served) -> list[int]:
+    """GET /_public/status CONNECTIONS times, each on a new connection."""
+    url = f"http://127.0.0.1:{server.rest_port}/_public/status"
+    statuses = []
+    for _ in range(CONNECTIONS):
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http,
+            http.get(url) as response,
+        ):
+            statuses.append(response.status)
+    return statuses
+
+
+async def test_two_processes_share_both_ports_finish_jobs_and_stop_on_sigterm(
+    redis_url: str,
+) -> None:
+    env = _env(redis_url)
+    args = ("--processes", "2", "--blueprints-dir", str(BLUEPRINTS))
+    async with served(*args, env=env, supervised=True) as server:
+        worker = Worker(
+            worker_id="mp-worker",
+            addresses=[f"127.0.0.1:{server.grpc_port}"],
+            token=WORKER_TOKEN,
+            max_concurrency=8,
+            settings=ConnectionSettings(reconnect_initial_delay=0.01, reconnect_max_delay=0.05),
+        )
+
+        @worker.skill("echo")
+        async def echo(params: dict[str, Any], task: TaskContext) -> dict[str, Any]:
+            return {"n": params["n"]}
+
+        run = asyncio.create_task(worker.run())
+        try:
+            base = f"http://127.0.0.1:{server.rest_port}/api/v1/jobs"
+            headers = {"X-Client-Token": CLIENT_TOKEN}
+            jobs = []
+            for n in range(CONNECTIONS):
+                async with (
+                    aiohttp.ClientSession(
+                        headers=headers, connector=aiohttp.TCPConnector(force_close=True)
+                    ) as http,
+                    http.post(f"{base}/echo", json={"initial_data": {"n": n}}) as response,
+                ):
+                    body = await response.json()
+                    assert response.status == 202, body
+                    jobs.append(body["job_id"])
+            async with aiohttp.ClientSession(headers=headers) as http:
+                for n, job_id in enumerate(jobs):
+                    job: dict[str, Any] = {"status": "pending"}
+                    while job["status"] not in TERMINAL_STATUSES:
+                        async with http.get(f"{base}/{job_id}?wait=5") as response:
+                            job = await response.json()
+                    assert job["status"] == "finished", job
+                    assert job["initial_data"] == {"n": n}, job
+            # The gRPC port: calls on fresh channels (one connection each).
+            for _ in range(CONNECTIONS):
+                async with grpc.aio.insecure_channel(
+                    f"127.0.0.1:{server.grpc_port}", options=[("grpc.use_local_subchannel_pool", 1)]
+                ) as channel:
+                    public: public_service_pb2_grpc.PublicServiceAsyncStub = (
+                        public_service_pb2_grpc.PublicServiceStub(channel)  # type: ignore[assignment]
+                    )
+                    status = await public.GetStatus(GetStatusRequest())
+                    assert status.status == "ok"
+        finally:
+            await worker.stop(grace_seconds=0)
+            await run
+        children = _children(server.process.pid)
+        output = await server.stop(signal.SIGTERM)
+        assert server.process.returncode == 0, output
+    assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
+    assert "Traceback" not in output
+    records = _records(output)
+    assert _access_instances(records, "POST") == set(INSTANCES)
+    assert _access_instances(records, "gRPC") == set(INSTANCES)
+    stopped = {r["message"] for r in records if r["logger"] == "avtomatika.processes"}
+    assert "process 1 (instance box-1) stopped" in stopped
+    assert "process 2 (instance box-2) stopped" in stopped
+
+
+async def test_a_killed_process_is_restarted_and_the_service_keeps_answering(
+    redis_url: str,
+) -> None:
+    async with served("--processes", "2", env=_env(redis_url), supervised=True) as server:
+        before = _children(server.process.pid)
+        assert len(before) == 2
+        killed = min(before)
+        os.kill(killed, signal.SIGKILL)
+        # Answered meanwhile: the kernel hands new connections to the live one.
+        assert set(await _fresh_connection_statuses(server)) == {200}
+        await wait_until(
+            lambda: len(_children(server.process.pid) - {killed}) == 2,
+            message="a killed process restarted",
+        )
+        assert set(await _fresh_connection_statuses(server)) == {200}
+        output = await server.stop(signal.SIGTERM)
+        assert server.process.returncode == 0, output
+    restarted = [
+        r["message"]
+        for r in _records(output)
+        if r["logger"] == "avtomatika.processes" and "restarting" in r["message"]
+    ]
+    assert len(restarted) == 1, output
+    assert re.match(rf"process \d \(instance box-\d, pid {killed}\) exited with status -9", restarted[0])
+
+
+async def _run_serve(*args: str, env: dict[str, str]) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "avtomatika", "serve", *args,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, output.decode()
+
+
+async def test_processes_without_redis_are_refused() -> None:
+    code, output = await _run_serve("--processes", "2", env=serve_env())
+    assert code == 2
+    assert "PROCESSES=2 needs REDIS_URL" in output
+    assert "Traceback" not in output
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+async def test_a_process_count_below_one_is_refused(value: str) -> None:
+    code, output = await _run_serve(env=serve_env(PROCESSES=value))
+    assert code == 2
+    assert "PROCESSES" in output
+    assert "Traceback" not in output
+
+
+async def test_a_process_that_cannot_start_ends_the_service_with_its_status(
+    redis_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "broken.py").write_text("raise RuntimeError('no good')\n")
+    args = ("--processes", "2", "--blueprints-dir", str(tmp_path))
+    code, output = await _run_serve(*args, env=_env(redis_url))
+    assert code == 2, output
+    assert "no good" in output
+    assert "avtomatika serving" not in output
