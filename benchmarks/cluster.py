@@ -17,10 +17,14 @@ instance creating jobs over REST and following each with ``?wait=``
   orchestrators, the workers and the clients: whichever is near
   ``seconds x cores`` bounds the throughput.
 
+With ``--processes 1,2`` each instance is ``avtomatika serve --processes
+N`` (one instance in N server processes sharing its ports), and its CPU is
+that of the supervisor and all its processes.
+
 A table is printed, then one JSON line with every number.
 
     python -m benchmarks.cluster [--jobs 5000] [--clients 32] [--workers 2]
-        [--instances 1,2]
+        [--instances 1,2] [--processes 1]
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -103,16 +108,30 @@ async def wait_for_workers(instance: Served, count: int) -> None:
             await asyncio.sleep(0.1)  # the harness waiting for its workers, not the system
 
 
-async def measure(instances: int, jobs: int, clients: int, workers: int) -> dict[str, Any]:
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a live process and of its live children (the
+    processes of ``serve --processes``)."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        children = [int(c) for task in tasks for c in (task / "children").read_text().split()]
+    except OSError:
+        children = []
+    return process_cpu_seconds(pid) + sum(process_cpu_seconds(child) for child in children)
+
+
+async def measure(
+    instances: int, jobs: int, clients: int, workers: int, processes: int = 1
+) -> dict[str, Any]:
     server = RedisServer()
     server.start()
     async with AsyncExitStack() as stack:
         stack.callback(server.close)
         env = serve_env(REDIS_URL=server.url, JOB_WAIT_MAX_SECONDS="30")
+        args = ("--blueprints-dir", str(EXAMPLES), "--processes", str(processes))
         orchestrators = await asyncio.gather(
             *(
                 stack.enter_async_context(
-                    served("--blueprints-dir", str(EXAMPLES), env={**env, "INSTANCE_ID": f"i{n}"})
+                    served(*args, env={**env, "INSTANCE_ID": f"i{n}"}, supervised=processes > 1)
                 )
                 for n in range(instances)
             )
@@ -130,7 +149,7 @@ async def measure(instances: int, jobs: int, clients: int, workers: int) -> dict
         note(f"running {jobs} jobs")
 
         calls_before, redis_cpu_before = redis_counters(server)
-        orchestrators_before = sum(process_cpu_seconds(o.process.pid) for o in orchestrators)
+        orchestrators_before = sum(tree_cpu_seconds(o.process.pid) for o in orchestrators)
         workers_before = sum(process_cpu_seconds(p.pid) for p in worker_processes)
         loads = []
         for n, orchestrator in enumerate(orchestrators):
@@ -147,7 +166,7 @@ async def measure(instances: int, jobs: int, clients: int, workers: int) -> dict
         wall = time.perf_counter() - began
         calls_after, redis_cpu_after = redis_counters(server)
         orchestrators_cpu = (
-            sum(process_cpu_seconds(o.process.pid) for o in orchestrators) - orchestrators_before
+            sum(tree_cpu_seconds(o.process.pid) for o in orchestrators) - orchestrators_before
         )
         workers_cpu = sum(process_cpu_seconds(p.pid) for p in worker_processes) - workers_before
         keys_left = redis.Redis(port=server.port).dbsize()
@@ -167,6 +186,7 @@ async def measure(instances: int, jobs: int, clients: int, workers: int) -> dict
     by_command = sorted(delta.items(), key=lambda item: -item[1])
     return {
         "instances": instances,
+        "processes": processes,
         "jobs": jobs,
         "clients": clients,
         "workers": max(workers, instances),
@@ -193,7 +213,7 @@ async def measure(instances: int, jobs: int, clients: int, workers: int) -> dict
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     columns = [
-        ("instances", "instances"), ("jobs/s", "jobs_per_s"),
+        ("instances", "instances"), ("processes", "processes"), ("jobs/s", "jobs_per_s"),
         ("p50 ms", "latency_p50_ms"), ("p99 ms", "latency_p99_ms"),
         ("follows/job", "follows_per_job"),
         ("redis cmd/job", "redis_commands_per_job"),
@@ -209,7 +229,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         top = ", ".join(
             f"{name} {n}" for name, n in list(row["redis_commands_per_job_by_command"].items())[:8]
         )
-        print(f"{row['instances']} instance(s), Redis commands per job: {top}")
+        print(
+            f"{row['instances']} instance(s) x {row['processes']} process(es), "
+            f"Redis commands per job: {top}"
+        )
 
 
 async def serve_workers(address: str, first: int, count: int) -> None:
@@ -226,7 +249,12 @@ async def main(args: argparse.Namespace) -> None:
         await serve_workers(address, int(first), int(count))
         return
     counts = [int(n) for n in args.instances.split(",")]
-    rows = [await measure(n, args.jobs, args.clients, args.workers) for n in counts]
+    per_instance = [int(n) for n in args.processes.split(",")]
+    rows = [
+        await measure(n, args.jobs, args.clients, args.workers, p)
+        for n in counts
+        for p in per_instance
+    ]
     print(
         f"{args.jobs} jobs, {args.clients} clients following with ?wait=, "
         f"{args.workers} gRPC workers, store in Redis"
@@ -241,6 +269,9 @@ if __name__ == "__main__":
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--instances", default="1,2", help="instance counts to compare")
+    parser.add_argument(
+        "--processes", default="1", help="server processes per instance to compare (1,2)"
+    )
     parser.add_argument(
         "--serve-workers", nargs=3, metavar=("ADDRESS", "FIRST", "COUNT"), help=argparse.SUPPRESS
     )

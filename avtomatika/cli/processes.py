@@ -67,9 +67,7 @@ def ready_signal(environ: dict[str, str]) -> Callable[[], None] | None:
     return ready
 
 
-def supervise(
-    settings: Settings, environ: Mapping[str, str], overrides: Mapping[str, Any]
-) -> int:
+def supervise(settings: Settings, environ: Mapping[str, str], overrides: Mapping[str, Any]) -> int:
     """Run ``settings.processes`` children until SIGTERM or SIGINT; the exit
     status. ``environ`` and ``overrides`` (the flags) are the settings'
     sources, handed on to every child."""
@@ -198,9 +196,7 @@ class _Supervisor:
                 self._gave_up = True
                 self._stop(signal.SIGTERM)
                 return
-            delay = backoff_delay(
-                crashes - 1, base=_RESTART_BASE_SECONDS, cap=_RESTART_CAP_SECONDS
-            )
+            delay = backoff_delay(crashes - 1, base=_RESTART_BASE_SECONDS, cap=_RESTART_CAP_SECONDS)
             log.warning(
                 "process %d (instance %s, pid %d) exited with status %d; restarting in %.1f s",
                 number,
