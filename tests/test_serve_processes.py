@@ -17,7 +17,6 @@ import json
 import os
 import re
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from avtomatika.v1 import public_service_pb2_grpc
 from avtomatika.v1.public_service_pb2 import GetStatusRequest
 from avtomatika.worker import ConnectionSettings, TaskContext, Worker
 from tests.support import CLIENT_TOKEN, TERMINAL_STATUSES, WORKER_TOKEN
-from tests.support.serve import Served, serve_env, served
+from tests.support.serve import Served, exit_of_serve, serve_env, served
 from tests.support.waiting import wait_until
 
 BLUEPRINTS = Path(__file__).parent / "cluster_blueprints"
@@ -186,18 +185,8 @@ async def test_a_killed_process_is_restarted_and_the_service_keeps_answering(
     assert re.match(exited, restarted[0]), restarted
 
 
-async def _run_serve(*args: str, env: dict[str, str]) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "avtomatika", "serve", *args,
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    output, _ = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, output.decode()
-
-
 async def test_processes_without_redis_are_refused() -> None:
-    code, output = await _run_serve("--processes", "2", env=serve_env())
+    code, output = await exit_of_serve("--processes", "2", env=serve_env())
     assert code == 2
     assert "PROCESSES=2 needs REDIS_URL" in output
     assert "Traceback" not in output
@@ -205,7 +194,7 @@ async def test_processes_without_redis_are_refused() -> None:
 
 @pytest.mark.parametrize("value", ["0", "-1", "two"])
 async def test_a_process_count_below_one_is_refused(value: str) -> None:
-    code, output = await _run_serve(env=serve_env(PROCESSES=value))
+    code, output = await exit_of_serve(env=serve_env(PROCESSES=value))
     assert code == 2
     assert "PROCESSES" in output
     assert "Traceback" not in output
@@ -216,7 +205,18 @@ async def test_a_process_that_cannot_start_ends_the_service_with_its_status(
 ) -> None:
     (tmp_path / "broken.py").write_text("raise RuntimeError('no good')\n")
     args = ("--processes", "2", "--blueprints-dir", str(tmp_path))
-    code, output = await _run_serve(*args, env=_env(redis_url))
+    code, output = await exit_of_serve(*args, env=_env(redis_url))
     assert code == 2, output
     assert "no good" in output
     assert "avtomatika serving" not in output
+
+
+@pytest.mark.parametrize("port", ["API_PORT", "GRPC_PORT"])
+async def test_a_second_server_on_a_taken_port_is_refused(port: str) -> None:
+    async with served(env=serve_env()) as first:
+        taken = first.rest_port if port == "API_PORT" else first.grpc_port
+        code, output = await exit_of_serve(env=serve_env(**{port: str(taken)}))
+        assert code == 1, output
+        assert "cannot start" in output
+        # The first still answers: nothing took its connections.
+        assert set(await _fresh_connection_statuses(first)) == {200}

@@ -7,8 +7,6 @@ The servers' TLS itself is tested in ``test_tls.py``."""
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -16,7 +14,7 @@ import pytest
 
 from avtomatika.config import Config, Settings
 from avtomatika.errors import ConfigError
-from tests.support.serve import serve_env, served
+from tests.support.serve import exit_of_serve, serve_env, served
 from tests.support.tls import Authority, client_context
 
 
@@ -100,16 +98,6 @@ def test_the_1_0b13_config_object_honours_the_mutual_tls_settings(
     assert (settings.tls_ca_path, settings.tls_require_client_cert) == (files["ca"], True)
 
 
-async def _exit_of_serve(*args: str, env: dict[str, str]) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "avtomatika", "serve", *args,
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    output, _ = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, output.decode()
-
-
 async def test_serve_refuses_a_client_certificate_requirement_without_a_ca(
     files: dict[str, Path],
 ) -> None:
@@ -119,7 +107,7 @@ async def test_serve_refuses_a_client_certificate_requirement_without_a_ca(
         TLS_CERT_PATH=str(files["cert"]), TLS_KEY_PATH=str(files["key"]),
         TLS_REQUIRE_CLIENT_CERT="true",
     )  # fmt: skip
-    code, output = await _exit_of_serve(env=env)
+    code, output = await exit_of_serve(env=env)
     assert code == 2
     assert "TLS_REQUIRE_CLIENT_CERT=true needs TLS_CA_PATH" in output
     assert "Traceback" not in output
@@ -128,7 +116,7 @@ async def test_serve_refuses_a_client_certificate_requirement_without_a_ca(
 async def test_serve_refuses_a_key_that_does_not_match_its_certificate_and_unknown_tls_vars(
     files: dict[str, Path],
 ) -> None:
-    code, output = await _exit_of_serve(
+    code, output = await exit_of_serve(
         "--tls-cert-path", str(files["cert"]), "--tls-key-path", str(files["other_key"]),
         env=serve_env(),
     )  # fmt: skip
@@ -136,7 +124,7 @@ async def test_serve_refuses_a_key_that_does_not_match_its_certificate_and_unkno
     assert "TLS_KEY_PATH" in output
     assert "KEY_VALUES_MISMATCH" in output
 
-    code, output = await _exit_of_serve(env=serve_env(TLS_VERIFY_CLIENT="true"))
+    code, output = await exit_of_serve(env=serve_env(TLS_VERIFY_CLIENT="true"))
     assert code == 2
     assert "unknown TLS setting TLS_VERIFY_CLIENT" in output
 

@@ -110,10 +110,13 @@ async def start_grpc_server(
     health = add_health_and_reflection(server, SERVICE_NAMES, public_api.ready)
     address = f"{host}:{port}"
     credentials = server_credentials(engine.config)
-    if credentials is None:
-        bound = server.add_insecure_port(address)
-    else:
-        bound = server.add_secure_port(address, credentials)
+    try:
+        if credentials is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, credentials)
+    except RuntimeError:  # what grpc raises for a port it cannot bind
+        bound = 0
     if bound == 0:
         raise OSError(f"cannot bind the gRPC port {address}")
     await server.start()

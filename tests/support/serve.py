@@ -37,6 +37,18 @@ def serve_env(**extra: str) -> dict[str, str]:
     return env
 
 
+async def exit_of_serve(*args: str, env: dict[str, str]) -> tuple[int, str]:
+    """Run ``avtomatika serve *args`` to its end (one that fails to start):
+    its exit status and everything it wrote."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "avtomatika", "serve", *args,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, output.decode()
+
+
 @dataclass
 class Served:
     """A running ``avtomatika serve``. Its log keeps being read in the
