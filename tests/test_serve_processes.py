@@ -220,3 +220,26 @@ async def test_a_second_server_on_a_taken_port_is_refused(port: str) -> None:
         assert "cannot start" in output
         # The first still answers: nothing took its connections.
         assert set(await _fresh_connection_statuses(first)) == {200}
+
+
+async def test_a_process_that_keeps_crashing_stops_the_service_with_exit_1(
+    redis_url: str, tmp_path: Path
+) -> None:
+    marker = tmp_path / "crash"
+    # Loaded by every process at its start: once the marker exists, a process
+    # that starts dies at once (as one with a fault it meets on every start).
+    (tmp_path / "crashing.py").write_text(
+        f"import os\nif os.path.exists({str(marker)!r}):\n    os._exit(3)\n"
+    )
+    args = ("--processes", "2", "--blueprints-dir", str(tmp_path))
+    async with served(*args, env=_env(redis_url), supervised=True) as server:
+        children = _children(server.process.pid)
+        marker.touch()
+        os.kill(min(children), signal.SIGKILL)
+        await asyncio.wait_for(server.process.wait(), 60)  # a hang, not a timing
+        output = await server.stop()
+    assert server.process.returncode == 1, output
+    messages = [r["message"] for r in _records(output) if r["logger"] == "avtomatika.processes"]
+    assert sum("restarting in" in m for m in messages) == 5, messages
+    assert any("exited 6 times in a row" in m and "stopping the service" in m for m in messages)
+    assert not [pid for pid in children if _alive(pid)]
