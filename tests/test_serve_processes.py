@@ -17,6 +17,7 @@ import json
 import os
 import re
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -243,3 +244,24 @@ async def test_a_process_that_keeps_crashing_stops_the_service_with_exit_1(
     assert sum("restarting in" in m for m in messages) == 5, messages
     assert any("exited 6 times in a row" in m and "stopping the service" in m for m in messages)
     assert not [pid for pid in children if _alive(pid)]
+
+
+async def test_sigterm_while_the_processes_start_stops_them_all_with_exit_0(
+    redis_url: str,
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "avtomatika", "serve", "--processes", "2",
+        env=_env(redis_url), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert process.stdout is not None
+    lines: list[str] = []
+    while "process 2 started" not in (lines[-1] if lines else ""):
+        line = (await process.stdout.readline()).decode()
+        assert line, "".join(lines)
+        lines.append(line)
+    children = _children(process.pid)
+    process.send_signal(signal.SIGTERM)
+    output = "".join(lines) + (await process.stdout.read()).decode()
+    assert await process.wait() == 0, output
+    assert not [pid for pid in children if _alive(pid)]
+    assert "Traceback" not in output

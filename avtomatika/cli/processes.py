@@ -119,6 +119,7 @@ class _Supervisor:
         self._children: dict[int, asyncio.subprocess.Process] = {}
         self._stopping = asyncio.Event()
         self._gave_up = False
+        self._signalled = False
 
     def _name(self, number: int) -> str:
         return f"{self._instance}-{number}"
@@ -126,14 +127,19 @@ class _Supervisor:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop, sig)
+            loop.add_signal_handler(sig, self._on_signal, sig)
         numbers = range(1, self._settings.processes + 1)
         first = await asyncio.gather(*(self._start(n) for n in numbers))
-        failed = [code for code in first if code is not None]
-        if failed or self._stopping.is_set():
+        if self._stopping.is_set() or any(code is not None for code in first):
+            # Told to stop while starting, or a process could not start: the
+            # status is that of the first one that failed (0 if none did).
             self._stop(signal.SIGTERM)
             await asyncio.gather(*(child.wait() for child in self._children.values()))
-            return (failed[0] or 1) if failed else 0
+            # A process a signal ended while it started has not failed.
+            failed = [code for code in first if code and (code > 0 or not self._signalled)]
+            if failed:
+                return failed[0] if failed[0] > 0 else 1  # < 0: killed by a signal
+            return 0 if self._signalled else 1
         settings = self._settings
         log.info(
             "avtomatika serving: REST on %s:%s, gRPC on %s:%s, %d processes (instances %s to %s)",
@@ -211,6 +217,10 @@ class _Supervisor:
                 return
             # One that exits before serving is seen by the next wait at once.
             await self._start(number)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self._signalled = True
+        self._stop(sig)
 
     def _stop(self, sig: signal.Signals) -> None:
         """Pass ``sig`` on to every running child (they stop gracefully)."""
