@@ -160,7 +160,10 @@ class Claims:
             candidate = await self._constrained_candidate(worker) or "-"
             args = args._replace(now=now_ms(), candidate=candidate, limit=1)
             found = await self._link.run("CLAIM", *args.argv())
-        return all_leased(found, worker.worker_id, args.now)
+        tasks = all_leased(found, worker.worker_id, args.now)
+        for task in tasks:
+            self._leases.recent.task_leased(task, nonce)
+        return tasks
 
     async def _constrained_candidate(self, worker: WorkerProfile) -> str:
         """The best queued task with requirements that ``worker`` meets

@@ -23,7 +23,8 @@ priority, ``c`` "1" when it has requirements, ``nb``/``dd``/``rd`` its
 not-before, dispatch and result deadlines, ``qm`` its queue member (left
 behind when it leaves its queue: it counts only while ``st`` is queued),
 ``ca`` its creation time, ``cn`` the nonce of the claim that leased it. A job
-is a hash: ``d`` Job bytes, ``v`` version, ``s`` status, ``c`` client id.
+is a hash: ``d`` Job bytes, ``v`` version, ``s`` status, ``c`` client id,
+``p`` 1 when progress was recorded since the version was committed.
 
 What a task's state says is all there is to it elsewhere, and every script
 keeps it so: a queued task, and only a queued one, is in its skill's queue;
@@ -405,6 +406,13 @@ class CommitArgs:
     """When the job's wait for a human decision expires (epoch ms; 0: it
     does not wait for one, or without a timeout): an 'approval:<job id>'
     timer."""
+    lease_nonce: str = ""
+    """With :attr:`lease_task`: the lease must be the one taken under this
+    claim nonce ('' for any)..."""
+    unchanged: int = 0
+    """... and with 1, no progress may have been recorded on the job since
+    its last commit (else 'conflict'): the change was made on records this
+    instance wrote itself (see :mod:`.recent`)."""
     tasks: Sequence[CommitTask] = ()
     withdraw: Sequence[str] = ()
     """Ids of tasks to cancel, if still live."""
@@ -449,7 +457,7 @@ COMMIT = (
 """
     + _unpack(_COMMIT_FIXED, "1")
     + """local job = K.job(job_id)
-local f = redis.call('HMGET', job, 'v', 's')
+local f = redis.call('HMGET', job, 'v', 's', 'p')
 if f[1] ~= (expected_version ~= '0' and expected_version) then
   -- Not the version expected: perhaps because this commit was applied
   -- (its reply lost), whatever the job has become since. Then the worker
@@ -462,9 +470,11 @@ if f[1] ~= (expected_version ~= '0' and expected_version) then
   end
   return f[1] and 'conflict' or 'not_found'
 end
+if unchanged == '1' and f[3] == '1' then return 'conflict' end
 if lease_task ~= '' then
   local l = task_of(lease_task)
   if l.st ~= LEASED or l.w ~= lease_worker then return 'lease_lost' end
+  if lease_nonce ~= '' and l.cn ~= lease_nonce then return 'lease_lost' end
 end
 -- Remembered a minute, so that a retry is recognised; already there, this
 -- is a retry of a creation whose job has been forgotten since.
@@ -473,10 +483,11 @@ if not redis.call('SET', K.commit_nonce(commit_nonce), 1, 'NX', 'PX', 60000) the
 end
 local old_status = f[2]
 now = tonumber(now)
+-- 'p': progress recorded since this version (SET_PROGRESS sets it).
 if old_status then
-  redis.call('HSET', job, 'd', record, 'v', tonumber(expected_version) + 1, 's', status)
+  redis.call('HSET', job, 'd', record, 'v', tonumber(expected_version) + 1, 's', status, 'p', 0)
 else
-  redis.call('HSET', job, 'd', record, 'v', 1, 's', status, 'c', client_id)
+  redis.call('HSET', job, 'd', record, 'v', 1, 's', status, 'c', client_id, 'p', 0)
   index_job(job_id, client_id, created_at)
 end
 if old_status ~= status then
@@ -811,11 +822,12 @@ return fired
 
 SET_PROGRESS = """
 -- Replace a job's record without bumping its version (progress), if its
--- version is still the one read.
+-- version is still the one read, marking it ('p') so that a commit made on
+-- the record as this version was committed fails (see CommitArgs.unchanged).
 -- KEYS: root. ARGV: job id, version read, Job bytes. Returns 1, or 0 if it changed.
 local job = K.job(ARGV[1])
 if redis.call('HGET', job, 'v') ~= ARGV[2] then return 0 end
-redis.call('HSET', job, 'd', ARGV[3])
+redis.call('HSET', job, 'd', ARGV[3], 'p', 1)
 return 1
 """
 
