@@ -20,9 +20,8 @@ fields the scripts change without re-encoding protobuf (Lua has no protobuf):
 override the same fields of ``d`` when read (see ``storage._task``);
 and what the scripts need to queue and time it: ``j`` job, ``k`` skill, ``p``
 priority, ``c`` "1" when it has requirements, ``nb``/``dd``/``rd`` its
-not-before, dispatch and result deadlines, ``qm`` its queue member (left
-behind when it leaves its queue: it counts only while ``st`` is queued),
-``ca`` its creation time, ``cn`` the nonce of the claim that leased it. A job
+not-before, dispatch and result deadlines, ``qm`` its queue member while
+queued, ``ca`` its creation time, ``cn`` the nonce of the claim that leased it. A job
 is a hash: ``d`` Job bytes, ``v`` version, ``s`` status, ``c`` client id,
 ``p`` 1 when progress was recorded since the version was committed.
 
@@ -96,9 +95,8 @@ end
 
 -- The fields of task `id` kept beside its bytes, read once per script run
 -- (with its bytes `d` when `with_data`) and kept current by `move` and
--- `write`: st (nil: no such task), w ('' for none), qm (meaningful only
--- while st is QUEUED: it is left behind when the task leaves its queue),
--- k, p, c, nb, dd, rd, sq, ca, cn.
+-- `write`: st (nil: no such task), w ('' for none), qm (its queue member,
+-- while it is queued), k, p, c, nb, dd, rd, sq, ca, cn.
 local function task_of(id, with_data)
   local t = tasks[id]
   if t and (t.d or not with_data) then return t end
@@ -152,6 +150,10 @@ local function move(t, st, worker, fields, nb, dd, rd)
   if t.st == QUEUED and st ~= QUEUED then
     redis.call('ZREM', queue_of(t.k, t.c), t.qm)
     redis.call('ZREM', K.queued_since(t.k), t.id)
+    -- Gone with the entry: scripts of an earlier release, still running on
+    -- instances not yet upgraded, take a task with `qm` for queued.
+    redis.call('HDEL', t.key, 'qm')
+    t.qm = nil
   end
   if t.st == LEASED and t.w ~= '' and (st ~= LEASED or worker ~= t.w) then
     redis.call('SREM', K.worker_leases(t.w), t.id)
