@@ -84,9 +84,10 @@ typecheck: install
 # One pytest run. The engine's suites (modules marked both_stores) run each
 # test on the embedded store and again on Redis (a redis-server the tests
 # start): the same blueprints, races, timeouts and cancels on shared state.
-# AVTOMATIKA_TEST_STORE=redis runs the whole suite on Redis.
+# AVTOMATIKA_TEST_STORE=redis runs the whole suite on Redis. ARGS passes
+# pytest arguments, to run a part: make test ARGS="tests/test_cli_commands.py -k version".
 test: install
-	$(BIN)/pytest
+	$(BIN)/pytest $(ARGS)
 
 demo: install
 	$(PY) examples/demo.py

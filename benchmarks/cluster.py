@@ -12,7 +12,10 @@ instance creating jobs over REST and following each with ``?wait=``
   clients see it, with the ``?wait=`` requests each job took (one per
   visible change that happened while its client waited);
 - Redis commands per job, from the ``INFO commandstats`` delta over the load,
-  with the commands that dominate;
+  with the commands that dominate. Those count the commands the scripts
+  call too, so a short sample run before the load (``--sample`` jobs) is
+  watched with ``MONITOR``, which tells the two apart: the commands the
+  orchestrators send, and those the scripts call;
 - CPU seconds spent during the load by Redis (``INFO cpu``), the
   orchestrators, the workers and the clients: whichever is near
   ``seconds x cores`` bounds the throughput.
@@ -24,7 +27,7 @@ that of the supervisor and all its processes.
 A table is printed, then one JSON line with every number.
 
     python -m benchmarks.cluster [--jobs 5000] [--clients 32] [--workers 2]
-        [--instances 1,2] [--processes 1]
+        [--instances 1,2] [--processes 1] [--sample 300]
 """
 
 from __future__ import annotations
@@ -119,8 +122,59 @@ def tree_cpu_seconds(pid: int) -> float:
     return process_cpu_seconds(pid) + sum(process_cpu_seconds(child) for child in children)
 
 
+class Monitor:
+    """Counts, over one ``MONITOR`` connection, the commands clients send
+    and those scripts call (``MONITOR`` tags the latter ``[<db> lua]``).
+    ``MONITOR`` slows Redis down: it watches a sample run, not the load."""
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+        self.sent = 0
+        self.in_scripts = 0
+        self._reading: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Monitor:
+        reader, self._writer = await asyncio.open_connection("127.0.0.1", self._port)
+        self._writer.write(b"MONITOR\r\n")
+        assert await reader.readline() == b"+OK\r\n"
+        self._reading = asyncio.create_task(self._read(reader))
+        return self
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        while line := await reader.readline():
+            # +<time> [<db> <client address, or lua>] "<command>" ...
+            if b" lua] " in line.split(b'"', 1)[0]:
+                self.in_scripts += 1
+            else:
+                self.sent += 1
+
+    async def __aexit__(self, *_: object) -> None:
+        await asyncio.sleep(0.2)  # what was sent is seen (the connection lags)
+        assert self._reading is not None
+        self._reading.cancel()
+        self._writer.close()
+
+
+async def run_load(orchestrators: list[Served], jobs: int, clients: int) -> list[dict[str, Any]]:
+    """``jobs`` jobs by ``clients`` clients, shared out among the instances
+    (a client process each); each process's report."""
+    async with AsyncExitStack() as stack:
+        loads = []
+        for n, orchestrator in enumerate(orchestrators):
+            share = jobs // len(orchestrators) + (n < jobs % len(orchestrators))
+            command = [
+                sys.executable, "-m", "benchmarks.load",
+                f"http://127.0.0.1:{orchestrator.rest_port}", CLIENT_TOKEN,
+                "/api/v1/jobs/echo", str(share), str(max(1, clients // len(orchestrators))),
+            ]  # fmt: skip
+            load = started(command, stdout=asyncio.subprocess.PIPE)
+            loads.append(await stack.enter_async_context(load))
+        outputs = await asyncio.gather(*(load.communicate() for load in loads))
+    return [json.loads(out.decode().strip().splitlines()[-1]) for out, _ in outputs]
+
+
 async def measure(
-    instances: int, jobs: int, clients: int, workers: int, processes: int = 1
+    instances: int, jobs: int, clients: int, workers: int, sample: int, processes: int = 1
 ) -> dict[str, Any]:
     server = RedisServer()
     server.start()
@@ -146,23 +200,16 @@ async def measure(
             worker_processes.append(await stack.enter_async_context(started(command)))
         note(f"{instances} instance(s) serving on {server.url}; waiting for the workers")
         await wait_for_workers(orchestrators[0], max(workers, instances))
+        note(f"sampling the commands of {sample} jobs")
+        async with Monitor(server.port) as monitor:
+            await run_load(orchestrators, sample, clients)
         note(f"running {jobs} jobs")
 
         calls_before, redis_cpu_before = redis_counters(server)
         orchestrators_before = sum(tree_cpu_seconds(o.process.pid) for o in orchestrators)
         workers_before = sum(process_cpu_seconds(p.pid) for p in worker_processes)
-        loads = []
-        for n, orchestrator in enumerate(orchestrators):
-            share = jobs // instances + (n < jobs % instances)
-            command = [
-                sys.executable, "-m", "benchmarks.load",
-                f"http://127.0.0.1:{orchestrator.rest_port}", CLIENT_TOKEN,
-                "/api/v1/jobs/echo", str(share), str(max(1, clients // instances)),
-            ]  # fmt: skip
-            load = started(command, stdout=asyncio.subprocess.PIPE)
-            loads.append(await stack.enter_async_context(load))
         began = time.perf_counter()
-        outputs = await asyncio.gather(*(load.communicate() for load in loads))
+        reports = await run_load(list(orchestrators), jobs, clients)
         wall = time.perf_counter() - began
         calls_after, redis_cpu_after = redis_counters(server)
         orchestrators_cpu = (
@@ -171,7 +218,6 @@ async def measure(
         workers_cpu = sum(process_cpu_seconds(p.pid) for p in worker_processes) - workers_before
         keys_left = redis.Redis(port=server.port).dbsize()
 
-    reports = [json.loads(out.decode().strip().splitlines()[-1]) for out, _ in outputs]
     seconds = max(report["seconds"] for report in reports)
     latencies = [ms for report in reports for ms in report["latencies_ms"]]
     statuses: dict[str, int] = {}
@@ -196,6 +242,8 @@ async def measure(
         "latency_p99_ms": round(percentile(latencies, 0.99), 2),
         "follows_per_job": round(sum(report["follow_requests"] for report in reports) / jobs, 2),
         "redis_commands_per_job": round(sum(delta.values()) / jobs, 1),
+        "redis_commands_sent_per_job": round(monitor.sent / sample, 1),
+        "redis_commands_in_scripts_per_job": round(monitor.in_scripts / sample, 1),
         "redis_commands_per_job_by_command": {
             name: round(calls / jobs, 2) for name, calls in by_command
         },
@@ -208,6 +256,7 @@ async def measure(
             "clients": round(sum(report.get("cpu_seconds", 0.0) for report in reports), 2),
         },
         "redis_keys_after": keys_left,
+        "sample": sample,
     }
 
 
@@ -217,6 +266,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         ("p50 ms", "latency_p50_ms"), ("p99 ms", "latency_p99_ms"),
         ("follows/job", "follows_per_job"),
         ("redis cmd/job", "redis_commands_per_job"),
+        ("sent/job", "redis_commands_sent_per_job"),
     ]  # fmt: skip
     cpu = ["redis", "orchestrators", "workers", "clients"]
     print("  ".join(f"{title:>13}" for title, _ in columns), *(f"{f'cpu {c}':>17}" for c in cpu))
@@ -232,6 +282,11 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         print(
             f"{row['instances']} instance(s) x {row['processes']} process(es), "
             f"Redis commands per job: {top}"
+        )
+        print(
+            f"{row['instances']} instance(s), sampled over {row['sample']} jobs with MONITOR: "
+            f"{row['redis_commands_sent_per_job']} commands per job sent by the orchestrators, "
+            f"{row['redis_commands_in_scripts_per_job']} called by their scripts"
         )
 
 
@@ -251,7 +306,7 @@ async def main(args: argparse.Namespace) -> None:
     counts = [int(n) for n in args.instances.split(",")]
     per_instance = [int(n) for n in args.processes.split(",")]
     rows = [
-        await measure(n, args.jobs, args.clients, args.workers, p)
+        await measure(n, args.jobs, args.clients, args.workers, args.sample, p)
         for n in counts
         for p in per_instance
     ]
@@ -271,6 +326,9 @@ if __name__ == "__main__":
     parser.add_argument("--instances", default="1,2", help="instance counts to compare")
     parser.add_argument(
         "--processes", default="1", help="server processes per instance to compare (1,2)"
+    )
+    parser.add_argument(
+        "--sample", type=int, default=300, help="jobs of the run watched with MONITOR"
     )
     parser.add_argument(
         "--serve-workers", nargs=3, metavar=("ADDRESS", "FIRST", "COUNT"), help=argparse.SUPPRESS

@@ -168,7 +168,7 @@ async def main(args: argparse.Namespace) -> None:
             runs.append(await end_to_end.measure("grpc", args.jobs, args.clients, 2, 0))
             compared.append(summary("Avtomatika, embedded store, gRPC", runs[-1]))
         if "redis" in scenarios:
-            runs.append(await cluster.measure(1, args.jobs, args.clients, 2))
+            runs.append(await cluster.measure(1, args.jobs, args.clients, 2, sample=300))
             compared.append(summary("Avtomatika, Redis store, 1 instance", runs[-1]))
         if "dramatiq" in scenarios:
             runs.append(await dramatiq(args.jobs, args.clients))

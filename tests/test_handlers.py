@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from avtomatika import ActionFactory, ClientInfo, JobContext, StateMachineBlueprint
 from avtomatika.access.authenticator import DEFAULT_CLIENT_ID
 from tests.support import create_job, wait_for_status
@@ -31,7 +33,9 @@ async def run_job(
 
 
 async def test_a_handler_that_raises_is_retried_then_quarantined(
-    start_orchestrator: StartOrchestrator, http_client: HttpClient
+    start_orchestrator: StartOrchestrator,
+    http_client: HttpClient,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     bp = StateMachineBlueprint("raises", api_endpoint="jobs/raises", api_version="v1")
 
@@ -59,6 +63,11 @@ async def test_a_handler_that_raises_is_retried_then_quarantined(
     assert job["current_state"] == "explode"
     # A failed step writes nothing: not even what it put in state_history.
     assert job["state_history"] == {}
+    # The operator gets each failure's traceback, down to the handler's line.
+    failures = [r for r in caplog.records if r.exc_info and job["id"] in r.getMessage()]
+    assert len(failures) == 4  # the first run and its three retries
+    assert all(r.levelname == "WARNING" for r in failures)
+    assert "in explode" in caplog.text
 
 
 async def test_a_parameter_nothing_can_provide_fails_the_job(

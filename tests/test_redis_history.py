@@ -83,6 +83,33 @@ async def test_events_are_listed_by_time_whichever_instance_wrote_first(
     assert [e.state for e in await history.list_for_job("job")] == ["a0", "a1", "a2", "b0", "b1"]
 
 
+async def test_a_batch_that_comes_back_to_a_millisecond_keeps_its_order(
+    redis_url: str,
+) -> None:
+    # The writer groups consecutive events of one millisecond; events of
+    # several commits in one batch can come back to a millisecond, into a
+    # set that is empty or not, and a batch may hold more events than one
+    # Redis command is given at once.
+    settings = make_settings(redis_url=redis_url, history_memory_events_per_job=5000)
+    history = await RedisHistory.open(settings)
+    try:
+        await history.append(
+            [entered("job", 1_000, "a0"), entered("job", 1_001, "b0"), entered("job", 1_000, "a1")]
+        )
+        await history.append(
+            [entered("job", 1_001, "b1"), entered("job", 1_000, "a2"), entered("job", 1_001, "b2")]
+        )
+        many = [entered("many", 2_000 + n // 3, f"m{n}") for n in range(1500)]
+        await history.append(many)
+
+        assert [e.state for e in await history.list_for_job("job")] == [
+            "a0", "a1", "a2", "b0", "b1", "b2",
+        ]  # fmt: skip
+        assert await history.list_for_job("many") == many
+    finally:
+        await history.close()
+
+
 async def test_a_duplicate_inside_one_batch_is_kept_once(history: RedisHistory) -> None:
     one = entered("job", 1_000, "s")
     await history.append([one, one])

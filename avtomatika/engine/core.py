@@ -763,7 +763,7 @@ class Engine:
         if job_id:
             # The worker named the job: both reads in one round trip to a
             # shared store (the job read is wasted only on a stale report).
-            task, job = await self.storage.get_task_and_job(task_id, job_id)
+            task, job = await self.storage.get_task_and_job(task_id, job_id, worker_id)
         else:
             task = await self.storage.get_task(task_id)
         if task is None or (job_id and task.job_id != job_id):

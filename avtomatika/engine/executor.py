@@ -196,6 +196,9 @@ class StepRunner:
     def _retry_handler(self, job: Job, exc: Exception, now: int) -> Plan:
         message = f"handler for state {job.current_state!r} raised {type(exc).__name__}: {exc}"
         job.retry_count += 1
+        # A bug in a blueprint is the operator's to fix: its traceback (the
+        # file and line of the handler) goes to the log, never to the client.
+        log.warning("job %s: %s (attempt %d)", job.id, message, job.retry_count, exc_info=exc)
         if job.retry_count > self._settings.job_max_retries:
             _end(
                 job,
@@ -203,7 +206,6 @@ class StepRunner:
                 f"{message}; gave up after {job.retry_count - 1} retries",
             )
             return Plan()
-        log.info("job %s: %s; retry %d", job.id, message, job.retry_count)
         job.error = message
         delay = Policy.of(self._settings).delay_ms(job.retry_count)
         retry = event(

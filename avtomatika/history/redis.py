@@ -63,25 +63,40 @@ for k = 1, #KEYS do
   local mark = ARGV[at]
   local runs = tonumber(ARGV[at + 1])
   at = at + 2
-  local fresh = mark == '-' and redis.call('EXISTS', key) == 0
+  local had = redis.call('ZCARD', key)
+  -- The job's events in one ZADD (a few, past unpack's limit). Those
+  -- already kept for a run's millisecond go first: the set's, counted the
+  -- first time the batch has that millisecond (none if the set is empty),
+  -- then those of the batch's earlier runs.
+  local scored, kept, new = {}, {}, 0
+  -- NX: an event written before (a retried batch) keeps its place.
+  local function add()
+    if #scored > 0 then new = new + redis.call('ZADD', key, 'NX', unpack(scored)) end
+    scored = {}
+  end
   for _ = 1, runs do
     local ts = tonumber(ARGV[at])
     local n = tonumber(ARGV[at + 1])
     at = at + 2
-    -- Events already kept for this millisecond go first.
-    local before = redis.call('ZCOUNT', key, ts, '(' .. (ts + 1))
+    local before = kept[ts]
+    if not before then
+      before = had > 0 and redis.call('ZCOUNT', key, ts, '(' .. (ts + 1)) or 0
+    end
+    kept[ts] = before + n
     for i = 0, n - 1 do
-      local score = ts + math.min(before + i, 1023) / 1024
-      -- %.17g: Lua's own number-to-string would round the score. NX: an
-      -- event written before (a retried batch) keeps its place.
-      added = added + redis.call('ZADD', key, 'NX', string.format('%.17g', score), ARGV[at + i])
+      -- %.17g: Lua's own number-to-string would round the score.
+      scored[#scored + 1] = string.format('%.17g', ts + math.min(before + i, 1023) / 1024)
+      scored[#scored + 1] = ARGV[at + i]
+      if #scored == 1000 then add() end  -- unpack has a limit
     end
     at = at + n
   end
-  if redis.call('ZCARD', key) > cap then
+  add()
+  added = added + new
+  if had + new > cap then
     redis.call('ZREMRANGEBYRANK', key, 0, -(cap + 1))
   end
-  if mark == 'e' or fresh then
+  if mark == 'e' or (mark == '-' and had == 0) then
     redis.call('PEXPIRE', key, ttl)
   end
 end

@@ -126,9 +126,14 @@ class Storage(Protocol):
         """Fresh copies of the tasks, in the order asked (None for an
         unknown id); one round trip to a shared store."""
 
-    async def get_task_and_job(self, task_id: str, job_id: str) -> tuple[Task | None, Job | None]:
+    async def get_task_and_job(
+        self, task_id: str, job_id: str, worker_id: str = ""
+    ) -> tuple[Task | None, Job | None]:
         """:meth:`get_task` and :meth:`get_job` at once (one round trip to a
-        shared store), for a report that names both."""
+        shared store), for a report that names both. ``worker_id``: the
+        worker the report comes from, if the caller will commit on them only
+        while the task is leased to it (a store may then answer from what it
+        wrote itself, guarding the commit that follows)."""
 
     async def commit(
         self,

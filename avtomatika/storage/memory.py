@@ -116,7 +116,9 @@ class MemoryStorage:
     async def get_tasks(self, task_ids: Sequence[str]) -> list[Task | None]:
         return [await self.get_task(task_id) for task_id in task_ids]
 
-    async def get_task_and_job(self, task_id: str, job_id: str) -> tuple[Task | None, Job | None]:
+    async def get_task_and_job(
+        self, task_id: str, job_id: str, worker_id: str = ""
+    ) -> tuple[Task | None, Job | None]:
         return await self.get_task(task_id), await self.get_job(job_id)
 
     async def commit(

@@ -173,7 +173,10 @@ class Claims:
             found = await link.run_before(deadline, "CLAIM", *args.argv())
         if found == b"expired":
             raise link.too_late("cannot claim a task")
-        return all_leased(found, worker.worker_id, args.now)
+        tasks = all_leased(found, worker.worker_id, args.now)
+        for task in tasks:
+            self._leases.recent.task_leased(task, nonce)
+        return tasks
 
     async def _constrained_candidate(self, worker: WorkerProfile) -> str:
         """The best queued task with requirements that ``worker`` meets

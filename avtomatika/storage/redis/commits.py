@@ -17,11 +17,13 @@ from typing import Any
 
 from avtomatika.clock import now_ms
 from avtomatika.dispatch import Requirements
+from avtomatika.status import TERMINAL
 from avtomatika.storage.base import CommitOutcome, Lease
 from avtomatika.storage.redis.handouts import HandOuts
 from avtomatika.storage.redis.leases import leased
 from avtomatika.storage.redis.link import Link
 from avtomatika.storage.redis.outages import unavailable
+from avtomatika.storage.redis.recent import Recent
 from avtomatika.storage.redis.scripts import CommitArgs, CommitTask, NewJob
 from avtomatika.storage.redis.steps import Steps
 from avtomatika.v1 import job_pb2, task_pb2
@@ -34,12 +36,21 @@ __all__ = ["Commits"]
 class Commits:
     """Creates and changes jobs."""
 
-    def __init__(self, link: Link, steps: Steps, hand_outs: HandOuts, timers: asyncio.Event):
-        """``timers`` is set when a commit arms a timer."""
+    def __init__(
+        self,
+        link: Link,
+        steps: Steps,
+        hand_outs: HandOuts,
+        timers: asyncio.Event,
+        recent: Recent,
+    ) -> None:
+        """``timers`` is set when a commit arms a timer; ``recent`` keeps
+        the records committed and leased here."""
         self._link = link
         self._steps = steps
         self._hand_outs = hand_outs
         self._timers = timers
+        self._recent = recent
 
     async def create_job(self, job: Job) -> None:
         """See :meth:`Storage.create_job <avtomatika.storage.base.Storage.create_job>`."""
@@ -120,6 +131,11 @@ class Commits:
             )
         keeps = ready and ready_at_ms <= now
         deadline = self._link.deadline()
+        # Made on records served from here: guarded that they still stand.
+        served = self._recent.served(job.id, expected_version)
+        lease_nonce = ""
+        if served is not None and lease is not None and lease.task_id == served.task_id:
+            lease_nonce = served.nonce
         offer = self._hand_outs.offer(plain)
         handed_to = offer.waiter.worker.worker_id if offer is not None else ""
         with self._steps.keeping(job.id, keeps) as keep, self._hand_outs.offering(offer):
@@ -143,6 +159,8 @@ class Commits:
                 hand_nonce=offer.nonce if offer is not None else "",
                 approval_deadline=_approval_deadline(job),
                 deadline=deadline.redis_ms,
+                lease_nonce=lease_nonce,
+                unchanged=int(served is not None),
                 tasks=written,
                 withdraw=withdraw,
                 new_jobs=children,
@@ -154,7 +172,12 @@ class Commits:
             if outcome == b"expired":
                 raise self._link.too_late("cannot save the change")
             handed, result, again = _committed(outcome, handed_to, now)
+            if result is CommitOutcome.OK and not again and job.status not in TERMINAL:
+                # For the result that may follow here (see .recent).
+                self._recent.job_written(job.id, expected_version + 1, data)
             if offer is not None:
+                if handed is not None:
+                    self._recent.task_leased(handed, offer.nonce)
                 self._hand_outs.hand(offer, handed, unheard=again)
             if result is CommitOutcome.OK and again and keep:
                 # An attempt that ran unheard: the job may have moved on
@@ -186,6 +209,7 @@ class Commits:
     async def set_progress(self, job_id: str, task_id: str, progress: float, message: str) -> bool:
         """See :meth:`Storage.set_progress <avtomatika.storage.base.Storage.set_progress>`."""
         link = self._link
+        self._recent.forget_job(job_id)  # its record here is no longer the job's
         with unavailable("cannot record progress"):
             pipelined = await link.fast()
             for _ in range(20):

@@ -10,6 +10,7 @@ from typing import Any
 from avtomatika.clock import now_ms
 from avtomatika.errors import Unavailable
 from avtomatika.storage.redis.link import Link
+from avtomatika.storage.redis.recent import Recent
 from avtomatika.v1 import task_pb2
 from avtomatika.v1.task_pb2 import Task
 
@@ -21,18 +22,24 @@ log = logging.getLogger(__name__)
 class Leases:
     """Leases made and undone one task at a time."""
 
-    def __init__(self, link: Link) -> None:
+    def __init__(self, link: Link, recent: Recent) -> None:
         self._link = link
+        self.recent = recent
+        """Where every lease made here is noted, with its nonce."""
 
     async def take(self, task_id: str, worker_id: str, nonce: str) -> Task | None:
         """Lease ``task_id`` to ``worker_id`` if it is still queued (TAKE)."""
         now = now_ms()
-        return leased(await self._link.run("TAKE", task_id, worker_id, now, nonce), worker_id, now)
+        task = leased(await self._link.run("TAKE", task_id, worker_id, now, nonce), worker_id, now)
+        if task is not None:
+            self.recent.task_leased(task, nonce)
+        return task
 
     async def give_back(self, task_id: str, worker_id: str, nonce: str = "") -> None:
         """Undo a lease nobody took (only the one made under ``nonce``, if
         given); retried through an outage, or the task would stay leased to
         a worker that never heard of it."""
+        self.recent.forget_task(task_id)
         await self._link.retrying(
             "giving a task back", self._link.run, "GIVE_BACK", task_id, worker_id, nonce
         )

@@ -21,7 +21,17 @@ override the same fields of ``d`` when read (see ``storage._task``);
 and what the scripts need to queue and time it: ``j`` job, ``k`` skill, ``p``
 priority, ``c`` "1" when it has requirements, ``nb``/``dd``/``rd`` its
 not-before, dispatch and result deadlines, ``qm`` its queue member while
-queued. A job is a hash: ``d`` Job bytes, ``v`` version, ``s`` status.
+queued, ``ca`` its creation time, ``cn`` the nonce of the claim that leased it. A job
+is a hash: ``d`` Job bytes, ``v`` version, ``s`` status, ``c`` client id,
+``p`` 1 when progress was recorded since the version was committed.
+
+What a task's state says is all there is to it elsewhere, and every script
+keeps it so: a queued task, and only a queued one, is in its skill's queue;
+a leased one in its worker's lease set; its timers are those its state and
+deadlines call for (``timers_of``). So a script reads a task's fields once
+and changes only what the move from its old state to its new one changes,
+each Redis command a script calls costing the server about what a client's
+command costs.
 """
 
 from __future__ import annotations
@@ -58,11 +68,18 @@ __all__ = [
 ]
 
 # Shared by the scripts below: task bookkeeping, as MemoryStorage does it.
+# Every Redis command a script calls costs about what a client's command
+# costs the server, so each reads a task's fields once (task_of), writes
+# them in one HSET, and touches a queue, a lease set or a timer only when
+# the task's state says there is something there to change.
 _LIBRARY = """
 local QUEUED, LEASED, SCHEDULED, CANCELLED = {queued}, {leased}, {scheduled}, {cancelled}
 local WAITING_FOR_HUMAN = {waiting_for_human}
 local TERMINAL = {{{terminal}}}
+local TIMER_KINDS = {{'release', 'dispatch', 'result'}}
+local TASK_FIELDS = {{'st', 'w', 'qm', 'k', 'p', 'c', 'nb', 'dd', 'rd', 'sq', 'ca', 'cn', 'd'}}
 local woken = {{}}
+local tasks = {{}}
 
 -- Whether Redis' clock has passed `deadline` (epoch ms; '0': none): a
 -- write whose caller has given up by then refuses to run, so that a caller
@@ -88,104 +105,147 @@ local function wake(what)
   end
 end
 
--- Arm or disarm the task's timers for state `st` (deadlines in epoch ms).
-local function set_timers(id, st, nb, dd, rd)
-  if st == SCHEDULED then
-    redis.call('ZADD', K.timers, nb, 'release:' .. id)
-  else
-    redis.call('ZREM', K.timers, 'release:' .. id)
-  end
-  if st == QUEUED and dd > 0 then
-    redis.call('ZADD', K.timers, dd, 'dispatch:' .. id)
-  else
-    redis.call('ZREM', K.timers, 'dispatch:' .. id)
-  end
-  if is_live(st) and rd > 0 then
-    redis.call('ZADD', K.timers, rd, 'result:' .. id)
-  else
-    redis.call('ZREM', K.timers, 'result:' .. id)
-  end
+-- The fields of task `id` kept beside its bytes, read once per script run
+-- (with its bytes `d` when `with_data`) and kept current by `move` and
+-- `write`: st (nil: no such task), w ('' for none), qm (its queue member,
+-- while it is queued), k, p, c, nb, dd, rd, sq, ca, cn.
+local function task_of(id, with_data)
+  local t = tasks[id]
+  if t and (t.d or not with_data) then return t end
+  local key = K.task(id)
+  local f = redis.call('HMGET', key, unpack(TASK_FIELDS, 1, with_data and 13 or 12))
+  t = {{id = id, key = key, st = tonumber(f[1]), w = f[2] or '', qm = f[3], k = f[4], p = f[5],
+    c = f[6], nb = tonumber(f[7]) or 0, dd = tonumber(f[8]) or 0, rd = tonumber(f[9]) or 0,
+    sq = f[10], ca = tonumber(f[11]) or 0, cn = f[12], d = with_data and f[13] or nil}}
+  tasks[id] = t
+  return t
 end
 
-local function deadlines(t)
-  local f = redis.call('HMGET', t, 'nb', 'dd', 'rd')
-  return tonumber(f[1]) or 0, tonumber(f[2]) or 0, tonumber(f[3]) or 0
+-- The timers of a task in state `st`: kind -> due (epoch ms). A timer is
+-- armed only by `retime`, and DUE keeps a fired one only while this still
+-- holds, so these are exactly the timers a task has.
+local function timers_of(st, nb, dd, rd)
+  return {{
+    release = st == SCHEDULED and nb or nil,
+    dispatch = st == QUEUED and dd > 0 and dd or nil,
+    result = is_live(st) and rd > 0 and rd or nil,
+  }}
 end
 
--- Change the task's state and worker, keeping each worker's lease set.
-local function set_state(id, st, worker)
-  local t = K.task(id)
-  local f = redis.call('HMGET', t, 'st', 'w')
-  local old_st, old_w = tonumber(f[1]), f[2]
-  if old_st == LEASED and old_w and (st ~= LEASED or worker ~= old_w) then
-    redis.call('SREM', K.worker_leases(old_w), id)
+-- Arm the timers of state `st` (deadlines `nb`, `dd`, `rd`), disarming
+-- those of the state `t` is leaving.
+local function retime(t, st, nb, dd, rd)
+  local old, new = timers_of(t.st, t.nb, t.dd, t.rd), timers_of(st, nb, dd, rd)
+  local gone, due = {{}}, {{}}
+  for _, kind in ipairs(TIMER_KINDS) do
+    if new[kind] then
+      due[#due + 1] = new[kind]
+      due[#due + 1] = kind .. ':' .. t.id
+    elseif old[kind] then
+      gone[#gone + 1] = kind .. ':' .. t.id
+    end
   end
-  if st == LEASED then
-    redis.call('SADD', K.worker_leases(worker), id)
-  end
-  redis.call('HSET', t, 'st', st, 'w', worker)
+  if #gone > 0 then redis.call('ZREM', K.timers, unpack(gone)) end
+  if #due > 0 then redis.call('ZADD', K.timers, unpack(due)) end
 end
 
--- Into its skill's queue: score minus priority, member the zero-padded
--- sequence and id, so the lowest (score, member) is the highest priority,
--- first queued. `seq` is kept when a task goes back where it was.
-local function enqueue(id, seq)
-  local t = K.task(id)
-  local f = redis.call('HMGET', t, 'k', 'p', 'c')
+-- The queue a task of skill `k` is in (`c` '1': it has requirements).
+local function queue_of(k, c)
+  return c == '1' and K.constrained(k) or K.queue(k)
+end
+
+-- Task `t` into state `st`, held by `worker` ('' for none), with deadlines
+-- `nb`, `dd`, `rd`: out of its queue if it leaves one, the workers' lease
+-- sets and its timers changed. The state goes into `fields`, the
+-- field-value pairs the caller then writes.
+local function move(t, st, worker, fields, nb, dd, rd)
+  if t.st == QUEUED and st ~= QUEUED then
+    redis.call('ZREM', queue_of(t.k, t.c), t.qm)
+    redis.call('ZREM', K.queued_since(t.k), t.id)
+    -- Gone with the entry: scripts of an earlier release, still running on
+    -- instances not yet upgraded, take a task with `qm` for queued.
+    redis.call('HDEL', t.key, 'qm')
+    t.qm = nil
+  end
+  if t.st == LEASED and t.w ~= '' and (st ~= LEASED or worker ~= t.w) then
+    redis.call('SREM', K.worker_leases(t.w), t.id)
+  end
+  if st == LEASED and not (t.st == LEASED and t.w == worker) then
+    redis.call('SADD', K.worker_leases(worker), t.id)
+  end
+  retime(t, st, nb, dd, rd)
+  fields[#fields + 1] = 'st'
+  fields[#fields + 1] = st
+  fields[#fields + 1] = 'w'
+  fields[#fields + 1] = worker
+  t.st, t.w, t.nb, t.dd, t.rd = st, worker, nb, dd, rd
+end
+
+-- Write `fields` (field-value pairs) into the task's hash.
+local function write(t, fields)
+  redis.call('HSET', t.key, unpack(fields))
+end
+
+-- Into the queue of skill `k` (`p` priority, `c` requirements): score
+-- minus priority, member the zero-padded sequence and id, so the lowest
+-- (score, member) is the highest priority, first queued. `seq` is kept
+-- when a task goes back where it was. `since` is when it entered the queue
+-- (a retry: when its backoff ended), for the dashboard's oldest queued
+-- task per skill. Its queue member and sequence go into `fields`.
+local function enqueue(t, seq, k, p, c, since, fields)
   if not seq then
     seq = redis.call('INCR', K.sequence)
   end
-  local member = string.format('%020d', seq) .. ':' .. id
-  local queue = f[3] == '1' and K.constrained(f[1]) or K.queue(f[1])
-  redis.call('ZADD', queue, -tonumber(f[2]), member)
-  -- When it entered the queue (a retry: when its backoff ended), for the
-  -- dashboard's oldest queued task per skill.
-  local at = redis.call('HMGET', t, 'nb', 'ca')
-  local since = tonumber(at[1]) or 0
-  if since == 0 then since = tonumber(at[2]) or 0 end
-  redis.call('ZADD', K.queued_since(f[1]), since, id)
-  redis.call('HSET', t, 'qm', member, 'sq', seq)
-  redis.call('SADD', K.skills, f[1])
-  wake('t:' .. f[1])
+  local member = string.format('%020d', seq) .. ':' .. t.id
+  redis.call('ZADD', queue_of(k, c), -tonumber(p), member)
+  redis.call('ZADD', K.queued_since(k), since, t.id)
+  redis.call('SADD', K.skills, k)
+  fields[#fields + 1] = 'qm'
+  fields[#fields + 1] = member
+  fields[#fields + 1] = 'sq'
+  fields[#fields + 1] = seq
+  t.qm, t.sq, t.k, t.p, t.c = member, seq, k, p, c
+  wake('t:' .. k)
 end
 
--- Out of its queue, if it is in one.
-local function dequeue(id)
-  local t = K.task(id)
-  local f = redis.call('HMGET', t, 'qm', 'k', 'c')
-  if f[1] then
-    local queue = f[3] == '1' and K.constrained(f[2]) or K.queue(f[2])
-    redis.call('ZREM', queue, f[1])
-    redis.call('ZREM', K.queued_since(f[2]), id)
-    redis.call('HDEL', t, 'qm')
-  end
+-- When a task enters its queue: when its backoff ends, else when created.
+local function queued_at(nb, ca)
+  return nb > 0 and nb or ca
 end
 
--- Queue a task that is not in its queue (state QUEUED, timers armed).
-local function requeue(id, seq)
-  local t = K.task(id)
-  set_state(id, QUEUED, '')
-  redis.call('HDEL', t, 'la', 'cn')
-  enqueue(id, seq)
-  local nb, dd, rd = deadlines(t)
-  set_timers(id, QUEUED, nb, dd, rd)
+-- Queue a task that is not in its queue (its deadlines as they are).
+local function requeue(t, seq)
+  local fields = {{}}
+  move(t, QUEUED, '', fields, t.nb, t.dd, t.rd)
+  enqueue(t, seq, t.k, t.p, t.c, queued_at(t.nb, t.ca), fields)
+  write(t, fields)
+  redis.call('HDEL', t.key, 'la', 'cn')
 end
 
--- Lease a queued task to `worker` (its queue entry already removed).
-local function lease(id, worker, now, nonce)
-  local t = K.task(id)
-  redis.call('HDEL', t, 'qm')
-  redis.call('ZREM', K.queued_since(redis.call('HGET', t, 'k')), id)
-  set_state(id, LEASED, worker)
-  redis.call('HSET', t, 'la', now, 'cn', nonce)
-  local nb, dd, rd = deadlines(t)
-  set_timers(id, LEASED, nb, dd, rd)
+-- Lease task `t` to `worker` at `now` under claim `nonce`; the fields to
+-- write go into `fields` (the caller writes them, with its own).
+local function lease(t, worker, now, nonce, fields)
+  move(t, LEASED, worker, fields, t.nb, t.dd, t.rd)
+  fields[#fields + 1] = 'la'
+  fields[#fields + 1] = now
+  fields[#fields + 1] = 'cn'
+  fields[#fields + 1] = nonce
 end
 
 -- Where a retry of the claim with `nonce` finds what it leased (its reply
 -- was lost): `ids`, comma-separated, for a minute.
 local function remember_claim(nonce, ids)
   redis.call('SET', K.claim_nonce(nonce), ids, 'PX', 60000)
+end
+
+-- Task `id` as a reply ({{task id, Task bytes, sequence}}) if the claim
+-- with `nonce` leased it to `worker` and the worker still holds it, else nil.
+local function held(id, nonce, worker)
+  local t = task_of(id, true)
+  if t.cn == nonce and t.st == LEASED and t.w == worker then
+    return {{id, t.d, t.sq}}
+  end
+  return nil
 end
 
 -- What the claim with `nonce` leased to `worker` that it still holds:
@@ -196,17 +256,15 @@ local function leased_by(nonce, worker)
   if nonce == '' then return nil end
   local ids = redis.call('GET', K.claim_nonce(nonce))
   if not ids then return nil end
-  local held = {{}}
+  local found = {{}}
   for id in string.gmatch(ids, '[^,]+') do
-    local c = redis.call('HMGET', K.task(id), 'cn', 'd', 'sq', 'st', 'w')
-    if c[1] == nonce and tonumber(c[4]) == LEASED and c[5] == worker then
-      held[#held + 1] = id
-      held[#held + 1] = c[2]
-      held[#held + 1] = c[3]
+    local one = held(id, nonce, worker)
+    if one then
+      for _, x in ipairs(one) do found[#found + 1] = x end
     end
   end
-  if #held == 0 then return nil end
-  return held
+  if #found == 0 then return nil end
+  return found
 end
 
 -- The job's handler must run: claimed at once by the calling instance,
@@ -247,9 +305,9 @@ local function count_bytes(client, by)
   end
 end
 
+-- A new job at version 1. Its id is new: a caller that may be repeating
+-- itself (a retry after a lost reply) checks first that it does not exist.
 local function create_job(id, data, status, token, lease_until, client, created)
-  -- A repeat (a retry after a lost reply) must not count or queue it twice.
-  if redis.call('EXISTS', K.job(id)) == 1 then return end
   redis.call('HDEL', K.client_reservations(client), id)  -- now counted as a job
   redis.call('HSET', K.job(id), 'd', data, 'v', 1, 's', status, 'c', client)
   redis.call('HINCRBY', K.statuses, status, 1)
@@ -285,9 +343,11 @@ CREATE = """
 -- KEYS: root. ARGV: job id, Job bytes, status, claim token ('': queue it
 -- for any instance) and its lease-until ms, its client's id and its
 -- creation time (ms), the deadline (epoch ms, see `past`). Returns 1, or
--- 'expired' (nothing written) past the deadline unless the job exists (a
--- repeat whose first run was applied, its reply lost).
-if redis.call('EXISTS', K.job(ARGV[1])) == 0 and past(ARGV[8]) then return 'expired' end
+-- 'expired' (nothing written) past the deadline unless the job exists.
+-- A repeat (a retry after a lost reply, its first run applied) must not
+-- count or queue it twice.
+if redis.call('EXISTS', K.job(ARGV[1])) == 1 then return 1 end
+if past(ARGV[8]) then return 'expired' end
 create_job(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 return 1
 """
@@ -376,6 +436,13 @@ class CommitArgs:
     deadline: int = 0
     """Past this time of Redis' clock (epoch ms) the commit refuses to run
     and returns 'expired', unless it was applied already; 0: no deadline."""
+    lease_nonce: str = ""
+    """With :attr:`lease_task`: the lease must be the one taken under this
+    claim nonce ('' for any)..."""
+    unchanged: int = 0
+    """... and with 1, no progress may have been recorded on the job since
+    its last commit (else 'conflict'): the change was made on records this
+    instance wrote itself (see :mod:`.recent`)."""
     tasks: Sequence[CommitTask] = ()
     withdraw: Sequence[str] = ()
     """Ids of tasks to cancel, if still live."""
@@ -421,33 +488,43 @@ COMMIT = (
 """
     + _unpack(_COMMIT_FIXED, "1")
     + """local job = K.job(job_id)
-if redis.call('EXISTS', K.commit_nonce(commit_nonce)) == 1 then
-  -- Applied, whatever the job has become since: the worker gets the task
-  -- handed off to it, if it still holds it.
-  local handed = leased_by(hand_nonce, hand_worker)
-  if not handed then return 'again' end
-  handed[4] = 'again'
-  return handed
+local f = redis.call('HMGET', job, 'v', 's', 'p')
+if f[1] ~= (expected_version ~= '0' and expected_version) then
+  -- Not the version expected: perhaps because this commit was applied
+  -- (its reply lost), whatever the job has become since. Then the worker
+  -- gets the task handed off to it, if it still holds it.
+  if redis.call('EXISTS', K.commit_nonce(commit_nonce)) == 1 then
+    local handed = hand_task ~= '' and held(hand_task, hand_nonce, hand_worker)
+    if not handed then return 'again' end
+    handed[4] = 'again'
+    return handed
+  end
+  return f[1] and 'conflict' or 'not_found'
 end
 if past(deadline) then return 'expired' end
-local f = redis.call('HMGET', job, 'v', 's')
-if not f[1] and expected_version ~= '0' then return 'not_found' end
-if f[1] and f[1] ~= expected_version then return 'conflict' end
+if unchanged == '1' and f[3] == '1' then return 'conflict' end
 if lease_task ~= '' then
-  local l = redis.call('HMGET', K.task(lease_task), 'st', 'w')
-  if tonumber(l[1]) ~= LEASED or l[2] ~= lease_worker then return 'lease_lost' end
+  local l = task_of(lease_task)
+  if l.st ~= LEASED or l.w ~= lease_worker then return 'lease_lost' end
+  if lease_nonce ~= '' and l.cn ~= lease_nonce then return 'lease_lost' end
 end
-redis.call('SET', K.commit_nonce(commit_nonce), 1, 'PX', 60000)
+-- Remembered a minute, so that a retry is recognised; already there, this
+-- is a retry of a creation whose job has been forgotten since.
+if not redis.call('SET', K.commit_nonce(commit_nonce), 1, 'NX', 'PX', 60000) then
+  return 'again'
+end
 local old_status = f[2]
 now = tonumber(now)
 local stored = redis.call('HSTRLEN', job, 'd')
-redis.call('HSET', job, 'd', record, 'v', tonumber(expected_version) + 1, 's', status)
-count_bytes(client_id, #record - stored)
-if not old_status then
-  redis.call('HSET', job, 'c', client_id)
+-- 'p': progress recorded since this version (SET_PROGRESS sets it).
+if old_status then
+  redis.call('HSET', job, 'd', record, 'v', tonumber(expected_version) + 1, 's', status, 'p', 0)
+else
+  redis.call('HSET', job, 'd', record, 'v', 1, 's', status, 'c', client_id, 'p', 0)
   redis.call('HDEL', K.client_reservations(client_id), job_id)  -- now counted as a job
   index_job(job_id, client_id, created_at)
 end
+count_bytes(client_id, #record - stored)
 if old_status ~= status then
   if old_status then
     redis.call('HINCRBY', K.statuses, old_status, -1)
@@ -461,14 +538,18 @@ if old_status ~= status then
     redis.call('ZREM', K.ended, job_id)  -- retried: retention no longer applies
   end
 end
+-- Only a job waiting for a human decision has an approval timer (DUE
+-- drops one whose job waits no more).
 if tonumber(status) == WAITING_FOR_HUMAN and tonumber(approval_deadline) > 0 then
   redis.call('ZADD', K.timers, approval_deadline, 'approval:' .. job_id)
-else
+elseif tonumber(old_status) == WAITING_FOR_HUMAN then
   redis.call('ZREM', K.timers, 'approval:' .. job_id)
 end
--- Whatever step of this job an instance was running is over.
-redis.call('ZREM', K.running, job_id)
-redis.call('HDEL', K.claims, job_id)
+-- Whatever step of this job an instance was running is over (a job is in
+-- `running` exactly when it has a claim).
+if old_status and redis.call('HDEL', K.claims, job_id) == 1 then
+  redis.call('ZREM', K.running, job_id)
+end
 
 local handed
 """
@@ -478,31 +559,30 @@ for _ = 1, n do
   """
     + _unpack(CommitTask._fields, "i + 1")
     + """  local st = tonumber(state)
-  local t = K.task(task_id)
-  local queued = redis.call('HEXISTS', t, 'qm') == 1
-  redis.call('HSET', t, 'd', data, 'k', skill, 'p', priority, 'c', constrained,
-    'nb', not_before, 'dd', dispatch_deadline, 'rd', result_deadline, 'j', task_job,
-    'ca', task_created)
-  redis.call('SADD', K.job_tasks(task_job), task_id)
-  if st == QUEUED and task_id == hand_task and not queued and constrained == '0'
-      and redis.call('ZCARD', K.queue(skill)) == 0
-      and redis.call('ZCARD', K.constrained(skill)) == 0 then
+  local t = task_of(task_id)
+  if not t.st then redis.call('SADD', K.job_tasks(task_job), task_id) end
+  local nb, dd, rd = tonumber(not_before), tonumber(dispatch_deadline), tonumber(result_deadline)
+  local fields = {'d', data, 'k', skill, 'p', priority, 'c', constrained, 'nb', nb, 'dd', dd,
+    'rd', rd, 'j', task_job, 'ca', task_created}
+  if st == QUEUED and task_id == hand_task and t.st ~= QUEUED and constrained == '0'
+      and redis.call('EXISTS', K.queue(skill), K.constrained(skill)) == 0 then
     -- Straight to the waiting worker: no queue entry, no wake-up, no claim.
-    redis.call('HSET', t, 'sq', redis.call('INCR', K.sequence))
-    lease(task_id, hand_worker, now, hand_nonce)
-    remember_claim(hand_nonce, task_id)
-    handed = {task_id, data, redis.call('HGET', t, 'sq')}
+    local seq = redis.call('INCR', K.sequence)
+    move(t, LEASED, hand_worker, fields, nb, dd, rd)
+    for _, x in ipairs({'sq', seq, 'la', now, 'cn', hand_nonce}) do fields[#fields + 1] = x end
+    t.sq, t.cn = seq, hand_nonce
+    handed = {task_id, data, seq}
   elseif st == QUEUED then
-    set_state(task_id, QUEUED, '')
-    if not queued then enqueue(task_id, nil) end
-    set_timers(task_id, st, tonumber(not_before), tonumber(dispatch_deadline),
-      tonumber(result_deadline))
+    local queued = t.st == QUEUED
+    move(t, QUEUED, '', fields, nb, dd, rd)
+    if not queued then
+      enqueue(t, nil, skill, priority, constrained, queued_at(nb, tonumber(task_created)), fields)
+    end
   else
-    dequeue(task_id)
-    set_state(task_id, st, worker)
-    set_timers(task_id, st, tonumber(not_before), tonumber(dispatch_deadline),
-      tonumber(result_deadline))
+    move(t, st, worker, fields, nb, dd, rd)
   end
+  write(t, fields)
+  t.k, t.p, t.c, t.ca = skill, priority, constrained, tonumber(task_created)
 """
     + f"  i = i + {len(CommitTask._fields)}\n"
     + """end
@@ -511,13 +591,11 @@ i = i + 1
 n = tonumber(ARGV[i])
 for _ = 1, n do
   i = i + 1
-  local tid = ARGV[i]
-  local t = K.task(tid)
-  local s = redis.call('HMGET', t, 'st', 'w')
-  if is_live(tonumber(s[1])) then
-    dequeue(tid)
-    set_state(tid, CANCELLED, s[2] or '')
-    set_timers(tid, CANCELLED, 0, 0, 0)
+  local t = task_of(ARGV[i])
+  if is_live(t.st) then
+    local fields = {}
+    move(t, CANCELLED, t.w, fields, t.nb, t.dd, t.rd)
+    write(t, fields)
   end
 end
 
@@ -590,42 +668,50 @@ CLAIM = (
 if again then return again end
 if past(deadline) then return 'expired' end
 if candidate == '' then
-  for _, skill in ipairs(skills) do
-    if redis.call('ZCARD', K.constrained(skill)) > 0 then return 'scan' end
+  local constrained = {}
+  for _, skill in ipairs(skills) do constrained[#constrained + 1] = K.constrained(skill) end
+  if redis.call('EXISTS', unpack(constrained)) > 0 then return 'scan' end
+end
+-- The best `most` tasks are among the first `most` of each queue: one
+-- read per queue, merged here.
+local most = candidate == '' and tonumber(limit) or 1
+local heads = {}
+for _, skill in ipairs(skills) do
+  local queue = K.queue(skill)
+  local head = redis.call('ZRANGE', queue, 0, most - 1, 'WITHSCORES')
+  for at = 1, #head, 2 do
+    heads[#heads + 1] = {tonumber(head[at + 1]), head[at], queue}
   end
 end
-local most = candidate == '' and tonumber(limit) or 1
+if candidate ~= '' and candidate ~= '-' then
+  local c = task_of(candidate)
+  if c.st == QUEUED and c.c == '1' then
+    local queue = K.constrained(c.k)
+    local score = redis.call('ZSCORE', queue, c.qm)
+    if score then heads[#heads + 1] = {tonumber(score), c.qm, queue} end
+  end
+end
+table.sort(heads, function(a, b)
+  return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2])
+end)
 local leased, ids = {}, {}
-while #ids < most do
-  local best_score, best_member, best_queue
-  local function consider(queue, member, score)
-    if best_member == nil or score < best_score
-        or (score == best_score and member < best_member) then
-      best_score, best_member, best_queue = score, member, queue
-    end
+for at = 1, math.min(most, #heads) do
+  local member = heads[at][2]
+  local id = string.sub(member, 22)
+  local t = task_of(id, true)
+  if t.st == QUEUED and t.qm == member then
+    local fields = {}
+    lease(t, worker, now, nonce, fields)
+    write(t, fields)
+    ids[#ids + 1] = id
+    leased[#leased + 1] = id
+    leased[#leased + 1] = t.d
+    leased[#leased + 1] = t.sq
+  else
+    -- Not what its queue says (cannot happen while every script keeps
+    -- queues and tasks alike): out of the queue it is found in.
+    redis.call('ZREM', heads[at][3], member)
   end
-  for _, skill in ipairs(skills) do
-    local q = K.queue(skill)
-    local head = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
-    if head[1] then consider(q, head[1], tonumber(head[2])) end
-  end
-  if candidate ~= '' and candidate ~= '-' then
-    local f = redis.call('HMGET', K.task(candidate), 'qm', 'k')
-    if f[1] then
-      local q = K.constrained(f[2])
-      local score = redis.call('ZSCORE', q, f[1])
-      if score then consider(q, f[1], tonumber(score)) end
-    end
-  end
-  if best_member == nil then break end
-  redis.call('ZREM', best_queue, best_member)
-  local id = string.sub(best_member, 22)
-  lease(id, worker, now, nonce)
-  local t = redis.call('HMGET', K.task(id), 'd', 'sq')
-  ids[#ids + 1] = id
-  leased[#leased + 1] = id
-  leased[#leased + 1] = t[1]
-  leased[#leased + 1] = t[2]
 end
 if #ids == 0 then return false end
 remember_claim(nonce, table.concat(ids, ','))
@@ -638,15 +724,14 @@ TAKE = """
 -- KEYS: root. ARGV: task id, worker id, now, nonce (a retry that finds
 -- the task leased under it returns it again).
 -- Returns {task id, Task bytes, sequence} or false.
-local again = leased_by(ARGV[4], ARGV[2])
+local again = held(ARGV[1], ARGV[4], ARGV[2])
 if again then return again end
-local f = redis.call('HMGET', K.task(ARGV[1]), 'qm', 'k', 'c')
-if not f[1] then return false end
-redis.call('ZREM', f[3] == '1' and K.constrained(f[2]) or K.queue(f[2]), f[1])
-lease(ARGV[1], ARGV[2], ARGV[3], ARGV[4])
-remember_claim(ARGV[4], ARGV[1])
-local t = redis.call('HMGET', K.task(ARGV[1]), 'd', 'sq')
-return {ARGV[1], t[1], t[2]}
+local t = task_of(ARGV[1], true)
+if t.st ~= QUEUED then return false end
+local fields = {}
+lease(t, ARGV[2], ARGV[3], ARGV[4], fields)
+write(t, fields)
+return {ARGV[1], t.d, t.sq}
 """
 
 HEAD = """
@@ -663,11 +748,10 @@ GIVE_BACK = """
 -- unless something else happened to the task since.
 -- KEYS: root. ARGV: task id, worker id, and the nonce of the claim that
 -- leased it ('': any lease to that worker). Returns 1 if given back, else 0.
-local id = ARGV[1]
-local f = redis.call('HMGET', K.task(id), 'st', 'w', 'sq', 'cn')
-if tonumber(f[1]) ~= LEASED or f[2] ~= ARGV[2] then return 0 end
-if ARGV[3] ~= '' and f[4] ~= ARGV[3] then return 0 end
-requeue(id, tonumber(f[3]))
+local t = task_of(ARGV[1])
+if t.st ~= LEASED or t.w ~= ARGV[2] then return 0 end
+if ARGV[3] ~= '' and t.cn ~= ARGV[3] then return 0 end
+requeue(t, tonumber(t.sq))
 return 1
 """
 
@@ -744,8 +828,10 @@ for _, member in ipairs(redis.call('ZRANGEBYSCORE', K.timers, '-inf', now, 'LIMI
     redis.call('RPUSH', K.ready, ref)
     wake('j')
   elseif kind == 'release' then
-    if tonumber(redis.call('HGET', K.task(ref), 'st')) == SCHEDULED then
-      requeue(ref, nil)
+    local t = task_of(ref)
+    if t.st == SCHEDULED then
+      requeue(t, nil)  -- which disarms this timer
+      keep = true
     end
   elseif kind == 'approval' then
     -- A job's wait for a human decision timed out, if it still waits
@@ -776,12 +862,13 @@ return fired
 
 SET_PROGRESS = """
 -- Replace a job's record without bumping its version (progress), if its
--- version is still the one read.
+-- version is still the one read, marking it ('p') so that a commit made on
+-- the record as this version was committed fails (see CommitArgs.unchanged).
 -- KEYS: root. ARGV: job id, version read, Job bytes. Returns 1, or 0 if it changed.
 local job = K.job(ARGV[1])
 if redis.call('HGET', job, 'v') ~= ARGV[2] then return 0 end
 local stored = redis.call('HSTRLEN', job, 'd')
-redis.call('HSET', job, 'd', ARGV[3])
+redis.call('HSET', job, 'd', ARGV[3], 'p', 1)
 local client = redis.call('HGET', job, 'c')
 if client then count_bytes(client, #ARGV[3] - stored) end
 return 1
@@ -798,16 +885,19 @@ for _, id in ipairs(ids) do
   if f[2] then redis.call('ZREM', K.client_jobs(f[2]), id) end
   if f[1] and f[2] then count_client(f[2], f[1], -1) end
   if f[2] then count_bytes(f[2], -redis.call('HSTRLEN', K.job(id), 'd')) end
+  local gone = {K.job(id), K.job_tasks(id), K.history(id)}
   for _, tid in ipairs(redis.call('SMEMBERS', K.job_tasks(id))) do
-    dequeue(tid)
-    set_state(tid, CANCELLED, '')
-    set_timers(tid, CANCELLED, 0, 0, 0)
-    redis.call('DEL', K.task(tid))
+    local t = task_of(tid)
+    if t.st then move(t, CANCELLED, '', {}, 0, 0, 0) end
+    gone[#gone + 1] = t.key
+    if #gone == 500 then  -- unpack has a limit
+      redis.call('DEL', unpack(gone))
+      gone = {}
+    end
   end
-  redis.call('DEL', K.job(id), K.job_tasks(id), K.history(id))
+  if #gone > 0 then redis.call('DEL', unpack(gone)) end
   redis.call('ZREM', K.ended, id)
-  redis.call('ZREM', K.running, id)
-  redis.call('HDEL', K.claims, id)
+  if redis.call('HDEL', K.claims, id) == 1 then redis.call('ZREM', K.running, id) end
   redis.call('ZREM', K.timers, 'ready:' .. id, 'approval:' .. id)
 end
 return #ids

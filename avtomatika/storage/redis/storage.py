@@ -54,6 +54,7 @@ from avtomatika.storage.redis.keys import Keys
 from avtomatika.storage.redis.leases import Leases
 from avtomatika.storage.redis.link import Link
 from avtomatika.storage.redis.outages import DOWN, unavailable
+from avtomatika.storage.redis.recent import Recent
 from avtomatika.storage.redis.steps import Steps
 from avtomatika.v1.job_pb2 import Job
 from avtomatika.v1.task_pb2 import Task
@@ -83,12 +84,13 @@ class RedisStorage:
             on_open=self._opened,
             timeout=settings.redis_command_timeout_seconds,
         )
-        self._leases = Leases(link)
+        self._recent = recent = Recent()
+        self._leases = Leases(link, recent)
         self._hand_outs = HandOuts(link, self._leases)
         self._claims = Claims(link, self._leases, self._hand_outs)
         self._steps = Steps(link, self.instance_id, settings.step_lease_seconds)
         self._deadlines = Deadlines(link, settings.job_retention_seconds)
-        self._commits = Commits(link, self._steps, self._hand_outs, self._deadlines.wake)
+        self._commits = Commits(link, self._steps, self._hand_outs, self._deadlines.wake, recent)
 
     # -- connection --
 
@@ -175,7 +177,14 @@ class RedisStorage:
             found = await (await self._link.fast()).execute_many(*map(self._task_read, task_ids))
         return [_task(*fields) for fields in found]
 
-    async def get_task_and_job(self, task_id: str, job_id: str) -> tuple[Task | None, Job | None]:
+    async def get_task_and_job(
+        self, task_id: str, job_id: str, worker_id: str = ""
+    ) -> tuple[Task | None, Job | None]:
+        # A result for a task leased here, of a job last committed here: both
+        # as written, and the commit on them guarded (see .recent).
+        known = self._recent.take(task_id, job_id, worker_id) if worker_id else None
+        if known is not None:
+            return known
         with unavailable("cannot read the task and its job"):
             fields, data = await (await self._link.fast()).execute_many(
                 self._task_read(task_id), ("HGET", self.keys.job(job_id), "d")
@@ -327,6 +336,7 @@ class RedisStorage:
             await client.unlink(key)
         self._steps.clear()
         self._deadlines.clear()
+        self._recent.clear()
 
     async def close(self) -> None:
         """Finish give-backs, hand back the ready jobs taken but not

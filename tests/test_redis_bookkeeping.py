@@ -1,0 +1,213 @@
+"""What the Redis store's scripts keep beside the jobs and tasks, on a real
+redis-server: a task's timers are those of its state and no others, its
+queue entry and lease set follow it, retention forgets a job of many tasks
+whole, a creation retried after its job was forgotten is not made again,
+and two instances claiming batches from the same queues lease each task
+once. The scripts touch these only when a task's state says there is
+something there, so each is checked here against Redis itself."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import secrets
+
+import pytest
+
+from avtomatika.clock import now_ms
+from avtomatika.dispatch import WorkerProfile
+from avtomatika.engine.tasks import new_id
+from avtomatika.storage.base import CommitOutcome
+from avtomatika.storage.redis.storage import RedisStorage
+from avtomatika.v1 import job_pb2, task_pb2
+from avtomatika.v1.job_pb2 import Job
+from avtomatika.v1.task_pb2 import Task
+from tests.support import claim_one
+from tests.support.storage import OpenStorage, new_job, queued
+from tests.support.waiting import wait_until
+
+MINUTE_MS = 60_000
+
+
+async def timers(storage: RedisStorage) -> set[str]:
+    """Every armed timer, ``kind:ref``."""
+    members = await storage.client.zrange(storage.keys.timers, 0, -1)
+    return {member.decode() for member in members}
+
+
+async def queue_members(storage: RedisStorage, skill: str = "x") -> list[str]:
+    """The task ids in ``skill``'s plain queue, in queue order."""
+    members = await storage.client.zrange(storage.keys.queue(skill), 0, -1)
+    return [member.decode()[21:] for member in members]
+
+
+async def fire_timers(storage: RedisStorage) -> None:
+    """Let ``storage`` fire the timers that are due, once (the deadlines it
+    fires are not handled) and forget the jobs past retention."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(0.05):
+            await storage.next_expiry()
+
+
+async def test_a_task_has_the_timers_of_its_state_and_no_others(
+    open_storage: OpenStorage,
+) -> None:
+    storage = await open_storage()
+    job = await new_job(storage)
+    later = now_ms() + MINUTE_MS
+    first = queued(job, dispatch_deadline_ms=later, result_deadline_ms=later + MINUTE_MS)
+    second = queued(job, dispatch_deadline_ms=later)
+    retry = queued(job, not_before_ms=now_ms() + 300, dispatch_deadline_ms=later)
+    retry.state = task_pb2.TASK_STATE_SCHEDULED
+    outcome = await storage.commit(job, expected_version=job.version, tasks=[first, second, retry])
+    assert outcome is CommitOutcome.OK
+    a, b, c = first.task_id, second.task_id, retry.task_id
+    armed = {f"dispatch:{a}", f"result:{a}", f"dispatch:{b}", f"release:{c}"}
+    assert await timers(storage) == armed
+    assert await queue_members(storage) == [a, b]
+
+    # Leased: the dispatch deadline is met, the result deadline stands.
+    claimed = await claim_one(storage, WorkerProfile("w", ("x",)), 1)
+    assert claimed is not None
+    assert claimed.task_id == a
+    assert await timers(storage) == {f"result:{a}", f"dispatch:{b}", f"release:{c}"}
+    assert await queue_members(storage) == [b]
+    assert await storage.leased_to("w") == [a]
+
+    # The retry's backoff ends: queued, with its dispatch deadline.
+    async def released() -> bool:
+        await fire_timers(storage)
+        return f"release:{c}" not in await timers(storage)
+
+    await wait_until(released)
+    assert await timers(storage) == {f"result:{a}", f"dispatch:{b}", f"dispatch:{c}"}
+    assert await queue_members(storage) == [b, c]
+
+    # Done, and the others withdrawn: no timer, no queue entry, no lease.
+    current = await storage.get_job(job.id)
+    assert current is not None
+    claimed.state = task_pb2.TASK_STATE_DONE
+    outcome = await storage.commit(
+        current, expected_version=current.version, tasks=[claimed], withdraw=[b, c]
+    )
+    assert outcome is CommitOutcome.OK
+    assert await timers(storage) == set()
+    assert await queue_members(storage) == []
+    assert await storage.leased_to("w") == []
+    states = [t.state if t else None for t in await storage.get_tasks([a, b, c])]
+    assert states == [task_pb2.TASK_STATE_DONE, *[task_pb2.TASK_STATE_CANCELLED] * 2]
+
+
+async def test_a_task_given_back_goes_back_to_its_place_with_its_timers(
+    open_storage: OpenStorage,
+) -> None:
+    storage = await open_storage()
+    job = await new_job(storage)
+    later = now_ms() + MINUTE_MS
+    tasks = [queued(job, dispatch_deadline_ms=later) for _ in range(3)]
+    assert await storage.commit(job, expected_version=job.version, tasks=tasks) is (
+        CommitOutcome.OK
+    )
+    ids = [t.task_id for t in tasks]
+    claimed = await claim_one(storage, WorkerProfile("w", ("x",)), 1)
+    assert claimed is not None
+    assert claimed.task_id == ids[0]
+    assert f"dispatch:{ids[0]}" not in await timers(storage)
+
+    # The claimer left before hearing of it (a waiting claim cancelled, a
+    # hand-out to a worker gone): the lease is undone. Called directly, as
+    # no public call undoes a lease on its own.
+    await storage._leases.give_back(ids[0], "w")
+
+    assert await queue_members(storage) == ids
+    assert await timers(storage) == {f"dispatch:{i}" for i in ids}
+    assert await storage.leased_to("w") == []
+    stored = await storage.get_task(ids[0])
+    assert stored is not None
+    assert (stored.state, stored.worker_id, stored.leased_at_ms) == (
+        task_pb2.TASK_STATE_QUEUED,
+        "",
+        0,
+    )
+
+
+async def test_retention_forgets_a_job_of_many_tasks_whole(open_storage: OpenStorage) -> None:
+    # More tasks than one Redis command is given at once by the script.
+    storage = await open_storage(job_retention_seconds=0.1)
+    job = await new_job(storage)
+    later = now_ms() + MINUTE_MS
+    tasks = [queued(job, result_deadline_ms=later) for _ in range(1200)]
+    assert await storage.commit(job, expected_version=job.version, tasks=tasks) is (
+        CommitOutcome.OK
+    )
+    current = await storage.get_job(job.id)
+    assert current is not None
+    current.status = job_pb2.JOB_STATUS_CANCELLED
+    assert await storage.commit(current, expected_version=current.version) is CommitOutcome.OK
+
+    async def forgotten() -> bool:
+        await fire_timers(storage)
+        return await storage.get_job(job.id) is None
+
+    await wait_until(forgotten)
+    assert await storage.get_tasks([t.task_id for t in tasks[::100]]) == [None] * 12
+    assert await timers(storage) == set()
+    assert await storage.queue_depths() == {}
+    keys = storage.keys
+    left = {key.decode() for key in await storage.client.keys(f"{keys.root}:task:*")}
+    assert left == set()
+
+
+async def test_a_creation_retried_after_its_job_was_forgotten_is_not_made_again(
+    open_storage: OpenStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The reply to a creation is lost; before its retry (same nonce) the
+    # job ended and was forgotten. The retry is the creation, applied once.
+    storage = await open_storage(job_retention_seconds=0.05)
+    job = Job(id=new_id(), blueprint_name="bp", status=job_pb2.JOB_STATUS_FINISHED)
+    monkeypatch.setattr(secrets, "token_hex", lambda n: "creation-nonce")
+    assert await storage.commit(job, expected_version=0) is CommitOutcome.OK
+    monkeypatch.undo()
+
+    async def forgotten() -> bool:
+        await fire_timers(storage)
+        return await storage.get_job(job.id) is None
+
+    await wait_until(forgotten)
+    monkeypatch.setattr(secrets, "token_hex", lambda n: "creation-nonce")
+    retried = Job(id=job.id, blueprint_name="bp", status=job_pb2.JOB_STATUS_FINISHED)
+    assert await storage.commit(retried, expected_version=0) is CommitOutcome.OK
+    monkeypatch.undo()
+
+    assert await storage.get_job(job.id) is None
+    assert await storage.count_jobs() == {}
+
+
+async def test_two_instances_claiming_batches_from_the_same_queues_lease_each_task_once(
+    open_storage: OpenStorage,
+) -> None:
+    a, b = await open_storage(), await open_storage()
+    job = await new_job(a)
+    tasks = [queued(job, "xy"[n % 2], priority=n % 3) for n in range(60)]
+    assert await a.commit(job, expected_version=job.version, tasks=tasks) is CommitOutcome.OK
+
+    async def drain(storage: RedisStorage, worker: WorkerProfile) -> list[Task]:
+        claimed: list[Task] = []
+        while batch := await storage.claim_tasks(worker, 0.01, limit=4):
+            claimed += batch
+        return claimed
+
+    on_a, on_b = await asyncio.gather(
+        drain(a, WorkerProfile("wa", ("x", "y"))), drain(b, WorkerProfile("wb", ("y", "x")))
+    )
+
+    ids = [t.task_id for t in [*on_a, *on_b]]
+    assert sorted(ids) == sorted(t.task_id for t in tasks)
+    assert sorted(await a.leased_to("wa")) == sorted(t.task_id for t in on_a)
+    assert sorted(await b.leased_to("wb")) == sorted(t.task_id for t in on_b)
+    assert await a.queue_depths() == {}
+    # Each batch came best first: priority, then the order they were queued.
+    rank = {t.task_id: (-t.priority, n) for n, t in enumerate(tasks)}
+    for claimed in (on_a, on_b):
+        assert all(rank[x.task_id] < rank[y.task_id] for x, y in itertools.pairwise(claimed))
