@@ -176,3 +176,49 @@ def test_every_curve_and_box_stays_inside_the_drawing() -> None:
     # The two parallel curves are apart, so are their labels.
     first, second = [c for c in layout.curves if (c.source, c.target) == ("a", "c")]
     assert first.label_at != second.label_at
+
+
+def test_parallel_transitions_are_apart_and_their_labels_do_not_meet() -> None:
+    # Two outcomes leading to the same state (a conditional edge and the
+    # default one draw the same way): two curves, two labels, none on top of
+    # the other, and a label too long to show whole keeps it as a tooltip.
+    long = "needs_a_second_look_by_someone_from_the_legal_team"
+    bp = StateMachineBlueprint("parallel")
+
+    @bp.handler_for("route", is_start=True)
+    async def route(actions: ActionFactory) -> None:
+        # A literal dict: the graph reads transitions from the source.
+        actions.dispatch_task(
+            "t",
+            transitions={
+                "success": "transcode",
+                "needs_a_second_look_by_someone_from_the_legal_team": "transcode",
+            },
+        )
+
+    @bp.handler_for("transcode", is_end=True)
+    async def transcode() -> None:
+        return None
+
+    svg = ET.fromstring(to_svg(bp))
+
+    edges = groups(svg, "transition")
+    assert len(edges) == 2
+    paths = {g.find(f"{_SVG}path").get("d") for g in edges}  # type: ignore[union-attr]
+    assert len(paths) == 2
+    boxes = []
+    for g in edges:
+        (label,) = groups(g, "label")
+        rect = label.find(f"{_SVG}rect")
+        assert rect is not None
+        x, y = float(rect.get("x", "nan")), float(rect.get("y", "nan"))
+        boxes.append(
+            (x, y, x + float(rect.get("width", "nan")), y + float(rect.get("height", "nan")))
+        )
+    (a_left, a_top, a_right, a_bottom), (b_left, b_top, b_right, b_bottom) = boxes
+    assert a_right <= b_left or b_right <= a_left or a_bottom <= b_top or b_bottom <= a_top
+    shown = {t.text for g in edges for t in g.iter(f"{_SVG}text")}
+    assert "success" in shown
+    assert long not in shown
+    titles = {t.text for g in edges for t in g.iter(f"{_SVG}title")}
+    assert titles == {long}

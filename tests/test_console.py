@@ -349,7 +349,18 @@ def test_cancel_a_running_job(console: Console, server: Server) -> None:
     expect(tasks).to_contain_text("50%")
     console.shot("running")
 
+    # Cancelling asks first, in the page and from the keyboard: Escape
+    # keeps the job, and only the confirming button calls the API.
     page.get_by_role("button", name="Cancel job").click()
+    question = page.get_by_role("group", name="Cancel this job?")
+    expect(question.get_by_role("button", name="No, keep it")).to_be_focused()
+    console.shot("cancel-question")
+    page.keyboard.press("Escape")
+    expect(question).to_have_count(0)
+    expect(page.get_by_role("button", name="Cancel job")).to_be_focused()
+    console.status_is("waiting_for_worker")
+    page.keyboard.press("Enter")
+    question.get_by_role("button", name="Yes, cancel the job").click()
 
     console.status_is("cancelled")
     expect(page.locator(".answer")).to_contain_text("Cancel: ")

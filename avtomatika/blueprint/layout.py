@@ -40,7 +40,9 @@ _LABEL_ROOM = 14.0
 _SWEEPS = 6
 _ARROW_LENGTH = 9.0
 _ARROW_HALF_WIDTH = 4.5
-_PARALLEL_SPREAD = 16.0
+_PARALLEL_SPREAD = 28.0
+"""How far apart the control points of two parallel curves are: enough
+that their middles (three quarters of it apart) hold a label each."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,9 @@ class Curve:
     label_starts: bool = False
     """Whether the label starts at ``label_at`` (beside a curve bulging to
     the right) rather than being centred on it."""
+    label_below: bool = False
+    """Whether the label goes under ``label_at`` rather than above it: the
+    lower of parallel curves carries it below, so two labels never meet."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +275,9 @@ def _curve(source: Box, target: Box, offset: float) -> Curve:
         control1, control2 = (sx, top), (tx, top)
     middle = _bezier_middle(start, control1, control2, end)
     beside = target.rank == source.rank and source.name != target.name
+    # The lower of two parallel curves: forward ones sink with the offset,
+    # back ones (arching above) rise with it.
+    below = offset > 0 if target.rank > source.rank else target.rank < source.rank and offset < 0
     return Curve(
         source.name,
         target.name,
@@ -280,6 +288,7 @@ def _curve(source: Box, target: Box, offset: float) -> Curve:
         _arrowhead(control2, end, start),
         (middle[0] + 6.0, middle[1] + 8.0) if beside else middle,
         label_starts=beside,
+        label_below=below,
     )
 
 

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from xml.sax.saxutils import escape, quoteattr
 
 from avtomatika.blueprint.graph import read_graph
-from avtomatika.blueprint.layout import STATE_HEIGHT, Layout, Point, lay_out
+from avtomatika.blueprint.layout import STATE_HEIGHT, Curve, Layout, Point, lay_out
 from avtomatika.blueprint.state_machine import FAILED, StateMachineBlueprint
 
 __all__ = ["SVG_CONTENT_TYPE", "to_svg"]
@@ -40,6 +40,8 @@ _LABEL_FONT_SIZE = 10.0
 _CHARACTER = 0.6
 _PADDING = 14.0
 _MIN_WIDTH = 72.0
+_LONGEST_LABEL = 40
+"""Characters of a label shown on the drawing; a longer one is cut."""
 _INK = "#1f2933"
 _EDGE = "#52606d"
 _FAILED_INK = "#b42318"
@@ -62,7 +64,7 @@ def to_svg(blueprint: StateMachineBlueprint) -> str:
         start,
         [(edge.source, edge.target) for edge in graph.edges],
         lambda name: _state_width(_shown_name(name, name in missing)),
-        [_label_width(edge.label) for edge in graph.edges],
+        [_label_width(_shown_label(edge.label)) for edge in graph.edges],
     )
     left, top, width, height = _bounds(layout, [edge.label for edge in graph.edges])
     lines = [
@@ -85,15 +87,7 @@ def to_svg(blueprint: StateMachineBlueprint) -> str:
         )
     for edge, curve in zip(graph.edges, layout.curves, strict=True):
         dash = ' stroke-dasharray="5 4"' if edge.aggregate else ""
-        label = ""
-        if edge.label:
-            x, y = curve.label_at
-            anchor = "start" if curve.label_starts else "middle"
-            label = (
-                f'<text x="{_n(x)}" y="{_n(y - 4)}" text-anchor="{anchor}" '
-                f'font-size="{_n(_LABEL_FONT_SIZE)}" fill="{_EDGE}" stroke="{_FILL}" '
-                f'stroke-width="3" paint-order="stroke">{_text(edge.label)}</text>'
-            )
+        label = _label(edge.label, curve) if edge.label else ""
         lines.append(
             f'<g class="transition" data-from={_attribute(edge.source)} '
             f"data-to={_attribute(edge.target)} data-outcome={_attribute(edge.outcome)}>"
@@ -146,6 +140,32 @@ def _state_width(text: str) -> float:
     return max(_MIN_WIDTH, len(text) * _STATE_FONT_SIZE * _CHARACTER + 2 * _PADDING)
 
 
+def _shown_label(label: str) -> str:
+    """A label cut to fit beside an edge (the whole text is its tooltip)."""
+    return label if len(label) <= _LONGEST_LABEL else label[: _LONGEST_LABEL - 1] + "\u2026"
+
+
+def _label(label: str, curve: Curve) -> str:
+    """A transition's label beside its curve, above it or (the lower of
+    parallel curves) below it, on a background so that no edge strikes it
+    through; a cut label keeps its whole text as a ``<title>``."""
+    shown = _shown_label(label)
+    x, y = curve.label_at
+    baseline = y + 4 + _LABEL_FONT_SIZE if curve.label_below else y - 4
+    width = _label_width(shown)
+    left = x if curve.label_starts else x - width / 2
+    anchor = "start" if curve.label_starts else "middle"
+    title = f"<title>{_text(label)}</title>" if shown != label else ""
+    return (
+        f'<g class="label">{title}'
+        f'<rect x="{_n(left - 2)}" y="{_n(baseline - _LABEL_FONT_SIZE)}" '
+        f'width="{_n(width + 4)}" height="{_n(_LABEL_FONT_SIZE + 3)}" rx="2" '
+        f'fill="{_FILL}" fill-opacity="0.9"/>'
+        f'<text x="{_n(x)}" y="{_n(baseline)}" text-anchor="{anchor}" '
+        f'font-size="{_n(_LABEL_FONT_SIZE)}" fill="{_EDGE}">{_text(shown)}</text></g>'
+    )
+
+
 def _label_width(label: str) -> float:
     return len(label) * _LABEL_FONT_SIZE * _CHARACTER
 
@@ -156,13 +176,15 @@ def _bounds(layout: Layout, labels: Iterable[str]) -> tuple[float, float, float,
     left, top, width, height = layout.bounds
     right, bottom = left + width, top + height
     for label, curve in zip(labels, layout.curves, strict=True):
-        width = _label_width(label) + 8
+        width = _label_width(_shown_label(label)) + 8
         x, y = curve.label_at
         if curve.label_starts:
             right = max(right, x + width)
         else:
             left, right = min(left, x - width / 2), max(right, x + width / 2)
         top = min(top, y - _LABEL_FONT_SIZE - 8)
+        if curve.label_below:
+            bottom = max(bottom, y + _LABEL_FONT_SIZE + 12)
     if layout.entry is not None:
         (cx, _), _ = layout.entry
         left = min(left, cx - 8)

@@ -45,14 +45,14 @@ function show() {
   });
 }
 
-function login(message = "") {
+function login(message = "", kind = "error") {
   nav.hidden = true;
   logout.hidden = true;
   const input = h("input", {
     id: "token", name: "token", type: "password", autocomplete: "off", required: true,
     spellcheck: "false",
   });
-  const problem = h("p", { class: "error", role: "alert" }, message);
+  const problem = h("p", { class: kind, role: "alert" }, message);
   const form = h("form", { class: "login", "aria-labelledby": "login-title" },
     h("h1", { id: "login-title" }, "Sign in"),
     h("p", {}, "Your client token is kept in this tab only, and sent only in a request header."),
@@ -68,6 +68,7 @@ function login(message = "") {
       show();
     } catch (error) {
       clearToken();
+      problem.className = "error";
       fill(problem, error.status === 401 ? "That token was refused." : error.message);
     }
   });
@@ -78,7 +79,7 @@ function login(message = "") {
 logout.addEventListener("click", () => {
   clearToken();
   leaving?.abort();
-  login("Logged out.");
+  login("Logged out.", "info");
 });
 
 window.addEventListener("console:unauthorised", () => {

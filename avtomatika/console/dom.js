@@ -88,6 +88,16 @@ export function progressBar(fraction, label = "progress") {
     h("span", { class: "progress-text" }, percent));
 }
 
+/** Statuses a job does not leave (save by a retry). */
+export const ENDED = new Set(["finished", "failed", "cancelled", "error", "quarantined"]);
+
+/** A job's progress as the API says it; an ended job shows no bar (its
+ * progress field stays where the last report left it, often 0). */
+export function jobProgress(job, label = "job") {
+  if (ENDED.has(job.status)) return h("span", { class: "muted", title: `job ${String(job.status).replaceAll("_", " ")}` }, "—");
+  return progressBar(job.progress, label);
+}
+
 /** A table: `columns` are [heading, cell(row) -> node/string]; each cell
  * carries its heading so narrow screens can show rows as cards. */
 export function table(columns, rows, caption) {

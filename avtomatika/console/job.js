@@ -5,9 +5,8 @@
 // the job's event stream (GET .../events) triggers a reload on each change.
 
 import { call, events, graph } from "./api.js";
-import { announce, badge, duration, fill, h, json, progressBar, table, when } from "./dom.js";
+import { ENDED as TERMINAL, announce, badge, duration, fill, h, jobProgress, json, progressBar, table, when } from "./dom.js";
 
-const TERMINAL = new Set(["finished", "failed", "cancelled", "error", "quarantined"]);
 const RETRYABLE = new Set(["failed", "error", "quarantined"]);
 const POLL_MS = 2000;
 
@@ -31,8 +30,23 @@ export async function jobView(root, id, signal) {
 
   let svg = null;
   let actionsKey = "";
+  // What the last action's answer says the job's status is: when the job
+  // moves on, the answer says so too (or goes, if it was a refusal).
+  let answered = null;
+
+  function showAnswer(job) {
+    if (!answered || answered.status === job.status) return;
+    if (answered.label === null) {
+      fill(answer);
+      answered = null;
+      return;
+    }
+    answered.status = job.status;
+    fill(answer, h("span", { class: "ok" }, `${answered.label}: job is now ${job.status.replaceAll("_", " ")}`));
+  }
 
   async function act(label, path, body) {
+    answered = null;
     fill(answer, `${label}…`);
     try {
       const reply = await call(`${base}/${path}`, { method: "POST", body, signal });
@@ -42,9 +56,11 @@ export async function jobView(root, id, signal) {
         : String(reply);
       fill(answer, h("span", { class: "ok" }, `${label}: ${said}`));
       announce(`${label}: ${said}`);
+      answered = { label, status: reply?.status };
     } catch (error) {
       if (error.name === "AbortError") return;
       fill(answer, h("span", { class: "error" }, `${label} refused (${error.status ?? "network"}): ${error.message}`));
+      answered = { label: null, status: shownStatus };
     }
     reload();
   }
@@ -62,13 +78,13 @@ export async function jobView(root, id, signal) {
         approval?.expires_at ? h("p", { class: "muted" }, "Expires ", when(approval.expires_at)) : null,
         h("div", { class: "buttons" }, (approval?.decisions ?? []).map((decision) =>
           h("button", {
-            type: "button", class: "primary", "data-decision": decision,
+            type: "button", class: decisionClass(decision), "data-decision": decision,
             onclick: () => act(`Decision "${decision}"`, "approve", { decision }),
-          }, decision)))));
+          }, readable(decision))))));
     }
     const row = [];
     if (!TERMINAL.has(job.status)) {
-      row.push(h("button", { type: "button", class: "danger", onclick: () => act("Cancel", "cancel") }, "Cancel job"));
+      row.push(h("button", { type: "button", class: "danger", onclick: (event) => confirmCancel(event.currentTarget) }, "Cancel job"));
     }
     if (RETRYABLE.has(job.status)) {
       row.push(h("button", { type: "button", class: "primary", onclick: () => act("Retry", "retry", {}) }, "Retry job"));
@@ -76,12 +92,29 @@ export async function jobView(root, id, signal) {
     fill(actions, buttons, row.length ? h("div", { class: "buttons" }, row) : null);
   }
 
+  function confirmCancel(button) {
+    // Cancelling cannot be undone: ask in the page first, keyboard first
+    // (the question takes the focus; Escape or "No" puts the button back).
+    const no = h("button", { type: "button", onclick: () => back() }, "No, keep it");
+    const yes = h("button", { type: "button", class: "danger solid", onclick: () => act("Cancel", "cancel") }, "Yes, cancel the job");
+    const question = h("div", { class: "confirm", role: "group", "aria-labelledby": "confirm-cancel" },
+      h("span", { id: "confirm-cancel" }, "Cancel this job? It stops where it is."), yes, no);
+    question.addEventListener("keydown", (event) => { if (event.key === "Escape") back(); });
+    function back() {
+      question.replaceWith(button);
+      button.focus();
+    }
+    button.replaceWith(question);
+    no.focus();
+  }
+
   function showSummary(job) {
     fill(summary, h("dl", { class: "facts" },
       fact("Status", badge(job.status)),
       fact("Blueprint", h("a", { href: `#/jobs?blueprint=${encodeURIComponent(job.blueprint_name)}` }, job.blueprint_name)),
       fact("Current state", h("span", { class: "mono", "data-current-state": "" }, job.current_state)),
-      fact("Progress", progressBar(job.status === "finished" ? 1 : job.progress, "job"), job.progress_message ? h("span", { class: "muted" }, ` ${job.progress_message}`) : null),
+      fact("Progress", jobProgress(job), job.progress_message && !TERMINAL.has(job.status)
+        ? h("span", { class: "muted progress-message", title: job.progress_message }, job.progress_message) : null),
       fact("Created", when(job.created_at)),
       fact("Updated", when(job.updated_at)),
       job.retry_count ? fact("Retries", String(job.retry_count)) : null,
@@ -122,34 +155,41 @@ export async function jobView(root, id, signal) {
     }
   }
 
+  // History keeps no progress events: a running task's progress is the
+  // job's, as its progress events set it; kept per task once it ends.
+  const taskProgress = new Map();
   let shownHistory = "";
   function showHistory(history, job) {
     const seen = JSON.stringify([history, job.progress, job.status]);
     if (seen === shownHistory) return;
     shownHistory = seen;
     const rows = tasksOf(history);
-    // History keeps no progress events: a running task's progress is the job's.
     const running = rows.filter((t) => !t.outcome).at(-1);
-    if (running && !TERMINAL.has(job.status)) running.progress = job.progress;
+    if (running && !TERMINAL.has(job.status)) taskProgress.set(running.task_id + running.attempt, job.progress);
+    for (const row of rows) row.progress = taskProgress.get(row.task_id + row.attempt) ?? null;
     fill(tasks, rows.length ? table([
       ["Task", (t) => h("span", { class: "mono" }, t.type || t.task_id)],
       ["State", (t) => h("span", { class: "mono" }, t.state ?? "")],
       ["Attempt", (t) => String(t.attempt ?? "")],
       ["Worker", (t) => t.worker ? h("span", { class: "mono" }, t.worker) : h("span", { class: "muted" }, "not picked up")],
-      ["Progress", (t) => t.outcome === "success" ? progressBar(1, "task") : t.progress === null ? "" : progressBar(t.progress, "task")],
+      ["Progress", (t) => t.outcome === "success" ? progressBar(1, "task")
+        : t.progress === null ? h("span", { class: "muted" }, "—") : progressBar(t.progress, "task")],
       ["Outcome", (t) => outcome(t, job)],
       ["Ran", (t) => duration(t.ran_ms)],
     ], rows) : h("p", { class: "muted" }, "No task dispatched."));
     fill(timeline, timelineOf(history));
   }
 
+  let shownStatus = null;
   let ended = false;
   let following = false;
   let pending = null;
   async function reload() {
     const [job, history] = await Promise.all([call(base, { signal }), call(`${base}/history`, { signal })]);
     document.title = `${job.status} · ${job.id} · Avtomatika`;
+    shownStatus = job.status;
     showSummary(job);
+    showAnswer(job);
     showActions(job);
     showData(job);
     showHistory(history, job);
@@ -243,9 +283,30 @@ export function tasksOf(history) {
 function outcome(task, job) {
   if (!task.outcome && TERMINAL.has(job.status)) return h("span", { class: "muted" }, `stopped: job ${job.status}`);
   if (!task.outcome) return h("span", { class: "muted" }, task.worker ? "running" : "queued");
-  const good = task.outcome === "success";
-  return h("span", {}, h("span", { class: good ? "ok" : "error" }, task.outcome),
+  return h("span", {}, h("span", { class: outcomeClass(task.outcome) }, task.outcome),
     task.error ? h("span", { class: "task-error" }, ` — ${task.error}`) : null);
+}
+
+/** Success green, failures red; a blueprint's own outcomes (say,
+ * "needs_review") are neither. */
+function outcomeClass(name) {
+  if (name === "success") return "ok";
+  return /fail|error|cancel|timed out|timeout|quarantin/i.test(String(name)) ? "error" : "neutral";
+}
+
+const APPROVING = new Set(["approved", "approve", "yes", "accept", "accepted", "ok"]);
+const REJECTING = new Set(["rejected", "reject", "no", "deny", "denied", "decline", "declined"]);
+
+function decisionClass(decision) {
+  const name = String(decision).toLowerCase();
+  if (APPROVING.has(name)) return "primary";
+  return REJECTING.has(name) ? "danger" : null;
+}
+
+/** A decision as a button's text: the name as given, its underscores spaces. */
+function readable(decision) {
+  const text = String(decision).replaceAll("_", " ");
+  return text.charAt(0).toUpperCase() + text.slice(1);
 }
 
 const KIND_NAMES = {
@@ -269,8 +330,9 @@ function timelineOf(history) {
         words.push(`${key}: ${typeof value === "string" ? value : JSON.stringify(value)}`);
       }
     }
-    const failed = event.type === "task_finished" && event.message !== "success";
-    return h("li", { class: `event kind-${String(event.type).replace(/[^a-z_]/g, "")}${failed ? " failed" : ""}` },
+    const said = event.type === "task_finished" ? outcomeClass(event.message) : "";
+    const marked = said === "error" ? " failed" : said === "neutral" ? " custom" : "";
+    return h("li", { class: `event kind-${String(event.type).replace(/[^a-z_]/g, "")}${marked}` },
       h("span", { class: "offset", title: event.timestamp }, `+${duration(offset) || "0 ms"}`),
       h("span", { class: "kind" }, KIND_NAMES[event.type] ?? String(event.type).replaceAll("_", " ")),
       h("span", { class: "what" }, words.filter(Boolean).join(" · ")),

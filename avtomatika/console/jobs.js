@@ -3,7 +3,7 @@
 // status on top; refreshed every two seconds while the view is open.
 
 import { call, query, repeat } from "./api.js";
-import { badge, fill, h, progressBar, table, when } from "./dom.js";
+import { badge, fill, h, jobProgress, table, when } from "./dom.js";
 
 const REFRESH_MS = 2000;
 const PAGE_SIZE = 20;
@@ -126,7 +126,7 @@ function jobsTable(jobs) {
     ["Blueprint", (job) => job.blueprint_name],
     ["Status", (job) => badge(job.status)],
     ["State", (job) => h("span", { class: "mono" }, job.current_state)],
-    ["Progress", (job) => progressBar(job.status === "finished" ? 1 : job.progress, `job ${job.id}`)],
+    ["Progress", (job) => jobProgress(job, `job ${job.id}`)],
     ["Created", (job) => when(job.created_at)],
     ["Updated", (job) => when(job.updated_at)],
   ], jobs, "Your jobs, newest first");

@@ -43,7 +43,7 @@ export async function workersView(root, signal) {
     const orphans = skills.filter((skill) => Number(depth[skill] ?? 0) > 0 && !served.has(skill));
     fill(warnings, orphans.map((skill) => h("p", { class: "warning", role: "alert", "data-skill": skill },
       h("strong", {}, "No worker has "), h("span", { class: "mono" }, skill),
-      `: ${depth[skill]} task(s) wait for one.`)));
+      Number(depth[skill]) === 1 ? ": 1 task waits for one." : `: ${depth[skill]} tasks wait for one.`)));
     fill(queues, skills.length ? table([
       ["Skill", (skill) => h("span", { class: "mono" }, skill)],
       ["Queued", (skill) => String(depth[skill] ?? 0)],
@@ -71,7 +71,7 @@ function workerTable(workers) {
     ["Transport", (w) => h("span", { class: `transport transport-${String(w.transport).replace(/[^a-z]/g, "")}` }, w.transport)],
     ["Agent", (w) => w.agent ? h("span", { class: "mono small" }, w.agent) : h("span", { class: "muted" }, "—")],
     ["Skills", (w) => h("span", {}, (w.skills ?? []).map((s) => h("span", { class: "chip mono" }, s)))],
-    ["Resources", (w) => resources(w)],
+    ["Resources", (w) => resources(w) || h("span", { class: "muted" }, "—")],
     ["Load", (w) => `${w.load ?? 0} / ${w.resources?.max_concurrent_tasks || "?"}`],
     ["Status", (w) => badge(w.status)],
     ["Last seen", (w) => when(w.last_seen)],
