@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from avtomatika.cli.command import Commands, needs_server
+from avtomatika.cli.command import CONNECTION_OPTIONS, Commands, needs_server
 from avtomatika.config import Settings
 from avtomatika.errors import ConfigError
 from avtomatika.logs.formats import configure_logging
@@ -142,7 +142,9 @@ def _load_server() -> Callable[[Settings], Coroutine[Any, Any, None]]:
 
 def _serve(args: argparse.Namespace) -> int:
     serve = needs_server(_load_server)
-    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "run")}
+    # The client commands' options parse at the top level too: not settings.
+    ignored = ("command", "run", *CONNECTION_OPTIONS)
+    overrides = {k: v for k, v in vars(args).items() if k not in ignored}
     try:
         settings = Settings.load(os.environ, overrides)
     except ConfigError as exc:
