@@ -28,7 +28,7 @@ from avtomatika.worker import TaskContext, TaskFailure
 from tests.support import CLIENT_TOKEN, wait_until
 from tests.support.blueprints import approval_blueprint, echo_blueprint, instant_blueprint
 from tests.support.net import free_port
-from tests.support.orchestrator import make_settings
+from tests.support.orchestrator import OTHER_CLIENT_TOKEN, make_settings, with_other_client
 from tests.support.sdk import serving
 from tests.support.tls import Authority
 
@@ -129,7 +129,7 @@ class Cli:
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def cli() -> AsyncIterator[Cli]:
+async def cli(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cli]:
     blueprints = [
         echo_blueprint("echo"),
         echo_blueprint("gated", task_type="gated"),
@@ -139,7 +139,9 @@ async def cli() -> AsyncIterator[Cli]:
         instant_blueprint(),
         approval_blueprint("review"),
     ]
-    orchestrator = OrchestratorEngine(config=make_settings(), blueprints=blueprints)
+    # The other client never creates a job: it is the one whose list is empty.
+    settings = make_settings(**with_other_client(tmp_path_factory.mktemp("clients")))
+    orchestrator = OrchestratorEngine(config=settings, blueprints=blueprints)
     await orchestrator.start()
     try:
         skills = {"echo": _echo, "gated": _gated, "flaky": _flaky}
@@ -374,11 +376,13 @@ async def test_an_unreachable_server_is_one_line() -> None:
     assert _one_line(ran) == f"avtomatika: cannot reach {url}: connection refused"
 
 
-@pytest.mark.parametrize("token", ["not-the-token", None])
-async def test_a_wrong_or_missing_token_is_the_apis_401(cli: Cli, token: str | None) -> None:
+async def test_a_wrong_token_is_the_apis_401_and_a_missing_one_says_so(cli: Cli) -> None:
     for command in (("jobs", "ls"), ("workers", "ls"), ("jobs", "watch", "some-job")):
-        ran = await cli(*command, token=token)
+        ran = await cli(*command, token="not-the-token")
         assert _one_line(ran) == "avtomatika: missing or invalid X-Client-Token (HTTP 401)"
+        assert _one_line(await cli(*command, token=None)) == (
+            "avtomatika: no client token: pass --token or set AVTOMATIKA_TOKEN"
+        )
     given = await cli("jobs", "ls", "--token", "a-secret-in-the-flag", token=None)
     assert "a-secret-in-the-flag" not in given.err
     assert _one_line(given).endswith("(HTTP 401)")
@@ -576,3 +580,60 @@ async def test_graph_as_svg(cli: Cli) -> None:
     assert ran.code == 0, ran.err
     assert "<svg" in ran.out
     assert '<g class="state" data-state="failed"' in ran.out
+
+
+async def test_connection_options_go_at_every_level_the_innermost_winning(cli: Cli) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    for command in (
+        ("--url", cli.url, "--token", CLIENT_TOKEN, "--json", "jobs", "ls"),
+        ("jobs", "--url", cli.url, "--token", CLIENT_TOKEN, "--json", "ls"),
+        ("--url", nowhere, "jobs", "--url", nowhere, "ls", "--url", cli.url, "--json"),
+        ("--token", "not-the-token", "jobs", "ls", "--token", CLIENT_TOKEN, "--json"),
+    ):
+        ran = await cli(*command, token=None if "--token" in command else CLIENT_TOKEN,
+                        AVTOMATIKA_URL=nowhere if "--url" in command else cli.url)  # fmt: skip
+        assert ran.code == 0, (command, ran.err)
+        assert isinstance(ran.json()["jobs"], list)
+    assert _one_line(await cli("--url", cli.url, "workers", "ls", "--url", nowhere)) == (
+        f"avtomatika: cannot reach {nowhere}: connection refused"
+    )
+    for helped in (("--help",), ("jobs", "--help"), ("jobs", "ls", "--help")):
+        shown = (await cli(*helped)).out
+        assert "AVTOMATIKA_URL" in shown
+        assert "AVTOMATIKA_TOKEN" in shown
+
+
+async def test_ls_with_no_job_says_so(cli: Cli) -> None:
+    assert (await cli("jobs", "ls", token=OTHER_CLIENT_TOKEN)).out == "no jobs\n"
+    assert (await cli("jobs", "ls", "--json", token=OTHER_CLIENT_TOKEN)).json()["jobs"] == []
+    await cli.create("doomed")
+    filtered = await cli("jobs", "ls", "--blueprint", "doomed", "--status", "finished")
+    assert filtered.code == 0
+    assert filtered.out.splitlines()[0] == "no jobs match"
+    assert "all your jobs: " in filtered.out
+
+
+async def test_an_ended_job_shows_no_progress_percentage(cli: Cli) -> None:
+    GATES["progress"] = asyncio.Event()
+    job_id = await cli.create("gated", {"gate": "progress"})
+
+    async def half_way() -> dict[str, str] | None:
+        shown = await _job_shown(cli, job_id)
+        return shown if shown["progress"].startswith("50%") else None
+
+    running = await wait_until(half_way, message="the job at half way")
+    assert running["progress"] == "50%  half way"  # the job is still going
+    GATES["progress"].set()
+    assert (await cli("jobs", "watch", job_id)).code == 0
+    finished = await _job_shown(cli, job_id)
+    assert finished["status"] == "finished"
+    assert finished["progress"] == "-"
+    listed = (await cli("jobs", "ls", "--blueprint", "gated", "--limit", "1")).out.splitlines()
+    assert listed[1].split()[:5] == [job_id, "gated", "finished", "done", "-"]
+
+
+async def _job_shown(cli: Cli, job_id: str) -> dict[str, str]:
+    """``jobs get``'s listing, key to value."""
+    ran = await cli("jobs", "get", job_id)
+    assert ran.code == 0, ran.err
+    return dict(line.split(None, 1) for line in ran.out.splitlines() if " " in line)

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from avtomatika.cli.blueprints import add_blueprints
-from avtomatika.cli.command import CommandError, connection_options
+from avtomatika.cli.command import CommandError, connection_defaults, connection_options
 from avtomatika.cli.jobs import add_jobs
 from avtomatika.cli.serve import add_serve
 from avtomatika.cli.version import package_version
@@ -29,13 +29,13 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
+    options = connection_options()
     parser = argparse.ArgumentParser(
-        prog="avtomatika", description="An orchestrator for long-running jobs."
+        prog="avtomatika", description="An orchestrator for long-running jobs.", parents=[options]
     )
     parser.add_argument("--version", action="version", version=f"avtomatika {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_serve(commands)
-    options = connection_options()
     add_jobs(commands, options)
     add_workers(commands, options)
     add_blueprints(commands, options)
@@ -45,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     args = _parser().parse_args(argv)
+    connection_defaults(args)
     try:
         status: int = args.run(args)
     except CommandError as exc:

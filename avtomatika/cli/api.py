@@ -149,6 +149,11 @@ class Api:
             response: http.client.HTTPResponse = self._opener.open(request, timeout=timeout)
         except urllib.error.HTTPError as exc:
             with exc:
+                if exc.code == 401 and "X-Client-Token" not in headers:
+                    # The API's 401 cannot tell a missing token from a wrong one; we can.
+                    raise CommandError(
+                        "no client token: pass --token or set AVTOMATIKA_TOKEN"
+                    ) from None
                 raise CommandError(_refusal(exc)) from None
         except urllib.error.URLError as exc:
             raise CommandError(f"cannot reach {self.url}: {_reason(exc.reason)}") from None

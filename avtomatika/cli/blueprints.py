@@ -45,7 +45,9 @@ def add_blueprints(commands: Commands, options: argparse.ArgumentParser) -> None
         "report each blueprint; exit 1 if any is invalid or there is none.",
     )
     check.add_argument("directory", metavar="DIR", type=Path)
-    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print the report as JSON"
+    )
 
 
 def _list(args: argparse.Namespace) -> int:

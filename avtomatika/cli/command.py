@@ -15,16 +15,21 @@ from collections.abc import Callable
 from typing import TypeAlias, TypeVar
 
 __all__ = [
+    "CONNECTION_OPTIONS",
     "DEFAULT_URL",
     "CommandError",
     "Commands",
     "Group",
     "Run",
+    "connection_defaults",
     "connection_options",
     "needs_server",
 ]
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+
+CONNECTION_OPTIONS = ("url", "token", "json")
+"""Where :func:`connection_options` puts what it parses."""
 
 Run = Callable[[argparse.Namespace], int]
 """A command: parsed arguments in, exit status out."""
@@ -47,7 +52,7 @@ class Group:
     def __init__(
         self, commands: Commands, name: str, help: str, options: argparse.ArgumentParser
     ) -> None:
-        group = commands.add_parser(name, help=help)
+        group = commands.add_parser(name, help=help, parents=[options])
         self._verbs = group.add_subparsers(dest="verb", required=True, metavar="COMMAND")
         self._options = options
 
@@ -68,24 +73,40 @@ class Group:
 
 def connection_options() -> argparse.ArgumentParser:
     """The options of every command that calls the server, as a parent
-    parser. Their defaults come from the environment, so a script can set
-    ``AVTOMATIKA_URL`` and ``AVTOMATIKA_TOKEN`` once (and the token stays
-    out of the process list, where ``--token`` would show it)."""
+    parser of the top level, of each group and of each command, so they go
+    anywhere (``avtomatika --url U jobs ls``, ``avtomatika jobs ls --url U``).
+    Each level sets only what it is given (no default: ``SUPPRESS``), and a
+    subcommand's values are copied over its parent's, so the innermost wins;
+    :func:`connection_defaults` fills in the rest once parsing is done."""
     options = argparse.ArgumentParser(add_help=False)
     options.add_argument(
         "--url",
-        default=os.environ.get("AVTOMATIKA_URL") or DEFAULT_URL,
+        default=argparse.SUPPRESS,
         help=f"the orchestrator's REST address (AVTOMATIKA_URL, default {DEFAULT_URL})",
     )
     options.add_argument(
         "--token",
-        default=os.environ.get("AVTOMATIKA_TOKEN"),
+        default=argparse.SUPPRESS,
         help="the client token, sent as X-Client-Token (AVTOMATIKA_TOKEN)",
     )
     options.add_argument(
-        "--json", action="store_true", help="print the API's JSON instead of a table"
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print the API's JSON instead of a table",
     )
     return options
+
+
+def connection_defaults(args: argparse.Namespace) -> None:
+    """The connection options no level was given, from the environment, so
+    a script can set ``AVTOMATIKA_URL`` and ``AVTOMATIKA_TOKEN`` once (and
+    the token stays out of the process list, where ``--token`` would show
+    it)."""
+    given = vars(args)
+    given.setdefault("url", os.environ.get("AVTOMATIKA_URL") or DEFAULT_URL)
+    given.setdefault("token", os.environ.get("AVTOMATIKA_TOKEN"))
+    given.setdefault("json", False)
 
 
 def needs_server(load: Callable[[], T]) -> T:

@@ -22,6 +22,7 @@ from avtomatika.cli.output import (
 )
 from avtomatika.cli.watch import watch
 from avtomatika.client._wire import split_route
+from avtomatika.client.views import TERMINAL_STATUSES
 
 __all__ = ["add_jobs"]
 
@@ -146,8 +147,8 @@ def _get(args: argparse.Namespace) -> int:
     if args.json:
         print_json(job)
         return 0
-    progress = percent(job.get("progress"))
-    if job.get("progress_message"):
+    progress = _progress(job)
+    if job.get("progress_message") and job.get("status") not in TERMINAL_STATUSES:
         progress += f"  {text(job.get('progress_message'))}"
     pairs: list[tuple[str, object]] = [
         ("id", job.get("id")),
@@ -199,6 +200,21 @@ def _list(args: argparse.Namespace) -> int:
     if args.json:
         print_json({**page, "jobs": jobs})
         return 0
+    if not jobs:
+        print("no jobs match" if query else "no jobs")
+    else:
+        _jobs_table(jobs)
+    counts = page.get("counts")
+    # Unfiltered, nothing listed already says there is no job at all.
+    if (jobs or query) and isinstance(counts, dict):
+        shown = ", ".join(f"{text(name)} {n}" for name, n in sorted(counts.items()) if n)
+        print(f"\nall your jobs: {shown or 'none'}")
+    if token:
+        print("(more jobs: raise --limit, or --all)")
+    return 0
+
+
+def _jobs_table(jobs: list[dict[str, Any]]) -> None:
     table(
         ("ID", "BLUEPRINT", "STATUS", "STATE", "PROGRESS", "CREATED"),
         (
@@ -207,19 +223,21 @@ def _list(args: argparse.Namespace) -> int:
                 job.get("blueprint_name"),
                 job.get("status"),
                 job.get("current_state"),
-                percent(job.get("progress")),
+                _progress(job),
                 moment(job.get("created_at")),
             )
             for job in jobs
         ),
     )
-    counts = page.get("counts")
-    if isinstance(counts, dict):
-        shown = ", ".join(f"{text(name)} {n}" for name, n in sorted(counts.items()) if n)
-        print(f"\nall your jobs: {shown or 'none'}")
-    if token:
-        print("(more jobs: raise --limit, or --all)")
-    return 0
+
+
+def _progress(job: dict[str, Any]) -> str:
+    """A job's progress as a percentage while it runs; ``-`` once it ended,
+    whose progress is only what its last task reported (a finished job may
+    read 0%)."""
+    if job.get("status") in TERMINAL_STATUSES:
+        return text(None)
+    return percent(job.get("progress"))
 
 
 def _watch(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from avtomatika.cli.command import Commands, needs_server
+from avtomatika.cli.command import CONNECTION_OPTIONS, Commands, needs_server
 from avtomatika.cli.processes import ready_signal, supervise
 from avtomatika.config import Settings
 from avtomatika.errors import ConfigError
@@ -149,7 +149,9 @@ def _load_server() -> Callable[..., Coroutine[Any, Any, None]]:
 
 def _serve(args: argparse.Namespace) -> int:
     serve = needs_server(_load_server)
-    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "run")}
+    # The client commands' options parse at the top level too: not settings.
+    ignored = ("command", "run", *CONNECTION_OPTIONS)
+    overrides = {k: v for k, v in vars(args).items() if k not in ignored}
     environ = dict(os.environ)
     ready = ready_signal(environ)  # set when this is one of --processes' children
     try:
