@@ -52,6 +52,12 @@ _JOB_STATUSES = [job_status_name(v) for v in JobStatus.values() if v]
 _A_JOB: Schema = {"anyOf": [ref("Job"), ref("JobFields")]}
 
 
+_DECISION = {
+    "type": "string",
+    "minLength": 1,
+    "description": "One of the job's `approval.decisions`: the transitions its wait offers.",
+}
+
 SCHEMAS: dict[str, Schema] = {
     "Error": {
         "type": "object",
@@ -152,13 +158,7 @@ SCHEMAS: dict[str, Schema] = {
     "DecisionBody": {
         "type": "object",
         "required": ["decision"],
-        "properties": {
-            "decision": {
-                "type": "string",
-                "minLength": 1,
-                "description": "One of the job's `approval.decisions`.",
-            },
-        },
+        "properties": {"decision": _DECISION},
     },
     "JobFields": {
         "type": "object",
@@ -326,11 +326,7 @@ SCHEMAS: dict[str, Schema] = {
         "type": "object",
         "required": ["decision"],
         "properties": {
-            "decision": {
-                "type": "string",
-                "minLength": 1,
-                "description": "One of the transitions the waiting state offers.",
-            },
+            "decision": _DECISION,
             "token": {
                 "type": "string",
                 "description": "The wait's approval token (or the X-Approval-Token header); "
