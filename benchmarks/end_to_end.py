@@ -23,7 +23,10 @@ dependency: e.g. ``pip install --target /tmp/prof pyinstrument`` and
 a profiled run is not a measurement.
 
     python -m benchmarks.end_to_end [--jobs 5000] [--clients 32] [--workers 2]
-        [--transport grpc|rest|both] [--cancels 200]
+        [--transport grpc|rest|both] [--cancels 200] [--loop asyncio|uvloop]
+
+``--loop uvloop`` runs the orchestrator and the gRPC SDK workers on uvloop
+(not a dependency: ``pip install uvloop`` first; see ``benchmarks/event_loop.py``).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ import aiohttp
 from avtomatika import OrchestratorEngine, Settings, StateMachineBlueprint
 from avtomatika.blueprint.actions import ActionFactory
 from avtomatika.engine.events import E, JobEvent
+from benchmarks import event_loop
 from tests.support.blueprints import echo_blueprint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -339,9 +343,12 @@ async def main(args: argparse.Namespace) -> None:
     rows = [
         await measure(t, args.jobs, args.clients, args.workers, args.cancels) for t in transports
     ]
-    print(f"{args.jobs} jobs, {args.clients} clients following with ?wait=, {args.workers} workers")
+    print(
+        f"{args.jobs} jobs, {args.clients} clients following with ?wait=, "
+        f"{args.workers} workers, loop {args.loop}"
+    )
     print_table(rows)
-    print(json.dumps({"benchmark": "end_to_end", "results": rows}))
+    print(json.dumps({"benchmark": "end_to_end", "loop": args.loop, "results": rows}))
 
 
 if __name__ == "__main__":
@@ -351,4 +358,7 @@ if __name__ == "__main__":
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--transport", choices=["grpc", "rest", "both"], default="grpc")
     parser.add_argument("--cancels", type=int, default=200)
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--loop", choices=event_loop.LOOPS, default=event_loop.chosen())
+    args = parser.parse_args()
+    os.environ[event_loop.ENV] = args.loop  # the SDK workers' process inherits it
+    event_loop.run(main(args), args.loop)

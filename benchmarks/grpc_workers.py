@@ -7,6 +7,8 @@ measure cancel delivery to a running handler (a task cancelled before its
 handler starts never sees the CancelledError).
 
     python -m benchmarks.grpc_workers ADDRESS TOKEN COUNT CONCURRENCY
+
+The loop is ``BENCH_LOOP`` (``benchmarks/event_loop.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 from typing import Any
 
 from avtomatika.worker import TaskContext, Worker
+from benchmarks import event_loop
 
 
 def build(n: int, address: str, token: str, concurrency: int) -> Worker:
@@ -48,4 +51,4 @@ async def main(address: str, token: str, count: int, concurrency: int) -> None:
 
 if __name__ == "__main__":
     address, token, count, concurrency = sys.argv[1:5]
-    asyncio.run(main(address, token, int(count), int(concurrency)))
+    event_loop.run(main(address, token, int(count), int(concurrency)), event_loop.chosen())
