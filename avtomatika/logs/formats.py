@@ -126,6 +126,19 @@ def configure_logging(level: int, log_format: str, *, instance: str | None = Non
     root.addHandler(handler)
     root.setLevel(level)
     _quiet_grpc(level)
+    _skip_unwritten_fields()
+
+
+def _skip_unwritten_fields() -> None:
+    """Records without what neither format writes: the caller's source
+    line (a walk up the stack per line), the thread and the process; the
+    switches the logging HOWTO's "Optimization" section names. The
+    process is the orchestrator's own (``serve`` configures it), so no
+    other handler wants them."""
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 def _quiet_grpc(level: int) -> None:
