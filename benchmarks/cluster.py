@@ -180,7 +180,9 @@ async def measure(
     server.start()
     async with AsyncExitStack() as stack:
         stack.callback(server.close)
-        env = serve_env(REDIS_URL=server.url, JOB_WAIT_MAX_SECONDS="30")
+        # LOG_LEVEL from the environment (INFO unset), to measure the log's cost.
+        log_level = os.environ.get("LOG_LEVEL", "INFO")
+        env = serve_env(REDIS_URL=server.url, JOB_WAIT_MAX_SECONDS="30", LOG_LEVEL=log_level)
         args = ("--blueprints-dir", str(EXAMPLES), "--processes", str(processes))
         orchestrators = await asyncio.gather(
             *(

@@ -22,6 +22,10 @@ dependency: e.g. ``pip install --target /tmp/prof pyinstrument`` and
 ``PYTHONPATH=/tmp/prof``). Profilers slow the process down; the throughput of
 a profiled run is not a measurement.
 
+The orchestrator logs nothing below WARNING by default; ``BENCH_LOG_LEVEL=INFO``
+(and ``LOG_FORMAT``) configures its logging as ``avtomatika serve`` does, to
+stderr, to measure what the log lines cost.
+
     python -m benchmarks.end_to_end [--jobs 5000] [--clients 32] [--workers 2]
         [--transport grpc|rest|both] [--cancels 200] [--loop asyncio|uvloop]
 
@@ -37,6 +41,7 @@ import contextlib
 import cProfile
 import importlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -52,12 +57,14 @@ import aiohttp
 from avtomatika import OrchestratorEngine, Settings, StateMachineBlueprint
 from avtomatika.blueprint.actions import ActionFactory
 from avtomatika.engine.events import E, JobEvent
+from avtomatika.logs.formats import configure_logging
 from benchmarks import event_loop
 from tests.support.blueprints import echo_blueprint
 
 ROOT = Path(__file__).resolve().parent.parent
 LEGACY_SDK = "avtomatika-worker==1.0b7"
 REST_WORKER_SCRIPT = ROOT / "benchmarks" / "rest_worker.py"
+BENCH_LOG_LEVEL = os.environ.get("BENCH_LOG_LEVEL", "WARNING").upper()
 
 
 def hold_blueprint() -> StateMachineBlueprint:
@@ -192,7 +199,7 @@ class Run:
             grpc_port=0,
             client_token=self.client_token,
             global_worker_token=self.worker_token,
-            log_level="WARNING",
+            log_level=BENCH_LOG_LEVEL,
             job_wait_max_seconds=30,
         )
         self.orchestrator = OrchestratorEngine(
@@ -339,6 +346,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
+    if BENCH_LOG_LEVEL != "WARNING":
+        configure_logging(
+            logging.getLevelNamesMapping()[BENCH_LOG_LEVEL], os.environ.get("LOG_FORMAT", "text")
+        )
     transports = ["grpc", "rest"] if args.transport == "both" else [args.transport]
     rows = [
         await measure(t, args.jobs, args.clients, args.workers, args.cancels) for t in transports

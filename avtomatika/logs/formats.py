@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from avtomatika.logs.batched import BatchedStreamHandler
 from avtomatika.logs.scope import RequestIdFilter
 
 __all__ = ["JsonFormatter", "TextFormatter", "configure_logging"]
@@ -72,6 +73,18 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self._second = -1
+        self._stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        # What logging.Formatter writes, its text up to the second made once
+        # a second rather than once a line (localtime and strftime are most
+        # of the cost of formatting a line).
+        seconds = int(record.created)
+        if seconds != self._second:
+            self._stamp = time.strftime(self.default_time_format, self.converter(seconds))
+            self._second = seconds
+        return f"{self._stamp},{int(record.msecs):03d}"
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
@@ -100,8 +113,9 @@ def configure_logging(level: int, log_format: str, *, instance: str | None = Non
     ``log_format`` (``LOG_FORMAT``: ``json``, else text), the request id on
     every line logged while a request is served, and grpc's own loggers
     quiet (see :func:`_quiet_grpc`). ``instance`` tags every line with the
-    process's name (a field ``instance``; ``[instance=...]`` in text)."""
-    handler = logging.StreamHandler(sys.stderr)
+    process's name (a field ``instance``; ``[instance=...]`` in text).
+    Lines are written in batches (:mod:`avtomatika.logs.batched`)."""
+    handler = BatchedStreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format.lower() == "json" else TextFormatter())
     handler.addFilter(RequestIdFilter())
     if instance is not None:
@@ -112,6 +126,19 @@ def configure_logging(level: int, log_format: str, *, instance: str | None = Non
     root.addHandler(handler)
     root.setLevel(level)
     _quiet_grpc(level)
+    _skip_unwritten_fields()
+
+
+def _skip_unwritten_fields() -> None:
+    """Records without what neither format writes: the caller's source
+    line (a walk up the stack per line), the thread and the process; the
+    switches the logging HOWTO's "Optimization" section names. The
+    process is the orchestrator's own (``serve`` configures it), so no
+    other handler wants them."""
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 def _quiet_grpc(level: int) -> None:
@@ -128,7 +155,14 @@ def _quiet_grpc(level: int) -> None:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
 
 
+# The last second _utc wrote, and its text: strftime once a second, not once
+# a line.
+_last_second: tuple[int, str] = (-1, "")
+
+
 def _utc(created: float) -> str:
+    global _last_second
     seconds = int(created)
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-    return f"{stamp}.{int((created - seconds) * 1000):03d}Z"
+    if seconds != _last_second[0]:
+        _last_second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    return f"{_last_second[1]}.{int((created - seconds) * 1000):03d}Z"

@@ -159,5 +159,13 @@ class LifecycleLog:
         WORKER_LOG.log(level, text, change.worker_id, *args, extra=fields)
 
 
+# Each event type's name in a line's ``event`` field, made once rather than
+# looked up in the enum's descriptor per line.
+_EVENT_NAMES = {
+    number: name.removeprefix("HISTORY_EVENT_TYPE_").lower()
+    for name, number in HistoryEventType.items()
+}
+
+
 def _event_name(kind: HistoryEventType.ValueType) -> str:
-    return HistoryEventType.Name(kind).removeprefix("HISTORY_EVENT_TYPE_").lower()
+    return _EVENT_NAMES.get(kind) or str(kind)
