@@ -6,6 +6,7 @@ counting them all), over REST and gRPC, on each store."""
 from __future__ import annotations
 
 from datetime import datetime
+from importlib import metadata
 from pathlib import Path
 
 import grpc
@@ -15,6 +16,7 @@ from avtomatika import ActionFactory, OrchestratorEngine, StateMachineBlueprint
 from avtomatika.clock import now_ms
 from avtomatika.v1 import job_service_pb2_grpc
 from avtomatika.v1.job_service_pb2 import GetDashboardRequest, ListWorkersRequest
+from avtomatika.worker import TaskContext
 from tests.support import CLIENT_TOKEN, RawWorker, create_job, wait_for_status
 from tests.support.blueprints import echo_blueprint
 from tests.support.orchestrator import (
@@ -25,6 +27,8 @@ from tests.support.orchestrator import (
     with_other_client,
 )
 from tests.support.rest_worker import RestWorkers
+from tests.support.sdk import serving
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.both_stores
 
@@ -132,7 +136,8 @@ async def test_each_client_sees_its_own_tasks_on_a_worker_and_what_the_worker_is
             assert grpc_worker["load"] == 2
             [own_task] = grpc_worker["active_task_ids"]
             seen[job_id] = own_task
-            assert listed["w-rest"]["agent"] == "avtomatika-worker/1.0b7 (test)"
+            # The protocol its X-RXON-Version names tells the SDK generation.
+            assert listed["w-rest"]["agent"] == "avtomatika-worker/1.0b7 (test) rxon/1.0b3"
             assert (listed["w-rest"]["load"], listed["w-rest"]["active_task_ids"]) == (0, [])
         assert seen[my_job] != seen[their_job]
 
@@ -143,5 +148,24 @@ async def test_each_client_sees_its_own_tasks_on_a_worker_and_what_the_worker_is
         by_id = {w.registration.worker_id: w for w in answer.workers}
         assert list(by_id["w-grpc"].active_task_ids) == [seen[their_job]]
         assert by_id["w-grpc"].load == 2
-        assert by_id["w-rest"].agent == "avtomatika-worker/1.0b7 (test)"
+        assert by_id["w-rest"].agent == "avtomatika-worker/1.0b7 (test) rxon/1.0b3"
         await worker.close()
+
+
+async def test_our_sdk_worker_names_itself_and_its_version(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, tmp_path: Path
+) -> None:
+    orchestrator = await start(start_orchestrator, tmp_path)
+    http = http_client(orchestrator)
+
+    async def echo(params: dict[str, object], task: TaskContext) -> dict[str, object]:
+        return params
+
+    async with serving(orchestrator, {"echo": echo}, worker_id="sdk-agent"):
+
+        async def listed() -> dict[str, object] | None:
+            workers = await (await http.get("/api/v1/workers")).json()
+            return next((w for w in workers if w["worker_id"] == "sdk-agent"), None)
+
+        worker = await wait_until(listed, message="the SDK worker is listed")
+    assert str(worker["agent"]).startswith(f"avtomatika-worker/{metadata.version('avtomatika')} ")

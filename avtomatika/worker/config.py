@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import Any
 
 import grpc
@@ -12,6 +13,13 @@ from avtomatika.channel_tls import TlsFiles
 from avtomatika.payload import MESSAGE_HEADROOM_BYTES, message_limit
 
 __all__ = ["ConnectionSettings", "GpuInfo", "Resources"]
+
+
+def _sdk_version() -> str:
+    try:
+        return metadata.version("avtomatika")
+    except metadata.PackageNotFoundError:  # run from a source tree
+        return "dev"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,6 +86,8 @@ class ConnectionSettings:
         limits = [
             ("grpc.max_receive_message_length", self.max_message_bytes),
             ("grpc.max_send_message_length", self.max_message_bytes),
+            # Listed as the worker's agent on the workers page and API.
+            ("grpc.primary_user_agent", f"avtomatika-worker/{_sdk_version()}"),
         ]
         return [*limits, *self.channel_options]
 

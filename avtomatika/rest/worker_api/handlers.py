@@ -72,14 +72,22 @@ def path_worker(request: web.Request) -> str:
     return api.speaks_for(_token(request), request.match_info["worker_id"])
 
 
+def _agent(request: web.Request) -> str:
+    """What a REST worker says it is: its User-Agent (the SDKs send
+    aiohttp's), and the worker protocol it speaks, which tells the SDK
+    generation apart (rxon 1.0b3: SDK 1.0b7; 1.0b17: SDK 1.0b20)."""
+    agent = request.headers.get("User-Agent", "")
+    protocol = request.headers.get(_VERSION_HEADER)
+    return f"{agent} rxon/{protocol}".strip() if protocol else agent
+
+
 async def register(request: web.Request) -> web.Response:
     api = request.app[WORKER_API]
     api.authenticate(_token(request))
     body = await read_json_object(request)
     parsed = registration(body)
     _check_signature(request, body)
-    agent = request.headers.get("User-Agent", "")
-    await api.register(_token(request), parsed, extras(body).skills_hash, agent)
+    await api.register(_token(request), parsed, extras(body).skills_hash, _agent(request))
     sent = request.headers.get(_VERSION_HEADER)
     warning = None
     if sent is not None and sent not in PROTOCOL_VERSIONS:
@@ -101,8 +109,7 @@ async def heartbeat(request: web.Request) -> web.Response:
         _check_signature(request, body)
     skills_hash = extras(body).skills_hash
     api = request.app[WORKER_API]
-    agent = request.headers.get("User-Agent", "")
-    cancel = await api.heartbeat(_token(request), beat, worker_id, skills_hash, agent)
+    cancel = await api.heartbeat(_token(request), beat, worker_id, skills_hash, _agent(request))
     if cancel is None:
         return web.json_response({"status": "ttl_refreshed"})
     reply: dict[str, object] = {"status": "ok"}
