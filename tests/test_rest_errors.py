@@ -171,3 +171,16 @@ async def test_job_json_has_the_documented_fields_and_no_secrets(
     assert "test-client-token" not in text
     assert "X-Client-Token" not in text
     assert job["created_at"].endswith("+00:00")
+
+
+async def test_answers_name_the_server_without_versions(
+    orchestrator: OrchestratorEngine, http_client: HttpFactory
+) -> None:
+    """Neither aiohttp's nor Python's version is told to whoever asks."""
+    http = http_client(orchestrator)
+    for response in (
+        await http.get("/_public/status"),
+        await http.get("/no/such/path"),
+        await http.post("/api/v1/jobs/echo", data=b"{not json"),
+    ):
+        assert response.headers["Server"] == "avtomatika"

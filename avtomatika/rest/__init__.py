@@ -26,6 +26,12 @@ from avtomatika.services.public_api import PublicApi
 __all__ = ["build_app"]
 
 
+async def _name_the_server(request: web.Request, response: web.StreamResponse) -> None:
+    # aiohttp would name itself and Python with their versions in every
+    # answer (a scanner's first hint); the product's name is all a client needs.
+    response.headers["Server"] = "avtomatika"
+
+
 def build_app(
     engine: Engine,
     auth: Authenticator,
@@ -76,6 +82,7 @@ def build_app(
     app.on_shutdown.append(release_rest_workers)
     app.on_response_prepare.append(add_protocol_header)
     app.on_response_prepare.append(echo_request_id)
+    app.on_response_prepare.append(_name_the_server)
     return app
 
 
