@@ -11,7 +11,12 @@ Scenarios (``--scenarios``, comma-separated; all by default):
   2 processes x 8 threads, C closed-loop clients doing ``send`` then
   ``get_result`` (:mod:`benchmarks.dramatiq_app`, in a throwaway
   virtualenv, ``.bench-venv-dramatiq-redis-2.2.1``);
-- ``rest``: the REST path of the system we replace (:mod:`benchmarks.rest_path`).
+- ``rest``: the REST path of the system we replace (:mod:`benchmarks.rest_path`);
+- ``open``: the ``grpc`` scenario's setup under a moderate open-loop load,
+  ``--open-rate`` jobs/s (200) created on a fixed clock for ``--open-jobs``
+  jobs (3,000), each followed with ``?wait=`` (:mod:`benchmarks.load`): the
+  CPU per job when the orchestrator is not saturated, its user/kernel split,
+  and its ratio to the ``grpc`` scenario's of the same round.
 
 The first three share a table: jobs/s, p50/p99, CPU ms per job of the
 orchestrator and of everything (orchestrator, workers, clients, Redis), and
@@ -19,8 +24,8 @@ Redis commands per job (``INFO commandstats`` deltas of a redis-server
 started for the run on a free port); then ours / Dramatiq, jobs/s and total
 CPU per job. With ``--rounds N`` the scenarios run interleaved N times.
 
-    python -m benchmarks.comparison [--scenarios grpc,redis,dramatiq,rest]
-        [--jobs 5000] [--clients 32] [--rounds 1]
+    python -m benchmarks.comparison [--scenarios grpc,open,redis,dramatiq,rest]
+        [--jobs 5000] [--clients 32] [--rounds 1] [--open-rate 200] [--open-jobs 3000]
         [--rest-jobs 2000] [--rest-clients 32,128] [--sdk 1.0b7,1.0b20]
 """
 
@@ -40,6 +45,10 @@ from tests.support.redis import RedisServer
 DRAMATIQ = "dramatiq[redis]==2.2.1"
 DRAMATIQ_PROCESSES = 2
 DRAMATIQ_THREADS = 8
+# Connections the open-loop client opens before it starts; it opens more if
+# they are all following jobs when one is due (at 200/s and a few ms a job,
+# about one is busy).
+OPEN_CONNECTIONS = 16
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -154,19 +163,71 @@ def print_comparison(rounds: list[list[dict[str, Any]]]) -> None:
                 print(f"{row['system']} / Dramatiq: jobs/s x{speed:.2f}, CPU per job x{cpu:.2f}")
 
 
+def open_row(run: dict[str, Any], saturated: float | None) -> dict[str, Any]:
+    """A row of the open-loop table: CPU ms per job of each process, the
+    orchestrator's user/kernel split, and its CPU per job over the saturated
+    ``grpc`` run's of the same round, ``saturated`` CPU seconds per job
+    (None without one)."""
+    jobs = run["jobs"]
+    per_job = {name: round(cpu * 1000 / jobs, 3) for name, cpu in run["cpu_s"].items()}
+    split = run["orchestrator_cpu_split_s"]
+    ratio = None
+    if saturated is not None:
+        ratio = round(run["cpu_s"]["orchestrator"] / jobs / saturated, 2)
+    return {
+        "jobs_per_s": run["jobs_per_s"],
+        "p50_ms": run["latency_p50_ms"],
+        "p99_ms": run["latency_p99_ms"],
+        "orchestrator": per_job["orchestrator"],
+        "user_system": f"{split['user'] * 1000 / jobs:.2f}/{split['system'] * 1000 / jobs:.2f}",
+        "workers": per_job["workers"],
+        "clients": per_job["clients"],
+        "late": run["late"],
+        "ratio": ratio,
+    }
+
+
+def print_open(rate: float, jobs: int, rows: list[dict[str, Any]]) -> None:
+    columns = [
+        ("jobs/s", "jobs_per_s", 8), ("p50 ms", "p50_ms", 7), ("p99 ms", "p99_ms", 7),
+        ("orch. ms/job", "orchestrator", 13), ("user/sys", "user_system", 10),
+        ("workers", "workers", 8), ("clients", "clients", 8), ("late", "late", 5),
+        ("orch. vs saturated", "ratio", 19),
+    ]  # fmt: skip
+    print(
+        f"Open loop: {jobs} one-task jobs created at {rate:g}/s, followed with ?wait=, "
+        "2 gRPC SDK workers, embedded store; CPU ms per job; orch. vs saturated: "
+        "orchestrator CPU per job over the grpc scenario's of the same round"
+    )
+    print("  ".join(f"{title:>{width}}" for title, _, width in columns))
+    for row in rows:
+        cells = [f"{'-' if row[key] is None else row[key]:>{width}}" for _, key, width in columns]
+        print("  ".join(cells))
+
+
 async def main(args: argparse.Namespace) -> None:
     scenarios = args.scenarios.split(",")
-    unknown = set(scenarios) - {"grpc", "redis", "dramatiq", "rest"}
+    unknown = set(scenarios) - {"grpc", "open", "redis", "dramatiq", "rest"}
     if unknown:
         raise SystemExit(f"unknown scenarios: {', '.join(sorted(unknown))}")
     rounds: list[list[dict[str, Any]]] = []
     runs: list[dict[str, Any]] = []
     rest_rows: list[dict[str, Any]] = []
+    open_rows: list[dict[str, Any]] = []
     for _ in range(args.rounds):
         compared = []
+        saturated: float | None = None
         if "grpc" in scenarios:
             runs.append(await end_to_end.measure("grpc", args.jobs, args.clients, 2, 0))
             compared.append(summary("Avtomatika, embedded store, gRPC", runs[-1]))
+            saturated = runs[-1]["cpu_s"]["orchestrator"] / args.jobs
+        if "open" in scenarios:
+            runs.append(
+                await end_to_end.measure(
+                    "grpc", args.open_jobs, OPEN_CONNECTIONS, 2, 0, rate=args.open_rate
+                )
+            )
+            open_rows.append(open_row(runs[-1], saturated))
         if "redis" in scenarios:
             runs.append(await cluster.measure(1, args.jobs, args.clients, 2, sample=300))
             compared.append(summary("Avtomatika, Redis store, 1 instance", runs[-1]))
@@ -184,6 +245,8 @@ async def main(args: argparse.Namespace) -> None:
     if rounds:
         print(f"{args.jobs} one-task jobs, {args.clients} closed-loop clients")
         print_comparison(rounds)
+    if open_rows:
+        print_open(args.open_rate, args.open_jobs, open_rows)
     if rest_rows:
         print(
             f"REST path: {args.rest_jobs} jobs, clients polling every {args.poll_ms:g} ms, "
@@ -191,12 +254,18 @@ async def main(args: argparse.Namespace) -> None:
             f"(concurrency {rest_path.CONCURRENCY})"
         )
         rest_path.print_table(rest_rows)
-    print(json.dumps({"benchmark": "comparison", "runs": runs, "rest_path": rest_rows}))
+    print(
+        json.dumps(
+            {"benchmark": "comparison", "runs": runs, "open": open_rows, "rest_path": rest_rows}
+        )
+    )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--scenarios", default="grpc,redis,dramatiq,rest")
+    parser.add_argument("--scenarios", default="grpc,open,redis,dramatiq,rest")
+    parser.add_argument("--open-rate", type=float, default=200.0)
+    parser.add_argument("--open-jobs", type=int, default=3000)
     parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=1)

@@ -262,19 +262,30 @@ class Run:
             await process.wait()
         await self.orchestrator.stop()
 
-    async def load(self, jobs: int, clients: int, poll_ms: float = 0) -> dict[str, Any]:
+    async def load(
+        self, jobs: int, clients: int, poll_ms: float = 0, rate: float = 0
+    ) -> dict[str, Any]:
         """Run the client process (following with ``?wait=``, or polling
-        every ``poll_ms``); its JSON report."""
+        every ``poll_ms``; closed loop, or open loop at ``rate`` jobs/s);
+        its JSON report."""
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "benchmarks.load", self.url, self.client_token,
-            "/api/v1/jobs/echo", str(jobs), str(clients), str(poll_ms),
+            "/api/v1/jobs/echo", str(jobs), str(clients), str(poll_ms), str(rate),
             env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         workers_before = sum(process_cpu_seconds(p.pid) for p in self.processes)
         orchestrator_before = time.process_time()
-        with profiled(self.transport):
+        times_before = os.times()
+        with profiled(self.transport if not rate else f"{self.transport}-open"):
             output, _ = await process.communicate()
+        times_after = os.times()
         report: dict[str, Any] = json.loads(output.decode().strip().splitlines()[-1])
+        # The orchestrator's CPU in user space and in the kernel (syscalls,
+        # wake-ups), every thread of this process (grpc's poller too).
+        report["orchestrator_cpu_split_s"] = {
+            "user": round(times_after.user - times_before.user, 2),
+            "system": round(times_after.system - times_before.system, 2),
+        }
         report["cpu_s"] = {
             "orchestrator": round(time.process_time() - orchestrator_before, 2),
             "workers": round(
@@ -307,12 +318,14 @@ class Run:
 
 
 async def measure(
-    transport: str, jobs: int, clients: int, workers: int, cancels: int
+    transport: str, jobs: int, clients: int, workers: int, cancels: int, rate: float = 0
 ) -> dict[str, Any]:
+    """One run; open loop at ``rate`` jobs/s when given (``clients`` is then
+    the connections opened beforehand)."""
     run = Run(transport, workers)
     await run.start()
     try:
-        report = await run.load(jobs, clients)
+        report = await run.load(jobs, clients, rate=rate)
         cancel_ms = await run.cancels(cancels) if transport == "grpc" and cancels else []
     finally:
         await run.stop()
@@ -330,6 +343,8 @@ async def measure(
         "seconds": round(report["seconds"], 2),
         "follows_per_job": round(report["follow_requests"] / jobs, 2),
         "cpu_s": report["cpu_s"],
+        "orchestrator_cpu_split_s": report["orchestrator_cpu_split_s"],
+        **{key: report[key] for key in ("rate", "connections", "late", "late_max_ms") if rate},
     }
 
 

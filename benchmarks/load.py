@@ -6,6 +6,16 @@ Runs as its own process; prints one JSON line:
 ``{"created": N, "seconds": s, "cpu_seconds": s, "follow_requests": N,
 "latencies_ms": [...], "statuses": {...}}``.
 
+With ``RATE`` (jobs/s) the load is open loop instead: job ``i`` is created
+at ``i / RATE`` seconds from the start, on a fixed clock, whatever the
+earlier jobs are doing; each is then followed as above. A job takes an idle
+connection, or opens one when all are busy, so a creation never waits for
+another job's follow (up to 200 connections: past that the server is
+saturated); ``CLIENTS`` connections are opened beforehand. The
+report adds ``rate`` (asked), ``connections`` (opened in all), ``late``
+(creations that started over 1 ms after their time: the client itself
+could not keep the clock) and ``late_max_ms``.
+
 Each client holds one keep-alive HTTP/1.1 connection and speaks just the
 HTTP it needs (requests with a body of known length, answers with a
 ``Content-Length``). On a 2-core machine the load generator shares the cores
@@ -14,7 +24,7 @@ here, CPU the orchestrator then waited for; this spends under half of that.
 Anything else from the server (an answer without a length, a closed
 connection) is an error, not something to skip.
 
-    python -m benchmarks.load URL TOKEN ENDPOINT JOBS CLIENTS [POLL_MS]
+    python -m benchmarks.load URL TOKEN ENDPOINT JOBS CLIENTS [POLL_MS [RATE]]
 """
 
 from __future__ import annotations
@@ -28,6 +38,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 TERMINAL = {"finished", "failed", "cancelled", "error", "quarantined"}
+# An open-loop creation that starts later than this after its time is late.
+LATE_SECONDS = 0.001
+# Past this many connections (the server allows 256 from one address) an
+# open-loop job waits for a connection: the server is saturated by then.
+MAX_OPEN_LOOP_CONNECTIONS = 200
 
 
 class Connection:
@@ -66,61 +81,147 @@ class Connection:
         await self._writer.wait_closed()
 
 
-async def run(
-    url: str, token: str, endpoint: str, jobs: int, clients: int, poll_ms: float = 0
-) -> None:
-    latencies: list[float] = []
-    statuses: Counter[str] = Counter()
-    follows = 0
+class Follower:
+    """Creates jobs and follows each to its end on one connection, tallying
+    what every scenario reports."""
+
+    def __init__(self, endpoint: str, poll_ms: float) -> None:
+        self.endpoint = endpoint
+        self.poll_ms = poll_ms
+        self.latencies: list[float] = []
+        self.statuses: Counter[str] = Counter()
+        self.follows = 0
+
+    async def job(self, http: Connection, n: int) -> None:
+        started = time.perf_counter()
+        body = json.dumps({"initial_data": {"n": n}}).encode()
+        status, answer = await http.request("POST", self.endpoint, body)
+        if status != 202:
+            raise RuntimeError(f"POST {self.endpoint}: {status} {answer}")
+        job_id = answer["job_id"]
+        path = f"/api/v1/jobs/{job_id}" if self.poll_ms else f"/api/v1/jobs/{job_id}?wait=30"
+        while True:
+            self.follows += 1
+            status, answer = await http.request("GET", path)
+            if status != 200:
+                raise RuntimeError(f"GET job {job_id}: {status} {answer}")
+            if answer["status"] in TERMINAL:
+                break
+            if self.poll_ms:
+                await asyncio.sleep(self.poll_ms / 1000)
+        self.latencies.append((time.perf_counter() - started) * 1000)
+        self.statuses[answer["status"]] += 1
+
+    def report(self, jobs: int, seconds: float, cpu_seconds: float) -> dict[str, Any]:
+        return {
+            "created": jobs,
+            "seconds": seconds,
+            "cpu_seconds": cpu_seconds,
+            "follow_requests": self.follows,
+            "latencies_ms": self.latencies,
+            "statuses": self.statuses,
+        }
+
+
+async def closed_loop(
+    follower: Follower, connections: list[Connection], jobs: int
+) -> dict[str, Any]:
+    """Each connection creates its next job when its last one has ended."""
     numbers = iter(range(jobs))
 
     async def client(http: Connection) -> None:
-        nonlocal follows
         for n in numbers:
-            started = time.perf_counter()
-            body = json.dumps({"initial_data": {"n": n}}).encode()
-            status, answer = await http.request("POST", endpoint, body)
-            if status != 202:
-                raise RuntimeError(f"POST {endpoint}: {status} {answer}")
-            job_id = answer["job_id"]
-            path = f"/api/v1/jobs/{job_id}" if poll_ms else f"/api/v1/jobs/{job_id}?wait=30"
-            while True:
-                follows += 1
-                status, answer = await http.request("GET", path)
-                if status != 200:
-                    raise RuntimeError(f"GET job {job_id}: {status} {answer}")
-                if answer["status"] in TERMINAL:
-                    break
-                if poll_ms:
-                    await asyncio.sleep(poll_ms / 1000)
-            latencies.append((time.perf_counter() - started) * 1000)
-            statuses[answer["status"]] += 1
+            await follower.job(http, n)
 
-    connections = await asyncio.gather(*(Connection.open(url, token) for _ in range(clients)))
+    await asyncio.gather(*(client(http) for http in connections))
+    return {}
+
+
+async def open_loop(
+    follower: Follower,
+    connections: list[Connection],
+    jobs: int,
+    rate: float,
+    url: str,
+    token: str,
+) -> dict[str, Any]:
+    """Job ``n`` is created at ``n / rate`` s, on a connection nobody is using."""
+    idle: asyncio.Queue[Connection] = asyncio.Queue()
+    for http in connections:
+        idle.put_nowait(http)
+    late, late_max = 0, 0.0
+    running: set[asyncio.Task[None]] = set()
+    errors: list[BaseException] = []
+
+    async def one(n: int) -> None:
+        if not idle.empty() or len(connections) >= MAX_OPEN_LOOP_CONNECTIONS:
+            http = await idle.get()
+        else:
+            http = await Connection.open(url, token)
+            connections.append(http)
+        try:
+            await follower.job(http, n)
+        finally:
+            idle.put_nowait(http)
+
+    def done(task: asyncio.Task[None]) -> None:
+        running.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            errors.append(task.exception())  # type: ignore[arg-type]
+
+    began = time.perf_counter()
+    for n in range(jobs):
+        due = began + n / rate
+        ahead = due - time.perf_counter()
+        if ahead > 0:
+            await asyncio.sleep(ahead)
+        behind = time.perf_counter() - due
+        if behind > LATE_SECONDS:
+            late += 1
+            late_max = max(late_max, behind)
+        if errors:
+            break
+        task = asyncio.create_task(one(n))
+        running.add(task)
+        task.add_done_callback(done)
+    await asyncio.gather(*running, return_exceptions=True)
+    if errors:
+        raise errors[0]
+    return {
+        "rate": rate,
+        "connections": len(connections),
+        "late": late,
+        "late_max_ms": round(late_max * 1000, 2),
+    }
+
+
+async def run(
+    url: str,
+    token: str,
+    endpoint: str,
+    jobs: int,
+    clients: int,
+    poll_ms: float = 0,
+    rate: float = 0,
+) -> None:
+    follower = Follower(endpoint, poll_ms)
+    connections = list(await asyncio.gather(*(Connection.open(url, token) for _ in range(clients))))
     began = time.perf_counter()
     cpu_began = time.process_time()
     try:
-        await asyncio.gather(*(client(http) for http in connections))
+        if rate:
+            extra = await open_loop(follower, connections, jobs, rate, url, token)
+        else:
+            extra = await closed_loop(follower, connections, jobs)
     finally:
         seconds = time.perf_counter() - began
         cpu_seconds = time.process_time() - cpu_began
         await asyncio.gather(*(http.close() for http in connections))
-    print(
-        json.dumps(
-            {
-                "created": jobs,
-                "seconds": seconds,
-                "cpu_seconds": cpu_seconds,
-                "follow_requests": follows,
-                "latencies_ms": latencies,
-                "statuses": statuses,
-            }
-        ),
-        flush=True,
-    )
+    print(json.dumps({**follower.report(jobs, seconds, cpu_seconds), **extra}), flush=True)
 
 
 if __name__ == "__main__":
     url, token, endpoint, jobs, clients = sys.argv[1:6]
     poll_ms = float(sys.argv[6]) if len(sys.argv) > 6 else 0.0
-    asyncio.run(run(url, token, endpoint, int(jobs), int(clients), poll_ms))
+    rate = float(sys.argv[7]) if len(sys.argv) > 7 else 0.0
+    asyncio.run(run(url, token, endpoint, int(jobs), int(clients), poll_ms, rate))
