@@ -22,6 +22,14 @@ results, or tasks) in one ``ResponseBatch``; the Welcome tells workers that
 this server reads ``RequestBatch`` (a result with the credit it frees). A
 batch means exactly its messages, in order.
 
+Acks wait a little for company: when all there is to write is result acks,
+the writer holds them up to ``_ACK_LINGER_SECONDS`` for the next message of
+another kind (typically the worker's next task) and sends them together.
+Under load they have company anyway; at a moderate rate each ack would
+otherwise be a write of its own, and a read on the worker, for every job.
+Nothing waits on an ack but the worker's bookkeeping (the results it would
+send again on a new stream), and a worker that drains gets its acks at once.
+
 Leases belong to the worker id, not to the stream (see
 :mod:`avtomatika.engine.registry`). When a stream ends, for whatever reason (EOF,
 silence, a network error), the worker has ``WORKER_RECONNECT_GRACE_SECONDS``
@@ -109,6 +117,10 @@ _MOST_PER_CLAIM = 64
 # Messages read ahead of their handling, at most (each up to the server's
 # message limit, MAX_PAYLOAD_BYTES plus its headroom).
 _READ_AHEAD = 64
+# How long acks with nothing else to go with wait for a message of another
+# kind (to a batching worker): at 100 tasks/s a worker's next task comes
+# within 10 ms, and a worker with nothing more to do gets its acks this late.
+_ACK_LINGER_SECONDS = 0.02
 # What a worker whose Hello does not say receives at most: gRPC's default.
 _GRPC_DEFAULT_RECEIVE_BYTES = 4 * 1024 * 1024
 
@@ -339,6 +351,9 @@ class _Session:
             set(hello.held_task_ids) if hello.reports_held_tasks else None
         )
         self._batcher = Batcher(self._outbound)
+        # Set when something other than an ack is queued, or the stream
+        # drains: lingering acks go now.
+        self._more = asyncio.Event()
         self._heard = 0.0
         self._credits = hello.initial_credits
         self._can_take = asyncio.Event()
@@ -362,7 +377,7 @@ class _Session:
     def push_cancel(self, task_id: str, job_id: str, reason: str) -> bool:
         # A local duration, so the monotonic clock (not shared state).
         self._cancels_sent.setdefault(task_id, time.monotonic())
-        self._outbound.put_nowait(
+        self._send(
             ConnectResponse(cancel=CancelTask(task_id=task_id, job_id=job_id, reason=reason))
         )
         return True
@@ -370,14 +385,14 @@ class _Session:
     # DrainSink
     def push_drain(self, reason: str) -> bool:
         self._drain()
-        self._outbound.put_nowait(ConnectResponse(drain=Drain(reason=reason)))
+        self._send(ConnectResponse(drain=Drain(reason=reason)))
         return True
 
     def close_replaced(self) -> None:
         """A newer stream for this worker id took over: drain and end this one."""
         self._ended = "replaced by a newer stream"
         self.push_drain("replaced by a newer stream for this worker id")
-        self._outbound.put_nowait(None)
+        self._send(None)
 
     async def serve(self) -> AsyncGenerator[ConnectResponse, None]:
         """Run the session; yields what must be written to the stream."""
@@ -421,7 +436,7 @@ class _Session:
         # feeder's failure (a claim Redis did not answer); its other ends
         # (drained, replaced) leave the stream to finish its tasks.
         for ender in (reader, watchdog):
-            ender.add_done_callback(lambda _: self._outbound.put_nowait(None))
+            ender.add_done_callback(lambda _: self._send(None))
         feeder.add_done_callback(self._end_if_failed)
         try:
             # The Welcome goes on its own: a worker learns from it whether
@@ -434,6 +449,9 @@ class _Session:
                 _raise_unavailable(reader, feeder)
                 return
             while batch := await self._batcher.next():
+                if self._acks_alone(batch):
+                    await self._linger()
+                    self._batcher.add_queued(batch)
                 if len(batch) == 1:
                     yield batch[0]
                 else:
@@ -452,9 +470,32 @@ class _Session:
                 if await self._engine.requeue_task(task_id, self.worker_id, reason):
                     log.info("worker %s left; task %s re-queued", self.worker_id, task_id)
 
+    def _send(self, message: ConnectResponse | None) -> None:
+        """Queue a message other than an ack (None: the end) for the writer."""
+        self._outbound.put_nowait(message)
+        self._more.set()
+
+    def _acks_alone(self, batch: list[ConnectResponse]) -> bool:
+        """Whether ``batch``, just taken, is acks with nothing queued after
+        them, for a batching worker that is not draining: they may linger."""
+        return (
+            self._batches
+            and not self._draining
+            and self._outbound.empty()
+            and all(message.WhichOneof("kind") == "result_ack" for message in batch)
+        )
+
+    async def _linger(self) -> None:
+        """Until something other than an ack is queued (or the stream
+        drains), ``_ACK_LINGER_SECONDS`` at most."""
+        self._more.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_ACK_LINGER_SECONDS):
+                await self._more.wait()
+
     def _end_if_failed(self, loop: asyncio.Task[None]) -> None:
         if not loop.cancelled() and loop.exception() is not None:
-            self._outbound.put_nowait(None)
+            self._send(None)
 
     async def _read(self) -> None:
         """Handle what the worker sends, in order. A receiver reads on while a
@@ -661,7 +702,7 @@ class _Session:
                     unsendable.append((task, size))
                     continue
                 self._credits -= 1
-                self._outbound.put_nowait(message)
+                self._send(message)
             self._update_gate()
             for task, size in unsendable:
                 await self._fail_unsendable(task, size)
@@ -694,12 +735,13 @@ class _Session:
     async def _beat(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
-            self._outbound.put_nowait(ConnectResponse(heartbeat=Heartbeat(sent_at_ms=now_ms())))
+            self._send(ConnectResponse(heartbeat=Heartbeat(sent_at_ms=now_ms())))
 
     def _drain(self) -> None:
         """Take no more tasks on this stream, for good. The feeder may be
         waiting for a task already: cancel it (a claim is cancel-safe)."""
         self._draining = True
+        self._more.set()
         self._update_gate()
         if self._feeder is not None:
             self._feeder.cancel()
