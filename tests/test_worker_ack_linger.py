@@ -11,10 +11,17 @@ not because the linger ran out."""
 
 from __future__ import annotations
 
+import aiohttp
 import pytest
 
 from avtomatika.grpc import worker_stream
-from avtomatika.v1.worker_service_pb2 import ConnectRequest, ConnectResponse, Credit, Drain
+from avtomatika.v1.worker_service_pb2 import (
+    ConnectRequest,
+    ConnectResponse,
+    Credit,
+    Drain,
+    TaskAssignment,
+)
 from tests.support import RawWorker, create_job, success, wait_for_status
 from tests.support.blueprints import echo_blueprint
 from tests.support.orchestrator import GrpcChannel, HttpClient, StartOrchestrator
@@ -30,6 +37,26 @@ QUIET = {"worker_heartbeat_interval_seconds": 600.0}
 @pytest.fixture
 def endless_linger(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(worker_stream, "_ACK_LINGER_SECONDS", FOREVER)
+
+
+async def one_ack_lingering(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
+) -> tuple[aiohttp.ClientSession, RawWorker, TaskAssignment]:
+    """A batching worker whose one task's result is settled (its job
+    finished) and whose ack waits for company: a client session, the
+    worker, and the task. As the SDK does, the result came with the credit
+    it frees."""
+    orchestrator = await start_orchestrator([echo_blueprint()], **QUIET)
+    http = http_client(orchestrator)
+    (job_id,) = await jobs_waiting(http, 1)
+    worker = RawWorker(grpc_channel(orchestrator), "w-1")
+    await worker.hello(["echo"], 1, accepts_batches=True)
+    task = await worker.next_task()
+    await worker.send(
+        batch(ConnectRequest(result=success(task, None)), ConnectRequest(credit=Credit(credits=1)))
+    )
+    await wait_for_status(http, job_id, "finished")
+    return http, worker, task
 
 
 def kinds(message: ConnectResponse) -> list[str | None]:
@@ -68,17 +95,7 @@ async def test_acks_with_nothing_after_them_still_come_in_the_order_of_the_resul
 async def test_an_ack_goes_out_with_the_next_task_in_one_batch(
     start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
 ) -> None:
-    orchestrator = await start_orchestrator([echo_blueprint()], **QUIET)
-    http = http_client(orchestrator)
-    (first_job,) = await jobs_waiting(http, 1)
-    worker = RawWorker(grpc_channel(orchestrator), "w-1")
-    await worker.hello(["echo"], 1, accepts_batches=True)
-    task = await worker.next_task()
-
-    await worker.send(
-        batch(ConnectRequest(result=success(task, None)), ConnectRequest(credit=Credit(credits=1)))
-    )
-    await wait_for_status(http, first_job, "finished")
+    http, worker, task = await one_ack_lingering(start_orchestrator, http_client, grpc_channel)
     next_job = await create_job(http, "jobs/echo", {"n": 2})
     message = await worker.receive()
 
@@ -93,15 +110,7 @@ async def test_an_ack_goes_out_with_the_next_task_in_one_batch(
 async def test_a_draining_worker_gets_its_acks_without_waiting(
     start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
 ) -> None:
-    orchestrator = await start_orchestrator([echo_blueprint()], **QUIET)
-    http = http_client(orchestrator)
-    (job_id,) = await jobs_waiting(http, 1)
-    worker = RawWorker(grpc_channel(orchestrator), "w-1")
-    await worker.hello(["echo"], 1, accepts_batches=True)
-    task = await worker.next_task()
-
-    await worker.send(ConnectRequest(result=success(task, None)))
-    await wait_for_status(http, job_id, "finished")
+    _, worker, task = await one_ack_lingering(start_orchestrator, http_client, grpc_channel)
     # The SDK stops this way: Drain, then it waits for its acks.
     await worker.send(ConnectRequest(drain=Drain(reason="stopping")))
     ack = (await worker.expect("result_ack")).result_ack
@@ -113,15 +122,7 @@ async def test_a_draining_worker_gets_its_acks_without_waiting(
 async def test_the_acks_still_go_out_when_the_worker_ends_the_stream(
     start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
 ) -> None:
-    orchestrator = await start_orchestrator([echo_blueprint()], **QUIET)
-    http = http_client(orchestrator)
-    (job_id,) = await jobs_waiting(http, 1)
-    worker = RawWorker(grpc_channel(orchestrator), "w-1")
-    await worker.hello(["echo"], 1, accepts_batches=True)
-    task = await worker.next_task()
-
-    await worker.send(ConnectRequest(result=success(task, None)))
-    await wait_for_status(http, job_id, "finished")
+    _, worker, task = await one_ack_lingering(start_orchestrator, http_client, grpc_channel)
     await worker.close()
     ack = (await worker.expect("result_ack")).result_ack
 
