@@ -47,19 +47,9 @@ class Batcher(Generic[_M]):
             self._ended = True
             return []
         batch = [first]
-        if batching:
-            self._fill(batch, first.ByteSize())
-        return batch
-
-    def add_queued(self, batch: list[_M]) -> None:
-        """Add to ``batch`` (taken earlier by :meth:`next`) what is queued
-        now, without waiting, as far as a batch's limits allow; what does
-        not fit comes first in the next batch."""
-        if self._ended or self._carried is not None:
-            return
-        self._fill(batch, sum(message.ByteSize() for message in batch))
-
-    def _fill(self, batch: list[_M], size: int) -> None:
+        if not batching:
+            return batch
+        size = first.ByteSize()
         while len(batch) < _BATCH_MESSAGES and not self._queue.empty():
             message = self._queue.get_nowait()
             if message is None:
@@ -70,3 +60,4 @@ class Batcher(Generic[_M]):
                 self._carried = message
                 break
             batch.append(message)
+        return batch

@@ -22,13 +22,15 @@ results, or tasks) in one ``ResponseBatch``; the Welcome tells workers that
 this server reads ``RequestBatch`` (a result with the credit it frees). A
 batch means exactly its messages, in order.
 
-Acks wait a little for company: when all there is to write is result acks,
-the writer holds them up to ``_ACK_LINGER_SECONDS`` for the next message of
-another kind (typically the worker's next task) and sends them together.
-Under load they have company anyway; at a moderate rate each ack would
-otherwise be a write of its own, and a read on the worker, for every job.
-Nothing waits on an ack but the worker's bookkeeping (the results it would
-send again on a new stream), and a worker that drains gets its acks at once.
+Acks wait a little for company: result acks with nothing else queued (to a
+worker that takes batches) are held up to ``_ACK_LINGER_SECONDS`` for the
+next message of another kind (typically the worker's next task) and queued
+just before it, so both go in one batch. Under load they have company
+anyway; at a moderate rate each ack would otherwise be a write of its own
+(a completion through grpc's poller thread, a wake-up of this loop) and a
+read on the worker, for every job. Nothing waits on an ack but the worker's
+bookkeeping (the results it would send again on a new stream); a worker
+that drains gets its acks at once, and so does one whose stream ends.
 
 Leases belong to the worker id, not to the stream (see
 :mod:`avtomatika.engine.registry`). When a stream ends, for whatever reason (EOF,
@@ -351,9 +353,10 @@ class _Session:
             set(hello.held_task_ids) if hello.reports_held_tasks else None
         )
         self._batcher = Batcher(self._outbound)
-        # Set when something other than an ack is queued, or the stream
-        # drains: lingering acks go now.
-        self._more = asyncio.Event()
+        # Acks waiting for company (see _queue_acks), and the timer that
+        # sends them anyway.
+        self._lingering: list[ConnectResponse] = []
+        self._linger_timer: asyncio.TimerHandle | None = None
         self._heard = 0.0
         self._credits = hello.initial_credits
         self._can_take = asyncio.Event()
@@ -449,15 +452,14 @@ class _Session:
                 _raise_unavailable(reader, feeder)
                 return
             while batch := await self._batcher.next():
-                if self._acks_alone(batch):
-                    await self._linger()
-                    self._batcher.add_queued(batch)
                 if len(batch) == 1:
                     yield batch[0]
                 else:
                     yield ConnectResponse(batch=ResponseBatch(messages=batch))
             _raise_unavailable(reader, feeder)
         finally:
+            if self._linger_timer is not None:
+                self._linger_timer.cancel()
             for loop in loops:
                 loop.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
@@ -471,27 +473,33 @@ class _Session:
                     log.info("worker %s left; task %s re-queued", self.worker_id, task_id)
 
     def _send(self, message: ConnectResponse | None) -> None:
-        """Queue a message other than an ack (None: the end) for the writer."""
+        """Queue a message other than an ack (None: the end) for the writer,
+        after the acks lingering, which were ready first."""
+        self._flush_acks()
         self._outbound.put_nowait(message)
-        self._more.set()
 
-    def _acks_alone(self, batch: list[ConnectResponse]) -> bool:
-        """Whether ``batch``, just taken, is acks with nothing queued after
-        them, for a batching worker that is not draining: they may linger."""
-        return (
-            self._batches
-            and not self._draining
-            and self._outbound.empty()
-            and all(message.WhichOneof("kind") == "result_ack" for message in batch)
-        )
+    def _queue_acks(self, acks: list[ConnectResponse]) -> None:
+        """Queue acks for the writer; when nothing else is queued, to a
+        batching worker that is not draining, they linger instead until the
+        next message is sent (see :meth:`_send`) or the timer runs out. The
+        writer is not even woken for them meanwhile."""
+        if not (self._batches and not self._draining and self._outbound.empty()):
+            for ack in acks:
+                self._outbound.put_nowait(ack)
+            return
+        self._lingering.extend(acks)
+        if self._linger_timer is None:
+            loop = asyncio.get_running_loop()
+            self._linger_timer = loop.call_later(_ACK_LINGER_SECONDS, self._flush_acks)
 
-    async def _linger(self) -> None:
-        """Until something other than an ack is queued (or the stream
-        drains), ``_ACK_LINGER_SECONDS`` at most."""
-        self._more.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(_ACK_LINGER_SECONDS):
-                await self._more.wait()
+    def _flush_acks(self) -> None:
+        """Queue the acks lingering, if any, for the writer."""
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
+        for ack in self._lingering:
+            self._outbound.put_nowait(ack)
+        self._lingering.clear()
 
     def _end_if_failed(self, loop: asyncio.Task[None]) -> None:
         if not loop.cancelled() and loop.exception() is not None:
@@ -631,9 +639,9 @@ class _Session:
             await settle_in_turn(list(range(len(results))))
         else:
             await asyncio.gather(*(settle_in_turn(indices) for indices in by_job.values()))
-        for ack in acks:
-            assert ack is not None
-            self._outbound.put_nowait(ack)
+        settled = [ack for ack in acks if ack is not None]
+        assert len(settled) == len(results)  # every result has its ack
+        self._queue_acks(settled)
         self._update_gate()
 
     def _handle_credit(self, credits: int) -> None:
@@ -741,7 +749,7 @@ class _Session:
         """Take no more tasks on this stream, for good. The feeder may be
         waiting for a task already: cancel it (a claim is cancel-safe)."""
         self._draining = True
-        self._more.set()
+        self._flush_acks()
         self._update_gate()
         if self._feeder is not None:
             self._feeder.cancel()
