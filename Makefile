@@ -98,8 +98,9 @@ run: install
 	$(BIN)/avtomatika serve --blueprints-dir examples/blueprints
 
 # Every scenario (gRPC on the embedded store and on Redis, Dramatiq measured
-# in the same run, the REST path with SDK 1.0b7 and 1.0b20 workers), then
-# the table against Dramatiq. BENCH_ARGS picks, e.g.
+# in the same run, gRPC at an open-loop 200 jobs/s, the REST path with SDK
+# 1.0b7 and 1.0b20 workers), then the table against Dramatiq; bench-idle
+# after it ends with the idle server's share of a core. BENCH_ARGS picks, e.g.
 # BENCH_ARGS="--scenarios rest --rounds 3"; see benchmarks/comparison.py.
 bench: install
 	$(PY) -m benchmarks.comparison $(BENCH_ARGS)
