@@ -211,3 +211,63 @@ async def test_two_instances_claiming_batches_from_the_same_queues_lease_each_ta
     rank = {t.task_id: (-t.priority, n) for n, t in enumerate(tasks)}
     for claimed in (on_a, on_b):
         assert all(rank[x.task_id] < rank[y.task_id] for x, y in itertools.pairwise(claimed))
+
+
+async def test_a_clients_stored_bytes_follow_its_records_whoever_wrote_them(
+    open_storage: OpenStorage,
+) -> None:
+    # The scripts keep each record's length beside it ('b') rather than
+    # measure the record on every commit. Through a creation, commits that
+    # grow and shrink it, progress, and a version written by a script of an
+    # earlier release (the record without 'b'), the client's stored bytes
+    # stay the length of its record, and go back to zero when it is forgotten.
+    storage = await open_storage(job_retention_seconds=0.1)
+    job = Job(id=new_id(), blueprint_name="bp", client_id="c", status=job_pb2.JOB_STATUS_RUNNING)
+    assert await storage.commit(job, expected_version=0) is CommitOutcome.OK
+
+    async def stored() -> int:
+        return (await storage.client_usage("c")).stored_bytes
+
+    async def record() -> int:
+        return int(await storage.client.hstrlen(storage.keys.job(job.id), "d"))
+
+    assert await stored() == await record() > 0
+    for message in ("x" * 500, "", "y" * 70):
+        current = await storage.get_job(job.id)
+        assert current is not None
+        current.progress_message = message
+        outcome = await storage.commit(current, expected_version=current.version)
+        assert outcome is CommitOutcome.OK
+        assert await stored() == await record()
+    assert await storage.set_progress(job.id, "", 0.5, "z" * 300) is False  # no such task
+    current = await storage.get_job(job.id)
+    assert current is not None
+    current.active_task_ids.append("t")
+    assert await storage.commit(current, expected_version=current.version) is CommitOutcome.OK
+    assert await storage.set_progress(job.id, "t", 0.5, "z" * 300)
+    assert await stored() == await record()
+    current = await storage.get_job(job.id)
+    assert current is not None
+    current.progress_message = "after progress"
+    assert await storage.commit(current, expected_version=current.version) is CommitOutcome.OK
+    assert await stored() == await record()
+    # An earlier release's commit: a new version and record, no 'b'.
+    current = await storage.get_job(job.id)
+    assert current is not None
+    current.version += 1
+    current.progress_message = "written by an earlier release" * 10
+    older = current.SerializeToString()
+    key = storage.keys.job(job.id)
+    await storage.client.hset(key, mapping={"d": older, "v": current.version})
+    await storage.client.incrby(storage.keys.client_bytes("c"), len(older) - (await stored()))
+    current.status = job_pb2.JOB_STATUS_FINISHED
+    current.progress_message = ""
+    assert await storage.commit(current, expected_version=current.version) is CommitOutcome.OK
+    assert await stored() == await record()
+
+    async def forgotten() -> bool:
+        await fire_timers(storage)
+        return await storage.get_job(job.id) is None
+
+    await wait_until(forgotten)
+    assert await stored() == 0
