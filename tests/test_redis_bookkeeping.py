@@ -271,3 +271,47 @@ async def test_a_clients_stored_bytes_follow_its_records_whoever_wrote_them(
 
     await wait_until(forgotten)
     assert await stored() == 0
+
+
+async def test_the_counts_of_every_job_are_those_of_its_clients(
+    open_storage: OpenStorage,
+) -> None:
+    storage = await open_storage(job_retention_seconds=0.1)
+    for client, status in [
+        ("a", job_pb2.JOB_STATUS_RUNNING),
+        ("a", job_pb2.JOB_STATUS_RUNNING),
+        ("b", job_pb2.JOB_STATUS_RUNNING),
+        ("b", job_pb2.JOB_STATUS_FINISHED),
+    ]:
+        job = Job(id=new_id(), blueprint_name="bp", client_id=client, status=status)
+        assert await storage.commit(job, expected_version=0) is CommitOutcome.OK
+    running = job_pb2.JOB_STATUS_RUNNING
+    finished = job_pb2.JOB_STATUS_FINISHED
+    assert await storage.count_jobs() == {running: 3, finished: 1}
+    assert await storage.count_client_jobs("b") == {running: 1, finished: 1}
+
+    async def forgotten() -> bool:
+        await fire_timers(storage)
+        return await storage.count_jobs() == {running: 3}
+
+    await wait_until(forgotten)  # b's finished job, past retention
+    assert await storage.count_client_jobs("b") == {running: 1}
+
+
+async def test_an_instance_opening_on_an_earlier_releases_counts_adopts_them(
+    open_storage: OpenStorage,
+) -> None:
+    # An earlier release kept a count of every job ('statuses') and did not
+    # list the clients: the first instance to open lists them, and the job
+    # counts are theirs summed, as before the upgrade.
+    storage = await open_storage()
+    job = Job(id=new_id(), blueprint_name="bp", client_id="old", status=job_pb2.JOB_STATUS_RUNNING)
+    assert await storage.commit(job, expected_version=0) is CommitOutcome.OK
+    keys = storage.keys
+    await storage.client.srem(keys.clients, "old")
+    await storage.client.hset(keys.statuses, str(job_pb2.JOB_STATUS_RUNNING), 1)
+
+    upgraded = await open_storage()
+
+    assert await upgraded.count_jobs() == {job_pb2.JOB_STATUS_RUNNING: 1}
+    assert not await storage.client.exists(keys.statuses)

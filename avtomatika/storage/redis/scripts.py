@@ -299,10 +299,16 @@ local function count_client(client, status, by)
 end
 
 -- The client's stored bytes (its job records) change by `by`; zero goes.
+-- A client is in `clients` exactly while it has bytes stored, that is jobs:
+-- the counts of every job are those of these clients summed.
 local function count_bytes(client, by)
   if by == 0 then return end
-  if redis.call('INCRBY', K.client_bytes(client), by) <= 0 then
+  local stored = redis.call('INCRBY', K.client_bytes(client), by)
+  if stored <= 0 then
     redis.call('DEL', K.client_bytes(client))
+    redis.call('SREM', K.clients, client)
+  elseif stored == by then
+    redis.call('SADD', K.clients, client)  -- its first job
   end
 end
 
@@ -324,7 +330,6 @@ end
 local function create_job(id, data, status, token, lease_until, client, created)
   redis.call('HDEL', K.client_reservations(client), id)  -- now counted as a job
   redis.call('HSET', K.job(id), 'd', data, 'v', 1, 's', status, 'c', client, 'b', '1:' .. #data)
-  redis.call('HINCRBY', K.statuses, status, 1)
   count_client(client, status, 1)
   count_bytes(client, #data)
   index_job(id, client, created)
@@ -544,11 +549,7 @@ else
 end
 count_bytes(client_id, size - stored)
 if old_status ~= status then
-  if old_status then
-    redis.call('HINCRBY', K.statuses, old_status, -1)
-    count_client(client_id, old_status, -1)
-  end
-  redis.call('HINCRBY', K.statuses, status, 1)
+  if old_status then count_client(client_id, old_status, -1) end
   count_client(client_id, status, 1)
   if TERMINAL[tonumber(status)] then
     redis.call('ZADD', K.ended, 'NX', now, job_id)
@@ -899,7 +900,6 @@ SWEEP = """
 local ids = redis.call('ZRANGEBYSCORE', K.ended, '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, id in ipairs(ids) do
   local f = redis.call('HMGET', K.job(id), 's', 'c', 'v', 'p', 'b')
-  if f[1] then redis.call('HINCRBY', K.statuses, f[1], -1) end
   if f[2] then redis.call('ZREM', K.client_jobs(f[2]), id) end
   if f[1] and f[2] then count_client(f[2], f[1], -1) end
   if f[2] then count_bytes(f[2], -stored_size(K.job(id), f[3], f[4], f[5])) end
