@@ -14,16 +14,19 @@ import itertools
 import secrets
 
 import pytest
+import redis
 
 from avtomatika.clock import now_ms
 from avtomatika.dispatch import WorkerProfile
 from avtomatika.engine.tasks import new_id
-from avtomatika.storage.base import CommitOutcome
+from avtomatika.storage.base import BoundReached, ClientBounds, CommitOutcome
+from avtomatika.storage.redis import storage as redis_storage
 from avtomatika.storage.redis.storage import RedisStorage
 from avtomatika.v1 import job_pb2, task_pb2
 from avtomatika.v1.job_pb2 import Job
 from avtomatika.v1.task_pb2 import Task
 from tests.support import claim_one
+from tests.support.redis import RedisServer
 from tests.support.storage import OpenStorage, new_job, queued
 from tests.support.waiting import wait_until
 
@@ -315,3 +318,57 @@ async def test_an_instance_opening_on_an_earlier_releases_counts_adopts_them(
 
     assert await upgraded.count_jobs() == {job_pb2.JOB_STATUS_RUNNING: 1}
     assert not await storage.client.exists(keys.statuses)
+
+
+async def test_a_reservation_holds_room_until_its_job_is_created_or_it_lapses(
+    open_storage: OpenStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Reservations of an instance that died mid-creation lapse after their
+    # ttl, and their hash, kept alive once a ttl rather than once a job,
+    # still outlives every reservation in it.
+    monkeypatch.setattr(redis_storage, "_RESERVATION_TTL_MS", 300)
+    storage = await open_storage()
+    bounds = ClientBounds(max_jobs_in_flight=2, max_stored_bytes=0)
+    assert await storage.reserve("c", "j1", 10, bounds) is None
+    assert await storage.reserve("c", "j2", 10, bounds) is None
+    assert await storage.reserve("c", "j3", 10, bounds) == BoundReached("jobs", 2)
+    job = Job(id="j1", blueprint_name="bp", client_id="c", status=job_pb2.JOB_STATUS_RUNNING)
+    assert await storage.commit(job, expected_version=0) is CommitOutcome.OK
+    assert await storage.reserve("c", "j3", 10, bounds) == BoundReached("jobs", 2)
+
+    async def lapsed() -> bool:  # j2's creation never came
+        return await storage.reserve("c", "j3", 10, bounds) is None
+
+    await wait_until(lapsed)
+    assert await storage.reserve("c", "j4", 10, bounds) == BoundReached("jobs", 2)
+    entries = await storage.client.hgetall(storage.keys.client_reservations("c"))
+    assert {k.decode() for k in entries} == {"j3", "~"}
+    lasts = int(entries[b"~"].decode().split(":")[1])
+    assert all(int(v.decode().split(":")[1]) <= lasts for v in entries.values())
+
+
+async def test_reservations_push_their_hash_expiry_once_a_ttl_not_once_a_job(
+    redis_server: RedisServer, open_storage: OpenStorage
+) -> None:
+    storage = await open_storage()
+    bounds = ClientBounds(max_jobs_in_flight=100, max_stored_bytes=0)
+    before = commands(redis_server, "pexpire")
+
+    for n in range(5):
+        assert await storage.reserve("c", f"j{n}", 10, bounds) is None
+
+    assert commands(redis_server, "pexpire") == before + 1
+    assert 0 < await storage.client.pttl(storage.keys.client_reservations("c")) <= 120_000
+    assert await storage.reserve("c", "j5", 10, bounds) is None
+    assert await storage.reserve("c", "j6", 10, bounds) is None  # still counted: 7 held
+    assert await storage.reserve("c", "j7", 10, ClientBounds(7, 0)) == BoundReached("jobs", 7)
+
+
+def commands(redis_server: RedisServer, command: str) -> int:
+    """How many times the server has run ``command``."""
+    client = redis.Redis(port=redis_server.port)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))

@@ -929,6 +929,12 @@ RESERVE = """
 -- Creating the job takes its reservation back in the same script, so a job
 -- is never counted twice nor missed; an instance that dies mid-creation
 -- leaves one that lapses after its ttl.
+-- The reservations' hash expires too (a client that never comes back
+-- leaves nothing), always after every reservation in it: its field '~'
+-- ('0:<epoch ms>', which an earlier release's script counts as one
+-- reservation of no bytes until then) says when, and only a reservation
+-- that would outlive that pushes it a ttl further (once a ttl, not once a
+-- job).
 -- KEYS: root. ARGV: client id, job id, bytes, max jobs, max bytes, ttl ms.
 -- Returns {0} when reserved, else {1, jobs} (too many jobs) or {2, bytes}.
 local client, id = ARGV[1], ARGV[2]
@@ -936,11 +942,13 @@ local size, max_jobs, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local held = K.client_reservations(client)
-local held_jobs, held_bytes = 0, 0
+local held_jobs, held_bytes, lasts = 0, 0, 0
 local entries = redis.call('HGETALL', held)
 for i = 1, #entries, 2 do
   local bytes, expires = string.match(entries[i + 1], '^(%d+):(%d+)$')
-  if tonumber(expires) <= now then
+  if entries[i] == '~' then
+    lasts = tonumber(expires)
+  elseif tonumber(expires) <= now then
     redis.call('HDEL', held, entries[i])
   else
     held_jobs = held_jobs + 1
@@ -957,8 +965,13 @@ if max_jobs > 0 then
 end
 local stored = tonumber(redis.call('GET', K.client_bytes(client)) or '0') + held_bytes
 if max_bytes > 0 and stored + size > max_bytes then return {2, stored} end
-redis.call('HSET', held, id, size .. ':' .. (now + tonumber(ARGV[6])))
-redis.call('PEXPIRE', held, tonumber(ARGV[6]))
+local ttl = tonumber(ARGV[6])
+if now + ttl < lasts then
+  redis.call('HSET', held, id, size .. ':' .. (now + ttl))
+else
+  redis.call('HSET', held, id, size .. ':' .. (now + ttl), '~', '0:' .. (now + 2 * ttl))
+  redis.call('PEXPIRE', held, 2 * ttl)
+end
 return {0}
 """
 
