@@ -14,7 +14,6 @@ import itertools
 import secrets
 
 import pytest
-import redis
 
 from avtomatika.clock import now_ms
 from avtomatika.dispatch import WorkerProfile
@@ -352,23 +351,13 @@ async def test_reservations_push_their_hash_expiry_once_a_ttl_not_once_a_job(
 ) -> None:
     storage = await open_storage()
     bounds = ClientBounds(max_jobs_in_flight=100, max_stored_bytes=0)
-    before = commands(redis_server, "pexpire")
+    before = redis_server.calls("pexpire")
 
     for n in range(5):
         assert await storage.reserve("c", f"j{n}", 10, bounds) is None
 
-    assert commands(redis_server, "pexpire") == before + 1
+    assert redis_server.calls("pexpire") == before + 1
     assert 0 < await storage.client.pttl(storage.keys.client_reservations("c")) <= 120_000
     assert await storage.reserve("c", "j5", 10, bounds) is None
     assert await storage.reserve("c", "j6", 10, bounds) is None  # still counted: 7 held
     assert await storage.reserve("c", "j7", 10, ClientBounds(7, 0)) == BoundReached("jobs", 7)
-
-
-def commands(redis_server: RedisServer, command: str) -> int:
-    """How many times the server has run ``command``."""
-    client = redis.Redis(port=redis_server.port)
-    try:
-        stats = client.info("commandstats")
-    finally:
-        client.close()
-    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))

@@ -10,7 +10,6 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
-import redis
 
 from avtomatika.dispatch import WorkerProfile
 from avtomatika.storage.base import CommitOutcome
@@ -34,22 +33,12 @@ async def a_task_and_its_worker(
     return job, queued(job), await parked(storage, "w-1")
 
 
-def calls(redis_server: RedisServer, command: str) -> int:
-    """How many times the server has run ``command`` (e.g. ``publish``)."""
-    client = redis.Redis(port=redis_server.port)
-    try:
-        stats = client.info("commandstats")
-    finally:
-        client.close()
-    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
-
-
 async def test_a_task_committed_while_a_worker_waits_here_is_leased_to_it_at_once(
     redis_server: RedisServer, open_storage: OpenStorage
 ) -> None:
     storage = await open_storage()
     job, task, claim = await a_task_and_its_worker(storage)
-    woken = calls(redis_server, "publish")
+    woken = redis_server.calls("publish")
 
     outcome = await storage.commit(job, expected_version=job.version, tasks=[task])
 
@@ -64,7 +53,7 @@ async def test_a_task_committed_while_a_worker_waits_here_is_leased_to_it_at_onc
     assert (stored.state, stored.worker_id) == (task_pb2.TASK_STATE_LEASED, "w-1")
     assert await storage.leased_to("w-1") == [task.task_id]
     assert await storage.queue_depths() == {}
-    assert calls(redis_server, "publish") == woken  # nobody was woken to claim it
+    assert redis_server.calls("publish") == woken  # nobody was woken to claim it
 
 
 async def test_a_task_with_requirements_is_queued_not_handed_off(
@@ -279,13 +268,13 @@ async def test_a_worker_handed_its_task_waits_for_the_next_without_looking_first
         CommitOutcome.OK
     )
     assert await claim is not None
-    before = calls(redis_server, "evalsha")
+    before = redis_server.calls("evalsha")
 
     # Nothing was queued for it since it last looked: its next claim waits
     # at once, with no claim script run.
     again = await parked(storage, "w-1")
 
-    assert calls(redis_server, "evalsha") == before
+    assert redis_server.calls("evalsha") == before
     again.cancel()
 
 
@@ -392,6 +381,16 @@ async def commits_sent_while_paused(
         redis_server.resume()
 
 
+async def committed_while_paused(
+    redis_server: RedisServer, storage: RedisStorage, jobs: list[Job]
+) -> list[Task]:
+    """:func:`commits_sent_while_paused`, each commit applied; the tasks."""
+    async with commits_sent_while_paused(redis_server, storage, jobs) as (commits, tasks):
+        pass
+    assert await asyncio.gather(*commits) == [CommitOutcome.OK] * len(jobs)
+    return tasks
+
+
 async def test_a_worker_with_room_for_several_is_handed_each_task_committed_meanwhile(
     redis_server: RedisServer, open_storage: OpenStorage
 ) -> None:
@@ -401,19 +400,17 @@ async def test_a_worker_with_room_for_several_is_handed_each_task_committed_mean
     storage = await open_storage()
     jobs = [await new_job(storage) for _ in "123"]
     claim = await claim_for(storage, "w-1", 3)
-    woken, claims = calls(redis_server, "publish"), calls(redis_server, "evalsha")
+    woken, claims = redis_server.calls("publish"), redis_server.calls("evalsha")
 
-    async with commits_sent_while_paused(redis_server, storage, jobs) as (commits, tasks):
-        pass
+    tasks = await committed_while_paused(redis_server, storage, jobs)
 
-    assert await asyncio.gather(*commits) == [CommitOutcome.OK] * 3
     claimed = await claim
     assert sorted(t.task_id for t in claimed) == sorted(t.task_id for t in tasks)
     assert {(t.state, t.worker_id) for t in claimed} == {(task_pb2.TASK_STATE_LEASED, "w-1")}
     assert await storage.leased_to("w-1") == sorted(t.task_id for t in tasks)
     assert await storage.queue_depths() == {}
-    assert calls(redis_server, "publish") == woken
-    assert calls(redis_server, "evalsha") == claims + 3  # the commits, nothing else
+    assert redis_server.calls("publish") == woken
+    assert redis_server.calls("evalsha") == claims + 3  # the commits, nothing else
 
 
 async def test_a_worker_is_offered_no_more_tasks_than_it_has_room_for(
@@ -423,10 +420,8 @@ async def test_a_worker_is_offered_no_more_tasks_than_it_has_room_for(
     jobs = [await new_job(storage) for _ in "123"]
     claim = await claim_for(storage, "w-1", 2)
 
-    async with commits_sent_while_paused(redis_server, storage, jobs) as (commits, tasks):
-        pass
+    tasks = await committed_while_paused(redis_server, storage, jobs)
 
-    assert await asyncio.gather(*commits) == [CommitOutcome.OK] * 3
     claimed = await claim
     assert len(claimed) == 2
     other = await claim_one(storage, WorkerProfile("w-2", ("x",)), 5)
