@@ -258,8 +258,12 @@ class RedisStorage:
         if not await client.exists(self.keys.statuses):
             return
         prefix = self.keys.client_statuses("")
-        async for key in client.scan_iter(match=f"{prefix}*", count=1000):
-            await client.sadd(self.keys.clients, key.decode().removeprefix(prefix))
+        found = [
+            key.decode().removeprefix(prefix)
+            async for key in client.scan_iter(match=f"{prefix}*", count=1000)
+        ]
+        for start in range(0, len(found), 1000):
+            await client.sadd(self.keys.clients, *found[start : start + 1000])
         await client.delete(self.keys.statuses)
 
     async def count_client_jobs(self, client_id: str) -> dict[int, int]:
