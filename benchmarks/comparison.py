@@ -162,14 +162,9 @@ async def main(args: argparse.Namespace) -> None:
             rounds.append(compared)
         if "rest" in scenarios:
             rest_rows += await rest_path.measure_round(
-                round_,
-                args.rest_jobs,
-                [int(c) for c in args.rest_clients.split(",")],
-                args.sdk.split(","),
-                [s for s in args.reference_sdk.split(",") if s],
-                args.rest_stores.split(","),
-                args.poll_ms,
-            )
+                round_, args.rest_jobs, args.rest_clients, args.sdk, args.reference_sdk,
+                args.rest_stores, args.poll_ms,
+            )  # fmt: skip
     if rounds:
         print(f"{args.jobs} one-task jobs, {args.clients} closed-loop clients")
         print_comparison(rounds)

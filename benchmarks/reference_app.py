@@ -12,16 +12,18 @@ Configured the 1.0b13 way, by its ``Config`` from the environment:
 ``CLIENTS_CONFIG_PATH`` (a ``clients.toml`` with the client's token and
 quota: 1.0b13 admits clients by that file only), ``GLOBAL_WORKER_TOKEN``,
 ``RATE_LIMITING_ENABLED=false`` (its limiter answers 429 past 60 polls a
-minute per worker), ``LOG_LEVEL``, ``API_HOST``. Two settings of this
-script: ``REFERENCE_STORE`` (``memory``, its ``MemoryStorage``, or ``redis``,
+minute per worker), ``WORKER_HEALTH_CHECK_INTERVAL_SECONDS`` (see
+:func:`benchmarks.rest_path.measure_reference`), ``LOG_LEVEL``, ``API_HOST``.
+Two settings of this script: ``REFERENCE_STORE`` (``memory``, its ``MemoryStorage``, or ``redis``,
 its ``RedisStorage`` on ``REDIS_HOST``/``REDIS_PORT``, read by its Config),
 and the port, always 0: the port the system chose is announced.
 
-Talks to the harness by lines: on stderr ``@@ port N`` once listening, and
-``@@ requests {...}`` (the requests answered since the last ``reset``, by
-request line and status, from aiohttp's access log, counted rather than
-written, as our server's is in the benchmark) when ``requests`` arrives on
-stdin; ``reset`` on stdin empties the count; end of stdin stops the server.
+Talks to the harness by lines: on stderr ``@@ port N version V`` once
+listening, and ``@@ requests {...}`` (the requests answered since the last
+``reset``, by request line and status, from aiohttp's access log, counted
+rather than written, as our server's is in the benchmark) when ``requests``
+arrives on stdin; ``reset`` on stdin empties the count; end of stdin stops
+the server.
 """
 
 import asyncio

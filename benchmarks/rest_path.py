@@ -58,7 +58,7 @@ from typing import Any
 import aiohttp
 
 from avtomatika.logs.access import ACCESS_LOG
-from benchmarks.cluster import redis_counters
+from benchmarks.cluster import note, redis_counters
 from benchmarks.end_to_end import (
     BENCH_LOG_LEVEL,
     ROOT,
@@ -207,6 +207,11 @@ async def measure_reference(sdk: str, clients: int, jobs: int, poll_ms: float) -
             "CLIENTS_CONFIG_PATH": str(clients_toml),
             "GLOBAL_WORKER_TOKEN": worker_token,
             "RATE_LIMITING_ENABLED": "false",
+            # A worker's registration lives twice this; its heartbeats do not
+            # renew it (1.0b13 answers SDK 1.0b7's with HTTP 500: "hot_cache"
+            # is null), so at the default, 60, a run past 120 s loses every
+            # worker and quarantines the jobs still to dispatch.
+            "WORKER_HEALTH_CHECK_INTERVAL_SECONDS": "3600",
             "LOG_LEVEL": BENCH_LOG_LEVEL,
             "API_HOST": "127.0.0.1",
             "REFERENCE_STORE": "redis",
@@ -400,27 +405,34 @@ def cell(value: Any) -> Any:
 async def measure_round(
     round_: int,
     jobs: int,
-    clients: list[int],
-    sdks: list[str],
-    reference_sdks: list[str],
-    stores: list[str],
+    clients: str,
+    sdks: str,
+    reference_sdks: str,
+    stores: str,
     poll_ms: float,
     access_log: bool = True,
 ) -> list[dict[str, Any]]:
-    """Every configuration once, as round ``round_`` (from 0); the order is
+    """Every configuration once (``clients``, ``sdks``, ``reference_sdks``:
+    the SDKs the reference runs with, and our ``stores``: comma-separated,
+    as on the command line), as round ``round_`` (from 0); the order is
     reversed every other round, so the reference and ours take turns going
     first and drift shows as spread. Rows in a fixed order: by C and SDK,
     the reference first, then ours on each store."""
     runs: list[Callable[[], Awaitable[dict[str, Any]]]] = []
-    for c in clients:
-        for sdk in sdks:
-            if sdk in reference_sdks:
+    for c in (int(c) for c in clients.split(",")):
+        for sdk in sdks.split(","):
+            if sdk in reference_sdks.split(","):
                 runs.append(partial(measure_reference, sdk, c, jobs, poll_ms))
-            for store in stores:
+            for store in stores.split(","):
                 runs.append(partial(measure, sdk, c, jobs, poll_ms, access_log, store))
     rows: dict[int, dict[str, Any]] = {}
     for n in reversed(range(len(runs))) if round_ % 2 else range(len(runs)):
         rows[n] = {"round": round_, **await runs[n]()}
+        row = rows[n]
+        note(
+            f"REST path round {round_ + 1}: {row['system']} ({row['store']}, SDK {row['sdk']}, "
+            f"C={row['clients']}) {row['jobs_per_s']} jobs/s"
+        )
     return [rows[n] for n in range(len(runs))]
 
 
@@ -436,15 +448,9 @@ async def main(args: argparse.Namespace) -> None:
     rows = []
     for round_ in range(args.rounds):
         rows += await measure_round(
-            round_,
-            args.jobs,
-            [int(c) for c in args.clients.split(",")],
-            args.sdk.split(","),
-            [s for s in args.reference_sdk.split(",") if s],
-            args.stores.split(","),
-            args.poll_ms,
-            not args.no_access_log,
-        )
+            round_, args.jobs, args.clients, args.sdk, args.reference_sdk, args.stores,
+            args.poll_ms, not args.no_access_log,
+        )  # fmt: skip
     print(describe(args.jobs, args.poll_ms))
     print_table(rows)
     print(json.dumps({"benchmark": "rest_path", "results": rows, "ratios": ratios(rows)}))
