@@ -46,6 +46,7 @@ import logging
 import os
 import re
 import secrets
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -58,7 +59,7 @@ from typing import Any
 import aiohttp
 
 from avtomatika.logs.access import ACCESS_LOG
-from benchmarks.cluster import note, redis_counters
+from benchmarks.cluster import redis_counters
 from benchmarks.end_to_end import (
     BENCH_LOG_LEVEL,
     ROOT,
@@ -429,9 +430,11 @@ async def measure_round(
     for n in reversed(range(len(runs))) if round_ % 2 else range(len(runs)):
         rows[n] = {"round": round_, **await runs[n]()}
         row = rows[n]
-        note(
-            f"REST path round {round_ + 1}: {row['system']} ({row['store']}, SDK {row['sdk']}, "
-            f"C={row['clients']}) {row['jobs_per_s']} jobs/s"
+        # Progress on stderr (stdout carries the results): a round takes minutes.
+        print(
+            f"[rest path] round {round_ + 1}: {row['system']} ({row['store']}, SDK {row['sdk']}, "
+            f"C={row['clients']}) {row['jobs_per_s']} jobs/s",
+            file=sys.stderr,
         )
     return [rows[n] for n in range(len(runs))]
 
