@@ -11,7 +11,10 @@ Scenarios (``--scenarios``, comma-separated; all by default):
   2 processes x 8 threads, C closed-loop clients doing ``send`` then
   ``get_result`` (:mod:`benchmarks.dramatiq_app`, in a throwaway
   virtualenv, ``.bench-venv-dramatiq-redis-2.2.1``);
-- ``rest``: the REST path of the system we replace (:mod:`benchmarks.rest_path`).
+- ``rest``: the REST path of the system we replace (:mod:`benchmarks.rest_path`),
+  on it (avtomatika 1.0b13 from PyPI, on Redis, SDK 1.0b7 workers) and on
+  ours (the embedded store; ``--rest-stores embedded,redis`` adds Redis),
+  then ours / 1.0b13 per round and C.
 
 The first three share a table: jobs/s, p50/p99, CPU ms per job of the
 orchestrator and of everything (orchestrator, workers, clients, Redis), and
@@ -22,6 +25,7 @@ CPU per job. With ``--rounds N`` the scenarios run interleaved N times.
     python -m benchmarks.comparison [--scenarios grpc,redis,dramatiq,rest]
         [--jobs 5000] [--clients 32] [--rounds 1]
         [--rest-jobs 2000] [--rest-clients 32,128] [--sdk 1.0b7,1.0b20]
+        [--reference-sdk 1.0b7] [--rest-stores embedded]
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ import argparse
 import asyncio
 import json
 from contextlib import AsyncExitStack
-from pathlib import Path
 from typing import Any
 
 from benchmarks import cluster, end_to_end, rest_path
@@ -40,24 +43,6 @@ from tests.support.redis import RedisServer
 DRAMATIQ = "dramatiq[redis]==2.2.1"
 DRAMATIQ_PROCESSES = 2
 DRAMATIQ_THREADS = 8
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU seconds of a live process and of its live descendants (Dramatiq
-    forks its worker processes)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    total, stack = 0.0, [pid]
-    while stack:
-        current = stack.pop()
-        total += end_to_end.process_cpu_seconds(current)
-        stack.extend(children.get(current, []))
-    return total
 
 
 async def dramatiq(jobs: int, clients: int) -> dict[str, Any]:
@@ -90,11 +75,11 @@ async def dramatiq(jobs: int, clients: int) -> dict[str, Any]:
         if ready.strip() != b"ready":
             raise SystemExit(f"the Dramatiq client did not start: {ready!r}")
         calls_before, redis_cpu_before = cluster.redis_counters(server)
-        workers_before = tree_cpu_seconds(workers.pid)
+        workers_before = end_to_end.tree_cpu_seconds(workers.pid)
         load.stdin.write(b"go\n")
         output, _ = await load.communicate()
         calls_after, redis_cpu_after = cluster.redis_counters(server)
-        workers_cpu = tree_cpu_seconds(workers.pid) - workers_before
+        workers_cpu = end_to_end.tree_cpu_seconds(workers.pid) - workers_before
     report = json.loads(output.decode().strip().splitlines()[-1])
     commands = sum(
         calls - calls_before.get(name, 0) for name, calls in calls_after.items() if name != "info"
@@ -162,7 +147,7 @@ async def main(args: argparse.Namespace) -> None:
     rounds: list[list[dict[str, Any]]] = []
     runs: list[dict[str, Any]] = []
     rest_rows: list[dict[str, Any]] = []
-    for _ in range(args.rounds):
+    for round_ in range(args.rounds):
         compared = []
         if "grpc" in scenarios:
             runs.append(await end_to_end.measure("grpc", args.jobs, args.clients, 2, 0))
@@ -176,22 +161,26 @@ async def main(args: argparse.Namespace) -> None:
         if compared:
             rounds.append(compared)
         if "rest" in scenarios:
-            for sdk in args.sdk.split(","):
-                for clients in args.rest_clients.split(","):
-                    rest_rows.append(
-                        await rest_path.measure(sdk, int(clients), args.rest_jobs, args.poll_ms)
-                    )
+            rest_rows += await rest_path.measure_round(
+                round_, args.rest_jobs, args.rest_clients, args.sdk, args.reference_sdk,
+                args.rest_stores, args.poll_ms,
+            )  # fmt: skip
     if rounds:
         print(f"{args.jobs} one-task jobs, {args.clients} closed-loop clients")
         print_comparison(rounds)
     if rest_rows:
-        print(
-            f"REST path: {args.rest_jobs} jobs, clients polling every {args.poll_ms:g} ms, "
-            f"{rest_path.WORKERS} REST workers of the public SDK "
-            f"(concurrency {rest_path.CONCURRENCY})"
-        )
+        print(rest_path.describe(args.rest_jobs, args.poll_ms))
         rest_path.print_table(rest_rows)
-    print(json.dumps({"benchmark": "comparison", "runs": runs, "rest_path": rest_rows}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "comparison",
+                "runs": runs,
+                "rest_path": rest_rows,
+                "rest_path_ratios": rest_path.ratios(rest_rows),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
@@ -203,5 +192,7 @@ if __name__ == "__main__":
     parser.add_argument("--rest-jobs", type=int, default=2000)
     parser.add_argument("--rest-clients", default="32,128")
     parser.add_argument("--sdk", default="1.0b7,1.0b20")
+    parser.add_argument("--reference-sdk", default=rest_path.REFERENCE_SDKS)
+    parser.add_argument("--rest-stores", default="embedded", help="ours: embedded,redis")
     parser.add_argument("--poll-ms", type=float, default=20.0)
     asyncio.run(main(parser.parse_args()))

@@ -48,7 +48,7 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,21 +101,23 @@ def load_figures(report: dict[str, Any], jobs: int) -> dict[str, Any]:
     }
 
 
-def throwaway_python(requirement: str) -> Path:
+def throwaway_python(*requirements: str) -> Path:
     """The interpreter of a virtualenv of the benchmark's own with
-    ``requirement`` installed (made once, under the checkout: ``.bench-venv``
-    for the public SDK 1.0b7, ``.bench-venv-<name>-<version>`` otherwise),
+    ``requirements`` installed (made once, under the checkout: ``.bench-venv``
+    for the public SDK 1.0b7, ``.bench-venv-<names>-<versions>`` otherwise),
     so what we compare with never enters the project's dependencies."""
     # Letters, digits and dots only: Dramatiq finds its Lua scripts by a
     # glob, which the brackets of "dramatiq[redis]" in the path would break.
     name = (
-        "" if requirement == LEGACY_SDK else "-" + re.sub(r"[^\w.]+", "-", requirement).strip("-")
+        ""
+        if requirements == (LEGACY_SDK,)
+        else "-" + re.sub(r"[^\w.]+", "-", " ".join(requirements)).strip("-")
     )
     where = ROOT / f".bench-venv{name}"
     python = where / "bin" / "python"
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(where)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", requirement], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *requirements], check=True)
     return python
 
 
@@ -127,6 +129,88 @@ def process_cpu_seconds(pid: int) -> float:
         return 0.0
     # utime and stime are fields 14 and 15 of stat(5): indexes 11 and 12 after the ")".
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a live process and of its live descendants (Dramatiq
+    forks its worker processes)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    total, stack = 0.0, [pid]
+    while stack:
+        current = stack.pop()
+        total += process_cpu_seconds(current)
+        stack.extend(children.get(current, []))
+    return total
+
+
+async def rest_workers(
+    sdk: str, url: str, token: str, count: int, concurrency: int, sdk_env: Mapping[str, str]
+) -> list[asyncio.subprocess.Process]:
+    """``count`` REST worker processes of the public SDK ``sdk`` (a
+    requirement, installed in a throwaway virtualenv) working for ``url``."""
+    python = throwaway_python(sdk)
+    processes = []
+    for n in range(count):
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            **sdk_env,
+            "ORCHESTRATOR_URL": url,
+            "WORKER_TOKEN": token,
+            "WORKER_ID": f"bench-rest-{n}",
+            "MAX_CONCURRENT_TASKS": str(concurrency),
+        }
+        processes.append(
+            await asyncio.create_subprocess_exec(
+                str(python),
+                str(REST_WORKER_SCRIPT),
+                env=env,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+        )
+    return processes
+
+
+async def client_load(
+    url: str,
+    token: str,
+    jobs: int,
+    clients: int,
+    poll_ms: float,
+    meters: Mapping[str, Callable[[], float]],
+) -> dict[str, Any]:
+    """Run the client process (following with ``?wait=``, or polling every
+    ``poll_ms``); its JSON report, with ``cpu_s``: what each of ``meters``
+    (CPU seconds so far) counted during the load, and the clients' own."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "benchmarks.load", url, token,
+        "/api/v1/jobs/echo", str(jobs), str(clients), str(poll_ms),
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    before = {name: meter() for name, meter in meters.items()}
+    # Jobs that never end are an error, not a long wait: no run this
+    # measures is slower than 5 jobs/s unless something is stuck.
+    deadline = max(60.0, jobs / 5)
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), deadline)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise SystemExit(f"{jobs} jobs not all ended within {deadline:g} s") from None
+    after = {name: meter() for name, meter in meters.items()}
+    if process.returncode != 0:
+        raise SystemExit(f"the load client exited with code {process.returncode}")
+    report: dict[str, Any] = json.loads(output.decode().strip().splitlines()[-1])
+    report["cpu_s"] = {name: round(after[name] - before[name], 2) for name in meters}
+    report["cpu_s"]["clients"] = round(report.pop("cpu_seconds", 0.0), 2)
+    return report
 
 
 @contextlib.contextmanager
@@ -180,6 +264,7 @@ class Run:
         concurrency: int = 64,
         sdk: str = LEGACY_SDK,
         sdk_env: Mapping[str, str] | None = None,
+        redis_url: str | None = None,
     ) -> None:
         self.transport = transport
         self.worker_count = workers
@@ -201,6 +286,7 @@ class Run:
             global_worker_token=self.worker_token,
             log_level=BENCH_LOG_LEVEL,
             job_wait_max_seconds=30,
+            redis_url=redis_url,  # the embedded store when None
         )
         self.orchestrator = OrchestratorEngine(
             config=settings, blueprints=[echo_blueprint(), hold_blueprint()]
@@ -230,25 +316,10 @@ class Run:
                 )
             )
         else:
-            python = throwaway_python(self.sdk)
-            for n in range(self.worker_count):
-                legacy_env = {
-                    **env,
-                    **self.sdk_env,
-                    "ORCHESTRATOR_URL": self.url,
-                    "WORKER_TOKEN": self.worker_token,
-                    "WORKER_ID": f"bench-rest-{n}",
-                    "MAX_CONCURRENT_TASKS": str(self.concurrency),
-                }
-                self.processes.append(
-                    await asyncio.create_subprocess_exec(
-                        str(python),
-                        str(REST_WORKER_SCRIPT),
-                        env=legacy_env,
-                        stdout=asyncio.subprocess.DEVNULL,
-                        stderr=asyncio.subprocess.DEVNULL,
-                    )
-                )
+            self.processes = await rest_workers(
+                self.sdk, self.url, self.worker_token, self.worker_count, self.concurrency,
+                self.sdk_env,
+            )  # fmt: skip
         while len(self.orchestrator.engine.workers.list()) < self.worker_count:
             await asyncio.sleep(0.05)  # the harness waiting for its workers, not the system
             for process in self.processes:
@@ -262,27 +333,25 @@ class Run:
             await process.wait()
         await self.orchestrator.stop()
 
-    async def load(self, jobs: int, clients: int, poll_ms: float = 0) -> dict[str, Any]:
+    async def load(
+        self,
+        jobs: int,
+        clients: int,
+        poll_ms: float = 0,
+        meters: Mapping[str, Callable[[], float]] | None = None,
+    ) -> dict[str, Any]:
         """Run the client process (following with ``?wait=``, or polling
-        every ``poll_ms``); its JSON report."""
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "benchmarks.load", self.url, self.client_token,
-            "/api/v1/jobs/echo", str(jobs), str(clients), str(poll_ms),
-            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        workers_before = sum(process_cpu_seconds(p.pid) for p in self.processes)
-        orchestrator_before = time.process_time()
+        every ``poll_ms``); its JSON report, with the CPU seconds of the
+        orchestrator, the workers, the clients and any other ``meters``."""
         with profiled(self.transport):
-            output, _ = await process.communicate()
-        report: dict[str, Any] = json.loads(output.decode().strip().splitlines()[-1])
-        report["cpu_s"] = {
-            "orchestrator": round(time.process_time() - orchestrator_before, 2),
-            "workers": round(
-                sum(process_cpu_seconds(p.pid) for p in self.processes) - workers_before, 2
-            ),
-            "clients": round(report.pop("cpu_seconds", 0.0), 2),
-        }
-        return report
+            return await client_load(
+                self.url, self.client_token, jobs, clients, poll_ms,
+                {"orchestrator": time.process_time, "workers": self.workers_cpu_seconds,
+                 **(meters or {})},
+            )  # fmt: skip
+
+    def workers_cpu_seconds(self) -> float:
+        return sum(process_cpu_seconds(p.pid) for p in self.processes)
 
     async def cancels(self, count: int) -> list[float]:
         """Cancel ``count`` running gRPC tasks one by one (each once its
