@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from avtomatika.logs.access import ACCESS_LOG, caller_fields
+from avtomatika.logs.direct import log_line
 from avtomatika.logs.scope import (
     REQUEST_ID_METADATA,
     RequestScope,
@@ -118,11 +119,13 @@ def _logged_stream(behavior: _Behavior | None, method: str, *, announce: bool) -
     async def logged(request: Any, context: _Context) -> AsyncIterator[Any]:
         scope, token = await _open(context, True)
         if announce and ACCESS_LOG.isEnabledFor(logging.INFO):
-            ACCESS_LOG.info(
+            remote = context.peer()
+            log_line(
+                ACCESS_LOG,
+                logging.INFO,
                 "gRPC %s stream opened remote=%s",
-                method,
-                context.peer(),
-                extra={"rpc": method, "remote": context.peer(), "request_id": scope.request_id},
+                (method, remote),
+                {"rpc": method, "remote": remote, "request_id": scope.request_id},
             )
         with _logging(method, scope, token, context):
             async for response in behavior(request, context):
@@ -181,14 +184,12 @@ def _log(
     fields.update(
         rpc=method, code=code, duration_ms=duration_ms, remote=remote, request_id=scope.request_id
     )
-    ACCESS_LOG.info(
+    log_line(
+        ACCESS_LOG,
+        logging.INFO,
         "gRPC %s %s %.1f ms caller=%s remote=%s",
-        method,
-        code,
-        duration_ms,
-        scope.caller,
-        remote,
-        extra=fields,
+        (method, code, duration_ms, scope.caller, remote),
+        fields,
     )
 
 
