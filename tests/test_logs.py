@@ -341,7 +341,8 @@ async def test_the_log_of_real_work(tmp_path: Path, log_format: str) -> None:
         ended_streams = [
             r for r in access if r.get("rpc") == connect and r.get("worker_id") == GRPC_WORKER
         ]
-        assert opened and ended_streams
+        assert opened
+        assert ended_streams
         assert all(re.fullmatch(r"ipv4:127\.0\.0\.1:\d+", r["remote"]) for r in opened)
         opened_by_id = {r["request_id"]: r["remote"] for r in opened}
         for end in ended_streams:

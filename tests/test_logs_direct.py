@@ -101,7 +101,7 @@ def test_a_line_without_a_record_is_the_line_logging_writes(logs: Logs) -> None:
     for log_format in ("text", "json"):
         for instance in (None, "i3"):
             logs.configure(log_format, instance)
-            scope, token = open_scope("scope-id")
+            _scope, token = open_scope("scope-id")
             with mock.patch("time.time", return_value=1_765_000_000.042):
                 for level, template, args, fields in cases:
                     log_line(JOB_LOG, level, template, args, dict(fields))
