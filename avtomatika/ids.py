@@ -1,7 +1,6 @@
 """What a worker id may look like, wherever one arrives: a gRPC Hello, the
 legacy REST worker API (bodies and paths), ``workers.toml``, the worker SDK's
-own settings, and the REST API's JSON Schema; and the random hex of the ids
-the orchestrator makes (jobs, tasks, events, request ids).
+own settings, and the REST API's JSON Schema.
 
 Standard library and :mod:`avtomatika.errors` only: the worker SDK checks
 its id with this module too, and the SDK must not load the server.
@@ -9,19 +8,11 @@ its id with this module too, and the SDK must not load the server.
 
 from __future__ import annotations
 
-import os
 import re
-import threading
 
 from avtomatika.errors import InvalidArgument
 
-__all__ = [
-    "MAX_WORKER_ID_LENGTH",
-    "WORKER_ID_PATTERN",
-    "check_worker_id",
-    "random_hex",
-    "worker_id_problem",
-]
+__all__ = ["MAX_WORKER_ID_LENGTH", "WORKER_ID_PATTERN", "check_worker_id", "worker_id_problem"]
 
 MAX_WORKER_ID_LENGTH = 128
 """The longest worker id: it is a key in every store and a line of every
@@ -55,38 +46,3 @@ def check_worker_id(value: str) -> str:
     if problem is not None:
         raise InvalidArgument(problem)
     return value
-
-
-# Random bytes read from the kernel 4 KiB at a time rather than 16 at a
-# time: a job takes about a dozen ids (the job, its task, one per history
-# event, the request ids), and one getrandom call each was ~5% of the
-# orchestrator's CPU per job. The bytes are os.urandom's all the same, each
-# handed out once.
-_POOL_BYTES = 4096
-_pool = b""
-_taken = 0
-_pool_lock = threading.Lock()
-
-
-def random_hex(size: int) -> str:
-    """``size`` random bytes (at most 4 KiB) from :func:`os.urandom`, as
-    ``2 * size`` hex digits, as ``os.urandom(size).hex()`` would be."""
-    global _pool, _taken
-    with _pool_lock:
-        if _taken + size > len(_pool):
-            _pool = os.urandom(max(_POOL_BYTES, size))
-            _taken = 0
-        start = _taken
-        _taken = start + size
-        return _pool[start : start + size].hex()
-
-
-def _forget_pool() -> None:
-    """A forked child must not hand out the ids its parent will: it draws
-    its own bytes."""
-    global _pool, _taken, _pool_lock
-    _pool, _taken = b"", 0
-    _pool_lock = threading.Lock()  # a thread of the parent may have held it
-
-
-os.register_at_fork(after_in_child=_forget_pool)

@@ -4,8 +4,9 @@ from an earlier attempt can never be taken for the current one."""
 
 from __future__ import annotations
 
+import os
+
 from avtomatika.blueprint.actions import DispatchTask
-from avtomatika.ids import random_hex
 from avtomatika.payload import to_payload
 from avtomatika.v1 import task_pb2
 from avtomatika.v1.job_pb2 import Job
@@ -17,7 +18,7 @@ __all__ = ["first_attempt", "new_id", "next_attempt"]
 def new_id() -> str:
     """A fresh random id (jobs, tasks, events): 128 random bits as 32 hex
     digits, like a uuid4's hex without its cost (several per job)."""
-    return random_hex(16)
+    return os.urandom(16).hex()
 
 
 def _deadline(now: int, seconds: float | None) -> int:

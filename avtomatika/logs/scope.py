@@ -8,8 +8,7 @@ authenticated it, for the access line to say who asked. The scope is a
 mutable object rather than two variables: tasks started while serving
 copy the context, and what they learn still reaches the access line.
 
-Standard library and :mod:`avtomatika.ids` only: the services and both
-transports import it.
+Standard library only: the services and both transports import it.
 """
 
 from __future__ import annotations
@@ -18,9 +17,8 @@ import contextlib
 import contextvars
 import logging
 import re
+import secrets
 from dataclasses import dataclass
-
-from avtomatika.ids import random_hex
 
 __all__ = [
     "REQUEST_ID_HEADER",
@@ -66,7 +64,7 @@ def request_id_from(sent: str | None) -> str:
     else a fresh one (16 hex digits)."""
     if sent is not None and _VALID.fullmatch(sent):
         return sent
-    return random_hex(8)
+    return secrets.token_hex(8)
 
 
 def open_scope(request_id: str) -> tuple[RequestScope, contextvars.Token[RequestScope | None]]:
