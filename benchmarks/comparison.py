@@ -147,10 +147,12 @@ async def main(args: argparse.Namespace) -> None:
     rounds: list[list[dict[str, Any]]] = []
     runs: list[dict[str, Any]] = []
     rest_rows: list[dict[str, Any]] = []
+    logging_used = ""
     for round_ in range(args.rounds):
         compared = []
         if "grpc" in scenarios:
-            runs.append(await end_to_end.measure("grpc", args.jobs, args.clients, 2, 0))
+            with end_to_end.bench_logging() as logging_used:
+                runs.append(await end_to_end.measure("grpc", args.jobs, args.clients, 2, 0))
             compared.append(summary("Avtomatika, embedded store, gRPC", runs[-1]))
         if "redis" in scenarios:
             runs.append(await cluster.measure(1, args.jobs, args.clients, 2, sample=300))
@@ -167,6 +169,8 @@ async def main(args: argparse.Namespace) -> None:
             )  # fmt: skip
     if rounds:
         print(f"{args.jobs} one-task jobs, {args.clients} closed-loop clients")
+        if logging_used:
+            print(f"embedded store: {logging_used} (BENCH_LOG_LEVEL)")
         print_comparison(rounds)
     if rest_rows:
         print(rest_path.describe(args.rest_jobs, args.poll_ms))
