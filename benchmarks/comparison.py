@@ -11,7 +11,10 @@ Scenarios (``--scenarios``, comma-separated; all by default):
   2 processes x 8 threads, C closed-loop clients doing ``send`` then
   ``get_result`` (:mod:`benchmarks.dramatiq_app`, in a throwaway
   virtualenv, ``.bench-venv-dramatiq-redis-2.2.1``);
-- ``rest``: the REST path of the system we replace (:mod:`benchmarks.rest_path`);
+- ``rest``: the REST path of the system we replace (:mod:`benchmarks.rest_path`),
+  on it (avtomatika 1.0b13 from PyPI, on Redis, SDK 1.0b7 workers) and on
+  ours (the embedded store; ``--rest-stores embedded,redis`` adds Redis),
+  then ours / 1.0b13 per round and C;
 - ``open``: the ``grpc`` scenario's setup under a moderate open-loop load,
   ``--open-rate`` jobs/s (200) created on a fixed clock for ``--open-jobs``
   jobs (3,000), each followed with ``?wait=`` (:mod:`benchmarks.load`): the
@@ -27,6 +30,7 @@ CPU per job. With ``--rounds N`` the scenarios run interleaved N times.
     python -m benchmarks.comparison [--scenarios grpc,open,redis,dramatiq,rest]
         [--jobs 5000] [--clients 32] [--rounds 1] [--open-rate 200] [--open-jobs 3000]
         [--rest-jobs 2000] [--rest-clients 32,128] [--sdk 1.0b7,1.0b20]
+        [--reference-sdk 1.0b7] [--rest-stores embedded]
 """
 
 from __future__ import annotations
@@ -35,7 +39,6 @@ import argparse
 import asyncio
 import json
 from contextlib import AsyncExitStack
-from pathlib import Path
 from typing import Any
 
 from benchmarks import cluster, end_to_end, rest_path
@@ -49,24 +52,6 @@ DRAMATIQ_THREADS = 8
 # they are all following jobs when one is due (at 200/s and a few ms a job,
 # about one is busy).
 OPEN_CONNECTIONS = 16
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU seconds of a live process and of its live descendants (Dramatiq
-    forks its worker processes)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    total, stack = 0.0, [pid]
-    while stack:
-        current = stack.pop()
-        total += end_to_end.process_cpu_seconds(current)
-        stack.extend(children.get(current, []))
-    return total
 
 
 async def dramatiq(jobs: int, clients: int) -> dict[str, Any]:
@@ -99,11 +84,11 @@ async def dramatiq(jobs: int, clients: int) -> dict[str, Any]:
         if ready.strip() != b"ready":
             raise SystemExit(f"the Dramatiq client did not start: {ready!r}")
         calls_before, redis_cpu_before = cluster.redis_counters(server)
-        workers_before = tree_cpu_seconds(workers.pid)
+        workers_before = end_to_end.tree_cpu_seconds(workers.pid)
         load.stdin.write(b"go\n")
         output, _ = await load.communicate()
         calls_after, redis_cpu_after = cluster.redis_counters(server)
-        workers_cpu = tree_cpu_seconds(workers.pid) - workers_before
+        workers_cpu = end_to_end.tree_cpu_seconds(workers.pid) - workers_before
     report = json.loads(output.decode().strip().splitlines()[-1])
     commands = sum(
         calls - calls_before.get(name, 0) for name, calls in calls_after.items() if name != "info"
@@ -214,19 +199,23 @@ async def main(args: argparse.Namespace) -> None:
     runs: list[dict[str, Any]] = []
     rest_rows: list[dict[str, Any]] = []
     open_rows: list[dict[str, Any]] = []
-    for _ in range(args.rounds):
+    logging_used = ""
+    for round_ in range(args.rounds):
         compared = []
         saturated: float | None = None
         if "grpc" in scenarios:
-            runs.append(await end_to_end.measure("grpc", args.jobs, args.clients, 2, 0))
+            with end_to_end.bench_logging() as logging_used:
+                runs.append(await end_to_end.measure("grpc", args.jobs, args.clients, 2, 0))
             compared.append(summary("Avtomatika, embedded store, gRPC", runs[-1]))
             saturated = runs[-1]["cpu_s"]["orchestrator"] / args.jobs
         if "open" in scenarios:
-            runs.append(
-                await end_to_end.measure(
-                    "grpc", args.open_jobs, OPEN_CONNECTIONS, 2, 0, rate=args.open_rate
+            # Logging as the saturated run does, so their ratio compares like with like.
+            with end_to_end.bench_logging() as logging_used:
+                runs.append(
+                    await end_to_end.measure(
+                        "grpc", args.open_jobs, OPEN_CONNECTIONS, 2, 0, rate=args.open_rate
+                    )
                 )
-            )
             open_rows.append(open_row(runs[-1], saturated))
         if "redis" in scenarios:
             runs.append(await cluster.measure(1, args.jobs, args.clients, 2, sample=300))
@@ -237,26 +226,29 @@ async def main(args: argparse.Namespace) -> None:
         if compared:
             rounds.append(compared)
         if "rest" in scenarios:
-            for sdk in args.sdk.split(","):
-                for clients in args.rest_clients.split(","):
-                    rest_rows.append(
-                        await rest_path.measure(sdk, int(clients), args.rest_jobs, args.poll_ms)
-                    )
+            rest_rows += await rest_path.measure_round(
+                round_, args.rest_jobs, args.rest_clients, args.sdk, args.reference_sdk,
+                args.rest_stores, args.poll_ms,
+            )  # fmt: skip
     if rounds:
         print(f"{args.jobs} one-task jobs, {args.clients} closed-loop clients")
+        if logging_used:
+            print(f"embedded store: {logging_used} (BENCH_LOG_LEVEL)")
         print_comparison(rounds)
     if open_rows:
         print_open(args.open_rate, args.open_jobs, open_rows)
     if rest_rows:
-        print(
-            f"REST path: {args.rest_jobs} jobs, clients polling every {args.poll_ms:g} ms, "
-            f"{rest_path.WORKERS} REST workers of the public SDK "
-            f"(concurrency {rest_path.CONCURRENCY})"
-        )
+        print(rest_path.describe(args.rest_jobs, args.poll_ms))
         rest_path.print_table(rest_rows)
     print(
         json.dumps(
-            {"benchmark": "comparison", "runs": runs, "open": open_rows, "rest_path": rest_rows}
+            {
+                "benchmark": "comparison",
+                "runs": runs,
+                "open": open_rows,
+                "rest_path": rest_rows,
+                "rest_path_ratios": rest_path.ratios(rest_rows),
+            }
         )
     )
 
@@ -272,5 +264,7 @@ if __name__ == "__main__":
     parser.add_argument("--rest-jobs", type=int, default=2000)
     parser.add_argument("--rest-clients", default="32,128")
     parser.add_argument("--sdk", default="1.0b7,1.0b20")
+    parser.add_argument("--reference-sdk", default=rest_path.REFERENCE_SDKS)
+    parser.add_argument("--rest-stores", default="embedded", help="ours: embedded,redis")
     parser.add_argument("--poll-ms", type=float, default=20.0)
     asyncio.run(main(parser.parse_args()))

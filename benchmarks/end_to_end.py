@@ -22,9 +22,12 @@ dependency: e.g. ``pip install --target /tmp/prof pyinstrument`` and
 ``PYTHONPATH=/tmp/prof``). Profilers slow the process down; the throughput of
 a profiled run is not a measurement.
 
-The orchestrator logs nothing below WARNING by default; ``BENCH_LOG_LEVEL=INFO``
-(and ``LOG_FORMAT``) configures its logging as ``avtomatika serve`` does, to
-stderr, to measure what the log lines cost.
+The orchestrator logs as ``avtomatika serve`` does by default: INFO (an
+access line per request and per gRPC call, a line per job lifecycle event),
+in the text format, so the figures include what its users pay for the log.
+The lines go to a file in a temporary directory (its path is printed), not
+to the terminal. ``BENCH_LOG_LEVEL`` (e.g. WARNING) and ``LOG_FORMAT``
+(``json``) change that, to measure what the log lines cost.
 
     python -m benchmarks.end_to_end [--jobs 5000] [--clients 32] [--workers 2]
         [--transport grpc|rest|both] [--cancels 200] [--loop asyncio|uvloop]
@@ -47,8 +50,9 @@ import re
 import secrets
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +68,7 @@ from tests.support.blueprints import echo_blueprint
 ROOT = Path(__file__).resolve().parent.parent
 LEGACY_SDK = "avtomatika-worker==1.0b7"
 REST_WORKER_SCRIPT = ROOT / "benchmarks" / "rest_worker.py"
-BENCH_LOG_LEVEL = os.environ.get("BENCH_LOG_LEVEL", "WARNING").upper()
+BENCH_LOG_LEVEL = os.environ.get("BENCH_LOG_LEVEL", "INFO").upper()
 
 
 def hold_blueprint() -> StateMachineBlueprint:
@@ -80,6 +84,29 @@ def hold_blueprint() -> StateMachineBlueprint:
         return None
 
     return bp
+
+
+@contextlib.contextmanager
+def bench_logging() -> Iterator[str]:
+    """This process's logging (the embedded orchestrator's) configured as
+    ``avtomatika serve`` configures it, at ``BENCH_LOG_LEVEL`` in
+    ``LOG_FORMAT``, written to a file in a temporary directory, removed
+    after; what was used, in words."""
+    log_format = os.environ.get("LOG_FORMAT", "text")
+    level = logging.getLevelNamesMapping()[BENCH_LOG_LEVEL]
+    with tempfile.TemporaryDirectory(prefix="avtomatika-bench-") as directory:
+        path = Path(directory) / "orchestrator.log"
+        with path.open("w", encoding="utf-8") as stream:
+            configure_logging(level, log_format, stream=stream)
+            try:
+                yield f"orchestrator logging at {BENCH_LOG_LEVEL} ({log_format}) to a file"
+            finally:
+                # The lines still batched are written before the file closes;
+                # the handler goes with it.
+                root = logging.getLogger()
+                for handler in list(root.handlers):
+                    handler.flush()
+                    root.removeHandler(handler)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -101,21 +128,23 @@ def load_figures(report: dict[str, Any], jobs: int) -> dict[str, Any]:
     }
 
 
-def throwaway_python(requirement: str) -> Path:
+def throwaway_python(*requirements: str) -> Path:
     """The interpreter of a virtualenv of the benchmark's own with
-    ``requirement`` installed (made once, under the checkout: ``.bench-venv``
-    for the public SDK 1.0b7, ``.bench-venv-<name>-<version>`` otherwise),
+    ``requirements`` installed (made once, under the checkout: ``.bench-venv``
+    for the public SDK 1.0b7, ``.bench-venv-<names>-<versions>`` otherwise),
     so what we compare with never enters the project's dependencies."""
     # Letters, digits and dots only: Dramatiq finds its Lua scripts by a
     # glob, which the brackets of "dramatiq[redis]" in the path would break.
     name = (
-        "" if requirement == LEGACY_SDK else "-" + re.sub(r"[^\w.]+", "-", requirement).strip("-")
+        ""
+        if requirements == (LEGACY_SDK,)
+        else "-" + re.sub(r"[^\w.]+", "-", " ".join(requirements)).strip("-")
     )
     where = ROOT / f".bench-venv{name}"
     python = where / "bin" / "python"
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(where)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", requirement], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *requirements], check=True)
     return python
 
 
@@ -127,6 +156,90 @@ def process_cpu_seconds(pid: int) -> float:
         return 0.0
     # utime and stime are fields 14 and 15 of stat(5): indexes 11 and 12 after the ")".
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a live process and of its live descendants (Dramatiq
+    forks its worker processes)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    total, stack = 0.0, [pid]
+    while stack:
+        current = stack.pop()
+        total += process_cpu_seconds(current)
+        stack.extend(children.get(current, []))
+    return total
+
+
+async def rest_workers(
+    sdk: str, url: str, token: str, count: int, concurrency: int, sdk_env: Mapping[str, str]
+) -> list[asyncio.subprocess.Process]:
+    """``count`` REST worker processes of the public SDK ``sdk`` (a
+    requirement, installed in a throwaway virtualenv) working for ``url``."""
+    python = throwaway_python(sdk)
+    processes = []
+    for n in range(count):
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            **sdk_env,
+            "ORCHESTRATOR_URL": url,
+            "WORKER_TOKEN": token,
+            "WORKER_ID": f"bench-rest-{n}",
+            "MAX_CONCURRENT_TASKS": str(concurrency),
+        }
+        processes.append(
+            await asyncio.create_subprocess_exec(
+                str(python),
+                str(REST_WORKER_SCRIPT),
+                env=env,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+        )
+    return processes
+
+
+async def client_load(
+    url: str,
+    token: str,
+    jobs: int,
+    clients: int,
+    poll_ms: float,
+    meters: Mapping[str, Callable[[], float]],
+    rate: float = 0,
+) -> dict[str, Any]:
+    """Run the client process (following with ``?wait=``, or polling every
+    ``poll_ms``; closed loop, or open loop at ``rate`` jobs/s); its JSON
+    report, with ``cpu_s``: what each of ``meters`` (CPU seconds so far)
+    counted during the load, and the clients' own."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "benchmarks.load", url, token,
+        "/api/v1/jobs/echo", str(jobs), str(clients), str(poll_ms), str(rate),
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    before = {name: meter() for name, meter in meters.items()}
+    # Jobs that never end are an error, not a long wait: no run this
+    # measures is slower than 5 jobs/s unless something is stuck.
+    deadline = max(60.0, jobs / 5)
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), deadline)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise SystemExit(f"{jobs} jobs not all ended within {deadline:g} s") from None
+    after = {name: meter() for name, meter in meters.items()}
+    if process.returncode != 0:
+        raise SystemExit(f"the load client exited with code {process.returncode}")
+    report: dict[str, Any] = json.loads(output.decode().strip().splitlines()[-1])
+    report["cpu_s"] = {name: round(after[name] - before[name], 2) for name in meters}
+    report["cpu_s"]["clients"] = round(report.pop("cpu_seconds", 0.0), 2)
+    return report
 
 
 @contextlib.contextmanager
@@ -180,6 +293,7 @@ class Run:
         concurrency: int = 64,
         sdk: str = LEGACY_SDK,
         sdk_env: Mapping[str, str] | None = None,
+        redis_url: str | None = None,
     ) -> None:
         self.transport = transport
         self.worker_count = workers
@@ -201,6 +315,7 @@ class Run:
             global_worker_token=self.worker_token,
             log_level=BENCH_LOG_LEVEL,
             job_wait_max_seconds=30,
+            redis_url=redis_url,  # the embedded store when None
         )
         self.orchestrator = OrchestratorEngine(
             config=settings, blueprints=[echo_blueprint(), hold_blueprint()]
@@ -230,25 +345,10 @@ class Run:
                 )
             )
         else:
-            python = throwaway_python(self.sdk)
-            for n in range(self.worker_count):
-                legacy_env = {
-                    **env,
-                    **self.sdk_env,
-                    "ORCHESTRATOR_URL": self.url,
-                    "WORKER_TOKEN": self.worker_token,
-                    "WORKER_ID": f"bench-rest-{n}",
-                    "MAX_CONCURRENT_TASKS": str(self.concurrency),
-                }
-                self.processes.append(
-                    await asyncio.create_subprocess_exec(
-                        str(python),
-                        str(REST_WORKER_SCRIPT),
-                        env=legacy_env,
-                        stdout=asyncio.subprocess.DEVNULL,
-                        stderr=asyncio.subprocess.DEVNULL,
-                    )
-                )
+            self.processes = await rest_workers(
+                self.sdk, self.url, self.worker_token, self.worker_count, self.concurrency,
+                self.sdk_env,
+            )  # fmt: skip
         while len(self.orchestrator.engine.workers.list()) < self.worker_count:
             await asyncio.sleep(0.05)  # the harness waiting for its workers, not the system
             for process in self.processes:
@@ -263,37 +363,36 @@ class Run:
         await self.orchestrator.stop()
 
     async def load(
-        self, jobs: int, clients: int, poll_ms: float = 0, rate: float = 0
+        self,
+        jobs: int,
+        clients: int,
+        poll_ms: float = 0,
+        meters: Mapping[str, Callable[[], float]] | None = None,
+        rate: float = 0,
     ) -> dict[str, Any]:
         """Run the client process (following with ``?wait=``, or polling
         every ``poll_ms``; closed loop, or open loop at ``rate`` jobs/s);
-        its JSON report."""
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "benchmarks.load", self.url, self.client_token,
-            "/api/v1/jobs/echo", str(jobs), str(clients), str(poll_ms), str(rate),
-            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        workers_before = sum(process_cpu_seconds(p.pid) for p in self.processes)
-        orchestrator_before = time.process_time()
+        its JSON report, with the CPU seconds of the orchestrator, the
+        workers, the clients and any other ``meters``."""
         times_before = os.times()
         with profiled(self.transport if not rate else f"{self.transport}-open"):
-            output, _ = await process.communicate()
+            report = await client_load(
+                self.url, self.client_token, jobs, clients, poll_ms,
+                {"orchestrator": time.process_time, "workers": self.workers_cpu_seconds,
+                 **(meters or {})},
+                rate,
+            )  # fmt: skip
         times_after = os.times()
-        report: dict[str, Any] = json.loads(output.decode().strip().splitlines()[-1])
         # The orchestrator's CPU in user space and in the kernel (syscalls,
         # wake-ups), every thread of this process (grpc's poller too).
         report["orchestrator_cpu_split_s"] = {
             "user": round(times_after.user - times_before.user, 2),
             "system": round(times_after.system - times_before.system, 2),
         }
-        report["cpu_s"] = {
-            "orchestrator": round(time.process_time() - orchestrator_before, 2),
-            "workers": round(
-                sum(process_cpu_seconds(p.pid) for p in self.processes) - workers_before, 2
-            ),
-            "clients": round(report.pop("cpu_seconds", 0.0), 2),
-        }
         return report
+
+    def workers_cpu_seconds(self) -> float:
+        return sum(process_cpu_seconds(p.pid) for p in self.processes)
 
     async def cancels(self, count: int) -> list[float]:
         """Cancel ``count`` running gRPC tasks one by one (each once its
@@ -361,20 +460,27 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    if BENCH_LOG_LEVEL != "WARNING":
-        configure_logging(
-            logging.getLevelNamesMapping()[BENCH_LOG_LEVEL], os.environ.get("LOG_FORMAT", "text")
-        )
     transports = ["grpc", "rest"] if args.transport == "both" else [args.transport]
-    rows = [
-        await measure(t, args.jobs, args.clients, args.workers, args.cancels) for t in transports
-    ]
+    with bench_logging() as logging_used:
+        rows = [
+            await measure(t, args.jobs, args.clients, args.workers, args.cancels)
+            for t in transports
+        ]
     print(
         f"{args.jobs} jobs, {args.clients} clients following with ?wait=, "
-        f"{args.workers} workers, loop {args.loop}"
+        f"{args.workers} workers, loop {args.loop}, {logging_used}"
     )
     print_table(rows)
-    print(json.dumps({"benchmark": "end_to_end", "loop": args.loop, "results": rows}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "end_to_end",
+                "loop": args.loop,
+                "log_level": BENCH_LOG_LEVEL,
+                "results": rows,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

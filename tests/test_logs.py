@@ -333,6 +333,20 @@ async def test_the_log_of_real_work(tmp_path: Path, log_format: str) -> None:
         assert isinstance(created["duration_ms"], float)
         assert created["remote"] == "127.0.0.1"
         assert by_id[work.grpc_request_id]["code"] == "OK"
+        # A worker's stream: the line at its end names the address and the
+        # request id of the line at its start (the address is read while
+        # the call is live; reading it as the stream ends could crash).
+        connect = "/avtomatika.v1.WorkerService/Connect"
+        opened = [r for r in access if r.get("rpc") == connect and "code" not in r]
+        ended_streams = [
+            r for r in access if r.get("rpc") == connect and r.get("worker_id") == GRPC_WORKER
+        ]
+        assert opened
+        assert ended_streams
+        assert all(re.fullmatch(r"ipv4:127\.0\.0\.1:\d+", r["remote"]) for r in opened)
+        opened_by_id = {r["request_id"]: r["remote"] for r in opened}
+        for end in ended_streams:
+            assert opened_by_id[end["request_id"]] == end["remote"]
         assert creation["job_id"] == work.finished_jobs[0]
         assert creation["event"] == "job_created"
         ended = [r for r in records if r.get("event") == "job_ended"]

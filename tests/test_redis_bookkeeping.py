@@ -18,12 +18,14 @@ import pytest
 from avtomatika.clock import now_ms
 from avtomatika.dispatch import WorkerProfile
 from avtomatika.engine.tasks import new_id
-from avtomatika.storage.base import CommitOutcome
+from avtomatika.storage.base import BoundReached, ClientBounds, CommitOutcome
+from avtomatika.storage.redis import storage as redis_storage
 from avtomatika.storage.redis.storage import RedisStorage
 from avtomatika.v1 import job_pb2, task_pb2
 from avtomatika.v1.job_pb2 import Job
 from avtomatika.v1.task_pb2 import Task
 from tests.support import claim_one
+from tests.support.redis import RedisServer
 from tests.support.storage import OpenStorage, new_job, queued
 from tests.support.waiting import wait_until
 
@@ -211,3 +213,151 @@ async def test_two_instances_claiming_batches_from_the_same_queues_lease_each_ta
     rank = {t.task_id: (-t.priority, n) for n, t in enumerate(tasks)}
     for claimed in (on_a, on_b):
         assert all(rank[x.task_id] < rank[y.task_id] for x, y in itertools.pairwise(claimed))
+
+
+async def test_a_clients_stored_bytes_follow_its_records_whoever_wrote_them(
+    open_storage: OpenStorage,
+) -> None:
+    # The scripts keep each record's length beside it ('b') rather than
+    # measure the record on every commit. Through a creation, commits that
+    # grow and shrink it, progress, and a version written by a script of an
+    # earlier release (the record without 'b'), the client's stored bytes
+    # stay the length of its record, and go back to zero when it is forgotten.
+    storage = await open_storage(job_retention_seconds=0.1)
+    job = Job(id=new_id(), blueprint_name="bp", client_id="c", status=job_pb2.JOB_STATUS_RUNNING)
+    assert await storage.commit(job, expected_version=0) is CommitOutcome.OK
+
+    async def stored() -> int:
+        return (await storage.client_usage("c")).stored_bytes
+
+    async def record() -> int:
+        return int(await storage.client.hstrlen(storage.keys.job(job.id), "d"))
+
+    assert await stored() == await record() > 0
+    for message in ("x" * 500, "", "y" * 70):
+        current = await storage.get_job(job.id)
+        assert current is not None
+        current.progress_message = message
+        outcome = await storage.commit(current, expected_version=current.version)
+        assert outcome is CommitOutcome.OK
+        assert await stored() == await record()
+    assert await storage.set_progress(job.id, "", 0.5, "z" * 300) is False  # no such task
+    current = await storage.get_job(job.id)
+    assert current is not None
+    current.active_task_ids.append("t")
+    assert await storage.commit(current, expected_version=current.version) is CommitOutcome.OK
+    assert await storage.set_progress(job.id, "t", 0.5, "z" * 300)
+    assert await stored() == await record()
+    current = await storage.get_job(job.id)
+    assert current is not None
+    current.progress_message = "after progress"
+    assert await storage.commit(current, expected_version=current.version) is CommitOutcome.OK
+    assert await stored() == await record()
+    # An earlier release's commit: a new version and record, no 'b'.
+    current = await storage.get_job(job.id)
+    assert current is not None
+    current.version += 1
+    current.progress_message = "written by an earlier release" * 10
+    older = current.SerializeToString()
+    key = storage.keys.job(job.id)
+    await storage.client.hset(key, mapping={"d": older, "v": current.version})
+    await storage.client.incrby(storage.keys.client_bytes("c"), len(older) - (await stored()))
+    current.status = job_pb2.JOB_STATUS_FINISHED
+    current.progress_message = ""
+    assert await storage.commit(current, expected_version=current.version) is CommitOutcome.OK
+    assert await stored() == await record()
+
+    async def forgotten() -> bool:
+        await fire_timers(storage)
+        return await storage.get_job(job.id) is None
+
+    await wait_until(forgotten)
+    assert await stored() == 0
+
+
+async def test_the_counts_of_every_job_are_those_of_its_clients(
+    open_storage: OpenStorage,
+) -> None:
+    storage = await open_storage(job_retention_seconds=0.1)
+    for client, status in [
+        ("a", job_pb2.JOB_STATUS_RUNNING),
+        ("a", job_pb2.JOB_STATUS_RUNNING),
+        ("b", job_pb2.JOB_STATUS_RUNNING),
+        ("b", job_pb2.JOB_STATUS_FINISHED),
+    ]:
+        job = Job(id=new_id(), blueprint_name="bp", client_id=client, status=status)
+        assert await storage.commit(job, expected_version=0) is CommitOutcome.OK
+    running = job_pb2.JOB_STATUS_RUNNING
+    finished = job_pb2.JOB_STATUS_FINISHED
+    assert await storage.count_jobs() == {running: 3, finished: 1}
+    assert await storage.count_client_jobs("b") == {running: 1, finished: 1}
+
+    async def forgotten() -> bool:
+        await fire_timers(storage)
+        return await storage.count_jobs() == {running: 3}
+
+    await wait_until(forgotten)  # b's finished job, past retention
+    assert await storage.count_client_jobs("b") == {running: 1}
+
+
+async def test_an_instance_opening_on_an_earlier_releases_counts_adopts_them(
+    open_storage: OpenStorage,
+) -> None:
+    # An earlier release kept a count of every job ('statuses') and did not
+    # list the clients: the first instance to open lists them, and the job
+    # counts are theirs summed, as before the upgrade.
+    storage = await open_storage()
+    job = Job(id=new_id(), blueprint_name="bp", client_id="old", status=job_pb2.JOB_STATUS_RUNNING)
+    assert await storage.commit(job, expected_version=0) is CommitOutcome.OK
+    keys = storage.keys
+    await storage.client.srem(keys.clients, "old")
+    await storage.client.hset(keys.statuses, str(job_pb2.JOB_STATUS_RUNNING), 1)
+
+    upgraded = await open_storage()
+
+    assert await upgraded.count_jobs() == {job_pb2.JOB_STATUS_RUNNING: 1}
+    assert not await storage.client.exists(keys.statuses)
+
+
+async def test_a_reservation_holds_room_until_its_job_is_created_or_it_lapses(
+    open_storage: OpenStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Reservations of an instance that died mid-creation lapse after their
+    # ttl, and their hash, kept alive once a ttl rather than once a job,
+    # still outlives every reservation in it.
+    monkeypatch.setattr(redis_storage, "_RESERVATION_TTL_MS", 300)
+    storage = await open_storage()
+    bounds = ClientBounds(max_jobs_in_flight=2, max_stored_bytes=0)
+    assert await storage.reserve("c", "j1", 10, bounds) is None
+    assert await storage.reserve("c", "j2", 10, bounds) is None
+    assert await storage.reserve("c", "j3", 10, bounds) == BoundReached("jobs", 2)
+    job = Job(id="j1", blueprint_name="bp", client_id="c", status=job_pb2.JOB_STATUS_RUNNING)
+    assert await storage.commit(job, expected_version=0) is CommitOutcome.OK
+    assert await storage.reserve("c", "j3", 10, bounds) == BoundReached("jobs", 2)
+
+    async def lapsed() -> bool:  # j2's creation never came
+        return await storage.reserve("c", "j3", 10, bounds) is None
+
+    await wait_until(lapsed)
+    assert await storage.reserve("c", "j4", 10, bounds) == BoundReached("jobs", 2)
+    entries = await storage.client.hgetall(storage.keys.client_reservations("c"))
+    assert {k.decode() for k in entries} == {"j3", "~"}
+    lasts = int(entries[b"~"].decode().split(":")[1])
+    assert all(int(v.decode().split(":")[1]) <= lasts for v in entries.values())
+
+
+async def test_reservations_push_their_hash_expiry_once_a_ttl_not_once_a_job(
+    redis_server: RedisServer, open_storage: OpenStorage
+) -> None:
+    storage = await open_storage()
+    bounds = ClientBounds(max_jobs_in_flight=100, max_stored_bytes=0)
+    before = redis_server.calls("pexpire")
+
+    for n in range(5):
+        assert await storage.reserve("c", f"j{n}", 10, bounds) is None
+
+    assert redis_server.calls("pexpire") == before + 1
+    assert 0 < await storage.client.pttl(storage.keys.client_reservations("c")) <= 120_000
+    assert await storage.reserve("c", "j5", 10, bounds) is None
+    assert await storage.reserve("c", "j6", 10, bounds) is None  # still counted: 7 held
+    assert await storage.reserve("c", "j7", 10, ClientBounds(7, 0)) == BoundReached("jobs", 7)

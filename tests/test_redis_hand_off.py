@@ -10,7 +10,6 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
-import redis
 
 from avtomatika.dispatch import WorkerProfile
 from avtomatika.storage.base import CommitOutcome
@@ -34,22 +33,12 @@ async def a_task_and_its_worker(
     return job, queued(job), await parked(storage, "w-1")
 
 
-def calls(redis_server: RedisServer, command: str) -> int:
-    """How many times the server has run ``command`` (e.g. ``publish``)."""
-    client = redis.Redis(port=redis_server.port)
-    try:
-        stats = client.info("commandstats")
-    finally:
-        client.close()
-    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
-
-
 async def test_a_task_committed_while_a_worker_waits_here_is_leased_to_it_at_once(
     redis_server: RedisServer, open_storage: OpenStorage
 ) -> None:
     storage = await open_storage()
     job, task, claim = await a_task_and_its_worker(storage)
-    woken = calls(redis_server, "publish")
+    woken = redis_server.calls("publish")
 
     outcome = await storage.commit(job, expected_version=job.version, tasks=[task])
 
@@ -64,7 +53,7 @@ async def test_a_task_committed_while_a_worker_waits_here_is_leased_to_it_at_onc
     assert (stored.state, stored.worker_id) == (task_pb2.TASK_STATE_LEASED, "w-1")
     assert await storage.leased_to("w-1") == [task.task_id]
     assert await storage.queue_depths() == {}
-    assert calls(redis_server, "publish") == woken  # nobody was woken to claim it
+    assert redis_server.calls("publish") == woken  # nobody was woken to claim it
 
 
 async def test_a_task_with_requirements_is_queued_not_handed_off(
@@ -279,13 +268,13 @@ async def test_a_worker_handed_its_task_waits_for_the_next_without_looking_first
         CommitOutcome.OK
     )
     assert await claim is not None
-    before = calls(redis_server, "evalsha")
+    before = redis_server.calls("evalsha")
 
     # Nothing was queued for it since it last looked: its next claim waits
     # at once, with no claim script run.
     again = await parked(storage, "w-1")
 
-    assert calls(redis_server, "evalsha") == before
+    assert redis_server.calls("evalsha") == before
     again.cancel()
 
 
@@ -356,3 +345,105 @@ async def test_a_worker_handed_task_after_task_still_looks_at_least_once_a_perio
         claim = await parked(a, "w-1", ("a", "b"))
 
     assert kinds[-1] == "b", kinds
+
+
+async def claim_for(storage: RedisStorage, worker_id: str, limit: int) -> asyncio.Task[list[Task]]:
+    """A claim of ``worker_id`` (skill ``x``) for up to ``limit`` tasks,
+    once it waits."""
+    claim = asyncio.create_task(storage.claim_tasks(WorkerProfile(worker_id, ("x",)), 10, limit))
+
+    async def waits() -> bool:
+        return claim.done() or bool(await storage.waiting_workers())
+
+    await wait_until(waits)
+    return claim
+
+
+@contextlib.asynccontextmanager
+async def commits_sent_while_paused(
+    redis_server: RedisServer, storage: RedisStorage, jobs: list[Job]
+) -> AsyncIterator[tuple[list[asyncio.Task[CommitOutcome]], list[Task]]]:
+    """A commit of a new queued task (skill ``x``) for each of ``jobs``, all
+    on the wire to a paused Redis at once, which runs them once the block
+    ends; the commits and the tasks."""
+    tasks = [queued(job) for job in jobs]
+    redis_server.pause()
+    try:
+        with wire_tap(redis_server.port) as tap:
+            commits = [
+                asyncio.create_task(storage.commit(job, expected_version=job.version, tasks=[t]))
+                for job, t in zip(jobs, tasks, strict=True)
+            ]
+            sent = [task.task_id.encode() for task in tasks]
+            await wait_until(lambda: all(map(tap.saw, sent)))
+        yield commits, tasks
+    finally:
+        redis_server.resume()
+
+
+async def committed_while_paused(
+    redis_server: RedisServer, storage: RedisStorage, jobs: list[Job]
+) -> list[Task]:
+    """:func:`commits_sent_while_paused`, each commit applied; the tasks."""
+    async with commits_sent_while_paused(redis_server, storage, jobs) as (commits, tasks):
+        pass
+    assert await asyncio.gather(*commits) == [CommitOutcome.OK] * len(jobs)
+    return tasks
+
+
+async def test_a_worker_with_room_for_several_is_handed_each_task_committed_meanwhile(
+    redis_server: RedisServer, open_storage: OpenStorage
+) -> None:
+    # Three commits in flight at once while w-1 waits with room for three:
+    # each leases its task to it (no queue, no wake-up, no claim), and the
+    # claim returns them together.
+    storage = await open_storage()
+    jobs = [await new_job(storage) for _ in "123"]
+    claim = await claim_for(storage, "w-1", 3)
+    woken, claims = redis_server.calls("publish"), redis_server.calls("evalsha")
+
+    tasks = await committed_while_paused(redis_server, storage, jobs)
+
+    claimed = await claim
+    assert sorted(t.task_id for t in claimed) == sorted(t.task_id for t in tasks)
+    assert {(t.state, t.worker_id) for t in claimed} == {(task_pb2.TASK_STATE_LEASED, "w-1")}
+    assert await storage.leased_to("w-1") == sorted(t.task_id for t in tasks)
+    assert await storage.queue_depths() == {}
+    assert redis_server.calls("publish") == woken
+    assert redis_server.calls("evalsha") == claims + 3  # the commits, nothing else
+
+
+async def test_a_worker_is_offered_no_more_tasks_than_it_has_room_for(
+    redis_server: RedisServer, open_storage: OpenStorage
+) -> None:
+    storage = await open_storage()
+    jobs = [await new_job(storage) for _ in "123"]
+    claim = await claim_for(storage, "w-1", 2)
+
+    tasks = await committed_while_paused(redis_server, storage, jobs)
+
+    claimed = await claim
+    assert len(claimed) == 2
+    other = await claim_one(storage, WorkerProfile("w-2", ("x",)), 5)
+    assert other is not None
+    assert {t.task_id for t in claimed} | {other.task_id} == {t.task_id for t in tasks}
+
+
+async def test_a_worker_that_leaves_with_offers_in_flight_leaves_every_task_to_others(
+    redis_server: RedisServer, open_storage: OpenStorage
+) -> None:
+    # w-1 leaves while two commits that offer it their tasks are in flight:
+    # both leases go back, and w-2 gets each task exactly once.
+    storage = await open_storage()
+    jobs = [await new_job(storage) for _ in "12"]
+    leaving = await claim_for(storage, "w-1", 2)
+    async with commits_sent_while_paused(redis_server, storage, jobs) as (commits, tasks):
+        await cancelled(leaving)
+    assert await asyncio.gather(*commits) == [CommitOutcome.OK] * 2
+
+    taken = await storage.claim_tasks(WorkerProfile("w-2", ("x",)), 5, 2)
+    while len(taken) < 2:  # the second give-back may land after the first claim
+        taken += await storage.claim_tasks(WorkerProfile("w-2", ("x",)), 5, 2 - len(taken))
+    assert sorted(t.task_id for t in taken) == sorted(t.task_id for t in tasks)
+    assert await storage.leased_to("w-1") == []
+    assert await storage.queue_depths() == {}

@@ -198,7 +198,7 @@ async def test_ended_jobs_are_forgotten_after_the_retention_time(
     keys = Keys()
     left = {k.decode() for k in await storage.client.keys("*")}
     lasting = {k for k in left if await storage.client.pttl(k) < 0}
-    assert lasting <= {keys.sequence, keys.statuses, keys.skills}, lasting
+    assert lasting <= {keys.sequence, keys.skills}, lasting
 
 
 async def test_requests_get_unavailable_while_redis_is_down_and_work_resumes_after() -> None:

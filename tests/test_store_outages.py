@@ -114,7 +114,10 @@ async def consistent(peek: aioredis.Redis) -> dict[str, int]:
     for key in jobs:
         status = text(await peek.hget(key, "s"))
         by_status[status] = by_status.get(status, 0) + 1
-    counted = {text(k): int(n) for k, n in (await peek.hgetall(KEYS.statuses)).items()}
+    counted: dict[str, int] = {}
+    for client in await peek.smembers(KEYS.clients):
+        for k, n in (await peek.hgetall(KEYS.client_statuses(text(client)))).items():
+            counted[text(k)] = counted.get(text(k), 0) + int(n)
     assert {s: n for s, n in counted.items() if n} == by_status
     indexes = [key async for key in peek.scan_iter(match=KEYS.client_jobs("*"))]
     assert sum([await peek.zcard(key) for key in indexes]) == len(jobs)

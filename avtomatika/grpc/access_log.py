@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from avtomatika.logs.access import ACCESS_LOG, caller_fields
+from avtomatika.logs.direct import log_line
 from avtomatika.logs.scope import (
     REQUEST_ID_METADATA,
     RequestScope,
@@ -101,8 +102,8 @@ def _logged_call(behavior: _Behavior, method: str, *, streaming: bool) -> _Behav
     with ``context.write``, as grpc's health Watch is)."""
 
     async def logged(request: Any, context: _Context) -> Any:
-        scope, token = await _open(context, streaming)
-        with _logging(method, scope, token, context):
+        scope, token, remote = await _open(context, streaming)
+        with _logging(method, scope, token, context, remote):
             return await behavior(request, context)
 
     return logged
@@ -116,22 +117,33 @@ def _logged_stream(behavior: _Behavior | None, method: str, *, announce: bool) -
         return _logged_call(behavior, method, streaming=True)
 
     async def logged(request: Any, context: _Context) -> AsyncIterator[Any]:
-        scope, token = await _open(context, True)
+        scope, token, remote = await _open(context, True)
         if announce and ACCESS_LOG.isEnabledFor(logging.INFO):
-            ACCESS_LOG.info(
+            log_line(
+                ACCESS_LOG,
+                logging.INFO,
                 "gRPC %s stream opened remote=%s",
-                method,
-                context.peer(),
-                extra={"rpc": method, "remote": context.peer(), "request_id": scope.request_id},
+                (method, remote),
+                {"rpc": method, "remote": remote, "request_id": scope.request_id},
             )
-        with _logging(method, scope, token, context):
+        with _logging(method, scope, token, context, remote):
             async for response in behavior(request, context):
                 yield response
 
     return logged
 
 
-async def _open(context: _Context, streaming: bool) -> tuple[RequestScope, contextvars.Token[Any]]:
+async def _open(
+    context: _Context, streaming: bool
+) -> tuple[RequestScope, contextvars.Token[Any], str]:
+    """The call's scope (opened), its token, and the caller's address for
+    the access line (``-`` when access lines are off).
+
+    The address is read here, while the call is live, never when it ends:
+    a stream's generator can be finalized after grpc has torn its call
+    down, and ``peer()`` on that call crashed the process (a segfault in
+    one run of the benchmark in three at INFO, as its workers went away)."""
+    remote = context.peer() if ACCESS_LOG.isEnabledFor(logging.INFO) else "-"
     sent = None
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_METADATA and isinstance(value, str):
@@ -145,12 +157,16 @@ async def _open(context: _Context, streaming: bool) -> tuple[RequestScope, conte
     context.set_trailing_metadata(echo)
     if streaming:
         await context.send_initial_metadata(echo)
-    return scope, token
+    return scope, token, remote
 
 
 @contextlib.contextmanager
 def _logging(
-    method: str, scope: RequestScope, token: contextvars.Token[Any], context: _Context
+    method: str,
+    scope: RequestScope,
+    token: contextvars.Token[Any],
+    context: _Context,
+    remote: str,
 ) -> Iterator[None]:
     """Around a call's handler: its scope closed and its access line
     written, however it ends."""
@@ -164,31 +180,29 @@ def _logging(
     finally:
         close_scope(token)
         if ACCESS_LOG.isEnabledFor(logging.INFO):
-            _log(method, scope, context, time.perf_counter() - started, failure)
+            _log(method, scope, context, remote, time.perf_counter() - started, failure)
 
 
 def _log(
     method: str,
     scope: RequestScope,
     context: _Context,
+    remote: str,
     seconds: float,
     failure: BaseException | None,
 ) -> None:
     duration_ms = round(seconds * 1000, 1)
     code = _code(context, failure)
-    remote = context.peer()
     fields = caller_fields(scope.caller)
     fields.update(
         rpc=method, code=code, duration_ms=duration_ms, remote=remote, request_id=scope.request_id
     )
-    ACCESS_LOG.info(
+    log_line(
+        ACCESS_LOG,
+        logging.INFO,
         "gRPC %s %s %.1f ms caller=%s remote=%s",
-        method,
-        code,
-        duration_ms,
-        scope.caller,
-        remote,
-        extra=fields,
+        (method, code, duration_ms, scope.caller, remote),
+        fields,
     )
 
 

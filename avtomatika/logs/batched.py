@@ -49,19 +49,31 @@ class BatchedStreamHandler(logging.StreamHandler[TextIO]):
     def emit(self, record: logging.LogRecord) -> None:
         # Called with self.lock held (Handler.handle), as flush takes it too.
         try:
-            line = self.format(record) + self.terminator
+            line = self.format(record)
         except Exception:
             self.handleError(record)
             return
+        try:
+            self._add(line, record.levelno)
+        except Exception:
+            self.handleError(record)
+
+    def write_line(self, line: str, levelno: int) -> None:
+        """Write ``line`` (formatted already, without its terminator) as
+        :meth:`emit` writes a record of ``levelno``'s; for lines made
+        without a record (:mod:`avtomatika.logs.direct`). Raises what the
+        stream raises."""
+        with self.lock:  # type: ignore[union-attr]
+            self._add(line, levelno)
+
+    def _add(self, line: str, levelno: int) -> None:
+        line += self.terminator
         if not self._lines:
             self._pending.set()
         self._lines.append(line)
         self._size += len(line)
-        if record.levelno >= logging.WARNING or self._size >= BATCH_BYTES:
-            try:
-                self._write()
-            except Exception:
-                self.handleError(record)
+        if levelno >= logging.WARNING or self._size >= BATCH_BYTES:
+            self._write()
 
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__

@@ -19,14 +19,14 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 
 from avtomatika.logs.batched import BatchedStreamHandler
 from avtomatika.logs.scope import RequestIdFilter
 
-__all__ = ["JsonFormatter", "TextFormatter", "configure_logging"]
+__all__ = ["InstanceTag", "JsonFormatter", "TextFormatter", "configure_logging"]
 
 # What every record has: anything else on a record is a structured field.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -46,24 +46,47 @@ class JsonFormatter(logging.Formatter):
     ``exception`` with the traceback when there is one."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "time": _utc(record.created),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD:
-                line[key] = value
+        line = _json_fields(
+            record.created, record.levelname, record.name, record.getMessage(), record.__dict__
+        )
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:
             line["exception"] = record.exc_text
         if record.stack_info:
             line["stack"] = self.formatStack(record.stack_info)
-        # default=str: a field orjson cannot encode (a Path, an enum) is
-        # written as its text rather than losing the line.
-        return orjson.dumps(line, default=str).decode()
+        return _json_text(line)
+
+    def format_fields(
+        self, created: float, levelno: int, name: str, message: str, fields: dict[str, Any]
+    ) -> str:
+        """The line :meth:`format` writes for a record of these whose
+        ``extra`` was ``fields`` (no exception, no stack), made without the
+        record (see :mod:`avtomatika.logs.direct`)."""
+        return _json_text(
+            _json_fields(created, logging.getLevelName(levelno), name, message, fields)
+        )
+
+
+def _json_fields(
+    created: float, levelname: str, name: str, message: str, fields: dict[str, Any]
+) -> dict[str, Any]:
+    line: dict[str, Any] = {
+        "time": _utc(created),
+        "level": levelname,
+        "logger": name,
+        "message": message,
+    }
+    for key, value in fields.items():
+        if key not in _STANDARD:
+            line[key] = value
+    return line
+
+
+def _json_text(line: dict[str, Any]) -> str:
+    # default=str: a field orjson cannot encode (a Path, an enum) is
+    # written as its text rather than losing the line.
+    return orjson.dumps(line, default=str).decode()
 
 
 class TextFormatter(logging.Formatter):
@@ -77,25 +100,42 @@ class TextFormatter(logging.Formatter):
         self._stamp = ""
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return self._time(record.created)
+
+    def _time(self, created: float) -> str:
         # What logging.Formatter writes, its text up to the second made once
         # a second rather than once a line (localtime and strftime are most
-        # of the cost of formatting a line).
-        seconds = int(record.created)
+        # of the cost of formatting a line); the milliseconds as a record's
+        # msecs has them.
+        seconds = int(created)
         if seconds != self._second:
             self._stamp = time.strftime(self.default_time_format, self.converter(seconds))
             self._second = seconds
-        return f"{self._stamp},{int(record.msecs):03d}"
+        return f"{self._stamp},{int((created - seconds) * 1000):03d}"
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        for key in ("request_id", "instance"):
-            value = record.__dict__.get(key)
-            if value is not None:
-                text = f"{text} [{key}={value}]"
-        return text
+        return _tagged(super().format(record), record.__dict__)
+
+    def format_fields(
+        self, created: float, levelno: int, name: str, message: str, fields: dict[str, Any]
+    ) -> str:
+        """The line :meth:`format` writes for a record of these whose
+        ``extra`` was ``fields`` (no exception, no stack), made without the
+        record (see :mod:`avtomatika.logs.direct`)."""
+        text = f"{self._time(created)} {logging.getLevelName(levelno)} {name}: {message}"
+        return _tagged(text, fields)
 
 
-class _InstanceTag(logging.Filter):
+def _tagged(text: str, fields: dict[str, Any]) -> str:
+    """A text line with the fields no message names appended."""
+    for key in ("request_id", "instance"):
+        value = fields.get(key)
+        if value is not None:
+            text = f"{text} [{key}={value}]"
+    return text
+
+
+class InstanceTag(logging.Filter):
     """Names the process on every line: the processes of ``serve
     --processes`` write to one stream, and each line says whose it is."""
 
@@ -107,19 +147,26 @@ class _InstanceTag(logging.Filter):
         record.instance = self._instance
         return True
 
+    def add_to(self, fields: dict[str, Any]) -> None:
+        """What :meth:`filter` adds to a record, added to a line's fields."""
+        fields["instance"] = self._instance
 
-def configure_logging(level: int, log_format: str, *, instance: str | None = None) -> None:
-    """The orchestrator's logging: one stderr handler on the root logger in
+
+def configure_logging(
+    level: int, log_format: str, *, instance: str | None = None, stream: TextIO | None = None
+) -> None:
+    """The orchestrator's logging: one handler on the root logger, writing
+    to ``stream`` (stderr unless given: the benchmarks write to a file), in
     ``log_format`` (``LOG_FORMAT``: ``json``, else text), the request id on
     every line logged while a request is served, and grpc's own loggers
     quiet (see :func:`_quiet_grpc`). ``instance`` tags every line with the
     process's name (a field ``instance``; ``[instance=...]`` in text).
     Lines are written in batches (:mod:`avtomatika.logs.batched`)."""
-    handler = BatchedStreamHandler(sys.stderr)
+    handler = BatchedStreamHandler(sys.stderr if stream is None else stream)
     handler.setFormatter(JsonFormatter() if log_format.lower() == "json" else TextFormatter())
     handler.addFilter(RequestIdFilter())
     if instance is not None:
-        handler.addFilter(_InstanceTag(instance))
+        handler.addFilter(InstanceTag(instance))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

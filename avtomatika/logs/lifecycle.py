@@ -8,8 +8,8 @@ line carries ``job_id`` / ``worker_id`` (and ``task_id``, ``state``,
 
 The engine publishes about ten events per job, so the listener subscribes
 only to the event types it writes, asks whether INFO is on before building
-anything, and leaves the formatting to :mod:`logging` (done only when a
-handler writes the line).
+anything, and writes through :func:`~avtomatika.logs.direct.log_line`
+(no record made when only the orchestrator's own handler would see it).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 from avtomatika.engine.core import Engine
 from avtomatika.engine.events import E, JobEvent
 from avtomatika.engine.registry import WorkerChange
+from avtomatika.logs.direct import log_line
 from avtomatika.v1 import job_pb2, worker_pb2
 from avtomatika.v1.history_pb2 import HistoryEventType
 
@@ -106,7 +107,7 @@ class LifecycleLog:
             # A job that failed is worth an operator's look; one that
             # finished or was cancelled (someone asked) is not.
             level = logging.INFO if fields["status"] in _QUIET_ENDS else logging.WARNING
-            JOB_LOG.log(level, "job %s ended: %s", event.job_id, event.message, extra=fields)
+            log_line(JOB_LOG, level, "job %s ended: %s", (event.job_id, event.message), fields)
             return
         level, text = _JOB_LINES[kind]
         words = event.message
@@ -118,7 +119,7 @@ class LifecycleLog:
             words = f" in state {event.state}" if event.state else ""
         elif kind == E.HISTORY_EVENT_TYPE_APPROVAL_REQUESTED:
             words = (job.approval_integration if job is not None else "") or "no integration"
-        JOB_LOG.log(level, text, event.job_id, words, extra=fields)
+        log_line(JOB_LOG, level, text, (event.job_id, words), fields)
 
     def _on_worker_change(self, change: WorkerChange) -> None:
         if not WORKER_LOG.isEnabledFor(logging.INFO):
@@ -156,7 +157,7 @@ class LifecycleLog:
         else:  # drained, draining
             text = "worker %s takes no more tasks: %s"
             args = (change.reason,)
-        WORKER_LOG.log(level, text, change.worker_id, *args, extra=fields)
+        log_line(WORKER_LOG, level, text, (change.worker_id, *args), fields)
 
 
 # Each event type's name in a line's ``event`` field, made once rather than

@@ -108,3 +108,10 @@ class RequestIdFilter(logging.Filter):
             if scope is not None:
                 record.request_id = scope.request_id
         return True
+
+    def add_to(self, fields: dict[str, object]) -> None:
+        """What :meth:`filter` adds to a record, added to a line's fields."""
+        if "request_id" not in fields:
+            scope = _SCOPE.get()
+            if scope is not None:
+                fields["request_id"] = scope.request_id

@@ -16,6 +16,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler
 
 from avtomatika.logs.access import caller_fields, loggable_target
+from avtomatika.logs.direct import log_line
 from avtomatika.logs.scope import (
     REQUEST_ID_HEADER,
     RequestScope,
@@ -74,13 +75,10 @@ class AccessLogger(AbstractAccessLogger):
         )
         if scope is not None:
             fields["request_id"] = scope.request_id
-        self.logger.info(
+        log_line(
+            self.logger,
+            logging.INFO,
             "%s %s %d %.1f ms caller=%s remote=%s",
-            request.method,
-            target,
-            response.status,
-            duration_ms,
-            caller,
-            remote,
-            extra=fields,
+            (request.method, target, response.status, duration_ms, caller, remote),
+            fields,
         )

@@ -163,6 +163,15 @@ class RedisServer:
         if self._process is not None:
             self._process.send_signal(signal.SIGCONT)
 
+    def calls(self, command: str) -> int:
+        """How many times the server has run ``command`` (e.g. ``publish``)."""
+        client = redis.Redis(port=self.port)
+        try:
+            stats = client.info("commandstats")
+        finally:
+            client.close()
+        return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
     def flush(self) -> None:
         client = redis.Redis(port=self.port)
         try:

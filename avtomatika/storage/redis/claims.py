@@ -66,7 +66,12 @@ class Claims:
         # Registered before the first look: a wake-up that arrives while a
         # claim is in flight makes it look again at once, and none is lost
         # between a claim that found nothing and the wait.
-        waiter = hand_outs.add(worker)
+        most = limit
+        if worker.max_concurrent:
+            # What it may be handed: its free slots now (at least one, as
+            # a claim may always be handed the task it waits for).
+            most = max(1, min(limit, worker.max_concurrent - worker.active))
+        waiter = hand_outs.add(worker, most)
         # Handed its last task while it waited, it looked less than a
         # re-check period ago, and no task of its skills was queued since:
         # its queues hold nothing for it, and the first look is saved (a
@@ -81,13 +86,17 @@ class Claims:
             waiter.quiet = quiet
         try:
             while True:
-                handed, waiter.handed = waiter.handed, None
-                if handed is not None:
+                # Handed tasks: taken once the offers still in flight are
+                # back (their replies are close behind on the connection).
+                if waiter.handed and not waiter.offers:
+                    handed, waiter.handed = waiter.handed, []
                     if waiter.quiet is not None:
                         self._quiet[worker.worker_id] = waiter.quiet
-                    return [handed]
+                    return handed
                 waiter.event.clear()
-                if waiter.quiet is None and not waiter.offered:  # else it waits for a wake-up
+                if waiter.handed:
+                    pass  # it waits for its offers in flight
+                elif waiter.quiet is None and not waiter.offers:  # else it waits for a wake-up
                     waiter.claiming = True
                     looked = Look(worker.skills, hand_outs.wake_count(worker), loop.time())
                     try:
@@ -101,7 +110,10 @@ class Claims:
                     if not worker.max_concurrent or worker.active < worker.max_concurrent:
                         waiter.quiet = looked  # it found nothing as of then
                 if deadline is not None and loop.time() >= deadline:
-                    return []
+                    # What it was handed is its (offers still in flight
+                    # find it gone, and give theirs back).
+                    handed, waiter.handed = waiter.handed, []
+                    return handed
                 # The periodic look, in case a wake-up was lost: a re-check
                 # period after the last look.
                 since = waiter.quiet.at if waiter.quiet is not None else loop.time()
@@ -115,11 +127,10 @@ class Claims:
                     waiter.quiet = None
         finally:
             hand_outs.remove(waiter)
-            if waiter.handed is not None:
+            for task in waiter.handed:
                 # Handed a task while leaving (cancelled, timed out, or it
                 # claimed one itself): the task goes back.
-                task_id = waiter.handed.task_id
-                self._link.spawn(self._leases.give_back(task_id, worker.worker_id))
+                self._link.spawn(self._leases.give_back(task.task_id, worker.worker_id))
 
     async def _claim_once(self, worker: WorkerProfile, limit: int) -> list[Task]:
         """One claim of up to ``limit`` tasks, safe against cancellation:

@@ -53,7 +53,13 @@ class Keys:
         """Sorted set: ``kind:ref`` -> due time (ready, release, dispatch, result,
         approval)."""
         self.statuses = f"{r}:statuses"
-        """Hash: job status number -> jobs in it."""
+        """Hash: job status number -> jobs in it. Kept by earlier releases;
+        the counts of every job are now those of :attr:`clients` summed (one
+        count per status change instead of two), and an instance that opens
+        adopts this layout (see ``RedisStorage.open``)."""
+        self.clients = f"{r}:clients"
+        """Set: ids of the clients with jobs stored (whose stored bytes are
+        not zero), whose :meth:`client_statuses` count every job."""
         self.skills = f"{r}:skills"
         """Set: every skill that ever had a queue (for queue depths)."""
         self.ended = f"{r}:ended"
@@ -194,7 +200,7 @@ _FIXED = (
     "running",
     "claims",
     "timers",
-    "statuses",
+    "clients",
     "skills",
     "ended",
     "wake_channel",

@@ -23,7 +23,8 @@ priority, ``c`` "1" when it has requirements, ``nb``/``dd``/``rd`` its
 not-before, dispatch and result deadlines, ``qm`` its queue member while
 queued, ``ca`` its creation time, ``cn`` the nonce of the claim that leased it. A job
 is a hash: ``d`` Job bytes, ``v`` version, ``s`` status, ``c`` client id,
-``p`` 1 when progress was recorded since the version was committed.
+``p`` 1 when progress was recorded since the version was committed, ``b``
+``<version>:<length of d>`` as that version was written (see `stored_size`).
 
 What a task's state says is all there is to it elsewhere, and every script
 keeps it so: a queued task, and only a queued one, is in its skill's queue;
@@ -298,19 +299,37 @@ local function count_client(client, status, by)
 end
 
 -- The client's stored bytes (its job records) change by `by`; zero goes.
+-- A client is in `clients` exactly while it has bytes stored, that is jobs:
+-- the counts of every job are those of these clients summed.
 local function count_bytes(client, by)
   if by == 0 then return end
-  if redis.call('INCRBY', K.client_bytes(client), by) <= 0 then
+  local stored = redis.call('INCRBY', K.client_bytes(client), by)
+  if stored <= 0 then
     redis.call('DEL', K.client_bytes(client))
+    redis.call('SREM', K.clients, client)
+  elseif stored == by then
+    redis.call('SADD', K.clients, client)  -- its first job
   end
+end
+
+-- The length of a job's stored record, from the fields `v`, `p` and `b`
+-- of its hash as read: `b` says it for the version that wrote it, unless
+-- progress replaced the record since (`p`) or a script of an earlier
+-- release wrote the version without `b`; then the record is measured.
+-- (Kept beside the record: one command less on every commit.)
+local function stored_size(key, v, p, b)
+  if b and p ~= '1' then
+    local version, size = string.match(b, '^(%d+):(%d+)$')
+    if version == v then return tonumber(size) end
+  end
+  return redis.call('HSTRLEN', key, 'd')
 end
 
 -- A new job at version 1. Its id is new: a caller that may be repeating
 -- itself (a retry after a lost reply) checks first that it does not exist.
 local function create_job(id, data, status, token, lease_until, client, created)
   redis.call('HDEL', K.client_reservations(client), id)  -- now counted as a job
-  redis.call('HSET', K.job(id), 'd', data, 'v', 1, 's', status, 'c', client)
-  redis.call('HINCRBY', K.statuses, status, 1)
+  redis.call('HSET', K.job(id), 'd', data, 'v', 1, 's', status, 'c', client, 'b', '1:' .. #data)
   count_client(client, status, 1)
   count_bytes(client, #data)
   index_job(id, client, created)
@@ -488,7 +507,7 @@ COMMIT = (
 """
     + _unpack(_COMMIT_FIXED, "1")
     + """local job = K.job(job_id)
-local f = redis.call('HMGET', job, 'v', 's', 'p')
+local f = redis.call('HMGET', job, 'v', 's', 'p', 'b')
 if f[1] ~= (expected_version ~= '0' and expected_version) then
   -- Not the version expected: perhaps because this commit was applied
   -- (its reply lost), whatever the job has become since. Then the worker
@@ -515,22 +534,22 @@ if not redis.call('SET', K.commit_nonce(commit_nonce), 1, 'NX', 'PX', 60000) the
 end
 local old_status = f[2]
 now = tonumber(now)
-local stored = redis.call('HSTRLEN', job, 'd')
 -- 'p': progress recorded since this version (SET_PROGRESS sets it).
+local stored, size = 0, #record
 if old_status then
-  redis.call('HSET', job, 'd', record, 'v', tonumber(expected_version) + 1, 's', status, 'p', 0)
+  stored = stored_size(job, f[1], f[3], f[4])
+  local version = tonumber(expected_version) + 1
+  redis.call('HSET', job, 'd', record, 'v', version, 's', status, 'p', 0,
+    'b', version .. ':' .. size)
 else
-  redis.call('HSET', job, 'd', record, 'v', 1, 's', status, 'c', client_id, 'p', 0)
+  redis.call('HSET', job, 'd', record, 'v', 1, 's', status, 'c', client_id, 'p', 0,
+    'b', '1:' .. size)
   redis.call('HDEL', K.client_reservations(client_id), job_id)  -- now counted as a job
   index_job(job_id, client_id, created_at)
 end
-count_bytes(client_id, #record - stored)
+count_bytes(client_id, size - stored)
 if old_status ~= status then
-  if old_status then
-    redis.call('HINCRBY', K.statuses, old_status, -1)
-    count_client(client_id, old_status, -1)
-  end
-  redis.call('HINCRBY', K.statuses, status, 1)
+  if old_status then count_client(client_id, old_status, -1) end
   count_client(client_id, status, 1)
   if TERMINAL[tonumber(status)] then
     redis.call('ZADD', K.ended, 'NX', now, job_id)
@@ -866,11 +885,11 @@ SET_PROGRESS = """
 -- the record as this version was committed fails (see CommitArgs.unchanged).
 -- KEYS: root. ARGV: job id, version read, Job bytes. Returns 1, or 0 if it changed.
 local job = K.job(ARGV[1])
-if redis.call('HGET', job, 'v') ~= ARGV[2] then return 0 end
-local stored = redis.call('HSTRLEN', job, 'd')
+local f = redis.call('HMGET', job, 'v', 'p', 'b', 'c')
+if f[1] ~= ARGV[2] then return 0 end
+local stored = stored_size(job, f[1], f[2], f[3])
 redis.call('HSET', job, 'd', ARGV[3], 'p', 1)
-local client = redis.call('HGET', job, 'c')
-if client then count_bytes(client, #ARGV[3] - stored) end
+if f[4] then count_bytes(f[4], #ARGV[3] - stored) end
 return 1
 """
 
@@ -880,11 +899,10 @@ SWEEP = """
 -- KEYS: root. ARGV: cutoff ms, max jobs. Returns how many were forgotten.
 local ids = redis.call('ZRANGEBYSCORE', K.ended, '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, id in ipairs(ids) do
-  local f = redis.call('HMGET', K.job(id), 's', 'c')
-  if f[1] then redis.call('HINCRBY', K.statuses, f[1], -1) end
+  local f = redis.call('HMGET', K.job(id), 's', 'c', 'v', 'p', 'b')
   if f[2] then redis.call('ZREM', K.client_jobs(f[2]), id) end
   if f[1] and f[2] then count_client(f[2], f[1], -1) end
-  if f[2] then count_bytes(f[2], -redis.call('HSTRLEN', K.job(id), 'd')) end
+  if f[2] then count_bytes(f[2], -stored_size(K.job(id), f[3], f[4], f[5])) end
   local gone = {K.job(id), K.job_tasks(id), K.history(id)}
   for _, tid in ipairs(redis.call('SMEMBERS', K.job_tasks(id))) do
     local t = task_of(tid)
@@ -911,6 +929,12 @@ RESERVE = """
 -- Creating the job takes its reservation back in the same script, so a job
 -- is never counted twice nor missed; an instance that dies mid-creation
 -- leaves one that lapses after its ttl.
+-- The reservations' hash expires too (a client that never comes back
+-- leaves nothing), always after every reservation in it: its field '~'
+-- ('0:<epoch ms>', which an earlier release's script counts as one
+-- reservation of no bytes until then) says when, and only a reservation
+-- that would outlive that pushes it a ttl further (once a ttl, not once a
+-- job).
 -- KEYS: root. ARGV: client id, job id, bytes, max jobs, max bytes, ttl ms.
 -- Returns {0} when reserved, else {1, jobs} (too many jobs) or {2, bytes}.
 local client, id = ARGV[1], ARGV[2]
@@ -918,11 +942,13 @@ local size, max_jobs, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local held = K.client_reservations(client)
-local held_jobs, held_bytes = 0, 0
+local held_jobs, held_bytes, lasts = 0, 0, 0
 local entries = redis.call('HGETALL', held)
 for i = 1, #entries, 2 do
   local bytes, expires = string.match(entries[i + 1], '^(%d+):(%d+)$')
-  if tonumber(expires) <= now then
+  if entries[i] == '~' then
+    lasts = tonumber(expires)
+  elseif tonumber(expires) <= now then
     redis.call('HDEL', held, entries[i])
   else
     held_jobs = held_jobs + 1
@@ -939,8 +965,13 @@ if max_jobs > 0 then
 end
 local stored = tonumber(redis.call('GET', K.client_bytes(client)) or '0') + held_bytes
 if max_bytes > 0 and stored + size > max_bytes then return {2, stored} end
-redis.call('HSET', held, id, size .. ':' .. (now + tonumber(ARGV[6])))
-redis.call('PEXPIRE', held, tonumber(ARGV[6]))
+local ttl = tonumber(ARGV[6])
+if now + ttl < lasts then
+  redis.call('HSET', held, id, size .. ':' .. (now + ttl))
+else
+  redis.call('HSET', held, id, size .. ':' .. (now + ttl), '~', '0:' .. (now + 2 * ttl))
+  redis.call('PEXPIRE', held, 2 * ttl)
+end
 return {0}
 """
 

@@ -104,6 +104,7 @@ class RedisStorage:
         the URL if Redis does not answer), register the scripts and start
         listening for wake-ups. Idempotent."""
         await self._link.open()
+        await self._adopt_clients()
 
     def _opened(self) -> None:
         self._steps.start_renewing()
@@ -232,9 +233,38 @@ class RedisStorage:
         return jobs, entries[-1] if len(entries) == limit else None
 
     async def count_jobs(self) -> dict[int, int]:
+        # The clients' counts summed: the scripts keep no count of every job
+        # apart (two commands less on each status change).
+        totals: dict[int, int] = {}
         with unavailable("cannot count jobs"):
-            counts = await (await self._link.redis()).hgetall(self.keys.statuses)
-        return {int(status): int(n) for status, n in counts.items() if int(n) > 0}
+            client = await self._link.redis()
+            clients = await client.smembers(self.keys.clients)
+            async with client.pipeline(transaction=False) as pipe:
+                for client_id in clients:
+                    pipe.hgetall(self.keys.client_statuses(client_id.decode()))
+                for counts in await pipe.execute():
+                    for status, n in counts.items():
+                        totals[int(status)] = totals.get(int(status), 0) + int(n)
+        return {status: n for status, n in totals.items() if n > 0}
+
+    async def _adopt_clients(self) -> None:
+        """Where an earlier release kept a count of every job (its instances
+        may still run during an upgrade, and create clients' first jobs
+        without listing them in ``clients``): list every client with counts
+        there, and drop that count, which nothing reads any more. Each
+        instance that opens does it while the old count is there, so the
+        last of an upgrade lists whatever the old instances created."""
+        client = await self._link.redis()
+        if not await client.exists(self.keys.statuses):
+            return
+        prefix = self.keys.client_statuses("")
+        found = [
+            key.decode().removeprefix(prefix)
+            async for key in client.scan_iter(match=f"{prefix}*", count=1000)
+        ]
+        for start in range(0, len(found), 1000):
+            await client.sadd(self.keys.clients, *found[start : start + 1000])
+        await client.delete(self.keys.statuses)
 
     async def count_client_jobs(self, client_id: str) -> dict[int, int]:
         with unavailable("cannot count jobs"):
