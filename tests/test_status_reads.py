@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from avtomatika import OrchestratorEngine
-from avtomatika.services.status_reads import SATURATED_AFTER_SECONDS
+from avtomatika.services.status_reads import RELIEVED_UNDER_SECONDS, SATURATED_AFTER_SECONDS
 from tests.support import RawWorker, create_job, wait_for_status
 from tests.support.blueprints import echo_blueprint
 from tests.support.follow import followers_reach
@@ -26,15 +26,15 @@ pytestmark = pytest.mark.both_stores
 
 
 @asynccontextmanager
-async def saturated_loop() -> AsyncIterator[None]:
-    """The running loop kept busy: 4 ms of work in every iteration, as a
-    server answering more requests than it can gets."""
+async def saturated_loop(seconds: float = 0.004) -> AsyncIterator[None]:
+    """The running loop kept busy: ``seconds`` of work in every iteration,
+    as a server answering more requests than it can gets."""
     loop = asyncio.get_running_loop()
     running = True
 
     def busy() -> None:
         if running:
-            time.sleep(0.004)  # blocks the loop on purpose: that is the load
+            time.sleep(seconds)  # blocks the loop on purpose: that is the load
             loop.call_soon(busy)
 
     loop.call_soon(busy)
@@ -82,6 +82,54 @@ async def test_a_saturated_server_holds_a_status_read_until_the_job_changes(
     assert response.status == 200
     # Answered once the job changed: never the state it was read in.
     assert (await response.json())["status"] in ("running", "finished")
+
+
+async def test_a_saturated_server_holds_reads_until_its_loop_is_well_below_saturation(
+    start_orchestrator: StartOrchestrator, http_client: HttpClient, grpc_channel: GrpcChannel
+) -> None:
+    """Holding the reads is what makes the loop's yields short, so the hold
+    lasts until they are under RELIEVED_UNDER_SECONDS, well below the
+    threshold where it began; then reads answer at once again."""
+    orchestrator = await start_orchestrator(
+        [echo_blueprint()], status_read_hold_seconds=30, job_wait_max_seconds=30
+    )
+    http = http_client(orchestrator)
+    reads = orchestrator.client_api.status_reads
+    done = await cancelled_job(http)
+    job_id = await create_job(http, "jobs/echo")
+    await wait_for_status(http, job_id, "waiting_for_worker")
+
+    async def read_done() -> None:
+        response = await http.get(f"/api/v1/jobs/{done}")
+        assert (await response.json())["status"] == "cancelled"
+
+    async def measured(saturated: bool) -> bool:
+        await read_done()
+        return reads.saturated is saturated
+
+    async with saturated_loop():
+        await wait_until(lambda: measured(True))
+    # Unloaded, the yields are short again, and the smoothed one shrinks by
+    # a fifth at most per read: the first read to bring it under the
+    # threshold where the hold began leaves it well over the one where the
+    # hold ends.
+    while reads.lag_seconds >= SATURATED_AFTER_SECONDS:
+        await read_done()
+    assert reads.saturated
+    assert reads.lag_seconds >= RELIEVED_UNDER_SECONDS
+    reading = asyncio.create_task(http.get(f"/api/v1/jobs/{job_id}"))
+    await followers_reach(orchestrator, 1)
+    assert not reading.done()  # still held
+    worker = RawWorker(grpc_channel(orchestrator), "w1")
+    await worker.hello(["echo"])
+    await worker.succeed(await worker.next_task(), {"echo": 2})
+    assert (await (await reading).json())["status"] in ("running", "finished")
+    # Then it lets go, and reads answer at once.
+    await wait_until(lambda: measured(False))
+    job_id = await create_job(http, "jobs/echo")
+    await wait_for_status(http, job_id, "waiting_for_worker")
+    response = await http.get(f"/api/v1/jobs/{job_id}")
+    assert (await response.json())["status"] == "waiting_for_worker"
 
 
 async def test_a_server_that_is_not_saturated_answers_a_status_read_at_once(
