@@ -7,6 +7,9 @@ Scenarios (``--scenarios``, comma-separated; all by default):
   following with ``?wait=`` (:mod:`benchmarks.end_to_end`);
 - ``redis``: the same with the store in Redis, one instance
   (:mod:`benchmarks.cluster`; ``make bench-redis`` compares 1 and 2);
+- ``processes``: the ``redis`` scenario with the instance served by
+  ``avtomatika serve --processes 2`` (two server processes sharing its
+  ports), then 2 processes / 1 process of the same round;
 - ``dramatiq``: Dramatiq on a Redis broker with the Results middleware,
   2 processes x 8 threads, C closed-loop clients doing ``send`` then
   ``get_result`` (:mod:`benchmarks.dramatiq_app`, in a throwaway
@@ -21,13 +24,14 @@ Scenarios (``--scenarios``, comma-separated; all by default):
   CPU per job when the orchestrator is not saturated, its user/kernel split,
   and its ratio to the ``grpc`` scenario's of the same round.
 
-The first three share a table: jobs/s, p50/p99, CPU ms per job of the
-orchestrator and of everything (orchestrator, workers, clients, Redis), and
-Redis commands per job (``INFO commandstats`` deltas of a redis-server
-started for the run on a free port); then ours / Dramatiq, jobs/s and total
-CPU per job. With ``--rounds N`` the scenarios run interleaved N times.
+``grpc``, ``redis``, ``processes`` and ``dramatiq`` share a table: jobs/s,
+p50/p99, CPU ms per job of the orchestrator and of everything (orchestrator,
+workers, clients, Redis), and Redis commands per job (``INFO commandstats``
+deltas of a redis-server started for the run on a free port); then ours /
+Dramatiq, jobs/s and total CPU per job. With ``--rounds N`` the scenarios run
+interleaved N times.
 
-    python -m benchmarks.comparison [--scenarios grpc,open,redis,dramatiq,rest]
+    python -m benchmarks.comparison [--scenarios grpc,open,redis,processes,dramatiq,rest]
         [--jobs 5000] [--clients 32] [--rounds 1] [--open-rate 200] [--open-jobs 3000]
         [--rest-jobs 2000] [--rest-clients 32,128] [--sdk 1.0b7,1.0b20]
         [--reference-sdk 1.0b7] [--rest-stores embedded]
@@ -124,6 +128,10 @@ def summary(system: str, row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+ONE_PROCESS = "Avtomatika, Redis store, 1 instance"
+TWO_PROCESSES = "Avtomatika, Redis, 1 instance x 2 procs"
+
+
 def print_comparison(rounds: list[list[dict[str, Any]]]) -> None:
     """The rows of every round, then each of ours against the Dramatiq run
     of its own round."""
@@ -138,6 +146,12 @@ def print_comparison(rounds: list[list[dict[str, Any]]]) -> None:
         cells = [f"{'-' if row[key] is None else row[key]:>{width}}" for _, key, width in columns]
         print("  ".join(cells))
     for rows in rounds:
+        by_system = {row["system"]: row for row in rows}
+        one, two = by_system.get(ONE_PROCESS), by_system.get(TWO_PROCESSES)
+        if one is not None and two is not None:
+            speed = two["jobs_per_s"] / one["jobs_per_s"]
+            cpu = two["orchestrator_cpu_ms_per_job"] / one["orchestrator_cpu_ms_per_job"]
+            print(f"Redis, 2 processes / 1: jobs/s x{speed:.2f}, server CPU per job x{cpu:.2f}")
         theirs = next((row for row in rows if row["system"].startswith("Dramatiq")), None)
         if theirs is None:
             continue
@@ -192,7 +206,7 @@ def print_open(rate: float, jobs: int, rows: list[dict[str, Any]]) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     scenarios = args.scenarios.split(",")
-    unknown = set(scenarios) - {"grpc", "open", "redis", "dramatiq", "rest"}
+    unknown = set(scenarios) - {"grpc", "open", "redis", "processes", "dramatiq", "rest"}
     if unknown:
         raise SystemExit(f"unknown scenarios: {', '.join(sorted(unknown))}")
     rounds: list[list[dict[str, Any]]] = []
@@ -219,7 +233,12 @@ async def main(args: argparse.Namespace) -> None:
             open_rows.append(open_row(runs[-1], saturated))
         if "redis" in scenarios:
             runs.append(await cluster.measure(1, args.jobs, args.clients, 2, sample=300))
-            compared.append(summary("Avtomatika, Redis store, 1 instance", runs[-1]))
+            compared.append(summary(ONE_PROCESS, runs[-1]))
+        if "processes" in scenarios:
+            runs.append(
+                await cluster.measure(1, args.jobs, args.clients, 2, sample=100, processes=2)
+            )
+            compared.append(summary(TWO_PROCESSES, runs[-1]))
         if "dramatiq" in scenarios:
             runs.append(await dramatiq(args.jobs, args.clients))
             compared.append(summary(runs[-1]["system"], runs[-1]))
@@ -255,7 +274,7 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--scenarios", default="grpc,open,redis,dramatiq,rest")
+    parser.add_argument("--scenarios", default="grpc,open,redis,processes,dramatiq,rest")
     parser.add_argument("--open-rate", type=float, default=200.0)
     parser.add_argument("--open-jobs", type=int, default=3000)
     parser.add_argument("--jobs", type=int, default=5000)

@@ -64,6 +64,7 @@ from benchmarks.end_to_end import (
     BENCH_LOG_LEVEL,
     ROOT,
     Run,
+    bench_logging,
     client_load,
     load_figures,
     process_cpu_seconds,
@@ -161,9 +162,12 @@ async def measure(
             "rest", WORKERS, concurrency=CONCURRENCY, sdk=SDKS[sdk], sdk_env=sdk_env(here),
             redis_url=None if redis is None else redis.url,
         )  # fmt: skip
-        # On before the workers connect: aiohttp decides per connection
-        # whether it logs, and theirs are kept alive from registration on.
-        with counted_requests(access_log) as counter:
+        # Logging as `serve` configures it (the lifecycle lines written to a
+        # file, as 1.0b13's go to one); the access lines are counted instead
+        # of written. On before the workers connect: aiohttp decides per
+        # connection whether it logs, and theirs are kept alive from
+        # registration on.
+        with bench_logging(), counted_requests(access_log) as counter:
             await run.start()
             try:
                 counter.counts.clear()
