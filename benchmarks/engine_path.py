@@ -29,7 +29,6 @@ from collections.abc import Iterator
 
 from avtomatika.blueprint.context import ClientInfo
 from avtomatika.config import Settings
-from avtomatika.payload import to_payload
 from avtomatika.server import Orchestrator
 from avtomatika.services.requests import JobRequest
 from avtomatika.v1 import task_pb2
