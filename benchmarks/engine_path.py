@@ -8,7 +8,7 @@ their results applied with :meth:`Engine.submit_result`, as a gRPC worker
 stream does. What it prints is CPU time of this process per job, which a
 loaded machine hardly moves (wall time it does).
 
-    python -m benchmarks.engine_path [--jobs 2000] [--batch 32] [--rounds 5]
+    python -m benchmarks.engine_path [--jobs 2000] [--batch 32] [--rounds 5] [--listeners]
 
 ``BENCH_PROFILE=cprofile`` (or ``yappi``) profiles the last round and
 prints its top functions by own and cumulative time.
@@ -25,13 +25,16 @@ import pstats
 import statistics
 import sys
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 
 from avtomatika.blueprint.context import ClientInfo
 from avtomatika.config import Settings
+from avtomatika.engine.events import EventBus, JobEvent, Listener
 from avtomatika.server import Orchestrator
 from avtomatika.services.requests import JobRequest
 from avtomatika.v1 import task_pb2
+from avtomatika.v1.history_pb2 import HistoryEventType
 from avtomatika.v1.task_pb2 import TaskResult
 from benchmarks.end_to_end import bench_logging
 from tests.support.blueprints import echo_blueprint
@@ -63,11 +66,41 @@ async def one_batch(orchestrator: Orchestrator, route: str, batch: int) -> None:
         await asyncio.sleep(0)
 
 
-async def measure(jobs: int, batch: int, rounds: int, profile: str) -> list[float]:
+class ListenerClock:
+    """CPU spent in each event listener, by its name: the services
+    subscribe through :meth:`subscribe` in place of the bus's own."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self.spent: Counter[str] = Counter()  # nanoseconds
+        self._subscribe = bus.subscribe
+        # An instance attribute shadows the method for the services' start().
+        setattr(bus, "subscribe", self.subscribe)  # noqa: B010
+
+    def subscribe(
+        self, listener: Listener, types: Iterable[HistoryEventType.ValueType] | None = None
+    ) -> Callable[[], None]:
+        name = getattr(listener, "__qualname__", repr(listener))
+
+        def timed(item: JobEvent) -> None:
+            # The loop's thread does nothing else meanwhile: elapsed time is
+            # its CPU, and perf_counter_ns costs far less than process_time.
+            started = time.perf_counter_ns()
+            try:
+                listener(item)
+            finally:
+                self.spent[name] += time.perf_counter_ns() - started
+
+        return self._subscribe(timed, types)
+
+
+async def measure(
+    jobs: int, batch: int, rounds: int, profile: str, listeners: bool = False
+) -> list[float]:
     settings = Settings(api_port=0, grpc_port=0, client_token="bench", job_wait_max_seconds=30)
     orchestrator = Orchestrator(config=settings, blueprints=[echo_blueprint()])
     engine = orchestrator.engine
     engine.add_client(CLIENT)
+    clock = ListenerClock(engine.events) if listeners else None
     route = "v1/jobs/echo"
     engine.blueprint_for_route(route)
     await engine.storage.open()
@@ -91,6 +124,11 @@ async def measure(jobs: int, batch: int, rounds: int, profile: str) -> list[floa
         await engine.stop()
         for service in reversed(orchestrator.services):
             await service.stop()
+    if clock is not None:
+        # Every job measured or warming up, all rounds together.
+        done = (max(1, 200 // batch) + rounds * (jobs // batch)) * batch
+        for name, nanoseconds in clock.spent.most_common():
+            print(f"  {nanoseconds / done / 1000:6.1f} µs per job in {name}")
     return results
 
 
@@ -124,10 +162,15 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--listeners",
+        action="store_true",
+        help="also print the CPU per job of each event listener (timing them costs a little)",
+    )
     args = parser.parse_args()
     profile = os.environ.get("BENCH_PROFILE", "")
     with bench_logging() as logging_used:
-        per_job = asyncio.run(measure(args.jobs, args.batch, args.rounds, profile))
+        per_job = asyncio.run(measure(args.jobs, args.batch, args.rounds, profile, args.listeners))
     print(logging_used)
     print(
         f"engine path, {args.jobs} one-task jobs x {args.rounds} rounds: CPU µs per job "
