@@ -161,12 +161,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument(
         "--listeners",
         action="store_true",
         help="also print the CPU per job of each event listener (timing them costs a little)",
     )
+    parser.add_argument("--rounds", type=int, default=5, help="measured rounds of --jobs")
     args = parser.parse_args()
     profile = os.environ.get("BENCH_PROFILE", "")
     with bench_logging() as logging_used:
