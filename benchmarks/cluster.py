@@ -182,6 +182,9 @@ async def measure(
         stack.callback(server.close)
         # LOG_LEVEL from the environment (INFO unset), to measure the log's cost.
         log_level = os.environ.get("LOG_LEVEL", "INFO")
+        if log_level.upper() not in {"DEBUG", "INFO"}:
+            # `served` learns the ports from serve's start-up line, an INFO one.
+            raise SystemExit(f"the Redis scenarios need LOG_LEVEL INFO or DEBUG, not {log_level}")
         env = serve_env(REDIS_URL=server.url, JOB_WAIT_MAX_SECONDS="30", LOG_LEVEL=log_level)
         args = ("--blueprints-dir", str(EXAMPLES), "--processes", str(processes))
         orchestrators = await asyncio.gather(
