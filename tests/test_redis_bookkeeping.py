@@ -361,3 +361,21 @@ async def test_reservations_push_their_hash_expiry_once_a_ttl_not_once_a_job(
     assert await storage.reserve("c", "j5", 10, bounds) is None
     assert await storage.reserve("c", "j6", 10, bounds) is None  # still counted: 7 held
     assert await storage.reserve("c", "j7", 10, ClientBounds(7, 0)) == BoundReached("jobs", 7)
+
+
+async def test_a_client_an_earlier_release_creates_after_the_upgrade_opened_is_counted(
+    open_storage: OpenStorage,
+) -> None:
+    upgraded = await open_storage()  # the last instance of the upgrade opens
+    keys = upgraded.keys
+    # An instance of the earlier release, still running, creates the first
+    # job of a client: its script counts it in 'statuses' and the client's
+    # counts and bytes, and lists it nowhere.
+    job = Job(id=new_id(), blueprint_name="bp", client_id="new", status=job_pb2.JOB_STATUS_RUNNING)
+    assert await upgraded.commit(job, expected_version=0) is CommitOutcome.OK
+    await upgraded.client.srem(keys.clients, "new")
+    await upgraded.client.hincrby(keys.statuses, str(job_pb2.JOB_STATUS_RUNNING), 1)
+    # (the old instance then stops; no instance opens after it)
+
+    assert await upgraded.count_client_jobs("new") == {job_pb2.JOB_STATUS_RUNNING: 1}
+    assert await upgraded.count_jobs() == {job_pb2.JOB_STATUS_RUNNING: 1}

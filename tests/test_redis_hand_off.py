@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from avtomatika.dispatch import WorkerProfile
 from avtomatika.storage.base import CommitOutcome
+from avtomatika.storage.redis import claims as claims_module
 from avtomatika.storage.redis.storage import RedisStorage
 from avtomatika.v1 import job_pb2, task_pb2
 from avtomatika.v1.job_pb2 import Job
@@ -447,3 +449,67 @@ async def test_a_worker_that_leaves_with_offers_in_flight_leaves_every_task_to_o
     assert sorted(t.task_id for t in taken) == sorted(t.task_id for t in tasks)
     assert await storage.leased_to("w-1") == []
     assert await storage.queue_depths() == {}
+
+
+# A claim handed a task by a hand-out pass while a commit's offer to it was
+# in flight used to miss its wake-up when that offer's reply found it full:
+# the task went back, nobody set the claim's event, and the claim sat on the
+# task leased to it until its re-check (RECHECK, raised here so a missed
+# wake-up shows as a claim that never returns).
+async def test_a_claim_handed_a_task_is_woken_when_its_last_offer_finds_it_full(
+    redis_server: RedisServer, open_storage: OpenStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(claims_module, "RECHECK", 3600.0)
+    a = await open_storage()
+    b = await open_storage()
+    first_job = await new_job(b)
+    second_job = await new_job(a)
+    first, second = queued(first_job), queued(second_job)
+    claims = {w: await parked(a, w, timeout=60) for w in ("w-1", "w-2")}
+    hand_outs = a._hand_outs
+
+    # A's hand-out pass (two waiters parked, a task queued on B) leases
+    # `first` to the worker it picked (TAKE). Between that TAKE's reply and
+    # the pass handing the task over, a commit on A of `second` offers it to
+    # a parked waiter (the same one: both pick the longest waiting); Redis
+    # is paused with that commit on the wire.
+    leases = hand_outs._leases
+    take = leases.take
+    seen: dict[str, Any] = {}
+
+    async def take_then_offer(task_id: str, worker_id: str, nonce: str) -> Any:
+        taken = await take(task_id, worker_id, nonce)
+        if "commit" not in seen:
+            seen["picked"] = worker_id
+            redis_server.pause()
+            with wire_tap(redis_server.port) as tap:
+                seen["commit"] = asyncio.create_task(
+                    a.commit(second_job, expected_version=second_job.version, tasks=[second])
+                )
+                await wait_until(lambda: tap.saw(second.task_id.encode()))
+            seen["offered"] = [w.worker.worker_id for w in hand_outs.waiters.of("x") if w.offers]
+        return taken
+
+    leases.take = take_then_offer  # type: ignore[method-assign]
+    try:
+        assert await b.commit(first_job, expected_version=first_job.version, tasks=[first]) is (
+            CommitOutcome.OK
+        )
+        await wait_until(lambda: "offered" in seen)
+        assert seen["offered"] == [seen["picked"]], seen  # the offer went to the picked waiter
+        waiter = next(w for w in hand_outs.waiters.of("x") if w.worker.worker_id == seen["picked"])
+        # The pass hands `first` over; the claim wakes, sees an offer still in
+        # flight, and waits for it.
+        await wait_until(lambda: bool(waiter.handed) and not waiter.event.is_set())
+    finally:
+        redis_server.resume()
+    # The commit's reply: `second` was leased to the picked waiter too; it is
+    # full, so `second` goes back. The claim should now return `first`.
+    assert await seen["commit"] is CommitOutcome.OK
+    picked = claims[seen["picked"]]
+    got = await asyncio.wait_for(picked, 10)  # a deadline for the test, not a timing claim
+    assert got is not None
+    assert got.task_id == first.task_id
+    for claim in claims.values():
+        if not claim.done():
+            await cancelled(claim)

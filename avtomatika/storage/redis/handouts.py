@@ -243,5 +243,8 @@ class HandOuts:
                 self._link.spawn(self._leases.give_back(offer.task_id, worker_id, offer.nonce))
             waiter.event.set()  # wake-ups passed it by while it was offered
             return
-        if not waiter.receive(task):  # it left meanwhile
+        if not waiter.receive(task):  # it left, or is full, meanwhile
             self._link.spawn(self._leases.give_back(task.task_id, task.worker_id, offer.nonce))
+            # A full claim may be waiting for this very reply before it
+            # returns what it was handed.
+            waiter.event.set()

@@ -237,6 +237,10 @@ class RedisStorage:
         # apart (two commands less on each status change).
         totals: dict[int, int] = {}
         with unavailable("cannot count jobs"):
+            # An earlier release's instance still running in an upgrade may
+            # have created a client's first job since the last instance
+            # opened: its client is listed now (one EXISTS when there is none).
+            await self._adopt_clients()
             client = await self._link.redis()
             clients = await client.smembers(self.keys.clients)
             async with client.pipeline(transaction=False) as pipe:
@@ -251,9 +255,9 @@ class RedisStorage:
         """Where an earlier release kept a count of every job (its instances
         may still run during an upgrade, and create clients' first jobs
         without listing them in ``clients``): list every client with counts
-        there, and drop that count, which nothing reads any more. Each
-        instance that opens does it while the old count is there, so the
-        last of an upgrade lists whatever the old instances created."""
+        there, and drop that count, which nothing reads any more. Done when
+        an instance opens and before every count of all jobs, so what old
+        instances create after the last new one opened is counted too."""
         client = await self._link.redis()
         if not await client.exists(self.keys.statuses):
             return
