@@ -63,9 +63,13 @@ def log_line(
     for tag in handler.filters:
         tag.add_to(fields)  # type: ignore[union-attr]  # one of _FILTERS
     try:
-        handler.write_line(
-            formatter.format_fields(time.time(), level, logger.name, message, fields), level
-        )
+        # Formatted under the handler's lock, as logging formats a record:
+        # the text formatter keeps its stamp of the current second in two
+        # fields, which another thread's line must not split.
+        with handler.lock:  # type: ignore[union-attr]  # created by Handler.__init__
+            handler.write_line(
+                formatter.format_fields(time.time(), level, logger.name, message, fields), level
+            )
     except Exception:
         # Reported as logging reports a handler's failure, with the record
         # this line would have been.
